@@ -1,0 +1,72 @@
+"""Every telemetry event buttress emits: name, measurements, metadata and meaning.
+
+This table is the single source for ``docs/events.md`` (``tools/gen_events_doc.py`` writes the
+page, ``--check`` verifies it) and for the test that validates every emitted event against it.
+Each component keeps its events in its own section below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """One event: its name, the keys of its measurements and metadata, and what it means."""
+
+    name: tuple[str, ...]
+    measurements: tuple[str, ...]
+    metadata: tuple[str, ...]
+    description: str
+
+
+def _specs(*specs: EventSpec) -> dict[tuple[str, ...], EventSpec]:
+    return {s.name: s for s in specs}
+
+
+_TELEMETRY = _specs(
+    EventSpec(
+        ("buttress", "telemetry", "handler_failure"),
+        (),
+        ("handler_id", "event", "error"),
+        "A handler raised; it has been detached. `event` is the event it was handling.",
+    ),
+)
+
+_BREAKER = _specs(
+    EventSpec(
+        ("buttress", "circuit_breaker", "state_change"),
+        ("failure_rate", "failures", "calls"),
+        ("breaker", "from_state", "to_state", "from_level", "level", "reason", "generation"),
+        "The breaker moved between states or degradation levels. `reason` says why "
+        "(e.g. `failure_count`, `failure_rate`, `slow_call_rate`, `consecutive_failures`, "
+        "`reset_timeout`, `health_check`, `probes_succeeded`, `probes_failed`, `recovered`, "
+        "`forced_open`, `disabled`, `reset`). `level` and `from_level` are degradation "
+        "levels or null.",
+    ),
+    EventSpec(
+        ("buttress", "circuit_breaker", "rejected"),
+        ("retry_after",),
+        ("breaker", "state", "level", "reason"),
+        "A call was refused: `reason` is `open`, `forced_open`, `half_open_full` (no probe "
+        "permit left) or `shed` (dropped while degraded).",
+    ),
+    EventSpec(
+        ("buttress", "circuit_breaker", "fault_injected"),
+        ("latency",),
+        ("breaker", "kind", "injected"),
+        "Fault injection acted on a call admitted by the breaker: `kind` is `failure` or "
+        "`latency` (seconds in `latency`). `injected` is always true.",
+    ),
+    EventSpec(
+        ("buttress", "circuit_breaker", "health_check"),
+        ("duration",),
+        ("breaker", "ok", "error"),
+        "The breaker's health check ran while open; success moves it to half_open early.",
+    ),
+)
+
+CATALOG: dict[tuple[str, ...], EventSpec] = {
+    **_TELEMETRY,
+    **_BREAKER,
+}

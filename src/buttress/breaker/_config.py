@@ -1,0 +1,187 @@
+"""Breaker settings: one frozen, validated record.
+
+Every threshold is optional (``None`` turns its signal off); what is set must make sense, or
+:class:`~buttress.ConfigError` names the parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from ..errors import ConfigError
+from ._states import DegradationLevel
+
+ExceptionMatcher = type[BaseException] | Callable[[BaseException], bool]
+
+DEFAULT_SHED_PROBABILITY: Mapping[DegradationLevel, float] = {
+    DegradationLevel.LIGHT: 0.1,
+    DegradationLevel.MEDIUM: 0.3,
+    DegradationLevel.HEAVY: 0.6,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """What a :class:`~buttress.CircuitBreaker` decides by. See ``docs/circuit-breaker.md``."""
+
+    # The sliding window all signals are counted over, in seconds, split in ``buckets``.
+    window: float = 60.0
+    buckets: int = 10
+    # Failure count in the window: degraded from ``degradation_threshold``, open at
+    # ``failure_threshold``.
+    failure_threshold: int | None = 5
+    degradation_threshold: int | None = 3
+    # Failure rate in the window, once it holds ``minimum_calls`` outcomes.
+    failure_rate_threshold: float | None = 0.5
+    degradation_rate_threshold: float | None = 0.25
+    minimum_calls: int = 10
+    # Slow-call rate: a call taking ``slow_call_duration`` seconds or more is slow.
+    slow_call_duration: float | None = None
+    slow_call_rate_threshold: float | None = 0.5
+    slow_degradation_rate_threshold: float | None = 0.25
+    # Failures in a row open the breaker whatever the window says (low-traffic services).
+    consecutive_failure_threshold: int | None = None
+    # Probability of shedding a non-critical call in each degraded level.
+    shed_probability: Mapping[DegradationLevel, float] = field(
+        default_factory=lambda: dict(DEFAULT_SHED_PROBABILITY)
+    )
+    # Open for ``reset_timeout``, times ``reset_timeout_multiplier`` per failed recovery,
+    # capped at ``reset_timeout_max``, with +/- ``reset_timeout_jitter`` (a fraction).
+    reset_timeout: float = 30.0
+    reset_timeout_multiplier: float = 1.0
+    reset_timeout_max: float = 300.0
+    reset_timeout_jitter: float = 0.0
+    # Half-open: this many probes, closed when ``half_open_success_ratio`` of them succeed.
+    half_open_max_calls: int = 5
+    half_open_success_ratio: float = 0.8
+    # A probe still running after this long counts as failed and frees its permit.
+    probe_timeout: float = 30.0
+    health_check_interval: float = 10.0
+    # Classification.
+    record: tuple[ExceptionMatcher, ...] = (Exception,)
+    ignore: tuple[ExceptionMatcher, ...] = ()
+    failure_result: Callable[[Any], bool] | None = None
+
+    def __post_init__(self) -> None:
+        _positive("window", self.window)
+        _int_at_least("buckets", self.buckets, 1)
+        if self.failure_threshold is not None:
+            _int_at_least("failure_threshold", self.failure_threshold, 1)
+        if self.degradation_threshold is not None:
+            _int_at_least("degradation_threshold", self.degradation_threshold, 1)
+            if self.failure_threshold is None:
+                raise ConfigError(
+                    "degradation_threshold", "needs failure_threshold (the top of its band)"
+                )
+            if self.degradation_threshold >= self.failure_threshold:
+                raise ConfigError(
+                    "degradation_threshold",
+                    f"must be below failure_threshold ({self.failure_threshold}), "
+                    f"got {self.degradation_threshold}; use None to turn degradation off",
+                )
+        _rate_band(
+            "failure_rate_threshold",
+            self.failure_rate_threshold,
+            "degradation_rate_threshold",
+            self.degradation_rate_threshold,
+        )
+        _int_at_least("minimum_calls", self.minimum_calls, 1)
+        if self.slow_call_duration is not None:
+            _positive("slow_call_duration", self.slow_call_duration)
+        _rate_band(
+            "slow_call_rate_threshold",
+            self.slow_call_rate_threshold,
+            "slow_degradation_rate_threshold",
+            self.slow_degradation_rate_threshold,
+        )
+        if self.consecutive_failure_threshold is not None:
+            _int_at_least("consecutive_failure_threshold", self.consecutive_failure_threshold, 1)
+        shed = dict(self.shed_probability)
+        for key, p in shed.items():
+            try:
+                level = DegradationLevel(key)
+            except ValueError:
+                raise ConfigError(
+                    "shed_probability", f"unknown level {key!r} (light, medium or heavy)"
+                ) from None
+            if not (isinstance(p, int | float) and 0.0 <= p <= 1.0):
+                raise ConfigError(
+                    f"shed_probability.{level.value}", f"must be in [0, 1], got {p!r}"
+                )
+        merged = {
+            **DEFAULT_SHED_PROBABILITY,
+            **{DegradationLevel(k): float(v) for k, v in shed.items()},
+        }
+        object.__setattr__(self, "shed_probability", merged)
+        _positive("reset_timeout", self.reset_timeout)
+        if not self.reset_timeout_multiplier >= 1.0:
+            raise ConfigError(
+                "reset_timeout_multiplier", f"must be >= 1.0, got {self.reset_timeout_multiplier!r}"
+            )
+        if not self.reset_timeout_max >= self.reset_timeout:
+            raise ConfigError(
+                "reset_timeout_max",
+                f"must be >= reset_timeout ({self.reset_timeout}), got {self.reset_timeout_max!r}",
+            )
+        if not 0.0 <= self.reset_timeout_jitter < 1.0:
+            raise ConfigError(
+                "reset_timeout_jitter", f"must be in [0, 1), got {self.reset_timeout_jitter!r}"
+            )
+        _int_at_least("half_open_max_calls", self.half_open_max_calls, 1)
+        if not 0.0 < self.half_open_success_ratio <= 1.0:
+            raise ConfigError(
+                "half_open_success_ratio",
+                f"must be in (0, 1], got {self.half_open_success_ratio!r}",
+            )
+        _positive("probe_timeout", self.probe_timeout)
+        _positive("health_check_interval", self.health_check_interval)
+        object.__setattr__(self, "record", _matchers("record", self.record))
+        object.__setattr__(self, "ignore", _matchers("ignore", self.ignore))
+        if self.failure_result is not None and not callable(self.failure_result):
+            raise ConfigError("failure_result", f"must be a callable, got {self.failure_result!r}")
+
+    @property
+    def probes_needed(self) -> int:
+        """Successful probes that close a half-open breaker."""
+        return max(1, math.ceil(self.half_open_success_ratio * self.half_open_max_calls - 1e-9))
+
+
+def _positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(name, f"must be a number > 0, got {value!r}")
+    if math.isinf(value):
+        raise ConfigError(name, "must be finite")
+
+
+def _int_at_least(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(name, f"must be an integer >= {low}, got {value!r}")
+
+
+def _rate_band(top_name: str, top: float | None, low_name: str, low: float | None) -> None:
+    if top is not None and not (isinstance(top, int | float) and 0.0 < top <= 1.0):
+        raise ConfigError(top_name, f"must be in (0, 1], got {top!r}")
+    if low is None:
+        return
+    if top is None:
+        raise ConfigError(low_name, f"needs {top_name} (the top of its band)")
+    if not (isinstance(low, int | float) and 0.0 < low < top):
+        raise ConfigError(low_name, f"must be in (0, {top_name}={top}), got {low!r}")
+
+
+def _matchers(
+    name: str, value: Sequence[ExceptionMatcher] | ExceptionMatcher
+) -> tuple[ExceptionMatcher, ...]:
+    items = (value,) if isinstance(value, type) or not isinstance(value, Sequence) else value
+    out: list[ExceptionMatcher] = []
+    for item in items:
+        if (isinstance(item, type) and issubclass(item, BaseException)) or callable(item):
+            out.append(cast(ExceptionMatcher, item))
+        else:
+            raise ConfigError(
+                name, f"expects exception types or predicates on an exception, got {item!r}"
+            )
+    return tuple(out)

@@ -1,0 +1,487 @@
+"""The circuit breaker's state machine: pure, no I/O, no clock, no lock.
+
+Theory of operation
+-------------------
+Outcomes (success, failure, slow) are counted in a sliding window of ``buckets`` time buckets.
+After every outcome that could make things worse, :meth:`BreakerMachine._evaluate` turns the
+window into one *severity* ``s``: for each signal (failure count, failure rate, slow-call rate)
+the position of its value inside its degraded band, ``(value - degrade_at) / (open_at -
+degrade_at)``; the highest wins and names the reason.
+
+* ``s < 0``: closed (or back to closed from degraded, reason ``recovered``);
+* ``0 <= s < 1``: degraded, ``light`` / ``medium`` / ``heavy`` for each third of the band;
+* ``s >= 1`` (or ``consecutive_failure_threshold`` failures in a row): open.
+
+Open lasts ``reset_timeout`` (growing per failed recovery when configured); the first
+admission after that moves to half_open, which admits ``half_open_max_calls`` probes and
+closes once ``probes_needed`` succeed, or reopens once that has become impossible.
+
+Rule 1: time-driven moves (open → half_open, expired probes, window expiry in degraded) are
+applied lazily by :meth:`poll`, called on admission and on every read; nothing runs by itself.
+
+Rule 2: every admission carries the ``generation`` it was admitted in. The generation changes
+whenever the breaker opens, half-opens, closes from half_open, or is moved by hand; closed and
+degraded share one generation (one window). An outcome from an older generation is counted in
+the lifetime totals and otherwise ignored: it never moves the state.
+
+Rule 3: ``FORCED_OPEN`` and ``DISABLED`` are only left by :meth:`reset`.
+
+The shell (``_breaker.py``) holds a lock around every method here and emits the transitions
+this machine queues in :attr:`pending`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from ._config import BreakerConfig
+from ._states import BreakerState, DegradationLevel, Transition
+
+CLOSED = BreakerState.CLOSED
+DEGRADED = BreakerState.DEGRADED
+OPEN = BreakerState.OPEN
+HALF_OPEN = BreakerState.HALF_OPEN
+FORCED_OPEN = BreakerState.FORCED_OPEN
+DISABLED = BreakerState.DISABLED
+
+LIGHT = DegradationLevel.LIGHT
+MEDIUM = DegradationLevel.MEDIUM
+HEAVY = DegradationLevel.HEAVY
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A call may run. ``probe`` is its half-open permit id, 0 when it is not a probe."""
+
+    generation: int
+    probe: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A call may not run. ``reason``: ``open``, ``forced_open``, ``half_open_full``, ``shed``."""
+
+    state: BreakerState
+    level: DegradationLevel | None
+    reason: str
+    retry_after: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MachineStats:
+    """The machine's numbers at one instant (the shell adds its name and fault injection)."""
+
+    state: BreakerState
+    level: DegradationLevel | None
+    generation: int
+    window_calls: int
+    window_failures: int
+    window_slow: int
+    failure_rate: float
+    slow_call_rate: float
+    consecutive_failures: int
+    recovery_attempts: int
+    retry_after: float | None
+    probes_in_flight: int
+    successes: int
+    failures: int
+    ignored: int
+    cancelled: int
+    rejected: int
+    shed: int
+    stale: int
+    times_opened: int
+
+
+def level_for(severity: float) -> DegradationLevel:
+    """The degradation level for a severity in ``[0, 1)``: thirds of the band."""
+    if severity < 1.0 / 3.0:
+        return LIGHT
+    if severity < 2.0 / 3.0:
+        return MEDIUM
+    return HEAVY
+
+
+class BreakerMachine:
+    """The breaker's decisions, given ``now``. Not thread-safe: the shell locks around it."""
+
+    def __init__(self, config: BreakerConfig, rng: random.Random, now: float = 0.0) -> None:
+        self.config = config
+        self._rng = rng
+        self.state = CLOSED
+        self.level: DegradationLevel | None = None
+        self.generation = 1
+        # ``fast_gen`` is the generation while a plain success needs no decision (closed),
+        # else -1: the shell reads this one attribute to take its lock-free admission path.
+        self.fast_gen = 1
+        self.pending: list[Transition] = []
+
+        n = config.buckets
+        self._n = n
+        self._width = config.window / n
+        self._inv_width = n / config.window
+        self._calls = [0] * n
+        self._fails = [0] * n
+        self._slows = [0] * n
+        self._head = int(now * self._inv_width)
+        self._cur = self._head % n
+        self.w_calls = 0
+        self.w_failures = 0
+        self.w_slow = 0
+        self.consecutive = 0
+        self._slow_at = config.slow_call_duration
+
+        self.open_until = 0.0
+        self.recovery_attempts = 0
+        self._probes: dict[int, float] = {}
+        self._probe_seq = 0
+        self._probe_ok = 0
+        self._probe_failed = 0
+        self._hc_running = False
+        self._hc_last = -math.inf
+
+        self.successes = 0
+        self.failures = 0
+        self.ignored = 0
+        self.cancelled = 0
+        self.rejected = 0
+        self.shed = 0
+        self.stale = 0
+        self.times_opened = 0
+
+    # -- admission ---------------------------------------------------------------------------
+
+    def admit(self, now: float, critical: bool = False) -> Admitted | Refused:
+        """Decide whether a call may run now. Critical calls are never shed."""
+        st = self.state
+        if st is CLOSED or st is DISABLED:
+            return Admitted(self.generation, 0)
+        if st is FORCED_OPEN:
+            self.rejected += 1
+            return Refused(FORCED_OPEN, None, "forced_open", None)
+        self.poll(now)
+        st = self.state
+        if st is CLOSED:
+            return Admitted(self.generation, 0)
+        if st is DEGRADED:
+            level = self.level
+            assert level is not None
+            if not critical and self._rng.random() < self.config.shed_probability[level]:
+                self.rejected += 1
+                self.shed += 1
+                return Refused(DEGRADED, level, "shed", self._width - (now % self._width))
+            return Admitted(self.generation, 0)
+        if st is OPEN:
+            self.rejected += 1
+            return Refused(OPEN, None, "open", max(0.0, self.open_until - now))
+        # HALF_OPEN
+        cfg = self.config
+        if len(self._probes) + self._probe_ok + self._probe_failed < cfg.half_open_max_calls:
+            self._probe_seq += 1
+            self._probes[self._probe_seq] = now
+            return Admitted(self.generation, self._probe_seq)
+        self.rejected += 1
+        oldest = min(self._probes.values(), default=now)
+        return Refused(
+            HALF_OPEN, None, "half_open_full", max(0.0, oldest + cfg.probe_timeout - now)
+        )
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def on_success(self, generation: int, probe: int, now: float, duration: float | None) -> None:
+        self.successes += 1
+        if generation != self.generation:
+            self.stale += 1
+            return
+        if probe:
+            if self._probes.pop(probe, None) is not None:
+                self._probe_ok += 1
+                self._judge_probes(now)
+            return
+        b = int(now * self._inv_width)
+        if b != self._head:
+            self._roll(b)
+        i = self._cur
+        self._calls[i] += 1
+        self.w_calls += 1
+        self.consecutive = 0
+        sd = self._slow_at
+        slow = sd is not None and duration is not None and duration >= sd
+        if slow:
+            self._slows[i] += 1
+            self.w_slow += 1
+        # A fast success can only lower every signal: closed stays closed without a look.
+        if self.state is DEGRADED or (slow and self.state is CLOSED):
+            self._evaluate(now)
+
+    def on_failure(self, generation: int, probe: int, now: float, duration: float | None) -> None:
+        self.failures += 1
+        if generation != self.generation:
+            self.stale += 1
+            return
+        if probe:
+            if self._probes.pop(probe, None) is not None:
+                self._probe_failed += 1
+                self._judge_probes(now)
+            return
+        b = int(now * self._inv_width)
+        if b != self._head:
+            self._roll(b)
+        i = self._cur
+        self._calls[i] += 1
+        self._fails[i] += 1
+        self.w_calls += 1
+        self.w_failures += 1
+        self.consecutive += 1
+        sd = self._slow_at
+        if sd is not None and duration is not None and duration >= sd:
+            self._slows[i] += 1
+            self.w_slow += 1
+        if self.state is not DISABLED:
+            self._evaluate(now)
+
+    def on_neutral(self, generation: int, probe: int, now: float, *, cancelled: bool) -> None:
+        """An ignored exception or a cancellation: counts for nothing, frees a probe permit."""
+        if cancelled:
+            self.cancelled += 1
+        else:
+            self.ignored += 1
+        if probe and generation == self.generation:
+            self._probes.pop(probe, None)
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def poll(self, now: float) -> None:
+        """Apply every move that the passing of time alone has made due."""
+        st = self.state
+        if st is OPEN:
+            if now >= self.open_until:
+                self._half_open(now, "reset_timeout")
+        elif st is HALF_OPEN:
+            timeout = self.config.probe_timeout
+            expired = [p for p, t in self._probes.items() if now - t >= timeout]
+            for p in expired:
+                del self._probes[p]
+                self._probe_failed += 1
+            if expired:
+                self._judge_probes(now)
+        elif st is DEGRADED:
+            b = int(now * self._inv_width)
+            if b != self._head:
+                self._roll(b)
+                self._evaluate(now)
+
+    # -- manual control --------------------------------------------------------------------
+
+    def force_open(self, now: float) -> None:
+        if self.state is not FORCED_OPEN:
+            self._move(FORCED_OPEN, None, "forced_open", now)
+
+    def disable(self, now: float) -> None:
+        if self.state is not DISABLED:
+            self._move(DISABLED, None, "disabled", now)
+
+    def reset(self, now: float) -> None:
+        """Back to closed with an empty window, whatever the state (manual ones included)."""
+        self._clear_window(now)
+        self.recovery_attempts = 0
+        self._move(CLOSED, None, "reset", now)
+
+    # -- health check while open -------------------------------------------------------------
+
+    def health_check_begin(self, now: float, interval: float) -> int | None:
+        """If a health check is due, claim it and return the generation it is for."""
+        self.poll(now)
+        if self.state is OPEN and not self._hc_running and now - self._hc_last >= interval:
+            self._hc_running = True
+            self._hc_last = now
+            return self.generation
+        return None
+
+    def health_check_end(self, generation: int, now: float, ok: bool) -> None:
+        self._hc_running = False
+        if ok and self.state is OPEN and generation == self.generation:
+            self._half_open(now, "health_check")
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def stats(self, now: float) -> MachineStats:
+        self.poll(now)
+        calls = self.w_calls
+        retry = None
+        if self.state is OPEN:
+            retry = max(0.0, self.open_until - now)
+        return MachineStats(
+            state=self.state,
+            level=self.level,
+            generation=self.generation,
+            window_calls=calls,
+            window_failures=self.w_failures,
+            window_slow=self.w_slow,
+            failure_rate=self.w_failures / calls if calls else 0.0,
+            slow_call_rate=self.w_slow / calls if calls else 0.0,
+            consecutive_failures=self.consecutive,
+            recovery_attempts=self.recovery_attempts,
+            retry_after=retry,
+            probes_in_flight=len(self._probes),
+            successes=self.successes,
+            failures=self.failures,
+            ignored=self.ignored,
+            cancelled=self.cancelled,
+            rejected=self.rejected,
+            shed=self.shed,
+            stale=self.stale,
+            times_opened=self.times_opened,
+        )
+
+    def severity(self) -> tuple[float, str]:
+        """The window's severity and the signal behind it (see the module docstring)."""
+        cfg = self.config
+        best, why = -1.0, ""
+        f = self.w_failures
+        ft = cfg.failure_threshold
+        if ft is not None:
+            if f >= ft:
+                return 1.0, "failure_count"
+            dt = cfg.degradation_threshold
+            if dt is not None and f >= dt:
+                best, why = (f - dt) / (ft - dt), "failure_count"
+        calls = self.w_calls
+        if calls >= cfg.minimum_calls:
+            s = _band(f / calls, cfg.degradation_rate_threshold, cfg.failure_rate_threshold)
+            if s >= 1.0:
+                return 1.0, "failure_rate"
+            if s > best:
+                best, why = s, "failure_rate"
+            if self._slow_at is not None:
+                s = _band(
+                    self.w_slow / calls,
+                    cfg.slow_degradation_rate_threshold,
+                    cfg.slow_call_rate_threshold,
+                )
+                if s >= 1.0:
+                    return 1.0, "slow_call_rate"
+                if s > best:
+                    best, why = s, "slow_call_rate"
+        ct = cfg.consecutive_failure_threshold
+        if ct is not None and self.consecutive >= ct:
+            return 1.0, "consecutive_failures"
+        return best, why
+
+    def take_pending(self) -> list[Transition]:
+        out, self.pending = self.pending, []
+        return out
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _evaluate(self, now: float) -> None:
+        s, why = self.severity()
+        st = self.state
+        if s >= 1.0:
+            self._open(now, why)
+        elif s >= 0.0:
+            level = level_for(s)
+            if st is not DEGRADED or level is not self.level:
+                self._move(DEGRADED, level, why, now, bump=False)
+        elif st is DEGRADED:
+            self._move(CLOSED, None, "recovered", now, bump=False)
+
+    def _open(self, now: float, reason: str) -> None:
+        cfg = self.config
+        timeout = cfg.reset_timeout * cfg.reset_timeout_multiplier**self.recovery_attempts
+        if cfg.reset_timeout_jitter:
+            timeout *= 1.0 + cfg.reset_timeout_jitter * (2.0 * self._rng.random() - 1.0)
+        self.open_until = now + min(timeout, cfg.reset_timeout_max)
+        self._hc_last = now
+        self.times_opened += 1
+        self._move(OPEN, None, reason, now)
+
+    def _half_open(self, now: float, reason: str) -> None:
+        self.recovery_attempts += 1
+        self._probes.clear()
+        self._probe_ok = 0
+        self._probe_failed = 0
+        self._move(HALF_OPEN, None, reason, now)
+
+    def _judge_probes(self, now: float) -> None:
+        cfg = self.config
+        need = cfg.probes_needed
+        if self._probe_ok >= need:
+            self._probes.clear()
+            self._clear_window(now)
+            self.recovery_attempts = 0
+            self._move(CLOSED, None, "probes_succeeded", now)
+        elif self._probe_failed > cfg.half_open_max_calls - need:
+            self._probes.clear()
+            self._open(now, "probes_failed")
+
+    def _move(
+        self,
+        to: BreakerState,
+        level: DegradationLevel | None,
+        reason: str,
+        now: float,
+        *,
+        bump: bool = True,
+    ) -> None:
+        if bump:
+            self.generation += 1
+        calls = self.w_calls
+        self.pending.append(
+            Transition(
+                from_state=self.state,
+                to_state=to,
+                from_level=self.level,
+                level=level,
+                reason=reason,
+                generation=self.generation,
+                at=now,
+                failures=self.w_failures,
+                calls=calls,
+                failure_rate=self.w_failures / calls if calls else 0.0,
+            )
+        )
+        self.state = to
+        self.level = level
+        self.fast_gen = self.generation if to is CLOSED else -1
+
+    def _roll(self, b: int) -> None:
+        steps = b - self._head
+        if steps <= 0:
+            return
+        n = self._n
+        if steps >= n:
+            for i in range(n):
+                self._calls[i] = self._fails[i] = self._slows[i] = 0
+            self.w_calls = self.w_failures = self.w_slow = 0
+        else:
+            calls, fails, slows = self._calls, self._fails, self._slows
+            for k in range(1, steps + 1):
+                i = (self._head + k) % n
+                self.w_calls -= calls[i]
+                self.w_failures -= fails[i]
+                self.w_slow -= slows[i]
+                calls[i] = fails[i] = slows[i] = 0
+        self._head = b
+        self._cur = b % n
+
+    def _clear_window(self, now: float) -> None:
+        for i in range(self._n):
+            self._calls[i] = self._fails[i] = self._slows[i] = 0
+        self.w_calls = self.w_failures = self.w_slow = 0
+        self.consecutive = 0
+        self._head = int(now * self._inv_width)
+        self._cur = self._head % self._n
+
+
+def _band(value: float, low: float | None, high: float | None) -> float:
+    """Position of ``value`` in the band ``[low, high)``; below ``low`` is negative."""
+    if high is None:
+        return -1.0
+    if value >= high:
+        return 1.0
+    if low is None or value < low:
+        return -1.0
+    return (value - low) / (high - low)

@@ -1,0 +1,144 @@
+"""The exception tree.
+
+::
+
+    ButtressError
+    ├── ConfigError                 bad configuration; the message names the key path
+    ├── RejectedError               the operation was not attempted; .retry_after
+    │   ├── CircuitOpenError        .breaker, .state
+    │   ├── LoadShedError           .reason ("degraded" | "memory_pressure"), .level
+    │   ├── RateLimitExceeded       .scope, .key, .limit, .retry_after
+    │   └── PoolTimeoutError        .pool, .waited
+    ├── PoolClosedError
+    ├── BackendError                a backend (Redis, SQLite) failed under fail_closed
+    └── InjectedFault               raised by chaos in place of a real failure
+
+A :class:`RejectedError` always means the protected operation did not run, so it is safe to
+retry after ``retry_after`` seconds (``None`` when nothing better than "later" is known).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "ButtressError",
+    "CircuitOpenError",
+    "ConfigError",
+    "InjectedFault",
+    "LoadShedError",
+    "PoolClosedError",
+    "PoolTimeoutError",
+    "RateLimitExceeded",
+    "RejectedError",
+]
+
+
+class ButtressError(Exception):
+    """Base class of every error buttress raises on purpose."""
+
+
+class ConfigError(ButtressError, ValueError):
+    """A configuration value is wrong. ``path`` names it, e.g. ``circuit_breakers.db.window``."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class RejectedError(ButtressError):
+    """The operation was refused before it ran; it may be retried after ``retry_after`` s."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class CircuitOpenError(RejectedError):
+    """The breaker is open (or forced open, or out of half-open probes)."""
+
+    def __init__(self, breaker: str, state: str, *, retry_after: float | None = None) -> None:
+        self.breaker = breaker
+        self.state = state
+        wait = "" if retry_after is None else f"; retry after {retry_after:.3f}s"
+        super().__init__(f"circuit {breaker!r} is {state}{wait}", retry_after=retry_after)
+
+
+class LoadShedError(RejectedError):
+    """Work was shed: by a degraded breaker or because memory is critical."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        level: str | None = None,
+        source: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.reason = reason
+        self.level = level
+        self.source = source
+        where = f" by {source!r}" if source else ""
+        lvl = f" ({level})" if level else ""
+        super().__init__(f"load shed{where}: {reason}{lvl}", retry_after=retry_after)
+
+
+class RateLimitExceeded(RejectedError):
+    """A rate limit refused the request; ``scope`` names the limit that refused."""
+
+    def __init__(
+        self,
+        scope: str,
+        *,
+        key: str | None = None,
+        limit: float | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.scope = scope
+        self.key = key
+        self.limit = limit
+        who = f" for {key!r}" if key is not None else ""
+        wait = "" if retry_after is None else f"; retry after {retry_after:.3f}s"
+        super().__init__(f"rate limit {scope!r} exceeded{who}{wait}", retry_after=retry_after)
+
+
+class PoolTimeoutError(RejectedError):
+    """No pool member became free within ``checkout_timeout`` (or the wait queue was full)."""
+
+    def __init__(self, pool: str, *, waited: float, message: str | None = None) -> None:
+        self.pool = pool
+        self.waited = waited
+        super().__init__(
+            message or f"pool {pool!r}: no connection available after {waited:.3f}s",
+            retry_after=None,
+        )
+
+
+class PoolClosedError(ButtressError):
+    """The pool is closed; no connection will be handed out."""
+
+
+class BackendError(ButtressError):
+    """A state backend (SQLite, Redis) failed and the limiter's policy is ``fail_closed``."""
+
+
+class InjectedFault(ButtressError):
+    """Raised by fault injection in place of a real failure; always tagged ``injected``."""
+
+    injected = True
+
+
+for _cls in (
+    ButtressError,
+    ConfigError,
+    RejectedError,
+    CircuitOpenError,
+    LoadShedError,
+    RateLimitExceeded,
+    PoolTimeoutError,
+    PoolClosedError,
+    BackendError,
+    InjectedFault,
+):
+    _cls.__module__ = "buttress"
+del _cls
