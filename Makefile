@@ -41,8 +41,10 @@ format: $(VENV)/.installed-dev
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
+# `make bench` runs every benchmark; `make bench BENCH=breaker` runs benchmarks/breaker.py only.
+BENCH ?= *
 bench: $(VENV)/.installed-bench
-	@for b in benchmarks/[a-z]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/$(BENCH).py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
