@@ -5,8 +5,6 @@ chaos, health and telemetry, for threads and asyncio alike. Everything public is
 ``__all__``; every other module is private.
 """
 
-from __future__ import annotations
-
 from . import events
 from ._clock import Clock, ManualClock, SystemClock
 from .breaker import (

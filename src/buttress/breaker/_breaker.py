@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields
@@ -47,6 +48,10 @@ _CANCELLATION = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, Generato
 _CONFIG_FIELDS = frozenset(f.name for f in fields(BreakerConfig))
 
 Listener = Callable[["CircuitBreaker", Transition], None]
+_Runner = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
+_AsyncRunner = Callable[
+    [Callable[..., Awaitable[Any]], tuple[Any, ...], dict[str, Any]], Awaitable[Any]
+]
 HealthCheck = Callable[[], bool] | Callable[[], Awaitable[bool]]
 
 
@@ -223,6 +228,11 @@ class CircuitBreaker:
         self._timed = config.slow_call_duration is not None
         self._failure_result = config.failure_result
         self._injector = fault_injection
+        # Whether a call needs no fault, duration or result check (the fast path's test).
+        self._plain = not self._timed and config.failure_result is None and fault_injection is None
+        self._pending: deque[int] = deque()
+        self._run, self._run_async = self._make_runners()
+        self._injector = fault_injection
         self._health_check = health_check
         self._health_is_async = health_check is not None and inspect.iscoroutinefunction(
             health_check
@@ -238,6 +248,7 @@ class CircuitBreaker:
     def state(self) -> BreakerState:
         """The current state (time-driven moves such as open → half_open applied first)."""
         with self._lock:
+            self._drain()
             self._m.poll(self._now())
         self._flush()
         return self._m.state
@@ -246,6 +257,7 @@ class CircuitBreaker:
     def level(self) -> DegradationLevel | None:
         """The degradation level while degraded, else ``None``."""
         with self._lock:
+            self._drain()
             self._m.poll(self._now())
         self._flush()
         return self._m.level
@@ -257,10 +269,12 @@ class CircuitBreaker:
     @fault_injection.setter
     def fault_injection(self, injector: FaultInjector | None) -> None:
         self._injector = injector
+        self._plain = not self._timed and self._failure_result is None and injector is None
 
     def snapshot(self) -> BreakerSnapshot:
         """The state and counts as the health report shows them."""
         with self._lock:
+            self._drain()
             s = self._m.stats(self._now())
         self._flush()
         inj = self._injector
@@ -317,6 +331,7 @@ class CircuitBreaker:
 
     def _manual(self, op: Callable[[BreakerMachine, float], None]) -> None:
         with self._lock:
+            self._drain()
             op(self._m, self._now())
         self._flush()
 
@@ -326,6 +341,7 @@ class CircuitBreaker:
         """Ask for permission without raising; report the outcome on the returned permit."""
         now = self._now()
         with self._lock:
+            self._drain()
             decision = self._m.admit(now, critical)
         if isinstance(decision, Refused):
             self._refused(decision)
@@ -340,30 +356,71 @@ class CircuitBreaker:
         Raises :class:`~buttress.CircuitOpenError` when open and :class:`~buttress.LoadShedError`
         when the call is shed while degraded; otherwise returns or raises what ``fn`` does.
         """
-        gen = self._m.fast_gen
-        if gen < 0 or self._injector is not None:
-            return self._call(fn, args, kwargs, False)
-        # Fast path: closed, nothing injected. No lock until the outcome is known.
-        t0 = self._now() if self._timed else 0.0
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            self._record(gen, 0, self._classify(exc), self._now(), t0)
-            raise
-        fr = self._failure_result
-        now = self._now()
-        if fr is not None and fr(result):
-            self._record(gen, 0, _FAILURE, now, t0)
-            return result
+        return self._run(fn, args, kwargs)
+
+    def _make_runners(self) -> tuple[_Runner, _AsyncRunner]:
+        """Build the closed-state fast paths, sync and async, as closures.
+
+        The two differ only by ``await``; they are kept apart because every frame counts here
+        (cell reads beat attribute reads, one frame less beats a shared helper).
+
+        Closed, a plain config (no slow-call timing, no result predicate, nothing injected):
+        no lock is taken. A success within the current time bucket is queued (``deque.append``
+        is atomic) and counted at the next locked step; anything else takes the general path.
+        """
+        shell = self
         m = self._m
-        self._acquire()
-        try:
-            m.on_success(gen, 0, now, now - t0 if self._timed else None)
-        finally:
-            self._release()
-        if m.pending:
-            self._flush()
-        return result
+        pending = self._pending
+        append = pending.append
+        now = self._now
+        general = self._call
+        general_async = self._call_async
+        record = self._record
+        classify = self._classify
+        lock = self._lock
+        drain = self._drain
+
+        def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            gen = m.fast_gen
+            if gen < 0 or not shell._plain:
+                return general(fn, args, kwargs, False)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                record(gen, 0, classify(exc), now(), 0.0)
+                raise
+            t = now()
+            if t < m.bucket_end:
+                append(gen)
+                if len(pending) > 255:  # bound the batch (and the work of whoever drains it)
+                    with lock:
+                        drain()
+                return result
+            record(gen, 0, _SUCCESS, t, 0.0)
+            return result
+
+        async def run_async(
+            fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            gen = m.fast_gen
+            if gen < 0 or not shell._plain:
+                return await general_async(fn, args, kwargs, False)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                record(gen, 0, classify(exc), now(), 0.0)
+                raise
+            t = now()
+            if t < m.bucket_end:
+                append(gen)
+                if len(pending) > 255:
+                    with lock:
+                        drain()
+                return result
+            record(gen, 0, _SUCCESS, t, 0.0)
+            return result
+
+        return run, run_async
 
     def _call(
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], critical: bool
@@ -385,7 +442,7 @@ class CircuitBreaker:
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """The async twin of :meth:`call`: awaits ``fn(*args, **kwargs)`` under the breaker."""
-        return await self._call_async(fn, args, kwargs, False)
+        return await self._run_async(fn, args, kwargs)  # type: ignore[no-any-return]
 
     async def _call_async(
         self,
@@ -394,11 +451,7 @@ class CircuitBreaker:
         kwargs: dict[str, Any],
         critical: bool,
     ) -> T:
-        gen = self._m.fast_gen
-        if gen > 0 and self._injector is None and not critical:
-            probe, t0, fault = 0, (self._now() if self._timed else 0.0), NO_FAULT
-        else:
-            gen, probe, t0, fault = await self._enter_async(critical)
+        gen, probe, t0, fault = await self._enter_async(critical)
         if fault.delay:
             await self.clock.asleep(fault.delay)
         if fault.fail:
@@ -425,11 +478,19 @@ class CircuitBreaker:
 
     def _decorate(self, fn: Callable[P, Any], *, critical: bool) -> Callable[P, Any]:
         if inspect.iscoroutinefunction(fn):
-            run_async = self._call_async
+            if critical:
+                general_async = self._call_async
+
+                @functools.wraps(fn)
+                async def critical_async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                    return await general_async(fn, args, kwargs, True)
+
+                return critical_async_wrapper
+            run_async = self._run_async
 
             @functools.wraps(fn)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await run_async(fn, args, kwargs, critical)
+                return await run_async(fn, args, kwargs)
 
             return async_wrapper
         if critical:
@@ -440,11 +501,11 @@ class CircuitBreaker:
                 return run(fn, args, kwargs, True)
 
             return critical_wrapper
-        call = self.call
+        run = self._run
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return call(fn, *args, **kwargs)
+            return run(fn, args, kwargs)
 
         return wrapper
 
@@ -515,6 +576,7 @@ class CircuitBreaker:
         if self._health_check is None or self._health_is_async:
             return None
         with self._lock:
+            self._drain()
             gen = self._m.health_check_begin(self._now(), self.config.health_check_interval)
         if gen is None:
             return None
@@ -533,6 +595,7 @@ class CircuitBreaker:
         if hc is None:
             return None
         with self._lock:
+            self._drain()
             gen = self._m.health_check_begin(self._now(), self.config.health_check_interval)
         if gen is None:
             return None
@@ -547,6 +610,7 @@ class CircuitBreaker:
             err = repr(exc)
         except asyncio.CancelledError:
             with self._lock:
+                self._drain()
                 self._m.health_check_end(gen, self._now(), False)
             raise
         self._health_checked(gen, ok, err, time.monotonic() - t0)
@@ -554,6 +618,7 @@ class CircuitBreaker:
 
     def _health_checked(self, gen: int, ok: bool, err: str | None, duration: float) -> None:
         with self._lock:
+            self._drain()
             self._m.health_check_end(gen, self._now(), ok)
         if events.enabled(EV_HEALTH):
             events.emit(
@@ -566,6 +631,7 @@ class CircuitBreaker:
     def _enter(self, critical: bool) -> tuple[int, int, float, Fault]:
         now = self._now()
         with self._lock:
+            self._drain()
             d = self._m.admit(now, critical)
         if isinstance(d, Refused):
             if (
@@ -574,6 +640,7 @@ class CircuitBreaker:
                 and self.check_health()
             ):
                 with self._lock:
+                    self._drain()
                     d = self._m.admit(self._now(), critical)
             if isinstance(d, Refused):
                 self._flush()
@@ -589,6 +656,7 @@ class CircuitBreaker:
     async def _enter_async(self, critical: bool) -> tuple[int, int, float, Fault]:
         now = self._now()
         with self._lock:
+            self._drain()
             d = self._m.admit(now, critical)
         if isinstance(d, Refused):
             if (
@@ -597,6 +665,7 @@ class CircuitBreaker:
                 and await self.check_health_async()
             ):
                 with self._lock:
+                    self._drain()
                     d = self._m.admit(self._now(), critical)
             if isinstance(d, Refused):
                 self._flush()
@@ -624,15 +693,32 @@ class CircuitBreaker:
                 {"breaker": self.name, "kind": kind, "injected": True},
             )
 
-    def _on_result(self, gen: int, probe: int, t0: float, result: object) -> None:
+    def _on_result(
+        self, gen: int, probe: int, t0: float, result: object, now: float | None = None
+    ) -> None:
         fr = self._failure_result
         kind = _FAILURE if fr is not None and fr(result) else _SUCCESS
-        self._record(gen, probe, kind, self._now(), t0)
+        self._record(gen, probe, kind, self._now() if now is None else now, t0)
+
+    def _drain(self) -> None:
+        """Hand the batched fast-path successes to the machine. Caller holds the lock."""
+        pending = self._pending
+        n = len(pending)
+        if not n:
+            return
+        current = self._m.generation
+        pop = pending.popleft
+        k = 0
+        for _ in range(n):
+            if pop() == current:
+                k += 1
+        self._m.add_successes(k, n - k, self._now())
 
     def _record(self, gen: int, probe: int, kind: int, now: float, t0: float) -> None:
         m = self._m
         duration = now - t0 if self._timed or probe else None
         with self._lock:
+            self._drain()
             if kind == _SUCCESS:
                 m.on_success(gen, probe, now, duration)
             elif kind == _FAILURE:
@@ -679,6 +765,7 @@ class CircuitBreaker:
         if not self._m.pending:
             return
         with self._lock:
+            self._drain()
             pending = self._m.take_pending()
         for t in pending:
             if events.enabled(EV_STATE):

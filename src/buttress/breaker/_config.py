@@ -36,12 +36,12 @@ class BreakerConfig:
     degradation_threshold: int | None = 3
     # Failure rate in the window, once it holds ``minimum_calls`` outcomes.
     failure_rate_threshold: float | None = 0.5
-    degradation_rate_threshold: float | None = 0.25
+    degradation_rate_threshold: float | None = 0.2
     minimum_calls: int = 10
     # Slow-call rate: a call taking ``slow_call_duration`` seconds or more is slow.
     slow_call_duration: float | None = None
     slow_call_rate_threshold: float | None = 0.5
-    slow_degradation_rate_threshold: float | None = 0.25
+    slow_degradation_rate_threshold: float | None = 0.2
     # Failures in a row open the breaker whatever the window says (low-traffic services).
     consecutive_failure_threshold: int | None = None
     # Probability of shedding a non-critical call in each degraded level.

@@ -95,17 +95,64 @@ class MachineStats:
     times_opened: int
 
 
+# A severity of exactly one third (two thirds) is medium (heavy); the slack absorbs rounding,
+# e.g. (0.4 - 0.2) / (0.5 - 0.2) comes out a hair above 2/3 and (0.3 - 0.2) / 0.3 a hair below.
+_THIRD = 1.0 / 3.0 - 1e-9
+_TWO_THIRDS = 2.0 / 3.0 - 1e-9
+
+
 def level_for(severity: float) -> DegradationLevel:
     """The degradation level for a severity in ``[0, 1)``: thirds of the band."""
-    if severity < 1.0 / 3.0:
+    if severity < _THIRD:
         return LIGHT
-    if severity < 2.0 / 3.0:
+    if severity < _TWO_THIRDS:
         return MEDIUM
     return HEAVY
 
 
 class BreakerMachine:
     """The breaker's decisions, given ``now``. Not thread-safe: the shell locks around it."""
+
+    __slots__ = (
+        "_calls",
+        "_cur",
+        "_fails",
+        "_harmless_failures",
+        "_hc_last",
+        "_hc_running",
+        "_head",
+        "_inv_width",
+        "_n",
+        "_probe_failed",
+        "_probe_ok",
+        "_probe_seq",
+        "_probes",
+        "_rng",
+        "_slow_at",
+        "_slows",
+        "_width",
+        "bucket_end",
+        "cancelled",
+        "config",
+        "consecutive",
+        "failures",
+        "fast_gen",
+        "generation",
+        "ignored",
+        "level",
+        "open_until",
+        "pending",
+        "recovery_attempts",
+        "rejected",
+        "shed",
+        "stale",
+        "state",
+        "successes",
+        "times_opened",
+        "w_calls",
+        "w_failures",
+        "w_slow",
+    )
 
     def __init__(self, config: BreakerConfig, rng: random.Random, now: float = 0.0) -> None:
         self.config = config
@@ -127,11 +174,14 @@ class BreakerMachine:
         self._slows = [0] * n
         self._head = int(now * self._inv_width)
         self._cur = self._head % n
+        self.bucket_end = (self._head + 1) * self._width
         self.w_calls = 0
         self.w_failures = 0
         self.w_slow = 0
         self.consecutive = 0
         self._slow_at = config.slow_call_duration
+        floor = config.degradation_rate_threshold or config.failure_rate_threshold
+        self._harmless_failures = math.inf if floor is None else floor * config.minimum_calls
 
         self.open_until = 0.0
         self.recovery_attempts = 0
@@ -212,9 +262,34 @@ class BreakerMachine:
         if slow:
             self._slows[i] += 1
             self.w_slow += 1
-        # A fast success can only lower every signal: closed stays closed without a look.
-        if self.state is DEGRADED or (slow and self.state is CLOSED):
+        # While closed, a success can only raise a signal by being slow or by bringing the
+        # window up to minimum_calls; otherwise closed stays closed without a look.
+        st = self.state
+        if st is DEGRADED or (st is CLOSED and (slow or self.w_calls == self.config.minimum_calls)):
             self._evaluate(now)
+        if self.state is CLOSED and self.fast_gen < 0:
+            self._refresh_fast()
+
+    def add_successes(self, current: int, stale: int, now: float) -> None:
+        """Count successes the shell batched while closed, into the current bucket.
+
+        The shell batches fast, plain successes (closed state, same time bucket) and hands them
+        over before any other operation, so they land in the bucket they happened in.
+        ``current`` is how many were admitted in this generation, ``stale`` in older ones.
+        """
+        self.successes += current + stale
+        self.stale += stale
+        if not current:
+            return
+        before = self.w_calls
+        self._calls[self._cur] += current
+        self.w_calls += current
+        self.consecutive = 0
+        minimum = self.config.minimum_calls
+        if self.state is DEGRADED or (self.state is CLOSED and before < minimum <= self.w_calls):
+            self._evaluate(now)
+        if self.state is CLOSED and self.fast_gen < 0:
+            self._refresh_fast()
 
     def on_failure(self, generation: int, probe: int, now: float, duration: float | None) -> None:
         self.failures += 1
@@ -241,6 +316,8 @@ class BreakerMachine:
             self.w_slow += 1
         if self.state is not DISABLED:
             self._evaluate(now)
+            if self.state is CLOSED:
+                self._refresh_fast()
 
     def on_neutral(self, generation: int, probe: int, now: float, *, cancelled: bool) -> None:
         """An ignored exception or a cancellation: counts for nothing, frees a probe permit."""
@@ -309,6 +386,9 @@ class BreakerMachine:
 
     def stats(self, now: float) -> MachineStats:
         self.poll(now)
+        b = int(now * self._inv_width)
+        if b != self._head:
+            self._roll(b)  # only forgets old buckets: can lower signals, never raise them
         calls = self.w_calls
         retry = None
         if self.state is OPEN:
@@ -375,6 +455,20 @@ class BreakerMachine:
         return out
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _refresh_fast(self) -> None:
+        """Open or close the shell's lock-free path: closed, and no success can move the state.
+
+        A success lowers every signal except when it brings the window up to
+        ``minimum_calls``, which wakes the rate signals; while enough failures are in the
+        window for that to matter, successes must be judged one at a time.
+        """
+        if self.state is CLOSED and (
+            self.w_failures < self._harmless_failures or self.w_calls >= self.config.minimum_calls
+        ):
+            self.fast_gen = self.generation
+        else:
+            self.fast_gen = -1
 
     def _evaluate(self, now: float) -> None:
         s, why = self.severity()
@@ -445,7 +539,7 @@ class BreakerMachine:
         )
         self.state = to
         self.level = level
-        self.fast_gen = self.generation if to is CLOSED else -1
+        self._refresh_fast()
 
     def _roll(self, b: int) -> None:
         steps = b - self._head
@@ -466,6 +560,9 @@ class BreakerMachine:
                 calls[i] = fails[i] = slows[i] = 0
         self._head = b
         self._cur = b % n
+        self.bucket_end = (b + 1) * self._width
+        if self.state is CLOSED:
+            self._refresh_fast()
 
     def _clear_window(self, now: float) -> None:
         for i in range(self._n):
@@ -474,6 +571,7 @@ class BreakerMachine:
         self.consecutive = 0
         self._head = int(now * self._inv_width)
         self._cur = self._head % self._n
+        self.bucket_end = (self._head + 1) * self._width
 
 
 def _band(value: float, low: float | None, high: float | None) -> float:

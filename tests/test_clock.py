@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from buttress import Clock, ManualClock, SystemClock
+
+
+def test_manual_clock_moves_only_when_told() -> None:
+    c = ManualClock(5.0)
+    assert c.monotonic() == 5.0
+    c.advance(1.5)
+    assert c.monotonic() == 6.5
+    c.set(10.0)
+    assert c.monotonic() == 10.0
+    assert c.time() - c.monotonic() == pytest.approx(ManualClock(0).time())
+    with pytest.raises(ValueError, match="seconds must be >= 0"):
+        c.advance(-1)
+    with pytest.raises(ValueError, match="cannot go back"):
+        c.set(1.0)
+
+
+def test_manual_sleep_advances_instead_of_waiting() -> None:
+    c = ManualClock()
+    c.sleep(3.0)
+    asyncio.run(c.asleep(2.0))
+    assert c.monotonic() == 5.0
+
+
+def test_both_clocks_satisfy_the_protocol() -> None:
+    assert isinstance(SystemClock(), Clock)
+    assert isinstance(ManualClock(), Clock)
+    s = SystemClock()
+    assert s.monotonic() <= s.monotonic()
