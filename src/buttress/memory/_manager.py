@@ -334,9 +334,7 @@ class MemoryManager:
 
     # -- relief --------------------------------------------------------------------------------
 
-    def on_pressure(
-        self, level: MemoryLevel | str, callback: ReliefCallback
-    ) -> Callable[[], None]:
+    def on_pressure(self, level: MemoryLevel | str, callback: ReliefCallback) -> Callable[[], None]:
         """Call ``callback(sample)`` each time the level rises to ``level`` (or past it).
 
         ``on_pressure("normal", cb)`` instead runs ``cb`` on recovery to normal. Pools register

@@ -13,6 +13,7 @@ Linux we read the cgroup files; psutil is only the fallback where ``/proc`` does
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import re
 from collections.abc import Mapping
@@ -334,34 +335,35 @@ def locate_cgroup(root: str | os.PathLike[str] = "/", version: int = 2) -> Cgrou
     for line in (_read_text(base / "proc/self/cgroup") or "").splitlines():
         hierarchy, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
-        if version == 2 and hierarchy == "0" and controllers == "":
+        v2_line = hierarchy == "0" and controllers == ""
+        if (version == 2 and v2_line) or (version == 1 and "memory" in controllers.split(",")):
             cgroup_path = path
-        elif version == 1 and "memory" in controllers.split(","):
-            cgroup_path = path
-    path = mount_point
+    directory = mount_point
     if cgroup_path is not None:
         rel = cgroup_path
         if mount_root != "/" and (rel == mount_root or rel.startswith(mount_root + "/")):
             rel = rel[len(mount_root) :]
         candidate = _under(mount_point, rel)
         if ".." not in Path(rel).parts and candidate.is_dir():
-            path = candidate
-    if not path.is_dir():
+            directory = candidate
+    if not directory.is_dir():
         return None
-    return CgroupLocation(version=version, path=path, mount=mount_point)
+    return CgroupLocation(version=version, path=directory, mount=mount_point)
 
 
-def read_cgroup(
-    location: CgroupLocation, host_total: int | None = None
-) -> CgroupMemory | None:
+def read_cgroup(location: CgroupLocation, host_total: int | None = None) -> CgroupMemory | None:
     """Read the memory of the located cgroup (``None`` when it has no memory accounting).
 
     A limit at or above ``host_total`` (the host's MemTotal) is reported as no limit.
     """
     v2 = location.version == 2
-    limit_file, soft_file = ("memory.max", "memory.high") if v2 else (
-        "memory.limit_in_bytes",
-        "memory.soft_limit_in_bytes",
+    limit_file, soft_file = (
+        ("memory.max", "memory.high")
+        if v2
+        else (
+            "memory.limit_in_bytes",
+            "memory.soft_limit_in_bytes",
+        )
     )
     usage_file = "memory.current" if v2 else "memory.usage_in_bytes"
     chain = location.chain()
@@ -384,8 +386,10 @@ def read_cgroup(
     if not v2:
         # v1 also reports the effective limit of ancestors a namespace may hide from us.
         hierarchical = stat.get("hierarchical_memory_limit")
-        if hierarchical is not None and hierarchical < _UNLIMITED and (
-            limit is None or hierarchical < limit
+        if (
+            hierarchical is not None
+            and hierarchical < _UNLIMITED
+            and (limit is None or hierarchical < limit)
         ):
             limit, limit_path = hierarchical, leaf
     if host_total is not None:
@@ -408,9 +412,7 @@ def read_cgroup(
         oom = _read_keyed(where / "memory.oom_control")
         failcnt = _read_int(where / "memory.failcnt")
         events = {
-            k: v
-            for k, v in (("max", failcnt), ("oom_kill", oom.get("oom_kill")))
-            if v is not None
+            k: v for k, v in (("max", failcnt), ("oom_kill", oom.get("oom_kill"))) if v is not None
         }
     return CgroupMemory(
         version=location.version,
@@ -473,7 +475,7 @@ class SystemProbe:
         self._psutil: Any = None
         if read_meminfo(self.root) is None:
             try:
-                import psutil
+                psutil = importlib.import_module("psutil")
             except ImportError:
                 raise ConfigError(
                     "source",
@@ -549,5 +551,5 @@ class SystemProbe:
     def __repr__(self) -> str:
         return (
             f"SystemProbe(source={self.source!r}, limit_bytes={self.limit_bytes!r}, "
-            f"root={str(self.root)!r}, cgroup={str(self.cgroup_path) if self.cgroup_path else None})"
+            f"root={str(self.root)!r}, cgroup={self.cgroup_path})"
         )
