@@ -6,6 +6,7 @@ import itertools
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .._validate import positive
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -35,15 +36,11 @@ class Experiment:
         duration: float | None = None,
         name: str | None = None,
     ) -> None:
-        if duration is not None and (
-            isinstance(duration, bool) or not (isinstance(duration, int | float) and duration > 0)
-        ):
-            raise ConfigError("duration", f"must be > 0 seconds or None, got {duration!r}")
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigError("name", f"must be a non-empty string, got {name!r}")
         self.injector = injector
         self.settings = settings
-        self.duration = float(duration) if duration is not None else None
+        self.duration = positive("duration", duration) if duration is not None else None
         self.name = name if name is not None else f"{injector.name}#{next(_numbers)}"
         self.started_at: float | None = None  # monotonic
         self.started: float | None = None  # wall clock

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from .. import events
 from .._clock import Clock, SystemClock
+from .._validate import fraction
 from ..errors import ConfigError, InjectedFault
 from ._experiment import Experiment
 
@@ -71,17 +72,11 @@ class FaultSettings:
         exception: ExceptionFactory = InjectedFault,
     ) -> FaultSettings:
         """Validate and normalise; ``latency_rate`` defaults to 1 when a latency is given."""
-        if isinstance(failure_rate, bool) or not (
-            isinstance(failure_rate, int | float) and 0.0 <= failure_rate <= 1.0
-        ):
-            raise ConfigError("failure_rate", f"must be in [0, 1], got {failure_rate!r}")
+        failure_rate = fraction("failure_rate", failure_rate)
         latency_range = _latency_range(latency)
         if latency_rate is None:
             latency_rate = 1.0 if latency_range is not None else 0.0
-        if isinstance(latency_rate, bool) or not (
-            isinstance(latency_rate, int | float) and 0.0 <= latency_rate <= 1.0
-        ):
-            raise ConfigError("latency_rate", f"must be in [0, 1], got {latency_rate!r}")
+        latency_rate = fraction("latency_rate", latency_rate)
         if not (
             isinstance(exception, type) and issubclass(exception, BaseException)
         ) and not callable(exception):
@@ -89,9 +84,9 @@ class FaultSettings:
                 "exception", f"must be an exception type or factory, got {exception!r}"
             )
         return cls(
-            failure_rate=float(failure_rate),
+            failure_rate=failure_rate,
             latency=latency_range,
-            latency_rate=float(latency_rate) if latency_range is not None else 0.0,
+            latency_rate=latency_rate if latency_range is not None else 0.0,
             exception=exception,
         )
 

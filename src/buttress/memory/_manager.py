@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import events
 from .._clock import Clock, SystemClock
+from .._validate import positive
 from ..errors import ConfigError, LoadShedError
 from ._policy import LevelChange, MemoryLevel, PolicyConfig, PressurePolicy
 from ._probe import MemoryReading, Psi, Source, SystemProbe
@@ -138,10 +139,7 @@ class MemoryManager:
         clock: Clock | None = None,
         name: str = "memory",
     ) -> None:
-        if isinstance(check_interval, bool) or not (
-            isinstance(check_interval, int | float) and check_interval > 0
-        ):
-            raise ConfigError("check_interval", f"must be > 0 seconds, got {check_interval!r}")
+        interval = positive("check_interval", check_interval)
         self.config = PolicyConfig(
             warning_threshold=warning_threshold,
             critical_threshold=critical_threshold,
@@ -164,7 +162,7 @@ class MemoryManager:
             else SystemProbe(source=source, limit_bytes=limit_bytes, root=root)
         )
         self.name = name
-        self.check_interval = float(check_interval)
+        self.check_interval = interval
         self.pressure_relief = bool(pressure_relief)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._policy = PressurePolicy(self.config, self.clock.monotonic())

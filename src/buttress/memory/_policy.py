@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .._validate import int_at_least
 from ..errors import ConfigError
 
 __all__ = ["LevelChange", "MemoryLevel", "PolicyConfig", "PressurePolicy"]
@@ -75,10 +76,7 @@ class PolicyConfig:
             raise ConfigError(
                 "exit_margin", f"must be in [0, warning_threshold), got {self.exit_margin!r}"
             )
-        if isinstance(self.exit_samples, bool) or not (
-            isinstance(self.exit_samples, int) and self.exit_samples >= 1
-        ):
-            raise ConfigError("exit_samples", f"must be an int >= 1, got {self.exit_samples!r}")
+        int_at_least("exit_samples", self.exit_samples, 1)
         for name in ("psi_warning", "psi_critical"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value <= 100.0:

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from .._validate import int_at_least
 from ..errors import ConfigError
 
 __all__ = [
@@ -460,10 +461,8 @@ class SystemProbe:
     ) -> None:
         if source not in SOURCES:
             raise ConfigError("source", f"must be one of {', '.join(SOURCES)}; got {source!r}")
-        if limit_bytes is not None and (
-            isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes <= 0
-        ):
-            raise ConfigError("limit_bytes", f"must be a positive int, got {limit_bytes!r}")
+        if limit_bytes is not None:
+            int_at_least("limit_bytes", limit_bytes, 1)
         if limit_bytes is not None and source not in ("auto", "process"):
             raise ConfigError(
                 "limit_bytes",
