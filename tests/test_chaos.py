@@ -10,6 +10,7 @@ import math
 import pytest
 
 from buttress import (
+    BreakerState,
     Chaos,
     CircuitBreaker,
     ConfigError,
@@ -400,7 +401,7 @@ def test_a_breaker_sees_faults_from_a_chaos_experiment(clock: ManualClock) -> No
     breaker = CircuitBreaker(
         "payments",
         failure_threshold=3,
-        degradation_threshold=2,
+        degradation_threshold=None,  # no degraded band: no random shedding in this test
         clock=clock,
         fault_injection=chaos.injector("payments"),
     )
@@ -412,6 +413,7 @@ def test_a_breaker_sees_faults_from_a_chaos_experiment(clock: ManualClock) -> No
             with pytest.raises(InjectedFault):
                 breaker.call(ok)
     snap = breaker.snapshot()
+    assert snap.state is BreakerState.OPEN
     assert snap.injected_failures == 3
     assert snap.total_failures == 3
     assert not snap.fault_injection_active

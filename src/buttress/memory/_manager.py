@@ -39,6 +39,9 @@ EV_PROBE_ERROR = ("buttress", "memory", "probe_error")
 # The memory.events counters reported when they grow (cgroup v1 maps failcnt to max).
 LIMIT_EVENTS = ("high", "max", "oom", "oom_kill")
 
+# maybe_sample() treats a call this share of check_interval early as on time (scheduler jitter).
+_ON_TIME = 0.9
+
 Probe = Callable[[], MemoryReading]
 ReliefCallback = Callable[["MemorySample"], object]
 
@@ -189,16 +192,17 @@ class MemoryManager:
     def maybe_sample(self) -> MemorySample | None:
         """Sample if ``check_interval`` has passed since the last sample; else ``None``.
 
-        Never raises for a failing probe: the error is logged and reported as a
-        ``probe_error`` event, the level stays where it was, and the next try waits another
-        ``check_interval``.
+        A call up to a tenth of ``check_interval`` early counts as on time, so a scheduler
+        whose periods jitter never skips a whole period. Never raises for a failing probe: the
+        error is logged and reported as a ``probe_error`` event, the level stays where it was,
+        and the next try waits another ``check_interval``.
         """
-        if self.clock.monotonic() < self.next_sample_at:
+        if not self._due():
             return None
         if not self._sampling.acquire(blocking=False):
             return None  # another thread is sampling right now
         try:
-            if self.clock.monotonic() < self.next_sample_at:
+            if not self._due():
                 return None
             try:
                 return self.sample()
@@ -208,6 +212,10 @@ class MemoryManager:
                 return None
         finally:
             self._sampling.release()
+
+    def _due(self) -> bool:
+        last = self._last_attempt
+        return last is None or self.clock.monotonic() - last >= self.check_interval * _ON_TIME
 
     def sample(self) -> MemorySample:
         """Read the probe now, update the level and run any relief that is due."""
