@@ -106,10 +106,10 @@ class Experiment:
             self.ended_at, self.end_reason = now, "exited"
         return self.end_reason
 
-    def _count(self, fail: bool, delay: float) -> None:
+    def _count(self, fail: bool, delayed: bool) -> None:
         self.calls += 1
         self.injected_failures += fail
-        self.injected_delays += bool(delay)
+        self.injected_delays += delayed
 
     def __enter__(self) -> Experiment:
         return self.start()

@@ -332,7 +332,8 @@ class FaultInjector:
             self.calls += 1
             rng = self._rng
             delay = 0.0
-            if s.latency_rate and rng.random() < s.latency_rate:
+            delayed = bool(s.latency_rate) and rng.random() < s.latency_rate
+            if delayed:
                 assert s.latency is not None
                 low, high = s.latency
                 delay = low if low == high else rng.uniform(low, high)
@@ -341,7 +342,7 @@ class FaultInjector:
             if fail:
                 self.injected_failures += 1
             if exp is not None:
-                exp._count(fail, delay)
+                exp._count(fail, delayed)
         if not (fail or delay):
             return NO_FAULT
         fault = Fault(fail, delay, s.exception, exp.name if exp is not None else None)

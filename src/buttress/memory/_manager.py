@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -174,6 +175,8 @@ class MemoryManager:
         self._callbacks: dict[MemoryLevel, list[ReliefCallback]] = {lvl: [] for lvl in MemoryLevel}
         self._last: MemorySample | None = None
         self._last_attempt: float | None = None
+        self._now = self.clock.monotonic
+        self._due_at = -math.inf  # monotonic time from which maybe_sample() samples
         self._counters: Mapping[str, int] | None = None
         self._limit_events = dict.fromkeys(LIMIT_EVENTS, 0)
         self._samples = 0
@@ -197,12 +200,12 @@ class MemoryManager:
         error is logged and reported as a ``probe_error`` event, the level stays where it was,
         and the next try waits another ``check_interval``.
         """
-        if not self._due():
+        if self._now() < self._due_at:
             return None
         if not self._sampling.acquire(blocking=False):
             return None  # another thread is sampling right now
         try:
-            if not self._due():
+            if self._now() < self._due_at:
                 return None
             try:
                 return self.sample()
@@ -213,14 +216,11 @@ class MemoryManager:
         finally:
             self._sampling.release()
 
-    def _due(self) -> bool:
-        last = self._last_attempt
-        return last is None or self.clock.monotonic() - last >= self.check_interval * _ON_TIME
-
     def sample(self) -> MemorySample:
         """Read the probe now, update the level and run any relief that is due."""
-        now = self.clock.monotonic()
+        now = self._now()
         self._last_attempt = now
+        self._due_at = now + self.check_interval * _ON_TIME
         reading = self._probe()
         if not isinstance(reading, MemoryReading):
             raise TypeError(f"memory probe returned {reading!r}, not a MemoryReading")
@@ -264,7 +264,8 @@ class MemoryManager:
     @property
     def level(self) -> MemoryLevel:
         """The current level (sampled first when a sample is due)."""
-        self.maybe_sample()
+        if self._now() >= self._due_at:
+            self.maybe_sample()
         return self._policy.level
 
     @property
@@ -279,7 +280,9 @@ class MemoryManager:
         """
         if critical or not self.pressure_relief:
             return False
-        return self.level is MemoryLevel.CRITICAL
+        if self._now() >= self._due_at:  # the hot path: one clock read between samples
+            self.maybe_sample()
+        return self._policy.level is MemoryLevel.CRITICAL
 
     def raise_if_shedding(self, critical: bool = False) -> None:
         """Raise :class:`~buttress.LoadShedError` when :meth:`should_shed` says so.
