@@ -16,7 +16,7 @@ from .breaker import (
     Permit,
     Transition,
 )
-from .chaos import FaultInjector
+from .chaos import Chaos, Experiment, FaultInjector, FaultSettings
 from .errors import (
     BackendError,
     ButtressError,
@@ -28,6 +28,15 @@ from .errors import (
     PoolTimeoutError,
     RateLimitExceeded,
     RejectedError,
+)
+from .memory import (
+    MemoryLevel,
+    MemoryManager,
+    MemoryReading,
+    MemorySample,
+    MemorySnapshot,
+    Psi,
+    SystemProbe,
 )
 
 __version__ = "0.1.0.dev0"
@@ -56,6 +65,20 @@ __all__ = [
     "Transition",
     "__version__",
     "events",
+]
+
+# Memory manager and chaos (issue 6).
+__all__ += [
+    "Chaos",
+    "Experiment",
+    "FaultSettings",
+    "MemoryLevel",
+    "MemoryManager",
+    "MemoryReading",
+    "MemorySample",
+    "MemorySnapshot",
+    "Psi",
+    "SystemProbe",
 ]
 
 # Public names report themselves as ``buttress.X`` (in reprs, docs and pickles).

@@ -70,3 +70,91 @@ CATALOG: dict[tuple[str, ...], EventSpec] = {
     **_TELEMETRY,
     **_BREAKER,
 }
+
+_MEMORY = _specs(
+    EventSpec(
+        ("buttress", "memory", "sample"),
+        ("ratio", "used", "limit"),
+        ("manager", "source", "level", "rss", "psi_some_avg10", "psi_full_avg10"),
+        "The memory manager took a sample: `used` bytes (working set, host used memory or "
+        "process RSS, as `source` says: `cgroup_v2`, `cgroup_v1`, `host`, `process`) against "
+        "`limit` bytes. `rss` is process RSS; the PSI averages (percent) are null where the "
+        "kernel has no PSI.",
+    ),
+    EventSpec(
+        ("buttress", "memory", "level_change"),
+        ("ratio",),
+        ("manager", "from_level", "to_level", "reason", "source"),
+        "The memory level moved (`normal`, `warning`, `critical`). `reason` is `ratio` or "
+        "`psi` (what raised it) or `recovered` (it stayed below the exit line for "
+        "`exit_samples` samples).",
+    ),
+    EventSpec(
+        ("buttress", "memory", "relief"),
+        ("duration",),
+        ("manager", "level", "callback", "error"),
+        "A relief callback registered with `on_pressure` ran on entry into `level`; `error` "
+        "is the exception it raised, or null.",
+    ),
+    EventSpec(
+        ("buttress", "memory", "gc"),
+        ("duration", "collected"),
+        ("manager", "level"),
+        "Pressure relief ran `gc.collect()` (at most once per `gc_interval`); `collected` "
+        "objects were freed.",
+    ),
+    EventSpec(
+        ("buttress", "memory", "limit_events"),
+        ("high", "max", "oom", "oom_kill"),
+        ("manager", "source"),
+        "The cgroup's `memory.events` counters grew since the previous sample (cgroup v1: "
+        "`max` is `memory.failcnt`, `oom_kill` from `memory.oom_control`).",
+    ),
+    EventSpec(
+        ("buttress", "memory", "shed"),
+        ("retry_after",),
+        ("manager", "level"),
+        "Work was refused because memory is critical (`LoadShedError`, reason "
+        "`memory_pressure`); `retry_after` is the earliest the level could fall.",
+    ),
+    EventSpec(
+        ("buttress", "memory", "probe_error"),
+        (),
+        ("manager", "error"),
+        "A scheduled or lazy sample failed to read memory; the level stays as it was.",
+    ),
+)
+
+_CHAOS = _specs(
+    EventSpec(
+        ("buttress", "chaos", "injected"),
+        ("latency",),
+        ("target", "experiment", "kind", "injected"),
+        "Fault injection acted on a call to `target`: `kind` is `failure` or `latency` "
+        "(seconds in `latency`). `experiment` names the experiment that drew it, or null for "
+        "the standing settings. `injected` is always true, to tell it from a real fault.",
+    ),
+    EventSpec(
+        ("buttress", "chaos", "experiment_start"),
+        ("failure_rate", "latency_rate"),
+        ("target", "experiment", "duration", "settings"),
+        "A chaos experiment started on `target`; `duration` is its time box in seconds "
+        "(null: until its block exits), `settings` its fault settings.",
+    ),
+    EventSpec(
+        ("buttress", "chaos", "experiment_stop"),
+        ("elapsed", "calls", "injected_failures", "injected_delays"),
+        ("target", "experiment", "reason"),
+        "A chaos experiment ended: `reason` is `exited` (its block ended or `stop()`) or "
+        "`expired` (its duration passed; noticed lazily, timed at the expiry).",
+    ),
+    EventSpec(
+        ("buttress", "chaos", "switch"),
+        (),
+        ("enabled",),
+        "The chaos master switch was turned on or off.",
+    ),
+)
+
+CATALOG.update(_MEMORY)
+CATALOG.update(_CHAOS)

@@ -1,5 +1,7 @@
-"""Chaos engineering: fault and latency injection, off by default."""
+"""Chaos engineering: fault and latency injection and time-boxed experiments, off by default."""
 
-from ._faults import Fault, FaultInjector
+from ._chaos import Chaos
+from ._experiment import Experiment
+from ._faults import NO_FAULT, Fault, FaultInjector, FaultSettings
 
-__all__ = ["Fault", "FaultInjector"]
+__all__ = ["NO_FAULT", "Chaos", "Experiment", "Fault", "FaultInjector", "FaultSettings"]

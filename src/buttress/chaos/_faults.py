@@ -1,8 +1,10 @@
 """Fault injection: decide, with a seeded RNG, whether a call fails or is delayed.
 
-:meth:`FaultInjector.decide` is the pure part (it draws from the injector's RNG and returns a
-:class:`Fault`); :meth:`FaultInjector.call` / :meth:`FaultInjector.call_async` apply it around a
-callable. Off unless ``enabled`` and some rate is above zero.
+:meth:`FaultInjector.decide` draws the fault for one call from the injector's RNG (and reports
+it on the telemetry bus); :meth:`FaultInjector.call` / :meth:`FaultInjector.call_async` apply it
+around a callable. An injector has standing settings (off unless ``enabled`` and some rate is
+above zero) and, on top, any running :class:`~buttress.Experiment`, whose settings win while it
+lasts. Expiry is lazy: an experiment past its end is retired the next time anyone looks.
 """
 
 from __future__ import annotations
@@ -14,23 +16,107 @@ import random
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
+from .. import events
 from .._clock import Clock, SystemClock
+from .._validate import fraction
 from ..errors import ConfigError, InjectedFault
+from ._experiment import Experiment
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["NO_FAULT", "ExceptionFactory", "Fault", "FaultInjector", "FaultSettings", "Switch"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 ExceptionFactory = type[BaseException] | Callable[[], BaseException]
 
+EV_INJECTED = ("buttress", "chaos", "injected")
+EV_EXPERIMENT_START = ("buttress", "chaos", "experiment_start")
+EV_EXPERIMENT_STOP = ("buttress", "chaos", "experiment_stop")
+
+_UNSET: Any = object()
+
+
+class Switch(Protocol):
+    """Anything with an ``enabled`` flag: the :class:`~buttress.Chaos` registry's master switch."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSettings:
+    """What an injector (or an experiment) does to calls. Build with :meth:`make` to validate.
+
+    ``latency`` is a ``(low, high)`` range in seconds (equal ends for a fixed delay), applied
+    to a ``latency_rate`` share of calls; a ``failure_rate`` share raise ``exception`` (a type
+    or a factory).
+    """
+
+    failure_rate: float = 0.0
+    latency: tuple[float, float] | None = None
+    latency_rate: float = 0.0
+    exception: ExceptionFactory = InjectedFault
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        failure_rate: float = 0.0,
+        latency: float | tuple[float, float] | None = None,
+        latency_rate: float | None = None,
+        exception: ExceptionFactory = InjectedFault,
+    ) -> FaultSettings:
+        """Validate and normalise; ``latency_rate`` defaults to 1 when a latency is given."""
+        failure_rate = fraction("failure_rate", failure_rate)
+        latency_range = _latency_range(latency)
+        if latency_rate is None:
+            latency_rate = 1.0 if latency_range is not None else 0.0
+        latency_rate = fraction("latency_rate", latency_rate)
+        if not (
+            isinstance(exception, type) and issubclass(exception, BaseException)
+        ) and not callable(exception):
+            raise ConfigError(
+                "exception", f"must be an exception type or factory, got {exception!r}"
+            )
+        return cls(
+            failure_rate=failure_rate,
+            latency=latency_range,
+            latency_rate=latency_rate if latency_range is not None else 0.0,
+            exception=exception,
+        )
+
+    @property
+    def inert(self) -> bool:
+        """True when these settings can do nothing to a call."""
+        return self.failure_rate == 0.0 and self.latency_rate == 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        exc = self.exception
+        return {
+            "failure_rate": self.failure_rate,
+            "latency": list(self.latency) if self.latency is not None else None,
+            "latency_rate": self.latency_rate,
+            "exception": getattr(exc, "__qualname__", None) or repr(exc),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """What to do to one call: wait ``delay`` seconds first, then raise if ``fail``."""
+    """What to do to one call: wait ``delay`` seconds first, then raise if ``fail``.
+
+    ``exception`` is the factory to raise with and ``experiment`` the name of the experiment
+    that drew the fault (``None`` for the injector's standing settings).
+    """
 
     fail: bool
     delay: float
+    exception: ExceptionFactory | None = None
+    experiment: str | None = None
 
 
 NO_FAULT = Fault(False, 0.0)
@@ -41,11 +127,13 @@ class FaultInjector:
 
     >>> inj = FaultInjector(failure_rate=0.5, seed=7)
     >>> [inj.decide().fail for _ in range(6)]
-    [True, False, False, False, True, True]
+    [True, True, False, True, False, True]
 
     ``latency`` is a fixed delay or a ``(low, high)`` range, applied to a ``latency_rate``
     share of calls (all of them when ``latency_rate`` is not given). ``exception`` is the type
     (or a factory) raised for an injected failure; it defaults to :class:`~buttress.InjectedFault`.
+    ``enabled`` switches the standing settings; :meth:`experiment` overlays others for a while.
+    Injectors made by a :class:`~buttress.Chaos` registry also obey its master switch.
     """
 
     def __init__(
@@ -55,62 +143,234 @@ class FaultInjector:
         latency: float | tuple[float, float] | None = None,
         latency_rate: float | None = None,
         exception: ExceptionFactory = InjectedFault,
-        seed: int | None = None,
+        seed: int | str | None = None,
         rng: random.Random | None = None,
         enabled: bool = True,
         clock: Clock | None = None,
         name: str = "fault_injector",
+        switch: Switch | None = None,
     ) -> None:
-        if not 0.0 <= failure_rate <= 1.0:
-            raise ConfigError("failure_rate", f"must be in [0, 1], got {failure_rate!r}")
-        self.latency_range = _latency_range(latency)
-        if latency_rate is None:
-            latency_rate = 1.0 if self.latency_range is not None else 0.0
-        if not 0.0 <= latency_rate <= 1.0:
-            raise ConfigError("latency_rate", f"must be in [0, 1], got {latency_rate!r}")
-        if not (
-            isinstance(exception, type) and issubclass(exception, BaseException)
-        ) and not callable(exception):
-            raise ConfigError(
-                "exception", f"must be an exception type or factory, got {exception!r}"
-            )
-        self.failure_rate = float(failure_rate)
-        self.latency_rate = float(latency_rate) if self.latency_range is not None else 0.0
-        self.exception = exception
+        self.settings = FaultSettings.make(
+            failure_rate=failure_rate,
+            latency=latency,
+            latency_rate=latency_rate,
+            exception=exception,
+        )
         self.enabled = enabled
         self.clock: Clock = clock or SystemClock()
         self.name = name
+        self._switch = switch
         self._rng = rng if rng is not None else random.Random(seed)
         self._lock = threading.Lock()
+        # Copy-on-write: decide() reads it without the lock; newest experiment last.
+        self._experiments: tuple[Experiment, ...] = ()
         self.injected_failures = 0
         self.injected_delays = 0
         self.calls = 0
 
+    # -- settings ------------------------------------------------------------------------------
+
+    @property
+    def failure_rate(self) -> float:
+        return self.settings.failure_rate
+
+    @property
+    def latency_range(self) -> tuple[float, float] | None:
+        return self.settings.latency
+
+    @property
+    def latency_rate(self) -> float:
+        return self.settings.latency_rate
+
+    @property
+    def exception(self) -> ExceptionFactory:
+        return self.settings.exception
+
+    def configure(
+        self,
+        *,
+        failure_rate: float = _UNSET,
+        latency: float | tuple[float, float] | None = _UNSET,
+        latency_rate: float | None = _UNSET,
+        exception: ExceptionFactory = _UNSET,
+        enabled: bool = _UNSET,
+    ) -> None:
+        """Change some standing settings (validated; the others stay as they are)."""
+        s = self.settings
+        new = FaultSettings.make(
+            failure_rate=s.failure_rate if failure_rate is _UNSET else failure_rate,
+            latency=s.latency if latency is _UNSET else latency,
+            latency_rate=(
+                (s.latency_rate if s.latency is not None else None)
+                if latency_rate is _UNSET
+                else latency_rate
+            ),
+            exception=s.exception if exception is _UNSET else exception,
+        )
+        self.settings = new
+        if enabled is not _UNSET:
+            self.enabled = bool(enabled)
+
     @property
     def active(self) -> bool:
         """Whether this injector can do anything to a call right now."""
-        return self.enabled and (self.failure_rate > 0.0 or self.latency_rate > 0.0)
+        if self._switch is not None and not self._switch.enabled:
+            return False
+        if self._experiments and self._current() is not None:
+            return True
+        return self.enabled and not self.settings.inert
+
+    # -- experiments ---------------------------------------------------------------------------
+
+    def experiment(
+        self,
+        *,
+        failure_rate: float = 0.0,
+        latency: float | tuple[float, float] | None = None,
+        latency_rate: float | None = None,
+        exception: ExceptionFactory = InjectedFault,
+        duration: float | None = None,
+        name: str | None = None,
+    ) -> Experiment:
+        """A time-boxed overlay of other settings, run as ``with`` or ``async with``.
+
+        >>> inj = FaultInjector(seed=1)
+        >>> with inj.experiment(failure_rate=1.0, duration=60.0, name="outage"):
+        ...     inj.decide().fail
+        True
+        >>> inj.decide().fail
+        False
+
+        It starts on entry and ends on exit, or when ``duration`` seconds have passed on the
+        injector's clock, whichever comes first. Experiments run whatever ``enabled`` says (they
+        are explicit and bounded); only a registry's master switch stops them.
+        """
+        settings = FaultSettings.make(
+            failure_rate=failure_rate,
+            latency=latency,
+            latency_rate=latency_rate,
+            exception=exception,
+        )
+        return Experiment(self, settings, duration=duration, name=name)
+
+    @property
+    def experiments(self) -> tuple[Experiment, ...]:
+        """The experiments running on this injector, oldest first (expired ones retired)."""
+        self._current()
+        return self._experiments
+
+    def _begin(self, exp: Experiment) -> None:
+        if self._switch is not None and not self._switch.enabled:
+            raise ConfigError(
+                "chaos.enabled",
+                f"chaos is disabled: enable it before running experiment {exp.name!r}",
+            )
+        with self._lock:
+            self._experiments = (*self._experiments, exp)
+        if events.enabled(EV_EXPERIMENT_START):
+            events.emit(
+                EV_EXPERIMENT_START,
+                {
+                    "failure_rate": exp.settings.failure_rate,
+                    "latency_rate": exp.settings.latency_rate,
+                },
+                {
+                    "target": self.name,
+                    "experiment": exp.name,
+                    "duration": exp.duration,
+                    "settings": exp.settings.to_dict(),
+                },
+            )
+
+    def _end(self, exp: Experiment, now: float) -> None:
+        """Retire ``exp`` (at exit, or lazily once expired); reports its end once."""
+        with self._lock:
+            if exp not in self._experiments:
+                return
+            self._experiments = tuple(e for e in self._experiments if e is not exp)
+            reason = exp._finish(now)
+        if events.enabled(EV_EXPERIMENT_STOP):
+            events.emit(
+                EV_EXPERIMENT_STOP,
+                {
+                    "elapsed": exp.elapsed,
+                    "calls": exp.calls,
+                    "injected_failures": exp.injected_failures,
+                    "injected_delays": exp.injected_delays,
+                },
+                {"target": self.name, "experiment": exp.name, "reason": reason},
+            )
+
+    def _current(self) -> Experiment | None:
+        """The newest running experiment, after retiring expired ones."""
+        running = self._experiments
+        if not running:
+            return None
+        now = self.clock.monotonic()
+        for exp in running:
+            if exp.ends_at is not None and now >= exp.ends_at:
+                self._end(exp, now)
+        running = self._experiments
+        return running[-1] if running else None
+
+    # -- deciding and applying -----------------------------------------------------------------
 
     def decide(self) -> Fault:
-        """Draw the fault for one call (counted in ``calls`` / ``injected_*``)."""
-        if not self.active:
+        """Draw the fault for one call (counted in ``calls`` / ``injected_*``, and reported)."""
+        if self._switch is not None and not self._switch.enabled:
+            return NO_FAULT
+        exp = self._current() if self._experiments else None
+        if exp is not None:
+            s = exp.settings
+        elif self.enabled:
+            s = self.settings
+        else:
+            return NO_FAULT
+        if s.inert:
             return NO_FAULT
         with self._lock:
             self.calls += 1
             rng = self._rng
             delay = 0.0
-            if self.latency_rate and rng.random() < self.latency_rate:
-                assert self.latency_range is not None
-                low, high = self.latency_range
+            delayed = bool(s.latency_rate) and rng.random() < s.latency_rate
+            if delayed:
+                assert s.latency is not None
+                low, high = s.latency
                 delay = low if low == high else rng.uniform(low, high)
                 self.injected_delays += 1
-            fail = bool(self.failure_rate) and rng.random() < self.failure_rate
+            fail = bool(s.failure_rate) and rng.random() < s.failure_rate
             if fail:
                 self.injected_failures += 1
-        return Fault(fail, delay)
+            if exp is not None:
+                exp._count(fail, delayed)
+        if not (fail or delay):
+            return NO_FAULT
+        fault = Fault(fail, delay, s.exception, exp.name if exp is not None else None)
+        if events.enabled(EV_INJECTED):
+            if delay:
+                self._report(fault, "latency")
+            if fail:
+                self._report(fault, "failure")
+        return fault
 
-    def make_exception(self) -> BaseException:
-        exc = self.exception()
+    def _report(self, fault: Fault, kind: str) -> None:
+        events.emit(
+            EV_INJECTED,
+            {"latency": fault.delay if kind == "latency" else 0.0},
+            {"target": self.name, "experiment": fault.experiment, "kind": kind, "injected": True},
+        )
+
+    def make_exception(self, fault: Fault | None = None) -> BaseException:
+        """The exception for an injected failure, marked ``injected = True``.
+
+        Pass the :class:`Fault` from :meth:`decide` so an experiment's exception type is used
+        even if the experiment ended in between; without it, the current settings decide.
+        """
+        factory = fault.exception if fault is not None else None
+        if factory is None:
+            exp = self._current() if self._experiments else None
+            factory = exp.settings.exception if exp is not None else self.settings.exception
+        exc = factory()
         if isinstance(exc, BaseException):
             with contextlib.suppress(AttributeError):  # exceptions with __slots__
                 exc.injected = True  # type: ignore[attr-defined]
@@ -123,7 +383,7 @@ class FaultInjector:
         if fault.delay:
             self.clock.sleep(fault.delay)
         if fault.fail:
-            raise self.make_exception()
+            raise self.make_exception(fault)
         return fn(*args, **kwargs)
 
     async def call_async(
@@ -134,7 +394,7 @@ class FaultInjector:
         if fault.delay:
             await self.clock.asleep(fault.delay)
         if fault.fail:
-            raise self.make_exception()
+            raise self.make_exception(fault)
         return await fn(*args, **kwargs)
 
     @overload
@@ -157,6 +417,19 @@ class FaultInjector:
 
         return wrapper
 
+    def snapshot(self) -> Mapping[str, Any]:
+        """The standing settings, counts and running experiments, for the health report."""
+        return {
+            "target": self.name,
+            "enabled": self.enabled,
+            "active": self.active,
+            **self.settings.to_dict(),
+            "calls": self.calls,
+            "injected_failures": self.injected_failures,
+            "injected_delays": self.injected_delays,
+            "experiments": [e.to_dict() for e in self.experiments],
+        }
+
     def __repr__(self) -> str:
         return (
             f"FaultInjector(name={self.name!r}, failure_rate={self.failure_rate}, "
@@ -169,7 +442,7 @@ def _latency_range(latency: float | tuple[float, float] | None) -> tuple[float, 
     if latency is None:
         return None
     if isinstance(latency, int | float) and not isinstance(latency, bool):
-        if latency < 0:
+        if not latency >= 0:
             raise ConfigError("latency", f"must be >= 0, got {latency!r}")
         return (float(latency), float(latency))
     if isinstance(latency, tuple | list) and len(latency) == 2:

@@ -1,0 +1,161 @@
+"""``Chaos``: the registry of fault injectors of one infrastructure, behind one master switch."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+from .. import events
+from .._clock import Clock, SystemClock
+from ..errors import ConfigError, InjectedFault
+from ._experiment import Experiment
+from ._faults import ExceptionFactory, FaultInjector
+
+__all__ = ["Chaos"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+EV_SWITCH = ("buttress", "chaos", "switch")
+
+
+class Chaos:
+    """Fault injectors per target (a service or a breaker), off until switched on.
+
+    >>> chaos = Chaos(seed=7)
+    >>> payments = chaos.injector("payments")    # hand it to a breaker, or call through it
+    >>> chaos.enable()
+    >>> with chaos.experiment("payments", failure_rate=1.0, duration=30.0) as exp:
+    ...     [e.name for e in chaos.active_experiments()] == [exp.name]
+    True
+
+    ``enabled`` is the master switch: while it is off nothing is injected anywhere and
+    experiments refuse to start. Each target's injector has its own standing settings and
+    ``enabled`` flag (``injector(target, failure_rate=..., enabled=...)``); experiments lay
+    other settings over a target for a while. ``seed`` makes every target's draws replay: each
+    target gets its own RNG seeded from ``seed`` and its name, so adding a target does not
+    shift another's sequence.
+    """
+
+    def __init__(
+        self, *, enabled: bool = False, seed: int | None = None, clock: Clock | None = None
+    ) -> None:
+        self._enabled = bool(enabled)
+        self.seed = seed
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._injectors: dict[str, FaultInjector] = {}
+        self._lock = threading.Lock()
+
+    # -- the switch ------------------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def enable(self) -> None:
+        """Turn fault injection on (each target's own settings still apply)."""
+        self._set(True)
+
+    def disable(self) -> None:
+        """Turn every injection off at once; running experiments stay listed but do nothing."""
+        self._set(False)
+
+    def _set(self, on: bool) -> None:
+        if self._enabled == on:
+            return
+        self._enabled = on
+        events.emit(EV_SWITCH, {}, {"enabled": on})
+
+    # -- targets -----------------------------------------------------------------------------
+
+    def injector(self, target: str, **settings: Any) -> FaultInjector:
+        """The injector for ``target``, made (inert) on first use.
+
+        Keyword settings (``failure_rate``, ``latency``, ``latency_rate``, ``exception``,
+        ``enabled``) change its standing settings, as :meth:`FaultInjector.configure` does.
+        """
+        if not isinstance(target, str) or not target:
+            raise ConfigError("target", f"must be a non-empty string, got {target!r}")
+        with self._lock:
+            inj = self._injectors.get(target)
+            if inj is None:
+                rng = random.Random(f"{self.seed}/{target}") if self.seed is not None else None
+                inj = FaultInjector(name=target, rng=rng, clock=self.clock, switch=self)
+                self._injectors[target] = inj
+        if settings:
+            try:
+                inj.configure(**settings)
+            except TypeError:
+                known = "failure_rate, latency, latency_rate, exception, enabled"
+                raise ConfigError(
+                    f"chaos.{target}",
+                    f"unknown fault setting in {sorted(settings)} (known: {known})",
+                ) from None
+        return inj
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(self._injectors)
+
+    def call(self, target: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` through ``target``'s injector."""
+        return self.injector(target).call(fn, *args, **kwargs)
+
+    async def call_async(
+        self, target: str, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """The async twin of :meth:`call`."""
+        return await self.injector(target).call_async(fn, *args, **kwargs)
+
+    # -- experiments ---------------------------------------------------------------------------
+
+    def experiment(
+        self,
+        target: str,
+        *,
+        failure_rate: float = 0.0,
+        latency: float | tuple[float, float] | None = None,
+        latency_rate: float | None = None,
+        exception: ExceptionFactory = InjectedFault,
+        duration: float | None = None,
+        name: str | None = None,
+    ) -> Experiment:
+        """An experiment on ``target``: use as ``with`` or ``async with``.
+
+        While it runs, ``target``'s calls fail with ``failure_rate`` and are delayed by
+        ``latency`` (seconds, or a ``(low, high)`` range) at ``latency_rate``, whatever the
+        target's standing settings. It ends on exit, or after ``duration`` seconds. Starting
+        one while chaos is disabled raises :class:`~buttress.ConfigError`.
+        """
+        return self.injector(target).experiment(
+            failure_rate=failure_rate,
+            latency=latency,
+            latency_rate=latency_rate,
+            exception=exception,
+            duration=duration,
+            name=name,
+        )
+
+    def active_experiments(self) -> list[Experiment]:
+        """Every running experiment (expired ones are retired first), in start order."""
+        with self._lock:
+            injectors = list(self._injectors.values())
+        running = [exp for inj in injectors for exp in inj.experiments]
+        running.sort(key=lambda e: e.started_at or 0.0)
+        return running
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the health report shows under ``chaos_engineering``."""
+        with self._lock:
+            injectors = list(self._injectors.values())
+        return {
+            "enabled": self.enabled,
+            "active_experiments": [e.to_dict() for e in self.active_experiments()],
+            "injectors": {inj.name: inj.snapshot() for inj in injectors},
+        }
+
+    def __repr__(self) -> str:
+        return f"Chaos(enabled={self.enabled}, targets={list(self.targets)})"

@@ -1,0 +1,204 @@
+"""The memory policy: levels with hysteresis, and when relief is due. Pure: ``now`` is passed in.
+
+A level is the worse of what the ratio (working set ÷ limit) says and what PSI says. Rising is
+immediate: one sample over a threshold enters the level, because by the time memory is short
+there is no time to wait. Falling is slow: the level is left only after ``exit_samples``
+samples in a row below its threshold minus ``exit_margin`` (for PSI: below half its
+threshold), so a ratio wobbling around a threshold does not flap relief on and off (oomd's
+"sustained, not falling fast" rule, turned around).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .._validate import int_at_least
+from ..errors import ConfigError
+
+__all__ = ["LevelChange", "MemoryLevel", "PolicyConfig", "PressurePolicy"]
+
+# A PSI level is left once its stall share is below this fraction of the threshold.
+PSI_EXIT_FRACTION = 0.5
+
+
+class MemoryLevel(StrEnum):
+    """How short memory is: ``normal``, ``warning`` (relieve) or ``critical`` (also shed)."""
+
+    NORMAL = "normal"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    @classmethod
+    def parse(cls, value: MemoryLevel | str, path: str = "level") -> MemoryLevel:
+        try:
+            return cls(value)
+        except ValueError:
+            names = ", ".join(level.value for level in cls)
+            raise ConfigError(path, f"must be one of {names}; got {value!r}") from None
+
+
+_RANK = {MemoryLevel.NORMAL: 0, MemoryLevel.WARNING: 1, MemoryLevel.CRITICAL: 2}
+_BY_RANK = {v: k for k, v in _RANK.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """Thresholds of the policy; validated on construction.
+
+    ``psi_warning`` is the ``some avg10`` stall share (percent) that means warning,
+    ``psi_critical`` the ``full avg10`` share that means critical; ``None`` ignores PSI.
+    """
+
+    warning_threshold: float = 0.70
+    critical_threshold: float = 0.85
+    exit_margin: float = 0.05
+    exit_samples: int = 3
+    psi_warning: float | None = 10.0
+    psi_critical: float | None = 10.0
+    gc_interval: float = 30.0
+
+    def __post_init__(self) -> None:
+        w, c = self.warning_threshold, self.critical_threshold
+        if not 0.0 < w <= 1.0:
+            raise ConfigError("warning_threshold", f"must be in (0, 1], got {w!r}")
+        if not 0.0 < c <= 1.0:
+            raise ConfigError("critical_threshold", f"must be in (0, 1], got {c!r}")
+        if c <= w:
+            raise ConfigError(
+                "critical_threshold", f"must be above warning_threshold ({w!r}), got {c!r}"
+            )
+        if not 0.0 <= self.exit_margin < w:
+            raise ConfigError(
+                "exit_margin", f"must be in [0, warning_threshold), got {self.exit_margin!r}"
+            )
+        int_at_least("exit_samples", self.exit_samples, 1)
+        for name in ("psi_warning", "psi_critical"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 100.0:
+                raise ConfigError(name, f"must be a percentage in (0, 100] or None, got {value!r}")
+        if not self.gc_interval >= 0.0:
+            raise ConfigError("gc_interval", f"must be >= 0 seconds, got {self.gc_interval!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class LevelChange:
+    """The level moved. ``crossed`` lists the levels whose relief callbacks are due.
+
+    Rising runs the callbacks of every level passed on the way up (normal → critical runs
+    warning's, then critical's); falling runs only ``normal``'s, on reaching normal.
+    ``reason`` is ``ratio`` or ``psi`` (what raised it), or ``recovered``.
+    """
+
+    previous: MemoryLevel
+    level: MemoryLevel
+    reason: str
+    crossed: tuple[MemoryLevel, ...]
+
+
+class PressurePolicy:
+    """Turns successive (ratio, PSI) samples into a level, with hysteresis.
+
+    >>> policy = PressurePolicy(PolicyConfig(exit_samples=2))
+    >>> policy.observe(0.9, None, None, now=0.0).level
+    <MemoryLevel.CRITICAL: 'critical'>
+    >>> policy.observe(0.5, None, None, now=1.0) is None    # once below: not yet
+    True
+    >>> policy.observe(0.5, None, None, now=2.0).level      # twice: leave
+    <MemoryLevel.NORMAL: 'normal'>
+    """
+
+    def __init__(self, config: PolicyConfig | None = None, now: float = 0.0) -> None:
+        self.config = config or PolicyConfig()
+        self.level = MemoryLevel.NORMAL
+        self.since = now
+        self.reason = "initial"
+        self.last_gc: float | None = None
+        self._below = 0  # samples in a row below the current level's exit line
+        self._below_hold = 0  # the highest rank those samples would still hold
+
+    def observe(
+        self,
+        ratio: float,
+        psi_some: float | None,
+        psi_full: float | None,
+        now: float,
+    ) -> LevelChange | None:
+        """Feed one sample; returns the change of level, if any."""
+        entered, reason = self._entered(ratio, psi_some, psi_full)
+        current = self.level.rank
+        if entered > current:
+            return self._move(entered, reason, now)
+        hold = self._held(ratio, psi_some, psi_full)
+        if hold >= current:
+            self._below = 0
+            return None
+        self._below += 1
+        self._below_hold = hold if self._below == 1 else max(self._below_hold, hold)
+        if self._below < self.config.exit_samples:
+            return None
+        return self._move(self._below_hold, "recovered", now)
+
+    @property
+    def samples_to_leave(self) -> int:
+        """How many more samples below the exit line it takes to leave the level (0: normal)."""
+        if self.level is MemoryLevel.NORMAL:
+            return 0
+        return self.config.exit_samples - self._below
+
+    def gc_due(self, now: float) -> bool:
+        """Whether relief should run ``gc.collect()`` now (under pressure, rate-limited)."""
+        if self.level is MemoryLevel.NORMAL:
+            return False
+        return self.last_gc is None or now - self.last_gc >= self.config.gc_interval
+
+    def gc_ran(self, now: float) -> None:
+        self.last_gc = now
+
+    def _move(self, rank: int, reason: str, now: float) -> LevelChange:
+        previous = self.level
+        self.level = _BY_RANK[rank]
+        self.since = now
+        self.reason = reason
+        self._below = 0
+        if rank > previous.rank:
+            crossed = tuple(_BY_RANK[r] for r in range(previous.rank + 1, rank + 1))
+        else:
+            crossed = (MemoryLevel.NORMAL,) if rank == 0 else ()
+        return LevelChange(previous, self.level, reason, crossed)
+
+    def _entered(
+        self, ratio: float, psi_some: float | None, psi_full: float | None
+    ) -> tuple[int, str]:
+        return self._rank(ratio, psi_some, psi_full, margin=0.0, psi_factor=1.0)
+
+    def _held(self, ratio: float, psi_some: float | None, psi_full: float | None) -> int:
+        """The highest level the sample still holds on to, with the exit margins applied."""
+        m = self.config.exit_margin
+        return self._rank(ratio, psi_some, psi_full, margin=m, psi_factor=PSI_EXIT_FRACTION)[0]
+
+    def _rank(
+        self,
+        ratio: float,
+        psi_some: float | None,
+        psi_full: float | None,
+        *,
+        margin: float,
+        psi_factor: float,
+    ) -> tuple[int, str]:
+        c = self.config
+        by_ratio = 0
+        if ratio >= c.critical_threshold - margin:
+            by_ratio = 2
+        elif ratio >= c.warning_threshold - margin:
+            by_ratio = 1
+        by_psi = 0
+        if c.psi_critical is not None and psi_full is not None:
+            by_psi = 2 if psi_full >= c.psi_critical * psi_factor else 0
+        if not by_psi and c.psi_warning is not None and psi_some is not None:
+            by_psi = 1 if psi_some >= c.psi_warning * psi_factor else 0
+        return (by_psi, "psi") if by_psi > by_ratio else (by_ratio, "ratio")
