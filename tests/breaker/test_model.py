@@ -84,21 +84,25 @@ class Model:
                         "failure_count",
                     )
                 )
-        bands = [(fails, c.degradation_rate_threshold, c.failure_rate_threshold, "failure_rate")]
-        if c.slow_call_duration is not None:
+        # (count, out of, band low, band high, reason): the slow rate is over successes
+        bands = [
+            (fails, calls, c.degradation_rate_threshold, c.failure_rate_threshold, "failure_rate")
+        ]
+        if c.slow_call_duration is not None and calls > fails:
             bands.append(
                 (
                     slow,
+                    calls - fails,
                     c.slow_degradation_rate_threshold,
                     c.slow_call_rate_threshold,
                     "slow_call_rate",
                 )
             )
         if calls >= c.minimum_calls:
-            for count, low, high, why in bands:
+            for count, total, low, high, why in bands:
                 if high is None:
                     continue
-                rate = count / calls
+                rate = count / total
                 if rate >= high:
                     return 1.0, why
                 if low is not None and rate >= low:
@@ -198,9 +202,8 @@ class Model:
                     self.probe_ok += 1
                 self.judge(now)
             return
-        self.outcomes.append(
-            (self.bucket(now), failed, slow and self.cfg.slow_call_duration is not None)
-        )
+        slow = slow and not failed and self.cfg.slow_call_duration is not None
+        self.outcomes.append((self.bucket(now), failed, slow))
         self.consecutive = self.consecutive + 1 if failed else 0
         if self.state != "disabled":
             self.evaluate(now)

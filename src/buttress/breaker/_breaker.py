@@ -356,7 +356,7 @@ class CircuitBreaker:
         Raises :class:`~buttress.CircuitOpenError` when open and :class:`~buttress.LoadShedError`
         when the call is shed while degraded; otherwise returns or raises what ``fn`` does.
         """
-        return self._run(fn, args, kwargs)
+        return self._run(fn, args, kwargs)  # type: ignore[no-any-return]
 
     def _make_runners(self) -> tuple[_Runner, _AsyncRunner]:
         """Build the closed-state fast paths, sync and async, as closures.
@@ -494,11 +494,11 @@ class CircuitBreaker:
 
             return async_wrapper
         if critical:
-            run = self._call
+            general = self._call
 
             @functools.wraps(fn)
             def critical_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return run(fn, args, kwargs, True)
+                return general(fn, args, kwargs, True)
 
             return critical_wrapper
         run = self._run

@@ -38,7 +38,8 @@ class BreakerConfig:
     failure_rate_threshold: float | None = 0.5
     degradation_rate_threshold: float | None = 0.2
     minimum_calls: int = 10
-    # Slow-call rate: a call taking ``slow_call_duration`` seconds or more is slow.
+    # Slow-call rate: the share of successful calls that took ``slow_call_duration`` seconds
+    # or more. A failure counts as a failure, never as slow, so no failure can dilute it.
     slow_call_duration: float | None = None
     slow_call_rate_threshold: float | None = 0.5
     slow_degradation_rate_threshold: float | None = 0.2

@@ -310,10 +310,6 @@ class BreakerMachine:
         self.w_calls += 1
         self.w_failures += 1
         self.consecutive += 1
-        sd = self._slow_at
-        if sd is not None and duration is not None and duration >= sd:
-            self._slows[i] += 1
-            self.w_slow += 1
         if self.state is not DISABLED:
             self._evaluate(now)
             if self.state is CLOSED:
@@ -401,7 +397,9 @@ class BreakerMachine:
             window_failures=self.w_failures,
             window_slow=self.w_slow,
             failure_rate=self.w_failures / calls if calls else 0.0,
-            slow_call_rate=self.w_slow / calls if calls else 0.0,
+            slow_call_rate=self.w_slow / (calls - self.w_failures)
+            if calls > self.w_failures
+            else 0.0,
             consecutive_failures=self.consecutive,
             recovery_attempts=self.recovery_attempts,
             retry_after=retry,
@@ -435,9 +433,10 @@ class BreakerMachine:
                 return 1.0, "failure_rate"
             if s > best:
                 best, why = s, "failure_rate"
-            if self._slow_at is not None:
+            successes = calls - f
+            if self._slow_at is not None and successes:
                 s = _band(
-                    self.w_slow / calls,
+                    self.w_slow / successes,
                     cfg.slow_degradation_rate_threshold,
                     cfg.slow_call_rate_threshold,
                 )
