@@ -76,7 +76,7 @@ class Model:
         if c.failure_threshold is not None:
             if fails >= c.failure_threshold:
                 return 1.0, "failure_count"
-            if c.degradation_threshold is not None and fails >= c.degradation_threshold:
+            if c.degradation_threshold is not None:
                 found.append(
                     (
                         (fails - c.degradation_threshold)
@@ -105,7 +105,7 @@ class Model:
                 rate = count / total
                 if rate >= high:
                     return 1.0, why
-                if low is not None and rate >= low:
+                if low is not None:
                     found.append(((rate - low) / (high - low), why))
         ct = c.consecutive_failure_threshold
         if ct is not None and self.consecutive >= ct:
@@ -122,11 +122,20 @@ class Model:
         s, _ = self.severity(now)
         if s >= 1.0:
             self.open(now)
-        elif s >= 0.0:
-            self.state = "degraded"
-            self.level = "light" if s < 1 / 3 - 1e-9 else "medium" if s < 2 / 3 - 1e-9 else "heavy"
+            return
+        if s < 0.0:
+            target = None
         else:
+            target = "light" if s < 1 / 3 - 1e-9 else "medium" if s < 2 / 3 - 1e-9 else "heavy"
+        if self.state == "degraded":
+            floor = {"light": 0.0, "medium": 1 / 3 - 1e-9, "heavy": 2 / 3 - 1e-9}[self.level or ""]
+            going_down = RANK.get(target or "closed", 0) < self.rank()
+            if going_down and s >= floor - self.cfg.level_hysteresis:
+                return  # hold the level: not far enough below its floor
+        if target is None:
             self.state, self.level = "closed", None
+        else:
+            self.state, self.level = "degraded", target
 
     def open(self, now: float) -> None:
         c = self.cfg
@@ -236,6 +245,7 @@ def configs(draw: st.DrawFn) -> dict[str, object]:
         "shed_probability": {
             lvl: draw(st.sampled_from([0.0, 1.0])) for lvl in ("light", "medium", "heavy")
         },
+        "level_hysteresis": draw(st.sampled_from([0.0, 0.05, 0.2])),
         "reset_timeout": draw(st.sampled_from([1.0, 5.0])),
         "reset_timeout_multiplier": draw(st.sampled_from([1.0, 2.0])),
         "reset_timeout_max": 12.0,

@@ -81,6 +81,33 @@ def test_every_level_reachable_with_the_default_settings(clock: bt.ManualClock) 
     assert (b2.state, b2.level) == (S.DEGRADED, L.HEAVY)
 
 
+@pytest.mark.parametrize(
+    ("hysteresis", "levels"), [(0.05, ["medium", "light"]), (0.0, ["light", "light"])]
+)
+def test_levels_do_not_flap_on_a_boundary(
+    clock: bt.ManualClock, hysteresis: float, levels: list[str]
+) -> None:
+    b = make(
+        clock,
+        failure_threshold=None,
+        degradation_threshold=None,
+        degradation_rate_threshold=0.2,
+        failure_rate_threshold=0.5,
+        minimum_calls=10,
+        level_hysteresis=hysteresis,
+        window=3600.0,
+    )
+    for _ in range(21):
+        b.call(ok)
+    fail_n(b, 9)  # 9 of 30: a rate of 0.3 is exactly a third up the band
+    assert b.level is L.MEDIUM
+    seen = []
+    for _ in range(2):
+        b.call(ok)  # 9/31 = 0.290, then 9/32 = 0.281
+        seen.append(b.level.value if b.level else None)
+    assert seen == levels  # held at medium just below its floor, only with hysteresis
+
+
 def test_failure_rate_opens_with_minimum_calls(clock: bt.ManualClock) -> None:
     b = make(
         clock,

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from .._validate import int_at_least as _int_at_least
+from .._validate import positive as _positive
 from ..errors import ConfigError
 from ._states import DegradationLevel
 
@@ -45,6 +47,9 @@ class BreakerConfig:
     slow_degradation_rate_threshold: float | None = 0.2
     # Failures in a row open the breaker whatever the window says (low-traffic services).
     consecutive_failure_threshold: int | None = None
+    # A degraded level (or degraded itself) is left downwards only once the severity is this
+    # far (a fraction of the band) below the level's floor: no flapping on a boundary.
+    level_hysteresis: float = 0.05
     # Probability of shedding a non-critical call in each degraded level.
     shed_probability: Mapping[DegradationLevel, float] = field(
         default_factory=lambda: dict(DEFAULT_SHED_PROBABILITY)
@@ -100,6 +105,13 @@ class BreakerConfig:
         )
         if self.consecutive_failure_threshold is not None:
             _int_at_least("consecutive_failure_threshold", self.consecutive_failure_threshold, 1)
+        if not (
+            isinstance(self.level_hysteresis, int | float)
+            and 0.0 <= self.level_hysteresis < 1.0 / 3.0
+        ):
+            raise ConfigError(
+                "level_hysteresis", f"must be in [0, 1/3), got {self.level_hysteresis!r}"
+            )
         shed = dict(self.shed_probability)
         for key, p in shed.items():
             try:
@@ -148,18 +160,6 @@ class BreakerConfig:
     def probes_needed(self) -> int:
         """Successful probes that close a half-open breaker."""
         return max(1, math.ceil(self.half_open_success_ratio * self.half_open_max_calls - 1e-9))
-
-
-def _positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(name, f"must be a number > 0, got {value!r}")
-    if math.isinf(value):
-        raise ConfigError(name, "must be finite")
-
-
-def _int_at_least(name: str, value: int, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(name, f"must be an integer >= {low}, got {value!r}")
 
 
 def _rate_band(top_name: str, top: float | None, low_name: str, low: float | None) -> None:

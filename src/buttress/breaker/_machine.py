@@ -9,7 +9,9 @@ the position of its value inside its degraded band, ``(value - degrade_at) / (op
 degrade_at)``; the highest wins and names the reason.
 
 * ``s < 0``: closed (or back to closed from degraded, reason ``recovered``);
-* ``0 <= s < 1``: degraded, ``light`` / ``medium`` / ``heavy`` for each third of the band;
+* ``0 <= s < 1``: degraded, ``light`` / ``medium`` / ``heavy`` for each third of the band
+  (a level is left downwards only ``level_hysteresis`` below its floor, so a signal hovering
+  on a boundary does not flap);
 * ``s >= 1`` (or ``consecutive_failure_threshold`` failures in a row): open.
 
 Open lasts ``reset_timeout`` (growing per failed recovery when configured); the first
@@ -101,6 +103,10 @@ _THIRD = 1.0 / 3.0 - 1e-9
 _TWO_THIRDS = 2.0 / 3.0 - 1e-9
 
 
+_RANK: dict[DegradationLevel | None, int] = {None: 0, LIGHT: 1, MEDIUM: 2, HEAVY: 3}
+_FLOOR: dict[DegradationLevel, float] = {LIGHT: 0.0, MEDIUM: _THIRD, HEAVY: _TWO_THIRDS}
+
+
 def level_for(severity: float) -> DegradationLevel:
     """The degradation level for a severity in ``[0, 1)``: thirds of the band."""
     if severity < _THIRD:
@@ -121,6 +127,7 @@ class BreakerMachine:
         "_hc_last",
         "_hc_running",
         "_head",
+        "_hysteresis",
         "_inv_width",
         "_n",
         "_probe_failed",
@@ -180,6 +187,7 @@ class BreakerMachine:
         self.w_slow = 0
         self.consecutive = 0
         self._slow_at = config.slow_call_duration
+        self._hysteresis = config.level_hysteresis
         floor = config.degradation_rate_threshold or config.failure_rate_threshold
         self._harmless_failures = math.inf if floor is None else floor * config.minimum_calls
 
@@ -424,7 +432,7 @@ class BreakerMachine:
             if f >= ft:
                 return 1.0, "failure_count"
             dt = cfg.degradation_threshold
-            if dt is not None and f >= dt:
+            if dt is not None:
                 best, why = (f - dt) / (ft - dt), "failure_count"
         calls = self.w_calls
         if calls >= cfg.minimum_calls:
@@ -471,15 +479,22 @@ class BreakerMachine:
 
     def _evaluate(self, now: float) -> None:
         s, why = self.severity()
-        st = self.state
         if s >= 1.0:
             self._open(now, why)
-        elif s >= 0.0:
-            level = level_for(s)
-            if st is not DEGRADED or level is not self.level:
-                self._move(DEGRADED, level, why, now, bump=False)
-        elif st is DEGRADED:
-            self._move(CLOSED, None, "recovered", now, bump=False)
+            return
+        target = level_for(s) if s >= 0.0 else None
+        if self.state is DEGRADED:
+            current = self.level
+            assert current is not None
+            # Hysteresis: a level is left downwards only some way below its floor.
+            if _RANK[target] < _RANK[current] and s >= _FLOOR[current] - self._hysteresis:
+                return
+            if target is None:
+                self._move(CLOSED, None, "recovered", now, bump=False)
+            elif target is not current:
+                self._move(DEGRADED, target, why, now, bump=False)
+        elif target is not None:
+            self._move(DEGRADED, target, why, now, bump=False)
 
     def _open(self, now: float, reason: str) -> None:
         cfg = self.config
@@ -574,11 +589,14 @@ class BreakerMachine:
 
 
 def _band(value: float, low: float | None, high: float | None) -> float:
-    """Position of ``value`` in the band ``[low, high)``; below ``low`` is negative."""
+    """Position of ``value`` in the band ``[low, high)``: negative below it, 1.0 from ``high``.
+
+    Without a ``low`` there is no band: -1.0 below ``high``.
+    """
     if high is None:
         return -1.0
     if value >= high:
         return 1.0
-    if low is None or value < low:
+    if low is None:
         return -1.0
     return (value - low) / (high - low)
