@@ -323,9 +323,13 @@ class BreakerVersusModel(RuleBasedStateMachine):
             # severity never falls while failures in the window rise
             assert self.model.rank() >= rank_before
 
-    @rule(outcome=st.sampled_from(["success", "failure", "ignored"]), critical=st.booleans())
-    def quick_call(self, outcome: str, critical: bool) -> None:
-        """A whole call through ``call`` (the fast path when closed) or ``guard``."""
+    @rule(
+        outcome=st.sampled_from(["success", "failure", "ignored"]),
+        critical=st.booleans(),
+        how=st.sampled_from(["call", "decorator"]),
+    )
+    def quick_call(self, outcome: str, critical: bool, how: str = "call") -> None:
+        """A whole call through ``call`` or ``@breaker`` (fast paths when closed) or ``guard``."""
         expected = self.model.admit(self.now, critical)
 
         def fn() -> str:
@@ -339,6 +343,8 @@ class BreakerVersusModel(RuleBasedStateMachine):
             if critical:
                 with self.breaker.guard(critical=True):
                     fn()
+            elif how == "decorator":
+                self.breaker(fn)()
             else:
                 self.breaker.call(fn)
         except (bt.CircuitOpenError, bt.LoadShedError) as exc:
@@ -349,11 +355,14 @@ class BreakerVersusModel(RuleBasedStateMachine):
         assert isinstance(expected, Ticket), f"model refuses ({expected}), breaker admitted"
         self.model.finish(expected, outcome, False, self.now)
 
-    @rule(outcomes=st.lists(st.sampled_from(["success", "failure", "ignored"]), max_size=12))
-    def burst(self, outcomes: list[str]) -> None:
+    @rule(
+        outcomes=st.lists(st.sampled_from(["success", "failure", "ignored"]), max_size=12),
+        how=st.sampled_from(["call", "decorator"]),
+    )
+    def burst(self, outcomes: list[str], how: str) -> None:
         """Several calls with no look at the breaker in between (batched fast-path successes)."""
         for outcome in outcomes:
-            self.quick_call(outcome, False)
+            self.quick_call(outcome, False, how)
 
     @rule(
         steps=st.lists(

@@ -130,6 +130,7 @@ class BreakerMachine:
         "_hysteresis",
         "_inv_width",
         "_n",
+        "_plain",
         "_probe_failed",
         "_probe_ok",
         "_probe_seq",
@@ -169,7 +170,7 @@ class BreakerMachine:
         self.generation = 1
         # ``fast_gen`` is the generation while a plain success needs no decision (closed),
         # else -1: the shell reads this one attribute to take its lock-free admission path.
-        self.fast_gen = 1
+        self.fast_gen = -1
         self.pending: list[Transition] = []
 
         n = config.buckets
@@ -188,6 +189,7 @@ class BreakerMachine:
         self.consecutive = 0
         self._slow_at = config.slow_call_duration
         self._hysteresis = config.level_hysteresis
+        self._plain = config.slow_call_duration is None and config.failure_result is None
         floor = config.degradation_rate_threshold or config.failure_rate_threshold
         self._harmless_failures = math.inf if floor is None else floor * config.minimum_calls
 
@@ -208,6 +210,7 @@ class BreakerMachine:
         self.shed = 0
         self.stale = 0
         self.times_opened = 0
+        self._refresh_fast()
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -457,6 +460,12 @@ class BreakerMachine:
             return 1.0, "consecutive_failures"
         return best, why
 
+    def set_plain(self, plain: bool) -> None:
+        """Whether a success may skip every check (the shell's call: fault injection off)."""
+        cfg = self.config
+        self._plain = plain and cfg.slow_call_duration is None and cfg.failure_result is None
+        self._refresh_fast()
+
     def take_pending(self) -> list[Transition]:
         out, self.pending = self.pending, []
         return out
@@ -466,12 +475,20 @@ class BreakerMachine:
     def _refresh_fast(self) -> None:
         """Open or close the shell's lock-free path: closed, and no success can move the state.
 
+        The path also needs a plain configuration (no slow-call timing, no result predicate)
+        and nothing injected (:meth:`set_plain`).
+
         A success lowers every signal except when it brings the window up to
         ``minimum_calls``, which wakes the rate signals; while enough failures are in the
         window for that to matter, successes must be judged one at a time.
         """
-        if self.state is CLOSED and (
-            self.w_failures < self._harmless_failures or self.w_calls >= self.config.minimum_calls
+        if (
+            self.state is CLOSED
+            and self._plain
+            and (
+                self.w_failures < self._harmless_failures
+                or self.w_calls >= self.config.minimum_calls
+            )
         ):
             self.fast_gen = self.generation
         else:
