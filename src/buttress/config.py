@@ -1,0 +1,365 @@
+"""One typed configuration for the whole infrastructure, from a dict, TOML or the environment.
+
+>>> cfg = load_config({"circuit_breakers": {"payments": {"failure_threshold": 8}}})
+>>> cfg.circuit_breakers["payments"].failure_threshold
+8
+
+Unknown keys and bad values raise :class:`~buttress.ConfigError` naming the path, e.g.
+``rate_limiting.limiters.api.scopes.0.limit: must be greater than 0``. Defaults follow the guide.
+Environment variables ``BUTTRESS_<PATH>`` (sections separated by ``__``) override what a file
+or dict says: ``BUTTRESS_MEMORY_MANAGER__CRITICAL_THRESHOLD=0.9``,
+``BUTTRESS_CIRCUIT_BREAKERS__PAYMENTS__RESET_TIMEOUT=10``. Values are read as JSON when they
+parse as JSON (numbers, ``true``, lists), else as strings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+__all__ = [
+    "CircuitBreakerSettings",
+    "Config",
+    "FaultInjectionSettings",
+    "MemoryManagerSettings",
+    "ServiceSettings",
+    "load_config",
+]
+
+ENV_PREFIX = "BUTTRESS_"
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Positive = Annotated[float, Field(gt=0.0)]
+Level = Literal["light", "medium", "heavy"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# -- circuit breakers --------------------------------------------------------------------------
+
+
+class FaultInjectionSettings(_Section):
+    """Fault injection for one service (off unless ``enabled``; see docs/chaos.md)."""
+
+    enabled: bool = False
+    failure_rate: Fraction = 0.0
+    latency: Annotated[float, Field(ge=0.0)] | tuple[float, float] | None = None
+    latency_rate: Fraction | None = None
+
+
+def _default_shedding() -> dict[Level, float]:
+    return {"light": 0.1, "medium": 0.3, "heavy": 0.6}
+
+
+class CircuitBreakerSettings(_Section):
+    """A breaker's settings (see docs/circuit-breaker.md for each)."""
+
+    strategy: Literal["gradual_degradation", "fail_fast"] = "gradual_degradation"
+    window: Positive = 60.0
+    buckets: Annotated[int, Field(ge=1)] = 10
+    failure_threshold: Annotated[int, Field(ge=1)] | None = 5
+    degradation_threshold: Annotated[int, Field(ge=1)] | None = 3
+    failure_rate_threshold: Fraction | None = 0.5
+    degradation_rate_threshold: Fraction | None = 0.2
+    minimum_calls: Annotated[int, Field(ge=1)] = 10
+    slow_call_duration: Positive | None = None
+    slow_call_rate_threshold: Fraction | None = 0.5
+    slow_degradation_rate_threshold: Fraction | None = 0.2
+    consecutive_failure_threshold: Annotated[int, Field(ge=1)] | None = None
+    level_hysteresis: Annotated[float, Field(ge=0.0, lt=1.0 / 3.0)] = 0.05
+    shed_probability: dict[Level, Fraction] = Field(default_factory=_default_shedding)
+    reset_timeout: Positive = 30.0
+    reset_timeout_multiplier: Annotated[float, Field(ge=1.0)] = 1.0
+    reset_timeout_max: Positive = 300.0
+    reset_timeout_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    half_open_max_calls: Annotated[int, Field(ge=1)] = 5
+    half_open_success_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+    probe_timeout: Positive = 30.0
+    health_check_interval: Positive = 10.0
+    # Exception classes by import path, e.g. ["builtins.ConnectionError", "httpx.HTTPError"].
+    record: list[str] | None = None
+    ignore: list[str] | None = None
+    fault_injection: FaultInjectionSettings = FaultInjectionSettings()
+
+    def breaker_kwargs(self, path: str) -> dict[str, Any]:
+        """Keyword arguments for :class:`~buttress.CircuitBreaker` (``record`` imported)."""
+        out = self.model_dump(exclude={"strategy", "record", "ignore", "fault_injection"})
+        if self.strategy == "fail_fast":
+            out["degradation_threshold"] = None
+            out["degradation_rate_threshold"] = None
+            out["slow_degradation_rate_threshold"] = None
+        if self.record is not None:
+            out["record"] = tuple(_import_exception(f"{path}.record", p) for p in self.record)
+        if self.ignore is not None:
+            out["ignore"] = tuple(_import_exception(f"{path}.ignore", p) for p in self.ignore)
+        return out
+
+
+# -- memory and chaos --------------------------------------------------------------------------
+
+
+class MemoryManagerSettings(_Section):
+    """The memory manager's settings (see docs/memory.md)."""
+
+    enabled: bool = True
+    check_interval: Positive = 30.0
+    warning_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.70
+    critical_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.85
+    pressure_relief_enabled: bool = True
+    source: Literal["auto", "cgroup", "cgroup_v2", "cgroup_v1", "host", "process"] = "auto"
+    limit_bytes: Annotated[int, Field(gt=0)] | None = None
+    exit_margin: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    exit_samples: Annotated[int, Field(ge=1)] = 3
+    psi_warning: Annotated[float, Field(gt=0.0, le=100.0)] | None = 10.0
+    psi_critical: Annotated[float, Field(gt=0.0, le=100.0)] | None = 10.0
+    gc_interval: Positive = 30.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MemoryManagerSettings:
+        if self.critical_threshold <= self.warning_threshold:
+            raise ValueError(
+                f"critical_threshold ({self.critical_threshold}) must be above "
+                f"warning_threshold ({self.warning_threshold})"
+            )
+        return self
+
+    def manager_kwargs(self) -> dict[str, Any]:
+        out = self.model_dump(exclude={"enabled", "pressure_relief_enabled"})
+        out["pressure_relief"] = self.pressure_relief_enabled
+        return out
+
+
+class ChaosSettings(_Section):
+    """The chaos master switch and a seed (per-service faults live with each breaker)."""
+
+    enabled: bool = False
+    seed: int | None = None
+
+
+# -- services ----------------------------------------------------------------------------------
+
+
+class ServiceSettings(_Section):
+    """Which components guard a service; each defaults to the one named like the service.
+
+    ``false`` turns a layer off for the service; a string names another component's table.
+    """
+
+    breaker: str | bool = True
+    limiter: str | bool = True
+    pool: str | bool = True
+    critical: bool = False
+
+
+# -- the whole tree ----------------------------------------------------------------------------
+
+
+class Config(_Section):
+    """The whole configuration. Every section is optional."""
+
+    circuit_breakers: dict[str, CircuitBreakerSettings] = Field(default_factory=dict)
+    memory_manager: MemoryManagerSettings = MemoryManagerSettings()
+    chaos: ChaosSettings = ChaosSettings()
+    services: dict[str, ServiceSettings] = Field(default_factory=dict)
+
+    @field_validator("circuit_breakers", "services")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            _check_component_name(name)
+        return value
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The resolved configuration as plain data (``None`` values dropped, as TOML has none)."""
+        data: dict[str, Any] = _drop_none(self.model_dump(mode="json"))
+        return data
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def load_config(
+    source: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Build a :class:`Config` from a dict, a TOML file path or a ``Config``, then apply
+    ``BUTTRESS_...`` environment overrides (``env`` defaults to ``os.environ``; pass ``{}`` to
+    ignore the environment).
+    """
+    if isinstance(source, Config):
+        data: dict[str, Any] = source.model_dump()
+    elif source is None:
+        data = {}
+    elif isinstance(source, Mapping):
+        data = _deep_copy(source)
+    else:
+        data = _read_toml(Path(source))
+    overrides = _env_overrides(os.environ if env is None else env)
+    for path, value in overrides:
+        _set_path(data, path, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "no such file") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+        return data
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
+
+
+def _env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], Any]]:
+    out = []
+    for key, raw in sorted(env.items()):
+        if not key.startswith(ENV_PREFIX) or key in ("BUTTRESS_REDIS_URL", "BUTTRESS_PG_DSN"):
+            continue
+        path = [part.lower() for part in key[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            raise ConfigError(key, "empty section in the variable name (check the '__'s)")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out.append((path, value))
+    return out
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(path[: i + 1])
+            raise ConfigError(where, f"is a value, not a section; cannot set {'.'.join(path)}")
+        node = child
+    node[path[-1]] = value
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    grouped: dict[str, list[Any]] = {}
+    for err in exc.errors(include_url=False):
+        path = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+        grouped.setdefault(path, []).append(err)
+    problems = [(path, _message(errs)) for path, errs in grouped.items()]
+    first_path, message = problems[0]
+    if len(problems) > 1:
+        rest = "; ".join(f"{p}: {m}" for p, m in problems[1:4])
+        more = f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""
+        message = f"{message}; also {rest}{more}"
+    return ConfigError(first_path, message)
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic names the union member tried in the location: "constrained-float", "tuple[...]"
+    return isinstance(part, str) and (
+        not part.replace("_", "a").isalnum() or part in ("float", "int", "str", "bool", "none")
+    )
+
+
+_EXPECTED = {
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "tuple_type": "a [low, high] list",
+    "list_type": "a list",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "none_required": "nothing",
+}
+
+
+def _message(errs: list[Any]) -> str:
+    err = errs[0]
+    got = err.get("input")
+    if len(errs) > 1:  # one value, several union members refused it
+        wanted = []
+        for e in errs:
+            w = _EXPECTED.get(e["type"])
+            if w is None:
+                return _message([e])
+            if w not in wanted:
+                wanted.append(w)
+        return f"must be {' or '.join(wanted)}, got {got!r}"
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "is required"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        words = {
+            "greater_than": ">",
+            "greater_than_equal": ">=",
+            "less_than": "<",
+            "less_than_equal": "<=",
+        }
+        bound = next(iter(ctx.values()))
+        return f"must be {words[kind]} {bound}, got {got!r}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, got {got!r}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    if kind in _EXPECTED:
+        return f"must be {_EXPECTED[kind]}, got {got!r}"
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
+
+
+def _check_component_name(name: str) -> None:
+    if not name or not all(c.isalnum() or c in "_-." for c in name):
+        raise ValueError(f"component name {name!r} may hold only letters, digits, '_', '-' and '.'")
+
+
+def _import_exception(path: str, dotted: str) -> type[BaseException]:
+    module_name, _, attr = dotted.replace(":", ".").rpartition(".")
+    if not module_name:
+        module_name = "builtins"
+    try:
+        module = __import__(module_name, fromlist=[attr])
+        obj = getattr(module, attr)
+    except (ImportError, AttributeError):
+        raise ConfigError(path, f"cannot import exception {dotted!r}") from None
+    if not (isinstance(obj, type) and issubclass(obj, BaseException)):
+        raise ConfigError(path, f"{dotted!r} is not an exception class")
+    return obj
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: _deep_copy(v) if isinstance(v, Mapping) else list(v) if isinstance(v, list) else v
+        for k, v in data.items()
+    }
+
+
+def _drop_none(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _drop_none(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [_drop_none(v) for v in data]
+    return data
