@@ -7,7 +7,7 @@ chaos, health and telemetry, for threads and asyncio alike. Everything public is
 
 from __future__ import annotations
 
-from . import events
+from . import events, http
 from ._clock import Clock, ManualClock, SystemClock
 from .breaker import (
     BreakerConfig,
@@ -31,6 +31,14 @@ from .errors import (
     RateLimitExceeded,
     RejectedError,
 )
+from .ratelimit import (
+    Decision,
+    MemoryBackend,
+    RateLimiter,
+    RateLimiterSnapshot,
+    Scope,
+    ScopeStatus,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -44,20 +52,27 @@ __all__ = [
     "CircuitOpenError",
     "Clock",
     "ConfigError",
+    "Decision",
     "DegradationLevel",
     "FaultInjector",
     "InjectedFault",
     "LoadShedError",
     "ManualClock",
+    "MemoryBackend",
     "Permit",
     "PoolClosedError",
     "PoolTimeoutError",
     "RateLimitExceeded",
+    "RateLimiter",
+    "RateLimiterSnapshot",
     "RejectedError",
+    "Scope",
+    "ScopeStatus",
     "SystemClock",
     "Transition",
     "__version__",
     "events",
+    "http",
 ]
 
 # Public names report themselves as ``buttress.X`` (in reprs, docs and pickles).
