@@ -206,7 +206,7 @@ class RateLimiter:
                 "key", f"must be an id (str or int), a mapping of ids or None, got {key!r}"
             )
         out = []
-        for prefix, by, by_id in self._templates:
+        for i, (prefix, by, by_id) in enumerate(self._templates):
             if by is None:
                 if not partial:
                     out.append(prefix)
@@ -220,7 +220,7 @@ class RateLimiter:
                 if not partial:
                     raise ConfigError(
                         "key",
-                        f"scope {self._names[len(out)]!r} needs an id: pass {{{by!r}: ...}} "
+                        f"scope {self._names[i]!r} needs an id: pass {{{by!r}: ...}} "
                         f"or {{{by_id!r}: ...}}",
                     )
             elif isinstance(value, str | int) and not isinstance(value, bool):
@@ -259,7 +259,7 @@ class RateLimiter:
             return self._try_acquire(key, cost)
         # The fast path: one scope in memory. The steps of _decide and _conclude, unrolled
         # (every call and attribute load shows at this size).
-        if cost != 1:
+        if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
             _check_cost(cost)
         k = self._solo + key  # type: ignore[operator]
         frame = self._frame
@@ -285,7 +285,7 @@ class RateLimiter:
 
     def _try_acquire(self, key: Key, cost: float) -> Decision:
         keys = self._keys(key)
-        if cost != 1:
+        if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
             _check_cost(cost)
         if self._queues:
             return self._behind_waiters(keys, cost)
@@ -294,7 +294,7 @@ class RateLimiter:
     async def try_acquire_async(self, key: Key = None, cost: float = 1) -> Decision:
         """:meth:`try_acquire` for asyncio callers (the backend call is awaited)."""
         keys = self._keys(key)
-        if cost != 1:
+        if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
             _check_cost(cost)
         if self._queues:
             return self._behind_waiters(keys, cost)

@@ -22,8 +22,9 @@ invents keys lock every newcomer out, so it is not offered.
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from .. import events
@@ -64,13 +65,12 @@ class MemoryBackend:
     __slots__ = (
         "_acquire",
         "_at_cap",
-        "_cursor",
         "_evicted",
         "_lock",
-        "_pos",
         "_release",
         "_states",
         "_swept",
+        "_walk",
         "max_keys",
     )
 
@@ -82,8 +82,7 @@ class MemoryBackend:
         self._lock = threading.Lock()
         self._acquire = self._lock.acquire
         self._release = self._lock.release
-        self._cursor: list[str] = []
-        self._pos = 0
+        self._walk: Iterator[str] = iter(())  # the sweep's walk over a snapshot of the keys
         self._swept = 0
         self._evicted = 0
         self._at_cap = False
@@ -232,16 +231,10 @@ class MemoryBackend:
                 self._at_cap = False
         return removed
 
-    def _next_key(self) -> str | None:
-        """The next key of the sweep walk (retaking the snapshot when it runs out)."""
-        if self._pos >= len(self._cursor):
-            self._cursor = list(self._states)
-            self._pos = 0
-            if not self._cursor:
-                return None
-        key = self._cursor[self._pos]
-        self._pos += 1
-        return key
+    def _retake(self) -> Iterator[str]:
+        """A fresh walk over a snapshot of the keys (lock held)."""
+        self._walk = iter(list(self._states))
+        return self._walk
 
     def _grew(self, now: float, protected: Sequence[str]) -> bool:
         """New keys went in (lock held): sweep a step, evict while over the cap.
@@ -249,40 +242,48 @@ class MemoryBackend:
         Returns whether an eviction episode started (the caller emits the event unlocked).
         """
         states = self._states
+        get = states.get
+        walk = self._walk
         for _ in range(SWEEP_STEP):
-            key = self._next_key()
+            key = next(walk, None)
             if key is None:
-                break
-            state = states.get(key)
+                walk = self._retake()
+                key = next(walk, None)
+                if key is None:
+                    break
+            state = get(key)
             if state is not None and state[0] <= now:
                 del states[key]
                 self._swept += 1
+        if len(states) <= self.max_keys:
+            return False
         started = False
         fruitless = 0  # samples that found nothing to drop: only this request's keys are left
         while len(states) > self.max_keys and fruitless <= len(states):
             victim: str | None = None
-            victim_expiry = 0.0
-            freed = False
+            victim_expiry = math.inf
             for _ in range(EVICTION_SAMPLE):
-                key = self._next_key()
+                key = next(walk, None)
                 if key is None:
-                    break
-                state = states.get(key)
+                    walk = self._retake()
+                    key = next(walk, None)
+                    if key is None:
+                        break
+                state = get(key)
                 if state is None or key in protected:
                     continue
-                if state[0] <= now:
-                    del states[key]
-                    self._swept += 1
-                    freed = True
+                if state[0] <= now:  # expired: dropping it is free
+                    victim, victim_expiry = key, -math.inf
                     break
-                if victim is None or state[0] < victim_expiry:
+                if state[0] < victim_expiry:
                     victim, victim_expiry = key, state[0]
-            if freed:
-                continue
             if victim is None:
                 fruitless += EVICTION_SAMPLE
                 continue
             del states[victim]
+            if victim_expiry == -math.inf:
+                self._swept += 1
+                continue
             self._evicted += 1
             if not self._at_cap:
                 self._at_cap = started = True

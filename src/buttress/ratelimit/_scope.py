@@ -153,9 +153,9 @@ class Scope:
         assert self.max_limit is not None
         assert self.increase is not None
         return AdaptiveLimit(
-            min_limit=self.min_limit,
-            max_limit=self.max_limit,
-            increase=self.increase,
+            min_limit=float(self.min_limit),
+            max_limit=float(self.max_limit),
+            increase=float(self.increase),
             decrease=float(self.decrease),
             cooldown=float(self.cooldown),
             slow_call=self.slow_call,
