@@ -81,7 +81,7 @@ def test_a_million_keys_stay_under_the_cap() -> None:
     cap = 50_000
     backend = bt.MemoryBackend(max_keys=cap)
     tb = TokenBucket(10, 1.0)  # a key charged once holds state for 0.1 s
-    decide = backend.decide_one  # the path a single-scope limiter takes, minus its Decision
+    decide = backend.decide
     cap_events: list[dict[str, float]] = []
     events.attach("test.key_cap", [EV_KEY_CAP], lambda _n, m, _md: cap_events.append(dict(m)))
     try:
@@ -91,7 +91,7 @@ def test_a_million_keys_stay_under_the_cap() -> None:
         peak = 0
         for i in range(500_000):
             now += 1e-5
-            assert decide(f"a{i}", tb, 1, now)[0]
+            assert decide((f"a{i}",), (tb,), 1, now)[0]
             if i % 5_000 == 0:
                 peak = max(peak, backend.key_count())
         stats = backend.stats()
@@ -101,7 +101,7 @@ def test_a_million_keys_stay_under_the_cap() -> None:
         assert not cap_events
         # Phase 2: time stands still, every key stays live: the cap holds by eviction.
         for i in range(500_000):
-            assert decide(f"b{i}", tb, 1, now)[0]
+            assert decide((f"b{i}",), (tb,), 1, now)[0]
             if i % 5_000 == 0:
                 assert backend.key_count() <= cap
         stats = backend.stats()

@@ -124,6 +124,7 @@ class TokenBucket:
     burst: float | None = None
     interval: float = field(init=False, default=0.0)  # seconds per unit of cost
     tolerance: float = field(init=False, default=0.0)  # burst * interval: how far TAT may run
+    reach: float = field(init=False, default=0.0, repr=False)  # tolerance + EPSILON
 
     def __post_init__(self) -> None:
         interval = self.window / self.limit
@@ -131,11 +132,15 @@ class TokenBucket:
         object.__setattr__(self, "burst", burst)
         object.__setattr__(self, "interval", interval)
         object.__setattr__(self, "tolerance", burst * interval)
+        object.__setattr__(self, "reach", burst * interval + EPSILON)
 
     def admit(self, state: State | None, now: float, cost: float) -> State | None:
-        tat = now if state is None or state[0] < now else state[0]
-        new = tat + cost * self.interval
-        return (new,) if new - now <= self.tolerance + EPSILON else None
+        if state is None:
+            new = now + cost * self.interval
+        else:
+            tat = state[0]
+            new = (tat if tat > now else now) + cost * self.interval
+        return (new,) if new - now <= self.reach else None
 
     def decide(self, state: State | None, now: float, cost: float) -> Verdict:
         interval = self.interval

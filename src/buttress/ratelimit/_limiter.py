@@ -137,6 +137,7 @@ class RateLimiter:
         self._wall = self.backend.time_base != "monotonic"
         self._now = self.clock.time if self._wall else self._monotonic
         self._decide_backend = self.backend.decide
+        self._in_memory = isinstance(self.backend, MemoryBackend)
 
         base = f"{namespace}:{name}:"
         self._prefix = base
@@ -157,8 +158,11 @@ class RateLimiter:
         self._frame = Frame(meta, tuple(s.build() for s in scopes), len(scopes) == 1)
         # The fast path: one identified scope in memory, keyed straight from a str id.
         self._solo = self._templates[0][0] if len(scopes) == 1 and scopes[0].by else None
-        decide_one = getattr(self.backend, "decide_one", None)
-        self._one = decide_one if self._solo is not None and not self._wall else None
+        # Only the memory backend itself lends its lane: a subclass may decide differently.
+        lane = self.backend.lane() if type(self.backend) is MemoryBackend else None
+        self._lane = lane if self._solo is not None else None
+        if lane is not None:  # unpacked: a NamedTuple field costs a property call on each read
+            self._states, self._lock_backend, self._unlock_backend = lane[:3]
         self._adaptive = tuple(
             _Adaptive(i, s.controller(), AdaptiveState(float(s.limit)))
             for i, s in enumerate(scopes)
@@ -184,7 +188,7 @@ class RateLimiter:
 
     # -- resolving requests ------------------------------------------------------------------
 
-    def _keys(self, key: Key, *, partial: bool = False) -> tuple[str, ...]:
+    def _keys(self, key: Key, *, partial: bool = False) -> list[str]:
         """One storage key per scope (``partial``: only the scopes ``key`` identifies)."""
         get: Callable[[str], Any]
         if key.__class__ is dict:
@@ -206,45 +210,42 @@ class RateLimiter:
                 "key", f"must be an id (str or int), a mapping of ids or None, got {key!r}"
             )
         out = []
-        for i, (prefix, by, by_id) in enumerate(self._templates):
+        for prefix, by, by_id in self._templates:
             if by is None:
                 if not partial:
                     out.append(prefix)
                 continue
             value = get(by)
-            if value is None:
-                value = get(by_id)
-            if value.__class__ is str:
-                out.append(prefix + value)
-            elif value is None:
-                if not partial:
-                    raise ConfigError(
-                        "key",
-                        f"scope {self._names[i]!r} needs an id: pass {{{by!r}: ...}} "
-                        f"or {{{by_id!r}: ...}}",
-                    )
-            elif isinstance(value, str | int) and not isinstance(value, bool):
-                out.append(prefix + str(value))
-            else:
-                raise ConfigError(f"key.{by}", f"ids are str or int, got {value!r}")
-        return tuple(out)
+            if value.__class__ is not str:
+                value = self._id(get, by, by_id, partial)
+                if value is None:
+                    continue
+            out.append(prefix + value)
+        return out
+
+    def _id(self, get: Callable[[str], Any], by: str, by_id: str, partial: bool) -> str | None:
+        """The id under ``by`` or ``by_id`` when it is not simply a str under ``by``."""
+        value = get(by)
+        if value is None:
+            value = get(by_id)
+        if value.__class__ is str:
+            return str(value)
+        if value is None:
+            if partial:
+                return None
+            scope = next(s.name for s in self.scopes if s.by == by)
+            raise ConfigError(
+                "key", f"scope {scope!r} needs an id: pass {{{by!r}: ...}} or {{{by_id!r}: ...}}"
+            )
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"key.{by}", f"ids are str or int, got {value!r}")
 
     def _id_names(self) -> str:
         return ", ".join(sorted({repr(s.by) for s in self.scopes if s.by is not None})) or "none"
 
     def _example(self) -> str:
         return "{" + ", ".join(f"{s.by!r}: ..." for s in self.scopes if s.by is not None) + "}"
-
-    def _algorithms_for(self, keys: Sequence[str]) -> tuple[Algorithm, ...]:
-        """The algorithms of the scopes ``keys`` (a partial resolution) belong to."""
-        algorithms = self._frame.algorithms
-        out = []
-        for key in keys:
-            for i, (prefix, by, _) in enumerate(self._templates):
-                if (key == prefix) if by is None else key.startswith(prefix):
-                    out.append(algorithms[i])
-                    break
-        return tuple(out)
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -254,29 +255,43 @@ class RateLimiter:
         Never waits. While callers wait in :meth:`acquire` for one of this request's scopes,
         it is refused so as not to jump their queue.
         """
-        one = self._one
-        if one is None or key.__class__ is not str or self._queues:
+        lane = self._lane
+        if lane is None or key.__class__ is not str or self._queues:
             return self._try_acquire(key, cost)
-        # The fast path: one scope in memory. The steps of _decide and _conclude, unrolled
-        # (every call and attribute load shows at this size).
+        # The fast path: one scope in memory. The steps of MemoryBackend.decide, _decide and
+        # _conclude, unrolled (every call and attribute load shows at this size).
         if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
             _check_cost(cost)
         k = self._solo + key  # type: ignore[operator]
         frame = self._frame
+        states = self._states
         now = self._monotonic()
-        allowed, state = one(k, frame.algorithms[0], cost, now)
+        grew = False
+        self._lock_backend()
+        try:
+            state = states.get(k)
+            new = frame.algorithms[0].admit(state, now, cost)
+            if new is not None:
+                states[k] = new
+                if state is None:
+                    grew = lane.grew(now, (k,))
+        finally:
+            self._unlock_backend()
+        if grew:
+            lane.cap_reached()
         if now >= self._next_mark:
             self._next_mark = self._stats.mark(now)
         decision: Decision = _new(Decision)
-        decision.allowed = allowed
         decision._details = (frame, k, state, now, cost)
         decision._resolved = None
-        if allowed:
+        if new is not None:
+            decision.allowed = True
             if not next(self._admitted) & 15:
                 self._stats.measure(self._monotonic() - now)
             if _enabled(EV_ALLOWED):
                 self._emit(EV_ALLOWED, decision, cost)
             return decision
+        decision.allowed = False
         if not next(self._denied[0]) & 15:
             self._stats.measure(self._monotonic() - now)
         if _enabled(EV_DENIED):
@@ -289,10 +304,16 @@ class RateLimiter:
             _check_cost(cost)
         if self._queues:
             return self._behind_waiters(keys, cost)
-        return self._decide(keys, cost)
+        frame = self._frame  # _decide, inlined: this is the path of every multi-scope call
+        started = self._monotonic()
+        now = self.clock.time() if self._wall else started
+        allowed, states, now = self._decide_backend(keys, frame.algorithms, cost, now, True)
+        return self._conclude(allowed, frame, keys, states, now, cost, started)
 
     async def try_acquire_async(self, key: Key = None, cost: float = 1) -> Decision:
         """:meth:`try_acquire` for asyncio callers (the backend call is awaited)."""
+        if self._in_memory:  # no I/O to await: the sync path, without a coroutine per call
+            return self.try_acquire(key, cost)
         keys = self._keys(key)
         if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
             _check_cost(cost)
@@ -300,14 +321,14 @@ class RateLimiter:
             return self._behind_waiters(keys, cost)
         return await self._decide_async(keys, cost)
 
-    def _decide(self, keys: tuple[str, ...], cost: float) -> Decision:
+    def _decide(self, keys: Sequence[str], cost: float) -> Decision:
         frame = self._frame
         started = self._monotonic()
         now = self.clock.time() if self._wall else started
         allowed, states, now = self._decide_backend(keys, frame.algorithms, cost, now, True)
         return self._conclude(allowed, frame, keys, states, now, cost, started)
 
-    async def _decide_async(self, keys: tuple[str, ...], cost: float) -> Decision:
+    async def _decide_async(self, keys: Sequence[str], cost: float) -> Decision:
         frame = self._frame
         started = self._monotonic()
         now = self.clock.time() if self._wall else started
@@ -320,7 +341,7 @@ class RateLimiter:
         self,
         allowed: bool,
         frame: Frame,
-        keys: tuple[str, ...],
+        keys: Sequence[str],
         states: Sequence[State | None],
         now: float,
         cost: float,
@@ -343,7 +364,10 @@ class RateLimiter:
             details = (frame, keys, states, now, cost)
         if forced is not None:
             details = (*details, forced)
-        decision = lazy_decision(allowed, details)
+        decision: Decision = _new(Decision)  # lazy_decision, inlined
+        decision.allowed = allowed
+        decision._details = details
+        decision._resolved = None
         if allowed:
             n = next(self._admitted)
         else:
@@ -364,7 +388,7 @@ class RateLimiter:
             {"limiter": self.name, "namespace": self.namespace, "scope": d.scope, "key": d.key},
         )
 
-    def _behind_waiters(self, keys: tuple[str, ...], cost: float) -> Decision:
+    def _behind_waiters(self, keys: Sequence[str], cost: float) -> Decision:
         """Refuse a request whose keys have waiters queued (unless none of them does)."""
         with self._lock:
             busy = self._waiting.busy(keys)
@@ -409,7 +433,7 @@ class RateLimiter:
     def _peeked(
         allowed: bool,
         frame: Frame,
-        keys: tuple[str, ...],
+        keys: Sequence[str],
         states: Sequence[State | None],
         now: float,
         cost: float,
@@ -441,7 +465,7 @@ class RateLimiter:
         """:meth:`reset` for asyncio callers."""
         await self.backend.reset_async(self._reset_keys(key, scope))
 
-    def _reset_keys(self, key: Key, scope: str | None) -> tuple[str, ...]:
+    def _reset_keys(self, key: Key, scope: str | None) -> Sequence[str]:
         if scope is None:
             return self._keys(key, partial=True)
         i = self._scope_index(scope)
@@ -470,10 +494,13 @@ class RateLimiter:
         bounds the wait: when the wait cannot end in time, :class:`~buttress.RateLimitExceeded`
         is raised at once, carrying the refusing scope and its ``retry_after``.
         """
-        keys = self._keys(key)
-        _check_cost(cost)
         _check_timeout(timeout)
-        plan = self._plan(keys, cost, timeout, None)
+        started = self._monotonic()
+        first = self.try_acquire(key, cost)  # one decision is the common case
+        if first.allowed:
+            return first
+        keys = self._keys(key)
+        plan = self._plan(keys, cost, _deadline(started, timeout), None, first)
         try:
             step = next(plan)
             while True:
@@ -497,16 +524,29 @@ class RateLimiter:
         self, key: Key = None, cost: float = 1, *, timeout: float | None = None
     ) -> Decision:
         """:meth:`acquire` for asyncio callers: awaits instead of blocking."""
-        keys = self._keys(key)
-        _check_cost(cost)
         _check_timeout(timeout)
-        plan = self._plan(keys, cost, timeout, asyncio.get_running_loop())
+        started = self._monotonic()
+        in_memory = self._in_memory  # no I/O: decide without a coroutine per decision
+        first = (
+            self.try_acquire(key, cost) if in_memory else await self.try_acquire_async(key, cost)
+        )
+        if first.allowed:
+            return first
+        keys = self._keys(key)
+        plan = self._plan(
+            keys, cost, _deadline(started, timeout), asyncio.get_running_loop(), first
+        )
         try:
             step = next(plan)
             while True:
                 kind, waiter, seconds = step
                 if kind == _DECIDE:
-                    step = plan.send(await self._decide_async(keys, cost))
+                    decision = (
+                        self._decide(keys, cost)
+                        if in_memory
+                        else await self._decide_async(keys, cost)
+                    )
+                    step = plan.send(decision)
                     continue
                 if kind == _SLEEP:
                     await self.clock.asleep(seconds or 0.0)
@@ -522,48 +562,53 @@ class RateLimiter:
 
     def _plan(
         self,
-        keys: tuple[str, ...],
+        keys: Sequence[str],
         cost: float,
-        timeout: float | None,
+        deadline: float | None,
         loop: asyncio.AbstractEventLoop | None,
+        first: Decision,
     ) -> Generator[_Step, Decision | None, Decision]:
-        """The waiting logic, for both drivers: yields steps, receives decisions."""
+        """The waiting logic, for both drivers: yields steps, receives decisions.
+
+        ``first`` is the refusal that started the wait; ``deadline`` is on the monotonic clock.
+        """
         now = self._monotonic
-        deadline = None if timeout is None else now() + timeout
         queues = self._waiting
         waiter: Waiter | None = None
         last: Decision | None = None
+        decision: Decision | None = first
         try:
             while True:
-                if waiter is None and self._queues:
-                    with self._lock:
-                        busy = queues.busy(keys)
-                        if busy is not None:
-                            waiter = queues.new_waiter(loop)
-                            queues.join(waiter, busy)
-                if waiter is not None:
-                    with self._lock:
-                        head = queues.is_head(waiter)
+                if decision is None:
+                    if waiter is None and self._queues:
+                        with self._lock:
+                            busy = queues.busy(keys)
+                            if busy is not None:
+                                waiter = queues.new_waiter(loop)
+                                queues.join(waiter, busy)
+                    if waiter is not None:
+                        with self._lock:
+                            head = queues.is_head(waiter)
+                            if not head:
+                                waiter.arm()
                         if not head:
-                            waiter.arm()
-                    if not head:
-                        left = None if deadline is None else deadline - now()
-                        if left is not None and left <= 0.0:
-                            raise self._timed_out(keys, waiter, last)
-                        yield (_TURN, waiter, left)
-                        continue
-                decision = yield (_DECIDE, None, None)
-                assert decision is not None
+                            left = None if deadline is None else deadline - now()
+                            if left is not None and left <= 0.0:
+                                raise self._timed_out(keys, waiter, last)
+                            yield (_TURN, waiter, left)
+                            continue
+                    decision = yield (_DECIDE, None, None)
+                    assert decision is not None
                 if decision.allowed:
                     return decision
-                last = decision
-                wait = decision.retry_after
+                last, decision = decision, None
+                wait = last.retry_after
                 if wait == _INF or (deadline is not None and now() + wait > deadline + EPSILON):
-                    raise _exceeded(decision)
+                    raise _exceeded(last)
                 with self._lock:
                     if waiter is None:
                         waiter = queues.new_waiter(loop)
-                    queues.join(waiter, keys[decision.index])
+                    queues.join(waiter, keys[last.index])
                     waiter.ready_at = now() + wait
                     head = queues.is_head(waiter)
                 if head:
@@ -574,7 +619,7 @@ class RateLimiter:
                     queues.leave(waiter)
 
     def _timed_out(
-        self, keys: tuple[str, ...], waiter: Waiter, last: Decision | None
+        self, keys: Sequence[str], waiter: Waiter, last: Decision | None
     ) -> RateLimitExceeded:
         """A waiter behind others ran out of time: name the scope it queued for."""
         with self._lock:
@@ -806,6 +851,10 @@ def _check_cost(cost: object) -> None:
         or not math.isfinite(cost)
     ):
         raise ConfigError("cost", f"must be a finite number > 0, got {cost!r}")
+
+
+def _deadline(started: float, timeout: float | None) -> float | None:
+    return None if timeout is None else started + timeout
 
 
 def _check_timeout(timeout: object) -> None:
