@@ -342,13 +342,20 @@ def test_snapshot(clock: bt.ManualClock) -> None:
     assert snap.to_dict()["scopes"][0]["algorithm"] == "fixed_window"
 
 
-class SlowBackend(bt.MemoryBackend):
-    """A memory backend whose every decision takes ``delay`` seconds on the manual clock."""
+class ProbeBackend(bt.MemoryBackend):
+    """A memory backend that takes ``delay`` seconds on the manual clock per decision, asks
+    for ``time_base`` time, and records the ``now`` of each decision."""
 
-    def __init__(self, clock: bt.ManualClock, delay: float) -> None:
+    def __init__(self, clock: bt.ManualClock, delay: float = 0.0, base: str = "monotonic"):
         super().__init__()
         self.clock = clock
         self.delay = delay
+        self.base = base
+        self.seen: list[float] = []
+
+    @property
+    def time_base(self) -> str:  # type: ignore[override]
+        return self.base
 
     def decide(
         self,
@@ -358,6 +365,7 @@ class SlowBackend(bt.MemoryBackend):
         now: float,
         commit: bool = True,
     ) -> Outcome:
+        self.seen.append(now)
         self.clock.advance(self.delay)
         return super().decide(keys, algorithms, cost, now, commit)
 
@@ -365,7 +373,7 @@ class SlowBackend(bt.MemoryBackend):
 def test_performance_rating_is_the_share_of_decisions_within_budget(
     clock: bt.ManualClock,
 ) -> None:
-    backend = SlowBackend(clock, 0.0)
+    backend = ProbeBackend(clock)
     rl = limiter(
         clock,
         bt.Scope("user", 1000, 1.0),
@@ -480,30 +488,8 @@ def test_attaching_an_open_breaker_drops_the_limit_at_once(clock: bt.ManualClock
 # -- time base and maintenance ---------------------------------------------------------------
 
 
-class WallBackend(bt.MemoryBackend):
-    """Pretends to keep shared state: it asks for wall-clock time."""
-
-    seen: list[float]
-
-    @property
-    def time_base(self) -> str:  # type: ignore[override]
-        return "wall"
-
-    def decide(
-        self,
-        keys: Sequence[str],
-        algorithms: Sequence[Algorithm],
-        cost: float,
-        now: float,
-        commit: bool = True,
-    ) -> Outcome:
-        self.seen.append(now)
-        return super().decide(keys, algorithms, cost, now, commit)
-
-
 def test_a_shared_backend_gets_wall_clock_time(clock: bt.ManualClock) -> None:
-    backend = WallBackend()
-    backend.seen = []
+    backend = ProbeBackend(clock, base="wall")
     rl = limiter(clock, bt.Scope("user", 10, 1.0), backend=backend)
     rl.try_acquire("u1")
     assert backend.seen == [clock.time()]

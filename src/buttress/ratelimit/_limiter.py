@@ -304,11 +304,7 @@ class RateLimiter:
             _check_cost(cost)
         if self._queues:
             return self._behind_waiters(keys, cost)
-        frame = self._frame  # _decide, inlined: this is the path of every multi-scope call
-        started = self._monotonic()
-        now = self.clock.time() if self._wall else started
-        allowed, states, now = self._decide_backend(keys, frame.algorithms, cost, now, True)
-        return self._conclude(allowed, frame, keys, states, now, cost, started)
+        return self._decide(keys, cost)
 
     async def try_acquire_async(self, key: Key = None, cost: float = 1) -> Decision:
         """:meth:`try_acquire` for asyncio callers (the backend call is awaited)."""
@@ -357,11 +353,7 @@ class RateLimiter:
         if started >= self._next_mark:
             # Before counting: a mark holds the totals from before its time.
             self._next_mark = stats.mark(started)
-        details: Details
-        if frame.single:
-            details = (frame, keys[0], states[0], now, cost)
-        else:
-            details = (frame, keys, states, now, cost)
+        details = _details(frame, keys, states, now, cost)
         if forced is not None:
             details = (*details, forced)
         decision: Decision = _new(Decision)  # lazy_decision, inlined
@@ -438,9 +430,7 @@ class RateLimiter:
         now: float,
         cost: float,
     ) -> Decision:
-        if frame.single:
-            return lazy_decision(allowed, (frame, keys[0], states[0], now, cost))
-        return lazy_decision(allowed, (frame, keys, states, now, cost))
+        return lazy_decision(allowed, _details(frame, keys, states, now, cost))
 
     def refund(self, key: Key = None, cost: float = 1) -> None:
         """Give back ``cost`` to every scope of the request (e.g. the work was not done)."""
@@ -831,6 +821,15 @@ class RateLimiter:
     def __repr__(self) -> str:
         scopes = ", ".join(f"{s.name}={s.limit:g}/{s.window:g}s" for s in self.scopes)
         return f"<RateLimiter {self.namespace}:{self.name} [{scopes}]>"
+
+
+def _details(
+    frame: Frame, keys: Sequence[str], states: Sequence[State | None], now: float, cost: float
+) -> Details:
+    """What a decision keeps to compute its numbers later (one key and state, unwrapped)."""
+    if frame.single:
+        return (frame, keys[0], states[0], now, cost)
+    return (frame, keys, states, now, cost)
 
 
 def _exceeded(d: Decision) -> RateLimitExceeded:

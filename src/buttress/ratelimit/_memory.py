@@ -42,6 +42,19 @@ MAINTAIN_CHUNK = 1024
 EV_KEY_CAP = ("buttress", "rate_limiter", "key_cap_reached")
 
 
+def _walk(states: dict[str, State]) -> Iterator[str | None]:
+    """The sweep's endless walk over the keys, one snapshot after another (``None``: empty).
+
+    Retaking a snapshot is O(n) once every n/2 insertions or so: O(1) amortised.
+    """
+    while True:
+        snapshot = list(states)
+        if snapshot:
+            yield from snapshot
+        else:
+            yield None
+
+
 class Lane(NamedTuple):
     """The memory backend's state and lock, lent to a single-scope limiter's fast path.
 
@@ -99,7 +112,7 @@ class MemoryBackend:
         self._lock = threading.Lock()
         self._acquire = self._lock.acquire
         self._release = self._lock.release
-        self._walk: Iterator[str] = iter(())  # the sweep's walk over a snapshot of the keys
+        self._walk = _walk(self._states)
         self._swept = 0
         self._evicted = 0
         self._at_cap = False
@@ -229,11 +242,6 @@ class MemoryBackend:
                 self._at_cap = False
         return removed
 
-    def _retake(self) -> Iterator[str]:
-        """A fresh walk over a snapshot of the keys (lock held)."""
-        self._walk = iter(list(self._states))
-        return self._walk
-
     def _grew(self, now: float, protected: Sequence[str]) -> bool:
         """New keys went in (lock held): sweep a step, evict while over the cap.
 
@@ -243,12 +251,9 @@ class MemoryBackend:
         get = states.get
         walk = self._walk
         for _ in range(SWEEP_STEP):
-            key = next(walk, None)
+            key = next(walk)
             if key is None:
-                walk = self._retake()
-                key = next(walk, None)
-                if key is None:
-                    break
+                break
             state = get(key)
             if state is not None and state[0] <= now:
                 del states[key]
@@ -261,12 +266,9 @@ class MemoryBackend:
             victim: str | None = None
             victim_expiry = math.inf
             for _ in range(EVICTION_SAMPLE):
-                key = next(walk, None)
+                key = next(walk)
                 if key is None:
-                    walk = self._retake()
-                    key = next(walk, None)
-                    if key is None:
-                        break
+                    break
                 state = get(key)
                 if state is None or key in protected:
                     continue
