@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 
@@ -163,3 +164,57 @@ async def test_sync_and_async_waiters_share_one_queue(clock: bt.ManualClock) -> 
     assert done
     assert await task
     assert clock.monotonic() == pytest.approx(2.0)
+
+
+class AsyncOnlyBackend:
+    """A backend whose blocking calls fail: the async API must await, never block."""
+
+    time_base = "monotonic"
+
+    def __init__(self) -> None:
+        self.inner = bt.MemoryBackend()
+        self.awaited = 0
+
+    def decide(self, *args: object, **kwargs: object) -> Any:
+        raise AssertionError("a blocking backend call from async code")
+
+    refund = reset = clear = decide
+
+    async def decide_async(self, *args: Any) -> Any:
+        self.awaited += 1
+        await asyncio.sleep(0)  # a real backend would do I/O here
+        return self.inner.decide(*args)
+
+    async def refund_async(self, *args: Any) -> None:
+        self.inner.refund(*args)
+
+    async def reset_async(self, *args: Any) -> None:
+        self.inner.reset(*args)
+
+    def key_count(self) -> int:
+        return self.inner.key_count()
+
+    def maintain(self, now: float) -> int:
+        return self.inner.maintain(now)
+
+
+async def test_the_async_api_awaits_the_backend(clock: bt.ManualClock) -> None:
+    backend = AsyncOnlyBackend()
+    rl = bt.RateLimiter(bt.Scope("user", 2, 1.0), backend=backend, clock=clock)  # type: ignore[arg-type]
+    assert await rl.try_acquire_async("u1")
+    assert await rl.peek_async("u1")
+    assert await rl.acquire_async("u1")
+    assert await rl.acquire_async("u1", timeout=1.0)  # waits 0.5 s on the clock
+    assert clock.monotonic() == pytest.approx(0.5)
+    await rl.refund_async("u1")
+    await rl.reset_async("u1")
+
+    async def take() -> bool:
+        return (await rl.acquire_async("u1", 2, timeout=5.0)).allowed
+
+    assert await rl.try_acquire_async("u1", 2)
+    first = asyncio.create_task(take())
+    await asyncio.sleep(0)
+    assert not await rl.try_acquire_async("u1")  # queued behind the waiter, still no blocking
+    assert await first
+    assert backend.awaited >= 6

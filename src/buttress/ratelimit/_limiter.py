@@ -257,7 +257,12 @@ class RateLimiter:
         """
         lane = self._lane
         if lane is None or key.__class__ is not str or self._queues:
-            return self._try_acquire(key, cost)
+            keys = self._keys(key)
+            if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
+                _check_cost(cost)
+            if self._queues:
+                return self._behind_waiters(keys, cost)
+            return self._decide(keys, cost)
         # The fast path: one scope in memory. The steps of MemoryBackend.decide, _decide and
         # _conclude, unrolled (every call and attribute load shows at this size).
         if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
@@ -298,14 +303,6 @@ class RateLimiter:
             self._emit(EV_DENIED, decision, cost)
         return decision
 
-    def _try_acquire(self, key: Key, cost: float) -> Decision:
-        keys = self._keys(key)
-        if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
-            _check_cost(cost)
-        if self._queues:
-            return self._behind_waiters(keys, cost)
-        return self._decide(keys, cost)
-
     async def try_acquire_async(self, key: Key = None, cost: float = 1) -> Decision:
         """:meth:`try_acquire` for asyncio callers (the backend call is awaited)."""
         if self._in_memory:  # no I/O to await: the sync path, without a coroutine per call
@@ -314,7 +311,7 @@ class RateLimiter:
         if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
             _check_cost(cost)
         if self._queues:
-            return self._behind_waiters(keys, cost)
+            return await self._behind_waiters_async(keys, cost)
         return await self._decide_async(keys, cost)
 
     def _decide(self, keys: Sequence[str], cost: float) -> Decision:
@@ -353,7 +350,11 @@ class RateLimiter:
         if started >= self._next_mark:
             # Before counting: a mark holds the totals from before its time.
             self._next_mark = stats.mark(started)
-        details = _details(frame, keys, states, now, cost)
+        details: Details  # as _details() makes them; inlined on this hot path
+        if frame.single:
+            details = (frame, keys[0], states[0], now, cost)
+        else:
+            details = (frame, keys, states, now, cost)
         if forced is not None:
             details = (*details, forced)
         decision: Decision = _new(Decision)  # lazy_decision, inlined
@@ -380,26 +381,43 @@ class RateLimiter:
             {"limiter": self.name, "namespace": self.namespace, "scope": d.scope, "key": d.key},
         )
 
-    def _behind_waiters(self, keys: Sequence[str], cost: float) -> Decision:
-        """Refuse a request whose keys have waiters queued (unless none of them does)."""
+    def _queued_ahead(self, keys: Sequence[str], cost: float) -> tuple[int, float] | None:
+        """``(scope index, wait)`` when callers wait in a queue on one of ``keys``, else None.
+
+        The wait is at least the head's own, and never less than one unit's worth of time.
+        """
         with self._lock:
             busy = self._waiting.busy(keys)
             head = self._waiting.head(busy) if busy is not None else None
             ready_at = head.ready_at if head is not None else None
         if busy is None:
+            return None
+        index = keys.index(busy)
+        algorithm = self._frame.algorithms[index]
+        ahead = ready_at - self._monotonic() if ready_at is not None else 0.0
+        return index, max(ahead, algorithm.window / algorithm.limit * cost)
+
+    def _behind_waiters(self, keys: Sequence[str], cost: float) -> Decision:
+        """Refuse a request whose keys have waiters queued (decide it if none has)."""
+        forced = self._queued_ahead(keys, cost)
+        if forced is None:
             return self._decide(keys, cost)
         frame = self._frame
         started = self._monotonic()
         now = self.clock.time() if self._wall else started
         _, states, now = self._decide_backend(keys, frame.algorithms, cost, now, False)
-        index = keys.index(busy)
-        algorithm = frame.algorithms[index]
-        # At least the head's own wait, and never less than one unit's worth of time.
-        wait = max(
-            ready_at - started if ready_at is not None else 0.0,
-            algorithm.window / algorithm.limit * cost,
-        )
-        return self._conclude(False, frame, keys, states, now, cost, started, (index, wait))
+        return self._conclude(False, frame, keys, states, now, cost, started, forced)
+
+    async def _behind_waiters_async(self, keys: Sequence[str], cost: float) -> Decision:
+        """:meth:`_behind_waiters` with the backend call awaited."""
+        forced = self._queued_ahead(keys, cost)
+        if forced is None:
+            return await self._decide_async(keys, cost)
+        frame = self._frame
+        started = self._monotonic()
+        now = self.clock.time() if self._wall else started
+        _, states, now = await self.backend.decide_async(keys, frame.algorithms, cost, now, False)
+        return self._conclude(False, frame, keys, states, now, cost, started, forced)
 
     def peek(self, key: Key = None, cost: float = 1) -> Decision:
         """What :meth:`try_acquire` would answer now, consuming nothing and counting nothing."""
