@@ -5,7 +5,7 @@ chaos, health and telemetry, for threads and asyncio alike. Everything public is
 ``__all__``; every other module is private.
 """
 
-from . import events
+from . import events, http
 from ._clock import Clock, ManualClock, SystemClock
 from .breaker import (
     BreakerConfig,
@@ -38,6 +38,14 @@ from .memory import (
     Psi,
     SystemProbe,
 )
+from .ratelimit import (
+    Decision,
+    MemoryBackend,
+    RateLimiter,
+    RateLimiterSnapshot,
+    Scope,
+    ScopeStatus,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -52,6 +60,7 @@ __all__ = [
     "CircuitOpenError",
     "Clock",
     "ConfigError",
+    "Decision",
     "DegradationLevel",
     "Experiment",
     "FaultInjector",
@@ -59,6 +68,7 @@ __all__ = [
     "InjectedFault",
     "LoadShedError",
     "ManualClock",
+    "MemoryBackend",
     "MemoryLevel",
     "MemoryManager",
     "MemoryReading",
@@ -69,12 +79,17 @@ __all__ = [
     "PoolTimeoutError",
     "Psi",
     "RateLimitExceeded",
+    "RateLimiter",
+    "RateLimiterSnapshot",
     "RejectedError",
+    "Scope",
+    "ScopeStatus",
     "SystemClock",
     "SystemProbe",
     "Transition",
     "__version__",
     "events",
+    "http",
 ]
 
 # Public names report themselves as ``buttress.X`` (in reprs, docs and pickles).

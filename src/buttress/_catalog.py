@@ -66,9 +66,43 @@ _BREAKER = _specs(
     ),
 )
 
+_RATE_LIMIT = _specs(
+    EventSpec(
+        ("buttress", "rate_limiter", "allowed"),
+        ("cost", "remaining", "retry_after"),
+        ("limiter", "namespace", "scope", "key"),
+        "A request was admitted and charged to every scope. `scope` is the scope with the "
+        "least `remaining` afterwards, `key` the caller's id there (null for a shared scope); "
+        "`retry_after` is 0.",
+    ),
+    EventSpec(
+        ("buttress", "rate_limiter", "denied"),
+        ("cost", "remaining", "retry_after"),
+        ("limiter", "namespace", "scope", "key"),
+        "A request was refused and nothing was charged. `scope` is the refusing scope with the "
+        "longest `retry_after` (seconds; `inf` when the cost can never fit), `key` the "
+        "caller's id there.",
+    ),
+    EventSpec(
+        ("buttress", "rate_limiter", "limit_changed"),
+        ("limit", "previous"),
+        ("limiter", "scope", "reason"),
+        "An adaptive scope's limit fell (`reason`: `error`, `slow_call`, `breaker_degraded`, "
+        "`breaker_open`) or grew back to its maximum (`recovered`).",
+    ),
+    EventSpec(
+        ("buttress", "rate_limiter", "key_cap_reached"),
+        ("keys", "max_keys", "evicted"),
+        ("backend",),
+        "The memory backend hit `max_keys` and started evicting live keys (those closest to "
+        "expiry first); once per episode. `evicted` counts evictions so far.",
+    ),
+)
+
 CATALOG: dict[tuple[str, ...], EventSpec] = {
     **_TELEMETRY,
     **_BREAKER,
+    **_RATE_LIMIT,
 }
 
 _MEMORY = _specs(

@@ -1,0 +1,97 @@
+"""HTTP response fields for rate-limit decisions.
+
+:func:`rate_limit_headers` renders a :class:`~buttress.Decision` as the ``RateLimit-Policy``
+and ``RateLimit`` fields of the IETF draft (draft-ietf-httpapi-ratelimit-headers-11, Structured
+Field Values per RFC 9651), one list item per scope of the limiter, plus ``Retry-After`` when
+the request was refused.
+
+>>> d = limiter.try_acquire({"user": "u1", "org": "o1"})     # doctest: +SKIP
+>>> rate_limit_headers(d)                                     # doctest: +SKIP
+{'RateLimit-Policy': '"user";q=100;w=60, "org";q=1000;w=60',
+ 'RateLimit': '"user";r=99;t=1, "org";r=999;t=1'}
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+
+from .ratelimit._decision import Decision, ScopeStatus
+
+__all__ = ["rate_limit_headers"]
+
+
+def rate_limit_headers(
+    decision: Decision,
+    *,
+    partition_keys: bool = False,
+    quota_unit: str | None = None,
+    legacy: bool = False,
+) -> dict[str, str]:
+    """The response header fields for ``decision``, as a ``{name: value}`` dict.
+
+    * ``RateLimit-Policy``: per scope, its name, quota ``q`` (the limit, the current one for an
+      adaptive scope) and window ``w`` in seconds (rounded up to a whole second);
+    * ``RateLimit``: per scope, ``r`` (units left) and ``t`` (seconds until the scope is back
+      to its full quota, rounded up);
+    * ``Retry-After``: seconds to wait, rounded up, when the decision refused (left out when
+      the request can never fit);
+    * ``partition_keys=True`` adds ``pk`` (the caller's id in that scope, base64) so a client
+      can tell its partitions apart; off by default, as ids may be private;
+    * ``quota_unit`` adds ``qu`` (``"requests"``, ``"content-bytes"``,
+      ``"concurrent-requests"``) when cost is not counted in requests;
+    * ``legacy=True`` adds the older ``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset`` for
+      the deciding scope.
+    """
+    statuses = decision.scopes or (
+        ScopeStatus(
+            scope=decision.scope,
+            key=decision.key,
+            algorithm="",
+            allowed=decision.allowed,
+            limit=decision.limit,
+            window=0.0,
+            remaining=decision.remaining,
+            reset_after=decision.reset_after,
+            retry_after=decision.retry_after,
+        ),
+    )
+    policies = []
+    states = []
+    for s in statuses:
+        name = _sf_string(s.scope)
+        pk = f";pk=:{_b64(s.key)}:" if partition_keys and s.key is not None else ""
+        policy = f"{name};q={_sf_integer(s.limit, floor=True)}"
+        if quota_unit is not None:
+            policy += f";qu={_sf_string(quota_unit)}"
+        if s.window > 0:
+            policy += f";w={_sf_integer(s.window)}"
+        policies.append(policy + pk)
+        states.append(f"{name};r={max(0, s.remaining)};t={_sf_integer(s.reset_after)}{pk}")
+    fields = {"RateLimit-Policy": ", ".join(policies), "RateLimit": ", ".join(states)}
+    if not decision.allowed and math.isfinite(decision.retry_after):
+        fields["Retry-After"] = str(_sf_integer(decision.retry_after))
+    if legacy:
+        fields["X-RateLimit-Limit"] = str(_sf_integer(decision.limit, floor=True))
+        fields["X-RateLimit-Remaining"] = str(max(0, decision.remaining))
+        fields["X-RateLimit-Reset"] = str(_sf_integer(decision.reset_after))
+    return fields
+
+
+def _sf_string(value: str) -> str:
+    """An RFC 9651 sf-string: printable ASCII, with ``\\`` and ``"`` escaped."""
+    if not all(" " <= ch <= "~" for ch in value):
+        raise ValueError(f"{value!r} cannot be an HTTP structured-field string (ASCII only)")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _sf_integer(value: float, *, floor: bool = False) -> int:
+    """A non-negative sf-integer: seconds round up (never advertise too early), quotas down."""
+    if not math.isfinite(value):
+        return 999_999_999_999_999  # the largest sf-integer: "not in any foreseeable time"
+    n = math.floor(value + 1e-9) if floor else math.ceil(value - 1e-9)
+    return min(max(0, n), 999_999_999_999_999)
+
+
+def _b64(key: str) -> str:
+    return base64.b64encode(key.encode()).decode("ascii")

@@ -1,0 +1,46 @@
+"""Rate limiting: pure algorithm cores (``_algorithms.py``), backends, and the limiter shell."""
+
+from ._algorithms import (
+    AdaptiveLimit,
+    AdaptiveState,
+    Algorithm,
+    FixedWindow,
+    SlidingWindow,
+    State,
+    TokenBucket,
+    Verdict,
+    admit_all,
+    decide_all,
+)
+from ._backend import Backend, Outcome, TimeBase
+from ._decision import Decision, ScopeStatus
+from ._limiter import Key, RateLimiter
+from ._memory import MemoryBackend, MemoryBackendStats
+from ._scope import ALGORITHMS, Scope
+from ._stats import RateLimiterSnapshot, ScopeSnapshot
+
+__all__ = [
+    "ALGORITHMS",
+    "AdaptiveLimit",
+    "AdaptiveState",
+    "Algorithm",
+    "Backend",
+    "Decision",
+    "FixedWindow",
+    "Key",
+    "MemoryBackend",
+    "MemoryBackendStats",
+    "Outcome",
+    "RateLimiter",
+    "RateLimiterSnapshot",
+    "Scope",
+    "ScopeSnapshot",
+    "ScopeStatus",
+    "SlidingWindow",
+    "State",
+    "TimeBase",
+    "TokenBucket",
+    "Verdict",
+    "admit_all",
+    "decide_all",
+]

@@ -1,0 +1,427 @@
+"""The rate-limit arithmetic: pure, no I/O, no clock, no lock.
+
+Theory of operation
+-------------------
+An algorithm object (:class:`TokenBucket`, :class:`FixedWindow`, :class:`SlidingWindow`) holds
+the *parameters* of one limit and nothing else. Its methods take the stored *state* of one key
+(or ``None`` for a key never seen), the time ``now`` and a ``cost``. ``admit`` is the hot path:
+it returns the state to store, or ``None`` when the cost does not fit. ``decide`` gives the
+same answer with every number a caller may want (a :data:`Verdict`: remaining, reset, retry);
+a decision computes it only when those numbers are read, from the state ``admit`` saw. A
+property test holds the two to the same answer. Backends keep the states; the memory backend
+runs these methods under its lock, the SQLite backend inside one ``BEGIN IMMEDIATE``
+transaction, and the Redis scripts are tested against them.
+
+Rule 1: a state is a tuple of floats whose first item is the time at which the state becomes
+equivalent to no state at all (bucket full again, window over). A backend may drop a key once
+``state[0] <= now`` without changing any decision; that is its TTL.
+
+Rule 2: parameters travel with every call, never with the state, so a limit may change between
+two calls (the adaptive limit does) and the next decision uses the new one.
+
+Rule 3: a hierarchical decision is two phases (:func:`decide_all`): every scope is checked
+against its current state, and new states are stored only if every scope admitted. A refusal
+consumes nothing anywhere.
+
+Rule 4: time read before a lock may be a little older than time already seen by a state; every
+algorithm treats such a ``now`` as the start of the state's current window (or, for the token
+bucket, as the state's own time), never as a reason to forget usage.
+
+Comparisons allow :data:`EPSILON` (one nanosecond, in cost units and seconds) so that a request
+arriving exactly when room appears is admitted despite float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, TypeAlias
+
+__all__ = [
+    "EPSILON",
+    "AdaptiveLimit",
+    "AdaptiveState",
+    "Algorithm",
+    "FixedWindow",
+    "SlidingWindow",
+    "State",
+    "TokenBucket",
+    "Verdict",
+    "admit_all",
+    "decide_all",
+]
+
+EPSILON = 1e-9
+INF = math.inf
+
+State: TypeAlias = tuple[float, ...]
+"""What a backend stores for one key; ``state[0]`` is when it expires (Rule 1)."""
+
+Verdict: TypeAlias = tuple[bool, State | None, int, float, float]
+"""``(allowed, new_state, remaining, reset_after, retry_after)`` for one scope.
+
+* ``new_state``: what to store if the whole decision admits (``None`` when this scope refused
+  or nothing is to be written);
+* ``remaining``: whole units of cost still available once the decision takes effect;
+* ``reset_after``: seconds until the scope is back to its full allowance (token bucket), or
+  until its window ends (windows);
+* ``retry_after``: ``0.0`` when admitted, else seconds until this cost could be admitted, with
+  nothing else happening meanwhile (``inf`` when it never can: cost above the limit).
+"""
+
+
+class Algorithm(Protocol):
+    """What every limit algorithm offers a backend."""
+
+    name: ClassVar[str]
+
+    @property
+    def limit(self) -> float:
+        """Units of cost per window."""
+        ...
+
+    @property
+    def window(self) -> float:
+        """Seconds."""
+        ...
+
+    def admit(self, state: State | None, now: float, cost: float) -> State | None:
+        """The hot path: the state to store if ``cost`` fits at ``now``, else ``None``."""
+        ...
+
+    def decide(self, state: State | None, now: float, cost: float) -> Verdict:
+        """Judge ``cost`` at ``now`` with all the numbers (``admit`` plus the why)."""
+        ...
+
+    def refund(self, state: State | None, now: float, cost: float) -> State | None:
+        """Give ``cost`` back; returns the state to store (``None``: delete the key)."""
+        ...
+
+    def params(self) -> tuple[float, ...]:
+        """The parameters as numbers, in the order the Redis scripts read them."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBucket:
+    """``limit`` per ``window`` refilled continuously, holding at most ``burst``: GCRA.
+
+    The state is one number, the theoretical arrival time (TAT): when the bucket would be full
+    again. A cost ``c`` moves it to ``max(TAT, now) + c * interval`` and is admitted when that
+    lies no more than ``tolerance = burst * interval`` ahead of ``now``.
+
+    >>> tb = TokenBucket(limit=10, window=1.0)
+    >>> allowed, state, remaining, reset_after, retry_after = tb.decide(None, 0.0, 4)
+    >>> allowed, state, remaining, round(reset_after, 3)
+    (True, (0.4,), 6, 0.4)
+    """
+
+    name: ClassVar[str] = "token_bucket"
+
+    limit: float
+    window: float
+    burst: float | None = None
+    interval: float = field(init=False, default=0.0)  # seconds per unit of cost
+    tolerance: float = field(init=False, default=0.0)  # burst * interval: how far TAT may run
+    reach: float = field(init=False, default=0.0, repr=False)  # tolerance + EPSILON
+
+    def __post_init__(self) -> None:
+        interval = self.window / self.limit
+        burst = self.limit if self.burst is None else self.burst
+        object.__setattr__(self, "burst", burst)
+        object.__setattr__(self, "interval", interval)
+        object.__setattr__(self, "tolerance", burst * interval)
+        object.__setattr__(self, "reach", burst * interval + EPSILON)
+
+    def admit(self, state: State | None, now: float, cost: float) -> State | None:
+        if state is None:
+            new = now + cost * self.interval
+        else:
+            tat = state[0]
+            new = (tat if tat > now else now) + cost * self.interval
+        return (new,) if new - now <= self.reach else None
+
+    def decide(self, state: State | None, now: float, cost: float) -> Verdict:
+        interval = self.interval
+        tolerance = self.tolerance
+        tat = now if state is None or state[0] < now else state[0]
+        new = tat + cost * interval
+        if new - now <= tolerance + EPSILON:
+            left = int((tolerance - (new - now)) / interval + EPSILON)
+            return (True, (new,), left if left > 0 else 0, new - now, 0.0)
+        left = int((tolerance - (tat - now)) / interval + EPSILON)
+        retry = INF if cost * interval > tolerance + EPSILON else new - now - tolerance
+        return (False, None, left if left > 0 else 0, tat - now, retry)
+
+    def refund(self, state: State | None, now: float, cost: float) -> State | None:
+        if state is None or state[0] <= now:
+            return None
+        tat = state[0] - cost * self.interval
+        return (tat,) if tat > now else None
+
+    def params(self) -> tuple[float, ...]:
+        return (self.interval, self.tolerance)
+
+
+@dataclass(frozen=True, slots=True)
+class FixedWindow:
+    """At most ``limit`` per window; windows are aligned on multiples of ``window`` seconds.
+
+    The state is ``(window_end, used)``: the bucket of the current window, keyed by its end.
+    A request in a later window finds the old bucket expired and starts a fresh one, so expired
+    buckets are cleaned by being replaced (and by the backend's TTL, Rule 1).
+
+    >>> fw = FixedWindow(limit=2, window=10.0)
+    >>> [fw.decide((10.0, 2.0), 3.0, 1)[0], fw.decide((10.0, 1.0), 3.0, 1)[1]]
+    [False, (10.0, 2.0)]
+    """
+
+    name: ClassVar[str] = "fixed_window"
+
+    limit: float
+    window: float
+
+    def admit(self, state: State | None, now: float, cost: float) -> State | None:
+        if state is not None and state[0] > now:
+            used = state[1] + cost
+            return (state[0], used) if used <= self.limit + EPSILON else None
+        if cost > self.limit + EPSILON:
+            return None
+        return ((now // self.window + 1.0) * self.window, float(cost))
+
+    def decide(self, state: State | None, now: float, cost: float) -> Verdict:
+        limit = self.limit
+        if state is not None and state[0] > now:
+            end, used = state[0], state[1]
+        else:
+            end, used = (now // self.window + 1.0) * self.window, 0.0
+        if used + cost <= limit + EPSILON:
+            used += cost
+            left = int(limit - used + EPSILON)
+            return (True, (end, used), left if left > 0 else 0, end - now, 0.0)
+        left = int(limit - used + EPSILON)
+        retry = INF if cost > limit + EPSILON else end - now
+        return (False, None, left if left > 0 else 0, end - now, retry)
+
+    def refund(self, state: State | None, now: float, cost: float) -> State | None:
+        if state is None or state[0] <= now:
+            return None  # that window is over: what it counted no longer limits anything
+        used = state[1] - cost
+        return (state[0], used) if used > EPSILON else None
+
+    def params(self) -> tuple[float, ...]:
+        return (self.limit, self.window)
+
+
+@dataclass(frozen=True, slots=True)
+class SlidingWindow:
+    """About ``limit`` per any ``window``: the weighted two-window counter.
+
+    Counts are kept for the current aligned window and the previous one. At fraction ``f`` of
+    the current window the estimate of the last ``window`` seconds is
+    ``previous * (1 - f) + current``, and a cost is admitted when the estimate plus the cost
+    stays within ``limit``. The state is ``(expires, index, current, previous)`` with
+    ``index = floor(now / window)`` and ``expires = (index + 2) * window``.
+
+    Error bound: each aligned window admits at most ``limit`` exactly (the estimate is never
+    below the current count). Any ``window``-long interval ending at fraction ``f`` of an
+    aligned window admits at most ``limit + f * previous <= 2 * limit``; the overshoot exists
+    only when the previous window's requests bunched at its end, and is zero when they were
+    spread evenly. The estimate can also err the other way (refuse early) when they bunched at
+    its start.
+
+    >>> sw = SlidingWindow(limit=10, window=1.0)
+    >>> sw.decide((3.0, 1.0, 0.0, 10.0), 1.5, 5)[:3]   # half the previous window still counts
+    (True, (3.0, 1.0, 5.0, 10.0), 0)
+    """
+
+    name: ClassVar[str] = "sliding_window"
+
+    limit: float
+    window: float
+
+    def _roll(self, state: State | None, now: float) -> tuple[float, float, float, float]:
+        """``(index, fraction, current, previous)`` as seen at ``now``."""
+        window = self.window
+        index = now // window
+        if state is None:
+            return index, (now - index * window) / window, 0.0, 0.0
+        stored = state[1]
+        if index <= stored:  # the same window, or ``now`` read a little before the state's
+            return stored, max(0.0, (now - stored * window) / window), state[2], state[3]
+        fraction = (now - index * window) / window
+        if index == stored + 1.0:
+            return index, fraction, 0.0, state[2]
+        return index, fraction, 0.0, 0.0
+
+    def admit(self, state: State | None, now: float, cost: float) -> State | None:
+        index, fraction, current, previous = self._roll(state, now)
+        if previous * (1.0 - fraction) + current + cost > self.limit + EPSILON:
+            return None
+        return ((index + 2.0) * self.window, index, current + cost, previous)
+
+    def decide(self, state: State | None, now: float, cost: float) -> Verdict:
+        limit, window = self.limit, self.window
+        index, fraction, current, previous = self._roll(state, now)
+        estimate = previous * (1.0 - fraction) + current
+        end = (index + 1.0) * window
+        expires = (index + 2.0) * window
+        if estimate + cost <= limit + EPSILON:
+            left = int(limit - estimate - cost + EPSILON)
+            return (
+                True,
+                (expires, index, current + cost, previous),
+                left if left > 0 else 0,
+                expires - now,
+                0.0,
+            )
+        left = int(limit - estimate + EPSILON)
+        reset = (expires - now) if current > 0.0 else (end - now) if previous > 0.0 else 0.0
+        if cost > limit + EPSILON:
+            retry = INF
+        elif current + cost <= limit + EPSILON:
+            # Room appears inside this window as the previous window's weight fades.
+            retry = index * window + window * (1.0 - (limit - current - cost) / previous) - now
+        else:
+            # Only in the next window, once this window's count has faded enough.
+            retry = end + window * (1.0 - (limit - cost) / current) - now
+        return (False, None, left if left > 0 else 0, reset, retry if retry > 0.0 else 0.0)
+
+    def refund(self, state: State | None, now: float, cost: float) -> State | None:
+        if state is None or state[0] <= now:
+            return None
+        index, _, current, previous = self._roll(state, now)
+        taken = min(current, cost)
+        current -= taken
+        previous = max(0.0, previous - (cost - taken))
+        if current <= EPSILON and previous <= EPSILON:
+            return None
+        return ((index + 2.0) * self.window, index, current, previous)
+
+    def params(self) -> tuple[float, ...]:
+        return (self.limit, self.window)
+
+
+def admit_all(
+    algorithms: Sequence[Algorithm],
+    keys: Sequence[str],
+    lookup: Callable[[str], State | None],
+    now: float,
+    cost: float,
+) -> tuple[list[State | None], list[State] | None]:
+    """The hierarchical decision on the hot path (Rule 3).
+
+    Reads each key's state with ``lookup`` (e.g. ``dict.get`` over what a backend holds or
+    fetched) and returns ``(states read, new states)``, where the new states are ``None``
+    unless every scope admits. :func:`decide_all` gives the same answer with every number.
+    """
+    olds: list[State | None] = []
+    news: list[State] | None = []
+    # No strict= here or below on hot paths: in CPython 3.11 it costs ~0.3 µs per zip.
+    for key, algorithm in zip(keys, algorithms):  # noqa: B905
+        state = lookup(key)
+        olds.append(state)
+        if news is not None:
+            new = algorithm.admit(state, now, cost)
+            if new is None:
+                news = None  # refused; keep reading: the decision reports every scope
+            else:
+                news.append(new)
+    return olds, news
+
+
+def decide_all(
+    algorithms: Sequence[Algorithm],
+    states: Sequence[State | None],
+    now: float,
+    cost: float,
+) -> tuple[bool, list[Verdict]]:
+    """The hierarchical decision (Rule 3): admit only if every scope admits.
+
+    Returns ``(allowed, verdicts)``. When allowed, each verdict carries the state to store.
+    When refused, no verdict carries a state, and scopes that would have admitted report their
+    room as it stands (nothing was consumed).
+    """
+    verdicts = [a.decide(s, now, cost) for a, s in zip(algorithms, states, strict=True)]
+    for v in verdicts:
+        if not v[0]:
+            break
+    else:
+        return True, verdicts
+    for i, v in enumerate(verdicts):
+        if v[0]:
+            unchanged = algorithms[i].decide(states[i], now, 0.0)
+            verdicts[i] = (True, None, unchanged[2], unchanged[3], 0.0)
+    return False, verdicts
+
+
+# -- adaptive ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveState:
+    """Where an adaptive limit stands: its value, when it last dropped, whether it is held.
+
+    ``held`` is true while an attached breaker is not closed: the limit may fall, not grow.
+    """
+
+    limit: float
+    decreased_at: float = -INF
+    held: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveLimit:
+    """AIMD: a limit that grows additively while calls go well and shrinks multiplicatively.
+
+    * a healthy call adds ``increase / limit``, so a limit in full use grows by about
+      ``increase`` per window (TCP's congestion avoidance, one window standing for one RTT);
+    * a failed or slow call (``latency >= slow_call``) multiplies it by ``decrease``, at most
+      once per ``cooldown`` seconds, so one burst of errors counts once;
+    * a breaker turning degraded (or worse within degraded) multiplies it by ``decrease`` at
+      once; a breaker opening drops it to ``min_limit``; until the breaker closes again the
+      limit does not grow;
+    * it always stays within ``[min_limit, max_limit]``.
+
+    >>> aimd = AdaptiveLimit(min_limit=10, max_limit=100, increase=10, decrease=0.5, cooldown=1)
+    >>> s = aimd.record(AdaptiveState(100.0), now=0.0, ok=False)
+    >>> s.limit, aimd.record(s, now=0.5, ok=False).limit, aimd.record(s, now=1.0, ok=False).limit
+    (50.0, 50.0, 25.0)
+    """
+
+    min_limit: float
+    max_limit: float
+    increase: float
+    decrease: float = 0.5
+    cooldown: float = 1.0
+    slow_call: float | None = None
+
+    def _clamp(self, limit: float) -> float:
+        return min(self.max_limit, max(self.min_limit, limit))
+
+    def record(
+        self, state: AdaptiveState, now: float, ok: bool, latency: float | None = None
+    ) -> AdaptiveState:
+        """The outcome of one call; returns the new state (the same object if unchanged)."""
+        slow = self.slow_call is not None and latency is not None and latency >= self.slow_call
+        if ok and not slow:
+            if state.held or state.limit >= self.max_limit:
+                return state
+            grown = self._clamp(state.limit + self.increase / state.limit)
+            return AdaptiveState(grown, state.decreased_at, state.held)
+        if now - state.decreased_at < self.cooldown:
+            return state
+        return AdaptiveState(self._clamp(state.limit * self.decrease), now, state.held)
+
+    def breaker_moved(
+        self, state: AdaptiveState, now: float, to_state: str, worse: bool
+    ) -> AdaptiveState:
+        """An attached breaker moved to ``to_state``; ``worse`` when it became less healthy."""
+        if to_state in ("closed", "disabled"):
+            return AdaptiveState(state.limit, state.decreased_at, False)
+        if to_state in ("open", "forced_open"):
+            return AdaptiveState(self.min_limit, now, True)
+        if to_state == "degraded" and worse:
+            return AdaptiveState(self._clamp(state.limit * self.decrease), now, True)
+        return AdaptiveState(state.limit, state.decreased_at, True)  # half_open, lighter level

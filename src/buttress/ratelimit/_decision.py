@@ -1,0 +1,233 @@
+"""``Decision``: what a rate limiter answered, with every scope's numbers behind it.
+
+The hot path only learns *whether* a request fits (``admit``); a decision keeps the states the
+backend read, and derives every number (remaining, reset, retry, which scope spoke) from them
+with the same pure cores the first time one is read. Most callers only look at ``allowed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from ._algorithms import Algorithm, State, Verdict, decide_all
+
+__all__ = ["Decision", "Details", "Frame", "ScopeMeta", "ScopeStatus", "lazy_decision"]
+
+
+class ScopeMeta(NamedTuple):
+    """What a decision needs to know about one scope of its limiter (static)."""
+
+    name: str
+    algorithm: str
+    window: float
+    id_offset: int  # where the caller's id starts in the storage key; -1 for a shared scope
+
+
+class ScopeStatus(NamedTuple):
+    """One scope's part in a decision (``Decision.scopes``), e.g. for one header item."""
+
+    scope: str
+    key: str | None  # the caller's id in this scope; None for a shared scope
+    algorithm: str
+    allowed: bool  # whether this scope had room (a refused decision consumed nothing anyway)
+    limit: float
+    window: float
+    remaining: int
+    reset_after: float
+    retry_after: float
+
+
+class Frame(NamedTuple):
+    """A limiter's scopes as one decision saw them (replaced when an adaptive limit moves)."""
+
+    meta: tuple[ScopeMeta, ...]
+    algorithms: tuple[Algorithm, ...]
+    single: bool  # one scope: details hold the key and state themselves, not 1-tuples
+
+
+# Where a lazy decision comes from: ``(frame, keys, states, now, cost)``, plus ``forced`` =
+# ``(scope index, wait)`` when the limiter refused for a reason of its own (waiters queued
+# ahead). For a single-scope frame, ``keys`` and ``states`` are the one key and state.
+Details = tuple[Any, ...]
+
+# (index, remaining, limit, reset_after, retry_after, scope, key, statuses)
+_Resolved = tuple[int, int, float, float, float, str, "str | None", "tuple[ScopeStatus, ...]"]
+
+
+class Decision:
+    """The answer to one request: admitted or not, and when to come back.
+
+    The fields describe the scope that decided: when refused, the refusing scope with the
+    longest ``retry_after``; when admitted, the scope with the least ``remaining``.
+    ``decision.scopes`` lists every scope. A decision is true when admitted.
+
+    * ``remaining``: whole units of cost left in that scope after this decision;
+    * ``limit``: that scope's limit (the current one for an adaptive scope);
+    * ``reset_after``: seconds until that scope is back to its full allowance (token bucket)
+      or its window ends (windows);
+    * ``retry_after``: ``0.0`` when admitted; else seconds to wait before the same request can
+      be admitted (``inf`` when it never can: ``cost`` above the limit);
+    * ``key``: the caller's id in that scope (``None`` for a shared scope).
+
+    >>> d = limiter.try_acquire({"user": "u1", "org": "o1"})   # doctest: +SKIP
+    >>> if not d:
+    ...     return 429, {"Retry-After": str(math.ceil(d.retry_after))}
+    """
+
+    __slots__ = ("_details", "_resolved", "allowed")
+
+    allowed: bool
+    _details: Details | None
+    _resolved: _Resolved | None
+
+    def __init__(
+        self,
+        allowed: bool,
+        remaining: int,
+        limit: float,
+        reset_after: float,
+        retry_after: float,
+        scope: str,
+        *,
+        key: str | None = None,
+        scopes: tuple[ScopeStatus, ...] = (),
+    ) -> None:
+        self.allowed = allowed
+        self._details = None
+        self._resolved = (0, remaining, limit, reset_after, retry_after, scope, key, scopes)
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+    def _fields(self) -> _Resolved:
+        resolved = self._resolved
+        if resolved is None:
+            assert self._details is not None
+            resolved = self._resolved = _resolve(self.allowed, self._details)
+        return resolved
+
+    @property
+    def remaining(self) -> int:
+        return self._fields()[1]
+
+    @property
+    def limit(self) -> float:
+        return self._fields()[2]
+
+    @property
+    def reset_after(self) -> float:
+        return self._fields()[3]
+
+    @property
+    def retry_after(self) -> float:
+        return self._fields()[4]
+
+    @property
+    def scope(self) -> str:
+        return self._fields()[5]
+
+    @property
+    def key(self) -> str | None:
+        return self._fields()[6]
+
+    @property
+    def scopes(self) -> tuple[ScopeStatus, ...]:
+        """Every scope's status, in the limiter's scope order."""
+        return self._fields()[7]
+
+    @property
+    def index(self) -> int:
+        """The position of the deciding scope among the limiter's scopes."""
+        return self._fields()[0]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return self.allowed == other.allowed and self._fields()[1:6] == other._fields()[1:6]
+
+    def __hash__(self) -> int:
+        return hash((self.allowed, self._fields()[1:6]))
+
+    def __repr__(self) -> str:
+        _, remaining, limit, reset_after, retry_after, scope, _, _ = self._fields()
+        return (
+            f"Decision(allowed={self.allowed!r}, remaining={remaining!r}, limit={limit!r}, "
+            f"reset_after={reset_after!r}, retry_after={retry_after!r}, scope={scope!r})"
+        )
+
+
+_new = object.__new__
+
+
+def lazy_decision(allowed: bool, details: Details) -> Decision:
+    """A decision whose numbers are computed from ``details`` when first read (hot path)."""
+    d: Decision = _new(Decision)
+    d.allowed = allowed
+    d._details = details
+    d._resolved = None
+    return d
+
+
+def verdicts_for(
+    allowed: bool,
+    algorithms: Sequence[Algorithm],
+    states: Sequence[State | None],
+    now: float,
+    cost: float,
+) -> list[Verdict]:
+    """Every scope's verdict for a decision that went ``allowed``, from the states read."""
+    fits, verdicts = decide_all(algorithms, states, now, cost)
+    if fits and not allowed:
+        # Refused by the limiter itself (waiters ahead): nothing was consumed anywhere.
+        verdicts = [
+            (True, None, *a.decide(s, now, 0.0)[2:4], 0.0)
+            for a, s in zip(algorithms, states, strict=True)
+        ]
+    return verdicts
+
+
+def deciding_scope(allowed: bool, verdicts: Sequence[Verdict]) -> int:
+    """Which scope speaks for a decision: least room if admitted, longest wait if refused."""
+    best = 0
+    if allowed:
+        for i in range(1, len(verdicts)):
+            if verdicts[i][2] < verdicts[best][2]:
+                best = i
+        return best
+    best_wait = -1.0
+    for i, v in enumerate(verdicts):
+        if not v[0] and v[4] > best_wait:
+            best, best_wait = i, v[4]
+    return best
+
+
+def _resolve(allowed: bool, details: Details) -> _Resolved:
+    frame: Frame = details[0]
+    keys, states, now, cost = details[1:5]
+    if frame.single:
+        keys, states = (keys,), (states,)
+    meta, algorithms = frame.meta, frame.algorithms
+    verdicts = verdicts_for(allowed, algorithms, states, now, cost)
+    if len(details) > 5:
+        index, wait = details[5]
+        v = verdicts[index]
+        verdicts[index] = (False, None, v[2], v[3], max(v[4], wait))
+    else:
+        index = deciding_scope(allowed, verdicts)
+    statuses = tuple(
+        ScopeStatus(
+            scope=m.name,
+            key=None if m.id_offset < 0 else k[m.id_offset :],
+            algorithm=m.algorithm,
+            allowed=v[0],
+            limit=a.limit,
+            window=m.window,
+            remaining=v[2],
+            reset_after=v[3],
+            retry_after=v[4],
+        )
+        for m, a, k, v in zip(meta, algorithms, keys, verdicts, strict=True)
+    )
+    s = statuses[index]
+    return (index, s.remaining, s.limit, s.reset_after, s.retry_after, s.scope, s.key, statuses)

@@ -1,0 +1,881 @@
+"""``RateLimiter``: the shell around the pure cores and a backend.
+
+The shell resolves a request's ids into one storage key per scope, reads the clock, makes one
+backend call (all scopes, atomically), counts the outcome and builds a :class:`Decision`. It
+also owns what a backend cannot know: the adaptive limits (whose current values it passes with
+every call), the FIFO queues of callers waiting for room, and the statistics.
+
+Waiting is written once, as a generator (:meth:`RateLimiter._plan`) that yields what to do
+next (decide, sleep, wait for its turn); :meth:`acquire` and :meth:`acquire_async` are two
+small drivers that do it with blocking or awaiting calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import math
+import threading
+from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
+
+from .. import events
+from .._clock import Clock, SystemClock
+from ..errors import ConfigError, RateLimitExceeded
+from ._algorithms import EPSILON, AdaptiveLimit, AdaptiveState, Algorithm, State
+from ._backend import Backend
+from ._decision import Decision, Details, Frame, ScopeMeta, lazy_decision
+from ._memory import MemoryBackend
+from ._scope import Scope, check_name
+from ._stats import Counters, RateLimiterSnapshot, ScopeSnapshot, count_of
+from ._waiting import Waiter, WaitQueues
+
+if TYPE_CHECKING:
+    from ..breaker import CircuitBreaker, Transition
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Key: TypeAlias = str | int | Mapping[str, Any] | None
+"""What identifies a request: an id (for the one kind of id the limiter's scopes take), a
+context mapping (``{"user": "u1", "org": "o1"}``; ``user_id`` works for ``user``), or ``None``
+when every scope is shared."""
+
+EV_ALLOWED = ("buttress", "rate_limiter", "allowed")
+EV_DENIED = ("buttress", "rate_limiter", "denied")
+EV_LIMIT = ("buttress", "rate_limiter", "limit_changed")
+_enabled = events.enabled
+
+_NO_IDS: dict[str, Any] = {}
+_new = object.__new__
+
+# What the waiting plan asks its driver to do.
+_DECIDE, _SLEEP, _TURN = 0, 1, 2
+_Step: TypeAlias = tuple[int, Waiter | None, float | None]
+
+_INF = math.inf
+
+# Severity of a breaker position, to tell whether a transition made things worse.
+_BREAKER_RANK = {
+    ("closed", None): 0,
+    ("disabled", None): 0,
+    ("degraded", "light"): 1,
+    ("degraded", "medium"): 2,
+    ("degraded", "heavy"): 3,
+    ("half_open", None): 4,
+    ("open", None): 5,
+    ("forced_open", None): 5,
+}
+
+
+class _Adaptive:
+    """The AIMD controller of one adaptive scope and where it stands (limiter lock held)."""
+
+    __slots__ = ("controller", "index", "state")
+
+    def __init__(self, index: int, controller: AdaptiveLimit, state: AdaptiveState) -> None:
+        self.index = index
+        self.controller = controller
+        self.state = state
+
+
+class RateLimiter:
+    """Admits a request only if every scope has room, then charges every scope.
+
+    >>> limiter = RateLimiter(scopes=[Scope("user", limit=100, window=60.0),
+    ...                               Scope("org", limit=1000, window=60.0),
+    ...                               Scope("global", limit=10_000, window=60.0)])
+    >>> limiter.try_acquire({"user": "u1", "org": "o1"}).allowed
+    True
+
+    * ``backend``: where states live (default: a new :class:`MemoryBackend`);
+    * ``namespace`` and ``name`` prefix every storage key (limiters sharing a backend need
+      distinct names);
+    * ``clock``: a :class:`~buttress.Clock` (``ManualClock`` in tests);
+    * ``latency_budget``: a decision taking longer counts against ``performance_rating``,
+      computed over the last ``stats_window`` seconds.
+    """
+
+    def __init__(
+        self,
+        scopes: Sequence[Scope] | Scope,
+        *,
+        backend: Backend | None = None,
+        namespace: str = "buttress",
+        name: str = "default",
+        clock: Clock | None = None,
+        latency_budget: float = 0.005,
+        stats_window: float = 60.0,
+    ) -> None:
+        scopes = (scopes,) if isinstance(scopes, Scope) else tuple(scopes)
+        if not scopes:
+            raise ConfigError("scopes", "a rate limiter needs at least one Scope")
+        seen: set[str] = set()
+        for i, scope in enumerate(scopes):
+            if not isinstance(scope, Scope):
+                raise ConfigError(f"scopes[{i}]", f"must be a Scope, got {scope!r}")
+            if scope.name in seen:
+                raise ConfigError(
+                    f"scopes[{i}].name",
+                    f"duplicate scope name {scope.name!r}; give each limit its own name and "
+                    f"share the id with by= (e.g. Scope({scope.name + '_hourly'!r}, ..., "
+                    f"by={scope.by!r}))",
+                )
+            seen.add(scope.name)
+        self.namespace = check_name("namespace", namespace)
+        self.name = check_name("name", name)
+        for path, value in (("latency_budget", latency_budget), ("stats_window", stats_window)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(path, f"must be a number > 0, got {value!r}")
+        self.scopes: tuple[Scope, ...] = scopes
+        self.backend: Backend = MemoryBackend() if backend is None else backend
+        self.clock: Clock = SystemClock() if clock is None else clock
+        self.latency_budget = float(latency_budget)
+        self._monotonic = self.clock.monotonic
+        # Backend time: one process uses the monotonic clock; shared state uses wall time.
+        self._wall = self.backend.time_base != "monotonic"
+        self._now = self.clock.time if self._wall else self._monotonic
+        self._decide_backend = self.backend.decide
+        self._in_memory = isinstance(self.backend, MemoryBackend)
+
+        base = f"{namespace}:{name}:"
+        self._prefix = base
+        # Identified scopes key as ``ns:name:scope:<id>``, shared ones as ``ns:name:scope``.
+        self._templates: tuple[tuple[str, str | None, str], ...] = tuple(
+            (f"{base}{s.name}:", s.by, f"{s.by}_id")
+            if s.by is not None
+            else (f"{base}{s.name}", None, "")
+            for s in scopes
+        )
+        self._names = tuple(s.name for s in scopes)
+        by_names = {s.by for s in scopes if s.by is not None}
+        self._str_by = next(iter(by_names)) if len(by_names) == 1 else None
+        meta = tuple(
+            ScopeMeta(s.name, s.algorithm, s.window, len(t[0]) if s.by is not None else -1)
+            for s, t in zip(scopes, self._templates, strict=True)
+        )
+        self._frame = Frame(meta, tuple(s.build() for s in scopes), len(scopes) == 1)
+        # The fast path: one identified scope in memory, keyed straight from a str id.
+        self._solo = self._templates[0][0] if len(scopes) == 1 and scopes[0].by else None
+        # Only the memory backend itself lends its lane: a subclass may decide differently.
+        lane = self.backend.lane() if type(self.backend) is MemoryBackend else None
+        self._lane = lane if self._solo is not None else None
+        if lane is not None:  # unpacked: a NamedTuple field costs a property call on each read
+            self._states, self._lock_backend, self._unlock_backend = lane[:3]
+        self._adaptive = tuple(
+            _Adaptive(i, s.controller(), AdaptiveState(float(s.limit)))
+            for i, s in enumerate(scopes)
+            if s.algorithm == "adaptive"
+        )
+        self._lock = threading.Lock()  # adaptive state and wait queues; never held over I/O
+        self._waiting = WaitQueues()
+        self._queues = self._waiting.queues
+        self._stats = stats = Counters(
+            len(scopes), window=float(stats_window), budget=self.latency_budget
+        )
+        self._admitted = stats.admitted
+        self._denied = stats.denied
+        self._next_mark = self._monotonic()  # when the statistics next record their totals
+        # Latency is measured on one decision in 16 in memory (a clock read is a tenth of
+        # the decision there), on every decision elsewhere (where I/O dwarfs it).
+        self._sample = 15 if isinstance(self.backend, MemoryBackend) else 0
+
+    @property
+    def algorithms(self) -> tuple[Algorithm, ...]:
+        """The algorithm objects in force, one per scope (adaptive ones at their current limit)."""
+        return self._frame.algorithms
+
+    # -- resolving requests ------------------------------------------------------------------
+
+    def _keys(self, key: Key, *, partial: bool = False) -> list[str]:
+        """One storage key per scope (``partial``: only the scopes ``key`` identifies)."""
+        get: Callable[[str], Any]
+        if key.__class__ is dict:
+            get = key.get
+        elif key is None:
+            get = _NO_IDS.get
+        elif isinstance(key, Mapping):
+            get = key.get
+        elif isinstance(key, str) or (isinstance(key, int) and not isinstance(key, bool)):
+            if self._str_by is None:
+                raise ConfigError(
+                    "key",
+                    f"this limiter's scopes take ids {self._id_names()}: pass a mapping "
+                    f"such as {self._example()}",
+                )
+            get = {self._str_by: key}.get
+        else:
+            raise ConfigError(
+                "key", f"must be an id (str or int), a mapping of ids or None, got {key!r}"
+            )
+        out = []
+        for prefix, by, by_id in self._templates:
+            if by is None:
+                if not partial:
+                    out.append(prefix)
+                continue
+            value = get(by)
+            if value.__class__ is not str:
+                value = self._id(get, by, by_id, partial)
+                if value is None:
+                    continue
+            out.append(prefix + value)
+        return out
+
+    def _id(self, get: Callable[[str], Any], by: str, by_id: str, partial: bool) -> str | None:
+        """The id under ``by`` or ``by_id`` when it is not simply a str under ``by``."""
+        value = get(by)
+        if value is None:
+            value = get(by_id)
+        if value.__class__ is str:
+            return str(value)
+        if value is None:
+            if partial:
+                return None
+            scope = next(s.name for s in self.scopes if s.by == by)
+            raise ConfigError(
+                "key", f"scope {scope!r} needs an id: pass {{{by!r}: ...}} or {{{by_id!r}: ...}}"
+            )
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"key.{by}", f"ids are str or int, got {value!r}")
+
+    def _id_names(self) -> str:
+        return ", ".join(sorted({repr(s.by) for s in self.scopes if s.by is not None})) or "none"
+
+    def _example(self) -> str:
+        return "{" + ", ".join(f"{s.by!r}: ..." for s in self.scopes if s.by is not None) + "}"
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def try_acquire(self, key: Key = None, cost: float = 1) -> Decision:
+        """Admit ``cost`` now if every scope has room (and charge them all), or refuse.
+
+        Never waits. While callers wait in :meth:`acquire` for one of this request's scopes,
+        it is refused so as not to jump their queue.
+        """
+        lane = self._lane
+        if lane is None or key.__class__ is not str or self._queues:
+            keys = self._keys(key)
+            if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
+                _check_cost(cost)
+            if self._queues:
+                return self._behind_waiters(keys, cost)
+            return self._decide(keys, cost)
+        # The fast path: one scope in memory. The steps of MemoryBackend.decide, _decide and
+        # _conclude, unrolled (every call and attribute load shows at this size).
+        if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
+            _check_cost(cost)
+        k = self._solo + key  # type: ignore[operator]
+        frame = self._frame
+        states = self._states
+        now = self._monotonic()
+        grew = False
+        self._lock_backend()
+        try:
+            state = states.get(k)
+            new = frame.algorithms[0].admit(state, now, cost)
+            if new is not None:
+                states[k] = new
+                if state is None:
+                    grew = lane.grew(now, (k,))
+        finally:
+            self._unlock_backend()
+        if grew:
+            lane.cap_reached()
+        if now >= self._next_mark:
+            self._next_mark = self._stats.mark(now)
+        decision: Decision = _new(Decision)
+        decision._details = (frame, k, state, now, cost)
+        decision._resolved = None
+        if new is not None:
+            decision.allowed = True
+            if not next(self._admitted) & 15:
+                self._stats.measure(self._monotonic() - now)
+            if _enabled(EV_ALLOWED):
+                self._emit(EV_ALLOWED, decision, cost)
+            return decision
+        decision.allowed = False
+        if not next(self._denied[0]) & 15:
+            self._stats.measure(self._monotonic() - now)
+        if _enabled(EV_DENIED):
+            self._emit(EV_DENIED, decision, cost)
+        return decision
+
+    async def try_acquire_async(self, key: Key = None, cost: float = 1) -> Decision:
+        """:meth:`try_acquire` for asyncio callers (the backend call is awaited)."""
+        if self._in_memory:  # no I/O to await: the sync path, without a coroutine per call
+            return self.try_acquire(key, cost)
+        keys = self._keys(key)
+        if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
+            _check_cost(cost)
+        if self._queues:
+            return await self._behind_waiters_async(keys, cost)
+        return await self._decide_async(keys, cost)
+
+    def _decide(self, keys: Sequence[str], cost: float) -> Decision:
+        frame = self._frame
+        started = self._monotonic()
+        now = self.clock.time() if self._wall else started
+        allowed, states, now = self._decide_backend(keys, frame.algorithms, cost, now, True)
+        return self._conclude(allowed, frame, keys, states, now, cost, started)
+
+    async def _decide_async(self, keys: Sequence[str], cost: float) -> Decision:
+        frame = self._frame
+        started = self._monotonic()
+        now = self.clock.time() if self._wall else started
+        allowed, states, now = await self.backend.decide_async(
+            keys, frame.algorithms, cost, now, True
+        )
+        return self._conclude(allowed, frame, keys, states, now, cost, started)
+
+    def _conclude(
+        self,
+        allowed: bool,
+        frame: Frame,
+        keys: Sequence[str],
+        states: Sequence[State | None],
+        now: float,
+        cost: float,
+        started: float,
+        forced: tuple[int, float] | None = None,
+    ) -> Decision:
+        """Count the outcome, emit its event, and make the decision.
+
+        ``started`` is when the decision began, on the monotonic clock: the latency of one
+        decision in ``_sample + 1`` is measured against the budget.
+        """
+        stats = self._stats
+        if started >= self._next_mark:
+            # Before counting: a mark holds the totals from before its time.
+            self._next_mark = stats.mark(started)
+        details: Details  # as _details() makes them; inlined on this hot path
+        if frame.single:
+            details = (frame, keys[0], states[0], now, cost)
+        else:
+            details = (frame, keys, states, now, cost)
+        if forced is not None:
+            details = (*details, forced)
+        decision: Decision = _new(Decision)  # lazy_decision, inlined
+        decision.allowed = allowed
+        decision._details = details
+        decision._resolved = None
+        if allowed:
+            n = next(self._admitted)
+        else:
+            n = next(self._denied[0 if frame.single else decision.index])
+        if not n & self._sample:
+            stats.measure(self._monotonic() - started)
+        if allowed:
+            if _enabled(EV_ALLOWED):
+                self._emit(EV_ALLOWED, decision, cost)
+        elif _enabled(EV_DENIED):
+            self._emit(EV_DENIED, decision, cost)
+        return decision
+
+    def _emit(self, name: tuple[str, ...], d: Decision, cost: float) -> None:
+        events.emit(
+            name,
+            {"cost": cost, "remaining": d.remaining, "retry_after": d.retry_after},
+            {"limiter": self.name, "namespace": self.namespace, "scope": d.scope, "key": d.key},
+        )
+
+    def _queued_ahead(self, keys: Sequence[str], cost: float) -> tuple[int, float] | None:
+        """``(scope index, wait)`` when callers wait in a queue on one of ``keys``, else None.
+
+        The wait is at least the head's own, and never less than one unit's worth of time.
+        """
+        with self._lock:
+            busy = self._waiting.busy(keys)
+            head = self._waiting.head(busy) if busy is not None else None
+            ready_at = head.ready_at if head is not None else None
+        if busy is None:
+            return None
+        index = keys.index(busy)
+        algorithm = self._frame.algorithms[index]
+        ahead = ready_at - self._monotonic() if ready_at is not None else 0.0
+        return index, max(ahead, algorithm.window / algorithm.limit * cost)
+
+    def _behind_waiters(self, keys: Sequence[str], cost: float) -> Decision:
+        """Refuse a request whose keys have waiters queued (decide it if none has)."""
+        forced = self._queued_ahead(keys, cost)
+        if forced is None:
+            return self._decide(keys, cost)
+        frame = self._frame
+        started = self._monotonic()
+        now = self.clock.time() if self._wall else started
+        _, states, now = self._decide_backend(keys, frame.algorithms, cost, now, False)
+        return self._conclude(False, frame, keys, states, now, cost, started, forced)
+
+    async def _behind_waiters_async(self, keys: Sequence[str], cost: float) -> Decision:
+        """:meth:`_behind_waiters` with the backend call awaited."""
+        forced = self._queued_ahead(keys, cost)
+        if forced is None:
+            return await self._decide_async(keys, cost)
+        frame = self._frame
+        started = self._monotonic()
+        now = self.clock.time() if self._wall else started
+        _, states, now = await self.backend.decide_async(keys, frame.algorithms, cost, now, False)
+        return self._conclude(False, frame, keys, states, now, cost, started, forced)
+
+    def peek(self, key: Key = None, cost: float = 1) -> Decision:
+        """What :meth:`try_acquire` would answer now, consuming nothing and counting nothing."""
+        keys = self._keys(key)
+        _check_cost(cost)
+        frame = self._frame
+        allowed, states, now = self._decide_backend(
+            keys, frame.algorithms, cost, self._now(), False
+        )
+        return self._peeked(allowed, frame, keys, states, now, cost)
+
+    async def peek_async(self, key: Key = None, cost: float = 1) -> Decision:
+        """:meth:`peek` for asyncio callers."""
+        keys = self._keys(key)
+        _check_cost(cost)
+        frame = self._frame
+        allowed, states, now = await self.backend.decide_async(
+            keys, frame.algorithms, cost, self._now(), False
+        )
+        return self._peeked(allowed, frame, keys, states, now, cost)
+
+    @staticmethod
+    def _peeked(
+        allowed: bool,
+        frame: Frame,
+        keys: Sequence[str],
+        states: Sequence[State | None],
+        now: float,
+        cost: float,
+    ) -> Decision:
+        return lazy_decision(allowed, _details(frame, keys, states, now, cost))
+
+    def refund(self, key: Key = None, cost: float = 1) -> None:
+        """Give back ``cost`` to every scope of the request (e.g. the work was not done)."""
+        keys = self._keys(key)
+        _check_cost(cost)
+        self.backend.refund(keys, self._frame.algorithms, cost, self._now())
+
+    async def refund_async(self, key: Key = None, cost: float = 1) -> None:
+        """:meth:`refund` for asyncio callers."""
+        keys = self._keys(key)
+        _check_cost(cost)
+        await self.backend.refund_async(keys, self._frame.algorithms, cost, self._now())
+
+    def reset(self, key: Key = None, *, scope: str | None = None) -> None:
+        """Restore the full allowance of the scopes ``key`` identifies (shared ones untouched).
+
+        ``scope=`` resets only that scope (a shared one needs no key): ``reset(scope="global")``.
+        """
+        self.backend.reset(self._reset_keys(key, scope))
+
+    async def reset_async(self, key: Key = None, *, scope: str | None = None) -> None:
+        """:meth:`reset` for asyncio callers."""
+        await self.backend.reset_async(self._reset_keys(key, scope))
+
+    def _reset_keys(self, key: Key, scope: str | None) -> Sequence[str]:
+        if scope is None:
+            return self._keys(key, partial=True)
+        i = self._scope_index(scope)
+        prefix, by, _ = self._templates[i]
+        if by is None:
+            return (prefix,)
+        return tuple(k for k in self._keys(key, partial=True) if k.startswith(prefix))
+
+    def _scope_index(self, scope: str) -> int:
+        if scope not in self._names:
+            raise ConfigError("scope", f"no scope named {scope!r} (have {', '.join(self._names)})")
+        return self._names.index(scope)
+
+    def clear(self) -> None:
+        """Forget every key of this limiter (all scopes, all ids)."""
+        self.backend.clear(self._prefix)
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def acquire(
+        self, key: Key = None, cost: float = 1, *, timeout: float | None = None
+    ) -> Decision:
+        """Wait until ``cost`` is admitted (FIFO with other waiters), then return the decision.
+
+        ``timeout`` (seconds on the limiter's clock; ``None`` waits as long as it takes)
+        bounds the wait: when the wait cannot end in time, :class:`~buttress.RateLimitExceeded`
+        is raised at once, carrying the refusing scope and its ``retry_after``.
+        """
+        _check_timeout(timeout)
+        started = self._monotonic()
+        first = self.try_acquire(key, cost)  # one decision is the common case
+        if first.allowed:
+            return first
+        keys = self._keys(key)
+        plan = self._plan(keys, cost, _deadline(started, timeout), None, first)
+        try:
+            step = next(plan)
+            while True:
+                kind, waiter, seconds = step
+                if kind == _DECIDE:
+                    step = plan.send(self._decide(keys, cost))
+                    continue
+                if kind == _SLEEP:
+                    self.clock.sleep(seconds or 0.0)
+                else:
+                    assert waiter is not None
+                    waiter.wait(seconds)
+                step = next(plan)
+        except StopIteration as done:
+            result: Decision = done.value
+            return result
+        finally:
+            plan.close()
+
+    async def acquire_async(
+        self, key: Key = None, cost: float = 1, *, timeout: float | None = None
+    ) -> Decision:
+        """:meth:`acquire` for asyncio callers: awaits instead of blocking."""
+        _check_timeout(timeout)
+        started = self._monotonic()
+        in_memory = self._in_memory  # no I/O: decide without a coroutine per decision
+        first = (
+            self.try_acquire(key, cost) if in_memory else await self.try_acquire_async(key, cost)
+        )
+        if first.allowed:
+            return first
+        keys = self._keys(key)
+        plan = self._plan(
+            keys, cost, _deadline(started, timeout), asyncio.get_running_loop(), first
+        )
+        try:
+            step = next(plan)
+            while True:
+                kind, waiter, seconds = step
+                if kind == _DECIDE:
+                    decision = (
+                        self._decide(keys, cost)
+                        if in_memory
+                        else await self._decide_async(keys, cost)
+                    )
+                    step = plan.send(decision)
+                    continue
+                if kind == _SLEEP:
+                    await self.clock.asleep(seconds or 0.0)
+                else:
+                    assert waiter is not None
+                    await waiter.wait_async(seconds)
+                step = next(plan)
+        except StopIteration as done:
+            result: Decision = done.value
+            return result
+        finally:
+            plan.close()
+
+    def _plan(
+        self,
+        keys: Sequence[str],
+        cost: float,
+        deadline: float | None,
+        loop: asyncio.AbstractEventLoop | None,
+        first: Decision,
+    ) -> Generator[_Step, Decision | None, Decision]:
+        """The waiting logic, for both drivers: yields steps, receives decisions.
+
+        ``first`` is the refusal that started the wait; ``deadline`` is on the monotonic clock.
+        """
+        now = self._monotonic
+        queues = self._waiting
+        waiter: Waiter | None = None
+        last: Decision | None = None
+        decision: Decision | None = first
+        try:
+            while True:
+                if decision is None:
+                    if waiter is None and self._queues:
+                        with self._lock:
+                            busy = queues.busy(keys)
+                            if busy is not None:
+                                waiter = queues.new_waiter(loop)
+                                queues.join(waiter, busy)
+                    if waiter is not None:
+                        with self._lock:
+                            head = queues.is_head(waiter)
+                            if not head:
+                                waiter.arm()
+                        if not head:
+                            left = None if deadline is None else deadline - now()
+                            if left is not None and left <= 0.0:
+                                raise self._timed_out(keys, waiter, last)
+                            yield (_TURN, waiter, left)
+                            continue
+                    decision = yield (_DECIDE, None, None)
+                    assert decision is not None
+                if decision.allowed:
+                    return decision
+                last, decision = decision, None
+                wait = last.retry_after
+                if wait == _INF or (deadline is not None and now() + wait > deadline + EPSILON):
+                    raise _exceeded(last)
+                with self._lock:
+                    if waiter is None:
+                        waiter = queues.new_waiter(loop)
+                    queues.join(waiter, keys[last.index])
+                    waiter.ready_at = now() + wait
+                    head = queues.is_head(waiter)
+                if head:
+                    yield (_SLEEP, None, wait)
+        finally:
+            if waiter is not None:
+                with self._lock:
+                    queues.leave(waiter)
+
+    def _timed_out(
+        self, keys: Sequence[str], waiter: Waiter, last: Decision | None
+    ) -> RateLimitExceeded:
+        """A waiter behind others ran out of time: name the scope it queued for."""
+        with self._lock:
+            queue_key = waiter.queue_key
+            head = self._waiting.head(queue_key) if queue_key is not None else None
+            ready_at = head.ready_at if head is not None else None
+        index = keys.index(queue_key) if queue_key in keys else 0
+        m = self._frame.meta[index]
+        retry = None if ready_at is None else max(0.0, ready_at - self._monotonic())
+        if last is not None:
+            retry = max(retry or 0.0, last.retry_after)
+        return RateLimitExceeded(
+            m.name,
+            key=None if m.id_offset < 0 else keys[index][m.id_offset :],
+            limit=self._frame.algorithms[index].limit,
+            retry_after=retry,
+        )
+
+    # -- the decorator -------------------------------------------------------------------------
+
+    def limit(
+        self,
+        key: Key | Callable[..., Key] = None,
+        *,
+        cost: float | Callable[..., float] = 1,
+        timeout: float | None = 0.0,
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+        """Decorate a sync or async function so each call first passes the limiter.
+
+        ``key`` and ``cost`` are values or callables taking the function's arguments.
+        ``timeout=0`` (the default) refuses at once with :class:`~buttress.RateLimitExceeded`;
+        a positive timeout waits up to that long, ``None`` as long as it takes.
+
+        >>> @limiter.limit(key=lambda user, **_: {"user": user.id})   # doctest: +SKIP
+        ... async def handle(user, payload): ...
+        """
+        _check_timeout(timeout)
+        if not callable(cost):
+            _check_cost(cost)
+
+        def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+            if inspect.iscoroutinefunction(fn):
+
+                @functools.wraps(fn)
+                async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                    k = key(*args, **kwargs) if callable(key) else key
+                    c = cost(*args, **kwargs) if callable(cost) else cost
+                    if timeout == 0.0:
+                        d = await self.try_acquire_async(k, c)
+                        if not d.allowed:
+                            raise _exceeded(d)
+                    else:
+                        await self.acquire_async(k, c, timeout=timeout)
+                    return await fn(*args, **kwargs)
+
+                return cast(Callable[P, T], async_wrapper)
+
+            @functools.wraps(fn)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                k = key(*args, **kwargs) if callable(key) else key
+                c = cost(*args, **kwargs) if callable(cost) else cost
+                if timeout == 0.0:
+                    d = self.try_acquire(k, c)
+                    if not d.allowed:
+                        raise _exceeded(d)
+                else:
+                    self.acquire(k, c, timeout=timeout)
+                return fn(*args, **kwargs)
+
+            return wrapper
+
+        return decorate
+
+    # -- adaptive limits -----------------------------------------------------------------------
+
+    def record(
+        self, ok: bool = True, latency: float | None = None, *, scope: str | None = None
+    ) -> None:
+        """Feed the outcome of one call to the adaptive scopes (or to ``scope`` only).
+
+        ``ok=False`` (an error) or ``latency >= slow_call`` shrinks the limit; a healthy call
+        lets it grow. Does nothing for a limiter without adaptive scopes.
+        """
+        targets = self._adaptive_targets(scope)
+        if not targets:
+            return
+        now = self._monotonic()
+        reason = "error" if not ok else "slow_call"
+        self._steer(targets, lambda a: a.controller.record(a.state, now, ok, latency), reason)
+
+    def attach_breaker(
+        self, breaker: CircuitBreaker, *, scope: str | None = None
+    ) -> Callable[[], None]:
+        """Let ``breaker`` steer the adaptive scopes (or ``scope``); returns a detach function.
+
+        Degraded shrinks the limit (again at each heavier level), open drops it to its
+        minimum, and until the breaker closes the limit does not grow.
+        """
+        targets = self._adaptive_targets(scope)
+        if not targets:
+            raise ConfigError("scope", "attach_breaker needs an adaptive scope to steer")
+
+        def moved(_breaker: CircuitBreaker, t: Transition) -> None:
+            from_rank = _BREAKER_RANK.get((t.from_state.value, _level(t.from_level)), 0)
+            to_rank = _BREAKER_RANK.get((t.to_state.value, _level(t.level)), 0)
+            self._breaker_moved(targets, t.to_state.value, to_rank > from_rank)
+
+        state = breaker.state.value
+        if state not in ("closed", "disabled"):
+            self._breaker_moved(targets, state, True)
+        return breaker.subscribe(moved)
+
+    def _breaker_moved(self, targets: tuple[_Adaptive, ...], to_state: str, worse: bool) -> None:
+        now = self._monotonic()
+        reason = "breaker_open" if to_state in ("open", "forced_open") else "breaker_degraded"
+        self._steer(
+            targets, lambda a: a.controller.breaker_moved(a.state, now, to_state, worse), reason
+        )
+
+    def _adaptive_targets(self, scope: str | None) -> tuple[_Adaptive, ...]:
+        if scope is None:
+            return self._adaptive
+        i = self._scope_index(scope)
+        return tuple(a for a in self._adaptive if a.index == i)
+
+    def _steer(
+        self,
+        targets: tuple[_Adaptive, ...],
+        step: Callable[[_Adaptive], AdaptiveState],
+        reason: str,
+    ) -> None:
+        changes: list[tuple[str, float, float, str]] = []
+        with self._lock:
+            frame = self._frame
+            algorithms = list(frame.algorithms)
+            for a in targets:
+                old = a.state
+                new = step(a)
+                if new is old:
+                    continue
+                a.state = new
+                scope = self.scopes[a.index]
+                effective = max(a.controller.min_limit, math.floor(new.limit + EPSILON))
+                if effective != algorithms[a.index].limit:
+                    algorithms[a.index] = scope.build(effective)
+                if new.limit < old.limit:
+                    changes.append((scope.name, old.limit, new.limit, reason))
+                elif new.limit >= a.controller.max_limit > old.limit:
+                    changes.append((scope.name, old.limit, new.limit, "recovered"))
+            self._frame = Frame(frame.meta, tuple(algorithms), frame.single)
+        if changes and events.enabled(EV_LIMIT):
+            for scope_name, old_limit, new_limit, why in changes:
+                events.emit(
+                    EV_LIMIT,
+                    {"limit": new_limit, "previous": old_limit},
+                    {"limiter": self.name, "scope": scope_name, "reason": why},
+                )
+
+    def current_limit(self, scope: str) -> float:
+        """A scope's limit now (an adaptive one moves; the others are as configured)."""
+        i = self._scope_index(scope)
+        for a in self._adaptive:
+            if a.index == i:
+                return a.state.limit
+        return self._frame.algorithms[i].limit
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def snapshot(self) -> RateLimiterSnapshot:
+        """Counts, the rating and every scope's current limit, for the health report."""
+        now = self._monotonic()
+        stats = self._stats
+        decisions, rating = stats.in_window(now)
+        admitted = stats.totals()[3]
+        denied = tuple(count_of(c) for c in stats.denied)
+        algorithms = {s.algorithm for s in self.scopes}
+        with self._lock:
+            waiting = len(self._waiting)
+        return RateLimiterSnapshot(
+            name=self.name,
+            namespace=self.namespace,
+            algorithm=algorithms.pop() if len(algorithms) == 1 else "mixed",
+            admitted=admitted,
+            denied=sum(denied),
+            performance_rating=rating,
+            decisions_in_window=decisions,
+            latency_budget=self.latency_budget,
+            keys=self.backend.key_count(),
+            waiting=waiting,
+            scopes=tuple(
+                ScopeSnapshot(
+                    name=s.name,
+                    algorithm=s.algorithm,
+                    limit=self.current_limit(s.name),
+                    window=s.window,
+                    by=s.by,
+                    denied=denied[i],
+                    min_limit=s.min_limit,
+                    max_limit=s.max_limit,
+                )
+                for i, s in enumerate(self.scopes)
+            ),
+        )
+
+    def maintain(self, now: float | None = None) -> int:
+        """Sweep the backend's expired keys (for the infrastructure's scheduler)."""
+        return self.backend.maintain(self._now() if now is None else now)
+
+    def __repr__(self) -> str:
+        scopes = ", ".join(f"{s.name}={s.limit:g}/{s.window:g}s" for s in self.scopes)
+        return f"<RateLimiter {self.namespace}:{self.name} [{scopes}]>"
+
+
+def _details(
+    frame: Frame, keys: Sequence[str], states: Sequence[State | None], now: float, cost: float
+) -> Details:
+    """What a decision keeps to compute its numbers later (one key and state, unwrapped)."""
+    if frame.single:
+        return (frame, keys[0], states[0], now, cost)
+    return (frame, keys, states, now, cost)
+
+
+def _exceeded(d: Decision) -> RateLimitExceeded:
+    # An infinite wait (the cost is above the limit) is "not known when": None, per errors.py.
+    retry = d.retry_after if d.retry_after != _INF else None
+    return RateLimitExceeded(d.scope, key=d.key, limit=d.limit, retry_after=retry)
+
+
+def _level(level: Any) -> str | None:
+    return None if level is None else str(level.value)
+
+
+def _check_cost(cost: object) -> None:
+    if (
+        isinstance(cost, bool)
+        or not isinstance(cost, int | float)
+        or not cost > 0
+        or not math.isfinite(cost)
+    ):
+        raise ConfigError("cost", f"must be a finite number > 0, got {cost!r}")
+
+
+def _deadline(started: float, timeout: float | None) -> float | None:
+    return None if timeout is None else started + timeout
+
+
+def _check_timeout(timeout: object) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        raise ConfigError("timeout", f"must be a number >= 0 or None, got {timeout!r}")

@@ -1,0 +1,162 @@
+"""``Scope``: one limit of a rate limiter, validated, and the algorithm object it builds."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from ..errors import ConfigError
+from ._algorithms import AdaptiveLimit, Algorithm, FixedWindow, SlidingWindow, TokenBucket
+
+__all__ = ["ALGORITHMS", "SHARED_SCOPE", "AlgorithmName", "Scope", "check_name"]
+
+AlgorithmName: TypeAlias = Literal["token_bucket", "fixed_window", "sliding_window", "adaptive"]
+ALGORITHMS: tuple[AlgorithmName, ...] = (
+    "token_bucket",
+    "fixed_window",
+    "sliding_window",
+    "adaptive",
+)
+
+SHARED_SCOPE = "global"
+"""A scope of this name is shared by every caller unless it says otherwise (``by=``)."""
+
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+_ADAPTIVE_ONLY = ("min_limit", "max_limit", "increase", "slow_call")
+
+
+def check_name(path: str, value: object) -> str:
+    """Names end up in storage keys, header fields and telemetry: keep them plain."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ConfigError(
+            path, f"must be a non-empty string of letters, digits, '_', '.' or '-', got {value!r}"
+        )
+    return value
+
+
+def _number(path: str, value: object, *, low: float = 0.0, strict: bool = True) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= low if strict else value < low):  # type: ignore[operator]
+        rel = ">" if strict else ">="
+        raise ConfigError(path, f"must be a finite number {rel} {low:g}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One limit: ``limit`` units of cost per ``window`` seconds, for each id of the scope.
+
+    * ``name`` names the limit in decisions, headers and telemetry;
+    * ``by`` is the context entry holding the caller's id for this scope: a request's context
+      ``{"user": "u1"}`` or ``{"user_id": "u1"}`` fills a scope with ``by="user"``. It defaults
+      to ``name``; ``None`` makes the scope shared by every caller, which is the default for a
+      scope named ``"global"``. Two scopes may read the same id (``10/s`` and ``1000/h`` per
+      user: ``Scope("user", 10, 1.0)`` and ``Scope("user_hourly", 1000, 3600.0, by="user")``);
+    * ``algorithm``: ``token_bucket`` (default), ``fixed_window``, ``sliding_window`` or
+      ``adaptive``; ``burst`` (token bucket and adaptive) is how much may be spent at once
+      (default ``limit``);
+    * adaptive only: the limit starts at ``limit`` and moves within ``[min_limit, max_limit]``
+      (defaults ``limit / 10``, at least 1, and ``limit``), growing by ``increase`` (default a
+      tenth of the range) per window of healthy traffic, multiplied by ``decrease`` on trouble
+      at most once per ``cooldown`` seconds; calls slower than ``slow_call`` count as trouble.
+
+    >>> Scope("user", limit=100, window=60.0).by
+    'user'
+    >>> Scope("global", limit=10_000, window=60.0).shared
+    True
+    """
+
+    name: str
+    limit: float
+    window: float
+    algorithm: AlgorithmName = "token_bucket"
+    burst: float | None = None
+    by: str | None = ""
+    min_limit: float | None = None
+    max_limit: float | None = None
+    increase: float | None = None
+    decrease: float = 0.5
+    cooldown: float = 1.0
+    slow_call: float | None = None
+
+    def __post_init__(self) -> None:
+        name = check_name("name", self.name)
+        _number(f"{name}.limit", self.limit)
+        _number(f"{name}.window", self.window)
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(
+                f"{name}.algorithm",
+                f"must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}",
+            )
+        if self.burst is not None:
+            if self.algorithm not in ("token_bucket", "adaptive"):
+                raise ConfigError(
+                    f"{name}.burst", f"applies to token_bucket and adaptive, not {self.algorithm}"
+                )
+            _number(f"{name}.burst", self.burst)
+        if self.by == "":
+            object.__setattr__(self, "by", None if name == SHARED_SCOPE else name)
+        elif self.by is not None:
+            check_name(f"{name}.by", self.by)
+        if self.algorithm != "adaptive":
+            for field_name in _ADAPTIVE_ONLY:
+                if getattr(self, field_name) is not None:
+                    raise ConfigError(
+                        f"{name}.{field_name}", "applies to algorithm='adaptive' only"
+                    )
+            return
+        max_limit = self.limit if self.max_limit is None else self.max_limit
+        min_limit = max(1.0, self.limit / 10.0) if self.min_limit is None else self.min_limit
+        _number(f"{name}.max_limit", max_limit)
+        _number(f"{name}.min_limit", min_limit, low=1.0, strict=False)
+        if not min_limit <= self.limit <= max_limit:
+            raise ConfigError(
+                f"{name}.limit",
+                f"must lie within [min_limit, max_limit] = [{min_limit:g}, {max_limit:g}], "
+                f"got {self.limit:g}",
+            )
+        if self.increase is None:
+            increase = max(1.0, (max_limit - min_limit) / 10.0)
+        else:
+            increase = _number(f"{name}.increase", self.increase)
+        if not (isinstance(self.decrease, int | float) and 0.0 < self.decrease < 1.0):
+            raise ConfigError(f"{name}.decrease", f"must be in (0, 1), got {self.decrease!r}")
+        _number(f"{name}.cooldown", self.cooldown, strict=False)
+        if self.slow_call is not None:
+            _number(f"{name}.slow_call", self.slow_call)
+        object.__setattr__(self, "min_limit", min_limit)
+        object.__setattr__(self, "max_limit", max_limit)
+        object.__setattr__(self, "increase", increase)
+
+    @property
+    def shared(self) -> bool:
+        """Whether every caller shares this scope's one key (no id needed)."""
+        return self.by is None
+
+    def build(self, limit: float | None = None) -> Algorithm:
+        """The algorithm object for this scope (at ``limit`` for an adaptive one)."""
+        if self.algorithm == "fixed_window":
+            return FixedWindow(self.limit, self.window)
+        if self.algorithm == "sliding_window":
+            return SlidingWindow(self.limit, self.window)
+        if self.algorithm == "token_bucket":
+            return TokenBucket(self.limit, self.window, self.burst)
+        current = self.limit if limit is None else limit
+        burst = None if self.burst is None else self.burst * current / self.limit
+        return TokenBucket(current, self.window, burst)
+
+    def controller(self) -> AdaptiveLimit:
+        """The AIMD controller of an adaptive scope."""
+        assert self.min_limit is not None
+        assert self.max_limit is not None
+        assert self.increase is not None
+        return AdaptiveLimit(
+            min_limit=float(self.min_limit),
+            max_limit=float(self.max_limit),
+            increase=float(self.increase),
+            decrease=float(self.decrease),
+            cooldown=float(self.cooldown),
+            slow_call=self.slow_call,
+        )

@@ -1,0 +1,137 @@
+"""FIFO waiting for room: the queues ``acquire`` and ``acquire_async`` wait in.
+
+A waiter queues on the storage key of the scope that refused it (``user:u1`` when the user's
+own limit is spent, ``global`` when the shared one is), ordered by arrival. Only the head of a
+queue asks the backend again; the others wait to be woken. A newcomer whose keys include a key
+with a queue joins that queue instead of asking, and ``try_acquire`` on such a key is refused,
+so nobody barges ahead of a waiter: a large cost is served in its turn, not starved by a
+stream of small ones. A waiter refused again by another scope moves to that scope's queue, at
+its place by arrival.
+
+Queues are per limiter and guarded by the limiter's lock; sync waiters (threads) and async
+waiters (tasks) share them. The head waits for room by sleeping on the limiter's clock
+(``clock.sleep`` / ``clock.asleep``), so a :class:`~buttress.ManualClock` makes waiting
+instant in tests; the others wait on an event or a future until the head leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import threading
+from collections.abc import Sequence
+
+__all__ = ["WaitQueues", "Waiter"]
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Waiter:
+    """One caller waiting in ``acquire``: where it queues, and how to wake it."""
+
+    __slots__ = ("_event", "_future", "_loop", "queue_key", "ready_at", "seq")
+
+    def __init__(self, seq: int, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.seq = seq
+        self.queue_key: str | None = None
+        self.ready_at: float | None = None  # when the head expects room (clock time)
+        self._loop = loop
+        self._event = threading.Event() if loop is None else None
+        self._future: asyncio.Future[None] | None = None
+
+    def arm(self) -> None:
+        """Prepare for one wait (limiter lock held), so a wake that follows is never lost."""
+        if self._event is not None:
+            self._event.clear()
+        else:
+            assert self._loop is not None
+            self._future = self._loop.create_future()
+
+    def wake(self) -> None:
+        """Let the waiter try again (limiter lock held). Safe from any thread."""
+        if self._event is not None:
+            self._event.set()
+            return
+        future = self._future
+        if future is not None and self._loop is not None:
+            # A closed loop raises RuntimeError: nobody is waiting there any more.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_resolve, future)
+
+    def wait(self, timeout: float | None) -> None:
+        """Block until woken (a thread) or ``timeout`` seconds pass."""
+        assert self._event is not None
+        self._event.wait(timeout)
+
+    async def wait_async(self, timeout: float | None) -> None:
+        """Await until woken or ``timeout`` seconds pass; cancellation propagates."""
+        future = self._future
+        if future is not None:
+            await asyncio.wait((future,), timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"<Waiter seq={self.seq} queue={self.queue_key!r}>"
+
+
+class WaitQueues:
+    """The queues of one limiter, keyed by storage key; callers hold the limiter's lock."""
+
+    __slots__ = ("_seq", "queues")
+
+    def __init__(self) -> None:
+        self.queues: dict[str, list[Waiter]] = {}
+        self._seq = itertools.count()
+
+    def new_waiter(self, loop: asyncio.AbstractEventLoop | None) -> Waiter:
+        return Waiter(next(self._seq), loop)
+
+    def busy(self, keys: Sequence[str]) -> str | None:
+        """The first of ``keys`` that has waiters queued on it."""
+        queues = self.queues
+        for key in keys:
+            if key in queues:
+                return key
+        return None
+
+    def head(self, key: str) -> Waiter | None:
+        queue = self.queues.get(key)
+        return queue[0] if queue else None
+
+    def is_head(self, waiter: Waiter) -> bool:
+        key = waiter.queue_key
+        return key is not None and self.queues[key][0] is waiter
+
+    def join(self, waiter: Waiter, key: str) -> None:
+        """Queue ``waiter`` on ``key`` at its place by arrival (moving it if queued elsewhere)."""
+        if waiter.queue_key == key:
+            return
+        self.leave(waiter)
+        queue = self.queues.setdefault(key, [])
+        bisect.insort(queue, waiter, key=_seq_of)
+        waiter.queue_key = key
+
+    def leave(self, waiter: Waiter) -> None:
+        """Take ``waiter`` out of its queue; wake whoever becomes the head."""
+        key = waiter.queue_key
+        if key is None:
+            return
+        waiter.queue_key = None
+        queue = self.queues[key]
+        was_head = queue[0] is waiter
+        queue.remove(waiter)
+        if not queue:
+            del self.queues[key]
+        elif was_head:
+            queue[0].wake()
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+
+def _seq_of(waiter: Waiter) -> int:
+    return waiter.seq
