@@ -29,9 +29,11 @@ listens.
 ```python
 from buttress import events
 
+
 def log_transition(name, measurements, metadata):
     md = metadata
     print(md["breaker"], md["from_state"], "->", md["to_state"], md["reason"])
+
 
 STATE_CHANGE = ("buttress", "circuit_breaker", "state_change")
 events.attach("my-app.breaker-log", [STATE_CHANGE], log_transition)
