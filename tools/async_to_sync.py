@@ -41,8 +41,8 @@ RULES: list[tuple[str, str]] = [
     # our own names
     (r"\bAsyncConnectionPool\b", "ConnectionPool"),
     (r"\bAsyncLease\b", "Lease"),
-    (r"\btest_pool_async\b", "test_pool_sync"),
     (r"\bapool\b", "pool"),
+    (r"\basettle\b", "settle"),
     # words in docstrings and comments
     (r"\bthe task\b", "the thread"),
     (r"\bcurrent task\b", "current thread"),
@@ -51,9 +51,7 @@ RULES: list[tuple[str, str]] = [
     (r"\bIts task was cancelled\b", "Its thread gave up"),
 ]
 
-HEADER = (
-    "# DO NOT EDIT: generated from {src} by tools/async_to_sync.py; edit that file and rerun.\n"
-)
+HEADER = "# DO NOT EDIT: generated from {src} by tools/async_to_sync.py.\n"
 
 
 def convert(text: str, used: set[int]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import events
 from ._clock import Clock, ManualClock, SystemClock
+from ._scheduler import AsyncScheduler, Scheduler
 from .breaker import (
     BreakerConfig,
     BreakerSnapshot,
@@ -31,10 +32,21 @@ from .errors import (
     RateLimitExceeded,
     RejectedError,
 )
+from .pool import (
+    AsyncConnectionPool,
+    AsyncLease,
+    ConnectionPool,
+    Lease,
+    PoolConfig,
+    PoolStats,
+)
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AsyncConnectionPool",
+    "AsyncLease",
+    "AsyncScheduler",
     "BackendError",
     "BreakerConfig",
     "BreakerSnapshot",
@@ -44,16 +56,21 @@ __all__ = [
     "CircuitOpenError",
     "Clock",
     "ConfigError",
+    "ConnectionPool",
     "DegradationLevel",
     "FaultInjector",
     "InjectedFault",
+    "Lease",
     "LoadShedError",
     "ManualClock",
     "Permit",
     "PoolClosedError",
+    "PoolConfig",
+    "PoolStats",
     "PoolTimeoutError",
     "RateLimitExceeded",
     "RejectedError",
+    "Scheduler",
     "SystemClock",
     "Transition",
     "__version__",

@@ -1,4 +1,4 @@
-# DO NOT EDIT: generated from _pool_async.py by tools/async_to_sync.py; edit that file and rerun.
+# DO NOT EDIT: generated from _pool_async.py by tools/async_to_sync.py.
 """The pool shell: reads the clock, waits, wakes, connects, checks and closes.
 
 Every decision is the pure core's (``_state.py``). ``_pool_async.py`` (``ConnectionPool``)
@@ -330,6 +330,7 @@ class ConnectionPool:
                     if fx is not None:
                         self._finish(fx)
                     m = None
+                    now = self._monotonic()
                     continue
                 now = self._monotonic()
                 state.checked_out_ok(m, now)
@@ -772,7 +773,8 @@ class ConnectionPool:
             )
 
     def __enter__(self) -> ConnectionPool:
-        self.open()
+        """Open and connect ``min_size`` members first (a connect error is raised here)."""
+        self.open(wait=True)
         return self
 
     def __exit__(

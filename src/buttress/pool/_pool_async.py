@@ -331,6 +331,7 @@ class AsyncConnectionPool:
                     if fx is not None:
                         await self._finish(fx)
                     m = None
+                    now = self._monotonic()
                     continue
                 now = self._monotonic()
                 state.checked_out_ok(m, now)
@@ -773,7 +774,8 @@ class AsyncConnectionPool:
             )
 
     async def __aenter__(self) -> AsyncConnectionPool:
-        await self.open()
+        """Open and connect ``min_size`` members first (a connect error is raised here)."""
+        await self.open(wait=True)
         return self
 
     async def __aexit__(
