@@ -157,9 +157,7 @@ async def test_maintenance_books_itself_for_the_next_expiry(
         assert booked.deadline == pytest.approx(50.0)
 
 
-async def test_idle_timeout_never_goes_below_min_size(
-    factory: Factory, clock: ManualClock
-) -> None:
+async def test_idle_timeout_never_goes_below_min_size(factory: Factory, clock: ManualClock) -> None:
     async with make(factory, clock, min_size=1, max_size=3, idle_timeout=60.0) as pool:
         leases = [await pool.checkout() for _ in range(3)]
         for lease in leases:
