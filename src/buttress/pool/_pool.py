@@ -700,7 +700,7 @@ class ConnectionPool:
         for kind, m, reason in notes:
             if m is None:
                 continue
-            if kind == "leak":
+            if reason == "leak_timeout":  # dead borrowers and dropped leases: see _reap
                 stack = "".join(m.stack.format()) if m.stack is not None else None
                 _log.warning(
                     "pool %r: member %d held for %.3fs by %r (%s)%s",
