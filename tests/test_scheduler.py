@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import threading
@@ -33,7 +34,7 @@ def test_periodic_jobs_repeat_within_their_jitter(clock: ManualClock) -> None:
     for _ in range(200):
         clock.advance(0.5)
         sched.run_due()
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) >= 8
     assert all(7.5 <= g <= 12.5 for g in gaps), gaps  # 10 ± 20 %, plus the 0.5 s steps
     assert len({round(g, 1) for g in gaps}) > 1  # jittered
@@ -75,7 +76,9 @@ def test_close_stops_the_thread_and_drops_pending_jobs() -> None:
     sched.call_later(0.0, started.set)
     assert started.wait(10.0)
     thread = sched._thread
-    assert thread is not None and thread.daemon and thread.is_alive()
+    assert thread is not None
+    assert thread.daemon
+    assert thread.is_alive()
     ran: list[int] = []
     sched.call_later(3600.0, lambda: ran.append(1))
     sched.close()
@@ -126,7 +129,8 @@ async def test_async_scheduler_awaits_coroutine_jobs_and_survives_errors(caplog:
     )
     await sched.aclose()
     assert sched.closed
-    assert sched._task is not None and sched._task.done()
+    assert sched._task is not None
+    assert sched._task.done()
 
 
 async def test_async_scheduler_takes_requests_from_other_threads() -> None:
