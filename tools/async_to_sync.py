@@ -48,7 +48,7 @@ RULES: list[tuple[str, str]] = [
     (r"\bcurrent task\b", "current thread"),
     (r"for asyncio\b", "for threads"),
     (r"\bplain or a coroutine function\b", "plain function"),
-    (r"\bIts task was cancelled\b", "Its thread gave up"),
+    (r"\bIts task gave up\b", "Its thread gave up"),
 ]
 
 HEADER = "# DO NOT EDIT: generated from {src} by tools/async_to_sync.py.\n"

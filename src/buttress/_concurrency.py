@@ -75,6 +75,9 @@ class Cell:
         self._lock.release()
         return True
 
+    def timed_out(self) -> bool:
+        return False  # wake() never fails for a thread
+
 
 class ACell:
     """A task waits on its own future; the pool resolves it to hand over."""
@@ -82,23 +85,36 @@ class ACell:
     __slots__ = ("_future",)
 
     def __init__(self) -> None:
-        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     async def wait(self, timeout: float | None) -> bool:
         """True when woken, False on timeout; cancellation propagates."""
+        future = self._future
+        if timeout is None:
+            return await future
+        # One timer handle, cheaper than asyncio.timeout() on this path.
+        timer = future.get_loop().call_later(max(timeout, 0.0), _expire, future)
         try:
-            async with asyncio.timeout(timeout):
-                await self._future
-        except TimeoutError:
-            return False
-        return True
+            return await future
+        finally:
+            timer.cancel()
 
     def wake(self) -> bool:
-        """Wake the waiter; False when it is already gone (its wait was cancelled)."""
+        """Wake the waiter; False when it is already gone (timed out or cancelled)."""
         if self._future.done():
             return False
-        self._future.set_result(None)
+        self._future.set_result(True)
         return True
+
+    def timed_out(self) -> bool:
+        """After a failed wake: whether the waiter gave up by timeout (else: cancelled)."""
+        f = self._future
+        return f.done() and not f.cancelled() and f.result() is False
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
 
 
 # -- who holds a member ------------------------------------------------------------------------

@@ -191,10 +191,14 @@ def test_a_dead_borrower_thread_gets_its_connection_closed_and_replaced(
 async def test_async_pool_task_cancelled_mid_query_leaks_nothing(
     pg_dsn: str, admin: Any, app_name: str, clock: ManualClock
 ) -> None:
+    made: list[Any] = []
+
     async def connect() -> Any:
-        return await psycopg.AsyncConnection.connect(
+        conn = await psycopg.AsyncConnection.connect(
             pg_dsn, autocommit=True, application_name=app_name
         )
+        made.append(conn)
+        return conn
 
     async def areset(conn: Any) -> None:
         if conn.closed or conn.broken:
@@ -230,8 +234,8 @@ async def test_async_pool_task_cancelled_mid_query_leaks_nothing(
         s = pool.stats()
         assert (s.in_use, s.waiting) == (0, 0)
         assert s.size == 2
-    assert wait_gone(admin, app_name), "closing the pool left backends open"
-
-
-def wait_gone(admin: Any, app_name: str) -> bool:
-    return any(not backends(admin, app_name) for _ in range(10000))
+    # Every connection the pool made is closed. (The server may keep the cancelled
+    # backend running its pg_sleep a while: it notices a closed client only when it next
+    # talks to it.)
+    assert made
+    assert all(conn.closed for conn in made)

@@ -623,9 +623,10 @@ class ConnectionPool:
         """
         for w in fx.handoffs:
             if not w.cell.wake():
-                # Its thread gave up before it could take the member: pass it on.
+                # Its thread gave up (timeout, cancellation) before it could take the member:
+                # pass it on.
                 with self._lock:
-                    self._state.abandon(w, self._monotonic(), timed_out=False)
+                    self._state.abandon(w, self._monotonic(), timed_out=w.cell.timed_out())
                     more = self._state.take_effects()
                 if more is not None:
                     self._apply(more)

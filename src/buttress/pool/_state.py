@@ -386,11 +386,11 @@ class PoolState:
 
     def try_checkout(self, now: float) -> Member | None:
         """An idle member, or None: the shell must then call :meth:`checkout` under its lock."""
-        if self.n_waiting or self.slow:
+        if self.n_waiting or self.slow or not self.idle:
             return None
         try:
             m = self._pop()
-        except IndexError:
+        except IndexError:  # another thread took the last one
             return None
         if now >= m.expires:  # past its lifetime, or retired with its generation
             self.stale.append(m)
@@ -543,7 +543,7 @@ class PoolState:
 
     def _take(self, now: float) -> Member | None:
         """Pop a usable idle member, retiring the expired ones on the way."""
-        while True:
+        while self.idle:
             try:
                 m = self._pop()
             except IndexError:
@@ -552,6 +552,7 @@ class PoolState:
                 self._expire(m, self._why_expired(m))
             else:
                 return m
+        return None
 
     def _drain_stale(self, now: float) -> None:
         stale = self.stale
