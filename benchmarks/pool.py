@@ -50,7 +50,7 @@ PG_DSN = os.environ.get("BUTTRESS_PG_DSN", "postgresql://postgres@127.0.0.1:5432
 Acquire = Callable[[], AbstractContextManager[Any]]
 
 
-# -- trivial resources for each pool -------------------------------------------------------------
+# -- trivial resources for each pool -----------------------------------------------------------
 
 
 class Trivial:
@@ -143,7 +143,7 @@ class Pools:
         self.generic.close()
 
 
-# -- measurements ----------------------------------------------------------------------------------
+# -- measurements ------------------------------------------------------------------------------
 
 
 def single_thread(
@@ -210,9 +210,9 @@ def fairness(acquirers: dict[str, Acquire]) -> dict[str, tuple[int, float, float
     """32 threads on 4 members holding 1 ms: (fewest checkouts, mean, worst wait in s)."""
     seconds = 1.0 if QUICK else 2.5
     out = {}
+    lock = threading.Lock()
     for name, acquire in acquirers.items():
         worst = [0.0]
-        lock = threading.Lock()
 
         @contextmanager
         def timed(acquire: Acquire = acquire, worst: list[float] = worst) -> Iterator[Any]:
@@ -229,7 +229,7 @@ def fairness(acquirers: dict[str, Acquire]) -> dict[str, tuple[int, float, float
     return out
 
 
-# -- asyncio ----------------------------------------------------------------------------------------
+# -- asyncio -----------------------------------------------------------------------------------
 
 
 async def asyncio_run(hold: bool) -> dict[str, float]:
@@ -251,7 +251,7 @@ async def asyncio_run(hold: bool) -> dict[str, float]:
     results: dict[str, list[float]] = {name: [] for name in acquirers}
     for _ in range(rounds):
         for name, acquire in acquirers.items():
-            stop = False
+            stop = asyncio.Event()
             count = [0]
 
             async def worker(
@@ -267,7 +267,7 @@ async def asyncio_run(hold: bool) -> dict[str, float]:
 
             running = [asyncio.create_task(worker()) for _ in range(tasks)]
             await asyncio.sleep(seconds)
-            stop = True
+            stop.set()
             await asyncio.gather(*running)
             results[name].append(count[0] / seconds)
     await ours.aclose()
@@ -291,7 +291,7 @@ class AsyncFakePsycopg(FakePsycopg):
         self.closed = True
 
 
-# -- real PostgreSQL ----------------------------------------------------------------------------------
+# -- real PostgreSQL ---------------------------------------------------------------------------
 
 
 def postgres_reachable() -> bool:
@@ -357,7 +357,7 @@ def postgres_run() -> dict[str, float]:
     return best
 
 
-# -- report --------------------------------------------------------------------------------------------
+# -- report ------------------------------------------------------------------------------------
 
 
 def table(title: str, unit: str, figures: dict[str, float], *, lower_is_better: bool) -> None:
