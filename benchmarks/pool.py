@@ -255,9 +255,11 @@ async def asyncio_run(hold: bool) -> dict[str, float]:
             count = [0]
 
             async def worker(
-                acquire: Callable[[], Any] = acquire, count: list[int] = count
+                acquire: Callable[[], Any] = acquire,
+                count: list[int] = count,
+                stop: asyncio.Event = stop,
             ) -> None:
-                while not stop:
+                while not stop.is_set():
                     async with acquire():
                         if hold:
                             await asyncio.sleep(0)  # hold across one turn of the loop
