@@ -151,9 +151,22 @@ class _Base:
 
     _timers: _Timers
 
-    def __init__(self, clock: Clock | None, rng: random.Random | None) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        name: str = "buttress-scheduler",
+        background: bool = True,
+    ) -> None:
         clock = clock if clock is not None else SystemClock()
         self._timers = _Timers(clock, rng if rng is not None else random.Random())
+        self.name = name
+        self._background = background
+        self._setup()
+
+    def _setup(self) -> None:
+        raise NotImplementedError
 
     @property
     def clock(self) -> Clock:
@@ -201,25 +214,16 @@ class Scheduler(_Base):
     :meth:`run_due` is called.
     """
 
-    def __init__(
-        self,
-        *,
-        clock: Clock | None = None,
-        rng: random.Random | None = None,
-        name: str = "buttress-scheduler",
-        background: bool = True,
-    ) -> None:
-        super().__init__(clock, rng)
-        self.name = name
-        self._threaded = background
+    def _setup(self) -> None:
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        # Reentrant: a finalizer may schedule (and so start) while this thread starts.
+        self._start_lock = threading.RLock()
         # One runner at a time: the thread, or a test calling run_due().
         self._run_lock = threading.RLock()
 
     def _wake(self) -> None:
         # Put by _Timers.new already woke a waiting thread; start one if there is none yet.
-        if self._threaded and self._thread is None and not self._timers.closed:
+        if self._background and self._thread is None and not self._timers.closed:
             self._start()
 
     def _start(self) -> None:
@@ -290,23 +294,13 @@ class AsyncScheduler(_Base):
     awaited.
     """
 
-    def __init__(
-        self,
-        *,
-        clock: Clock | None = None,
-        rng: random.Random | None = None,
-        name: str = "buttress-scheduler",
-        background: bool = True,
-    ) -> None:
-        super().__init__(clock, rng)
-        self.name = name
-        self._use_task = background
+    def _setup(self) -> None:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
 
     def _wake(self) -> None:
-        if not self._use_task or self._timers.closed:
+        if not self._background or self._timers.closed:
             return
         loop = self._loop
         if loop is None:
