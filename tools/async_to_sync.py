@@ -47,7 +47,8 @@ RULES: list[tuple[str, str]] = [
     (r"\bthe task\b", "the thread"),
     (r"\bcurrent task\b", "current thread"),
     (r"for asyncio\b", "for threads"),
-    (r"\bplain or a coroutine function\b", "plain function"),
+    (r"Each may be a plain or a coroutine function\.", "Each is a plain function."),
+    (r"\banother task\b", "another thread"),
     (r"\bIts task gave up\b", "Its thread gave up"),
 ]
 

@@ -99,8 +99,9 @@ class AsyncLease:
                 lease.invalidate()
                 raise
 
-    A lease belongs to the task that took it: if that task ends without returning it, the
-    pool destroys the member. ``adopt()`` hands it to the current task.
+    A lease from :meth:`AsyncConnectionPool.checkout` belongs to the task that took it: if it
+    ends without returning it, the pool destroys the member. ``adopt()`` hands it to the
+    current task.
     """
 
     __slots__ = ("_broken", "_member", "_pool", "_retire_older", "_timeout")
@@ -148,7 +149,7 @@ class AsyncLease:
             raise RuntimeError("this lease already holds a connection")
         pool = self._pool
         now = pool._monotonic()
-        m = pool._state.try_checkout(now)
+        m = pool._try_checkout(now)
         if m is None or pool._slow_checkout:
             m = await pool._checkout_slow(m, now, self._timeout)
         self._member = m
@@ -168,7 +169,7 @@ class AsyncLease:
             # The common case: nothing to run; put it back without the lock when possible.
             self._member = None
             now = pool._monotonic()
-            code = pool._state.try_checkin(m, now)
+            code = pool._try_checkin(m, now)
             if events._catch_all or (events._by_name and EV_CHECKIN in events._by_name):
                 pool._emit_checkin(m, now, None)
             if code != CHECKED_IN:
@@ -196,12 +197,12 @@ class AsyncConnectionPool:
 
     ``create()`` makes a resource, ``close(resource)`` closes one (default: its ``close()``
     method), ``check(resource)`` tells whether it still works (raising or returning False
-    means broken), ``reset(resource)`` runs on every return (raising means broken). Each may
-    be a plain or a coroutine function. ``invalidate_on`` lists exception types that, leaving
-    a ``connection()`` block, mean the connection broke: it is destroyed and every older
-    member retired. Settings are the fields of :class:`PoolConfig` (keywords, or ``config=``).
-    Background work runs on ``scheduler`` (an :class:`AsyncScheduler`); without one the pool
-    owns one and stops it on :meth:`aclose`.
+    means broken), ``reset(resource)`` runs on every return (raising means broken).
+    Each may be a plain or a coroutine function.
+    ``invalidate_on`` lists exception types that, leaving a ``connection()`` block, mean the
+    connection broke: it is destroyed and every older member retired. Settings are the fields
+    of :class:`PoolConfig` (keywords, or ``config=``). Background work runs on ``scheduler=``
+    (:class:`AsyncScheduler`); without one the pool owns one and stops it on :meth:`aclose`.
     """
 
     def __init__(
@@ -266,6 +267,9 @@ class AsyncConnectionPool:
             config, name=name, rng=rng if rng is not None else random.Random(seed)
         )
         self._lock = ALock()
+        # The leases' fast paths, bound once.
+        self._try_checkout = self._state.try_checkout
+        self._try_checkin = self._state.try_checkin
         self._track_leaks = config.leak_timeout is not None
         # The lease's fast path hands over to _checkout_slow for anything beyond a pop.
         self._slow_checkout = self._track_leaks or self._state.checks_on_checkout
@@ -302,8 +306,8 @@ class AsyncConnectionPool:
     async def checkout(self, timeout: float | None = _CONFIGURED) -> AsyncLease:
         """Check out now; give it back with ``await lease.release()``.
 
-        Such a lease belongs to the current task: if that task ends without releasing
-        it, housekeeping destroys the member and makes another (``lease.adopt()`` moves it to
+        Such a lease belongs to the current task: if it ends without releasing it,
+        housekeeping destroys the member and makes another (``lease.adopt()`` moves it to
         another task). A ``connection()`` block needs no such watch: it always returns.
         """
         lease = self.connection(timeout)
@@ -485,6 +489,10 @@ class AsyncConnectionPool:
 
     async def _connect(self, *, raise_errors: bool = False) -> None:
         state = self._state
+        if self._shut_down and not raise_errors:
+            with self._lock:
+                state.connecting = False  # booked before the close, on a shared scheduler
+            return
         t0 = self._monotonic()
         try:
             resource = await acall(self._create)
