@@ -282,3 +282,27 @@ def test_fifo_service_with_many_waiters() -> None:
     stats = state.stats()
     assert stats.waited == 10
     assert stats.wait_max == pytest.approx(20.0)
+
+
+def test_a_waiter_giving_up_at_the_moment_of_handoff_passes_the_member_on() -> None:
+    state = PoolState(PoolConfig(min_size=1, max_size=1), rng=random.Random(2))
+    state.open(0.0)
+    state.take_effects()
+    state.connected("conn", 0.0)
+    m = state.try_checkout(0.0)
+    assert m is not None
+    late, next_in_line = Waiter(), Waiter()
+    assert state.checkout(1.0, late) is None
+    assert state.checkout(2.0, next_in_line) is None
+    state.checkin(m, 3.0)  # handed to `late` ...
+    fx = state.take_effects()
+    assert fx is not None
+    assert fx.handoffs == [late]
+    state.abandon(late, 3.5, timed_out=True)  # ... whose wait ran out meanwhile
+    fx = state.take_effects()
+    assert fx is not None
+    assert fx.handoffs == [next_in_line]
+    assert next_in_line.member is m
+    assert late.member is None
+    s = state.stats()
+    assert (s.checkouts, s.waited, s.timeouts, s.in_use) == (2, 1, 1, 1)
