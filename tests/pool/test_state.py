@@ -306,3 +306,31 @@ def test_a_waiter_giving_up_at_the_moment_of_handoff_passes_the_member_on() -> N
     assert late.member is None
     s = state.stats()
     assert (s.checkouts, s.waited, s.timeouts, s.in_use) == (2, 1, 1, 1)
+
+
+def test_a_return_racing_a_new_waiter_is_not_lost() -> None:
+    """A fast-path return that lands between a checkout's look at the idle members and its
+    joining the queue must still reach that waiter (it saw no waiter, so it will not serve)."""
+    state = PoolState(PoolConfig(min_size=1, max_size=1), rng=random.Random(3))
+    state.open(0.0)
+    state.take_effects()
+    state.connected("conn", 0.0)
+    m = state.try_checkout(0.0)
+    assert m is not None
+    take = state._take
+    raced: list[bool] = []
+
+    def take_then_race(now: float) -> Member | None:
+        got = take(now)  # finds nothing ...
+        if not raced:
+            raced.append(True)
+            assert state.try_checkin(m, now) == CHECKED_IN  # ... as the holder returns it
+        return got
+
+    state._take = take_then_race  # type: ignore[method-assign]
+    w = Waiter()
+    assert state.checkout(1.0, w) is None
+    fx = state.take_effects()
+    assert fx is not None
+    assert fx.handoffs == [w]
+    assert w.member is m

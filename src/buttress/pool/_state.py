@@ -444,7 +444,12 @@ class PoolState:
         waiter.since = now
         self.waiters.append(waiter)
         self.n_waiting += 1
-        self._plan(now)
+        # A fast-path return may have pushed a member between the take above and the count
+        # (it re-reads the count after its push, so it saw none): serve it now, or it idles.
+        if self.idle:
+            self.serve(now)
+        else:
+            self._plan(now)
         return None
 
     def abandon(self, waiter: Waiter, now: float, *, timed_out: bool) -> None:
