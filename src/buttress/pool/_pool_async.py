@@ -330,7 +330,7 @@ class AsyncConnectionPool:
             if state.checks_on_checkout and state.due_for_check(m, now):
                 if not await self._run_check(m, "checkout"):
                     with self._lock:
-                        state.discard(m, "check_failed", self._monotonic())
+                        state.checkout_check_failed(m, self._monotonic())
                         fx = state.take_effects()
                     if fx is not None:
                         await self._finish(fx)

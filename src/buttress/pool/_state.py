@@ -687,6 +687,12 @@ class PoolState:
         self._plan(now)
         return backoff
 
+    def checkout_check_failed(self, m: Member, now: float) -> None:
+        """A check at checkout (``mixed``) failed: the borrower never got ``m``."""
+        if m.state == IN_USE:
+            m.uses -= 1
+        self.discard(m, "check_failed", now)
+
     def checked_out_ok(self, m: Member, now: float) -> None:
         """A check at checkout (``mixed``) passed."""
         m.check_due = now + self._check_period()
