@@ -105,14 +105,14 @@ class Lease:
     current thread.
     """
 
-    __slots__ = ("_broken", "_member", "_pool", "_retire_older", "_timeout")
+    __slots__ = ("_invalid", "_member", "_pool", "_timeout")
 
     def __init__(self, pool: ConnectionPool, timeout: float | None) -> None:
         self._pool = pool
         self._timeout = timeout
         self._member: Member | None = None
-        self._broken: str | None = None
-        self._retire_older = False
+        # None, or what invalidate() said: whether to retire older members too.
+        self._invalid: bool | None = None
 
     @property
     def connection(self) -> Any:
@@ -132,8 +132,7 @@ class Lease:
         ``retire_older`` also retires every member made before now (after a disconnect,
         the others are usually dead too).
         """
-        self._broken = "invalidated"
-        self._retire_older = self._retire_older or retire_older
+        self._invalid = bool(self._invalid) or retire_older
 
     def adopt(self) -> None:
         """Make the current thread the holder (before the thread that took it ends)."""
@@ -166,7 +165,7 @@ class Lease:
     ) -> Literal[False]:
         m = self._member
         pool = self._pool
-        if m is not None and exc_type is None and self._broken is None and pool._reset is None:
+        if m is not None and exc_type is None and self._invalid is None and pool._reset is None:
             # The common case: nothing to run; put it back without the lock when possible.
             self._member = None
             now = pool._monotonic()
@@ -299,8 +298,8 @@ class ConnectionPool:
         raises :class:`~buttress.PoolTimeoutError` when nothing came free.
         """
         if timeout is _CONFIGURED:
-            timeout = self._checkout_timeout
-        elif timeout is not None and not timeout >= 0:
+            return Lease(self, self._checkout_timeout)
+        if timeout is not None and not timeout >= 0:
             raise ConfigError("timeout", f"must be >= 0 or None, got {timeout!r}")
         return Lease(self, timeout)
 
@@ -397,8 +396,9 @@ class ConnectionPool:
             return
         lease._member = None
         m.owner = None  # taken with checkout(): no longer watched
-        broken, lease._broken = lease._broken, None
-        retire_older, lease._retire_older = lease._retire_older, False
+        invalid, lease._invalid = lease._invalid, None
+        broken = None if invalid is None else "invalidated"
+        retire_older = bool(invalid)
         if exc_type is not None and broken is None and issubclass(exc_type, self._invalidate_on):
             broken, retire_older = "error", True
         interrupted: BaseException | None = None
