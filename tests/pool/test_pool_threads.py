@@ -233,3 +233,34 @@ def test_timeout_is_counted_and_nothing_leaks() -> None:
         held.release()
         s = pool.stats()
         assert (s.timeouts, s.waiting, s.idle, s.in_use) == (1, 0, 1, 0)
+
+
+def test_timeouts_racing_handoffs_lose_nothing() -> None:
+    """Waits so short that many end as a member is handed over: none is lost or shared."""
+    factory = Factory()
+    failures: list[str] = []
+    timed_out = [0]
+    with make(factory, min_size=2, max_size=2) as pool:
+
+        def work() -> None:
+            for _ in range(300):
+                try:
+                    with pool.connection(timeout=0.0002) as conn:
+                        if conn.in_use:
+                            failures.append(f"{conn} lent twice")
+                        conn.in_use = True
+                        time.sleep(0)  # real-time: a yield while holding it
+                        conn.in_use = False
+                except PoolTimeoutError:
+                    timed_out[0] += 1
+
+        threads = [threading.Thread(target=work) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        s = pool.stats()
+        assert failures == []
+        assert (s.size, s.idle, s.in_use, s.waiting) == (2, 2, 0, 0)
+        assert s.checkouts + s.timeouts == 12 * 300
+        assert s.timeouts == timed_out[0]
