@@ -34,6 +34,7 @@ lint: $(VENV)/.installed-dev
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) tools/gen_events_doc.py --check
+	$(PY) tools/async_to_sync.py --check
 
 typecheck: lint
 

@@ -7,6 +7,7 @@ chaos, health and telemetry, for threads and asyncio alike. Everything public is
 
 from . import events, http
 from ._clock import Clock, ManualClock, SystemClock
+from ._scheduler import AsyncScheduler, Scheduler
 from .breaker import (
     BreakerConfig,
     BreakerSnapshot,
@@ -38,6 +39,14 @@ from .memory import (
     Psi,
     SystemProbe,
 )
+from .pool import (
+    AsyncConnectionPool,
+    AsyncLease,
+    ConnectionPool,
+    Lease,
+    PoolConfig,
+    PoolStats,
+)
 from .ratelimit import (
     Decision,
     MemoryBackend,
@@ -50,6 +59,9 @@ from .ratelimit import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AsyncConnectionPool",
+    "AsyncLease",
+    "AsyncScheduler",
     "BackendError",
     "BreakerConfig",
     "BreakerSnapshot",
@@ -60,12 +72,14 @@ __all__ = [
     "CircuitOpenError",
     "Clock",
     "ConfigError",
+    "ConnectionPool",
     "Decision",
     "DegradationLevel",
     "Experiment",
     "FaultInjector",
     "FaultSettings",
     "InjectedFault",
+    "Lease",
     "LoadShedError",
     "ManualClock",
     "MemoryBackend",
@@ -76,12 +90,15 @@ __all__ = [
     "MemorySnapshot",
     "Permit",
     "PoolClosedError",
+    "PoolConfig",
+    "PoolStats",
     "PoolTimeoutError",
     "Psi",
     "RateLimitExceeded",
     "RateLimiter",
     "RateLimiterSnapshot",
     "RejectedError",
+    "Scheduler",
     "Scope",
     "ScopeStatus",
     "SystemClock",

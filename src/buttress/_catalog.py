@@ -99,11 +99,84 @@ _RATE_LIMIT = _specs(
     ),
 )
 
-CATALOG: dict[tuple[str, ...], EventSpec] = {
-    **_TELEMETRY,
-    **_BREAKER,
-    **_RATE_LIMIT,
-}
+_POOL = _specs(
+    EventSpec(
+        ("buttress", "pool", "connect"),
+        ("duration", "retry_in"),
+        ("pool", "member", "ok", "error"),
+        "A connect finished. On failure `ok` is false, `member` null, `error` the exception "
+        "and `retry_in` the backoff before the next attempt (seconds).",
+    ),
+    EventSpec(
+        ("buttress", "pool", "checkout"),
+        ("wait",),
+        ("pool", "member"),
+        "A borrower got a member after waiting `wait` seconds.",
+    ),
+    EventSpec(
+        ("buttress", "pool", "checkin"),
+        ("held",),
+        ("pool", "member", "broken"),
+        "A borrower returned a member it held `held` seconds. `broken` names why it will not "
+        "be reused (`invalidated`, `error`, `reset_failed`) or is null.",
+    ),
+    EventSpec(
+        ("buttress", "pool", "check"),
+        ("duration",),
+        ("pool", "member", "ok", "when", "error"),
+        "A health check ran: `when` is `idle` (active checks) or `checkout` (mixed).",
+    ),
+    EventSpec(
+        ("buttress", "pool", "invalidate"),
+        ("age",),
+        ("pool", "member", "reason"),
+        "A member was found broken and is destroyed: `reason` is `invalidated` (the borrower "
+        "said so), `error` (an `invalidate_on` exception left its block), `reset_failed` or "
+        "`check_failed`.",
+    ),
+    EventSpec(
+        ("buttress", "pool", "expire"),
+        ("age", "idle"),
+        ("pool", "member", "reason"),
+        "A member was retired by a limit: `reason` is `max_lifetime`, `idle_timeout`, "
+        "`overflow_ttl` or `generation` (made before a disconnect).",
+    ),
+    EventSpec(
+        ("buttress", "pool", "leak"),
+        ("held",),
+        ("pool", "member", "reason", "owner", "stack"),
+        "A member was not returned: `reason` is `leak_timeout` (held too long; still lent), "
+        "`dead_borrower` (its thread or task ended holding it) or `dropped` (its lease was "
+        "garbage-collected); the last two destroy it. `stack` is where it was taken (with "
+        "`leak_timeout` set), `owner` the thread or task.",
+    ),
+    EventSpec(
+        ("buttress", "pool", "overflow"),
+        ("size",),
+        ("pool", "member"),
+        "A member above `max_size` was made; `size` is the pool's size with it.",
+    ),
+    EventSpec(
+        ("buttress", "pool", "close"),
+        ("duration", "age", "uses"),
+        ("pool", "member", "reason", "error"),
+        "A member's resource was closed; `reason` says why it was retired (or `closed`).",
+    ),
+    EventSpec(
+        ("buttress", "pool", "timeout"),
+        ("waited", "waiting"),
+        ("pool", "reason"),
+        "A checkout gave up: `reason` is `timeout` (checkout_timeout passed) or `queue_full` "
+        "(max_waiting reached); `waiting` is how many others still wait.",
+    ),
+    EventSpec(
+        ("buttress", "pool", "shutdown"),
+        ("in_use", "checkouts"),
+        ("pool",),
+        "The pool was closed; `in_use` members are closed when they come back.",
+    ),
+)
+
 
 _MEMORY = _specs(
     EventSpec(
@@ -190,5 +263,12 @@ _CHAOS = _specs(
     ),
 )
 
-CATALOG.update(_MEMORY)
-CATALOG.update(_CHAOS)
+
+CATALOG: dict[tuple[str, ...], EventSpec] = {
+    **_TELEMETRY,
+    **_BREAKER,
+    **_RATE_LIMIT,
+    **_POOL,
+    **_MEMORY,
+    **_CHAOS,
+}

@@ -1,0 +1,170 @@
+"""The sync/async primitive pairs that generated code switches between.
+
+``tools/async_to_sync.py`` turns ``*_async.py`` modules into their sync twins by renaming
+(``ACell`` → ``Cell``, ``acall`` → ``call``, ``AsyncScheduler`` → ``Scheduler``, ...) and
+dropping ``async``/``await``. Every real difference between the two worlds lives here, in pairs
+with the same interface, so the transform never has to understand code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._scheduler import AsyncScheduler, Scheduler
+
+__all__ = [
+    "ACell",
+    "ALock",
+    "Cell",
+    "Lock",
+    "acall",
+    "acurrent_owner",
+    "call",
+    "current_owner",
+    "owner_alive",
+    "stop_nowait",
+    "weak_job",
+]
+
+T = TypeVar("T")
+
+# -- mutual exclusion --------------------------------------------------------------------------
+
+Lock = threading.Lock
+
+
+class ALock:
+    """No lock at all: an asyncio pool lives on one event loop and never awaits while holding
+    its "lock", so its critical sections cannot interleave. Kept so both shells read alike."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# -- one waiter's wake-up cell ------------------------------------------------------------------
+
+
+class Cell:
+    """A thread waits on its own raw lock; the pool releases it to hand over. Never a Condition,
+    which is slow and lets newcomers barge past the woken thread."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def wait(self, timeout: float | None) -> bool:
+        """True when woken, False on timeout."""
+        if timeout is None:
+            return self._lock.acquire()
+        return self._lock.acquire(timeout=max(timeout, 0.0))
+
+    def wake(self) -> bool:
+        """Wake the waiter; always reaches a thread (a late one finds its member passed on)."""
+        self._lock.release()
+        return True
+
+    def timed_out(self) -> bool:
+        return False  # wake() never fails for a thread
+
+
+class ACell:
+    """A task waits on its own future; the pool resolves it to hand over."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    async def wait(self, timeout: float | None) -> bool:
+        """True when woken, False on timeout; cancellation propagates."""
+        future = self._future
+        if timeout is None:
+            return await future
+        # One timer handle, cheaper than asyncio.timeout() on this path.
+        timer = future.get_loop().call_later(max(timeout, 0.0), _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def wake(self) -> bool:
+        """Wake the waiter; False when it is already gone (timed out or cancelled)."""
+        if self._future.done():
+            return False
+        self._future.set_result(True)
+        return True
+
+    def timed_out(self) -> bool:
+        """After a failed wake: whether the waiter gave up by timeout (else: cancelled)."""
+        f = self._future
+        return f.done() and not f.cancelled() and f.result() is False
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
+
+
+# -- who holds a member ------------------------------------------------------------------------
+
+current_owner: Callable[[], Any] = threading.current_thread
+acurrent_owner: Callable[[], Any] = asyncio.current_task
+
+
+def owner_alive(owner: Any) -> bool:
+    """Whether the thread or task that took a member can still return it."""
+    if owner is None:
+        return True
+    if isinstance(owner, threading.Thread):
+        return owner.is_alive()
+    return not owner.done()
+
+
+# -- calling user code -------------------------------------------------------------------------
+
+
+def call(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+async def acall(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn``; await what it returns when that is awaitable (sync or async callbacks)."""
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+# -- background jobs ---------------------------------------------------------------------------
+
+
+def weak_job(method: Callable[[], T]) -> Callable[[], T | None]:
+    """A scheduler job calling a bound method without keeping its object alive."""
+    ref = weakref.WeakMethod(method)
+
+    def job() -> T | None:
+        fn = ref()
+        return None if fn is None else fn()
+
+    job.__qualname__ = getattr(method, "__qualname__", "job")
+    return job
+
+
+def stop_nowait(scheduler: Scheduler | AsyncScheduler) -> None:
+    """Stop a scheduler without waiting (safe in finalizers)."""
+    if isinstance(scheduler, Scheduler):
+        scheduler.close(wait=False)
+    else:
+        scheduler.close()

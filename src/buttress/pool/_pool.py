@@ -1,0 +1,807 @@
+# DO NOT EDIT: generated from _pool_async.py by tools/async_to_sync.py.
+"""The pool shell: reads the clock, waits, wakes, connects, checks and closes.
+
+Every decision is the pure core's (``_state.py``). ``_pool_async.py`` (``ConnectionPool``)
+is written by hand; ``_pool.py`` (``ConnectionPool``) is generated from it by
+``tools/async_to_sync.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import traceback
+import weakref
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Final, Literal
+
+from .. import events
+from .._clock import Clock, SystemClock
+from .._concurrency import (
+    Cell,
+    Lock,
+    call,
+    current_owner,
+    owner_alive,
+    stop_nowait,
+    weak_job,
+)
+from .._scheduler import Handle, Scheduler
+from ..errors import ConfigError, PoolClosedError, PoolTimeoutError
+from ._config import FIELDS, PoolConfig
+from ._state import (
+    CHECKED_IN,
+    IN_USE,
+    NEEDS_LOCK,
+    NEEDS_SERVE,
+    SHUT_OUT,
+    Effects,
+    Member,
+    PoolState,
+    PoolStats,
+    Waiter,
+)
+
+_log = logging.getLogger("buttress.pool")
+
+EV_CONNECT: Final = ("buttress", "pool", "connect")
+EV_CHECKOUT: Final = ("buttress", "pool", "checkout")
+EV_CHECKIN: Final = ("buttress", "pool", "checkin")
+EV_CHECK: Final = ("buttress", "pool", "check")
+EV_TIMEOUT: Final = ("buttress", "pool", "timeout")
+EV_MEMBER_CLOSE: Final = ("buttress", "pool", "close")
+EV_POOL_CLOSED: Final = ("buttress", "pool", "shutdown")
+
+# Use the pool's checkout_timeout.
+_CONFIGURED: Final[Any] = object()
+
+
+def _listening(name: tuple[str, ...]) -> bool:
+    # events.enabled(), which the lease's fast paths inline.
+    return bool(events._catch_all) or name in events._by_name
+
+
+def _default_close(resource: Any) -> Any:
+    close = getattr(resource, "close", None)
+    return close() if callable(close) else None
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _capture_stack() -> traceback.StackSummary:
+    # Only with leak_timeout set: the stack that took the member (the pool's own frames left
+    # out), for the leak report.
+    frames = (
+        (f, line)
+        for f, line in traceback.walk_stack(sys._getframe(1))
+        if os.path.dirname(f.f_code.co_filename) != _HERE
+    )
+    stack = traceback.StackSummary.extract(frames, limit=32, lookup_lines=False)
+    stack.reverse()
+    return stack
+
+
+class Lease:
+    """One checkout from an :class:`ConnectionPool`.
+
+    ``with pool.connection() as conn:`` checks out on entry and returns on exit. Keep
+    the lease to report a broken connection::
+
+        lease = pool.connection()
+        with lease as conn:
+            try:
+                conn.execute("...")
+            except OSError:
+                lease.invalidate()
+                raise
+
+    A lease from :meth:`ConnectionPool.checkout` belongs to the thread that took it: if it
+    ends without returning it, the pool destroys the member. ``adopt()`` hands it to the
+    current thread.
+    """
+
+    __slots__ = ("_invalid", "_member", "_pool", "_timeout")
+
+    def __init__(self, pool: ConnectionPool, timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._member: Member | None = None
+        # None, or what invalidate() said: whether to retire older members too.
+        self._invalid: bool | None = None
+
+    @property
+    def connection(self) -> Any:
+        """The pooled resource; only while the lease holds it."""
+        m = self._member
+        if m is None:
+            raise RuntimeError("this lease holds no connection (not entered, or returned)")
+        return m.resource
+
+    @property
+    def held(self) -> bool:
+        return self._member is not None
+
+    def invalidate(self, *, retire_older: bool = False) -> None:
+        """The connection is broken: destroy it when returned instead of reusing it.
+
+        ``retire_older`` also retires every member made before now (after a disconnect,
+        the others are usually dead too).
+        """
+        self._invalid = bool(self._invalid) or retire_older
+
+    def adopt(self) -> None:
+        """Make the current thread the holder (before the thread that took it ends)."""
+        m = self._member
+        if m is not None:
+            m.owner = current_owner()
+
+    def release(self) -> None:
+        """Return the connection to the pool (once; later calls do nothing)."""
+        self._pool._checkin(self, None)
+
+    def __enter__(self) -> Any:
+        if self._member is not None:
+            raise RuntimeError("this lease already holds a connection")
+        pool = self._pool
+        now = pool._monotonic()
+        m = pool._try_checkout(now)
+        if m is None or pool._slow_checkout:
+            m = pool._checkout_slow(m, now, self._timeout)
+        self._member = m
+        if events._catch_all or (events._by_name and EV_CHECKOUT in events._by_name):
+            pool._emit_checkout(m, now)
+        return m.resource
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        m = self._member
+        pool = self._pool
+        if m is not None and exc_type is None and self._invalid is None and pool._reset is None:
+            # The common case: nothing to run; put it back without the lock when possible.
+            self._member = None
+            now = pool._monotonic()
+            code = pool._try_checkin(m, now)
+            if events._catch_all or (events._by_name and EV_CHECKIN in events._by_name):
+                pool._emit_checkin(m, now, None)
+            if code != CHECKED_IN:
+                pool._checkin_locked(m, now, code)
+            return False
+        pool._checkin(self, exc_type)
+        return False
+
+    def __del__(self) -> None:
+        m = self._member
+        if m is not None:
+            self._pool._dropped(m)
+
+    def __repr__(self) -> str:
+        m = self._member
+        return f"<Lease {self._pool.name!r} {'member ' + str(m.id) if m else 'not held'}>"
+
+
+class ConnectionPool:
+    """A pool of any resource for threads: database connections, clients, sockets.
+
+    >>> pool = ConnectionPool(create=connect, max_size=10)     # doctest: +SKIP
+    >>> with pool.connection() as conn:                        # doctest: +SKIP
+    ...     conn.execute("SELECT 1")
+
+    ``create()`` makes a resource, ``close(resource)`` closes one (default: its ``close()``
+    method), ``check(resource)`` tells whether it still works (raising or returning False
+    means broken), ``reset(resource)`` runs on every return (raising means broken).
+    Each is a plain function.
+    ``invalidate_on`` lists exception types that, leaving a ``connection()`` block, mean the
+    connection broke: it is destroyed and every older member retired. Settings are the fields
+    of :class:`PoolConfig` (keywords, or ``config=``). Background work runs on ``scheduler=``
+    (:class:`Scheduler`); without one the pool owns one and stops it on :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        create: Callable[[], Any],
+        close: Callable[[Any], Any] | None = None,
+        check: Callable[[Any], Any] | None = None,
+        reset: Callable[[Any], Any] | None = None,
+        name: str = "pool",
+        invalidate_on: tuple[type[BaseException], ...] = (),
+        config: PoolConfig | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        seed: int | None = None,
+        scheduler: Scheduler | None = None,
+        **settings: Any,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigError("name", f"must be a non-empty string, got {name!r}")
+        for arg, fn in (("create", create), ("close", close), ("check", check), ("reset", reset)):
+            if (fn is not None or arg == "create") and not callable(fn):
+                raise ConfigError(arg, f"must be callable, got {fn!r}")
+        if isinstance(invalidate_on, type):
+            invalidate_on = (invalidate_on,)
+        if not isinstance(invalidate_on, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in invalidate_on
+        ):
+            raise ConfigError(
+                "invalidate_on", f"must be a tuple of exception types, got {invalidate_on!r}"
+            )
+        unknown = sorted(set(settings) - FIELDS)
+        if unknown:
+            raise ConfigError(
+                unknown[0], f"unknown pool setting (known: {', '.join(sorted(FIELDS))})"
+            )
+        if config is not None and not isinstance(config, PoolConfig):
+            raise ConfigError("config", f"must be a PoolConfig, got {config!r}")
+        if config is None:
+            config = PoolConfig(**settings)
+        elif settings:
+            config = PoolConfig(**{**{f: getattr(config, f) for f in FIELDS}, **settings})
+        if config.health_check_strategy != "passive" and check is None:
+            raise ConfigError(
+                "check",
+                f"health_check_strategy={config.health_check_strategy!r} needs a check callable",
+            )
+        if scheduler is not None and not isinstance(scheduler, Scheduler):
+            raise ConfigError("scheduler", f"must be an Scheduler, got {scheduler!r}")
+
+        self.name = name
+        self.config = config
+        self._checkout_timeout = config.checkout_timeout
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._monotonic = self.clock.monotonic
+        self._create = create
+        self._close = close if close is not None else _default_close
+        self._check = check
+        self._reset = reset
+        self._invalidate_on = invalidate_on
+        self._state = PoolState(
+            config, name=name, rng=rng if rng is not None else random.Random(seed)
+        )
+        self._lock = Lock()
+        # The leases' fast paths, bound once.
+        self._try_checkout = self._state.try_checkout
+        self._try_checkin = self._state.try_checkin
+        self._track_leaks = config.leak_timeout is not None
+        # The lease's fast path hands over to _checkout_slow for anything beyond a pop.
+        self._slow_checkout = self._track_leaks or self._state.checks_on_checkout
+        self._closing: deque[tuple[Member, str]] = deque()
+        self._closer_scheduled = False
+        self._dropped_leases: deque[Member] = deque()
+        self._started = False
+        self._shut_down = False
+        self._next_maintenance: Handle | None = None
+        self._handles: list[Handle] = []
+        self._owns_scheduler = scheduler is None
+        self._scheduler = (
+            scheduler
+            if scheduler is not None
+            else Scheduler(clock=self.clock, name=f"buttress-pool-{name}")
+        )
+        # When the pool is dropped unclosed: stop its jobs (and its own scheduler).
+        weakref.finalize(self, _forget, self._scheduler, self._owns_scheduler, self._handles)
+
+    # -- borrowing -------------------------------------------------------------------------------
+
+    def connection(self, timeout: float | None = _CONFIGURED) -> Lease:
+        """A lease to use with ``with``: checks out on entry, returns on exit.
+
+        Waits up to ``timeout`` seconds (default: ``checkout_timeout``; None: for ever) and
+        raises :class:`~buttress.PoolTimeoutError` when nothing came free.
+        """
+        if timeout is _CONFIGURED:
+            return Lease(self, self._checkout_timeout)
+        if timeout is not None and not timeout >= 0:
+            raise ConfigError("timeout", f"must be >= 0 or None, got {timeout!r}")
+        return Lease(self, timeout)
+
+    def checkout(self, timeout: float | None = _CONFIGURED) -> Lease:
+        """Check out now; give it back with ``lease.release()``.
+
+        Such a lease belongs to the current thread: if it ends without releasing it,
+        housekeeping destroys the member and makes another (``lease.adopt()`` moves it to
+        another thread). A ``connection()`` block needs no such watch: it always returns.
+        """
+        lease = self.connection(timeout)
+        lease.__enter__()
+        m = lease._member
+        assert m is not None
+        m.owner = current_owner()
+        return lease
+
+    def _checkout_slow(self, m: Member | None, started: float, timeout: float | None) -> Member:
+        state = self._state
+        deadline = None if timeout is None else started + timeout
+        now = started
+        while True:
+            if m is None:
+                m = self._wait_for_member(now, started, deadline)
+                now = self._monotonic()
+            if state.checks_on_checkout and state.due_for_check(m, now):
+                if not self._run_check(m, "checkout"):
+                    with self._lock:
+                        state.checkout_check_failed(m, self._monotonic())
+                        fx = state.take_effects()
+                    if fx is not None:
+                        self._finish(fx)
+                    m = None
+                    now = self._monotonic()
+                    continue
+                now = self._monotonic()
+                state.checked_out_ok(m, now)
+            m.acquired = now
+            if self._track_leaks:
+                m.stack = _capture_stack()
+                m.leak_reported = False
+            return m
+
+    def _wait_for_member(self, now: float, started: float, deadline: float | None) -> Member:
+        state = self._state
+        if not self._started:
+            self._start()
+        waiter = Waiter(Cell())
+        try:
+            with self._lock:
+                try:
+                    m = state.checkout(now, waiter)
+                finally:
+                    fx = state.take_effects()
+        except PoolTimeoutError:
+            self._emit_timeout(0.0, "queue_full")
+            raise
+        if fx is not None:
+            self._finish(fx)
+        if m is not None:
+            return m
+        remaining = None if deadline is None else deadline - self._monotonic()
+        try:
+            woken = waiter.cell.wait(remaining)
+        except BaseException:
+            # Cancelled (or interrupted) while waiting: a member handed over meanwhile is
+            # passed on. No here, so a second cancellation cannot lose it either.
+            with self._lock:
+                state.abandon(waiter, self._monotonic(), timed_out=False)
+                fx = state.take_effects()
+            if fx is not None:
+                self._apply(fx)
+            raise
+        if not woken:
+            now = self._monotonic()
+            with self._lock:
+                state.abandon(waiter, now, timed_out=True)
+                fx = state.take_effects()
+            if fx is not None:
+                self._finish(fx)
+            if waiter.state != SHUT_OUT:
+                waited = now - started
+                self._emit_timeout(waited, "timeout")
+                raise PoolTimeoutError(self.name, waited=waited) from state.last_connect_error
+        if waiter.state == SHUT_OUT:
+            raise PoolClosedError(f"pool {self.name!r} closed while waiting for a connection")
+        m = waiter.member
+        assert m is not None
+        return m
+
+    def _checkin(self, lease: Lease, exc_type: type[BaseException] | None) -> None:
+        m = lease._member
+        if m is None:
+            return
+        lease._member = None
+        m.owner = None  # taken with checkout(): no longer watched
+        invalid, lease._invalid = lease._invalid, None
+        broken = None if invalid is None else "invalidated"
+        retire_older = bool(invalid)
+        if exc_type is not None and broken is None and issubclass(exc_type, self._invalidate_on):
+            broken, retire_older = "error", True
+        interrupted: BaseException | None = None
+        if broken is None and self._reset is not None:
+            try:
+                call(self._reset, m.resource)
+            except BaseException as exc:
+                broken = "reset_failed"
+                _log.warning(
+                    "pool %r: reset failed; member %d destroyed", self.name, m.id, exc_info=exc
+                )
+                if not isinstance(exc, Exception):
+                    interrupted = exc  # cancelled during reset: return the member, then re-raise
+        now = self._monotonic()
+        if _listening(EV_CHECKIN):
+            self._emit_checkin(m, now, broken)
+        code = NEEDS_LOCK
+        if broken is None:
+            code = self._state.try_checkin(m, now)
+            if code == CHECKED_IN:
+                return
+        self._checkin_locked(m, now, code, broken, retire_older, interrupted)
+
+    def _checkin_locked(
+        self,
+        m: Member,
+        now: float,
+        code: int,
+        broken: str | None = None,
+        retire_older: bool = False,
+        interrupted: BaseException | None = None,
+    ) -> None:
+        state = self._state
+        with self._lock:
+            if code == NEEDS_SERVE:
+                state.serve(now)
+            else:
+                state.checkin(m, now, broken=broken, retire_older=retire_older)
+            fx = state.take_effects()
+        if fx is not None:
+            if interrupted is not None:
+                self._apply(fx)  # no while a cancellation is on its way out
+            else:
+                self._finish(fx)
+        if interrupted is not None:
+            raise interrupted
+
+    def _dropped(self, m: Member) -> None:
+        # From a lease's finalizer, in any thread, perhaps inside our own lock: only atomic
+        # appends and a lock-free scheduler request here.
+        self._dropped_leases.append(m)
+        if not self._shut_down:
+            self._scheduler.call_later(0.0, weak_job(self.run_maintenance))
+
+    # -- background work ---------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._started or self._shut_down:
+            return
+        self._started = True
+        interval = self.config.housekeeping_interval
+        self._handles.append(
+            self._scheduler.call_every(interval, weak_job(self.run_maintenance), jitter=0.1)
+        )
+        with self._lock:
+            self._state.open(self._monotonic())
+            fx = self._state.take_effects()
+        if fx is not None:
+            self._apply(fx)
+
+    def open(self, *, wait: bool = False) -> None:
+        """Start the pool: keep ``min_size`` members and housekeeping running.
+
+        A pool also starts by itself at its first checkout. With ``wait``, the missing
+        ``min_size`` members are connected first, here, and a connect error is raised.
+        """
+        if self._shut_down:
+            raise PoolClosedError(f"pool {self.name!r} is closed")
+        if wait:
+            while True:
+                with self._lock:
+                    go = self._state.reserve_connect()
+                if not go:
+                    break
+                self._connect(raise_errors=True)
+        self._start()
+
+    def _connect(self, *, raise_errors: bool = False) -> None:
+        state = self._state
+        if self._shut_down and not raise_errors:
+            with self._lock:
+                state.connecting = False  # booked before the close, on a shared scheduler
+            return
+        t0 = self._monotonic()
+        try:
+            resource = call(self._create)
+        except BaseException as exc:
+            now = self._monotonic()
+            with self._lock:
+                backoff = state.connect_failed(now, exc)
+                fx = state.take_effects()
+            if isinstance(exc, Exception):
+                _log.warning(
+                    "pool %r: connect failed (%r); next attempt in %.3fs", self.name, exc, backoff
+                )
+            if _listening(EV_CONNECT):
+                events.emit(
+                    EV_CONNECT,
+                    {"duration": now - t0, "retry_in": backoff},
+                    {"pool": self.name, "member": None, "ok": False, "error": repr(exc)},
+                )
+            if fx is not None:
+                self._apply(fx)
+            if raise_errors or not isinstance(exc, Exception):
+                raise
+            return
+        now = self._monotonic()
+        with self._lock:
+            m = state.connected(resource, now)
+            fx = state.take_effects()
+        if _listening(EV_CONNECT):
+            events.emit(
+                EV_CONNECT,
+                {"duration": now - t0, "retry_in": 0.0},
+                {"pool": self.name, "member": m.id if m else None, "ok": True, "error": None},
+            )
+        if fx is not None:
+            self._finish(fx)
+
+    def run_maintenance(self) -> None:
+        """Housekeeping, run by the scheduler; tests call it directly.
+
+        Destroys and replaces members whose borrower died or whose lease was dropped, applies
+        ``max_lifetime``, ``overflow_ttl`` and ``idle_timeout`` to idle members, runs the
+        active health checks that are due, reports leaks, tops up to ``min_size``, closes
+        retired members, and books itself for when something is next due.
+        """
+        if self._shut_down:
+            return
+        state = self._state
+        now = self._monotonic()
+        with self._lock:
+            self._reap(now)
+            due = state.maintain(now)
+            fx = state.take_effects()
+        if fx is not None:
+            checks = self._apply(fx)
+            for m in checks:
+                ok = self._run_check(m, "idle")
+                with self._lock:
+                    state.check_done(m, ok, self._monotonic())
+                    fx = state.take_effects()
+                if fx is not None:
+                    self._apply(fx)
+        self._close_retired()
+        if due is not None:
+            self._book_maintenance(due, now)
+
+    def _reap(self, now: float) -> None:
+        # Under the lock: members whose borrower is gone are destroyed (never reused: their
+        # state is unknown) and replaced.
+        state = self._state
+        for m in state.in_use():
+            if not owner_alive(m.owner):
+                _log.warning(
+                    "pool %r: member %d was held by %r, which ended without returning it; "
+                    "destroyed",
+                    self.name,
+                    m.id,
+                    m.owner,
+                )
+                state.discard(m, "dead_borrower", now)
+        dropped = self._dropped_leases
+        while dropped:
+            m = dropped.popleft()
+            if m.state == IN_USE:
+                _log.warning(
+                    "pool %r: a lease on member %d was dropped without being returned; destroyed",
+                    self.name,
+                    m.id,
+                )
+                state.discard(m, "dropped", now)
+
+    def _book_maintenance(self, due: float, now: float) -> None:
+        # The periodic run comes every housekeeping_interval; book an extra one when a limit
+        # falls due before that, so no member outlives max_lifetime by a housekeeping period.
+        if due >= now + self.config.housekeeping_interval:
+            return
+        booked = self._next_maintenance
+        if booked is not None and not booked.cancelled and booked.deadline <= due:
+            return
+        if booked is not None:
+            booked.cancel()
+        self._next_maintenance = self._scheduler.call_later(
+            max(0.0, due - now), weak_job(self.run_maintenance)
+        )
+
+    def _run_check(self, m: Member, when: str) -> bool:
+        assert self._check is not None
+        t0 = self._monotonic()
+        error: BaseException | None = None
+        try:
+            ok = (call(self._check, m.resource)) is not False
+        except Exception as exc:
+            ok, error = False, exc
+        except BaseException:
+            # Interrupted mid-check: the member's state is unknown, so it goes.
+            with self._lock:
+                self._state.discard(m, "check_failed", self._monotonic())
+                fx = self._state.take_effects()
+            if fx is not None:
+                self._apply(fx)
+            raise
+        if not ok:
+            _log.info("pool %r: member %d failed its %s check: %r", self.name, m.id, when, error)
+        if _listening(EV_CHECK):
+            events.emit(
+                EV_CHECK,
+                {"duration": self._monotonic() - t0},
+                {**self._meta(m), "ok": ok, "when": when, "error": repr(error) if error else None},
+            )
+        return ok
+
+    # -- carrying out the core's decisions ---------------------------------------------------------
+
+    def _apply(self, fx: Effects) -> list[Member]:
+        """Do what never waits: wake waiters, emit events, book connects and closes.
+
+        Returns the members reserved for a health check (only housekeeping gets any).
+        """
+        for w in fx.handoffs:
+            if not w.cell.wake():
+                # Its thread gave up (timeout, cancellation) before it could take the member:
+                # pass it on.
+                with self._lock:
+                    self._state.abandon(w, self._monotonic(), timed_out=w.cell.timed_out())
+                    more = self._state.take_effects()
+                if more is not None:
+                    self._apply(more)
+        if fx.notes:
+            self._emit_notes(fx.notes)
+        if fx.close:
+            self._closing.extend(fx.close)
+            if not self._closer_scheduled and not self._state.closed:
+                self._closer_scheduled = True
+                self._scheduler.call_later(0.0, weak_job(self._close_retired_job))
+        if fx.connect_in is not None:
+            if self._shut_down:
+                with self._lock:
+                    self._state.connecting = False
+            else:
+                self._scheduler.call_later(fx.connect_in, weak_job(self._connect))
+        return fx.check
+
+    def _finish(self, fx: Effects) -> None:
+        self._apply(fx)
+        if self._state.closed:
+            self._close_retired()  # the closer job may be gone with the scheduler
+
+    def _close_retired_job(self) -> None:
+        self._closer_scheduled = False
+        self._close_retired()
+
+    def _close_retired(self) -> None:
+        closing = self._closing
+        while closing:
+            try:
+                m, reason = closing.popleft()
+            except IndexError:
+                return
+            t0 = self._monotonic()
+            error: BaseException | None = None
+            try:
+                call(self._close, m.resource)
+            except Exception as exc:
+                error = exc
+                _log.warning("pool %r: closing member %d failed: %r", self.name, m.id, exc)
+            if _listening(EV_MEMBER_CLOSE):
+                now = self._monotonic()
+                events.emit(
+                    EV_MEMBER_CLOSE,
+                    {"duration": now - t0, "age": now - m.created, "uses": m.uses},
+                    {**self._meta(m), "reason": reason, "error": repr(error) if error else None},
+                )
+
+    # -- telemetry ---------------------------------------------------------------------------------
+
+    def _meta(self, m: Member) -> dict[str, Any]:
+        return {"pool": self.name, "member": m.id}
+
+    def _emit_checkout(self, m: Member, started: float) -> None:
+        events.emit(EV_CHECKOUT, {"wait": m.acquired - started}, self._meta(m))
+
+    def _emit_checkin(self, m: Member, now: float, broken: str | None) -> None:
+        events.emit(EV_CHECKIN, {"held": now - m.acquired}, {**self._meta(m), "broken": broken})
+
+    def _emit_timeout(self, waited: float, reason: str) -> None:
+        _log.info("pool %r: checkout gave up after %.3fs (%s)", self.name, waited, reason)
+        if _listening(EV_TIMEOUT):
+            events.emit(
+                EV_TIMEOUT,
+                {"waited": waited, "waiting": self._state.n_waiting},
+                {"pool": self.name, "reason": reason},
+            )
+
+    def _emit_notes(self, notes: list[tuple[str, Member | None, str]]) -> None:
+        now = self._monotonic()
+        for kind, m, reason in notes:
+            if m is None:
+                continue
+            if reason == "leak_timeout":  # dead borrowers and dropped leases: see _reap
+                stack = "".join(m.stack.format()) if m.stack is not None else None
+                _log.warning(
+                    "pool %r: member %d held for %.3fs by %r (%s)%s",
+                    self.name,
+                    m.id,
+                    now - m.acquired,
+                    m.owner,
+                    reason,
+                    f"; taken at:\n{stack}" if stack else "",
+                )
+            name = ("buttress", "pool", kind)
+            if not _listening(name):
+                continue
+            if kind == "expire":
+                meas = {"age": now - m.created, "idle": now - m.idle_since}
+                md = {**self._meta(m), "reason": reason}
+            elif kind == "invalidate":
+                meas = {"age": now - m.created}
+                md = {**self._meta(m), "reason": reason}
+            elif kind == "leak":
+                meas = {"held": now - m.acquired}
+                md = {
+                    **self._meta(m),
+                    "reason": reason,
+                    "owner": repr(m.owner),
+                    "stack": "".join(m.stack.format()) if m.stack is not None else None,
+                }
+            else:  # overflow
+                meas = {"size": float(len(self._state.members))}
+                md = self._meta(m)
+            events.emit(name, meas, md)
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def stats(self) -> PoolStats:
+        """The pool's numbers now (see :class:`PoolStats`)."""
+        with self._lock:
+            return self._state.stats()
+
+    @property
+    def closed(self) -> bool:
+        return self._shut_down
+
+    # -- closing -----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close: waiters get :class:`~buttress.PoolClosedError`, idle members are closed now,
+        members in use when they come back; housekeeping stops. Idempotent."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        for h in self._handles:
+            h.cancel()
+        if self._next_maintenance is not None:
+            self._next_maintenance.cancel()
+        with self._lock:
+            self._state.close()
+            fx = self._state.take_effects()
+        if fx is not None:
+            self._apply(fx)
+        self._close_retired()
+        if self._owns_scheduler:
+            self._scheduler.close()
+        if _listening(EV_POOL_CLOSED):
+            s = self.stats()
+            events.emit(
+                EV_POOL_CLOSED,
+                {"in_use": float(s.in_use), "checkouts": float(s.checkouts)},
+                {"pool": self.name},
+            )
+
+    def __enter__(self) -> ConnectionPool:
+        """Open and connect ``min_size`` members first (a connect error is raised here)."""
+        self.open(wait=True)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        s = self._state
+        state = "closed" if self._shut_down else f"size={len(s.members)} idle={len(s.idle)}"
+        return f"<ConnectionPool {self.name!r} {state} max_size={self.config.max_size}>"
+
+
+def _forget(scheduler: Scheduler, owned: bool, handles: list[Handle]) -> None:
+    for h in handles:
+        h.cancel()
+    if owned:
+        stop_nowait(scheduler)

@@ -1,0 +1,155 @@
+"""AsyncConnectionPool with real tasks: cancellation never loses or double-issues a member."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from _pool_support import Factory, asettle
+
+from buttress import AsyncConnectionPool, AsyncLease, PoolClosedError
+
+
+async def run_ready_tasks() -> None:
+    # One turn of the loop: every task made ready runs up to its next wait. Deterministic in
+    # asyncio; not a wait for time.
+    await asyncio.sleep(0)
+
+
+def make(factory: Factory, **settings: Any) -> AsyncConnectionPool:
+    settings.setdefault("housekeeping_interval", 1e6)
+    return AsyncConnectionPool(create=factory, **settings)
+
+
+def assert_all_back(pool: AsyncConnectionPool, size: int) -> None:
+    s = pool.stats()
+    assert (s.size, s.idle, s.in_use, s.waiting) == (size, size, 0, 0), s
+
+
+async def test_a_task_cancelled_while_waiting_leaks_nothing() -> None:
+    factory = Factory()
+    async with make(factory, min_size=1, max_size=1) as pool:
+        held = await pool.checkout()
+        waiter = asyncio.create_task(pool.checkout(timeout=None))
+        await run_ready_tasks()
+        assert pool.stats().waiting == 1
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        assert waiter.cancelled()
+        await held.release()
+        assert_all_back(pool, 1)
+        assert pool.stats().cancelled == 1
+
+
+async def test_a_task_cancelled_at_the_moment_of_handoff_passes_the_member_on() -> None:
+    factory = Factory()
+    async with make(factory, min_size=1, max_size=1) as pool:
+        held = await pool.checkout()
+        first = asyncio.create_task(pool.checkout(timeout=None))
+        second = asyncio.create_task(pool.checkout(timeout=None))
+        await run_ready_tasks()
+        assert pool.stats().waiting == 2
+        await held.release()  # handed to `first`, which has not run yet ...
+        first.cancel()  # ... and is cancelled before it can take it
+        lease: AsyncLease = await second
+        assert lease.connection.number == 1
+        assert first.cancelled()
+        await lease.release()
+        assert_all_back(pool, 1)
+        s = pool.stats()
+        assert (s.checkouts, s.cancelled) == (2, 1)
+
+
+async def test_a_task_cancelled_while_holding_returns_the_member() -> None:
+    factory = Factory()
+    async with make(factory, min_size=1, max_size=1) as pool:
+        entered = asyncio.Event()
+
+        async def borrower() -> None:
+            async with pool.connection():
+                entered.set()
+                await asyncio.Event().wait()  # until cancelled
+
+        task = asyncio.create_task(borrower())
+        await entered.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert_all_back(pool, 1)
+        async with pool.connection() as conn:
+            assert conn.number == 1
+
+
+async def test_a_task_cancelled_during_reset_leaks_nothing() -> None:
+    factory = Factory()
+    resetting = asyncio.Event()
+
+    async def slow_reset(conn: Any) -> None:
+        resetting.set()
+        await asyncio.Event().wait()
+
+    async with make(factory, min_size=1, max_size=1, reset=slow_reset) as pool:
+
+        async def borrower() -> None:
+            async with pool.connection():
+                pass
+
+        task = asyncio.create_task(borrower())
+        await resetting.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asettle(pool)
+        # Its state unknown, the member was destroyed and replaced.
+        assert factory.made[0].closed
+        assert_all_back(pool, 1)
+
+
+async def test_a_task_that_finished_holding_a_lease_gets_it_destroyed() -> None:
+    factory = Factory()
+    async with make(factory, min_size=1, max_size=1) as pool:
+        kept: list[AsyncLease] = []
+
+        async def borrower() -> None:
+            kept.append(await pool.checkout())
+
+        await asyncio.create_task(borrower())
+        await pool.run_maintenance()
+        await asettle(pool)
+        assert factory.made[0].closed
+        assert_all_back(pool, 1)
+        assert pool.stats().evictions == {"dead_borrower": 1}
+        await kept[0].release()  # too late: a no-op
+        assert_all_back(pool, 1)
+
+
+async def test_aclose_releases_waiting_tasks() -> None:
+    factory = Factory()
+    pool = make(factory, min_size=1, max_size=1)
+    await pool.open(wait=True)
+    held = await pool.checkout()
+    waiters = [asyncio.create_task(pool.checkout(timeout=None)) for _ in range(3)]
+    await run_ready_tasks()
+    await pool.aclose()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert [type(r) for r in results] == [PoolClosedError] * 3
+    await held.release()
+    assert factory.made[0].closed
+    assert pool._scheduler.closed
+
+
+async def test_many_tasks_share_few_members_fairly() -> None:
+    """100 tasks on 10 members: everyone is served, in order, nobody twice at once."""
+    factory = Factory()
+    order: list[int] = []
+    async with make(factory, min_size=10, max_size=10, checkout_timeout=None) as pool:
+
+        async def borrower(i: int) -> None:
+            async with pool.connection() as conn:
+                assert not conn.in_use
+                conn.in_use = True
+                order.append(i)
+                await asyncio.sleep(0)
+                conn.in_use = False
+
+        await asyncio.gather(*(borrower(i) for i in range(100)))
+        assert order == list(range(100))  # FIFO: served in the order they asked
+        assert_all_back(pool, 10)

@@ -1,0 +1,159 @@
+"""The shared scheduler: one thread (or task) running timed jobs; never killed by a job."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import threading
+from typing import Any
+
+import pytest
+
+from buttress import AsyncScheduler, ManualClock, Scheduler
+
+
+def test_jobs_run_in_deadline_order_when_due(clock: ManualClock) -> None:
+    sched = Scheduler(clock=clock, background=False)
+    ran: list[str] = []
+    sched.call_later(5.0, lambda: ran.append("late"))
+    sched.call_later(1.0, lambda: ran.append("early"))
+    sched.call_later(0.0, lambda: ran.append("now"))
+    assert sched.run_due() == 1
+    clock.advance(5.0)
+    assert sched.run_due() == 2
+    assert ran == ["now", "early", "late"]
+    assert sched.run_due() == 0
+
+
+def test_periodic_jobs_repeat_within_their_jitter(clock: ManualClock) -> None:
+    sched = Scheduler(clock=clock, background=False, rng=random.Random(3))
+    times: list[float] = []
+    handle = sched.call_every(10.0, lambda: times.append(clock.monotonic()), jitter=0.2)
+    for _ in range(200):
+        clock.advance(0.5)
+        sched.run_due()
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) >= 8
+    assert all(7.5 <= g <= 12.5 for g in gaps), gaps  # 10 ± 20 %, plus the 0.5 s steps
+    assert len({round(g, 1) for g in gaps}) > 1  # jittered
+    sched.cancel(handle)
+    clock.advance(100.0)
+    assert sched.run_due() == 0
+
+
+def test_cancelled_jobs_never_run(clock: ManualClock) -> None:
+    sched = Scheduler(clock=clock, background=False)
+    ran: list[int] = []
+    h = sched.call_later(1.0, lambda: ran.append(1))
+    h.cancel()
+    clock.advance(2.0)
+    assert sched.run_due() == 0
+    assert ran == []
+
+
+def test_a_raising_job_is_logged_and_the_thread_carries_on(caplog: Any) -> None:
+    sched = Scheduler(name="test-sched")
+    done = threading.Event()
+
+    def boom() -> None:
+        raise RuntimeError("job failed")
+
+    sched.call_later(0.0, boom)
+    sched.call_later(0.0, done.set)
+    assert done.wait(10.0)
+    sched.close()
+    assert "job failed" in caplog.text or any(
+        r.exc_info and "job failed" in str(r.exc_info[1]) for r in caplog.records
+    )
+    assert any(r.levelno == logging.ERROR for r in caplog.records)
+
+
+def test_close_stops_the_thread_and_drops_pending_jobs() -> None:
+    sched = Scheduler()
+    started = threading.Event()
+    sched.call_later(0.0, started.set)
+    assert started.wait(10.0)
+    thread = sched._thread
+    assert thread is not None
+    assert thread.daemon
+    assert thread.is_alive()
+    ran: list[int] = []
+    sched.call_later(3600.0, lambda: ran.append(1))
+    sched.close()
+    assert not thread.is_alive()
+    assert sched.closed
+    late = sched.call_later(0.0, lambda: ran.append(2))
+    assert late.cancelled
+    assert ran == []
+
+
+def test_scheduling_from_any_thread_wakes_the_scheduler() -> None:
+    sched = Scheduler()
+    done = threading.Event()
+    t = threading.Thread(target=lambda: sched.call_later(0.0, done.set))
+    t.start()
+    t.join()
+    assert done.wait(10.0)
+    sched.close()
+
+
+def test_bad_arguments_are_refused(clock: ManualClock) -> None:
+    sched = Scheduler(clock=clock, background=False)
+    with pytest.raises(ValueError, match="interval"):
+        sched.call_every(0.0, lambda: None)
+    with pytest.raises(ValueError, match="jitter"):
+        sched.call_every(1.0, lambda: None, jitter=1.0)
+    with pytest.raises(ValueError, match="delay"):
+        sched.call_later(-1.0, lambda: None)
+    with pytest.raises(TypeError):
+        sched.call_later(0.0, 42)  # type: ignore[arg-type]
+
+
+async def test_async_scheduler_awaits_coroutine_jobs_and_survives_errors(caplog: Any) -> None:
+    sched = AsyncScheduler()
+    done = asyncio.Event()
+
+    async def boom() -> None:
+        raise RuntimeError("async job failed")
+
+    async def finish() -> None:
+        done.set()
+
+    sched.call_later(0.0, boom)
+    sched.call_later(0.0, finish)
+    await asyncio.wait_for(done.wait(), 10.0)
+    assert "async job failed" in caplog.text or any(
+        r.exc_info and "async job failed" in str(r.exc_info[1]) for r in caplog.records
+    )
+    await sched.aclose()
+    assert sched.closed
+    assert sched._task is not None
+    assert sched._task.done()
+
+
+async def test_async_scheduler_takes_requests_from_other_threads() -> None:
+    sched = AsyncScheduler()
+    done = asyncio.Event()
+    sched.call_later(3600.0, lambda: None)  # starts the task on this loop
+    t = threading.Thread(target=lambda: sched.call_later(0.0, done.set))
+    t.start()
+    t.join()
+    await asyncio.wait_for(done.wait(), 10.0)
+    await sched.aclose()
+
+
+async def test_async_scheduler_manual_mode(clock: ManualClock) -> None:
+    sched = AsyncScheduler(clock=clock, background=False)
+    ran: list[str] = []
+
+    async def job() -> None:
+        ran.append("async")
+
+    sched.call_every(2.0, job)
+    sched.call_later(1.0, lambda: ran.append("sync"))
+    clock.advance(2.0)
+    assert await sched.run_due() == 2
+    assert ran == ["sync", "async"]
+    await sched.aclose()
