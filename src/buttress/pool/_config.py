@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Literal
 
-from ..breaker._config import _int_at_least, _positive  # the shared validators
+from .._validate import int_at_least as _int_at_least
+from .._validate import positive as _positive
 from ..errors import ConfigError
 
 Strategy = Literal["lifo", "fifo", "round_robin", "least_used"]
