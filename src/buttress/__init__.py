@@ -18,6 +18,7 @@ from .breaker import (
     Transition,
 )
 from .chaos import Chaos, Experiment, FaultInjector, FaultSettings
+from .config import Config, load_config
 from .errors import (
     BackendError,
     ButtressError,
@@ -30,6 +31,9 @@ from .errors import (
     RateLimitExceeded,
     RejectedError,
 )
+from .health import ComponentCheck, HealthReport, health_asgi_app, health_wsgi_app
+from .infrastructure import Infrastructure, Protection, ResourceSpec
+from .instrument import ServiceSnapshot
 from .memory import (
     MemoryLevel,
     MemoryManager,
@@ -71,6 +75,8 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
+    "ComponentCheck",
+    "Config",
     "ConfigError",
     "ConnectionPool",
     "Decision",
@@ -78,6 +84,8 @@ __all__ = [
     "Experiment",
     "FaultInjector",
     "FaultSettings",
+    "HealthReport",
+    "Infrastructure",
     "InjectedFault",
     "Lease",
     "LoadShedError",
@@ -93,20 +101,26 @@ __all__ = [
     "PoolConfig",
     "PoolStats",
     "PoolTimeoutError",
+    "Protection",
     "Psi",
     "RateLimitExceeded",
     "RateLimiter",
     "RateLimiterSnapshot",
     "RejectedError",
+    "ResourceSpec",
     "Scheduler",
     "Scope",
     "ScopeStatus",
+    "ServiceSnapshot",
     "SystemClock",
     "SystemProbe",
     "Transition",
     "__version__",
     "events",
+    "health_asgi_app",
+    "health_wsgi_app",
     "http",
+    "load_config",
 ]
 
 # Public names report themselves as ``buttress.X`` (in reprs, docs and pickles).

@@ -26,10 +26,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 __all__ = [
+    "ChaosSettings",
     "CircuitBreakerSettings",
     "Config",
     "FaultInjectionSettings",
+    "LimiterSettings",
     "MemoryManagerSettings",
+    "PoolSettings",
+    "RateLimitingSettings",
+    "ScopeSettings",
     "ServiceSettings",
     "load_config",
 ]
@@ -146,6 +151,164 @@ class ChaosSettings(_Section):
     seed: int | None = None
 
 
+# -- rate limiting -----------------------------------------------------------------------------
+
+Algorithm = Literal["token_bucket", "fixed_window", "sliding_window", "adaptive"]
+
+
+class ScopeSettings(_Section):
+    """One scope of a limiter (see docs/rate-limiting.md)."""
+
+    name: str
+    limit: Positive
+    window: Positive = 60.0
+    algorithm: Algorithm | None = None  # the limiter's algorithm when unset
+    burst: Positive | None = None
+    by: str | None = ""  # the context entry holding the id; "" = the scope's name
+    min_limit: Positive | None = None
+    max_limit: Positive | None = None
+    increase: Positive | None = None
+    decrease: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    cooldown: Annotated[float, Field(ge=0.0)] = 1.0
+    slow_call: Positive | None = None
+
+
+class LimiterSettings(_Section):
+    """A named limiter: explicit ``scopes``, or the guide's shorthand.
+
+    Shorthand: ``limit`` / ``window`` / ``burst`` make one shared scope (``global``); with
+    ``hierarchical = true`` they make the guide's three scopes: ``user`` (``limit``), ``org``
+    (10 x ``limit``) and ``global`` (100 x ``limit``).
+    """
+
+    algorithm: Algorithm | None = None  # default: rate_limiting.default_algorithm
+    scopes: list[ScopeSettings] | None = None
+    limit: Positive | None = None
+    window: Positive = 60.0
+    burst: Positive | None = None
+    hierarchical: bool = False
+    backend: str | None = None  # default: rate_limiting.backend
+    failure_policy: Literal["fail_open", "fail_closed"] | None = None
+    latency_budget: Positive = 0.005
+
+    @model_validator(mode="after")
+    def _has_scopes(self) -> LimiterSettings:
+        if self.scopes is None and self.limit is None:
+            raise ValueError("give either scopes or limit (the shorthand)")
+        if self.scopes is not None and self.limit is not None:
+            raise ValueError("give either scopes or limit (the shorthand), not both")
+        if self.scopes is not None:
+            names = [s.name for s in self.scopes]
+            if not names:
+                raise ValueError("scopes must not be empty")
+            if len(set(names)) != len(names):
+                raise ValueError(f"scope names must be unique, got {names}")
+        return self
+
+    def scope_list(self, default_algorithm: str) -> list[dict[str, Any]]:
+        """Keyword arguments for each :class:`~buttress.Scope`."""
+        algorithm = self.algorithm or default_algorithm
+        if self.scopes is not None:
+            out = []
+            for sc in self.scopes:
+                kw = sc.model_dump(exclude_none=False)
+                kw["algorithm"] = sc.algorithm or algorithm
+                out.append({k: v for k, v in kw.items() if v is not None or k == "by"})
+            return out
+        assert self.limit is not None
+        base = {"window": self.window, "algorithm": algorithm}
+        burst = self.burst
+        if not self.hierarchical:
+            return [{"name": "global", "limit": self.limit, "burst": burst, **base}]
+        return [
+            {"name": "user", "limit": self.limit, "burst": burst, **base},
+            {"name": "org", "limit": self.limit * 10, "burst": _times(burst, 10), **base},
+            {"name": "global", "limit": self.limit * 100, "burst": _times(burst, 100), **base},
+        ]
+
+
+def _times(x: float | None, k: int) -> float | None:
+    return None if x is None else x * k
+
+
+class RateLimitingSettings(_Section):
+    """Rate limiting: where state lives and the named limiters."""
+
+    default_algorithm: Algorithm = "token_bucket"
+    # "memory", "sqlite:///path/to/state.db" (or "sqlite://:memory:"), "redis://host:6379/0"
+    backend: str = "memory"
+    failure_policy: Literal["fail_open", "fail_closed"] = "fail_open"
+    max_keys: Annotated[int, Field(ge=1)] = 1_000_000
+    limiters: dict[str, LimiterSettings] = Field(default_factory=dict)
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_url(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("sqlite://", "redis://", "rediss://")):
+            raise ValueError(
+                f"must be 'memory', 'sqlite:///path' or 'redis://host:port/db', got {value!r}"
+            )
+        return value
+
+    @field_validator("limiters")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            _check_component_name(name)
+        return value
+
+
+# -- connection pools ----------------------------------------------------------------------------
+
+
+class PoolSettings(_Section):
+    """A connection pool (see docs/pool.md). ``factory`` makes a member from TOML.
+
+    ``factory`` is an import path such as ``"sqlite3:connect"`` called with ``args`` and
+    ``kwargs``; code can pass ``create=`` (and ``close=``, ``check=``, ``reset=``) to
+    :class:`~buttress.Infrastructure` instead. ``check_sql`` checks a DB-API connection by
+    running that statement.
+    """
+
+    factory: str | None = None
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    check_sql: str | None = None
+    is_async: bool = Field(False, alias="async")
+    min_size: Annotated[int, Field(ge=0)] = 0
+    max_size: Annotated[int, Field(ge=1)] = 10
+    max_overflow: Annotated[int, Field(ge=0)] = 0
+    overflow_ttl: Positive = 60.0
+    idle_timeout: Positive | None = 600.0
+    max_lifetime: Positive | None = 3600.0
+    lifetime_jitter: Fraction = 0.05
+    strategy: Literal["lifo", "fifo", "round_robin", "least_used"] = "lifo"
+    checkout_timeout: Positive | None = 30.0
+    max_waiting: Annotated[int, Field(ge=0)] | None = None
+    health_check_strategy: Literal["passive", "active", "mixed"] = "passive"
+    check_interval: Positive = 30.0
+    check_jitter: Fraction = 0.2
+    check_idle_after: Annotated[float, Field(ge=0.0)] = 0.5
+    leak_timeout: Positive | None = None
+    housekeeping_interval: Positive = 1.0
+    connect_backoff: Positive = 0.5
+    connect_backoff_max: Positive = 30.0
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> PoolSettings:
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size ({self.min_size}) must be <= max_size ({self.max_size})")
+        return self
+
+    def pool_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`~buttress.PoolConfig`."""
+        return self.model_dump(
+            exclude={"factory", "args", "kwargs", "check_sql", "is_async"}, by_alias=False
+        )
+
+
 # -- services ----------------------------------------------------------------------------------
 
 
@@ -168,11 +331,13 @@ class Config(_Section):
     """The whole configuration. Every section is optional."""
 
     circuit_breakers: dict[str, CircuitBreakerSettings] = Field(default_factory=dict)
+    rate_limiting: RateLimitingSettings = RateLimitingSettings()
+    connection_pools: dict[str, PoolSettings] = Field(default_factory=dict)
     memory_manager: MemoryManagerSettings = MemoryManagerSettings()
     chaos: ChaosSettings = ChaosSettings()
     services: dict[str, ServiceSettings] = Field(default_factory=dict)
 
-    @field_validator("circuit_breakers", "services")
+    @field_validator("circuit_breakers", "connection_pools", "services")
     @classmethod
     def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:

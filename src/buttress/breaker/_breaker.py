@@ -259,6 +259,14 @@ class CircuitBreaker:
         return self._m.level
 
     @property
+    def has_health_check(self) -> bool:
+        return self._health_check is not None
+
+    @property
+    def health_check_is_async(self) -> bool:
+        return self._health_is_async
+
+    @property
     def fault_injection(self) -> FaultInjector | None:
         return self._injector
 
@@ -524,6 +532,49 @@ class CircuitBreaker:
 
             return critical_wrapper
         return cast(Callable[P, Any], self._wrap(fn))
+
+    # -- the integrated layer's entry points ---------------------------------------------------
+
+    def begin(self, critical: bool = False) -> tuple[int, int, float]:
+        """Admit one call (raising when refused); pass the result to :meth:`end` afterwards.
+
+        The low-level pair under ``Infrastructure.protect``: no object per call, and the
+        lock-free path when closed. Fault injection on the breaker itself is applied.
+        """
+        m = self._m
+        gen = m.fast_gen
+        if gen >= 0 and not critical:
+            return gen, 0, 0.0
+        return self._enter_sync_cm(critical)
+
+    async def begin_async(self, critical: bool = False) -> tuple[int, int, float]:
+        """:meth:`begin` for asyncio callers (injected latency is awaited)."""
+        gen = self._m.fast_gen
+        if gen >= 0 and not critical:
+            return gen, 0, 0.0
+        return await self._enter_async_cm(critical)
+
+    def end(self, ticket: tuple[int, int, float], exc: BaseException | None = None) -> None:
+        """Record how a call admitted by :meth:`begin` ended (``exc`` is classified)."""
+        gen, probe, t0 = ticket
+        if exc is None and not probe and self._m.fast_gen == gen:
+            t = self._now()
+            m = self._m
+            if t < m.bucket_end:
+                pending = self._pending
+                pending.append(gen)
+                if len(pending) > 255:
+                    with self._lock:
+                        self._drain()
+                return
+            self._record(gen, 0, _SUCCESS, t, t0)
+            return
+        self._record(gen, probe, _SUCCESS if exc is None else self._classify(exc), self._now(), t0)
+
+    def release(self, ticket: tuple[int, int, float]) -> None:
+        """Give back a call admitted by :meth:`begin` that never ran (counts for nothing)."""
+        gen, probe, t0 = ticket
+        self._record(gen, probe, _CANCELLED, self._now(), t0)
 
     # -- context managers --------------------------------------------------------------------
 

@@ -1,0 +1,892 @@
+"""``Infrastructure``: every component built from one config, ``protect()``, and ``health()``.
+
+>>> with Infrastructure("app", {"circuit_breakers": {"payments": {}}}) as infra:  # doctest: +SKIP
+...     infra.call("payments", charge, order, context={"user_id": "u1", "org_id": "o1"})
+
+``protect`` runs, in order: memory check → rate limit → circuit breaker → pool checkout →
+chaos → the operation → outcome recorded (breaker, adaptive limiter, instrumentation). A layer
+that refuses raises its :class:`~buttress.RejectedError` and nothing after it runs; what an
+earlier layer took is given back (the rate-limit charge is refunded, the breaker permit
+released), so a refused call costs the caller nothing.
+
+One scheduler per infrastructure runs the background work: memory sampling, pool
+housekeeping and health checks, breaker health probes, limiter key sweeps. ``close()`` stops
+it all.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import random
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, ParamSpec, TypeVar
+
+from . import ratelimit as _rl
+from ._clock import Clock, SystemClock
+from ._scheduler import AsyncScheduler, Handle, Scheduler
+from .breaker import CircuitBreaker
+from .chaos import Chaos, FaultInjector
+from .config import Config, LimiterSettings, PoolSettings, load_config
+from .errors import ConfigError, PoolClosedError, PoolTimeoutError, RateLimitExceeded, RejectedError
+from .health import HealthReport, build_report
+from .instrument import METRICS, ServiceMetrics, instrument_callable
+from .memory import MemoryManager
+from .pool import AsyncConnectionPool, ConnectionPool, PoolConfig
+from .ratelimit import MemoryBackend, RateLimiter, Scope
+
+__all__ = ["Infrastructure", "Protection", "ResourceSpec"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    """How to make, close and check a pool's members, given in code (``pools=`` argument)."""
+
+    create: Callable[[], Any]
+    close: Callable[[Any], Any] | None = None
+    check: Callable[[Any], Any] | None = None
+    reset: Callable[[Any], Any] | None = None
+    invalidate_on: tuple[type[BaseException], ...] = ()
+
+
+@dataclass(slots=True)
+class _Route:
+    """What guards one service, resolved once."""
+
+    name: str
+    breaker: CircuitBreaker | None
+    limiter: RateLimiter | None
+    pool: ConnectionPool | None
+    apool: AsyncConnectionPool | None
+    injector: FaultInjector | None
+    metrics: ServiceMetrics
+    adaptive: bool
+    critical: bool
+    pool_name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Infrastructure:
+    """Breakers, limiters, pools, memory manager and chaos for one namespace.
+
+    ``config`` is a :class:`~buttress.config.Config`, a dict, a TOML path or ``None``;
+    ``BUTTRESS_...`` environment variables override it (pass ``env={}`` to ignore them).
+    ``pools`` supplies pool members from code: ``{"db": ResourceSpec(create=connect)}`` or
+    just ``{"db": connect}``. ``health_checks`` maps breaker names to health-check callables.
+    ``memory_probe`` replaces the memory manager's probe (tests, scenarios). ``background=False``
+    runs no scheduler thread: tests call :meth:`run_maintenance` instead.
+    """
+
+    def __init__(
+        self,
+        namespace: str = "default",
+        config: Config | Mapping[str, Any] | str | None = None,
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        pools: Mapping[str, ResourceSpec | Callable[[], Any]] | None = None,
+        health_checks: Mapping[str, Callable[[], Any]] | None = None,
+        memory_probe: Callable[[], Any] | None = None,
+        background: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if not isinstance(namespace, str) or not namespace or ":" in namespace:
+            raise ConfigError(
+                "namespace", f"must be a non-empty string without ':', got {namespace!r}"
+            )
+        cfg = load_config(config, env=env)
+        self.namespace = namespace
+        self.config = cfg
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._now = self.clock.monotonic
+        self._seed = seed
+        self._background = background
+        self._lock = threading.Lock()
+        self._closed = False
+        self._started = False
+        self._jobs: list[Handle] = []
+        self.scheduler = Scheduler(
+            clock=self.clock,
+            rng=self._rng("scheduler"),
+            name=f"buttress-{namespace}",
+            background=background,
+        )
+        self.async_scheduler: AsyncScheduler | None = None
+        self._health_checks = dict(health_checks or {})
+        unknown = sorted(set(self._health_checks) - set(cfg.circuit_breakers))
+        if unknown:
+            raise ConfigError(f"health_checks.{unknown[0]}", "names no breaker in circuit_breakers")
+
+        self.chaos = Chaos(
+            enabled=cfg.chaos.enabled,
+            seed=cfg.chaos.seed if cfg.chaos.seed is not None else seed,
+            clock=self.clock,
+        )
+        self.breakers: dict[str, CircuitBreaker] = {}
+        for name in cfg.circuit_breakers:
+            if name != "default":
+                self.breakers[name] = self._make_breaker(name, name)
+
+        self._backends: dict[str, Any] = {}
+        self.limiters: dict[str, RateLimiter] = {
+            name: self._make_limiter(name, s) for name, s in cfg.rate_limiting.limiters.items()
+        }
+
+        specs = {n: _spec(n, v) for n, v in (pools or {}).items()}
+        unknown = sorted(set(specs) - set(cfg.connection_pools))
+        if unknown:
+            raise ConfigError(f"pools.{unknown[0]}", "names no pool in connection_pools")
+        self._pool_specs = specs
+        self.pools: dict[str, ConnectionPool] = {}
+        self.async_pools: dict[str, AsyncConnectionPool] = {}
+        for name, s in cfg.connection_pools.items():
+            if not s.is_async:
+                self.pools[name] = self._make_pool(name, s)
+            else:
+                self._resource(name, s)  # fail now, not at astart(), on a bad factory
+
+        self.memory: MemoryManager | None = None
+        if cfg.memory_manager.enabled:
+            self.memory = MemoryManager(
+                clock=self.clock,
+                probe=memory_probe,
+                name=f"{namespace}.memory",
+                **cfg.memory_manager.manager_kwargs(),
+            )
+
+        self.services: dict[str, ServiceMetrics] = {}
+        self._routes: dict[str, _Route] = {}
+        for service in cfg.services:
+            self._route(service)  # resolve now: a bad reference is a config error
+        self._schedule_jobs()
+
+    # -- building ------------------------------------------------------------------------------
+
+    def _rng(self, name: str) -> random.Random | None:
+        return (
+            random.Random(f"{self._seed}/{self.namespace}/{name}")
+            if self._seed is not None
+            else None
+        )
+
+    def _make_breaker(self, name: str, table: str) -> CircuitBreaker:
+        settings = self.config.circuit_breakers[table]
+        path = f"circuit_breakers.{table}"
+        try:
+            breaker = CircuitBreaker(
+                name,
+                clock=self.clock,
+                rng=self._rng(f"breaker/{name}"),
+                health_check=self._health_checks.get(name),
+                **settings.breaker_kwargs(path),
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{path}.{exc.path}", exc.message) from None
+        fi = settings.fault_injection
+        if fi.enabled or fi.failure_rate or fi.latency is not None:
+            self.chaos.injector(
+                name,
+                enabled=fi.enabled,
+                failure_rate=fi.failure_rate,
+                latency=fi.latency,
+                latency_rate=fi.latency_rate,
+            )
+        return breaker
+
+    def _backend(self, url: str, path: str) -> Any:
+        backend = self._backends.get(url)
+        if backend is not None:
+            return backend
+        if url == "memory":
+            backend = MemoryBackend(max_keys=self.config.rate_limiting.max_keys)
+        else:
+            from_url = getattr(_rl, "backend_from_url", None)
+            if from_url is None:
+                raise ConfigError(path, f"backend {url!r} is not available in this build")
+            try:
+                backend = from_url(url)
+            except ConfigError as exc:
+                raise ConfigError(path, exc.message) from None
+        self._backends[url] = backend
+        return backend
+
+    def _make_limiter(self, name: str, s: LimiterSettings) -> RateLimiter:
+        path = f"rate_limiting.limiters.{name}"
+        rl = self.config.rate_limiting
+        backend = self._backend(
+            s.backend or rl.backend, f"{path}.backend" if s.backend else "rate_limiting.backend"
+        )
+        scopes = []
+        for i, kw in enumerate(s.scope_list(rl.default_algorithm)):
+            try:
+                scopes.append(Scope(**kw))
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{path}.scopes.{i}.{exc.path.split('.', 1)[-1]}", exc.message
+                ) from None
+        extra: dict[str, Any] = {}
+        if "failure_policy" in inspect.signature(RateLimiter).parameters:
+            extra["failure_policy"] = s.failure_policy or rl.failure_policy
+        try:
+            return RateLimiter(
+                scopes,
+                backend=backend,
+                namespace=self.namespace,
+                name=name,
+                clock=self.clock,
+                latency_budget=s.latency_budget,
+                **extra,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{path}.{exc.path}", exc.message) from None
+
+    def _resource(self, name: str, s: PoolSettings) -> ResourceSpec:
+        spec = self._pool_specs.get(name)
+        path = f"connection_pools.{name}"
+        if spec is None:
+            if s.factory is None:
+                raise ConfigError(
+                    f"{path}.factory",
+                    "is required (an import path such as 'sqlite3:connect'), "
+                    f"or pass pools={{{name!r}: create}} to Infrastructure",
+                )
+            factory = _import(f"{path}.factory", s.factory)
+            spec = ResourceSpec(create=functools.partial(factory, *s.args, **s.kwargs))
+        check = spec.check
+        if check is None and s.check_sql is not None:
+            check = functools.partial(_check_sql, s.check_sql)
+        return ResourceSpec(
+            create=spec.create,
+            close=spec.close or _close_member,
+            check=check,
+            reset=spec.reset,
+            invalidate_on=spec.invalidate_on,
+        )
+
+    def _make_pool(self, name: str, s: PoolSettings) -> ConnectionPool:
+        r = self._resource(name, s)
+        try:
+            return ConnectionPool(
+                create=r.create,
+                close=r.close,
+                check=r.check,
+                reset=r.reset,
+                invalidate_on=r.invalidate_on,
+                name=name,
+                config=PoolConfig(**s.pool_kwargs()),
+                clock=self.clock,
+                rng=self._rng(f"pool/{name}"),
+                scheduler=self.scheduler,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"connection_pools.{name}.{exc.path}", exc.message) from None
+
+    def _schedule_jobs(self) -> None:
+        every = self.scheduler.call_every
+        if self.memory is not None:
+            self._jobs.append(every(self.memory.check_interval, self.memory.maybe_sample))
+        for breaker in self.breakers.values():
+            if breaker.has_health_check and not breaker.health_check_is_async:
+                self._jobs.append(every(breaker.config.health_check_interval, breaker.check_health))
+        for limiter in self.limiters.values():
+            self._jobs.append(every(60.0, limiter.maintain))
+
+    def _route(self, service: str) -> _Route:
+        route = self._routes.get(service)
+        if route is not None:
+            return route
+        with self._lock:
+            route = self._routes.get(service)
+            if route is None:
+                route = self._routes[service] = self._build_route(service)
+        return route
+
+    def _build_route(self, service: str) -> _Route:
+        cfg = self.config
+        s = cfg.services.get(service)
+        path = f"services.{service}"
+
+        def pick(kind: str, choice: str | bool, table: Mapping[str, Any]) -> str | None:
+            if choice is False:
+                return None
+            if choice is True:
+                return service if service in table else None
+            if choice not in table:
+                raise ConfigError(f"{path}.{kind}", f"names no {kind} {choice!r}")
+            return choice
+
+        breaker_name = pick("breaker", s.breaker if s else True, cfg.circuit_breakers)
+        breaker = None
+        if breaker_name is not None:
+            breaker = self.breakers.get(breaker_name)
+        elif "default" in cfg.circuit_breakers and (s is None or s.breaker is True):
+            breaker = self.breakers[service] = self._make_breaker(service, "default")
+        limiter_name = pick("limiter", s.limiter if s else True, cfg.rate_limiting.limiters)
+        limiter = self.limiters.get(limiter_name) if limiter_name else None
+        pool_name = pick("pool", s.pool if s else True, cfg.connection_pools)
+        pool = self.pools.get(pool_name) if pool_name else None
+        adaptive = limiter is not None and any(sc.algorithm == "adaptive" for sc in limiter.scopes)
+        if adaptive and breaker is not None and limiter is not None:
+            limiter.attach_breaker(breaker)
+        metrics = self.services.get(service)
+        if metrics is None:
+            metrics = self.services[service] = ServiceMetrics(service)
+        injector_name = breaker.name if breaker is not None else service
+        injector = (
+            self.chaos.injector(injector_name) if injector_name in self.chaos.targets else None
+        )
+        return _Route(
+            name=service,
+            breaker=breaker,
+            limiter=limiter,
+            pool=pool,
+            apool=None,
+            injector=injector,
+            metrics=metrics,
+            adaptive=adaptive,
+            critical=bool(s and s.critical),
+            pool_name=pool_name,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> Infrastructure:
+        """Open the pools (filling ``min_size`` in the background). Idempotent."""
+        if self._closed:
+            raise RuntimeError(f"infrastructure {self.namespace!r} is closed")
+        if not self._started:
+            self._started = True
+            for pool in self.pools.values():
+                pool.open(wait=False)
+        return self
+
+    async def astart(self) -> Infrastructure:
+        """:meth:`start`, plus the asyncio side: the async scheduler and the async pools."""
+        self.start()
+        if self.async_scheduler is None:
+            self.async_scheduler = AsyncScheduler(
+                clock=self.clock,
+                name=f"buttress-{self.namespace}-async",
+                background=self._background,
+            )
+            for name, s in self.config.connection_pools.items():
+                if s.is_async:
+                    r = self._resource(name, s)
+                    pool = AsyncConnectionPool(
+                        create=r.create,
+                        close=r.close,
+                        check=r.check,
+                        reset=r.reset,
+                        invalidate_on=r.invalidate_on,
+                        name=name,
+                        config=PoolConfig(**s.pool_kwargs()),
+                        clock=self.clock,
+                        rng=self._rng(f"pool/{name}"),
+                        scheduler=self.async_scheduler,
+                    )
+                    self.async_pools[name] = pool
+                    await pool.open(wait=False)
+            for route in self._routes.values():
+                if route.pool_name in self.async_pools:
+                    route.apool = self.async_pools[route.pool_name]
+            for breaker in self.breakers.values():
+                if breaker.has_health_check and breaker.health_check_is_async:
+                    self._jobs.append(
+                        self.async_scheduler.call_every(
+                            breaker.config.health_check_interval, breaker.check_health_async
+                        )
+                    )
+        return self
+
+    def close(self) -> None:
+        """Stop the scheduler, close every pool and backend. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for job in self._jobs:
+            job.cancel()
+        for pool in self.pools.values():
+            pool.close()
+        self.scheduler.close()
+        for backend in self._backends.values():
+            closer = getattr(backend, "close", None)
+            if callable(closer):
+                closer()
+
+    async def aclose(self) -> None:
+        """Close the async pools and scheduler too."""
+        for pool in self.async_pools.values():
+            await pool.aclose()
+        if self.async_scheduler is not None:
+            self.async_scheduler.close()
+        self.close()
+
+    def __enter__(self) -> Infrastructure:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Infrastructure:
+        return await self.astart()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def run_maintenance(self) -> None:
+        """Run what the scheduler would run now (tests with ``background=False``)."""
+        self.scheduler.run_due()
+        for pool in self.pools.values():
+            pool.run_maintenance()
+
+    # -- protecting operations -------------------------------------------------------------
+
+    def protect(
+        self,
+        service: str,
+        *,
+        rate_key: Any = None,
+        context: Mapping[str, Any] | None = None,
+        critical: bool | None = None,
+        cost: float = 1,
+    ) -> Protection:
+        """A context manager (``with`` or ``async with``) guarding one operation.
+
+        ``context`` fills the limiter's scopes (``{"user_id": "u1", "org_id": "o1"}``);
+        ``rate_key`` is an id for a single-scope limiter (or the ``key`` entry beside a
+        context). ``critical`` calls are never shed (by memory or a degraded breaker).
+        ``guard.connection`` is the pooled member when the service has a pool.
+        """
+        route = self._route(service)
+        return Protection(
+            self,
+            route,
+            _rate_key(rate_key, context),
+            route.critical if critical is None else critical,
+            cost,
+        )
+
+    def call(
+        self,
+        service: str,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        rate_key: Any = None,
+        context: Mapping[str, Any] | None = None,
+        critical: bool | None = None,
+        cost: float = 1,
+        **kwargs: Any,
+    ) -> T:
+        """Run ``fn(*args, **kwargs)`` under :meth:`protect`.
+
+        When the service has a pool, the connection is passed first: ``fn(conn, *args)``.
+        """
+        route = self._route(service)
+        guard = Protection(
+            self,
+            route,
+            _rate_key(rate_key, context),
+            route.critical if critical is None else critical,
+            cost,
+        )
+        guard._enter()
+        try:
+            if guard._lease is not None:
+                result = fn(guard.connection, *args, **kwargs)
+            else:
+                result = fn(*args, **kwargs)
+        except BaseException as exc:
+            guard._exit(exc)
+            raise
+        guard._exit(None)
+        return result
+
+    async def call_async(
+        self,
+        service: str,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        rate_key: Any = None,
+        context: Mapping[str, Any] | None = None,
+        critical: bool | None = None,
+        cost: float = 1,
+        **kwargs: Any,
+    ) -> T:
+        """The async twin of :meth:`call` (awaits ``fn``; an async pool's connection first)."""
+        route = self._route(service)
+        guard = Protection(
+            self,
+            route,
+            _rate_key(rate_key, context),
+            route.critical if critical is None else critical,
+            cost,
+        )
+        await guard._aenter()
+        try:
+            if guard._alease is not None:
+                result = await fn(guard.connection, *args, **kwargs)
+            else:
+                result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            await guard._aexit(exc)
+            raise
+        await guard._aexit(None)
+        return result
+
+    def protected(
+        self,
+        service: str,
+        *,
+        rate_key: Any = None,
+        context: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
+        critical: bool | None = None,
+        cost: float = 1,
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+        """Decorate a sync or async function so every call runs under :meth:`protect`.
+
+        ``rate_key`` and ``context`` may be callables taking the function's arguments.
+        """
+
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def opts(args: Any, kwargs: Any) -> dict[str, Any]:
+                return {
+                    "rate_key": rate_key(*args, **kwargs) if callable(rate_key) else rate_key,
+                    "context": context(*args, **kwargs) if callable(context) else context,
+                    "critical": critical,
+                    "cost": cost,
+                }
+
+            if inspect.iscoroutinefunction(fn):
+
+                @functools.wraps(fn)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    return await self.call_async(service, fn, *args, **opts(args, kwargs), **kwargs)
+
+                return async_wrapper
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return self.call(service, fn, *args, **opts(args, kwargs), **kwargs)
+
+            return wrapper
+
+        return decorate
+
+    # -- instrumentation -----------------------------------------------------------------------
+
+    def instrument(
+        self, service: str, metrics: list[str] | tuple[str, ...] = METRICS
+    ) -> Callable[[T], T]:
+        """Decorate a function or class (its public methods) to record latency, throughput,
+        errors (and cache hits, via :meth:`cache_hit` / :meth:`cache_miss`) for ``service``."""
+        m = self._metrics(service, metrics)
+        now = self._now
+
+        def decorate(target: T) -> T:
+            return instrument_callable(target, m, now)  # type: ignore[no-any-return]
+
+        return decorate
+
+    def cache_hit(self, service: str) -> None:
+        """Count a cache hit for ``service``."""
+        self._metrics(service).cache_hit()
+
+    def cache_miss(self, service: str) -> None:
+        """Count a cache miss for ``service``."""
+        self._metrics(service).cache_miss()
+
+    def _metrics(
+        self, service: str, metrics: list[str] | tuple[str, ...] = METRICS
+    ) -> ServiceMetrics:
+        m = self.services.get(service)
+        if m is None:
+            with self._lock:
+                m = self.services.get(service)
+                if m is None:
+                    m = self.services[service] = ServiceMetrics(service, metrics)
+        return m
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def health(self) -> HealthReport:
+        """Every component's state and one overall status (see :mod:`buttress.health`)."""
+        mono = self._now()
+        pools: dict[str, Any] = {n: p.stats() for n, p in self.pools.items()}
+        pools.update({n: p.stats() for n, p in self.async_pools.items()})
+        return build_report(
+            self.namespace,
+            breakers={n: b.snapshot() for n, b in self.breakers.items()},
+            limiters={n: lim.snapshot() for n, lim in self.limiters.items()},
+            pools=pools,
+            memory=self.memory.snapshot() if self.memory is not None else None,
+            chaos=self.chaos.snapshot(),
+            time=self.clock.time(),
+            extra={"services": {n: m.snapshot(now=mono) for n, m in self.services.items()}},
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Infrastructure {self.namespace!r}: {len(self.breakers)} breakers, "
+            f"{len(self.limiters)} limiters, {len(self.pools) + len(self.async_pools)} pools>"
+        )
+
+
+class Protection:
+    """One protected operation: ``with infra.protect(...) as guard:`` (or ``async with``)."""
+
+    __slots__ = (
+        "_alease",
+        "_cost",
+        "_critical",
+        "_infra",
+        "_key",
+        "_lease",
+        "_limited",
+        "_route",
+        "_t0",
+        "_ticket",
+        "connection",
+    )
+
+    def __init__(
+        self, infra: Infrastructure, route: _Route, key: Any, critical: bool, cost: float
+    ) -> None:
+        self._infra = infra
+        self._route = route
+        self._key = key
+        self._critical = critical
+        self._cost = cost
+        self._limited = False
+        self._ticket: tuple[int, int, float] | None = None
+        self._lease: Any = None
+        self._alease: Any = None
+        self.connection: Any = None
+        self._t0 = 0.0
+
+    # The checks before the operation, shared by both paths.
+
+    def _admit(self) -> None:
+        """Memory, then the rate limit (in memory, nothing here waits)."""
+        infra, route = self._infra, self._route
+        mm = infra.memory
+        if mm is not None and mm.should_shed(self._critical):
+            try:
+                mm.raise_if_shedding(self._critical)
+            except RejectedError as exc:
+                route.metrics.record_rejection(exc)
+                raise
+        limiter = route.limiter
+        if limiter is not None:
+            self._limit(limiter.try_acquire(self._key, self._cost))
+
+    def _limit(self, d: Any) -> None:
+        if not d.allowed:
+            exc = RateLimitExceeded(d.scope, key=d.key, limit=d.limit, retry_after=d.retry_after)
+            self._route.metrics.record_rejection(exc)
+            raise exc
+        self._limited = True
+
+    def _undo(self, exc: RejectedError | None) -> None:
+        """A later layer refused: give back what earlier layers took."""
+        route = self._route
+        if self._ticket is not None and route.breaker is not None:
+            route.breaker.release(self._ticket)
+            self._ticket = None
+        if self._limited and route.limiter is not None:
+            route.limiter.refund(self._key, self._cost)
+            self._limited = False
+        if exc is not None:
+            route.metrics.record_rejection(exc)
+
+    def _enter(self) -> Protection:
+        self._admit()
+        route = self._route
+        breaker = route.breaker
+        if breaker is not None:
+            try:
+                self._ticket = breaker.begin(self._critical)
+            except RejectedError as exc:
+                self._undo(exc)
+                raise
+        if route.pool is not None:
+            lease = route.pool.connection()
+            try:
+                self.connection = lease.__enter__()
+            except (PoolTimeoutError, PoolClosedError) as exc:
+                self._undo(exc if isinstance(exc, RejectedError) else None)
+                raise
+            self._lease = lease
+        elif (
+            route.pool_name is not None
+            and route.apool is None
+            and route.pool_name in self._infra.config.connection_pools
+        ):
+            self._undo(None)
+            raise RuntimeError(
+                f"service {route.name!r} uses the async pool {route.pool_name!r}: "
+                "use call_async() / async with under `async with Infrastructure(...)`"
+            )
+        inj = route.injector
+        if inj is not None and self._infra.chaos.enabled:
+            fault = inj.decide()
+            if fault.delay:
+                self._infra.clock.sleep(fault.delay)
+            if fault.fail:
+                injected = inj.make_exception(fault)
+                self._t0 = self._infra._now()
+                self._exit(injected)
+                raise injected
+        self._t0 = self._infra._now()
+        return self
+
+    async def _aenter(self) -> Protection:
+        infra, route = self._infra, self._route
+        mm = infra.memory
+        if mm is not None and mm.should_shed(self._critical):
+            try:
+                mm.raise_if_shedding(self._critical)
+            except RejectedError as exc:
+                route.metrics.record_rejection(exc)
+                raise
+        limiter = route.limiter
+        if limiter is not None:
+            self._limit(await limiter.try_acquire_async(self._key, self._cost))
+        breaker = route.breaker
+        if breaker is not None:
+            try:
+                self._ticket = await breaker.begin_async(self._critical)
+            except RejectedError as exc:
+                self._undo(exc)
+                raise
+        if route.apool is not None:
+            lease = route.apool.connection()
+            try:
+                self.connection = await lease.__aenter__()
+            except (PoolTimeoutError, PoolClosedError) as exc:
+                self._undo(exc if isinstance(exc, RejectedError) else None)
+                raise
+            self._alease = lease
+        elif route.pool is not None:
+            self._undo(None)
+            raise RuntimeError(
+                f"service {route.name!r} uses the thread pool {route.pool_name!r}: use call() or "
+                "`with`, or set `async = true` on the pool for asyncio callers"
+            )
+        inj = route.injector
+        if inj is not None and infra.chaos.enabled:
+            fault = inj.decide()
+            if fault.delay:
+                await infra.clock.asleep(fault.delay)
+            if fault.fail:
+                injected = inj.make_exception(fault)
+                self._t0 = infra._now()
+                await self._aexit(injected)
+                raise injected
+        self._t0 = infra._now()
+        return self
+
+    def _record(self, exc: BaseException | None) -> None:
+        route = self._route
+        t = self._infra._now()
+        duration = t - self._t0
+        if self._ticket is not None and route.breaker is not None:
+            route.breaker.end(self._ticket, exc)
+            self._ticket = None
+        if route.adaptive and route.limiter is not None:
+            route.limiter.record(ok=exc is None, latency=duration)
+        route.metrics.record(duration, exc, now=t)
+
+    def _exit(self, exc: BaseException | None) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.__exit__(type(exc) if exc is not None else None, exc, None)
+        self._record(exc)
+
+    async def _aexit(self, exc: BaseException | None) -> None:
+        lease, self._alease = self._alease, None
+        if lease is not None:
+            await lease.__aexit__(type(exc) if exc is not None else None, exc, None)
+        self._record(exc)
+
+    def __enter__(self) -> Protection:
+        return self._enter()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        self._exit(exc)
+        return False
+
+    async def __aenter__(self) -> Protection:
+        return await self._aenter()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        await self._aexit(exc)
+        return False
+
+
+def _rate_key(rate_key: Any, context: Mapping[str, Any] | None) -> Any:
+    if isinstance(rate_key, tuple):
+        rate_key = ":".join(str(p) for p in rate_key)
+    if context is None:
+        return rate_key
+    if rate_key is None:
+        return context
+    return {**context, "key": rate_key}
+
+
+def _spec(name: str, value: ResourceSpec | Callable[[], Any]) -> ResourceSpec:
+    if isinstance(value, ResourceSpec):
+        return value
+    if callable(value):
+        return ResourceSpec(create=value)
+    raise ConfigError(f"pools.{name}", f"must be a ResourceSpec or a callable, got {value!r}")
+
+
+def _import(path: str, dotted: str) -> Callable[..., Any]:
+    module_name, sep, attr = dotted.partition(":")
+    if not sep:
+        module_name, _, attr = dotted.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(path, f"cannot import {dotted!r} (write 'module:callable')") from None
+    if not callable(obj):
+        raise ConfigError(path, f"{dotted!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def _close_member(member: Any) -> None:
+    close = getattr(member, "close", None)
+    if callable(close):
+        close()
+
+
+def _check_sql(sql: str, conn: Any) -> None:
+    execute = getattr(conn, "execute", None)
+    if callable(execute):
+        execute(sql)
+        return
+    cur = conn.cursor()
+    try:
+        cur.execute(sql)
+        cur.fetchall()
+    finally:
+        cur.close()

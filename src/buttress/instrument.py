@@ -1,0 +1,202 @@
+"""Service instrumentation: latency, throughput, errors and cache hits per service.
+
+``Infrastructure.protect`` records every protected call here; ``infra.instrument(...)``
+decorates any function or class; ``infra.cache_hit(service)`` / ``cache_miss`` count cache
+lookups. Snapshots feed the health report and the metrics exporters.
+
+>>> m = ServiceMetrics("catalog")
+>>> m.record(0.002, None, now=0.0)
+>>> m.cache_hit(); m.cache_miss()
+>>> s = m.snapshot(now=1.0)
+>>> s.calls, s.errors, s.cache_hit_ratio
+(1, 0, 0.5)
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar, cast
+
+from ._histogram import Histogram
+from .errors import ConfigError, RejectedError
+
+__all__ = ["METRICS", "ServiceMetrics", "ServiceSnapshot", "instrument_callable"]
+
+METRICS = ("latency", "throughput", "errors", "cache_hits")
+
+T = TypeVar("T")
+
+# Throughput is counted per second over the last minute.
+_SLOTS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSnapshot:
+    """One service's numbers. Latencies in seconds; ``throughput`` in calls per second."""
+
+    name: str
+    calls: int
+    errors: int
+    rejected: int
+    error_rate: float
+    errors_by_type: dict[str, int]
+    rejected_by_reason: dict[str, int]
+    throughput: float
+    latency_mean: float
+    latency_p50: float
+    latency_p95: float
+    latency_p99: float
+    latency_max: float
+    cache_hits: int
+    cache_misses: int
+    cache_hit_ratio: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ServiceMetrics:
+    """Thread-safe counters for one service (a short lock per record, no thread)."""
+
+    def __init__(self, name: str, metrics: Iterable[str] = METRICS) -> None:
+        wanted = tuple(metrics)
+        unknown = sorted(set(wanted) - set(METRICS))
+        if unknown:
+            raise ConfigError(
+                "metrics", f"unknown metric {unknown[0]!r} (known: {', '.join(METRICS)})"
+            )
+        self.name = name
+        self.metrics = wanted
+        self._lock = threading.Lock()
+        self._latency = Histogram()
+        self.calls = 0
+        self.errors = 0
+        self.rejected = 0
+        self._errors_by_type: dict[str, int] = {}
+        self._rejected_by_reason: dict[str, int] = {}
+        self._per_second = [0] * _SLOTS
+        self._second = 0
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    def record(self, duration: float, error: BaseException | None, *, now: float) -> None:
+        """Count one finished call (``error`` is what it raised, if anything)."""
+        sec = int(now)
+        with self._lock:
+            self.calls += 1
+            self._latency.record(duration)
+            if sec != self._second:
+                self._advance(sec)
+            self._per_second[sec % _SLOTS] += 1
+            if error is not None:
+                self.errors += 1
+                kind = type(error).__name__
+                self._errors_by_type[kind] = self._errors_by_type.get(kind, 0) + 1
+
+    def record_rejection(self, error: RejectedError) -> None:
+        """Count a call refused before it ran (by reason: the error's class name)."""
+        kind = type(error).__name__
+        with self._lock:
+            self.rejected += 1
+            self._rejected_by_reason[kind] = self._rejected_by_reason.get(kind, 0) + 1
+
+    def cache_hit(self) -> None:
+        with self._lock:
+            self.cache_hits += 1
+
+    def cache_miss(self) -> None:
+        with self._lock:
+            self.cache_misses += 1
+
+    def snapshot(self, *, now: float) -> ServiceSnapshot:
+        with self._lock:
+            self._advance(int(now))
+            h = self._latency
+            lookups = self.cache_hits + self.cache_misses
+            # the current second is partial: average over the full seconds before it
+            recent = sum(self._per_second) - self._per_second[int(now) % _SLOTS]
+            return ServiceSnapshot(
+                name=self.name,
+                calls=self.calls,
+                errors=self.errors,
+                rejected=self.rejected,
+                error_rate=self.errors / self.calls if self.calls else 0.0,
+                errors_by_type=dict(self._errors_by_type),
+                rejected_by_reason=dict(self._rejected_by_reason),
+                throughput=recent / (_SLOTS - 1),
+                latency_mean=h.mean,
+                latency_p50=h.percentile(50),
+                latency_p95=h.percentile(95),
+                latency_p99=h.percentile(99),
+                latency_max=h.max,
+                cache_hits=self.cache_hits,
+                cache_misses=self.cache_misses,
+                cache_hit_ratio=self.cache_hits / lookups if lookups else None,
+            )
+
+    def _advance(self, sec: int) -> None:
+        gap = sec - self._second
+        if gap <= 0:
+            return
+        for k in range(1, min(gap, _SLOTS) + 1):
+            self._per_second[(self._second + k) % _SLOTS] = 0
+        self._second = sec
+
+
+def instrument_callable(
+    target: Any, metrics: ServiceMetrics, monotonic: Callable[[], float]
+) -> Any:
+    """Wrap a function (sync or async) or every public method of a class."""
+    if inspect.isclass(target):
+        for attr, value in list(vars(target).items()):
+            if attr.startswith("_"):
+                continue
+            if isinstance(value, staticmethod | classmethod):
+                wrapped = type(value)(_wrap(value.__func__, metrics, monotonic))
+                setattr(target, attr, wrapped)
+            elif inspect.isfunction(value):
+                setattr(target, attr, _wrap(value, metrics, monotonic))
+        return target
+    if callable(target):
+        return _wrap(target, metrics, monotonic)
+    raise TypeError(f"instrument: expected a function or a class, got {target!r}")
+
+
+def _wrap(fn: Callable[..., Any], metrics: ServiceMetrics, monotonic: Callable[[], float]) -> Any:
+    record = metrics.record
+    if inspect.iscoroutinefunction(fn):
+        afn = cast(Callable[..., Awaitable[Any]], fn)
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = monotonic()
+            try:
+                result = await afn(*args, **kwargs)
+            except BaseException as exc:
+                t = monotonic()
+                record(t - t0, exc, now=t)
+                raise
+            t = monotonic()
+            record(t - t0, None, now=t)
+            return result
+
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = monotonic()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            t = monotonic()
+            record(t - t0, exc, now=t)
+            raise
+        t = monotonic()
+        record(t - t0, None, now=t)
+        return result
+
+    return wrapper
