@@ -347,7 +347,7 @@ class Infrastructure:
             breaker=breaker,
             limiter=limiter,
             pool=pool,
-            apool=None,
+            apool=self.async_pools.get(pool_name) if pool_name else None,
             injector=injector,
             metrics=metrics,
             adaptive=adaptive,
@@ -725,11 +725,7 @@ class Protection:
                 self._undo(exc if isinstance(exc, RejectedError) else None)
                 raise
             self._lease = lease
-        elif (
-            route.pool_name is not None
-            and route.apool is None
-            and route.pool_name in self._infra.config.connection_pools
-        ):
+        elif route.pool_name is not None:
             self._undo(None)
             raise RuntimeError(
                 f"service {route.name!r} uses the async pool {route.pool_name!r}: "

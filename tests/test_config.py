@@ -1,0 +1,100 @@
+"""Configuration: the example file covers every option, loads, and errors name paths."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import buttress as bt
+from buttress import config as c
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "buttress.toml"
+
+
+def keys_of(tables: list[dict[str, Any]]) -> set[str]:
+    out: set[str] = set()
+    for t in tables:
+        out |= set(t)
+    return out
+
+
+def fields(model: type[BaseModel]) -> set[str]:
+    return {f.alias or name for name, f in model.model_fields.items()}
+
+
+def test_example_covers_every_option() -> None:
+    data = tomllib.loads(EXAMPLE.read_text())
+    breakers = list(data["circuit_breakers"].values())
+    limiters = list(data["rate_limiting"]["limiters"].values())
+    scopes = [s for lim in limiters for s in lim.get("scopes", [])]
+    covered = {
+        c.Config: set(data),
+        c.CircuitBreakerSettings: keys_of(breakers),
+        c.FaultInjectionSettings: keys_of(
+            [b["fault_injection"] for b in breakers if "fault_injection" in b]
+        ),
+        c.RateLimitingSettings: set(data["rate_limiting"]),
+        c.LimiterSettings: keys_of(limiters),
+        c.ScopeSettings: keys_of(scopes),
+        c.PoolSettings: keys_of(list(data["connection_pools"].values())),
+        c.MemoryManagerSettings: set(data["memory_manager"]),
+        c.ChaosSettings: set(data["chaos"]),
+        c.ServiceSettings: keys_of(list(data["services"].values())),
+    }
+    for model, seen in covered.items():
+        assert fields(model) - seen == set(), f"{model.__name__} options missing from the example"
+
+
+def test_example_loads_and_builds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # the example's sqlite file lands here
+    cfg = bt.load_config(EXAMPLE, env={})
+    assert cfg.rate_limiting.limiters["payments"].scopes is not None
+    infra = bt.Infrastructure("example", cfg, background=False, env={})
+    try:
+        assert set(infra.breakers) == {"payments"}
+        assert infra.limiters["search"].scopes[1].limit == 10_000
+    finally:
+        infra.close()
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    env = {
+        "BUTTRESS_MEMORY_MANAGER__CRITICAL_THRESHOLD": "0.9",
+        "BUTTRESS_CIRCUIT_BREAKERS__PAYMENTS__RESET_TIMEOUT": "10",
+        "BUTTRESS_CHAOS__ENABLED": "true",
+        "BUTTRESS_REDIS_URL": "redis://ignored",
+    }
+    cfg = bt.load_config({"circuit_breakers": {"payments": {}}}, env=env)
+    assert cfg.memory_manager.critical_threshold == 0.9
+    assert cfg.circuit_breakers["payments"].reset_timeout == 10.0
+    assert cfg.chaos.enabled is True
+    with pytest.raises(bt.ConfigError) as info:
+        bt.load_config({}, env={"BUTTRESS_MEMORY_MANAGER__NOPE": "1"})
+    assert info.value.path == "memory_manager.nope"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[circuit_breakers.x]\nfailure_threshold = 'many'",
+            "failure_threshold: must be an integer",
+        ),
+        ("[memory_manager\n", "is not valid TOML"),
+        ("[rate_limiting]\nbackend = 'mongo://x'", "rate_limiting.backend: must be 'memory'"),
+    ],
+)
+def test_file_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "b.toml"
+    path.write_text(text)
+    with pytest.raises(bt.ConfigError, match=message):
+        bt.load_config(path, env={})
+
+
+def test_missing_file() -> None:
+    with pytest.raises(bt.ConfigError, match="no such file"):
+        bt.load_config("/nonexistent/buttress.toml", env={})

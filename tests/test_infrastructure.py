@@ -1,0 +1,368 @@
+"""The integrated layer: order of checks, refunds, namespaces, services, health, instrumentation."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import buttress as bt
+from buttress.memory import MemoryReading
+
+CTX = {"user_id": "u1", "org_id": "o1"}
+
+
+def reading(ratio: float) -> MemoryReading:
+    limit = 1_000_000
+    return MemoryReading(
+        source="process", limit=limit, used=int(ratio * limit), rss=int(ratio * limit)
+    )
+
+
+class Pressure:
+    """A memory probe a test turns up and down."""
+
+    def __init__(self) -> None:
+        self.ratio = 0.1
+
+    def __call__(self) -> MemoryReading:
+        return reading(self.ratio)
+
+
+def make(clock: bt.ManualClock, config: dict[str, Any], **kw: Any) -> bt.Infrastructure:
+    kw.setdefault("env", {})
+    kw.setdefault("background", False)
+    return bt.Infrastructure("t", config, clock=clock, seed=1, **kw)
+
+
+LIMITED = {
+    "circuit_breakers": {
+        "svc": {
+            "failure_threshold": 2,
+            "degradation_threshold": None,
+            "failure_rate_threshold": None,
+            "degradation_rate_threshold": None,
+        }
+    },
+    "rate_limiting": {
+        "limiters": {
+            "svc": {
+                "scopes": [
+                    {"name": "user", "limit": 3, "window": 60.0},
+                    {"name": "org", "limit": 5, "window": 60.0},
+                    {"name": "global", "limit": 100, "window": 60.0},
+                ]
+            }
+        }
+    },
+}
+
+
+def test_a_plain_call_passes_every_layer(clock: bt.ManualClock) -> None:
+    with make(clock, LIMITED) as infra:
+        assert infra.call("svc", lambda a, b: a + b, 2, 3, context=CTX) == 5
+        snap = infra.services["svc"].snapshot(now=clock.monotonic())
+        assert (snap.calls, snap.errors) == (1, 0)
+
+
+def test_rate_limit_refuses_with_the_scope_and_touches_nothing_after(
+    clock: bt.ManualClock,
+) -> None:
+    with make(clock, LIMITED) as infra:
+        for _ in range(3):
+            infra.call("svc", lambda: None, context=CTX)
+        ran = []
+        with pytest.raises(bt.RateLimitExceeded) as info:
+            infra.call("svc", ran.append, 1, context=CTX)
+        assert ran == []
+        assert info.value.scope == "user" and info.value.key == "u1"
+        assert info.value.retry_after == pytest.approx(20.0)
+        snap = infra.breakers["svc"].snapshot()
+        assert snap.call_count == 3  # the refused call never reached the breaker
+        # another user of the same org still has room in every scope
+        infra.call("svc", lambda: None, context={"user_id": "u2", "org_id": "o1"})
+
+
+def test_memory_pressure_refuses_first_and_consumes_no_quota(clock: bt.ManualClock) -> None:
+    probe = Pressure()
+    cfg = {**LIMITED, "memory_manager": {"check_interval": 1.0}}
+    with make(clock, cfg, memory_probe=probe) as infra:
+        probe.ratio = 0.95
+        clock.advance(1.0)
+        with pytest.raises(bt.LoadShedError) as info:
+            infra.call("svc", lambda: None, context=CTX)
+        assert info.value.reason == "memory_pressure"
+        # critical work still runs, and nothing was charged by the refused calls
+        for _ in range(3):
+            infra.call("svc", lambda: None, context=CTX, critical=True)
+        with pytest.raises(bt.RateLimitExceeded):
+            infra.call("svc", lambda: None, context=CTX, critical=True)
+
+
+def test_open_breaker_refuses_and_the_rate_limit_charge_is_refunded(
+    clock: bt.ManualClock,
+) -> None:
+    with make(clock, LIMITED) as infra:
+        for _ in range(2):
+            with pytest.raises(ZeroDivisionError):
+                infra.call("svc", lambda: 1 / 0, context={"user_id": "a", "org_id": "o"})
+        assert infra.breakers["svc"].state is bt.BreakerState.OPEN
+        for _ in range(5):  # more than the user's 3: every refusal was refunded
+            with pytest.raises(bt.CircuitOpenError) as info:
+                infra.call("svc", lambda: None, context={"user_id": "b", "org_id": "o2"})
+            assert info.value.retry_after == pytest.approx(30.0)
+        limiter = infra.limiters["svc"]
+        assert limiter.peek({"user_id": "b", "org_id": "o2"}).remaining == 2  # after the peeked 1
+        rejected = infra.services["svc"].snapshot(now=clock.monotonic()).rejected_by_reason
+        assert rejected == {"CircuitOpenError": 5}
+
+
+def test_pool_exhaustion_refuses_after_releasing_breaker_and_quota(tmp_path: Path) -> None:
+    cfg = {
+        **LIMITED,
+        "connection_pools": {"svc": {"max_size": 1, "checkout_timeout": 0.05}},
+    }
+    db = tmp_path / "x.db"
+    with bt.Infrastructure(
+        "t",
+        cfg,
+        env={},
+        pools={"svc": lambda: sqlite3.connect(db, check_same_thread=False)},
+    ) as infra:
+        with infra.protect("svc", context=CTX) as held:
+            assert held.connection.execute("select 1").fetchone() == (1,)
+            with pytest.raises(bt.PoolTimeoutError):
+                infra.call("svc", lambda conn: None, context={"user_id": "u9", "org_id": "o9"})
+            # the refused call's quota came back: u9 can still make 3 calls afterwards
+        for _ in range(3):
+            assert (
+                infra.call(
+                    "svc",
+                    lambda conn: conn.execute("select 2").fetchone()[0],
+                    context={"user_id": "u9", "org_id": "o9"},
+                )
+                == 2
+            )
+        assert infra.breakers["svc"].snapshot().probes_in_flight == 0
+
+
+def test_namespaces_are_isolated(clock: bt.ManualClock) -> None:
+    with (
+        make(clock, LIMITED) as a,
+        bt.Infrastructure("other", LIMITED, clock=clock, env={}, background=False) as b,
+    ):
+        for _ in range(3):
+            a.call("svc", lambda: None, context=CTX)
+        with pytest.raises(bt.RateLimitExceeded):
+            a.call("svc", lambda: None, context=CTX)
+        b.call("svc", lambda: None, context=CTX)  # same ids, separate state
+
+
+def test_services_route_to_named_components_or_none(clock: bt.ManualClock) -> None:
+    cfg = {
+        **LIMITED,
+        "services": {
+            "search": {"breaker": "svc", "limiter": False},
+            "admin": {"breaker": False, "limiter": "svc", "critical": True},
+        },
+    }
+    with make(clock, cfg) as infra:
+        with pytest.raises(KeyError):
+            infra.call("search", lambda: {}["x"])
+        assert infra.breakers["svc"].snapshot().failure_count == 1
+        for _ in range(3):
+            infra.call("admin", lambda: None, context=CTX)
+        with pytest.raises(bt.RateLimitExceeded):
+            infra.call("admin", lambda: None, context=CTX)
+        infra.call("unknown-service", lambda: None)  # nothing guards it; still instrumented
+        assert infra.services["unknown-service"].calls == 1
+
+
+def test_a_default_breaker_serves_services_without_a_table(clock: bt.ManualClock) -> None:
+    cfg = {"circuit_breakers": {"default": {"failure_threshold": 1, "degradation_threshold": None}}}
+    with make(clock, cfg) as infra:
+        with pytest.raises(ValueError):
+            infra.call("payments", lambda: int("x"))
+        assert infra.breakers["payments"].state is bt.BreakerState.OPEN
+        infra.call("search", lambda: None)  # its own breaker, still closed
+
+
+def test_chaos_faults_are_injected_only_behind_the_master_switch(clock: bt.ManualClock) -> None:
+    cfg = {
+        "circuit_breakers": {
+            "svc": {"fault_injection": {"enabled": True, "failure_rate": 1.0}},
+        }
+    }
+    with make(clock, cfg) as infra:
+        assert infra.call("svc", lambda: "real") == "real"  # chaos.enabled is false
+    with make(clock, {**cfg, "chaos": {"enabled": True}}) as infra:
+        with pytest.raises(bt.InjectedFault):
+            infra.call("svc", lambda: "real")
+        assert infra.breakers["svc"].snapshot().failure_count == 1
+
+
+def test_protect_context_manager_sync_and_async(clock: bt.ManualClock) -> None:
+    with make(clock, LIMITED) as infra:
+        with infra.protect("svc", context=CTX) as guard:
+            assert guard.connection is None
+        with pytest.raises(RuntimeError), infra.protect("svc", context=CTX):
+            raise RuntimeError("boom")
+        assert infra.breakers["svc"].snapshot().failure_count == 1
+
+    async def main() -> None:
+        async with make(clock, LIMITED) as ainfra:
+            async with ainfra.protect("svc", context=CTX):
+                pass
+
+            async def work(x: int) -> int:
+                await asyncio.sleep(0)
+                return x + 1
+
+            assert await ainfra.call_async("svc", work, 1, context=CTX) == 2
+            assert await ainfra.call_async("svc", work, 2, context=CTX) == 3  # the user's 3rd
+            with pytest.raises(bt.RateLimitExceeded):
+                await ainfra.call_async("svc", work, 1, context=CTX)
+
+    asyncio.run(main())
+
+
+def test_protected_decorator_with_key_functions(clock: bt.ManualClock) -> None:
+    with make(clock, LIMITED) as infra:
+
+        @infra.protected("svc", context=lambda user, org: {"user_id": user, "org_id": org})
+        def fetch(user: str, org: str) -> str:
+            return f"{user}@{org}"
+
+        assert fetch("u1", "o1") == "u1@o1"
+        assert fetch("u1", "o1") == "u1@o1"
+        assert fetch("u1", "o1") == "u1@o1"
+        with pytest.raises(bt.RateLimitExceeded):
+            fetch("u1", "o1")
+        assert fetch("u2", "o1") == "u2@o1"
+
+
+def test_async_pool_service(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    cfg = {"connection_pools": {"db": {"async": True, "max_size": 2}}}
+
+    async def main() -> None:
+        async with bt.Infrastructure(
+            "t", cfg, env={}, pools={"db": lambda: sqlite3.connect(db, check_same_thread=False)}
+        ) as infra:
+
+            async def query(conn: sqlite3.Connection) -> int:
+                return int(conn.execute("select 7").fetchone()[0])
+
+            assert await infra.call_async("db", query) == 7
+            with pytest.raises(RuntimeError, match="async pool"):
+                infra.call("db", lambda conn: None)
+            assert infra.health().connection_pools["db"].checkouts == 1
+
+    asyncio.run(main())
+
+
+def test_instrument_functions_classes_and_cache_hits(clock: bt.ManualClock) -> None:
+    with make(clock, {}) as infra:
+
+        @infra.instrument("catalog")
+        def lookup(k: str) -> str:
+            clock.advance(0.002)
+            if k == "missing":
+                raise KeyError(k)
+            return k
+
+        @infra.instrument("repo")
+        class Repo:
+            def get(self) -> int:
+                clock.advance(0.010)
+                return 1
+
+            async def aget(self) -> int:
+                clock.advance(0.020)
+                return 2
+
+            def _private(self) -> None:
+                pass
+
+        lookup("a")
+        with pytest.raises(KeyError):
+            lookup("missing")
+        infra.cache_hit("catalog")
+        infra.cache_hit("catalog")
+        infra.cache_miss("catalog")
+        repo = Repo()
+        assert repo.get() == 1
+        assert asyncio.run(repo.aget()) == 2
+        clock.advance(1.0)
+        cat = infra.services["catalog"].snapshot(now=clock.monotonic())
+        assert (cat.calls, cat.errors, cat.errors_by_type) == (2, 1, {"KeyError": 1})
+        assert cat.latency_p50 == pytest.approx(0.002, rel=0.01)
+        assert cat.cache_hit_ratio == pytest.approx(2 / 3)
+        rep = infra.services["repo"].snapshot(now=clock.monotonic())
+        assert rep.calls == 2
+        assert rep.latency_max == pytest.approx(0.020)
+        assert rep.throughput == pytest.approx(2 / 59)
+        with pytest.raises(bt.ConfigError, match="unknown metric 'speed'"):
+            infra.instrument("x", metrics=["latency", "speed"])
+
+
+def test_close_stops_everything_and_is_idempotent(tmp_path: Path) -> None:
+    infra = bt.Infrastructure(
+        "t",
+        {"connection_pools": {"db": {"min_size": 1}}, "memory_manager": {"check_interval": 5.0}},
+        env={},
+        pools={"db": lambda: sqlite3.connect(tmp_path / "c.db", check_same_thread=False)},
+    )
+    infra.start()
+    infra.close()
+    infra.close()
+    assert infra.pools["db"].closed
+    assert infra.scheduler.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        infra.start()
+
+
+@pytest.mark.parametrize(
+    ("config", "path"),
+    [
+        (
+            {"circuit_breakers": {"svc": {"failure_threshold": 0}}},
+            "circuit_breakers.svc.failure_threshold",
+        ),
+        ({"circuit_breakers": {"svc": {"colour": "red"}}}, "circuit_breakers.svc.colour"),
+        (
+            {"circuit_breakers": {"svc": {"degradation_threshold": 5, "failure_threshold": 5}}},
+            "circuit_breakers.svc.degradation_threshold",
+        ),
+        (
+            {"rate_limiting": {"limiters": {"api": {"scopes": [{"name": "u", "limit": -1}]}}}},
+            "rate_limiting.limiters.api.scopes.0.limit",
+        ),
+        (
+            {
+                "rate_limiting": {
+                    "limiters": {
+                        "api": {"scopes": [{"name": "u", "limit": 1, "algorithm": "leaky"}]}
+                    }
+                }
+            },
+            "rate_limiting.limiters.api.scopes.0.algorithm",
+        ),
+        ({"connection_pools": {"db": {"max_size": 0}}}, "connection_pools.db.max_size"),
+        ({"connection_pools": {"db": {}}}, "connection_pools.db.factory"),
+        (
+            {"connection_pools": {"db": {"factory": "nowhere:connect"}}},
+            "connection_pools.db.factory",
+        ),
+        ({"memory_manager": {"warning_threshold": 0.9}}, "memory_manager"),
+        ({"services": {"x": {"breaker": "missing"}}}, "services.x.breaker"),
+        ({"chaos": {"enabled": "maybe"}}, "chaos.enabled"),
+    ],
+)
+def test_config_errors_name_the_path(config: dict[str, Any], path: str) -> None:
+    with pytest.raises(bt.ConfigError) as info:
+        bt.Infrastructure("t", config, env={}, background=False)
+    assert info.value.path == path, str(info.value)
