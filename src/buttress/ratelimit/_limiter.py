@@ -161,6 +161,8 @@ class RateLimiter:
         # Only the memory backend itself lends its lane: a subclass may decide differently.
         lane = self.backend.lane() if type(self.backend) is MemoryBackend else None
         self._lane = lane if self._solo is not None else None
+        # Several scopes in memory: decided in place too (see _decide_in_memory).
+        self._memory_lane = lane if self._solo is None else None
         if lane is not None:  # unpacked: a NamedTuple field costs a property call on each read
             self._states, self._lock_backend, self._unlock_backend = lane[:3]
         self._adaptive = tuple(
@@ -216,6 +218,8 @@ class RateLimiter:
                     out.append(prefix)
                 continue
             value = get(by)
+            if value is None:
+                value = get(by_id)  # protect() passes {"user_id": ...}
             if value.__class__ is not str:
                 value = self._id(get, by, by_id, partial)
                 if value is None:
@@ -262,6 +266,8 @@ class RateLimiter:
                 _check_cost(cost)
             if self._queues:
                 return self._behind_waiters(keys, cost)
+            if self._memory_lane is not None:
+                return self._decide_in_memory(keys, cost)
             return self._decide(keys, cost)
         # The fast path: one scope in memory. The steps of MemoryBackend.decide, _decide and
         # _conclude, unrolled (every call and attribute load shows at this size).
@@ -298,6 +304,57 @@ class RateLimiter:
             return decision
         decision.allowed = False
         if not next(self._denied[0]) & 15:
+            self._stats.measure(self._monotonic() - now)
+        if _enabled(EV_DENIED):
+            self._emit(EV_DENIED, decision, cost)
+        return decision
+
+    def _decide_in_memory(self, keys: list[str], cost: float) -> Decision:
+        """Several scopes in memory: MemoryBackend.decide, _decide and _conclude, unrolled.
+
+        The same two phases as :func:`admit_all` (read every scope, admit only if all have
+        room, then write every new state), with the reads and writes done by C loops.
+        """
+        frame = self._frame
+        states = self._states
+        now = self._monotonic()
+        notify = False
+        self._lock_backend()
+        try:
+            olds = list(map(states.get, keys))
+            news: list[State] | None = []
+            for algorithm, state in zip(frame.algorithms, olds):  # noqa: B905 (hot path)
+                new = algorithm.admit(state, now, cost)
+                if new is None:
+                    news = None
+                    break
+                news.append(new)  # type: ignore[union-attr]
+            if news is not None:
+                held = len(states)
+                states.update(zip(keys, news))  # noqa: B905
+                if len(states) != held:
+                    notify = self._memory_lane.grew(now, keys)  # type: ignore[union-attr]
+        finally:
+            self._unlock_backend()
+        if notify:
+            self._memory_lane.cap_reached()  # type: ignore[union-attr]
+        if now >= self._next_mark:
+            self._next_mark = self._stats.mark(now)
+        decision: Decision = _new(Decision)
+        if frame.single:  # a shared single scope: details hold the key and state themselves
+            decision._details = (frame, keys[0], olds[0], now, cost)
+        else:
+            decision._details = (frame, keys, olds, now, cost)
+        decision._resolved = None
+        if news is not None:
+            decision.allowed = True
+            if not next(self._admitted) & 15:
+                self._stats.measure(self._monotonic() - now)
+            if _enabled(EV_ALLOWED):
+                self._emit(EV_ALLOWED, decision, cost)
+            return decision
+        decision.allowed = False
+        if not next(self._denied[0 if frame.single else decision.index]) & 15:
             self._stats.measure(self._monotonic() - now)
         if _enabled(EV_DENIED):
             self._emit(EV_DENIED, decision, cost)
