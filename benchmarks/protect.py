@@ -138,7 +138,8 @@ def main() -> int:
     infra.close()
 
     bare_ns, abare_ns = best["bare call"], abest["bare await"]
-    print(f"protect(): memory + 3-scope limit + breaker + instrumentation; best of {ROUNDS} x {N:,}")
+    print("protect(): memory + 3-scope limit + breaker + instrumentation")
+    print(f"best of {ROUNDS} rounds x {N:,} calls, process CPU time")
     print(f"{'':32}{'ns/call':>10}{'over bare (ns)':>16}")
     for name, ns in best.items():
         over = "" if name == "bare call" else f"{ns - bare_ns:16.0f}"
@@ -155,9 +156,10 @@ def main() -> int:
     print(f"async protect overhead {(abest['buttress call_async()'] - abare_ns) / 1000:.2f} us")
     if peers is not None:
         theirs = best["pybreaker + limits (by hand)"] - bare_ns
+        verdict = "ok" if ours_over < theirs else "MISS"
         print(
             f"pybreaker + limits overhead {theirs / 1000:.2f} us -> buttress is "
-            f"{theirs / ours_over:.2f}x cheaper (target > 1: {'ok' if ours_over < theirs else 'MISS'})"
+            f"{theirs / ours_over:.2f}x cheaper (target > 1: {verdict})"
         )
     return 0
 
