@@ -272,6 +272,19 @@ class MemoryManager:
     def last_sample(self) -> MemorySample | None:
         return self._last
 
+    @property
+    def probe(self) -> Probe:
+        """What readings come from; assign another callable to simulate pressure (scenarios)."""
+        return self._probe
+
+    @probe.setter
+    def probe(self, probe: Probe) -> None:
+        if not callable(probe):
+            raise ConfigError(
+                "probe", f"must be a callable returning a MemoryReading, got {probe!r}"
+            )
+        self._probe = probe
+
     def should_shed(self, critical: bool = False) -> bool:
         """Whether work should be refused for memory: at ``critical``, non-critical work only.
 
