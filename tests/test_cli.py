@@ -1,31 +1,93 @@
-"""The ``buttress`` command."""
+"""The ``buttress`` command: the demo, config check, health, and bad input."""
 
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
+from pathlib import Path
 
-from buttress._demo import run_breaker_demo
+import pytest
+
+from buttress._demo import run_demo
 from buttress.cli import main
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "buttress.toml"
 
-def test_help_and_unknown_command() -> None:
-    assert main([]) == 2
-    proc = subprocess.run(
-        [sys.executable, "-m", "buttress", "frobnicate"],
-        capture_output=True,
-        text=True,
-        check=False,
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "buttress", *args], capture_output=True, text=True, check=False
     )
+
+
+def test_demo_shows_every_part_working(tmp_path: Path) -> None:
+    # Real time (about seven seconds): the demo is meant to be watched.
+    out = io.StringIO()
+    report = run_demo(out, json_path=str(tmp_path / "r.json"), progress=False)
+    assert all(report.checks.values()), report.checks
+    text = out.getvalue()
+    for needle in (
+        "-> degraded (light)",
+        "-> degraded (heavy)",
+        "-> open",
+        "half_open -> closed",
+        "by user",
+        "by org",
+        "by global",
+        "level warning",
+        "ops/s",
+        "health:",
+    ):
+        assert needle in text, needle
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["load_test"]["success_rate"] > 0.95
+    assert saved["denials_by_scope"].keys() == {"user", "org", "global"}
+    assert saved["health"]["overall_status"] in ("healthy", "degraded")
+
+
+def test_config_check_prints_the_resolved_config() -> None:
+    proc = run("config", "check", str(EXAMPLE))
+    assert proc.returncode == 0, proc.stderr
+    resolved = json.loads(proc.stdout)
+    assert resolved["circuit_breakers"]["payments"]["failure_threshold"] == 5
+    assert "ok" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        ("[memory_manager\n", "is not valid TOML"),
+        ("[circuit_breakers.db]\nfailure_threshold = 0\n", "circuit_breakers.db.failure_threshold"),
+    ],
+)
+def test_config_check_bad_input(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "b.toml"
+    if content is not None:
+        path.write_text(content)
+    proc = run("config", "check", str(path))
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_health_of_a_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "h.toml"
+    path.write_text("[circuit_breakers.db]\n[memory_manager]\nenabled = false\n")
+    proc = run("health", "--config", str(path))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "pass"
+    assert "circuit_breaker:db" in doc["checks"]
+
+
+def test_usage_errors() -> None:
+    assert main([]) == 2
+    proc = run("frobnicate")
     assert proc.returncode == 2
     assert "invalid choice: 'frobnicate'" in proc.stderr
-
-
-def test_breaker_demo_walks_every_state() -> None:
-    # Runs in real time (about six seconds): the demo is meant to be watched.
-    out = io.StringIO()
-    assert run_breaker_demo(out, seed=7)
-    text = out.getvalue()
-    for transition in ("closed -> degraded", "-> open", "open -> half_open", "half_open -> closed"):
-        assert transition in text
+    proc = run("health")
+    assert proc.returncode == 2
+    assert "--config" in proc.stderr

@@ -1,150 +1,429 @@
-"""``buttress demo``: a breaker walks through every state against a flaky upstream, live.
+"""``buttress demo``: the guide's scenario, end to end, on the embedded default.
 
-The upstream's failure rate climbs from 0 to 80% over three seconds, stays bad for a while,
-then recovers. The breaker (2 s window, degraded from a 10% failure rate, open at 50%) sheds a
-growing share of calls as it degrades, opens, probes while half-open, and closes once probes
-succeed. Every transition is printed as it happens.
+One infrastructure, in this process: rate-limit state in SQLite when the backend is available
+(else memory), a pool of real SQLite connections, simulated upstream services with injected
+faults. Five acts, each printed as it happens, then a report and the final health:
+
+1. users in three orgs hit hierarchical limits (user → org → global): each scope refuses;
+2. a flaky upstream walks its breaker through degraded (light, medium, heavy), open,
+   half-open and closed again;
+3. a burst of work grows the connection pool into its overflow, then waits;
+4. simulated memory pressure raises the level to warning, then critical (shedding), then
+   it falls back;
+5. a load test: 50 concurrent users through the whole protected path.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import random
+import sqlite3
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 from .breaker import BreakerState, CircuitBreaker, Transition
-from .errors import CircuitOpenError, LoadShedError
+from .errors import CircuitOpenError, LoadShedError, PoolTimeoutError, RateLimitExceeded
+from .infrastructure import Infrastructure
+from .memory import MemoryReading
+from .testing import load_test
+
+ORGS = {
+    "acme": ["ann", "bob", "cyd", "dan"],
+    "globex": ["eve", "fay", "gus", "hal"],
+    "initech": ["ivy", "jon", "kim", "lou"],
+}
 
 
-class UpstreamError(Exception):
-    """The simulated dependency failed."""
+def demo_config(state_dir: Path, *, sqlite_backend: bool) -> dict[str, Any]:
+    """The demo's configuration: what `buttress config check` would print for it."""
+    return {
+        "circuit_breakers": {
+            "inventory": {
+                "window": 2.0,
+                "buckets": 10,
+                "failure_threshold": None,
+                "degradation_threshold": None,
+                "degradation_rate_threshold": 0.1,
+                "failure_rate_threshold": 0.5,
+                "minimum_calls": 20,
+                "reset_timeout": 1.0,
+                "half_open_max_calls": 5,
+            },
+            "catalog": {},
+        },
+        "rate_limiting": {
+            "backend": f"sqlite:///{state_dir / 'limits.db'}" if sqlite_backend else "memory",
+            "limiters": {
+                "api": {
+                    "scopes": [
+                        {"name": "user", "limit": 10, "window": 60.0},
+                        {"name": "org", "limit": 25, "window": 60.0},
+                        {"name": "global", "limit": 60, "window": 60.0},
+                    ]
+                },
+                "catalog": {"limit": 100_000, "window": 60.0, "hierarchical": True},
+            },
+        },
+        "connection_pools": {
+            "orders_db": {
+                "factory": "sqlite3:connect",
+                "args": [str(state_dir / "orders.db")],
+                "kwargs": {"check_same_thread": False, "timeout": 5.0},
+                "min_size": 2,
+                "max_size": 4,
+                "max_overflow": 2,
+                "overflow_ttl": 0.5,
+                "checkout_timeout": 0.3,
+                "check_sql": "SELECT 1",
+            }
+        },
+        "memory_manager": {"check_interval": 0.2, "exit_samples": 2},
+        "chaos": {"enabled": True, "seed": 7},
+        "services": {"orders": {"pool": "orders_db", "breaker": False, "limiter": False}},
+    }
 
 
 @dataclass
-class FlakyUpstream:
-    """A dependency whose failure rate follows a script over time."""
+class Report:
+    """What the demo saw; written as JSON with ``--json``."""
 
-    rng: random.Random
-    start: float = field(default_factory=time.monotonic)
-    ramp: float = 3.0  # seconds to climb from healthy to 80% failures
-    sick_until: float = 5.0  # seconds after start when it recovers
+    backend: str = ""
+    denials_by_scope: dict[str, int] = field(default_factory=dict)
+    admitted_by_org: dict[str, int] = field(default_factory=dict)
+    breaker_transitions: list[str] = field(default_factory=list)
+    breaker_states: list[str] = field(default_factory=list)
+    pool: dict[str, Any] = field(default_factory=dict)
+    memory_levels: list[str] = field(default_factory=list)
+    memory_shed: int = 0
+    load_test: dict[str, Any] = field(default_factory=dict)
+    health: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
 
-    def failure_rate(self, now: float) -> float:
-        t = now - self.start
-        if t >= self.sick_until:
-            return 0.0
-        return min(0.8, 0.8 * t / self.ramp)
-
-    def call(self) -> str:
-        if self.rng.random() < self.failure_rate(time.monotonic()):
-            raise UpstreamError("upstream returned 503")
-        return "ok"
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
 
 
-@dataclass
-class Tally:
-    ok: int = 0
-    failed: int = 0
-    shed: int = 0
-    refused: int = 0
+class Out:
+    """Timestamped lines on the terminal."""
 
-    def line(self) -> str:
-        return (
-            f"ok {self.ok:4d}  failed {self.failed:4d}  "
-            f"shed {self.shed:4d}  refused {self.refused:4d}"
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.start = time.monotonic()
+
+    def __call__(self, text: str = "") -> None:
+        print(text, file=self.stream, flush=True)
+
+    def at(self, text: str) -> None:
+        self(f"  {time.monotonic() - self.start:6.2f}s  {text}")
+
+    def act(self, number: int, title: str) -> None:
+        self()
+        self(f"[{number}/5] {title}")
+
+
+def run_demo(
+    stream: TextIO = sys.stdout,
+    *,
+    seed: int = 7,
+    json_path: str | None = None,
+    users: int = 50,
+    progress: bool | None = None,
+) -> Report:
+    """Run the whole demo; returns (and optionally writes) the report."""
+    out = Out(stream)
+    report = Report()
+    # The demo prints what happens itself; the library's own warnings would repeat it.
+    logger = logging.getLogger("buttress")
+    level, logger.level = logger.level, logging.ERROR
+    with tempfile.TemporaryDirectory(prefix="buttress-demo-") as tmp:
+        state_dir = Path(tmp)
+        with sqlite3.connect(state_dir / "orders.db") as db:
+            db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
+        sqlite_backend = _has_sqlite_backend()
+        report.backend = "sqlite" if sqlite_backend else "memory"
+        pressure = _Pressure()
+        cfg = demo_config(state_dir, sqlite_backend=sqlite_backend)
+        out("buttress demo: the guide's scenario on the embedded default")
+        out(
+            f"  rate-limit state: {report.backend}; pool: SQLite connections; "
+            "upstreams: simulated, with injected faults"
         )
-
-
-def run_breaker_demo(out: TextIO = sys.stdout, *, seed: int = 7, timeout: float = 20.0) -> bool:
-    """Run the demo; returns whether the breaker went closed → … → open → … → closed."""
-    breaker = CircuitBreaker(
-        "upstream",
-        window=2.0,
-        buckets=10,
-        failure_threshold=None,
-        degradation_threshold=None,
-        degradation_rate_threshold=0.1,
-        failure_rate_threshold=0.5,
-        minimum_calls=20,
-        reset_timeout=1.0,
-        half_open_max_calls=5,
-        half_open_success_ratio=0.8,
-        seed=seed,
-    )
-    upstream = FlakyUpstream(random.Random(seed))
-    tally = Tally()
-    visited: list[str] = ["closed"]
-    began = upstream.start
-
-    def show(br: CircuitBreaker, t: Transition) -> None:
-        to = t.to_state.value + (f" ({t.level.value})" if t.level else "")
-        fr = t.from_state.value + (f" ({t.from_level.value})" if t.from_level else "")
-        judged_by_window = t.to_state in (BreakerState.DEGRADED, BreakerState.OPEN)
-        rate = f"failure rate {t.failure_rate:5.1%}" if judged_by_window and t.calls else ""
-        print(
-            f"{time.monotonic() - began:6.2f}s  {fr:>17} -> {to:<17} {t.reason:<17} {rate}",
-            file=out,
-            flush=True,
-        )
-        visited.append(t.to_state.value)
-
-    breaker.subscribe(show)
-    print("buttress demo: a circuit breaker against a flaky upstream", file=out)
-    print(
-        "  window 2 s; degraded from a 10% failure rate (shedding 10/30/60% of calls by level),"
-        " open at 50%; open for 1 s, then 5 probes\n",
-        file=out,
-    )
-    next_status = began
-    while time.monotonic() - began < timeout:
-        now = time.monotonic()
-        if now >= next_status:
-            print(
-                f"{now - began:6.2f}s  upstream failing {upstream.failure_rate(now):4.0%}"
-                f"   {tally.line()}",
-                file=out,
-                flush=True,
+        with Infrastructure("demo", cfg, seed=seed, env={}, memory_probe=pressure) as infra:
+            _act_limits(infra, out, report)
+            _act_breaker(infra, out, report, seed)
+            _act_pool(infra, out, report)
+            _act_memory(infra, out, report, pressure)
+            _act_load(infra, out, report, users, progress)
+            health = infra.health()
+            report.health = health.to_dict()
+            _final(
+                out,
+                report,
+                health.overall_status,
+                [(c.kind, c.name, c.status, c.reason) for c in health.checks],
             )
-            next_status += 0.5
-        try:
-            breaker.call(upstream.call)
-            tally.ok += 1
-        except UpstreamError:
-            tally.failed += 1
-        except LoadShedError:
-            tally.shed += 1
-        except CircuitOpenError:
-            tally.refused += 1
-        if (
-            breaker.state is BreakerState.CLOSED
-            and "open" in visited
-            and now - began > upstream.sick_until
-        ):
-            break
-        time.sleep(0.005)  # about 200 calls a second
-    walked = _walked_every_state(visited)
-    print(f"\n{time.monotonic() - began:6.2f}s  done: {tally.line()}", file=out)
-    print(
-        "states visited: " + " -> ".join(_dedupe(visited)) + ("" if walked else "  (incomplete!)"),
-        file=out,
+    logger.setLevel(level)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.to_dict(), indent=2, default=str))
+        out(f"\nreport written to {json_path}")
+    return report
+
+
+def _has_sqlite_backend() -> bool:
+    from . import ratelimit
+
+    return hasattr(ratelimit, "backend_from_url") and hasattr(ratelimit, "SQLiteBackend")
+
+
+# -- act 1: hierarchical limits ---------------------------------------------------------------
+
+
+def _act_limits(infra: Infrastructure, out: Out, report: Report) -> None:
+    out.act(
+        1, "users in three orgs under hierarchical limits (user 10, org 25, global 60 a minute)"
     )
-    return walked
+    for org, names in ORGS.items():
+        admitted = 0
+        for name in names:
+            denied: dict[str, int] = {}
+            ok = 0
+            for _ in range(12):
+                try:
+                    infra.call("api", lambda: None, context={"user_id": name, "org_id": org})
+                    ok += 1
+                except RateLimitExceeded as exc:
+                    denied[exc.scope] = denied.get(exc.scope, 0) + 1
+                    report.denials_by_scope[exc.scope] = (
+                        report.denials_by_scope.get(exc.scope, 0) + 1
+                    )
+            admitted += ok
+            refused = ", ".join(f"{n} by {s}" for s, n in denied.items()) or "none refused"
+            out.at(f"{org:>8}/{name}: 12 requests, {ok:2d} admitted, {refused}")
+        report.admitted_by_org[org] = admitted
+    report.checks["denials in every scope"] = all(
+        report.denials_by_scope.get(s, 0) > 0 for s in ("user", "org", "global")
+    )
 
 
-def _dedupe(states: list[str]) -> list[str]:
-    out: list[str] = []
-    for s in states:
-        if not out or out[-1] != s:
-            out.append(s)
-    return out
+# -- act 2: a flaky upstream and its breaker ------------------------------------------------------
 
 
-def _walked_every_state(states: list[str]) -> bool:
-    want = ["closed", "degraded", "open", "half_open", "closed"]
-    i = 0
-    for s in states:
-        if i < len(want) and s == want[i]:
-            i += 1
-    return i == len(want)
+class _Upstream:
+    """A dependency whose failure rate follows a script: climbs, stays bad, recovers."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.start = time.monotonic()
+        self.recover_at = 4.0
+
+    def failure_rate(self) -> float:
+        t = time.monotonic() - self.start
+        return 0.0 if t >= self.recover_at else min(0.8, 0.8 * t / 2.5)
+
+    def fetch(self) -> str:
+        if self.rng.random() < self.failure_rate():
+            raise ConnectionError("inventory service: 503")
+        return "in stock"
+
+
+def _act_breaker(infra: Infrastructure, out: Out, report: Report, seed: int) -> None:
+    out.act(2, "a flaky inventory service and its circuit breaker (2 s window)")
+    breaker: CircuitBreaker = infra.breakers["inventory"]
+    upstream = _Upstream(random.Random(seed))
+
+    def show(_b: CircuitBreaker, t: Transition) -> None:
+        to = t.to_state.value + (f" ({t.level.value})" if t.level else "")
+        frm = t.from_state.value + (f" ({t.from_level.value})" if t.from_level else "")
+        report.breaker_transitions.append(f"{frm} -> {to}: {t.reason}")
+        if not report.breaker_states or report.breaker_states[-1] != to:
+            report.breaker_states.append(to)
+        rate = (
+            f" (failure rate {t.failure_rate:.0%})"
+            if t.calls and t.to_state is not BreakerState.HALF_OPEN
+            else ""
+        )
+        out.at(f"inventory breaker {frm} -> {to}, {t.reason}{rate}")
+
+    stop = breaker.subscribe(show)
+    tally = {"ok": 0, "failed": 0, "shed": 0, "refused": 0}
+    seen_open = False
+    try:
+        deadline = time.monotonic() + 15.0
+        next_note = time.monotonic()
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if now >= next_note:
+                out.at(
+                    f"upstream failing {upstream.failure_rate():4.0%}: ok {tally['ok']}, "
+                    f"failed {tally['failed']}, shed {tally['shed']}, refused {tally['refused']}"
+                )
+                next_note += 1.0
+            try:
+                infra.call("inventory", upstream.fetch)
+                tally["ok"] += 1
+            except ConnectionError:
+                tally["failed"] += 1
+            except LoadShedError:
+                tally["shed"] += 1
+            except CircuitOpenError:
+                tally["refused"] += 1
+            seen_open = seen_open or breaker.state is BreakerState.OPEN
+            if seen_open and breaker.state is BreakerState.CLOSED and upstream.failure_rate() == 0:
+                break
+            time.sleep(0.004)
+    finally:
+        stop()
+    states = {s.split(" ")[0] for s in report.breaker_states}
+    levels = {s for s in report.breaker_states if s.startswith("degraded")}
+    report.checks["breaker: every state reached"] = {
+        "degraded",
+        "open",
+        "half_open",
+        "closed",
+    } <= states
+    report.checks["breaker: every degraded level"] = len(levels) == 3
+
+
+# -- act 3: the pool under a burst -----------------------------------------------------------
+
+
+def _act_pool(infra: Infrastructure, out: Out, report: Report) -> None:
+    out.act(3, "a burst of 8 workers on a pool of 4 SQLite connections (+2 overflow)")
+    pool = infra.pools["orders_db"]
+    peak = {"size": 0, "overflow": 0, "waiting": 0}
+    timeouts = []
+    barrier = threading.Barrier(8)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        for j in range(5):
+            try:
+
+                def order(conn: sqlite3.Connection, item: str = f"w{i}-{j}") -> None:
+                    conn.execute("INSERT INTO orders (item) VALUES (?)", (item,))
+                    conn.commit()
+                    s = pool.stats()
+                    peak["size"] = max(peak["size"], s.size)
+                    peak["overflow"] = max(peak["overflow"], s.overflow)
+                    peak["waiting"] = max(peak["waiting"], s.waiting)
+                    time.sleep(0.05)  # hold the connection: the work takes time
+
+                infra.call("orders", order)
+            except PoolTimeoutError:
+                timeouts.append(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = pool.stats()
+    out.at(
+        f"peak size {peak['size']} (max_size 4 + overflow {peak['overflow']}), "
+        f"up to {peak['waiting']} waiting; {stats.checkouts} checkouts, "
+        f"{len(timeouts)} timed out, wait p95 {stats.wait_p95 * 1000:.1f} ms"
+    )
+    time.sleep(0.7)  # overflow_ttl is 0.5 s: let housekeeping retire the extra members
+    infra.run_maintenance()
+    after = pool.stats()
+    out.at(f"after the burst: size {after.size}, overflow {after.overflow} (overflow_ttl passed)")
+    report.pool = {
+        "peak_size": peak["size"],
+        "peak_overflow": peak["overflow"],
+        "peak_waiting": peak["waiting"],
+        "checkouts": stats.checkouts,
+        "timeouts": len(timeouts),
+        "wait_p95": stats.wait_p95,
+        "size_after": after.size,
+    }
+    report.checks["pool: overflow used"] = peak["overflow"] > 0
+
+
+# -- act 4: memory pressure -------------------------------------------------------------------
+
+
+class _Pressure:
+    """A memory probe the demo turns up and down (the real one would read the cgroup)."""
+
+    def __init__(self) -> None:
+        self.ratio = 0.35
+
+    def __call__(self) -> MemoryReading:
+        limit = 512 * 1024 * 1024
+        return MemoryReading(source="simulated", used=int(self.ratio * limit), limit=limit)
+
+
+def _act_memory(infra: Infrastructure, out: Out, report: Report, pressure: _Pressure) -> None:
+    out.act(4, "simulated memory pressure (warning at 70%, critical at 85%)")
+    mm = infra.memory
+    assert mm is not None
+    for ratio in (0.35, 0.75, 0.9, 0.6, 0.6, 0.6):
+        pressure.ratio = ratio
+        sample = mm.sample()
+        shed = 0
+        for _ in range(20):
+            try:
+                infra.call("catalog", lambda: None, context={"user_id": "mem", "org_id": "mem"})
+            except LoadShedError as exc:
+                if exc.reason == "memory_pressure":
+                    shed += 1
+        report.memory_shed += shed
+        if not report.memory_levels or report.memory_levels[-1] != sample.level.value:
+            report.memory_levels.append(sample.level.value)
+        out.at(
+            f"memory at {ratio:.0%}: level {sample.level.value}; {shed}/20 non-critical calls shed"
+        )
+    report.checks["memory: warning reached"] = "warning" in report.memory_levels
+    report.checks["memory: shed at critical"] = report.memory_shed > 0
+
+
+# -- act 5: load test -------------------------------------------------------------------------
+
+
+def _act_load(
+    infra: Infrastructure, out: Out, report: Report, users: int, progress: bool | None
+) -> None:
+    out.act(5, f"load test: {users} concurrent users x 100 operations through protect()")
+    result = load_test(
+        infra,
+        lambda: None,
+        service="catalog",
+        concurrent_users=users,
+        duration=10.0,
+        operations_per_user=100,
+        mode="asyncio",
+        progress=progress,
+    )
+    for line in result.lines():
+        out.at(line)
+    report.load_test = result.to_dict()
+    report.checks["load test: success rate > 95%"] = result.success_rate > 0.95
+
+
+def _final(out: Out, report: Report, status: str, checks: list[tuple[str, str, str, str]]) -> None:
+    out()
+    out("report")
+    out(f"  denials by scope: {report.denials_by_scope}")
+    out(f"  breaker states: {' -> '.join(['closed', *report.breaker_states])}")
+    out(f"  pool: {report.pool}")
+    out(f"  memory levels: {' -> '.join(report.memory_levels)}")
+    lt = report.load_test
+    out(
+        f"  load test: success {lt['success_rate']:.2%}, {lt['throughput']:,.0f} ops/s, "
+        f"latency avg {lt['average_latency'] * 1e3:.3f} ms, p50 {lt['p50'] * 1e3:.3f}, "
+        f"p95 {lt['p95'] * 1e3:.3f}, p99 {lt['p99'] * 1e3:.3f}, "
+        f"max {lt['max_latency'] * 1e3:.3f} ms"
+    )
+    out()
+    out(f"health: {status}")
+    for kind, name, st, reason in checks:
+        out(f"  {st:4}  {kind}:{name}  {reason}")
+    out()
+    for name, ok in report.checks.items():
+        out(f"  [{'x' if ok else ' '}] {name}")

@@ -1,27 +1,88 @@
-"""The ``buttress`` command (also ``python -m buttress``)."""
+"""The ``buttress`` command (also ``python -m buttress``).
+
+buttress demo [--json PATH] [--seed N] [--users N]
+buttress config check FILE
+buttress health --config FILE [--namespace NAME]
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
+from .errors import ConfigError
 
-def main(argv: Sequence[str] | None = None) -> int:
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="buttress", description="buttress: the infrastructure layer for Python services."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="watch a circuit breaker walk through every state")
-    demo.add_argument("--seed", type=int, default=7, help="seed for the simulated upstream")
+
+    demo = sub.add_parser("demo", help="run the guide's scenario end to end and print a report")
+    demo.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
+    demo.add_argument("--seed", type=int, default=7, help="seed for the simulated services")
+    demo.add_argument("--users", type=int, default=50, help="concurrent users in the load test")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    config = sub.add_parser("config", help="work with a configuration file")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate FILE and print the resolved config")
+    check.add_argument("file", metavar="FILE")
+
+    health = sub.add_parser(
+        "health", help="print the health of a configuration (e.g. its Redis-backed limiters)"
+    )
+    health.add_argument("--config", required=True, metavar="FILE")
+    health.add_argument("--namespace", default="default", help="the namespace to look at")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            from ._demo import run_demo
 
-    if args.command == "demo":
-        from ._demo import run_breaker_demo
-
-        return 0 if run_breaker_demo(seed=args.seed) else 1
+            report = run_demo(
+                seed=args.seed,
+                json_path=args.json,
+                users=args.users,
+                progress=False if args.no_progress else None,
+            )
+            return 0 if all(report.checks.values()) else 1
+        if args.command == "config" and args.config_command == "check":
+            return _config_check(args.file)
+        if args.command == "health":
+            return _health(args.config, args.namespace)
+    except ConfigError as exc:
+        print(f"buttress: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        parser.parse_args(["config", "--help"])
     parser.print_help()
     return 2
+
+
+def _config_check(path: str) -> int:
+    from .config import load_config
+
+    cfg = load_config(path)
+    print(json.dumps(cfg.to_toml_dict(), indent=2, sort_keys=True))
+    print(f"{path}: ok", file=sys.stderr)
+    return 0
+
+
+def _health(path: str, namespace: str) -> int:
+    from .infrastructure import Infrastructure
+
+    with Infrastructure(namespace, path, background=False) as infra:
+        report = infra.health()
+    print(json.dumps(report.to_health_json(), indent=2, default=str))
+    return 0 if report.overall_status != "unhealthy" else 1
 
 
 if __name__ == "__main__":
