@@ -83,6 +83,17 @@ def test_health_of_a_configuration(tmp_path: Path) -> None:
     assert "circuit_breaker:db" in doc["checks"]
 
 
+def test_scenarios_command() -> None:
+    proc = run("scenarios", "rate_limit_burst", "memory_pressure")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[x] rate_limit_burst" in proc.stdout
+    assert "health afterwards: healthy" in proc.stdout
+    proc = run("scenarios", "flood")
+    assert proc.returncode == 2
+    assert "unknown scenario 'flood'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_usage_errors() -> None:
     assert main([]) == 2
     proc = run("frobnicate")

@@ -55,7 +55,7 @@ def demo_config(state_dir: Path, *, sqlite_backend: bool) -> dict[str, Any]:
                 "reset_timeout": 1.0,
                 "half_open_max_calls": 5,
             },
-            "catalog": {},
+            "catalog": {"failure_threshold": 9, "degradation_threshold": 3},
         },
         "rate_limiting": {
             "backend": f"sqlite:///{state_dir / 'limits.db'}" if sqlite_backend else "memory",

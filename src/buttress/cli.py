@@ -32,6 +32,18 @@ def _parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate FILE and print the resolved config")
     check.add_argument("file", metavar="FILE")
 
+    scen = sub.add_parser(
+        "scenarios", help="run failure scenarios against a configuration and print what they did"
+    )
+    scen.add_argument(
+        "names",
+        nargs="*",
+        metavar="SCENARIO",
+        help="scenarios to run (default: all of circuit_breaker_chaos, memory_pressure, "
+        "rate_limit_burst, connection_pool_exhaustion, gradual_degradation)",
+    )
+    scen.add_argument("--config", metavar="FILE", help="the configuration (default: the demo's)")
+
     health = sub.add_parser(
         "health", help="print the health of a configuration (e.g. its Redis-backed limiters)"
     )
@@ -58,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config_check(args.file)
         if args.command == "health":
             return _health(args.config, args.namespace)
+        if args.command == "scenarios":
+            return _scenarios(args.names, args.config)
     except ConfigError as exc:
         print(f"buttress: {exc}", file=sys.stderr)
         return 2
@@ -83,6 +97,29 @@ def _health(path: str, namespace: str) -> int:
         report = infra.health()
     print(json.dumps(report.to_health_json(), indent=2, default=str))
     return 0 if report.overall_status != "unhealthy" else 1
+
+
+def _scenarios(names: list[str], path: str | None) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from ._demo import demo_config
+    from .testing import SCENARIOS, isolated_infrastructure, simulate_failures
+
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise ConfigError(
+            "scenarios", f"unknown scenario {unknown[0]!r} (known: {', '.join(SCENARIOS)})"
+        )
+    with tempfile.TemporaryDirectory(prefix="buttress-scenarios-") as tmp:
+        config = path if path is not None else demo_config(Path(tmp), sqlite_backend=False)
+        with isolated_infrastructure(config, prefix="scenarios") as infra:
+            results = simulate_failures(infra, names or SCENARIOS)
+            status = infra.health().overall_status
+    for r in results:
+        print(f"[{'x' if r.ok else ' '}] {r.name}: {r.summary}")
+    print(f"health afterwards: {status}")
+    return 0 if all(r.ok for r in results) else 1
 
 
 if __name__ == "__main__":
