@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar, cast
 
+from ._counting import count_of
 from ._histogram import Histogram
 from .errors import ConfigError, RejectedError
 
@@ -63,12 +65,14 @@ class ServiceSnapshot:
 class ServiceMetrics:
     """Counters for one service, safe from any thread, with no lock on the recording path.
 
-    ``record`` appends to a deque (an atomic operation) and returns; the numbers are folded in
-    under a lock when read, or once a batch has built up, so a protected call pays about one
-    append for its instrumentation.
+    Every call is counted exactly (``itertools.count``, atomic). Latency and throughput come
+    from the call's duration, queued on a deque (an atomic append) and folded in under a lock
+    when read: every call of the first 1,024, then one call in 8 (weighted 8 for throughput),
+    which keeps the percentiles right and the cost per call to a counter bump.
     """
 
-    _BATCH = 512
+    _BATCH = 256
+    _EXACT = 1024  # calls recorded one by one before sampling starts
 
     def __init__(self, name: str, metrics: Iterable[str] = METRICS) -> None:
         wanted = tuple(metrics)
@@ -80,10 +84,11 @@ class ServiceMetrics:
         self.name = name
         self.metrics = wanted
         self._lock = threading.Lock()
-        self._pending: deque[tuple[float, float, BaseException | None]] = deque()
+        self._seq = itertools.count()
+        self._next = self._seq.__next__
+        self._pending: deque[tuple[float, float, int]] = deque()
         self._append = self._pending.append
         self._latency = Histogram()
-        self._calls = 0
         self._errors = 0
         self.rejected = 0
         self._errors_by_type: dict[str, int] = {}
@@ -95,22 +100,32 @@ class ServiceMetrics:
 
     def record(self, duration: float, error: BaseException | None, *, now: float) -> None:
         """Count one finished call (``error`` is what it raised, if anything)."""
-        self._append((now, duration, error))
+        n = self._next()
+        if error is not None:
+            self._error(error)
+        if n >= self._EXACT:
+            if n & 7:
+                return
+            self._append((now, duration, 8))
+        else:
+            self._append((now, duration, 1))
         if len(self._pending) > self._BATCH:
             with self._lock:
                 self._fold()
 
+    def _error(self, error: BaseException) -> None:
+        kind = type(error).__name__
+        with self._lock:
+            self._errors += 1
+            self._errors_by_type[kind] = self._errors_by_type.get(kind, 0) + 1
+
     @property
     def calls(self) -> int:
-        with self._lock:
-            self._fold()
-            return self._calls
+        return count_of(self._seq)
 
     @property
     def errors(self) -> int:
-        with self._lock:
-            self._fold()
-            return self._errors
+        return self._errors
 
     def record_rejection(self, error: RejectedError) -> None:
         """Count a call refused before it ran (by reason: the error's class name)."""
@@ -132,15 +147,16 @@ class ServiceMetrics:
             self._fold()
             self._advance(int(now))
             h = self._latency
+            calls = count_of(self._seq)
             lookups = self.cache_hits + self.cache_misses
             # the current second is partial: average over the full seconds before it
             recent = sum(self._per_second) - self._per_second[int(now) % _SLOTS]
             return ServiceSnapshot(
                 name=self.name,
-                calls=self._calls,
+                calls=calls,
                 errors=self._errors,
                 rejected=self.rejected,
-                error_rate=self._errors / self._calls if self._calls else 0.0,
+                error_rate=self._errors / calls if calls else 0.0,
                 errors_by_type=dict(self._errors_by_type),
                 rejected_by_reason=dict(self._rejected_by_reason),
                 throughput=recent / (_SLOTS - 1),
@@ -155,7 +171,7 @@ class ServiceMetrics:
             )
 
     def _fold(self) -> None:
-        """Count the queued calls (lock held). Pops exactly what was there when it began."""
+        """Fold the queued durations in (lock held); pops exactly what was there."""
         pending = self._pending
         n = len(pending)
         if not n:
@@ -163,20 +179,14 @@ class ServiceMetrics:
         pop = pending.popleft
         record = self._latency.record
         per_second = self._per_second
-        by_type = self._errors_by_type
         for _ in range(n):
-            now, duration, error = pop()
+            now, duration, weight = pop()
             record(duration)
             sec = int(now)
             if sec != self._second:
                 self._advance(sec)
             if sec > self._second - _SLOTS:
-                per_second[sec % _SLOTS] += 1
-            if error is not None:
-                self._errors += 1
-                kind = type(error).__name__
-                by_type[kind] = by_type.get(kind, 0) + 1
-        self._calls += n
+                per_second[sec % _SLOTS] += weight
 
     def _advance(self, sec: int) -> None:
         gap = sec - self._second
