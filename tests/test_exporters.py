@@ -8,11 +8,13 @@ exporters must show exactly those numbers, and no rate-limit key (user or org id
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -625,3 +627,43 @@ def test_a_missing_library_names_the_extra_to_install(
     assert done.returncode != 0
     assert "ImportError" in done.stderr
     assert f"pip install 'buttress[{extra}]'" in done.stderr
+
+
+# -- docs/metrics.md -----------------------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+
+
+def doc_block(marker: str) -> str:
+    found = re.findall(r"^```python\n(.*?)^```", DOC.read_text(), flags=re.M | re.S)
+    return next(b for b in found if marker in b)
+
+
+def test_the_documented_wsgi_endpoint_serves_the_metrics(infra: bt.Infrastructure) -> None:
+    scope: dict[str, Any] = {"infra": infra}
+    exec(compile(doc_block("make_wsgi_app"), str(DOC), "exec"), scope)
+    answer: list[Any] = []
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "QUERY_STRING": ""}
+    body = b"".join(scope["metrics_app"](environ, lambda status, headers: answer.append(status)))
+    assert answer == ["200 OK"]
+    families = {f.name for f in text_string_to_metric_families(body.decode())}
+    assert {"buttress_circuit_breaker_state", "buttress_pool_connections"} <= families
+
+
+def test_the_documented_opentelemetry_setup_reports(tmp_path: Path) -> None:
+    """In a process of its own (it sets the global meter provider); where the application
+    would run (``...``), the reader exports at once."""
+    block = doc_block("instrument_infrastructure(infra)")
+    assert "\n...\n" in block
+    script = (
+        "import buttress as bt\n"
+        "infra = bt.Infrastructure('app', {'circuit_breakers': {'payments': {}}, "
+        "'memory_manager': {'enabled': False}}, env={}, background=False)\n"
+        + block.replace("\n...\n", "\nreader.force_flush()\n")
+        + "assert handle.closed\n"
+        "metrics.get_meter_provider().shutdown()\n"
+    )
+    done = run_python(script)
+    assert done.returncode == 0, done.stderr
+    assert '"buttress.circuit_breaker.state"' in done.stdout
+    assert '"buttress.name": "payments"' in done.stdout
