@@ -9,17 +9,19 @@ can reach an exporter. This module imports neither metrics library.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..breaker import BreakerState
+from ..errors import ConfigError
 from ..memory import MemoryLevel
 
 if TYPE_CHECKING:
     from ..infrastructure import Infrastructure
 
-__all__ = ["METRICS", "MetricDef", "Sample", "Summary", "gather", "gather_all"]
+__all__ = ["METRICS", "MetricDef", "Published", "Sample", "Summary", "gather", "gather_all"]
 
 Kind = Literal["gauge", "counter", "updown", "summary"]
 Source = Literal["breaker", "limiter", "pool", "memory", "service", "chaos", "health"]
@@ -736,3 +738,39 @@ def gather_all(infra: Infrastructure) -> Out:
     chaos_samples(ns, report.chaos_engineering, out)
     health_samples(ns, report.overall_status, out)
     return out
+
+
+class Published:
+    """The infrastructures one exporter reports, by namespace: the label that tells their
+    series apart, so two infrastructures with one namespace cannot share an exporter."""
+
+    def __init__(self, where: str) -> None:
+        self._where = where  # "by this collector", for the error message
+        self._lock = threading.Lock()
+        self._infras: dict[str, Infrastructure] = {}
+
+    def __call__(self) -> tuple[Infrastructure, ...]:
+        with self._lock:
+            return tuple(self._infras.values())
+
+    def add(self, infra: Infrastructure) -> bool:
+        """Add ``infra``; False if it is there already. Another with its namespace: an error."""
+        with self._lock:
+            present = self._infras.get(infra.namespace)
+            if present is infra:
+                return False
+            if present is not None:
+                raise ConfigError(
+                    "namespace",
+                    f"an infrastructure named {infra.namespace!r} is already {self._where}",
+                )
+            self._infras[infra.namespace] = infra
+            return True
+
+    def remove(self, infra: Infrastructure) -> bool:
+        """Remove ``infra``; returns whether it was there."""
+        with self._lock:
+            if self._infras.get(infra.namespace) is not infra:
+                return False
+            del self._infras[infra.namespace]
+            return True

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 
 from .. import __version__, events
 from ..errors import ConfigError
-from ._metrics import METRICS, MetricDef, Summary, gather
+from ._metrics import METRICS, MetricDef, Published, Summary, gather
 
 if TYPE_CHECKING:
     from ..infrastructure import Infrastructure
@@ -69,7 +69,7 @@ class _Instruments:
     def __init__(self, provider: MeterProvider | None) -> None:
         self._meter = metrics.get_meter("buttress", __version__, meter_provider=provider)
         self._lock = threading.Lock()
-        self._infras: dict[str, Infrastructure] = {}
+        self.published = Published("instrumented on this meter provider")
         self._histograms: dict[str, Histogram] = {}
         kinds = {
             "gauge": self._meter.create_observable_gauge,
@@ -80,22 +80,6 @@ class _Instruments:
         for m in METRICS:
             if m.otel is not None:
                 kinds[m.kind](m.otel, [self._callback(m)], unit=m.unit, description=m.help)
-
-    def add(self, infra: Infrastructure) -> None:
-        with self._lock:
-            present = self._infras.get(infra.namespace)
-            if present is not None:
-                raise ConfigError(
-                    "namespace",
-                    f"an infrastructure named {infra.namespace!r} is already instrumented on "
-                    "this meter provider",
-                )
-            self._infras[infra.namespace] = infra
-
-    def remove(self, infra: Infrastructure) -> None:
-        with self._lock:
-            if self._infras.get(infra.namespace) is infra:
-                del self._infras[infra.namespace]
 
     def histogram(self, name: str, description: str) -> Histogram:
         with self._lock:
@@ -110,10 +94,8 @@ class _Instruments:
         keys = m.attribute_keys()
 
         def observe(options: CallbackOptions) -> Iterable[Observation]:
-            with self._lock:
-                infras = tuple(self._infras.values())
             found: list[Observation] = []
-            for infra in infras:
+            for infra in self.published():
                 for values, value in gather(infra, m.source)[m.key]:
                     attrs = {k: v for k, v in zip(keys, values, strict=True) if v != ""}
                     if isinstance(value, Summary):
@@ -195,7 +177,7 @@ class InfrastructureMetrics:
         if self.closed:
             return
         self.closed = True
-        self._instruments.remove(self.infrastructure)
+        self._instruments.published.remove(self.infrastructure)
         if self._handler_id is not None:
             events.detach(self._handler_id)
         with _setup:
@@ -239,9 +221,14 @@ def instrument_infrastructure(
         instruments = _by_provider.get(provider)
         if instruments is None:
             instruments = _by_provider[provider] = _Instruments(provider)
-    instruments.add(infra)
+    if not instruments.published.add(infra):
+        raise ConfigError(
+            "namespace",
+            f"infrastructure {infra.namespace!r} is already instrumented on this meter "
+            "provider: close its handle first",
+        )
     try:
         return InfrastructureMetrics(infra, instruments, pool_histograms)
     except BaseException:
-        instruments.remove(infra)
+        instruments.published.remove(infra)
         raise

@@ -34,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 from ..errors import ConfigError
-from ._metrics import METRICS, MetricDef, Sample, Summary, gather_all
+from ._metrics import METRICS, MetricDef, Published, Sample, Summary, gather_all
 
 if TYPE_CHECKING:
     from ..infrastructure import Infrastructure
@@ -59,37 +59,22 @@ class InfrastructureCollector:
                 "prefix", f"must be a Prometheus metric name such as 'buttress', got {prefix!r}"
             )
         self.prefix = prefix
-        self._lock = threading.Lock()
-        self._infras: dict[str, Infrastructure] = {}
+        self._published = Published("published by this collector")
         for infra in infrastructures:
             self.add(infra)
 
     @property
     def infrastructures(self) -> tuple[Infrastructure, ...]:
-        with self._lock:
-            return tuple(self._infras.values())
+        return self._published()
 
     def add(self, infra: Infrastructure) -> None:
-        """Publish ``infra`` too. Namespaces must differ: they tell the series apart."""
-        with self._lock:
-            present = self._infras.get(infra.namespace)
-            if present is infra:
-                return
-            if present is not None:
-                raise ConfigError(
-                    "namespace",
-                    f"an infrastructure named {infra.namespace!r} is already published by "
-                    "this collector",
-                )
-            self._infras[infra.namespace] = infra
+        """Publish ``infra`` too (again: nothing). Namespaces must differ: they tell the
+        series apart."""
+        self._published.add(infra)
 
     def remove(self, infra: Infrastructure) -> bool:
         """Stop publishing ``infra`` (e.g. once closed); returns whether it was published."""
-        with self._lock:
-            if self._infras.get(infra.namespace) is infra:
-                del self._infras[infra.namespace]
-                return True
-            return False
+        return self._published.remove(infra)
 
     def describe(self) -> Iterator[Metric]:
         """The families this collector can produce, without samples (for the registry's
@@ -128,7 +113,7 @@ class InfrastructureCollector:
         return family
 
     def __repr__(self) -> str:
-        names = ", ".join(repr(ns) for ns in self._infras)
+        names = ", ".join(repr(i.namespace) for i in self.infrastructures)
         return f"<InfrastructureCollector {self.prefix}_* [{names}]>"
 
 
