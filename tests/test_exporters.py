@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
@@ -372,6 +372,20 @@ def test_one_collector_serves_several_namespaces_on_a_registry(
         second = register_prometheus(other, registry)  # unregistered by hand: a fresh one
         assert second is not first
         assert second.infrastructures == (other,)
+
+
+def test_by_default_the_collector_goes_on_prometheus_clients_registry(
+    infra: bt.Infrastructure,
+) -> None:
+    collector = register_prometheus(infra)
+    try:
+        value = REGISTRY.get_sample_value("buttress_memory_pressure_ratio", {"namespace": "shop"})
+        assert value == 0.9
+    finally:
+        REGISTRY.unregister(collector)
+    assert (
+        REGISTRY.get_sample_value("buttress_memory_pressure_ratio", {"namespace": "shop"}) is None
+    )
 
 
 def test_a_second_prefix_is_a_second_collector(infra: bt.Infrastructure) -> None:
