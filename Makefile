@@ -35,6 +35,7 @@ lint: $(VENV)/.installed-dev
 	$(PY) -m mypy
 	$(PY) tools/gen_events_doc.py --check
 	$(PY) tools/async_to_sync.py --check
+	$(PY) tools/gen_metrics_doc.py --check
 
 typecheck: lint
 

@@ -182,6 +182,9 @@ class RateLimiter:
         # Latency is measured on one decision in 16 in memory (a clock read is a tenth of
         # the decision there), on every decision elsewhere (where I/O dwarfs it).
         self._sample = 15 if isinstance(self.backend, MemoryBackend) else 0
+        if self._lane is not None and not self._adaptive:
+            # One fixed scope in memory: the whole decision as one closure (see _solo_path).
+            self.try_acquire = self._solo_path()  # type: ignore[method-assign]
 
     @property
     def algorithms(self) -> tuple[Algorithm, ...]:
@@ -308,6 +311,72 @@ class RateLimiter:
         if _enabled(EV_DENIED):
             self._emit(EV_DENIED, decision, cost)
         return decision
+
+    def _solo_path(self) -> Callable[..., Decision]:
+        """``try_acquire`` for one fixed scope in memory, as a closure over what it reads.
+
+        The same steps as the fast path in :meth:`try_acquire` (which it falls back to for
+        anything else: another key type, a cost other than 1, callers queued), with every
+        attribute read once here instead of on each call: at about a microsecond a decision,
+        a dozen attribute loads are a fifth of the cost.
+        """
+        general: Callable[[Key, float], Decision] = RateLimiter.try_acquire.__get__(self)
+        lane = self._lane
+        assert lane is not None
+        assert self._solo is not None
+        solo = self._solo
+        states = self._states
+        get = states.get
+        lock, unlock = self._lock_backend, self._unlock_backend
+        frame = self._frame
+        admit = frame.algorithms[0].admit
+        monotonic = self._monotonic
+        queues = self._queues
+        stats = self._stats
+        measure = stats.measure
+        admitted = self._admitted.__next__
+        denied = self._denied[0].__next__
+        emit = self._emit
+        shell = self
+
+        def try_acquire(key: Key = None, cost: float = 1) -> Decision:
+            if key.__class__ is not str or cost.__class__ is not int or cost != 1 or queues:
+                return general(key, cost)
+            k = solo + key
+            now = monotonic()
+            grew = False
+            lock()
+            try:
+                state = get(k)
+                new = admit(state, now, 1)
+                if new is not None:
+                    states[k] = new
+                    if state is None:
+                        grew = lane.grew(now, (k,))
+            finally:
+                unlock()
+            if grew:
+                lane.cap_reached()
+            if now >= shell._next_mark:
+                shell._next_mark = stats.mark(now)
+            decision: Decision = _new(Decision)
+            decision._details = (frame, k, state, now, 1)
+            decision._resolved = None
+            if new is not None:
+                decision.allowed = True
+                if not admitted() & 15:
+                    measure(monotonic() - now)
+                if _enabled(EV_ALLOWED):
+                    emit(EV_ALLOWED, decision, 1)
+                return decision
+            decision.allowed = False
+            if not denied() & 15:
+                measure(monotonic() - now)
+            if _enabled(EV_DENIED):
+                emit(EV_DENIED, decision, 1)
+            return decision
+
+        return try_acquire
 
     def _decide_in_memory(self, keys: list[str], cost: float) -> Decision:
         """Several scopes in memory: MemoryBackend.decide, _decide and _conclude, unrolled.
