@@ -619,17 +619,19 @@ class Infrastructure:
     def health(self) -> HealthReport:
         """Every component's state and one overall status (see :mod:`buttress.health`)."""
         mono = self._now()
-        pools: dict[str, Any] = {n: p.stats() for n, p in self.pools.items()}
-        pools.update({n: p.stats() for n, p in self.async_pools.items()})
+        # Copies: another thread may add a default breaker or a service meanwhile.
+        pools: dict[str, Any] = {n: p.stats() for n, p in tuple(self.pools.items())}
+        pools.update({n: p.stats() for n, p in tuple(self.async_pools.items())})
+        services = tuple(self.services.items())
         return build_report(
             self.namespace,
-            breakers={n: b.snapshot() for n, b in self.breakers.items()},
-            limiters={n: lim.snapshot() for n, lim in self.limiters.items()},
+            breakers={n: b.snapshot() for n, b in tuple(self.breakers.items())},
+            limiters={n: lim.snapshot() for n, lim in tuple(self.limiters.items())},
             pools=pools,
             memory=self.memory.snapshot() if self.memory is not None else None,
             chaos=self.chaos.snapshot(),
             time=self.clock.time(),
-            extra={"services": {n: m.snapshot(now=mono) for n, m in self.services.items()}},
+            extra={"services": {n: m.snapshot(now=mono) for n, m in services}},
         )
 
     def __repr__(self) -> str:

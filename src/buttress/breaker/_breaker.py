@@ -572,9 +572,16 @@ class CircuitBreaker:
         self._record(gen, probe, _SUCCESS if exc is None else self._classify(exc), self._now(), t0)
 
     def release(self, ticket: tuple[int, int, float]) -> None:
-        """Give back a call admitted by :meth:`begin` that never ran (counts for nothing)."""
-        gen, probe, t0 = ticket
-        self._record(gen, probe, _CANCELLED, self._now(), t0)
+        """Give back a call admitted by :meth:`begin` that never ran (counts for nothing).
+
+        A later layer refused it (a pool timeout, say): it frees its half-open permit and is
+        counted nowhere, not even as cancelled.
+        """
+        gen, probe, _ = ticket
+        if probe:
+            with self._lock:
+                self._drain()
+                self._m.on_neutral(gen, probe, self._now(), cancelled=None)
 
     # -- context managers --------------------------------------------------------------------
 

@@ -326,11 +326,14 @@ class BreakerMachine:
             if self.state is CLOSED:
                 self._refresh_fast()
 
-    def on_neutral(self, generation: int, probe: int, now: float, *, cancelled: bool) -> None:
-        """An ignored exception or a cancellation: counts for nothing, frees a probe permit."""
+    def on_neutral(
+        self, generation: int, probe: int, now: float, *, cancelled: bool | None
+    ) -> None:
+        """An ignored exception, a cancellation, or (``None``) a call that never ran: counts
+        for nothing (beyond its own tally), frees a probe permit."""
         if cancelled:
             self.cancelled += 1
-        else:
+        elif cancelled is not None:
             self.ignored += 1
         if probe and generation == self.generation:
             self._probes.pop(probe, None)
