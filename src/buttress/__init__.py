@@ -52,8 +52,10 @@ from .ratelimit import (
     MemoryBackend,
     RateLimiter,
     RateLimiterSnapshot,
+    RedisBackend,
     Scope,
     ScopeStatus,
+    SQLiteBackend,
 )
 
 __version__ = "0.1.0.dev0"
@@ -97,7 +99,9 @@ __all__ = [
     "RateLimitExceeded",
     "RateLimiter",
     "RateLimiterSnapshot",
+    "RedisBackend",
     "RejectedError",
+    "SQLiteBackend",
     "Scheduler",
     "Scope",
     "ScopeStatus",
