@@ -129,7 +129,10 @@ class SQLiteBackend:
         self._connections: list[sqlite3.Connection] = []
         self._until_purge = PURGE_EVERY
         self._sql = _Statements.for_table(table)
-        self._run(lambda conn: None)  # open the file now: a bad path fails here, clearly
+        try:
+            self._run(lambda conn: None)  # open the file now: a bad path fails here, clearly
+        except BackendError as exc:
+            raise ConfigError("path", f"cannot use {self.path!r} as a database: {exc}") from exc
 
     @property
     def time_base(self) -> TimeBase:
