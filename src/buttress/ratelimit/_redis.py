@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 import weakref
 from collections.abc import Sequence
 from importlib import resources
@@ -39,8 +40,12 @@ __all__ = ["RedisBackend", "redis_key"]
 
 TimeSource: TypeAlias = Literal["server", "caller"]
 
-# What the scripts call each algorithm (see lua/common.lua).
-_CODES: dict[type, str] = {TokenBucket: "t", FixedWindow: "f", SlidingWindow: "s"}
+# What the scripts call each algorithm, and how a request and a reply are packed (see
+# lua/common.lua).
+_CODES: dict[type, int] = {TokenBucket: ord("t"), FixedWindow: ord("f"), SlidingWindow: ord("s")}
+_HEAD = struct.Struct("<dBBdd")  # cost, commit, caller's time given, that time, TTL slack (ms)
+_SCOPE = struct.Struct("<Bdd")  # algorithm letter, two parameters
+_REPLY = struct.Struct("<Bd")  # allowed, now
 
 # With the caller's clock (tests), Redis's own clock still runs the TTLs; a margin keeps a key
 # alive while the caller's time says it is live even if the two clocks run apart.
@@ -102,9 +107,9 @@ class RedisBackend:
     __slots__ = (
         "_aclients",
         "_async_client",
+        "_caller_time",
         "_client",
         "_decide",
-        "_now_arg",
         "_own_sync",
         "_params",
         "_refund",
@@ -175,9 +180,9 @@ class RedisBackend:
         # One asyncio client (and its scripts) per event loop: a client is bound to its loop.
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, ...]]
         self._aclients = weakref.WeakKeyDictionary()
-        self._now_arg = time_source == "caller"
-        self._slack = str(CALLER_TIME_SLACK_MS if self._now_arg else 0)
-        self._params: dict[Algorithm, tuple[str, str, str]] = {}
+        self._caller_time = time_source == "caller"
+        self._slack = float(CALLER_TIME_SLACK_MS if self._caller_time else 0)
+        self._params: dict[Algorithm, bytes] = {}
 
     def _options(self, asynchronous: bool) -> dict[str, Any]:
         """Client options: every socket operation bounded, one immediate reconnect, no backoff.
@@ -206,9 +211,10 @@ class RedisBackend:
 
     # -- what the scripts are given ------------------------------------------------------------
 
-    def _scope_args(self, algorithm: Algorithm) -> tuple[str, str, str]:
-        args = self._params.get(algorithm)
-        if args is None:
+    def _scope(self, algorithm: Algorithm) -> bytes:
+        """One scope of a request: its algorithm's letter and two parameters, packed."""
+        packed = self._params.get(algorithm)
+        if packed is None:
             code = _CODES.get(type(algorithm))
             if code is None:
                 raise ConfigError(
@@ -216,30 +222,24 @@ class RedisBackend:
                     "RedisBackend runs token_bucket, fixed_window, sliding_window and adaptive "
                     f"scopes, not {type(algorithm).__name__}",
                 )
-            p1, p2 = algorithm.params()
-            args = (code, repr(p1), repr(p2))
+            packed = _SCOPE.pack(code, *algorithm.params())
             if len(self._params) > 4096:  # adaptive limits make new objects; keep it bounded
                 self._params.clear()
-            self._params[algorithm] = args
-        return args
+            self._params[algorithm] = packed
+        return packed
 
     def _keys(self, keys: Sequence[str]) -> list[str]:
         prefix = self.prefix
         return [redis_key(prefix, k) for k in keys]
 
-    def _decide_args(
+    def _request(
         self, algorithms: Sequence[Algorithm], cost: float, now: float, commit: bool
-    ) -> list[str]:
-        args = [repr(cost), "1" if commit else "0", repr(now) if self._now_arg else "", self._slack]
-        for algorithm in algorithms:
-            args.extend(self._scope_args(algorithm))
-        return args
-
-    def _refund_args(self, algorithms: Sequence[Algorithm], cost: float, now: float) -> list[str]:
-        args = [repr(cost), repr(now) if self._now_arg else "", self._slack]
-        for algorithm in algorithms:
-            args.extend(self._scope_args(algorithm))
-        return args
+    ) -> bytes:
+        """The scripts' one argument (see lua/common.lua)."""
+        head = _HEAD.pack(cost, commit, self._caller_time, now, self._slack)
+        if len(algorithms) == 1:
+            return head + self._scope(algorithms[0])
+        return head + b"".join([self._scope(a) for a in algorithms])
 
     # -- clients -------------------------------------------------------------------------------
 
@@ -284,7 +284,7 @@ class RedisBackend:
         commit: bool = True,
     ) -> Outcome:
         self._sync()
-        args = self._decide_args(algorithms, cost, now, commit)
+        args = (self._request(algorithms, cost, now, commit),)
         try:
             reply = self._decide(keys=self._keys(keys), args=args)
         except _ERRORS as exc:
@@ -300,7 +300,7 @@ class RedisBackend:
         commit: bool = True,
     ) -> Outcome:
         _, script, _ = self._async()
-        args = self._decide_args(algorithms, cost, now, commit)
+        args = (self._request(algorithms, cost, now, commit),)
         try:
             async with asyncio.timeout(self.timeout):
                 reply = await script(keys=self._keys(keys), args=args)
@@ -312,7 +312,7 @@ class RedisBackend:
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
         self._sync()
-        args = self._refund_args(algorithms, cost, now)
+        args = (self._request(algorithms, cost, now, True),)
         try:
             self._refund(keys=self._keys(keys), args=args)
         except _ERRORS as exc:
@@ -322,7 +322,7 @@ class RedisBackend:
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
         _, _, script = self._async()
-        args = self._refund_args(algorithms, cost, now)
+        args = (self._request(algorithms, cost, now, True),)
         try:
             async with asyncio.timeout(self.timeout):
                 await script(keys=self._keys(keys), args=args)
@@ -410,11 +410,20 @@ def _check_timeout(name: str, client: Any) -> None:
         )
 
 
-def _outcome(reply: list[Any]) -> Outcome:
-    states: list[State | None] = [
-        None if raw is None else tuple(map(float, raw.split())) for raw in reply[2:]
-    ]
-    return reply[0] == 1, states, float(reply[1])
+def _outcome(reply: bytes) -> Outcome:
+    """Unpack a decision's reply: ``(allowed, now)``, then per key ``n`` and n doubles."""
+    allowed, now = _REPLY.unpack_from(reply)
+    states: list[State | None] = []
+    at = _REPLY.size
+    while at < len(reply):
+        n = reply[at]
+        at += 1
+        if n:
+            states.append(struct.unpack_from(f"<{n}d", reply, at))
+            at += 8 * n
+        else:
+            states.append(None)
+    return allowed == 1, states, now
 
 
 def _failure(operation: str, exc: BaseException) -> BackendError:

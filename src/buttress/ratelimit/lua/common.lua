@@ -2,35 +2,50 @@
 --
 -- The arithmetic is transcribed from src/buttress/ratelimit/_algorithms.py, the reference:
 -- the conformance tests feed the same (now, keys, cost) traces to both and require the same
--- decisions and states. Keep the two in step, operation for operation: both use IEEE doubles,
--- so the same operations in the same order give the same bits.
+-- decisions and states, to the bit. Keep the two in step, operation for operation: both use
+-- IEEE doubles, so the same operations in the same order give the same bits.
 --
--- A state is stored as one string of numbers separated by spaces, written with %.17g so that
--- every double survives the round trip exactly; its first number is when it expires.
--- Algorithms (one letter, then two parameters, as Algorithm.params() gives them):
+-- Everything crosses the wire as little-endian doubles, packed with Redis's struct library
+-- (exact, and cheaper than formatting and parsing text):
+--   a stored value   a state's n doubles (the first is when it expires), then when the key's
+--                    TTL runs out (see store)
+--   ARGV[1]          the request: "<dBBdd" cost, commit (1) or peek (0), 1 if the caller's
+--                    time follows (tests) else 0 (the server's TIME), that time, TTL slack in ms;
+--                    then one "<Bdd" per key: its algorithm's letter and two parameters
+--   the reply        one string: "<Bd" allowed (1 or 0), now; then per key the state read
+--                    before deciding, as "<B" n (0: none) and n doubles
+-- Algorithms (as Algorithm.params() gives their two parameters):
 --   "t"  token bucket (GCRA): interval (seconds per unit of cost), tolerance (burst * interval)
 --   "f"  fixed window: limit, window (seconds)
 --   "s"  sliding window (two-window counter): limit, window (seconds)
 
 local EPSILON = 1e-9
 
+-- A stored value: the state's n doubles, then one more: until when the key's TTL runs.
 local function decode(raw)
   if not raw then
-    return nil
+    return nil, nil
   end
-  local state = {}
-  for part in string.gmatch(raw, "%S+") do
-    state[#state + 1] = tonumber(part)
-  end
-  return state
+  local values = { struct.unpack("<" .. string.rep("d", #raw / 8), raw) }
+  values[#values] = nil -- struct.unpack also returns where it stopped
+  local covered = table.remove(values)
+  return values, covered
 end
 
-local function encode(state)
-  local parts = {}
-  for i = 1, #state do
-    parts[i] = string.format("%.17g", state[i])
+local function encode(state, covered)
+  return struct.pack("<" .. string.rep("d", #state), unpack(state)) .. struct.pack("<d", covered)
+end
+
+-- The request: its header, then (code, p1, p2) per key.
+local function request(argv)
+  local cost, commit, given, at, slack, pos = struct.unpack("<dBBdd", argv)
+  local scopes = {}
+  for i = 1, #KEYS do
+    local code, p1, p2
+    code, p1, p2, pos = struct.unpack("<Bdd", argv, pos)
+    scopes[i] = { string.char(code), p1, p2 }
   end
-  return table.concat(parts, " ")
+  return cost, commit == 1, given == 1, at, slack, scopes
 end
 
 -- Python's float floor division (Objects/floatobject.c), so window indexes match to the bit.
@@ -51,9 +66,9 @@ local function floordiv(x, y)
 end
 
 -- The caller's clock (tests inject it) or the server's: one clock for every client.
-local function clock(arg)
-  if arg ~= "" then
-    return tonumber(arg)
+local function clock(given, at)
+  if given then
+    return at
   end
   local t = redis.call("TIME")
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -141,7 +156,22 @@ local function refund(kind, p1, p2, state, now, cost)
   return { (index + 2.0) * p2, index, current, previous }
 end
 
--- Store a state until it expires (plus slack ms), when it is worth no more than no state.
-local function store(key, state, now, slack)
-  redis.call("SET", key, encode(state), "PX", math.ceil((state[1] - now) * 1000) + slack)
+-- Store a state with a TTL that outlives it: a key vanishes once its state is worth no more than
+-- no state. Setting a TTL costs Redis more than the rest of a write, so it is set with
+-- HEADROOM seconds to spare and kept (KEEPTTL) while it still covers the new state: a busy key
+-- has its TTL rewritten about once per HEADROOM seconds, and an idle one lingers at most that
+-- much longer. At least 1 ms: at wall-clock magnitudes a tiny interval may not move time at all.
+local HEADROOM = 1.0
+
+local function store(key, state, now, slack, covered)
+  if covered ~= nil and covered >= state[1] then
+    redis.call("SET", key, encode(state, covered), "KEEPTTL")
+    return
+  end
+  covered = state[1] + HEADROOM
+  local ttl = math.ceil((covered - now) * 1000)
+  if ttl < 1 then
+    ttl = 1
+  end
+  redis.call("SET", key, encode(state, covered), "PX", ttl + slack)
 end
