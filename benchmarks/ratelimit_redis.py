@@ -1,6 +1,7 @@
 """Per-decision cost on a real Redis: buttress's RedisBackend against limits and pyrate-limiter.
 
-    make bench BENCH=ratelimit_redis    # or: .venv/bin/python benchmarks/ratelimit_redis.py [--quick]
+    make bench BENCH=ratelimit_redis
+    .venv/bin/python benchmarks/ratelimit_redis.py [--quick]
 
 Redis at ``BUTTRESS_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``); every key this run
 makes carries a prefix of its own and is deleted at the end. Every limit is far above what the
