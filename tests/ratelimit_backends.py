@@ -111,6 +111,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cluster_port() -> int:
+    """A spare port whose cluster bus port (port + 10000) is spare too."""
+    for _ in range(100):
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no spare port pair for a cluster node")
+
+
 class RedisServer:
     """A throwaway ``redis-server`` on a spare port, which a test may kill, pause and restart."""
 
@@ -123,10 +138,12 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> RedisServer:
+    def start(self, *extra: str, cwd: str | None = None) -> RedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--logfile", ""]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        args += ["--save", "", "--appendonly", "no", "--logfile", "", *extra]
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd
+        )
         wait_until(self.answers, what=f"redis-server on port {self.port} to answer")
         return self
 
@@ -152,6 +169,63 @@ class RedisServer:
     def resume(self) -> None:
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGCONT)
+
+
+class RedisClusterOfOurOwn:
+    """Three cluster-enabled redis-servers (primaries only) made into one Redis Cluster."""
+
+    def __init__(self, directory: str, nodes: int = 3) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise FileNotFoundError("redis-cli is not on PATH")
+        self.cli = cli
+        self.directory = directory
+        self.servers = [RedisServer(cluster_port()) for _ in range(nodes)]
+
+    def start(self) -> RedisClusterOfOurOwn:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        for s in self.servers:
+            conf = f"nodes-{s.port}.conf"
+            s.start("--cluster-enabled", "yes", "--cluster-config-file", conf, cwd=self.directory)
+        addresses = [f"127.0.0.1:{s.port}" for s in self.servers]
+        subprocess.run(
+            [
+                self.cli,
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        wait_until(self.ready, what="the cluster to agree on its slots")
+
+    def ready(self) -> bool:
+        for s in self.servers:
+            out = subprocess.run(
+                [self.cli, "-p", str(s.port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            if "cluster_state:ok" not in out:
+                return False
+        return True
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.kill()
 
 
 def wait_until(condition: Callable[[], bool], *, what: str, limit: float = 10.0) -> None:

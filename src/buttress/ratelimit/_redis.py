@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["RedisBackend", "redis_key"]
 
 TimeSource: TypeAlias = Literal["server", "caller"]
+SyncClient: TypeAlias = "redis.Redis | redis.RedisCluster"
+AsyncClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.RedisCluster"
 
 # What the scripts call each algorithm, and how a request and a reply are packed (see
 # lua/common.lua).
@@ -92,10 +94,10 @@ class RedisBackend:
 
     * ``url_or_client``: a ``redis://`` URL (the backend builds a ``redis.Redis`` and, per
       event loop, a ``redis.asyncio.Redis``, each with ``timeout`` on every socket operation
-      and one immediate reconnect), or your own ``redis.Redis`` (the sync path) or
-      ``redis.asyncio.Redis`` (the asyncio path); give the other kind as ``client=`` or
-      ``async_client=`` to have both. Your own clients need a ``socket_timeout``: a backend
-      call must never hang;
+      and one immediate reconnect), or your own ``redis.Redis`` / ``redis.RedisCluster`` (the
+      sync path) or ``redis.asyncio.Redis`` / ``redis.asyncio.RedisCluster`` (the asyncio
+      path); give the other kind as ``client=`` or ``async_client=`` to have both. Your own
+      clients need a ``socket_timeout``: a backend call must never hang;
     * ``prefix``: put in front of every Redis key (no braces), e.g. ``"rl:"``;
     * ``timeout``: seconds a call may take (each socket connect, read and write; the whole
       call on the asyncio path) before the limiter's failure policy applies;
@@ -123,10 +125,10 @@ class RedisBackend:
 
     def __init__(
         self,
-        url_or_client: str | redis.Redis | redis.asyncio.Redis,
+        url_or_client: str | SyncClient | AsyncClient,
         *,
-        client: redis.Redis | None = None,
-        async_client: redis.asyncio.Redis | None = None,
+        client: SyncClient | None = None,
+        async_client: AsyncClient | None = None,
         prefix: str = "",
         timeout: float = 0.25,
         time_source: TimeSource = "server",
@@ -149,23 +151,25 @@ class RedisBackend:
         self.timeout = float(timeout)
         self.time_source: TimeSource = time_source
         self._url: str | None = None
-        self._client: redis.Redis | None = client
-        self._async_client: redis.asyncio.Redis | None = async_client
+        self._client: SyncClient | None = client
+        self._async_client: AsyncClient | None = async_client
+        sync_kinds = (redis_sync.Redis, redis_sync.RedisCluster)
+        async_kinds = (redis_async.Redis, redis_async.RedisCluster)
         if isinstance(url_or_client, str):
             self._url = url_or_client
             try:
                 self._client = redis_sync.Redis.from_url(url_or_client, **self._options(False))
             except ValueError as exc:
                 raise ConfigError("url_or_client", f"not a Redis URL: {exc}") from exc
-        elif isinstance(url_or_client, redis_async.Redis):
+        elif isinstance(url_or_client, async_kinds):
             self._async_client = url_or_client
-        elif isinstance(url_or_client, redis_sync.Redis):
+        elif isinstance(url_or_client, sync_kinds):
             self._client = url_or_client
         else:
             raise ConfigError(
                 "url_or_client",
-                f"must be a redis:// URL, a redis.Redis or a redis.asyncio.Redis, "
-                f"got {url_or_client!r}",
+                "must be a redis:// URL, or a client: redis.Redis, redis.RedisCluster, "
+                f"redis.asyncio.Redis or redis.asyncio.RedisCluster; got {url_or_client!r}",
             )
         self._own_sync = self._url is not None
         for name, given in (("client", self._client), ("async_client", self._async_client)):
@@ -243,7 +247,7 @@ class RedisBackend:
 
     # -- clients -------------------------------------------------------------------------------
 
-    def _sync(self) -> redis.Redis:
+    def _sync(self) -> SyncClient:
         if self._client is None:
             raise ConfigError(
                 "client", "this RedisBackend has only an asyncio client: pass client= as well"
@@ -398,16 +402,20 @@ class RedisBackend:
 
 
 def _check_timeout(name: str, client: Any) -> None:
-    try:
-        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
-    except AttributeError:  # e.g. a cluster client: its nodes carry their own settings
-        return
-    if timeout is None:
-        raise ConfigError(
-            name,
-            "needs a socket_timeout (e.g. redis.Redis(..., socket_timeout=0.25, "
-            "retry=Retry(NoBackoff(), 1))): a rate-limit call must never hang",
-        )
+    """A client of the caller's must bound its socket operations."""
+    for where in ("get_connection_kwargs", "nodes_manager", "connection_pool"):
+        found = getattr(client, where, None)
+        if found is None:
+            continue
+        kwargs = found() if callable(found) else getattr(found, "connection_kwargs", None)
+        if isinstance(kwargs, dict):
+            if kwargs.get("socket_timeout") is None:
+                raise ConfigError(
+                    name,
+                    "needs a socket_timeout (e.g. redis.Redis(..., socket_timeout=0.25, "
+                    "retry=Retry(NoBackoff(), 1))): a rate-limit call must never hang",
+                )
+            return
 
 
 def _outcome(reply: bytes) -> Outcome:
