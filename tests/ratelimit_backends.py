@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -80,6 +81,26 @@ def hammer(
         results.put((user, admitted, attempts, repr(exc)))
     finally:
         close_backend(backend)
+
+
+def hammer_threads(
+    limiter: bt.RateLimiter, contexts: list[dict[str, str]], attempts: int
+) -> list[int]:
+    """One thread per context, all starting together; returns how many each had admitted."""
+    admitted = [0] * len(contexts)
+    start = threading.Barrier(len(contexts))
+
+    def run(i: int) -> None:
+        start.wait()
+        for _ in range(attempts):
+            admitted[i] += limiter.try_acquire(contexts[i]).allowed
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(contexts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return admitted
 
 
 def restart_limiter(backend: Any) -> bt.RateLimiter:

@@ -8,7 +8,6 @@ limiters land in different slots, spread over the nodes.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from redis.crc import key_slot
 
 import buttress as bt
 from buttress.ratelimit._redis import redis_key
-from ratelimit_backends import RedisClusterOfOurOwn, unique_prefix
+from ratelimit_backends import RedisClusterOfOurOwn, hammer_threads, unique_prefix
 
 pytestmark = pytest.mark.slow
 
@@ -68,19 +67,8 @@ def three_scopes(backend: bt.RedisBackend, name: str) -> bt.RateLimiter:
 def test_every_scope_stays_exact_on_a_cluster(client: redis.RedisCluster) -> None:
     backend = bt.RedisBackend(client, prefix=unique_prefix("cluster"))
     rl = three_scopes(backend, "threads")
-    admitted = [0] * 8
-    start = threading.Barrier(8)
-
-    def hammer(i: int) -> None:
-        start.wait()
-        for _ in range(40):
-            admitted[i] += rl.try_acquire({"user": f"u{i}", "org": f"o{i % 2}"}).allowed
-
-    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    contexts = [{"user": f"u{i}", "org": f"o{i % 2}"} for i in range(8)]
+    admitted = hammer_threads(rl, contexts, attempts=40)
     assert sum(admitted) == 200  # two orgs of 100; 8 users x 30 = 240 would allow more
     assert all(a <= 30 for a in admitted)
     assert backend.key_count() == 8 + 2 + 1

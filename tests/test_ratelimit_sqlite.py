@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 import buttress as bt
 from buttress.ratelimit import FixedWindow, TokenBucket
 from buttress.ratelimit._sqlite import PURGE_BATCH, PURGE_EVERY
+from ratelimit_backends import hammer_threads
 
 
 def three_scopes(backend: bt.SQLiteBackend, clock: bt.ManualClock, **kw: object) -> bt.RateLimiter:
@@ -166,19 +166,8 @@ def test_threads_sharing_one_backend_admit_exactly_the_allowance(tmp_path: Path)
     backend = bt.SQLiteBackend(tmp_path / "limits.db", timeout=10.0)
     clock = bt.ManualClock()
     rl = three_scopes(backend, clock, failure_policy="fail_closed")
-    admitted = [0] * 8
-    start = threading.Barrier(8)
-
-    def hammer(i: int) -> None:
-        start.wait()
-        for _ in range(12):
-            admitted[i] += rl.try_acquire({"user": f"u{i}", "org": f"o{i % 2}"}).allowed
-
-    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    contexts = [{"user": f"u{i}", "org": f"o{i % 2}"} for i in range(8)]
+    admitted = hammer_threads(rl, contexts, attempts=12)
     assert sum(admitted) == 16  # two orgs of 8: tighter than 8 users of 5
     backend.close()
 

@@ -159,6 +159,17 @@ class GuardedBackend:
 
     # -- the backend's methods -----------------------------------------------------------------
 
+    def _unanswered_outcome(
+        self, keys: Sequence[str], now: float, error: BackendError | None = None
+    ) -> Outcome:
+        """A decision the backend did not make: admitted, every scope as if unused (fail_open)."""
+        self._unanswered(error)
+        return True, (None,) * len(keys), now
+
+    def _ok(self) -> None:
+        if self.health.down:
+            self._answered()
+
     def decide(
         self,
         keys: Sequence[str],
@@ -168,15 +179,12 @@ class GuardedBackend:
         commit: bool = True,
     ) -> Outcome:
         if self._spared():
-            self._unanswered(None)
-            return True, (None,) * len(keys), now
+            return self._unanswered_outcome(keys, now)
         try:
             outcome = self.backend.decide(keys, algorithms, cost, now, commit)
         except BackendError as exc:
-            self._unanswered(exc)
-            return True, (None,) * len(keys), now
-        if self.health.down:
-            self._answered()
+            return self._unanswered_outcome(keys, now, exc)
+        self._ok()
         return outcome
 
     async def decide_async(
@@ -188,44 +196,39 @@ class GuardedBackend:
         commit: bool = True,
     ) -> Outcome:
         if self._spared():
-            self._unanswered(None)
-            return True, (None,) * len(keys), now
+            return self._unanswered_outcome(keys, now)
         try:
             outcome = await self.backend.decide_async(keys, algorithms, cost, now, commit)
         except BackendError as exc:
-            self._unanswered(exc)
-            return True, (None,) * len(keys), now
-        if self.health.down:
-            self._answered()
+            return self._unanswered_outcome(keys, now, exc)
+        self._ok()
         return outcome
 
     def refund(
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
         if self._spared():
-            self._unanswered(None)
+            self._unanswered(None)  # raises when failing closed; else the refund is dropped
             return
         try:
             self.backend.refund(keys, algorithms, cost, now)
         except BackendError as exc:
             self._unanswered(exc)
             return
-        if self.health.down:
-            self._answered()
+        self._ok()
 
     async def refund_async(
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
         if self._spared():
-            self._unanswered(None)
+            self._unanswered(None)  # raises when failing closed; else the refund is dropped
             return
         try:
             await self.backend.refund_async(keys, algorithms, cost, now)
         except BackendError as exc:
             self._unanswered(exc)
             return
-        if self.health.down:
-            self._answered()
+        self._ok()
 
     def reset(self, keys: Sequence[str]) -> None:
         self.backend.reset(keys)
