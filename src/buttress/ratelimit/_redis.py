@@ -112,6 +112,7 @@ class RedisBackend:
         "_caller_time",
         "_client",
         "_decide",
+        "_errors",
         "_own_sync",
         "_params",
         "_refund",
@@ -147,6 +148,12 @@ class RedisBackend:
             raise ConfigError("timeout", f"must be a finite number of seconds > 0, got {timeout!r}")
         if time_source not in ("server", "caller"):
             raise ConfigError("time_source", f"must be 'server' or 'caller', got {time_source!r}")
+        # What a failure of Redis looks like (redis-py is imported only when a backend is made).
+        self._errors: tuple[type[BaseException], ...] = (
+            redis_sync.RedisError,
+            OSError,
+            TimeoutError,
+        )
         self.prefix = prefix
         self.timeout = float(timeout)
         self.time_source: TimeSource = time_source
@@ -291,7 +298,7 @@ class RedisBackend:
         args = (self._request(algorithms, cost, now, commit),)
         try:
             reply = self._decide(keys=self._keys(keys), args=args)
-        except _ERRORS as exc:
+        except self._errors as exc:
             raise _failure("decide", exc) from exc
         return _outcome(reply)
 
@@ -308,7 +315,7 @@ class RedisBackend:
         try:
             async with asyncio.timeout(self.timeout):
                 reply = await script(keys=self._keys(keys), args=args)
-        except _ERRORS as exc:
+        except self._errors as exc:
             raise _failure("decide", exc) from exc
         return _outcome(reply)
 
@@ -319,7 +326,7 @@ class RedisBackend:
         args = (self._request(algorithms, cost, now, True),)
         try:
             self._refund(keys=self._keys(keys), args=args)
-        except _ERRORS as exc:
+        except self._errors as exc:
             raise _failure("refund", exc) from exc
 
     async def refund_async(
@@ -330,7 +337,7 @@ class RedisBackend:
         try:
             async with asyncio.timeout(self.timeout):
                 await script(keys=self._keys(keys), args=args)
-        except _ERRORS as exc:
+        except self._errors as exc:
             raise _failure("refund", exc) from exc
 
     def reset(self, keys: Sequence[str]) -> None:
@@ -338,7 +345,7 @@ class RedisBackend:
             return
         try:
             self._sync().delete(*self._keys(keys))
-        except _ERRORS as exc:
+        except self._errors as exc:
             raise _failure("reset", exc) from exc
 
     async def reset_async(self, keys: Sequence[str]) -> None:
@@ -348,7 +355,7 @@ class RedisBackend:
         try:
             async with asyncio.timeout(self.timeout):
                 await client.delete(*self._keys(keys))
-        except _ERRORS as exc:
+        except self._errors as exc:
             raise _failure("reset", exc) from exc
 
     # -- keys ----------------------------------------------------------------------------------
@@ -366,7 +373,7 @@ class RedisBackend:
                     batch.clear()
             if batch:
                 removed += client.unlink(*batch)
-        except _ERRORS as exc:
+        except self._errors as exc:
             raise _failure("clear", exc) from exc
         return removed
 
@@ -376,7 +383,7 @@ class RedisBackend:
         pattern = self.prefix.translate(_GLOB_SPECIAL) + "{*"
         try:
             return sum(1 for _ in client.scan_iter(match=pattern, count=1000))
-        except _ERRORS as exc:
+        except self._errors as exc:
             raise _failure("key_count", exc) from exc
 
     def maintain(self, now: float) -> int:
@@ -436,14 +443,3 @@ def _outcome(reply: bytes) -> Outcome:
 
 def _failure(operation: str, exc: BaseException) -> BackendError:
     return BackendError(f"Redis {operation} failed: {type(exc).__name__}: {exc}")
-
-
-def _errors() -> tuple[type[BaseException], ...]:
-    try:
-        from redis.exceptions import RedisError
-    except ImportError:  # pragma: no cover - the extra is not installed
-        return (OSError, TimeoutError)
-    return (RedisError, OSError, TimeoutError)
-
-
-_ERRORS = _errors()
