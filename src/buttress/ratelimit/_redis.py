@@ -99,8 +99,8 @@ class RedisBackend:
       path); give the other kind as ``client=`` or ``async_client=`` to have both. Your own
       clients need a ``socket_timeout``: a backend call must never hang;
     * ``prefix``: put in front of every Redis key (no braces), e.g. ``"rl:"``;
-    * ``timeout``: seconds a call may take (each socket connect, read and write; the whole
-      call on the asyncio path) before the limiter's failure policy applies;
+    * ``timeout``: seconds each step of a call (connect, read, write) may take before the
+      limiter's failure policy applies (a call makes at most two attempts);
     * ``time_source``: ``"server"`` (Redis ``TIME``: one clock for every host, the default)
       or ``"caller"`` (the ``now`` the limiter passes from its clock; for tests that inject
       time).
@@ -313,8 +313,7 @@ class RedisBackend:
         _, script, _ = self._async()
         args = (self._request(algorithms, cost, now, commit),)
         try:
-            async with asyncio.timeout(self.timeout):
-                reply = await script(keys=self._keys(keys), args=args)
+            reply = await script(keys=self._keys(keys), args=args)
         except self._errors as exc:
             raise _failure("decide", exc) from exc
         return _outcome(reply)
@@ -335,8 +334,7 @@ class RedisBackend:
         _, _, script = self._async()
         args = (self._request(algorithms, cost, now, True),)
         try:
-            async with asyncio.timeout(self.timeout):
-                await script(keys=self._keys(keys), args=args)
+            await script(keys=self._keys(keys), args=args)
         except self._errors as exc:
             raise _failure("refund", exc) from exc
 
@@ -353,8 +351,7 @@ class RedisBackend:
             return
         client = self._async()[0]
         try:
-            async with asyncio.timeout(self.timeout):
-                await client.delete(*self._keys(keys))
+            await client.delete(*self._keys(keys))
         except self._errors as exc:
             raise _failure("reset", exc) from exc
 
