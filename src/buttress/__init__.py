@@ -56,8 +56,10 @@ from .ratelimit import (
     MemoryBackend,
     RateLimiter,
     RateLimiterSnapshot,
+    RedisBackend,
     Scope,
     ScopeStatus,
+    SQLiteBackend,
 )
 
 __version__ = "0.1.0.dev0"
@@ -106,8 +108,10 @@ __all__ = [
     "RateLimitExceeded",
     "RateLimiter",
     "RateLimiterSnapshot",
+    "RedisBackend",
     "RejectedError",
     "ResourceSpec",
+    "SQLiteBackend",
     "Scheduler",
     "Scope",
     "ScopeStatus",

@@ -99,6 +99,25 @@ _RATE_LIMIT = _specs(
     ),
 )
 
+_RATE_LIMIT_BACKENDS = _specs(
+    EventSpec(
+        ("buttress", "rate_limiter", "backend_down"),
+        (),
+        ("limiter", "namespace", "backend", "policy", "error"),
+        "A limiter's backend (e.g. `RedisBackend`, `SQLiteBackend`) failed a call: the start "
+        "of an outage, once until it answers again. Meanwhile decisions follow `policy` "
+        "(`fail_open` admits, `fail_closed` raises `BackendError`) and the backend is tried "
+        "again at most once per `backend_retry_interval`. `error` is the failure.",
+    ),
+    EventSpec(
+        ("buttress", "rate_limiter", "backend_recovered"),
+        ("downtime",),
+        ("limiter", "namespace", "backend", "policy"),
+        "The backend answered again after an outage of `downtime` seconds (from the first "
+        "failure to the first answer, on the limiter's monotonic clock).",
+    ),
+)
+
 _POOL = _specs(
     EventSpec(
         ("buttress", "pool", "connect"),
@@ -268,6 +287,7 @@ CATALOG: dict[tuple[str, ...], EventSpec] = {
     **_TELEMETRY,
     **_BREAKER,
     **_RATE_LIMIT,
+    **_RATE_LIMIT_BACKENDS,
     **_POOL,
     **_MEMORY,
     **_CHAOS,

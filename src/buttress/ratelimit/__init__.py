@@ -14,18 +14,23 @@ from ._algorithms import (
 )
 from ._backend import Backend, Outcome, TimeBase
 from ._decision import Decision, ScopeStatus
+from ._failure import FAILURE_POLICIES, FailurePolicy
 from ._limiter import Key, RateLimiter
 from ._memory import MemoryBackend, MemoryBackendStats
+from ._redis import RedisBackend
 from ._scope import ALGORITHMS, Scope
+from ._sqlite import SQLiteBackend
 from ._stats import RateLimiterSnapshot, ScopeSnapshot
 
 __all__ = [
     "ALGORITHMS",
+    "FAILURE_POLICIES",
     "AdaptiveLimit",
     "AdaptiveState",
     "Algorithm",
     "Backend",
     "Decision",
+    "FailurePolicy",
     "FixedWindow",
     "Key",
     "MemoryBackend",
@@ -33,6 +38,8 @@ __all__ = [
     "Outcome",
     "RateLimiter",
     "RateLimiterSnapshot",
+    "RedisBackend",
+    "SQLiteBackend",
     "Scope",
     "ScopeSnapshot",
     "ScopeStatus",

@@ -13,6 +13,10 @@ with the same pure cores, and only when someone reads them.
 A backend that runs the Python cores (memory, SQLite) calls ``admit_all`` on the states it
 read; one that runs elsewhere (the Redis scripts) must give the same answers for the same
 ``(now, keys, cost)`` trace, which a conformance test checks.
+
+A backend that cannot answer (a server down or too slow, a file locked too long) raises
+:class:`~buttress.BackendError`, within a bounded time; the limiter then follows its failure
+policy (``_failure.py``). Any other exception is a bug and propagates as it is.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from ..errors import ConfigError, RateLimitExceeded
 from ._algorithms import EPSILON, AdaptiveLimit, AdaptiveState, Algorithm, State
 from ._backend import Backend
 from ._decision import Decision, Details, Frame, ScopeMeta, lazy_decision
+from ._failure import BackendHealth, FailurePolicy, GuardedBackend
 from ._memory import MemoryBackend
 from ._scope import Scope, check_name
 from ._stats import Counters, RateLimiterSnapshot, ScopeSnapshot, count_of
@@ -94,7 +95,11 @@ class RateLimiter:
       distinct names);
     * ``clock``: a :class:`~buttress.Clock` (``ManualClock`` in tests);
     * ``latency_budget``: a decision taking longer counts against ``performance_rating``,
-      computed over the last ``stats_window`` seconds.
+      computed over the last ``stats_window`` seconds;
+    * ``failure_policy``: what a decision does when the backend fails (Redis unreachable,
+      SQLite locked too long): ``"fail_open"`` admits, ``"fail_closed"`` raises
+      :class:`~buttress.BackendError`; while it is down the backend is tried again at most
+      once per ``backend_retry_interval`` seconds (see ``_failure.py``).
     """
 
     def __init__(
@@ -107,6 +112,8 @@ class RateLimiter:
         clock: Clock | None = None,
         latency_budget: float = 0.005,
         stats_window: float = 60.0,
+        failure_policy: FailurePolicy = "fail_open",
+        backend_retry_interval: float = 1.0,
     ) -> None:
         scopes = (scopes,) if isinstance(scopes, Scope) else tuple(scopes)
         if not scopes:
@@ -136,7 +143,16 @@ class RateLimiter:
         # Backend time: one process uses the monotonic clock; shared state uses wall time.
         self._wall = self.backend.time_base != "monotonic"
         self._now = self.clock.time if self._wall else self._monotonic
-        self._decide_backend = self.backend.decide
+        self._health = BackendHealth(failure_policy, backend_retry_interval)
+        # Calls go through the failure policy, except to memory, which cannot fail.
+        self._store: Backend = (
+            self.backend
+            if isinstance(self.backend, MemoryBackend)
+            else GuardedBackend(
+                self.backend, self._health, self._monotonic, limiter=name, namespace=namespace
+            )
+        )
+        self._decide_backend = self._store.decide
         self._in_memory = isinstance(self.backend, MemoryBackend)
 
         base = f"{namespace}:{name}:"
@@ -451,7 +467,7 @@ class RateLimiter:
         frame = self._frame
         started = self._monotonic()
         now = self.clock.time() if self._wall else started
-        allowed, states, now = await self.backend.decide_async(
+        allowed, states, now = await self._store.decide_async(
             keys, frame.algorithms, cost, now, True
         )
         return self._conclude(allowed, frame, keys, states, now, cost, started)
@@ -542,7 +558,7 @@ class RateLimiter:
         frame = self._frame
         started = self._monotonic()
         now = self.clock.time() if self._wall else started
-        _, states, now = await self.backend.decide_async(keys, frame.algorithms, cost, now, False)
+        _, states, now = await self._store.decide_async(keys, frame.algorithms, cost, now, False)
         return self._conclude(False, frame, keys, states, now, cost, started, forced)
 
     def peek(self, key: Key = None, cost: float = 1) -> Decision:
@@ -560,7 +576,7 @@ class RateLimiter:
         keys = self._keys(key)
         _check_cost(cost)
         frame = self._frame
-        allowed, states, now = await self.backend.decide_async(
+        allowed, states, now = await self._store.decide_async(
             keys, frame.algorithms, cost, self._now(), False
         )
         return self._peeked(allowed, frame, keys, states, now, cost)
@@ -580,13 +596,13 @@ class RateLimiter:
         """Give back ``cost`` to every scope of the request (e.g. the work was not done)."""
         keys = self._keys(key)
         _check_cost(cost)
-        self.backend.refund(keys, self._frame.algorithms, cost, self._now())
+        self._store.refund(keys, self._frame.algorithms, cost, self._now())
 
     async def refund_async(self, key: Key = None, cost: float = 1) -> None:
         """:meth:`refund` for asyncio callers."""
         keys = self._keys(key)
         _check_cost(cost)
-        await self.backend.refund_async(keys, self._frame.algorithms, cost, self._now())
+        await self._store.refund_async(keys, self._frame.algorithms, cost, self._now())
 
     def reset(self, key: Key = None, *, scope: str | None = None) -> None:
         """Restore the full allowance of the scopes ``key`` identifies (shared ones untouched).
@@ -941,7 +957,11 @@ class RateLimiter:
             performance_rating=rating,
             decisions_in_window=decisions,
             latency_budget=self.latency_budget,
-            keys=self.backend.key_count(),
+            keys=(
+                self._store.counted_keys()
+                if isinstance(self._store, GuardedBackend)
+                else self._store.key_count()
+            ),
             waiting=waiting,
             scopes=tuple(
                 ScopeSnapshot(
@@ -956,6 +976,9 @@ class RateLimiter:
                 )
                 for i, s in enumerate(self.scopes)
             ),
+            backend_status=self._health.status,
+            failure_policy=self._health.policy,
+            backend_errors=self._health.errors,
         )
 
     def maintain(self, now: float | None = None) -> int:

@@ -101,6 +101,9 @@ class RateLimiterSnapshot:
     ``algorithm`` is the scopes' algorithm, or ``"mixed"``. ``denied`` counts refusals (each
     charged, in ``scopes``, to the scope that refused). ``performance_rating`` is the share of
     the decisions in the last ``stats_window`` seconds made within ``latency_budget``.
+    ``keys`` is ``None`` when not counted (a shared server, or a backend that is down).
+    ``backend_status`` is ``"ok"`` or ``"down"`` (its last call failed), ``failure_policy``
+    what decisions do meanwhile, ``backend_errors`` how many backend calls have failed.
     """
 
     name: str
@@ -111,9 +114,12 @@ class RateLimiterSnapshot:
     performance_rating: float
     decisions_in_window: int
     latency_budget: float
-    keys: int
+    keys: int | None
     waiting: int
     scopes: tuple[ScopeSnapshot, ...]
+    backend_status: str = "ok"
+    failure_policy: str = "fail_open"
+    backend_errors: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,287 @@
+"""Per-decision cost on a real Redis: buttress's RedisBackend against limits and pyrate-limiter.
+
+    make bench BENCH=ratelimit_redis
+    .venv/bin/python benchmarks/ratelimit_redis.py [--quick]
+
+Redis at ``BUTTRESS_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``); every key this run
+makes carries a prefix of its own and is deleted at the end. Every limit is far above what the
+loop can use, so each call is an admitted decision. Cases run interleaved in short rounds; each
+figure is the best round (the one least disturbed on a shared machine).
+
+* floor: a bare redis-py ``PING`` round trip, the least any networked decision can cost;
+* single scope: ours is ``try_acquire(id)`` (one ``EVALSHA``); ``limits``' ``hit`` with its
+  fixed window, moving window and sliding window counter on ``RedisStorage`` (redis-py);
+  pyrate-limiter's ``Limiter(RedisBucket).try_acquire``;
+* three scopes (user, org, global): ours is one all-or-nothing ``try_acquire(context)``, still
+  one round trip; the peers have no such call, so theirs is three calls in a row;
+* sync (``redis.Redis``) and asyncio (``redis.asyncio.Redis``) clients alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import redis
+import redis.asyncio
+from limits import RateLimitItemPerMinute
+from limits import aio as limits_aio
+from limits.storage import RedisStorage
+from limits.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+from pyrate_limiter import Duration, Limiter, Rate, RedisBucket
+
+import buttress as bt
+
+URL = os.environ.get("BUTTRESS_REDIS_URL", "redis://127.0.0.1:6379/0")
+QUICK = "--quick" in sys.argv
+ROUNDS = 3 if QUICK else 15
+N = 500  # decisions per case per round
+HUGE = 10**9  # never reached: every decision admits
+PREFIX = f"bt-bench:{uuid.uuid4().hex[:8]}:"
+IDS = [("user", "u1"), ("org", "o1"), ("global", "all")]
+
+Run = Callable[[int], Awaitable[None]]
+
+
+def sync(fn: Callable[[], object]) -> Run:
+    async def run(n: int) -> None:
+        for _ in range(n):
+            fn()
+
+    return run
+
+
+def asynchronous(fn: Callable[[], Awaitable[object]]) -> Run:
+    async def run(n: int) -> None:
+        for _ in range(n):
+            await fn()
+
+    return run
+
+
+# -- ours ----------------------------------------------------------------------------------
+
+
+def ours(backend: bt.RedisBackend, scopes: int) -> tuple[bt.RateLimiter, Any]:
+    names = ["user", "org", "global"][:scopes]
+    limiter = bt.RateLimiter(
+        [bt.Scope(name, HUGE, 60.0) for name in names], backend=backend, namespace="bench"
+    )
+    key: Any = "u1" if scopes == 1 else {"user": "u1", "org": "o1"}
+    return limiter, key
+
+
+# -- peers ---------------------------------------------------------------------------------
+
+
+def limits_sync(strategy: type, scopes: int) -> Run:
+    limiter = strategy(RedisStorage(URL, key_prefix=f"{PREFIX}limits-{strategy.__name__}"))
+    item = RateLimitItemPerMinute(HUGE)
+    hit = limiter.hit
+    ids = IDS[:scopes]
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            for ident in ids:
+                hit(item, *ident)
+
+    return run
+
+
+def limits_async(strategy: type, scopes: int) -> Run:
+    storage = limits_aio.storage.RedisStorage(
+        "async+" + URL, implementation="redispy", key_prefix=f"{PREFIX}aio-{strategy.__name__}"
+    )
+    limiter = strategy(storage)
+    item = RateLimitItemPerMinute(HUGE)
+    hit = limiter.hit
+    ids = IDS[:scopes]
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            for ident in ids:
+                await hit(item, *ident)
+
+    return run
+
+
+def pyrate_sync(client: Any, scopes: int) -> Run:
+    limiters = [
+        Limiter(RedisBucket.init([Rate(HUGE, Duration.MINUTE)], client, f"{PREFIX}pyrate:{n}"))
+        for n, _ in IDS[:scopes]
+    ]
+    calls = [lim.try_acquire for lim in limiters]
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            for call in calls:
+                call("x", blocking=False)
+
+    return run
+
+
+async def pyrate_async(client: Any, scopes: int) -> Run:
+    limiters = []
+    for n, _ in IDS[:scopes]:
+        bucket = await RedisBucket.init([Rate(HUGE, Duration.MINUTE)], client, f"{PREFIX}apy:{n}")
+        limiters.append(Limiter(bucket))
+    calls = [lim.try_acquire_async for lim in limiters]
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            for call in calls:
+                await call("x", blocking=False)
+
+    return run
+
+
+async def main() -> int:
+    client = redis.Redis.from_url(URL)
+    aclient = redis.asyncio.Redis.from_url(URL)
+    backend = bt.RedisBackend(URL, prefix=PREFIX)
+    cases: dict[str, tuple[str, Run]] = {}
+
+    def case(group: str, name: str, run: Run) -> None:
+        cases[name] = (group, run)
+
+    one, one_key = ours(backend, 1)
+    three, three_key = ours(backend, 3)
+    case("floor", "redis-py PING (sync)", sync(client.ping))
+    case("floor", "redis-py PING (asyncio)", asynchronous(aclient.ping))
+    case("single scope, sync", "buttress try_acquire", sync(lambda: one.try_acquire(one_key)))
+    case("single scope, sync", "limits fixed window", limits_sync(FixedWindowRateLimiter, 1))
+    case("single scope, sync", "limits moving window", limits_sync(MovingWindowRateLimiter, 1))
+    case(
+        "single scope, sync",
+        "limits sliding window counter",
+        limits_sync(SlidingWindowCounterRateLimiter, 1),
+    )
+    case("single scope, sync", "pyrate-limiter RedisBucket", pyrate_sync(client, 1))
+    case(
+        "single scope, asyncio",
+        "buttress try_acquire_async",
+        asynchronous(lambda: one.try_acquire_async(one_key)),
+    )
+    strategies = limits_aio.strategies
+    case(
+        "single scope, asyncio",
+        "limits aio fixed window",
+        limits_async(strategies.FixedWindowRateLimiter, 1),
+    )
+    case(
+        "single scope, asyncio",
+        "limits aio moving window",
+        limits_async(strategies.MovingWindowRateLimiter, 1),
+    )
+    case(
+        "single scope, asyncio",
+        "limits aio sliding window counter",
+        limits_async(strategies.SlidingWindowCounterRateLimiter, 1),
+    )
+    case("single scope, asyncio", "pyrate-limiter RedisBucket aio", await pyrate_async(aclient, 1))
+    case("three scopes, sync", "buttress 3 scopes", sync(lambda: three.try_acquire(three_key)))
+    case("three scopes, sync", "limits fixed window x3", limits_sync(FixedWindowRateLimiter, 3))
+    case(
+        "three scopes, sync",
+        "limits sliding window counter x3",
+        limits_sync(SlidingWindowCounterRateLimiter, 3),
+    )
+    case("three scopes, sync", "pyrate-limiter RedisBucket x3", pyrate_sync(client, 3))
+    case(
+        "three scopes, asyncio",
+        "buttress 3 scopes async",
+        asynchronous(lambda: three.try_acquire_async(three_key)),
+    )
+    case(
+        "three scopes, asyncio",
+        "limits aio fixed window x3",
+        limits_async(strategies.FixedWindowRateLimiter, 3),
+    )
+    case(
+        "three scopes, asyncio",
+        "pyrate-limiter RedisBucket aio x3",
+        await pyrate_async(aclient, 3),
+    )
+
+    try:
+        for _, run in cases.values():  # warm up: connections made, scripts loaded
+            await run(20)
+        best = {name: float("inf") for name in cases}
+        for _ in range(ROUNDS):
+            for name, (_, run) in cases.items():
+                t0 = time.perf_counter()
+                await run(N)
+                best[name] = min(best[name], (time.perf_counter() - t0) / N * 1e9)
+    finally:
+        for key in client.scan_iter(match=PREFIX + "*", count=1000):
+            client.delete(key)
+        await backend.aclose()
+        backend.close()
+        await aclient.aclose()
+        client.close()
+
+    report(cases, best)
+    return 0  # a benchmark reports; it never fails the build
+
+
+def report(cases: dict[str, tuple[str, Run]], best: dict[str, float]) -> None:
+    version = sys.version.split()[0]
+    print(f"rate limiter on Redis ({URL}), one admitted decision; best of {ROUNDS} rounds of {N}")
+    print(f"Python {version}, redis-py {redis.__version__}")
+    print(f"{'case':38} {'us/op':>8} {'ops/s':>9} {'vs buttress':>12}")
+    groups: dict[str, list[str]] = {}
+    for name, (group, _) in cases.items():
+        groups.setdefault(group, []).append(name)
+    for group, names in groups.items():
+        ref = best[names[0]]
+        print(f"-- {group}")
+        for name in names:
+            ns = best[name]
+            print(f"{name:38} {ns / 1000:8.1f} {1e9 / ns:9,.0f} {ns / ref:11.2f}x")
+
+    def limits_fastest(group: str) -> float:
+        return min(best[n] for n in groups[group] if n.startswith("limits"))
+
+    ours_sync = best["buttress try_acquire"]
+    ours_async = best["buttress try_acquire_async"]
+    bars = [
+        (
+            "sync: >= 1.5x faster than limits' fastest",
+            limits_fastest("single scope, sync") / ours_sync,
+            1.5,
+        ),
+        ("sync: within 1.5x of a bare PING", 1.5 * best["redis-py PING (sync)"] / ours_sync, 1.0),
+        (
+            "asyncio: >= 1.5x faster than limits' fastest",
+            limits_fastest("single scope, asyncio") / ours_async,
+            1.5,
+        ),
+        (
+            "asyncio: within 1.5x of a bare PING",
+            1.5 * best["redis-py PING (asyncio)"] / ours_async,
+            1.0,
+        ),
+    ]
+    shown = {
+        "sync: within 1.5x of a bare PING": ours_sync / best["redis-py PING (sync)"],
+        "asyncio: within 1.5x of a bare PING": ours_async / best["redis-py PING (asyncio)"],
+    }
+    print("-- bars")
+    for label, ratio, need in bars:
+        print(f"{'ok ' if ratio >= need else 'MISS'} {label}: {shown.get(label, ratio):.2f}x")
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))

@@ -1,0 +1,256 @@
+"""What a limiter does when its backend fails: the failure policy and the outage's bookkeeping.
+
+A backend raises :class:`~buttress.BackendError` when it cannot answer (Redis unreachable or too
+slow, SQLite locked past its timeout). The limiter then follows its ``failure_policy``:
+
+* ``fail_open``: the request is admitted, as if every scope had room (the service keeps
+  serving; limits are not enforced while the backend is down);
+* ``fail_closed``: :class:`~buttress.BackendError` is raised to the caller (nothing is admitted
+  that could not be counted).
+
+While the backend is down, the limiter calls it at most once per ``retry_interval`` seconds
+(the first call after that is the probe); the other decisions follow the policy at once instead
+of each waiting for a timeout. The first answer ends the outage: no restart needed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Literal, TypeAlias
+
+from .. import events
+from ..errors import BackendError, ConfigError
+from ._algorithms import Algorithm
+from ._backend import Backend, Outcome, TimeBase
+
+__all__ = ["FAILURE_POLICIES", "BackendHealth", "FailurePolicy", "GuardedBackend"]
+
+FailurePolicy: TypeAlias = Literal["fail_open", "fail_closed"]
+FAILURE_POLICIES: tuple[FailurePolicy, ...] = ("fail_open", "fail_closed")
+
+
+class BackendHealth:
+    """One limiter's view of its backend: up, or down since when (times on the monotonic clock)."""
+
+    __slots__ = (
+        "down",
+        "down_since",
+        "errors",
+        "last_error",
+        "policy",
+        "retry_at",
+        "retry_interval",
+    )
+
+    def __init__(self, policy: FailurePolicy, retry_interval: float) -> None:
+        if policy not in FAILURE_POLICIES:
+            raise ConfigError(
+                "failure_policy", f"must be 'fail_open' or 'fail_closed', got {policy!r}"
+            )
+        number = isinstance(retry_interval, int | float) and not isinstance(retry_interval, bool)
+        if not number or not retry_interval >= 0:
+            raise ConfigError(
+                "backend_retry_interval",
+                f"must be a number of seconds >= 0, got {retry_interval!r}",
+            )
+        self.policy: FailurePolicy = policy
+        self.retry_interval = float(retry_interval)
+        self.down = False
+        self.down_since = 0.0
+        self.retry_at = 0.0
+        self.errors = 0
+        self.last_error = ""
+
+    def skip(self, now: float) -> bool:
+        """Whether to spare the backend this call (it is down and no retry is due yet)."""
+        if not self.down or now >= self.retry_at:
+            if self.down:  # this call is the probe; the others keep skipping meanwhile
+                self.retry_at = now + self.retry_interval
+            return False
+        return True
+
+    def failed(self, now: float, error: BaseException) -> bool:
+        """A call failed; returns True when this starts an outage."""
+        self.errors += 1
+        self.last_error = str(error)
+        self.retry_at = now + self.retry_interval
+        if self.down:
+            return False
+        self.down, self.down_since = True, now
+        return True
+
+    def answered(self, now: float) -> float:
+        """A call succeeded while down: the outage is over; returns how long it lasted."""
+        self.down = False
+        return now - self.down_since
+
+    @property
+    def status(self) -> str:
+        return "down" if self.down else "ok"
+
+
+EV_DOWN = ("buttress", "rate_limiter", "backend_down")
+EV_RECOVERED = ("buttress", "rate_limiter", "backend_recovered")
+
+
+class GuardedBackend:
+    """A backend seen through a limiter's failure policy; what the limiter calls.
+
+    Decisions (``decide``, and ``refund``) follow the policy when the backend fails: with
+    ``fail_open`` they answer "admitted, every scope as if unused" (a refund is dropped), with
+    ``fail_closed`` they raise :class:`~buttress.BackendError`. ``reset`` and ``clear`` are
+    administrative and always raise. Only a memory backend, which cannot fail, goes unguarded.
+    """
+
+    __slots__ = ("_lock", "_meta", "_monotonic", "backend", "health")
+
+    def __init__(
+        self,
+        backend: Backend,
+        health: BackendHealth,
+        monotonic: Callable[[], float],
+        *,
+        limiter: str,
+        namespace: str,
+    ) -> None:
+        self.backend = backend
+        self.health = health
+        self._monotonic = monotonic
+        self._lock = threading.Lock()  # outage transitions only; never held over I/O
+        self._meta = {
+            "limiter": limiter,
+            "namespace": namespace,
+            "backend": type(backend).__name__,
+            "policy": health.policy,
+        }
+
+    @property
+    def time_base(self) -> TimeBase:
+        return self.backend.time_base
+
+    # -- the policy ----------------------------------------------------------------------------
+
+    def _spared(self) -> bool:
+        health = self.health
+        return health.down and health.skip(self._monotonic())
+
+    def _unanswered(self, error: BackendError | None) -> None:
+        """The backend failed (``error``) or is spared during an outage: raise if fail_closed."""
+        health = self.health
+        if error is not None:
+            with self._lock:
+                started = health.failed(self._monotonic(), error)
+            if started and events.enabled(EV_DOWN):
+                events.emit(EV_DOWN, {}, {**self._meta, "error": health.last_error})
+        if health.policy == "fail_closed":
+            raise BackendError(
+                f"rate limiter {self._meta['namespace']}:{self._meta['limiter']}: "
+                f"{self._meta['backend']} is down ({health.last_error})"
+            ) from error
+
+    def _answered(self) -> None:
+        with self._lock:
+            if not self.health.down:
+                return
+            downtime = self.health.answered(self._monotonic())
+        if events.enabled(EV_RECOVERED):
+            events.emit(EV_RECOVERED, {"downtime": downtime}, self._meta)
+
+    # -- the backend's methods -----------------------------------------------------------------
+
+    def _unanswered_outcome(
+        self, keys: Sequence[str], now: float, error: BackendError | None = None
+    ) -> Outcome:
+        """A decision the backend did not make: admitted, every scope as if unused (fail_open)."""
+        self._unanswered(error)
+        return True, (None,) * len(keys), now
+
+    def _ok(self) -> None:
+        if self.health.down:
+            self._answered()
+
+    def decide(
+        self,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        commit: bool = True,
+    ) -> Outcome:
+        if self._spared():
+            return self._unanswered_outcome(keys, now)
+        try:
+            outcome = self.backend.decide(keys, algorithms, cost, now, commit)
+        except BackendError as exc:
+            return self._unanswered_outcome(keys, now, exc)
+        self._ok()
+        return outcome
+
+    async def decide_async(
+        self,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        commit: bool = True,
+    ) -> Outcome:
+        if self._spared():
+            return self._unanswered_outcome(keys, now)
+        try:
+            outcome = await self.backend.decide_async(keys, algorithms, cost, now, commit)
+        except BackendError as exc:
+            return self._unanswered_outcome(keys, now, exc)
+        self._ok()
+        return outcome
+
+    def refund(
+        self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
+    ) -> None:
+        if self._spared():
+            self._unanswered(None)  # raises when failing closed; else the refund is dropped
+            return
+        try:
+            self.backend.refund(keys, algorithms, cost, now)
+        except BackendError as exc:
+            self._unanswered(exc)
+            return
+        self._ok()
+
+    async def refund_async(
+        self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
+    ) -> None:
+        if self._spared():
+            self._unanswered(None)  # raises when failing closed; else the refund is dropped
+            return
+        try:
+            await self.backend.refund_async(keys, algorithms, cost, now)
+        except BackendError as exc:
+            self._unanswered(exc)
+            return
+        self._ok()
+
+    def reset(self, keys: Sequence[str]) -> None:
+        self.backend.reset(keys)
+
+    async def reset_async(self, keys: Sequence[str]) -> None:
+        await self.backend.reset_async(keys)
+
+    def clear(self, prefix: str) -> int:
+        return self.backend.clear(prefix)
+
+    def key_count(self) -> int:
+        return self.backend.key_count()
+
+    def maintain(self, now: float) -> int:
+        return self.backend.maintain(now)
+
+    def counted_keys(self) -> int | None:
+        """The key count for a health snapshot: ``None`` when down, or when counting is a scan
+        of a shared server (``time_base == "server"``)."""
+        if self.health.down or self.backend.time_base == "server":
+            return None
+        try:
+            return self.backend.key_count()
+        except BackendError:
+            return None

@@ -1,0 +1,442 @@
+"""``RedisBackend``: rate-limit state shared by every process of every host, in Redis.
+
+Each decision, every scope included, is one ``EVALSHA`` of ``lua/decide.lua``: the script reads
+the clock with ``TIME``, reads every scope's state, checks them all, and writes the new states
+only if every scope admits, atomically (Redis runs one script at a time). The scripts transcribe
+the pure cores of ``_algorithms.py``; the conformance tests hold them to the same answers.
+Parameters travel with every call, so an adaptive limit can change between two calls.
+
+Keys: the limiter's storage key ``namespace:name:scope[:id]`` becomes
+``<prefix>{namespace:name}:scope[:id]``. The braces are a Redis Cluster hash tag: every key of
+one limiter lives in one slot, so one script can touch all of a decision's scopes. Namespace,
+limiter and scope names cannot hold ``:`` or braces, so the caller's id is always the last part,
+after the tag, and no id can collide with another scope's key or move a key to another slot.
+Every key carries a TTL (when its state is worth no more than no state), so idle keys vanish.
+
+The sync path uses a ``redis.Redis``; the asyncio path a ``redis.asyncio.Redis`` (one per event
+loop when built from a URL). A failure of Redis (connection, timeout, script error) raises
+:class:`~buttress.BackendError`, which the limiter handles by its failure policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import struct
+import weakref
+from collections.abc import Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from ..errors import BackendError, ConfigError
+from ._algorithms import Algorithm, FixedWindow, SlidingWindow, State, TokenBucket
+from ._backend import Outcome, TimeBase
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+
+__all__ = ["RedisBackend", "redis_key"]
+
+TimeSource: TypeAlias = Literal["server", "caller"]
+SyncClient: TypeAlias = "redis.Redis | redis.RedisCluster"
+AsyncClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.RedisCluster"
+
+# What the scripts call each algorithm, and how a request and a reply are packed (see
+# lua/common.lua).
+_CODES: dict[type, int] = {TokenBucket: ord("t"), FixedWindow: ord("f"), SlidingWindow: ord("s")}
+_HEAD = struct.Struct("<dBBdd")  # cost, commit, caller's time given, that time, TTL slack (ms)
+_SCOPE = struct.Struct("<Bdd")  # algorithm letter, two parameters
+_REPLY = struct.Struct("<Bd")  # allowed, now
+
+# With the caller's clock (tests), Redis's own clock still runs the TTLs; a margin keeps a key
+# alive while the caller's time says it is live even if the two clocks run apart.
+CALLER_TIME_SLACK_MS = 600_000
+
+_GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+
+
+def _script(name: str) -> str:
+    """``common.lua`` then the named script: one text per operation, registered once."""
+    lua = resources.files("buttress.ratelimit") / "lua"
+    return (lua / "common.lua").read_text() + "\n" + (lua / name).read_text()
+
+
+def redis_key(prefix: str, key: str) -> str:
+    """The Redis key of a limiter's storage key: the limiter's ``namespace:name`` is the tag.
+
+    >>> redis_key("", "app:api:user:u1")
+    '{app:api}:user:u1'
+    """
+    first = key.find(":")
+    second = key.find(":", first + 1) if first >= 0 else -1
+    if second < 0:  # not a limiter's key: the whole key is its own tag
+        return f"{prefix}{{{key}}}"
+    return f"{prefix}{{{key[:second]}}}{key[second:]}"
+
+
+def _pattern(prefix: str, key_prefix: str) -> str:
+    """A ``SCAN MATCH`` pattern for every Redis key whose storage key starts with ``key_prefix``."""
+    first = key_prefix.find(":")
+    second = key_prefix.find(":", first + 1) if first >= 0 else -1
+    esc = prefix.translate(_GLOB_SPECIAL)
+    if second < 0:
+        return f"{esc}{{{key_prefix.translate(_GLOB_SPECIAL)}*"
+    tag, rest = key_prefix[:second], key_prefix[second:]
+    return f"{esc}{{{tag.translate(_GLOB_SPECIAL)}}}{rest.translate(_GLOB_SPECIAL)}*"
+
+
+class RedisBackend:
+    """Keeps rate-limit state in Redis: one limit for every worker of every host.
+
+    >>> backend = RedisBackend("redis://127.0.0.1:6379/0")  # doctest: +SKIP
+    >>> limiter = RateLimiter(scopes, backend=backend, namespace="shop")  # doctest: +SKIP
+
+    * ``url_or_client``: a ``redis://`` URL (the backend builds a ``redis.Redis`` and, per
+      event loop, a ``redis.asyncio.Redis``, each with ``timeout`` on every socket operation
+      and one immediate reconnect), or your own ``redis.Redis`` / ``redis.RedisCluster`` (the
+      sync path) or ``redis.asyncio.Redis`` / ``redis.asyncio.RedisCluster`` (the asyncio
+      path); give the other kind as ``client=`` or ``async_client=`` to have both. Your own
+      clients need a ``socket_timeout``: a backend call must never hang;
+    * ``prefix``: put in front of every Redis key (no braces), e.g. ``"rl:"``;
+    * ``timeout``: seconds each step of a call (connect, read, write) may take before the
+      limiter's failure policy applies (a call makes at most two attempts);
+    * ``time_source``: ``"server"`` (Redis ``TIME``: one clock for every host, the default)
+      or ``"caller"`` (the ``now`` the limiter passes from its clock; for tests that inject
+      time).
+    """
+
+    __slots__ = (
+        "_aclients",
+        "_async_client",
+        "_caller_time",
+        "_client",
+        "_decide",
+        "_errors",
+        "_own_sync",
+        "_params",
+        "_refund",
+        "_slack",
+        "_texts",
+        "_url",
+        "prefix",
+        "time_source",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        url_or_client: str | SyncClient | AsyncClient,
+        *,
+        client: SyncClient | None = None,
+        async_client: AsyncClient | None = None,
+        prefix: str = "",
+        timeout: float = 0.25,
+        time_source: TimeSource = "server",
+    ) -> None:
+        try:
+            import redis as redis_sync
+            import redis.asyncio as redis_async
+        except ImportError as exc:  # pragma: no cover - the extra is not installed
+            raise ConfigError(
+                "backend", "RedisBackend needs redis-py: pip install 'buttress[redis]'"
+            ) from exc
+        if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
+            raise ConfigError("prefix", f"must be a string without braces, got {prefix!r}")
+        number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+        if not number or not 0 < timeout < math.inf:
+            raise ConfigError("timeout", f"must be a finite number of seconds > 0, got {timeout!r}")
+        if time_source not in ("server", "caller"):
+            raise ConfigError("time_source", f"must be 'server' or 'caller', got {time_source!r}")
+        # What a failure of Redis looks like (redis-py is imported only when a backend is made).
+        self._errors: tuple[type[BaseException], ...] = (
+            redis_sync.RedisError,
+            OSError,
+            TimeoutError,
+        )
+        self.prefix = prefix
+        self.timeout = float(timeout)
+        self.time_source: TimeSource = time_source
+        self._url: str | None = None
+        self._client: SyncClient | None = client
+        self._async_client: AsyncClient | None = async_client
+        sync_kinds = (redis_sync.Redis, redis_sync.RedisCluster)
+        async_kinds = (redis_async.Redis, redis_async.RedisCluster)
+        if isinstance(url_or_client, str):
+            self._url = url_or_client
+            try:
+                self._client = redis_sync.Redis.from_url(url_or_client, **self._options(False))
+            except ValueError as exc:
+                raise ConfigError("url_or_client", f"not a Redis URL: {exc}") from exc
+        elif isinstance(url_or_client, async_kinds):
+            self._async_client = url_or_client
+        elif isinstance(url_or_client, sync_kinds):
+            self._client = url_or_client
+        else:
+            raise ConfigError(
+                "url_or_client",
+                "must be a redis:// URL, or a client: redis.Redis, redis.RedisCluster, "
+                f"redis.asyncio.Redis or redis.asyncio.RedisCluster; got {url_or_client!r}",
+            )
+        self._own_sync = self._url is not None
+        for name, given in (("client", self._client), ("async_client", self._async_client)):
+            if given is not None and not (name == "client" and self._own_sync):
+                _check_timeout(name, given)
+        self._texts = (_script("decide.lua"), _script("refund.lua"))
+        self._decide: Any = None
+        self._refund: Any = None
+        if self._client is not None:
+            self._decide = self._client.register_script(self._texts[0])
+            self._refund = self._client.register_script(self._texts[1])
+        # One asyncio client (and its scripts) per event loop: a client is bound to its loop.
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, ...]]
+        self._aclients = weakref.WeakKeyDictionary()
+        self._caller_time = time_source == "caller"
+        self._slack = float(CALLER_TIME_SLACK_MS if self._caller_time else 0)
+        self._params: dict[Algorithm, bytes] = {}
+
+    def _options(self, asynchronous: bool) -> dict[str, Any]:
+        """Client options: every socket operation bounded, one immediate reconnect, no backoff.
+
+        (redis-py's default retries ten times with backoff: seconds of waiting in an outage.)
+        """
+        from redis.backoff import NoBackoff
+
+        if asynchronous:
+            from redis.asyncio.retry import Retry as AsyncRetry
+
+            retry: Any = AsyncRetry(NoBackoff(), 1)
+        else:
+            from redis.retry import Retry
+
+            retry = Retry(NoBackoff(), 1)
+        return {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            "retry": retry,
+        }
+
+    @property
+    def time_base(self) -> TimeBase:
+        return "server" if self.time_source == "server" else "wall"
+
+    # -- what the scripts are given ------------------------------------------------------------
+
+    def _scope(self, algorithm: Algorithm) -> bytes:
+        """One scope of a request: its algorithm's letter and two parameters, packed."""
+        packed = self._params.get(algorithm)
+        if packed is None:
+            code = _CODES.get(type(algorithm))
+            if code is None:
+                raise ConfigError(
+                    "algorithm",
+                    "RedisBackend runs token_bucket, fixed_window, sliding_window and adaptive "
+                    f"scopes, not {type(algorithm).__name__}",
+                )
+            packed = _SCOPE.pack(code, *algorithm.params())
+            if len(self._params) > 4096:  # adaptive limits make new objects; keep it bounded
+                self._params.clear()
+            self._params[algorithm] = packed
+        return packed
+
+    def _keys(self, keys: Sequence[str]) -> list[str]:
+        prefix = self.prefix
+        return [redis_key(prefix, k) for k in keys]
+
+    def _request(
+        self, algorithms: Sequence[Algorithm], cost: float, now: float, commit: bool
+    ) -> bytes:
+        """The scripts' one argument (see lua/common.lua)."""
+        head = _HEAD.pack(cost, commit, self._caller_time, now, self._slack)
+        if len(algorithms) == 1:
+            return head + self._scope(algorithms[0])
+        return head + b"".join([self._scope(a) for a in algorithms])
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def _sync(self) -> SyncClient:
+        if self._client is None:
+            raise ConfigError(
+                "client", "this RedisBackend has only an asyncio client: pass client= as well"
+            )
+        return self._client
+
+    def _async(self) -> tuple[Any, ...]:
+        """``(client, decide script, refund script)`` for the running event loop."""
+        loop = asyncio.get_running_loop()
+        entry = self._aclients.get(loop)
+        if entry is None:
+            client: Any = self._async_client
+            if client is None:
+                if self._url is None:
+                    raise ConfigError(
+                        "async_client",
+                        "this RedisBackend has only a sync client: pass async_client= as well",
+                    )
+                import redis.asyncio as redis_async
+
+                client = redis_async.Redis.from_url(self._url, **self._options(True))
+            entry = (
+                client,
+                client.register_script(self._texts[0]),
+                client.register_script(self._texts[1]),
+            )
+            self._aclients[loop] = entry
+        return entry
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def decide(
+        self,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        commit: bool = True,
+    ) -> Outcome:
+        self._sync()
+        args = (self._request(algorithms, cost, now, commit),)
+        try:
+            reply = self._decide(keys=self._keys(keys), args=args)
+        except self._errors as exc:
+            raise _failure("decide", exc) from exc
+        return _outcome(reply)
+
+    async def decide_async(
+        self,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        commit: bool = True,
+    ) -> Outcome:
+        _, script, _ = self._async()
+        args = (self._request(algorithms, cost, now, commit),)
+        try:
+            reply = await script(keys=self._keys(keys), args=args)
+        except self._errors as exc:
+            raise _failure("decide", exc) from exc
+        return _outcome(reply)
+
+    def refund(
+        self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
+    ) -> None:
+        self._sync()
+        args = (self._request(algorithms, cost, now, True),)
+        try:
+            self._refund(keys=self._keys(keys), args=args)
+        except self._errors as exc:
+            raise _failure("refund", exc) from exc
+
+    async def refund_async(
+        self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
+    ) -> None:
+        _, _, script = self._async()
+        args = (self._request(algorithms, cost, now, True),)
+        try:
+            await script(keys=self._keys(keys), args=args)
+        except self._errors as exc:
+            raise _failure("refund", exc) from exc
+
+    def reset(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        try:
+            self._sync().delete(*self._keys(keys))
+        except self._errors as exc:
+            raise _failure("reset", exc) from exc
+
+    async def reset_async(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        client = self._async()[0]
+        try:
+            await client.delete(*self._keys(keys))
+        except self._errors as exc:
+            raise _failure("reset", exc) from exc
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def clear(self, prefix: str = "") -> int:
+        """Delete every key whose storage key starts with ``prefix`` (SCAN, then UNLINK)."""
+        client = self._sync()
+        removed = 0
+        try:
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=_pattern(self.prefix, prefix), count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    removed += client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                removed += client.unlink(*batch)
+        except self._errors as exc:
+            raise _failure("clear", exc) from exc
+        return removed
+
+    def key_count(self) -> int:
+        """Keys under this backend's prefix; a SCAN of the whole database, O(keys)."""
+        client = self._sync()
+        pattern = self.prefix.translate(_GLOB_SPECIAL) + "{*"
+        try:
+            return sum(1 for _ in client.scan_iter(match=pattern, count=1000))
+        except self._errors as exc:
+            raise _failure("key_count", exc) from exc
+
+    def maintain(self, now: float) -> int:
+        """Nothing to do: every key carries a TTL, and Redis drops expired keys itself."""
+        return 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the sync client if this backend made it (from a URL)."""
+        if self._own_sync and self._client is not None:
+            self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the running loop's asyncio client if this backend made it (from a URL)."""
+        entry = self._aclients.pop(asyncio.get_running_loop(), None)
+        if entry is not None and entry[0] is not self._async_client:
+            await entry[0].aclose()
+
+    def __repr__(self) -> str:
+        where = self._url or repr(self._client or self._async_client)
+        return f"<RedisBackend {where} prefix={self.prefix!r} time_source={self.time_source}>"
+
+
+def _check_timeout(name: str, client: Any) -> None:
+    """A client of the caller's must bound its socket operations."""
+    for where in ("get_connection_kwargs", "nodes_manager", "connection_pool"):
+        found = getattr(client, where, None)
+        if found is None:
+            continue
+        kwargs = found() if callable(found) else getattr(found, "connection_kwargs", None)
+        if isinstance(kwargs, dict):
+            if kwargs.get("socket_timeout") is None:
+                raise ConfigError(
+                    name,
+                    "needs a socket_timeout (e.g. redis.Redis(..., socket_timeout=0.25, "
+                    "retry=Retry(NoBackoff(), 1))): a rate-limit call must never hang",
+                )
+            return
+
+
+def _outcome(reply: bytes) -> Outcome:
+    """Unpack a decision's reply: ``(allowed, now)``, then per key ``n`` and n doubles."""
+    allowed, now = _REPLY.unpack_from(reply)
+    states: list[State | None] = []
+    at = _REPLY.size
+    while at < len(reply):
+        n = reply[at]
+        at += 1
+        if n:
+            states.append(struct.unpack_from(f"<{n}d", reply, at))
+            at += 8 * n
+        else:
+            states.append(None)
+    return allowed == 1, states, now
+
+
+def _failure(operation: str, exc: BaseException) -> BackendError:
+    return BackendError(f"Redis {operation} failed: {type(exc).__name__}: {exc}")

@@ -1,0 +1,317 @@
+"""``SQLiteBackend``: rate-limit state in a SQLite file, shared by the processes of one host.
+
+Each decision runs the very same pure cores as the memory backend
+(:func:`~buttress.ratelimit._algorithms.admit_all`) inside one ``BEGIN IMMEDIATE`` transaction:
+the write lock is taken before the states are read, so two processes can never both read the
+same room and both spend it. Every scope of a decision is read, checked and written in that one
+transaction, or nothing is written.
+
+The file is in WAL mode (readers never wait for the writer; a peek is a plain read) with
+``synchronous=NORMAL`` (a crash of the process loses nothing; a power cut may lose the last
+decisions, which for rate limits only means a little extra room). Waiting for the lock is
+bounded by ``busy_timeout``. One row per key: ``(key, expires, state)``, the state packed as
+doubles. Times are wall-clock seconds (``time_base="wall"``), so state survives a restart.
+
+Expired rows (``expires <= now``: worth no more than no row) are purged a few at a time by one
+decision in :data:`PURGE_EVERY` that writes, and all at once by :meth:`SQLiteBackend.maintain`.
+
+Connections: one per thread (and per process: a connection never crosses a fork). The asyncio
+methods run the sync ones in a worker thread (``asyncio.to_thread``), so the event loop never
+blocks on the file or its lock and there is one implementation of each operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sqlite3
+import struct
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from ..errors import BackendError, ConfigError
+from ._algorithms import Algorithm, State, admit_all
+from ._backend import Outcome, TimeBase
+
+__all__ = ["SQLiteBackend"]
+
+PURGE_EVERY = 16  # one writing decision in this many also purges...
+PURGE_BATCH = 64  # ...at most this many expired rows
+MAINTAIN_BATCH = 1000
+
+_T = TypeVar("_T")
+
+
+def _pack(state: State) -> bytes:
+    return struct.pack(f"<{len(state)}d", *state)
+
+
+def _unpack(blob: bytes) -> State:
+    return struct.unpack(f"<{len(blob) // 8}d", blob)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The SQL of one table."""
+
+    table: str
+    schema: tuple[str, ...]
+    get1: str
+    put: str
+    delete: str
+    purge: str
+    count: str
+    clear_all: str
+    clear_range: str
+    clear_glob: str
+
+    @classmethod
+    def for_table(cls, t: str) -> _Statements:
+        return cls(
+            table=t,
+            schema=(
+                f"CREATE TABLE IF NOT EXISTS {t} "
+                "(key TEXT PRIMARY KEY, expires REAL NOT NULL, state BLOB NOT NULL) WITHOUT ROWID",
+                f"CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires)",
+            ),
+            get1=f"SELECT key, state FROM {t} WHERE key = ?",
+            put=f"INSERT OR REPLACE INTO {t} (key, expires, state) VALUES (?, ?, ?)",
+            delete=f"DELETE FROM {t} WHERE key = ?",
+            purge=f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires <= ? LIMIT ?)",
+            count=f"SELECT COUNT(*) FROM {t}",
+            clear_all=f"DELETE FROM {t}",
+            clear_range=f"DELETE FROM {t} WHERE key >= ? AND key < ?",
+            clear_glob=f"DELETE FROM {t} WHERE substr(key, 1, ?) = ?",
+        )
+
+    def get_many(self, n: int) -> str:
+        return f"SELECT key, state FROM {self.table} WHERE key IN ({', '.join('?' * n)})"
+
+
+class SQLiteBackend:
+    """Keeps rate-limit state in a SQLite file: survives restarts, shared by local processes.
+
+    >>> limiter = RateLimiter(scopes, backend=SQLiteBackend("/var/lib/app/limits.db"))
+    ... # doctest: +SKIP
+
+    * ``path``: the database file (created if missing, with its table); use one file per host
+      (SQLite's locking is not safe on network file systems);
+    * ``timeout``: seconds a call may wait for another process's transaction (``busy_timeout``)
+      before the limiter's failure policy applies;
+    * ``table``: the table's name, if the file holds other things.
+    """
+
+    __slots__ = ("_connections", "_local", "_lock", "_sql", "_until_purge", "path", "timeout")
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 1.0,
+        table: str = "buttress_ratelimit",
+    ) -> None:
+        if not isinstance(path, str | os.PathLike) or not str(path):
+            raise ConfigError("path", f"must be a file path, got {path!r}")
+        number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+        if not number or not 0 < timeout < math.inf:
+            raise ConfigError("timeout", f"must be a finite number of seconds > 0, got {timeout!r}")
+        if not isinstance(table, str) or not table.isidentifier():
+            raise ConfigError("table", f"must be a plain identifier, got {table!r}")
+        self.path = str(Path(path))
+        self.timeout = float(timeout)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._until_purge = PURGE_EVERY
+        self._sql = _Statements.for_table(table)
+        try:
+            self._run(lambda conn: None)  # open the file now: a bad path fails here, clearly
+        except BackendError as exc:
+            raise ConfigError("path", f"cannot use {self.path!r} as a database: {exc}") from exc
+
+    @property
+    def time_base(self) -> TimeBase:
+        return "wall"
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            return conn
+        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+        conn = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            for statement in self._sql.schema:
+                conn.execute(statement)
+        except BaseException:
+            conn.close()
+            raise
+        local.conn, local.pid = conn, os.getpid()
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` on this thread's connection; SQLite's errors become BackendError."""
+        try:
+            return work(self._connect())
+        except sqlite3.Error as exc:
+            raise BackendError(f"SQLite {self.path}: {type(exc).__name__}: {exc}") from exc
+
+    @contextmanager
+    def _writing(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """One write transaction: the lock is taken first, so what is read stays true."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _read(self, conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, State]:
+        if len(keys) == 1:
+            rows = conn.execute(self._sql.get1, (keys[0],)).fetchall()
+        else:
+            rows = conn.execute(self._sql.get_many(len(keys)), tuple(keys)).fetchall()
+        return {key: _unpack(blob) for key, blob in rows}
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def decide(
+        self,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        commit: bool = True,
+    ) -> Outcome:
+        def work(conn: sqlite3.Connection) -> Outcome:
+            if not commit:  # a peek: one consistent read (WAL), no lock
+                olds, news = admit_all(algorithms, keys, self._read(conn, keys).get, now, cost)
+                return news is not None, olds, now
+            with self._writing(conn):
+                olds, news = admit_all(algorithms, keys, self._read(conn, keys).get, now, cost)
+                if news is None:
+                    return False, olds, now
+                conn.executemany(
+                    self._sql.put,
+                    [(k, s[0], _pack(s)) for k, s in zip(keys, news, strict=True)],
+                )
+                self._maybe_purge(conn, now)
+            return True, olds, now
+
+        return self._run(work)
+
+    async def decide_async(
+        self,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        commit: bool = True,
+    ) -> Outcome:
+        return await asyncio.to_thread(self.decide, keys, algorithms, cost, now, commit)
+
+    def _maybe_purge(self, conn: sqlite3.Connection, now: float) -> None:
+        """Amortised cleanup inside a write transaction already holding the lock."""
+        self._until_purge -= 1  # racy across threads: at worst a purge comes a little early
+        if self._until_purge > 0:
+            return
+        self._until_purge = PURGE_EVERY
+        conn.execute(self._sql.purge, (now, PURGE_BATCH))
+
+    def refund(
+        self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
+    ) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with self._writing(conn):
+                states = self._read(conn, keys)
+                for key, algorithm in zip(keys, algorithms, strict=True):
+                    new = algorithm.refund(states.get(key), now, cost)
+                    if new is None:
+                        conn.execute(self._sql.delete, (key,))
+                    else:
+                        conn.execute(self._sql.put, (key, new[0], _pack(new)))
+
+        self._run(work)
+
+    async def refund_async(
+        self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
+    ) -> None:
+        await asyncio.to_thread(self.refund, keys, algorithms, cost, now)
+
+    def reset(self, keys: Sequence[str]) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with self._writing(conn):
+                conn.executemany(self._sql.delete, [(k,) for k in keys])
+
+        self._run(work)
+
+    async def reset_async(self, keys: Sequence[str]) -> None:
+        await asyncio.to_thread(self.reset, keys)
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def get(self, key: str) -> State | None:
+        """The stored state of one key (``None`` when absent), for tests and debugging."""
+        return self._run(lambda conn: self._read(conn, (key,)).get(key))
+
+    def clear(self, prefix: str = "") -> int:
+        """Forget every key starting with ``prefix`` (all of them by default)."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            with self._writing(conn):
+                if not prefix:
+                    return conn.execute(self._sql.clear_all).rowcount
+                last = prefix[-1]
+                if ord(last) < 0x10FFFF:  # keys in [prefix, prefix with its last char bumped)
+                    bound = prefix[:-1] + chr(ord(last) + 1)
+                    return conn.execute(self._sql.clear_range, (prefix, bound)).rowcount
+                return conn.execute(self._sql.clear_glob, (len(prefix), prefix)).rowcount
+
+        return self._run(work)
+
+    def key_count(self) -> int:
+        return self._run(lambda conn: int(conn.execute(self._sql.count).fetchone()[0]))
+
+    def maintain(self, now: float) -> int:
+        """Delete every expired row, in short transactions so deciders never wait long."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            removed = 0
+            while True:
+                with self._writing(conn):
+                    n = conn.execute(self._sql.purge, (now, MAINTAIN_BATCH)).rowcount
+                removed += n
+                if n < MAINTAIN_BATCH:
+                    return removed
+
+        return self._run(work)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection this backend opened (call when no thread is using it)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"<SQLiteBackend {self.path!r}>"

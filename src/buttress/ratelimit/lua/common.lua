@@ -1,0 +1,177 @@
+-- common.lua: what every script of buttress's Redis backend shares (loaded in front of each).
+--
+-- The arithmetic is transcribed from src/buttress/ratelimit/_algorithms.py, the reference:
+-- the conformance tests feed the same (now, keys, cost) traces to both and require the same
+-- decisions and states, to the bit. Keep the two in step, operation for operation: both use
+-- IEEE doubles, so the same operations in the same order give the same bits.
+--
+-- Everything crosses the wire as little-endian doubles, packed with Redis's struct library
+-- (exact, and cheaper than formatting and parsing text):
+--   a stored value   a state's n doubles (the first is when it expires), then when the key's
+--                    TTL runs out (see store)
+--   ARGV[1]          the request: "<dBBdd" cost, commit (1) or peek (0), 1 if the caller's
+--                    time follows (tests) else 0 (the server's TIME), that time, TTL slack in ms;
+--                    then one "<Bdd" per key: its algorithm's letter and two parameters
+--   the reply        one string: "<Bd" allowed (1 or 0), now; then per key the state read
+--                    before deciding, as "<B" n (0: none) and n doubles
+-- Algorithms (as Algorithm.params() gives their two parameters):
+--   "t"  token bucket (GCRA): interval (seconds per unit of cost), tolerance (burst * interval)
+--   "f"  fixed window: limit, window (seconds)
+--   "s"  sliding window (two-window counter): limit, window (seconds)
+
+local EPSILON = 1e-9
+
+-- A stored value: the state's n doubles, then one more: until when the key's TTL runs.
+local function decode(raw)
+  if not raw then
+    return nil, nil
+  end
+  local values = { struct.unpack("<" .. string.rep("d", #raw / 8), raw) }
+  values[#values] = nil -- struct.unpack also returns where it stopped
+  local covered = table.remove(values)
+  return values, covered
+end
+
+local function encode(state, covered)
+  return struct.pack("<" .. string.rep("d", #state), unpack(state)) .. struct.pack("<d", covered)
+end
+
+-- The request: its header, then (code, p1, p2) per key.
+local function request(argv)
+  local cost, commit, given, at, slack, pos = struct.unpack("<dBBdd", argv)
+  local scopes = {}
+  for i = 1, #KEYS do
+    local code, p1, p2
+    code, p1, p2, pos = struct.unpack("<Bdd", argv, pos)
+    scopes[i] = { string.char(code), p1, p2 }
+  end
+  return cost, commit == 1, given == 1, at, slack, scopes
+end
+
+-- Python's float floor division (Objects/floatobject.c), so window indexes match to the bit.
+local function floordiv(x, y)
+  local mod = math.fmod(x, y)
+  local div = (x - mod) / y
+  if mod ~= 0 and ((y < 0) ~= (mod < 0)) then
+    div = div - 1.0
+  end
+  if div == 0 then
+    return 0.0
+  end
+  local floored = math.floor(div)
+  if div - floored > 0.5 then
+    floored = floored + 1.0
+  end
+  return floored
+end
+
+-- The caller's clock (tests inject it) or the server's: one clock for every client.
+local function clock(given, at)
+  if given then
+    return at
+  end
+  local t = redis.call("TIME")
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- SlidingWindow._roll: (index, fraction, current, previous) as seen at now.
+local function roll(state, now, window)
+  local index = floordiv(now, window)
+  if state == nil then
+    return index, (now - index * window) / window, 0.0, 0.0
+  end
+  local stored = state[2]
+  if index <= stored then
+    local fraction = (now - stored * window) / window
+    if fraction < 0.0 then
+      fraction = 0.0
+    end
+    return stored, fraction, state[3], state[4]
+  end
+  local fraction = (now - index * window) / window
+  if index == stored + 1.0 then
+    return index, fraction, 0.0, state[3]
+  end
+  return index, fraction, 0.0, 0.0
+end
+
+-- Algorithm.admit: the state to store if cost fits at now, else nil.
+local function admit(kind, p1, p2, state, now, cost)
+  if kind == "t" then
+    local new
+    if state ~= nil and state[1] > now then
+      new = state[1] + cost * p1
+    else
+      new = now + cost * p1
+    end
+    if new - now <= p2 + EPSILON then
+      return { new }
+    end
+    return nil
+  elseif kind == "f" then
+    if state ~= nil and state[1] > now then
+      local used = state[2] + cost
+      if used <= p1 + EPSILON then
+        return { state[1], used }
+      end
+      return nil
+    end
+    if cost > p1 + EPSILON then
+      return nil
+    end
+    return { (floordiv(now, p2) + 1.0) * p2, cost }
+  end
+  local index, fraction, current, previous = roll(state, now, p2)
+  if previous * (1.0 - fraction) + current + cost > p1 + EPSILON then
+    return nil
+  end
+  return { (index + 2.0) * p2, index, current + cost, previous }
+end
+
+-- Algorithm.refund: the state to store once cost is given back (nil: delete the key).
+local function refund(kind, p1, p2, state, now, cost)
+  if state == nil or state[1] <= now then
+    return nil
+  end
+  if kind == "t" then
+    local tat = state[1] - cost * p1
+    if tat > now then
+      return { tat }
+    end
+    return nil
+  elseif kind == "f" then
+    local used = state[2] - cost
+    if used > EPSILON then
+      return { state[1], used }
+    end
+    return nil
+  end
+  local index, _, current, previous = roll(state, now, p2)
+  local taken = math.min(current, cost)
+  current = current - taken
+  previous = math.max(0.0, previous - (cost - taken))
+  if current <= EPSILON and previous <= EPSILON then
+    return nil
+  end
+  return { (index + 2.0) * p2, index, current, previous }
+end
+
+-- Store a state with a TTL that outlives it: a key vanishes once its state is worth no more than
+-- no state. Setting a TTL costs Redis more than the rest of a write, so it is set with
+-- HEADROOM seconds to spare and kept (KEEPTTL) while it still covers the new state: a busy key
+-- has its TTL rewritten about once per HEADROOM seconds, and an idle one lingers at most that
+-- much longer. At least 1 ms: at wall-clock magnitudes a tiny interval may not move time at all.
+local HEADROOM = 1.0
+
+local function store(key, state, now, slack, covered)
+  if covered ~= nil and covered >= state[1] then
+    redis.call("SET", key, encode(state, covered), "KEEPTTL")
+    return
+  end
+  covered = state[1] + HEADROOM
+  local ttl = math.ceil((covered - now) * 1000)
+  if ttl < 1 then
+    ttl = 1
+  end
+  redis.call("SET", key, encode(state, covered), "PX", ttl + slack)
+end

@@ -1,0 +1,255 @@
+"""One trace, three backends: memory, SQLite and Redis give the same decisions.
+
+The same seeded traces of ``(time, keys, cost)`` (with peeks, refunds, resets and limits that
+change between calls, as an adaptive scope's do) go to every backend with the time injected; the
+memory backend runs the pure cores directly, SQLite runs them inside its transactions, and Redis
+runs the Lua transcription of them. Every answer must be the same: whether it admitted, the
+states it read (to the bit; an expired state counts as none) and every number of the decision.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import buttress as bt
+from buttress.ratelimit import Algorithm, FixedWindow, SlidingWindow, State, TokenBucket
+from ratelimit_backends import close_backend, make_backend, unique_prefix
+
+T0 = 1_767_225_600.125  # a wall-clock-sized time: float precision as in production
+STEPS = (0.0, 0.0, 0.001, 0.01, 0.1, 0.25, 1 / 3, 0.5, 0.75, 1.0, 1.5, 2.7, 10.0)
+# Time read before a lock may be older than time a state has seen (Rule 4): steps back too.
+BACK_STEPS = (-0.001, -0.2, -1 / 3)
+COSTS = (1, 1, 1, 2, 0.5, 3, 7)
+
+# Three families of keys; the token bucket's parameters change between calls.
+TOKEN_BUCKETS = (TokenBucket(5, 1.0), TokenBucket(5, 1.0, burst=2), TokenBucket(3, 1.0))
+FIXED = FixedWindow(4, 1.0)
+SLIDING = SlidingWindow(6, 1.5)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def persistent(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """A SQLite or Redis backend, on time injected by the test.
+
+    The traces step back in time too (Rule 4), so no backend may sweep: a key swept at one
+    time would be missing at an earlier one in one backend and not in another. (Redis keeps
+    keys well past expiry on caller time.)
+    """
+    monkeypatch.setattr("buttress.ratelimit._memory.SWEEP_STEP", 0)
+    monkeypatch.setattr("buttress.ratelimit._sqlite.PURGE_EVERY", 10**9)
+    if request.param == "sqlite":
+        backend = make_backend("sqlite", str(tmp_path / "limits.db"))
+    else:
+        url = request.getfixturevalue("redis_url")
+        backend = make_backend("redis", url, unique_prefix("conformance"), time_source="caller")
+    try:
+        yield backend
+    finally:
+        backend.clear("")
+        close_backend(backend)
+
+
+def normalised(states: Any, now: float) -> list[State | None]:
+    """An expired state is worth exactly no state (Rule 1): compare them as equal."""
+    return [None if s is None or s[0] <= now else tuple(s) for s in states]
+
+
+def backend_trace(
+    seed: int, start: float, steps: int
+) -> Iterator[tuple[str, list[str], list[Algorithm], float, float]]:
+    rng = random.Random(seed)
+    now = start
+    for _ in range(steps):
+        now += rng.choice(BACK_STEPS) if rng.random() < 0.15 else rng.choice(STEPS)
+        user, org = f"u{rng.randrange(3)}", f"o{rng.randrange(2)}"
+        scopes = [
+            (f"c:t:user:{user}", rng.choice(TOKEN_BUCKETS)),
+            (f"c:t:org:{org}", FIXED),
+            ("c:t:global", SLIDING),
+        ]
+        chosen = rng.sample(scopes, rng.choice((1, 2, 3, 3)))
+        op = rng.choices(("decide", "peek", "refund", "reset"), (80, 8, 8, 4))[0]
+        yield op, [k for k, _ in chosen], [a for _, a in chosen], rng.choice(COSTS), now
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("start", [T0, 1.0])  # wall-clock or monotonic-sized times
+def test_backends_read_decide_and_write_the_same_states(
+    persistent: Any, start: float, seed: int
+) -> None:
+    memory = bt.MemoryBackend()
+    for step, (op, keys, algorithms, cost, now) in enumerate(backend_trace(seed, start, 250)):
+        where = f"seed {seed} step {step}: {op} {keys} cost={cost} now={now}"
+        if op == "reset":
+            memory.reset(keys)
+            persistent.reset(keys)
+            continue
+        if op == "refund":
+            memory.refund(keys, algorithms, cost, now)
+            persistent.refund(keys, algorithms, cost, now)
+        else:
+            want = memory.decide(keys, algorithms, cost, now, op == "decide")
+            got = persistent.decide(keys, algorithms, cost, now, op == "decide")
+            assert got[0] == want[0], where
+            assert got[2] == now, where
+            assert normalised(got[1], now) == normalised(want[1], now), where
+        # Whatever happened, every key now holds the same state everywhere.
+        for key, algorithm in zip(keys, algorithms, strict=True):
+            _, want_state, _ = memory.decide([key], [algorithm], 1, now, False)
+            _, got_state, _ = persistent.decide([key], [algorithm], 1, now, False)
+            assert normalised(got_state, now) == normalised(want_state, now), f"{where}: {key}"
+
+
+# Times where Python's float ``now // window`` differs from ``floor(now / window)``: the scripts
+# must index windows as Python does, to the bit.
+AWKWARD = [(0.5, 0.1), (1.0, 0.1), (3.3, 0.3), (18.9, 0.7), (5.5, 1.1), (13.5, 2.7)]
+
+
+@pytest.mark.parametrize(("now", "window"), AWKWARD)
+def test_window_indexes_match_pythons_floor_division(
+    persistent: Any, now: float, window: float
+) -> None:
+    memory = bt.MemoryBackend()
+    for algorithm in (FixedWindow(3, window), SlidingWindow(3, window)):
+        key = f"c:a:{algorithm.name}"
+        for t in (now - window, now, now, now + window / 2):
+            want = memory.decide([key], [algorithm], 1, t)
+            got = persistent.decide([key], [algorithm], 1, t)
+            assert (got[0], normalised(got[1], t)) == (want[0], normalised(want[1], t)), (key, t)
+        stored = persistent.decide([key], [algorithm], 1, now, False)[1]
+        assert list(stored) == list(memory.decide([key], [algorithm], 1, now, False)[1])
+
+
+def test_time_read_before_a_window_start_counts_as_its_start(persistent: Any) -> None:
+    """Rule 4: a ``now`` older than the state's window is taken as that window's start."""
+    memory = bt.MemoryBackend()
+    sliding = SlidingWindow(10, 1.0)
+    # Window 5 spends 6; window 6 spends 2; then a time from window 5 arrives with cost 2,
+    # which fits only if its fraction of window 6 is taken as 0, not as negative.
+    answers = []
+    for t, cost in ((5.9, 6), (6.1, 2), (5.95, 2), (5.95, 1)):
+        want = memory.decide(["c:b:sw"], [sliding], cost, t)
+        got = persistent.decide(["c:b:sw"], [sliding], cost, t)
+        assert (got[0], list(got[1])) == (want[0], list(want[1])), t
+        answers.append(got[0])
+    assert answers == [True, True, True, False]
+
+
+# -- through the limiter: every number of every decision ---------------------------------------
+
+
+def scopes() -> list[bt.Scope]:
+    return [
+        bt.Scope("user", 5, 1.0, burst=3),
+        bt.Scope("org", 8, 2.0, algorithm="fixed_window"),
+        bt.Scope("global", 12, 1.5, algorithm="sliding_window"),
+        bt.Scope("api", 10, 1.0, algorithm="adaptive", by=None, cooldown=0.0),
+    ]
+
+
+def limiter_on(kind: str, target: str, clock: bt.ManualClock) -> bt.RateLimiter:
+    options: dict[str, Any] = {"time_source": "caller"} if kind == "redis" else {}
+    backend = make_backend(kind, target, unique_prefix("conformance"), **options)
+    return bt.RateLimiter(scopes(), backend=backend, clock=clock, namespace="conf")
+
+
+def limiter_trace(seed: int, steps: int) -> Iterator[tuple[str, dict[str, str], float, float]]:
+    rng = random.Random(seed)
+    for _ in range(steps):
+        advance = rng.choice(STEPS)
+        context = {"user": f"u{rng.randrange(3)}", "org": f"o{rng.randrange(2)}"}
+        op = rng.choices(("acquire", "peek", "refund", "reset", "error", "ok"), (80, 6, 6, 3, 3, 2))
+        yield op[0], context, rng.choice(COSTS), advance
+
+
+def summary(d: bt.Decision) -> tuple[Any, ...]:
+    return (d.allowed, d.remaining, d.limit, d.reset_after, d.retry_after, d.scope, d.key, d.scopes)
+
+
+def run_sync(rl: bt.RateLimiter, clock: bt.ManualClock, seed: int) -> list[Any]:
+    out: list[Any] = []
+    for op, context, cost, advance in limiter_trace(seed, 200):
+        clock.advance(advance)
+        if op == "acquire":
+            out.append(summary(rl.try_acquire(context, cost)))
+        elif op == "peek":
+            out.append(summary(rl.peek(context, cost)))
+        elif op == "refund":
+            rl.refund(context, cost)
+        elif op == "reset":
+            rl.reset(context)
+        else:  # the adaptive scope's limit moves; the next call carries the new one
+            rl.record(ok=op == "ok")
+            out.append(rl.current_limit("api"))
+    return out
+
+
+async def run_async(rl: bt.RateLimiter, clock: bt.ManualClock, seed: int) -> list[Any]:
+    out: list[Any] = []
+    for op, context, cost, advance in limiter_trace(seed, 200):
+        clock.advance(advance)
+        if op == "acquire":
+            out.append(summary(await rl.try_acquire_async(context, cost)))
+        elif op == "peek":
+            out.append(summary(await rl.peek_async(context, cost)))
+        elif op == "refund":
+            await rl.refund_async(context, cost)
+        elif op == "reset":
+            await rl.reset_async(context)
+        else:
+            rl.record(ok=op == "ok")
+            out.append(rl.current_limit("api"))
+    return out
+
+
+def targets(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    return {
+        "memory": "",
+        "sqlite": str(tmp_path / "limits.db"),
+        "redis": request.getfixturevalue("redis_url"),
+    }
+
+
+def reference(seed: int) -> list[Any]:
+    clock = bt.ManualClock(T0, wall=T0)  # time() == monotonic(): every backend sees one clock
+    return run_sync(limiter_on("memory", "", clock), clock, seed)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_limiter_decisions_match_memory(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, seed: int
+) -> None:
+    clock = bt.ManualClock(T0, wall=T0)
+    rl = limiter_on(kind, targets(request, tmp_path)[kind], clock)
+    try:
+        got = run_sync(rl, clock, seed)
+    finally:
+        rl.clear()
+        close_backend(rl.backend)
+    want = reference(seed)
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert g == w, f"seed {seed}, result {i}"
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+async def test_async_decisions_match_sync_memory(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str
+) -> None:
+    clock = bt.ManualClock(T0, wall=T0)
+    rl = limiter_on(kind, targets(request, tmp_path)[kind], clock)
+    try:
+        got = await run_async(rl, clock, seed=7)
+    finally:
+        rl.clear()
+        close_backend(rl.backend)
+        if kind == "redis":
+            await rl.backend.aclose()  # type: ignore[attr-defined]
+    assert got == reference(7)

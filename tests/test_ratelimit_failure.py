@@ -1,0 +1,264 @@
+"""The failure policy: what a limiter does while its backend is down, and how it recovers.
+
+A backend that fails on demand (a memory backend behind a switch) and a ``ManualClock`` drive
+every case; the real outages (a killed and a paused redis-server) are in
+``test_ratelimit_outage.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+import buttress as bt
+from buttress.health import build_report
+from buttress.ratelimit import Algorithm, Outcome, TimeBase
+
+EV_DOWN = ("buttress", "rate_limiter", "backend_down")
+EV_RECOVERED = ("buttress", "rate_limiter", "backend_recovered")
+
+
+class Switchable:
+    """A backend that keeps state in memory but fails every call while ``down``."""
+
+    def __init__(self) -> None:
+        self.inner = bt.MemoryBackend()
+        self.down = False
+        self.calls = 0
+
+    @property
+    def time_base(self) -> TimeBase:
+        return "wall"
+
+    def _call(self) -> None:
+        self.calls += 1
+        if self.down:
+            raise bt.BackendError("connection refused")
+
+    def decide(
+        self,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        commit: bool = True,
+    ) -> Outcome:
+        self._call()
+        return self.inner.decide(keys, algorithms, cost, now, commit)
+
+    async def decide_async(self, *args: Any) -> Outcome:
+        return self.decide(*args)
+
+    def refund(
+        self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
+    ) -> None:
+        self._call()
+        self.inner.refund(keys, algorithms, cost, now)
+
+    async def refund_async(self, *args: Any) -> None:
+        self.refund(*args)
+
+    def reset(self, keys: Sequence[str]) -> None:
+        self._call()
+        self.inner.reset(keys)
+
+    async def reset_async(self, keys: Sequence[str]) -> None:
+        self.reset(keys)
+
+    def clear(self, prefix: str) -> int:
+        self._call()
+        return self.inner.clear(prefix)
+
+    def key_count(self) -> int:
+        self._call()
+        return self.inner.key_count()
+
+    def maintain(self, now: float) -> int:
+        return self.inner.maintain(now)
+
+
+def limiter(clock: bt.ManualClock, backend: Switchable, policy: str, **kw: Any) -> bt.RateLimiter:
+    return bt.RateLimiter(
+        [bt.Scope("user", 2, 60.0), bt.Scope("global", 100, 60.0)],
+        backend=backend,  # type: ignore[arg-type]
+        clock=clock,
+        name=policy,
+        failure_policy=policy,  # type: ignore[arg-type]
+        **kw,
+    )
+
+
+def health_of(rl: bt.RateLimiter) -> str:
+    report = build_report("test", limiters={rl.name: rl.snapshot()}, time=0.0)
+    (check,) = report.checks
+    return check.status
+
+
+def test_fail_open_admits_while_down_and_recovers_by_itself(
+    clock: bt.ManualClock, event_log: Any
+) -> None:
+    backend = Switchable()
+    rl = limiter(clock, backend, "fail_open", backend_retry_interval=1.0)
+    assert rl.try_acquire("u1") and rl.try_acquire("u1")
+    assert not rl.try_acquire("u1")  # the user's limit is spent
+
+    backend.down = True
+    clock.advance(0.25)
+    d = rl.try_acquire("u1")
+    assert d.allowed  # the outage admits: limits are not enforced while they cannot be counted
+    assert d.remaining == 1  # numbers as if every scope were unused
+    snap = rl.snapshot()
+    assert (snap.backend_status, snap.failure_policy, snap.backend_errors) == (
+        "down",
+        "fail_open",
+        1,
+    )
+    assert snap.keys is None
+    assert health_of(rl) == "warn"
+    assert [md for _, md in event_log.named(*EV_DOWN)] == [
+        {
+            "limiter": "fail_open",
+            "namespace": "buttress",
+            "backend": "Switchable",
+            "policy": "fail_open",
+            "error": "connection refused",
+        }
+    ]
+
+    # Within the retry interval the backend is spared: decisions follow the policy at once.
+    calls = backend.calls
+    assert all(rl.try_acquire("u1").allowed for _ in range(5))
+    assert backend.calls == calls
+
+    backend.down = False  # it is back, but nobody has asked yet: still shown as down
+    assert rl.snapshot().backend_status == "down"
+    clock.advance(1.0)
+    d = rl.try_acquire("u1")  # the probe: a real decision again (the state survived)
+    assert not d.allowed
+    assert d.scope == "user"
+    assert rl.snapshot().backend_status == "ok"
+    assert health_of(rl) == "pass"
+    ((measurements, metadata),) = event_log.named(*EV_RECOVERED)
+    assert measurements == {"downtime": pytest.approx(1.0)}
+    assert metadata["policy"] == "fail_open"
+    assert len(event_log.named(*EV_DOWN)) == 1  # one outage, one event
+
+
+def test_fail_closed_raises_while_down_and_recovers_by_itself(clock: bt.ManualClock) -> None:
+    backend = Switchable()
+    rl = limiter(clock, backend, "fail_closed", backend_retry_interval=0.5)
+    assert rl.try_acquire("u1")
+    backend.down = True
+    with pytest.raises(bt.BackendError, match=r"buttress:fail_closed.*Switchable is down") as info:
+        rl.try_acquire("u1")
+    assert isinstance(info.value.__cause__, bt.BackendError)  # the backend's own error
+    with pytest.raises(bt.BackendError):
+        rl.try_acquire("u1")  # spared: raised at once, without a call
+    with pytest.raises(bt.BackendError):
+        rl.peek("u1")
+    with pytest.raises(bt.BackendError):
+        rl.acquire("u1", timeout=1.0)
+    with pytest.raises(bt.BackendError):
+        rl.refund("u1")
+    assert backend.calls == 2  # the first decision, then nothing within the interval
+    snap = rl.snapshot()
+    assert (snap.backend_status, snap.failure_policy) == ("down", "fail_closed")
+    assert snap.waiting == 0  # the failed acquire left no waiter behind
+    assert health_of(rl) == "fail"
+    assert snap.admitted == 1
+
+    backend.down = False
+    clock.advance(0.5)
+    assert rl.try_acquire("u1")
+    assert not rl.try_acquire("u1")  # the limit is enforced again, with the state kept
+    assert rl.snapshot().backend_status == "ok"
+
+
+def test_a_failed_probe_starts_a_new_interval(clock: bt.ManualClock, event_log: Any) -> None:
+    backend = Switchable()
+    rl = limiter(clock, backend, "fail_open", backend_retry_interval=1.0)
+    backend.down = True
+    rl.try_acquire("u1")
+    for _ in range(3):
+        clock.advance(1.0)
+        calls = backend.calls
+        rl.try_acquire("u1")  # the probe fails
+        rl.try_acquire("u1")  # spared
+        assert backend.calls == calls + 1
+    assert rl.snapshot().backend_errors == 4
+    assert len(event_log.named(*EV_DOWN)) == 1
+    assert event_log.named(*EV_RECOVERED) == []
+
+
+def test_retry_interval_zero_tries_every_call(clock: bt.ManualClock) -> None:
+    backend = Switchable()
+    rl = limiter(clock, backend, "fail_open", backend_retry_interval=0)
+    backend.down = True
+    for _ in range(3):
+        assert rl.try_acquire("u1")
+    assert backend.calls == 3
+    backend.down = False
+    assert rl.try_acquire("u1")
+    assert rl.snapshot().backend_status == "ok"
+
+
+def test_refunds_are_dropped_when_failing_open(clock: bt.ManualClock) -> None:
+    backend = Switchable()
+    rl = limiter(clock, backend, "fail_open", backend_retry_interval=0)
+    assert rl.try_acquire("u1") and rl.try_acquire("u1")
+    backend.down = True
+    rl.refund("u1")  # nothing to give back to: dropped, and the outage is recorded
+    assert rl.snapshot().backend_status == "down"
+    backend.down = False
+    assert not rl.try_acquire("u1")  # the refund did not happen
+
+
+def test_reset_and_clear_always_raise(clock: bt.ManualClock) -> None:
+    backend = Switchable()
+    rl = limiter(clock, backend, "fail_open")
+    backend.down = True
+    with pytest.raises(bt.BackendError):
+        rl.reset("u1")
+    with pytest.raises(bt.BackendError):
+        rl.clear()
+
+
+async def test_async_paths_follow_the_policy(clock: bt.ManualClock) -> None:
+    backend = Switchable()
+    open_rl = limiter(clock, backend, "fail_open", backend_retry_interval=0)
+    closed_rl = limiter(clock, backend, "fail_closed", backend_retry_interval=0)
+    backend.down = True
+    assert (await open_rl.try_acquire_async("u1")).allowed
+    assert (await open_rl.acquire_async("u1", timeout=1.0)).allowed
+    assert (await open_rl.peek_async("u1")).allowed
+    await open_rl.refund_async("u1")
+    for call in (
+        closed_rl.try_acquire_async("u1"),
+        closed_rl.acquire_async("u1", timeout=1.0),
+        closed_rl.peek_async("u1"),
+        closed_rl.refund_async("u1"),
+    ):
+        with pytest.raises(bt.BackendError):
+            await call
+    backend.down = False
+    assert (await closed_rl.try_acquire_async("u1")).allowed
+    await open_rl.try_acquire_async("u1")
+    assert open_rl.snapshot().backend_status == closed_rl.snapshot().backend_status == "ok"
+
+
+def test_bad_policy_settings_name_the_setting() -> None:
+    scope = bt.Scope("user", 1, 1.0)
+    with pytest.raises(bt.ConfigError) as info:
+        bt.RateLimiter(scope, failure_policy="open")  # type: ignore[arg-type]
+    assert info.value.path == "failure_policy"
+    with pytest.raises(bt.ConfigError) as info:
+        bt.RateLimiter(scope, backend_retry_interval=-1)
+    assert info.value.path == "backend_retry_interval"
+
+
+def test_memory_limiters_report_a_healthy_backend(clock: bt.ManualClock) -> None:
+    snap = bt.RateLimiter(bt.Scope("user", 1, 1.0), clock=clock).snapshot()
+    assert (snap.backend_status, snap.failure_policy, snap.backend_errors) == ("ok", "fail_open", 0)
+    assert snap.keys == 0

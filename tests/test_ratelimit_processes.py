@@ -1,0 +1,104 @@
+"""Several processes, one limit: exact under contention, and kept across a restart.
+
+Workers are fresh interpreters (``spawn``): nothing is shared with them but the SQLite file or
+the Redis server, as between the workers of a real service.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ratelimit_backends as rb
+
+pytestmark = pytest.mark.slow
+
+WORKERS = 8
+USERS = 4
+HAMMER_SECONDS = 2.0
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def target(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """``(target, prefix)``: the SQLite file, or the Redis URL and a prefix of this test's own."""
+    if kind == "sqlite":
+        return str(tmp_path / "limits.db"), ""
+    return request.getfixturevalue("redis_url"), rb.unique_prefix(request.node.name)
+
+
+def collect(results: Any, n: int, processes: list[Any]) -> list[Any]:
+    out = [results.get(timeout=120) for _ in range(n)]
+    for p in processes:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return out
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_eight_processes_admit_exactly_the_tightest_allowance(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    where, prefix = target(kind, request, tmp_path)
+    start = SPAWN.Barrier(WORKERS)
+    results = SPAWN.Queue()
+    users = [f"u{i % USERS}" for i in range(WORKERS)]  # two processes per user
+    processes = [
+        SPAWN.Process(
+            target=rb.hammer, args=(kind, where, prefix, u, start, HAMMER_SECONDS, results)
+        )
+        for u in users
+    ]
+    for p in processes:
+        p.start()
+    reports = collect(results, WORKERS, processes)
+    assert [error for *_, error in reports if error] == []
+
+    admitted = sum(a for _, a, _, _ in reports)
+    attempts = sum(n for _, _, n, _ in reports)
+    limits = {name: limit for name, limit, _ in rb.HAMMER_SCOPES}
+    tightest = min(limits["user"] * USERS, limits["org"], limits["global"])
+    assert attempts > 2 * tightest  # saturated: far more asked than could be admitted
+    assert admitted == tightest  # never more, and not fewer
+    per_user: dict[str, int] = {}
+    for user, a, _, _ in reports:
+        per_user[user] = per_user.get(user, 0) + a
+    assert all(a <= limits["user"] for a in per_user.values())
+
+    # Refusals consumed nothing: global holds exactly what was admitted.
+    backend = rb.make_backend(kind, where, prefix)
+    try:
+        rl = rb.hammer_limiter(backend)
+        d = rl.peek({"user": "nobody", "org": "o1"})
+        assert (d.allowed, d.scope, d.remaining) == (False, "org", 0)
+        # A refused decision reports the other scopes' room as it stands.
+        assert d.scopes[2].remaining == limits["global"] - admitted
+        rl.clear()
+    finally:
+        rb.close_backend(backend)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_half_used_limit_is_still_half_used_after_a_restart(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    where, prefix = target(kind, request, tmp_path)
+    results = SPAWN.Queue()
+
+    first = SPAWN.Process(target=rb.spend, args=(kind, where, prefix, 5, results))
+    first.start()
+    ((admitted, remaining),) = collect(results, 1, [first])
+    assert (admitted, remaining) == (5, 4)  # 10 per window; the peek counts its own 1
+
+    second = SPAWN.Process(target=rb.spend, args=(kind, where, prefix, 8, results))
+    second.start()
+    ((admitted, remaining),) = collect(results, 1, [second])
+    assert (admitted, remaining) == (5, 0)  # only the half left by the first process
+
+    backend = rb.make_backend(kind, where, prefix)
+    try:
+        rb.restart_limiter(backend).clear()
+    finally:
+        rb.close_backend(backend)

@@ -1,0 +1,304 @@
+"""The Redis backend on a real server: key layout, TTLs, the server's clock, clients, errors.
+
+Every test uses its own key prefix on the shared server (never FLUSHALL). Outages, the one
+round trip per decision and script reloading run on a private redis-server, in
+``test_ratelimit_outage.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+from redis.crc import key_slot
+
+import buttress as bt
+from buttress.ratelimit import TokenBucket
+from buttress.ratelimit._redis import redis_key
+from ratelimit_backends import unique_prefix, wait_until
+
+
+@pytest.fixture
+def prefix() -> str:
+    return unique_prefix("redis")
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url, socket_timeout=2.0)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def backend(redis_url: str, prefix: str) -> Iterator[bt.RedisBackend]:
+    b = bt.RedisBackend(redis_url, prefix=prefix)
+    try:
+        yield b
+    finally:
+        b.clear("")
+        b.close()
+
+
+def hierarchy(backend: Any, clock: bt.ManualClock | None = None, **kw: Any) -> bt.RateLimiter:
+    return bt.RateLimiter(
+        [
+            bt.Scope("user", 3, 60.0),
+            bt.Scope("org", 5, 60.0, algorithm="fixed_window"),
+            bt.Scope("global", 100, 60.0, algorithm="sliding_window"),
+        ],
+        backend=backend,
+        clock=clock,
+        namespace="shop",
+        name="api",
+        **kw,
+    )
+
+
+def test_keys_carry_the_namespace_in_one_hash_tag_with_ttls(
+    backend: bt.RedisBackend, client: redis.Redis, prefix: str
+) -> None:
+    rl = hierarchy(backend)
+    assert rl.try_acquire({"user": "u1", "org": "o1"})
+    keys = sorted(k.decode() for k in client.scan_iter(match=f"{prefix}*"))
+    assert keys == [
+        f"{prefix}{{shop:api}}:global",
+        f"{prefix}{{shop:api}}:org:o1",
+        f"{prefix}{{shop:api}}:user:u1",
+    ]
+    assert len({key_slot(k.encode()) for k in keys}) == 1  # one slot: one script can touch all
+    for key in keys:
+        assert 0 < client.pttl(key) <= 120_000  # a TTL, never longer than the state lives
+    assert backend.key_count() == 3
+    assert rl.snapshot().keys is None  # not counted on a shared server (a SCAN)
+
+
+def test_ids_cannot_collide_or_move_a_key_to_another_slot(
+    backend: bt.RedisBackend, prefix: str
+) -> None:
+    rl = bt.RateLimiter(
+        [bt.Scope("user", 1, 60.0), bt.Scope("user_org", 1, 60.0, by="org")],
+        backend=backend,
+        namespace="shop",
+    )
+    tricky = ["a:b", "{x}", "}", "{", "*", "", "ü", "user_org:1", "1"]
+    for i, ident in enumerate(tricky):
+        # Every id is its own key: the first request of each is admitted.
+        assert rl.try_acquire({"user": ident, "org": f"o{i}"}), ident
+        redis_keys = [
+            redis_key(prefix, f"shop:default:user:{ident}"),
+            redis_key(prefix, f"shop:default:user_org:o{i}"),
+        ]
+        assert {key_slot(k.encode()) for k in redis_keys} == {
+            key_slot(f"{prefix}{{shop:default}}".encode())
+        }
+    assert backend.key_count() == 2 * len(tricky)
+
+
+def test_clear_escapes_glob_characters(redis_url: str, client: redis.Redis) -> None:
+    base = unique_prefix("glob")
+    starry = bt.RedisBackend(redis_url, prefix=base + "p*[")
+    plain = bt.RedisBackend(redis_url, prefix=base + "pX[")
+    bucket = TokenBucket(10, 60.0)
+    try:
+        for b in (starry, plain):
+            b.decide(["ns:l:user:u1", "ns:l:user:u2"], [bucket, bucket], 1, 0.0)
+        assert starry.clear("ns:l:") == 2
+        assert plain.key_count() == 2  # a pattern built unescaped would have matched these
+        assert starry.key_count() == 0
+    finally:
+        plain.clear("")
+        for b in (starry, plain):
+            b.close()
+
+
+def test_idle_keys_vanish(backend: bt.RedisBackend, client: redis.Redis, prefix: str) -> None:
+    rl = bt.RateLimiter(bt.Scope("user", 1, 0.3), backend=backend, namespace="idle")
+    assert rl.try_acquire("u1")
+    key = redis_key(prefix, "idle:default:user:u1")
+    # Full again within the 0.3 s window; the TTL runs a second longer (HEADROOM, in
+    # lua/common.lua) so that busy keys need not have it rewritten on every call.
+    assert 300 < client.pttl(key) <= 1300
+    wait_until(lambda: not client.exists(key), what="an idle key to expire", limit=5.0)
+
+
+def test_a_rate_too_fine_for_the_clock_still_stores_a_ttl(
+    backend: bt.RedisBackend, client: redis.Redis, prefix: str
+) -> None:
+    # 10**9 per minute: at wall-clock magnitudes (~1.8e9 s) a double resolves ~0.24 µs, so
+    # one unit's interval (60 ns) may not move the bucket's time at all.
+    rl = bt.RateLimiter(
+        bt.Scope("user", 10**9, 60.0),
+        backend=backend,
+        namespace="fine",
+        failure_policy="fail_closed",
+    )
+    assert all(rl.try_acquire("u1") for _ in range(3))
+    assert 0 < client.pttl(redis_key(prefix, "fine:default:user:u1")) <= 1001
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "fixed_window", "sliding_window"])
+def test_a_keys_ttl_always_outlives_its_state(
+    backend: bt.RedisBackend, client: redis.Redis, prefix: str, algorithm: str
+) -> None:
+    rl = bt.RateLimiter(
+        bt.Scope("user", 50, 2.0, algorithm=algorithm),  # type: ignore[arg-type]
+        backend=backend,
+        namespace="ttl",
+    )
+    key = redis_key(prefix, "ttl:default:user:u1")
+    for i in range(60):
+        rl.try_acquire("u1", cost=1 + i % 3)
+        if i % 7 == 0:
+            rl.refund("u1")
+        state = backend.decide(["ttl:default:user:u1"], rl.algorithms, 1, 0.0, False)[1][0]
+        ttl_ms = client.pttl(key)
+        seconds, micros = client.time()  # after the TTL: the check errs on the safe side
+        if state is None:
+            continue
+        # The TTL still runs past the state's expiry.
+        assert ttl_ms >= (state[0] - (seconds + micros / 1e6)) * 1000 - 1, i
+
+
+def test_decisions_run_on_the_servers_clock(
+    backend: bt.RedisBackend, client: redis.Redis, prefix: str
+) -> None:
+    clock = bt.ManualClock()  # its wall clock says 2026-01-01, whatever the server says
+    rl = bt.RateLimiter(
+        bt.Scope("user", 2, 3600.0, algorithm="fixed_window"),
+        backend=backend,
+        clock=clock,
+        namespace="clock",
+    )
+    assert rl.try_acquire("u1") and rl.try_acquire("u1")
+    clock.advance(7200.0)  # the limiter's clock moves two windows; the server's does not
+    d = rl.try_acquire("u1")
+    assert not d.allowed
+    seconds, micros = client.time()
+    server_now = seconds + micros / 1e6
+    end, used = backend.decide(["clock:default:user:u1"], rl.algorithms, 1, 0.0, False)[1][0]
+    assert used == 2.0
+    assert server_now < end <= server_now + 3600.0  # the window is the server's hour
+    assert 0.0 < d.retry_after <= 3600.0
+
+
+def test_adaptive_limits_travel_with_each_call(backend: bt.RedisBackend) -> None:
+    clock = bt.ManualClock()
+    rl = bt.RateLimiter(
+        bt.Scope("api", 10, 3600.0, algorithm="adaptive", by=None, min_limit=2),
+        backend=backend,
+        clock=clock,
+        namespace="adaptive",
+    )
+    assert rl.try_acquire().remaining == 9
+    rl.record(ok=False)  # the limit halves: the next call carries 5
+    assert rl.current_limit("api") == 5.0
+    d = rl.try_acquire()
+    assert (d.limit, d.remaining) == (5.0, 3)
+    assert sum(rl.try_acquire().allowed for _ in range(10)) == 3
+
+
+def test_refunds_and_resets(backend: bt.RedisBackend) -> None:
+    rl = hierarchy(backend)
+    ctx = {"user": "u1", "org": "o1"}
+    assert sum(rl.try_acquire(ctx).allowed for _ in range(5)) == 3
+    rl.refund(ctx, 2)
+    assert sum(rl.try_acquire(ctx).allowed for _ in range(5)) == 2  # the org has 5 in all
+    rl.reset(ctx)
+    d = rl.try_acquire(ctx)
+    assert (d.allowed, d.scope) == (True, "user")
+    # global: 3 admitted, 2 refunded, 2 + 1 admitted; the peek counts its own 1
+    assert rl.peek({"user": "u2", "org": "o2"}).scopes[2].remaining == 100 - 4 - 1
+
+
+async def test_asyncio_path_one_client_per_event_loop(redis_url: str, prefix: str) -> None:
+    backend = bt.RedisBackend(redis_url, prefix=prefix)
+    rl = hierarchy(backend)
+    ctx = {"user": "u1", "org": "o1"}
+    try:
+        assert (await rl.try_acquire_async(ctx)).allowed
+        await rl.refund_async(ctx)
+        await rl.reset_async(ctx)
+        assert (await rl.peek_async(ctx)).remaining == 2
+
+        def in_another_loop() -> bool:
+            async def decide() -> bool:
+                try:
+                    return (await rl.try_acquire_async(ctx)).allowed
+                finally:
+                    await backend.aclose()
+
+            return asyncio.run(decide())
+
+        assert await asyncio.to_thread(in_another_loop)
+    finally:
+        await backend.aclose()
+        backend.clear("")
+        backend.close()
+
+
+async def test_given_clients_are_used_as_they_are(redis_url: str, prefix: str) -> None:
+    sync_client = redis.Redis.from_url(redis_url, socket_timeout=1.0)
+    async_client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1.0)
+    both = bt.RedisBackend(sync_client, async_client=async_client, prefix=prefix)
+    only_async = bt.RedisBackend(async_client, prefix=prefix)
+    only_sync = bt.RedisBackend(sync_client, prefix=prefix)
+    ctx = {"user": "u1", "org": "o1"}
+    try:
+        assert hierarchy(both).try_acquire(ctx)
+        assert (await hierarchy(both).try_acquire_async(ctx)).allowed
+        assert (await hierarchy(only_async).try_acquire_async(ctx)).allowed
+        assert not hierarchy(only_sync).try_acquire(ctx)  # the user's 3 are spent
+        with pytest.raises(bt.ConfigError, match="only a sync client: pass async_client="):
+            await hierarchy(only_sync).try_acquire_async(ctx)
+        with pytest.raises(bt.ConfigError, match="only an asyncio client: pass client="):
+            hierarchy(only_async).try_acquire(ctx)
+    finally:
+        both.clear("")
+        await async_client.aclose()
+        sync_client.close()
+
+
+def test_bad_settings_are_clear_errors(redis_url: str, backend: bt.RedisBackend) -> None:
+    no_timeout = redis.Redis.from_url(redis_url)
+    try:
+        with pytest.raises(bt.ConfigError, match="socket_timeout") as info:
+            bt.RedisBackend(no_timeout)
+        assert info.value.path == "client"
+    finally:
+        no_timeout.close()
+    for kwargs, path in (
+        ({"prefix": "{a}"}, "prefix"),
+        ({"timeout": 0}, "timeout"),
+        ({"time_source": "client"}, "time_source"),
+    ):
+        with pytest.raises(bt.ConfigError) as info:
+            bt.RedisBackend(redis_url, **kwargs)
+        assert info.value.path == path
+    with pytest.raises(bt.ConfigError) as info:
+        bt.RedisBackend("http://example.invalid")
+    assert info.value.path == "url_or_client"
+    with pytest.raises(bt.ConfigError) as info:
+        bt.RedisBackend(42)  # type: ignore[arg-type]
+    assert info.value.path == "url_or_client"
+
+    class Leaky(TokenBucket):
+        pass
+
+    with pytest.raises(bt.ConfigError, match="not Leaky"):
+        backend.decide(["k"], [Leaky(1, 1.0)], 1, 0.0)
+
+
+def test_a_server_that_does_not_answer_is_a_backend_error() -> None:
+    from ratelimit_backends import free_port
+
+    backend = bt.RedisBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    with pytest.raises(bt.BackendError, match="Redis decide failed: ConnectionError"):
+        backend.decide(["k"], [TokenBucket(1, 1.0)], 1, 0.0)
+    backend.close()

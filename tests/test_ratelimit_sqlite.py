@@ -1,0 +1,184 @@
+"""The SQLite backend on real files: transactions, locking, persistence, purging, asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import buttress as bt
+from buttress.ratelimit import FixedWindow, TokenBucket
+from buttress.ratelimit._sqlite import PURGE_BATCH, PURGE_EVERY
+from ratelimit_backends import hammer_threads
+
+
+def three_scopes(backend: bt.SQLiteBackend, clock: bt.ManualClock, **kw: object) -> bt.RateLimiter:
+    return bt.RateLimiter(
+        [
+            bt.Scope("user", 5, 60.0),
+            bt.Scope("org", 8, 60.0, algorithm="fixed_window"),
+            bt.Scope("global", 100, 60.0, algorithm="sliding_window"),
+        ],
+        backend=backend,
+        clock=clock,
+        namespace="app",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_one_row_per_key_in_a_wal_file(tmp_path: Path, clock: bt.ManualClock) -> None:
+    path = tmp_path / "limits.db"
+    backend = bt.SQLiteBackend(path)
+    rl = three_scopes(backend, clock)
+    for _ in range(3):
+        assert rl.try_acquire({"user": "u1", "org": "o1"})
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        keys = [k for (k,) in conn.execute("SELECT key FROM buttress_ratelimit ORDER BY key")]
+    assert keys == ["app:default:global", "app:default:org:o1", "app:default:user:u1"]
+    assert backend.key_count() == 3
+    assert rl.snapshot().keys == 3
+    backend.close()
+
+
+def test_state_survives_a_new_backend_on_the_same_file(
+    tmp_path: Path, clock: bt.ManualClock
+) -> None:
+    path = tmp_path / "limits.db"
+    first = bt.SQLiteBackend(path)
+    rl = three_scopes(first, clock)
+    assert all(rl.try_acquire({"user": "u1", "org": "o1"}) for _ in range(3))
+    first.close()
+    second = bt.SQLiteBackend(path)  # a restart: nothing but the file is shared
+    rl = three_scopes(second, clock)
+    d = rl.peek({"user": "u1", "org": "o1"})
+    assert (d.scope, d.remaining) == ("user", 1)  # 5 - 3 used - 1 peeked
+    assert sum(rl.try_acquire({"user": "u1", "org": "o1"}).allowed for _ in range(5)) == 2
+    second.close()
+
+
+def test_refusals_write_nothing_and_refunds_and_resets_persist(
+    tmp_path: Path, clock: bt.ManualClock
+) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    rl = three_scopes(backend, clock)
+    ctx = {"user": "u1", "org": "o1"}
+    assert all(rl.try_acquire(ctx) for _ in range(5))
+    before = {k: backend.get(k) for k in ("app:default:org:o1", "app:default:global")}
+    assert not rl.try_acquire(ctx)  # the user refuses: org and global are not charged
+    assert {k: backend.get(k) for k in before} == before
+    rl.refund(ctx, 2)
+    assert sum(rl.try_acquire(ctx).allowed for _ in range(5)) == 2
+    rl.reset(ctx)
+    assert backend.get("app:default:user:u1") is None
+    assert backend.get("app:default:global") is not None  # shared scopes reset only by name
+    backend.close()
+
+
+def test_a_write_lock_held_too_long_becomes_a_backend_failure(
+    tmp_path: Path, clock: bt.ManualClock
+) -> None:
+    path = tmp_path / "limits.db"
+    backend = bt.SQLiteBackend(path, timeout=0.05)
+    closed = three_scopes(backend, clock, failure_policy="fail_closed", backend_retry_interval=0)
+    opened = three_scopes(backend, clock, name="open", backend_retry_interval=0)
+    ctx = {"user": "u1", "org": "o1"}
+    assert closed.try_acquire(ctx)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    try:
+        with pytest.raises(bt.BackendError, match="database is locked"):
+            closed.try_acquire(ctx)
+        assert opened.try_acquire(ctx).allowed
+        assert closed.snapshot().backend_status == opened.snapshot().backend_status == "down"
+        assert closed.peek(ctx).allowed  # a peek only reads: WAL readers never wait
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert closed.try_acquire(ctx)
+    assert closed.snapshot().backend_status == "ok"
+    backend.close()
+
+
+async def test_the_async_path_never_blocks_the_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "limits.db"
+    backend = bt.SQLiteBackend(path, timeout=5.0)
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    decision = asyncio.create_task(
+        backend.decide_async(["k"], [TokenBucket(10, 1.0)], 1, 100.0, True)
+    )
+    # The decision waits for the lock in a worker thread; the loop keeps running meanwhile.
+    # (Were it blocking the loop, the lock could never be released: it would fail instead.)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    allowed, states, now = await decision
+    assert (allowed, list(states), now) == (True, [None], 100.0)
+    assert backend.get("k") == (100.1,)
+    backend.close()
+
+
+def test_expired_rows_are_purged_by_maintain(tmp_path: Path) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    window = FixedWindow(10, 1.0)
+    for i in range(30):
+        backend.decide([f"k{i}"], [window], 1, 0.5 if i < 20 else 5.5)
+    assert backend.key_count() == 30
+    assert backend.maintain(now=2.0) == 20  # windows ending at 1.0 are over
+    assert backend.key_count() == 10
+    assert backend.maintain(now=2.0) == 0
+    backend.close()
+
+
+def test_expired_rows_are_purged_as_decisions_write(tmp_path: Path) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    window = FixedWindow(10, 1.0)
+    assert PURGE_BATCH % PURGE_EVERY == 0  # so the old rows end on a whole purge cycle
+    for i in range(PURGE_BATCH):
+        backend.decide([f"old{i}"], [window], 1, 0.5)  # their window ends at 1.0
+    assert backend.key_count() == PURGE_BATCH
+    # Later writing decisions purge expired rows a batch at a time, no maintain() needed.
+    for i in range(PURGE_EVERY):
+        backend.decide([f"new{i}"], [window], 1, 10.5)
+    assert backend.key_count() == PURGE_EVERY
+    assert backend.get("old0") is None
+    backend.close()
+
+
+def test_clear_forgets_keys_by_prefix(tmp_path: Path) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    bucket = TokenBucket(10, 1.0)
+    for key in ("a:x:user:1", "a:x:user:2", "a:xy:user:1", "a:x\U0010ffff", "b:x:global"):
+        backend.decide([key], [bucket], 1, 0.0)
+    assert backend.clear("a:x:") == 2
+    assert backend.clear("a:x\U0010ffff") == 1  # no successor character: matched another way
+    assert backend.key_count() == 2
+    assert backend.clear() == 2
+    assert backend.key_count() == 0
+    backend.close()
+
+
+def test_threads_sharing_one_backend_admit_exactly_the_allowance(tmp_path: Path) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db", timeout=10.0)
+    clock = bt.ManualClock()
+    rl = three_scopes(backend, clock, failure_policy="fail_closed")
+    contexts = [{"user": f"u{i}", "org": f"o{i % 2}"} for i in range(8)]
+    admitted = hammer_threads(rl, contexts, attempts=12)
+    assert sum(admitted) == 16  # two orgs of 8: tighter than 8 users of 5
+    backend.close()
+
+
+def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(bt.ConfigError) as info:
+        bt.SQLiteBackend(tmp_path / "missing" / "dir" / "limits.db")
+    assert info.value.path == "path"
+    with pytest.raises(bt.ConfigError) as info:
+        bt.SQLiteBackend(tmp_path / "limits.db", timeout=0)
+    assert info.value.path == "timeout"
+    with pytest.raises(bt.ConfigError) as info:
+        bt.SQLiteBackend(tmp_path / "limits.db", table="x; DROP TABLE y")
+    assert info.value.path == "table"
