@@ -366,3 +366,39 @@ def test_config_errors_name_the_path(config: dict[str, Any], path: str) -> None:
     with pytest.raises(bt.ConfigError) as info:
         bt.Infrastructure("t", config, env={}, background=False)
     assert info.value.path == path, str(info.value)
+
+
+def test_sqlite_backend_limits_survive_a_restart(tmp_path: Path) -> None:
+    cfg = {
+        "rate_limiting": {
+            "backend": f"sqlite://{tmp_path / 'limits.db'}",
+            "limiters": {"api": {"scopes": [{"name": "user", "limit": 3, "window": 3600.0}]}},
+        },
+        "memory_manager": {"enabled": False},
+    }
+    with bt.Infrastructure("app", cfg, env={}, background=False) as first:
+        first.call("api", lambda: None, context={"user_id": "u1"})
+        first.call("api", lambda: None, context={"user_id": "u1"})
+    with bt.Infrastructure("app", cfg, env={}, background=False) as second:
+        second.call("api", lambda: None, context={"user_id": "u1"})
+        with pytest.raises(bt.RateLimitExceeded):
+            second.call("api", lambda: None, context={"user_id": "u1"})
+
+
+def test_namespaces_are_isolated_on_redis(redis_url: str) -> None:
+    cfg = {
+        "rate_limiting": {
+            "backend": redis_url,
+            "limiters": {"api": {"scopes": [{"name": "user", "limit": 2, "window": 60.0}]}},
+        },
+        "memory_manager": {"enabled": False},
+    }
+    from buttress.testing import isolated_infrastructure
+
+    with isolated_infrastructure(cfg) as a, isolated_infrastructure(cfg) as b:
+        for _ in range(2):
+            a.call("api", lambda: None, context={"user_id": "same"})
+        with pytest.raises(bt.RateLimitExceeded):
+            a.call("api", lambda: None, context={"user_id": "same"})
+        b.call("api", lambda: None, context={"user_id": "same"})  # its own namespace, own keys
+        assert a.health().rate_limiters["api"].backend_status == "ok"

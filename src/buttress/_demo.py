@@ -58,7 +58,7 @@ def demo_config(state_dir: Path, *, sqlite_backend: bool) -> dict[str, Any]:
             "catalog": {"failure_threshold": 9, "degradation_threshold": 3},
         },
         "rate_limiting": {
-            "backend": f"sqlite:///{state_dir / 'limits.db'}" if sqlite_backend else "memory",
+            "backend": f"sqlite://{state_dir / 'limits.db'}" if sqlite_backend else "memory",
             "limiters": {
                 "api": {
                     "scopes": [

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from . import ratelimit as _rl
 from ._clock import Clock, SystemClock
 from ._scheduler import AsyncScheduler, Handle, Scheduler
 from .breaker import CircuitBreaker
@@ -37,7 +36,7 @@ from .health import HealthReport, build_report
 from .instrument import METRICS, ServiceMetrics, instrument_callable
 from .memory import MemoryManager
 from .pool import AsyncConnectionPool, ConnectionPool, PoolConfig
-from .ratelimit import MemoryBackend, RateLimiter, Scope
+from .ratelimit import RateLimiter, Scope, backend_from_url
 
 __all__ = ["Infrastructure", "Protection", "ResourceSpec"]
 
@@ -202,19 +201,12 @@ class Infrastructure:
 
     def _backend(self, url: str, path: str) -> Any:
         backend = self._backends.get(url)
-        if backend is not None:
-            return backend
-        if url == "memory":
-            backend = MemoryBackend(max_keys=self.config.rate_limiting.max_keys)
-        else:
-            from_url = getattr(_rl, "backend_from_url", None)
-            if from_url is None:
-                raise ConfigError(path, f"backend {url!r} is not available in this build")
+        if backend is None:
             try:
-                backend = from_url(url)
+                backend = backend_from_url(url, max_keys=self.config.rate_limiting.max_keys)
             except ConfigError as exc:
                 raise ConfigError(path, exc.message) from None
-        self._backends[url] = backend
+            self._backends[url] = backend
         return backend
 
     def _make_limiter(self, name: str, s: LimiterSettings) -> RateLimiter:

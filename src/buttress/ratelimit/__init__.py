@@ -15,6 +15,7 @@ from ._algorithms import (
 from ._backend import Backend, Outcome, TimeBase
 from ._decision import Decision, ScopeStatus
 from ._failure import FAILURE_POLICIES, FailurePolicy
+from ._from_url import backend_from_url
 from ._limiter import Key, RateLimiter
 from ._memory import MemoryBackend, MemoryBackendStats
 from ._redis import RedisBackend
@@ -49,5 +50,6 @@ __all__ = [
     "TokenBucket",
     "Verdict",
     "admit_all",
+    "backend_from_url",
     "decide_all",
 ]

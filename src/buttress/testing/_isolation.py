@@ -43,10 +43,10 @@ def isolated_infrastructure(
     'ok'
     """
     infra = Infrastructure(_namespace(prefix), config, env={} if env is None else env, **kwargs)
+    infra.start()
     try:
-        with infra:
-            yield infra
-    finally:
+        yield infra
+    finally:  # forget first: clearing needs the backends' clients, which close() closes
         try:
             _forget_shared_state(infra)
         finally:
@@ -63,9 +63,9 @@ async def isolated_infrastructure_async(
 ) -> AsyncIterator[Infrastructure]:
     """:func:`isolated_infrastructure` for asyncio (async pools and schedulers started)."""
     infra = Infrastructure(_namespace(prefix), config, env={} if env is None else env, **kwargs)
+    await infra.astart()
     try:
-        async with infra:
-            yield infra
+        yield infra
     finally:
         try:
             _forget_shared_state(infra)
