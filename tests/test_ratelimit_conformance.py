@@ -127,6 +127,20 @@ def test_window_indexes_match_pythons_floor_division(
         assert list(stored) == list(memory.decide([key], [algorithm], 1, now, False)[1])
 
 
+@pytest.mark.parametrize(("now", "window"), AWKWARD)
+def test_a_fixed_window_never_ends_where_it_starts(
+    persistent: Any, now: float, window: float
+) -> None:
+    """At ``now=1.0, window=0.1`` the naive end ``(now // window + 1) * window`` is ``now``
+    itself: every request would open a fresh window. Each backend admits the limit, no more."""
+    fixed = FixedWindow(3, window)
+    for backend in (bt.MemoryBackend(), persistent):
+        admitted = [backend.decide(["c:e:fw"], [fixed], 1, now)[0] for _ in range(6)]
+        assert admitted == [True] * 3 + [False] * 3, (backend, now, window)
+        (state,) = backend.decide(["c:e:fw"], [fixed], 1, now, False)[1]
+        assert state is not None and state[0] > now
+
+
 def test_time_read_before_a_window_start_counts_as_its_start(persistent: Any) -> None:
     """Rule 4: a ``now`` older than the state's window is taken as that window's start."""
     memory = bt.MemoryBackend()

@@ -164,6 +164,16 @@ class TokenBucket:
         return (self.interval, self.tolerance)
 
 
+def _window_end(now: float, window: float) -> float:
+    """The end of the aligned window holding ``now``: always after ``now``.
+
+    ``(now // window + 1) * window`` can round down onto ``now`` itself (``now=1.0,
+    window=0.1`` gives ``1.0``); a window that ends as it starts would admit without limit.
+    """
+    end = (now // window + 1.0) * window
+    return end if end > now else end + window
+
+
 @dataclass(frozen=True, slots=True)
 class FixedWindow:
     """At most ``limit`` per window; windows are aligned on multiples of ``window`` seconds.
@@ -188,14 +198,14 @@ class FixedWindow:
             return (state[0], used) if used <= self.limit + EPSILON else None
         if cost > self.limit + EPSILON:
             return None
-        return ((now // self.window + 1.0) * self.window, float(cost))
+        return (_window_end(now, self.window), float(cost))
 
     def decide(self, state: State | None, now: float, cost: float) -> Verdict:
         limit = self.limit
         if state is not None and state[0] > now:
             end, used = state[0], state[1]
         else:
-            end, used = (now // self.window + 1.0) * self.window, 0.0
+            end, used = _window_end(now, self.window), 0.0
         if used + cost <= limit + EPSILON:
             used += cost
             left = int(limit - used + EPSILON)

@@ -65,6 +65,15 @@ local function floordiv(x, y)
   return floored
 end
 
+-- FixedWindow's _window_end: the product can round down onto now; the end is always after it.
+local function window_end(now, window)
+  local finish = (floordiv(now, window) + 1.0) * window
+  if finish > now then
+    return finish
+  end
+  return finish + window
+end
+
 -- The caller's clock (tests inject it) or the server's: one clock for every client.
 local function clock(given, at)
   if given then
@@ -119,7 +128,7 @@ local function admit(kind, p1, p2, state, now, cost)
     if cost > p1 + EPSILON then
       return nil
     end
-    return { (floordiv(now, p2) + 1.0) * p2, cost }
+    return { window_end(now, p2), cost }
   end
   local index, fraction, current, previous = roll(state, now, p2)
   if previous * (1.0 - fraction) + current + cost > p1 + EPSILON then
