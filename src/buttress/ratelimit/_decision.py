@@ -7,10 +7,11 @@ with the same pure cores the first time one is read. Most callers only look at `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from ._algorithms import Algorithm, State, Verdict, decide_all
+from ._unrolled import DictDecider, dict_decider
 
 __all__ = ["Decision", "Details", "Frame", "ScopeMeta", "ScopeStatus", "lazy_decision"]
 
@@ -44,6 +45,13 @@ class Frame(NamedTuple):
     meta: tuple[ScopeMeta, ...]
     algorithms: tuple[Algorithm, ...]
     single: bool  # one scope: details hold the key and state themselves, not 1-tuples
+    admits: tuple[Callable[[State | None, float, float], State | None], ...]  # bound ``admit``s
+    decide_in: DictDecider  # admit_all over the memory backend's dict, for this many scopes
+
+    @classmethod
+    def of(cls, meta: tuple[ScopeMeta, ...], algorithms: tuple[Algorithm, ...]) -> Frame:
+        n = len(algorithms)
+        return cls(meta, algorithms, n == 1, tuple(a.admit for a in algorithms), dict_decider(n))
 
 
 # Where a lazy decision comes from: ``(frame, keys, states, now, cost)``, plus ``forced`` =

@@ -171,7 +171,7 @@ class RateLimiter:
             ScopeMeta(s.name, s.algorithm, s.window, len(t[0]) if s.by is not None else -1)
             for s, t in zip(scopes, self._templates, strict=True)
         )
-        self._frame = Frame(meta, tuple(s.build() for s in scopes), len(scopes) == 1)
+        self._frame = Frame.of(meta, tuple(s.build() for s in scopes))
         # The fast path: one identified scope in memory, keyed straight from a str id.
         self._solo = self._templates[0][0] if len(scopes) == 1 and scopes[0].by else None
         # Only the memory backend itself lends its lane: a subclass may decide differently.
@@ -398,7 +398,7 @@ class RateLimiter:
         """Several scopes in memory: MemoryBackend.decide, _decide and _conclude, unrolled.
 
         The same two phases as :func:`admit_all` (read every scope, admit only if all have
-        room, then write every new state), with the reads and writes done by C loops.
+        room, then write every new state), run by the frame's unrolled copy (``_unrolled``).
         """
         frame = self._frame
         states = self._states
@@ -406,19 +406,10 @@ class RateLimiter:
         notify = False
         self._lock_backend()
         try:
-            olds = list(map(states.get, keys))
-            news: list[State] | None = []
-            for algorithm, state in zip(frame.algorithms, olds):  # noqa: B905 (hot path)
-                new = algorithm.admit(state, now, cost)
-                if new is None:
-                    news = None
-                    break
-                news.append(new)  # type: ignore[union-attr]
-            if news is not None:
-                held = len(states)
-                states.update(zip(keys, news))  # noqa: B905
-                if len(states) != held:
-                    notify = self._memory_lane.grew(now, keys)  # type: ignore[union-attr]
+            held = len(states)
+            olds, allowed = frame.decide_in(states, frame.admits, keys, now, cost, True)
+            if len(states) != held:
+                notify = self._memory_lane.grew(now, keys)  # type: ignore[union-attr]
         finally:
             self._unlock_backend()
         if notify:
@@ -431,7 +422,7 @@ class RateLimiter:
         else:
             decision._details = (frame, keys, olds, now, cost)
         decision._resolved = None
-        if news is not None:
+        if allowed:
             decision.allowed = True
             if not next(self._admitted) & 15:
                 self._stats.measure(self._monotonic() - now)
@@ -919,7 +910,7 @@ class RateLimiter:
                     changes.append((scope.name, old.limit, new.limit, reason))
                 elif new.limit >= a.controller.max_limit > old.limit:
                     changes.append((scope.name, old.limit, new.limit, "recovered"))
-            self._frame = Frame(frame.meta, tuple(algorithms), frame.single)
+            self._frame = Frame.of(frame.meta, tuple(algorithms))
         if changes and events.enabled(EV_LIMIT):
             for scope_name, old_limit, new_limit, why in changes:
                 events.emit(

@@ -30,8 +30,9 @@ from typing import NamedTuple
 
 from .. import events
 from ..errors import ConfigError
-from ._algorithms import Algorithm, State, admit_all
+from ._algorithms import Algorithm, State
 from ._backend import Outcome, TimeBase
+from ._unrolled import dict_decider
 
 __all__ = ["Lane", "MemoryBackend", "MemoryBackendStats"]
 
@@ -147,15 +148,13 @@ class MemoryBackend:
                         notify = self._grew(now, keys)
                 olds: Sequence[State | None] = (state,)
             else:
-                olds, news = admit_all(algorithms, keys, states.get, now, cost)
-                if news is None:
+                held = len(states)
+                admits = [a.admit for a in algorithms]
+                olds, allowed = dict_decider(len(keys))(states, admits, keys, now, cost, commit)
+                if not allowed:
                     return False, olds, now
-                if commit:
-                    held = len(states)
-                    for key, new in zip(keys, news):  # noqa: B905 (hot path; same length)
-                        states[key] = new
-                    if len(states) != held:
-                        notify = self._grew(now, keys)
+                if len(states) != held:
+                    notify = self._grew(now, keys)
         finally:
             self._release()
         if notify:
