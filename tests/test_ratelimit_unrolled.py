@@ -64,3 +64,29 @@ def test_unrolled_decider_matches_admit_all(
 def test_a_decision_has_at_least_one_scope() -> None:
     with pytest.raises(ValueError, match="at least one scope"):
         dict_decider(0)
+
+
+ids = st.none() | st.sampled_from(["u1", "", "a:b", "ü"]) | st.integers(-3, 3)
+contexts = st.dictionaries(st.sampled_from(["user", "user_id", "org", "org_id", "x"]), ids)
+
+
+@settings(max_examples=300, deadline=None)
+@given(context=contexts)
+def test_unrolled_keys_match_the_general_path(context: dict[str, object]) -> None:
+    """A dict context takes the unrolled reader; any other mapping takes the general loop."""
+    import types
+
+    import buttress as bt
+
+    limiter = bt.RateLimiter(
+        scopes=[bt.Scope("user", 5, 1.0), bt.Scope("org", 5, 1.0), bt.Scope("global", 5, 1.0)]
+    )
+    fast = limiter._keys_of(context.get)
+    try:
+        general = limiter._keys(types.MappingProxyType(context))
+    except bt.ConfigError:
+        assert fast is None  # the reader never answers what the general path refuses
+        return
+    if fast is not None:
+        assert fast == general
+    assert limiter._keys(context) == general

@@ -30,6 +30,7 @@ from ._failure import BackendHealth, FailurePolicy, GuardedBackend
 from ._memory import MemoryBackend
 from ._scope import Scope, check_name
 from ._stats import Counters, RateLimiterSnapshot, ScopeSnapshot, count_of
+from ._unrolled import keys_reader
 from ._waiting import Waiter, WaitQueues
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ EV_ALLOWED = ("buttress", "rate_limiter", "allowed")
 EV_DENIED = ("buttress", "rate_limiter", "denied")
 EV_LIMIT = ("buttress", "rate_limiter", "limit_changed")
 _enabled = events.enabled
+_attached = events.attached  # empty when no handler listens: one cheap test first
 
 _NO_IDS: dict[str, Any] = {}
 _new = object.__new__
@@ -164,6 +166,7 @@ class RateLimiter:
             else (f"{base}{s.name}", None, "")
             for s in scopes
         )
+        self._keys_of = keys_reader(self._templates)  # the common case of _keys, unrolled
         self._names = tuple(s.name for s in scopes)
         by_names = {s.by for s in scopes if s.by is not None}
         self._str_by = next(iter(by_names)) if len(by_names) == 1 else None
@@ -214,6 +217,10 @@ class RateLimiter:
         get: Callable[[str], Any]
         if key.__class__ is dict:
             get = key.get
+            if not partial:
+                keys = self._keys_of(get)  # every id a str: no loop
+                if keys is not None:
+                    return keys
         elif key is None:
             get = _NO_IDS.get
         elif isinstance(key, Mapping):
@@ -280,7 +287,9 @@ class RateLimiter:
         """
         lane = self._lane
         if lane is None or key.__class__ is not str or self._queues:
-            keys = self._keys(key)
+            keys = self._keys_of(key.get) if key.__class__ is dict else None
+            if keys is None:
+                keys = self._keys(key)
             if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
                 _check_cost(cost)
             if self._queues:
@@ -318,13 +327,13 @@ class RateLimiter:
             decision.allowed = True
             if not next(self._admitted) & 15:
                 self._stats.measure(self._monotonic() - now)
-            if _enabled(EV_ALLOWED):
+            if _attached and _enabled(EV_ALLOWED):
                 self._emit(EV_ALLOWED, decision, cost)
             return decision
         decision.allowed = False
         if not next(self._denied[0]) & 15:
             self._stats.measure(self._monotonic() - now)
-        if _enabled(EV_DENIED):
+        if _attached and _enabled(EV_DENIED):
             self._emit(EV_DENIED, decision, cost)
         return decision
 
@@ -382,13 +391,13 @@ class RateLimiter:
                 decision.allowed = True
                 if not admitted() & 15:
                     measure(monotonic() - now)
-                if _enabled(EV_ALLOWED):
+                if _attached and _enabled(EV_ALLOWED):
                     emit(EV_ALLOWED, decision, 1)
                 return decision
             decision.allowed = False
             if not denied() & 15:
                 measure(monotonic() - now)
-            if _enabled(EV_DENIED):
+            if _attached and _enabled(EV_DENIED):
                 emit(EV_DENIED, decision, 1)
             return decision
 
@@ -426,13 +435,13 @@ class RateLimiter:
             decision.allowed = True
             if not next(self._admitted) & 15:
                 self._stats.measure(self._monotonic() - now)
-            if _enabled(EV_ALLOWED):
+            if _attached and _enabled(EV_ALLOWED):
                 self._emit(EV_ALLOWED, decision, cost)
             return decision
         decision.allowed = False
         if not next(self._denied[0 if frame.single else decision.index]) & 15:
             self._stats.measure(self._monotonic() - now)
-        if _enabled(EV_DENIED):
+        if _attached and _enabled(EV_DENIED):
             self._emit(EV_DENIED, decision, cost)
         return decision
 
@@ -501,9 +510,9 @@ class RateLimiter:
         if not n & self._sample:
             stats.measure(self._monotonic() - started)
         if allowed:
-            if _enabled(EV_ALLOWED):
+            if _attached and _enabled(EV_ALLOWED):
                 self._emit(EV_ALLOWED, decision, cost)
-        elif _enabled(EV_DENIED):
+        elif _attached and _enabled(EV_DENIED):
             self._emit(EV_DENIED, decision, cost)
         return decision
 
