@@ -1,8 +1,8 @@
 """``buttress demo``: the guide's scenario, end to end, on the embedded default.
 
-One infrastructure, in this process: rate-limit state in SQLite when the backend is available
-(else memory), a pool of real SQLite connections, simulated upstream services with injected
-faults. Five acts, each printed as it happens, then a report and the final health:
+One infrastructure, in this process: the API's rate limits kept in SQLite (they survive a
+restart), the hot catalog limiter in memory, a pool of real SQLite connections, simulated
+upstream services with injected faults. Five acts, each printed as it happens, then a report and the final health:
 
 1. users in three orgs hit hierarchical limits (user → org → global): each scope refuses;
 2. a flaky upstream walks its breaker through degraded (light, medium, heavy), open,
@@ -40,7 +40,7 @@ ORGS = {
 }
 
 
-def demo_config(state_dir: Path, *, sqlite_backend: bool) -> dict[str, Any]:
+def demo_config(state_dir: Path) -> dict[str, Any]:
     """The demo's configuration: what `buttress config check` would print for it."""
     return {
         "circuit_breakers": {
@@ -58,14 +58,15 @@ def demo_config(state_dir: Path, *, sqlite_backend: bool) -> dict[str, Any]:
             "catalog": {"failure_threshold": 9, "degradation_threshold": 3},
         },
         "rate_limiting": {
-            "backend": f"sqlite://{state_dir / 'limits.db'}" if sqlite_backend else "memory",
+            "backend": "memory",
             "limiters": {
                 "api": {
+                    "backend": f"sqlite://{state_dir / 'limits.db'}",
                     "scopes": [
                         {"name": "user", "limit": 10, "window": 60.0},
                         {"name": "org", "limit": 25, "window": 60.0},
                         {"name": "global", "limit": 60, "window": 60.0},
-                    ]
+                    ],
                 },
                 "catalog": {"limit": 100_000, "window": 60.0, "hierarchical": True},
             },
@@ -145,10 +146,9 @@ def run_demo(
         state_dir = Path(tmp)
         with sqlite3.connect(state_dir / "orders.db") as db:
             db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
-        sqlite_backend = _has_sqlite_backend()
-        report.backend = "sqlite" if sqlite_backend else "memory"
+        report.backend = "api: sqlite, catalog: memory"
         pressure = _Pressure()
-        cfg = demo_config(state_dir, sqlite_backend=sqlite_backend)
+        cfg = demo_config(state_dir)
         out("buttress demo: the guide's scenario on the embedded default")
         out(
             f"  rate-limit state: {report.backend}; pool: SQLite connections; "
@@ -173,12 +173,6 @@ def run_demo(
         Path(json_path).write_text(json.dumps(report.to_dict(), indent=2, default=str))
         out(f"\nreport written to {json_path}")
     return report
-
-
-def _has_sqlite_backend() -> bool:
-    from . import ratelimit
-
-    return hasattr(ratelimit, "backend_from_url") and hasattr(ratelimit, "SQLiteBackend")
 
 
 # -- act 1: hierarchical limits ---------------------------------------------------------------

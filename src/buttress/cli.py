@@ -112,7 +112,7 @@ def _scenarios(names: list[str], path: str | None) -> int:
             "scenarios", f"unknown scenario {unknown[0]!r} (known: {', '.join(SCENARIOS)})"
         )
     with tempfile.TemporaryDirectory(prefix="buttress-scenarios-") as tmp:
-        config = path if path is not None else demo_config(Path(tmp), sqlite_backend=False)
+        config = path if path is not None else demo_config(Path(tmp))
         with isolated_infrastructure(config, prefix="scenarios") as infra:
             results = simulate_failures(infra, names or SCENARIOS)
             status = infra.health().overall_status
