@@ -2,7 +2,8 @@
 
 One infrastructure, in this process: the API's rate limits kept in SQLite (they survive a
 restart), the hot catalog limiter in memory, a pool of real SQLite connections, simulated
-upstream services with injected faults. Five acts, each printed as it happens, then a report and the final health:
+upstream services with injected faults. Five acts, each printed as it happens, then a report
+and the final health:
 
 1. users in three orgs hit hierarchical limits (user → org → global): each scope refuses;
 2. a flaky upstream walks its breaker through degraded (light, medium, heavy), open,
