@@ -204,6 +204,8 @@ class RateLimiter:
         if self._lane is not None and not self._adaptive:
             # One fixed scope in memory: the whole decision as one closure (see _solo_path).
             self.try_acquire = self._solo_path()  # type: ignore[method-assign]
+        elif self._memory_lane is not None and not self._adaptive and len(scopes) > 1:
+            self.try_acquire = self._multi_path()  # type: ignore[method-assign]
 
     @property
     def algorithms(self) -> tuple[Algorithm, ...]:
@@ -438,12 +440,75 @@ class RateLimiter:
             if _attached and _enabled(EV_ALLOWED):
                 self._emit(EV_ALLOWED, decision, cost)
             return decision
+        return self._refused_in_memory(decision, now, cost)
+
+    def _refused_in_memory(self, decision: Decision, now: float, cost: float) -> Decision:
+        """Count and announce a refusal decided in memory (``decision`` has its details)."""
         decision.allowed = False
-        if not next(self._denied[0 if frame.single else decision.index]) & 15:
+        if not next(self._denied[0 if len(self.scopes) == 1 else decision.index]) & 15:
             self._stats.measure(self._monotonic() - now)
         if _attached and _enabled(EV_DENIED):
             self._emit(EV_DENIED, decision, cost)
         return decision
+
+    def _multi_path(self) -> Callable[..., Decision]:
+        """``try_acquire`` for fixed scopes in memory given a dict context, as a closure.
+
+        :meth:`_decide_in_memory` with the steps before it (key reading, the checks of
+        :meth:`try_acquire`) and every attribute read bound once, as :meth:`_solo_path` does
+        for one scope; anything else (another key type, a cost other than 1, an id that is not
+        a str, callers queued) goes to the general method.
+        """
+        general: Callable[[Key, float], Decision] = RateLimiter.try_acquire.__get__(self)
+        lane = self._memory_lane
+        assert lane is not None
+        keys_of = self._keys_of
+        states = self._states
+        lock, unlock = self._lock_backend, self._unlock_backend
+        frame = self._frame
+        decide_in, admits = frame.decide_in, frame.admits
+        monotonic = self._monotonic
+        queues = self._queues
+        stats = self._stats
+        measure = stats.measure
+        admitted = self._admitted.__next__
+        emit = self._emit
+        refused = self._refused_in_memory
+        shell = self
+
+        def try_acquire(key: Key = None, cost: float = 1) -> Decision:
+            if key.__class__ is not dict or cost.__class__ is not int or cost != 1 or queues:
+                return general(key, cost)
+            keys = keys_of(key.get)
+            if keys is None:
+                return general(key, cost)
+            now = monotonic()
+            notify = False
+            lock()
+            try:
+                held = len(states)
+                olds, allowed = decide_in(states, admits, keys, now, 1, True)
+                if len(states) != held:
+                    notify = lane.grew(now, keys)
+            finally:
+                unlock()
+            if notify:
+                lane.cap_reached()
+            if now >= shell._next_mark:
+                shell._next_mark = stats.mark(now)
+            decision: Decision = _new(Decision)
+            decision._details = (frame, keys, olds, now, 1)
+            decision._resolved = None
+            if not allowed:
+                return refused(decision, now, 1)
+            decision.allowed = True
+            if not admitted() & 15:
+                measure(monotonic() - now)
+            if _attached and _enabled(EV_ALLOWED):
+                emit(EV_ALLOWED, decision, 1)
+            return decision
+
+        return try_acquire
 
     async def try_acquire_async(self, key: Key = None, cost: float = 1) -> Decision:
         """:meth:`try_acquire` for asyncio callers (the backend call is awaited)."""
