@@ -58,6 +58,10 @@ _DECIDE, _SLEEP, _TURN = 0, 1, 2
 _Step: TypeAlias = tuple[int, Waiter | None, float | None]
 
 _INF = math.inf
+# The default cost. CPython keeps one int object for 1, so ``cost is _ONE`` holds for every
+# int 1 and for nothing else (not True, not 1.0): the closures' one-test check for the default
+# (where it fails, e.g. on another interpreter, the general path still decides correctly).
+_ONE = 1
 
 # Severity of a breaker position, to tell whether a transition made things worse.
 _BREAKER_RANK = {
@@ -367,7 +371,7 @@ class RateLimiter:
         shell = self
 
         def try_acquire(key: Key = None, cost: float = 1) -> Decision:
-            if key.__class__ is not str or cost.__class__ is not int or cost != 1 or queues:
+            if key.__class__ is not str or cost is not _ONE or queues:
                 return general(key, cost)
             k = solo + key
             now = monotonic()
@@ -477,7 +481,7 @@ class RateLimiter:
         shell = self
 
         def try_acquire(key: Key = None, cost: float = 1) -> Decision:
-            if key.__class__ is not dict or cost.__class__ is not int or cost != 1 or queues:
+            if key.__class__ is not dict or cost is not _ONE or queues:
                 return general(key, cost)
             keys = keys_of(key.get)
             if keys is None:
