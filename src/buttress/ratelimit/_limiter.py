@@ -713,7 +713,8 @@ class RateLimiter:
         bounds the wait: when the wait cannot end in time, :class:`~buttress.RateLimitExceeded`
         is raised at once, carrying the refusing scope and its ``retry_after``.
         """
-        _check_timeout(timeout)
+        if timeout is not None:
+            _check_timeout(timeout)
         started = self._monotonic()
         first = self.try_acquire(key, cost)  # one decision is the common case
         if first.allowed:
@@ -743,14 +744,19 @@ class RateLimiter:
         self, key: Key = None, cost: float = 1, *, timeout: float | None = None
     ) -> Decision:
         """:meth:`acquire` for asyncio callers: awaits instead of blocking."""
-        _check_timeout(timeout)
+        if timeout is not None:
+            _check_timeout(timeout)
         started = self._monotonic()
-        in_memory = self._in_memory  # no I/O: decide without a coroutine per decision
-        first = (
-            self.try_acquire(key, cost) if in_memory else await self.try_acquire_async(key, cost)
-        )
-        if first.allowed:
-            return first
+        if self._in_memory:  # no I/O: decide without a coroutine per decision
+            first = self.try_acquire(key, cost)
+            if first.allowed:
+                return first
+            in_memory = True
+        else:
+            first = await self.try_acquire_async(key, cost)
+            if first.allowed:
+                return first
+            in_memory = False
         keys = self._keys(key)
         plan = self._plan(
             keys, cost, _deadline(started, timeout), asyncio.get_running_loop(), first
