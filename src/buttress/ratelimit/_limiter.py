@@ -187,6 +187,7 @@ class RateLimiter:
         # Several scopes in memory: decided in place too (see _decide_in_memory).
         self._memory_lane = lane if self._solo is None else None
         if lane is not None:  # unpacked: a NamedTuple field costs a property call on each read
+            self._in_place = lane
             self._states, self._lock_backend, self._unlock_backend = lane[:3]
         self._adaptive = tuple(
             _Adaptive(i, s.controller(), AdaptiveState(float(s.limit)))
@@ -303,53 +304,19 @@ class RateLimiter:
             if self._memory_lane is not None:
                 return self._decide_in_memory(keys, cost)
             return self._decide(keys, cost)
-        # The fast path: one scope in memory. The steps of MemoryBackend.decide, _decide and
-        # _conclude, unrolled (every call and attribute load shows at this size).
+        # One scope in memory, keyed straight from a str id (the closure of _solo_path takes
+        # this path itself when the cost is 1 and the scope is not adaptive).
         if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
             _check_cost(cost)
-        k = self._solo + key  # type: ignore[operator]
-        frame = self._frame
-        states = self._states
-        now = self._monotonic()
-        grew = False
-        self._lock_backend()
-        try:
-            state = states.get(k)
-            new = frame.algorithms[0].admit(state, now, cost)
-            if new is not None:
-                states[k] = new
-                if state is None:
-                    grew = lane.grew(now, (k,))
-        finally:
-            self._unlock_backend()
-        if grew:
-            lane.cap_reached()
-        if now >= self._next_mark:
-            self._next_mark = self._stats.mark(now)
-        decision: Decision = _new(Decision)
-        decision._details = (frame, k, state, now, cost)
-        decision._resolved = None
-        if new is not None:
-            decision.allowed = True
-            if not next(self._admitted) & 15:
-                self._stats.measure(self._monotonic() - now)
-            if _attached and _enabled(EV_ALLOWED):
-                self._emit(EV_ALLOWED, decision, cost)
-            return decision
-        decision.allowed = False
-        if not next(self._denied[0]) & 15:
-            self._stats.measure(self._monotonic() - now)
-        if _attached and _enabled(EV_DENIED):
-            self._emit(EV_DENIED, decision, cost)
-        return decision
+        return self._decide_in_memory([self._solo + key], cost)  # type: ignore[operator]
 
     def _solo_path(self) -> Callable[..., Decision]:
         """``try_acquire`` for one fixed scope in memory, as a closure over what it reads.
 
-        The same steps as the fast path in :meth:`try_acquire` (which it falls back to for
-        anything else: another key type, a cost other than 1, callers queued), with every
-        attribute read once here instead of on each call: at about a microsecond a decision,
-        a dozen attribute loads are a fifth of the cost.
+        The steps of :meth:`_decide_in_memory` for one key, with one ``admit`` instead of the
+        frame's decider and every attribute read once here instead of on each call (at under a
+        microsecond a decision, a dozen attribute loads are a fifth of the cost). Anything else
+        (another key type, a cost other than 1, callers queued) goes to the general method.
         """
         general: Callable[[Key, float], Decision] = RateLimiter.try_acquire.__get__(self)
         lane = self._lane
@@ -366,8 +333,8 @@ class RateLimiter:
         stats = self._stats
         measure = stats.measure
         admitted = self._admitted.__next__
-        denied = self._denied[0].__next__
         emit = self._emit
+        refused = self._refused_in_memory
         shell = self
 
         def try_acquire(key: Key = None, cost: float = 1) -> Decision:
@@ -393,24 +360,19 @@ class RateLimiter:
             decision: Decision = _new(Decision)
             decision._details = (frame, k, state, now, 1)
             decision._resolved = None
-            if new is not None:
-                decision.allowed = True
-                if not admitted() & 15:
-                    measure(monotonic() - now)
-                if _attached and _enabled(EV_ALLOWED):
-                    emit(EV_ALLOWED, decision, 1)
-                return decision
-            decision.allowed = False
-            if not denied() & 15:
+            if new is None:
+                return refused(decision, now, 1)
+            decision.allowed = True
+            if not admitted() & 15:
                 measure(monotonic() - now)
-            if _attached and _enabled(EV_DENIED):
-                emit(EV_DENIED, decision, 1)
+            if _attached and _enabled(EV_ALLOWED):
+                emit(EV_ALLOWED, decision, 1)
             return decision
 
         return try_acquire
 
     def _decide_in_memory(self, keys: list[str], cost: float) -> Decision:
-        """Several scopes in memory: MemoryBackend.decide, _decide and _conclude, unrolled.
+        """A decision in memory: MemoryBackend.decide, _decide and _conclude, unrolled.
 
         The same two phases as :func:`admit_all` (read every scope, admit only if all have
         room, then write every new state), run by the frame's unrolled copy (``_unrolled``).
@@ -424,11 +386,11 @@ class RateLimiter:
             held = len(states)
             olds, allowed = frame.decide_in(states, frame.admits, keys, now, cost, True)
             if len(states) != held:
-                notify = self._memory_lane.grew(now, keys)  # type: ignore[union-attr]
+                notify = self._in_place.grew(now, keys)
         finally:
             self._unlock_backend()
         if notify:
-            self._memory_lane.cap_reached()  # type: ignore[union-attr]
+            self._in_place.cap_reached()
         if now >= self._next_mark:
             self._next_mark = self._stats.mark(now)
         decision: Decision = _new(Decision)
