@@ -38,6 +38,7 @@ def test_error_tree() -> None:
         buttress.RejectedError,
         buttress.ConfigError,
         buttress.PoolClosedError,
+        buttress.InfrastructureClosedError,
         buttress.BackendError,
         buttress.InjectedFault,
     ):

@@ -61,11 +61,29 @@ def test_config_check_prints_the_resolved_config() -> None:
         (None, "no such file"),
         ("[memory_manager\n", "is not valid TOML"),
         ("[circuit_breakers.db]\nfailure_threshold = 0\n", "circuit_breakers.db.failure_threshold"),
+        (
+            "[rate_limiting.limiters.api]\nlimit = 10\nburst = 3\nalgorithm = 'fixed_window'\n",
+            "rate_limiting.limiters.api.burst: applies to token_bucket",
+        ),
+        (
+            "[rate_limiting.limiters.api]\n"
+            "scopes = [{name = 'user', limit = 10, algorithm = 'adaptive', min_limit = 20}]\n",
+            "rate_limiting.limiters.api.scopes.0.limit: must lie within",
+        ),
+        (
+            "[rate_limiting.limiters.api]\nlimit = 10\nwindow = inf\n",
+            "api.window: must be a finite",
+        ),
+        ("[rate_limiting.limiters.api]\nlimit = true\n", "api.limit: must be a number, got True"),
+        ("[rate_limiting.limiters.api]\nlimit = '10'\n", "api.limit: must be a number, got '10'"),
+        (b"\xff\xfe", "is not UTF-8 text"),
     ],
 )
-def test_config_check_bad_input(tmp_path: Path, content: str | None, message: str) -> None:
+def test_config_check_bad_input(tmp_path: Path, content: str | bytes | None, message: str) -> None:
     path = tmp_path / "b.toml"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
     proc = run("config", "check", str(path))
     assert proc.returncode == 2
@@ -81,6 +99,44 @@ def test_health_of_a_configuration(tmp_path: Path) -> None:
     doc = json.loads(proc.stdout)
     assert doc["status"] == "pass"
     assert "circuit_breaker:db" in doc["checks"]
+
+
+def test_health_reaches_the_shared_backends(tmp_path: Path, redis_url: str) -> None:
+    up = tmp_path / "up.toml"
+    up.write_text(
+        f"[rate_limiting]\nbackend = '{redis_url}'\n[rate_limiting.limiters.api]\nlimit = 5\n"
+        "[memory_manager]\nenabled = false\n"
+    )
+    proc = run("health", "--config", str(up))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["rate_limit_backends"]["api"]["status"] == "ok"
+    assert isinstance(doc["rate_limit_backends"]["api"]["backend_keys"], int)
+    # Nothing listens on port 1: the backend is down, and a fail_closed limiter fails health.
+    down = tmp_path / "down.toml"
+    down.write_text(
+        "[rate_limiting]\nbackend = 'redis://127.0.0.1:1/0'\nfailure_policy = 'fail_closed'\n"
+        "[rate_limiting.limiters.api]\nlimit = 5\n[memory_manager]\nenabled = false\n"
+    )
+    proc = run("health", "--config", str(down))
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "fail"
+    assert doc["checks"]["rate_limiter:api"][0]["output"] == "backend is down (fail_closed)"
+    assert doc["rate_limit_backends"]["api"]["status"] == "down"
+
+
+def test_demo_refuses_an_unwritable_report_path_before_running(tmp_path: Path) -> None:
+    proc = run("demo", "--json", str(tmp_path / "missing" / "report.json"))
+    assert proc.returncode == 2
+    assert "--json" in proc.stderr and "no such directory" in proc.stderr
+    assert "Traceback" not in proc.stderr and "[1/5]" not in proc.stdout
+
+
+def test_example_config_passes_every_scenario() -> None:
+    proc = run("scenarios", "--config", str(EXAMPLE))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("[x]") == 5
 
 
 def test_scenarios_command() -> None:

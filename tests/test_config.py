@@ -98,3 +98,26 @@ def test_file_errors(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_file() -> None:
     with pytest.raises(bt.ConfigError, match="no such file"):
         bt.load_config("/nonexistent/buttress.toml", env={})
+
+
+def test_environment_errors_name_the_variable() -> None:
+    with pytest.raises(bt.ConfigError) as info:
+        bt.load_config({}, env={"BUTTRESS_MEMORY_MANAGER__WARNING_THRESHOLD": "high"})
+    assert info.value.path == "memory_manager.warning_threshold"
+    assert "set by BUTTRESS_MEMORY_MANAGER__WARNING_THRESHOLD" in info.value.message
+
+
+@pytest.mark.parametrize("source", [42, [1], 3.5])
+def test_a_config_that_is_no_config_is_named(source: Any) -> None:
+    with pytest.raises(bt.ConfigError, match="must be a mapping, a Config or a TOML file path"):
+        bt.load_config(source, env={})
+    with pytest.raises(bt.ConfigError) as info:
+        bt.Infrastructure("app", source, env={})
+    assert info.value.path == "config"
+
+
+@pytest.mark.parametrize("namespace", ["a b", "", "x:y", 7])
+def test_bad_namespaces_are_refused_up_front(namespace: Any) -> None:
+    with pytest.raises(bt.ConfigError) as info:
+        bt.Infrastructure(namespace, {"rate_limiting": {"limiters": {"api": {"limit": 1}}}})
+    assert info.value.path == "namespace"

@@ -204,6 +204,25 @@ def test_chaos_faults_are_injected_only_behind_the_master_switch(clock: bt.Manua
         assert infra.breakers["svc"].snapshot().failure_count == 1
 
 
+def test_injected_faults_count_as_failures_whatever_record_says(clock: bt.ManualClock) -> None:
+    cfg = {
+        "circuit_breakers": {
+            "svc": {
+                "record": ["builtins.ConnectionError"],  # InjectedFault is not one of these
+                "failure_threshold": 3,
+                "degradation_threshold": None,
+                "fault_injection": {"enabled": True, "failure_rate": 1.0},
+            },
+        },
+        "chaos": {"enabled": True},
+    }
+    with make(clock, cfg) as infra:
+        for _ in range(3):
+            with pytest.raises(bt.InjectedFault):
+                infra.call("svc", lambda: "real")
+        assert infra.breakers["svc"].state is bt.BreakerState.OPEN
+
+
 def test_protect_context_manager_sync_and_async(clock: bt.ManualClock) -> None:
     with make(clock, LIMITED) as infra:
         with infra.protect("svc", context=CTX) as guard:
@@ -402,3 +421,30 @@ def test_namespaces_are_isolated_on_redis(redis_url: str) -> None:
             a.call("api", lambda: None, context={"user_id": "same"})
         b.call("api", lambda: None, context={"user_id": "same"})  # its own namespace, own keys
         assert a.health().rate_limiters["api"].backend_status == "ok"
+
+
+def test_a_closed_infrastructure_protects_no_more_calls(clock: bt.ManualClock) -> None:
+    infra = make(clock, LIMITED)
+    with infra:
+        infra.call("svc", lambda: None, context=CTX)
+    for service in ("svc", "never-seen"):
+        with pytest.raises(bt.InfrastructureClosedError, match="is closed"):
+            infra.call(service, lambda: None, context=CTX)
+        with pytest.raises(bt.InfrastructureClosedError):
+            infra.protect(service, context=CTX)
+
+    async def main() -> None:
+        with pytest.raises(bt.InfrastructureClosedError):
+            await infra.call_async("svc", asyncio.sleep, 0, context=CTX)
+
+    asyncio.run(main())
+
+
+def test_instrument_checks_its_metrics_and_publishes_their_union(clock: bt.ManualClock) -> None:
+    with make(clock, LIMITED) as infra:
+        infra.call("svc", lambda: None, context=CTX)  # the service exists, with every metric
+        with pytest.raises(bt.ConfigError, match="unknown metric 'bogus'"):
+            infra.instrument("svc", metrics=["bogus"])
+        infra.instrument("fresh", metrics=["latency"])
+        infra.instrument("fresh", metrics=["errors", "latency"])
+        assert infra.services["fresh"].metrics == ("latency", "errors")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -514,3 +515,17 @@ def test_repr(clock: bt.ManualClock) -> None:
     assert tb.interval == pytest.approx(1 / 3)
     state: State = (1.0,)
     assert tb.refund(state, 0.5, 1) == (pytest.approx(2 / 3),)
+
+
+def test_a_backend_may_be_given_as_its_url(tmp_path: Path) -> None:
+    limiter = bt.RateLimiter(bt.Scope("user", 1, 60.0), backend=f"sqlite://{tmp_path / 'l.db'}")
+    assert type(limiter.backend).__name__ == "SQLiteBackend"
+    assert limiter.try_acquire("u1") and not limiter.try_acquire("u1")
+    limiter.backend.close()  # type: ignore[attr-defined]
+    assert isinstance(
+        bt.RateLimiter(bt.Scope("user", 1, 1.0), backend="memory").backend, bt.MemoryBackend
+    )
+    with pytest.raises(bt.ConfigError, match="backend"):
+        bt.RateLimiter(bt.Scope("user", 1, 1.0), backend="mongo://x")
+    with pytest.raises(bt.ConfigError, match="must be a backend"):
+        bt.RateLimiter(bt.Scope("user", 1, 1.0), backend=42)  # type: ignore[arg-type]

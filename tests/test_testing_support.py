@@ -241,3 +241,47 @@ def test_pytest_plugin_fixtures(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:asyncio")
     result.assert_outcomes(passed=1)
+
+
+def test_scenarios_prove_what_they_name_from_a_known_start() -> None:
+    cfg = {"circuit_breakers": {"svc": {"failure_threshold": 5, "degradation_threshold": 3}}}
+    with isolated_infrastructure(cfg) as infra:
+        infra.breakers["svc"].force_open()  # already open: the scenario must still open it
+        (chaos,) = simulate_failures(infra, "circuit_breaker_chaos")  # one name as a str
+        assert chaos.ok, chaos.summary
+        assert "open" in chaos.details["transitions"]
+        assert chaos.details["injected"] >= 1
+        # Failures counted 3 to 5 leave no room for heavy: the walk says so and still passes.
+        (walk,) = simulate_failures(infra, ["gradual_degradation"])
+        assert walk.ok, walk.summary
+        assert walk.details["levels"] == ["light", "medium"]
+        assert walk.details["skipped"] == ["heavy"]
+    with pytest.raises(bt.InfrastructureClosedError):
+        simulate_failures(infra, SCENARIOS)
+
+
+def test_isolation_removes_its_redis_keys(redis_url: str) -> None:
+    import redis
+
+    cfg = {
+        "rate_limiting": {"backend": redis_url, "limiters": {"api": {"limit": 5, "window": 60.0}}},
+        "memory_manager": {"enabled": False},
+    }
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with isolated_infrastructure(cfg) as infra:
+            infra.call("api", lambda: None)
+            pattern = "*" + infra.namespace + "*"
+            assert client.keys(pattern)  # the call left state in Redis ...
+        assert client.keys(pattern) == []  # ... and leaving the block removed it
+
+        async def main() -> str:
+            async with isolated_infrastructure_async(cfg) as ainfra:
+                await ainfra.call_async("api", asyncio.sleep, 0)
+                assert client.keys("*" + ainfra.namespace + "*")
+                return ainfra.namespace
+
+        namespace = asyncio.run(main())
+        assert client.keys("*" + namespace + "*") == []
+    finally:
+        client.close()

@@ -8,11 +8,12 @@ buttress health --config FILE [--namespace NAME]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
 
-from .errors import ConfigError
+from .errors import ButtressError, ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from ._demo import run_demo
 
+            if args.json:
+                _check_writable("--json", args.json)
+
             report = run_demo(
                 seed=args.seed,
                 json_path=args.json,
@@ -81,6 +85,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def _check_writable(option: str, path: str) -> None:
+    """Fail before the work, not after it, when the output cannot be written."""
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise ConfigError(option, f"{path} is a directory")
+    if not folder.is_dir():
+        raise ConfigError(option, f"{path}: no such directory {str(folder)!r}")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ConfigError(option, f"{path}: not writable")
+
+
 def _config_check(path: str) -> int:
     from .config import load_config
 
@@ -94,8 +113,23 @@ def _health(path: str, namespace: str) -> int:
     from .infrastructure import Infrastructure
 
     with Infrastructure(namespace, path, background=False) as infra:
+        # Reach every shared backend once, so the report says whether it answers.
+        backends = {}
+        for name, limiter in infra.limiters.items():
+            status = limiter.check_backend()
+            keys = None
+            if status == "ok":
+                with contextlib.suppress(ButtressError):
+                    keys = limiter.backend.key_count()
+            backends[name] = {
+                "backend": repr(limiter.backend),
+                "status": status,
+                "backend_keys": keys,
+            }
         report = infra.health()
-    print(json.dumps(report.to_health_json(), indent=2, default=str))
+    doc = report.to_health_json()
+    doc["rate_limit_backends"] = backends
+    print(json.dumps(doc, indent=2, default=str))
     return 0 if report.overall_status != "unhealthy" else 1
 
 

@@ -19,11 +19,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .ratelimit import Scope
 
 __all__ = [
     "ChaosSettings",
@@ -41,8 +44,9 @@ __all__ = [
 
 ENV_PREFIX = "BUTTRESS_"
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-Positive = Annotated[float, Field(gt=0.0)]
+# Strict: a number (an int is fine), never a bool or a string that happens to parse as one.
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
+Positive = Annotated[float, Field(gt=0.0, strict=True)]
 Level = Literal["light", "medium", "heavy"]
 
 
@@ -205,6 +209,21 @@ class LimiterSettings(_Section):
                 raise ValueError(f"scope names must be unique, got {names}")
         return self
 
+    def build_scopes(self, path: str, default_algorithm: str) -> list[Scope]:
+        """The :class:`~buttress.Scope` objects; a bad combination raises ``ConfigError``
+        naming its path (``path`` is this limiter's, e.g. ``rate_limiting.limiters.api``)."""
+        from .ratelimit import Scope
+
+        out = []
+        for i, kw in enumerate(self.scope_list(default_algorithm)):
+            try:
+                out.append(Scope(**kw))
+            except ConfigError as exc:
+                param = exc.path.split(".", 1)[-1]
+                where = f"{path}.scopes.{i}" if self.scopes is not None else path
+                raise ConfigError(f"{where}.{param}", exc.message) from None
+        return out
+
     def scope_list(self, default_algorithm: str) -> list[dict[str, Any]]:
         """Keyword arguments for each :class:`~buttress.Scope`."""
         algorithm = self.algorithm or default_algorithm
@@ -256,6 +275,15 @@ class RateLimitingSettings(_Section):
         for name in value:
             _check_component_name(name)
         return value
+
+    @model_validator(mode="after")
+    def _scopes_build(self) -> RateLimitingSettings:
+        # Every value may be valid alone and the scope still impossible (burst on a fixed
+        # window, min_limit above limit): build them now, so `config check` sees it too.
+        # The ConfigError keeps its full path through pydantic (see _config_error).
+        for name, limiter in self.limiters.items():
+            limiter.build_scopes(f"rate_limiting.limiters.{name}", self.default_algorithm)
+        return self
 
 
 # -- connection pools ----------------------------------------------------------------------------
@@ -368,15 +396,24 @@ def load_config(
         data = {}
     elif isinstance(source, Mapping):
         data = _deep_copy(source)
-    else:
+    elif isinstance(source, str | os.PathLike):
         data = _read_toml(Path(source))
+    else:
+        raise ConfigError(
+            "config", f"must be a mapping, a Config or a TOML file path, got {source!r}"
+        )
     overrides = _env_overrides(os.environ if env is None else env)
-    for path, value in overrides:
+    for path, value, _ in overrides:
         _set_path(data, path, value)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc) from None
+        error = _config_error(exc)
+    for path, _, variable in overrides:  # a bad value from the environment: say which variable
+        dotted = ".".join(path)
+        if error.path == dotted or error.path.startswith(dotted + "."):
+            raise ConfigError(error.path, f"{error.message} (set by {variable})") from None
+    raise error from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -386,6 +423,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), "no such file") from None
     except OSError as exc:
         raise ConfigError(str(path), f"cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"is not UTF-8 text (TOML must be): {exc.reason}") from None
     try:
         data: dict[str, Any] = tomllib.loads(text)
         return data
@@ -393,7 +432,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
 
 
-def _env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], Any]]:
+def _env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:
+    """``(path, value, variable)`` for each ``BUTTRESS_...`` variable."""
     out = []
     for key, raw in sorted(env.items()):
         if not key.startswith(ENV_PREFIX) or key in ("BUTTRESS_REDIS_URL", "BUTTRESS_PG_DSN"):
@@ -405,7 +445,7 @@ def _env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], Any]]:
             value: Any = json.loads(raw)
         except ValueError:
             value = raw
-        out.append((path, value))
+        out.append((path, value, key))
     return out
 
 
@@ -425,6 +465,10 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
 def _config_error(exc: ValidationError) -> ConfigError:
     grouped: dict[str, list[Any]] = {}
     for err in exc.errors(include_url=False):
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, ConfigError):  # raised by a validator with its own full path
+            grouped.setdefault(cause.path, []).append(err)
+            continue
         path = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
         grouped.setdefault(path, []).append(err)
     problems = [(path, _message(errs)) for path, errs in grouped.items()]
@@ -490,7 +534,8 @@ def _message(errs: list[Any]) -> str:
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}, got {got!r}"
     if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
+        cause = ctx.get("error")
+        return cause.message if isinstance(cause, ConfigError) else str(cause or err["msg"])
     if kind in _EXPECTED:
         return f"must be {_EXPECTED[kind]}, got {got!r}"
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"

@@ -24,6 +24,7 @@ __all__ = [
     "ButtressError",
     "CircuitOpenError",
     "ConfigError",
+    "InfrastructureClosedError",
     "InjectedFault",
     "LoadShedError",
     "PoolClosedError",
@@ -118,6 +119,10 @@ class PoolClosedError(ButtressError):
     """The pool is closed; no connection will be handed out."""
 
 
+class InfrastructureClosedError(ButtressError):
+    """The :class:`~buttress.Infrastructure` was closed; it protects no more calls."""
+
+
 class BackendError(ButtressError):
     """A state backend (SQLite, Redis) failed and the limiter's policy is ``fail_closed``."""
 
@@ -137,6 +142,7 @@ for _cls in (
     RateLimitExceeded,
     PoolTimeoutError,
     PoolClosedError,
+    InfrastructureClosedError,
     BackendError,
     InjectedFault,
 ):

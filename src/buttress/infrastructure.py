@@ -31,12 +31,13 @@ from ._scheduler import AsyncScheduler, Handle, Scheduler
 from .breaker import CircuitBreaker
 from .chaos import Chaos, FaultInjector
 from .config import Config, LimiterSettings, PoolSettings, load_config
-from .errors import ConfigError, RateLimitExceeded, RejectedError
+from .errors import ConfigError, InfrastructureClosedError, RateLimitExceeded, RejectedError
 from .health import HealthReport, build_report
 from .instrument import METRICS, ServiceMetrics, instrument_callable
 from .memory import MemoryManager
 from .pool import AsyncConnectionPool, ConnectionPool, PoolConfig
-from .ratelimit import RateLimiter, Scope, backend_from_url
+from .ratelimit import RateLimiter, backend_from_url
+from .ratelimit._scope import check_name
 
 __all__ = ["Infrastructure", "Protection", "ResourceSpec"]
 
@@ -96,10 +97,7 @@ class Infrastructure:
         background: bool = True,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        if not isinstance(namespace, str) or not namespace or ":" in namespace:
-            raise ConfigError(
-                "namespace", f"must be a non-empty string without ':', got {namespace!r}"
-            )
+        check_name("namespace", namespace)  # it is in every storage key and metric
         cfg = load_config(config, env=env)
         self.namespace = namespace
         self.config = cfg
@@ -215,14 +213,7 @@ class Infrastructure:
         backend = self._backend(
             s.backend or rl.backend, f"{path}.backend" if s.backend else "rate_limiting.backend"
         )
-        scopes = []
-        for i, kw in enumerate(s.scope_list(rl.default_algorithm)):
-            try:
-                scopes.append(Scope(**kw))
-            except ConfigError as exc:
-                raise ConfigError(
-                    f"{path}.scopes.{i}.{exc.path.split('.', 1)[-1]}", exc.message
-                ) from None
+        scopes = s.build_scopes(path, rl.default_algorithm)
         extra: dict[str, Any] = {}
         if "failure_policy" in inspect.signature(RateLimiter).parameters:
             extra["failure_policy"] = s.failure_policy or rl.failure_policy
@@ -290,10 +281,19 @@ class Infrastructure:
         for limiter in self.limiters.values():
             self._jobs.append(every(60.0, limiter.maintain))
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._closed
+
     def _route(self, service: str) -> _Route:
         route = self._routes.get(service)
         if route is not None:
             return route
+        if self._closed:  # close() empties the routes, so every call comes here
+            raise InfrastructureClosedError(
+                f"infrastructure {self.namespace!r} is closed: it protects no more calls"
+            )
         with self._lock:
             route = self._routes.get(service)
             if route is None:
@@ -404,6 +404,8 @@ class Infrastructure:
         if self._closed:
             return
         self._closed = True
+        with self._lock:
+            self._routes.clear()
         for job in self._jobs:
             job.cancel()
         for pool in self.pools.values():
@@ -415,11 +417,16 @@ class Infrastructure:
                 closer()
 
     async def aclose(self) -> None:
-        """Close the async pools and scheduler too."""
-        for pool in self.async_pools.values():
-            await pool.aclose()
-        if self.async_scheduler is not None:
-            self.async_scheduler.close()
+        """Close the async pools, scheduler and backend clients too."""
+        if not self._closed:
+            for pool in self.async_pools.values():
+                await pool.aclose()
+            if self.async_scheduler is not None:
+                self.async_scheduler.close()
+            for backend in self._backends.values():
+                closer = getattr(backend, "aclose", None)
+                if callable(closer):
+                    await closer()  # this loop's asyncio client, when it made one
         self.close()
 
     def __enter__(self) -> Infrastructure:
@@ -604,6 +611,9 @@ class Infrastructure:
                 m = self.services.get(service)
                 if m is None:
                     m = self.services[service] = ServiceMetrics(service, metrics)
+                    return m
+        if metrics is not METRICS:
+            m.want(metrics)
         return m
 
     # -- health ----------------------------------------------------------------------------------

@@ -62,6 +62,16 @@ class ServiceSnapshot:
         return asdict(self)
 
 
+def _checked(metrics: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    wanted = tuple(metrics)
+    unknown = sorted(str(m) for m in set(wanted) - set(METRICS))
+    if unknown:
+        raise ConfigError("metrics", f"unknown metric {unknown[0]!r} (known: {', '.join(METRICS)})")
+    return wanted
+
+
 class ServiceMetrics:
     """Counters for one service, safe from any thread, with no lock on the recording path.
 
@@ -75,14 +85,8 @@ class ServiceMetrics:
     _EXACT = 1024  # calls recorded one by one before sampling starts
 
     def __init__(self, name: str, metrics: Iterable[str] = METRICS) -> None:
-        wanted = tuple(metrics)
-        unknown = sorted(set(wanted) - set(METRICS))
-        if unknown:
-            raise ConfigError(
-                "metrics", f"unknown metric {unknown[0]!r} (known: {', '.join(METRICS)})"
-            )
         self.name = name
-        self.metrics = wanted
+        self.metrics = _checked(metrics)
         self._lock = threading.Lock()
         self._seq = itertools.count()
         self._next = self._seq.__next__
@@ -97,6 +101,14 @@ class ServiceMetrics:
         self._second = 0
         self.cache_hits = 0
         self.cache_misses = 0
+
+    def want(self, metrics: Iterable[str]) -> None:
+        """Publish ``metrics`` too: a service asked for twice publishes the union.
+
+        (Every call is recorded whatever the set: ``metrics`` picks what exporters show.)
+        """
+        wanted = _checked(metrics)
+        self.metrics = tuple(dict.fromkeys((*self.metrics, *wanted)))
 
     def record(self, duration: float, error: BaseException | None, *, now: float) -> None:
         """Count one finished call (``error`` is what it raised, if anything)."""

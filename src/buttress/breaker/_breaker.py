@@ -805,6 +805,8 @@ class CircuitBreaker:
     def _classify(self, exc: BaseException) -> int:
         if isinstance(exc, _CANCELLATION):
             return _CANCELLED
+        if getattr(exc, "injected", False) is True:
+            return _FAILURE  # a simulated failure (chaos): whatever record/ignore say
         cfg = self.config
         for matcher in cfg.ignore:
             if _matches(matcher, exc):

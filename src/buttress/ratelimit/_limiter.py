@@ -13,6 +13,7 @@ small drivers that do it with blocking or awaiting calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import math
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
 
 from .. import events
 from .._clock import Clock, SystemClock
-from ..errors import ConfigError, RateLimitExceeded
+from ..errors import BackendError, ConfigError, RateLimitExceeded
 from ._algorithms import EPSILON, AdaptiveLimit, AdaptiveState, Algorithm, State
 from ._backend import Backend
 from ._decision import Decision, Details, Frame, ScopeMeta, lazy_decision
@@ -96,7 +97,8 @@ class RateLimiter:
     >>> limiter.try_acquire({"user": "u1", "org": "o1"}).allowed
     True
 
-    * ``backend``: where states live (default: a new :class:`MemoryBackend`);
+    * ``backend``: where states live (default: a new :class:`MemoryBackend`), or its URL
+      (``"memory"``, ``"sqlite:///path"``, ``"redis://host:port/db"``; see ``backend_from_url``);
     * ``namespace`` and ``name`` prefix every storage key (limiters sharing a backend need
       distinct names);
     * ``clock``: a :class:`~buttress.Clock` (``ManualClock`` in tests);
@@ -112,7 +114,7 @@ class RateLimiter:
         self,
         scopes: Sequence[Scope] | Scope,
         *,
-        backend: Backend | None = None,
+        backend: Backend | str | None = None,
         namespace: str = "buttress",
         name: str = "default",
         clock: Clock | None = None,
@@ -142,6 +144,16 @@ class RateLimiter:
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ConfigError(path, f"must be a number > 0, got {value!r}")
         self.scopes: tuple[Scope, ...] = scopes
+        if isinstance(backend, str):
+            from ._from_url import backend_from_url
+
+            backend = backend_from_url(backend)
+        elif backend is not None and not callable(getattr(backend, "decide", None)):
+            raise ConfigError(
+                "backend",
+                "must be a backend (MemoryBackend, SQLiteBackend, RedisBackend) or its URL "
+                f"('memory', 'sqlite:///path', 'redis://host:port/db'), got {backend!r}",
+            )
         self.backend: Backend = MemoryBackend() if backend is None else backend
         self.clock: Clock = SystemClock() if clock is None else clock
         self.latency_budget = float(latency_budget)
@@ -974,6 +986,22 @@ class RateLimiter:
         return self._frame.algorithms[i].limit
 
     # -- health ----------------------------------------------------------------------------------
+
+    def check_backend(self) -> str:
+        """Ask the backend for one state (a peek: nothing is charged) and return its status.
+
+        ``"ok"``, or ``"down"`` when the call failed; a failure is recorded as any decision's
+        would be (health, ``backend_down`` event), under either failure policy. For tools
+        that look at shared state without deciding anything (``buttress health``).
+        """
+        if self._in_memory:
+            return "ok"
+        frame = self._frame
+        probe = f"{self._prefix}__probe__"
+        now = self.clock.time() if self._wall else self._monotonic()
+        with contextlib.suppress(BackendError):  # fail_closed raises; the status says it
+            self._decide_backend([probe], frame.algorithms[:1], 1, now, False)
+        return self._health.status
 
     def snapshot(self) -> RateLimiterSnapshot:
         """Counts, the rating and every scope's current limit, for the health report."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -67,7 +68,7 @@ async def isolated_infrastructure_async(
     try:
         yield infra
     finally:
-        try:
-            _forget_shared_state(infra)
+        try:  # in a worker thread: clearing shared backends is blocking I/O
+            await asyncio.to_thread(_forget_shared_state, infra)
         finally:
             await infra.aclose()

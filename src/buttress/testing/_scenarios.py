@@ -23,12 +23,19 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from ..breaker import BreakerState, CircuitBreaker, Transition
-from ..errors import ConfigError, InjectedFault, PoolTimeoutError, RejectedError
+from ..errors import (
+    ConfigError,
+    InfrastructureClosedError,
+    InjectedFault,
+    PoolTimeoutError,
+    RejectedError,
+)
 from ..infrastructure import Infrastructure
 from ..memory import MemoryReading
 
@@ -62,7 +69,7 @@ class ScenarioResult:
 
 def simulate_failures(
     infra: Infrastructure,
-    scenarios: Iterable[str] = SCENARIOS,
+    scenarios: Iterable[str] | str = SCENARIOS,
     *,
     service: str | None = None,
 ) -> list[ScenarioResult]:
@@ -71,7 +78,11 @@ def simulate_failures(
     ``service`` picks the service whose components the scenarios act on; by default each
     scenario takes the first suitable component by name.
     """
-    names = list(scenarios)
+    if infra.closed:
+        raise InfrastructureClosedError(
+            f"infrastructure {infra.namespace!r} is closed: run scenarios before closing it"
+        )
+    names = [scenarios] if isinstance(scenarios, str) else list(scenarios)
     for name in names:
         if name not in _RUNNERS:
             raise ConfigError(
@@ -124,6 +135,7 @@ def circuit_breaker_chaos(infra: Infrastructure, service: str | None) -> Scenari
     chaos = infra.chaos
     was_enabled = chaos.enabled
     injector = chaos.injector(breaker.name)
+    breaker.reset()  # from closed: an already open breaker would prove nothing
     watch = _Transitions(breaker)
     calls = injected = refused = 0
     chaos.enable()
@@ -143,7 +155,9 @@ def circuit_breaker_chaos(infra: Infrastructure, service: str | None) -> Scenari
         if not was_enabled:
             chaos.disable()
         watch.close()
-    opened = breaker.state is BreakerState.OPEN
+    opened = breaker.state is BreakerState.OPEN and any(
+        t.to_state is BreakerState.OPEN for t in watch.seen
+    )
     return ScenarioResult(
         name,
         opened,
@@ -296,13 +310,21 @@ def gradual_degradation(infra: Infrastructure, service: str | None) -> ScenarioR
     finally:
         watch.close()
     levels = [t.level.value for t in watch.seen if t.level is not None]
-    walked = _in_order(levels, ["light", "medium", "heavy"])
+    order = ["light", "medium", "heavy"]
+    # Degraded first, never easing while failures rise, then open. A level may be skipped when
+    # the thresholds leave it no room (failure counts 3 to 5 give light, medium, then open).
+    rising = all(order.index(a) <= order.index(b) for a, b in pairwise(levels))
     opened = breaker.state is BreakerState.OPEN
+    skipped = [lv for lv in order if lv not in levels]
+    summary = f"{breaker.name}: {' -> '.join(['closed', *watch.states()])} after {calls} calls"
+    if levels and skipped:
+        summary += f" ({', '.join(skipped)} skipped: these thresholds leave no room for it)"
     return ScenarioResult(
         name,
-        walked and opened,
-        f"{breaker.name}: {' -> '.join(['closed', *watch.states()])} after {calls} calls",
+        bool(levels) and rising and opened,
+        summary,
         {
+            "skipped": skipped,
             "breaker": breaker.name,
             "calls": calls,
             "failures": failures,
@@ -311,14 +333,6 @@ def gradual_degradation(infra: Infrastructure, service: str | None) -> ScenarioR
             "state": breaker.state.value,
         },
     )
-
-
-def _in_order(seen: Sequence[str], wanted: Sequence[str]) -> bool:
-    i = 0
-    for s in seen:
-        if i < len(wanted) and s == wanted[i]:
-            i += 1
-    return i == len(wanted)
 
 
 _RUNNERS: dict[str, Callable[[Infrastructure, str | None], ScenarioResult]] = {
