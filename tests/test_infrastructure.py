@@ -448,3 +448,14 @@ def test_instrument_checks_its_metrics_and_publishes_their_union(clock: bt.Manua
         infra.instrument("fresh", metrics=["latency"])
         infra.instrument("fresh", metrics=["errors", "latency"])
         assert infra.services["fresh"].metrics == ("latency", "errors")
+
+
+def test_a_service_nothing_protects_is_reported_once(
+    clock: bt.ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with make(clock, LIMITED) as infra, caplog.at_level("WARNING", "buttress.infrastructure"):
+        infra.call("svc", lambda: None, context=CTX)  # configured: no warning
+        infra.call("sevrice", lambda: None)
+        infra.call("sevrice", lambda: None)
+    warnings = [r.getMessage() for r in caplog.records if "has no breaker" in r.getMessage()]
+    assert len(warnings) == 1 and "'sevrice'" in warnings[0]

@@ -119,7 +119,7 @@ class PoolClosedError(ButtressError):
     """The pool is closed; no connection will be handed out."""
 
 
-class InfrastructureClosedError(ButtressError):
+class InfrastructureClosedError(ButtressError, RuntimeError):
     """The :class:`~buttress.Infrastructure` was closed; it protects no more calls."""
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import logging
 import random
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,6 +41,8 @@ from .ratelimit import RateLimiter, backend_from_url
 from .ratelimit._scope import check_name
 
 __all__ = ["Infrastructure", "Protection", "ResourceSpec"]
+
+_log = logging.getLogger("buttress.infrastructure")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -347,6 +350,14 @@ class Infrastructure:
             pool_name=pool_name,
         )
         route.steps = _compile(self, route)
+        if s is None and breaker is None and limiter is None and pool_name is None:
+            # Most likely a misspelt name: say so once (a route is built once per service).
+            _log.warning(
+                "buttress %s: service %r has no breaker, limiter or pool (no table names it, and "
+                "there is no circuit_breakers.default): it gets only the memory check and metrics",
+                self.namespace,
+                service,
+            )
         return route
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -354,7 +365,7 @@ class Infrastructure:
     def start(self) -> Infrastructure:
         """Open the pools (filling ``min_size`` in the background). Idempotent."""
         if self._closed:
-            raise RuntimeError(f"infrastructure {self.namespace!r} is closed")
+            raise InfrastructureClosedError(f"infrastructure {self.namespace!r} is closed")
         if not self._started:
             self._started = True
             for pool in self.pools.values():

@@ -384,7 +384,14 @@ class AsyncConnectionPool:
             if waiter.state != SHUT_OUT:
                 waited = now - started
                 self._emit_timeout(waited, "timeout")
-                raise PoolTimeoutError(self.name, waited=waited) from state.last_connect_error
+                failing = state.last_connect_error
+                reason = f"; connecting keeps failing: {failing!r}" if failing is not None else ""
+                raise PoolTimeoutError(
+                    self.name,
+                    waited=waited,
+                    message=f"pool {self.name!r}: no connection available after "
+                    f"{waited:.3f}s{reason}",
+                ) from failing
         if waiter.state == SHUT_OUT:
             raise PoolClosedError(f"pool {self.name!r} closed while waiting for a connection")
         m = waiter.member

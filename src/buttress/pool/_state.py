@@ -650,6 +650,7 @@ class PoolState:
         """A connect finished; the new member is handed out, kept idle, or (None) to close."""
         self.connecting = False
         self.connect_failures = 0
+        self.last_connect_error = None  # only a failing streak explains a timeout
         self.connects += 1
         cfg = self.config
         expires = _INF
