@@ -321,6 +321,7 @@ async def test_connect_failures_back_off_and_recover(
     with pytest.raises(PoolTimeoutError) as info:
         await pool.checkout(timeout=0)
     assert isinstance(info.value.__cause__, ConnectionRefusedError)
+    assert "connecting keeps failing: ConnectionRefusedError" in str(info.value)
     clock.advance(1.0)  # the first backoff is at most 1 s
     await asettle(pool)
     assert pool.stats().connect_errors == 2
@@ -328,6 +329,9 @@ async def test_connect_failures_back_off_and_recover(
     await asettle(pool)
     async with pool.connection() as conn:
         assert conn.number == 1
+        with pytest.raises(PoolTimeoutError) as info:  # busy, not failing: no stale cause
+            await pool.checkout(timeout=0)
+        assert info.value.__cause__ is None and "failing" not in str(info.value)
     s = pool.stats()
     assert (s.connect_errors, s.connects) == (2, 1)
     oks = [md["ok"] for _, md in event_log.named("buttress", "pool", "connect")]
