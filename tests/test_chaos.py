@@ -36,7 +36,7 @@ def ok() -> str:
 
 
 async def aok() -> str:
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
     return "ok"
 
 

@@ -23,8 +23,8 @@ def test_manual_clock_moves_only_when_told() -> None:
 
 def test_manual_sleep_advances_instead_of_waiting() -> None:
     c = ManualClock()
-    c.sleep(3.0)
-    asyncio.run(c.asleep(2.0))
+    c.sleep(3.0)  # real-time: no, ManualClock.sleep advances the clock
+    asyncio.run(c.asleep(2.0))  # real-time: no, ManualClock.asleep advances the clock
     assert c.monotonic() == 5.0
 
 

@@ -539,7 +539,7 @@ async def turns(done: Any) -> None:
     for _ in range(100):
         if done():
             return
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
     raise AssertionError("the loop never got there")
 
 

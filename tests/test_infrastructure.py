@@ -237,7 +237,7 @@ def test_protect_context_manager_sync_and_async(clock: bt.ManualClock) -> None:
                 pass
 
             async def work(x: int) -> int:
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
                 return x + 1
 
             assert await ainfra.call_async("svc", work, 1, context=CTX) == 2

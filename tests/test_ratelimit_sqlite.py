@@ -113,7 +113,7 @@ async def test_the_async_path_never_blocks_the_event_loop(tmp_path: Path) -> Non
     # The decision waits for the lock in a worker thread; the loop keeps running meanwhile.
     # (Were it blocking the loop, the lock could never be released: it would fail instead.)
     for _ in range(20):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
     blocker.execute("ROLLBACK")
     blocker.close()
     allowed, states, now = await decision

@@ -60,7 +60,8 @@ async def test_a_large_cost_is_not_starved_by_small_ones(clock: bt.ManualClock) 
         order.append(name)
 
     big = asyncio.create_task(take("big", 10))
-    await asyncio.sleep(0)  # the big request starts waiting first
+    # the big request starts waiting first
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
     small = [asyncio.create_task(take(f"s{i}", 1)) for i in range(5)]
     await asyncio.gather(big, *small)
     # Without a queue each small one would fit after 0.1 s and the big one would wait forever.
@@ -72,7 +73,8 @@ async def test_try_acquire_does_not_barge_past_waiters(clock: bt.ManualClock) ->
     rl = limiter(clock, bt.Scope("user", 10, 1.0))
     assert rl.try_acquire("u1", 10)
     waiter = asyncio.create_task(rl.acquire_async("u1", 5))
-    await asyncio.sleep(0)  # the waiter queues and sleeps 0.5 s on the clock
+    # the waiter queues and sleeps 0.5 s on the clock
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
     assert clock.monotonic() == pytest.approx(0.5)
     d = rl.try_acquire("u1")  # 5 units are back, but they are the waiter's
     assert not d
@@ -89,7 +91,7 @@ async def test_a_cancelled_waiter_leaves_the_queue(clock: bt.ManualClock) -> Non
     assert rl.try_acquire("u1")
     head = asyncio.create_task(rl.acquire_async("u1"))
     behind = asyncio.create_task(rl.acquire_async("u1"))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
     assert rl.snapshot().waiting == 2
     head.cancel()  # cancelled while it sleeps for room: the next one takes its place
     with pytest.raises(asyncio.CancelledError):
@@ -97,7 +99,7 @@ async def test_a_cancelled_waiter_leaves_the_queue(clock: bt.ManualClock) -> Non
     assert (await behind).allowed
     assert clock.monotonic() == pytest.approx(10.0)
     third = asyncio.create_task(rl.acquire_async("u1"))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
     third.cancel()
     with pytest.raises(asyncio.CancelledError):
         await third
@@ -108,7 +110,7 @@ async def test_a_waiter_behind_others_times_out(clock: bt.ManualClock) -> None:
     rl = limiter(clock, bt.Scope("user", 10, 1.0))
     assert rl.try_acquire("u1", 10)
     big = asyncio.create_task(rl.acquire_async("u1", 10))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
     assert clock.monotonic() == pytest.approx(1.0)  # the head slept for its room
     with pytest.raises(bt.RateLimitExceeded) as info:
         # Behind the head's 10 units, 6 more take until 1.6 s: past this caller's 1.5 s.
@@ -159,7 +161,8 @@ async def test_sync_and_async_waiters_share_one_queue(clock: bt.ManualClock) -> 
     rl = limiter(clock, bt.Scope("global", 1, 1.0))
     assert rl.try_acquire()
     task = asyncio.create_task(rl.acquire_async(timeout=60.0))
-    await asyncio.sleep(0)  # the task is queued (head)
+    # the task is queued (head)
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
     done = await asyncio.to_thread(rl.acquire, None, 1, timeout=60.0)  # a thread behind it
     assert done
     assert await task
@@ -182,7 +185,8 @@ class AsyncOnlyBackend:
 
     async def decide_async(self, *args: Any) -> Any:
         self.awaited += 1
-        await asyncio.sleep(0)  # a real backend would do I/O here
+        # a real backend would do I/O here
+        await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
         return self.inner.decide(*args)
 
     async def refund_async(self, *args: Any) -> None:
@@ -214,7 +218,7 @@ async def test_the_async_api_awaits_the_backend(clock: bt.ManualClock) -> None:
 
     assert await rl.try_acquire_async("u1", 2)
     first = asyncio.create_task(take())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
     assert not await rl.try_acquire_async("u1")  # queued behind the waiter, still no blocking
     assert await first
     assert backend.awaited >= 6

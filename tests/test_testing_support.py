@@ -201,7 +201,7 @@ def test_load_test_stops_at_the_duration() -> None:
 
 def test_load_test_async_inside_a_loop() -> None:
     async def op() -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
 
     async def main() -> bt.testing.LoadTestResult:  # type: ignore[name-defined]
         return await load_test_async(

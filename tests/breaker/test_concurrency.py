@@ -129,7 +129,7 @@ async def test_async_paths_decorator_context_manager_and_critical(clock: bt.Manu
 
     @breaker
     async def fetch(x: int) -> int:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
         return x * 2
 
     @breaker(critical=True)

@@ -13,7 +13,7 @@ from buttress import AsyncConnectionPool, AsyncLease, PoolClosedError
 async def run_ready_tasks() -> None:
     # One turn of the loop: every task made ready runs up to its next wait. Deterministic in
     # asyncio; not a wait for time.
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
 
 
 def make(factory: Factory, **settings: Any) -> AsyncConnectionPool:
@@ -147,7 +147,7 @@ async def test_many_tasks_share_few_members_fairly() -> None:
                 assert not conn.in_use
                 conn.in_use = True
                 order.append(i)
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
                 conn.in_use = False
 
         await asyncio.gather(*(borrower(i) for i in range(100)))

@@ -227,7 +227,7 @@ async def test_async_pool_task_cancelled_mid_query_leaks_nothing(
         async def slow_query() -> None:
             async with pool.connection() as conn:
                 started.set()
-                await conn.execute("SELECT pg_sleep(30)")
+                await conn.execute("SELECT pg_sleep(30)")  # real-time: the test cancels it
 
         task = asyncio.create_task(slow_query())
         await started.wait()
@@ -242,7 +242,7 @@ async def test_async_pool_task_cancelled_mid_query_leaks_nothing(
         assert (s.in_use, s.waiting) == (0, 0)
         assert s.size == 2
     # Every connection the pool made is closed. (The server may keep the cancelled
-    # backend running its pg_sleep a while: it notices a closed client only when it next
+    # backend running its query a while: it notices a closed client only when it next
     # talks to it.)
     assert made
     assert all(conn.closed for conn in made)
