@@ -306,9 +306,7 @@ class RateLimiter:
         """
         lane = self._lane
         if lane is None or key.__class__ is not str or self._queues:
-            keys = self._keys_of(key.get) if key.__class__ is dict else None
-            if keys is None:
-                keys = self._keys(key)
+            keys = self._keys(key)  # tries the unrolled reader first for a dict
             if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
                 _check_cost(cost)
             if self._queues:
