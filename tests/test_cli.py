@@ -77,6 +77,15 @@ def test_config_check_prints_the_resolved_config() -> None:
         ("[rate_limiting.limiters.api]\nlimit = true\n", "api.limit: must be a number, got True"),
         ("[rate_limiting.limiters.api]\nlimit = '10'\n", "api.limit: must be a number, got '10'"),
         (b"\xff\xfe", "is not UTF-8 text"),
+        (
+            "[circuit_breakers.db]\nfailure_threshold = 5\ndegradation_threshold = 8\n",
+            "circuit_breakers.db.degradation_threshold: must be below failure_threshold",
+        ),
+        (
+            "[circuit_breakers.db]\nrecord = ['builtins.NoSuchError']\n",
+            "circuit_breakers.db.record: cannot import",
+        ),
+        ("[connection_pools.db]\nfactory = 'nosuchmod:connect'\n", "db.factory: cannot import"),
     ],
 )
 def test_config_check_bad_input(tmp_path: Path, content: str | bytes | None, message: str) -> None:

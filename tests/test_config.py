@@ -121,3 +121,108 @@ def test_bad_namespaces_are_refused_up_front(namespace: Any) -> None:
     with pytest.raises(bt.ConfigError) as info:
         bt.Infrastructure(namespace, {"rate_limiting": {"limiters": {"api": {"limit": 1}}}})
     assert info.value.path == "namespace"
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        (
+            {"rate_limiting": {"limiters": {"my-api": {"limit": 0}}}},
+            "rate_limiting.limiters.my-api.limit",
+        ),
+        ({"circuit_breakers": {"pay.v2": {"colour": 1}}}, "circuit_breakers.pay.v2.colour"),
+        ({"circuit_breakers": {"pay-v2": {"window": "x"}}}, "circuit_breakers.pay-v2.window"),
+        ({"connection_pools": {"db-main": {"max_size": 0}}}, "connection_pools.db-main.max_size"),
+        (
+            {"circuit_breakers": {"p": {"fault_injection": {"latency": "x"}}}},
+            "circuit_breakers.p.fault_injection.latency",
+        ),
+    ],
+)
+def test_error_paths_keep_component_names_with_dashes_and_dots(
+    data: dict[str, Any], path: str
+) -> None:
+    with pytest.raises(bt.ConfigError) as info:
+        bt.load_config(data, env={})
+    assert info.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "message"),
+    [
+        (
+            {"circuit_breakers": {"p": {"degradation_threshold": 8, "failure_threshold": 5}}},
+            "circuit_breakers.p.degradation_threshold",
+            "must be below failure_threshold",
+        ),
+        (
+            {"memory_manager": {"exit_margin": 0.8}},
+            "memory_manager.exit_margin",
+            "warning_threshold",
+        ),
+        (
+            {"rate_limiting": {"backend": "sqlite://"}},
+            "rate_limiting.backend",
+            "needs a file path",
+        ),
+    ],
+)
+def test_settings_wrong_together_fail_at_load(
+    data: dict[str, Any], path: str, message: str
+) -> None:
+    # What Infrastructure would refuse, load_config (and so `buttress config check`) refuses.
+    with pytest.raises(bt.ConfigError, match=message) as info:
+        bt.load_config(data, env={})
+    assert info.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        (
+            {"circuit_breakers": {"p": {"record": ["builtins.NoSuchError"]}}},
+            "circuit_breakers.p.record",
+        ),
+        (
+            {"connection_pools": {"db": {"factory": "nosuchmod:connect"}}},
+            "connection_pools.db.factory",
+        ),
+    ],
+)
+def test_imports_are_checked_and_named_once(data: dict[str, Any], path: str) -> None:
+    cfg = bt.load_config(data, env={})
+    with pytest.raises(bt.ConfigError) as info:
+        cfg.check_imports()
+    assert info.value.path == path
+    with pytest.raises(bt.ConfigError) as info:
+        bt.Infrastructure("t", data, env={}, background=False)
+    assert info.value.path == path  # not circuit_breakers.p.circuit_breakers.p.record
+
+
+def test_environment_reaches_components_named_in_any_case() -> None:
+    env = {"BUTTRESS_CIRCUIT_BREAKERS__PAYMENTS__RESET_TIMEOUT": "10"}
+    cfg = bt.load_config({"circuit_breakers": {"Payments": {"reset_timeout": 30.0}}}, env=env)
+    assert set(cfg.circuit_breakers) == {"Payments"}  # no second, lower-case breaker
+    assert cfg.circuit_breakers["Payments"].reset_timeout == 10.0
+    env = {"BUTTRESS_CIRCUIT_BREAKERS__PAYMENTS__RESET_TIMEOUT": "-1"}
+    with pytest.raises(bt.ConfigError) as info:
+        bt.load_config({"circuit_breakers": {"Payments": {}}}, env=env)
+    assert info.value.path == "circuit_breakers.Payments.reset_timeout"
+    assert "set by BUTTRESS_CIRCUIT_BREAKERS__PAYMENTS__RESET_TIMEOUT" in info.value.message
+
+
+def test_a_loaded_config_loads_again_with_the_async_variable() -> None:
+    # Infrastructure("app", load_config(...)) applies the environment to a dumped Config.
+    env = {"BUTTRESS_CONNECTION_POOLS__DB__ASYNC": "true"}
+    data = {"connection_pools": {"db": {"factory": "sqlite3:connect", "args": [":memory:"]}}}
+    cfg = bt.load_config(data, env=env)
+    again = bt.load_config(cfg, env=env)
+    assert again.connection_pools["db"].is_async is True
+    assert again == cfg
+    assert "async" in cfg.to_toml_dict()["connection_pools"]["db"]
+
+
+def test_memory_manager_errors_name_the_parameter() -> None:
+    with pytest.raises(bt.ConfigError) as info:
+        bt.Infrastructure("t", {}, env={}, background=False, memory_probe=42)  # type: ignore[arg-type]
+    assert info.value.path == "memory_probe"

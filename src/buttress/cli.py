@@ -104,6 +104,7 @@ def _config_check(path: str) -> int:
     from .config import load_config
 
     cfg = load_config(path)
+    cfg.check_imports()  # the exception classes and factories it names, as Infrastructure will
     print(json.dumps(cfg.to_toml_dict(), indent=2, sort_keys=True))
     print(f"{path}: ok", file=sys.stderr)
     return 0

@@ -14,10 +14,11 @@ parse as JSON (numbers, ``true``, lists), else as strings.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -55,6 +56,14 @@ class _Section(BaseModel):
 
 
 # -- circuit breakers --------------------------------------------------------------------------
+
+
+def _prefixed(path: str, build: Callable[..., object], kwargs: dict[str, Any]) -> None:
+    """``build(**kwargs)``; its ``ConfigError`` is re-raised with ``path`` in front."""
+    try:
+        build(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}.{exc.path}", exc.message) from None
 
 
 class FaultInjectionSettings(_Section):
@@ -100,13 +109,25 @@ class CircuitBreakerSettings(_Section):
     ignore: list[str] | None = None
     fault_injection: FaultInjectionSettings = FaultInjectionSettings()
 
-    def breaker_kwargs(self, path: str) -> dict[str, Any]:
-        """Keyword arguments for :class:`~buttress.CircuitBreaker` (``record`` imported)."""
+    def _settings(self) -> dict[str, Any]:
         out = self.model_dump(exclude={"strategy", "record", "ignore", "fault_injection"})
         if self.strategy == "fail_fast":
             out["degradation_threshold"] = None
             out["degradation_rate_threshold"] = None
             out["slow_degradation_rate_threshold"] = None
+        return out
+
+    def check(self, path: str) -> None:
+        """Raise ``ConfigError`` (under ``path``) for what the breaker itself would refuse:
+        values valid alone but not together (``degradation_threshold`` above
+        ``failure_threshold``, ...)."""
+        from .breaker import BreakerConfig
+
+        _prefixed(path, BreakerConfig, self._settings())
+
+    def breaker_kwargs(self, path: str) -> dict[str, Any]:
+        """Keyword arguments for :class:`~buttress.CircuitBreaker` (``record`` imported)."""
+        out = self._settings()
         if self.record is not None:
             out["record"] = tuple(_import_exception(f"{path}.record", p) for p in self.record)
         if self.ignore is not None:
@@ -140,6 +161,12 @@ class MemoryManagerSettings(_Section):
                 f"critical_threshold ({self.critical_threshold}) must be above "
                 f"warning_threshold ({self.warning_threshold})"
             )
+        # The rest of the policy's rules (exit_margin below warning_threshold, ...).
+        from .memory._policy import PolicyConfig
+
+        fields = set(PolicyConfig.__dataclass_fields__)
+        kwargs = {k: v for k, v in self.manager_kwargs().items() if k in fields}
+        _prefixed("memory_manager", PolicyConfig, kwargs)
         return self
 
     def manager_kwargs(self) -> dict[str, Any]:
@@ -267,6 +294,8 @@ class RateLimitingSettings(_Section):
             raise ValueError(
                 f"must be 'memory', 'sqlite:///path' or 'redis://host:port/db', got {value!r}"
             )
+        if value == "sqlite://":
+            raise ValueError(f"a SQLite URL needs a file path, got {value!r}")
         return value
 
     @field_validator("limiters")
@@ -330,6 +359,12 @@ class PoolSettings(_Section):
             raise ValueError(f"min_size ({self.min_size}) must be <= max_size ({self.max_size})")
         return self
 
+    def check(self, path: str) -> None:
+        """Raise ``ConfigError`` (under ``path``) for what the pool itself would refuse."""
+        from .pool import PoolConfig
+
+        _prefixed(path, PoolConfig, self.pool_kwargs())
+
     def pool_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`~buttress.PoolConfig`."""
         return self.model_dump(
@@ -372,9 +407,28 @@ class Config(_Section):
             _check_component_name(name)
         return value
 
+    @model_validator(mode="after")
+    def _components_build(self) -> Config:
+        # As for the scopes: settings valid one by one may still make an impossible breaker
+        # or pool; build their configs now, so `config check` sees it too.
+        for name, breaker in self.circuit_breakers.items():
+            breaker.check(f"circuit_breakers.{name}")
+        for name, pool in self.connection_pools.items():
+            pool.check(f"connection_pools.{name}")
+        return self
+
+    def check_imports(self) -> None:
+        """Import every exception class and pool factory the configuration names, as
+        :class:`~buttress.Infrastructure` will; ``ConfigError`` names the first that fails."""
+        for name, breaker in self.circuit_breakers.items():
+            breaker.breaker_kwargs(f"circuit_breakers.{name}")
+        for name, pool in self.connection_pools.items():
+            if pool.factory is not None:
+                import_callable(f"connection_pools.{name}.factory", pool.factory)
+
     def to_toml_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain data (``None`` values dropped, as TOML has none)."""
-        data: dict[str, Any] = _drop_none(self.model_dump(mode="json"))
+        data: dict[str, Any] = _drop_none(self.model_dump(mode="json", by_alias=True))
         return data
 
 
@@ -391,7 +445,7 @@ def load_config(
     ignore the environment).
     """
     if isinstance(source, Config):
-        data: dict[str, Any] = source.model_dump()
+        data: dict[str, Any] = source.model_dump(by_alias=True)  # `async`, as in TOML
     elif source is None:
         data = {}
     elif isinstance(source, Mapping):
@@ -402,13 +456,14 @@ def load_config(
         raise ConfigError(
             "config", f"must be a mapping, a Config or a TOML file path, got {source!r}"
         )
-    overrides = _env_overrides(os.environ if env is None else env)
-    for path, value, _ in overrides:
-        _set_path(data, path, value)
+    overrides = [
+        (_set_path(data, path, value), value, variable)
+        for path, value, variable in _env_overrides(os.environ if env is None else env)
+    ]
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        error = _config_error(exc)
+        error = _config_error(exc, data)
     for path, _, variable in overrides:  # a bad value from the environment: say which variable
         dotted = ".".join(path)
         if error.path == dotted or error.path.startswith(dotted + "."):
@@ -449,9 +504,12 @@ def _env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:
     return out
 
 
-def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+def _set_path(data: dict[str, Any], path: list[str], value: Any) -> list[str]:
+    """Set ``value`` at ``path``; returns the path as spelled in ``data``."""
     node = data
-    for i, part in enumerate(path[:-1]):
+    path = list(path)
+    for i in range(len(path) - 1):
+        part = path[i] = _existing_key(node, path[i])
         child = node.get(part)
         if child is None:
             child = node[part] = {}
@@ -459,17 +517,28 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
             where = ".".join(path[: i + 1])
             raise ConfigError(where, f"is a value, not a section; cannot set {'.'.join(path)}")
         node = child
+    path[-1] = _existing_key(node, path[-1])
     node[path[-1]] = value
+    return path
 
 
-def _config_error(exc: ValidationError) -> ConfigError:
+def _existing_key(node: Mapping[str, Any], part: str) -> str:
+    """``part`` (lower-cased, as variable names are) as spelled in ``node``: the variable
+    BUTTRESS_CIRCUIT_BREAKERS__PAYMENTS__... reaches a breaker named "Payments"."""
+    if part in node:
+        return part
+    matches = [k for k in node if isinstance(k, str) and k.lower() == part]
+    return matches[0] if len(matches) == 1 else part
+
+
+def _config_error(exc: ValidationError, data: Mapping[str, Any]) -> ConfigError:
     grouped: dict[str, list[Any]] = {}
     for err in exc.errors(include_url=False):
         cause = err.get("ctx", {}).get("error")
         if isinstance(cause, ConfigError):  # raised by a validator with its own full path
             grouped.setdefault(cause.path, []).append(err)
             continue
-        path = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+        path = ".".join(_error_path(err["loc"], data))
         grouped.setdefault(path, []).append(err)
     problems = [(path, _message(errs)) for path, errs in grouped.items()]
     first_path, message = problems[0]
@@ -478,6 +547,29 @@ def _config_error(exc: ValidationError) -> ConfigError:
         more = f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""
         message = f"{message}; also {rest}{more}"
     return ConfigError(first_path, message)
+
+
+def _error_path(loc: tuple[int | str, ...], data: Any) -> list[str]:
+    """The parts of a pydantic error location that are in the user's config.
+
+    pydantic also names the union member it tried ("constrained-float", "tuple[...]"); such a
+    part is dropped, but only when the user's data has no key of that name at that level, so
+    a component named "my-api" or "pay.v2" keeps its place in the path.
+    """
+    out = []
+    node = data
+    for part in loc:
+        in_data = (isinstance(node, Mapping) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        if in_data:
+            node = node[part]
+        elif _is_union_tag(part):
+            continue
+        else:
+            node = None  # a field the user left out (missing): keep it, stop following
+        out.append(str(part))
+    return out
 
 
 def _is_union_tag(part: object) -> bool:
@@ -544,6 +636,20 @@ def _message(errs: list[Any]) -> str:
 def _check_component_name(name: str) -> None:
     if not name or not all(c.isalnum() or c in "_-." for c in name):
         raise ValueError(f"component name {name!r} may hold only letters, digits, '_', '-' and '.'")
+
+
+def import_callable(path: str, dotted: str) -> Callable[..., Any]:
+    """The callable ``dotted`` names (``"module:attr"`` or ``"module.attr"``)."""
+    module_name, sep, attr = dotted.partition(":")
+    if not sep:
+        module_name, _, attr = dotted.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(path, f"cannot import {dotted!r} (write 'module:callable')") from None
+    if not callable(obj):
+        raise ConfigError(path, f"{dotted!r} is not callable")
+    return obj  # type: ignore[no-any-return]
 
 
 def _import_exception(path: str, dotted: str) -> type[BaseException]:

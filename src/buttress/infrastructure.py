@@ -17,7 +17,6 @@ it all.
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import logging
 import random
@@ -31,7 +30,7 @@ from ._clock import Clock, SystemClock
 from ._scheduler import AsyncScheduler, Handle, Scheduler
 from .breaker import CircuitBreaker
 from .chaos import Chaos, FaultInjector
-from .config import Config, LimiterSettings, PoolSettings, load_config
+from .config import Config, LimiterSettings, PoolSettings, import_callable, load_config
 from .errors import ConfigError, InfrastructureClosedError, RateLimitExceeded, RejectedError
 from .health import HealthReport, build_report
 from .instrument import METRICS, ServiceMetrics, instrument_callable
@@ -154,12 +153,16 @@ class Infrastructure:
 
         self.memory: MemoryManager | None = None
         if cfg.memory_manager.enabled:
-            self.memory = MemoryManager(
-                clock=self.clock,
-                probe=memory_probe,
-                name=f"{namespace}.memory",
-                **cfg.memory_manager.manager_kwargs(),
-            )
+            try:
+                self.memory = MemoryManager(
+                    clock=self.clock,
+                    probe=memory_probe,
+                    name=f"{namespace}.memory",
+                    **cfg.memory_manager.manager_kwargs(),
+                )
+            except ConfigError as exc:  # `probe` is ours (memory_probe), the rest the file's
+                where = "memory_probe" if exc.path == "probe" else f"memory_manager.{exc.path}"
+                raise ConfigError(where, exc.message) from None
 
         self.services: dict[str, ServiceMetrics] = {}
         self._routes: dict[str, _Route] = {}
@@ -179,13 +182,14 @@ class Infrastructure:
     def _make_breaker(self, name: str, table: str) -> CircuitBreaker:
         settings = self.config.circuit_breakers[table]
         path = f"circuit_breakers.{table}"
+        kwargs = settings.breaker_kwargs(path)  # an import error names its own full path
         try:
             breaker = CircuitBreaker(
                 name,
                 clock=self.clock,
                 rng=self._rng(f"breaker/{name}"),
                 health_check=self._health_checks.get(name),
-                **settings.breaker_kwargs(path),
+                **kwargs,
             )
         except ConfigError as exc:
             raise ConfigError(f"{path}.{exc.path}", exc.message) from None
@@ -243,7 +247,7 @@ class Infrastructure:
                     "is required (an import path such as 'sqlite3:connect'), "
                     f"or pass pools={{{name!r}: create}} to Infrastructure",
                 )
-            factory = _import(f"{path}.factory", s.factory)
+            factory = import_callable(f"{path}.factory", s.factory)
             spec = ResourceSpec(create=functools.partial(factory, *s.args, **s.kwargs))
         check = spec.check
         if check is None and s.check_sql is not None:
@@ -901,19 +905,6 @@ def _spec(name: str, value: ResourceSpec | Callable[[], Any]) -> ResourceSpec:
     if callable(value):
         return ResourceSpec(create=value)
     raise ConfigError(f"pools.{name}", f"must be a ResourceSpec or a callable, got {value!r}")
-
-
-def _import(path: str, dotted: str) -> Callable[..., Any]:
-    module_name, sep, attr = dotted.partition(":")
-    if not sep:
-        module_name, _, attr = dotted.rpartition(".")
-    try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError):
-        raise ConfigError(path, f"cannot import {dotted!r} (write 'module:callable')") from None
-    if not callable(obj):
-        raise ConfigError(path, f"{dotted!r} is not callable")
-    return obj  # type: ignore[no-any-return]
 
 
 def _close_member(member: Any) -> None:
