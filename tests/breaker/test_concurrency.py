@@ -119,6 +119,50 @@ async def test_cancelled_half_open_probe_releases_its_permit(clock: bt.ManualClo
     assert breaker.snapshot().total_cancelled == 1
 
 
+@pytest.mark.parametrize("form", ["call", "with"])
+async def test_probe_cancelled_in_injected_latency_releases_its_permit(
+    clock: bt.ManualClock, form: str
+) -> None:
+    class HangingClock(bt.ManualClock):
+        async def asleep(self, seconds: float) -> None:  # the injected delay really waits
+            await asyncio.Event().wait()
+
+    hanging = HangingClock()
+    injector = bt.FaultInjector(latency=5.0, latency_rate=1.0, seed=1)
+    injector.enabled = False
+    breaker = bt.CircuitBreaker(
+        "svc",
+        clock=hanging,
+        failure_threshold=1,
+        degradation_threshold=None,
+        half_open_max_calls=1,
+        fault_injection=injector,
+    )
+    with pytest.raises(ZeroDivisionError):
+        breaker.call(lambda: 1 / 0)
+    hanging.advance(30.0)
+    injector.enabled = True
+
+    async def via_with() -> None:
+        async with breaker:
+            pass
+
+    probe = asyncio.create_task(
+        breaker.call_async(asyncio.sleep, 0) if form == "call" else via_with()
+    )
+    while breaker.snapshot().probes_in_flight == 0:
+        await asyncio.sleep(0)  # a loop turn: let the probe reach the delay
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    snap = breaker.snapshot()
+    assert snap.probes_in_flight == 0
+    assert snap.total_cancelled == 1
+    injector.enabled = False
+    assert await breaker.call_async(asyncio.sleep, 0, "done") == "done"
+    assert breaker.state is bt.BreakerState.CLOSED
+
+
 async def test_async_paths_decorator_context_manager_and_critical(clock: bt.ManualClock) -> None:
     breaker = bt.CircuitBreaker(
         "svc",

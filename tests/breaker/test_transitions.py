@@ -390,6 +390,8 @@ def test_health_check_moves_open_to_half_open_early(clock: bt.ManualClock) -> No
     assert b.call(ok) == "ok"  # the refused caller ran the check, which half-opened: a probe
     assert b.state is S.HALF_OPEN
     assert len(calls) == 2
+    # One call refused (t=15), one that ran: the check's caller is not counted as refused.
+    assert b.snapshot().total_rejected == 1
 
 
 def test_transitions_are_emitted_with_reasons(clock: bt.ManualClock, event_log: object) -> None:

@@ -457,7 +457,7 @@ class CircuitBreaker:
     ) -> T:
         gen, probe, t0, fault = self._enter(critical)
         if fault.delay:
-            self.clock.sleep(fault.delay)
+            self._delay(gen, probe, t0, fault.delay)
         if fault.fail:
             raise self._inject_failure(gen, probe, t0)
         try:
@@ -483,7 +483,7 @@ class CircuitBreaker:
     ) -> T:
         gen, probe, t0, fault = await self._enter_async(critical)
         if fault.delay:
-            await self.clock.asleep(fault.delay)
+            await self._delay_async(gen, probe, t0, fault.delay)
         if fault.fail:
             raise self._inject_failure(gen, probe, t0)
         try:
@@ -621,7 +621,7 @@ class CircuitBreaker:
     def _enter_sync_cm(self, critical: bool) -> tuple[int, int, float]:
         gen, probe, t0, fault = self._enter(critical)
         if fault.delay:
-            self.clock.sleep(fault.delay)
+            self._delay(gen, probe, t0, fault.delay)
         if fault.fail:
             raise self._inject_failure(gen, probe, t0)
         return gen, probe, t0
@@ -629,7 +629,7 @@ class CircuitBreaker:
     async def _enter_async_cm(self, critical: bool) -> tuple[int, int, float]:
         gen, probe, t0, fault = await self._enter_async(critical)
         if fault.delay:
-            await self.clock.asleep(fault.delay)
+            await self._delay_async(gen, probe, t0, fault.delay)
         if fault.fail:
             raise self._inject_failure(gen, probe, t0)
         return gen, probe, t0
@@ -715,7 +715,7 @@ class CircuitBreaker:
             ):
                 with self._lock:
                     self._drain()
-                    d = self._m.admit(self._now(), critical)
+                    d = self._m.admit_again(self._now(), critical)
             if isinstance(d, Refused):
                 self._flush()
                 raise self._refused(d)
@@ -740,7 +740,7 @@ class CircuitBreaker:
             ):
                 with self._lock:
                     self._drain()
-                    d = self._m.admit(self._now(), critical)
+                    d = self._m.admit_again(self._now(), critical)
             if isinstance(d, Refused):
                 self._flush()
                 raise self._refused(d)
@@ -751,6 +751,20 @@ class CircuitBreaker:
         if fault.delay:
             self._fault_event("latency", fault.delay)
         return d.generation, d.probe, now, fault
+
+    def _delay(self, gen: int, probe: int, t0: float, delay: float) -> None:
+        try:
+            self.clock.sleep(delay)
+        except BaseException as exc:  # interrupted in the injected latency: as if in the call
+            self._record(gen, probe, self._classify(exc), self._now(), t0)
+            raise
+
+    async def _delay_async(self, gen: int, probe: int, t0: float, delay: float) -> None:
+        try:
+            await self.clock.asleep(delay)
+        except BaseException as exc:  # cancelled in the injected latency: neutral, as in the call
+            self._record(gen, probe, self._classify(exc), self._now(), t0)
+            raise
 
     def _inject_failure(self, gen: int, probe: int, t0: float) -> BaseException:
         inj = self._injector

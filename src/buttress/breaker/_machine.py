@@ -249,6 +249,12 @@ class BreakerMachine:
             HALF_OPEN, None, "half_open_full", max(0.0, oldest + cfg.probe_timeout - now)
         )
 
+    def admit_again(self, now: float, critical: bool = False) -> Admitted | Refused:
+        """:meth:`admit` for a call refused a moment ago, once a passing health check has
+        moved the state: the call is counted once, by this decision."""
+        self.rejected -= 1
+        return self.admit(now, critical)
+
     # -- outcomes ------------------------------------------------------------------------------
 
     def on_success(self, generation: int, probe: int, now: float, duration: float | None) -> None:
