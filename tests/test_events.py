@@ -45,6 +45,14 @@ def test_bad_event_names_are_refused() -> None:
         events.attach("bad", [("app", 1)], lambda n, m, md: None)  # type: ignore[list-item]
     with pytest.raises(TypeError):
         events.attach("bad", [("app",)], "not callable")  # type: ignore[arg-type]
+    # A str is iterable: unchecked, it would listen to ('b',), ('u',), ... and never fire.
+    with pytest.raises(TypeError, match="names is a str"):
+        events.attach("bad", "buttress", lambda n, m, md: None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"pass one event name as a tuple, \('app', 'x'\)"):
+        events.attach("bad", ["app", "x"], lambda n, m, md: None)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="non-empty"):
+        events.attach("bad", (), lambda n, m, md: None)
+    assert "bad" not in events.handlers()
 
 
 def test_raising_handler_is_detached_reported_and_never_breaks_the_caller(

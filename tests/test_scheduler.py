@@ -109,6 +109,57 @@ def test_bad_arguments_are_refused(clock: ManualClock) -> None:
         sched.call_later(-1.0, lambda: None)
     with pytest.raises(TypeError):
         sched.call_later(0.0, 42)  # type: ignore[arg-type]
+    # Infinite times would reach the thread's wait and kill it (OverflowError).
+    with pytest.raises(ValueError, match="delay must be a finite"):
+        sched.call_later(float("inf"), lambda: None)
+    with pytest.raises(ValueError, match="interval must be a finite"):
+        sched.call_every(float("inf"), lambda: None)
+    with pytest.raises(ValueError, match="delay"):
+        sched.call_later(float("nan"), lambda: None)
+
+
+def test_a_job_far_in_the_future_leaves_the_thread_waiting_and_alive(clock: ManualClock) -> None:
+    sched = Scheduler(clock=clock)
+    ran = threading.Event()
+    sched.call_later(1e10, lambda: None)  # beyond threading.TIMEOUT_MAX
+    sched.call_later(0.0, ran.set)
+    assert ran.wait(10.0)
+    thread = sched._thread
+    assert thread is not None and thread.is_alive()
+    sched.close()
+    assert not thread.is_alive()
+
+
+def test_run_due_after_close_does_not_swallow_the_stop_request() -> None:
+    # run_due() (e.g. infra.run_maintenance() from another thread) drains the same inbox.
+    sched = Scheduler()
+    sched.call_later(3600.0, lambda: None)  # starts the thread
+    thread = sched._thread
+    assert thread is not None
+    sched.close(wait=False)
+    assert sched.run_due() == 0
+    thread.join(10.0)
+    assert not thread.is_alive()
+
+
+def test_async_scheduler_moves_to_the_next_event_loop() -> None:
+    sched = AsyncScheduler()
+    ran: list[str] = []
+
+    async def first() -> None:
+        done = asyncio.Event()
+        sched.call_later(0.0, lambda: (ran.append("first loop"), done.set()))
+        await asyncio.wait_for(done.wait(), 10.0)
+
+    async def second() -> None:
+        done = asyncio.Event()
+        sched.call_later(0.0, lambda: (ran.append("second loop"), done.set()))
+        await asyncio.wait_for(done.wait(), 10.0)
+        await sched.aclose()
+
+    asyncio.run(first())
+    asyncio.run(second())  # the first loop is closed: the scheduler starts on this one
+    assert ran == ["first loop", "second loop"]
 
 
 async def test_async_scheduler_awaits_coroutine_jobs_and_survives_errors(caplog: Any) -> None:

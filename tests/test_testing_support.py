@@ -212,6 +212,26 @@ def test_load_test_async_inside_a_loop() -> None:
     assert result.operations == 100 and result.success_rate == 1.0
 
 
+def test_load_test_awaits_what_a_plain_callable_returns() -> None:
+    ran: list[int] = []
+
+    async def fetch() -> None:
+        await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
+        ran.append(1)
+
+    class Client:
+        async def __call__(self) -> None:
+            await fetch()
+
+    for operation in (lambda: fetch(), Client()):
+        ran.clear()
+        result = load_test(
+            None, operation, concurrent_users=2, operations_per_user=5, progress=False
+        )
+        assert result.operations == 10 and result.success_rate == 1.0
+        assert len(ran) == 10  # awaited, not dropped with a "never awaited" warning
+
+
 @pytest.mark.parametrize(
     ("kwargs", "path"),
     [

@@ -7,6 +7,7 @@ Every component takes ``clock=``. Production code uses :class:`SystemClock`; tes
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time as _time
 from typing import Protocol, runtime_checkable
@@ -49,6 +50,10 @@ class SystemClock:
         return "SystemClock()"
 
 
+def _finite(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
 class ManualClock:
     """A clock that moves only when told to.
 
@@ -78,13 +83,17 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` (which must not be negative)."""
-        if seconds < 0:
-            raise ValueError(f"ManualClock.advance: seconds must be >= 0, got {seconds!r}")
+        if not _finite(seconds) or seconds < 0:
+            raise ValueError(
+                f"ManualClock.advance: seconds must be a finite number >= 0, got {seconds!r}"
+            )
         with self._lock:
             self._now += seconds
 
     def set(self, now: float) -> None:
         """Jump to the monotonic time ``now`` (never backwards)."""
+        if not _finite(now):
+            raise ValueError(f"ManualClock.set: now must be a finite number, got {now!r}")
         with self._lock:
             if now < self._now:
                 raise ValueError(f"ManualClock.set: time cannot go back from {self._now} to {now}")

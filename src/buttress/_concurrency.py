@@ -9,6 +9,7 @@ with the same interface, so the transform never has to understand code.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import threading
 import weakref
@@ -26,6 +27,7 @@ __all__ = [
     "acurrent_owner",
     "call",
     "current_owner",
+    "is_async_callable",
     "owner_alive",
     "stop_nowait",
     "weak_job",
@@ -145,6 +147,17 @@ async def acall(fn: Callable[..., Any], *args: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+def is_async_callable(fn: Any) -> bool:
+    """Whether calling ``fn`` gives a coroutine: a coroutine function, a ``partial`` of one,
+    or an object whose ``__call__`` is one (which ``inspect.iscoroutinefunction`` misses)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call_method = getattr(type(fn), "__call__", None)  # noqa: B004 (the method, not callable())
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(call_method)
 
 
 # -- background jobs ---------------------------------------------------------------------------

@@ -56,20 +56,21 @@ class Histogram:
         self.max = 0.0
         self.min = 0.0
 
-    def record(self, seconds: float) -> None:
-        """Add one value (negative values count as 0)."""
+    def record(self, seconds: float, weight: int = 1) -> None:
+        """Add one value (negative values count as 0), ``weight`` times: a value sampled one
+        time in 8 stands for 8."""
         v = int(seconds / _UNIT) if seconds > 0 else 0
         i = _index(v)
         counts = self._counts
         if i >= len(counts):
             counts.extend([0] * (i + 1 - len(counts)))
-        counts[i] += 1
+        counts[i] += weight
         if not self.count or seconds < self.min:
             self.min = max(seconds, 0.0)
         if seconds > self.max:
             self.max = seconds
-        self.count += 1
-        self.total += seconds
+        self.count += weight
+        self.total += seconds * weight
 
     def merge(self, other: Histogram) -> None:
         """Add every value of ``other`` to this histogram."""

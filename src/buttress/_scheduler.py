@@ -48,6 +48,7 @@ _log = logging.getLogger("buttress.scheduler")
 Job = Callable[[], Any]
 
 _STOP: Final = object()
+_INF: Final = float("inf")
 
 
 class Handle:
@@ -92,8 +93,8 @@ class _Timers:
     def new(self, fn: Job, delay: float, interval: float | None, jitter: float) -> Handle:
         if not callable(fn):
             raise TypeError(f"scheduler jobs must be callable, got {fn!r}")
-        if not delay >= 0.0:
-            raise ValueError(f"delay must be >= 0, got {delay!r}")
+        if not 0.0 <= delay < _INF:
+            raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
         h = Handle(fn, self.clock.monotonic() + delay, interval, jitter, next(self.seq))
         if self.closed:
             h.cancelled = True
@@ -111,6 +112,9 @@ class _Timers:
         """Move requests from the inbox to the heap; False once a stop request is seen."""
         while True:
             if msg is _STOP:
+                # Put back: a run_due() from another thread may be what drained it, and the
+                # background thread must still see it and end.
+                self.inbox.put(_STOP)
                 return False
             if isinstance(msg, Handle) and not msg.cancelled:
                 heapq.heappush(self.heap, msg)
@@ -189,8 +193,8 @@ class _Base:
 
         The first run is ``delay`` seconds from now (default: one jittered interval).
         """
-        if not interval > 0.0:
-            raise ValueError(f"interval must be > 0, got {interval!r}")
+        if not 0.0 < interval < _INF:
+            raise ValueError(f"interval must be a finite number of seconds > 0, got {interval!r}")
         if not 0.0 <= jitter < 1.0:
             raise ValueError(f"jitter must be in [0, 1), got {jitter!r}")
         first = self._timers.spread(interval, jitter) if delay is None else delay
@@ -240,6 +244,8 @@ class Scheduler(_Base):
             self.run_due()
             deadline = t.next_deadline()
             timeout = None if deadline is None else deadline - t.clock.monotonic()
+            if timeout is not None and timeout > threading.TIMEOUT_MAX:
+                timeout = threading.TIMEOUT_MAX  # a manual clock far ahead: wake and look again
             try:
                 if timeout is None:
                     msg = t.inbox.get()
@@ -303,6 +309,10 @@ class AsyncScheduler(_Base):
         if not self._background or self._timers.closed:
             return
         loop = self._loop
+        if loop is not None and (
+            loop.is_closed() or (self._task is not None and self._task.done())
+        ):
+            loop = None  # that loop has ended (a second asyncio.run, a test's own loop): move on
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()

@@ -108,14 +108,29 @@ def attach(
     selected: frozenset[EventName] | None
     if names is ALL:
         selected = None
-    elif isinstance(names, tuple) and all(isinstance(p, str) for p in names):
+    elif isinstance(names, tuple) and names and all(isinstance(p, str) for p in names):
         selected = frozenset([names])
     else:
         assert not isinstance(names, _AllEvents)
-        selected = frozenset(tuple(n) for n in names)
-        for n in selected:
-            if not n or not all(isinstance(p, str) for p in n):
-                raise TypeError(f"attach({handler_id!r}): event names are tuples of str, got {n!r}")
+        if isinstance(names, str):  # iterating it would listen to ('b',), ('u',), ...
+            raise TypeError(
+                f"attach({handler_id!r}): names is a str; pass an event name as a tuple, "
+                f"e.g. {('buttress', 'pool', 'checkout')!r}, or a list of such tuples"
+            )
+        listed = list(names)
+        if not listed:
+            raise TypeError(f"attach({handler_id!r}): names is empty (non-empty tuples of str)")
+        if all(isinstance(n, str) for n in listed):
+            raise TypeError(
+                f"attach({handler_id!r}): names is a list of str; pass one event name as a "
+                f"tuple, {tuple(listed)!r}, or a list of such tuples"
+            )
+        for n in listed:
+            if isinstance(n, str) or not n or not all(isinstance(p, str) for p in n):
+                raise TypeError(
+                    f"attach({handler_id!r}): event names are non-empty tuples of str, got {n!r}"
+                )
+        selected = frozenset(tuple(n) for n in listed)
     with _lock:
         if handler_id in _by_id:
             raise ValueError(f"attach: a handler with id {handler_id!r} is already attached")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import random
 import threading
@@ -23,6 +22,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
 from .. import events
 from .._clock import Clock, SystemClock
+from .._concurrency import is_async_callable
 from ..chaos._faults import NO_FAULT, Fault, FaultInjector
 from ..errors import CircuitOpenError, ConfigError, LoadShedError
 from ._config import BreakerConfig
@@ -230,9 +230,7 @@ class CircuitBreaker:
         self._pending: deque[int] = deque()
         self._run, self._run_async, self._wrap = self._make_runners()
         self._health_check = health_check
-        self._health_is_async = health_check is not None and inspect.iscoroutinefunction(
-            health_check
-        )
+        self._health_is_async = health_check is not None and is_async_callable(health_check)
         self._listeners: list[Listener] = []
         self._stack: ContextVar[tuple[tuple[int, int, float], ...]] = ContextVar(
             f"buttress_breaker_{name}", default=()
@@ -507,7 +505,7 @@ class CircuitBreaker:
         return self._decorate(fn, critical=critical)
 
     def _decorate(self, fn: Callable[P, Any], *, critical: bool) -> Callable[P, Any]:
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
             if critical:
                 general_async = self._call_async
 

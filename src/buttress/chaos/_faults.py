@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import random
 import threading
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from .. import events
 from .._clock import Clock, SystemClock
+from .._concurrency import is_async_callable
 from .._validate import fraction
 from ..errors import ConfigError, InjectedFault
 from ._experiment import Experiment
@@ -403,7 +403,7 @@ class FaultInjector:
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate a sync or async function."""
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:

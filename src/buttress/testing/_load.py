@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from .._concurrency import is_async_callable
 from .._histogram import Histogram
 from .._validate import int_at_least, positive
 from ..errors import ConfigError, LoadShedError, RejectedError
@@ -204,7 +205,7 @@ async def load_test_async(
 def _sync_runner(
     infra: Infrastructure | None, operation: Callable[..., Any], service: str | None
 ) -> Callable[[Mapping[str, Any]], Any]:
-    if inspect.iscoroutinefunction(operation):
+    if is_async_callable(operation):
         raise ConfigError("operation", "threads mode runs plain functions; use mode='asyncio'")
     if service is None:
         return lambda ctx: operation()
@@ -216,7 +217,7 @@ def _sync_runner(
 def _async_runner(
     infra: Infrastructure | None, operation: Callable[..., Any], service: str | None
 ) -> Callable[[Mapping[str, Any]], Any]:
-    is_async = inspect.iscoroutinefunction(operation)
+    is_async = is_async_callable(operation)
     if service is None:
         if is_async:
             return lambda ctx: operation()
@@ -230,6 +231,9 @@ def _async_runner(
 
 
 async def _done(value: Any) -> Any:
+    # An operation may be a plain callable that returns an awaitable (lambda: client.get(u)).
+    if inspect.isawaitable(value):
+        return await value
     return value
 
 
