@@ -194,6 +194,23 @@ async def test_max_waiting_refuses_at_once(factory: Factory, clock: ManualClock)
         assert pool.stats().rejected == 1
 
 
+async def test_max_waiting_zero_still_grows_the_pool(factory: Factory, clock: ManualClock) -> None:
+    # Never waiting must not mean never growing: a refused checkout starts a connect.
+    async with make(factory, clock, max_size=2, max_waiting=0) as pool:
+        with pytest.raises(PoolTimeoutError, match="max_waiting=0"):
+            await pool.checkout()
+        await asettle(pool)
+        s = pool.stats()
+        assert (s.size, s.idle, s.rejected, s.connects) == (1, 1, 1, 1)
+        async with pool.connection() as conn:
+            assert conn.number == 1
+            with pytest.raises(PoolTimeoutError):  # member 1 is lent: refused, and grows
+                await pool.checkout()
+            await asettle(pool)
+            async with pool.connection() as other:
+                assert other.number == 2
+
+
 async def test_invalidated_member_is_destroyed(factory: Factory, clock: ManualClock) -> None:
     async with make(factory, clock, min_size=2, max_size=2) as pool:
         lease = pool.connection()

@@ -189,6 +189,23 @@ def test_max_waiting_refuses_at_once(factory: Factory, clock: ManualClock) -> No
         assert pool.stats().rejected == 1
 
 
+def test_max_waiting_zero_still_grows_the_pool(factory: Factory, clock: ManualClock) -> None:
+    # Never waiting must not mean never growing: a refused checkout starts a connect.
+    with make(factory, clock, max_size=2, max_waiting=0) as pool:
+        with pytest.raises(PoolTimeoutError, match="max_waiting=0"):
+            pool.checkout()
+        settle(pool)
+        s = pool.stats()
+        assert (s.size, s.idle, s.rejected, s.connects) == (1, 1, 1, 1)
+        with pool.connection() as conn:
+            assert conn.number == 1
+            with pytest.raises(PoolTimeoutError):  # member 1 is lent: refused, and grows
+                pool.checkout()
+            settle(pool)
+            with pool.connection() as other:
+                assert other.number == 2
+
+
 def test_invalidated_member_is_destroyed(factory: Factory, clock: ManualClock) -> None:
     with make(factory, clock, min_size=2, max_size=2) as pool:
         lease = pool.connection()

@@ -334,3 +334,35 @@ def test_a_return_racing_a_new_waiter_is_not_lost() -> None:
     assert fx is not None
     assert fx.handoffs == [w]
     assert w.member is m
+
+
+def test_a_checkout_refused_by_max_waiting_still_grows_the_pool() -> None:
+    """max_waiting=0: nobody ever waits, yet a refused checkout is demand: it starts a connect
+    when there is room, so the next checkout finds a member."""
+    state = PoolState(PoolConfig(max_size=2, max_waiting=0), rng=random.Random(4))
+    state.open(0.0)
+    assert state.take_effects() is None  # min_size=0: nothing to connect yet
+    with pytest.raises(PoolTimeoutError):
+        state.checkout(0.0, Waiter())
+    fx = state.take_effects()
+    assert fx is not None
+    assert fx.connect_in == 0.0
+    with pytest.raises(PoolTimeoutError):  # one connect at a time: refused, no second one
+        state.checkout(0.0, Waiter())
+    assert state.take_effects() is None
+    state.connected("conn", 1.0)
+    state.take_effects()
+    m = state.checkout(1.0, Waiter())
+    assert m is not None
+    with pytest.raises(PoolTimeoutError):  # one lent, room for one more: another connect
+        state.checkout(1.0, Waiter())
+    fx = state.take_effects()
+    assert fx is not None
+    assert fx.connect_in == 0.0
+    state.connected("conn2", 2.0)
+    state.take_effects()
+    assert state.checkout(2.0, Waiter()) is not None
+    with pytest.raises(PoolTimeoutError):  # at capacity: no connect
+        state.checkout(2.0, Waiter())
+    assert state.take_effects() is None
+    assert state.stats().rejected == 4

@@ -348,14 +348,19 @@ class ConnectionPool:
         if not self._started:
             self._start()
         waiter = Waiter(Cell())
+        fx: Effects | None = None
         try:
             with self._lock:
                 try:
                     m = state.checkout(now, waiter)
                 finally:
                     fx = state.take_effects()
-        except PoolTimeoutError:
-            self._emit_timeout(0.0, "queue_full")
+        except (PoolTimeoutError, PoolClosedError) as exc:
+            # Carried out even when refused: a refused checkout may have started a connect.
+            if fx is not None:
+                self._finish(fx)
+            if isinstance(exc, PoolTimeoutError):
+                self._emit_timeout(0.0, "queue_full")
             raise
         if fx is not None:
             self._finish(fx)

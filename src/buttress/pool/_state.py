@@ -31,7 +31,8 @@ a member passes by (checkout, checkin) and in :meth:`maintain`, which also retur
 next has work to do.
 
 Rule 5: one connect at a time. The pool grows by one member per connect, started when members
-are below ``min_size`` or waiters outnumber connects in flight; the next starts when it ends.
+are below ``min_size``, waiters outnumber connects in flight, or a checkout was refused for
+``max_waiting`` (that is demand too); the next starts when it ends.
 A borrower never connects: a member returned meanwhile serves the first waiter, and the new
 member the next one (or goes idle).
 """
@@ -420,7 +421,8 @@ class PoolState:
         """A member, or None with ``waiter`` queued (the shell then waits on its cell).
 
         Raises :class:`PoolClosedError` when closed and :class:`PoolTimeoutError` when
-        ``max_waiting`` waiters already wait.
+        ``max_waiting`` waiters already wait (having planned a connect when there is room:
+        the shell takes and carries out the effects whether or not this raises).
         """
         self._drain_stale(now)
         if self.closed:
@@ -435,6 +437,9 @@ class PoolState:
         limit = self.config.max_waiting
         if limit is not None and self.n_waiting >= limit:
             self.rejected += 1
+            # Refused, but still demand: grow when there is room, or the pool never would
+            # with max_waiting=0 (nobody ever waits, so _plan sees no waiter).
+            self._plan(now, demand=True)
             raise PoolTimeoutError(
                 self.name,
                 waited=0.0,
@@ -635,13 +640,16 @@ class PoolState:
         self.connect_generation = self.generation
         return True
 
-    def _plan(self, now: float) -> None:
-        """Start a connect when members are short (Rule 5)."""
+    def _plan(self, now: float, *, demand: bool = False) -> None:
+        """Start a connect when members are short (Rule 5).
+
+        ``demand``: a checkout was just refused (``max_waiting``); it counts as a waiter.
+        """
         if self.closed or self.connecting or not self.opened:
             return
         size = len(self.members)
         cfg = self.config
-        if size < cfg.min_size or (self.n_waiting and size < cfg.capacity):
+        if size < cfg.min_size or ((demand or self.n_waiting) and size < cfg.capacity):
             self.connecting = True
             self.connect_generation = self.generation
             self.fx.connect_in = max(0.0, self.connect_not_before - now)
