@@ -7,7 +7,7 @@ from typing import Any
 
 from _pool_support import Factory, asettle
 
-from buttress import AsyncConnectionPool, AsyncLease, PoolClosedError
+from buttress import AsyncConnectionPool, AsyncLease, ManualClock, PoolClosedError
 
 
 async def run_ready_tasks() -> None:
@@ -119,6 +119,40 @@ async def test_a_task_that_finished_holding_a_lease_gets_it_destroyed() -> None:
         assert pool.stats().evictions == {"dead_borrower": 1}
         await kept[0].release()  # too late: a no-op
         assert_all_back(pool, 1)
+
+
+async def test_mixed_never_checks_a_member_handed_straight_to_a_waiter() -> None:
+    factory = Factory()
+    clock = ManualClock()
+    checked: list[float] = []
+
+    def check(conn: Any) -> bool:
+        checked.append(clock.monotonic())
+        return True
+
+    async with make(
+        factory,
+        clock=clock,
+        min_size=1,
+        max_size=1,
+        check=check,
+        health_check_strategy="mixed",
+        check_idle_after=0.5,
+        check_interval=1000.0,
+    ) as pool:
+        lease = await pool.checkout()
+        for _ in range(3):
+            waiter = asyncio.create_task(pool.checkout(timeout=None))
+            await run_ready_tasks()
+            assert pool.stats().waiting == 1
+            clock.advance(1.0)  # held for 1 s: busy all along
+            await lease.release()  # handed straight to the waiter
+            lease = await waiter
+        await lease.release()
+        assert checked == []  # busy members are not checked
+        clock.advance(1.0)
+        async with pool.connection():  # idle for 1 s: checked
+            assert checked == [4.0]
 
 
 async def test_aclose_releases_waiting_tasks() -> None:

@@ -366,3 +366,21 @@ def test_a_checkout_refused_by_max_waiting_still_grows_the_pool() -> None:
         state.checkout(2.0, Waiter())
     assert state.take_effects() is None
     assert state.stats().rejected == 4
+
+
+def test_a_member_handed_straight_to_a_waiter_was_never_idle() -> None:
+    """mixed checks members idle for check_idle_after before lending them; a member that goes
+    from one borrower straight to a waiter was busy all along, however long it was held."""
+    config = PoolConfig(min_size=1, max_size=1, health_check_strategy="mixed", check_idle_after=0.5)
+    state = PoolState(config, rng=random.Random(5))
+    state.open(0.0)
+    state.take_effects()
+    state.connected("conn", 0.0)
+    m = state.checkout(0.0, Waiter())
+    assert m is not None
+    w = Waiter()
+    assert state.checkout(0.0, w) is None
+    state.checkin(m, 10.0)  # held for 10 s, then handed to the waiter
+    assert w.member is m
+    assert not state.due_for_check(m, 10.0)
+    assert m.idle_since == 10.0

@@ -542,6 +542,7 @@ class PoolState:
             self.n_waiting -= 1
             m.state = IN_USE
             m.uses += 1
+            m.idle_since = now  # handed straight over: never idle (mixed checks idle ones)
             w.member = m
             w.state = SERVED
             self.waits.record(now - w.since)
