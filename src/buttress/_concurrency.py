@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._scheduler import AsyncScheduler, Scheduler
@@ -24,9 +24,11 @@ __all__ = [
     "Lock",
     "acall",
     "acurrent_owner",
+    "aspawn",
     "call",
     "current_owner",
     "owner_alive",
+    "spawn",
     "stop_nowait",
     "weak_job",
 ]
@@ -160,6 +162,27 @@ def weak_job(method: Callable[[], T]) -> Callable[[], T | None]:
 
     job.__qualname__ = getattr(method, "__qualname__", "job")
     return job
+
+
+def spawn(fn: Callable[[], Any], running: set[Any]) -> None:
+    """Run ``fn()`` now, in this thread: the sync twin of :func:`aspawn` (``running`` unused)."""
+    fn()
+
+
+def aspawn(fn: Callable[[], Coroutine[Any, Any, Any]], running: set[Any]) -> None:
+    """Run ``fn()`` in a new task of the running loop, without waiting for it.
+
+    For work that must happen where nothing may be awaited (a cancellation on its way out) and
+    no scheduler is left to run it. ``running`` holds the task until it ends (the loop keeps
+    only weak references to tasks). Without a running loop, nothing is started.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    task = loop.create_task(fn())
+    running.add(task)
+    task.add_done_callback(running.discard)
 
 
 def stop_nowait(scheduler: Scheduler | AsyncScheduler) -> None:

@@ -199,6 +199,14 @@ class PoolMachine(RuleBasedStateMachine):
         self.state.check_done(self.checking.pop(mid), ok, self.now)
         self.apply()
 
+    @precondition(lambda self: self.checking)
+    @rule(data=st.data())
+    def checks_interrupted(self, data: st.DataObject) -> None:
+        # Housekeeping cancelled: the reserved members it had not checked are handed back.
+        ids = data.draw(st.sets(st.sampled_from(sorted(self.checking)), min_size=1))
+        self.state.unreserve([self.checking.pop(mid) for mid in sorted(ids)], self.now)
+        self.apply()
+
     @rule(dt=st.floats(0.0, 30.0))
     def advance(self, dt: float) -> None:
         self.now += dt
@@ -384,3 +392,32 @@ def test_a_member_handed_straight_to_a_waiter_was_never_idle() -> None:
     assert w.member is m
     assert not state.due_for_check(m, 10.0)
     assert m.idle_since == 10.0
+
+
+def test_members_reserved_for_a_check_that_never_ran_go_back_still_due() -> None:
+    config = PoolConfig(
+        min_size=2, max_size=2, health_check_strategy="active", check_interval=10.0, check_jitter=0
+    )
+    state = PoolState(config, rng=random.Random(6))
+    state.open(0.0)
+    state.take_effects()
+    a = state.connected("a", 0.0)
+    b = state.connected("b", 0.0)
+    state.take_effects()
+    assert state.maintain(10.0) is None
+    fx = state.take_effects()
+    assert fx is not None
+    assert fx.check == [a, b]
+    state.check_done(a, True, 11.0)  # a was checked; then housekeeping was cancelled
+    state.unreserve([b], 11.0)
+    assert state.take_effects() is None
+    assert (b.state, b.idle_since, b.check_due) == (IDLE, 0.0, 10.0)  # idle since 0, still due
+    assert state.maintain(11.0) == 21.0  # b reserved again; a's next check is due at 21
+    fx = state.take_effects()
+    assert fx is not None
+    assert fx.check == [b]
+    state.close()
+    state.unreserve([b], 12.0)  # the pool closed meanwhile: b is retired
+    fx = state.take_effects()
+    assert fx is not None
+    assert [(m.resource, why) for m, why in fx.close] == [("a", "closed"), ("b", "closed")]

@@ -27,6 +27,7 @@ from .._concurrency import (
     call,
     current_owner,
     owner_alive,
+    spawn,
     stop_nowait,
     weak_job,
 )
@@ -275,6 +276,8 @@ class ConnectionPool:
         self._slow_checkout = self._track_leaks or self._state.checks_on_checkout
         self._closing: deque[tuple[Member, str]] = deque()
         self._closer_scheduled = False
+        # Closers started after the pool closed, held until they end (asyncio tasks only).
+        self._closers: set[Any] = set()
         self._dropped_leases: deque[Member] = deque()
         self._started = False
         self._shut_down = False
@@ -558,13 +561,26 @@ class ConnectionPool:
             fx = state.take_effects()
         if fx is not None:
             checks = self._apply(fx)
-            for m in checks:
-                ok = self._run_check(m, "idle")
-                with self._lock:
-                    state.check_done(m, ok, self._monotonic())
-                    fx = state.take_effects()
-                if fx is not None:
-                    self._apply(fx)
+            done = 0
+            try:
+                for m in checks:
+                    ok = self._run_check(m, "idle")
+                    done += 1
+                    with self._lock:
+                        state.check_done(m, ok, self._monotonic())
+                        fx = state.take_effects()
+                    if fx is not None:
+                        self._apply(fx)
+            finally:
+                if done < len(checks):
+                    # Interrupted (cancelled: a closing pool cancels its scheduler's job): the
+                    # members reserved but not checked go back, their checks still due.
+                    # (_run_check destroyed the one it was checking.)
+                    with self._lock:
+                        state.unreserve(checks[done:], self._monotonic())
+                        fx = state.take_effects()
+                    if fx is not None:
+                        self._apply(fx)
         self._close_retired()
         if due is not None:
             self._book_maintenance(due, now)
@@ -636,10 +652,11 @@ class ConnectionPool:
 
     # -- carrying out the core's decisions ---------------------------------------------------------
 
-    def _apply(self, fx: Effects) -> list[Member]:
+    def _apply(self, fx: Effects, *, closing_here: bool = False) -> list[Member]:
         """Do what never waits: wake waiters, emit events, book connects and closes.
 
-        Returns the members reserved for a health check (only housekeeping gets any).
+        ``closing_here``: the caller closes the retired members itself next. Returns the
+        members reserved for a health check (only housekeeping gets any).
         """
         for w in fx.handoffs:
             if not w.cell.wake():
@@ -654,9 +671,8 @@ class ConnectionPool:
             self._emit_notes(fx.notes)
         if fx.close:
             self._closing.extend(fx.close)
-            if not self._closer_scheduled and not self._state.closed:
-                self._closer_scheduled = True
-                self._scheduler.call_later(0.0, weak_job(self._close_retired_job))
+            if not closing_here:
+                self._start_closer()
         if fx.connect_in is not None:
             if self._shut_down:
                 with self._lock:
@@ -665,10 +681,23 @@ class ConnectionPool:
                 self._scheduler.call_later(fx.connect_in, weak_job(self._connect))
         return fx.check
 
+    def _start_closer(self) -> None:
+        if not self._state.closed:
+            if not self._closer_scheduled:
+                self._closer_scheduled = True
+                self._scheduler.call_later(0.0, weak_job(self._close_retired_job))
+            return
+        # Closed: the pool's scheduler may be gone, and this may be a cancellation on its way
+        # out, where nothing may be awaited. Close them now: the sync pool here, in this
+        # thread; the asyncio pool in a task of the running loop.
+        spawn(self._close_retired, self._closers)
+
     def _finish(self, fx: Effects) -> None:
-        self._apply(fx)
-        if self._state.closed:
-            self._close_retired()  # the closer job may be gone with the scheduler
+        if self._state.closed:  # the closer job may be gone with the scheduler: close here
+            self._apply(fx, closing_here=True)
+            self._close_retired()
+        else:
+            self._apply(fx)
 
     def _close_retired_job(self) -> None:
         self._closer_scheduled = False
@@ -781,7 +810,7 @@ class ConnectionPool:
             self._state.close()
             fx = self._state.take_effects()
         if fx is not None:
-            self._apply(fx)
+            self._apply(fx, closing_here=True)
         self._close_retired()
         if self._owns_scheduler:
             self._scheduler.close()

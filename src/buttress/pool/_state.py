@@ -519,7 +519,7 @@ class PoolState:
             m = self._take(now)
             if m is None:
                 break
-            self._give(m, now)
+            self._give(m, now, m.idle_since)
         self._plan(now)
 
     def _return(self, m: Member, now: float) -> None:
@@ -532,8 +532,14 @@ class PoolState:
                 m.check_due = now + self._check_period()
             self._give(m, now)
 
-    def _give(self, m: Member, now: float) -> None:
-        """``m`` is free: to the first live waiter, else idle (Rule 1)."""
+    def _give(self, m: Member, now: float, idle_since: float | None = None) -> None:
+        """``m`` is free: to the first live waiter, else idle (Rule 1).
+
+        ``idle_since``: when ``m`` went idle, if it was idle before this (default: it comes
+        from use, so it is idle from now; one handed straight over was never idle, which
+        ``mixed`` goes by).
+        """
+        m.idle_since = now if idle_since is None else idle_since
         waiters = self.waiters
         while waiters:
             w = waiters.popleft()
@@ -542,14 +548,12 @@ class PoolState:
             self.n_waiting -= 1
             m.state = IN_USE
             m.uses += 1
-            m.idle_since = now  # handed straight over: never idle (mixed checks idle ones)
             w.member = m
             w.state = SERVED
             self.waits.record(now - w.since)
             self.fx.handoffs.append(w)
             return
         m.state = IDLE
-        m.idle_since = now
         self._push(m)
 
     def _take(self, now: float) -> Member | None:
@@ -722,6 +726,22 @@ class PoolState:
             self._retire(m, "check_failed")
         else:
             self._return(m, now)
+        self.serve(now)
+
+    def unreserve(self, members: list[Member], now: float) -> None:
+        """Hand back members reserved for an active check that never ran (housekeeping was
+        interrupted): idle again, or to a waiter, with their check still due; retired when
+        the pool has closed or their lifetime is over. Members no longer reserved are skipped.
+        """
+        for m in members:
+            if m.state != CHECKING:
+                continue
+            if self.closed:
+                self._retire(m, "closed")
+            elif now >= m.expires:
+                self._expire(m, self._why_expired(m))
+            else:
+                self._give(m, now, m.idle_since)
         self.serve(now)
 
     def _check_period(self) -> float:
