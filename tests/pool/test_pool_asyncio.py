@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from _pool_support import Factory, asettle
@@ -109,7 +110,8 @@ async def test_a_task_cancelled_during_reset_leaks_nothing() -> None:
         assert_all_back(pool, 1)
 
 
-async def test_a_task_cancelled_during_reset_after_aclose_leaks_nothing() -> None:
+async def test_a_task_cancelled_during_reset_after_aclose_leaks_nothing(caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG, logger="buttress.pool")
     factory = Factory()
     resetting = asyncio.Event()
 
@@ -136,6 +138,9 @@ async def test_a_task_cancelled_during_reset_after_aclose_leaks_nothing() -> Non
     await closers_done(pool)
     assert factory.made[0].closed
     assert pool.stats().size == 0
+    # An interrupted reset is no failed one: no warning, no traceback.
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("DEBUG", None)]
+    assert "reset interrupted" in caplog.text
 
 
 async def test_a_waiter_served_then_cancelled_as_the_pool_closes_leaks_nothing() -> None:

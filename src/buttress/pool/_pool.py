@@ -420,13 +420,18 @@ class ConnectionPool:
         if broken is None and self._reset is not None:
             try:
                 call(self._reset, m.resource)
-            except BaseException as exc:
+            except Exception as exc:
                 broken = "reset_failed"
                 _log.warning(
                     "pool %r: reset failed; member %d destroyed", self.name, m.id, exc_info=exc
                 )
-                if not isinstance(exc, Exception):
-                    interrupted = exc  # cancelled during reset: return the member, then re-raise
+            except BaseException as exc:
+                # Cancelled (or interrupted) during reset: no failure of the connection's, but
+                # its state is unknown. Destroy the member, then re-raise.
+                broken, interrupted = "reset_failed", exc
+                _log.debug(
+                    "pool %r: reset interrupted (%r); member %d destroyed", self.name, exc, m.id
+                )
         now = self._monotonic()
         if _listening(EV_CHECKIN):
             self._emit_checkin(m, now, broken)
