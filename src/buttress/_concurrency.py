@@ -67,8 +67,9 @@ class Cell:
         self._lock.acquire()
 
     def wait(self, timeout: float | None) -> bool:
-        """True when woken, False on timeout."""
-        if timeout is None:
+        """True when woken, False on timeout. A timeout beyond what the platform can wait
+        (``threading.TIMEOUT_MAX``, some 292 years) waits for ever."""
+        if timeout is None or timeout > threading.TIMEOUT_MAX:
             return self._lock.acquire()
         return self._lock.acquire(timeout=max(timeout, 0.0))
 

@@ -16,6 +16,7 @@ from _pool_support import Factory, Resource, asettle
 from buttress import (
     AsyncConnectionPool,
     AsyncScheduler,
+    ConfigError,
     ManualClock,
     PoolClosedError,
     PoolTimeoutError,
@@ -183,6 +184,34 @@ async def test_checkout_timeout_raises_pool_timeout_error(
         assert (s.timeouts, s.waiting, s.idle) == (1, 0, 1)
         [(_, md)] = event_log.named("buttress", "pool", "timeout")
         assert md["reason"] == "timeout"
+
+
+@pytest.mark.parametrize("timeout", ["5", True, float("nan"), -1.0])
+async def test_a_bad_timeout_is_a_config_error_naming_it(
+    factory: Factory, clock: ManualClock, timeout: Any
+) -> None:
+    async with make(factory, clock, max_size=1) as pool:
+        with pytest.raises(ConfigError) as info:
+            pool.connection(timeout=timeout)
+        assert info.value.path == "timeout"
+        with pytest.raises(ConfigError, match=r"^timeout: must be a number >= 0 or None"):
+            await pool.checkout(timeout=timeout)
+        s = pool.stats()
+        assert (s.waiting, s.checkouts) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "timeout"),
+    [({}, float("inf")), ({}, 1e10), ({"checkout_timeout": 1e10}, None)],
+)
+async def test_a_timeout_longer_than_a_thread_can_wait_waits_for_ever(
+    factory: Factory, clock: ManualClock, settings: dict[str, Any], timeout: float | None
+) -> None:
+    async with make(factory, clock, max_size=1, **settings) as pool:
+        lease = pool.connection() if timeout is None else pool.connection(timeout=timeout)
+        async with lease as conn:  # waits for the background connect
+            assert conn.number == 1
+        assert pool.stats().timeouts == 0
 
 
 async def test_max_waiting_refuses_at_once(factory: Factory, clock: ManualClock) -> None:

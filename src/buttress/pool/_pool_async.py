@@ -301,8 +301,10 @@ class AsyncConnectionPool:
         """
         if timeout is _CONFIGURED:
             return AsyncLease(self, self._checkout_timeout)
-        if timeout is not None and not timeout >= 0:
-            raise ConfigError("timeout", f"must be >= 0 or None, got {timeout!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        ):
+            raise ConfigError("timeout", f"must be a number >= 0 or None, got {timeout!r}")
         return AsyncLease(self, timeout)
 
     async def checkout(self, timeout: float | None = _CONFIGURED) -> AsyncLease:
