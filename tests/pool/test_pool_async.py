@@ -393,6 +393,34 @@ async def test_open_wait_raises_the_connect_error(factory: Factory, clock: Manua
     await pool.aclose()
 
 
+async def test_with_pool_closes_the_pool_when_a_startup_connect_fails(
+    factory: Factory, clock: ManualClock
+) -> None:
+    def third_fails() -> Resource:
+        if len(factory.made) == 2:
+            raise ConnectionRefusedError("server unavailable")
+        return factory()
+
+    pool = AsyncConnectionPool(
+        create=third_fails,
+        clock=clock,
+        scheduler=AsyncScheduler(clock=clock),
+        min_size=3,
+        max_size=3,
+        max_lifetime=None,
+    )
+
+    async def enter() -> None:
+        async with pool:
+            raise AssertionError("the block must not run")
+
+    with pytest.raises(ConnectionRefusedError):
+        await enter()
+    assert pool.closed
+    assert [r.closed for r in factory.made] == [True, True]
+    assert pool.stats().size == 0
+
+
 async def test_leak_timeout_reports_the_stack_that_took_it(
     factory: Factory, clock: ManualClock, event_log: Any, caplog: Any
 ) -> None:

@@ -386,6 +386,34 @@ def test_open_wait_raises_the_connect_error(factory: Factory, clock: ManualClock
     pool.close()
 
 
+def test_with_pool_closes_the_pool_when_a_startup_connect_fails(
+    factory: Factory, clock: ManualClock
+) -> None:
+    def third_fails() -> Resource:
+        if len(factory.made) == 2:
+            raise ConnectionRefusedError("server unavailable")
+        return factory()
+
+    pool = ConnectionPool(
+        create=third_fails,
+        clock=clock,
+        scheduler=Scheduler(clock=clock),
+        min_size=3,
+        max_size=3,
+        max_lifetime=None,
+    )
+
+    def enter() -> None:
+        with pool:
+            raise AssertionError("the block must not run")
+
+    with pytest.raises(ConnectionRefusedError):
+        enter()
+    assert pool.closed
+    assert [r.closed for r in factory.made] == [True, True]
+    assert pool.stats().size == 0
+
+
 def test_leak_timeout_reports_the_stack_that_took_it(
     factory: Factory, clock: ManualClock, event_log: Any, caplog: Any
 ) -> None:

@@ -830,8 +830,17 @@ class ConnectionPool:
             )
 
     def __enter__(self) -> ConnectionPool:
-        """Open and connect ``min_size`` members first (a connect error is raised here)."""
-        self.open(wait=True)
+        """Open and connect ``min_size`` members first (a connect error is raised here).
+
+        When a connect fails (or the wait is interrupted), the block never runs and so never
+        closes the pool: the pool is closed here, with the members already made, and the error
+        re-raised.
+        """
+        try:
+            self.open(wait=True)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(

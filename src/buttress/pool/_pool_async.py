@@ -831,8 +831,17 @@ class AsyncConnectionPool:
             )
 
     async def __aenter__(self) -> AsyncConnectionPool:
-        """Open and connect ``min_size`` members first (a connect error is raised here)."""
-        await self.open(wait=True)
+        """Open and connect ``min_size`` members first (a connect error is raised here).
+
+        When a connect fails (or the wait is interrupted), the block never runs and so never
+        closes the pool: the pool is closed here, with the members already made, and the error
+        re-raised.
+        """
+        try:
+            await self.open(wait=True)
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(
