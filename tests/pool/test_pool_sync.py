@@ -276,6 +276,25 @@ def test_invalidate_on_exception_destroys_and_retires_older(
         assert [r.number for r in factory.open] == [3, 4]
 
 
+def test_a_stale_member_failing_later_keeps_the_members_made_since(
+    factory: Factory, clock: ManualClock
+) -> None:
+    # A database restart: two borrowers hold connections made before it, and both fail.
+    with make(factory, clock, min_size=2, max_size=2, invalidate_on=(ConnectionError,)) as pool:
+        first, second = pool.connection(), pool.connection()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(ConnectionError, ConnectionError("server restarted"), None)
+        settle(pool)  # a fresh member replaces it
+        assert [r.number for r in factory.open] == [1, 3]  # lifo: the first borrower had 2
+        second.__exit__(ConnectionError, ConnectionError("server restarted"), None)
+        settle(pool)
+        # Member 1 is only destroyed: member 3, made after the restart, stays.
+        assert [r.number for r in factory.open] == [3, 4]
+        s = pool.stats()
+        assert (s.generation, s.evictions) == (1, {"error": 2})
+
+
 def test_reset_runs_on_return_and_a_failed_reset_destroys(
     factory: Factory, clock: ManualClock
 ) -> None:

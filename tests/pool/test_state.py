@@ -421,3 +421,30 @@ def test_members_reserved_for_a_check_that_never_ran_go_back_still_due() -> None
     fx = state.take_effects()
     assert fx is not None
     assert [(m.resource, why) for m, why in fx.close] == [("a", "closed"), ("b", "closed")]
+
+
+def test_a_failing_member_of_an_older_generation_retires_nothing_newer() -> None:
+    """After a restart, each stale connection still lent fails in turn: only the first (of the
+    current generation) starts a new generation; later ones are just destroyed."""
+    state = PoolState(PoolConfig(min_size=2, max_size=3), rng=random.Random(7))
+    state.open(0.0)
+    state.take_effects()
+    state.connected("old1", 0.0)
+    state.connected("old2", 0.0)
+    state.take_effects()
+    old1, old2 = state.checkout(1.0, Waiter()), state.checkout(1.0, Waiter())
+    assert old1 is not None and old2 is not None
+    state.checkin(old1, 2.0, broken="error", retire_older=True)  # the first failure
+    assert state.generation == 1
+    state.take_effects()
+    fresh = state.connected("fresh", 3.0)
+    assert fresh is not None and fresh.generation == 1
+    state.take_effects()
+    state.checkin(old2, 4.0, broken="error", retire_older=True)  # a stale one fails later
+    fx = state.take_effects()
+    assert fx is not None
+    assert fx.close == [(old2, "error")]
+    assert state.generation == 1
+    assert fresh.state == IDLE and fresh.expires > 4.0
+    assert state.stats().evictions == {"error": 2}
+    assert state.checkout(5.0, Waiter()) is fresh

@@ -130,7 +130,8 @@ class AsyncLease:
         """The connection is broken: destroy it when returned instead of reusing it.
 
         ``retire_older`` also retires every member made before now (after a disconnect,
-        the others are usually dead too).
+        the others are usually dead too), unless this member was made before the last such
+        retirement: then it is only destroyed, and the members made since are kept.
         """
         self._invalid = bool(self._invalid) or retire_older
 
@@ -200,7 +201,8 @@ class AsyncConnectionPool:
     means broken), ``reset(resource)`` runs on every return (raising means broken).
     Each may be a plain or a coroutine function.
     ``invalidate_on`` lists exception types that, leaving a ``connection()`` block, mean the
-    connection broke: it is destroyed and every older member retired. Settings are the fields
+    connection broke: it is destroyed and every older member retired (unless it is older than the
+    last such retirement: then only it goes). Settings are the fields
     of :class:`PoolConfig` (keywords, or ``config=``). Background work runs on ``scheduler=``
     (:class:`AsyncScheduler`); without one the pool owns one and stops it on :meth:`aclose`.
     """

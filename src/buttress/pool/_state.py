@@ -495,11 +495,14 @@ class PoolState:
 
         Returning a member reclaimed meanwhile (its borrower was declared gone) does nothing.
         ``retire_older`` retires every member made before now (a disconnect usually takes
-        them all).
+        them all) when ``m`` belongs to the current generation. A member of an older one was
+        retired with its generation already, and so was everything made before it: a new
+        generation would only throw away the members made since (after a restart, each stale
+        connection still lent fails in turn), so it is just destroyed.
         """
         if m.state != IN_USE:
             return
-        if retire_older:
+        if retire_older and m.generation == self.generation:
             self.retire_older(now)
         if broken is not None:
             self.invalidations += 1
