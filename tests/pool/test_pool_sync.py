@@ -344,6 +344,35 @@ def test_active_checks_replace_broken_idle_members(
         assert sorted(md["ok"] for _, md in checks) == [False, False, True]
 
 
+def test_a_pool_closed_during_a_check_round_closes_the_rest_unchecked(
+    factory: Factory, clock: ManualClock
+) -> None:
+    checked: list[int] = []
+
+    def check_then_close(conn: Resource) -> bool:
+        checked.append(conn.number)
+        pool.close()  # the pool closes while housekeeping checks
+        return True
+
+    pool = make(
+        factory,
+        clock,
+        min_size=3,
+        max_size=3,
+        check=check_then_close,
+        health_check_strategy="active",
+        check_interval=10.0,
+        check_jitter=0.0,
+    )
+    pool.open(wait=True)
+    clock.advance(10.0)
+    pool.run_maintenance()
+    assert len(checked) == 1
+    assert [r.closed for r in factory.made] == [True, True, True]
+    s = pool.stats()
+    assert (s.size, s.checking) == (0, 0)
+
+
 def test_mixed_checks_at_checkout_after_idle_time(factory: Factory, clock: ManualClock) -> None:
     with make(
         factory,

@@ -573,6 +573,8 @@ class ConnectionPool:
             done = 0
             try:
                 for m in checks:
+                    if self._shut_down:
+                        break  # closed meanwhile: the rest are closed unchecked, below
                     ok = self._run_check(m, "idle")
                     done += 1
                     with self._lock:
@@ -582,9 +584,10 @@ class ConnectionPool:
                         self._apply(fx)
             finally:
                 if done < len(checks):
-                    # Interrupted (cancelled: a closing pool cancels its scheduler's job): the
-                    # members reserved but not checked go back, their checks still due.
-                    # (_run_check destroyed the one it was checking.)
+                    # Interrupted (cancelled: a closing pool cancels its scheduler's job), or
+                    # closed meanwhile: the members reserved but not checked go back, their
+                    # checks still due (or are closed). _run_check destroyed the one it was
+                    # checking when interrupted.
                     with self._lock:
                         state.unreserve(checks[done:], self._monotonic())
                         fx = state.take_effects()
