@@ -202,9 +202,9 @@ class ConnectionPool:
     means broken), ``reset(resource)`` runs on every return (raising means broken).
     Each is a plain function.
     ``invalidate_on`` lists exception types that, leaving a ``connection()`` block, mean the
-    connection broke: it is destroyed and every older member retired (unless it is older than the
-    last such retirement: then only it goes). Settings are the fields
-    of :class:`PoolConfig` (keywords, or ``config=``). Background work runs on ``scheduler=``
+    connection broke: it is destroyed and every older member retired (unless it is itself older
+    than the last such retirement: then only it goes). Settings are the fields of
+    :class:`PoolConfig` (keywords, or ``config=``). Background work runs on ``scheduler=``
     (:class:`Scheduler`); without one the pool owns one and stops it on :meth:`close`.
     """
 

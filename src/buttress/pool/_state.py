@@ -733,8 +733,9 @@ class PoolState:
 
     def unreserve(self, members: list[Member], now: float) -> None:
         """Hand back members reserved for an active check that never ran (housekeeping was
-        interrupted): idle again, or to a waiter, with their check still due; retired when
-        the pool has closed or their lifetime is over. Members no longer reserved are skipped.
+        interrupted, or the pool closed): idle again, or to a waiter, with their check still
+        due; retired when the pool has closed or their lifetime is over. Members no longer
+        reserved are skipped.
         """
         for m in members:
             if m.state != CHECKING:
