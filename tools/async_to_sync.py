@@ -37,6 +37,7 @@ RULES: list[tuple[str, str]] = [
     (r"\bALock\b", "Lock"),
     (r"\bacall\b", "call"),
     (r"\bacurrent_owner\b", "current_owner"),
+    (r"\baspawn\b", "spawn"),
     (r"\baclose\b", "close"),
     # our own names
     (r"\bAsyncConnectionPool\b", "ConnectionPool"),

@@ -13,7 +13,7 @@ import functools
 import inspect
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._scheduler import AsyncScheduler, Scheduler
@@ -25,10 +25,12 @@ __all__ = [
     "Lock",
     "acall",
     "acurrent_owner",
+    "aspawn",
     "call",
     "current_owner",
     "is_async_callable",
     "owner_alive",
+    "spawn",
     "stop_nowait",
     "weak_job",
 ]
@@ -67,8 +69,9 @@ class Cell:
         self._lock.acquire()
 
     def wait(self, timeout: float | None) -> bool:
-        """True when woken, False on timeout."""
-        if timeout is None:
+        """True when woken, False on timeout. A timeout beyond what the platform can wait
+        (``threading.TIMEOUT_MAX``, some 292 years) waits for ever."""
+        if timeout is None or timeout > threading.TIMEOUT_MAX:
             return self._lock.acquire()
         return self._lock.acquire(timeout=max(timeout, 0.0))
 
@@ -173,6 +176,27 @@ def weak_job(method: Callable[[], T]) -> Callable[[], T | None]:
 
     job.__qualname__ = getattr(method, "__qualname__", "job")
     return job
+
+
+def spawn(fn: Callable[[], Any], running: set[Any]) -> None:
+    """Run ``fn()`` now, in this thread: the sync twin of :func:`aspawn` (``running`` unused)."""
+    fn()
+
+
+def aspawn(fn: Callable[[], Coroutine[Any, Any, Any]], running: set[Any]) -> None:
+    """Run ``fn()`` in a new task of the running loop, without waiting for it.
+
+    For work that must happen where nothing may be awaited (a cancellation on its way out) and
+    no scheduler is left to run it. ``running`` holds the task until it ends (the loop keeps
+    only weak references to tasks). Without a running loop, nothing is started.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    task = loop.create_task(fn())
+    running.add(task)
+    task.add_done_callback(running.discard)
 
 
 def stop_nowait(scheduler: Scheduler | AsyncScheduler) -> None:

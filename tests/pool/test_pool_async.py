@@ -16,6 +16,7 @@ from _pool_support import Factory, Resource, asettle
 from buttress import (
     AsyncConnectionPool,
     AsyncScheduler,
+    ConfigError,
     ManualClock,
     PoolClosedError,
     PoolTimeoutError,
@@ -185,6 +186,34 @@ async def test_checkout_timeout_raises_pool_timeout_error(
         assert md["reason"] == "timeout"
 
 
+@pytest.mark.parametrize("timeout", ["5", True, float("nan"), -1.0])
+async def test_a_bad_timeout_is_a_config_error_naming_it(
+    factory: Factory, clock: ManualClock, timeout: Any
+) -> None:
+    async with make(factory, clock, max_size=1) as pool:
+        with pytest.raises(ConfigError) as info:
+            pool.connection(timeout=timeout)
+        assert info.value.path == "timeout"
+        with pytest.raises(ConfigError, match=r"^timeout: must be a number >= 0 or None"):
+            await pool.checkout(timeout=timeout)
+        s = pool.stats()
+        assert (s.waiting, s.checkouts) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "timeout"),
+    [({}, float("inf")), ({}, 1e10), ({"checkout_timeout": 1e10}, None)],
+)
+async def test_a_timeout_longer_than_a_thread_can_wait_waits_for_ever(
+    factory: Factory, clock: ManualClock, settings: dict[str, Any], timeout: float | None
+) -> None:
+    async with make(factory, clock, max_size=1, **settings) as pool:
+        lease = pool.connection() if timeout is None else pool.connection(timeout=timeout)
+        async with lease as conn:  # waits for the background connect
+            assert conn.number == 1
+        assert pool.stats().timeouts == 0
+
+
 async def test_max_waiting_refuses_at_once(factory: Factory, clock: ManualClock) -> None:
     async with make(factory, clock, min_size=1, max_size=1, max_waiting=0) as pool:
         held = await pool.checkout()
@@ -192,6 +221,23 @@ async def test_max_waiting_refuses_at_once(factory: Factory, clock: ManualClock)
             await pool.checkout()
         await held.release()
         assert pool.stats().rejected == 1
+
+
+async def test_max_waiting_zero_still_grows_the_pool(factory: Factory, clock: ManualClock) -> None:
+    # Never waiting must not mean never growing: a refused checkout starts a connect.
+    async with make(factory, clock, max_size=2, max_waiting=0) as pool:
+        with pytest.raises(PoolTimeoutError, match="max_waiting=0"):
+            await pool.checkout()
+        await asettle(pool)
+        s = pool.stats()
+        assert (s.size, s.idle, s.rejected, s.connects) == (1, 1, 1, 1)
+        async with pool.connection() as conn:
+            assert conn.number == 1
+            with pytest.raises(PoolTimeoutError):  # member 1 is lent: refused, and grows
+                await pool.checkout()
+            await asettle(pool)
+            async with pool.connection() as other:
+                assert other.number == 2
 
 
 async def test_invalidated_member_is_destroyed(factory: Factory, clock: ManualClock) -> None:
@@ -233,6 +279,27 @@ async def test_invalidate_on_exception_destroys_and_retires_older(
             await raise_inside(pool, KeyError("not a connection problem"))
         await asettle(pool)
         assert [r.number for r in factory.open] == [3, 4]
+
+
+async def test_a_stale_member_failing_later_keeps_the_members_made_since(
+    factory: Factory, clock: ManualClock
+) -> None:
+    # A database restart: two borrowers hold connections made before it, and both fail.
+    async with make(
+        factory, clock, min_size=2, max_size=2, invalidate_on=(ConnectionError,)
+    ) as pool:
+        first, second = pool.connection(), pool.connection()
+        await first.__aenter__()
+        await second.__aenter__()
+        await first.__aexit__(ConnectionError, ConnectionError("server restarted"), None)
+        await asettle(pool)  # a fresh member replaces it
+        assert [r.number for r in factory.open] == [1, 3]  # lifo: the first borrower had 2
+        await second.__aexit__(ConnectionError, ConnectionError("server restarted"), None)
+        await asettle(pool)
+        # Member 1 is only destroyed: member 3, made after the restart, stays.
+        assert [r.number for r in factory.open] == [3, 4]
+        s = pool.stats()
+        assert (s.generation, s.evictions) == (1, {"error": 2})
 
 
 async def test_reset_runs_on_return_and_a_failed_reset_destroys(
@@ -282,6 +349,35 @@ async def test_active_checks_replace_broken_idle_members(
                 assert not conn.broken
         checks = event_log.named("buttress", "pool", "check")
         assert sorted(md["ok"] for _, md in checks) == [False, False, True]
+
+
+async def test_a_pool_closed_during_a_check_round_closes_the_rest_unchecked(
+    factory: Factory, clock: ManualClock
+) -> None:
+    checked: list[int] = []
+
+    async def check_then_close(conn: Resource) -> bool:
+        checked.append(conn.number)
+        await pool.aclose()  # the pool closes while housekeeping checks
+        return True
+
+    pool = make(
+        factory,
+        clock,
+        min_size=3,
+        max_size=3,
+        check=check_then_close,
+        health_check_strategy="active",
+        check_interval=10.0,
+        check_jitter=0.0,
+    )
+    await pool.open(wait=True)
+    clock.advance(10.0)
+    await pool.run_maintenance()
+    assert len(checked) == 1
+    assert [r.closed for r in factory.made] == [True, True, True]
+    s = pool.stats()
+    assert (s.size, s.checking) == (0, 0)
 
 
 async def test_mixed_checks_at_checkout_after_idle_time(
@@ -345,6 +441,34 @@ async def test_open_wait_raises_the_connect_error(factory: Factory, clock: Manua
     with pytest.raises(ConnectionRefusedError):
         await pool.open(wait=True)
     await pool.aclose()
+
+
+async def test_with_pool_closes_the_pool_when_a_startup_connect_fails(
+    factory: Factory, clock: ManualClock
+) -> None:
+    def third_fails() -> Resource:
+        if len(factory.made) == 2:
+            raise ConnectionRefusedError("server unavailable")
+        return factory()
+
+    pool = AsyncConnectionPool(
+        create=third_fails,
+        clock=clock,
+        scheduler=AsyncScheduler(clock=clock),
+        min_size=3,
+        max_size=3,
+        max_lifetime=None,
+    )
+
+    async def enter() -> None:
+        async with pool:
+            raise AssertionError("the block must not run")
+
+    with pytest.raises(ConnectionRefusedError):
+        await enter()
+    assert pool.closed
+    assert [r.closed for r in factory.made] == [True, True]
+    assert pool.stats().size == 0
 
 
 async def test_leak_timeout_reports_the_stack_that_took_it(

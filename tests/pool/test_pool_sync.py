@@ -15,6 +15,7 @@ import pytest
 from _pool_support import Factory, Resource, settle
 
 from buttress import (
+    ConfigError,
     ConnectionPool,
     ManualClock,
     PoolClosedError,
@@ -180,6 +181,34 @@ def test_checkout_timeout_raises_pool_timeout_error(
         assert md["reason"] == "timeout"
 
 
+@pytest.mark.parametrize("timeout", ["5", True, float("nan"), -1.0])
+def test_a_bad_timeout_is_a_config_error_naming_it(
+    factory: Factory, clock: ManualClock, timeout: Any
+) -> None:
+    with make(factory, clock, max_size=1) as pool:
+        with pytest.raises(ConfigError) as info:
+            pool.connection(timeout=timeout)
+        assert info.value.path == "timeout"
+        with pytest.raises(ConfigError, match=r"^timeout: must be a number >= 0 or None"):
+            pool.checkout(timeout=timeout)
+        s = pool.stats()
+        assert (s.waiting, s.checkouts) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "timeout"),
+    [({}, float("inf")), ({}, 1e10), ({"checkout_timeout": 1e10}, None)],
+)
+def test_a_timeout_longer_than_a_thread_can_wait_waits_for_ever(
+    factory: Factory, clock: ManualClock, settings: dict[str, Any], timeout: float | None
+) -> None:
+    with make(factory, clock, max_size=1, **settings) as pool:
+        lease = pool.connection() if timeout is None else pool.connection(timeout=timeout)
+        with lease as conn:  # waits for the background connect
+            assert conn.number == 1
+        assert pool.stats().timeouts == 0
+
+
 def test_max_waiting_refuses_at_once(factory: Factory, clock: ManualClock) -> None:
     with make(factory, clock, min_size=1, max_size=1, max_waiting=0) as pool:
         held = pool.checkout()
@@ -187,6 +216,23 @@ def test_max_waiting_refuses_at_once(factory: Factory, clock: ManualClock) -> No
             pool.checkout()
         held.release()
         assert pool.stats().rejected == 1
+
+
+def test_max_waiting_zero_still_grows_the_pool(factory: Factory, clock: ManualClock) -> None:
+    # Never waiting must not mean never growing: a refused checkout starts a connect.
+    with make(factory, clock, max_size=2, max_waiting=0) as pool:
+        with pytest.raises(PoolTimeoutError, match="max_waiting=0"):
+            pool.checkout()
+        settle(pool)
+        s = pool.stats()
+        assert (s.size, s.idle, s.rejected, s.connects) == (1, 1, 1, 1)
+        with pool.connection() as conn:
+            assert conn.number == 1
+            with pytest.raises(PoolTimeoutError):  # member 1 is lent: refused, and grows
+                pool.checkout()
+            settle(pool)
+            with pool.connection() as other:
+                assert other.number == 2
 
 
 def test_invalidated_member_is_destroyed(factory: Factory, clock: ManualClock) -> None:
@@ -228,6 +274,25 @@ def test_invalidate_on_exception_destroys_and_retires_older(
             raise_inside(pool, KeyError("not a connection problem"))
         settle(pool)
         assert [r.number for r in factory.open] == [3, 4]
+
+
+def test_a_stale_member_failing_later_keeps_the_members_made_since(
+    factory: Factory, clock: ManualClock
+) -> None:
+    # A database restart: two borrowers hold connections made before it, and both fail.
+    with make(factory, clock, min_size=2, max_size=2, invalidate_on=(ConnectionError,)) as pool:
+        first, second = pool.connection(), pool.connection()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(ConnectionError, ConnectionError("server restarted"), None)
+        settle(pool)  # a fresh member replaces it
+        assert [r.number for r in factory.open] == [1, 3]  # lifo: the first borrower had 2
+        second.__exit__(ConnectionError, ConnectionError("server restarted"), None)
+        settle(pool)
+        # Member 1 is only destroyed: member 3, made after the restart, stays.
+        assert [r.number for r in factory.open] == [3, 4]
+        s = pool.stats()
+        assert (s.generation, s.evictions) == (1, {"error": 2})
 
 
 def test_reset_runs_on_return_and_a_failed_reset_destroys(
@@ -277,6 +342,35 @@ def test_active_checks_replace_broken_idle_members(
                 assert not conn.broken
         checks = event_log.named("buttress", "pool", "check")
         assert sorted(md["ok"] for _, md in checks) == [False, False, True]
+
+
+def test_a_pool_closed_during_a_check_round_closes_the_rest_unchecked(
+    factory: Factory, clock: ManualClock
+) -> None:
+    checked: list[int] = []
+
+    def check_then_close(conn: Resource) -> bool:
+        checked.append(conn.number)
+        pool.close()  # the pool closes while housekeeping checks
+        return True
+
+    pool = make(
+        factory,
+        clock,
+        min_size=3,
+        max_size=3,
+        check=check_then_close,
+        health_check_strategy="active",
+        check_interval=10.0,
+        check_jitter=0.0,
+    )
+    pool.open(wait=True)
+    clock.advance(10.0)
+    pool.run_maintenance()
+    assert len(checked) == 1
+    assert [r.closed for r in factory.made] == [True, True, True]
+    s = pool.stats()
+    assert (s.size, s.checking) == (0, 0)
 
 
 def test_mixed_checks_at_checkout_after_idle_time(factory: Factory, clock: ManualClock) -> None:
@@ -338,6 +432,34 @@ def test_open_wait_raises_the_connect_error(factory: Factory, clock: ManualClock
     with pytest.raises(ConnectionRefusedError):
         pool.open(wait=True)
     pool.close()
+
+
+def test_with_pool_closes_the_pool_when_a_startup_connect_fails(
+    factory: Factory, clock: ManualClock
+) -> None:
+    def third_fails() -> Resource:
+        if len(factory.made) == 2:
+            raise ConnectionRefusedError("server unavailable")
+        return factory()
+
+    pool = ConnectionPool(
+        create=third_fails,
+        clock=clock,
+        scheduler=Scheduler(clock=clock),
+        min_size=3,
+        max_size=3,
+        max_lifetime=None,
+    )
+
+    def enter() -> None:
+        with pool:
+            raise AssertionError("the block must not run")
+
+    with pytest.raises(ConnectionRefusedError):
+        enter()
+    assert pool.closed
+    assert [r.closed for r in factory.made] == [True, True]
+    assert pool.stats().size == 0
 
 
 def test_leak_timeout_reports_the_stack_that_took_it(

@@ -199,6 +199,14 @@ class PoolMachine(RuleBasedStateMachine):
         self.state.check_done(self.checking.pop(mid), ok, self.now)
         self.apply()
 
+    @precondition(lambda self: self.checking)
+    @rule(data=st.data())
+    def checks_interrupted(self, data: st.DataObject) -> None:
+        # Housekeeping cancelled: the reserved members it had not checked are handed back.
+        ids = data.draw(st.sets(st.sampled_from(sorted(self.checking)), min_size=1))
+        self.state.unreserve([self.checking.pop(mid) for mid in sorted(ids)], self.now)
+        self.apply()
+
     @rule(dt=st.floats(0.0, 30.0))
     def advance(self, dt: float) -> None:
         self.now += dt
@@ -334,3 +342,109 @@ def test_a_return_racing_a_new_waiter_is_not_lost() -> None:
     assert fx is not None
     assert fx.handoffs == [w]
     assert w.member is m
+
+
+def test_a_checkout_refused_by_max_waiting_still_grows_the_pool() -> None:
+    """max_waiting=0: nobody ever waits, yet a refused checkout is demand: it starts a connect
+    when there is room, so the next checkout finds a member."""
+    state = PoolState(PoolConfig(max_size=2, max_waiting=0), rng=random.Random(4))
+    state.open(0.0)
+    assert state.take_effects() is None  # min_size=0: nothing to connect yet
+    with pytest.raises(PoolTimeoutError):
+        state.checkout(0.0, Waiter())
+    fx = state.take_effects()
+    assert fx is not None
+    assert fx.connect_in == 0.0
+    with pytest.raises(PoolTimeoutError):  # one connect at a time: refused, no second one
+        state.checkout(0.0, Waiter())
+    assert state.take_effects() is None
+    state.connected("conn", 1.0)
+    state.take_effects()
+    m = state.checkout(1.0, Waiter())
+    assert m is not None
+    with pytest.raises(PoolTimeoutError):  # one lent, room for one more: another connect
+        state.checkout(1.0, Waiter())
+    fx = state.take_effects()
+    assert fx is not None
+    assert fx.connect_in == 0.0
+    state.connected("conn2", 2.0)
+    state.take_effects()
+    assert state.checkout(2.0, Waiter()) is not None
+    with pytest.raises(PoolTimeoutError):  # at capacity: no connect
+        state.checkout(2.0, Waiter())
+    assert state.take_effects() is None
+    assert state.stats().rejected == 4
+
+
+def test_a_member_handed_straight_to_a_waiter_was_never_idle() -> None:
+    """mixed checks members idle for check_idle_after before lending them; a member that goes
+    from one borrower straight to a waiter was busy all along, however long it was held."""
+    config = PoolConfig(min_size=1, max_size=1, health_check_strategy="mixed", check_idle_after=0.5)
+    state = PoolState(config, rng=random.Random(5))
+    state.open(0.0)
+    state.take_effects()
+    state.connected("conn", 0.0)
+    m = state.checkout(0.0, Waiter())
+    assert m is not None
+    w = Waiter()
+    assert state.checkout(0.0, w) is None
+    state.checkin(m, 10.0)  # held for 10 s, then handed to the waiter
+    assert w.member is m
+    assert not state.due_for_check(m, 10.0)
+    assert m.idle_since == 10.0
+
+
+def test_members_reserved_for_a_check_that_never_ran_go_back_still_due() -> None:
+    config = PoolConfig(
+        min_size=2, max_size=2, health_check_strategy="active", check_interval=10.0, check_jitter=0
+    )
+    state = PoolState(config, rng=random.Random(6))
+    state.open(0.0)
+    state.take_effects()
+    a = state.connected("a", 0.0)
+    b = state.connected("b", 0.0)
+    state.take_effects()
+    assert state.maintain(10.0) is None
+    fx = state.take_effects()
+    assert fx is not None
+    assert fx.check == [a, b]
+    state.check_done(a, True, 11.0)  # a was checked; then housekeeping was cancelled
+    state.unreserve([b], 11.0)
+    assert state.take_effects() is None
+    assert (b.state, b.idle_since, b.check_due) == (IDLE, 0.0, 10.0)  # idle since 0, still due
+    assert state.maintain(11.0) == 21.0  # b reserved again; a's next check is due at 21
+    fx = state.take_effects()
+    assert fx is not None
+    assert fx.check == [b]
+    state.close()
+    state.unreserve([b], 12.0)  # the pool closed meanwhile: b is retired
+    fx = state.take_effects()
+    assert fx is not None
+    assert [(m.resource, why) for m, why in fx.close] == [("a", "closed"), ("b", "closed")]
+
+
+def test_a_failing_member_of_an_older_generation_retires_nothing_newer() -> None:
+    """After a restart, each stale connection still lent fails in turn: only the first (of the
+    current generation) starts a new generation; later ones are just destroyed."""
+    state = PoolState(PoolConfig(min_size=2, max_size=3), rng=random.Random(7))
+    state.open(0.0)
+    state.take_effects()
+    state.connected("old1", 0.0)
+    state.connected("old2", 0.0)
+    state.take_effects()
+    old1, old2 = state.checkout(1.0, Waiter()), state.checkout(1.0, Waiter())
+    assert old1 is not None and old2 is not None
+    state.checkin(old1, 2.0, broken="error", retire_older=True)  # the first failure
+    assert state.generation == 1
+    state.take_effects()
+    fresh = state.connected("fresh", 3.0)
+    assert fresh is not None and fresh.generation == 1
+    state.take_effects()
+    state.checkin(old2, 4.0, broken="error", retire_older=True)  # a stale one fails later
+    fx = state.take_effects()
+    assert fx is not None
+    assert fx.close == [(old2, "error")]
+    assert state.generation == 1
+    assert fresh.state == IDLE and fresh.expires > 4.0
+    assert state.stats().evictions == {"error": 2}
+    assert state.checkout(5.0, Waiter()) is fresh

@@ -27,6 +27,7 @@ from .._concurrency import (
     call,
     current_owner,
     owner_alive,
+    spawn,
     stop_nowait,
     weak_job,
 )
@@ -130,7 +131,8 @@ class Lease:
         """The connection is broken: destroy it when returned instead of reusing it.
 
         ``retire_older`` also retires every member made before now (after a disconnect,
-        the others are usually dead too).
+        the others are usually dead too), unless this member was made before the last such
+        retirement: then it is only destroyed, and the members made since are kept.
         """
         self._invalid = bool(self._invalid) or retire_older
 
@@ -200,8 +202,9 @@ class ConnectionPool:
     means broken), ``reset(resource)`` runs on every return (raising means broken).
     Each is a plain function.
     ``invalidate_on`` lists exception types that, leaving a ``connection()`` block, mean the
-    connection broke: it is destroyed and every older member retired. Settings are the fields
-    of :class:`PoolConfig` (keywords, or ``config=``). Background work runs on ``scheduler=``
+    connection broke: it is destroyed and every older member retired (unless it is itself older
+    than the last such retirement: then only it goes). Settings are the fields of
+    :class:`PoolConfig` (keywords, or ``config=``). Background work runs on ``scheduler=``
     (:class:`Scheduler`); without one the pool owns one and stops it on :meth:`close`.
     """
 
@@ -275,6 +278,8 @@ class ConnectionPool:
         self._slow_checkout = self._track_leaks or self._state.checks_on_checkout
         self._closing: deque[tuple[Member, str]] = deque()
         self._closer_scheduled = False
+        # Closers started after the pool closed, held until they end (asyncio tasks only).
+        self._closers: set[Any] = set()
         self._dropped_leases: deque[Member] = deque()
         self._started = False
         self._shut_down = False
@@ -299,8 +304,10 @@ class ConnectionPool:
         """
         if timeout is _CONFIGURED:
             return Lease(self, self._checkout_timeout)
-        if timeout is not None and not timeout >= 0:
-            raise ConfigError("timeout", f"must be >= 0 or None, got {timeout!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        ):
+            raise ConfigError("timeout", f"must be a number >= 0 or None, got {timeout!r}")
         return Lease(self, timeout)
 
     def checkout(self, timeout: float | None = _CONFIGURED) -> Lease:
@@ -348,14 +355,19 @@ class ConnectionPool:
         if not self._started:
             self._start()
         waiter = Waiter(Cell())
+        fx: Effects | None = None
         try:
             with self._lock:
                 try:
                     m = state.checkout(now, waiter)
                 finally:
                     fx = state.take_effects()
-        except PoolTimeoutError:
-            self._emit_timeout(0.0, "queue_full")
+        except (PoolTimeoutError, PoolClosedError) as exc:
+            # Carried out even when refused: a refused checkout may have started a connect.
+            if fx is not None:
+                self._finish(fx)
+            if isinstance(exc, PoolTimeoutError):
+                self._emit_timeout(0.0, "queue_full")
             raise
         if fx is not None:
             self._finish(fx)
@@ -412,13 +424,18 @@ class ConnectionPool:
         if broken is None and self._reset is not None:
             try:
                 call(self._reset, m.resource)
-            except BaseException as exc:
+            except Exception as exc:
                 broken = "reset_failed"
                 _log.warning(
                     "pool %r: reset failed; member %d destroyed", self.name, m.id, exc_info=exc
                 )
-                if not isinstance(exc, Exception):
-                    interrupted = exc  # cancelled during reset: return the member, then re-raise
+            except BaseException as exc:
+                # Cancelled (or interrupted) during reset: no failure of the connection's, but
+                # its state is unknown. Destroy the member, then re-raise.
+                broken, interrupted = "reset_failed", exc
+                _log.debug(
+                    "pool %r: reset interrupted (%r); member %d destroyed", self.name, exc, m.id
+                )
         now = self._monotonic()
         if _listening(EV_CHECKIN):
             self._emit_checkin(m, now, broken)
@@ -553,13 +570,29 @@ class ConnectionPool:
             fx = state.take_effects()
         if fx is not None:
             checks = self._apply(fx)
-            for m in checks:
-                ok = self._run_check(m, "idle")
-                with self._lock:
-                    state.check_done(m, ok, self._monotonic())
-                    fx = state.take_effects()
-                if fx is not None:
-                    self._apply(fx)
+            done = 0
+            try:
+                for m in checks:
+                    if self._shut_down:
+                        break  # closed meanwhile: the rest are closed unchecked, below
+                    ok = self._run_check(m, "idle")
+                    done += 1
+                    with self._lock:
+                        state.check_done(m, ok, self._monotonic())
+                        fx = state.take_effects()
+                    if fx is not None:
+                        self._apply(fx)
+            finally:
+                if done < len(checks):
+                    # Interrupted (cancelled: a closing pool cancels its scheduler's job), or
+                    # closed meanwhile: the members reserved but not checked go back, their
+                    # checks still due (or are closed). _run_check destroyed the one it was
+                    # checking when interrupted.
+                    with self._lock:
+                        state.unreserve(checks[done:], self._monotonic())
+                        fx = state.take_effects()
+                    if fx is not None:
+                        self._apply(fx)
         self._close_retired()
         if due is not None:
             self._book_maintenance(due, now)
@@ -631,10 +664,11 @@ class ConnectionPool:
 
     # -- carrying out the core's decisions ---------------------------------------------------------
 
-    def _apply(self, fx: Effects) -> list[Member]:
+    def _apply(self, fx: Effects, *, closing_here: bool = False) -> list[Member]:
         """Do what never waits: wake waiters, emit events, book connects and closes.
 
-        Returns the members reserved for a health check (only housekeeping gets any).
+        ``closing_here``: the caller closes the retired members itself next. Returns the
+        members reserved for a health check (only housekeeping gets any).
         """
         for w in fx.handoffs:
             if not w.cell.wake():
@@ -649,9 +683,8 @@ class ConnectionPool:
             self._emit_notes(fx.notes)
         if fx.close:
             self._closing.extend(fx.close)
-            if not self._closer_scheduled and not self._state.closed:
-                self._closer_scheduled = True
-                self._scheduler.call_later(0.0, weak_job(self._close_retired_job))
+            if not closing_here:
+                self._start_closer()
         if fx.connect_in is not None:
             if self._shut_down:
                 with self._lock:
@@ -660,10 +693,23 @@ class ConnectionPool:
                 self._scheduler.call_later(fx.connect_in, weak_job(self._connect))
         return fx.check
 
+    def _start_closer(self) -> None:
+        if not self._state.closed:
+            if not self._closer_scheduled:
+                self._closer_scheduled = True
+                self._scheduler.call_later(0.0, weak_job(self._close_retired_job))
+            return
+        # Closed: the pool's scheduler may be gone, and this may be a cancellation on its way
+        # out, where nothing may be awaited. Close them now: the sync pool here, in this
+        # thread; the asyncio pool in a task of the running loop.
+        spawn(self._close_retired, self._closers)
+
     def _finish(self, fx: Effects) -> None:
-        self._apply(fx)
-        if self._state.closed:
-            self._close_retired()  # the closer job may be gone with the scheduler
+        if self._state.closed:  # the closer job may be gone with the scheduler: close here
+            self._apply(fx, closing_here=True)
+            self._close_retired()
+        else:
+            self._apply(fx)
 
     def _close_retired_job(self) -> None:
         self._closer_scheduled = False
@@ -776,7 +822,7 @@ class ConnectionPool:
             self._state.close()
             fx = self._state.take_effects()
         if fx is not None:
-            self._apply(fx)
+            self._apply(fx, closing_here=True)
         self._close_retired()
         if self._owns_scheduler:
             self._scheduler.close()
@@ -789,8 +835,17 @@ class ConnectionPool:
             )
 
     def __enter__(self) -> ConnectionPool:
-        """Open and connect ``min_size`` members first (a connect error is raised here)."""
-        self.open(wait=True)
+        """Open and connect ``min_size`` members first (a connect error is raised here).
+
+        When a connect fails (or the wait is interrupted), the block never runs and so never
+        closes the pool: the pool is closed here, with the members already made, and the error
+        re-raised.
+        """
+        try:
+            self.open(wait=True)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(

@@ -25,6 +25,7 @@ from .._concurrency import (
     ALock,
     acall,
     acurrent_owner,
+    aspawn,
     owner_alive,
     stop_nowait,
     weak_job,
@@ -129,7 +130,8 @@ class AsyncLease:
         """The connection is broken: destroy it when returned instead of reusing it.
 
         ``retire_older`` also retires every member made before now (after a disconnect,
-        the others are usually dead too).
+        the others are usually dead too), unless this member was made before the last such
+        retirement: then it is only destroyed, and the members made since are kept.
         """
         self._invalid = bool(self._invalid) or retire_older
 
@@ -199,8 +201,9 @@ class AsyncConnectionPool:
     means broken), ``reset(resource)`` runs on every return (raising means broken).
     Each may be a plain or a coroutine function.
     ``invalidate_on`` lists exception types that, leaving a ``connection()`` block, mean the
-    connection broke: it is destroyed and every older member retired. Settings are the fields
-    of :class:`PoolConfig` (keywords, or ``config=``). Background work runs on ``scheduler=``
+    connection broke: it is destroyed and every older member retired (unless it is itself older
+    than the last such retirement: then only it goes). Settings are the fields of
+    :class:`PoolConfig` (keywords, or ``config=``). Background work runs on ``scheduler=``
     (:class:`AsyncScheduler`); without one the pool owns one and stops it on :meth:`aclose`.
     """
 
@@ -274,6 +277,8 @@ class AsyncConnectionPool:
         self._slow_checkout = self._track_leaks or self._state.checks_on_checkout
         self._closing: deque[tuple[Member, str]] = deque()
         self._closer_scheduled = False
+        # Closers started after the pool closed, held until they end (asyncio tasks only).
+        self._closers: set[Any] = set()
         self._dropped_leases: deque[Member] = deque()
         self._started = False
         self._shut_down = False
@@ -298,8 +303,10 @@ class AsyncConnectionPool:
         """
         if timeout is _CONFIGURED:
             return AsyncLease(self, self._checkout_timeout)
-        if timeout is not None and not timeout >= 0:
-            raise ConfigError("timeout", f"must be >= 0 or None, got {timeout!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        ):
+            raise ConfigError("timeout", f"must be a number >= 0 or None, got {timeout!r}")
         return AsyncLease(self, timeout)
 
     async def checkout(self, timeout: float | None = _CONFIGURED) -> AsyncLease:
@@ -349,14 +356,19 @@ class AsyncConnectionPool:
         if not self._started:
             self._start()
         waiter = Waiter(ACell())
+        fx: Effects | None = None
         try:
             with self._lock:
                 try:
                     m = state.checkout(now, waiter)
                 finally:
                     fx = state.take_effects()
-        except PoolTimeoutError:
-            self._emit_timeout(0.0, "queue_full")
+        except (PoolTimeoutError, PoolClosedError) as exc:
+            # Carried out even when refused: a refused checkout may have started a connect.
+            if fx is not None:
+                await self._finish(fx)
+            if isinstance(exc, PoolTimeoutError):
+                self._emit_timeout(0.0, "queue_full")
             raise
         if fx is not None:
             await self._finish(fx)
@@ -413,13 +425,18 @@ class AsyncConnectionPool:
         if broken is None and self._reset is not None:
             try:
                 await acall(self._reset, m.resource)
-            except BaseException as exc:
+            except Exception as exc:
                 broken = "reset_failed"
                 _log.warning(
                     "pool %r: reset failed; member %d destroyed", self.name, m.id, exc_info=exc
                 )
-                if not isinstance(exc, Exception):
-                    interrupted = exc  # cancelled during reset: return the member, then re-raise
+            except BaseException as exc:
+                # Cancelled (or interrupted) during reset: no failure of the connection's, but
+                # its state is unknown. Destroy the member, then re-raise.
+                broken, interrupted = "reset_failed", exc
+                _log.debug(
+                    "pool %r: reset interrupted (%r); member %d destroyed", self.name, exc, m.id
+                )
         now = self._monotonic()
         if _listening(EV_CHECKIN):
             self._emit_checkin(m, now, broken)
@@ -554,13 +571,29 @@ class AsyncConnectionPool:
             fx = state.take_effects()
         if fx is not None:
             checks = self._apply(fx)
-            for m in checks:
-                ok = await self._run_check(m, "idle")
-                with self._lock:
-                    state.check_done(m, ok, self._monotonic())
-                    fx = state.take_effects()
-                if fx is not None:
-                    self._apply(fx)
+            done = 0
+            try:
+                for m in checks:
+                    if self._shut_down:
+                        break  # closed meanwhile: the rest are closed unchecked, below
+                    ok = await self._run_check(m, "idle")
+                    done += 1
+                    with self._lock:
+                        state.check_done(m, ok, self._monotonic())
+                        fx = state.take_effects()
+                    if fx is not None:
+                        self._apply(fx)
+            finally:
+                if done < len(checks):
+                    # Interrupted (cancelled: a closing pool cancels its scheduler's job), or
+                    # closed meanwhile: the members reserved but not checked go back, their
+                    # checks still due (or are closed). _run_check destroyed the one it was
+                    # checking when interrupted.
+                    with self._lock:
+                        state.unreserve(checks[done:], self._monotonic())
+                        fx = state.take_effects()
+                    if fx is not None:
+                        self._apply(fx)
         await self._close_retired()
         if due is not None:
             self._book_maintenance(due, now)
@@ -632,10 +665,11 @@ class AsyncConnectionPool:
 
     # -- carrying out the core's decisions ---------------------------------------------------------
 
-    def _apply(self, fx: Effects) -> list[Member]:
+    def _apply(self, fx: Effects, *, closing_here: bool = False) -> list[Member]:
         """Do what never waits: wake waiters, emit events, book connects and closes.
 
-        Returns the members reserved for a health check (only housekeeping gets any).
+        ``closing_here``: the caller closes the retired members itself next. Returns the
+        members reserved for a health check (only housekeeping gets any).
         """
         for w in fx.handoffs:
             if not w.cell.wake():
@@ -650,9 +684,8 @@ class AsyncConnectionPool:
             self._emit_notes(fx.notes)
         if fx.close:
             self._closing.extend(fx.close)
-            if not self._closer_scheduled and not self._state.closed:
-                self._closer_scheduled = True
-                self._scheduler.call_later(0.0, weak_job(self._close_retired_job))
+            if not closing_here:
+                self._start_closer()
         if fx.connect_in is not None:
             if self._shut_down:
                 with self._lock:
@@ -661,10 +694,23 @@ class AsyncConnectionPool:
                 self._scheduler.call_later(fx.connect_in, weak_job(self._connect))
         return fx.check
 
+    def _start_closer(self) -> None:
+        if not self._state.closed:
+            if not self._closer_scheduled:
+                self._closer_scheduled = True
+                self._scheduler.call_later(0.0, weak_job(self._close_retired_job))
+            return
+        # Closed: the pool's scheduler may be gone, and this may be a cancellation on its way
+        # out, where nothing may be awaited. Close them now: the sync pool here, in this
+        # thread; the asyncio pool in a task of the running loop.
+        aspawn(self._close_retired, self._closers)
+
     async def _finish(self, fx: Effects) -> None:
-        self._apply(fx)
-        if self._state.closed:
-            await self._close_retired()  # the closer job may be gone with the scheduler
+        if self._state.closed:  # the closer job may be gone with the scheduler: close here
+            self._apply(fx, closing_here=True)
+            await self._close_retired()
+        else:
+            self._apply(fx)
 
     async def _close_retired_job(self) -> None:
         self._closer_scheduled = False
@@ -777,7 +823,7 @@ class AsyncConnectionPool:
             self._state.close()
             fx = self._state.take_effects()
         if fx is not None:
-            self._apply(fx)
+            self._apply(fx, closing_here=True)
         await self._close_retired()
         if self._owns_scheduler:
             await self._scheduler.aclose()
@@ -790,8 +836,17 @@ class AsyncConnectionPool:
             )
 
     async def __aenter__(self) -> AsyncConnectionPool:
-        """Open and connect ``min_size`` members first (a connect error is raised here)."""
-        await self.open(wait=True)
+        """Open and connect ``min_size`` members first (a connect error is raised here).
+
+        When a connect fails (or the wait is interrupted), the block never runs and so never
+        closes the pool: the pool is closed here, with the members already made, and the error
+        re-raised.
+        """
+        try:
+            await self.open(wait=True)
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(

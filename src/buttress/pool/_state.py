@@ -31,7 +31,8 @@ a member passes by (checkout, checkin) and in :meth:`maintain`, which also retur
 next has work to do.
 
 Rule 5: one connect at a time. The pool grows by one member per connect, started when members
-are below ``min_size`` or waiters outnumber connects in flight; the next starts when it ends.
+are below ``min_size``, waiters outnumber connects in flight, or a checkout was refused for
+``max_waiting`` (that is demand too); the next starts when it ends.
 A borrower never connects: a member returned meanwhile serves the first waiter, and the new
 member the next one (or goes idle).
 """
@@ -420,7 +421,8 @@ class PoolState:
         """A member, or None with ``waiter`` queued (the shell then waits on its cell).
 
         Raises :class:`PoolClosedError` when closed and :class:`PoolTimeoutError` when
-        ``max_waiting`` waiters already wait.
+        ``max_waiting`` waiters already wait (having planned a connect when there is room:
+        the shell takes and carries out the effects whether or not this raises).
         """
         self._drain_stale(now)
         if self.closed:
@@ -435,6 +437,9 @@ class PoolState:
         limit = self.config.max_waiting
         if limit is not None and self.n_waiting >= limit:
             self.rejected += 1
+            # Refused, but still demand: grow when there is room, or the pool never would
+            # with max_waiting=0 (nobody ever waits, so _plan sees no waiter).
+            self._plan(now, demand=True)
             raise PoolTimeoutError(
                 self.name,
                 waited=0.0,
@@ -490,11 +495,14 @@ class PoolState:
 
         Returning a member reclaimed meanwhile (its borrower was declared gone) does nothing.
         ``retire_older`` retires every member made before now (a disconnect usually takes
-        them all).
+        them all) when ``m`` belongs to the current generation. A member of an older one was
+        retired with its generation already, and so was everything made before it: a new
+        generation would only throw away the members made since (after a restart, each stale
+        connection still lent fails in turn), so it is just destroyed.
         """
         if m.state != IN_USE:
             return
-        if retire_older:
+        if retire_older and m.generation == self.generation:
             self.retire_older(now)
         if broken is not None:
             self.invalidations += 1
@@ -514,7 +522,7 @@ class PoolState:
             m = self._take(now)
             if m is None:
                 break
-            self._give(m, now)
+            self._give(m, now, m.idle_since)
         self._plan(now)
 
     def _return(self, m: Member, now: float) -> None:
@@ -527,8 +535,14 @@ class PoolState:
                 m.check_due = now + self._check_period()
             self._give(m, now)
 
-    def _give(self, m: Member, now: float) -> None:
-        """``m`` is free: to the first live waiter, else idle (Rule 1)."""
+    def _give(self, m: Member, now: float, idle_since: float | None = None) -> None:
+        """``m`` is free: to the first live waiter, else idle (Rule 1).
+
+        ``idle_since``: when ``m`` went idle, if it was idle before this (default: it comes
+        from use, so it is idle from now; one handed straight over was never idle, which
+        ``mixed`` goes by).
+        """
+        m.idle_since = now if idle_since is None else idle_since
         waiters = self.waiters
         while waiters:
             w = waiters.popleft()
@@ -543,7 +557,6 @@ class PoolState:
             self.fx.handoffs.append(w)
             return
         m.state = IDLE
-        m.idle_since = now
         self._push(m)
 
     def _take(self, now: float) -> Member | None:
@@ -635,13 +648,16 @@ class PoolState:
         self.connect_generation = self.generation
         return True
 
-    def _plan(self, now: float) -> None:
-        """Start a connect when members are short (Rule 5)."""
+    def _plan(self, now: float, *, demand: bool = False) -> None:
+        """Start a connect when members are short (Rule 5).
+
+        ``demand``: a checkout was just refused (``max_waiting``); it counts as a waiter.
+        """
         if self.closed or self.connecting or not self.opened:
             return
         size = len(self.members)
         cfg = self.config
-        if size < cfg.min_size or (self.n_waiting and size < cfg.capacity):
+        if size < cfg.min_size or ((demand or self.n_waiting) and size < cfg.capacity):
             self.connecting = True
             self.connect_generation = self.generation
             self.fx.connect_in = max(0.0, self.connect_not_before - now)
@@ -713,6 +729,23 @@ class PoolState:
             self._retire(m, "check_failed")
         else:
             self._return(m, now)
+        self.serve(now)
+
+    def unreserve(self, members: list[Member], now: float) -> None:
+        """Hand back members reserved for an active check that never ran (housekeeping was
+        interrupted, or the pool closed): idle again, or to a waiter, with their check still
+        due; retired when the pool has closed or their lifetime is over. Members no longer
+        reserved are skipped.
+        """
+        for m in members:
+            if m.state != CHECKING:
+                continue
+            if self.closed:
+                self._retire(m, "closed")
+            elif now >= m.expires:
+                self._expire(m, self._why_expired(m))
+            else:
+                self._give(m, now, m.idle_since)
         self.serve(now)
 
     def _check_period(self) -> float:
