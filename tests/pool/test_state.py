@@ -21,6 +21,7 @@ from buttress.pool._config import STRATEGIES
 from buttress.pool._state import (
     CHECKED_IN,
     CHECKING,
+    CLOSED,
     IDLE,
     IN_USE,
     NEEDS_SERVE,
@@ -448,3 +449,57 @@ def test_a_failing_member_of_an_older_generation_retires_nothing_newer() -> None
     assert fresh.state == IDLE and fresh.expires > 4.0
     assert state.stats().evictions == {"error": 2}
     assert state.checkout(5.0, Waiter()) is fresh
+
+
+@pytest.mark.parametrize("health", ["active", "mixed"])
+def test_active_checks_do_not_keep_an_idle_member_from_its_idle_timeout(health: Any) -> None:
+    config = PoolConfig(
+        min_size=0,
+        max_size=1,
+        idle_timeout=60.0,
+        max_lifetime=None,
+        health_check_strategy=health,
+        check_interval=10.0,
+        check_jitter=0,
+    )
+    state = PoolState(config, rng=random.Random(1))
+    state.open(0.0)
+    state.take_effects()
+    m = state.connected("a", 0.0)
+    assert m is not None
+    state.take_effects()
+    now = 0.0
+    while m.state != CLOSED and now < 300.0:
+        now += 10.0
+        state.maintain(now)
+        fx = state.take_effects()
+        for checked in fx.check if fx is not None else ():
+            state.check_done(checked, True, now)
+            state.take_effects()
+    assert m.id not in state.members  # retired for idling, though every check passed
+    assert state.evictions == {"idle_timeout": 1}
+    assert now <= 70.0
+
+
+def test_mixed_does_not_check_again_a_member_an_active_check_just_passed() -> None:
+    config = PoolConfig(
+        min_size=1,
+        max_size=1,
+        health_check_strategy="mixed",
+        check_interval=10.0,
+        check_jitter=0,
+        check_idle_after=5.0,
+    )
+    state = PoolState(config, rng=random.Random(1))
+    state.open(0.0)
+    state.take_effects()
+    m = state.connected("a", 0.0)
+    assert m is not None
+    state.take_effects()
+    state.maintain(10.0)
+    fx = state.take_effects()
+    assert fx is not None and fx.check == [m]
+    state.check_done(m, True, 10.0)
+    assert m.idle_since == 0.0  # still idle since 0: a check is no use
+    assert not state.due_for_check(m, 12.0)  # proven alive 2 s ago
+    assert state.due_for_check(m, 15.0)  # unproven for check_idle_after again
