@@ -81,6 +81,7 @@ class Member:
         "generation",
         "id",
         "idle_since",
+        "last_ok",
         "leak_reported",
         "owner",
         "resource",
@@ -100,6 +101,7 @@ class Member:
         self.uses = 0  # checkouts so far
         self.state = IDLE
         self.idle_since = now
+        self.last_ok = now  # when it last proved alive (connected, or passed a check)
         self.check_due = _INF
         # Set by the borrower's shell at checkout: who holds it (thread or task), since when,
         # and (with leak_timeout) the stack that took it.
@@ -525,7 +527,7 @@ class PoolState:
             self._give(m, now, m.idle_since)
         self._plan(now)
 
-    def _return(self, m: Member, now: float) -> None:
+    def _return(self, m: Member, now: float, idle_since: float | None = None) -> None:
         if self.closed:
             self._retire(m, "closed")
         elif now >= m.expires:
@@ -533,7 +535,7 @@ class PoolState:
         else:
             if self.checks_idle:
                 m.check_due = now + self._check_period()
-            self._give(m, now)
+            self._give(m, now, idle_since)
 
     def _give(self, m: Member, now: float, idle_since: float | None = None) -> None:
         """``m`` is free: to the first live waiter, else idle (Rule 1).
@@ -713,10 +715,13 @@ class PoolState:
     def checked_out_ok(self, m: Member, now: float) -> None:
         """A check at checkout (``mixed``) passed."""
         m.check_due = now + self._check_period()
+        m.last_ok = now
 
     def due_for_check(self, m: Member, now: float) -> bool:
-        """Whether ``mixed`` checks this member before lending it (idle long enough)."""
-        return now - m.idle_since >= self.config.check_idle_after
+        """Whether ``mixed`` checks this member before lending it: idle, and unproven, for
+        ``check_idle_after`` (a check that just passed counts as proof)."""
+        since = m.idle_since if m.idle_since > m.last_ok else m.last_ok
+        return now - since >= self.config.check_idle_after
 
     def check_done(self, m: Member, ok: bool, now: float) -> None:
         """An active check of a reserved idle member finished."""
@@ -728,7 +733,10 @@ class PoolState:
             self._note("invalidate", m, "check_failed")
             self._retire(m, "check_failed")
         else:
-            self._return(m, now)
+            # A check is no use: the member stays idle since when it was, so idle_timeout
+            # still retires it (it would never fall due if checks reset the idle time).
+            m.last_ok = now
+            self._return(m, now, m.idle_since)
         self.serve(now)
 
     def unreserve(self, members: list[Member], now: float) -> None:
