@@ -223,6 +223,42 @@ def test_injected_faults_count_as_failures_whatever_record_says(clock: bt.Manual
         assert infra.breakers["svc"].state is bt.BreakerState.OPEN
 
 
+def test_an_experiment_started_after_the_route_was_built_applies(clock: bt.ManualClock) -> None:
+    # Routes are built on first use, or in __init__ for [services] entries: both before any
+    # chaos target exists here. An experiment started later must still reach their calls.
+    cfg = {
+        "circuit_breakers": {"payments": {"failure_threshold": 100, "degradation_threshold": None}},
+        "services": {"checkout": {"breaker": "payments"}},
+        "chaos": {"enabled": True},
+    }
+    with make(clock, cfg) as infra:
+        assert infra.call("payments", lambda: "real") == "real"  # the route exists now
+        assert infra.call("search", lambda: "real") == "real"  # no breaker: its own name
+        with infra.chaos.experiment("payments", failure_rate=1.0) as exp:
+            with pytest.raises(bt.InjectedFault):
+                infra.call("payments", lambda: "real")
+            with pytest.raises(bt.InjectedFault):
+                infra.call("checkout", lambda: "real")  # built in __init__, borrows payments
+            with pytest.raises(bt.InjectedFault), infra.protect("payments"):
+                pass
+
+            async def main() -> None:
+                async def work() -> str:
+                    return "real"
+
+                with pytest.raises(bt.InjectedFault):
+                    await infra.call_async("checkout", work)
+
+            asyncio.run(main())
+            assert exp.calls == 4
+        assert infra.call("checkout", lambda: "real") == "real"  # it ended
+        with infra.chaos.experiment("search", latency=2.0) as exp:
+            before = clock.monotonic()
+            assert infra.call("search", lambda: "real") == "real"
+            assert clock.monotonic() - before == pytest.approx(2.0)
+            assert exp.injected_delays == 1
+
+
 def test_protect_context_manager_sync_and_async(clock: bt.ManualClock) -> None:
     with make(clock, LIMITED) as infra:
         with infra.protect("svc", context=CTX) as guard:

@@ -30,7 +30,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 from ._clock import Clock, SystemClock
 from ._scheduler import AsyncScheduler, Handle, Scheduler
 from .breaker import CircuitBreaker
-from .chaos import Chaos, FaultInjector
+from .chaos import Chaos
 from .config import Config, LimiterSettings, PoolSettings, load_config
 from .errors import ConfigError, InfrastructureClosedError, RateLimitExceeded, RejectedError
 from .health import HealthReport, build_report
@@ -68,7 +68,7 @@ class _Route:
     limiter: RateLimiter | None
     pool: ConnectionPool | None
     apool: AsyncConnectionPool | None
-    injector: FaultInjector | None
+    injector_name: str  # the chaos target: its breaker's name, else the service's
     metrics: ServiceMetrics
     adaptive: bool
     critical: bool
@@ -333,17 +333,13 @@ class Infrastructure:
         metrics = self.services.get(service)
         if metrics is None:
             metrics = self.services[service] = ServiceMetrics(service)
-        injector_name = breaker.name if breaker is not None else service
-        injector = (
-            self.chaos.injector(injector_name) if injector_name in self.chaos.targets else None
-        )
         route = _Route(
             name=service,
             breaker=breaker,
             limiter=limiter,
             pool=pool,
             apool=self.async_pools.get(pool_name) if pool_name else None,
-            injector=injector,
+            injector_name=breaker.name if breaker is not None else service,
             metrics=metrics,
             adaptive=adaptive,
             critical=bool(s and s.critical),
@@ -678,7 +674,11 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any]:
     release = breaker.release if breaker is not None else None
     pool = route.pool
     pool_name = route.pool_name
-    injector = route.injector
+    # The injector is looked up on each call while chaos is on, not once here: a target made
+    # after the route (an experiment started later) must apply. With chaos off (the usual
+    # case) a call reads one attribute for it.
+    find_injector = chaos._injectors.get
+    target = route.injector_name
     metrics = route.metrics
     record = metrics.record
     rejected = metrics.record_rejection
@@ -730,7 +730,7 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any]:
                 f"service {route.name!r} uses the async pool {pool_name!r}: "
                 "use call_async() / async with under `async with Infrastructure(...)`"
             )
-        if injector is not None and chaos.enabled:
+        if chaos._enabled and (injector := find_injector(target)) is not None:
             fault = injector.decide()
             if fault.delay:
                 clock.sleep(fault.delay)
@@ -836,8 +836,8 @@ class Protection:
                 f"service {route.name!r} uses the thread pool {route.pool_name!r}: use call() or "
                 "`with`, or set `async = true` on the pool for asyncio callers"
             )
-        inj = route.injector
-        if inj is not None and infra.chaos.enabled:
+        chaos = infra.chaos
+        if chaos._enabled and (inj := chaos._injectors.get(route.injector_name)) is not None:
             fault = inj.decide()
             if fault.delay:
                 await infra.clock.asleep(fault.delay)
