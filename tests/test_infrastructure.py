@@ -259,6 +259,100 @@ def test_an_experiment_started_after_the_route_was_built_applies(clock: bt.Manua
             assert exp.injected_delays == 1
 
 
+class StallingClock(bt.ManualClock):
+    """A manual clock on which an injected delay never ends: a sync sleep is interrupted
+    (as by Ctrl-C), an async one waits until its task is cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeping = asyncio.Event()
+
+    def sleep(self, seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleeping.set()
+        await asyncio.get_running_loop().create_future()  # until cancelled
+
+
+HALF_OPEN = {
+    "circuit_breakers": {
+        "db": {
+            "failure_threshold": 1,
+            "degradation_threshold": None,
+            "failure_rate_threshold": None,
+            "degradation_rate_threshold": None,
+            "reset_timeout": 1.0,
+            "half_open_max_calls": 1,
+        }
+    },
+    "rate_limiting": {"limiters": {"db": {"scopes": [{"name": "user", "limit": 5}]}}},
+    "chaos": {"enabled": True},
+}
+
+
+def _fail(conn: object) -> None:
+    raise ConnectionError("down")
+
+
+def test_a_call_interrupted_in_the_injected_delay_gives_everything_back() -> None:
+    clock = StallingClock()
+    cfg = {**HALF_OPEN, "connection_pools": {"db": {"min_size": 1, "max_size": 1}}}
+    members = iter(range(100))
+    with make(clock, cfg, pools={"db": lambda: f"conn{next(members)}"}) as infra:
+        infra.run_maintenance()  # connects the member (no background thread here)
+        limiter, breaker, pool = infra.limiters["db"], infra.breakers["db"], infra.pools["db"]
+        with pytest.raises(ConnectionError):
+            infra.call("db", _fail, rate_key="u1")
+        clock.advance(1.0)  # open -> half_open on the next call: one probe permit
+        remaining = limiter.peek("u1").remaining
+        with infra.chaos.experiment("db", latency=5.0), pytest.raises(KeyboardInterrupt):
+            infra.call("db", lambda conn: conn, rate_key="u1")
+        assert limiter.peek("u1").remaining == remaining  # the charge was refunded
+        assert pool.stats().in_use == 0  # the lease went back
+        assert infra.call("db", lambda conn: conn, rate_key="u1") == "conn0"  # the permit too
+        assert breaker.state is bt.BreakerState.CLOSED
+
+
+def test_an_async_call_cancelled_in_the_injected_delay_gives_everything_back() -> None:
+    clock = StallingClock()
+    cfg = {**HALF_OPEN, "connection_pools": {"db": {"min_size": 1, "max_size": 1, "async": True}}}
+    members = iter(range(100))
+
+    async def make_member() -> str:
+        return f"conn{next(members)}"
+
+    async def echo(conn: str) -> str:
+        return conn
+
+    async def main() -> None:
+        async with make(clock, cfg, pools={"db": make_member}) as infra:
+            assert infra.async_scheduler is not None
+            await infra.async_scheduler.run_due()  # connects the member
+            limiter, breaker = infra.limiters["db"], infra.breakers["db"]
+            with pytest.raises(ConnectionError):
+                await infra.call_async("db", _async_fail, rate_key="u1")
+            clock.advance(1.0)
+            remaining = limiter.peek("u1").remaining
+            with infra.chaos.experiment("db", latency=5.0):
+                task = asyncio.create_task(infra.call_async("db", echo, rate_key="u1"))
+                await clock.sleeping.wait()  # the call holds everything, in the delay
+                assert infra.async_pools["db"].stats().in_use == 1
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            assert limiter.peek("u1").remaining == remaining
+            assert infra.async_pools["db"].stats().in_use == 0
+            assert await infra.call_async("db", echo, rate_key="u1") == "conn0"
+            assert breaker.state is bt.BreakerState.CLOSED
+
+    asyncio.run(main())
+
+
+async def _async_fail(conn: object) -> None:
+    raise ConnectionError("down")
+
+
 def test_protect_context_manager_sync_and_async(clock: bt.ManualClock) -> None:
     with make(clock, LIMITED) as infra:
         with infra.protect("svc", context=CTX) as guard:

@@ -733,7 +733,15 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any]:
         if chaos._enabled and (injector := find_injector(target)) is not None:
             fault = injector.decide()
             if fault.delay:
-                clock.sleep(fault.delay)
+                try:
+                    clock.sleep(fault.delay)
+                except BaseException:  # interrupted before the operation ran: give all back
+                    try:
+                        if lease is not None:
+                            lease.__exit__(None, None, None)
+                    finally:
+                        undo(ticket, limited, key, cost)
+                    raise
             if fault.fail:
                 injected = injector.make_exception(fault)
                 leave((ticket, lease, now(), limited), injected)
@@ -840,7 +848,11 @@ class Protection:
         if chaos._enabled and (inj := chaos._injectors.get(route.injector_name)) is not None:
             fault = inj.decide()
             if fault.delay:
-                await infra.clock.asleep(fault.delay)
+                try:
+                    await infra.clock.asleep(fault.delay)
+                except BaseException:  # cancelled before the operation ran: give all back
+                    await self._abandon(limited)
+                    raise
             if fault.fail:
                 injected = inj.make_exception(fault)
                 self._t0 = infra._now()
@@ -848,6 +860,16 @@ class Protection:
                 raise injected
         self._t0 = infra._now()
         return self
+
+    async def _abandon(self, limited: bool) -> None:
+        """Give back the lease, the breaker permit and the charge of a call that never ran."""
+        lease, self._alease = self._alease, None
+        self.connection = None
+        try:
+            if lease is not None:
+                await lease.__aexit__(None, None, None)
+        finally:
+            await self._undo(limited, None)
 
     async def _undo(self, limited: bool, exc: RejectedError | None) -> None:
         route = self._route
