@@ -413,6 +413,33 @@ def test_async_pool_service(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_an_async_pool_service_before_astart_is_refused_clearly(clock: bt.ManualClock) -> None:
+    cfg = {
+        "connection_pools": {"db": {"async": True, "max_size": 1}},
+        "rate_limiting": {"limiters": {"db": {"scopes": [{"name": "user", "limit": 5}]}}},
+    }
+    ran: list[tuple[Any, ...]] = []
+
+    async def query(*args: Any) -> None:
+        ran.append(args)
+
+    async def make_member() -> str:
+        return "conn"
+
+    async def main(infra: bt.Infrastructure) -> None:
+        with pytest.raises(RuntimeError, match=r"async pool 'db', which is not open.*astart"):
+            await infra.call_async("db", query, 42, rate_key="u1")
+        with pytest.raises(RuntimeError, match="not open"):
+            async with infra.protect("db", rate_key="u1"):
+                ran.append(("body",))
+
+    with make(clock, cfg, pools={"db": make_member}) as infra:  # plain `with`: sync start only
+        remaining = infra.limiters["db"].peek("u1").remaining
+        asyncio.run(main(infra))
+        assert ran == []  # never called without its connection
+        assert infra.limiters["db"].peek("u1").remaining == remaining  # charges refunded
+
+
 def test_instrument_functions_classes_and_cache_hits(clock: bt.ManualClock) -> None:
     with make(clock, {}) as infra:
 

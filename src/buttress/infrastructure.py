@@ -844,6 +844,13 @@ class Protection:
                 f"service {route.name!r} uses the thread pool {route.pool_name!r}: use call() or "
                 "`with`, or set `async = true` on the pool for asyncio callers"
             )
+        elif route.pool_name is not None:  # an async pool, not made yet: astart() makes them
+            await self._undo(limited, None)
+            raise RuntimeError(
+                f"service {route.name!r} uses the async pool {route.pool_name!r}, which is not "
+                "open: enter the infrastructure with `async with Infrastructure(...)` (or "
+                "`await infra.astart()`) before call_async() / `async with infra.protect(...)`"
+            )
         chaos = infra.chaos
         if chaos._enabled and (inj := chaos._injectors.get(route.injector_name)) is not None:
             fault = inj.decide()
