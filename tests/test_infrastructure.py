@@ -393,6 +393,43 @@ def test_protected_decorator_with_key_functions(clock: bt.ManualClock) -> None:
         assert fetch("u2", "o1") == "u2@o1"
 
 
+def test_protected_passes_the_functions_own_arguments_through(clock: bt.ManualClock) -> None:
+    # The wrapped function may have parameters named like call()'s options.
+    cfg = {"rate_limiting": {"limiters": {"shop": {"scopes": [{"name": "user", "limit": 5}]}}}}
+    with make(clock, cfg) as infra:
+
+        @infra.protected("shop", rate_key=lambda item, **kw: kw.get("rate_key", "anon"))
+        def price(
+            item: str,
+            cost: int = 0,
+            context: Any = None,
+            critical: Any = None,
+            rate_key: Any = None,
+        ) -> tuple[Any, ...]:
+            return item, cost, context, critical, rate_key
+
+        assert price("socks", cost=3, context="c", critical="x", rate_key="u1") == (
+            "socks",
+            3,
+            "c",
+            "x",
+            "u1",
+        )
+        # charged the decorator's cost (1) to the key the decorator's rate_key chose, not 3
+        assert infra.limiters["shop"].peek("u1").remaining == 5 - 1 - 1  # after the peeked 1
+
+        @infra.protected("shop", rate_key="u2")
+        async def aprice(item: str, *, cost: int = 0, context: Any = None) -> tuple[Any, ...]:
+            return item, cost, context
+
+        assert asyncio.run(aprice("hat", cost=4, context={"user_id": "x"})) == (
+            "hat",
+            4,
+            {"user_id": "x"},
+        )
+        assert infra.limiters["shop"].peek("u2").remaining == 3
+
+
 def test_async_pool_service(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     cfg = {"connection_pools": {"db": {"async": True, "max_size": 2}}}
