@@ -430,6 +430,49 @@ def test_protected_passes_the_functions_own_arguments_through(clock: bt.ManualCl
         assert infra.limiters["shop"].peek("u2").remaining == 3
 
 
+def test_generator_functions_are_refused_not_left_unguarded(clock: bt.ManualClock) -> None:
+    # A generator's body runs as it is iterated, after the call returned: the breaker would
+    # never see its errors and a pooled connection would be back in the pool meanwhile.
+    cfg = {
+        **LIMITED,
+        "rate_limiting": {"limiters": {"svc": {"scopes": [{"name": "user", "limit": 5}]}}},
+        "connection_pools": {"svc": {"min_size": 1, "max_size": 1}},
+        "services": {"feed": {"breaker": "svc", "limiter": "svc", "pool": False}},  # asyncio
+    }
+    with make(clock, cfg, pools={"svc": lambda: "conn"}) as infra:
+        infra.run_maintenance()  # connects the member
+
+        def rows(conn: str) -> Any:
+            yield conn
+            raise ConnectionError("went away mid-stream")
+
+        async def arows(conn: str) -> Any:
+            yield conn
+
+        for fn in (rows, arows):
+            with pytest.raises(TypeError, match=rf"cannot guard .*{fn.__name__}: .*generator"):
+                infra.protected("svc")(fn)
+
+        async def work(conn: str) -> str:
+            return conn
+
+        remaining = infra.limiters["svc"].peek("u1").remaining
+        for fn in (rows, arows, work):  # call() on a lazy result: refused, nothing kept
+            with pytest.raises(TypeError, match=rf"{fn.__name__} returned an? "):
+                infra.call("svc", fn, rate_key="u1")
+
+        async def main() -> None:
+            with pytest.raises(TypeError, match="arows returned an async generator"):
+                await infra.call_async("feed", arows, "conn", rate_key="u1")
+            assert await infra.call_async("feed", work, "conn", rate_key="u1") == "conn"
+
+        asyncio.run(main())
+        assert infra.limiters["svc"].peek("u1").remaining == remaining - 1  # only `work`
+        assert infra.pools["svc"].stats().in_use == 0
+        snap = infra.breakers["svc"].snapshot()
+        assert (snap.call_count, snap.failure_count) == (1, 0)
+
+
 def test_async_pool_service(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     cfg = {"connection_pools": {"db": {"async": True, "max_size": 2}}}

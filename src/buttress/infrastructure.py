@@ -22,6 +22,7 @@ import inspect
 import logging
 import random
 import threading
+import types
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -73,7 +74,7 @@ class _Route:
     adaptive: bool
     critical: bool
     pool_name: str | None = None
-    steps: tuple[Any, Any] = (None, None)  # (enter, exit): the sync path, see _compile
+    steps: tuple[Any, Any, Any] = (None, None, None)  # (enter, exit, abandon): see _compile
 
 
 class Infrastructure:
@@ -500,7 +501,7 @@ class Infrastructure:
         # The body of _run, inlined: the protected path is measured in microseconds and one
         # more Python call is about 2 % of it.
         route = self._routes.get(service) or self._route(service)
-        enter, leave = route.steps
+        enter, leave, abandon = route.steps
         if rate_key is not None:
             context = _rate_key(rate_key, context)
         token = enter(context, route.critical if critical is None else critical, cost)
@@ -513,6 +514,9 @@ class Infrastructure:
         except BaseException as exc:
             leave(token, exc)
             raise
+        if result.__class__ in _LAZY:  # a generator or a coroutine: see _lazy_result
+            abandon(token, context, cost)
+            raise _lazy_result(service, fn, result)
         leave(token, None)
         return result
 
@@ -529,7 +533,7 @@ class Infrastructure:
         """:meth:`call` with ``fn``'s own arguments apart: none of them is taken for an option
         (``protected`` functions may have a ``cost`` or a ``context`` of their own)."""
         route = self._routes.get(service) or self._route(service)
-        enter, leave = route.steps
+        enter, leave, abandon = route.steps
         token = enter(key, route.critical if critical is None else critical, cost)
         try:
             lease = token[1]
@@ -540,6 +544,9 @@ class Infrastructure:
         except BaseException as exc:
             leave(token, exc)
             raise
+        if result.__class__ in _LAZY:
+            abandon(token, key, cost)
+            raise _lazy_result(service, fn, result)
         leave(token, None)
         return result
 
@@ -576,12 +583,19 @@ class Infrastructure:
         await guard.__aenter__()
         try:
             if guard._alease is not None:
-                result = await fn(guard.connection, *args, **kwargs)
+                aw = fn(guard.connection, *args, **kwargs)
             else:
-                result = await fn(*args, **kwargs)
+                aw = fn(*args, **kwargs)
+            # A generator (of either kind) is no awaitable, bar the old @types.coroutine kind.
+            lazy = aw.__class__ in _GENERATORS and not inspect.isawaitable(aw)
+            if not lazy:
+                result = await aw
         except BaseException as exc:
             await guard.__aexit__(type(exc), exc, None)
             raise
+        if lazy:
+            await guard._abandon(route.limiter is not None)  # it charged, if it has a limiter
+            raise _lazy_result(service, fn, aw)
         await guard.__aexit__(None, None, None)
         return result
 
@@ -598,9 +612,21 @@ class Infrastructure:
 
         ``rate_key`` and ``context`` may be callables taking the function's arguments. The
         function's own arguments pass through untouched, even ones named like these options.
+        Generator functions are refused (``TypeError``): their body runs after the call returns.
         """
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+                name = getattr(fn, "__qualname__", None) or repr(fn)
+                kind = "an async generator" if inspect.isasyncgenfunction(fn) else "a generator"
+                with_ = "async with" if inspect.isasyncgenfunction(fn) else "with"
+                raise TypeError(
+                    f"protected({service!r}) cannot guard {name}: it is {kind} function, whose "
+                    "body runs as it is iterated, after the protected call has returned. "
+                    "Decorate a function that returns the items (e.g. a list), or open "
+                    f"`{with_} infra.protect({service!r}) as guard:` inside the generator"
+                )
+
             # The function's own arguments go through untouched (it may have a `cost` or a
             # `context` of its own): the options travel apart, to _run / _run_async.
             def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -694,8 +720,9 @@ class Infrastructure:
 _Token = tuple[Any, Any, float, bool]
 
 
-def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any]:
-    """The sync steps of ``protect`` for one service, as two closures: ``enter`` and ``exit``.
+def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any, Any]:
+    """The sync steps of ``protect`` for one service, as closures: ``enter``, ``exit``, and
+    ``abandon`` (give back all ``enter`` took, for a call that never ran).
 
     Built once per service with only the layers it has, so a call pays for no lookup and no
     absent layer (the protected path is measured in microseconds; each attribute read shows).
@@ -776,11 +803,7 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any]:
                 try:
                     clock.sleep(fault.delay)
                 except BaseException:  # interrupted before the operation ran: give all back
-                    try:
-                        if lease is not None:
-                            lease.__exit__(None, None, None)
-                    finally:
-                        undo(ticket, limited, key, cost)
+                    abandon((ticket, lease, 0.0, limited), key, cost)
                     raise
             if fault.fail:
                 injected = injector.make_exception(fault)
@@ -799,7 +822,15 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any]:
             adaptive_record(ok=exc is None, latency=t - t0)
         record(t - t0, exc, now=t)
 
-    return enter, leave
+    def abandon(token: _Token, key: Any, cost: float) -> None:
+        ticket, lease, _, limited = token
+        try:
+            if lease is not None:
+                lease.__exit__(None, None, None)
+        finally:
+            undo(ticket, limited, key, cost)
+
+    return enter, leave, abandon
 
 
 class Protection:
@@ -948,6 +979,30 @@ class Protection:
             route.limiter.record(ok=exc is None, latency=duration)
         route.metrics.record(duration, exc, now=t)
         return False
+
+
+# Results whose work happens after the call returns, when the protection has ended: a call
+# that returns one is refused (everything taken is given back, nothing is counted).
+_GENERATORS = frozenset({types.GeneratorType, types.AsyncGeneratorType})
+_LAZY = _GENERATORS | {types.CoroutineType}
+
+
+def _lazy_result(service: str, fn: Any, result: Any) -> TypeError:
+    """The refusal of a call that returned a generator or a coroutine (``result`` is closed)."""
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    if isinstance(result, types.CoroutineType):
+        result.close()  # never awaited: no warning for it
+        return TypeError(
+            f"{name} returned a coroutine to call(): protect it with call_async() instead"
+        )
+    if isinstance(result, types.GeneratorType):
+        result.close()
+    kind = "an async generator" if isinstance(result, types.AsyncGeneratorType) else "a generator"
+    return TypeError(
+        f"{name} returned {kind}: its body runs as it is iterated, after the protected call has "
+        "returned, so no breaker, pool or limit would guard it. Return the items instead (e.g. "
+        f"a list), or iterate inside `with infra.protect({service!r}) as guard:`"
+    )
 
 
 def _refused(d: Any) -> RateLimitExceeded:
