@@ -473,6 +473,24 @@ def test_generator_functions_are_refused_not_left_unguarded(clock: bt.ManualCloc
         assert (snap.call_count, snap.failure_count) == (1, 0)
 
 
+def test_rate_key_on_a_limiter_of_shared_scopes_says_it_takes_no_id(
+    clock: bt.ManualClock,
+) -> None:
+    cfg = {"rate_limiting": {"limiters": {"api": {"limit": 100}}}}  # one scope: global
+    with make(clock, cfg) as infra:
+        for key in ("user-1", 7):
+            with pytest.raises(bt.ConfigError) as info:
+                infra.call("api", lambda: "ok", rate_key=key)
+            assert info.value.path == "key"
+            assert info.value.message == (
+                "limiter 'api' has only shared scopes (global): it takes no id; pass None "
+                "(through Infrastructure, drop rate_key)"
+            )
+        assert infra.call("api", lambda: "ok") == "ok"  # no key: the global scope counts it
+        assert infra.call("api", lambda: "ok", context=CTX, rate_key="k") == "ok"  # ignored
+        assert infra.limiters["api"].peek().remaining == 100 - 2 - 1  # after the peeked 1
+
+
 def test_async_pool_service(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     cfg = {"connection_pools": {"db": {"async": True, "max_size": 2}}}
