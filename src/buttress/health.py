@@ -204,13 +204,15 @@ def pool_check(name: str, snap: Any) -> ComponentCheck:
             snap.waiting,
             f"no connection, {snap.waiting} waiting, connecting fails",
         )
-    if snap.waiting or snap.overflow:
+    # Overflow members in use, not overflow members: an idle one waiting out overflow_ttl
+    # is no sign of strain.
+    if snap.waiting or snap.overflow_in_use:
         return ComponentCheck(
             "connection_pool",
             name,
             "warn",
             snap.waiting,
-            f"{snap.waiting} waiting, {snap.overflow} overflow in use",
+            f"{snap.waiting} waiting, {snap.overflow_in_use} overflow in use",
         )
     return ComponentCheck(
         "connection_pool", name, "pass", snap.in_use, f"{snap.in_use}/{snap.size} in use"
