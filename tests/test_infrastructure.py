@@ -349,6 +349,34 @@ def test_an_async_call_cancelled_in_the_injected_delay_gives_everything_back() -
     asyncio.run(main())
 
 
+def test_a_call_interrupted_in_the_breaker_step_is_refunded(
+    clock: bt.ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with make(clock, LIMITED) as infra:
+        breaker, limiter = infra.breakers["svc"], infra.limiters["svc"]
+
+        def interrupted(critical: bool) -> Any:
+            raise KeyboardInterrupt
+
+        async def cancelled(critical: bool) -> Any:
+            raise asyncio.CancelledError
+
+        # Before the first call: the route binds breaker.begin when it is built.
+        monkeypatch.setattr(breaker, "begin", interrupted)
+        monkeypatch.setattr(breaker, "begin_async", cancelled)
+        remaining = limiter.peek(CTX).remaining
+        with pytest.raises(KeyboardInterrupt):
+            infra.call("svc", lambda: None, context=CTX)
+
+        async def main() -> None:
+            with pytest.raises(asyncio.CancelledError):
+                await infra.call_async("svc", asyncio.sleep, 0, context=CTX)
+
+        asyncio.run(main())
+        assert limiter.peek(CTX).remaining == remaining
+        assert infra.services["svc"].snapshot(now=clock.monotonic()).rejected == 0
+
+
 async def _async_fail(conn: object) -> None:
     raise ConnectionError("down")
 

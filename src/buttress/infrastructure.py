@@ -777,9 +777,10 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any, Any]:
         if begin is not None:
             try:
                 ticket = begin(critical)
-            except RejectedError as exc:
+            except BaseException as exc:  # refused, or interrupted: the charge goes back
                 undo(None, limited, key, cost)
-                rejected(exc)
+                if isinstance(exc, RejectedError):
+                    rejected(exc)
                 raise
         lease = None
         if pool is not None:
@@ -898,8 +899,8 @@ class Protection:
         if breaker is not None:
             try:
                 self._ticket = await breaker.begin_async(critical)
-            except RejectedError as exc:
-                await self._undo(limited, exc)
+            except BaseException as exc:  # refused, or cancelled: the charge goes back
+                await self._undo(limited, exc if isinstance(exc, RejectedError) else None)
                 raise
         if route.apool is not None:
             lease = route.apool.connection()
