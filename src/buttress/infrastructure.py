@@ -469,9 +469,10 @@ class Infrastructure:
         """A context manager (``with`` or ``async with``) guarding one operation.
 
         ``context`` fills the limiter's scopes (``{"user_id": "u1", "org_id": "o1"}``);
-        ``rate_key`` is an id for a single-scope limiter (or the ``key`` entry beside a
-        context). ``critical`` calls are never shed (by memory or a degraded breaker).
-        ``guard.connection`` is the pooled member when the service has a pool.
+        ``rate_key`` is the id for a limiter whose scopes take one kind of id (or the ``key``
+        entry beside a context; a limiter of shared scopes only takes none). ``critical``
+        calls are never shed (by memory or a degraded breaker). ``guard.connection`` is the
+        pooled member when the service has a pool.
         """
         route = self._route(service)
         return Protection(
