@@ -564,9 +564,27 @@ class Infrastructure:
         **kwargs: Any,
     ) -> T:
         """The async twin of :meth:`call` (awaits ``fn``; an async pool's connection first)."""
-        return await self._run_async(
-            service, fn, args, kwargs, _rate_key(rate_key, context), critical, cost
-        )
+        # The body of _run_async, inlined (as call() inlines _run's): one more coroutine call
+        # costs about 5 % of a protected async call.
+        key = _rate_key(rate_key, context)
+        route = self._route(service)
+        guard = Protection(self, route, key, route.critical if critical is None else critical, cost)
+        await guard.__aenter__()
+        aw: Any = None
+        try:
+            if guard._alease is not None:
+                aw = fn(guard.connection, *args, **kwargs)
+            else:
+                aw = fn(*args, **kwargs)
+            result = await aw
+        except BaseException as exc:
+            if aw.__class__ in _GENERATORS and _awaited_a_generator(aw, exc):
+                await guard._abandon(route.limiter is not None)  # it charged, if it has a limiter
+                raise _lazy_result(service, fn, aw) from None
+            await guard.__aexit__(type(exc), exc, None)
+            raise
+        await guard.__aexit__(None, None, None)
+        return result
 
     async def _run_async(
         self,
@@ -582,21 +600,19 @@ class Infrastructure:
         route = self._route(service)
         guard = Protection(self, route, key, route.critical if critical is None else critical, cost)
         await guard.__aenter__()
+        aw: Any = None
         try:
             if guard._alease is not None:
                 aw = fn(guard.connection, *args, **kwargs)
             else:
                 aw = fn(*args, **kwargs)
-            # A generator (of either kind) is no awaitable, bar the old @types.coroutine kind.
-            lazy = aw.__class__ in _GENERATORS and not inspect.isawaitable(aw)
-            if not lazy:
-                result = await aw
+            result = await aw
         except BaseException as exc:
+            if aw.__class__ in _GENERATORS and _awaited_a_generator(aw, exc):
+                await guard._abandon(route.limiter is not None)  # it charged, if it has a limiter
+                raise _lazy_result(service, fn, aw) from None
             await guard.__aexit__(type(exc), exc, None)
             raise
-        if lazy:
-            await guard._abandon(route.limiter is not None)  # it charged, if it has a limiter
-            raise _lazy_result(service, fn, aw)
         await guard.__aexit__(None, None, None)
         return result
 
@@ -987,6 +1003,12 @@ class Protection:
 # that returns one is refused (everything taken is given back, nothing is counted).
 _GENERATORS = frozenset({types.GeneratorType, types.AsyncGeneratorType})
 _LAZY = _GENERATORS | {types.CoroutineType}
+
+
+def _awaited_a_generator(aw: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` is Python refusing ``await aw``: nothing of ``aw`` has run. (Checked only
+    once the await failed, so a protected async call pays nothing for it.)"""
+    return isinstance(exc, TypeError) and not inspect.isawaitable(aw)  # @types.coroutine is
 
 
 def _lazy_result(service: str, fn: Any, result: Any) -> TypeError:
