@@ -159,6 +159,23 @@ def test_scenarios_command() -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_a_command_missing_its_action_prints_its_help_and_fails(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["config"]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("usage: buttress config") and "check" in out
+
+
+@pytest.mark.parametrize("users", ["0", "-3", "many"])
+def test_demo_refuses_a_bad_users_count_before_running(users: str) -> None:
+    proc = run("demo", "--users", users, "--no-progress")
+    assert proc.returncode == 2
+    assert "argument --users: must be an integer >= 1" in proc.stderr
+    assert "concurrent_users" not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""  # nothing of the demo ran
+
+
 def test_usage_errors() -> None:
     assert main([]) == 2
     proc = run("frobnicate")

@@ -97,6 +97,30 @@ def test_pool_waiting_warns_and_closed_fails(tmp_path: Path) -> None:
     assert statuses(i.health())["connection_pool:db"] == "fail"
 
 
+def test_pool_warns_for_overflow_in_use_not_idle_overflow(clock: bt.ManualClock) -> None:
+    cfg = {
+        "memory_manager": {"enabled": False},
+        "connection_pools": {"db": {"max_size": 1, "max_overflow": 1, "overflow_ttl": 60.0}},
+    }
+    members = iter(range(100))
+    # A real scheduler connects the members; the manual clock keeps overflow_ttl from passing.
+    with bt.Infrastructure(
+        "h", cfg, clock=clock, env={}, pools={"db": lambda: f"c{next(members)}"}
+    ) as i:
+        pool = i.pools["db"]
+        a = pool.checkout(timeout=10.0)
+        b = pool.checkout(timeout=10.0)  # beyond max_size: an overflow member
+        check = next(c for c in i.health().checks if c.kind == "connection_pool")
+        assert (check.status, check.reason) == ("warn", "0 waiting, 1 overflow in use")
+        b.release()
+        a.release()
+        stats = pool.stats()
+        assert (stats.overflow, stats.overflow_in_use, stats.in_use) == (1, 0, 0)
+        check = next(c for c in i.health().checks if c.kind == "connection_pool")
+        assert (check.status, check.reason) == ("pass", "0/2 in use")
+        assert i.health().overall_status == "healthy"
+
+
 def test_chaos_experiments_show_as_degraded(clock: bt.ManualClock) -> None:
     i = infra(clock, {"memory_manager": {"enabled": False}, "chaos": {"enabled": True}})
     with i.chaos.experiment("payments", failure_rate=0.5, duration=30.0, name="latency-drill"):

@@ -223,6 +223,164 @@ def test_injected_faults_count_as_failures_whatever_record_says(clock: bt.Manual
         assert infra.breakers["svc"].state is bt.BreakerState.OPEN
 
 
+def test_an_experiment_started_after_the_route_was_built_applies(clock: bt.ManualClock) -> None:
+    # Routes are built on first use, or in __init__ for [services] entries: both before any
+    # chaos target exists here. An experiment started later must still reach their calls.
+    cfg = {
+        "circuit_breakers": {"payments": {"failure_threshold": 100, "degradation_threshold": None}},
+        "services": {"checkout": {"breaker": "payments"}},
+        "chaos": {"enabled": True},
+    }
+    with make(clock, cfg) as infra:
+        assert infra.call("payments", lambda: "real") == "real"  # the route exists now
+        assert infra.call("search", lambda: "real") == "real"  # no breaker: its own name
+        with infra.chaos.experiment("payments", failure_rate=1.0) as exp:
+            with pytest.raises(bt.InjectedFault):
+                infra.call("payments", lambda: "real")
+            with pytest.raises(bt.InjectedFault):
+                infra.call("checkout", lambda: "real")  # built in __init__, borrows payments
+            with pytest.raises(bt.InjectedFault), infra.protect("payments"):
+                pass
+
+            async def main() -> None:
+                async def work() -> str:
+                    return "real"
+
+                with pytest.raises(bt.InjectedFault):
+                    await infra.call_async("checkout", work)
+
+            asyncio.run(main())
+            assert exp.calls == 4
+        assert infra.call("checkout", lambda: "real") == "real"  # it ended
+        with infra.chaos.experiment("search", latency=2.0) as exp:
+            before = clock.monotonic()
+            assert infra.call("search", lambda: "real") == "real"
+            assert clock.monotonic() - before == pytest.approx(2.0)
+            assert exp.injected_delays == 1
+
+
+class StallingClock(bt.ManualClock):
+    """A manual clock on which an injected delay never ends: a sync sleep is interrupted
+    (as by Ctrl-C), an async one waits until its task is cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeping = asyncio.Event()
+
+    def sleep(self, seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleeping.set()
+        await asyncio.get_running_loop().create_future()  # until cancelled
+
+
+HALF_OPEN = {
+    "circuit_breakers": {
+        "db": {
+            "failure_threshold": 1,
+            "degradation_threshold": None,
+            "failure_rate_threshold": None,
+            "degradation_rate_threshold": None,
+            "reset_timeout": 1.0,
+            "half_open_max_calls": 1,
+        }
+    },
+    "rate_limiting": {"limiters": {"db": {"scopes": [{"name": "user", "limit": 5}]}}},
+    "chaos": {"enabled": True},
+}
+
+
+def _fail(conn: object) -> None:
+    raise ConnectionError("down")
+
+
+def test_a_call_interrupted_in_the_injected_delay_gives_everything_back() -> None:
+    clock = StallingClock()
+    cfg = {**HALF_OPEN, "connection_pools": {"db": {"min_size": 1, "max_size": 1}}}
+    members = iter(range(100))
+    with make(clock, cfg, pools={"db": lambda: f"conn{next(members)}"}) as infra:
+        infra.run_maintenance()  # connects the member (no background thread here)
+        limiter, breaker, pool = infra.limiters["db"], infra.breakers["db"], infra.pools["db"]
+        with pytest.raises(ConnectionError):
+            infra.call("db", _fail, rate_key="u1")
+        clock.advance(1.0)  # open -> half_open on the next call: one probe permit
+        remaining = limiter.peek("u1").remaining
+        with infra.chaos.experiment("db", latency=5.0), pytest.raises(KeyboardInterrupt):
+            infra.call("db", lambda conn: conn, rate_key="u1")
+        assert limiter.peek("u1").remaining == remaining  # the charge was refunded
+        assert pool.stats().in_use == 0  # the lease went back
+        assert infra.call("db", lambda conn: conn, rate_key="u1") == "conn0"  # the permit too
+        assert breaker.state is bt.BreakerState.CLOSED
+
+
+def test_an_async_call_cancelled_in_the_injected_delay_gives_everything_back() -> None:
+    clock = StallingClock()
+    cfg = {**HALF_OPEN, "connection_pools": {"db": {"min_size": 1, "max_size": 1, "async": True}}}
+    members = iter(range(100))
+
+    async def make_member() -> str:
+        return f"conn{next(members)}"
+
+    async def echo(conn: str) -> str:
+        return conn
+
+    async def main() -> None:
+        async with make(clock, cfg, pools={"db": make_member}) as infra:
+            assert infra.async_scheduler is not None
+            await infra.async_scheduler.run_due()  # connects the member
+            limiter, breaker = infra.limiters["db"], infra.breakers["db"]
+            with pytest.raises(ConnectionError):
+                await infra.call_async("db", _async_fail, rate_key="u1")
+            clock.advance(1.0)
+            remaining = limiter.peek("u1").remaining
+            with infra.chaos.experiment("db", latency=5.0):
+                task = asyncio.create_task(infra.call_async("db", echo, rate_key="u1"))
+                await clock.sleeping.wait()  # the call holds everything, in the delay
+                assert infra.async_pools["db"].stats().in_use == 1
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            assert limiter.peek("u1").remaining == remaining
+            assert infra.async_pools["db"].stats().in_use == 0
+            assert await infra.call_async("db", echo, rate_key="u1") == "conn0"
+            assert breaker.state is bt.BreakerState.CLOSED
+
+    asyncio.run(main())
+
+
+def test_a_call_interrupted_in_the_breaker_step_is_refunded(
+    clock: bt.ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with make(clock, LIMITED) as infra:
+        breaker, limiter = infra.breakers["svc"], infra.limiters["svc"]
+
+        def interrupted(critical: bool) -> Any:
+            raise KeyboardInterrupt
+
+        async def cancelled(critical: bool) -> Any:
+            raise asyncio.CancelledError
+
+        # Before the first call: the route binds breaker.begin when it is built.
+        monkeypatch.setattr(breaker, "begin", interrupted)
+        monkeypatch.setattr(breaker, "begin_async", cancelled)
+        remaining = limiter.peek(CTX).remaining
+        with pytest.raises(KeyboardInterrupt):
+            infra.call("svc", lambda: None, context=CTX)
+
+        async def main() -> None:
+            with pytest.raises(asyncio.CancelledError):
+                await infra.call_async("svc", asyncio.sleep, 0, context=CTX)
+
+        asyncio.run(main())
+        assert limiter.peek(CTX).remaining == remaining
+        assert infra.services["svc"].snapshot(now=clock.monotonic()).rejected == 0
+
+
+async def _async_fail(conn: object) -> None:
+    raise ConnectionError("down")
+
+
 def test_protect_context_manager_sync_and_async(clock: bt.ManualClock) -> None:
     with make(clock, LIMITED) as infra:
         with infra.protect("svc", context=CTX) as guard:
@@ -263,6 +421,104 @@ def test_protected_decorator_with_key_functions(clock: bt.ManualClock) -> None:
         assert fetch("u2", "o1") == "u2@o1"
 
 
+def test_protected_passes_the_functions_own_arguments_through(clock: bt.ManualClock) -> None:
+    # The wrapped function may have parameters named like call()'s options.
+    cfg = {"rate_limiting": {"limiters": {"shop": {"scopes": [{"name": "user", "limit": 5}]}}}}
+    with make(clock, cfg) as infra:
+
+        @infra.protected("shop", rate_key=lambda item, **kw: kw.get("rate_key", "anon"))
+        def price(
+            item: str,
+            cost: int = 0,
+            context: Any = None,
+            critical: Any = None,
+            rate_key: Any = None,
+        ) -> tuple[Any, ...]:
+            return item, cost, context, critical, rate_key
+
+        assert price("socks", cost=3, context="c", critical="x", rate_key="u1") == (
+            "socks",
+            3,
+            "c",
+            "x",
+            "u1",
+        )
+        # charged the decorator's cost (1) to the key the decorator's rate_key chose, not 3
+        assert infra.limiters["shop"].peek("u1").remaining == 5 - 1 - 1  # after the peeked 1
+
+        @infra.protected("shop", rate_key="u2")
+        async def aprice(item: str, *, cost: int = 0, context: Any = None) -> tuple[Any, ...]:
+            return item, cost, context
+
+        assert asyncio.run(aprice("hat", cost=4, context={"user_id": "x"})) == (
+            "hat",
+            4,
+            {"user_id": "x"},
+        )
+        assert infra.limiters["shop"].peek("u2").remaining == 3
+
+
+def test_generator_functions_are_refused_not_left_unguarded(clock: bt.ManualClock) -> None:
+    # A generator's body runs as it is iterated, after the call returned: the breaker would
+    # never see its errors and a pooled connection would be back in the pool meanwhile.
+    cfg = {
+        **LIMITED,
+        "rate_limiting": {"limiters": {"svc": {"scopes": [{"name": "user", "limit": 5}]}}},
+        "connection_pools": {"svc": {"min_size": 1, "max_size": 1}},
+        "services": {"feed": {"breaker": "svc", "limiter": "svc", "pool": False}},  # asyncio
+    }
+    with make(clock, cfg, pools={"svc": lambda: "conn"}) as infra:
+        infra.run_maintenance()  # connects the member
+
+        def rows(conn: str) -> Any:
+            yield conn
+            raise ConnectionError("went away mid-stream")
+
+        async def arows(conn: str) -> Any:
+            yield conn
+
+        for fn in (rows, arows):
+            with pytest.raises(TypeError, match=rf"cannot guard .*{fn.__name__}: .*generator"):
+                infra.protected("svc")(fn)
+
+        async def work(conn: str) -> str:
+            return conn
+
+        remaining = infra.limiters["svc"].peek("u1").remaining
+        for fn in (rows, arows, work):  # call() on a lazy result: refused, nothing kept
+            with pytest.raises(TypeError, match=rf"{fn.__name__} returned an? "):
+                infra.call("svc", fn, rate_key="u1")
+
+        async def main() -> None:
+            with pytest.raises(TypeError, match="arows returned an async generator"):
+                await infra.call_async("feed", arows, "conn", rate_key="u1")
+            assert await infra.call_async("feed", work, "conn", rate_key="u1") == "conn"
+
+        asyncio.run(main())
+        assert infra.limiters["svc"].peek("u1").remaining == remaining - 1  # only `work`
+        assert infra.pools["svc"].stats().in_use == 0
+        snap = infra.breakers["svc"].snapshot()
+        assert (snap.call_count, snap.failure_count) == (1, 0)
+
+
+def test_rate_key_on_a_limiter_of_shared_scopes_says_it_takes_no_id(
+    clock: bt.ManualClock,
+) -> None:
+    cfg = {"rate_limiting": {"limiters": {"api": {"limit": 100}}}}  # one scope: global
+    with make(clock, cfg) as infra:
+        for key in ("user-1", 7):
+            with pytest.raises(bt.ConfigError) as info:
+                infra.call("api", lambda: "ok", rate_key=key)
+            assert info.value.path == "key"
+            assert info.value.message == (
+                "limiter 'api' has only shared scopes (global): it takes no id; pass None "
+                "(through Infrastructure, drop rate_key)"
+            )
+        assert infra.call("api", lambda: "ok") == "ok"  # no key: the global scope counts it
+        assert infra.call("api", lambda: "ok", context=CTX, rate_key="k") == "ok"  # ignored
+        assert infra.limiters["api"].peek().remaining == 100 - 2 - 1  # after the peeked 1
+
+
 def test_async_pool_service(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     cfg = {"connection_pools": {"db": {"async": True, "max_size": 2}}}
@@ -281,6 +537,33 @@ def test_async_pool_service(tmp_path: Path) -> None:
             assert infra.health().connection_pools["db"].checkouts == 1
 
     asyncio.run(main())
+
+
+def test_an_async_pool_service_before_astart_is_refused_clearly(clock: bt.ManualClock) -> None:
+    cfg = {
+        "connection_pools": {"db": {"async": True, "max_size": 1}},
+        "rate_limiting": {"limiters": {"db": {"scopes": [{"name": "user", "limit": 5}]}}},
+    }
+    ran: list[tuple[Any, ...]] = []
+
+    async def query(*args: Any) -> None:
+        ran.append(args)
+
+    async def make_member() -> str:
+        return "conn"
+
+    async def main(infra: bt.Infrastructure) -> None:
+        with pytest.raises(RuntimeError, match=r"async pool 'db', which is not open.*astart"):
+            await infra.call_async("db", query, 42, rate_key="u1")
+        with pytest.raises(RuntimeError, match="not open"):
+            async with infra.protect("db", rate_key="u1"):
+                ran.append(("body",))
+
+    with make(clock, cfg, pools={"db": make_member}) as infra:  # plain `with`: sync start only
+        remaining = infra.limiters["db"].peek("u1").remaining
+        asyncio.run(main(infra))
+        assert ran == []  # never called without its connection
+        assert infra.limiters["db"].peek("u1").remaining == remaining  # charges refunded
 
 
 def test_instrument_functions_classes_and_cache_hits(clock: bt.ManualClock) -> None:

@@ -20,15 +20,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="buttress", description="buttress: the infrastructure layer for Python services."
     )
+    parser.set_defaults(usage=parser)  # whose help a command missing its action prints
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the guide's scenario end to end and print a report")
     demo.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     demo.add_argument("--seed", type=int, default=7, help="seed for the simulated services")
-    demo.add_argument("--users", type=int, default=50, help="concurrent users in the load test")
+    demo.add_argument(
+        "--users", type=_positive_int, default=50, help="concurrent users in the load test (>= 1)"
+    )
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     config = sub.add_parser("config", help="work with a configuration file")
+    config.set_defaults(usage=config)
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION")
     check = config_sub.add_parser("check", help="validate FILE and print the resolved config")
     check.add_argument("file", metavar="FILE")
@@ -79,10 +83,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"buttress: {exc}", file=sys.stderr)
         return 2
-    if args.command == "config":
-        parser.parse_args(["config", "--help"])
-    parser.print_help()
+    args.usage.print_help()  # no command, or `config` without its action
     return 2
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: refused at parsing, naming the option, before any work runs."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
 
 
 def _check_writable(option: str, path: str) -> None:

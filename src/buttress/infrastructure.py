@@ -21,15 +21,17 @@ import inspect
 import logging
 import random
 import threading
+import types
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from ._clock import Clock, SystemClock
+from ._concurrency import is_async_callable
 from ._scheduler import AsyncScheduler, Handle, Scheduler
 from .breaker import CircuitBreaker
-from .chaos import Chaos, FaultInjector
+from .chaos import Chaos
 from .config import Config, LimiterSettings, PoolSettings, import_callable, load_config
 from .errors import ConfigError, InfrastructureClosedError, RateLimitExceeded, RejectedError
 from .health import HealthReport, build_report
@@ -67,12 +69,12 @@ class _Route:
     limiter: RateLimiter | None
     pool: ConnectionPool | None
     apool: AsyncConnectionPool | None
-    injector: FaultInjector | None
+    injector_name: str  # the chaos target: its breaker's name, else the service's
     metrics: ServiceMetrics
     adaptive: bool
     critical: bool
     pool_name: str | None = None
-    steps: tuple[Any, Any] = (None, None)  # (enter, exit): the sync path, see _compile
+    steps: tuple[Any, Any, Any] = (None, None, None)  # (enter, exit, abandon): see _compile
 
 
 class Infrastructure:
@@ -337,17 +339,13 @@ class Infrastructure:
         metrics = self.services.get(service)
         if metrics is None:
             metrics = self.services[service] = ServiceMetrics(service)
-        injector_name = breaker.name if breaker is not None else service
-        injector = (
-            self.chaos.injector(injector_name) if injector_name in self.chaos.targets else None
-        )
         route = _Route(
             name=service,
             breaker=breaker,
             limiter=limiter,
             pool=pool,
             apool=self.async_pools.get(pool_name) if pool_name else None,
-            injector=injector,
+            injector_name=breaker.name if breaker is not None else service,
             metrics=metrics,
             adaptive=adaptive,
             critical=bool(s and s.critical),
@@ -476,9 +474,10 @@ class Infrastructure:
         """A context manager (``with`` or ``async with``) guarding one operation.
 
         ``context`` fills the limiter's scopes (``{"user_id": "u1", "org_id": "o1"}``);
-        ``rate_key`` is an id for a single-scope limiter (or the ``key`` entry beside a
-        context). ``critical`` calls are never shed (by memory or a degraded breaker).
-        ``guard.connection`` is the pooled member when the service has a pool.
+        ``rate_key`` is the id for a limiter whose scopes take one kind of id (or the ``key``
+        entry beside a context; a limiter of shared scopes only takes none). ``critical``
+        calls are never shed (by memory or a degraded breaker). ``guard.connection`` is the
+        pooled member when the service has a pool.
         """
         route = self._route(service)
         return Protection(
@@ -505,8 +504,10 @@ class Infrastructure:
 
         When the service has a pool, the connection is passed first: ``fn(conn, *args)``.
         """
+        # The body of _run, inlined: the protected path is measured in microseconds and one
+        # more Python call is about 2 % of it.
         route = self._routes.get(service) or self._route(service)
-        enter, leave = route.steps
+        enter, leave, abandon = route.steps
         if rate_key is not None:
             context = _rate_key(rate_key, context)
         token = enter(context, route.critical if critical is None else critical, cost)
@@ -519,6 +520,39 @@ class Infrastructure:
         except BaseException as exc:
             leave(token, exc)
             raise
+        if result.__class__ in _LAZY:  # a generator or a coroutine: see _lazy_result
+            abandon(token, context, cost)
+            raise _lazy_result(service, fn, result)
+        leave(token, None)
+        return result
+
+    def _run(
+        self,
+        service: str,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: Any,
+        critical: bool | None,
+        cost: float,
+    ) -> T:
+        """:meth:`call` with ``fn``'s own arguments apart: none of them is taken for an option
+        (``protected`` functions may have a ``cost`` or a ``context`` of their own)."""
+        route = self._routes.get(service) or self._route(service)
+        enter, leave, abandon = route.steps
+        token = enter(key, route.critical if critical is None else critical, cost)
+        try:
+            lease = token[1]
+            if lease is not None:
+                result = fn(lease.connection, *args, **kwargs)
+            else:
+                result = fn(*args, **kwargs)
+        except BaseException as exc:
+            leave(token, exc)
+            raise
+        if result.__class__ in _LAZY:
+            abandon(token, key, cost)
+            raise _lazy_result(service, fn, result)
         leave(token, None)
         return result
 
@@ -535,21 +569,53 @@ class Infrastructure:
         **kwargs: Any,
     ) -> T:
         """The async twin of :meth:`call` (awaits ``fn``; an async pool's connection first)."""
+        # The body of _run_async, inlined (as call() inlines _run's): one more coroutine call
+        # costs about 5 % of a protected async call.
+        key = _rate_key(rate_key, context)
         route = self._route(service)
-        guard = Protection(
-            self,
-            route,
-            _rate_key(rate_key, context),
-            route.critical if critical is None else critical,
-            cost,
-        )
+        guard = Protection(self, route, key, route.critical if critical is None else critical, cost)
         await guard.__aenter__()
+        aw: Any = None
         try:
             if guard._alease is not None:
-                result = await fn(guard.connection, *args, **kwargs)
+                aw = fn(guard.connection, *args, **kwargs)
             else:
-                result = await fn(*args, **kwargs)
+                aw = fn(*args, **kwargs)
+            result: T = await aw
         except BaseException as exc:
+            if aw.__class__ in _GENERATORS and _awaited_a_generator(aw, exc):
+                await guard._abandon(route.limiter is not None)  # it charged, if it has a limiter
+                raise _lazy_result(service, fn, aw) from None
+            await guard.__aexit__(type(exc), exc, None)
+            raise
+        await guard.__aexit__(None, None, None)
+        return result
+
+    async def _run_async(
+        self,
+        service: str,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: Any,
+        critical: bool | None,
+        cost: float,
+    ) -> T:
+        """:meth:`call_async` with ``fn``'s own arguments apart (see :meth:`_run`)."""
+        route = self._route(service)
+        guard = Protection(self, route, key, route.critical if critical is None else critical, cost)
+        await guard.__aenter__()
+        aw: Any = None
+        try:
+            if guard._alease is not None:
+                aw = fn(guard.connection, *args, **kwargs)
+            else:
+                aw = fn(*args, **kwargs)
+            result: T = await aw
+        except BaseException as exc:
+            if aw.__class__ in _GENERATORS and _awaited_a_generator(aw, exc):
+                await guard._abandon(route.limiter is not None)  # it charged, if it has a limiter
+                raise _lazy_result(service, fn, aw) from None
             await guard.__aexit__(type(exc), exc, None)
             raise
         await guard.__aexit__(None, None, None)
@@ -566,29 +632,43 @@ class Infrastructure:
     ) -> Callable[[Callable[P, T]], Callable[P, T]]:
         """Decorate a sync or async function so every call runs under :meth:`protect`.
 
-        ``rate_key`` and ``context`` may be callables taking the function's arguments.
+        ``rate_key`` and ``context`` may be callables taking the function's arguments. The
+        function's own arguments pass through untouched, even ones named like these options.
+        Generator functions are refused (``TypeError``): their body runs after the call returns.
         """
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-            def opts(args: Any, kwargs: Any) -> dict[str, Any]:
-                return {
-                    "rate_key": rate_key(*args, **kwargs) if callable(rate_key) else rate_key,
-                    "context": context(*args, **kwargs) if callable(context) else context,
-                    "critical": critical,
-                    "cost": cost,
-                }
+            if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+                name = getattr(fn, "__qualname__", None) or repr(fn)
+                kind = "an async generator" if inspect.isasyncgenfunction(fn) else "a generator"
+                with_ = "async with" if inspect.isasyncgenfunction(fn) else "with"
+                raise TypeError(
+                    f"protected({service!r}) cannot guard {name}: it is {kind} function, whose "
+                    "body runs as it is iterated, after the protected call has returned. "
+                    "Decorate a function that returns the items (e.g. a list), or open "
+                    f"`{with_} infra.protect({service!r}) as guard:` inside the generator"
+                )
 
-            if inspect.iscoroutinefunction(fn):
+            # The function's own arguments go through untouched (it may have a `cost` or a
+            # `context` of its own): the options travel apart, to _run / _run_async.
+            def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                rk = rate_key(*args, **kwargs) if callable(rate_key) else rate_key
+                ctx = context(*args, **kwargs) if callable(context) else context
+                return _rate_key(rk, ctx)
+
+            if is_async_callable(fn):
 
                 @functools.wraps(fn)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    return await self.call_async(service, fn, *args, **opts(args, kwargs), **kwargs)
+                    return await self._run_async(
+                        service, fn, args, kwargs, key(args, kwargs), critical, cost
+                    )
 
                 return async_wrapper
 
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                return self.call(service, fn, *args, **opts(args, kwargs), **kwargs)
+                return self._run(service, fn, args, kwargs, key(args, kwargs), critical, cost)
 
             return wrapper
 
@@ -662,8 +742,9 @@ class Infrastructure:
 _Token = tuple[Any, Any, float, bool]
 
 
-def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any]:
-    """The sync steps of ``protect`` for one service, as two closures: ``enter`` and ``exit``.
+def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any, Any]:
+    """The sync steps of ``protect`` for one service, as closures: ``enter``, ``exit``, and
+    ``abandon`` (give back all ``enter`` took, for a call that never ran).
 
     Built once per service with only the layers it has, so a call pays for no lookup and no
     absent layer (the protected path is measured in microseconds; each attribute read shows).
@@ -682,7 +763,11 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any]:
     release = breaker.release if breaker is not None else None
     pool = route.pool
     pool_name = route.pool_name
-    injector = route.injector
+    # The injector is looked up on each call while chaos is on, not once here: a target made
+    # after the route (an experiment started later) must apply. With chaos off (the usual
+    # case) a call reads one attribute for it.
+    find_injector = chaos._injectors.get
+    target = route.injector_name
     metrics = route.metrics
     record = metrics.record
     rejected = metrics.record_rejection
@@ -714,9 +799,10 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any]:
         if begin is not None:
             try:
                 ticket = begin(critical)
-            except RejectedError as exc:
+            except BaseException as exc:  # refused, or interrupted: the charge goes back
                 undo(None, limited, key, cost)
-                rejected(exc)
+                if isinstance(exc, RejectedError):
+                    rejected(exc)
                 raise
         lease = None
         if pool is not None:
@@ -734,10 +820,14 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any]:
                 f"service {route.name!r} uses the async pool {pool_name!r}: "
                 "use call_async() / async with under `async with Infrastructure(...)`"
             )
-        if injector is not None and chaos.enabled:
+        if chaos._enabled and (injector := find_injector(target)) is not None:
             fault = injector.decide()
             if fault.delay:
-                clock.sleep(fault.delay)
+                try:
+                    clock.sleep(fault.delay)
+                except BaseException:  # interrupted before the operation ran: give all back
+                    abandon((ticket, lease, 0.0, limited), key, cost)
+                    raise
             if fault.fail:
                 injected = injector.make_exception(fault)
                 leave((ticket, lease, now(), limited), injected)
@@ -755,7 +845,15 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any]:
             adaptive_record(ok=exc is None, latency=t - t0)
         record(t - t0, exc, now=t)
 
-    return enter, leave
+    def abandon(token: _Token, key: Any, cost: float) -> None:
+        ticket, lease, _, limited = token
+        try:
+            if lease is not None:
+                lease.__exit__(None, None, None)
+        finally:
+            undo(ticket, limited, key, cost)
+
+    return enter, leave, abandon
 
 
 class Protection:
@@ -823,8 +921,8 @@ class Protection:
         if breaker is not None:
             try:
                 self._ticket = await breaker.begin_async(critical)
-            except RejectedError as exc:
-                await self._undo(limited, exc)
+            except BaseException as exc:  # refused, or cancelled: the charge goes back
+                await self._undo(limited, exc if isinstance(exc, RejectedError) else None)
                 raise
         if route.apool is not None:
             lease = route.apool.connection()
@@ -840,11 +938,22 @@ class Protection:
                 f"service {route.name!r} uses the thread pool {route.pool_name!r}: use call() or "
                 "`with`, or set `async = true` on the pool for asyncio callers"
             )
-        inj = route.injector
-        if inj is not None and infra.chaos.enabled:
+        elif route.pool_name is not None:  # an async pool, not made yet: astart() makes them
+            await self._undo(limited, None)
+            raise RuntimeError(
+                f"service {route.name!r} uses the async pool {route.pool_name!r}, which is not "
+                "open: enter the infrastructure with `async with Infrastructure(...)` (or "
+                "`await infra.astart()`) before call_async() / `async with infra.protect(...)`"
+            )
+        chaos = infra.chaos
+        if chaos._enabled and (inj := chaos._injectors.get(route.injector_name)) is not None:
             fault = inj.decide()
             if fault.delay:
-                await infra.clock.asleep(fault.delay)
+                try:
+                    await infra.clock.asleep(fault.delay)
+                except BaseException:  # cancelled before the operation ran: give all back
+                    await self._abandon(limited)
+                    raise
             if fault.fail:
                 injected = inj.make_exception(fault)
                 self._t0 = infra._now()
@@ -852,6 +961,16 @@ class Protection:
                 raise injected
         self._t0 = infra._now()
         return self
+
+    async def _abandon(self, limited: bool) -> None:
+        """Give back the lease, the breaker permit and the charge of a call that never ran."""
+        lease, self._alease = self._alease, None
+        self.connection = None
+        try:
+            if lease is not None:
+                await lease.__aexit__(None, None, None)
+        finally:
+            await self._undo(limited, None)
 
     async def _undo(self, limited: bool, exc: RejectedError | None) -> None:
         route = self._route
@@ -883,6 +1002,36 @@ class Protection:
             route.limiter.record(ok=exc is None, latency=duration)
         route.metrics.record(duration, exc, now=t)
         return False
+
+
+# Results whose work happens after the call returns, when the protection has ended: a call
+# that returns one is refused (everything taken is given back, nothing is counted).
+_GENERATORS = frozenset({types.GeneratorType, types.AsyncGeneratorType})
+_LAZY = _GENERATORS | {types.CoroutineType}
+
+
+def _awaited_a_generator(aw: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` is Python refusing ``await aw``: nothing of ``aw`` has run. (Checked only
+    once the await failed, so a protected async call pays nothing for it.)"""
+    return isinstance(exc, TypeError) and not inspect.isawaitable(aw)  # @types.coroutine is
+
+
+def _lazy_result(service: str, fn: Any, result: Any) -> TypeError:
+    """The refusal of a call that returned a generator or a coroutine (``result`` is closed)."""
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    if isinstance(result, types.CoroutineType):
+        result.close()  # never awaited: no warning for it
+        return TypeError(
+            f"{name} returned a coroutine to call(): protect it with call_async() instead"
+        )
+    if isinstance(result, types.GeneratorType):
+        result.close()
+    kind = "an async generator" if isinstance(result, types.AsyncGeneratorType) else "a generator"
+    return TypeError(
+        f"{name} returned {kind}: its body runs as it is iterated, after the protected call has "
+        "returned, so no breaker, pool or limit would guard it. Return the items instead (e.g. "
+        f"a list), or iterate inside `with infra.protect({service!r}) as guard:`"
+    )
 
 
 def _refused(d: Any) -> RateLimitExceeded:

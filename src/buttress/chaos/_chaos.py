@@ -45,6 +45,8 @@ class Chaos:
         self._enabled = bool(enabled)
         self.seed = seed
         self.clock: Clock = clock if clock is not None else SystemClock()
+        # Never replaced, only added to: Infrastructure reads _enabled and _injectors.get on
+        # its protected path (a target made at any time, e.g. by an experiment, applies).
         self._injectors: dict[str, FaultInjector] = {}
         self._lock = threading.Lock()
 

@@ -246,6 +246,13 @@ class RateLimiter:
             get = key.get
         elif isinstance(key, str) or (isinstance(key, int) and not isinstance(key, bool)):
             if self._str_by is None:
+                if not any(s.by is not None for s in self.scopes):
+                    raise ConfigError(
+                        "key",
+                        f"limiter {self.name!r} has only shared scopes "
+                        f"({', '.join(self._names)}): it takes no id; pass None (through "
+                        "Infrastructure, drop rate_key)",
+                    )
                 raise ConfigError(
                     "key",
                     f"this limiter's scopes take ids {self._id_names()}: pass a mapping "
