@@ -125,6 +125,30 @@ def test_a_limiter_over_a_capped_backend(clock: bt.ManualClock) -> None:
     assert rl.snapshot().keys == 100
 
 
+def test_key_cap_reached_marks_every_episode_without_maintain(clock: bt.ManualClock) -> None:
+    backend = bt.MemoryBackend(max_keys=100)
+    rl = bt.RateLimiter(bt.Scope("user", 10, 1.0), backend=backend, clock=clock)
+    cap_events: list[dict[str, float]] = []
+    events.attach("test.key_cap", [EV_KEY_CAP], lambda _n, m, _md: cap_events.append(dict(m)))
+    try:
+        for i in range(150):  # episode 1: 50 evictions, one event
+            rl.try_acquire(f"a{i}")
+        assert len(cap_events) == 1
+        # Every key expires; a trickle of new keys lets the sweep drop the old ones (no
+        # maintain() call): the count falls far below the cap, and the episode is over.
+        clock.advance(10.0)
+        for i in range(200):
+            clock.advance(1.0)
+            rl.try_acquire(f"t{i}")
+        assert backend.key_count() < 90
+        for i in range(150):  # episode 2
+            rl.try_acquire(f"b{i}")
+        assert len(cap_events) == 2
+        assert backend.key_count() == 100
+    finally:
+        events.detach("test.key_cap")
+
+
 def test_eviction_takes_the_key_closest_to_expiry_and_spares_the_request() -> None:
     backend = bt.MemoryBackend(max_keys=3)
     tb = TokenBucket(1, 10.0)  # one unit per 10 s: each state lives 10 s per unit used

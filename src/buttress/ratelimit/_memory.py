@@ -16,8 +16,9 @@ closest to expiry among :data:`EVICTION_SAMPLE` it samples: the one whose usage 
 having been forgotten anyway, so forgetting it early admits the least extra traffic. The keys of
 the request being decided are never evicted. Eviction is counted, and the event
 ``("buttress", "rate_limiter", "key_cap_reached")`` marks the start of each episode of evictions
-(raise ``max_keys`` if you see it). Refusing unknown keys instead would let a client that
-invents keys lock every newcomer out, so it is not offered.
+(raise ``max_keys`` if you see it); an episode ends once the keys fall below :data:`REARM` of the
+cap, whether the sweep or :meth:`MemoryBackend.maintain` brought them there. Refusing unknown
+keys instead would let a client that invents keys lock every newcomer out, so it is not offered.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = ["Lane", "MemoryBackend", "MemoryBackendStats"]
 SWEEP_STEP = 2
 EVICTION_SAMPLE = 5
 MAINTAIN_CHUNK = 1024
+REARM = 0.9  # an episode of evictions ends once the keys fall below this share of the cap
 
 EV_KEY_CAP = ("buttress", "rate_limiter", "key_cap_reached")
 
@@ -237,7 +239,7 @@ class MemoryBackend:
                         removed += 1
         with self._lock:
             self._swept += removed
-            if len(self._states) < self.max_keys * 0.9:
+            if len(self._states) < self.max_keys * REARM:
                 self._at_cap = False
         return removed
 
@@ -258,6 +260,8 @@ class MemoryBackend:
                 del states[key]
                 self._swept += 1
         if len(states) <= self.max_keys:
+            if self._at_cap and len(states) < self.max_keys * REARM:
+                self._at_cap = False  # the episode is over: the next eviction starts another
             return False
         started = False
         fruitless = 0  # samples that found nothing to drop: only this request's keys are left
@@ -286,8 +290,6 @@ class MemoryBackend:
             self._evicted += 1
             if not self._at_cap:
                 self._at_cap = started = True
-        if self._at_cap and len(states) < self.max_keys * 0.9:
-            self._at_cap = False
         return started
 
     def _cap_reached(self) -> None:
