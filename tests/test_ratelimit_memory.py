@@ -5,8 +5,11 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import buttress as bt
 from buttress import events
@@ -163,6 +166,43 @@ def test_eviction_takes_the_key_closest_to_expiry_and_spares_the_request() -> No
     small = bt.MemoryBackend(max_keys=1)
     assert small.decide(["x", "y"], [tb, tb], 1, 0.0)[0]
     assert small.key_count() == 2  # the cap gives way rather than split a decision
+
+
+# One operation on a capped backend: ("decide", key numbers), ("wait", seconds),
+# ("reset", key numbers), ("clear", prefix) or ("maintain",).
+capped_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("decide"), st.lists(st.integers(0, 30), min_size=1, max_size=8)),
+        st.tuples(st.just("wait"), st.floats(0.0, 3.0)),
+        st.tuples(st.just("reset"), st.lists(st.integers(0, 30), max_size=3)),
+        st.tuples(st.just("clear"), st.sampled_from(["k1", "k2"])),
+        st.tuples(st.just("maintain")),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cap=st.integers(1, 8), ops=capped_ops)
+def test_the_cap_holds_after_every_call(cap: int, ops: list[tuple[Any, ...]]) -> None:
+    # A request may carry up to max_keys keys of its own (a limiter has at most that many
+    # scopes); a snapshot of keys deleted since (reset, clear, sweep) must not stop eviction.
+    backend = bt.MemoryBackend(max_keys=cap)
+    tb = TokenBucket(5, 10.0)
+    now = 0.0
+    for op in ops:
+        if op[0] == "decide":
+            keys = list(dict.fromkeys(f"k{n}" for n in op[1]))[:cap]
+            backend.decide(keys, [tb] * len(keys), 1, now)
+            assert backend.key_count() <= cap
+        elif op[0] == "wait":
+            now += op[1]
+        elif op[0] == "reset":
+            backend.reset([f"k{n}" for n in op[1]])
+        elif op[0] == "clear":
+            backend.clear(op[1])
+        else:
+            backend.maintain(now)
 
 
 def test_maintain_and_clear() -> None:

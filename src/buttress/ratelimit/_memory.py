@@ -264,8 +264,12 @@ class MemoryBackend:
                 self._at_cap = False  # the episode is over: the next eviction starts another
             return False
         started = False
-        fruitless = 0  # samples that found nothing to drop: only this request's keys are left
-        while len(states) > self.max_keys and fruitless <= len(states):
+        # Keys that may go: all but this request's own. Each round drops one of them or walks
+        # on; the walk retakes a snapshot of every key once used up, so it reaches one in
+        # time (giving up after a few fruitless rounds, with a stale snapshot of deleted keys,
+        # left the dict over the cap).
+        spare = len(states) - len({key for key in protected if key in states})
+        while len(states) > self.max_keys and spare > 0:
             victim: str | None = None
             victim_expiry = math.inf
             for _ in range(EVICTION_SAMPLE):
@@ -281,9 +285,9 @@ class MemoryBackend:
                 if state[0] < victim_expiry:
                     victim, victim_expiry = key, state[0]
             if victim is None:
-                fruitless += EVICTION_SAMPLE
                 continue
             del states[victim]
+            spare -= 1
             if victim_expiry == -math.inf:
                 self._swept += 1
                 continue
