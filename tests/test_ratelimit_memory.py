@@ -168,6 +168,29 @@ def test_eviction_takes_the_key_closest_to_expiry_and_spares_the_request() -> No
     assert small.key_count() == 2  # the cap gives way rather than split a decision
 
 
+def test_a_limiter_refuses_a_cap_below_its_scope_count(clock: bt.ManualClock) -> None:
+    scopes = [bt.Scope("user", 10, 1.0), bt.Scope("org", 10, 1.0), bt.Scope("global", 99, 1.0)]
+    with pytest.raises(bt.ConfigError, match=r"number of scopes \(3\)") as info:
+        bt.RateLimiter(scopes, backend=bt.MemoryBackend(max_keys=2), clock=clock)
+    assert info.value.path == "backend.max_keys"
+    # At the cap exactly, the promise holds: never more than max_keys keys after a call.
+    backend = bt.MemoryBackend(max_keys=3)
+    rl = bt.RateLimiter(scopes, backend=backend, clock=clock)
+    for i in range(20):
+        assert rl.try_acquire({"user": f"u{i}", "org": f"o{i}"})
+        assert backend.key_count() <= 3
+    # A configuration names the setting where it is set.
+    config = {
+        "rate_limiting": {
+            "max_keys": 2,
+            "limiters": {"api": {"scopes": [{"name": n, "limit": 5} for n in ("a", "b", "c")]}},
+        }
+    }
+    with pytest.raises(bt.ConfigError) as info:
+        bt.Infrastructure("t", config, env={}, background=False)
+    assert info.value.path == "rate_limiting.max_keys"
+
+
 # One operation on a capped backend: ("decide", key numbers), ("wait", seconds),
 # ("reset", key numbers), ("clear", prefix) or ("maintain",).
 capped_ops = st.lists(

@@ -155,6 +155,14 @@ class RateLimiter:
                 f"('memory', 'sqlite:///path', 'redis://host:port/db'), got {backend!r}",
             )
         self.backend: Backend = MemoryBackend() if backend is None else backend
+        if isinstance(self.backend, MemoryBackend) and self.backend.max_keys < len(scopes):
+            # A request's own keys are never evicted: with fewer slots than scopes, one
+            # request of new ids would leave the dict over its cap.
+            raise ConfigError(
+                "backend.max_keys",
+                f"must be at least the number of scopes ({len(scopes)}): one request holds "
+                f"a key per scope, got max_keys={self.backend.max_keys}",
+            )
         self.clock: Clock = SystemClock() if clock is None else clock
         self.latency_budget = float(latency_budget)
         self._monotonic = self.clock.monotonic

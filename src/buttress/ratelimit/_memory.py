@@ -14,7 +14,9 @@ The cap: the dict never holds more than ``max_keys`` keys once a call returns. W
 would pass the cap, the backend first drops expired keys it meets, then *evicts* the live key
 closest to expiry among :data:`EVICTION_SAMPLE` it samples: the one whose usage is nearest to
 having been forgotten anyway, so forgetting it early admits the least extra traffic. The keys of
-the request being decided are never evicted. Eviction is counted, and the event
+the request being decided are never evicted (a call carrying more new keys than ``max_keys``
+leaves the dict over the cap, which is why a ``RateLimiter`` refuses a cap below its number of
+scopes). Eviction is counted, and the event
 ``("buttress", "rate_limiter", "key_cap_reached")`` marks the start of each episode of evictions
 (raise ``max_keys`` if you see it); an episode ends once the keys fall below :data:`REARM` of the
 cap, whether the sweep or :meth:`MemoryBackend.maintain` brought them there. Refusing unknown
