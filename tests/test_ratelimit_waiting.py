@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from typing import Any
 
@@ -222,3 +223,50 @@ async def test_the_async_api_awaits_the_backend(clock: bt.ManualClock) -> None:
     assert not await rl.try_acquire_async("u1")  # queued behind the waiter, still no blocking
     assert await first
     assert backend.awaited >= 6
+
+
+async def test_a_refusal_behind_waiters_names_the_scope_with_the_longest_wait(
+    clock: bt.ManualClock,
+) -> None:
+    rl = limiter(clock, bt.Scope("user", 10, 1.0), bt.Scope("global", 100, 1000.0))
+    assert rl.try_acquire({"user": "u1"}, 10)  # u1's own bucket is empty
+    waiter = asyncio.create_task(rl.acquire_async({"user": "u1"}, 5))
+    # the waiter queues on u1's key and sleeps 0.5 s on the clock
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
+    for i in range(2, 11):  # others drain the shared scope (no queue there)
+        assert rl.try_acquire({"user": f"u{i}"}, 10)
+    d = rl.try_acquire({"user": "u1"})
+    assert not d
+    # The queue refuses on "user", but "global" refuses too and for longer: waiting for the
+    # user's queue alone would not be enough.
+    assert d.scope == "global"
+    assert d.retry_after == pytest.approx(9.5)  # one unit of 100 per 1000 s, at 0.5 s
+    user, glob = d.scopes
+    assert not user.allowed and user.retry_after > 0
+    assert not glob.allowed
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    unqueued = rl.try_acquire({"user": "u1"})
+    assert (unqueued.scope, unqueued.retry_after) == (d.scope, d.retry_after)
+
+
+async def test_a_cost_that_never_fits_raises_at_once_even_behind_waiters(
+    clock: bt.ManualClock,
+) -> None:
+    rl = limiter(clock, bt.Scope("user", 10, 100.0), bt.Scope("global", 5, 1.0))
+    assert rl.try_acquire({"user": "u1"}, 5)
+    clock.advance(1.0)
+    assert rl.try_acquire({"user": "u1"}, 5)  # u1's own 10 are spent for 100 s
+    waiter = asyncio.create_task(rl.acquire_async({"user": "u1"}))
+    # the waiter queues on u1's key and sleeps 10 s on the clock
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
+    assert rl.snapshot().waiting == 1
+    d = rl.try_acquire({"user": "u1"}, 7)  # 7 is above the global limit of 5: never fits
+    assert (d.scope, d.retry_after) == ("global", math.inf)
+    for timeout in (5.0, None):
+        with pytest.raises(bt.RateLimitExceeded) as info:
+            await rl.acquire_async({"user": "u1"}, 7, timeout=timeout)
+        assert (info.value.scope, info.value.retry_after) == ("global", None)
+        assert not waiter.done()  # raised at once, not after waiting in the queue
+    assert (await waiter).allowed

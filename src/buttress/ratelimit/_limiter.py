@@ -530,7 +530,7 @@ class RateLimiter:
         now: float,
         cost: float,
         started: float,
-        forced: tuple[int, float] | None = None,
+        forced: tuple[tuple[int, float], ...] | None = None,
     ) -> Decision:
         """Count the outcome, emit its event, and make the decision.
 
@@ -572,21 +572,26 @@ class RateLimiter:
             {"limiter": self.name, "namespace": self.namespace, "scope": d.scope, "key": d.key},
         )
 
-    def _queued_ahead(self, keys: Sequence[str], cost: float) -> tuple[int, float] | None:
-        """``(scope index, wait)`` when callers wait in a queue on one of ``keys``, else None.
+    def _queued_ahead(
+        self, keys: Sequence[str], cost: float
+    ) -> tuple[tuple[int, float], ...] | None:
+        """``(scope index, wait)`` for each of ``keys`` with callers queued on it, else None.
 
-        The wait is at least the head's own, and never less than one unit's worth of time.
+        Each wait is at least its queue's head's own, and never less than one unit's worth of
+        time in that scope.
         """
         with self._lock:
-            busy = self._waiting.busy(keys)
-            head = self._waiting.head(busy) if busy is not None else None
-            ready_at = head.ready_at if head is not None else None
-        if busy is None:
+            heads = self._waiting.heads(keys)
+        if not heads:
             return None
-        index = keys.index(busy)
-        algorithm = self._frame.algorithms[index]
-        ahead = ready_at - self._monotonic() if ready_at is not None else 0.0
-        return index, max(ahead, algorithm.window / algorithm.limit * cost)
+        now = self._monotonic()
+        algorithms = self._frame.algorithms
+        forced = []
+        for index, ready_at in heads:
+            algorithm = algorithms[index]
+            ahead = ready_at - now if ready_at is not None else 0.0
+            forced.append((index, max(ahead, algorithm.window / algorithm.limit * cost)))
+        return tuple(forced)
 
     def _behind_waiters(self, keys: Sequence[str], cost: float) -> Decision:
         """Refuse a request whose keys have waiters queued (decide it if none has)."""

@@ -98,6 +98,11 @@ class WaitQueues:
                 return key
         return None
 
+    def heads(self, keys: Sequence[str]) -> list[tuple[int, float | None]]:
+        """``(position in keys, head's ready_at)`` for each of ``keys`` that has a queue."""
+        queues = self.queues
+        return [(i, queues[key][0].ready_at) for i, key in enumerate(keys) if key in queues]
+
     def head(self, key: str) -> Waiter | None:
         queue = self.queues.get(key)
         return queue[0] if queue else None
