@@ -270,3 +270,22 @@ async def test_a_cost_that_never_fits_raises_at_once_even_behind_waiters(
         assert (info.value.scope, info.value.retry_after) == ("global", None)
         assert not waiter.done()  # raised at once, not after waiting in the queue
     assert (await waiter).allowed
+
+
+async def test_peek_answers_what_try_acquire_would_behind_waiters(clock: bt.ManualClock) -> None:
+    rl = limiter(clock, bt.Scope("user", 10, 1.0), bt.Scope("global", 100, 1000.0))
+    assert rl.try_acquire({"user": "u1"}, 10)
+    waiter = asyncio.create_task(rl.acquire_async({"user": "u1"}, 5))
+    # the waiter queues on u1's key and sleeps 0.5 s on the clock
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
+    # 5 units are back in u1's bucket, but they are the waiter's.
+    for peeked in (rl.peek({"user": "u1"}), await rl.peek_async({"user": "u1"})):
+        tried = rl.try_acquire({"user": "u1"})
+        assert not peeked and not tried
+        assert (peeked.scope, peeked.retry_after) == (tried.scope, tried.retry_after)
+        assert peeked.scopes == tried.scopes
+    assert rl.peek({"user": "u2"})  # other users never waited
+    assert rl.snapshot().denied == 3  # the waiter's first try and two try_acquire: no peek
+    assert (await waiter).allowed
+    clock.advance(1.0)
+    assert rl.peek({"user": "u1"}, 10)  # the queue is gone

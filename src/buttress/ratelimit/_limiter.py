@@ -616,7 +616,11 @@ class RateLimiter:
         return self._conclude(False, frame, keys, states, now, cost, started, forced)
 
     def peek(self, key: Key = None, cost: float = 1) -> Decision:
-        """What :meth:`try_acquire` would answer now, consuming nothing and counting nothing."""
+        """What :meth:`try_acquire` would answer now, consuming nothing and counting nothing.
+
+        Like :meth:`try_acquire`, it refuses while callers wait in :meth:`acquire` for one of
+        this request's scopes.
+        """
         keys = self._keys(key)
         _check_cost(cost)
         frame = self._frame
@@ -635,8 +639,8 @@ class RateLimiter:
         )
         return self._peeked(allowed, frame, keys, states, now, cost)
 
-    @staticmethod
     def _peeked(
+        self,
         allowed: bool,
         frame: Frame,
         keys: Sequence[str],
@@ -644,7 +648,12 @@ class RateLimiter:
         now: float,
         cost: float,
     ) -> Decision:
-        return lazy_decision(allowed, _details(frame, keys, states, now, cost))
+        details = _details(frame, keys, states, now, cost)
+        if self._queues:  # as try_acquire: refused behind waiters queued on these keys
+            forced = self._queued_ahead(keys, cost)
+            if forced is not None:
+                return lazy_decision(False, (*details, forced))
+        return lazy_decision(allowed, details)
 
     def refund(self, key: Key = None, cost: float = 1) -> None:
         """Give back ``cost`` to every scope of the request (e.g. the work was not done)."""
