@@ -587,8 +587,9 @@ class RateLimiter:
         now = self._monotonic()
         algorithms = self._frame.algorithms
         forced = []
-        for index, ready_at in heads:
+        for index, head in heads:
             algorithm = algorithms[index]
+            ready_at = head.ready_at
             ahead = ready_at - now if ready_at is not None else 0.0
             forced.append((index, max(ahead, algorithm.window / algorithm.limit * cost)))
         return tuple(forced)
@@ -790,32 +791,28 @@ class RateLimiter:
         """The waiting logic, for both drivers: yields steps, receives decisions.
 
         ``first`` is the refusal that started the wait; ``deadline`` is on the monotonic clock.
+        A refused waiter queues on the key of the scope that refused it for longest; it asks
+        again only when no earlier waiter is queued on any of its keys (see ``_waiting``):
+        after sleeping for its ``retry_after``, or at once when woken because its turn came.
         """
         now = self._monotonic
         queues = self._waiting
-        waiter: Waiter | None = None
-        last: Decision | None = None
+        waiter = queues.new_waiter(loop)
+        last: Decision = first
         decision: Decision | None = first
         try:
             while True:
                 if decision is None:
-                    if waiter is None and self._queues:
-                        with self._lock:
-                            busy = queues.busy(keys)
-                            if busy is not None:
-                                waiter = queues.new_waiter(loop)
-                                queues.join(waiter, busy)
-                    if waiter is not None:
-                        with self._lock:
-                            head = queues.is_head(waiter)
-                            if not head:
-                                waiter.arm()
-                        if not head:
-                            left = None if deadline is None else deadline - now()
-                            if left is not None and left <= 0.0:
-                                raise self._timed_out(keys, waiter, last)
-                            yield (_TURN, waiter, left)
-                            continue
+                    with self._lock:
+                        held = queues.held_up(waiter, keys)
+                        if held:
+                            waiter.arm()
+                    if held:
+                        left = None if deadline is None else deadline - now()
+                        if left is not None and left <= 0.0:
+                            raise self._timed_out(keys, waiter, last)
+                        yield (_TURN, waiter, left)
+                        continue
                     decision = yield (_DECIDE, None, None)
                     assert decision is not None
                 if decision.allowed:
@@ -825,31 +822,26 @@ class RateLimiter:
                 if wait == _INF or (deadline is not None and now() + wait > deadline + EPSILON):
                     raise _exceeded(last)
                 with self._lock:
-                    if waiter is None:
-                        waiter = queues.new_waiter(loop)
                     queues.join(waiter, keys[last.index])
                     waiter.ready_at = now() + wait
-                    head = queues.is_head(waiter)
-                if head:
+                    held = queues.held_up(waiter, keys)
+                if not held:
                     yield (_SLEEP, None, wait)
         finally:
-            if waiter is not None:
-                with self._lock:
-                    queues.leave(waiter)
+            with self._lock:
+                queues.leave(waiter)
 
-    def _timed_out(
-        self, keys: Sequence[str], waiter: Waiter, last: Decision | None
-    ) -> RateLimitExceeded:
+    def _timed_out(self, keys: Sequence[str], waiter: Waiter, last: Decision) -> RateLimitExceeded:
         """A waiter behind others ran out of time: name the scope it queued for."""
+        queue_key = waiter.queue_key
         with self._lock:
-            queue_key = waiter.queue_key
-            head = self._waiting.head(queue_key) if queue_key is not None else None
-            ready_at = head.ready_at if head is not None else None
-        index = keys.index(queue_key) if queue_key in keys else 0
+            queue = self._waiting.queues.get(queue_key) if queue_key is not None else None
+            ready_at = queue[0].ready_at if queue else None
+        index = keys.index(queue_key) if queue_key in keys else last.index
         m = self._frame.meta[index]
-        retry = None if ready_at is None else max(0.0, ready_at - self._monotonic())
-        if last is not None:
-            retry = max(retry or 0.0, last.retry_after)
+        retry = last.retry_after
+        if ready_at is not None:
+            retry = max(retry, ready_at - self._monotonic())
         return RateLimitExceeded(
             m.name,
             key=None if m.id_offset < 0 else keys[index][m.id_offset :],
