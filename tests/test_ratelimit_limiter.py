@@ -230,6 +230,36 @@ def test_refund_gives_back_to_every_scope(clock: bt.ManualClock) -> None:
     assert [s.remaining for s in rl.peek(ctx, 1).scopes] == [1, 1, 1]
 
 
+def test_a_refund_gives_back_only_what_still_limits() -> None:
+    # Each limiter charges its whole allowance at 0.9 s, in the window [0, 1).
+    def charged(algorithm: str) -> tuple[bt.RateLimiter, bt.ManualClock]:
+        clock = bt.ManualClock(start=0.9)
+        scope = bt.Scope("user", 10, 1.0, algorithm=algorithm)  # type: ignore[arg-type]
+        rl = bt.RateLimiter(scope, clock=clock)
+        assert rl.try_acquire("u1", 10)
+        return rl, clock
+
+    # Fixed window: once [0, 1) is over its count limits nothing, and nothing is refunded.
+    fixed, clock = charged("fixed_window")
+    clock.set(1.1)
+    assert fixed.peek("u1").remaining == 9
+    fixed.refund("u1", 10)
+    assert fixed.peek("u1").remaining == 9
+    # Sliding window: at 1.1 the previous window still weighs 10 * 0.9 = 9 units; the refund
+    # comes off it (the current window's count is empty) and gives those 9 back.
+    sliding, clock = charged("sliding_window")
+    clock.set(1.1)
+    assert sliding.peek("u1").remaining == 0
+    sliding.refund("u1", 10)
+    assert sliding.peek("u1").remaining == 9
+    # Once both windows have ended, a refund finds nothing to give back.
+    sliding, clock = charged("sliding_window")
+    clock.set(2.5)
+    sliding.refund("u1", 10)
+    assert sliding.backend.get("buttress:default:user:u1") is None  # type: ignore[attr-defined]
+    assert sliding.peek("u1", 10)
+
+
 def test_reset_restores_the_identified_scopes_only(clock: bt.ManualClock) -> None:
     rl = hierarchy(clock, user=1, org=10, glob=3)
     assert rl.try_acquire({"user": "u1", "org": "o1"})

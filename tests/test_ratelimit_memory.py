@@ -5,8 +5,11 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import buttress as bt
 from buttress import events
@@ -125,6 +128,30 @@ def test_a_limiter_over_a_capped_backend(clock: bt.ManualClock) -> None:
     assert rl.snapshot().keys == 100
 
 
+def test_key_cap_reached_marks_every_episode_without_maintain(clock: bt.ManualClock) -> None:
+    backend = bt.MemoryBackend(max_keys=100)
+    rl = bt.RateLimiter(bt.Scope("user", 10, 1.0), backend=backend, clock=clock)
+    cap_events: list[dict[str, float]] = []
+    events.attach("test.key_cap", [EV_KEY_CAP], lambda _n, m, _md: cap_events.append(dict(m)))
+    try:
+        for i in range(150):  # episode 1: 50 evictions, one event
+            rl.try_acquire(f"a{i}")
+        assert len(cap_events) == 1
+        # Every key expires; a trickle of new keys lets the sweep drop the old ones (no
+        # maintain() call): the count falls far below the cap, and the episode is over.
+        clock.advance(10.0)
+        for i in range(200):
+            clock.advance(1.0)
+            rl.try_acquire(f"t{i}")
+        assert backend.key_count() < 90
+        for i in range(150):  # episode 2
+            rl.try_acquire(f"b{i}")
+        assert len(cap_events) == 2
+        assert backend.key_count() == 100
+    finally:
+        events.detach("test.key_cap")
+
+
 def test_eviction_takes_the_key_closest_to_expiry_and_spares_the_request() -> None:
     backend = bt.MemoryBackend(max_keys=3)
     tb = TokenBucket(1, 10.0)  # one unit per 10 s: each state lives 10 s per unit used
@@ -139,6 +166,66 @@ def test_eviction_takes_the_key_closest_to_expiry_and_spares_the_request() -> No
     small = bt.MemoryBackend(max_keys=1)
     assert small.decide(["x", "y"], [tb, tb], 1, 0.0)[0]
     assert small.key_count() == 2  # the cap gives way rather than split a decision
+
+
+def test_a_limiter_refuses_a_cap_below_its_scope_count(clock: bt.ManualClock) -> None:
+    scopes = [bt.Scope("user", 10, 1.0), bt.Scope("org", 10, 1.0), bt.Scope("global", 99, 1.0)]
+    with pytest.raises(bt.ConfigError, match=r"number of scopes \(3\)") as info:
+        bt.RateLimiter(scopes, backend=bt.MemoryBackend(max_keys=2), clock=clock)
+    assert info.value.path == "backend.max_keys"
+    # At the cap exactly, the promise holds: never more than max_keys keys after a call.
+    backend = bt.MemoryBackend(max_keys=3)
+    rl = bt.RateLimiter(scopes, backend=backend, clock=clock)
+    for i in range(20):
+        assert rl.try_acquire({"user": f"u{i}", "org": f"o{i}"})
+        assert backend.key_count() <= 3
+    # A configuration names the setting where it is set.
+    config = {
+        "rate_limiting": {
+            "max_keys": 2,
+            "limiters": {"api": {"scopes": [{"name": n, "limit": 5} for n in ("a", "b", "c")]}},
+        }
+    }
+    with pytest.raises(bt.ConfigError) as info:
+        bt.Infrastructure("t", config, env={}, background=False)
+    assert info.value.path == "rate_limiting.max_keys"
+
+
+# One operation on a capped backend: ("decide", key numbers), ("wait", seconds),
+# ("reset", key numbers), ("clear", prefix) or ("maintain",).
+capped_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("decide"), st.lists(st.integers(0, 30), min_size=1, max_size=8)),
+        st.tuples(st.just("wait"), st.floats(0.0, 3.0)),
+        st.tuples(st.just("reset"), st.lists(st.integers(0, 30), max_size=3)),
+        st.tuples(st.just("clear"), st.sampled_from(["k1", "k2"])),
+        st.tuples(st.just("maintain")),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cap=st.integers(1, 8), ops=capped_ops)
+def test_the_cap_holds_after_every_call(cap: int, ops: list[tuple[Any, ...]]) -> None:
+    # A request may carry up to max_keys keys of its own (a limiter has at most that many
+    # scopes); a snapshot of keys deleted since (reset, clear, sweep) must not stop eviction.
+    backend = bt.MemoryBackend(max_keys=cap)
+    tb = TokenBucket(5, 10.0)
+    now = 0.0
+    for op in ops:
+        if op[0] == "decide":
+            keys = list(dict.fromkeys(f"k{n}" for n in op[1]))[:cap]
+            backend.decide(keys, [tb] * len(keys), 1, now)
+            assert backend.key_count() <= cap
+        elif op[0] == "wait":
+            now += op[1]
+        elif op[0] == "reset":
+            backend.reset([f"k{n}" for n in op[1]])
+        elif op[0] == "clear":
+            backend.clear(op[1])
+        else:
+            backend.maintain(now)
 
 
 def test_maintain_and_clear() -> None:

@@ -182,3 +182,25 @@ def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(bt.ConfigError) as info:
         bt.SQLiteBackend(tmp_path / "limits.db", table="x; DROP TABLE y")
     assert info.value.path == "table"
+    with pytest.raises(bt.ConfigError) as info:
+        bt.SQLiteBackend(tmp_path / "limits.db", table="sqlite_limits")  # SQLite's own names
+    assert info.value.path == "table"
+
+
+@pytest.mark.parametrize("table", ["order", "select", "Group"])
+def test_a_table_named_like_an_sql_keyword_works(
+    tmp_path: Path, clock: bt.ManualClock, table: str
+) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db", table=table)
+    rl = three_scopes(backend, clock)
+    assert rl.try_acquire({"user": "u1", "org": "o1"}, 5)
+    assert not rl.try_acquire({"user": "u1", "org": "o1"})
+    assert rl.peek({"user": "u2", "org": "o1"}, 3)
+    rl.refund({"user": "u1", "org": "o1"}, 2)
+    assert rl.try_acquire({"user": "u1", "org": "o1"}, 2)
+    rl.reset({"user": "u1"})
+    assert backend.key_count() == 2
+    assert backend.maintain(clock.time() + 3600.0) == 2
+    with sqlite3.connect(tmp_path / "limits.db") as conn:
+        assert conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone() == (0,)
+    backend.close()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import buttress as bt
 
@@ -222,3 +225,240 @@ async def test_the_async_api_awaits_the_backend(clock: bt.ManualClock) -> None:
     assert not await rl.try_acquire_async("u1")  # queued behind the waiter, still no blocking
     assert await first
     assert backend.awaited >= 6
+
+
+async def test_a_refusal_behind_waiters_names_the_scope_with_the_longest_wait(
+    clock: bt.ManualClock,
+) -> None:
+    rl = limiter(clock, bt.Scope("user", 10, 1.0), bt.Scope("global", 100, 1000.0))
+    assert rl.try_acquire({"user": "u1"}, 10)  # u1's own bucket is empty
+    waiter = asyncio.create_task(rl.acquire_async({"user": "u1"}, 5))
+    # the waiter queues on u1's key and sleeps 0.5 s on the clock
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
+    for i in range(2, 11):  # others drain the shared scope (no queue there)
+        assert rl.try_acquire({"user": f"u{i}"}, 10)
+    d = rl.try_acquire({"user": "u1"})
+    assert not d
+    # The queue refuses on "user", but "global" refuses too and for longer: waiting for the
+    # user's queue alone would not be enough.
+    assert d.scope == "global"
+    assert d.retry_after == pytest.approx(9.5)  # one unit of 100 per 1000 s, at 0.5 s
+    user, glob = d.scopes
+    assert not user.allowed and user.retry_after > 0
+    assert not glob.allowed
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    unqueued = rl.try_acquire({"user": "u1"})
+    assert (unqueued.scope, unqueued.retry_after) == (d.scope, d.retry_after)
+
+
+async def test_a_cost_that_never_fits_raises_at_once_even_behind_waiters(
+    clock: bt.ManualClock,
+) -> None:
+    rl = limiter(clock, bt.Scope("user", 10, 100.0), bt.Scope("global", 5, 1.0))
+    assert rl.try_acquire({"user": "u1"}, 5)
+    clock.advance(1.0)
+    assert rl.try_acquire({"user": "u1"}, 5)  # u1's own 10 are spent for 100 s
+    waiter = asyncio.create_task(rl.acquire_async({"user": "u1"}))
+    # the waiter queues on u1's key and sleeps 10 s on the clock
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
+    assert rl.snapshot().waiting == 1
+    d = rl.try_acquire({"user": "u1"}, 7)  # 7 is above the global limit of 5: never fits
+    assert (d.scope, d.retry_after) == ("global", math.inf)
+    for timeout in (5.0, None):
+        with pytest.raises(bt.RateLimitExceeded) as info:
+            await rl.acquire_async({"user": "u1"}, 7, timeout=timeout)
+        assert (info.value.scope, info.value.retry_after) == ("global", None)
+        assert not waiter.done()  # raised at once, not after waiting in the queue
+    assert (await waiter).allowed
+
+
+async def test_peek_answers_what_try_acquire_would_behind_waiters(clock: bt.ManualClock) -> None:
+    rl = limiter(clock, bt.Scope("user", 10, 1.0), bt.Scope("global", 100, 1000.0))
+    assert rl.try_acquire({"user": "u1"}, 10)
+    waiter = asyncio.create_task(rl.acquire_async({"user": "u1"}, 5))
+    # the waiter queues on u1's key and sleeps 0.5 s on the clock
+    await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
+    # 5 units are back in u1's bucket, but they are the waiter's.
+    for peeked in (rl.peek({"user": "u1"}), await rl.peek_async({"user": "u1"})):
+        tried = rl.try_acquire({"user": "u1"})
+        assert not peeked and not tried
+        assert (peeked.scope, peeked.retry_after) == (tried.scope, tried.retry_after)
+        assert peeked.scopes == tried.scopes
+    assert rl.peek({"user": "u2"})  # other users never waited
+    assert rl.snapshot().denied == 3  # the waiter's first try and two try_acquire: no peek
+    assert (await waiter).allowed
+    clock.advance(1.0)
+    assert rl.peek({"user": "u1"}, 10)  # the queue is gone
+
+
+# -- FIFO across scopes --------------------------------------------------------------------------
+
+
+class SteppedClock(bt.ManualClock):
+    """A ManualClock whose ``asleep`` parks until the test moves time to its end.
+
+    A plain ManualClock jumps ahead as soon as anyone sleeps; here several waiters can sleep at
+    once and the test decides when their time comes (``wake_next``), so the order in which
+    they ask again is the order their clocks ring, as with real time.
+    """
+
+    __slots__ = ("_sleepers",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def sleep(self, seconds: float) -> None:
+        raise AssertionError("only asyncio waiters here")
+
+    async def asleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        entry = (self.monotonic() + max(0.0, seconds), future)
+        self._sleepers.append(entry)
+        try:
+            await future
+        finally:
+            if entry in self._sleepers:
+                self._sleepers.remove(entry)
+
+    def wake_next(self) -> bool:
+        """Move time to the earliest sleeper's end and wake all due; False if none sleeps."""
+        if not self._sleepers:
+            return False
+        self.set(max(self.monotonic(), min(t for t, _ in self._sleepers)))
+        for entry in list(self._sleepers):
+            if entry[0] <= self.monotonic():
+                self._sleepers.remove(entry)
+                entry[1].set_result(None)
+        return True
+
+
+async def settle() -> None:
+    """Let every task run until it waits (for the clock or its turn)."""
+    for _ in range(200):
+        await asyncio.sleep(0)  # real-time: loop turns, no time passes
+
+
+async def test_a_later_caller_cannot_pass_earlier_waiters_on_a_shared_scope() -> None:
+    clock = SteppedClock()
+    rl = bt.RateLimiter([bt.Scope("user", 10, 10.0), bt.Scope("global", 20, 20.0)], clock=clock)
+    served: list[tuple[str, float]] = []
+
+    async def take(name: str, user: str, cost: int) -> None:
+        await rl.acquire_async({"user": user}, cost)
+        served.append((name, clock.monotonic()))
+
+    assert rl.try_acquire({"user": "u1"}, 10)  # u1's own bucket is empty; global has 10 left
+    a = asyncio.create_task(take("A", "u1", 10))  # queues on u1's key, until 10 s
+    await settle()
+    assert rl.try_acquire({"user": "u3"}, 10)  # the shared scope is empty now
+    b = asyncio.create_task(take("B", "u2", 5))  # queues on the shared key, until 5 s
+    await settle()
+    c = asyncio.create_task(take("C", "u1", 1))  # behind A on u1's key (its longer wait)
+    await settle()
+    assert rl.snapshot().waiting == 3
+    while clock.wake_next():
+        await settle()
+    await asyncio.gather(a, b, c)
+    # At 10 s A finds only 5 units in the shared scope and queues there. C, next on u1's
+    # key, used to ask at once and take one of the units A was waiting for (A then came at
+    # 16 s); now it waits for A on the shared key too.
+    assert served == [("B", 5.0), ("A", 15.0), ("C", 16.0)]
+    assert rl.snapshot().waiting == 0
+
+
+ALGORITHMS = ["token_bucket", "fixed_window", "sliding_window"]
+arrival = st.tuples(st.just("arrive"), st.sampled_from(["u1", "u2", "u3"]), st.integers(1, 10))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    user=st.tuples(st.sampled_from(ALGORITHMS), st.integers(1, 8), st.sampled_from([1.0, 4.0])),
+    glob=st.tuples(st.sampled_from(ALGORITHMS), st.integers(4, 16), st.sampled_from([2.0, 8.0])),
+    used=st.tuples(st.integers(0, 8), st.integers(0, 8), st.integers(0, 8), st.integers(0, 16)),
+    steps=st.lists(st.one_of(arrival, st.tuples(st.just("tick"))), min_size=1, max_size=14),
+)
+def test_waiters_are_served_in_arrival_order_where_they_compete(
+    user: tuple[Any, int, float],
+    glob: tuple[Any, int, float],
+    used: tuple[int, int, int, int],
+    steps: list[tuple[Any, ...]],
+) -> None:
+    """A model of the FIFO promise across a user scope and a shared global scope.
+
+    Callers arrive over time with random users and costs, and wait in ``acquire_async``;
+    time moves from one waiter's wake-up to the next. Checked: nobody is admitted while an
+    earlier caller is queued on one of its keys (the user's or the shared one), so callers of
+    one user are served in arrival order; everyone is served; the queues end empty.
+    """
+    asyncio.run(_run_fifo_model(user, glob, used, steps))
+
+
+async def _run_fifo_model(
+    user: tuple[Any, int, float],
+    glob: tuple[Any, int, float],
+    used: tuple[int, int, int, int],
+    steps: list[tuple[Any, ...]],
+) -> None:
+    clock = SteppedClock()
+    u_algo, u_limit, u_window = user
+    g_algo, g_limit, g_window = glob
+    rl = bt.RateLimiter(
+        [
+            bt.Scope("user", u_limit, u_window, algorithm=u_algo),
+            bt.Scope("global", g_limit, g_window, algorithm=g_algo),
+        ],
+        clock=clock,
+    )
+    # Some room is used up front: by the three users, and by others on the shared scope.
+    for name, n in zip(("u1", "u2", "u3"), used[:3], strict=True):
+        if n:
+            rl.try_acquire({"user": name}, min(n, u_limit))
+    left, other = used[3], 0
+    while left > 0:
+        n = min(left, u_limit)
+        rl.try_acquire({"user": f"other{other}"}, n)
+        left, other = left - n, other + 1
+
+    tasks: list[asyncio.Task[None]] = []
+    users: list[str] = []
+    served: list[int] = []
+    waited: list[int] = []  # the callers that had to wait, in arrival order (= waiter seq)
+
+    async def take(i: int, name: str, cost: int) -> None:
+        await rl.acquire_async({"user": name}, cost)
+        # Admitted (and out of the queues) in this very step: who is queued now was queued
+        # when it was admitted. None of them may have arrived before it on one of its keys.
+        seq = waited.index(i) if i in waited else len(waited)  # a newcomer is the latest
+        for key in (f"buttress:default:user:{name}", "buttress:default:global"):
+            for w in rl._waiting.queues.get(key, []):
+                assert w.seq > seq, f"caller {i} admitted while {waited[w.seq]} waits on {key}"
+        served.append(i)
+
+    for step in steps:
+        if step[0] == "tick":
+            if clock.wake_next():
+                await settle()
+            continue
+        _, name, cost = step
+        i = len(tasks)
+        users.append(name)
+        tasks.append(asyncio.create_task(take(i, name, min(cost, u_limit, g_limit))))
+        await settle()
+        if not tasks[i].done():
+            waited.append(i)
+        assert rl.snapshot().waiting == len(waited) - sum(x in served for x in waited)
+
+    while not all(t.done() for t in tasks):
+        assert clock.wake_next(), "callers left waiting with nobody asleep: a lost wake-up"
+        await settle()
+    for t in tasks:
+        t.result()
+    assert sorted(served) == list(range(len(tasks)))
+    for name in set(users):  # one user's callers compete for every key: arrival order
+        mine = [i for i in served if users[i] == name]
+        assert mine == sorted(mine), (name, served)
+    assert rl.snapshot().waiting == 0
+    assert not rl._waiting.queues

@@ -95,7 +95,8 @@ _RATE_LIMIT = _specs(
         ("keys", "max_keys", "evicted"),
         ("backend",),
         "The memory backend hit `max_keys` and started evicting live keys (those closest to "
-        "expiry first); once per episode. `evicted` counts evictions so far.",
+        "expiry first); once per episode (an episode ends when the keys fall below 90% of "
+        "`max_keys`). `evicted` counts evictions so far.",
     ),
 )
 

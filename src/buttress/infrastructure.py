@@ -237,6 +237,8 @@ class Infrastructure:
                 **extra,
             )
         except ConfigError as exc:
+            if exc.path == "backend.max_keys":  # the cap is set once for every limiter
+                raise ConfigError("rate_limiting.max_keys", exc.message) from None
             raise ConfigError(f"{path}.{exc.path}", exc.message) from None
 
     def _resource(self, name: str, s: PoolSettings) -> ResourceSpec:

@@ -299,6 +299,12 @@ class SlidingWindow:
         return (False, None, left if left > 0 else 0, reset, retry if retry > 0.0 else 0.0)
 
     def refund(self, state: State | None, now: float, cost: float) -> State | None:
+        """Take ``cost`` off the current window's count, then off the previous window's.
+
+        The previous window has ended but still weighs ``previous * (1 - f)`` in the estimate
+        until the current one ends, so what it counted is still refundable; nothing is once
+        both have ended (the state has expired). ``common.lua`` does the same.
+        """
         if state is None or state[0] <= now:
             return None
         index, _, current, previous = self._roll(state, now)

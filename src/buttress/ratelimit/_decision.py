@@ -55,8 +55,9 @@ class Frame(NamedTuple):
 
 
 # Where a lazy decision comes from: ``(frame, keys, states, now, cost)``, plus ``forced`` =
-# ``(scope index, wait)`` when the limiter refused for a reason of its own (waiters queued
-# ahead). For a single-scope frame, ``keys`` and ``states`` are the one key and state.
+# ``((scope index, wait), ...)`` when the limiter refused for a reason of its own (waiters
+# queued ahead on those scopes' keys). For a single-scope frame, ``keys`` and ``states`` are the
+# one key and state.
 Details = tuple[Any, ...]
 
 # (index, remaining, limit, reset_after, retry_after, scope, key, statuses)
@@ -218,11 +219,12 @@ def _resolve(allowed: bool, details: Details) -> _Resolved:
     meta, algorithms = frame.meta, frame.algorithms
     verdicts = verdicts_for(allowed, algorithms, states, now, cost)
     if len(details) > 5:
-        index, wait = details[5]
-        v = verdicts[index]
-        verdicts[index] = (False, None, v[2], v[3], max(v[4], wait))
-    else:
-        index = deciding_scope(allowed, verdicts)
+        # Waiters queued on these scopes refuse too; the decision still names the refusing
+        # scope with the longest wait (``inf`` when the cost never fits anywhere).
+        for queued, wait in details[5]:
+            v = verdicts[queued]
+            verdicts[queued] = (False, None, v[2], v[3], max(v[4], wait))
+    index = deciding_scope(allowed, verdicts)
     statuses = tuple(
         ScopeStatus(
             scope=m.name,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import math
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
 
 from .. import events
 from .._clock import Clock, SystemClock
+from .._concurrency import is_async_callable
 from ..errors import BackendError, ConfigError, RateLimitExceeded
 from ._algorithms import EPSILON, AdaptiveLimit, AdaptiveState, Algorithm, State
 from ._backend import Backend
@@ -155,6 +155,14 @@ class RateLimiter:
                 f"('memory', 'sqlite:///path', 'redis://host:port/db'), got {backend!r}",
             )
         self.backend: Backend = MemoryBackend() if backend is None else backend
+        if isinstance(self.backend, MemoryBackend) and self.backend.max_keys < len(scopes):
+            # A request's own keys are never evicted: with fewer slots than scopes, one
+            # request of new ids would leave the dict over its cap.
+            raise ConfigError(
+                "backend.max_keys",
+                f"must be at least the number of scopes ({len(scopes)}): one request holds "
+                f"a key per scope, got max_keys={self.backend.max_keys}",
+            )
         self.clock: Clock = SystemClock() if clock is None else clock
         self.latency_budget = float(latency_budget)
         self._monotonic = self.clock.monotonic
@@ -529,7 +537,7 @@ class RateLimiter:
         now: float,
         cost: float,
         started: float,
-        forced: tuple[int, float] | None = None,
+        forced: tuple[tuple[int, float], ...] | None = None,
     ) -> Decision:
         """Count the outcome, emit its event, and make the decision.
 
@@ -571,21 +579,27 @@ class RateLimiter:
             {"limiter": self.name, "namespace": self.namespace, "scope": d.scope, "key": d.key},
         )
 
-    def _queued_ahead(self, keys: Sequence[str], cost: float) -> tuple[int, float] | None:
-        """``(scope index, wait)`` when callers wait in a queue on one of ``keys``, else None.
+    def _queued_ahead(
+        self, keys: Sequence[str], cost: float
+    ) -> tuple[tuple[int, float], ...] | None:
+        """``(scope index, wait)`` for each of ``keys`` with callers queued on it, else None.
 
-        The wait is at least the head's own, and never less than one unit's worth of time.
+        Each wait is at least its queue's head's own, and never less than one unit's worth of
+        time in that scope.
         """
         with self._lock:
-            busy = self._waiting.busy(keys)
-            head = self._waiting.head(busy) if busy is not None else None
-            ready_at = head.ready_at if head is not None else None
-        if busy is None:
+            heads = self._waiting.heads(keys)
+        if not heads:
             return None
-        index = keys.index(busy)
-        algorithm = self._frame.algorithms[index]
-        ahead = ready_at - self._monotonic() if ready_at is not None else 0.0
-        return index, max(ahead, algorithm.window / algorithm.limit * cost)
+        now = self._monotonic()
+        algorithms = self._frame.algorithms
+        forced = []
+        for index, head in heads:
+            algorithm = algorithms[index]
+            ready_at = head.ready_at
+            ahead = ready_at - now if ready_at is not None else 0.0
+            forced.append((index, max(ahead, algorithm.window / algorithm.limit * cost)))
+        return tuple(forced)
 
     def _behind_waiters(self, keys: Sequence[str], cost: float) -> Decision:
         """Refuse a request whose keys have waiters queued (decide it if none has)."""
@@ -610,7 +624,11 @@ class RateLimiter:
         return self._conclude(False, frame, keys, states, now, cost, started, forced)
 
     def peek(self, key: Key = None, cost: float = 1) -> Decision:
-        """What :meth:`try_acquire` would answer now, consuming nothing and counting nothing."""
+        """What :meth:`try_acquire` would answer now, consuming nothing and counting nothing.
+
+        Like :meth:`try_acquire`, it refuses while callers wait in :meth:`acquire` for one of
+        this request's scopes.
+        """
         keys = self._keys(key)
         _check_cost(cost)
         frame = self._frame
@@ -629,8 +647,8 @@ class RateLimiter:
         )
         return self._peeked(allowed, frame, keys, states, now, cost)
 
-    @staticmethod
     def _peeked(
+        self,
         allowed: bool,
         frame: Frame,
         keys: Sequence[str],
@@ -638,7 +656,12 @@ class RateLimiter:
         now: float,
         cost: float,
     ) -> Decision:
-        return lazy_decision(allowed, _details(frame, keys, states, now, cost))
+        details = _details(frame, keys, states, now, cost)
+        if self._queues:  # as try_acquire: refused behind waiters queued on these keys
+            forced = self._queued_ahead(keys, cost)
+            if forced is not None:
+                return lazy_decision(False, (*details, forced))
+        return lazy_decision(allowed, details)
 
     def refund(self, key: Key = None, cost: float = 1) -> None:
         """Give back ``cost`` to every scope of the request (e.g. the work was not done)."""
@@ -775,32 +798,28 @@ class RateLimiter:
         """The waiting logic, for both drivers: yields steps, receives decisions.
 
         ``first`` is the refusal that started the wait; ``deadline`` is on the monotonic clock.
+        A refused waiter queues on the key of the scope that refused it for longest; it asks
+        again only when no earlier waiter is queued on any of its keys (see ``_waiting``):
+        after sleeping for its ``retry_after``, or at once when woken because its turn came.
         """
         now = self._monotonic
         queues = self._waiting
-        waiter: Waiter | None = None
-        last: Decision | None = None
+        waiter = queues.new_waiter(loop)
+        last: Decision = first
         decision: Decision | None = first
         try:
             while True:
                 if decision is None:
-                    if waiter is None and self._queues:
-                        with self._lock:
-                            busy = queues.busy(keys)
-                            if busy is not None:
-                                waiter = queues.new_waiter(loop)
-                                queues.join(waiter, busy)
-                    if waiter is not None:
-                        with self._lock:
-                            head = queues.is_head(waiter)
-                            if not head:
-                                waiter.arm()
-                        if not head:
-                            left = None if deadline is None else deadline - now()
-                            if left is not None and left <= 0.0:
-                                raise self._timed_out(keys, waiter, last)
-                            yield (_TURN, waiter, left)
-                            continue
+                    with self._lock:
+                        held = queues.held_up(waiter, keys)
+                        if held:
+                            waiter.arm()
+                    if held:
+                        left = None if deadline is None else deadline - now()
+                        if left is not None and left <= 0.0:
+                            raise self._timed_out(keys, waiter, last)
+                        yield (_TURN, waiter, left)
+                        continue
                     decision = yield (_DECIDE, None, None)
                     assert decision is not None
                 if decision.allowed:
@@ -810,31 +829,26 @@ class RateLimiter:
                 if wait == _INF or (deadline is not None and now() + wait > deadline + EPSILON):
                     raise _exceeded(last)
                 with self._lock:
-                    if waiter is None:
-                        waiter = queues.new_waiter(loop)
                     queues.join(waiter, keys[last.index])
                     waiter.ready_at = now() + wait
-                    head = queues.is_head(waiter)
-                if head:
+                    held = queues.held_up(waiter, keys)
+                if not held:
                     yield (_SLEEP, None, wait)
         finally:
-            if waiter is not None:
-                with self._lock:
-                    queues.leave(waiter)
+            with self._lock:
+                queues.leave(waiter)
 
-    def _timed_out(
-        self, keys: Sequence[str], waiter: Waiter, last: Decision | None
-    ) -> RateLimitExceeded:
+    def _timed_out(self, keys: Sequence[str], waiter: Waiter, last: Decision) -> RateLimitExceeded:
         """A waiter behind others ran out of time: name the scope it queued for."""
+        queue_key = waiter.queue_key
         with self._lock:
-            queue_key = waiter.queue_key
-            head = self._waiting.head(queue_key) if queue_key is not None else None
-            ready_at = head.ready_at if head is not None else None
-        index = keys.index(queue_key) if queue_key in keys else 0
+            queue = self._waiting.queues.get(queue_key) if queue_key is not None else None
+            ready_at = queue[0].ready_at if queue else None
+        index = keys.index(queue_key) if queue_key in keys else last.index
         m = self._frame.meta[index]
-        retry = None if ready_at is None else max(0.0, ready_at - self._monotonic())
-        if last is not None:
-            retry = max(retry or 0.0, last.retry_after)
+        retry = last.retry_after
+        if ready_at is not None:
+            retry = max(retry, ready_at - self._monotonic())
         return RateLimitExceeded(
             m.name,
             key=None if m.id_offset < 0 else keys[index][m.id_offset :],
@@ -865,7 +879,7 @@ class RateLimiter:
             _check_cost(cost)
 
         def decorate(fn: Callable[P, T]) -> Callable[P, T]:
-            if inspect.iscoroutinefunction(fn):
+            if is_async_callable(fn):
 
                 @functools.wraps(fn)
                 async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:

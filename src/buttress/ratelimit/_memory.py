@@ -14,10 +14,13 @@ The cap: the dict never holds more than ``max_keys`` keys once a call returns. W
 would pass the cap, the backend first drops expired keys it meets, then *evicts* the live key
 closest to expiry among :data:`EVICTION_SAMPLE` it samples: the one whose usage is nearest to
 having been forgotten anyway, so forgetting it early admits the least extra traffic. The keys of
-the request being decided are never evicted. Eviction is counted, and the event
+the request being decided are never evicted (a call carrying more new keys than ``max_keys``
+leaves the dict over the cap, which is why a ``RateLimiter`` refuses a cap below its number of
+scopes). Eviction is counted, and the event
 ``("buttress", "rate_limiter", "key_cap_reached")`` marks the start of each episode of evictions
-(raise ``max_keys`` if you see it). Refusing unknown keys instead would let a client that
-invents keys lock every newcomer out, so it is not offered.
+(raise ``max_keys`` if you see it); an episode ends once the keys fall below :data:`REARM` of the
+cap, whether the sweep or :meth:`MemoryBackend.maintain` brought them there. Refusing unknown
+keys instead would let a client that invents keys lock every newcomer out, so it is not offered.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ __all__ = ["Lane", "MemoryBackend", "MemoryBackendStats"]
 SWEEP_STEP = 2
 EVICTION_SAMPLE = 5
 MAINTAIN_CHUNK = 1024
+REARM = 0.9  # an episode of evictions ends once the keys fall below this share of the cap
 
 EV_KEY_CAP = ("buttress", "rate_limiter", "key_cap_reached")
 
@@ -237,7 +241,7 @@ class MemoryBackend:
                         removed += 1
         with self._lock:
             self._swept += removed
-            if len(self._states) < self.max_keys * 0.9:
+            if len(self._states) < self.max_keys * REARM:
                 self._at_cap = False
         return removed
 
@@ -258,10 +262,16 @@ class MemoryBackend:
                 del states[key]
                 self._swept += 1
         if len(states) <= self.max_keys:
+            if self._at_cap and len(states) < self.max_keys * REARM:
+                self._at_cap = False  # the episode is over: the next eviction starts another
             return False
         started = False
-        fruitless = 0  # samples that found nothing to drop: only this request's keys are left
-        while len(states) > self.max_keys and fruitless <= len(states):
+        # Keys that may go: all but this request's own. Each round drops one of them or walks
+        # on; the walk retakes a snapshot of every key once used up, so it reaches one in
+        # time (giving up after a few fruitless rounds, with a stale snapshot of deleted keys,
+        # left the dict over the cap).
+        spare = len(states) - len({key for key in protected if key in states})
+        while len(states) > self.max_keys and spare > 0:
             victim: str | None = None
             victim_expiry = math.inf
             for _ in range(EVICTION_SAMPLE):
@@ -277,17 +287,15 @@ class MemoryBackend:
                 if state[0] < victim_expiry:
                     victim, victim_expiry = key, state[0]
             if victim is None:
-                fruitless += EVICTION_SAMPLE
                 continue
             del states[victim]
+            spare -= 1
             if victim_expiry == -math.inf:
                 self._swept += 1
                 continue
             self._evicted += 1
             if not self._at_cap:
                 self._at_cap = started = True
-        if self._at_cap and len(states) < self.max_keys * 0.9:
-            self._at_cap = False
         return started
 
     def _cap_reached(self) -> None:

@@ -71,13 +71,16 @@ class _Statements:
     clear_glob: str
 
     @classmethod
-    def for_table(cls, t: str) -> _Statements:
+    def for_table(cls, name: str) -> _Statements:
+        # Quoted, so a name that is also an SQL keyword (``order``) is still a name. A plain
+        # identifier holds no ``"``; quoting names the same table as before (case-insensitive).
+        t = f'"{name}"'
         return cls(
             table=t,
             schema=(
                 f"CREATE TABLE IF NOT EXISTS {t} "
                 "(key TEXT PRIMARY KEY, expires REAL NOT NULL, state BLOB NOT NULL) WITHOUT ROWID",
-                f"CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires)",
+                f'CREATE INDEX IF NOT EXISTS "{name}_expires" ON {t} (expires)',
             ),
             get1=f"SELECT key, state FROM {t} WHERE key = ?",
             put=f"INSERT OR REPLACE INTO {t} (key, expires, state) VALUES (?, ?, ?)",
@@ -103,7 +106,8 @@ class SQLiteBackend:
       (SQLite's locking is not safe on network file systems);
     * ``timeout``: seconds a call may wait for another process's transaction (``busy_timeout``)
       before the limiter's failure policy applies;
-    * ``table``: the table's name, if the file holds other things.
+    * ``table``: the table's name, if the file holds other things: a Python-style identifier
+      (an SQL keyword such as ``order`` is fine: it is quoted), not starting with ``sqlite_``.
     """
 
     __slots__ = ("_connections", "_local", "_lock", "_sql", "_until_purge", "path", "timeout")
@@ -122,6 +126,10 @@ class SQLiteBackend:
             raise ConfigError("timeout", f"must be a finite number of seconds > 0, got {timeout!r}")
         if not isinstance(table, str) or not table.isidentifier():
             raise ConfigError("table", f"must be a plain identifier, got {table!r}")
+        if table.lower().startswith("sqlite_"):
+            raise ConfigError(
+                "table", f"names starting with 'sqlite_' are SQLite's own, got {table!r}"
+            )
         self.path = str(Path(path))
         self.timeout = float(timeout)
         self._local = threading.local()

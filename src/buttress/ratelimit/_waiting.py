@@ -1,17 +1,24 @@
 """FIFO waiting for room: the queues ``acquire`` and ``acquire_async`` wait in.
 
-A waiter queues on the storage key of the scope that refused it (``user:u1`` when the user's
-own limit is spent, ``global`` when the shared one is), ordered by arrival. Only the head of a
-queue asks the backend again; the others wait to be woken. A newcomer whose keys include a key
-with a queue joins that queue instead of asking, and ``try_acquire`` on such a key is refused,
-so nobody barges ahead of a waiter: a large cost is served in its turn, not starved by a
-stream of small ones. A waiter refused again by another scope moves to that scope's queue, at
-its place by arrival.
+A waiter queues on the storage key of the scope that holds it up longest (``user:u1`` when the
+user's own limit is spent, ``global`` when the shared one is), at its place by arrival. One rule
+keeps the order: **a waiter asks the backend only when no earlier waiter is queued on any of its
+keys**. One that finds an earlier waiter on another of its keys moves to that key's queue (the
+one whose head arrived first), behind it; one refused again moves to the queue of the scope that
+refused it, at its place by arrival. Newcomers are the latest arrivals: ``try_acquire`` on a
+key with a queue is refused, and ``acquire`` queues. So nobody takes room an earlier waiter
+queued for, on any scope: a large cost is served in its turn, not starved by a stream of small
+ones, and a caller queued on its own key cannot slip past earlier waiters on a shared one.
+
+A waiter is in one queue at a time, and never at the head of one while it waits for another,
+so a waiter held up by a long limit of its own (a user's hourly quota) does not hold the
+shared scopes' queues meanwhile. Each waiter waits only for earlier ones: the earliest is never
+held up by the queues, so every waiter gets its turn and nothing deadlocks.
 
 Queues are per limiter and guarded by the limiter's lock; sync waiters (threads) and async
-waiters (tasks) share them. The head waits for room by sleeping on the limiter's clock
-(``clock.sleep`` / ``clock.asleep``), so a :class:`~buttress.ManualClock` makes waiting
-instant in tests; the others wait on an event or a future until the head leaves.
+waiters (tasks) share them. A head free to ask sleeps until its expected room on the limiter's
+clock (``clock.sleep`` / ``clock.asleep``), so a :class:`~buttress.ManualClock` makes waiting
+instant in tests; the others wait on an event or a future until they become a head.
 """
 
 from __future__ import annotations
@@ -37,9 +44,9 @@ class Waiter:
     __slots__ = ("_event", "_future", "_loop", "queue_key", "ready_at", "seq")
 
     def __init__(self, seq: int, loop: asyncio.AbstractEventLoop | None) -> None:
-        self.seq = seq
+        self.seq = seq  # arrival order
         self.queue_key: str | None = None
-        self.ready_at: float | None = None  # when the head expects room (clock time)
+        self.ready_at: float | None = None  # when it expects room (monotonic clock time)
         self._loop = loop
         self._event = threading.Event() if loop is None else None
         self._future: asyncio.Future[None] | None = None
@@ -90,21 +97,31 @@ class WaitQueues:
     def new_waiter(self, loop: asyncio.AbstractEventLoop | None) -> Waiter:
         return Waiter(next(self._seq), loop)
 
-    def busy(self, keys: Sequence[str]) -> str | None:
-        """The first of ``keys`` that has waiters queued on it."""
+    def heads(self, keys: Sequence[str]) -> list[tuple[int, Waiter]]:
+        """``(position in keys, head)`` for each of ``keys`` that has a queue."""
         queues = self.queues
+        return [(i, queues[key][0]) for i, key in enumerate(keys) if key in queues]
+
+    def held_up(self, waiter: Waiter, keys: Sequence[str]) -> bool:
+        """Whether an earlier waiter is queued on one of ``keys`` (all of ``waiter``'s keys).
+
+        If one is ahead of it in its own queue, ``waiter`` stays there; otherwise it moves
+        behind the earliest head among the other queues, to be woken when its turn comes.
+        """
+        queues = self.queues
+        own = waiter.queue_key
+        if own is not None and queues[own][0] is not waiter:
+            return True
+        earliest = waiter.seq
+        behind: str | None = None
         for key in keys:
-            if key in queues:
-                return key
-        return None
-
-    def head(self, key: str) -> Waiter | None:
-        queue = self.queues.get(key)
-        return queue[0] if queue else None
-
-    def is_head(self, waiter: Waiter) -> bool:
-        key = waiter.queue_key
-        return key is not None and self.queues[key][0] is waiter
+            queue = queues.get(key)
+            if queue and queue[0].seq < earliest:
+                earliest, behind = queue[0].seq, key
+        if behind is None:
+            return False
+        self.join(waiter, behind)
+        return True
 
     def join(self, waiter: Waiter, key: str) -> None:
         """Queue ``waiter`` on ``key`` at its place by arrival (moving it if queued elsewhere)."""
