@@ -13,8 +13,8 @@ import functools
 import inspect
 import threading
 import weakref
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeGuard, TypeVar
 
 from ._scheduler import AsyncScheduler, Scheduler
 
@@ -152,7 +152,7 @@ async def acall(fn: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-def is_async_callable(fn: Any) -> bool:
+def is_async_callable(fn: object) -> TypeGuard[Callable[..., Awaitable[Any]]]:
     """Whether calling ``fn`` gives a coroutine: a coroutine function, a ``partial`` of one,
     or an object whose ``__call__`` is one (which ``inspect.iscoroutinefunction`` misses)."""
     while isinstance(fn, functools.partial):
