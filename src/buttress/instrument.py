@@ -19,9 +19,9 @@ import inspect
 import itertools
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from ._concurrency import is_async_callable
 from ._counting import count_of
@@ -242,7 +242,7 @@ def instrument_callable(
 def _wrap(fn: Callable[..., Any], metrics: ServiceMetrics, monotonic: Callable[[], float]) -> Any:
     record = metrics.record
     if is_async_callable(fn):
-        afn = cast(Callable[..., Awaitable[Any]], fn)
+        afn = fn
 
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
