@@ -175,6 +175,10 @@ def test_configure_changes_standing_settings_with_validation() -> None:
         ({"latency": -1.0}, "latency"),
         ({"latency": (0.5, 0.1)}, "latency"),
         ({"latency": "slow"}, "latency"),
+        ({"latency": ("a", 1)}, "latency"),
+        ({"latency": (None, 1)}, "latency"),
+        ({"latency": float("inf")}, "latency"),
+        ({"latency": (0.1, float("inf"))}, "latency"),
         ({"latency": 0.1, "latency_rate": 1.5}, "latency_rate"),
         ({"exception": 42}, "exception"),
     ],
@@ -319,6 +323,26 @@ def test_the_master_switch_stops_running_experiments(
             chaos.call("svc", ok)
     switches = event_log.named("buttress", "chaos", "switch")
     assert [md["enabled"] for _, md in switches] == [False, True]
+
+
+def test_experiments_started_on_one_tick_are_listed_in_start_order(clock: ManualClock) -> None:
+    chaos = Chaos(enabled=True, clock=clock)
+    chaos.injector("b-target")  # made first: must not decide the order
+    with (
+        chaos.experiment("z-target", name="first"),
+        chaos.experiment("b-target", name="second"),
+    ):
+        assert [e.name for e in chaos.active_experiments()] == ["first", "second"]
+
+
+def test_a_bad_value_is_not_called_an_unknown_setting(clock: ManualClock) -> None:
+    chaos = Chaos(enabled=True, clock=clock)
+    with pytest.raises(ConfigError) as info:
+        chaos.injector("svc", latency=(None, 1))
+    assert info.value.path == "latency"
+    with pytest.raises(ConfigError, match="unknown fault setting 'colour'") as info:
+        chaos.injector("svc", colour=1)
+    assert info.value.path == "chaos.svc"
 
 
 def test_an_experiment_is_entered_once(clock: ManualClock) -> None:

@@ -132,6 +132,17 @@ def test_chaos_experiments_show_as_degraded(clock: bt.ManualClock) -> None:
     assert i.health().overall_status == "healthy"
 
 
+def test_experiments_listed_while_chaos_is_off_do_not_degrade_health(
+    clock: bt.ManualClock,
+) -> None:
+    i = infra(clock, {"memory_manager": {"enabled": False}, "chaos": {"enabled": True}})
+    with i.chaos.experiment("payments", failure_rate=1.0, name="drill"):
+        i.chaos.disable()  # the experiment stays listed but injects nothing
+        report = i.health()
+        assert report.overall_status == "healthy"
+        assert [e["name"] for e in report.chaos_engineering["active_experiments"]] == ["drill"]
+
+
 def test_health_json_shape_and_to_dict(clock: bt.ManualClock) -> None:
     i = infra(
         clock,

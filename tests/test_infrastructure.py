@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -742,3 +743,83 @@ def test_a_service_nothing_protects_is_reported_once(
         infra.call("sevrice", lambda: None)
     warnings = [r.getMessage() for r in caplog.records if "has no breaker" in r.getMessage()]
     assert len(warnings) == 1 and "'sevrice'" in warnings[0]
+
+
+class Conn:
+    """A pooled member that records whether it was closed."""
+
+    def __init__(self, made: list[Conn]) -> None:
+        self.closed = False
+        made.append(self)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_memory_pressure_trims_idle_pool_members_down_to_min_size(clock: bt.ManualClock) -> None:
+    probe = Pressure()
+    cfg = {
+        "connection_pools": {"db": {"min_size": 1, "max_size": 5}},
+        "memory_manager": {"check_interval": 1.0},
+    }
+    made: list[Conn] = []
+    with make(clock, cfg, memory_probe=probe, pools={"db": lambda: Conn(made)}) as infra:
+        pool = infra.pools["db"]
+        leases = []
+        for _ in range(4):
+            with contextlib.suppress(bt.PoolTimeoutError):
+                pool.connection(timeout=0).__enter__()  # no member yet: books a connect
+            infra.run_maintenance()  # connects it
+            lease = pool.connection(timeout=0)
+            lease.__enter__()
+            leases.append(lease)
+        assert len(made) == 4
+        for lease in leases[1:]:
+            lease.__exit__(None, None, None)  # three idle, one still in use
+        assert pool.stats().idle == 3
+        probe.ratio = 0.75  # warning
+        clock.advance(1.0)
+        infra.run_maintenance()
+        stats = pool.stats()
+        assert (stats.size, stats.idle, stats.in_use) == (1, 0, 1)  # in use is left alone
+        assert stats.evictions == {"memory_pressure": 3}
+        assert [c.closed for c in made] == [False, True, True, True]
+        leases[0].__exit__(None, None, None)
+        assert pool.stats().idle == 1
+
+
+async def test_memory_pressure_trims_asyncio_pools_on_their_loop(clock: bt.ManualClock) -> None:
+    probe = Pressure()
+    cfg = {
+        "connection_pools": {"db": {"async": True, "min_size": 0, "max_size": 5}},
+        "memory_manager": {"check_interval": 1.0},
+    }
+    made: list[Conn] = []
+    infra = make(clock, cfg, memory_probe=probe, pools={"db": lambda: Conn(made)})
+    await infra.astart()
+    try:
+        pool = infra.async_pools["db"]
+        scheduler = infra.async_scheduler
+        assert scheduler is not None
+        leases = []
+        for _ in range(2):
+            with contextlib.suppress(bt.PoolTimeoutError):
+                await pool.connection(timeout=0).__aenter__()  # books a connect
+            await scheduler.run_due()  # connects it
+            lease = pool.connection(timeout=0)
+            await lease.__aenter__()
+            leases.append(lease)
+        for lease in leases:
+            await lease.__aexit__(None, None, None)
+        assert (pool.stats().size, pool.stats().idle) == (2, 2)
+        probe.ratio = 0.75  # warning
+        clock.advance(1.0)
+        infra.run_maintenance()  # samples memory: the trim is booked on the loop's scheduler
+        assert pool.stats().size == 2  # not touched from the sampling side
+        await scheduler.run_due()  # trims
+        await scheduler.run_due()  # closes
+        assert pool.stats().size == 0
+        assert pool.stats().evictions == {"memory_pressure": 2}
+        assert [c.closed for c in made] == [True, True]
+    finally:
+        await infra.aclose()

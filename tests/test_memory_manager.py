@@ -154,6 +154,16 @@ def test_a_failing_callback_is_reported_and_the_others_still_run(
     assert mm.snapshot().relief_runs == 2
 
 
+def test_a_coroutine_function_callback_is_refused(probe: ScriptedProbe, clock: ManualClock) -> None:
+    mm = manager(probe, clock)
+
+    async def clear_cache(sample: MemorySample) -> None: ...
+
+    with pytest.raises(ConfigError, match="coroutine function, which nothing would await") as info:
+        mm.on_pressure("warning", clear_cache)  # type: ignore[arg-type]
+    assert info.value.path == "callback"
+
+
 def test_unregistered_callbacks_do_not_run(
     probe: ScriptedProbe, clock: ManualClock, collections: list[int]
 ) -> None:

@@ -159,7 +159,8 @@ _POOL = _specs(
         ("age", "idle"),
         ("pool", "member", "reason"),
         "A member was retired by a limit: `reason` is `max_lifetime`, `idle_timeout`, "
-        "`overflow_ttl` or `generation` (made before a disconnect).",
+        "`overflow_ttl`, `generation` (made before a disconnect) or `memory_pressure` "
+        "(`trim()`, which the infrastructure calls when memory reaches `warning`).",
     ),
     EventSpec(
         ("buttress", "pool", "leak"),

@@ -17,7 +17,7 @@ connection pool        pass; warn while callers wait or overflow members are in 
                        when closed, or when it has no member, callers wait and connecting
                        fails
 memory                 pass at normal, warn at warning, fail at critical
-chaos                  warn while an experiment runs (faults are being injected on purpose)
+chaos                  warn while chaos is on and an experiment runs (faults injected on purpose)
 =====================  =====================================================================
 """
 
@@ -229,8 +229,8 @@ def memory_check(snap: Any) -> ComponentCheck:
 
 def chaos_check(chaos: Mapping[str, Any]) -> ComponentCheck | None:
     active = chaos.get("active_experiments") or []
-    if not active:
-        return None
+    if not active or not chaos.get("enabled"):
+        return None  # switched off, a listed experiment injects nothing
     names = ", ".join(str(e.get("name", "?")) for e in active)
     return ComponentCheck("chaos", "experiments", "warn", len(active), f"running: {names}")
 

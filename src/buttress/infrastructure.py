@@ -36,7 +36,7 @@ from .config import Config, LimiterSettings, PoolSettings, import_callable, load
 from .errors import ConfigError, InfrastructureClosedError, RateLimitExceeded, RejectedError
 from .health import HealthReport, build_report
 from .instrument import METRICS, ServiceMetrics, instrument_callable
-from .memory import MemoryManager
+from .memory import MemoryManager, MemorySample
 from .pool import AsyncConnectionPool, ConnectionPool, PoolConfig
 from .ratelimit import RateLimiter, backend_from_url
 from .ratelimit._scope import check_name
@@ -165,6 +165,7 @@ class Infrastructure:
             except ConfigError as exc:  # `probe` is ours (memory_probe), the rest the file's
                 where = "memory_probe" if exc.path == "probe" else f"memory_manager.{exc.path}"
                 raise ConfigError(where, exc.message) from None
+            self.memory.on_pressure("warning", self._trim_pools)
 
         self.services: dict[str, ServiceMetrics] = {}
         self._routes: dict[str, _Route] = {}
@@ -281,6 +282,15 @@ class Infrastructure:
             )
         except ConfigError as exc:
             raise ConfigError(f"connection_pools.{name}.{exc.path}", exc.message) from None
+
+    def _trim_pools(self, sample: MemorySample) -> None:
+        """Memory runs short: close idle pool members down to each pool's ``min_size``."""
+        for pool in self.pools.values():
+            pool.trim()
+        scheduler = self.async_scheduler
+        if scheduler is not None:  # an asyncio pool is only touched from its own loop
+            for apool in self.async_pools.values():
+                scheduler.call_later(0.0, apool.trim)
 
     def _schedule_jobs(self) -> None:
         every = self.scheduler.call_every

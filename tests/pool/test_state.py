@@ -503,3 +503,25 @@ def test_mixed_does_not_check_again_a_member_an_active_check_just_passed() -> No
     assert m.idle_since == 0.0  # still idle since 0: a check is no use
     assert not state.due_for_check(m, 12.0)  # proven alive 2 s ago
     assert state.due_for_check(m, 15.0)  # unproven for check_idle_after again
+
+
+def test_trim_retires_idle_members_down_to_min_size_longest_idle_first() -> None:
+    state = PoolState(PoolConfig(min_size=1, max_size=4), rng=random.Random(2))
+    state.open(0.0)
+    state.take_effects()
+    members = [state.connected(name, 0.0) for name in "abcd"]
+    state.take_effects()
+    taken = [state.checkout(1.0, Waiter()) for _ in range(4)]
+    assert all(taken)
+    for i, m in enumerate(taken):  # returned at 2, 3, 4 and 5: the first is idle longest
+        assert m is not None
+        state.checkin(m, 2.0 + i)
+    state.take_effects()
+    assert state.trim(6.0) == 3
+    fx = state.take_effects()
+    assert fx is not None
+    retired = [m.resource for m, why in fx.close]
+    assert len(retired) == 3 and {why for _, why in fx.close} == {"memory_pressure"}
+    kept = [m for m in members if m is not None and m.id in state.members]
+    assert [m.resource for m in kept] == [taken[-1].resource]  # type: ignore[union-attr]
+    assert state.trim(7.0) == 0  # at min_size

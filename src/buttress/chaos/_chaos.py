@@ -87,14 +87,14 @@ class Chaos:
                 inj = FaultInjector(name=target, rng=rng, clock=self.clock, switch=self)
                 self._injectors[target] = inj
         if settings:
-            try:
-                inj.configure(**settings)
-            except TypeError:
-                known = "failure_rate, latency, latency_rate, exception, enabled"
+            known = ("failure_rate", "latency", "latency_rate", "exception", "enabled")
+            unknown = sorted(set(settings) - set(known))
+            if unknown:
                 raise ConfigError(
                     f"chaos.{target}",
-                    f"unknown fault setting in {sorted(settings)} (known: {known})",
-                ) from None
+                    f"unknown fault setting {unknown[0]!r} (known: {', '.join(known)})",
+                )
+            inj.configure(**settings)
         return inj
 
     @property
@@ -146,7 +146,7 @@ class Chaos:
         with self._lock:
             injectors = list(self._injectors.values())
         running = [exp for inj in injectors for exp in inj.experiments]
-        running.sort(key=lambda e: e.started_at or 0.0)
+        running.sort(key=lambda e: (e.started_at or 0.0, e.start_seq))
         return running
 
     def snapshot(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["Experiment"]
 
 _numbers = itertools.count(1)
+_starts = itertools.count(1)  # orders experiments started at the same clock time
 
 
 class Experiment:
@@ -43,6 +44,7 @@ class Experiment:
         self.duration = positive("duration", duration) if duration is not None else None
         self.name = name if name is not None else f"{injector.name}#{next(_numbers)}"
         self.started_at: float | None = None  # monotonic
+        self.start_seq = 0
         self.started: float | None = None  # wall clock
         self.ends_at: float | None = None
         self.ended_at: float | None = None
@@ -83,6 +85,7 @@ class Experiment:
             raise RuntimeError(f"experiment {self.name!r} was already started; make a new one")
         clock = self.injector.clock
         self.started_at = clock.monotonic()
+        self.start_seq = next(_starts)
         self.started = clock.time()
         if self.duration is not None:
             self.ends_at = self.started_at + self.duration

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import random
 import threading
 from collections.abc import Awaitable, Callable
@@ -442,12 +443,14 @@ def _latency_range(latency: float | tuple[float, float] | None) -> tuple[float, 
     if latency is None:
         return None
     if isinstance(latency, int | float) and not isinstance(latency, bool):
-        if not latency >= 0:
-            raise ConfigError("latency", f"must be >= 0, got {latency!r}")
+        if not 0 <= latency < math.inf:
+            raise ConfigError("latency", f"must be finite seconds >= 0, got {latency!r}")
         return (float(latency), float(latency))
     if isinstance(latency, tuple | list) and len(latency) == 2:
+        if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in latency):
+            raise ConfigError("latency", f"a (low, high) pair of seconds, got {latency!r}")
         low, high = float(latency[0]), float(latency[1])
-        if not 0 <= low <= high:
+        if not 0 <= low <= high < math.inf:
             raise ConfigError("latency", f"range must satisfy 0 <= low <= high, got {latency!r}")
         return (low, high)
     raise ConfigError("latency", f"must be seconds or a (low, high) pair, got {latency!r}")

@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import events
 from .._clock import Clock, SystemClock
+from .._concurrency import is_async_callable
 from .._validate import positive
 from ..errors import ConfigError, LoadShedError
 from ._policy import LevelChange, MemoryLevel, PolicyConfig, PressurePolicy
@@ -359,14 +360,21 @@ class MemoryManager:
     def on_pressure(self, level: MemoryLevel | str, callback: ReliefCallback) -> Callable[[], None]:
         """Call ``callback(sample)`` each time the level rises to ``level`` (or past it).
 
-        ``on_pressure("normal", cb)`` instead runs ``cb`` on recovery to normal. Pools register
-        here to trim idle members, caches to clear. A callback runs once per entry, in the
-        thread that samples; one that raises is logged and reported, and the others still run.
+        ``on_pressure("normal", cb)`` instead runs ``cb`` on recovery to normal. The
+        infrastructure registers its pools' ``trim()`` here; caches can register to clear. A
+        callback runs once per entry, in the thread that samples; one that raises is logged
+        and reported, and the others still run.
         Returns a function that unregisters the callback.
         """
         lvl = MemoryLevel.parse(level)
         if not callable(callback):
             raise ConfigError("callback", f"must be callable, got {callback!r}")
+        if is_async_callable(callback):
+            raise ConfigError(
+                "callback",
+                f"{callback!r} is a coroutine function, which nothing would await: callbacks run "
+                "in the sampling thread; pass a plain function (it may schedule async work)",
+            )
         with self._lock:
             self._callbacks[lvl].append(callback)
 

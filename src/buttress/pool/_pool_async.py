@@ -796,6 +796,19 @@ class AsyncConnectionPool:
                 md = self._meta(m)
             events.emit(name, meas, md)
 
+    def trim(self) -> int:
+        """Close idle members down to ``min_size`` now (memory pressure); returns how many.
+
+        Not a coroutine, so a memory-pressure callback can call it: the closes run as
+        housekeeping. :class:`~buttress.Infrastructure` registers it for ``warning``.
+        """
+        with self._lock:
+            retired = self._state.trim(self._monotonic())
+            fx = self._state.take_effects()
+        if fx is not None:
+            self._apply(fx)
+        return retired
+
     # -- reading -----------------------------------------------------------------------------------
 
     def stats(self) -> PoolStats:

@@ -806,6 +806,20 @@ class PoolState:
         self._plan(now)
         return self._next_due()
 
+    def trim(self, now: float) -> int:
+        """Retire idle members down to ``min_size``, longest idle first (memory pressure);
+        returns how many. Members in use are left alone: they come back as usual."""
+        if self.closed:
+            return 0
+        retired = 0
+        for m in sorted(self.idle, key=_by_idle_since):
+            if len(self.members) <= self.config.min_size:
+                break
+            if m.state == IDLE and self._take_idle(m):
+                self._expire(m, "memory_pressure")
+                retired += 1
+        return retired
+
     def _next_due(self) -> float | None:
         cfg = self.config
         due = _INF
