@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +227,21 @@ def test_memory_manager_errors_name_the_parameter() -> None:
     with pytest.raises(bt.ConfigError) as info:
         bt.Infrastructure("t", {}, env={}, background=False, memory_probe=42)  # type: ignore[arg-type]
     assert info.value.path == "memory_probe"
+
+
+def test_a_factory_may_name_a_dotted_attribute_after_the_colon() -> None:
+    # "psycopg:AsyncConnection.connect" is a classmethod on a class of the module.
+    assert c.import_callable("f", "datetime:datetime.fromtimestamp") == datetime.fromtimestamp
+    cfg = {
+        "connection_pools": {
+            "clock": {"factory": "datetime:datetime.fromtimestamp", "args": [0], "min_size": 1}
+        },
+        "memory_manager": {"enabled": False},
+    }
+    with bt.Infrastructure("t", cfg, env={}, background=False) as infra:
+        infra.run_maintenance()
+        assert infra.call("clock", lambda member: member.year) == 1970
+    for bad in ("datetime:datetime.no_such", "datetime:datetime..now", "datetime:"):
+        with pytest.raises(bt.ConfigError, match="cannot import") as info:
+            bt.load_config({"connection_pools": {"db": {"factory": bad}}}, env={}).check_imports()
+        assert info.value.path == "connection_pools.db.factory"

@@ -823,3 +823,68 @@ async def test_memory_pressure_trims_asyncio_pools_on_their_loop(clock: bt.Manua
         assert [c.closed for c in made] == [True, True]
     finally:
         await infra.aclose()
+
+
+class AsyncConn:
+    """An asyncio driver's connection: execute() and close() are coroutines."""
+
+    def __init__(self, made: list[AsyncConn]) -> None:
+        self.alive = True
+        self.closed = False
+        self.ran: list[str] = []
+        made.append(self)
+
+    async def execute(self, sql: str) -> None:
+        await asyncio.sleep(0)
+        if not self.alive:
+            raise ConnectionError("server closed the connection")
+        self.ran.append(sql)
+
+    async def close(self) -> None:
+        await asyncio.sleep(0)
+        self.closed = True
+
+
+async def test_an_async_pool_from_config_awaits_check_sql_and_the_default_close(
+    clock: bt.ManualClock,
+) -> None:
+    cfg = {
+        "connection_pools": {
+            "db": {
+                "async": True,
+                "min_size": 2,
+                "max_size": 2,
+                "check_sql": "SELECT 1",
+                "health_check_strategy": "mixed",
+                "check_idle_after": 0.0,
+            }
+        },
+        "memory_manager": {"enabled": False},
+    }
+    made: list[AsyncConn] = []
+
+    async def connect() -> AsyncConn:
+        return AsyncConn(made)
+
+    async def use(conn: AsyncConn) -> AsyncConn:
+        return conn
+
+    infra = make(clock, cfg, pools={"db": connect})
+    await infra.astart()
+    try:
+        scheduler = infra.async_scheduler
+        assert scheduler is not None
+        await scheduler.run_due()
+        await scheduler.run_due()  # both members connected
+        first = await infra.call_async("db", use)
+        assert first.ran == ["SELECT 1"]  # the check ran, awaited, before it was lent
+        first.alive = False  # the server dropped it while idle
+        clock.advance(1.0)
+        second = await infra.call_async("db", use)
+        assert second is not first  # the check caught it: never lent
+        assert infra.async_pools["db"].stats().check_failures == 1
+        await scheduler.run_due()  # the closer
+        assert first.closed  # its coroutine close() was awaited, not dropped
+    finally:
+        await infra.aclose()
+    assert all(c.closed for c in made)

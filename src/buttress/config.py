@@ -18,6 +18,7 @@ import importlib
 import json
 import os
 import tomllib
+import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -321,10 +322,12 @@ class RateLimitingSettings(_Section):
 class PoolSettings(_Section):
     """A connection pool (see docs/pool.md). ``factory`` makes a member from TOML.
 
-    ``factory`` is an import path such as ``"sqlite3:connect"`` called with ``args`` and
-    ``kwargs``; code can pass ``create=`` (and ``close=``, ``check=``, ``reset=``) to
+    ``factory`` is an import path such as ``"sqlite3:connect"`` (or ``"module:Class.method"``,
+    e.g. ``"psycopg:AsyncConnection.connect"``) called with ``args`` and ``kwargs``; code can
+    pass ``create=`` (and ``close=``, ``check=``, ``reset=``) to
     :class:`~buttress.Infrastructure` instead. ``check_sql`` checks a DB-API connection by
-    running that statement.
+    running that statement (awaited in an ``async`` pool, as are the factory's result and the
+    members' ``close()``).
     """
 
     factory: str | None = None
@@ -639,28 +642,54 @@ def _check_component_name(name: str) -> None:
 
 
 def import_callable(path: str, dotted: str) -> Callable[..., Any]:
-    """The callable ``dotted`` names (``"module:attr"`` or ``"module.attr"``)."""
-    module_name, sep, attr = dotted.partition(":")
-    if not sep:
-        module_name, _, attr = dotted.rpartition(".")
-    try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError):
-        raise ConfigError(path, f"cannot import {dotted!r} (write 'module:callable')") from None
+    """The callable ``dotted`` names: ``"module:attr"``, ``"module:Class.method"`` (a dotted
+    attribute path after the colon, e.g. ``"psycopg:AsyncConnection.connect"``) or
+    ``"module.attr"``."""
+    obj = _resolve(dotted)
+    if obj is _MISSING:
+        raise ConfigError(
+            path, f"cannot import {dotted!r} (write 'module:callable' or 'module:Class.method')"
+        )
     if not callable(obj):
         raise ConfigError(path, f"{dotted!r} is not callable")
     return obj  # type: ignore[no-any-return]
 
 
-def _import_exception(path: str, dotted: str) -> type[BaseException]:
-    module_name, _, attr = dotted.replace(":", ".").rpartition(".")
-    if not module_name:
-        module_name = "builtins"
+_MISSING: Any = object()
+
+
+def _resolve(dotted: str, default_module: str | None = None) -> Any:
+    """What ``dotted`` names (``_MISSING`` when it names nothing): ``"module:attr.attr"``
+    (everything after the colon is looked up on the module, part by part) or
+    ``"module.attr"`` (the last part on the module; ``default_module`` when there is no dot)."""
+    module_name, sep, attrs = dotted.partition(":")
+    if not sep:
+        module_name, _, attrs = dotted.rpartition(".")
+        if not module_name and default_module is not None:
+            module_name = default_module
+    parts = attrs.split(".")
+    if not module_name or not all(parts):
+        return _MISSING
     try:
-        module = __import__(module_name, fromlist=[attr])
-        obj = getattr(module, attr)
-    except (ImportError, AttributeError):
-        raise ConfigError(path, f"cannot import exception {dotted!r}") from None
+        obj: Any = importlib.import_module(module_name)
+    except (ImportError, ValueError, TypeError):
+        return _MISSING
+    for part in parts:
+        parent, obj = obj, getattr(obj, part, _MISSING)
+        if obj is _MISSING and isinstance(parent, types.ModuleType):
+            try:  # a submodule its package does not import itself ("pkg:sub.Error")
+                obj = importlib.import_module(f"{parent.__name__}.{part}")
+            except ImportError:
+                return _MISSING
+        elif obj is _MISSING:
+            return _MISSING
+    return obj
+
+
+def _import_exception(path: str, dotted: str) -> type[BaseException]:
+    obj = _resolve(dotted, default_module="builtins")
+    if obj is _MISSING:
+        raise ConfigError(path, f"cannot import exception {dotted!r}")
     if not (isinstance(obj, type) and issubclass(obj, BaseException)):
         raise ConfigError(path, f"{dotted!r} is not an exception class")
     return obj

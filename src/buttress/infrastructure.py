@@ -256,10 +256,10 @@ class Infrastructure:
             spec = ResourceSpec(create=functools.partial(factory, *s.args, **s.kwargs))
         check = spec.check
         if check is None and s.check_sql is not None:
-            check = functools.partial(_check_sql, s.check_sql)
+            check = functools.partial(_acheck_sql if s.is_async else _check_sql, s.check_sql)
         return ResourceSpec(
             create=spec.create,
-            close=spec.close or _close_member,
+            close=spec.close,  # None: the pool's own, member.close() (awaited when async)
             check=check,
             reset=spec.reset,
             invalidate_on=spec.invalidate_on,
@@ -1068,12 +1068,6 @@ def _spec(name: str, value: ResourceSpec | Callable[[], Any]) -> ResourceSpec:
     raise ConfigError(f"pools.{name}", f"must be a ResourceSpec or a callable, got {value!r}")
 
 
-def _close_member(member: Any) -> None:
-    close = getattr(member, "close", None)
-    if callable(close):
-        close()
-
-
 def _check_sql(sql: str, conn: Any) -> None:
     execute = getattr(conn, "execute", None)
     if callable(execute):
@@ -1085,3 +1079,22 @@ def _check_sql(sql: str, conn: Any) -> None:
         cur.fetchall()
     finally:
         cur.close()
+
+
+async def _acheck_sql(sql: str, conn: Any) -> None:
+    """:func:`_check_sql` for an async pool: what an asyncio driver returns is awaited
+    (psycopg's ``AsyncConnection``, asyncpg, aiosqlite); a sync connection works too."""
+    execute = getattr(conn, "execute", None)
+    if callable(execute):
+        await _maybe_await(execute(sql))
+        return
+    cur = await _maybe_await(conn.cursor())
+    try:
+        await _maybe_await(cur.execute(sql))
+        await _maybe_await(cur.fetchall())
+    finally:
+        await _maybe_await(cur.close())
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
