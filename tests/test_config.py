@@ -188,6 +188,14 @@ def test_settings_wrong_together_fail_at_load(
             {"connection_pools": {"db": {"factory": "nosuchmod:connect"}}},
             "connection_pools.db.factory",
         ),
+        (
+            {
+                "connection_pools": {
+                    "db": {"factory": "sqlite3:connect", "invalidate_on": ["sqlite3.NoSuchError"]}
+                }
+            },
+            "connection_pools.db.invalidate_on",
+        ),
     ],
 )
 def test_imports_are_checked_and_named_once(data: dict[str, Any], path: str) -> None:
@@ -245,3 +253,25 @@ def test_a_factory_may_name_a_dotted_attribute_after_the_colon() -> None:
         with pytest.raises(bt.ConfigError, match="cannot import") as info:
             bt.load_config({"connection_pools": {"db": {"factory": bad}}}, env={}).check_imports()
         assert info.value.path == "connection_pools.db.factory"
+
+
+def test_a_pool_with_a_check_defaults_to_mixed_health_checks(tmp_path: Path) -> None:
+    db = str(tmp_path / "m.db")
+    pools = {
+        "checked": {"factory": "sqlite3:connect", "args": [db], "check_sql": "SELECT 1"},
+        "told": {
+            "factory": "sqlite3:connect",
+            "args": [db],
+            "check_sql": "SELECT 1",
+            "health_check_strategy": "passive",
+        },
+        "plain": {"factory": "sqlite3:connect", "args": [db]},
+    }
+    cfg = {"connection_pools": pools, "memory_manager": {"enabled": False}}
+    with bt.Infrastructure("t", cfg, env={}, background=False) as infra:
+        strategies = {n: p.config.health_check_strategy for n, p in infra.pools.items()}
+    assert strategies == {"checked": "mixed", "told": "passive", "plain": "passive"}
+    assert (
+        "health_check_strategy"
+        not in bt.load_config(cfg, env={}).to_toml_dict()["connection_pools"]["checked"]
+    )  # unset, not "passive": config check shows what was written

@@ -888,3 +888,49 @@ async def test_an_async_pool_from_config_awaits_check_sql_and_the_default_close(
     finally:
         await infra.aclose()
     assert all(c.closed for c in made)
+
+
+class DbConn:
+    """A DB-API-like member that a disconnect kills: every later use raises."""
+
+    def __init__(self, made: list[DbConn]) -> None:
+        self.alive = True
+        self.closed = False
+        made.append(self)
+
+    def execute(self, sql: str) -> str:
+        if not self.alive:
+            raise sqlite3.OperationalError("server closed the connection unexpectedly")
+        return sql
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_invalidate_on_from_config_lets_a_pool_recover_from_dead_connections(
+    clock: bt.ManualClock,
+) -> None:
+    cfg = {
+        "connection_pools": {
+            "db": {"min_size": 2, "max_size": 2, "invalidate_on": ["sqlite3.OperationalError"]}
+        },
+        "services": {"db": {"breaker": False, "limiter": False}},
+        "memory_manager": {"enabled": False},
+    }
+    made: list[DbConn] = []
+    with make(clock, cfg, pools={"db": lambda: DbConn(made)}) as infra:
+        pool = infra.pools["db"]
+        infra.run_maintenance()
+        infra.run_maintenance()  # both members connected
+        assert pool.stats().idle == 2
+        for conn in made:
+            conn.alive = False  # the database restarted: both are dead
+        with pytest.raises(sqlite3.OperationalError):
+            infra.call("db", lambda conn: conn.execute("SELECT 1"))
+        stats = pool.stats()
+        assert stats.invalidations == 1
+        assert stats.size == 0  # the failing member and the older idle one: both retired
+        infra.run_maintenance()
+        infra.run_maintenance()  # replacements connected
+        assert infra.call("db", lambda conn: conn.execute("SELECT 1")) == "SELECT 1"
+        assert [c.closed for c in made] == [True, True, False, False]

@@ -334,6 +334,8 @@ class PoolSettings(_Section):
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     check_sql: str | None = None
+    # Exception classes by import path, e.g. ["psycopg.OperationalError"]: see invalidate_on.
+    invalidate_on: list[str] | None = None
     is_async: bool = Field(False, alias="async")
     min_size: Annotated[int, Field(ge=0)] = 0
     max_size: Annotated[int, Field(ge=1)] = 10
@@ -345,7 +347,8 @@ class PoolSettings(_Section):
     strategy: Literal["lifo", "fifo", "round_robin", "least_used"] = "lifo"
     checkout_timeout: Positive | None = 30.0
     max_waiting: Annotated[int, Field(ge=0)] | None = None
-    health_check_strategy: Literal["passive", "active", "mixed"] = "passive"
+    # None: "mixed" when the pool has a check (check_sql, or check= in code), else "passive".
+    health_check_strategy: Literal["passive", "active", "mixed"] | None = None
     check_interval: Positive = 30.0
     check_jitter: Fraction = 0.2
     check_idle_after: Annotated[float, Field(ge=0.0)] = 0.5
@@ -368,10 +371,21 @@ class PoolSettings(_Section):
 
         _prefixed(path, PoolConfig, self.pool_kwargs())
 
-    def pool_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :class:`~buttress.PoolConfig`."""
-        return self.model_dump(
-            exclude={"factory", "args", "kwargs", "check_sql", "is_async"}, by_alias=False
+    def pool_kwargs(self, *, has_check: bool = False) -> dict[str, Any]:
+        """Keyword arguments for :class:`~buttress.PoolConfig` (``has_check``: the pool has a
+        check, which makes an unset ``health_check_strategy`` ``"mixed"``)."""
+        out = self.model_dump(
+            exclude={"factory", "args", "kwargs", "check_sql", "invalidate_on", "is_async"},
+            by_alias=False,
+        )
+        if out["health_check_strategy"] is None:
+            out["health_check_strategy"] = "mixed" if has_check else "passive"
+        return out
+
+    def invalidate_on_types(self, path: str) -> tuple[type[BaseException], ...]:
+        """The ``invalidate_on`` exception classes, imported (``path``: this pool's)."""
+        return tuple(
+            _import_exception(f"{path}.invalidate_on", p) for p in self.invalidate_on or ()
         )
 
 
@@ -428,6 +442,7 @@ class Config(_Section):
         for name, pool in self.connection_pools.items():
             if pool.factory is not None:
                 import_callable(f"connection_pools.{name}.factory", pool.factory)
+            pool.invalidate_on_types(f"connection_pools.{name}")
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain data (``None`` values dropped, as TOML has none)."""

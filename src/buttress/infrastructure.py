@@ -257,12 +257,14 @@ class Infrastructure:
         check = spec.check
         if check is None and s.check_sql is not None:
             check = functools.partial(_acheck_sql if s.is_async else _check_sql, s.check_sql)
+        invalidate_on = spec.invalidate_on  # code's, then the configuration's
+        invalidate_on += tuple(t for t in s.invalidate_on_types(path) if t not in invalidate_on)
         return ResourceSpec(
             create=spec.create,
             close=spec.close,  # None: the pool's own, member.close() (awaited when async)
             check=check,
             reset=spec.reset,
-            invalidate_on=spec.invalidate_on,
+            invalidate_on=invalidate_on,
         )
 
     def _make_pool(self, name: str, s: PoolSettings) -> ConnectionPool:
@@ -275,7 +277,7 @@ class Infrastructure:
                 reset=r.reset,
                 invalidate_on=r.invalidate_on,
                 name=name,
-                config=PoolConfig(**s.pool_kwargs()),
+                config=PoolConfig(**s.pool_kwargs(has_check=r.check is not None)),
                 clock=self.clock,
                 rng=self._rng(f"pool/{name}"),
                 scheduler=self.scheduler,
@@ -405,7 +407,7 @@ class Infrastructure:
                         reset=r.reset,
                         invalidate_on=r.invalidate_on,
                         name=name,
-                        config=PoolConfig(**s.pool_kwargs()),
+                        config=PoolConfig(**s.pool_kwargs(has_check=r.check is not None)),
                         clock=self.clock,
                         rng=self._rng(f"pool/{name}"),
                         scheduler=self.async_scheduler,
