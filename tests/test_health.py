@@ -193,3 +193,50 @@ def test_wsgi_and_asgi_apps(clock: bt.ManualClock) -> None:
     asyncio.run(bt.health_asgi_app(i.health)({"type": "http", "method": "GET"}, receive, send))
     assert sent[0]["status"] == 503  # hysteresis: one sample below is not enough to leave
     assert json.loads(sent[1]["body"])["checks"]["memory:h.memory"][0]["status"] == "fail"
+
+
+def test_a_pool_below_min_size_whose_connects_fail_warns_or_fails(clock: bt.ManualClock) -> None:
+    up = [False]
+    members = iter(range(100))
+
+    def connect() -> str:
+        if not up[0]:
+            raise ConnectionRefusedError("connection refused")
+        return f"c{next(members)}"
+
+    def pool_verdict(i: bt.Infrastructure, name: str) -> tuple[str, str]:
+        check = next(c for c in i.health().checks if c.name == name)
+        return check.status, check.reason
+
+    cfg = {
+        "memory_manager": {"enabled": False},
+        "connection_pools": {
+            "kept": {"min_size": 2, "max_size": 2, "connect_backoff": 1.0},
+            "lazy": {"min_size": 0, "max_size": 1, "checkout_timeout": 0.001},
+        },
+    }
+    pools = {"kept": connect, "lazy": connect}
+    with bt.Infrastructure("h", cfg, clock=clock, env={}, background=False, pools=pools) as i:
+        i.run_maintenance()  # the first min_size connect fails
+        status, reason = pool_verdict(i, "kept")
+        assert status == "fail"
+        assert reason.startswith("no connection (0 waiting); 1 connect(s) failed in a row, last: ")
+        assert "ConnectionRefusedError('connection refused')" in reason
+        assert i.health().overall_status == "unhealthy"
+        assert pool_verdict(i, "lazy") == ("pass", "0/0 in use")  # never asked to connect
+        with pytest.raises(bt.PoolTimeoutError):
+            i.pools["lazy"].connection().__enter__()  # books a connect
+        i.run_maintenance()  # which fails: nothing retries until a caller comes, so a warning
+        assert pool_verdict(i, "lazy")[0] == "warn"
+        up[0] = True
+        clock.advance(1.0)
+        i.run_maintenance()  # one member back
+        kept = i.pools["kept"].stats()
+        assert (kept.size, kept.connect_failures, kept.last_connect_error) == (1, 0, None)
+        assert pool_verdict(i, "kept") == ("pass", "0/1 in use")  # below min_size, filling up
+        up[0] = False
+        clock.advance(1.0)
+        i.run_maintenance()  # the second member's connect fails: one left, below min_size
+        status, reason = pool_verdict(i, "kept")
+        assert status == "warn"
+        assert reason.startswith("1 of min_size 2 connected; 1 connect(s) failed in a row")

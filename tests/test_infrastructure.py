@@ -934,3 +934,103 @@ def test_invalidate_on_from_config_lets_a_pool_recover_from_dead_connections(
         infra.run_maintenance()  # replacements connected
         assert infra.call("db", lambda conn: conn.execute("SELECT 1")) == "SELECT 1"
         assert [c.closed for c in made] == [True, True, False, False]
+
+
+DOWN = {
+    "circuit_breakers": {
+        "db": {
+            "failure_threshold": 2,
+            "degradation_threshold": None,
+            "failure_rate_threshold": None,
+            "degradation_rate_threshold": None,
+        }
+    },
+    "rate_limiting": {"limiters": {"db": {"scopes": [{"name": "user", "limit": 5}]}}},
+    # 1 ms: a checkout that nothing can serve times out at once (real time, nothing to wake it)
+    "connection_pools": {"db": {"min_size": 1, "max_size": 1, "checkout_timeout": 0.001}},
+    "memory_manager": {"enabled": False},
+}
+
+
+def _refused() -> Any:
+    raise ConnectionRefusedError("connection refused: is the server running?")
+
+
+def test_a_pool_that_cannot_connect_trips_the_breaker_a_busy_one_does_not(
+    clock: bt.ManualClock,
+) -> None:
+    with make(clock, DOWN, pools={"db": _refused}) as infra:
+        breaker, limiter = infra.breakers["db"], infra.limiters["db"]
+        infra.run_maintenance()  # the min_size connect fails
+        assert infra.pools["db"].stats().connect_failures == 1
+        for _ in range(2):
+            with pytest.raises(bt.PoolTimeoutError) as info:
+                infra.call("db", lambda conn: conn, rate_key="u1")
+            assert isinstance(info.value.connect_error, ConnectionRefusedError)
+        snap = breaker.snapshot()
+        assert (snap.state, snap.failure_count) == (bt.BreakerState.OPEN, 2)
+        with pytest.raises(bt.CircuitOpenError):  # refused at once, no checkout_timeout wait
+            infra.call("db", lambda conn: conn, rate_key="u1")
+        assert limiter.peek("u1").remaining == 5 - 1  # every refusal refunded (after the peek)
+        rejected = infra.services["db"].snapshot(now=clock.monotonic()).rejected_by_reason
+        assert rejected == {"PoolTimeoutError": 2, "CircuitOpenError": 1}
+
+    with make(clock, DOWN, pools={"db": lambda: "conn"}) as infra:
+        infra.run_maintenance()  # connected
+        with infra.protect("db", rate_key="u1") as held:
+            assert held.connection == "conn"
+            for _ in range(3):  # busy, not down: neutral, as before
+                with pytest.raises(bt.PoolTimeoutError) as info:
+                    infra.call("db", lambda conn: conn, rate_key="u2")
+                assert info.value.connect_error is None
+        snap = infra.breakers["db"].snapshot()
+        assert (snap.state, snap.failure_count, snap.probes_in_flight) == (
+            bt.BreakerState.CLOSED,
+            0,
+            0,
+        )
+
+
+def test_a_connect_error_the_breaker_does_not_record_stays_neutral(
+    clock: bt.ManualClock,
+) -> None:
+    cfg = {**DOWN, "circuit_breakers": {"db": {**DOWN["circuit_breakers"]["db"]}}}
+    cfg["circuit_breakers"]["db"]["record"] = ["builtins.TimeoutError"]
+    with make(clock, cfg, pools={"db": _refused}) as infra:
+        infra.run_maintenance()
+        for _ in range(3):
+            with pytest.raises(bt.PoolTimeoutError):
+                infra.call("db", lambda conn: conn, rate_key="u1")
+        snap = infra.breakers["db"].snapshot()
+        assert (snap.state, snap.failure_count, snap.call_count) == (
+            bt.BreakerState.CLOSED,
+            0,
+            0,
+        )
+
+
+async def test_an_async_pool_that_cannot_connect_trips_the_breaker(
+    clock: bt.ManualClock,
+) -> None:
+    cfg = {**DOWN, "connection_pools": {"db": {**DOWN["connection_pools"]["db"], "async": True}}}
+
+    async def refused() -> Any:
+        _refused()
+
+    async def use(conn: Any) -> Any:
+        return conn
+
+    infra = make(clock, cfg, pools={"db": refused})
+    await infra.astart()
+    try:
+        assert infra.async_scheduler is not None
+        await infra.async_scheduler.run_due()  # the min_size connect fails
+        for _ in range(2):
+            with pytest.raises(bt.PoolTimeoutError):
+                await infra.call_async("db", use, rate_key="u1")
+        assert infra.breakers["db"].state is bt.BreakerState.OPEN
+        with pytest.raises(bt.CircuitOpenError):
+            await infra.call_async("db", use, rate_key="u1")
+        assert infra.limiters["db"].peek("u1").remaining == 5 - 1
+    finally:
+        await infra.aclose()

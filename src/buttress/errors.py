@@ -8,7 +8,7 @@
     │   ├── CircuitOpenError        .breaker, .state
     │   ├── LoadShedError           .reason ("degraded" | "memory_pressure"), .level
     │   ├── RateLimitExceeded       .scope, .key, .limit, .retry_after
-    │   └── PoolTimeoutError        .pool, .waited
+    │   └── PoolTimeoutError        .pool, .waited, .connect_error
     ├── PoolClosedError
     ├── BackendError                a backend (Redis, SQLite) failed under fail_closed
     └── InjectedFault               raised by chaos in place of a real failure
@@ -104,11 +104,23 @@ class RateLimitExceeded(RejectedError):
 
 
 class PoolTimeoutError(RejectedError):
-    """No pool member became free within ``checkout_timeout`` (or the wait queue was full)."""
+    """No pool member became free within ``checkout_timeout`` (or the wait queue was full).
 
-    def __init__(self, pool: str, *, waited: float, message: str | None = None) -> None:
+    ``connect_error`` is the pool's last connect error when the wait ended while connecting
+    kept failing (also the ``__cause__``); ``None`` for a pool that was merely busy.
+    """
+
+    def __init__(
+        self,
+        pool: str,
+        *,
+        waited: float,
+        message: str | None = None,
+        connect_error: BaseException | None = None,
+    ) -> None:
         self.pool = pool
         self.waited = waited
+        self.connect_error = connect_error
         super().__init__(
             message or f"pool {pool!r}: no connection available after {waited:.3f}s",
             retry_after=None,

@@ -13,9 +13,10 @@ circuit breaker        pass when closed or disabled; warn when degraded, half-op
 rate limiter           pass; warn when fewer than half its recent decisions met the latency
                        budget, or when its backend is down and it fails open; fail when its
                        backend is down and it fails closed
-connection pool        pass; warn while callers wait or overflow members are in use; fail
-                       when closed, or when it has no member, callers wait and connecting
-                       fails
+connection pool        pass; warn while callers wait or overflow members are in use, or
+                       while the pool is below min_size (or empty) and its last connects
+                       failed; fail when closed, or when it has no member, connecting fails
+                       and callers wait or min_size asks for members
 memory                 pass at normal, warn at warning, fail at critical
 chaos                  warn while chaos is on and an experiment runs (faults injected on purpose)
 =====================  =====================================================================
@@ -196,13 +197,29 @@ def limiter_check(name: str, snap: Any) -> ComponentCheck:
 def pool_check(name: str, snap: Any) -> ComponentCheck:
     if snap.closed:
         return ComponentCheck("connection_pool", name, "fail", "closed", "pool is closed")
-    if snap.size == 0 and snap.waiting and snap.connect_errors:
+    failing = snap.connect_failures  # in a row: the last connect failed
+    if failing and snap.size < max(snap.min_size, 1):
+        error = snap.last_connect_error or "?"
+        if len(error) > 200:
+            error = error[:197] + "..."
+        why = f"{failing} connect(s) failed in a row, last: {error}"
+        if snap.size == 0 and (snap.waiting or snap.min_size):
+            # Nothing to lend, and callers wait or the pool keeps retrying for min_size.
+            return ComponentCheck(
+                "connection_pool",
+                name,
+                "fail",
+                failing,
+                f"no connection ({snap.waiting} waiting); {why}",
+            )
+        # Some members left (below min_size), or none needed until a caller comes (min_size
+        # 0: nothing retries before then, so no failure that would keep the callers away).
         return ComponentCheck(
             "connection_pool",
             name,
-            "fail",
-            snap.waiting,
-            f"no connection, {snap.waiting} waiting, connecting fails",
+            "warn",
+            failing,
+            f"{snap.size} of min_size {snap.min_size} connected; {why}",
         )
     # Overflow members in use, not overflow members: an idle one waiting out overflow_ttl
     # is no sign of strain.

@@ -33,7 +33,13 @@ from ._scheduler import AsyncScheduler, Handle, Scheduler
 from .breaker import CircuitBreaker
 from .chaos import Chaos
 from .config import Config, LimiterSettings, PoolSettings, import_callable, load_config
-from .errors import ConfigError, InfrastructureClosedError, RateLimitExceeded, RejectedError
+from .errors import (
+    ConfigError,
+    InfrastructureClosedError,
+    PoolTimeoutError,
+    RateLimitExceeded,
+    RejectedError,
+)
 from .health import HealthReport, build_report
 from .instrument import METRICS, ServiceMetrics, instrument_callable
 from .memory import MemoryManager, MemorySample
@@ -775,6 +781,7 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any, Any]:
     begin = breaker.begin if breaker is not None else None
     end = breaker.end if breaker is not None else None
     release = breaker.release if breaker is not None else None
+    abort = breaker.abort if breaker is not None else None
     pool = route.pool
     pool_name = route.pool_name
     # The injector is looked up on each call while chaos is on, not once here: a target made
@@ -824,6 +831,10 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any, Any]:
             try:
                 lease.__enter__()
             except BaseException as exc:
+                down = _connect_error(exc)
+                if down is not None and ticket is not None and abort is not None:
+                    abort(ticket, down)  # the pool cannot connect: a failure, not a refusal
+                    ticket = None
                 undo(ticket, limited, key, cost)
                 if isinstance(exc, RejectedError):
                     rejected(exc)
@@ -943,6 +954,10 @@ class Protection:
             try:
                 self.connection = await lease.__aenter__()
             except BaseException as exc:
+                down = _connect_error(exc)
+                if down is not None and self._ticket is not None and breaker is not None:
+                    breaker.abort(self._ticket, down)  # the pool cannot connect: a failure
+                    self._ticket = None
                 await self._undo(limited, exc if isinstance(exc, RejectedError) else None)
                 raise
             self._alease = lease
@@ -1022,6 +1037,12 @@ class Protection:
 # that returns one is refused (everything taken is given back, nothing is counted).
 _GENERATORS = frozenset({types.GeneratorType, types.AsyncGeneratorType})
 _LAZY = _GENERATORS | {types.CoroutineType}
+
+
+def _connect_error(exc: BaseException) -> BaseException | None:
+    """Why a checkout failed when the pool cannot connect (not merely busy): the breaker counts
+    that error as a failure of the service's dependency. ``None`` for any other failure."""
+    return exc.connect_error if isinstance(exc, PoolTimeoutError) else None
 
 
 def _awaited_a_generator(aw: Any, exc: BaseException) -> bool:

@@ -581,6 +581,16 @@ class CircuitBreaker:
                 self._drain()
                 self._m.on_neutral(gen, probe, self._now(), cancelled=None)
 
+    def abort(self, ticket: tuple[int, int, float], exc: BaseException) -> None:
+        """End a call admitted by :meth:`begin` that could not run because its dependency
+        failed first with ``exc`` (a pool that cannot connect, say): a failure when ``record``
+        / ``ignore`` classify ``exc`` as one, else nothing at all, as :meth:`release`."""
+        if self._classify(exc) == _FAILURE:
+            gen, probe, t0 = ticket
+            self._record(gen, probe, _FAILURE, self._now(), t0)
+        else:
+            self.release(ticket)
+
     # -- context managers --------------------------------------------------------------------
 
     def guard(self, *, critical: bool = False) -> Guard:

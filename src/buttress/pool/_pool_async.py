@@ -403,6 +403,7 @@ class AsyncConnectionPool:
                     waited=waited,
                     message=f"pool {self.name!r}: no connection available after "
                     f"{waited:.3f}s{reason}",
+                    connect_error=failing,
                 ) from failing
         if waiter.state == SHUT_OUT:
             raise PoolClosedError(f"pool {self.name!r} closed while waiting for a connection")

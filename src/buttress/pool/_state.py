@@ -171,6 +171,8 @@ class PoolStats:
     wait_max: float
     connects: int
     connect_errors: int
+    connect_failures: int  # connects failed in a row up to now (0 once one succeeds)
+    last_connect_error: str | None  # the last of those (its repr), while connect_failures > 0
     check_failures: int
     invalidations: int
     leaks: int
@@ -904,6 +906,10 @@ class PoolState:
             wait_max=waits.max,
             connects=self.connects,
             connect_errors=self.connect_errors,
+            connect_failures=self.connect_failures,
+            last_connect_error=(
+                None if self.last_connect_error is None else repr(self.last_connect_error)
+            ),
             check_failures=self.check_failures,
             invalidations=self.invalidations,
             leaks=self.leaks,
