@@ -1034,3 +1034,44 @@ async def test_an_async_pool_that_cannot_connect_trips_the_breaker(
         assert infra.limiters["db"].peek("u1").remaining == 5 - 1
     finally:
         await infra.aclose()
+
+
+def test_the_rate_limit_decision_gives_headers_for_a_429_and_a_200(clock: bt.ManualClock) -> None:
+    from buttress.http import rate_limit_headers
+
+    with make(clock, LIMITED) as infra:
+        with infra.protect("svc", context=CTX) as guard:
+            assert guard.decision is not None and guard.decision.allowed
+            headers = rate_limit_headers(guard.decision)
+        assert headers == {
+            "RateLimit-Policy": '"user";q=3;w=60, "org";q=5;w=60, "global";q=100;w=60',
+            "RateLimit": '"user";r=2;t=20, "org";r=4;t=12, "global";r=99;t=1',
+        }
+        infra.call("svc", lambda: None, context=CTX)
+        infra.call("svc", lambda: None, context=CTX)
+        with pytest.raises(bt.RateLimitExceeded) as info:
+            infra.call("svc", lambda: None, context=CTX)
+        d = info.value.decision
+        assert d is not None and not d.allowed and d.scope == "user"
+        headers = rate_limit_headers(d)
+        assert headers["Retry-After"] == "20"  # whole seconds, rounded up
+        assert headers["RateLimit"].startswith('"user";r=0;t=60')
+
+        async def main() -> None:
+            with pytest.raises(bt.RateLimitExceeded) as info:
+                await infra.call_async("svc", asyncio.sleep, 0, context=CTX)
+            assert info.value.decision is not None
+            assert rate_limit_headers(info.value.decision)["Retry-After"] == "20"
+            async with infra.protect("svc", context={"user_id": "u2", "org_id": "o2"}) as g:
+                assert g.decision is not None
+                assert rate_limit_headers(g.decision)["RateLimit"].startswith('"user";r=2;')
+
+        asyncio.run(main())
+        with infra.protect("unlimited") as guard:  # no limiter: no decision
+            assert guard.decision is None
+    assert bt.RateLimitExceeded("user").decision is None  # raised by anything else
+    limiter = bt.RateLimiter(bt.Scope("user", 1, 60.0), clock=clock)
+    limiter.try_acquire("u1")
+    with pytest.raises(bt.RateLimitExceeded) as info:
+        limiter.acquire("u1", timeout=1.0)  # the limiter's own refusals carry theirs too
+    assert info.value.decision is not None and info.value.decision.retry_after == 60.0

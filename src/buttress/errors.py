@@ -7,7 +7,7 @@
     ├── RejectedError               the operation was not attempted; .retry_after
     │   ├── CircuitOpenError        .breaker, .state
     │   ├── LoadShedError           .reason ("degraded" | "memory_pressure"), .level
-    │   ├── RateLimitExceeded       .scope, .key, .limit, .retry_after
+    │   ├── RateLimitExceeded       .scope, .key, .limit, .retry_after, .decision
     │   └── PoolTimeoutError        .pool, .waited, .connect_error
     ├── PoolClosedError
     ├── BackendError                a backend (Redis, SQLite) failed under fail_closed
@@ -18,6 +18,11 @@ retry after ``retry_after`` seconds (``None`` when nothing better than "later" i
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .ratelimit import Decision
 
 __all__ = [
     "BackendError",
@@ -85,7 +90,11 @@ class LoadShedError(RejectedError):
 
 
 class RateLimitExceeded(RejectedError):
-    """A rate limit refused the request; ``scope`` names the limit that refused."""
+    """A rate limit refused the request; ``scope`` names the limit that refused.
+
+    ``decision`` is the limiter's :class:`~buttress.Decision` (every scope's numbers, for
+    ``buttress.http.rate_limit_headers``), or ``None`` when raised elsewhere.
+    """
 
     def __init__(
         self,
@@ -94,10 +103,12 @@ class RateLimitExceeded(RejectedError):
         key: str | None = None,
         limit: float | None = None,
         retry_after: float | None = None,
+        decision: Decision | None = None,
     ) -> None:
         self.scope = scope
         self.key = key
         self.limit = limit
+        self.decision = decision
         who = f" for {key!r}" if key is not None else ""
         wait = "" if retry_after is None else f"; retry after {retry_after:.3f}s"
         super().__init__(f"rate limit {scope!r} exceeded{who}{wait}", retry_after=retry_after)

@@ -44,7 +44,7 @@ from .health import HealthReport, build_report
 from .instrument import METRICS, ServiceMetrics, instrument_callable
 from .memory import MemoryManager, MemorySample
 from .pool import AsyncConnectionPool, ConnectionPool, PoolConfig
-from .ratelimit import RateLimiter, backend_from_url
+from .ratelimit import Decision, RateLimiter, backend_from_url
 from .ratelimit._scope import check_name
 
 __all__ = ["Infrastructure", "Protection", "ResourceSpec"]
@@ -758,8 +758,9 @@ class Infrastructure:
         )
 
 
-# A protected call in flight: (breaker ticket, pool lease, start time, rate-limit charged).
-_Token = tuple[Any, Any, float, bool]
+# A protected call in flight: (breaker ticket, pool lease, start time, the rate limiter's
+# admitting Decision: None when nothing was charged).
+_Token = tuple[Any, Any, float, Any]
 
 
 def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any, Any]:
@@ -793,10 +794,10 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any, Any]:
     record = metrics.record
     rejected = metrics.record_rejection
 
-    def undo(ticket: Any, limited: bool, key: Any, cost: float) -> None:
+    def undo(ticket: Any, limited: Any, key: Any, cost: float) -> None:
         if ticket is not None and release is not None:
             release(ticket)
-        if limited and refund is not None:
+        if limited is not None and refund is not None:
             refund(key, cost)
 
     def enter(key: Any, critical: bool, cost: float) -> _Token:
@@ -806,16 +807,14 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any, Any]:
             except RejectedError as exc:
                 rejected(exc)
                 raise
-        limited = False
+        limited = None  # the admitting decision, when the service has a limiter
         if try_acquire is not None:
             d = try_acquire(key, cost)
             if not d.allowed:
-                err = RateLimitExceeded(
-                    d.scope, key=d.key, limit=d.limit, retry_after=d.retry_after
-                )
+                err = _refused(d)
                 rejected(err)
                 raise err
-            limited = True
+            limited = d
         ticket = None
         if begin is not None:
             try:
@@ -884,10 +883,22 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any, Any]:
 class Protection:
     """One protected operation: ``with infra.protect(...) as guard:`` (or ``async with``).
 
-    ``guard.connection`` is the pooled member when the service has a pool, else ``None``.
+    ``guard.connection`` is the pooled member when the service has a pool, else ``None``;
+    ``guard.decision`` is the rate limiter's admitting :class:`~buttress.Decision` (for
+    ``buttress.http.rate_limit_headers``) when the service has a limiter, else ``None``.
     """
 
-    __slots__ = ("_alease", "_args", "_infra", "_route", "_t0", "_ticket", "_token", "connection")
+    __slots__ = (
+        "_alease",
+        "_args",
+        "_infra",
+        "_route",
+        "_t0",
+        "_ticket",
+        "_token",
+        "connection",
+        "decision",
+    )
 
     def __init__(
         self, infra: Infrastructure, route: _Route, key: Any, critical: bool, cost: float
@@ -900,12 +911,14 @@ class Protection:
         self._alease: Any = None
         self._t0 = 0.0
         self.connection: Any = None
+        self.decision: Decision | None = None
 
     def __enter__(self) -> Protection:
         token = self._token = self._route.steps[0](*self._args)
         lease = token[1]
         if lease is not None:
             self.connection = lease.connection
+        self.decision = token[3]
         return self
 
     def __exit__(
@@ -936,12 +949,11 @@ class Protection:
         if limiter is not None:
             d = await limiter.try_acquire_async(key, cost)
             if not d.allowed:
-                err = RateLimitExceeded(
-                    d.scope, key=d.key, limit=d.limit, retry_after=d.retry_after
-                )
+                err = _refused(d)
                 route.metrics.record_rejection(err)
                 raise err
             limited = True
+            self.decision = d
         breaker = route.breaker
         if breaker is not None:
             try:
@@ -1070,7 +1082,9 @@ def _lazy_result(service: str, fn: Any, result: Any) -> TypeError:
 
 
 def _refused(d: Any) -> RateLimitExceeded:
-    return RateLimitExceeded(d.scope, key=d.key, limit=d.limit, retry_after=d.retry_after)
+    return RateLimitExceeded(
+        d.scope, key=d.key, limit=d.limit, retry_after=d.retry_after, decision=d
+    )
 
 
 def _rate_key(rate_key: Any, context: Mapping[str, Any] | None) -> Any:

@@ -854,6 +854,7 @@ class RateLimiter:
             key=None if m.id_offset < 0 else keys[index][m.id_offset :],
             limit=self._frame.algorithms[index].limit,
             retry_after=retry,
+            decision=last,
         )
 
     # -- the decorator -------------------------------------------------------------------------
@@ -1086,7 +1087,7 @@ def _details(
 def _exceeded(d: Decision) -> RateLimitExceeded:
     # An infinite wait (the cost is above the limit) is "not known when": None, per errors.py.
     retry = d.retry_after if d.retry_after != _INF else None
-    return RateLimitExceeded(d.scope, key=d.key, limit=d.limit, retry_after=retry)
+    return RateLimitExceeded(d.scope, key=d.key, limit=d.limit, retry_after=retry, decision=d)
 
 
 def _level(level: Any) -> str | None:
