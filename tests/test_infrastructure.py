@@ -516,7 +516,9 @@ def test_rate_key_on_a_limiter_of_shared_scopes_says_it_takes_no_id(
                 "(through Infrastructure, drop rate_key)"
             )
         assert infra.call("api", lambda: "ok") == "ok"  # no key: the global scope counts it
-        assert infra.call("api", lambda: "ok", context=CTX, rate_key="k") == "ok"  # ignored
+        assert infra.call("api", lambda: "ok", context=CTX) == "ok"  # its ids: not needed
+        with pytest.raises(bt.ConfigError, match="it takes no id"):  # refused, not ignored
+            infra.call("api", lambda: "ok", context=CTX, rate_key="k")
         assert infra.limiters["api"].peek().remaining == 100 - 2 - 1  # after the peeked 1
 
 
@@ -1075,3 +1077,56 @@ def test_the_rate_limit_decision_gives_headers_for_a_429_and_a_200(clock: bt.Man
     with pytest.raises(bt.RateLimitExceeded) as info:
         limiter.acquire("u1", timeout=1.0)  # the limiter's own refusals carry theirs too
     assert info.value.decision is not None and info.value.decision.retry_after == 60.0
+
+
+def test_rate_key_beside_a_context_that_no_scope_reads_is_refused_not_ignored(
+    clock: bt.ManualClock,
+) -> None:
+    cfg = {
+        "rate_limiting": {
+            "limiters": {
+                "config": {"limit": 100, "hierarchical": True},  # user, org, global
+                "per_path": {
+                    "scopes": [
+                        {"name": "user", "limit": 100},
+                        {"name": "path", "limit": 2, "by": "key"},  # reads rate_key
+                    ]
+                },
+            }
+        },
+        "memory_manager": {"enabled": False},
+    }
+    with make(clock, cfg) as infra:
+        message = (
+            "rate_key: service 'config': no scope of limiter 'config' reads rate_key (it reads "
+            "'org', 'user' from the context); beside a context, rate_key fills only a scope "
+            'with by = "key". Drop rate_key, or give the limiter such a scope (e.g. {name = '
+            '"per_key", limit = ..., by = "key"}) to limit per key as well'
+        )
+        remaining = infra.limiters["config"].peek(CTX).remaining
+        with pytest.raises(bt.ConfigError) as info:
+            infra.call("config", lambda: "v", rate_key=("config_get", "a"), context=CTX)
+        assert str(info.value) == message
+        with pytest.raises(bt.ConfigError, match="reads rate_key"):
+            infra.protect("config", rate_key="a", context=CTX)
+
+        @infra.protected("config", rate_key=lambda path: path, context=lambda path: CTX)
+        def get(path: str) -> str:
+            return path
+
+        with pytest.raises(bt.ConfigError, match="reads rate_key"):
+            get("a")
+
+        async def main() -> None:
+            with pytest.raises(bt.ConfigError, match="reads rate_key"):
+                await infra.call_async("config", asyncio.sleep, 0, rate_key="a", context=CTX)
+
+        asyncio.run(main())
+        assert infra.limiters["config"].peek(CTX).remaining == remaining  # nothing charged
+        assert infra.call("config", lambda: "v", context=CTX) == "v"
+        for _ in range(2):  # a scope that reads it: limited per path
+            infra.call("per_path", lambda: "v", rate_key=("config_get", "a"), context=CTX)
+        with pytest.raises(bt.RateLimitExceeded) as refused:
+            infra.call("per_path", lambda: "v", rate_key=("config_get", "a"), context=CTX)
+        assert (refused.value.scope, refused.value.key) == ("path", "config_get:a")
+        infra.call("per_path", lambda: "v", rate_key=("config_get", "b"), context=CTX)

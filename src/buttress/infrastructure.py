@@ -81,6 +81,8 @@ class _Route:
     critical: bool
     pool_name: str | None = None
     steps: tuple[Any, Any, Any] = (None, None, None)  # (enter, exit, abandon): see _compile
+    # Beside a context, rate_key fills the "key" entry: whether a scope of the limiter reads it.
+    reads_key: bool = False
 
 
 class Infrastructure:
@@ -370,6 +372,7 @@ class Infrastructure:
             adaptive=adaptive,
             critical=bool(s and s.critical),
             pool_name=pool_name,
+            reads_key=limiter is not None and any(sc.by == "key" for sc in limiter.scopes),
         )
         route.steps = _compile(self, route)
         if s is None and breaker is None and limiter is None and pool_name is None:
@@ -503,7 +506,7 @@ class Infrastructure:
         return Protection(
             self,
             route,
-            _rate_key(rate_key, context),
+            context if rate_key is None else _keyed(route, rate_key, context),
             route.critical if critical is None else critical,
             cost,
         )
@@ -529,7 +532,7 @@ class Infrastructure:
         route = self._routes.get(service) or self._route(service)
         enter, leave, abandon = route.steps
         if rate_key is not None:
-            context = _rate_key(rate_key, context)
+            context = _keyed(route, rate_key, context)
         token = enter(context, route.critical if critical is None else critical, cost)
         try:
             lease = token[1]
@@ -591,8 +594,8 @@ class Infrastructure:
         """The async twin of :meth:`call` (awaits ``fn``; an async pool's connection first)."""
         # The body of _run_async, inlined (as call() inlines _run's): one more coroutine call
         # costs about 5 % of a protected async call.
-        key = _rate_key(rate_key, context)
         route = self._route(service)
+        key = context if rate_key is None else _keyed(route, rate_key, context)
         guard = Protection(self, route, key, route.critical if critical is None else critical, cost)
         await guard.__aenter__()
         aw: Any = None
@@ -674,7 +677,7 @@ class Infrastructure:
             def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 rk = rate_key(*args, **kwargs) if callable(rate_key) else rate_key
                 ctx = context(*args, **kwargs) if callable(context) else context
-                return _rate_key(rk, ctx)
+                return ctx if rk is None else _keyed(self._route(service), rk, ctx)
 
             if is_async_callable(fn):
 
@@ -1085,6 +1088,23 @@ def _refused(d: Any) -> RateLimitExceeded:
     return RateLimitExceeded(
         d.scope, key=d.key, limit=d.limit, retry_after=d.retry_after, decision=d
     )
+
+
+def _keyed(route: _Route, rate_key: Any, context: Mapping[str, Any] | None) -> Any:
+    """The limiter's key for ``rate_key`` (not None) and ``context``; beside a context, a
+    ``rate_key`` that no scope of the limiter reads is an error, not silently ignored."""
+    limiter = route.limiter
+    if context is not None and limiter is not None and not route.reads_key:
+        ids = sorted({sc.by for sc in limiter.scopes if sc.by is not None})
+        reads = f"reads {', '.join(map(repr, ids))} from the context" if ids else "takes no id"
+        raise ConfigError(
+            "rate_key",
+            f"service {route.name!r}: no scope of limiter {limiter.name!r} reads rate_key (it "
+            f'{reads}); beside a context, rate_key fills only a scope with by = "key". Drop '
+            'rate_key, or give the limiter such a scope (e.g. {name = "per_key", limit = ..., '
+            'by = "key"}) to limit per key as well',
+        )
+    return _rate_key(rate_key, context)
 
 
 def _rate_key(rate_key: Any, context: Mapping[str, Any] | None) -> Any:
