@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import buttress as bt
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "infrastructure.md"
 
 
@@ -27,3 +29,25 @@ def test_step_3_config_and_step_2_service_run_as_documented(
     exec(compile(python, str(DOC), "exec"), {"__name__": "guide"})
     out = capsys.readouterr().out.splitlines()
     assert out == ["True", "healthy", "None", "1.0", "0", "[]", "1.0"]
+
+
+def test_the_guide_breaker_does_not_open_on_unknown_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = next(b for b in blocks("toml") if b.startswith("# buttress.toml"))
+    (tmp_path / "buttress.toml").write_text(toml)
+    python = next(b for b in blocks("python") if "class ConfigServer" in b)
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith("BUTTRESS_")]:
+        monkeypatch.delenv(key)
+    ns: dict[str, object] = {"__name__": "guide", "print": lambda *a: None}
+    exec(compile(python, str(DOC), "exec"), ns)
+    # The same classes against a fresh infrastructure from the same file (the guide closed its).
+    infra = ns["infra"] = bt.Infrastructure("app", bt.load_config("buttress.toml"), env={})
+    with infra:
+        server = ns["ConfigServer"](ns["ConfigStore"]())  # type: ignore[operator]
+        for i in range(10):  # a client asking for paths that do not exist
+            with pytest.raises(KeyError):
+                server.get_config(f"missing.{i}", user_id="u1", org_id="acme")
+        assert infra.breakers["config_server"].state is bt.BreakerState.CLOSED
+        assert server.get_config("feature.search", user_id="u2", org_id="other") is True
