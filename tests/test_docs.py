@@ -208,3 +208,32 @@ def test_every_block_names_its_language(doc: Path) -> None:
                 bare.append(number)
             inside = not inside
     assert not bare, f"docs/{doc.name}: fences without a language at lines {bare}"
+
+
+# (page, text that picks the block): blocks whose printed output is written under them, as
+# comments after their last print(); what they print must be that.
+SHOWN_OUTPUT = [
+    ("circuit-breaker.md", "async def fetch_with_timeout"),  # a timeout inside vs around
+    ("infrastructure.md", "rate_limit_headers(exc.decision)"),  # 429 and 200 headers
+]
+
+
+@pytest.mark.parametrize(("doc", "marker"), SHOWN_OUTPUT, ids=[m for _, m in SHOWN_OUTPUT])
+def test_blocks_print_what_their_comments_show(
+    doc: str, marker: str, page_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line, source = next((n, s) for n, s in python_blocks(ROOT / "docs" / doc) if marker in s)
+    lines = source.splitlines()
+    last_print = max(i for i, text in enumerate(lines) if "print(" in text)
+    shown = []
+    for text in lines[last_print + 1 :]:
+        if not text.startswith("# "):
+            break
+        shown.append(text[2:])
+    assert shown, f"docs/{doc}: no output shown under the block at line {line}"
+    ns: Namespace = {"__name__": f"docs.{doc}", "bt": bt}
+    try:
+        run_block(ROOT / "docs" / doc, line, source, ns)
+    finally:
+        close_leftovers(ns)
+    assert capsys.readouterr().out.splitlines() == shown
