@@ -1130,3 +1130,47 @@ def test_rate_key_beside_a_context_that_no_scope_reads_is_refused_not_ignored(
             infra.call("per_path", lambda: "v", rate_key=("config_get", "a"), context=CTX)
         assert (refused.value.scope, refused.value.key) == ("path", "config_get:a")
         infra.call("per_path", lambda: "v", rate_key=("config_get", "b"), context=CTX)
+
+
+def test_call_async_given_a_plain_function_says_to_use_call(clock: bt.ManualClock) -> None:
+    cfg = {
+        **LIMITED,
+        "connection_pools": {"db": {"async": True, "min_size": 1, "max_size": 1}},
+        "services": {"db": {"breaker": False, "limiter": False}},
+    }
+
+    async def connect() -> str:
+        return "conn"
+
+    ran: list[Any] = []
+
+    def plain(*args: Any) -> str:
+        ran.append(args)
+        return "sync result"
+
+    async def main() -> None:
+        async with make(clock, cfg, pools={"db": connect}) as infra:
+            assert infra.async_scheduler is not None
+            await infra.async_scheduler.run_due()
+            with pytest.raises(TypeError) as info:
+                await infra.call_async("svc", plain, 1, context=CTX)
+            assert str(info.value) == (
+                "test_call_async_given_a_plain_function_says_to_use_call.<locals>.plain "
+                "returned 'str', which call_async() cannot await: it is not a coroutine "
+                "function; make it `async def`, or protect a plain function with call() (or "
+                "`with infra.protect('svc')`). (It ran, and was counted as a call.)"
+            )
+            assert info.value.__cause__ is None and info.value.__suppress_context__
+            with pytest.raises(TypeError, match=r"returned 'NoneType'.*from an async pool"):
+                await infra.call_async("db", lambda conn: ran.append(conn))
+            assert infra.async_pools["db"].stats().in_use == 0  # the lease went back
+            snap = infra.breakers["svc"].snapshot()
+            assert (snap.call_count, snap.failure_count) == (1, 0)  # it ran and returned
+
+            async def broken(x: int) -> None: ...
+
+            with pytest.raises(TypeError, match="positional argument"):  # its own TypeError
+                await infra.call_async("svc", broken, 1, 2, context=CTX)
+
+    asyncio.run(main())
+    assert ran == [(1,), "conn"]

@@ -598,7 +598,7 @@ class Infrastructure:
         key = context if rate_key is None else _keyed(route, rate_key, context)
         guard = Protection(self, route, key, route.critical if critical is None else critical, cost)
         await guard.__aenter__()
-        aw: Any = None
+        aw: Any = _UNCALLED
         try:
             if guard._alease is not None:
                 aw = fn(guard.connection, *args, **kwargs)
@@ -606,9 +606,8 @@ class Infrastructure:
                 aw = fn(*args, **kwargs)
             result: T = await aw
         except BaseException as exc:
-            if aw.__class__ in _GENERATORS and _awaited_a_generator(aw, exc):
-                await guard._abandon(route.limiter is not None)  # it charged, if it has a limiter
-                raise _lazy_result(service, fn, aw) from None
+            if aw is not _UNCALLED and _not_awaitable(aw, exc):
+                raise await _misused(guard, service, fn, aw) from None
             await guard.__aexit__(type(exc), exc, None)
             raise
         await guard.__aexit__(None, None, None)
@@ -628,7 +627,7 @@ class Infrastructure:
         route = self._route(service)
         guard = Protection(self, route, key, route.critical if critical is None else critical, cost)
         await guard.__aenter__()
-        aw: Any = None
+        aw: Any = _UNCALLED
         try:
             if guard._alease is not None:
                 aw = fn(guard.connection, *args, **kwargs)
@@ -636,9 +635,8 @@ class Infrastructure:
                 aw = fn(*args, **kwargs)
             result: T = await aw
         except BaseException as exc:
-            if aw.__class__ in _GENERATORS and _awaited_a_generator(aw, exc):
-                await guard._abandon(route.limiter is not None)  # it charged, if it has a limiter
-                raise _lazy_result(service, fn, aw) from None
+            if aw is not _UNCALLED and _not_awaitable(aw, exc):
+                raise await _misused(guard, service, fn, aw) from None
             await guard.__aexit__(type(exc), exc, None)
             raise
         await guard.__aexit__(None, None, None)
@@ -1060,10 +1058,38 @@ def _connect_error(exc: BaseException) -> BaseException | None:
     return exc.connect_error if isinstance(exc, PoolTimeoutError) else None
 
 
-def _awaited_a_generator(aw: Any, exc: BaseException) -> bool:
-    """Whether ``exc`` is Python refusing ``await aw``: nothing of ``aw`` has run. (Checked only
-    once the await failed, so a protected async call pays nothing for it.)"""
+# What call_async's function returned, before it has returned anything.
+_UNCALLED: Any = object()
+
+
+def _not_awaitable(aw: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` is Python refusing ``await aw``: the function returned something that
+    is not awaitable. (Checked only once the await failed, so a protected async call pays
+    nothing for it.)"""
     return isinstance(exc, TypeError) and not inspect.isawaitable(aw)  # @types.coroutine is
+
+
+async def _misused(guard: Protection, service: str, fn: Any, aw: Any) -> TypeError:
+    """End the protection of a ``call_async`` whose function returned ``aw``, which cannot be
+    awaited, and say why."""
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    if aw.__class__ in _GENERATORS:  # its body has not run: give everything back
+        await guard._abandon(guard._route.limiter is not None)  # it charged, if it has a limiter
+        return _lazy_result(service, fn, aw)
+    # A plain function: it ran and returned, with what the layers gave it; count it so.
+    await guard.__aexit__(None, None, None)
+    route = guard._route
+    if route.pool is None and route.pool_name is not None:  # an async pool's connection
+        fix = "make it `async def` (its connection comes from an async pool)"
+    else:
+        fix = (
+            "make it `async def`, or protect a plain function with call() (or `with "
+            f"infra.protect({service!r})`)"
+        )
+    return TypeError(
+        f"{name} returned {type(aw).__name__!r}, which call_async() cannot await: it is not a "
+        f"coroutine function; {fix}. (It ran, and was counted as a call.)"
+    )
 
 
 def _lazy_result(service: str, fn: Any, result: Any) -> TypeError:
