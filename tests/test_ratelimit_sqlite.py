@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 import buttress as bt
 from buttress.ratelimit import FixedWindow, TokenBucket
-from buttress.ratelimit._sqlite import PURGE_BATCH, PURGE_EVERY
+from buttress.ratelimit._sqlite import _INHERITED, PURGE_BATCH, PURGE_EVERY
 from ratelimit_backends import hammer_threads
 
 
@@ -204,3 +206,82 @@ def test_a_table_named_like_an_sql_keyword_works(
     with sqlite3.connect(tmp_path / "limits.db") as conn:
         assert conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone() == (0,)
     backend.close()
+
+
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_a_threads_connection_is_closed_when_the_thread_ends(tmp_path: Path) -> None:
+    # A thread per request (socketserver.ThreadingMixIn and the like): each thread opened a
+    # connection that stayed open for good, until the process ran out of file descriptors
+    # (and, failing open, stopped limiting).
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    rl = bt.RateLimiter(bt.Scope("user", 5, 3600.0), backend=backend, failure_policy="fail_closed")
+    before = open_files()
+    admitted: list[bool] = []
+    for _ in range(50):
+        t = threading.Thread(target=lambda: admitted.append(rl.try_acquire("u").allowed))
+        t.start()
+        t.join()
+    assert sum(admitted) == 5
+    assert len(backend._connections) == 1  # the one __init__ opened in this thread
+    assert open_files() <= before + 2  # was + 100: a database and a WAL file per thread
+    backend.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_each_asyncio_run_leaves_no_connection_behind(tmp_path: Path) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    rl = bt.RateLimiter(bt.Scope("user", 5, 3600.0), backend=backend, failure_policy="fail_closed")
+
+    async def one() -> bool:
+        return (await rl.try_acquire_async("u")).allowed
+
+    before = open_files()
+    assert sum(asyncio.run(one()) for _ in range(10)) == 5  # each run: new worker threads
+    assert len(backend._connections) == 1
+    assert open_files() <= before + 2
+    backend.close()
+
+
+def test_close_closes_every_live_threads_connection(tmp_path: Path) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    opened: list[sqlite3.Connection] = []
+    ready, go_on = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        backend.decide(["k"], [TokenBucket(10, 1.0)], 1, 0.0)
+        opened.append(backend._local.conn)
+        ready.set()
+        go_on.wait()  # alive while the backend is closed
+
+    t = threading.Thread(target=worker)
+    t.start()
+    ready.wait()
+    backend.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened[0].execute("SELECT 1")
+    go_on.set()
+    t.join()
+    assert backend.get("k") is not None  # the backend opens a new connection when used again
+    backend.close()
+
+
+def test_a_forked_child_never_closes_the_parents_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    parents = backend._local.conn
+    # As in a child after fork: another pid, the parent's connection still in this thread.
+    monkeypatch.setattr(os, "getpid", lambda: -1)
+    backend.decide(["k"], [TokenBucket(10, 1.0)], 1, 0.0)
+    assert backend._local.conn is not parents  # a connection of the child's own
+    assert parents in _INHERITED  # the parent's is kept as it is: neither used nor closed
+    assert parents.execute("SELECT 1").fetchone() == (1,)
+    backend.close()
+    assert parents.execute("SELECT 1").fetchone() == (1,)
+    monkeypatch.undo()
+    _INHERITED.remove(parents)
+    parents.close()

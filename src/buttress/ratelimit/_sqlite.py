@@ -15,21 +15,24 @@ doubles. Times are wall-clock seconds (``time_base="wall"``), so state survives 
 Expired rows (``expires <= now``: worth no more than no row) are purged a few at a time by one
 decision in :data:`PURGE_EVERY` that writes, and all at once by :meth:`SQLiteBackend.maintain`.
 
-Connections: one per thread (and per process: a connection never crosses a fork). The asyncio
-methods run the sync ones in a worker thread (``asyncio.to_thread``), so the event loop never
-blocks on the file or its lock and there is one implementation of each operation.
+Connections: one per thread (and per process: a connection never crosses a fork), closed when
+its thread ends, so threads that come and go (a thread per request, the workers of each
+``asyncio.run``) never pile up open files. The asyncio methods run the sync ones in a worker
+thread (``asyncio.to_thread``), so the event loop never blocks on the file or its lock and there
+is one implementation of each operation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import sqlite3
 import struct
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -45,6 +48,40 @@ PURGE_BATCH = 64  # ...at most this many expired rows
 MAINTAIN_BATCH = 1000
 
 _T = TypeVar("_T")
+
+
+# Connections a forked child inherited from its parent: never closed in the child (closing one
+# there could release the parent's locks or checkpoint its WAL), never used either.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+class _Connection:
+    """One thread's connection, closed when the thread ends.
+
+    It lives only in the thread's ``threading.local`` (the backend sees it through a weak set),
+    so when the thread ends and its locals go, this goes too and closes the connection. A
+    ``sqlite3.Connection`` alone would not do: it sits in a reference cycle with its statement
+    cache and would stay open until the garbage collector ran.
+    """
+
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn: sqlite3.Connection | None = conn
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        if self.pid == os.getpid():
+            conn.close()
+        else:
+            _INHERITED.append(conn)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # e.g. at interpreter exit, modules half gone
+            self.close()
 
 
 def _pack(state: State) -> bytes:
@@ -134,7 +171,7 @@ class SQLiteBackend:
         self.timeout = float(timeout)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()  # the live threads'
         self._until_purge = PURGE_EVERY
         self._sql = _Statements.for_table(table)
         try:
@@ -167,9 +204,11 @@ class SQLiteBackend:
         except BaseException:
             conn.close()
             raise
-        local.conn, local.pid = conn, os.getpid()
+        holder = _Connection(conn)
+        # ``conn`` for the fast path above; ``holder`` closes it when this thread's locals go.
+        local.conn, local.pid, local.holder = conn, holder.pid, holder
         with self._lock:
-            self._connections.append(conn)
+            self._connections.add(holder)
         return conn
 
     def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -179,7 +218,7 @@ class SQLiteBackend:
         except sqlite3.Error as exc:
             raise BackendError(f"SQLite {self.path}: {type(exc).__name__}: {exc}") from exc
 
-    @contextmanager
+    @contextlib.contextmanager
     def _writing(self, conn: sqlite3.Connection) -> Iterator[None]:
         """One write transaction: the lock is taken first, so what is read stays true."""
         conn.execute("BEGIN IMMEDIATE")
@@ -316,9 +355,9 @@ class SQLiteBackend:
     def close(self) -> None:
         """Close every connection this backend opened (call when no thread is using it)."""
         with self._lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
+            holders, self._connections = list(self._connections), weakref.WeakSet()
+        for holder in holders:
+            holder.close()
         self._local = threading.local()
 
     def __repr__(self) -> str:
