@@ -165,6 +165,11 @@ def test_error_paths_keep_component_names_with_dashes_and_dots(
             "rate_limiting.backend",
             "needs a file path",
         ),
+        (
+            {"rate_limiting": {"backend": "sqlite://:memory:"}},
+            "rate_limiting.backend",
+            "its own empty database",
+        ),
     ],
 )
 def test_settings_wrong_together_fail_at_load(

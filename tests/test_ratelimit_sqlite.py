@@ -181,6 +181,10 @@ def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(bt.ConfigError) as info:
         bt.SQLiteBackend(tmp_path / "limits.db", timeout=0)
     assert info.value.path == "timeout"
+    # SQLite's in-memory database is one per connection, so one per thread: nothing shared.
+    with pytest.raises(bt.ConfigError, match="its own empty database") as info:
+        bt.SQLiteBackend(":memory:")
+    assert info.value.path == "path"
     with pytest.raises(bt.ConfigError) as info:
         bt.SQLiteBackend(tmp_path / "limits.db", table="x; DROP TABLE y")
     assert info.value.path == "table"

@@ -281,7 +281,7 @@ class RateLimitingSettings(_Section):
     """Rate limiting: where state lives and the named limiters."""
 
     default_algorithm: Algorithm = "token_bucket"
-    # "memory", "sqlite:///path/to/state.db" (or "sqlite://:memory:"), "redis://host:6379/0"
+    # "memory", "sqlite:///path/to/state.db", "redis://host:6379/0" (see backend_from_url)
     backend: str = "memory"
     failure_policy: Literal["fail_open", "fail_closed"] = "fail_open"
     max_keys: Annotated[int, Field(ge=1)] = 1_000_000
@@ -296,6 +296,10 @@ class RateLimitingSettings(_Section):
             )
         if value == "sqlite://":
             raise ValueError(f"a SQLite URL needs a file path, got {value!r}")
+        if value == "sqlite://:memory:":
+            from .ratelimit._sqlite import IN_MEMORY
+
+            raise ValueError(IN_MEMORY)
         return value
 
     @field_validator("limiters")

@@ -47,6 +47,13 @@ PURGE_EVERY = 16  # one writing decision in this many also purges...
 PURGE_BATCH = 64  # ...at most this many expired rows
 MAINTAIN_BATCH = 1000
 
+# SQLite's ":memory:" is a new, empty database for each connection, so for each thread here:
+# shared by nothing, the opposite of what this backend is for.
+IN_MEMORY = (
+    "':memory:' would give each thread its own empty database, shared with nothing; "
+    "use MemoryBackend (backend 'memory') for one process, or a file"
+)
+
 _T = TypeVar("_T")
 
 
@@ -140,7 +147,8 @@ class SQLiteBackend:
     ... # doctest: +SKIP
 
     * ``path``: the database file (created if missing, with its table); use one file per host
-      (SQLite's locking is not safe on network file systems);
+      (SQLite's locking is not safe on network file systems); ``":memory:"`` is refused (a
+      database per connection, so per thread: nothing would be shared);
     * ``timeout``: seconds a call may wait for another process's transaction (``busy_timeout``)
       before the limiter's failure policy applies;
     * ``table``: the table's name, if the file holds other things: a Python-style identifier
@@ -158,6 +166,8 @@ class SQLiteBackend:
     ) -> None:
         if not isinstance(path, str | os.PathLike) or not str(path):
             raise ConfigError("path", f"must be a file path, got {path!r}")
+        if str(path) == ":memory:":
+            raise ConfigError("path", IN_MEMORY)
         number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
         if not number or not 0 < timeout < math.inf:
             raise ConfigError("timeout", f"must be a finite number of seconds > 0, got {timeout!r}")
