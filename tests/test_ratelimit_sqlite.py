@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -289,3 +290,63 @@ def test_a_forked_child_never_closes_the_parents_connection(
     monkeypatch.undo()
     _INHERITED.remove(parents)
     parents.close()
+
+
+def read_only_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, the backend opens its file read-only, as it would a file it may not write
+    (tests run as root, which may write any file whatever its mode): SQLite answers reads and
+    refuses writes with SQLITE_READONLY, as for a file whose permissions forbid writing."""
+    connect = sqlite3.connect
+
+    def read_only(path: str, **kwargs: Any) -> sqlite3.Connection:
+        return connect(f"file:{path}?mode=ro", uri=True, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+
+
+def test_a_peek_never_ends_an_outage_of_a_locked_file(
+    tmp_path: Path, clock: bt.ManualClock, event_log: Any
+) -> None:
+    path = tmp_path / "limits.db"
+    backend = bt.SQLiteBackend(path, timeout=0.05)
+    rl = three_scopes(backend, clock, failure_policy="fail_closed", backend_retry_interval=0)
+    ctx = {"user": "u1", "org": "o1"}
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(bt.BackendError, match="database is locked"):
+            rl.try_acquire(ctx)
+        assert rl.peek(ctx).allowed  # WAL: the read answers while writes cannot
+        assert rl.snapshot().backend_status == "down"
+        assert rl.check_backend() == "down"  # it takes the write lock: it cannot
+        assert event_log.named("buttress", "rate_limiter", "backend_recovered") == []
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert rl.check_backend() == "ok"  # the lock is free: the outage is over
+    assert len(event_log.named("buttress", "rate_limiter", "backend_recovered")) == 1
+    assert backend.key_count() == 0  # nothing was written by the checks
+    backend.close()
+
+
+def test_a_file_that_became_read_only_stays_down_until_writable(
+    tmp_path: Path, clock: bt.ManualClock, monkeypatch: pytest.MonkeyPatch, event_log: Any
+) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    rl = three_scopes(backend, clock, failure_policy="fail_closed", backend_retry_interval=0)
+    ctx = {"user": "u1", "org": "o1"}
+    assert rl.try_acquire(ctx)
+    read_only_connections(monkeypatch)
+    backend.close()  # connections opened from now on are read-only
+    for _ in range(3):
+        with pytest.raises(bt.BackendError, match="readonly database"):
+            rl.try_acquire(ctx)
+        assert rl.peek(ctx).remaining == 3  # reads answer, with the state written before
+        assert rl.check_backend() == "down"
+    assert len(event_log.named("buttress", "rate_limiter", "backend_down")) == 1
+    assert event_log.named("buttress", "rate_limiter", "backend_recovered") == []
+    monkeypatch.undo()
+    backend.close()
+    assert rl.check_backend() == "ok"
+    assert rl.try_acquire(ctx).remaining == 3
+    backend.close()

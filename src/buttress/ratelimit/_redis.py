@@ -383,6 +383,19 @@ class RedisBackend:
         except self._errors as exc:
             raise _failure("key_count", exc) from exc
 
+    def check_write(self, keys: Sequence[str] = ()) -> None:
+        """Prove a decision could be written now, changing nothing; for health checks.
+
+        ``SETRANGE key 0 ""`` on each key (or on one key no limiter uses) is a write that
+        leaves a missing key missing and a string as it was, yet is refused where a decision's
+        write would be: by a read-only replica, or by a server out of memory."""
+        client = self._sync()
+        try:
+            for key in self._keys(keys or ("buttress:check:",)):
+                client.setrange(key, 0, "")
+        except self._errors as exc:
+            raise _failure("check", exc) from exc
+
     def maintain(self, now: float) -> int:
         """Nothing to do: every key carries a TTL, and Redis drops expired keys itself."""
         return 0

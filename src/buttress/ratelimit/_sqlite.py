@@ -113,6 +113,7 @@ class _Statements:
     clear_all: str
     clear_range: str
     clear_glob: str
+    no_write: str
 
     @classmethod
     def for_table(cls, name: str) -> _Statements:
@@ -134,6 +135,9 @@ class _Statements:
             clear_all=f"DELETE FROM {t}",
             clear_range=f"DELETE FROM {t} WHERE key >= ? AND key < ?",
             clear_glob=f"DELETE FROM {t} WHERE substr(key, 1, ?) = ?",
+            # A write that changes nothing, yet fails where writing does (a read-only file):
+            # ``BEGIN IMMEDIATE`` alone succeeds there.
+            no_write=f"DELETE FROM {t} WHERE 0",
         )
 
     def get_many(self, n: int) -> str:
@@ -345,6 +349,19 @@ class SQLiteBackend:
 
     def key_count(self) -> int:
         return self._run(lambda conn: int(conn.execute(self._sql.count).fetchone()[0]))
+
+    def check_write(self, keys: Sequence[str] = ()) -> None:
+        """Prove a decision could be written now (the write lock taken, a write that changes
+        nothing, rolled back); :class:`~buttress.BackendError` if not. For health checks."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(self._sql.no_write)
+            finally:
+                conn.execute("ROLLBACK")
+
+        self._run(work)
 
     def maintain(self, now: float) -> int:
         """Delete every expired row, in short transactions so deciders never wait long."""
