@@ -350,3 +350,38 @@ def test_a_file_that_became_read_only_stays_down_until_writable(
     assert rl.check_backend() == "ok"
     assert rl.try_acquire(ctx).remaining == 3
     backend.close()
+
+
+def test_a_file_it_cannot_write_is_refused_at_construction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "limits.db"
+    bt.SQLiteBackend(path).close()  # the file exists, with its table
+    read_only_connections(monkeypatch)
+    with pytest.raises(bt.ConfigError, match=r"is read-only here .*must be writable") as info:
+        bt.SQLiteBackend(path)
+    assert info.value.path == "path"
+    with pytest.raises(bt.ConfigError, match="unable to open") as info:
+        bt.SQLiteBackend(tmp_path / "missing.db")  # read-only: cannot even be created
+    assert info.value.path == "path"
+
+
+def test_a_file_locked_by_another_process_is_no_bad_path(
+    tmp_path: Path, clock: bt.ManualClock
+) -> None:
+    # A lock held while the backend is made is a wait, not a configuration error: the backend
+    # is made, and the failure policy covers the decisions until the lock is released.
+    path = tmp_path / "limits.db"
+    bt.SQLiteBackend(path).close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        backend = bt.SQLiteBackend(path, timeout=0.05)
+        rl = three_scopes(backend, clock, failure_policy="fail_closed", backend_retry_interval=0)
+        with pytest.raises(bt.BackendError, match="locked"):
+            rl.try_acquire({"user": "u1", "org": "o1"})
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert rl.try_acquire({"user": "u1", "org": "o1"})
+    backend.close()

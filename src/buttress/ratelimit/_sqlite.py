@@ -56,6 +56,9 @@ IN_MEMORY = (
 
 _T = TypeVar("_T")
 
+# SQLite's primary result codes (an error's ``sqlite_errorcode & 0xFF``).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
+
 
 # Connections a forked child inherited from its parent: never closed in the child (closing one
 # there could release the parent's locks or checkpoint its WAL), never used either.
@@ -151,8 +154,9 @@ class SQLiteBackend:
     ... # doctest: +SKIP
 
     * ``path``: the database file (created if missing, with its table); use one file per host
-      (SQLite's locking is not safe on network file systems); ``":memory:"`` is refused (a
-      database per connection, so per thread: nothing would be shared);
+      (SQLite's locking is not safe on network file systems). A file this process cannot
+      write is refused here, as is ``":memory:"`` (a database per connection, so per thread:
+      nothing would be shared);
     * ``timeout``: seconds a call may wait for another process's transaction (``busy_timeout``)
       before the limiter's failure policy applies;
     * ``table``: the table's name, if the file holds other things: a Python-style identifier
@@ -188,10 +192,20 @@ class SQLiteBackend:
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()  # the live threads'
         self._until_purge = PURGE_EVERY
         self._sql = _Statements.for_table(table)
-        try:
-            self._run(lambda conn: None)  # open the file now: a bad path fails here, clearly
+        try:  # open the file and prove it takes writes now: a bad path fails here, clearly
+            self.check_write()
         except BackendError as exc:
-            raise ConfigError("path", f"cannot use {self.path!r} as a database: {exc}") from exc
+            code = getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF  # the primary code
+            if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                pass  # another process holds the lock right now: a wait, not a bad path
+            elif code == _SQLITE_READONLY:
+                raise ConfigError(
+                    "path",
+                    f"{self.path!r} is read-only here ({exc.__cause__}): the file and its "
+                    "directory must be writable (SQLite writes -wal and -shm files beside it)",
+                ) from exc
+            else:
+                raise ConfigError("path", f"cannot use {self.path!r} as a database: {exc}") from exc
 
     @property
     def time_base(self) -> TimeBase:
