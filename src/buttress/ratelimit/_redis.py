@@ -12,6 +12,9 @@ one limiter lives in one slot, so one script can touch all of a decision's scope
 limiter and scope names cannot hold ``:`` or braces, so the caller's id is always the last part,
 after the tag, and no id can collide with another scope's key or move a key to another slot.
 Every key carries a TTL (when its state is worth no more than no state), so idle keys vanish.
+Keys are sent as their UTF-8 bytes, an id holding a lone surrogate (``"\\ud800"``: valid JSON,
+yet no UTF-8 text) included (``surrogatepass``): bytes no text key has, so no id is lost or
+shared with another.
 
 The sync path uses a ``redis.Redis``; the asyncio path a ``redis.asyncio.Redis`` (one per event
 loop when built from a URL). A failure of Redis (connection, timeout, script error) raises
@@ -239,9 +242,11 @@ class RedisBackend:
             self._params[algorithm] = packed
         return packed
 
-    def _keys(self, keys: Sequence[str]) -> list[str]:
+    def _keys(self, keys: Sequence[str]) -> list[bytes]:
+        # Encoded here rather than by redis-py (which would refuse a lone surrogate); the
+        # bytes of every other key are what redis-py would send.
         prefix = self.prefix
-        return [redis_key(prefix, k) for k in keys]
+        return [redis_key(prefix, k).encode("utf-8", "surrogatepass") for k in keys]
 
     def _request(
         self, algorithms: Sequence[Algorithm], cost: float, now: float, commit: bool
@@ -363,7 +368,8 @@ class RedisBackend:
         removed = 0
         try:
             batch: list[bytes] = []
-            for key in client.scan_iter(match=_pattern(self.prefix, prefix), count=1000):
+            match = _pattern(self.prefix, prefix).encode("utf-8", "surrogatepass")
+            for key in client.scan_iter(match=match, count=1000):
                 batch.append(key)
                 if len(batch) >= 500:
                     removed += client.unlink(*batch)
@@ -377,7 +383,7 @@ class RedisBackend:
     def key_count(self) -> int:
         """Keys under this backend's prefix; a SCAN of the whole database, O(keys)."""
         client = self._sync()
-        pattern = self.prefix.translate(_GLOB_SPECIAL) + "{*"
+        pattern = (self.prefix.translate(_GLOB_SPECIAL) + "{*").encode("utf-8", "surrogatepass")
         try:
             return sum(1 for _ in client.scan_iter(match=pattern, count=1000))
         except self._errors as exc:

@@ -12,6 +12,11 @@ decisions, which for rate limits only means a little extra room). Waiting for th
 bounded by ``busy_timeout``. One row per key: ``(key, expires, state)``, the state packed as
 doubles. Times are wall-clock seconds (``time_base="wall"``), so state survives a restart.
 
+Keys are TEXT, except an id holding a lone surrogate (``"\\ud800"``: valid JSON, yet no UTF-8
+text), which SQLite cannot store as text: such a key is stored as a BLOB of its bytes
+(``surrogatepass``), which no text key equals, so no id is lost or shared with another. Only a
+call with such a key pays for it (its first attempt fails to bind, before anything is written).
+
 Expired rows (``expires <= now``: worth no more than no row) are purged a few at a time by one
 decision in :data:`PURGE_EVERY` that writes, and all at once by :meth:`SQLiteBackend.maintain`.
 
@@ -35,7 +40,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import BackendError, ConfigError
 from ._algorithms import Algorithm, State, admit_all
@@ -92,6 +97,21 @@ class _Connection:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # e.g. at interpreter exit, modules half gone
             self.close()
+
+
+def _stored(key: str) -> str | bytes:
+    """A key as stored: itself, or, when it is no UTF-8 text (a lone surrogate), its bytes."""
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogatepass")
+    return key
+
+
+def _bumped(prefix: bytes) -> bytes:
+    """The first byte string after every one starting with ``prefix`` (not empty). UTF-8,
+    surrogates included, never holds the byte 0xFF, so the last byte can always go up."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 def _pack(state: State) -> bytes:
@@ -239,12 +259,22 @@ class SQLiteBackend:
             self._connections.add(holder)
         return conn
 
-    def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _run(self, work: Callable[..., _T], *args: Any) -> _T:
         """Run ``work`` on this thread's connection; SQLite's errors become BackendError."""
         try:
-            return work(self._connect())
+            return work(self._connect(), *args)
         except sqlite3.Error as exc:
             raise BackendError(f"SQLite {self.path}: {type(exc).__name__}: {exc}") from exc
+
+    def _run_keys(self, work: Callable[..., _T], keys: Sequence[str]) -> _T:
+        """``work(conn, keys)``; again with the keys as stored if one is no UTF-8 text.
+
+        (Binding such a key fails before anything is written: a transaction rolls back.)
+        """
+        try:
+            return self._run(work, keys)
+        except UnicodeEncodeError:
+            return self._run(work, [_stored(k) for k in keys])
 
     @contextlib.contextmanager
     def _writing(self, conn: sqlite3.Connection) -> Iterator[None]:
@@ -258,7 +288,7 @@ class SQLiteBackend:
             raise
         conn.execute("COMMIT")
 
-    def _read(self, conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, State]:
+    def _read(self, conn: sqlite3.Connection, keys: Sequence[Any]) -> dict[Any, State]:
         if len(keys) == 1:
             rows = conn.execute(self._sql.get1, (keys[0],)).fetchall()
         else:
@@ -275,7 +305,7 @@ class SQLiteBackend:
         now: float,
         commit: bool = True,
     ) -> Outcome:
-        def work(conn: sqlite3.Connection) -> Outcome:
+        def work(conn: sqlite3.Connection, keys: Sequence[str]) -> Outcome:
             if not commit:  # a peek: one consistent read (WAL), no lock
                 olds, news = admit_all(algorithms, keys, self._read(conn, keys).get, now, cost)
                 return news is not None, olds, now
@@ -290,7 +320,7 @@ class SQLiteBackend:
                 self._maybe_purge(conn, now)
             return True, olds, now
 
-        return self._run(work)
+        return self._run_keys(work, keys)
 
     async def decide_async(
         self,
@@ -313,7 +343,7 @@ class SQLiteBackend:
     def refund(
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection, keys: Sequence[str]) -> None:
             with self._writing(conn):
                 states = self._read(conn, keys)
                 for key, algorithm in zip(keys, algorithms, strict=True):
@@ -323,7 +353,7 @@ class SQLiteBackend:
                     else:
                         conn.execute(self._sql.put, (key, new[0], _pack(new)))
 
-        self._run(work)
+        self._run_keys(work, keys)
 
     async def refund_async(
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
@@ -331,11 +361,11 @@ class SQLiteBackend:
         await asyncio.to_thread(self.refund, keys, algorithms, cost, now)
 
     def reset(self, keys: Sequence[str]) -> None:
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection, keys: Sequence[str]) -> None:
             with self._writing(conn):
                 conn.executemany(self._sql.delete, [(k,) for k in keys])
 
-        self._run(work)
+        self._run_keys(work, keys)
 
     async def reset_async(self, keys: Sequence[str]) -> None:
         await asyncio.to_thread(self.reset, keys)
@@ -344,7 +374,7 @@ class SQLiteBackend:
 
     def get(self, key: str) -> State | None:
         """The stored state of one key (``None`` when absent), for tests and debugging."""
-        return self._run(lambda conn: self._read(conn, (key,)).get(key))
+        return self._run_keys(lambda conn, keys: self._read(conn, keys).get(keys[0]), [key])
 
     def clear(self, prefix: str = "") -> int:
         """Forget every key starting with ``prefix`` (all of them by default)."""
@@ -353,11 +383,18 @@ class SQLiteBackend:
             with self._writing(conn):
                 if not prefix:
                     return conn.execute(self._sql.clear_all).rowcount
-                last = prefix[-1]
-                if ord(last) < 0x10FFFF:  # keys in [prefix, prefix with its last char bumped)
-                    bound = prefix[:-1] + chr(ord(last) + 1)
-                    return conn.execute(self._sql.clear_range, (prefix, bound)).rowcount
-                return conn.execute(self._sql.clear_glob, (len(prefix), prefix)).rowcount
+                # Keys stored as BLOBs (see _stored) starting with the prefix's bytes: a BLOB
+                # range, which holds no text (SQLite orders every TEXT before every BLOB).
+                raw = prefix.encode("utf-8", "surrogatepass")
+                removed = conn.execute(self._sql.clear_range, (raw, _bumped(raw))).rowcount
+                if isinstance(_stored(prefix), bytes):
+                    return removed  # no text key starts with what is no text
+                last = ord(prefix[-1])
+                if last < 0x10FFFF:  # keys in [prefix, prefix with its last char bumped)
+                    nxt = 0xE000 if 0xD800 <= last + 1 <= 0xDFFF else last + 1  # text, no surrogate
+                    bound = prefix[:-1] + chr(nxt)
+                    return removed + conn.execute(self._sql.clear_range, (prefix, bound)).rowcount
+                return removed + conn.execute(self._sql.clear_glob, (len(prefix), prefix)).rowcount
 
         return self._run(work)
 
