@@ -267,9 +267,13 @@ async def test_given_clients_are_used_as_they_are(redis_url: str, prefix: str) -
 
 def test_bad_settings_are_clear_errors(redis_url: str, backend: bt.RedisBackend) -> None:
     no_timeout = redis.Redis.from_url(redis_url)
+    async_client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1.0)
     try:
         with pytest.raises(bt.ConfigError, match="socket_timeout") as info:
             bt.RedisBackend(no_timeout)
+        assert info.value.path == "url_or_client"  # the parameter it came in by
+        with pytest.raises(bt.ConfigError, match="socket_timeout") as info:
+            bt.RedisBackend(async_client, client=no_timeout)
         assert info.value.path == "client"
     finally:
         no_timeout.close()
@@ -293,6 +297,35 @@ def test_bad_settings_are_clear_errors(redis_url: str, backend: bt.RedisBackend)
 
     with pytest.raises(bt.ConfigError, match="not Leaky"):
         backend.decide(["k"], [Leaky(1, 1.0)], 1, 0.0)
+
+
+async def test_clients_that_decode_replies_are_refused(redis_url: str) -> None:
+    # The scripts answer in packed bytes: such a client failed every call with a raw
+    # UnicodeDecodeError (after the call had counted), past the failure policy.
+    sync_ok = redis.Redis.from_url(redis_url, socket_timeout=1.0)
+    async_ok = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1.0)
+    sync_decoding = redis.Redis.from_url(redis_url, socket_timeout=1.0, decode_responses=True)
+    async_decoding = redis.asyncio.Redis.from_url(
+        redis_url, socket_timeout=1.0, decode_responses=True
+    )
+    cases: list[tuple[tuple[Any, ...], dict[str, Any], str]] = [
+        ((f"{redis_url}?decode_responses=True",), {}, "url_or_client"),
+        ((sync_decoding,), {}, "url_or_client"),
+        ((async_decoding,), {}, "url_or_client"),
+        ((async_ok,), {"client": sync_decoding}, "client"),
+        ((sync_ok,), {"async_client": async_decoding}, "async_client"),
+        ((redis_url,), {"async_client": async_decoding}, "async_client"),
+    ]
+    try:
+        for args, kwargs, path in cases:
+            with pytest.raises(bt.ConfigError, match="decode_responses=True") as info:
+                bt.RedisBackend(*args, **kwargs)
+            assert info.value.path == path, (args, kwargs)
+    finally:
+        for c in (sync_ok, sync_decoding):
+            c.close()
+        for a in (async_ok, async_decoding):
+            await a.aclose()
 
 
 def test_a_server_that_does_not_answer_is_a_backend_error() -> None:

@@ -165,16 +165,21 @@ class RedisBackend:
         self._async_client: AsyncClient | None = async_client
         sync_kinds = (redis_sync.Redis, redis_sync.RedisCluster)
         async_kinds = (redis_async.Redis, redis_async.RedisCluster)
+        # The parameter each client came in by, for the errors: a client's own, or the URL's.
+        names = {"client": "client", "async_client": "async_client"}
         if isinstance(url_or_client, str):
             self._url = url_or_client
             try:
                 self._client = redis_sync.Redis.from_url(url_or_client, **self._options(False))
             except ValueError as exc:
                 raise ConfigError("url_or_client", f"not a Redis URL: {exc}") from exc
+            _check_decoding("url_or_client", self._client)
         elif isinstance(url_or_client, async_kinds):
             self._async_client = url_or_client
+            names["async_client"] = "url_or_client"
         elif isinstance(url_or_client, sync_kinds):
             self._client = url_or_client
+            names["client"] = "url_or_client"
         else:
             raise ConfigError(
                 "url_or_client",
@@ -182,9 +187,10 @@ class RedisBackend:
                 f"redis.asyncio.Redis or redis.asyncio.RedisCluster; got {url_or_client!r}",
             )
         self._own_sync = self._url is not None
-        for name, given in (("client", self._client), ("async_client", self._async_client)):
-            if given is not None and not (name == "client" and self._own_sync):
-                _check_timeout(name, given)
+        for role, given in (("client", self._client), ("async_client", self._async_client)):
+            if given is not None and not (role == "client" and self._own_sync):
+                _check_timeout(names[role], given)
+                _check_decoding(names[role], given)
         self._texts = (_script("decide.lua"), _script("refund.lua"))
         self._decide: Any = None
         self._refund: Any = None
@@ -439,6 +445,19 @@ def _check_timeout(name: str, client: Any) -> None:
                     "retry=Retry(NoBackoff(), 1))): a rate-limit call must never hang",
                 )
             return
+
+
+def _check_decoding(name: str, client: Any) -> None:
+    """The scripts answer in packed bytes: a client that decodes replies as text cannot read
+    them (it would fail every call with a UnicodeDecodeError, after the call had counted)."""
+    encoder = getattr(client, "get_encoder", None)
+    if callable(encoder) and getattr(encoder(), "decode_responses", False):
+        raise ConfigError(
+            name,
+            "decode_responses=True is set: the rate-limit scripts answer in packed bytes, "
+            "which a client that decodes replies as text cannot read; give this backend a "
+            "client (or URL) without it",
+        )
 
 
 def _outcome(reply: bytes) -> Outcome:
