@@ -328,6 +328,38 @@ async def test_clients_that_decode_replies_are_refused(redis_url: str) -> None:
             await a.aclose()
 
 
+async def test_a_client_given_twice_is_refused_not_ignored(redis_url: str) -> None:
+    # client= next to a URL (or a sync client) was silently ignored, its socket_timeout
+    # unchecked: the backend used another database than the one the caller's client named.
+    mine = redis.Redis.from_url(redis_url, db=5, socket_timeout=1.0)
+    other = redis.Redis.from_url(redis_url, db=7, socket_timeout=1.0)
+    no_timeout = redis.Redis.from_url(redis_url)
+    amine = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1.0)
+    aother = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1.0)
+    cases: list[tuple[Any, dict[str, Any], str, str]] = [
+        (redis_url, {"client": mine}, "client", "given twice: url_or_client is a URL"),
+        (redis_url, {"client": no_timeout}, "client", "given twice"),
+        (mine, {"client": other}, "client", "given twice: url_or_client is a client"),
+        (amine, {"async_client": aother}, "async_client", "given twice"),
+        (amine, {"client": aother}, "client", "must be a redis.Redis or redis.RedisCluster"),
+        (mine, {"async_client": other}, "async_client", "must be a redis.asyncio.Redis"),
+    ]
+    try:
+        for first, kwargs, path, message in cases:
+            with pytest.raises(bt.ConfigError, match=message) as info:
+                bt.RedisBackend(first, **kwargs)
+            assert info.value.path == path, (first, kwargs)
+        # What stays allowed: one client of each kind, and a URL with the caller's asyncio one.
+        assert bt.RedisBackend(mine, async_client=amine)._client is mine
+        assert bt.RedisBackend(amine, client=mine)._client is mine
+        assert bt.RedisBackend(redis_url, async_client=amine)._async_client is amine
+    finally:
+        for c in (mine, other, no_timeout):
+            c.close()
+        for a in (amine, aother):
+            await a.aclose()
+
+
 def test_a_server_that_does_not_answer_is_a_backend_error() -> None:
     from ratelimit_backends import free_port
 

@@ -99,8 +99,10 @@ class RedisBackend:
       event loop, a ``redis.asyncio.Redis``, each with ``timeout`` on every socket operation
       and one immediate reconnect), or your own ``redis.Redis`` / ``redis.RedisCluster`` (the
       sync path) or ``redis.asyncio.Redis`` / ``redis.asyncio.RedisCluster`` (the asyncio
-      path); give the other kind as ``client=`` or ``async_client=`` to have both. Your own
-      clients need a ``socket_timeout``: a backend call must never hang;
+      path); give the other kind as ``client=`` or ``async_client=`` to have both (each kind
+      once: a URL makes the sync client, so a URL with ``client=`` is refused). Your own
+      clients need a ``socket_timeout`` (a backend call must never hang) and must not decode
+      replies (``decode_responses``);
     * ``prefix``: put in front of every Redis key (no braces), e.g. ``"rl:"``;
     * ``timeout``: seconds each step of a call (connect, read, write) may take before the
       limiter's failure policy applies (a call makes at most two attempts);
@@ -167,6 +169,29 @@ class RedisBackend:
         async_kinds = (redis_async.Redis, redis_async.RedisCluster)
         # The parameter each client came in by, for the errors: a client's own, or the URL's.
         names = {"client": "client", "async_client": "async_client"}
+        if client is not None and not isinstance(client, sync_kinds):
+            raise ConfigError(
+                "client", f"must be a redis.Redis or redis.RedisCluster, got {_kind(client)}"
+            )
+        if async_client is not None and not isinstance(async_client, async_kinds):
+            raise ConfigError(
+                "async_client",
+                "must be a redis.asyncio.Redis or redis.asyncio.RedisCluster, "
+                f"got {_kind(async_client)}",
+            )
+        if isinstance(url_or_client, (str, *sync_kinds)) and client is not None:
+            first = "a URL (which makes one)" if isinstance(url_or_client, str) else "a client"
+            raise ConfigError(
+                "client",
+                f"a sync client given twice: url_or_client is {first}, and client= another; "
+                "give one",
+            )
+        if isinstance(url_or_client, async_kinds) and async_client is not None:
+            raise ConfigError(
+                "async_client",
+                "an asyncio client given twice: url_or_client is one, and async_client= "
+                "another; give one",
+            )
         if isinstance(url_or_client, str):
             self._url = url_or_client
             try:
@@ -445,6 +470,10 @@ def _check_timeout(name: str, client: Any) -> None:
                     "retry=Retry(NoBackoff(), 1))): a rate-limit call must never hang",
                 )
             return
+
+
+def _kind(value: object) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
 def _check_decoding(name: str, client: Any) -> None:
