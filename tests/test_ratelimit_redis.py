@@ -8,6 +8,7 @@ round trip per decision and script reloading run on a private redis-server, in
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -241,6 +242,51 @@ async def test_asyncio_path_one_client_per_event_loop(redis_url: str, prefix: st
         await backend.aclose()
         backend.clear("")
         backend.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_each_asyncio_run_closes_the_client_made_for_its_loop(redis_url: str, prefix: str) -> None:
+    # A client per event loop, bound to it: each asyncio.run() left one open (and a connection
+    # on the server) for good.
+    backend = bt.RedisBackend(redis_url, prefix=prefix)
+    rl = hierarchy(backend)
+
+    async def one() -> bool:
+        allowed = (await rl.try_acquire_async({"user": "u1", "org": "o1"})).allowed
+        assert len(backend._aclients) == 1  # this loop's
+        return allowed
+
+    try:
+        assert asyncio.run(one())
+        before = len(os.listdir("/proc/self/fd"))
+        assert [asyncio.run(one()) for _ in range(5)] == [True, True, False, False, False]
+        assert len(backend._aclients) == 0
+        assert len(os.listdir("/proc/self/fd")) == before  # each run closed its client
+    finally:
+        backend.clear("")
+        backend.close()
+
+
+def test_a_loop_closed_without_shutting_down_is_dropped_by_the_next() -> None:
+    from ratelimit_backends import free_port
+
+    # Nothing listens there: each call fails, after the loop's client was made.
+    backend = bt.RedisBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    bucket = TokenBucket(1, 1.0)
+    loop = asyncio.new_event_loop()
+    with pytest.raises(bt.BackendError):
+        loop.run_until_complete(backend.decide_async(["k"], [bucket], 1, 0.0))
+    loop.close()  # no shutdown_asyncgens(): nothing closed the client
+    assert len(backend._aclients) == 1
+
+    async def again() -> int:
+        with pytest.raises(bt.BackendError):
+            await backend.decide_async(["k"], [bucket], 1, 0.0)
+        return len(backend._aclients)
+
+    assert asyncio.run(again()) == 1  # the closed loop's entry went when this loop's came
+    assert len(backend._aclients) == 0
+    backend.close()
 
 
 async def test_given_clients_are_used_as_they_are(redis_url: str, prefix: str) -> None:

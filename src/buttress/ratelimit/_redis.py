@@ -27,7 +27,7 @@ import asyncio
 import math
 import struct
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
@@ -223,7 +223,7 @@ class RedisBackend:
             self._decide = self._client.register_script(self._texts[0])
             self._refund = self._client.register_script(self._texts[1])
         # One asyncio client (and its scripts) per event loop: a client is bound to its loop.
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, ...]]
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient]
         self._aclients = weakref.WeakKeyDictionary()
         self._caller_time = time_source == "caller"
         self._slack = float(CALLER_TIME_SLACK_MS if self._caller_time else 0)
@@ -297,27 +297,38 @@ class RedisBackend:
             )
         return self._client
 
-    def _async(self) -> tuple[Any, ...]:
-        """``(client, decide script, refund script)`` for the running event loop."""
-        loop = asyncio.get_running_loop()
-        entry = self._aclients.get(loop)
-        if entry is None:
-            client: Any = self._async_client
-            if client is None:
-                if self._url is None:
-                    raise ConfigError(
-                        "async_client",
-                        "this RedisBackend has only a sync client: pass async_client= as well",
-                    )
-                import redis.asyncio as redis_async
+    async def _new_loop(self) -> _LoopClient:
+        """The running event loop's first asyncio call: its client (and scripts).
 
-                client = redis_async.Redis.from_url(self._url, **self._options(True))
-            entry = (
-                client,
-                client.register_script(self._texts[0]),
-                client.register_script(self._texts[1]),
-            )
-            self._aclients[loop] = entry
+        A client this backend makes (from the URL) is closed when the loop shuts down its
+        async generators (``asyncio.run`` and ``asyncio.Runner`` do, before closing the loop):
+        an async generator, started here, closes it in its ``finally``. Entries of loops closed
+        without that are dropped here, so they never pile up (their sockets then go with the
+        garbage collector); ``await backend.aclose()`` in the loop closes its client at once.
+        """
+        loop = asyncio.get_running_loop()
+        for old in [other for other in self._aclients if other.is_closed()]:
+            self._aclients.pop(old, None)
+        client: Any = self._async_client
+        if client is None:
+            if self._url is None:
+                raise ConfigError(
+                    "async_client",
+                    "this RedisBackend has only a sync client: pass async_client= as well",
+                )
+            import redis.asyncio as redis_async
+
+            client = redis_async.Redis.from_url(self._url, **self._options(True))
+        entry = _LoopClient(
+            client,
+            client.register_script(self._texts[0]),
+            client.register_script(self._texts[1]),
+        )
+        entry.closer = _closed_with_loop(
+            self._aclients, loop, entry, client is not self._async_client
+        )
+        await entry.closer.__anext__()  # runs to its yield at once; the loop now tracks it
+        self._aclients[loop] = entry
         return entry
 
     # -- decisions -----------------------------------------------------------------------------
@@ -346,10 +357,10 @@ class RedisBackend:
         now: float,
         commit: bool = True,
     ) -> Outcome:
-        _, script, _ = self._async()
+        entry = self._aclients.get(asyncio.get_running_loop()) or await self._new_loop()
         args = (self._request(algorithms, cost, now, commit),)
         try:
-            reply = await script(keys=self._keys(keys), args=args)
+            reply = await entry.decide(keys=self._keys(keys), args=args)
         except self._errors as exc:
             raise _failure("decide", exc) from exc
         return _outcome(reply)
@@ -367,10 +378,10 @@ class RedisBackend:
     async def refund_async(
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
-        _, _, script = self._async()
+        entry = self._aclients.get(asyncio.get_running_loop()) or await self._new_loop()
         args = (self._request(algorithms, cost, now, True),)
         try:
-            await script(keys=self._keys(keys), args=args)
+            await entry.refund(keys=self._keys(keys), args=args)
         except self._errors as exc:
             raise _failure("refund", exc) from exc
 
@@ -385,9 +396,9 @@ class RedisBackend:
     async def reset_async(self, keys: Sequence[str]) -> None:
         if not keys:
             return
-        client = self._async()[0]
+        entry = self._aclients.get(asyncio.get_running_loop()) or await self._new_loop()
         try:
-            await client.delete(*self._keys(keys))
+            await entry.client.delete(*self._keys(keys))
         except self._errors as exc:
             raise _failure("reset", exc) from exc
 
@@ -445,14 +456,47 @@ class RedisBackend:
             self._client.close()
 
     async def aclose(self) -> None:
-        """Close the running loop's asyncio client if this backend made it (from a URL)."""
-        entry = self._aclients.pop(asyncio.get_running_loop(), None)
-        if entry is not None and entry[0] is not self._async_client:
-            await entry[0].aclose()
+        """Close the running loop's asyncio client if this backend made it (from a URL).
+
+        (``asyncio.run`` does it by itself when the loop shuts down; see :meth:`_new_loop`.)
+        """
+        entry = self._aclients.get(asyncio.get_running_loop())
+        if entry is not None and entry.closer is not None:
+            await entry.closer.aclose()
 
     def __repr__(self) -> str:
         where = self._url or repr(self._client or self._async_client)
         return f"<RedisBackend {where} prefix={self.prefix!r} time_source={self.time_source}>"
+
+
+class _LoopClient:
+    """One event loop's asyncio client, its scripts, and what closes it with the loop."""
+
+    __slots__ = ("client", "closer", "decide", "refund")
+
+    def __init__(self, client: Any, decide: Any, refund: Any) -> None:
+        self.client = client
+        self.decide = decide
+        self.refund = refund
+        self.closer: AsyncGenerator[None, None] | None = None
+
+
+async def _closed_with_loop(
+    entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient],
+    loop: asyncio.AbstractEventLoop,
+    entry: _LoopClient,
+    own: bool,
+) -> AsyncGenerator[None, None]:
+    """Waits at its ``yield`` until the loop shuts down its async generators (or
+    ``RedisBackend.aclose``): then forgets the loop's entry and closes the client if the backend
+    made it. A loop tracks every async generator started in it, so this runs in that loop."""
+    try:
+        yield
+    finally:
+        if entries.get(loop) is entry:
+            del entries[loop]
+        if own:
+            await entry.client.aclose()
 
 
 def _check_timeout(name: str, client: Any) -> None:
