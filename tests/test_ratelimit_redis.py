@@ -334,6 +334,9 @@ def test_bad_settings_are_clear_errors(redis_url: str, backend: bt.RedisBackend)
     with pytest.raises(bt.ConfigError) as info:
         bt.RedisBackend("http://example.invalid")
     assert info.value.path == "url_or_client"
+    with pytest.raises(bt.ConfigError, match="whole number, got 'zero'") as info:
+        bt.RedisBackend("redis://127.0.0.1:6379/zero")  # redis-py would use database 0
+    assert info.value.path == "url_or_client"
     with pytest.raises(bt.ConfigError) as info:
         bt.RedisBackend(42)  # type: ignore[arg-type]
     assert info.value.path == "url_or_client"

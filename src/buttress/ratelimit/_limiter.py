@@ -98,7 +98,8 @@ class RateLimiter:
     True
 
     * ``backend``: where states live (default: a new :class:`MemoryBackend`), or its URL
-      (``"memory"``, ``"sqlite:///path"``, ``"redis://host:port/db"``; see ``backend_from_url``);
+      (``"memory"``, ``"sqlite:///path"``, ``"redis://host:port/db"``; see ``backend_from_url``;
+      a bad URL is a :class:`~buttress.ConfigError` on ``backend``);
     * ``namespace`` and ``name`` prefix every storage key (limiters sharing a backend need
       distinct names);
     * ``clock``: a :class:`~buttress.Clock` (``ManualClock`` in tests);

@@ -193,6 +193,11 @@ class RedisBackend:
                 "another; give one",
             )
         if isinstance(url_or_client, str):
+            from ._from_url import redis_url_problem
+
+            problem = redis_url_problem(url_or_client)
+            if problem is not None:
+                raise ConfigError("url_or_client", problem)
             self._url = url_or_client
             try:
                 self._client = redis_sync.Redis.from_url(url_or_client, **self._options(False))

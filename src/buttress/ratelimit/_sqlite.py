@@ -45,19 +45,13 @@ from typing import Any, TypeVar
 from ..errors import BackendError, ConfigError
 from ._algorithms import Algorithm, State, admit_all
 from ._backend import Outcome, TimeBase
+from ._from_url import IN_MEMORY  # SQLite's ":memory:" is a database per connection (thread)
 
 __all__ = ["SQLiteBackend"]
 
 PURGE_EVERY = 16  # one writing decision in this many also purges...
 PURGE_BATCH = 64  # ...at most this many expired rows
 MAINTAIN_BATCH = 1000
-
-# SQLite's ":memory:" is a new, empty database for each connection, so for each thread here:
-# shared by nothing, the opposite of what this backend is for.
-IN_MEMORY = (
-    "':memory:' would give each thread its own empty database, shared with nothing; "
-    "use MemoryBackend (backend 'memory') for one process, or a file"
-)
 
 _T = TypeVar("_T")
 
