@@ -289,6 +289,33 @@ def test_a_loop_closed_without_shutting_down_is_dropped_by_the_next() -> None:
     backend.close()
 
 
+def test_a_callers_asyncio_client_in_a_second_loop_is_a_backend_failure(
+    redis_url: str, prefix: str
+) -> None:
+    # The caller's asyncio client is bound to the loop it connected in; from another loop,
+    # redis-py raises RuntimeError, which escaped the failure policy as it was.
+    aclient = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1.0)
+    backend = bt.RedisBackend(aclient, prefix=prefix)
+    rl = hierarchy(backend, failure_policy="fail_closed", backend_retry_interval=0)
+
+    async def one() -> bool:
+        return (await rl.try_acquire_async({"user": "u1", "org": "o1"})).allowed
+
+    first = asyncio.new_event_loop()
+    try:
+        assert first.run_until_complete(one())  # the client connects in the first loop
+        with pytest.raises(bt.BackendError, match="bound to the event loop it connected in"):
+            asyncio.run(one())  # a second loop (another thread's, say) on that connection
+        assert rl.snapshot().backend_status == "down"
+    finally:
+        first.run_until_complete(aclient.aclose())
+        first.run_until_complete(first.shutdown_asyncgens())
+        first.close()
+    cleaner = bt.RedisBackend(redis_url, prefix=prefix)
+    assert cleaner.clear("") == 3  # the first loop's decision, nothing since
+    cleaner.close()
+
+
 async def test_given_clients_are_used_as_they_are(redis_url: str, prefix: str) -> None:
     sync_client = redis.Redis.from_url(redis_url, socket_timeout=1.0)
     async_client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1.0)

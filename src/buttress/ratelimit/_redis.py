@@ -324,14 +324,17 @@ class RedisBackend:
             import redis.asyncio as redis_async
 
             client = redis_async.Redis.from_url(self._url, **self._options(True))
+        # A client of the caller's is bound to the loop its connections were made in: used from
+        # another loop, redis-py raises RuntimeError ("Event loop is closed", "attached to a
+        # different loop"). That is this backend failing, not a bug: the policy applies.
+        mine = client is not self._async_client
         entry = _LoopClient(
             client,
             client.register_script(self._texts[0]),
             client.register_script(self._texts[1]),
+            self._errors if mine else (*self._errors, RuntimeError),
         )
-        entry.closer = _closed_with_loop(
-            self._aclients, loop, entry, client is not self._async_client
-        )
+        entry.closer = _closed_with_loop(self._aclients, loop, entry, mine)
         await entry.closer.__anext__()  # runs to its yield at once; the loop now tracks it
         self._aclients[loop] = entry
         return entry
@@ -366,7 +369,7 @@ class RedisBackend:
         args = (self._request(algorithms, cost, now, commit),)
         try:
             reply = await entry.decide(keys=self._keys(keys), args=args)
-        except self._errors as exc:
+        except entry.errors as exc:
             raise _failure("decide", exc) from exc
         return _outcome(reply)
 
@@ -387,7 +390,7 @@ class RedisBackend:
         args = (self._request(algorithms, cost, now, True),)
         try:
             await entry.refund(keys=self._keys(keys), args=args)
-        except self._errors as exc:
+        except entry.errors as exc:
             raise _failure("refund", exc) from exc
 
     def reset(self, keys: Sequence[str]) -> None:
@@ -404,7 +407,7 @@ class RedisBackend:
         entry = self._aclients.get(asyncio.get_running_loop()) or await self._new_loop()
         try:
             await entry.client.delete(*self._keys(keys))
-        except self._errors as exc:
+        except entry.errors as exc:
             raise _failure("reset", exc) from exc
 
     # -- keys ----------------------------------------------------------------------------------
@@ -477,12 +480,15 @@ class RedisBackend:
 class _LoopClient:
     """One event loop's asyncio client, its scripts, and what closes it with the loop."""
 
-    __slots__ = ("client", "closer", "decide", "refund")
+    __slots__ = ("client", "closer", "decide", "errors", "refund")
 
-    def __init__(self, client: Any, decide: Any, refund: Any) -> None:
+    def __init__(
+        self, client: Any, decide: Any, refund: Any, errors: tuple[type[BaseException], ...]
+    ) -> None:
         self.client = client
         self.decide = decide
         self.refund = refund
+        self.errors = errors  # what a failure of Redis looks like through this client
         self.closer: AsyncGenerator[None, None] | None = None
 
 
@@ -555,4 +561,10 @@ def _outcome(reply: bytes) -> Outcome:
 
 
 def _failure(operation: str, exc: BaseException) -> BackendError:
-    return BackendError(f"Redis {operation} failed: {type(exc).__name__}: {exc}")
+    hint = ""
+    if isinstance(exc, RuntimeError):  # only ever caught from a caller's asyncio client
+        hint = (
+            " (an asyncio client is bound to the event loop it connected in: give each loop "
+            "its own, or give RedisBackend a URL, which makes one per loop)"
+        )
+    return BackendError(f"Redis {operation} failed: {type(exc).__name__}: {exc}{hint}")
