@@ -96,6 +96,23 @@ def test_file_errors(tmp_path: Path, text: str, message: str) -> None:
         bt.load_config(path, env={})
 
 
+def test_every_backend_url_backend_from_url_takes_is_valid_in_a_file() -> None:
+    # unix:// was taken by backend_from_url and a limiter's backend, refused as the default.
+    from buttress.ratelimit import backend_from_url
+
+    for url in ("memory", "sqlite:///var/lib/app/l.db", "redis://h:6379/0", "rediss://h/1"):
+        assert bt.load_config({"rate_limiting": {"backend": url}}, env={})
+    url = "unix:///tmp/redis.sock?db=2"
+    cfg = bt.load_config(
+        {"rate_limiting": {"backend": url, "limiters": {"api": {"limit": 5, "backend": url}}}},
+        env={},
+    )
+    assert cfg.rate_limiting.backend == cfg.rate_limiting.limiters["api"].backend == url
+    backend = backend_from_url(url)  # connects on first use only
+    assert type(backend).__name__ == "RedisBackend"
+    backend.close()  # type: ignore[attr-defined]
+
+
 def test_missing_file() -> None:
     with pytest.raises(bt.ConfigError, match="no such file"):
         bt.load_config("/nonexistent/buttress.toml", env={})
@@ -164,6 +181,26 @@ def test_error_paths_keep_component_names_with_dashes_and_dots(
         (
             {"rate_limiting": {"backend": "sqlite://"}},
             "rate_limiting.backend",
+            "needs a file path",
+        ),
+        (
+            {"rate_limiting": {"backend": "sqlite://:memory:"}},
+            "rate_limiting.backend",
+            "its own empty database",
+        ),
+        (
+            {"rate_limiting": {"backend": "redis://127.0.0.1:6379/zero"}},
+            "rate_limiting.backend",
+            "database number .* whole number",
+        ),
+        (  # a limiter's own backend is checked by the same rule, when the file is loaded
+            {"rate_limiting": {"limiters": {"api": {"limit": 5, "backend": "mongo://x"}}}},
+            "rate_limiting.limiters.api.backend",
+            "must be 'memory'",
+        ),
+        (
+            {"rate_limiting": {"limiters": {"api": {"limit": 5, "backend": "sqlite://"}}}},
+            "rate_limiting.limiters.api.backend",
             "needs a file path",
         ),
     ],

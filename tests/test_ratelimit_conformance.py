@@ -156,6 +156,74 @@ def test_time_read_before_a_window_start_counts_as_its_start(persistent: Any) ->
     assert answers == [True, True, True, False]
 
 
+# Ids a client can send that are no UTF-8 text (lone surrogates: valid JSON), next to their
+# neighbours. "\ud800\udc00" (two lone surrogates) is not "\U00010000" (the pair's character).
+ODD_IDS = (
+    "\ud800",
+    "\udfff",
+    "a\ud800b",
+    "a\ud800c",
+    "\ud800\udc00",
+    "\U00010000",
+    "\ud7ff",
+    "\ue000",
+)
+
+
+def test_ids_that_are_no_utf8_text_are_keys_like_any_other(persistent: Any) -> None:
+    memory = bt.MemoryBackend()
+    bucket, window = TokenBucket(2, 1000.0), FixedWindow(100, 1000.0)
+    for backend in (memory, persistent):
+        for ident in ODD_IDS:
+            key = f"c:s:user:{ident}"
+            answers = [backend.decide([key, "c:s:global"], [bucket, window], 1, T0)[0]]
+            answers += [backend.decide([key], [bucket], 1, T0)[0] for _ in range(2)]
+            assert answers == [True, True, False], (backend, ident)  # each id its own key
+        backend.refund(["c:s:user:a\ud800b"], [bucket], 1, T0)
+        backend.reset(["c:s:user:\udfff"])
+    for ident in ODD_IDS:
+        key = f"c:s:user:{ident}"
+        want = memory.decide([key], [bucket], 1, T0, False)
+        got = persistent.decide([key], [bucket], 1, T0, False)
+        assert (got[0], list(got[1])) == (want[0], list(want[1])), ident
+    # clear(prefix) takes exactly the same keys everywhere, by prefixes of every kind.
+    for prefix in ("c:s:user:a\ud800", "c:s:user:\ud7ff", "c:s:user:\ud800", "c:s:user:"):
+        assert persistent.clear(prefix) == memory.clear(prefix), prefix
+        assert persistent.key_count() == memory.key_count(), prefix
+    assert persistent.key_count() == 1  # the global scope
+
+
+def test_a_limiter_counts_such_ids_on_every_backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    for kind, target in targets(request, tmp_path).items():
+        backend = make_backend(kind, target, unique_prefix("surrogate"))
+        rl = bt.RateLimiter(
+            bt.Scope("user", 3, 60.0),
+            backend=backend,
+            namespace="conf",
+            failure_policy="fail_closed",
+        )
+        try:
+            for ident in ("\ud800", "\udc00"):
+                assert [rl.try_acquire({"user": ident}).allowed for _ in range(4)] == [
+                    True,
+                    True,
+                    True,
+                    False,
+                ], (kind, ident)
+            assert rl.peek({"user": "\ud800"}).retry_after is not None
+            rl.refund({"user": "\ud800"})
+            assert rl.try_acquire({"user": "\ud800"}), kind
+            rl.reset({"user": "\udc00"})
+            assert rl.try_acquire({"user": "\udc00"}).remaining == 2, kind
+            assert rl.snapshot().backend_status == "ok"
+            rl.clear()
+            assert backend.key_count() == 0, kind
+        finally:
+            close_backend(backend)
+
+
 # -- through the limiter: every number of every decision ---------------------------------------
 
 

@@ -79,6 +79,37 @@ class Switchable:
         return self.inner.maintain(now)
 
 
+class ReadsOnly(Switchable):
+    """While ``down``, reads (peeks) still answer and writes fail: a read-only or locked SQLite
+    file (WAL readers never wait), a Redis replica."""
+
+    def decide(
+        self,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        commit: bool = True,
+    ) -> Outcome:
+        if commit:
+            self._call()
+        else:
+            self.calls += 1
+        return self.inner.decide(keys, algorithms, cost, now, commit)
+
+
+class ProvesWrites(ReadsOnly):
+    """A :class:`ReadsOnly` that can prove it writes (as SQLite and Redis can)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checked: list[list[str]] = []
+
+    def check_write(self, keys: Sequence[str] = ()) -> None:
+        self.checked.append(list(keys))
+        self._call()
+
+
 def limiter(clock: bt.ManualClock, backend: Switchable, policy: str, **kw: Any) -> bt.RateLimiter:
     return bt.RateLimiter(
         [bt.Scope("user", 2, 60.0), bt.Scope("global", 100, 60.0)],
@@ -246,6 +277,72 @@ async def test_async_paths_follow_the_policy(clock: bt.ManualClock) -> None:
     assert (await closed_rl.try_acquire_async("u1")).allowed
     await open_rl.try_acquire_async("u1")
     assert open_rl.snapshot().backend_status == closed_rl.snapshot().backend_status == "ok"
+
+
+def test_a_peek_that_answers_does_not_end_an_outage(clock: bt.ManualClock, event_log: Any) -> None:
+    # Reads answer, writes fail: were a peek to end the outage, health would flap ok/down and
+    # every write would wait for its timeout again.
+    backend = ReadsOnly()
+    rl = limiter(clock, backend, "fail_closed", backend_retry_interval=0)
+    backend.down = True
+    with pytest.raises(bt.BackendError):
+        rl.try_acquire("u1")
+    for _ in range(3):
+        assert rl.peek("u1").allowed  # the read answers...
+        assert rl.snapshot().backend_status == "down"  # ...and proves nothing about writes
+        assert rl.check_backend() == "down"  # nor does the health check's peek
+    assert event_log.named(*EV_RECOVERED) == []
+    assert len(event_log.named(*EV_DOWN)) == 1
+    backend.down = False
+    assert rl.check_backend() == "down"  # this backend cannot prove it writes: a write must
+    assert rl.try_acquire("u1")
+    assert rl.snapshot().backend_status == "ok"
+    assert len(event_log.named(*EV_RECOVERED)) == 1
+
+
+async def test_an_async_peek_does_not_end_an_outage(clock: bt.ManualClock) -> None:
+    backend = ReadsOnly()
+    rl = limiter(clock, backend, "fail_open", backend_retry_interval=0)
+    backend.down = True
+    assert (await rl.try_acquire_async("u1")).allowed
+    assert (await rl.peek_async("u1")).allowed
+    assert rl.snapshot().backend_status == "down"
+    backend.down = False
+    assert (await rl.try_acquire_async("u1")).allowed
+    assert rl.snapshot().backend_status == "ok"
+
+
+def test_check_backend_ends_an_outage_only_once_writes_are_proven(
+    clock: bt.ManualClock, event_log: Any
+) -> None:
+    backend = ProvesWrites()
+    rl = limiter(clock, backend, "fail_closed", backend_retry_interval=0)
+    assert rl.check_backend() == "ok"
+    backend.down = True
+    assert rl.check_backend() == "down"  # the peek answers; the proof of a write fails
+    assert len(event_log.named(*EV_DOWN)) == 1
+    assert rl.check_backend() == "down"
+    backend.down = False
+    assert rl.check_backend() == "ok"  # no decision needed: the write is proven
+    ((measurements, _),) = event_log.named(*EV_RECOVERED)
+    assert measurements == {"downtime": 0.0}
+    # The probe is a key no scope uses ("namespace:name:"), and nothing was charged.
+    assert backend.checked == [["buttress:fail_closed:"]] * 4
+    assert backend.inner.key_count() == 0
+    assert rl.try_acquire("u1") and rl.try_acquire("u1") and not rl.try_acquire("u1")
+
+
+def test_check_backend_spares_a_backend_that_is_down(clock: bt.ManualClock) -> None:
+    backend = ProvesWrites()
+    rl = limiter(clock, backend, "fail_open", backend_retry_interval=1.0)
+    backend.down = True
+    assert rl.check_backend() == "down"
+    calls = backend.calls
+    backend.down = False
+    assert rl.check_backend() == "down"  # within the retry interval: not asked
+    assert backend.calls == calls
+    clock.advance(1.0)
+    assert rl.check_backend() == "ok"
 
 
 def test_bad_policy_settings_name_the_setting() -> None:

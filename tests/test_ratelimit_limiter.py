@@ -557,5 +557,18 @@ def test_a_backend_may_be_given_as_its_url(tmp_path: Path) -> None:
     )
     with pytest.raises(bt.ConfigError, match="backend"):
         bt.RateLimiter(bt.Scope("user", 1, 1.0), backend="mongo://x")
+    # Whatever is wrong with the URL, the error names the setting given: backend (not the
+    # backend's own parameters, path or url_or_client, which the caller never wrote).
+    for url, message in (
+        (f"sqlite://{tmp_path / 'missing' / 'dir' / 'l.db'}", "unable to open"),
+        ("sqlite://:memory:", "its own empty database"),
+        ("sqlite://", "needs a file path"),
+        ("redis://localhost:notaport/0", "not a Redis URL"),
+        ("redis://localhost:6379/zero", "whole number"),  # redis-py would use database 0
+        ("redis://localhost:6379/0?decode_responses=True", "decode_responses"),
+    ):
+        with pytest.raises(bt.ConfigError, match=message) as info:
+            bt.RateLimiter(bt.Scope("user", 1, 1.0), backend=url)
+        assert info.value.path == "backend", url
     with pytest.raises(bt.ConfigError, match="must be a backend"):
         bt.RateLimiter(bt.Scope("user", 1, 1.0), backend=42)  # type: ignore[arg-type]

@@ -229,3 +229,40 @@ def test_scripts_are_reloaded_after_the_server_forgets_them(server: RedisServer)
     finally:
         backend.close()
         client.close()
+
+
+def test_a_read_only_replica_stays_down_until_it_takes_writes(
+    server: RedisServer, event_log: Any
+) -> None:
+    # A replica (its primary gone) answers the peek's script, which only reads, and refuses
+    # every decision's write: a peek or a health check must not end that outage.
+    from ratelimit_backends import free_port
+
+    client = redis.Redis.from_url(server.url, socket_timeout=2.0)
+    client.replicaof("127.0.0.1", free_port())
+    backend = bt.RedisBackend(server.url)
+    clock = bt.ManualClock()
+    rl = bt.RateLimiter(
+        bt.Scope("user", 3, 60.0),
+        backend=backend,
+        clock=clock,
+        namespace="replica",
+        failure_policy="fail_closed",
+        backend_retry_interval=0,
+    )
+    try:
+        for _ in range(2):
+            with pytest.raises(bt.BackendError, match="read only replica"):
+                rl.try_acquire("u1")
+            assert rl.peek("u1").allowed
+            assert rl.check_backend() == "down"
+        assert len(event_log.named(*EV_DOWN)) == 1
+        assert event_log.named(*EV_RECOVERED) == []
+        client.replicaof("NO", "ONE")  # promoted: writes are taken again
+        assert rl.check_backend() == "ok"
+        assert len(event_log.named(*EV_RECOVERED)) == 1
+        assert client.keys("*") == []  # the checks wrote nothing
+        assert rl.try_acquire("u1").remaining == 2
+    finally:
+        backend.close()
+        client.close()

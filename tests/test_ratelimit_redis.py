@@ -8,6 +8,7 @@ round trip per decision and script reloading run on a private redis-server, in
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -243,6 +244,78 @@ async def test_asyncio_path_one_client_per_event_loop(redis_url: str, prefix: st
         backend.close()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_each_asyncio_run_closes_the_client_made_for_its_loop(redis_url: str, prefix: str) -> None:
+    # A client per event loop, bound to it: each asyncio.run() left one open (and a connection
+    # on the server) for good.
+    backend = bt.RedisBackend(redis_url, prefix=prefix)
+    rl = hierarchy(backend)
+
+    async def one() -> bool:
+        allowed = (await rl.try_acquire_async({"user": "u1", "org": "o1"})).allowed
+        assert len(backend._aclients) == 1  # this loop's
+        return allowed
+
+    try:
+        assert asyncio.run(one())
+        before = len(os.listdir("/proc/self/fd"))
+        assert [asyncio.run(one()) for _ in range(5)] == [True, True, False, False, False]
+        assert len(backend._aclients) == 0
+        assert len(os.listdir("/proc/self/fd")) == before  # each run closed its client
+    finally:
+        backend.clear("")
+        backend.close()
+
+
+def test_a_loop_closed_without_shutting_down_is_dropped_by_the_next() -> None:
+    from ratelimit_backends import free_port
+
+    # Nothing listens there: each call fails, after the loop's client was made.
+    backend = bt.RedisBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    bucket = TokenBucket(1, 1.0)
+    loop = asyncio.new_event_loop()
+    with pytest.raises(bt.BackendError):
+        loop.run_until_complete(backend.decide_async(["k"], [bucket], 1, 0.0))
+    loop.close()  # no shutdown_asyncgens(): nothing closed the client
+    assert len(backend._aclients) == 1
+
+    async def again() -> int:
+        with pytest.raises(bt.BackendError):
+            await backend.decide_async(["k"], [bucket], 1, 0.0)
+        return len(backend._aclients)
+
+    assert asyncio.run(again()) == 1  # the closed loop's entry went when this loop's came
+    assert len(backend._aclients) == 0
+    backend.close()
+
+
+def test_a_callers_asyncio_client_in_a_second_loop_is_a_backend_failure(
+    redis_url: str, prefix: str
+) -> None:
+    # The caller's asyncio client is bound to the loop it connected in; from another loop,
+    # redis-py raises RuntimeError, which escaped the failure policy as it was.
+    aclient = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1.0)
+    backend = bt.RedisBackend(aclient, prefix=prefix)
+    rl = hierarchy(backend, failure_policy="fail_closed", backend_retry_interval=0)
+
+    async def one() -> bool:
+        return (await rl.try_acquire_async({"user": "u1", "org": "o1"})).allowed
+
+    first = asyncio.new_event_loop()
+    try:
+        assert first.run_until_complete(one())  # the client connects in the first loop
+        with pytest.raises(bt.BackendError, match="bound to the event loop it connected in"):
+            asyncio.run(one())  # a second loop (another thread's, say) on that connection
+        assert rl.snapshot().backend_status == "down"
+    finally:
+        first.run_until_complete(aclient.aclose())
+        first.run_until_complete(first.shutdown_asyncgens())
+        first.close()
+    cleaner = bt.RedisBackend(redis_url, prefix=prefix)
+    assert cleaner.clear("") == 3  # the first loop's decision, nothing since
+    cleaner.close()
+
+
 async def test_given_clients_are_used_as_they_are(redis_url: str, prefix: str) -> None:
     sync_client = redis.Redis.from_url(redis_url, socket_timeout=1.0)
     async_client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1.0)
@@ -267,9 +340,13 @@ async def test_given_clients_are_used_as_they_are(redis_url: str, prefix: str) -
 
 def test_bad_settings_are_clear_errors(redis_url: str, backend: bt.RedisBackend) -> None:
     no_timeout = redis.Redis.from_url(redis_url)
+    async_client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1.0)
     try:
         with pytest.raises(bt.ConfigError, match="socket_timeout") as info:
             bt.RedisBackend(no_timeout)
+        assert info.value.path == "url_or_client"  # the parameter it came in by
+        with pytest.raises(bt.ConfigError, match="socket_timeout") as info:
+            bt.RedisBackend(async_client, client=no_timeout)
         assert info.value.path == "client"
     finally:
         no_timeout.close()
@@ -284,6 +361,9 @@ def test_bad_settings_are_clear_errors(redis_url: str, backend: bt.RedisBackend)
     with pytest.raises(bt.ConfigError) as info:
         bt.RedisBackend("http://example.invalid")
     assert info.value.path == "url_or_client"
+    with pytest.raises(bt.ConfigError, match="whole number, got 'zero'") as info:
+        bt.RedisBackend("redis://127.0.0.1:6379/zero")  # redis-py would use database 0
+    assert info.value.path == "url_or_client"
     with pytest.raises(bt.ConfigError) as info:
         bt.RedisBackend(42)  # type: ignore[arg-type]
     assert info.value.path == "url_or_client"
@@ -293,6 +373,67 @@ def test_bad_settings_are_clear_errors(redis_url: str, backend: bt.RedisBackend)
 
     with pytest.raises(bt.ConfigError, match="not Leaky"):
         backend.decide(["k"], [Leaky(1, 1.0)], 1, 0.0)
+
+
+async def test_clients_that_decode_replies_are_refused(redis_url: str) -> None:
+    # The scripts answer in packed bytes: such a client failed every call with a raw
+    # UnicodeDecodeError (after the call had counted), past the failure policy.
+    sync_ok = redis.Redis.from_url(redis_url, socket_timeout=1.0)
+    async_ok = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1.0)
+    sync_decoding = redis.Redis.from_url(redis_url, socket_timeout=1.0, decode_responses=True)
+    async_decoding = redis.asyncio.Redis.from_url(
+        redis_url, socket_timeout=1.0, decode_responses=True
+    )
+    cases: list[tuple[tuple[Any, ...], dict[str, Any], str]] = [
+        ((f"{redis_url}?decode_responses=True",), {}, "url_or_client"),
+        ((sync_decoding,), {}, "url_or_client"),
+        ((async_decoding,), {}, "url_or_client"),
+        ((async_ok,), {"client": sync_decoding}, "client"),
+        ((sync_ok,), {"async_client": async_decoding}, "async_client"),
+        ((redis_url,), {"async_client": async_decoding}, "async_client"),
+    ]
+    try:
+        for args, kwargs, path in cases:
+            with pytest.raises(bt.ConfigError, match="decode_responses=True") as info:
+                bt.RedisBackend(*args, **kwargs)
+            assert info.value.path == path, (args, kwargs)
+    finally:
+        for c in (sync_ok, sync_decoding):
+            c.close()
+        for a in (async_ok, async_decoding):
+            await a.aclose()
+
+
+async def test_a_client_given_twice_is_refused_not_ignored(redis_url: str) -> None:
+    # client= next to a URL (or a sync client) was silently ignored, its socket_timeout
+    # unchecked: the backend used another database than the one the caller's client named.
+    mine = redis.Redis.from_url(redis_url, db=5, socket_timeout=1.0)
+    other = redis.Redis.from_url(redis_url, db=7, socket_timeout=1.0)
+    no_timeout = redis.Redis.from_url(redis_url)
+    amine = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1.0)
+    aother = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1.0)
+    cases: list[tuple[Any, dict[str, Any], str, str]] = [
+        (redis_url, {"client": mine}, "client", "given twice: url_or_client is a URL"),
+        (redis_url, {"client": no_timeout}, "client", "given twice"),
+        (mine, {"client": other}, "client", "given twice: url_or_client is a client"),
+        (amine, {"async_client": aother}, "async_client", "given twice"),
+        (amine, {"client": aother}, "client", "must be a redis.Redis or redis.RedisCluster"),
+        (mine, {"async_client": other}, "async_client", "must be a redis.asyncio.Redis"),
+    ]
+    try:
+        for first, kwargs, path, message in cases:
+            with pytest.raises(bt.ConfigError, match=message) as info:
+                bt.RedisBackend(first, **kwargs)
+            assert info.value.path == path, (first, kwargs)
+        # What stays allowed: one client of each kind, and a URL with the caller's asyncio one.
+        assert bt.RedisBackend(mine, async_client=amine)._client is mine
+        assert bt.RedisBackend(amine, client=mine)._client is mine
+        assert bt.RedisBackend(redis_url, async_client=amine)._async_client is amine
+    finally:
+        for c in (mine, other, no_timeout):
+            c.close()
+        for a in (amine, aother):
+            await a.aclose()
 
 
 def test_a_server_that_does_not_answer_is_a_backend_error() -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import buttress as bt
 from buttress.ratelimit import FixedWindow, TokenBucket
-from buttress.ratelimit._sqlite import PURGE_BATCH, PURGE_EVERY
+from buttress.ratelimit._sqlite import _INHERITED, PURGE_BATCH, PURGE_EVERY
 from ratelimit_backends import hammer_threads
 
 
@@ -179,6 +182,10 @@ def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(bt.ConfigError) as info:
         bt.SQLiteBackend(tmp_path / "limits.db", timeout=0)
     assert info.value.path == "timeout"
+    # SQLite's in-memory database is one per connection, so one per thread: nothing shared.
+    with pytest.raises(bt.ConfigError, match="its own empty database") as info:
+        bt.SQLiteBackend(":memory:")
+    assert info.value.path == "path"
     with pytest.raises(bt.ConfigError) as info:
         bt.SQLiteBackend(tmp_path / "limits.db", table="x; DROP TABLE y")
     assert info.value.path == "table"
@@ -203,4 +210,178 @@ def test_a_table_named_like_an_sql_keyword_works(
     assert backend.maintain(clock.time() + 3600.0) == 2
     with sqlite3.connect(tmp_path / "limits.db") as conn:
         assert conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone() == (0,)
+    backend.close()
+
+
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_a_threads_connection_is_closed_when_the_thread_ends(tmp_path: Path) -> None:
+    # A thread per request (socketserver.ThreadingMixIn and the like): each thread opened a
+    # connection that stayed open for good, until the process ran out of file descriptors
+    # (and, failing open, stopped limiting).
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    rl = bt.RateLimiter(bt.Scope("user", 5, 3600.0), backend=backend, failure_policy="fail_closed")
+    before = open_files()
+    admitted: list[bool] = []
+    for _ in range(50):
+        t = threading.Thread(target=lambda: admitted.append(rl.try_acquire("u").allowed))
+        t.start()
+        t.join()
+    assert sum(admitted) == 5
+    assert len(backend._connections) == 1  # the one __init__ opened in this thread
+    assert open_files() <= before + 2  # was + 100: a database and a WAL file per thread
+    backend.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_each_asyncio_run_leaves_no_connection_behind(tmp_path: Path) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    rl = bt.RateLimiter(bt.Scope("user", 5, 3600.0), backend=backend, failure_policy="fail_closed")
+
+    async def one() -> bool:
+        return (await rl.try_acquire_async("u")).allowed
+
+    before = open_files()
+    assert sum(asyncio.run(one()) for _ in range(10)) == 5  # each run: new worker threads
+    assert len(backend._connections) == 1
+    assert open_files() <= before + 2
+    backend.close()
+
+
+def test_close_closes_every_live_threads_connection(tmp_path: Path) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    opened: list[sqlite3.Connection] = []
+    ready, go_on = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        backend.decide(["k"], [TokenBucket(10, 1.0)], 1, 0.0)
+        opened.append(backend._local.conn)
+        ready.set()
+        go_on.wait()  # alive while the backend is closed
+
+    t = threading.Thread(target=worker)
+    t.start()
+    ready.wait()
+    backend.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened[0].execute("SELECT 1")
+    go_on.set()
+    t.join()
+    assert backend.get("k") is not None  # the backend opens a new connection when used again
+    backend.close()
+
+
+def test_a_forked_child_never_closes_the_parents_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    parents = backend._local.conn
+    # As in a child after fork: another pid, the parent's connection still in this thread.
+    monkeypatch.setattr(os, "getpid", lambda: -1)
+    backend.decide(["k"], [TokenBucket(10, 1.0)], 1, 0.0)
+    assert backend._local.conn is not parents  # a connection of the child's own
+    assert parents in _INHERITED  # the parent's is kept as it is: neither used nor closed
+    assert parents.execute("SELECT 1").fetchone() == (1,)
+    backend.close()
+    assert parents.execute("SELECT 1").fetchone() == (1,)
+    monkeypatch.undo()
+    _INHERITED.remove(parents)
+    parents.close()
+
+
+def read_only_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, the backend opens its file read-only, as it would a file it may not write
+    (tests run as root, which may write any file whatever its mode): SQLite answers reads and
+    refuses writes with SQLITE_READONLY, as for a file whose permissions forbid writing."""
+    connect = sqlite3.connect
+
+    def read_only(path: str, **kwargs: Any) -> sqlite3.Connection:
+        return connect(f"file:{path}?mode=ro", uri=True, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+
+
+def test_a_peek_never_ends_an_outage_of_a_locked_file(
+    tmp_path: Path, clock: bt.ManualClock, event_log: Any
+) -> None:
+    path = tmp_path / "limits.db"
+    backend = bt.SQLiteBackend(path, timeout=0.05)
+    rl = three_scopes(backend, clock, failure_policy="fail_closed", backend_retry_interval=0)
+    ctx = {"user": "u1", "org": "o1"}
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(bt.BackendError, match="database is locked"):
+            rl.try_acquire(ctx)
+        assert rl.peek(ctx).allowed  # WAL: the read answers while writes cannot
+        assert rl.snapshot().backend_status == "down"
+        assert rl.check_backend() == "down"  # it takes the write lock: it cannot
+        assert event_log.named("buttress", "rate_limiter", "backend_recovered") == []
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert rl.check_backend() == "ok"  # the lock is free: the outage is over
+    assert len(event_log.named("buttress", "rate_limiter", "backend_recovered")) == 1
+    assert backend.key_count() == 0  # nothing was written by the checks
+    backend.close()
+
+
+def test_a_file_that_became_read_only_stays_down_until_writable(
+    tmp_path: Path, clock: bt.ManualClock, monkeypatch: pytest.MonkeyPatch, event_log: Any
+) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    rl = three_scopes(backend, clock, failure_policy="fail_closed", backend_retry_interval=0)
+    ctx = {"user": "u1", "org": "o1"}
+    assert rl.try_acquire(ctx)
+    read_only_connections(monkeypatch)
+    backend.close()  # connections opened from now on are read-only
+    for _ in range(3):
+        with pytest.raises(bt.BackendError, match="readonly database"):
+            rl.try_acquire(ctx)
+        assert rl.peek(ctx).remaining == 3  # reads answer, with the state written before
+        assert rl.check_backend() == "down"
+    assert len(event_log.named("buttress", "rate_limiter", "backend_down")) == 1
+    assert event_log.named("buttress", "rate_limiter", "backend_recovered") == []
+    monkeypatch.undo()
+    backend.close()
+    assert rl.check_backend() == "ok"
+    assert rl.try_acquire(ctx).remaining == 3
+    backend.close()
+
+
+def test_a_file_it_cannot_write_is_refused_at_construction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "limits.db"
+    bt.SQLiteBackend(path).close()  # the file exists, with its table
+    read_only_connections(monkeypatch)
+    with pytest.raises(bt.ConfigError, match=r"is read-only here .*must be writable") as info:
+        bt.SQLiteBackend(path)
+    assert info.value.path == "path"
+    with pytest.raises(bt.ConfigError, match="unable to open") as info:
+        bt.SQLiteBackend(tmp_path / "missing.db")  # read-only: cannot even be created
+    assert info.value.path == "path"
+
+
+def test_a_file_locked_by_another_process_is_no_bad_path(
+    tmp_path: Path, clock: bt.ManualClock
+) -> None:
+    # A lock held while the backend is made is a wait, not a configuration error: the backend
+    # is made, and the failure policy covers the decisions until the lock is released.
+    path = tmp_path / "limits.db"
+    bt.SQLiteBackend(path).close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        backend = bt.SQLiteBackend(path, timeout=0.05)
+        rl = three_scopes(backend, clock, failure_policy="fail_closed", backend_retry_interval=0)
+        with pytest.raises(bt.BackendError, match="locked"):
+            rl.try_acquire({"user": "u1", "org": "o1"})
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert rl.try_acquire({"user": "u1", "org": "o1"})
     backend.close()

@@ -115,7 +115,9 @@ _RATE_LIMIT_BACKENDS = _specs(
         ("downtime",),
         ("limiter", "namespace", "backend", "policy"),
         "The backend answered again after an outage of `downtime` seconds (from the first "
-        "failure to the first answer, on the limiter's monotonic clock).",
+        "failure to the first answer, on the limiter's monotonic clock). Only a call that "
+        "writes (a decision, a refund, `check_backend`'s proof of a write) ends an outage; "
+        "a peek alone does not.",
     ),
 )
 

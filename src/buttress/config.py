@@ -205,6 +205,16 @@ class ScopeSettings(_Section):
     slow_call: Positive | None = None
 
 
+def _check_backend_url(value: str) -> str:
+    """A backend URL checked as ``backend_from_url`` will check it (one rule for both)."""
+    from .ratelimit._from_url import url_problem
+
+    problem = url_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 class LimiterSettings(_Section):
     """A named limiter: explicit ``scopes``, or the guide's shorthand.
 
@@ -220,6 +230,12 @@ class LimiterSettings(_Section):
     burst: Positive | None = None
     hierarchical: bool = False
     backend: str | None = None  # default: rate_limiting.backend
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_backend_url(value)
+
     failure_policy: Literal["fail_open", "fail_closed"] | None = None
     latency_budget: Positive = 0.005
 
@@ -282,7 +298,7 @@ class RateLimitingSettings(_Section):
     """Rate limiting: where state lives and the named limiters."""
 
     default_algorithm: Algorithm = "token_bucket"
-    # "memory", "sqlite:///path/to/state.db" (or "sqlite://:memory:"), "redis://host:6379/0"
+    # "memory", "sqlite:///path/to/state.db", "redis://host:6379/0" (see backend_from_url)
     backend: str = "memory"
     failure_policy: Literal["fail_open", "fail_closed"] = "fail_open"
     max_keys: Annotated[int, Field(ge=1)] = 1_000_000
@@ -291,13 +307,7 @@ class RateLimitingSettings(_Section):
     @field_validator("backend")
     @classmethod
     def _backend_url(cls, value: str) -> str:
-        if value != "memory" and not value.startswith(("sqlite://", "redis://", "rediss://")):
-            raise ValueError(
-                f"must be 'memory', 'sqlite:///path' or 'redis://host:port/db', got {value!r}"
-            )
-        if value == "sqlite://":
-            raise ValueError(f"a SQLite URL needs a file path, got {value!r}")
-        return value
+        return _check_backend_url(value)
 
     @field_validator("limiters")
     @classmethod

@@ -10,7 +10,12 @@ slow, SQLite locked past its timeout). The limiter then follows its ``failure_po
 
 While the backend is down, the limiter calls it at most once per ``retry_interval`` seconds
 (the first call after that is the probe); the other decisions follow the policy at once instead
-of each waiting for a timeout. The first answer ends the outage: no restart needed.
+of each waiting for a timeout. The first answer to a call that writes (a decision, a refund)
+ends the outage: no restart needed. A read alone (a peek) ends none: a backend may answer reads
+while it cannot write (a SQLite file that is read-only, or locked by another process: WAL
+readers never wait), and the outage would flap. :meth:`GuardedBackend.check` (what
+``RateLimiter.check_backend`` asks) ends it when the backend proves it can write
+(``check_write``, an optional backend method).
 """
 
 from __future__ import annotations
@@ -167,6 +172,7 @@ class GuardedBackend:
         return True, (None,) * len(keys), now
 
     def _ok(self) -> None:
+        """A call that writes got its answer: that ends an outage (a read alone does not)."""
         if self.health.down:
             self._answered()
 
@@ -184,7 +190,8 @@ class GuardedBackend:
             outcome = self.backend.decide(keys, algorithms, cost, now, commit)
         except BackendError as exc:
             return self._unanswered_outcome(keys, now, exc)
-        self._ok()
+        if commit:  # a peek only read: the backend may still be unable to write
+            self._ok()
         return outcome
 
     async def decide_async(
@@ -201,7 +208,8 @@ class GuardedBackend:
             outcome = await self.backend.decide_async(keys, algorithms, cost, now, commit)
         except BackendError as exc:
             return self._unanswered_outcome(keys, now, exc)
-        self._ok()
+        if commit:  # a peek only read: the backend may still be unable to write
+            self._ok()
         return outcome
 
     def refund(
@@ -229,6 +237,25 @@ class GuardedBackend:
             self._unanswered(exc)
             return
         self._ok()
+
+    def check(self, keys: Sequence[str], algorithms: Sequence[Algorithm], now: float) -> None:
+        """Whether the backend could decide now, for health checks: a peek at ``keys``, then
+        the backend's ``check_write(keys)`` if it has one (proof that a decision could be
+        written, writing nothing). A failure is recorded as a decision's would be, and raises
+        when failing closed; success ends an outage only when the write was proven."""
+        if self._spared():
+            self._unanswered(None)
+            return
+        check_write = getattr(self.backend, "check_write", None)
+        try:
+            self.backend.decide(keys, algorithms, 1, now, False)
+            if check_write is not None:
+                check_write(keys)
+        except BackendError as exc:
+            self._unanswered(exc)
+            return
+        if check_write is not None:
+            self._ok()
 
     def reset(self, keys: Sequence[str]) -> None:
         self.backend.reset(keys)

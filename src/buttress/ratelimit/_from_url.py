@@ -2,31 +2,80 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from ..errors import ConfigError
 from ._backend import Backend
 from ._memory import MemoryBackend
 
+__all__ = ["backend_from_url", "redis_url_problem", "url_problem"]
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+IN_MEMORY = (
+    "':memory:' would give each thread its own empty database, shared with nothing; "
+    "use MemoryBackend (backend 'memory') for one process, or a file"
+)
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a backend URL on its face (``None``: nothing), without making it.
+
+    One rule for every place that takes a URL: :func:`backend_from_url` (so
+    ``RateLimiter(backend="...")``) and the configuration's ``rate_limiting.backend`` and
+    per-limiter ``backend``, which are checked when the file is loaded.
+    """
+    if url == "memory":
+        return None
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://") :]  # sqlite:///var/lib/app.db is /var/lib/app.db
+        if not path:
+            return f"a SQLite URL needs a file path, got {url!r}"
+        if path == ":memory:":
+            return IN_MEMORY
+        return None
+    if url.startswith(REDIS_SCHEMES):
+        return redis_url_problem(url)
+    return (
+        "must be 'memory', 'sqlite:///path' or 'redis://host:port/db' (also 'rediss://' and "
+        f"'unix:///path/to/socket'), got {url!r}"
+    )
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What redis-py would silently ignore: a database number in the path that is no number
+    (``redis://host:6379/zero`` would use database 0)."""
+    if url.startswith("unix://"):
+        return None  # the path is the socket's; a database is given as ?db=N
+    db = urlsplit(url).path.replace("/", "")  # as redis-py reads it
+    if db and not (db.isascii() and db.isdigit()):
+        return f"the database number in the path must be a whole number, got {db!r} in {url!r}"
+    return None
+
 
 def backend_from_url(url: str, *, max_keys: int = 1_000_000) -> Backend:
     """``"memory"``, ``"sqlite:///path/to/file.db"`` (``sqlite://relative.db``) or
-    ``"redis://host:6379/0"`` (also ``rediss://`` and ``unix://``).
+    ``"redis://host:6379/0"`` (also ``rediss://`` and ``unix:///path/to/socket?db=0``).
+
+    A bad URL, or one whose backend cannot be made (a SQLite file that cannot be written), is a
+    :class:`~buttress.ConfigError` on ``backend``.
 
     >>> backend_from_url("memory")  # doctest: +ELLIPSIS
     <buttress.ratelimit._memory.MemoryBackend object at ...>
     """
+    if not isinstance(url, str):
+        raise ConfigError("backend", f"must be a URL string, got {url!r}")
+    problem = url_problem(url)
+    if problem is not None:
+        raise ConfigError("backend", problem)
     if url == "memory":
         return MemoryBackend(max_keys=max_keys)
-    if url.startswith("sqlite://"):
-        from ._sqlite import SQLiteBackend
+    try:
+        if url.startswith("sqlite://"):
+            from ._sqlite import SQLiteBackend
 
-        path = url[len("sqlite://") :]  # sqlite:///var/lib/app.db is /var/lib/app.db
-        if not path:
-            raise ConfigError("backend", f"a SQLite URL needs a file path, got {url!r}")
-        return SQLiteBackend(path)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+            return SQLiteBackend(url[len("sqlite://") :])
         from ._redis import RedisBackend
 
         return RedisBackend(url)
-    raise ConfigError(
-        "backend", f"must be 'memory', 'sqlite:///path' or 'redis://host:port/db', got {url!r}"
-    )
+    except ConfigError as exc:  # the URL's, not the constructor's parameter (path, ...)
+        raise ConfigError("backend", exc.message) from exc

@@ -98,7 +98,8 @@ class RateLimiter:
     True
 
     * ``backend``: where states live (default: a new :class:`MemoryBackend`), or its URL
-      (``"memory"``, ``"sqlite:///path"``, ``"redis://host:port/db"``; see ``backend_from_url``);
+      (``"memory"``, ``"sqlite:///path"``, ``"redis://host:port/db"``; see ``backend_from_url``;
+      a bad URL is a :class:`~buttress.ConfigError` on ``backend``);
     * ``namespace`` and ``name`` prefix every storage key (limiters sharing a backend need
       distinct names);
     * ``clock``: a :class:`~buttress.Clock` (``ManualClock`` in tests);
@@ -1008,19 +1009,23 @@ class RateLimiter:
     # -- health ----------------------------------------------------------------------------------
 
     def check_backend(self) -> str:
-        """Ask the backend for one state (a peek: nothing is charged) and return its status.
+        """Ask the backend whether it could decide now, charging nothing; return its status.
 
-        ``"ok"``, or ``"down"`` when the call failed; a failure is recorded as any decision's
-        would be (health, ``backend_down`` event), under either failure policy. For tools
-        that look at shared state without deciding anything (``buttress health``).
+        A peek at one state, and proof that a decision could be written (SQLite takes and
+        releases its write lock; Redis runs a write that changes nothing). ``"ok"``, or
+        ``"down"`` when either failed; a failure is recorded as any decision's would be
+        (health, ``backend_down`` event), under either failure policy, and a success ends an
+        outage. For tools that look at shared state without deciding anything
+        (``buttress health``).
         """
-        if self._in_memory:
+        store = self._store
+        if not isinstance(store, GuardedBackend):  # memory: cannot fail
             return "ok"
         frame = self._frame
-        probe = f"{self._prefix}__probe__"
+        probe = self._prefix  # "namespace:name:": no scope's key (a scope's name is not empty)
         now = self.clock.time() if self._wall else self._monotonic()
         with contextlib.suppress(BackendError):  # fail_closed raises; the status says it
-            self._decide_backend([probe], frame.algorithms[:1], 1, now, False)
+            store.check([probe], frame.algorithms[:1], now)
         return self._health.status
 
     def snapshot(self) -> RateLimiterSnapshot:

@@ -12,6 +12,9 @@ one limiter lives in one slot, so one script can touch all of a decision's scope
 limiter and scope names cannot hold ``:`` or braces, so the caller's id is always the last part,
 after the tag, and no id can collide with another scope's key or move a key to another slot.
 Every key carries a TTL (when its state is worth no more than no state), so idle keys vanish.
+Keys are sent as their UTF-8 bytes, an id holding a lone surrogate (``"\\ud800"``: valid JSON,
+yet no UTF-8 text) included (``surrogatepass``): bytes no text key has, so no id is lost or
+shared with another.
 
 The sync path uses a ``redis.Redis``; the asyncio path a ``redis.asyncio.Redis`` (one per event
 loop when built from a URL). A failure of Redis (connection, timeout, script error) raises
@@ -24,7 +27,7 @@ import asyncio
 import math
 import struct
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
@@ -96,8 +99,10 @@ class RedisBackend:
       event loop, a ``redis.asyncio.Redis``, each with ``timeout`` on every socket operation
       and one immediate reconnect), or your own ``redis.Redis`` / ``redis.RedisCluster`` (the
       sync path) or ``redis.asyncio.Redis`` / ``redis.asyncio.RedisCluster`` (the asyncio
-      path); give the other kind as ``client=`` or ``async_client=`` to have both. Your own
-      clients need a ``socket_timeout``: a backend call must never hang;
+      path); give the other kind as ``client=`` or ``async_client=`` to have both (each kind
+      once: a URL makes the sync client, so a URL with ``client=`` is refused). Your own
+      clients need a ``socket_timeout`` (a backend call must never hang) and must not decode
+      replies (``decode_responses``);
     * ``prefix``: put in front of every Redis key (no braces), e.g. ``"rl:"``;
     * ``timeout``: seconds each step of a call (connect, read, write) may take before the
       limiter's failure policy applies (a call makes at most two attempts);
@@ -162,16 +167,49 @@ class RedisBackend:
         self._async_client: AsyncClient | None = async_client
         sync_kinds = (redis_sync.Redis, redis_sync.RedisCluster)
         async_kinds = (redis_async.Redis, redis_async.RedisCluster)
+        # The parameter each client came in by, for the errors: a client's own, or the URL's.
+        names = {"client": "client", "async_client": "async_client"}
+        if client is not None and not isinstance(client, sync_kinds):
+            raise ConfigError(
+                "client", f"must be a redis.Redis or redis.RedisCluster, got {_kind(client)}"
+            )
+        if async_client is not None and not isinstance(async_client, async_kinds):
+            raise ConfigError(
+                "async_client",
+                "must be a redis.asyncio.Redis or redis.asyncio.RedisCluster, "
+                f"got {_kind(async_client)}",
+            )
+        if isinstance(url_or_client, (str, *sync_kinds)) and client is not None:
+            first = "a URL (which makes one)" if isinstance(url_or_client, str) else "a client"
+            raise ConfigError(
+                "client",
+                f"a sync client given twice: url_or_client is {first}, and client= another; "
+                "give one",
+            )
+        if isinstance(url_or_client, async_kinds) and async_client is not None:
+            raise ConfigError(
+                "async_client",
+                "an asyncio client given twice: url_or_client is one, and async_client= "
+                "another; give one",
+            )
         if isinstance(url_or_client, str):
+            from ._from_url import redis_url_problem
+
+            problem = redis_url_problem(url_or_client)
+            if problem is not None:
+                raise ConfigError("url_or_client", problem)
             self._url = url_or_client
             try:
                 self._client = redis_sync.Redis.from_url(url_or_client, **self._options(False))
             except ValueError as exc:
                 raise ConfigError("url_or_client", f"not a Redis URL: {exc}") from exc
+            _check_decoding("url_or_client", self._client)
         elif isinstance(url_or_client, async_kinds):
             self._async_client = url_or_client
+            names["async_client"] = "url_or_client"
         elif isinstance(url_or_client, sync_kinds):
             self._client = url_or_client
+            names["client"] = "url_or_client"
         else:
             raise ConfigError(
                 "url_or_client",
@@ -179,9 +217,10 @@ class RedisBackend:
                 f"redis.asyncio.Redis or redis.asyncio.RedisCluster; got {url_or_client!r}",
             )
         self._own_sync = self._url is not None
-        for name, given in (("client", self._client), ("async_client", self._async_client)):
-            if given is not None and not (name == "client" and self._own_sync):
-                _check_timeout(name, given)
+        for role, given in (("client", self._client), ("async_client", self._async_client)):
+            if given is not None and not (role == "client" and self._own_sync):
+                _check_timeout(names[role], given)
+                _check_decoding(names[role], given)
         self._texts = (_script("decide.lua"), _script("refund.lua"))
         self._decide: Any = None
         self._refund: Any = None
@@ -189,7 +228,7 @@ class RedisBackend:
             self._decide = self._client.register_script(self._texts[0])
             self._refund = self._client.register_script(self._texts[1])
         # One asyncio client (and its scripts) per event loop: a client is bound to its loop.
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, ...]]
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient]
         self._aclients = weakref.WeakKeyDictionary()
         self._caller_time = time_source == "caller"
         self._slack = float(CALLER_TIME_SLACK_MS if self._caller_time else 0)
@@ -239,9 +278,11 @@ class RedisBackend:
             self._params[algorithm] = packed
         return packed
 
-    def _keys(self, keys: Sequence[str]) -> list[str]:
+    def _keys(self, keys: Sequence[str]) -> list[bytes]:
+        # Encoded here rather than by redis-py (which would refuse a lone surrogate); the
+        # bytes of every other key are what redis-py would send.
         prefix = self.prefix
-        return [redis_key(prefix, k) for k in keys]
+        return [redis_key(prefix, k).encode("utf-8", "surrogatepass") for k in keys]
 
     def _request(
         self, algorithms: Sequence[Algorithm], cost: float, now: float, commit: bool
@@ -261,27 +302,41 @@ class RedisBackend:
             )
         return self._client
 
-    def _async(self) -> tuple[Any, ...]:
-        """``(client, decide script, refund script)`` for the running event loop."""
-        loop = asyncio.get_running_loop()
-        entry = self._aclients.get(loop)
-        if entry is None:
-            client: Any = self._async_client
-            if client is None:
-                if self._url is None:
-                    raise ConfigError(
-                        "async_client",
-                        "this RedisBackend has only a sync client: pass async_client= as well",
-                    )
-                import redis.asyncio as redis_async
+    async def _new_loop(self) -> _LoopClient:
+        """The running event loop's first asyncio call: its client (and scripts).
 
-                client = redis_async.Redis.from_url(self._url, **self._options(True))
-            entry = (
-                client,
-                client.register_script(self._texts[0]),
-                client.register_script(self._texts[1]),
-            )
-            self._aclients[loop] = entry
+        A client this backend makes (from the URL) is closed when the loop shuts down its
+        async generators (``asyncio.run`` and ``asyncio.Runner`` do, before closing the loop):
+        an async generator, started here, closes it in its ``finally``. Entries of loops closed
+        without that are dropped here, so they never pile up (their sockets then go with the
+        garbage collector); ``await backend.aclose()`` in the loop closes its client at once.
+        """
+        loop = asyncio.get_running_loop()
+        for old in [other for other in self._aclients if other.is_closed()]:
+            self._aclients.pop(old, None)
+        client: Any = self._async_client
+        if client is None:
+            if self._url is None:
+                raise ConfigError(
+                    "async_client",
+                    "this RedisBackend has only a sync client: pass async_client= as well",
+                )
+            import redis.asyncio as redis_async
+
+            client = redis_async.Redis.from_url(self._url, **self._options(True))
+        # A client of the caller's is bound to the loop its connections were made in: used from
+        # another loop, redis-py raises RuntimeError ("Event loop is closed", "attached to a
+        # different loop"). That is this backend failing, not a bug: the policy applies.
+        mine = client is not self._async_client
+        entry = _LoopClient(
+            client,
+            client.register_script(self._texts[0]),
+            client.register_script(self._texts[1]),
+            self._errors if mine else (*self._errors, RuntimeError),
+        )
+        entry.closer = _closed_with_loop(self._aclients, loop, entry, mine)
+        await entry.closer.__anext__()  # runs to its yield at once; the loop now tracks it
+        self._aclients[loop] = entry
         return entry
 
     # -- decisions -----------------------------------------------------------------------------
@@ -310,11 +365,11 @@ class RedisBackend:
         now: float,
         commit: bool = True,
     ) -> Outcome:
-        _, script, _ = self._async()
+        entry = self._aclients.get(asyncio.get_running_loop()) or await self._new_loop()
         args = (self._request(algorithms, cost, now, commit),)
         try:
-            reply = await script(keys=self._keys(keys), args=args)
-        except self._errors as exc:
+            reply = await entry.decide(keys=self._keys(keys), args=args)
+        except entry.errors as exc:
             raise _failure("decide", exc) from exc
         return _outcome(reply)
 
@@ -331,11 +386,11 @@ class RedisBackend:
     async def refund_async(
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
-        _, _, script = self._async()
+        entry = self._aclients.get(asyncio.get_running_loop()) or await self._new_loop()
         args = (self._request(algorithms, cost, now, True),)
         try:
-            await script(keys=self._keys(keys), args=args)
-        except self._errors as exc:
+            await entry.refund(keys=self._keys(keys), args=args)
+        except entry.errors as exc:
             raise _failure("refund", exc) from exc
 
     def reset(self, keys: Sequence[str]) -> None:
@@ -349,10 +404,10 @@ class RedisBackend:
     async def reset_async(self, keys: Sequence[str]) -> None:
         if not keys:
             return
-        client = self._async()[0]
+        entry = self._aclients.get(asyncio.get_running_loop()) or await self._new_loop()
         try:
-            await client.delete(*self._keys(keys))
-        except self._errors as exc:
+            await entry.client.delete(*self._keys(keys))
+        except entry.errors as exc:
             raise _failure("reset", exc) from exc
 
     # -- keys ----------------------------------------------------------------------------------
@@ -363,7 +418,8 @@ class RedisBackend:
         removed = 0
         try:
             batch: list[bytes] = []
-            for key in client.scan_iter(match=_pattern(self.prefix, prefix), count=1000):
+            match = _pattern(self.prefix, prefix).encode("utf-8", "surrogatepass")
+            for key in client.scan_iter(match=match, count=1000):
                 batch.append(key)
                 if len(batch) >= 500:
                     removed += client.unlink(*batch)
@@ -377,11 +433,24 @@ class RedisBackend:
     def key_count(self) -> int:
         """Keys under this backend's prefix; a SCAN of the whole database, O(keys)."""
         client = self._sync()
-        pattern = self.prefix.translate(_GLOB_SPECIAL) + "{*"
+        pattern = (self.prefix.translate(_GLOB_SPECIAL) + "{*").encode("utf-8", "surrogatepass")
         try:
             return sum(1 for _ in client.scan_iter(match=pattern, count=1000))
         except self._errors as exc:
             raise _failure("key_count", exc) from exc
+
+    def check_write(self, keys: Sequence[str] = ()) -> None:
+        """Prove a decision could be written now, changing nothing; for health checks.
+
+        ``SETRANGE key 0 ""`` on each key (or on one key no limiter uses) is a write that
+        leaves a missing key missing and a string as it was, yet is refused where a decision's
+        write would be: by a read-only replica, or by a server out of memory."""
+        client = self._sync()
+        try:
+            for key in self._keys(keys or ("buttress:check:",)):
+                client.setrange(key, 0, "")
+        except self._errors as exc:
+            raise _failure("check", exc) from exc
 
     def maintain(self, now: float) -> int:
         """Nothing to do: every key carries a TTL, and Redis drops expired keys itself."""
@@ -395,14 +464,50 @@ class RedisBackend:
             self._client.close()
 
     async def aclose(self) -> None:
-        """Close the running loop's asyncio client if this backend made it (from a URL)."""
-        entry = self._aclients.pop(asyncio.get_running_loop(), None)
-        if entry is not None and entry[0] is not self._async_client:
-            await entry[0].aclose()
+        """Close the running loop's asyncio client if this backend made it (from a URL).
+
+        (``asyncio.run`` does it by itself when the loop shuts down; see :meth:`_new_loop`.)
+        """
+        entry = self._aclients.get(asyncio.get_running_loop())
+        if entry is not None and entry.closer is not None:
+            await entry.closer.aclose()
 
     def __repr__(self) -> str:
         where = self._url or repr(self._client or self._async_client)
         return f"<RedisBackend {where} prefix={self.prefix!r} time_source={self.time_source}>"
+
+
+class _LoopClient:
+    """One event loop's asyncio client, its scripts, and what closes it with the loop."""
+
+    __slots__ = ("client", "closer", "decide", "errors", "refund")
+
+    def __init__(
+        self, client: Any, decide: Any, refund: Any, errors: tuple[type[BaseException], ...]
+    ) -> None:
+        self.client = client
+        self.decide = decide
+        self.refund = refund
+        self.errors = errors  # what a failure of Redis looks like through this client
+        self.closer: AsyncGenerator[None, None] | None = None
+
+
+async def _closed_with_loop(
+    entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient],
+    loop: asyncio.AbstractEventLoop,
+    entry: _LoopClient,
+    own: bool,
+) -> AsyncGenerator[None, None]:
+    """Waits at its ``yield`` until the loop shuts down its async generators (or
+    ``RedisBackend.aclose``): then forgets the loop's entry and closes the client if the backend
+    made it. A loop tracks every async generator started in it, so this runs in that loop."""
+    try:
+        yield
+    finally:
+        if entries.get(loop) is entry:
+            del entries[loop]
+        if own:
+            await entry.client.aclose()
 
 
 def _check_timeout(name: str, client: Any) -> None:
@@ -422,6 +527,23 @@ def _check_timeout(name: str, client: Any) -> None:
             return
 
 
+def _kind(value: object) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def _check_decoding(name: str, client: Any) -> None:
+    """The scripts answer in packed bytes: a client that decodes replies as text cannot read
+    them (it would fail every call with a UnicodeDecodeError, after the call had counted)."""
+    encoder = getattr(client, "get_encoder", None)
+    if callable(encoder) and getattr(encoder(), "decode_responses", False):
+        raise ConfigError(
+            name,
+            "decode_responses=True is set: the rate-limit scripts answer in packed bytes, "
+            "which a client that decodes replies as text cannot read; give this backend a "
+            "client (or URL) without it",
+        )
+
+
 def _outcome(reply: bytes) -> Outcome:
     """Unpack a decision's reply: ``(allowed, now)``, then per key ``n`` and n doubles."""
     allowed, now = _REPLY.unpack_from(reply)
@@ -439,4 +561,10 @@ def _outcome(reply: bytes) -> Outcome:
 
 
 def _failure(operation: str, exc: BaseException) -> BackendError:
-    return BackendError(f"Redis {operation} failed: {type(exc).__name__}: {exc}")
+    hint = ""
+    if isinstance(exc, RuntimeError):  # only ever caught from a caller's asyncio client
+        hint = (
+            " (an asyncio client is bound to the event loop it connected in: give each loop "
+            "its own, or give RedisBackend a URL, which makes one per loop)"
+        )
+    return BackendError(f"Redis {operation} failed: {type(exc).__name__}: {exc}{hint}")

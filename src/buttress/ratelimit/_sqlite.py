@@ -12,31 +12,40 @@ decisions, which for rate limits only means a little extra room). Waiting for th
 bounded by ``busy_timeout``. One row per key: ``(key, expires, state)``, the state packed as
 doubles. Times are wall-clock seconds (``time_base="wall"``), so state survives a restart.
 
+Keys are TEXT, except an id holding a lone surrogate (``"\\ud800"``: valid JSON, yet no UTF-8
+text), which SQLite cannot store as text: such a key is stored as a BLOB of its bytes
+(``surrogatepass``), which no text key equals, so no id is lost or shared with another. Only a
+call with such a key pays for it (its first attempt fails to bind, before anything is written).
+
 Expired rows (``expires <= now``: worth no more than no row) are purged a few at a time by one
 decision in :data:`PURGE_EVERY` that writes, and all at once by :meth:`SQLiteBackend.maintain`.
 
-Connections: one per thread (and per process: a connection never crosses a fork). The asyncio
-methods run the sync ones in a worker thread (``asyncio.to_thread``), so the event loop never
-blocks on the file or its lock and there is one implementation of each operation.
+Connections: one per thread (and per process: a connection never crosses a fork), closed when
+its thread ends, so threads that come and go (a thread per request, the workers of each
+``asyncio.run``) never pile up open files. The asyncio methods run the sync ones in a worker
+thread (``asyncio.to_thread``), so the event loop never blocks on the file or its lock and there
+is one implementation of each operation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import sqlite3
 import struct
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import BackendError, ConfigError
 from ._algorithms import Algorithm, State, admit_all
 from ._backend import Outcome, TimeBase
+from ._from_url import IN_MEMORY  # SQLite's ":memory:" is a database per connection (thread)
 
 __all__ = ["SQLiteBackend"]
 
@@ -45,6 +54,58 @@ PURGE_BATCH = 64  # ...at most this many expired rows
 MAINTAIN_BATCH = 1000
 
 _T = TypeVar("_T")
+
+# SQLite's primary result codes (an error's ``sqlite_errorcode & 0xFF``).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
+
+
+# Connections a forked child inherited from its parent: never closed in the child (closing one
+# there could release the parent's locks or checkpoint its WAL), never used either.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+class _Connection:
+    """One thread's connection, closed when the thread ends.
+
+    It lives only in the thread's ``threading.local`` (the backend sees it through a weak set),
+    so when the thread ends and its locals go, this goes too and closes the connection. A
+    ``sqlite3.Connection`` alone would not do: it sits in a reference cycle with its statement
+    cache and would stay open until the garbage collector ran.
+    """
+
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn: sqlite3.Connection | None = conn
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        if self.pid == os.getpid():
+            conn.close()
+        else:
+            _INHERITED.append(conn)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # e.g. at interpreter exit, modules half gone
+            self.close()
+
+
+def _stored(key: str) -> str | bytes:
+    """A key as stored: itself, or, when it is no UTF-8 text (a lone surrogate), its bytes."""
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogatepass")
+    return key
+
+
+def _bumped(prefix: bytes) -> bytes:
+    """The first byte string after every one starting with ``prefix`` (not empty). UTF-8,
+    surrogates included, never holds the byte 0xFF, so the last byte can always go up."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 def _pack(state: State) -> bytes:
@@ -69,6 +130,7 @@ class _Statements:
     clear_all: str
     clear_range: str
     clear_glob: str
+    no_write: str
 
     @classmethod
     def for_table(cls, name: str) -> _Statements:
@@ -90,6 +152,9 @@ class _Statements:
             clear_all=f"DELETE FROM {t}",
             clear_range=f"DELETE FROM {t} WHERE key >= ? AND key < ?",
             clear_glob=f"DELETE FROM {t} WHERE substr(key, 1, ?) = ?",
+            # A write that changes nothing, yet fails where writing does (a read-only file):
+            # ``BEGIN IMMEDIATE`` alone succeeds there.
+            no_write=f"DELETE FROM {t} WHERE 0",
         )
 
     def get_many(self, n: int) -> str:
@@ -103,7 +168,9 @@ class SQLiteBackend:
     ... # doctest: +SKIP
 
     * ``path``: the database file (created if missing, with its table); use one file per host
-      (SQLite's locking is not safe on network file systems);
+      (SQLite's locking is not safe on network file systems). A file this process cannot
+      write is refused here, as is ``":memory:"`` (a database per connection, so per thread:
+      nothing would be shared);
     * ``timeout``: seconds a call may wait for another process's transaction (``busy_timeout``)
       before the limiter's failure policy applies;
     * ``table``: the table's name, if the file holds other things: a Python-style identifier
@@ -121,6 +188,8 @@ class SQLiteBackend:
     ) -> None:
         if not isinstance(path, str | os.PathLike) or not str(path):
             raise ConfigError("path", f"must be a file path, got {path!r}")
+        if str(path) == ":memory:":
+            raise ConfigError("path", IN_MEMORY)
         number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
         if not number or not 0 < timeout < math.inf:
             raise ConfigError("timeout", f"must be a finite number of seconds > 0, got {timeout!r}")
@@ -134,13 +203,23 @@ class SQLiteBackend:
         self.timeout = float(timeout)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()  # the live threads'
         self._until_purge = PURGE_EVERY
         self._sql = _Statements.for_table(table)
-        try:
-            self._run(lambda conn: None)  # open the file now: a bad path fails here, clearly
+        try:  # open the file and prove it takes writes now: a bad path fails here, clearly
+            self.check_write()
         except BackendError as exc:
-            raise ConfigError("path", f"cannot use {self.path!r} as a database: {exc}") from exc
+            code = getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF  # the primary code
+            if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                pass  # another process holds the lock right now: a wait, not a bad path
+            elif code == _SQLITE_READONLY:
+                raise ConfigError(
+                    "path",
+                    f"{self.path!r} is read-only here ({exc.__cause__}): the file and its "
+                    "directory must be writable (SQLite writes -wal and -shm files beside it)",
+                ) from exc
+            else:
+                raise ConfigError("path", f"cannot use {self.path!r} as a database: {exc}") from exc
 
     @property
     def time_base(self) -> TimeBase:
@@ -167,19 +246,31 @@ class SQLiteBackend:
         except BaseException:
             conn.close()
             raise
-        local.conn, local.pid = conn, os.getpid()
+        holder = _Connection(conn)
+        # ``conn`` for the fast path above; ``holder`` closes it when this thread's locals go.
+        local.conn, local.pid, local.holder = conn, holder.pid, holder
         with self._lock:
-            self._connections.append(conn)
+            self._connections.add(holder)
         return conn
 
-    def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _run(self, work: Callable[..., _T], *args: Any) -> _T:
         """Run ``work`` on this thread's connection; SQLite's errors become BackendError."""
         try:
-            return work(self._connect())
+            return work(self._connect(), *args)
         except sqlite3.Error as exc:
             raise BackendError(f"SQLite {self.path}: {type(exc).__name__}: {exc}") from exc
 
-    @contextmanager
+    def _run_keys(self, work: Callable[..., _T], keys: Sequence[str]) -> _T:
+        """``work(conn, keys)``; again with the keys as stored if one is no UTF-8 text.
+
+        (Binding such a key fails before anything is written: a transaction rolls back.)
+        """
+        try:
+            return self._run(work, keys)
+        except UnicodeEncodeError:
+            return self._run(work, [_stored(k) for k in keys])
+
+    @contextlib.contextmanager
     def _writing(self, conn: sqlite3.Connection) -> Iterator[None]:
         """One write transaction: the lock is taken first, so what is read stays true."""
         conn.execute("BEGIN IMMEDIATE")
@@ -191,7 +282,7 @@ class SQLiteBackend:
             raise
         conn.execute("COMMIT")
 
-    def _read(self, conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, State]:
+    def _read(self, conn: sqlite3.Connection, keys: Sequence[Any]) -> dict[Any, State]:
         if len(keys) == 1:
             rows = conn.execute(self._sql.get1, (keys[0],)).fetchall()
         else:
@@ -208,7 +299,7 @@ class SQLiteBackend:
         now: float,
         commit: bool = True,
     ) -> Outcome:
-        def work(conn: sqlite3.Connection) -> Outcome:
+        def work(conn: sqlite3.Connection, keys: Sequence[str]) -> Outcome:
             if not commit:  # a peek: one consistent read (WAL), no lock
                 olds, news = admit_all(algorithms, keys, self._read(conn, keys).get, now, cost)
                 return news is not None, olds, now
@@ -223,7 +314,7 @@ class SQLiteBackend:
                 self._maybe_purge(conn, now)
             return True, olds, now
 
-        return self._run(work)
+        return self._run_keys(work, keys)
 
     async def decide_async(
         self,
@@ -246,7 +337,7 @@ class SQLiteBackend:
     def refund(
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection, keys: Sequence[str]) -> None:
             with self._writing(conn):
                 states = self._read(conn, keys)
                 for key, algorithm in zip(keys, algorithms, strict=True):
@@ -256,7 +347,7 @@ class SQLiteBackend:
                     else:
                         conn.execute(self._sql.put, (key, new[0], _pack(new)))
 
-        self._run(work)
+        self._run_keys(work, keys)
 
     async def refund_async(
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
@@ -264,11 +355,11 @@ class SQLiteBackend:
         await asyncio.to_thread(self.refund, keys, algorithms, cost, now)
 
     def reset(self, keys: Sequence[str]) -> None:
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection, keys: Sequence[str]) -> None:
             with self._writing(conn):
                 conn.executemany(self._sql.delete, [(k,) for k in keys])
 
-        self._run(work)
+        self._run_keys(work, keys)
 
     async def reset_async(self, keys: Sequence[str]) -> None:
         await asyncio.to_thread(self.reset, keys)
@@ -277,7 +368,7 @@ class SQLiteBackend:
 
     def get(self, key: str) -> State | None:
         """The stored state of one key (``None`` when absent), for tests and debugging."""
-        return self._run(lambda conn: self._read(conn, (key,)).get(key))
+        return self._run_keys(lambda conn, keys: self._read(conn, keys).get(keys[0]), [key])
 
     def clear(self, prefix: str = "") -> int:
         """Forget every key starting with ``prefix`` (all of them by default)."""
@@ -286,16 +377,36 @@ class SQLiteBackend:
             with self._writing(conn):
                 if not prefix:
                     return conn.execute(self._sql.clear_all).rowcount
-                last = prefix[-1]
-                if ord(last) < 0x10FFFF:  # keys in [prefix, prefix with its last char bumped)
-                    bound = prefix[:-1] + chr(ord(last) + 1)
-                    return conn.execute(self._sql.clear_range, (prefix, bound)).rowcount
-                return conn.execute(self._sql.clear_glob, (len(prefix), prefix)).rowcount
+                # Keys stored as BLOBs (see _stored) starting with the prefix's bytes: a BLOB
+                # range, which holds no text (SQLite orders every TEXT before every BLOB).
+                raw = prefix.encode("utf-8", "surrogatepass")
+                removed = conn.execute(self._sql.clear_range, (raw, _bumped(raw))).rowcount
+                if isinstance(_stored(prefix), bytes):
+                    return removed  # no text key starts with what is no text
+                last = ord(prefix[-1])
+                if last < 0x10FFFF:  # keys in [prefix, prefix with its last char bumped)
+                    nxt = 0xE000 if 0xD800 <= last + 1 <= 0xDFFF else last + 1  # text, no surrogate
+                    bound = prefix[:-1] + chr(nxt)
+                    return removed + conn.execute(self._sql.clear_range, (prefix, bound)).rowcount
+                return removed + conn.execute(self._sql.clear_glob, (len(prefix), prefix)).rowcount
 
         return self._run(work)
 
     def key_count(self) -> int:
         return self._run(lambda conn: int(conn.execute(self._sql.count).fetchone()[0]))
+
+    def check_write(self, keys: Sequence[str] = ()) -> None:
+        """Prove a decision could be written now (the write lock taken, a write that changes
+        nothing, rolled back); :class:`~buttress.BackendError` if not. For health checks."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(self._sql.no_write)
+            finally:
+                conn.execute("ROLLBACK")
+
+        self._run(work)
 
     def maintain(self, now: float) -> int:
         """Delete every expired row, in short transactions so deciders never wait long."""
@@ -316,9 +427,9 @@ class SQLiteBackend:
     def close(self) -> None:
         """Close every connection this backend opened (call when no thread is using it)."""
         with self._lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
+            holders, self._connections = list(self._connections), weakref.WeakSet()
+        for holder in holders:
+            holder.close()
         self._local = threading.local()
 
     def __repr__(self) -> str:
