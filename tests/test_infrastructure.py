@@ -993,6 +993,27 @@ def test_a_pool_that_cannot_connect_trips_the_breaker_a_busy_one_does_not(
         )
 
 
+def test_a_pool_that_never_queues_and_cannot_connect_trips_the_breaker_too(
+    clock: bt.ManualClock,
+) -> None:
+    pools = {"db": {**DOWN["connection_pools"]["db"], "max_waiting": 0}}
+    cfg = {**DOWN, "connection_pools": pools}
+    with make(clock, cfg, pools={"db": _refused}) as infra:
+        infra.run_maintenance()  # the min_size connect fails
+        for _ in range(2):  # refused at once (max_waiting=0), while connecting keeps failing
+            with pytest.raises(bt.PoolTimeoutError, match="connecting keeps failing") as info:
+                infra.call("db", lambda conn: conn, rate_key="u1")
+            assert isinstance(info.value.connect_error, ConnectionRefusedError)
+        assert infra.breakers["db"].state is bt.BreakerState.OPEN
+    with make(clock, cfg, pools={"db": lambda: "conn"}) as infra:
+        infra.run_maintenance()  # connected
+        with infra.protect("db", rate_key="u1"):
+            with pytest.raises(bt.PoolTimeoutError) as info:  # busy: neutral
+                infra.call("db", lambda conn: conn, rate_key="u2")
+            assert info.value.connect_error is None
+        assert infra.breakers["db"].snapshot().failure_count == 0
+
+
 def test_a_connect_error_the_breaker_does_not_record_stays_neutral(
     clock: bt.ManualClock,
 ) -> None:

@@ -444,12 +444,17 @@ class PoolState:
             # Refused, but still demand: grow when there is room, or the pool never would
             # with max_waiting=0 (nobody ever waits, so _plan sees no waiter).
             self._plan(now, demand=True)
+            # Refused while connecting keeps failing: say so, as a timeout would (a database
+            # that is down then trips the service's breaker on this path too).
+            failing = self.last_connect_error
+            reason = f"; connecting keeps failing: {failing!r}" if failing is not None else ""
             raise PoolTimeoutError(
                 self.name,
                 waited=0.0,
                 message=f"pool {self.name!r}: {self.n_waiting} checkouts already wait "
-                f"(max_waiting={limit})",
-            )
+                f"(max_waiting={limit}){reason}",
+                connect_error=failing,
+            ) from failing
         waiter.since = now
         self.waiters.append(waiter)
         self.n_waiting += 1
