@@ -193,6 +193,16 @@ def test_error_paths_keep_component_names_with_dashes_and_dots(
             "rate_limiting.backend",
             "database number .* whole number",
         ),
+        (
+            {"rate_limiting": {"backend": "redis://127.0.0.1:6379?db=zero"}},
+            "rate_limiting.backend",
+            "database number .* whole number",
+        ),
+        (
+            {"rate_limiting": {"backend": "redis://127.0.0.1:6379/0?decode_responses=True"}},
+            "rate_limiting.backend",
+            "decode_responses",
+        ),
         (  # a limiter's own backend is checked by the same rule, when the file is loaded
             {"rate_limiting": {"limiters": {"api": {"limit": 5, "backend": "mongo://x"}}}},
             "rate_limiting.limiters.api.backend",
@@ -312,3 +322,35 @@ def test_a_pool_with_a_check_defaults_to_mixed_health_checks(tmp_path: Path) -> 
         "health_check_strategy"
         not in bt.load_config(cfg, env={}).to_toml_dict()["connection_pools"]["checked"]
     )  # unset, not "passive": config check shows what was written
+
+
+@pytest.mark.parametrize(
+    ("data", "variable", "value", "path"),
+    [
+        (
+            {"connection_pools": {"db": {"max_size": 2}}},
+            "BUTTRESS_CONNECTION_POOLS__DB__MIN_SIZE",
+            "5",
+            "connection_pools.db",
+        ),
+        (
+            {"circuit_breakers": {"p": {"degradation_threshold": 3}}},
+            "BUTTRESS_CIRCUIT_BREAKERS__P__FAILURE_THRESHOLD",
+            "2",
+            "circuit_breakers.p.degradation_threshold",
+        ),
+        (
+            {"rate_limiting": {"limiters": {"api": {"limit": 10, "burst": 3}}}},
+            "BUTTRESS_RATE_LIMITING__LIMITERS__API__ALGORITHM",
+            "fixed_window",
+            "rate_limiting.limiters.api.burst",
+        ),
+    ],
+)
+def test_a_rule_between_two_settings_names_the_variable_that_took_part(
+    data: dict[str, Any], variable: str, value: str, path: str
+) -> None:
+    with pytest.raises(bt.ConfigError) as info:
+        bt.load_config(data, env={variable: value})
+    assert info.value.path == path
+    assert f"(with {variable} set)" in info.value.message

@@ -7,6 +7,7 @@ every case; the real outages (a killed and a paused redis-server) are in
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -298,6 +299,26 @@ def test_a_peek_that_answers_does_not_end_an_outage(clock: bt.ManualClock, event
     assert rl.try_acquire("u1")
     assert rl.snapshot().backend_status == "ok"
     assert len(event_log.named(*EV_RECOVERED)) == 1
+
+
+@pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
+def test_a_peek_leaves_the_retry_to_the_next_decision(clock: bt.ManualClock, policy: str) -> None:
+    # A peek before each decision (to build headers, say) must not use up the one retry per
+    # interval: else the decision is spared every time and the outage never ends.
+    backend = Switchable()
+    rl = limiter(clock, backend, policy, backend_retry_interval=1.0)
+    backend.down = True
+    with contextlib.suppress(bt.BackendError):
+        rl.try_acquire("u1")
+    backend.down = False  # back, though nobody has noticed yet
+    clock.advance(1.5)  # a retry is due
+    rl.peek("u1")
+    calls = backend.calls
+    assert rl.try_acquire("u1").allowed
+    assert backend.calls == calls + 1  # the decision reached the backend...
+    assert rl.snapshot().backend_status == "ok"  # ...and ended the outage
+    rl.try_acquire("u1")
+    assert not rl.try_acquire("u1").allowed  # counted again: the user scope's 2 are used
 
 
 async def test_an_async_peek_does_not_end_an_outage(clock: bt.ManualClock) -> None:

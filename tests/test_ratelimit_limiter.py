@@ -566,6 +566,7 @@ def test_a_backend_may_be_given_as_its_url(tmp_path: Path) -> None:
         ("redis://localhost:notaport/0", "not a Redis URL"),
         ("redis://localhost:6379/zero", "whole number"),  # redis-py would use database 0
         ("redis://localhost:6379/0?decode_responses=True", "decode_responses"),
+        ("redis://localhost:6379?db=zero", "whole number"),
     ):
         with pytest.raises(bt.ConfigError, match=message) as info:
             bt.RateLimiter(bt.Scope("user", 1, 1.0), backend=url)

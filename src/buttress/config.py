@@ -492,11 +492,24 @@ def load_config(
         return Config.model_validate(data)
     except ValidationError as exc:
         error = _config_error(exc, data)
-    for path, _, variable in overrides:  # a bad value from the environment: say which variable
-        dotted = ".".join(path)
-        if error.path == dotted or error.path.startswith(dotted + "."):
-            raise ConfigError(error.path, f"{error.message} (set by {variable})") from None
+    # A value from the environment: say which variable set it, or (for a rule between two
+    # settings, reported on the section or on the other one) which variables took part.
+    exact = [v for p, _, v in overrides if _covers(".".join(p), error.path)]
+    if exact:
+        raise ConfigError(error.path, f"{error.message} (set by {exact[0]})") from None
+    section = error.path.rpartition(".")[0]
+    near = [
+        v
+        for p, _, v in overrides
+        if ".".join(p).startswith(error.path + ".") or ".".join(p[:-1]) == section
+    ]
+    if near:
+        raise ConfigError(error.path, f"{error.message} (with {', '.join(near)} set)") from None
     raise error from None
+
+
+def _covers(variable_path: str, error_path: str) -> bool:
+    return error_path == variable_path or error_path.startswith(variable_path + ".")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -67,10 +67,15 @@ class BackendHealth:
         self.errors = 0
         self.last_error = ""
 
-    def skip(self, now: float) -> bool:
-        """Whether to spare the backend this call (it is down and no retry is due yet)."""
+    def skip(self, now: float, probe: bool = True) -> bool:
+        """Whether to spare the backend this call (it is down and no retry is due yet).
+
+        A call that can end the outage (``probe``) takes the retry: the others keep skipping
+        for ``retry_interval``. A read-only call may look when a retry is due but leaves it
+        to the next write, since its success proves nothing about writing.
+        """
         if not self.down or now >= self.retry_at:
-            if self.down:  # this call is the probe; the others keep skipping meanwhile
+            if self.down and probe:
                 self.retry_at = now + self.retry_interval
             return False
         return True
@@ -136,9 +141,9 @@ class GuardedBackend:
 
     # -- the policy ----------------------------------------------------------------------------
 
-    def _spared(self) -> bool:
+    def _spared(self, probe: bool = True) -> bool:
         health = self.health
-        return health.down and health.skip(self._monotonic())
+        return health.down and health.skip(self._monotonic(), probe)
 
     def _unanswered(self, error: BackendError | None) -> None:
         """The backend failed (``error``) or is spared during an outage: raise if fail_closed."""
@@ -184,7 +189,7 @@ class GuardedBackend:
         now: float,
         commit: bool = True,
     ) -> Outcome:
-        if self._spared():
+        if self._spared(commit):
             return self._unanswered_outcome(keys, now)
         try:
             outcome = self.backend.decide(keys, algorithms, cost, now, commit)
@@ -202,7 +207,7 @@ class GuardedBackend:
         now: float,
         commit: bool = True,
     ) -> Outcome:
-        if self._spared():
+        if self._spared(commit):
             return self._unanswered_outcome(keys, now)
         try:
             outcome = await self.backend.decide_async(keys, algorithms, cost, now, commit)
@@ -243,10 +248,10 @@ class GuardedBackend:
         the backend's ``check_write(keys)`` if it has one (proof that a decision could be
         written, writing nothing). A failure is recorded as a decision's would be, and raises
         when failing closed; success ends an outage only when the write was proven."""
-        if self._spared():
+        check_write = getattr(self.backend, "check_write", None)
+        if self._spared(check_write is not None):
             self._unanswered(None)
             return
-        check_write = getattr(self.backend, "check_write", None)
         try:
             self.backend.decide(keys, algorithms, 1, now, False)
             if check_write is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import ConfigError
 from ._backend import Backend
@@ -42,13 +42,23 @@ def url_problem(url: str) -> str | None:
 
 
 def redis_url_problem(url: str) -> str | None:
-    """What redis-py would silently ignore: a database number in the path that is no number
-    (``redis://host:6379/zero`` would use database 0)."""
-    if url.startswith("unix://"):
-        return None  # the path is the socket's; a database is given as ?db=N
-    db = urlsplit(url).path.replace("/", "")  # as redis-py reads it
-    if db and not (db.isascii() and db.isdigit()):
-        return f"the database number in the path must be a whole number, got {db!r} in {url!r}"
+    """What redis-py would refuse only when connecting, or silently get wrong: a database
+    number that is no number (``redis://host:6379/zero`` would use database 0; ``?db=zero``
+    fails), or ``decode_responses`` (the scripts answer in packed bytes)."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    numbers = list(query.get("db", ()))
+    if not url.startswith("unix://"):  # a unix URL's path is the socket's
+        numbers.append(unquote(parts.path).replace("/", ""))  # as redis-py reads it
+    for db in numbers:
+        if db and not (db.isascii() and db.isdigit()):
+            return f"the database number must be a whole number, got {db!r} in {url!r}"
+    decode = query.get("decode_responses")
+    if decode and decode[-1].upper() not in ("", "0", "F", "FALSE", "N", "NO"):
+        return (
+            "decode_responses is set: the rate-limit scripts answer in packed bytes, which "
+            f"must not be decoded; drop it from {url!r}"
+        )
     return None
 
 
