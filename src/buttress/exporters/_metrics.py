@@ -333,7 +333,9 @@ METRICS: tuple[MetricDef, ...] = (
         "pool_evictions",
         "buttress.pool.evictions",
         "{connection}",
-        "Connections retired, by reason (expired, idle, broken, closed...).",
+        "Connections retired, by reason: max_lifetime, idle_timeout, overflow_ttl, generation, "
+        "memory_pressure, error, invalidated, reset_failed, check_failed, dead_borrower, dropped "
+        "(a pool's own close is not counted).",
     ),
     _def(
         "pool.leaks",
@@ -342,7 +344,8 @@ METRICS: tuple[MetricDef, ...] = (
         "pool_leaks",
         "buttress.pool.leaks",
         "{connection}",
-        "Connections reclaimed from borrowers that died or held them past leak_timeout.",
+        "Leaks: members held past leak_timeout (reported, still lent), or reclaimed from "
+        "borrowers that ended or dropped their lease.",
     ),
     # -- memory -------------------------------------------------------------------------------
     _def(
