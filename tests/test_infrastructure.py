@@ -1195,3 +1195,59 @@ def test_call_async_given_a_plain_function_says_to_use_call(clock: bt.ManualCloc
 
     asyncio.run(main())
     assert ran == [(1,), "conn"]
+
+
+async def test_a_call_cancelled_while_its_pool_resets_the_member_still_reports_to_the_breaker(
+    clock: bt.ManualClock,
+) -> None:
+    hold = {"on": False}
+    in_reset, release = asyncio.Event(), asyncio.Event()
+
+    async def reset(conn: object) -> None:  # psycopg's rollback(), say
+        if hold["on"]:
+            in_reset.set()
+            await release.wait()
+
+    async def fail(conn: object) -> None:
+        raise ConnectionError("down")
+
+    async def op(conn: object) -> str:
+        return "ok"
+
+    cfg = {
+        "circuit_breakers": {
+            "svc": {
+                "failure_threshold": 2,
+                "degradation_threshold": None,
+                "failure_rate_threshold": None,
+                "degradation_rate_threshold": None,
+                "half_open_max_calls": 1,
+            }
+        },
+        "connection_pools": {"svc": {"async": True, "min_size": 1, "max_size": 1}},
+        "memory_manager": {"enabled": False},
+    }
+    spec = bt.ResourceSpec(create=object, reset=reset)
+    infra = make(clock, cfg, pools={"svc": spec})
+    await infra.astart()
+    try:
+        assert infra.async_scheduler is not None
+        await infra.async_scheduler.run_due()  # connects the member
+        breaker = infra.breakers["svc"]
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                await infra.call_async("svc", fail)
+        clock.advance(30.0)  # reset_timeout: the next call is the one half-open probe
+        hold["on"] = True
+        probe = asyncio.create_task(infra.call_async("svc", op))
+        await in_reset.wait()  # op returned; the pool is resetting the member
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        snap = breaker.snapshot()
+        assert snap.probes_in_flight == 0  # the permit is free: the call was reported
+        assert breaker.state is bt.BreakerState.CLOSED  # as the success it was
+        assert infra.async_pools["svc"].stats().in_use == 0
+    finally:
+        release.set()
+        await infra.aclose()

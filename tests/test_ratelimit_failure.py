@@ -7,6 +7,7 @@ every case; the real outages (a killed and a paused redis-server) are in
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any
@@ -380,3 +381,36 @@ def test_memory_limiters_report_a_healthy_backend(clock: bt.ManualClock) -> None
     snap = bt.RateLimiter(bt.Scope("user", 1, 1.0), clock=clock).snapshot()
     assert (snap.backend_status, snap.failure_policy, snap.backend_errors) == ("ok", "fail_open", 0)
     assert snap.keys == 0
+
+
+class Slow(Switchable):
+    """Decides only when the test lets it: a worker thread or a script already on its way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def decide_async(self, *args: Any) -> Outcome:
+        self.started.set()
+        await self.go.wait()
+        return self.decide(*args)
+
+
+async def test_a_decision_cancelled_in_flight_gives_back_what_it_charged(
+    clock: bt.ManualClock,
+) -> None:
+    backend = Slow()
+    rl = limiter(clock, backend, "fail_closed")
+    untouched = rl.peek("u1").remaining
+    task = asyncio.create_task(rl.try_acquire_async("u1"))
+    await backend.started.wait()
+    task.cancel()  # the caller stops waiting; the backend goes on and charges
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    backend.go.set()
+    for _ in range(10):
+        await asyncio.sleep(0)  # loop turns: the decision ends, then the refund runs
+    assert not rl._giving_back
+    assert rl.peek("u1").remaining == untouched  # nothing kept: the cancelled call never ran
+    assert (await rl.try_acquire_async("u1")).remaining == 1

@@ -861,14 +861,16 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any, Any]:
 
     def leave(token: _Token, exc: BaseException | None) -> None:
         ticket, lease, t0, _ = token
-        if lease is not None:
-            lease.__exit__(type(exc) if exc is not None else None, exc, None)
-        t = now()
-        if end is not None:
-            end(ticket, exc)
-        if adaptive_record is not None:
-            adaptive_record(ok=exc is None, latency=t - t0)
-        record(t - t0, exc, now=t)
+        try:
+            if lease is not None:
+                lease.__exit__(type(exc) if exc is not None else None, exc, None)
+        finally:  # interrupted while the pool resets the member: the call still happened
+            t = now()
+            if end is not None:
+                end(ticket, exc)
+            if adaptive_record is not None:
+                adaptive_record(ok=exc is None, latency=t - t0)
+            record(t - t0, exc, now=t)
 
     def abandon(token: _Token, key: Any, cost: float) -> None:
         ticket, lease, _, limited = token
@@ -1033,16 +1035,18 @@ class Protection:
     ) -> Literal[False]:
         route = self._route
         lease, self._alease = self._alease, None
-        if lease is not None:
-            await lease.__aexit__(exc_type, exc, tb)
-        t = self._infra._now()
-        duration = t - self._t0
-        ticket, self._ticket = self._ticket, None
-        if ticket is not None and route.breaker is not None:
-            route.breaker.end(ticket, exc)
-        if route.adaptive and route.limiter is not None:
-            route.limiter.record(ok=exc is None, latency=duration)
-        route.metrics.record(duration, exc, now=t)
+        try:
+            if lease is not None:
+                await lease.__aexit__(exc_type, exc, tb)
+        finally:  # cancelled while the pool resets the member: the call still happened
+            t = self._infra._now()
+            duration = t - self._t0
+            ticket, self._ticket = self._ticket, None
+            if ticket is not None and route.breaker is not None:
+                route.breaker.end(ticket, exc)
+            if route.adaptive and route.limiter is not None:
+                route.limiter.record(ok=exc is None, latency=duration)
+            route.metrics.record(duration, exc, now=t)
         return False
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import math
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -51,6 +52,7 @@ EV_LIMIT = ("buttress", "rate_limiter", "limit_changed")
 _enabled = events.enabled
 _attached = events.attached  # empty when no handler listens: one cheap test first
 
+_log = logging.getLogger("buttress.rate_limiter")
 _NO_IDS: dict[str, Any] = {}
 _new = object.__new__
 
@@ -217,6 +219,7 @@ class RateLimiter:
         )
         self._lock = threading.Lock()  # adaptive state and wait queues; never held over I/O
         self._waiting = WaitQueues()
+        self._giving_back: set[asyncio.Future[Any]] = set()  # refunds after cancellations
         self._queues = self._waiting.queues
         self._stats = stats = Counters(
             len(scopes), window=float(stats_window), budget=self.latency_budget
@@ -524,10 +527,34 @@ class RateLimiter:
         frame = self._frame
         started = self._monotonic()
         now = self.clock.time() if self._wall else started
-        allowed, states, now = await self._store.decide_async(
-            keys, frame.algorithms, cost, now, True
+        deciding = asyncio.ensure_future(
+            self._store.decide_async(keys, frame.algorithms, cost, now, True)
         )
+        try:
+            allowed, states, now = await asyncio.shield(deciding)
+        except asyncio.CancelledError:
+            # The decision goes on without us (in a worker thread, or a script already sent)
+            # and may charge: give back what it charged once it is made.
+            deciding.add_done_callback(functools.partial(self._give_back, keys, cost))
+            raise
         return self._conclude(allowed, frame, keys, states, now, cost, started)
+
+    def _give_back(self, keys: Sequence[str], cost: float, deciding: asyncio.Future[Any]) -> None:
+        if deciding.cancelled() or deciding.exception() is not None or not deciding.result()[0]:
+            return
+        refund = self._store.refund_async(keys, self._frame.algorithms, cost, self._now())
+        task = asyncio.ensure_future(refund)
+        self._giving_back.add(task)  # referenced until done
+        task.add_done_callback(self._gave_back)
+
+    def _gave_back(self, task: asyncio.Future[Any]) -> None:
+        self._giving_back.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.warning(
+                "rate limiter %r: refund after a cancellation failed: %r",
+                self.name,
+                task.exception(),
+            )
 
     def _conclude(
         self,
@@ -674,7 +701,11 @@ class RateLimiter:
         """:meth:`refund` for asyncio callers."""
         keys = self._keys(key)
         _check_cost(cost)
-        await self._store.refund_async(keys, self._frame.algorithms, cost, self._now())
+        # Shielded: a refund the caller stops waiting for is still made (it is often made on
+        # the way out of a cancellation).
+        await asyncio.shield(
+            self._store.refund_async(keys, self._frame.algorithms, cost, self._now())
+        )
 
     def reset(self, key: Key = None, *, scope: str | None = None) -> None:
         """Restore the full allowance of the scopes ``key`` identifies (shared ones untouched).
