@@ -125,6 +125,35 @@ async def test_the_async_path_never_blocks_the_event_loop(tmp_path: Path) -> Non
     backend.close()
 
 
+async def test_a_decision_cancelled_while_its_thread_decides_is_given_back(
+    tmp_path: Path, clock: bt.ManualClock
+) -> None:
+    refunded = threading.Event()
+
+    class Telling(bt.SQLiteBackend):
+        def refund(self, *args: Any) -> None:
+            super().refund(*args)
+            refunded.set()
+
+    path = tmp_path / "limits.db"
+    backend = Telling(path, timeout=5.0)
+    limiter = three_scopes(backend, clock)
+    untouched = limiter.peek({"user": "u1", "org": "o1"}).remaining
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # the decision's thread waits for the write lock
+    task = asyncio.create_task(limiter.try_acquire_async({"user": "u1", "org": "o1"}))
+    for _ in range(5):
+        await asyncio.sleep(0)  # real-time: loop turns, for the thread to start waiting
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task  # at once: the caller does not wait for the thread
+    blocker.execute("ROLLBACK")  # the thread decides (and charges) now...
+    blocker.close()
+    assert await asyncio.to_thread(refunded.wait, 10.0)  # ...and the charge is given back
+    assert limiter.peek({"user": "u1", "org": "o1"}).remaining == untouched
+    backend.close()
+
+
 def test_expired_rows_are_purged_by_maintain(tmp_path: Path) -> None:
     backend = bt.SQLiteBackend(tmp_path / "limits.db")
     window = FixedWindow(10, 1.0)

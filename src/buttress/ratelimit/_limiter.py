@@ -527,21 +527,21 @@ class RateLimiter:
         frame = self._frame
         started = self._monotonic()
         now = self.clock.time() if self._wall else started
-        deciding = asyncio.ensure_future(
-            self._store.decide_async(keys, frame.algorithms, cost, now, True)
+        task = asyncio.current_task()
+        asked = task.cancelling() if task is not None else 0
+        allowed, states, now = await self._store.decide_async(
+            keys, frame.algorithms, cost, now, True
         )
-        try:
-            allowed, states, now = await asyncio.shield(deciding)
-        except asyncio.CancelledError:
-            # The decision goes on without us (in a worker thread, or a script already sent)
-            # and may charge: give back what it charged once it is made.
-            deciding.add_done_callback(functools.partial(self._give_back, keys, cost))
-            raise
+        if task is not None and task.cancelling() > asked:
+            # Cancelled while deciding, and the client answered anyway (redis-py can lose a
+            # cancellation that arrives with the reply): honour it, and give back the charge.
+            if allowed:
+                self._give_back(keys, cost)
+            raise asyncio.CancelledError
         return self._conclude(allowed, frame, keys, states, now, cost, started)
 
-    def _give_back(self, keys: Sequence[str], cost: float, deciding: asyncio.Future[Any]) -> None:
-        if deciding.cancelled() or deciding.exception() is not None or not deciding.result()[0]:
-            return
+    def _give_back(self, keys: Sequence[str], cost: float) -> None:
+        """Refund a decision its caller was cancelled out of, without making anyone wait."""
         refund = self._store.refund_async(keys, self._frame.algorithms, cost, self._now())
         task = asyncio.ensure_future(refund)
         self._giving_back.add(task)  # referenced until done

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import sqlite3
@@ -324,7 +325,31 @@ class SQLiteBackend:
         now: float,
         commit: bool = True,
     ) -> Outcome:
-        return await asyncio.to_thread(self.decide, keys, algorithms, cost, now, commit)
+        loop = asyncio.get_running_loop()
+        work = functools.partial(self.decide, keys, algorithms, cost, now, commit)
+        deciding = loop.run_in_executor(None, work)
+        if not commit:
+            return await deciding
+        try:
+            return await asyncio.shield(deciding)
+        except asyncio.CancelledError:
+            # The thread goes on and may charge: once it has, give the charge back, so a call
+            # cancelled while deciding costs nothing.
+            late = functools.partial(self._refund_late, keys, algorithms, cost, now)
+            deciding.add_done_callback(late)
+            raise
+
+    def _refund_late(
+        self,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        deciding: asyncio.Future[Outcome],
+    ) -> None:
+        if deciding.cancelled() or deciding.exception() is not None or not deciding.result()[0]:
+            return
+        deciding.get_loop().run_in_executor(None, self.refund, keys, algorithms, cost, now)
 
     def _maybe_purge(self, conn: sqlite3.Connection, now: float) -> None:
         """Amortised cleanup inside a write transaction already holding the lock."""
