@@ -354,3 +354,28 @@ def test_a_rule_between_two_settings_names_the_variable_that_took_part(
         bt.load_config(data, env={variable: value})
     assert info.value.path == path
     assert f"(with {variable} set)" in info.value.message
+
+
+def test_a_variable_that_takes_no_part_in_a_rule_is_not_named() -> None:
+    data = {"connection_pools": {"db": {"min_size": 5, "max_size": 2}}}
+    with pytest.raises(bt.ConfigError) as info:
+        bt.load_config(data, env={"BUTTRESS_CONNECTION_POOLS__DB__IDLE_TIMEOUT": "10"})
+    assert "BUTTRESS_" not in info.value.message  # the file broke the rule, not the variable
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("redis://127.0.0.1:6379/zero?db=1", True),  # ?db= wins over the path, as in redis-py
+        ("redis://127.0.0.1:6379/0?decode_responses=no&decode_responses=yes", True),  # the first
+        ("redis://127.0.0.1:6379/0?decode_responses=yes&decode_responses=no", False),
+        ("redis://127.0.0.1:6379/%30", True),
+    ],
+)
+def test_redis_urls_are_read_as_redis_py_reads_them(url: str, ok: bool) -> None:
+    data = {"rate_limiting": {"backend": url}}
+    if ok:
+        assert bt.load_config(data, env={}).rate_limiting.backend == url
+    else:
+        with pytest.raises(bt.ConfigError, match="decode_responses"):
+            bt.load_config(data, env={})

@@ -500,8 +500,9 @@ def load_config(
     section = error.path.rpartition(".")[0]
     near = [
         v
-        for p, _, v in overrides
-        if ".".join(p).startswith(error.path + ".") or ".".join(p[:-1]) == section
+        for p, value, v in overrides
+        if (".".join(p).startswith(error.path + ".") or ".".join(p[:-1]) == section)
+        and (p[-1] in error.message or str(value) in error.message)  # it names that setting
     ]
     if near:
         raise ConfigError(error.path, f"{error.message} (with {', '.join(near)} set)") from None

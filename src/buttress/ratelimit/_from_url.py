@@ -46,15 +46,15 @@ def redis_url_problem(url: str) -> str | None:
     number that is no number (``redis://host:6379/zero`` would use database 0; ``?db=zero``
     fails), or ``decode_responses`` (the scripts answer in packed bytes)."""
     parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    numbers = list(query.get("db", ()))
-    if not url.startswith("unix://"):  # a unix URL's path is the socket's
-        numbers.append(unquote(parts.path).replace("/", ""))  # as redis-py reads it
-    for db in numbers:
-        if db and not (db.isascii() and db.isdigit()):
-            return f"the database number must be a whole number, got {db!r} in {url!r}"
+    query = {name: values[0] for name, values in parse_qs(parts.query).items()}  # redis-py's
+    if "db" in query:  # it wins over the path
+        db = query["db"]
+    else:
+        db = "" if url.startswith("unix://") else unquote(parts.path).replace("/", "")
+    if db and not (db.isascii() and db.isdigit()):
+        return f"the database number must be a whole number, got {db!r} in {url!r}"
     decode = query.get("decode_responses")
-    if decode and decode[-1].upper() not in ("", "0", "F", "FALSE", "N", "NO"):
+    if decode is not None and decode.upper() not in ("", "0", "F", "FALSE", "N", "NO"):
         return (
             "decode_responses is set: the rate-limit scripts answer in packed bytes, which "
             f"must not be decoded; drop it from {url!r}"

@@ -549,7 +549,13 @@ class RateLimiter:
 
     def _gave_back(self, task: asyncio.Future[Any]) -> None:
         self._giving_back.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            _log.warning(
+                "rate limiter %r: a refund after a cancellation was itself cancelled (the event "
+                "loop ended?); that request stays charged",
+                self.name,
+            )
+        elif task.exception() is not None:
             _log.warning(
                 "rate limiter %r: refund after a cancellation failed: %r",
                 self.name,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import math
 import os
 import sqlite3
@@ -63,6 +64,26 @@ _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
 # Connections a forked child inherited from its parent: never closed in the child (closing one
 # there could release the parent's locks or checkpoint its WAL), never used either.
 _INHERITED: list[sqlite3.Connection] = []
+
+
+_log = logging.getLogger("buttress.rate_limiter")
+
+
+class _Errand:
+    """A writing decision run in a worker thread for an asyncio caller who may give up on it
+    (cancelled): whichever of the two comes second sees what the other did, under the lock."""
+
+    __slots__ = ("abandoned", "lock", "outcome")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.outcome: Outcome | None = None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # read, so asyncio does not report it as never retrieved
 
 
 class _Connection:
@@ -325,31 +346,54 @@ class SQLiteBackend:
         now: float,
         commit: bool = True,
     ) -> Outcome:
-        loop = asyncio.get_running_loop()
-        work = functools.partial(self.decide, keys, algorithms, cost, now, commit)
-        deciding = loop.run_in_executor(None, work)
         if not commit:
-            return await deciding
+            return await asyncio.to_thread(self.decide, keys, algorithms, cost, now, False)
+        # A caller cancelled meanwhile does not wait for the thread, which goes on and may
+        # charge: then the thread itself gives the charge back (never the event loop, which
+        # may be ending), so a call cancelled while deciding costs nothing.
+        errand = _Errand()
+        work = functools.partial(self._decide_for, errand, keys, algorithms, cost, now)
+        deciding = asyncio.get_running_loop().run_in_executor(None, work)
         try:
             return await asyncio.shield(deciding)
         except asyncio.CancelledError:
-            # The thread goes on and may charge: once it has, give the charge back, so a call
-            # cancelled while deciding costs nothing.
-            late = functools.partial(self._refund_late, keys, algorithms, cost, now)
-            deciding.add_done_callback(late)
+            deciding.add_done_callback(_retrieve)  # its error, if any, is nobody's now
+            with errand.lock:
+                errand.abandoned = True
+                decided = errand.outcome
+            if decided is not None and decided[0]:  # it had just charged: give back apart
+                refund = functools.partial(self._refund_quietly, keys, algorithms, cost, now)
+                threading.Thread(target=refund, name="buttress-sqlite-refund").start()
             raise
 
-    def _refund_late(
+    def _decide_for(
         self,
+        errand: _Errand,
         keys: Sequence[str],
         algorithms: Sequence[Algorithm],
         cost: float,
         now: float,
-        deciding: asyncio.Future[Outcome],
+    ) -> Outcome:
+        outcome = self.decide(keys, algorithms, cost, now, True)
+        with errand.lock:
+            errand.outcome = outcome
+            abandoned = errand.abandoned
+        if abandoned and outcome[0]:
+            self._refund_quietly(keys, algorithms, cost, now)
+        return outcome
+
+    def _refund_quietly(
+        self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
-        if deciding.cancelled() or deciding.exception() is not None or not deciding.result()[0]:
-            return
-        deciding.get_loop().run_in_executor(None, self.refund, keys, algorithms, cost, now)
+        try:
+            self.refund(keys, algorithms, cost, now)
+        except BackendError as exc:
+            _log.warning(
+                "SQLite %r: the refund of a decision whose caller was cancelled failed (%s); "
+                "that request stays charged",
+                self.path,
+                exc,
+            )
 
     def _maybe_purge(self, conn: sqlite3.Connection, now: float) -> None:
         """Amortised cleanup inside a write transaction already holding the lock."""
