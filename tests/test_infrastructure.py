@@ -1251,3 +1251,34 @@ async def test_a_call_cancelled_while_its_pool_resets_the_member_still_reports_t
     finally:
         release.set()
         await infra.aclose()
+
+
+def test_an_adaptive_limit_takes_outcomes_as_the_breaker_classifies_them(
+    clock: bt.ManualClock,
+) -> None:
+    cfg = {
+        "circuit_breakers": {"api": {"ignore": ["builtins.KeyError"]}},
+        "rate_limiting": {
+            "limiters": {
+                "api": {"scopes": [{"name": "global", "limit": 100, "algorithm": "adaptive"}]}
+            }
+        },
+        "memory_manager": {"enabled": False},
+    }
+
+    def missing() -> None:
+        raise KeyError("no such path")  # an answer, not an outage
+
+    def down() -> None:
+        raise ConnectionError("down")
+
+    with make(clock, cfg) as infra:
+        limiter = infra.limiters["api"]
+        for _ in range(3):
+            with pytest.raises(KeyError):
+                infra.call("api", missing)
+        assert limiter.current_limit("global") == 100.0  # ignored errors: no shrinking
+        clock.advance(2.0)  # past the cooldown
+        with pytest.raises(ConnectionError):
+            infra.call("api", down)
+        assert limiter.current_limit("global") == 50.0  # a recorded failure shrinks it

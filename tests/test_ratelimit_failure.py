@@ -408,3 +408,13 @@ async def test_a_cancellation_the_client_lost_is_honoured_and_the_charge_given_b
         await asyncio.sleep(0)  # real-time: loop turns, for the refund task to run
     assert not rl._giving_back
     assert rl.peek("u1").remaining == untouched  # nothing kept: the cancelled call never ran
+
+
+def test_a_fail_open_admission_reports_no_wait(clock: bt.ManualClock) -> None:
+    backend = Switchable()
+    rl = limiter(clock, backend, "fail_open")
+    backend.down = True
+    d = rl.try_acquire("u1", cost=50)  # more than the user scope's 2: admitted all the same
+    assert d.allowed
+    assert d.retry_after == 0.0  # admitted: no wait, whatever the empty states would say
+    assert all(s.allowed for s in d.scopes)

@@ -516,6 +516,60 @@ def test_attaching_an_open_breaker_drops_the_limit_at_once(clock: bt.ManualClock
     assert rl.current_limit("db") == 10.0
 
 
+def test_breakers_steer_an_adaptive_limit_together(clock: bt.ManualClock) -> None:
+    def scope() -> bt.Scope:
+        return bt.Scope("db", 100, 1.0, algorithm="adaptive", decrease=0.5, cooldown=0.0, by=None)
+
+    a, b = bt.CircuitBreaker("a", clock=clock), bt.CircuitBreaker("b", clock=clock)
+    rl = limiter(clock, scope())
+    detach_a = rl.attach_breaker(a)
+    assert rl.attach_breaker(a) is detach_a  # twice: nothing more
+    rl.attach_breaker(b)
+    a.force_open()
+    b.force_open()
+    b.reset()  # b closes, a is still open: the limit stays held
+    for _ in range(100):
+        rl.record(ok=True)
+    assert rl.current_limit("db") == 10.0
+    detach_a()  # nothing holds it now: it grows again
+    for _ in range(100):
+        rl.record(ok=True)
+    assert rl.current_limit("db") > 10.0
+
+    # Detached while its breaker is open: the limit is no longer held.
+    rl = limiter(clock, scope())
+    c = bt.CircuitBreaker("c", clock=clock)
+    detach_c = rl.attach_breaker(c)
+    c.force_open()
+    detach_c()
+    for _ in range(100):
+        rl.record(ok=True)
+    assert rl.current_limit("db") > 10.0
+
+
+def test_one_breaker_attached_twice_shrinks_the_limit_once(clock: bt.ManualClock) -> None:
+    breaker = bt.CircuitBreaker(
+        "db",
+        clock=clock,
+        failure_threshold=6,
+        degradation_threshold=2,
+        failure_rate_threshold=None,
+        degradation_rate_threshold=None,
+        shed_probability={"light": 0.0, "medium": 0.0, "heavy": 0.0},
+    )
+    rl = limiter(
+        clock,
+        bt.Scope("db", 100, 1.0, algorithm="adaptive", decrease=0.5, cooldown=0.0, by=None),
+    )
+    rl.attach_breaker(breaker)
+    rl.attach_breaker(breaker)  # e.g. two services sharing the breaker and the limiter
+    for _ in range(2):
+        with pytest.raises(ZeroDivisionError):
+            breaker.call(lambda: 1 / 0)
+    assert breaker.state is bt.BreakerState.DEGRADED
+    assert rl.current_limit("db") == 50.0
+
+
 # -- time base and maintenance ---------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ it all.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -31,6 +32,7 @@ from ._clock import Clock, SystemClock
 from ._concurrency import is_async_callable
 from ._scheduler import AsyncScheduler, Handle, Scheduler
 from .breaker import CircuitBreaker
+from .breaker._breaker import _CANCELLED, _FAILURE, _IGNORED
 from .chaos import Chaos
 from .config import Config, LimiterSettings, PoolSettings, import_callable, load_config
 from .errors import (
@@ -869,7 +871,9 @@ def _compile(infra: Infrastructure, route: _Route) -> tuple[Any, Any, Any]:
             if end is not None:
                 end(ticket, exc)
             if adaptive_record is not None:
-                adaptive_record(ok=exc is None, latency=t - t0)
+                ok = True if exc is None else _adaptive_ok(breaker, exc)
+                if ok is not None:
+                    adaptive_record(ok=ok, latency=t - t0)
             record(t - t0, exc, now=t)
 
     def abandon(token: _Token, key: Any, cost: float) -> None:
@@ -1045,9 +1049,21 @@ class Protection:
             if ticket is not None and route.breaker is not None:
                 route.breaker.end(ticket, exc)
             if route.adaptive and route.limiter is not None:
-                route.limiter.record(ok=exc is None, latency=duration)
+                ok = True if exc is None else _adaptive_ok(route.breaker, exc)
+                if ok is not None:
+                    route.limiter.record(ok=ok, latency=duration)
             route.metrics.record(duration, exc, now=t)
         return False
+
+
+def _adaptive_ok(breaker: CircuitBreaker | None, exc: BaseException) -> bool | None:
+    """How an adaptive limit takes a call that raised ``exc``: as the service's breaker
+    classifies it (``ignore``d and cancelled calls are neither; an error the breaker does not
+    record is no sign of overload), else as an error unless cancelled. ``None``: not at all."""
+    if breaker is not None:
+        kind = breaker._classify(exc)
+        return None if kind in (_IGNORED, _CANCELLED) else kind != _FAILURE
+    return None if isinstance(exc, asyncio.CancelledError) else False
 
 
 # Results whose work happens after the call returns, when the protection has ended: a call

@@ -193,6 +193,10 @@ def verdicts_for(
             (True, None, *a.decide(s, now, 0.0)[2:4], 0.0)
             for a, s in zip(algorithms, states, strict=True)
         ]
+    elif allowed and not fits:
+        # Admitted without the backend (fail_open while it is down): admitted everywhere,
+        # with whatever room the states show, and no wait.
+        verdicts = [(True, v[1], v[2], v[3], 0.0) for v in verdicts]
     return verdicts
 
 

@@ -220,6 +220,9 @@ class RateLimiter:
         self._lock = threading.Lock()  # adaptive state and wait queues; never held over I/O
         self._waiting = WaitQueues()
         self._giving_back: set[asyncio.Future[Any]] = set()  # refunds after cancellations
+        # Breakers steering the adaptive scopes: (id(breaker), scope) -> (breaker, detach).
+        self._steering: dict[tuple[int, str | None], tuple[CircuitBreaker, Callable[[], None]]]
+        self._steering = {}
         self._queues = self._waiting.queues
         self._stats = stats = Counters(
             len(scopes), window=float(stats_window), budget=self.latency_budget
@@ -973,21 +976,51 @@ class RateLimiter:
         """Let ``breaker`` steer the adaptive scopes (or ``scope``); returns a detach function.
 
         Degraded shrinks the limit (again at each heavier level), open drops it to its
-        minimum, and until the breaker closes the limit does not grow.
+        minimum, and until the breaker closes the limit does not grow. With several breakers
+        attached, the limit grows only while all of them are closed; attaching one breaker
+        twice (for the same scope) does nothing more. Detaching lets the limit grow again
+        unless another attached breaker still holds it.
         """
         targets = self._adaptive_targets(scope)
         if not targets:
             raise ConfigError("scope", "attach_breaker needs an adaptive scope to steer")
+        key = (id(breaker), scope)
+        with self._lock:
+            attached = self._steering.get(key)
+        if attached is not None:
+            return attached[1]
+
+        def others_unhealthy() -> bool:
+            with self._lock:
+                others = [b for (_, s), (b, _) in self._steering.items() if s == scope]
+            return any(
+                b is not breaker and b.state.value not in ("closed", "disabled") for b in others
+            )
 
         def moved(_breaker: CircuitBreaker, t: Transition) -> None:
             from_rank = _BREAKER_RANK.get((t.from_state.value, _level(t.from_level)), 0)
             to_rank = _BREAKER_RANK.get((t.to_state.value, _level(t.level)), 0)
-            self._breaker_moved(targets, t.to_state.value, to_rank > from_rank)
+            to_state = t.to_state.value
+            if to_state in ("closed", "disabled") and others_unhealthy():
+                to_state = "half_open"  # another breaker still holds the limit: stay held
+            self._breaker_moved(targets, to_state, to_rank > from_rank)
 
+        unsubscribe = breaker.subscribe(moved)
+
+        def detach() -> None:
+            with self._lock:
+                if self._steering.pop(key, None) is None:
+                    return
+            unsubscribe()
+            if not others_unhealthy():  # nothing holds the limit any more: it may grow
+                self._breaker_moved(targets, "closed", False)
+
+        with self._lock:
+            self._steering[key] = (breaker, detach)
         state = breaker.state.value
         if state not in ("closed", "disabled"):
             self._breaker_moved(targets, state, True)
-        return breaker.subscribe(moved)
+        return detach
 
     def _breaker_moved(self, targets: tuple[_Adaptive, ...], to_state: str, worse: bool) -> None:
         now = self._monotonic()
