@@ -99,7 +99,7 @@ class CircuitBreakerSettings(_Section):
     shed_probability: dict[Level, Fraction] = Field(default_factory=_default_shedding)
     reset_timeout: Positive = 30.0
     reset_timeout_multiplier: Annotated[float, Field(ge=1.0)] = 1.0
-    reset_timeout_max: Positive = 300.0
+    reset_timeout_max: Positive | None = None  # 300 s, or reset_timeout if longer
     reset_timeout_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     half_open_max_calls: Annotated[int, Field(ge=1)] = 5
     half_open_success_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8

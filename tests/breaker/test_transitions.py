@@ -448,3 +448,132 @@ def test_bad_settings_name_the_parameter(kwargs: dict[str, object], path: str) -
         bt.CircuitBreaker("svc", **kwargs)  # type: ignore[arg-type]
     assert info.value.path == path
     assert str(info.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize(("early", "level"), [(1, "light"), (5, "light"), (8, "light")])
+def test_a_fall_of_several_levels_keeps_the_hysteresis_of_the_levels_between(
+    clock: bt.ManualClock, early: int, level: str
+) -> None:
+    # 10 failures are the floor of the band (light), 20 open; hysteresis 0.2 of the band.
+    b = bt.CircuitBreaker(
+        "x",
+        clock=clock,
+        seed=1,
+        window=10.0,
+        buckets=10,
+        failure_threshold=20,
+        degradation_threshold=10,
+        failure_rate_threshold=None,
+        degradation_rate_threshold=None,
+        level_hysteresis=0.2,
+    )
+    for _ in range(early):  # the bucket that will leave the window
+        b.try_acquire(critical=True).record_failure()  # type: ignore[union-attr]
+    clock.advance(1.0)
+    for _ in range(9):
+        b.try_acquire(critical=True).record_failure()  # type: ignore[union-attr]
+    clock.advance(9.0)  # down to 9 failures: severity -0.1, within light's hysteresis
+    snap = b.snapshot()
+    assert (snap.state, snap.degradation_level) == (S.DEGRADED, L(level))
+
+
+def test_jitter_spreads_open_times_at_the_cap_too() -> None:
+    times = set()
+    for seed in range(50):
+        clock = bt.ManualClock()
+        b = bt.CircuitBreaker(
+            "x",
+            clock=clock,
+            seed=seed,
+            failure_threshold=1,
+            degradation_threshold=None,
+            failure_rate_threshold=None,
+            degradation_rate_threshold=None,
+            reset_timeout=100.0,
+            reset_timeout_max=100.0,
+            reset_timeout_jitter=0.2,
+        )
+        b.try_acquire().record_failure()  # type: ignore[union-attr]
+        retry = b.snapshot().retry_after
+        assert retry is not None and 80.0 <= retry <= 100.0  # never past the cap
+        times.add(round(retry, 6))
+    assert len(times) > 40  # spread, not all at exactly the cap
+
+
+def test_a_long_reset_timeout_needs_no_cap_of_its_own(clock: bt.ManualClock) -> None:
+    b = make(clock, failure_threshold=1, degradation_threshold=None, reset_timeout=600.0)
+    fail_n(b, 1)
+    assert b.snapshot().retry_after == 600.0  # not cut to the default cap of 300
+
+
+def test_a_closed_breaker_judges_its_window_when_old_buckets_leave_it(
+    clock: bt.ManualClock,
+) -> None:
+    # Old successes leaving the window raise the failure rate: closed must notice, as degraded
+    # does (rate signals only: 40 early successes, then 5 failures and 5 successes).
+    b = bt.CircuitBreaker(
+        "x",
+        clock=clock,
+        seed=0,
+        window=10.0,
+        buckets=10,
+        failure_threshold=None,
+        degradation_threshold=None,
+    )
+    for _ in range(40):
+        b.call(ok)
+    clock.set(5.0)
+    for _ in range(5):
+        b.try_acquire(critical=True).record_failure()  # type: ignore[union-attr]
+    for _ in range(5):
+        b.try_acquire(critical=True).record_success()  # type: ignore[union-attr]
+    assert b.state is S.CLOSED  # 5 of 50 failed
+    clock.set(10.5)  # the 40 successes leave: 5 of 10 failed
+    assert b.state is S.OPEN
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"failure_rate_threshold": True},
+        {"reset_timeout_multiplier": "2"},
+        {"reset_timeout_jitter": "0.1"},
+        {"half_open_success_ratio": True},
+        {"level_hysteresis": False},
+        {"shed_probability": 0.5},
+        {"shed_probability": {"light": True}},
+        {"reset_timeout_max": "300"},
+    ],
+)
+def test_bad_settings_name_the_setting(bad: dict[str, object]) -> None:
+    with pytest.raises(bt.ConfigError) as info:
+        bt.CircuitBreaker("x", **bad)  # type: ignore[arg-type]
+    assert info.value.path.split(".")[0] == next(iter(bad))
+
+
+def test_a_health_check_that_is_not_due_still_reports_a_move_in_time(
+    clock: bt.ManualClock,
+) -> None:
+    seen: list[str] = []
+    b = make(clock, failure_threshold=1, degradation_threshold=None, health_check=lambda: True)
+    b.subscribe(lambda _b, t: seen.append(t.to_state.value))
+    fail_n(b, 1)
+    clock.advance(30.0)  # reset_timeout: due to half-open
+    assert b.check_health() is None  # not open any more: no check
+    assert seen == ["open", "half_open"]  # listeners heard of it now, not at some later call
+
+
+def test_a_shed_call_is_told_to_retry_when_the_window_next_moves(clock: bt.ManualClock) -> None:
+    b = make(
+        clock,
+        window=1.0,
+        buckets=10,
+        failure_threshold=10,
+        degradation_threshold=1,
+        shed_probability={"light": 1.0, "medium": 1.0, "heavy": 1.0},
+    )
+    clock.set(0.3)
+    fail_n(b, 1)
+    with pytest.raises(bt.LoadShedError) as info:
+        b.call(ok)
+    assert info.value.retry_after == pytest.approx(0.1)  # the bucket [0.3, 0.4) ends

@@ -661,6 +661,7 @@ class CircuitBreaker:
             self._drain()
             gen = self._m.health_check_begin(self._now(), self.config.health_check_interval)
         if gen is None:
+            self._flush()  # the look at the clock may have moved it (open -> half_open)
             return None
         t0 = time.monotonic()
         ok, err = False, None
@@ -680,6 +681,7 @@ class CircuitBreaker:
             self._drain()
             gen = self._m.health_check_begin(self._now(), self.config.health_check_interval)
         if gen is None:
+            self._flush()  # the look at the clock may have moved it (open -> half_open)
             return None
         t0 = time.monotonic()
         ok, err = False, None

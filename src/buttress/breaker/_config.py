@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from .._validate import _is_number
 from .._validate import int_at_least as _int_at_least
 from .._validate import positive as _positive
 from ..errors import ConfigError
@@ -58,7 +59,7 @@ class BreakerConfig:
     # capped at ``reset_timeout_max``, with +/- ``reset_timeout_jitter`` (a fraction).
     reset_timeout: float = 30.0
     reset_timeout_multiplier: float = 1.0
-    reset_timeout_max: float = 300.0
+    reset_timeout_max: float | None = None  # None: 300 s, or reset_timeout if longer
     reset_timeout_jitter: float = 0.0
     # Half-open: this many probes, closed when ``half_open_success_ratio`` of them succeed.
     half_open_max_calls: int = 5
@@ -105,12 +106,15 @@ class BreakerConfig:
         )
         if self.consecutive_failure_threshold is not None:
             _int_at_least("consecutive_failure_threshold", self.consecutive_failure_threshold, 1)
-        if not (
-            isinstance(self.level_hysteresis, int | float)
-            and 0.0 <= self.level_hysteresis < 1.0 / 3.0
-        ):
+        if not (_is_number(self.level_hysteresis) and 0.0 <= self.level_hysteresis < 1.0 / 3.0):
             raise ConfigError(
                 "level_hysteresis", f"must be in [0, 1/3), got {self.level_hysteresis!r}"
+            )
+        if not isinstance(self.shed_probability, Mapping):
+            raise ConfigError(
+                "shed_probability",
+                f"must map levels (light, medium, heavy) to fractions, got "
+                f"{self.shed_probability!r}",
             )
         shed = dict(self.shed_probability)
         for key, p in shed.items():
@@ -120,7 +124,7 @@ class BreakerConfig:
                 raise ConfigError(
                     "shed_probability", f"unknown level {key!r} (light, medium or heavy)"
                 ) from None
-            if not (isinstance(p, int | float) and 0.0 <= p <= 1.0):
+            if not (_is_number(p) and 0.0 <= p <= 1.0):
                 raise ConfigError(
                     f"shed_probability.{level.value}", f"must be in [0, 1], got {p!r}"
                 )
@@ -130,21 +134,26 @@ class BreakerConfig:
         }
         object.__setattr__(self, "shed_probability", merged)
         _positive("reset_timeout", self.reset_timeout)
-        if not self.reset_timeout_multiplier >= 1.0:
+        if not (_is_number(self.reset_timeout_multiplier) and self.reset_timeout_multiplier >= 1.0):
             raise ConfigError(
                 "reset_timeout_multiplier", f"must be >= 1.0, got {self.reset_timeout_multiplier!r}"
             )
-        if not self.reset_timeout_max >= self.reset_timeout:
+        if self.reset_timeout_max is None:
+            object.__setattr__(self, "reset_timeout_max", max(300.0, self.reset_timeout))
+        _positive("reset_timeout_max", cast(float, self.reset_timeout_max))
+        if not cast(float, self.reset_timeout_max) >= self.reset_timeout:
             raise ConfigError(
                 "reset_timeout_max",
                 f"must be >= reset_timeout ({self.reset_timeout}), got {self.reset_timeout_max!r}",
             )
-        if not 0.0 <= self.reset_timeout_jitter < 1.0:
+        if not (_is_number(self.reset_timeout_jitter) and 0.0 <= self.reset_timeout_jitter < 1.0):
             raise ConfigError(
                 "reset_timeout_jitter", f"must be in [0, 1), got {self.reset_timeout_jitter!r}"
             )
         _int_at_least("half_open_max_calls", self.half_open_max_calls, 1)
-        if not 0.0 < self.half_open_success_ratio <= 1.0:
+        if not (
+            _is_number(self.half_open_success_ratio) and 0.0 < self.half_open_success_ratio <= 1.0
+        ):
             raise ConfigError(
                 "half_open_success_ratio",
                 f"must be in (0, 1], got {self.half_open_success_ratio!r}",
@@ -163,13 +172,13 @@ class BreakerConfig:
 
 
 def _rate_band(top_name: str, top: float | None, low_name: str, low: float | None) -> None:
-    if top is not None and not (isinstance(top, int | float) and 0.0 < top <= 1.0):
+    if top is not None and not (_is_number(top) and 0.0 < top <= 1.0):
         raise ConfigError(top_name, f"must be in (0, 1], got {top!r}")
     if low is None:
         return
     if top is None:
         raise ConfigError(low_name, f"needs {top_name} (the top of its band)")
-    if not (isinstance(low, int | float) and 0.0 < low < top):
+    if not (_is_number(low) and 0.0 < low < top):
         raise ConfigError(low_name, f"must be in (0, {top_name}={top}), got {low!r}")
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import cast
 
 from ._config import BreakerConfig
 from ._states import BreakerState, DegradationLevel, Transition
@@ -105,6 +106,17 @@ _TWO_THIRDS = 2.0 / 3.0 - 1e-9
 
 _RANK: dict[DegradationLevel | None, int] = {None: 0, LIGHT: 1, MEDIUM: 2, HEAVY: 3}
 _FLOOR: dict[DegradationLevel, float] = {LIGHT: 0.0, MEDIUM: _THIRD, HEAVY: _TWO_THIRDS}
+
+
+def _landing(
+    current: DegradationLevel, severity: float, hysteresis: float
+) -> DegradationLevel | None:
+    """Where a fall from ``current`` to ``severity`` stops: the highest level at or below
+    ``current`` whose floor less ``hysteresis`` is at or below ``severity``, else closed."""
+    for level in (HEAVY, MEDIUM, LIGHT):
+        if _RANK[level] <= _RANK[current] and severity >= _FLOOR[level] - hysteresis:
+            return level
+    return None
 
 
 def level_for(severity: float) -> DegradationLevel:
@@ -232,7 +244,9 @@ class BreakerMachine:
             if not critical and self._rng.random() < self.config.shed_probability[level]:
                 self.rejected += 1
                 self.shed += 1
-                return Refused(DEGRADED, level, "shed", self._width - (now % self._width))
+                # Until the window next moves (the bucket ends), as the window itself reckons.
+                bucket_end = (int(now * self._inv_width) + 1) * self._width
+                return Refused(DEGRADED, level, "shed", max(0.0, bucket_end - now))
             return Admitted(self.generation, 0)
         if st is OPEN:
             self.rejected += 1
@@ -268,7 +282,8 @@ class BreakerMachine:
                 self._judge_probes(now)
             return
         b = int(now * self._inv_width)
-        if b != self._head:
+        rolled = b != self._head
+        if rolled:
             self._roll(b)
         i = self._cur
         self._calls[i] += 1
@@ -279,10 +294,13 @@ class BreakerMachine:
         if slow:
             self._slows[i] += 1
             self.w_slow += 1
-        # While closed, a success can only raise a signal by being slow or by bringing the
-        # window up to minimum_calls; otherwise closed stays closed without a look.
+        # While closed, a success can only raise a signal by being slow, by bringing the window
+        # up to minimum_calls, or by coming in a new bucket (old successes expiring raise the
+        # failure rate); otherwise closed stays closed without a look.
         st = self.state
-        if st is DEGRADED or (st is CLOSED and (slow or self.w_calls == self.config.minimum_calls)):
+        if st is DEGRADED or (
+            st is CLOSED and (slow or rolled or self.w_calls == self.config.minimum_calls)
+        ):
             self._evaluate(now)
         if self.state is CLOSED and self.fast_gen < 0:
             self._refresh_fast()
@@ -360,7 +378,8 @@ class BreakerMachine:
                 self._probe_failed += 1
             if expired:
                 self._judge_probes(now)
-        elif st is DEGRADED:
+        elif st is DEGRADED or st is CLOSED:
+            # A new bucket forgets the oldest: fewer calls may mean a higher failure rate.
             b = int(now * self._inv_width)
             if b != self._head:
                 self._roll(b)
@@ -401,10 +420,10 @@ class BreakerMachine:
     # -- reading ---------------------------------------------------------------------------------
 
     def stats(self, now: float) -> MachineStats:
-        self.poll(now)
+        self.poll(now)  # closed or degraded: rolls the window to now and judges it
         b = int(now * self._inv_width)
         if b != self._head:
-            self._roll(b)  # only forgets old buckets: can lower signals, never raise them
+            self._roll(b)  # any other state: the window is only shown, not judged
         calls = self.w_calls
         retry = None
         if self.state is OPEN:
@@ -512,9 +531,12 @@ class BreakerMachine:
         if self.state is DEGRADED:
             current = self.level
             assert current is not None
-            # Hysteresis: a level is left downwards only some way below its floor.
-            if _RANK[target] < _RANK[current] and s >= _FLOOR[current] - self._hysteresis:
-                return
+            if _RANK[target] < _RANK[current]:
+                # Hysteresis: a level is left downwards only some way below its floor, and a
+                # fall of several levels stops at the highest one it is not that far below.
+                target = _landing(current, s, self._hysteresis)
+                if target is current:
+                    return
             if target is None:
                 self._move(CLOSED, None, "recovered", now, bump=False)
             elif target is not current:
@@ -524,10 +546,15 @@ class BreakerMachine:
 
     def _open(self, now: float, reason: str) -> None:
         cfg = self.config
-        timeout = cfg.reset_timeout * cfg.reset_timeout_multiplier**self.recovery_attempts
+        grown = cfg.reset_timeout * cfg.reset_timeout_multiplier**self.recovery_attempts
+        cap = cast(float, cfg.reset_timeout_max)  # resolved by the config (never None here)
+        timeout = min(grown, cap)
         if cfg.reset_timeout_jitter:
-            timeout *= 1.0 + cfg.reset_timeout_jitter * (2.0 * self._rng.random() - 1.0)
-        self.open_until = now + min(timeout, cfg.reset_timeout_max)
+            spread = 2.0 * self._rng.random() - 1.0
+            if grown >= cap:  # at the cap only shorter, so breakers there spread out too
+                spread = -abs(spread)
+            timeout *= 1.0 + cfg.reset_timeout_jitter * spread
+        self.open_until = now + timeout
         self._hc_last = now
         self.times_opened += 1
         self._move(OPEN, None, reason, now)
