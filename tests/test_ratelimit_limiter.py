@@ -547,6 +547,38 @@ def test_breakers_steer_an_adaptive_limit_together(clock: bt.ManualClock) -> Non
     assert rl.current_limit("db") > 10.0
 
 
+def test_breakers_are_registered_per_scope_steered_and_detach_handles_stay_their_own(
+    clock: bt.ManualClock,
+) -> None:
+    def adaptive() -> bt.RateLimiter:
+        scope = bt.Scope("db", 100, 1.0, algorithm="adaptive", decrease=0.5, cooldown=0.0, by=None)
+        return limiter(clock, scope)
+
+    # scope=None and scope="db" steer the same scope: one registration, one hold.
+    rl = adaptive()
+    a, b = bt.CircuitBreaker("a", clock=clock), bt.CircuitBreaker("b", clock=clock)
+    detach = rl.attach_breaker(a)
+    assert rl.attach_breaker(a, scope="db") is detach
+    rl.attach_breaker(b, scope="db")
+    a.force_open()
+    b.force_open()
+    b.reset()  # a (attached without a scope) still holds "db"
+    for _ in range(100):
+        rl.record(ok=True)
+    assert rl.current_limit("db") == 10.0
+
+    # An old handle, called after re-attaching, leaves the new attachment alone.
+    rl = adaptive()
+    c = bt.CircuitBreaker("c", clock=clock)
+    old = rl.attach_breaker(c)
+    old()
+    new = rl.attach_breaker(c)
+    old()  # stale: does nothing
+    assert len(c._listeners) == 1
+    new()
+    assert len(c._listeners) == 0
+
+
 def test_one_breaker_attached_twice_shrinks_the_limit_once(clock: bt.ManualClock) -> None:
     breaker = bt.CircuitBreaker(
         "db",

@@ -16,7 +16,6 @@ it all.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
@@ -32,7 +31,7 @@ from ._clock import Clock, SystemClock
 from ._concurrency import is_async_callable
 from ._scheduler import AsyncScheduler, Handle, Scheduler
 from .breaker import CircuitBreaker
-from .breaker._breaker import _CANCELLED, _FAILURE, _IGNORED
+from .breaker._breaker import _CANCELLATION, _CANCELLED, _FAILURE, _IGNORED
 from .chaos import Chaos
 from .config import Config, LimiterSettings, PoolSettings, import_callable, load_config
 from .errors import (
@@ -1063,7 +1062,7 @@ def _adaptive_ok(breaker: CircuitBreaker | None, exc: BaseException) -> bool | N
     if breaker is not None:
         kind = breaker._classify(exc)
         return None if kind in (_IGNORED, _CANCELLED) else kind != _FAILURE
-    return None if isinstance(exc, asyncio.CancelledError) else False
+    return None if isinstance(exc, _CANCELLATION) else False
 
 
 # Results whose work happens after the call returns, when the protection has ended: a call

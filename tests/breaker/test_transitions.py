@@ -577,3 +577,37 @@ def test_a_shed_call_is_told_to_retry_when_the_window_next_moves(clock: bt.Manua
     with pytest.raises(bt.LoadShedError) as info:
         b.call(ok)
     assert info.value.retry_after == pytest.approx(0.1)  # the bucket [0.3, 0.4) ends
+
+
+def test_jitter_below_the_cap_never_passes_it() -> None:
+    for seed in range(50):
+        clock = bt.ManualClock()
+        b = bt.CircuitBreaker(
+            "x",
+            clock=clock,
+            seed=seed,
+            failure_threshold=1,
+            degradation_threshold=None,
+            failure_rate_threshold=None,
+            degradation_rate_threshold=None,
+            reset_timeout=285.0,
+            reset_timeout_max=300.0,
+            reset_timeout_jitter=0.5,
+        )
+        b.try_acquire().record_failure()  # type: ignore[union-attr]
+        retry = b.snapshot().retry_after
+        assert retry is not None and retry <= 300.0
+
+
+def test_the_default_cap_follows_reset_timeout_however_it_is_given() -> None:
+    import dataclasses
+
+    base = bt.BreakerConfig()
+    for config in (
+        dataclasses.replace(base, reset_timeout=600.0),
+        bt.CircuitBreaker("x", config=base, reset_timeout=600.0).config,
+    ):
+        assert config.open_time_cap == 600.0
+    assert bt.BreakerConfig(reset_timeout_max=float("inf")).open_time_cap == float("inf")
+    with pytest.raises(bt.ConfigError, match="reset_timeout_max"):
+        bt.BreakerConfig(reset_timeout=60.0, reset_timeout_max=30.0)  # an explicit cap below

@@ -138,10 +138,10 @@ class BreakerConfig:
             raise ConfigError(
                 "reset_timeout_multiplier", f"must be >= 1.0, got {self.reset_timeout_multiplier!r}"
             )
-        if self.reset_timeout_max is None:
-            object.__setattr__(self, "reset_timeout_max", max(300.0, self.reset_timeout))
-        _positive("reset_timeout_max", cast(float, self.reset_timeout_max))
-        if not cast(float, self.reset_timeout_max) >= self.reset_timeout:
+        cap = self.reset_timeout_max
+        if cap is not None and not (_is_number(cap) and cap > 0):  # inf: no cap at all
+            raise ConfigError("reset_timeout_max", f"must be a number > 0 or None, got {cap!r}")
+        if cap is not None and not cap >= self.reset_timeout:
             raise ConfigError(
                 "reset_timeout_max",
                 f"must be >= reset_timeout ({self.reset_timeout}), got {self.reset_timeout_max!r}",
@@ -164,6 +164,12 @@ class BreakerConfig:
         object.__setattr__(self, "ignore", _matchers("ignore", self.ignore))
         if self.failure_result is not None and not callable(self.failure_result):
             raise ConfigError("failure_result", f"must be a callable, got {self.failure_result!r}")
+
+    @property
+    def open_time_cap(self) -> float:
+        """``reset_timeout_max``, or (``None``) 300 s or ``reset_timeout`` if longer."""
+        cap = self.reset_timeout_max
+        return max(300.0, self.reset_timeout) if cap is None else cap
 
     @property
     def probes_needed(self) -> int:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import cast
 
 from ._config import BreakerConfig
 from ._states import BreakerState, DegradationLevel, Transition
@@ -547,13 +546,13 @@ class BreakerMachine:
     def _open(self, now: float, reason: str) -> None:
         cfg = self.config
         grown = cfg.reset_timeout * cfg.reset_timeout_multiplier**self.recovery_attempts
-        cap = cast(float, cfg.reset_timeout_max)  # resolved by the config (never None here)
+        cap = cfg.open_time_cap
         timeout = min(grown, cap)
         if cfg.reset_timeout_jitter:
             spread = 2.0 * self._rng.random() - 1.0
             if grown >= cap:  # at the cap only shorter, so breakers there spread out too
                 spread = -abs(spread)
-            timeout *= 1.0 + cfg.reset_timeout_jitter * spread
+            timeout = min(timeout * (1.0 + cfg.reset_timeout_jitter * spread), cap)
         self.open_until = now + timeout
         self._hc_last = now
         self.times_opened += 1

@@ -220,9 +220,9 @@ class RateLimiter:
         self._lock = threading.Lock()  # adaptive state and wait queues; never held over I/O
         self._waiting = WaitQueues()
         self._giving_back: set[asyncio.Future[Any]] = set()  # refunds after cancellations
-        # Breakers steering the adaptive scopes: (id(breaker), scope) -> (breaker, detach).
-        self._steering: dict[tuple[int, str | None], tuple[CircuitBreaker, Callable[[], None]]]
-        self._steering = {}
+        # Breakers steering the adaptive scopes: (id(breaker), scope index) -> (breaker, detach).
+        self._steering: dict[tuple[int, int], tuple[CircuitBreaker, Callable[[], None]]] = {}
+        self._steering_lock = threading.RLock()  # a listener may run inside another's read
         self._queues = self._waiting.queues
         self._stats = stats = Counters(
             len(scopes), window=float(stats_window), budget=self.latency_budget
@@ -984,42 +984,49 @@ class RateLimiter:
         targets = self._adaptive_targets(scope)
         if not targets:
             raise ConfigError("scope", "attach_breaker needs an adaptive scope to steer")
-        key = (id(breaker), scope)
-        with self._lock:
-            attached = self._steering.get(key)
-        if attached is not None:
-            return attached[1]
+        steering = self._steering
+        mine = id(breaker)
 
-        def others_unhealthy() -> bool:
-            with self._lock:
-                others = [b for (_, s), (b, _) in self._steering.items() if s == scope]
+        def held_by_others(a: _Adaptive) -> bool:  # (steering lock held)
             return any(
-                b is not breaker and b.state.value not in ("closed", "disabled") for b in others
+                b is not breaker and b.state.value not in ("closed", "disabled")
+                for (_, index), (b, _) in tuple(steering.items())
+                if index == a.index
             )
 
         def moved(_breaker: CircuitBreaker, t: Transition) -> None:
             from_rank = _BREAKER_RANK.get((t.from_state.value, _level(t.from_level)), 0)
             to_rank = _BREAKER_RANK.get((t.to_state.value, _level(t.level)), 0)
-            to_state = t.to_state.value
-            if to_state in ("closed", "disabled") and others_unhealthy():
-                to_state = "half_open"  # another breaker still holds the limit: stay held
-            self._breaker_moved(targets, to_state, to_rank > from_rank)
-
-        unsubscribe = breaker.subscribe(moved)
+            with self._steering_lock:  # one steering decision at a time: none acts on a stale view
+                for a in attached:
+                    if steering.get((mine, a.index), (None, None))[1] is not detach:
+                        continue  # detached meanwhile
+                    to_state = t.to_state.value
+                    if to_state in ("closed", "disabled") and held_by_others(a):
+                        to_state = "half_open"  # another breaker still holds the limit
+                    self._breaker_moved((a,), to_state, to_rank > from_rank)
 
         def detach() -> None:
-            with self._lock:
-                if self._steering.pop(key, None) is None:
-                    return
-            unsubscribe()
-            if not others_unhealthy():  # nothing holds the limit any more: it may grow
-                self._breaker_moved(targets, "closed", False)
+            with self._steering_lock:
+                if steering.get((mine, attached[0].index), (None, None))[1] is not detach:
+                    return  # already detached (or replaced by a later attachment)
+                for a in attached:
+                    del steering[(mine, a.index)]
+                unsubscribe()
+                for a in attached:
+                    if not held_by_others(a):  # nothing holds it any more: it may grow
+                        self._breaker_moved((a,), "closed", False)
 
-        with self._lock:
-            self._steering[key] = (breaker, detach)
-        state = breaker.state.value
-        if state not in ("closed", "disabled"):
-            self._breaker_moved(targets, state, True)
+        with self._steering_lock:
+            attached = tuple(a for a in targets if (mine, a.index) not in steering)
+            if not attached:  # every scope is steered by this breaker already
+                return steering[(mine, targets[0].index)][1]
+            unsubscribe = breaker.subscribe(moved)
+            for a in attached:
+                steering[(mine, a.index)] = (breaker, detach)
+            state = breaker.state.value
+            if state not in ("closed", "disabled"):
+                self._breaker_moved(attached, state, True)
         return detach
 
     def _breaker_moved(self, targets: tuple[_Adaptive, ...], to_state: str, worse: bool) -> None:
