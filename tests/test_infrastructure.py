@@ -837,13 +837,13 @@ class AsyncConn:
         made.append(self)
 
     async def execute(self, sql: str) -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # real-time: one loop turn, as a driver's I/O would yield
         if not self.alive:
             raise ConnectionError("server closed the connection")
         self.ran.append(sql)
 
     async def close(self) -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # real-time: one loop turn, as a driver's I/O would yield
         self.closed = True
 
 

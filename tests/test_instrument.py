@@ -51,7 +51,7 @@ def test_an_object_with_async_call_is_instrumented_as_async() -> None:
 
     class Client:
         async def __call__(self) -> None:
-            await infra.clock.asleep(0.05)
+            await infra.clock.asleep(0.05)  # real-time: no, ManualClock.asleep advances it
             raise ConnectionError("down")
 
     fetch = infra.instrument("api")(Client())
