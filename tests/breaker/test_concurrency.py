@@ -151,7 +151,7 @@ async def test_probe_cancelled_in_injected_latency_releases_its_permit(
         breaker.call_async(asyncio.sleep, 0) if form == "call" else via_with()
     )
     while breaker.snapshot().probes_in_flight == 0:
-        await asyncio.sleep(0)  # a loop turn: let the probe reach the delay
+        await asyncio.sleep(0)  # real-time: a loop turn, to let the probe reach the delay
     probe.cancel()
     with pytest.raises(asyncio.CancelledError):
         await probe
