@@ -154,14 +154,12 @@ async def test_a_decision_cancelled_while_its_thread_decides_is_given_back(
     backend.close()
 
 
-def test_a_cancelled_decision_is_given_back_even_when_its_event_loop_ends(
-    tmp_path: Path, clock: bt.ManualClock
-) -> None:
-    path = tmp_path / "limits.db"
-    backend = bt.SQLiteBackend(path, timeout=10.0)
-    limiter = three_scopes(backend, clock)
-    ctx = {"user": "u1", "org": "o1"}
-    untouched = limiter.peek(ctx).remaining
+CTX = {"user": "u1", "org": "o1"}
+
+
+def give_up_while_the_thread_decides(path: Path, limiter: bt.RateLimiter) -> None:
+    """A request times out while its decision waits for the write lock (another connection
+    holds it), and its handler returns, ending the event loop; then the lock is released."""
     blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     blocker.execute("BEGIN IMMEDIATE")  # the decision's thread waits for the write lock
     gave_up = threading.Event()
@@ -177,12 +175,22 @@ def test_a_cancelled_decision_is_given_back_even_when_its_event_loop_ends(
     async def handler() -> None:
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.05):  # real-time: the request's own deadline
-                await limiter.try_acquire_async(ctx)
+                await limiter.try_acquire_async(CTX)
         gave_up.set()  # ...and the handler returns: asyncio.run ends its loop at once
 
     asyncio.run(handler())  # (waits for the executor's threads as it ends)
     releaser.join()
-    assert limiter.peek(ctx).remaining == untouched  # the thread decided, then gave it back
+
+
+def test_a_cancelled_decision_is_given_back_even_when_its_event_loop_ends(
+    tmp_path: Path, clock: bt.ManualClock
+) -> None:
+    path = tmp_path / "limits.db"
+    backend = bt.SQLiteBackend(path, timeout=10.0)
+    limiter = three_scopes(backend, clock)
+    untouched = limiter.peek(CTX).remaining
+    give_up_while_the_thread_decides(path, limiter)
+    assert limiter.peek(CTX).remaining == untouched  # the thread decided, then gave it back
     backend.close()
 
 
@@ -195,27 +203,7 @@ def test_a_refund_after_a_cancellation_that_fails_is_logged(
 
     path = tmp_path / "limits.db"
     backend = CannotRefund(path, timeout=10.0)
-    limiter = three_scopes(backend, clock)
-    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    blocker.execute("BEGIN IMMEDIATE")
-    gave_up = threading.Event()
-
-    def release() -> None:
-        gave_up.wait(10.0)
-        blocker.execute("ROLLBACK")
-        blocker.close()
-
-    releaser = threading.Thread(target=release)
-    releaser.start()
-
-    async def handler() -> None:
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.05):  # real-time: the request's own deadline
-                await limiter.try_acquire_async({"user": "u1", "org": "o1"})
-        gave_up.set()
-
-    asyncio.run(handler())
-    releaser.join()
+    give_up_while_the_thread_decides(path, three_scopes(backend, clock))
     assert "stays charged" in caplog.text
     backend.close()
 

@@ -477,27 +477,33 @@ def test_a_fall_of_several_levels_keeps_the_hysteresis_of_the_levels_between(
     assert (snap.state, snap.degradation_level) == (S.DEGRADED, L(level))
 
 
-def test_jitter_spreads_open_times_at_the_cap_too() -> None:
-    times = set()
+def open_times(reset_timeout: float, cap: float, jitter: float) -> list[float]:
+    """How long a breaker stays open after its first failure, for 50 seeds."""
+    times = []
     for seed in range(50):
-        clock = bt.ManualClock()
         b = bt.CircuitBreaker(
             "x",
-            clock=clock,
+            clock=bt.ManualClock(),
             seed=seed,
             failure_threshold=1,
             degradation_threshold=None,
             failure_rate_threshold=None,
             degradation_rate_threshold=None,
-            reset_timeout=100.0,
-            reset_timeout_max=100.0,
-            reset_timeout_jitter=0.2,
+            reset_timeout=reset_timeout,
+            reset_timeout_max=cap,
+            reset_timeout_jitter=jitter,
         )
         b.try_acquire().record_failure()  # type: ignore[union-attr]
         retry = b.snapshot().retry_after
-        assert retry is not None and 80.0 <= retry <= 100.0  # never past the cap
-        times.add(round(retry, 6))
-    assert len(times) > 40  # spread, not all at exactly the cap
+        assert retry is not None
+        times.append(retry)
+    return times
+
+
+def test_jitter_spreads_open_times_at_the_cap_too() -> None:
+    times = open_times(100.0, 100.0, 0.2)
+    assert all(80.0 <= t <= 100.0 for t in times)  # never past the cap
+    assert len({round(t, 6) for t in times}) > 40  # spread, not all at exactly the cap
 
 
 def test_a_long_reset_timeout_needs_no_cap_of_its_own(clock: bt.ManualClock) -> None:
@@ -580,23 +586,7 @@ def test_a_shed_call_is_told_to_retry_when_the_window_next_moves(clock: bt.Manua
 
 
 def test_jitter_below_the_cap_never_passes_it() -> None:
-    for seed in range(50):
-        clock = bt.ManualClock()
-        b = bt.CircuitBreaker(
-            "x",
-            clock=clock,
-            seed=seed,
-            failure_threshold=1,
-            degradation_threshold=None,
-            failure_rate_threshold=None,
-            degradation_rate_threshold=None,
-            reset_timeout=285.0,
-            reset_timeout_max=300.0,
-            reset_timeout_jitter=0.5,
-        )
-        b.try_acquire().record_failure()  # type: ignore[union-attr]
-        retry = b.snapshot().retry_after
-        assert retry is not None and retry <= 300.0
+    assert all(t <= 300.0 for t in open_times(285.0, 300.0, 0.5))
 
 
 def test_the_default_cap_follows_reset_timeout_however_it_is_given() -> None:

@@ -54,6 +54,17 @@ _attached = events.attached  # empty when no handler listens: one cheap test fir
 
 _log = logging.getLogger("buttress.rate_limiter")
 _NO_IDS: dict[str, Any] = {}
+# What the fast-path closures bind (see RateLimiter._bound).
+_Bound: TypeAlias = tuple[
+    Callable[["Key", float], "Decision"],
+    dict[str, State],
+    Callable[[], bool],
+    Callable[[], None],
+    Frame,
+    Callable[[], float],
+    dict[str, list[Waiter]],
+    Counters,
+]
 _new = object.__new__
 
 # What the waiting plan asks its driver to do.
@@ -350,19 +361,13 @@ class RateLimiter:
         microsecond a decision, a dozen attribute loads are a fifth of the cost). Anything else
         (another key type, a cost other than 1, callers queued) goes to the general method.
         """
-        general: Callable[[Key, float], Decision] = RateLimiter.try_acquire.__get__(self)
         lane = self._lane
         assert lane is not None
         assert self._solo is not None
         solo = self._solo
-        states = self._states
+        general, states, lock, unlock, frame, monotonic, queues, stats = self._bound()
         get = states.get
-        lock, unlock = self._lock_backend, self._unlock_backend
-        frame = self._frame
         admit = frame.algorithms[0].admit
-        monotonic = self._monotonic
-        queues = self._queues
-        stats = self._stats
         measure = stats.measure
         admitted = self._admitted.__next__
         emit = self._emit
@@ -449,6 +454,22 @@ class RateLimiter:
             self._emit(EV_DENIED, decision, cost)
         return decision
 
+    def _bound(self) -> _Bound:
+        """What the closures of :meth:`_solo_path` and :meth:`_multi_path` read, bound once:
+        the general method, the states and their lock, the frame, the clock, the wait queues,
+        the statistics."""
+        general: Callable[[Key, float], Decision] = RateLimiter.try_acquire.__get__(self)
+        return (
+            general,
+            self._states,
+            self._lock_backend,
+            self._unlock_backend,
+            self._frame,
+            self._monotonic,
+            self._queues,
+            self._stats,
+        )
+
     def _multi_path(self) -> Callable[..., Decision]:
         """``try_acquire`` for fixed scopes in memory given a dict context, as a closure.
 
@@ -457,17 +478,11 @@ class RateLimiter:
         for one scope; anything else (another key type, a cost other than 1, an id that is not
         a str, callers queued) goes to the general method.
         """
-        general: Callable[[Key, float], Decision] = RateLimiter.try_acquire.__get__(self)
         lane = self._memory_lane
         assert lane is not None
         keys_of = self._keys_of
-        states = self._states
-        lock, unlock = self._lock_backend, self._unlock_backend
-        frame = self._frame
+        general, states, lock, unlock, frame, monotonic, queues, stats = self._bound()
         decide_in, admits = frame.decide_in, frame.admits
-        monotonic = self._monotonic
-        queues = self._queues
-        stats = self._stats
         measure = stats.measure
         admitted = self._admitted.__next__
         emit = self._emit
