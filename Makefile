@@ -12,8 +12,9 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# Re-install whenever the project's metadata changes.
-$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+# Re-install whenever the project's metadata or the compiled fast path changes (the editable
+# install compiles src/buttress/ratelimit/_speedups.c in place).
+$(VENV)/.installed-dev: pyproject.toml setup.py src/buttress/ratelimit/_speedups.c | $(VENV)/bin/python
 	$(PIP) install -e '.[dev]'
 	@touch $@
 
@@ -26,8 +27,13 @@ venv: $(VENV)/.installed-dev
 demo: $(VENV)/.installed-dev
 	$(PY) -m buttress demo
 
+# The rate limiter's memory paths run twice: compiled (the first run) and pure Python, as
+# they run where the C file did not compile (BUTTRESS_NO_EXTENSIONS=1).
+PURE_TESTS := tests/test_ratelimit_limiter.py tests/test_ratelimit_model.py \
+	tests/test_ratelimit_memory.py tests/test_ratelimit_waiting.py
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+	BUTTRESS_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider $(PURE_TESTS)
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
@@ -50,3 +56,4 @@ bench: $(VENV)/.installed-bench
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -f src/buttress/ratelimit/_speedups.*.so

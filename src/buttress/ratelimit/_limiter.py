@@ -17,6 +17,8 @@ import contextlib
 import functools
 import logging
 import math
+import os
+import sysconfig
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
@@ -25,7 +27,7 @@ from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from ..errors import BackendError, ConfigError, RateLimitExceeded
-from ._algorithms import EPSILON, AdaptiveLimit, AdaptiveState, Algorithm, State
+from ._algorithms import EPSILON, AdaptiveLimit, AdaptiveState, Algorithm, State, TokenBucket
 from ._backend import Backend
 from ._decision import Decision, Details, Frame, ScopeMeta, lazy_decision
 from ._failure import BackendHealth, FailurePolicy, GuardedBackend
@@ -37,6 +39,7 @@ from ._waiting import Waiter, WaitQueues
 
 if TYPE_CHECKING:
     from ..breaker import CircuitBreaker, Transition
+    from ._speedups import FastPath, ScopePart
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -66,6 +69,24 @@ _Bound: TypeAlias = tuple[
     Counters,
 ]
 _new = object.__new__
+
+
+def _compiled() -> type[FastPath] | None:
+    """The compiled fast path, unless it was not built or ``BUTTRESS_NO_EXTENSIONS`` is set."""
+    if os.environ.get("BUTTRESS_NO_EXTENSIONS"):
+        return None
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):  # it reads the dict as the GIL allows
+        return None
+    try:
+        from ._speedups import FastPath
+    except ImportError:
+        return None
+    return FastPath
+
+
+# Read once at import; tests set it to None to run the pure-Python paths beside it.
+_FastPath = _compiled()
+_MAX_SCOPES = 8  # what _speedups.c's FastPath takes
 
 # What the waiting plan asks its driver to do.
 _DECIDE, _SLEEP, _TURN = 0, 1, 2
@@ -361,6 +382,9 @@ class RateLimiter:
         microsecond a decision, a dozen attribute loads are a fifth of the cost). Anything else
         (another key type, a cost other than 1, callers queued) goes to the general method.
         """
+        compiled = self._compiled_path(context=False)
+        if compiled is not None:
+            return compiled
         lane = self._lane
         assert lane is not None
         assert self._solo is not None
@@ -470,6 +494,48 @@ class RateLimiter:
             self._stats,
         )
 
+    def _compiled_path(self, *, context: bool) -> Callable[..., Decision] | None:
+        """The compiled fast path (``_speedups.c``) standing in for :meth:`_solo_path`'s
+        closure (``context=False``) or :meth:`_multi_path`'s, when it is built and applies."""
+        if _FastPath is None or type(_attached) is not dict or len(self.scopes) > _MAX_SCOPES:
+            return None
+        lane = self._in_place
+        general, states, lock, unlock, frame, monotonic, queues, stats = self._bound()
+        emit = self._emit
+
+        def on_allowed(decision: Decision) -> None:
+            if _enabled(EV_ALLOWED):
+                emit(EV_ALLOWED, decision, 1)
+
+        scopes: list[ScopePart] = []
+        for (prefix, by, by_id), algorithm in zip(self._templates, frame.algorithms, strict=True):
+            if type(algorithm) is TokenBucket:  # admitted in C, with exactly the same floats
+                gcra = (algorithm.interval, algorithm.reach)
+                scopes.append((prefix, by, by_id, algorithm.admit, *gcra))
+            else:
+                scopes.append((prefix, by, by_id, algorithm.admit, None, None))
+        return _FastPath(
+            general=general,
+            scopes=tuple(scopes),
+            states=states,
+            acquire=lock,
+            release=unlock,
+            grew=lane.grew,
+            cap_reached=lane.cap_reached,
+            monotonic=monotonic,
+            queues=queues,
+            frame=frame,
+            mark=stats.mark,
+            measure=stats.measure,
+            admitted=self._admitted,
+            attached=_attached,
+            on_allowed=on_allowed,
+            on_refused=self._refused_in_memory,
+            decision_type=Decision,
+            context=context,
+            next_mark=self._next_mark,
+        )
+
     def _multi_path(self) -> Callable[..., Decision]:
         """``try_acquire`` for fixed scopes in memory given a dict context, as a closure.
 
@@ -478,6 +544,9 @@ class RateLimiter:
         for one scope; anything else (another key type, a cost other than 1, an id that is not
         a str, callers queued) goes to the general method.
         """
+        compiled = self._compiled_path(context=True)
+        if compiled is not None:
+            return compiled
         lane = self._memory_lane
         assert lane is not None
         keys_of = self._keys_of
