@@ -6,6 +6,7 @@ through the same calls; every decision, every stored state and every count must 
 
 from __future__ import annotations
 
+import enum
 import gc
 import inspect
 import os
@@ -333,6 +334,24 @@ def test_limiters_beyond_what_it_takes_keep_the_python_path() -> None:
     assert rl.try_acquire({}).remaining == 4
     adaptive = bt.RateLimiter(bt.Scope("user", 5, 1.0, algorithm="adaptive"))
     assert type(adaptive.try_acquire) is not _speedups.FastPath  # its limit moves
+
+
+def test_an_id_name_that_is_a_str_subclass_keeps_the_python_path() -> None:
+    class Dim(enum.StrEnum):
+        USER = "user"
+
+    rl = bt.RateLimiter(bt.Scope("user", 2, 1.0, by=Dim.USER))
+    assert type(rl.try_acquire) is not _speedups.FastPath
+    assert [bool(rl.try_acquire({"user": "u"})) for _ in range(3)] == [True, True, False]
+
+
+def test_a_fast_path_cannot_be_initialised_twice() -> None:
+    rl = bt.RateLimiter([bt.Scope("user", 5, 1.0), bt.Scope("org", 5, 1.0, by="org")])
+    path = rl.try_acquire
+    assert type(path) is _speedups.FastPath
+    with pytest.raises(TypeError, match="already initialised"):
+        path.__init__(general=print)  # type: ignore[misc]
+    assert path({"user": "u", "org": "o"}).remaining == 4
 
 
 def test_the_fast_path_is_not_built_by_hand() -> None:

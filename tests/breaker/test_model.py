@@ -127,11 +127,13 @@ class Model:
             target = None
         else:
             target = "light" if s < 1 / 3 - 1e-9 else "medium" if s < 2 / 3 - 1e-9 else "heavy"
-        if self.state == "degraded":
-            floor = {"light": 0.0, "medium": 1 / 3 - 1e-9, "heavy": 2 / 3 - 1e-9}[self.level or ""]
-            going_down = RANK.get(target or "closed", 0) < self.rank()
-            if going_down and s >= floor - self.cfg.level_hysteresis:
-                return  # hold the level: not far enough below its floor
+        if self.state == "degraded" and RANK.get(target or "closed", 0) < self.rank():
+            # Going down: each level on the way, from the current one, holds the fall while
+            # the severity is within the hysteresis below its floor.
+            floors = {"heavy": 2 / 3 - 1e-9, "medium": 1 / 3 - 1e-9, "light": 0.0}
+            on_the_way = [lv for lv in floors if RANK[lv] <= self.rank()]
+            held = [lv for lv in on_the_way if s >= floors[lv] - self.cfg.level_hysteresis]
+            target = held[0] if held else None
         if target is None:
             self.state, self.level = "closed", None
         else:

@@ -18,6 +18,7 @@ import functools
 import logging
 import math
 import os
+import sys
 import sysconfig
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -75,8 +76,8 @@ def _compiled() -> type[FastPath] | None:
     """The compiled fast path, unless it was not built or ``BUTTRESS_NO_EXTENSIONS`` is set."""
     if os.environ.get("BUTTRESS_NO_EXTENSIONS"):
         return None
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):  # it reads the dict as the GIL allows
-        return None
+    if sys.implementation.name != "cpython" or sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return None  # it writes CPython objects' slots, and reads the dict as the GIL allows
     try:
         from ._speedups import FastPath
     except ImportError:
@@ -499,6 +500,8 @@ class RateLimiter:
         closure (``context=False``) or :meth:`_multi_path`'s, when it is built and applies."""
         if _FastPath is None or type(_attached) is not dict or len(self.scopes) > _MAX_SCOPES:
             return None
+        if any(type(by) is not str for _, by, _ in self._templates if by is not None):
+            return None  # an id name that is a str subclass (an enum) may hash otherwise
         lane = self._in_place
         general, states, lock, unlock, frame, monotonic, queues, stats = self._bound()
         emit = self._emit

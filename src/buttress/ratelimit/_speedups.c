@@ -179,8 +179,10 @@ admit(Part *part, PyObject *state, PyObject *now_obj, double now)
                 && PyFloat_CheckExact(PyTuple_GET_ITEM(state, 0))))) {
         /* TokenBucket.admit with cost 1: ``cost * interval`` is ``interval`` exactly. */
         double tat = state == NULL ? now : PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(state, 0));
-        double new_tat = (tat > now ? tat : now) + part->interval;
-        if (!(new_tat - now <= part->reach)) {
+        /* volatile: each result rounded to a double, as Python's, even with x87 registers */
+        volatile double new_tat = (tat > now ? tat : now) + part->interval;
+        volatile double ahead = new_tat - now;
+        if (!(ahead <= part->reach)) {
             return Py_NewRef(Py_None);
         }
         PyObject *f = PyFloat_FromDouble(new_tat);
@@ -413,20 +415,21 @@ slot_offset(PyObject *type, const char *name)
     return offset;
 }
 
-/* Fill self->parts from the `scopes` tuple; -1 (with TypeError/ValueError) if malformed. */
+/* Read the `scopes` tuple into `parts` (borrowing from it); -1 (TypeError, ValueError) if
+ * malformed. */
 static int
-read_scopes(FastPath *self, PyObject *scopes, int context)
+read_scopes(Part *parts, PyObject *scopes, int context)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(scopes);
     if (n < 1 || n > MAX_SCOPES || (!context && n != 1)) {
-        PyErr_Format(PyExc_ValueError, "FastPath takes 1 to %d scopes (1 unless keyed by a context), got %zd",
+        PyErr_Format(PyExc_ValueError,
+                     "FastPath takes 1 to %d scopes (1 unless keyed by a context), got %zd",
                      MAX_SCOPES, n);
         return -1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyTuple_GET_ITEM(scopes, i);
-        Part *part = &self->parts[i];
-        PyObject *interval, *reach;
+        Part *part = &parts[i];
         if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 6) {
             PyErr_SetString(PyExc_TypeError,
                             "scopes are (prefix, by, by_id, admit, interval, reach) tuples");
@@ -436,27 +439,32 @@ read_scopes(FastPath *self, PyObject *scopes, int context)
         part->by = PyTuple_GET_ITEM(item, 1);
         part->by_id = PyTuple_GET_ITEM(item, 2);
         part->admit = PyTuple_GET_ITEM(item, 3);
-        interval = PyTuple_GET_ITEM(item, 4);
-        reach = PyTuple_GET_ITEM(item, 5);
+        PyObject *interval = PyTuple_GET_ITEM(item, 4);
+        PyObject *reach = PyTuple_GET_ITEM(item, 5);
         if (part->by == Py_None) {
             part->by = part->by_id = NULL;
         }
+        /* Exact str ids' names only: a subclass may hash or compare otherwise. */
         if (!PyUnicode_CheckExact(part->prefix)
-            || (part->by != NULL && (!PyUnicode_CheckExact(part->by) || !PyUnicode_CheckExact(part->by_id)))
+            || (part->by != NULL
+                && (!PyUnicode_CheckExact(part->by) || !PyUnicode_CheckExact(part->by_id)))
             || (!context && part->by == NULL) || !PyCallable_Check(part->admit)) {
-            PyErr_Format(PyExc_TypeError, "scope %zd: prefix, by and by_id are str, admit callable", i);
+            PyErr_Format(PyExc_TypeError,
+                         "scope %zd: prefix, by and by_id must be str, admit callable", i);
             return -1;
         }
         part->gcra = interval != Py_None;
         if (part->gcra) {
             part->interval = PyFloat_AsDouble(interval);
+            if (part->interval == -1.0 && PyErr_Occurred()) {
+                return -1;
+            }
             part->reach = PyFloat_AsDouble(reach);
-            if (PyErr_Occurred()) {
+            if (part->reach == -1.0 && PyErr_Occurred()) {
                 return -1;
             }
         }
     }
-    self->n = n;
     return 0;
 }
 
@@ -468,8 +476,15 @@ fast_init(FastPath *self, PyObject *args, PyObject *kwargs)
         "monotonic", "queues", "frame", "mark", "measure", "admitted", "attached",
         "on_allowed", "on_refused", "decision_type", "context", "next_mark", NULL};
     PyObject *given[N_OBJECTS];
+    Part parts[MAX_SCOPES];
     int context;
     double next_mark;
+    if (self->general != NULL) {
+        /* Parts borrow from the scopes held: replacing them under a running call would
+         * leave it reading freed objects. */
+        PyErr_SetString(PyExc_TypeError, "FastPath is already initialised");
+        return -1;
+    }
     if (!PyArg_ParseTupleAndKeywords(
             args, kwargs, "|$OO!O!OOOOOO!OOOOO!OOO!pd:FastPath", names, &given[0],
             &PyTuple_Type, &given[1], &PyDict_Type, &given[2], &given[3], &given[4],
@@ -493,13 +508,15 @@ fast_init(FastPath *self, PyObject *args, PyObject *kwargs)
     Py_ssize_t off_details = slot_offset(given[16], "_details");
     Py_ssize_t off_resolved = off_details < 0 ? -1 : slot_offset(given[16], "_resolved");
     Py_ssize_t off_allowed = off_resolved < 0 ? -1 : slot_offset(given[16], "allowed");
-    if (off_allowed < 0 || read_scopes(self, given[1], context) < 0) {
+    if (off_allowed < 0 || read_scopes(parts, given[1], context) < 0) {
         return -1;
     }
     PyObject **held = objects(self);
     for (int i = 0; i < N_OBJECTS; i++) {
-        Py_XSETREF(held[i], Py_NewRef(given[i]));
+        held[i] = Py_NewRef(given[i]);
     }
+    self->n = PyTuple_GET_SIZE(given[1]);
+    memcpy(self->parts, parts, sizeof(Part) * (size_t)self->n);
     self->context = context;
     self->next_mark = next_mark;
     self->off_details = off_details;
