@@ -214,6 +214,8 @@ def test_it_reads_as_the_method_it_stands_in_for() -> None:
     general = bt.RateLimiter.try_acquire.__get__(rl)
     assert inspect.signature(rl.try_acquire) == inspect.signature(general)
     assert rl.try_acquire.__doc__ == bt.RateLimiter.try_acquire.__doc__
+    assert rl.try_acquire.__qualname__ == "RateLimiter.try_acquire"
+    assert "RateLimiter.try_acquire" in repr(rl.try_acquire)
 
 
 def lock_is_free(rl: bt.RateLimiter) -> bool:

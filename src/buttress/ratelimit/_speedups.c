@@ -575,18 +575,30 @@ fast_wrapped(FastPath *self, void *closure)
     return Py_NewRef(self->general);
 }
 
+/* __doc__, __name__, __qualname__: the general method's, so that the path reads as it does. */
 static PyObject *
-fast_doc(FastPath *self, void *closure)
+fast_forward(FastPath *self, void *name)
 {
     if (self->general == NULL) {
         Py_RETURN_NONE;
     }
-    return PyObject_GetAttrString(self->general, "__doc__");
+    return PyObject_GetAttrString(self->general, (const char *)name);
+}
+
+static PyObject *
+fast_repr(FastPath *self)
+{
+    if (self->general == NULL) {
+        return PyUnicode_FromString("<buttress compiled fast path (not initialised)>");
+    }
+    return PyUnicode_FromFormat("<buttress compiled fast path of %R>", self->general);
 }
 
 static PyGetSetDef fast_getset[] = {
     {"__wrapped__", (getter)fast_wrapped, NULL, "The general method this path stands in for."},
-    {"__doc__", (getter)fast_doc, NULL, NULL},
+    {"__doc__", (getter)fast_forward, NULL, NULL, "__doc__"},
+    {"__name__", (getter)fast_forward, NULL, NULL, "__name__"},
+    {"__qualname__", (getter)fast_forward, NULL, NULL, "__qualname__"},
     {NULL},
 };
 
@@ -603,6 +615,7 @@ static PyTypeObject FastPathType = {
     .tp_call = fast_call_fallback,
     .tp_vectorcall_offset = offsetof(FastPath, vectorcall),
     .tp_getset = fast_getset,
+    .tp_repr = (reprfunc)fast_repr,
 };
 
 static struct PyModuleDef speedups_module = {
