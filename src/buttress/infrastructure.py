@@ -528,27 +528,9 @@ class Infrastructure:
 
         When the service has a pool, the connection is passed first: ``fn(conn, *args)``.
         """
-        # The body of _run, inlined: the protected path is measured in microseconds and one
-        # more Python call is about 2 % of it.
-        route = self._routes.get(service) or self._route(service)
-        enter, leave, abandon = route.steps
         if rate_key is not None:
-            context = _keyed(route, rate_key, context)
-        token = enter(context, route.critical if critical is None else critical, cost)
-        try:
-            lease = token[1]
-            if lease is not None:
-                result = fn(lease.connection, *args, **kwargs)
-            else:
-                result = fn(*args, **kwargs)
-        except BaseException as exc:
-            leave(token, exc)
-            raise
-        if result.__class__ in _LAZY:  # a generator or a coroutine: see _lazy_result
-            abandon(token, context, cost)
-            raise _lazy_result(service, fn, result)
-        leave(token, None)
-        return result
+            context = _keyed(self._route(service), rate_key, context)
+        return self._run(service, fn, args, kwargs, context, critical, cost)
 
     def _run(
         self,
@@ -593,26 +575,9 @@ class Infrastructure:
         **kwargs: Any,
     ) -> T:
         """The async twin of :meth:`call` (awaits ``fn``; an async pool's connection first)."""
-        # The body of _run_async, inlined (as call() inlines _run's): one more coroutine call
-        # costs about 5 % of a protected async call.
-        route = self._route(service)
-        key = context if rate_key is None else _keyed(route, rate_key, context)
-        guard = Protection(self, route, key, route.critical if critical is None else critical, cost)
-        await guard.__aenter__()
-        aw: Any = _UNCALLED
-        try:
-            if guard._alease is not None:
-                aw = fn(guard.connection, *args, **kwargs)
-            else:
-                aw = fn(*args, **kwargs)
-            result: T = await aw
-        except BaseException as exc:
-            if aw is not _UNCALLED and _not_awaitable(aw, exc):
-                raise await _misused(guard, service, fn, aw) from None
-            await guard.__aexit__(type(exc), exc, None)
-            raise
-        await guard.__aexit__(None, None, None)
-        return result
+        if rate_key is not None:
+            context = _keyed(self._route(service), rate_key, context)
+        return await self._run_async(service, fn, args, kwargs, context, critical, cost)
 
     async def _run_async(
         self,
