@@ -72,22 +72,22 @@ _Bound: TypeAlias = tuple[
 _new = object.__new__
 
 
-def _compiled() -> type[FastPath] | None:
-    """The compiled fast path, unless it was not built or ``BUTTRESS_NO_EXTENSIONS`` is set."""
+def _compiled() -> tuple[type[FastPath] | None, int]:
+    """The compiled fast path and how many scopes it takes, unless it was not built or
+    ``BUTTRESS_NO_EXTENSIONS`` is set (then ``None, 0``)."""
     if os.environ.get("BUTTRESS_NO_EXTENSIONS"):
-        return None
+        return None, 0
     if sys.implementation.name != "cpython" or sysconfig.get_config_var("Py_GIL_DISABLED"):
-        return None  # it writes CPython objects' slots, and reads the dict as the GIL allows
+        return None, 0  # it writes CPython objects' slots, and reads the dict as the GIL allows
     try:
-        from ._speedups import FastPath
+        from ._speedups import MAX_SCOPES, FastPath
     except ImportError:
-        return None
-    return FastPath
+        return None, 0
+    return FastPath, MAX_SCOPES
 
 
-# Read once at import; tests set it to None to run the pure-Python paths beside it.
-_FastPath = _compiled()
-_MAX_SCOPES = 8  # what _speedups.c's FastPath takes
+# Read once at import; tests set _FastPath to None to run the pure-Python paths beside it.
+_FastPath, _MAX_SCOPES = _compiled()
 
 # What the waiting plan asks its driver to do.
 _DECIDE, _SLEEP, _TURN = 0, 1, 2
