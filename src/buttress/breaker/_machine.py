@@ -39,7 +39,7 @@ import random
 from dataclasses import dataclass
 
 from ._config import BreakerConfig
-from ._states import BreakerState, DegradationLevel, Transition
+from ._states import BreakerState, DegradationLevel, Transition, level_rank
 
 CLOSED = BreakerState.CLOSED
 DEGRADED = BreakerState.DEGRADED
@@ -103,7 +103,6 @@ _THIRD = 1.0 / 3.0 - 1e-9
 _TWO_THIRDS = 2.0 / 3.0 - 1e-9
 
 
-_RANK: dict[DegradationLevel | None, int] = {None: 0, LIGHT: 1, MEDIUM: 2, HEAVY: 3}
 _FLOOR: dict[DegradationLevel, float] = {LIGHT: 0.0, MEDIUM: _THIRD, HEAVY: _TWO_THIRDS}
 
 
@@ -113,7 +112,7 @@ def _landing(
     """Where a fall from ``current`` to ``severity`` stops: the highest level at or below
     ``current`` whose floor less ``hysteresis`` is at or below ``severity``, else closed."""
     for level in (HEAVY, MEDIUM, LIGHT):
-        if _RANK[level] <= _RANK[current] and severity >= _FLOOR[level] - hysteresis:
+        if level_rank(level) <= level_rank(current) and severity >= _FLOOR[level] - hysteresis:
             return level
     return None
 
@@ -530,7 +529,7 @@ class BreakerMachine:
         if self.state is DEGRADED:
             current = self.level
             assert current is not None
-            if _RANK[target] < _RANK[current]:
+            if level_rank(target) < level_rank(current):
                 # Hysteresis: a level is left downwards only some way below its floor, and a
                 # fall of several levels stops at the highest one it is not that far below.
                 target = _landing(current, s, self._hysteresis)

@@ -25,6 +25,42 @@ class DegradationLevel(StrEnum):
     HEAVY = "heavy"
 
 
+# How bad each position is, in one place: the machine compares levels with it, the rate
+# limiter's adaptive scopes tell a worsening breaker from a recovering one, and the exporters
+# publish the level as a number.
+_LEVEL_RANK: dict[DegradationLevel | None, int] = {
+    None: 0,
+    DegradationLevel.LIGHT: 1,
+    DegradationLevel.MEDIUM: 2,
+    DegradationLevel.HEAVY: 3,
+}
+_STATE_RANK: dict[BreakerState, int] = {
+    BreakerState.CLOSED: 0,
+    BreakerState.DISABLED: 0,
+    BreakerState.DEGRADED: 0,  # plus its level's rank
+    BreakerState.HALF_OPEN: 4,
+    BreakerState.OPEN: 5,
+    BreakerState.FORCED_OPEN: 5,
+}
+
+PASSING = frozenset({BreakerState.CLOSED, BreakerState.DISABLED})
+"""The states in which a breaker lets every call through unjudged: it holds nothing back."""
+
+REFUSING = frozenset({BreakerState.OPEN, BreakerState.FORCED_OPEN})
+"""The states in which a breaker refuses every call."""
+
+
+def level_rank(level: DegradationLevel | None) -> int:
+    """0 for no degradation, then 1 (light), 2 (medium), 3 (heavy)."""
+    return _LEVEL_RANK[level]
+
+
+def rank(state: BreakerState, level: DegradationLevel | None = None) -> int:
+    """How unhealthy a breaker position is: 0 closed or disabled, 1–3 degraded by level,
+    4 half_open, 5 open or forced_open. A move to a higher rank made things worse."""
+    return _STATE_RANK[state] + (_LEVEL_RANK[level] if state is BreakerState.DEGRADED else 0)
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     """One move of the state machine, with why it happened."""
