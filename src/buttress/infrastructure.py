@@ -31,7 +31,7 @@ from ._clock import Clock, SystemClock
 from ._concurrency import is_async_callable
 from ._scheduler import AsyncScheduler, Handle, Scheduler
 from .breaker import CircuitBreaker
-from .breaker._breaker import _CANCELLATION, _CANCELLED, _FAILURE, _IGNORED
+from .breaker._outcome import CANCELLATION, classify
 from .chaos import Chaos
 from .config import Config, LimiterSettings, PoolSettings, import_callable, load_config
 from .errors import (
@@ -1025,9 +1025,8 @@ def _adaptive_ok(breaker: CircuitBreaker | None, exc: BaseException) -> bool | N
     classifies it (``ignore``d and cancelled calls are neither; an error the breaker does not
     record is no sign of overload), else as an error unless cancelled. ``None``: not at all."""
     if breaker is not None:
-        kind = breaker._classify(exc)
-        return None if kind in (_IGNORED, _CANCELLED) else kind != _FAILURE
-    return None if isinstance(exc, _CANCELLATION) else False
+        return classify(breaker.config, exc).health
+    return None if isinstance(exc, CANCELLATION) else False
 
 
 # Results whose work happens after the call returns, when the protection has ended: a call

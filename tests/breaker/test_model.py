@@ -2,14 +2,18 @@
 
 The model keeps every outcome in a plain list and filters it by time bucket when it needs the
 window; it has no ring buffer, no batching, no fast path and no lazy shortcuts, and it
-re-evaluates after every outcome. The breaker under test is driven through its public API with
-a ManualClock. Shedding probabilities are drawn from {0, 1} so both sides agree without sharing
-an RNG.
+re-evaluates after every outcome. The breaker under test is driven through every public way in
+(permits, tickets, ``call`` and ``call_async``, both decorators, ``with`` and ``async with``,
+``guard``) with a ManualClock. Shedding probabilities are drawn from {0, 1} so both sides agree
+without sharing an RNG.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -33,6 +37,18 @@ class Boom(Exception):
 class Ignored(Exception):
     pass
 
+
+# Every way into a breaker that runs a whole call.
+WAYS_IN = (
+    "call",
+    "decorator",
+    "call_async",
+    "async_decorator",
+    "with",
+    "async_with",
+    "ticket",
+    "ticket_async",
+)
 
 RANK = {"closed": 0, "light": 1, "medium": 2, "heavy": 3, "open": 4}
 
@@ -267,6 +283,15 @@ class BreakerVersusModel(RuleBasedStateMachine):
         self.clock = bt.ManualClock()
         self.breaker = bt.CircuitBreaker("model", clock=self.clock, seed=0, **settings)  # type: ignore[arg-type]
         self.model = Model(self.breaker.config)
+        self.loop = asyncio.new_event_loop()  # one per run: the async ways in share it
+
+    def teardown(self) -> None:
+        loop = getattr(self, "loop", None)
+        if loop is not None:
+            loop.close()
+
+    def run(self, aw: Awaitable[Any]) -> Any:
+        return self.loop.run_until_complete(aw)
 
     @property
     def now(self) -> float:
@@ -279,10 +304,19 @@ class BreakerVersusModel(RuleBasedStateMachine):
             assert not permit.allowed, f"model refuses ({expected}), breaker admitted"
             assert permit.reason == expected
 
-    @rule(target=calls, critical=st.booleans())
-    def start(self, critical: bool) -> object:
+    @rule(target=calls, critical=st.booleans(), api=st.sampled_from(["permit", "ticket"]))
+    def start(self, critical: bool, api: str = "permit") -> object:
+        """Admit a call and keep it open: a permit (``try_acquire``) or a ticket (``begin``)."""
         before = self.model.state
         expected = self.model.admit(self.now, critical)
+        if api == "ticket":
+            try:
+                ticket = self.breaker.begin(critical)
+            except (bt.CircuitOpenError, bt.LoadShedError) as exc:
+                assert not isinstance(expected, Ticket), f"model admits, breaker raised {exc!r}"
+                return None
+            assert isinstance(expected, Ticket), f"model refuses ({expected}), breaker admitted"
+            return (ticket, expected)
         permit = self.breaker.try_acquire(critical=critical)
         self.compare_admission(permit, expected)
         if before == "forced_open":
@@ -296,22 +330,33 @@ class BreakerVersusModel(RuleBasedStateMachine):
         outcome=st.sampled_from(["success", "failure", "ignored", "cancelled"]),
         slow=st.booleans(),
     )
-    def finish(self, call: tuple[bt.Permit, Ticket] | None, outcome: str, slow: bool) -> None:
+    def finish(self, call: tuple[Any, Ticket] | None, outcome: str, slow: bool) -> None:
         if call is None:
             return
-        permit, ticket = call
+        held, ticket = call
         stale = ticket.gen != self.model.gen
         rank_before, state_before = self.model.rank(), (self.model.state, self.model.level)
         gen_before = self.model.gen
-        duration = 2.0 if slow else 0.0
-        if outcome == "success":
-            permit.record_success(duration)
-        elif outcome == "failure":
-            permit.record_failure(duration)
-        elif outcome == "ignored":
-            permit.record_exception(Ignored(), duration)
-        else:
-            permit.release()
+        if isinstance(held, bt.Permit):
+            duration = 2.0 if slow else 0.0
+            if outcome == "success":
+                held.record_success(duration)
+            elif outcome == "failure":
+                held.record_failure(duration)
+            elif outcome == "ignored":
+                held.record_exception(Ignored(), duration)
+            else:
+                held.release()
+        else:  # a ticket from begin(): its duration is the time since it began
+            threshold = self.breaker.config.slow_call_duration
+            slow = threshold is not None and self.now - held[2] >= threshold
+            exc = {
+                "success": None,
+                "failure": Boom(),
+                "ignored": Ignored(),
+                "cancelled": asyncio.CancelledError(),
+            }[outcome]
+            self.breaker.end(held, exc)
         self.model.finish(ticket, outcome, slow, self.now)
         if stale:  # an outcome from an older generation never moves the state
             assert (self.model.state, self.model.level) == state_before
@@ -328,10 +373,10 @@ class BreakerVersusModel(RuleBasedStateMachine):
     @rule(
         outcome=st.sampled_from(["success", "failure", "ignored"]),
         critical=st.booleans(),
-        how=st.sampled_from(["call", "decorator"]),
+        how=st.sampled_from(WAYS_IN),
     )
     def quick_call(self, outcome: str, critical: bool, how: str = "call") -> None:
-        """A whole call through ``call`` or ``@breaker`` (fast paths when closed) or ``guard``."""
+        """A whole call through one way in (the lock-free paths when closed and not critical)."""
         expected = self.model.admit(self.now, critical)
 
         def fn() -> str:
@@ -341,14 +386,11 @@ class BreakerVersusModel(RuleBasedStateMachine):
                 raise Ignored
             return "ok"
 
+        async def afn() -> str:
+            return fn()
+
         try:
-            if critical:
-                with self.breaker.guard(critical=True):
-                    fn()
-            elif how == "decorator":
-                self.breaker(fn)()
-            else:
-                self.breaker.call(fn)
+            self.run_one_way(how, critical, fn, afn)
         except (bt.CircuitOpenError, bt.LoadShedError) as exc:
             assert not isinstance(expected, Ticket), f"model admits, breaker raised {exc!r}"
             return
@@ -357,9 +399,56 @@ class BreakerVersusModel(RuleBasedStateMachine):
         assert isinstance(expected, Ticket), f"model refuses ({expected}), breaker admitted"
         self.model.finish(expected, outcome, False, self.now)
 
+    def run_one_way(
+        self, how: str, critical: bool, fn: Callable[[], str], afn: Callable[[], Awaitable[str]]
+    ) -> None:
+        b = self.breaker
+        if how == "call":
+            b.call(fn) if not critical else b(critical=True)(fn)()
+        elif how == "decorator":
+            b(fn)() if not critical else b(critical=True)(fn)()
+        elif how == "call_async":
+            self.run(b.call_async(afn) if not critical else b(critical=True)(afn)())
+        elif how == "async_decorator":
+            self.run(b(afn)() if not critical else b(critical=True)(afn)())
+        elif how == "with":
+            if critical:
+                with b.guard(critical=True):
+                    fn()
+            else:
+                with b:
+                    fn()
+        elif how == "async_with":
+
+            async def block() -> None:
+                if critical:
+                    async with b.guard(critical=True):
+                        fn()
+                else:
+                    async with b:
+                        fn()
+
+            self.run(block())
+        elif how == "ticket":
+            ticket = b.begin(critical)
+            try:
+                fn()
+            except BaseException as exc:
+                b.end(ticket, exc)
+                raise
+            b.end(ticket)
+        else:  # ticket_async
+            ticket = self.run(b.begin_async(critical))
+            try:
+                fn()
+            except BaseException as exc:
+                b.end(ticket, exc)
+                raise
+            b.end(ticket)
+
     @rule(
         outcomes=st.lists(st.sampled_from(["success", "failure", "ignored"]), max_size=12),
-        how=st.sampled_from(["call", "decorator"]),
+        how=st.sampled_from(WAYS_IN),
     )
     def burst(self, outcomes: list[str], how: str) -> None:
         """Several calls with no look at the breaker in between (batched fast-path successes)."""

@@ -73,28 +73,32 @@ class Refused:
 
 @dataclass(frozen=True, slots=True)
 class MachineStats:
-    """The machine's numbers at one instant (the shell adds its name and fault injection)."""
+    """The machine's numbers at one instant, named as the breaker's snapshot names them (the
+    shell adds its name and fault injection: :class:`~buttress.BreakerSnapshot`)."""
 
     state: BreakerState
-    level: DegradationLevel | None
-    generation: int
-    window_calls: int
-    window_failures: int
-    window_slow: int
+    degradation_level: DegradationLevel | None
+    # The window: outcomes in it now.
+    failure_count: int
+    success_count: int
+    call_count: int
+    slow_call_count: int
     failure_rate: float
     slow_call_rate: float
     consecutive_failures: int
     recovery_attempts: int
     retry_after: float | None
     probes_in_flight: int
-    successes: int
-    failures: int
-    ignored: int
-    cancelled: int
-    rejected: int
-    shed: int
-    stale: int
+    generation: int
     times_opened: int
+    # Since the breaker was made.
+    total_successes: int
+    total_failures: int
+    total_ignored: int
+    total_cancelled: int
+    total_rejected: int
+    total_shed: int
+    total_stale: int
 
 
 # A severity of exactly one third (two thirds) is medium (heavy); the slack absorbs rounding,
@@ -426,29 +430,29 @@ class BreakerMachine:
         retry = None
         if self.state is OPEN:
             retry = max(0.0, self.open_until - now)
+        failures = self.w_failures
         return MachineStats(
             state=self.state,
-            level=self.level,
-            generation=self.generation,
-            window_calls=calls,
-            window_failures=self.w_failures,
-            window_slow=self.w_slow,
-            failure_rate=self.w_failures / calls if calls else 0.0,
-            slow_call_rate=self.w_slow / (calls - self.w_failures)
-            if calls > self.w_failures
-            else 0.0,
+            degradation_level=self.level,
+            failure_count=failures,
+            success_count=calls - failures,
+            call_count=calls,
+            slow_call_count=self.w_slow,
+            failure_rate=failures / calls if calls else 0.0,
+            slow_call_rate=self.w_slow / (calls - failures) if calls > failures else 0.0,
             consecutive_failures=self.consecutive,
             recovery_attempts=self.recovery_attempts,
             retry_after=retry,
             probes_in_flight=len(self._probes),
-            successes=self.successes,
-            failures=self.failures,
-            ignored=self.ignored,
-            cancelled=self.cancelled,
-            rejected=self.rejected,
-            shed=self.shed,
-            stale=self.stale,
+            generation=self.generation,
             times_opened=self.times_opened,
+            total_successes=self.successes,
+            total_failures=self.failures,
+            total_ignored=self.ignored,
+            total_cancelled=self.cancelled,
+            total_rejected=self.rejected,
+            total_shed=self.shed,
+            total_stale=self.stale,
         )
 
     def severity(self) -> tuple[float, str]:

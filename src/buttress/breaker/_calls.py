@@ -1,0 +1,198 @@
+# DO NOT EDIT: generated from _calls_async.py by tools/async_to_sync.py.
+"""The breaker's call paths: everything that waits (a call, an injected latency, a health check).
+
+They are written once, as async code in ``_calls_async.py``; ``tools/async_to_sync.py`` writes
+their thread twin, ``_calls.py``. Where the two must differ, the difference is marked
+``if True:  # ASYNC``: the sync file keeps the ``else`` branch.
+
+Each call path has the same shape: admit (``_enter``: the machine decides under the
+lock, a refused call may run a due health check and be admitted after all, an injected fault
+is applied), run the call with no lock held, record its outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar, cast
+
+from ._core import MAX_PENDING, SUCCESS, BreakerCore, Ticket
+from ._machine import Refused
+
+if TYPE_CHECKING:
+    from ._breaker import CircuitBreaker
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Runner = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
+
+
+class Calls(BreakerCore):
+    """The ways into a breaker that wait: calls, ``with`` blocks, tickets, health checks."""
+
+    _run: Runner  # made by _make_run()
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` under the breaker and return its result.
+
+        Raises :class:`~buttress.CircuitOpenError` when open and :class:`~buttress.LoadShedError`
+        when the call is shed while degraded; otherwise returns or raises what ``fn`` does.
+        """
+        return self._run(fn, args, kwargs)  # type: ignore[no-any-return]
+
+    def _call(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        critical: bool,
+    ) -> T:
+        """A call on the general path: any state, any setting."""
+        ticket = self._enter(critical)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._record_exit(ticket, exc)
+            raise
+        self._on_result(ticket, result)
+        return result
+
+    def _make_run(self) -> Runner:
+        """The lock-free path of :meth:`call`, as a closure over what it reads.
+
+        Closed, with a plain config (no slow-call timing, no result predicate, nothing
+        injected), a call takes no lock: a success within the current time bucket is queued
+        (``deque.append`` is atomic) and counted at the next locked step; anything else takes
+        the general path. Every attribute is read once here, not on each call: at a few
+        hundred nanoseconds a call, a frame or an attribute load shows.
+        """
+        m = self._machine
+        pending = self._pending
+        append = pending.append
+        now = self._now
+        general = self._call
+        record = self._record
+        classify = self._classify
+        lock = self._lock
+        drain = self._drain
+
+        def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            gen = m.fast_gen
+            if gen < 0:
+                return general(fn, args, kwargs, False)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                record(gen, 0, classify(exc), now(), 0.0)
+                raise
+            t = now()
+            if t < m.bucket_end:
+                append(gen)
+                if len(pending) > MAX_PENDING:
+                    with lock:
+                        drain()
+                return result
+            record(gen, 0, SUCCESS, t, 0.0)
+            return result
+
+        return run
+
+    def begin(self, critical: bool = False) -> Ticket:
+        """Admit one call (raising when refused); hand the ticket to :meth:`end` afterwards.
+
+        The low-level pair under ``Infrastructure.protect``: no object per call, and the
+        lock-free path when closed. Fault injection on the breaker itself is applied.
+        """
+        gen = self._machine.fast_gen
+        if gen >= 0 and not critical:
+            return gen, 0, 0.0
+        return self._enter(critical)
+
+    def _enter(self, critical: bool) -> Ticket:
+        """Admit one call or raise its refusal; apply the fault injected into it."""
+        now = self._now()
+        d = self._admit(now, critical)
+        if isinstance(d, Refused):
+            if self._may_probe_health(d) and self.check_health():
+                d = self._admit_again(critical)
+            if isinstance(d, Refused):
+                raise self._refusal(d)
+        ticket, fault = self._admitted(d, now)
+        if fault is not None:
+            if fault.delay:
+                self._delay(ticket, fault.delay)
+            if fault.fail:
+                raise self._inject_failure(ticket, fault)
+        return ticket
+
+    def _delay(self, ticket: Ticket, delay: float) -> None:
+        try:
+            self.clock.sleep(delay)
+        except BaseException as exc:  # interrupted in the injected latency: as if in the call
+            self._record_exit(ticket, exc)
+            raise
+
+    def __enter__(self) -> Self:
+        ticket = self._enter(False)
+        self._open_blocks.set((*self._open_blocks.get(), ticket))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        blocks = self._open_blocks.get()
+        self._open_blocks.set(blocks[:-1])
+        self._record_exit(blocks[-1], exc)
+        return False
+
+    def check_health(self) -> bool | None:
+        """Run the health check if one is due (open, interval elapsed).
+
+        Returns its result, or ``None`` when no check was due. Success moves the breaker to
+        half_open early. The infrastructure's scheduler calls this; so does a refused call.
+        """
+        check = self._health_check
+        if check is None or self._health_is_async:
+            return None  # a coroutine function is checked by check_health()
+        gen = self._health_check_due()
+        if gen is None:
+            return None
+        t0 = time.monotonic()
+        ok, err = False, None
+        try:
+            ok = bool(cast(Callable[[], bool], check)())
+        except Exception as exc:
+            err = repr(exc)
+        except BaseException:
+            self._health_check_abandoned(gen)
+            raise
+        self._health_checked(gen, ok, err, time.monotonic() - t0)
+        return ok
+
+
+class GuardCalls:
+    """``with breaker.guard(critical=True):`` (see ``Guard``)."""
+
+    _breaker: CircuitBreaker
+    _critical: bool
+    _ticket: Ticket | None
+
+    def __enter__(self) -> Self:
+        self._ticket = self._breaker._enter(self._critical)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        ticket, self._ticket = self._ticket, None
+        if ticket is not None:
+            self._breaker._record_exit(ticket, exc)
+        return False
