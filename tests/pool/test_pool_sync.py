@@ -1,4 +1,5 @@
-# DO NOT EDIT: generated from test_pool_async.py by tools/async_to_sync.py.
+# DO NOT EDIT: generated from tests/pool/test_pool_async.py
+# by tools/async_to_sync.py; change the source and run it again.
 """ConnectionPool behaviour; ``test_pool_sync.py`` is generated from this file.
 
 Background work runs on a real scheduler; time is a ManualClock, so every time limit is
