@@ -2,8 +2,8 @@
 # by tools/async_to_sync.py; change the source and run it again.
 """The pool shell: reads the clock, waits, wakes, connects, checks and closes.
 
-Every decision is the pure core's (``_state.py``). ``_pool_async.py`` (``ConnectionPool``)
-is written by hand; ``_pool.py`` (``ConnectionPool``) is generated from it by
+Every decision is the pure core's (``_state.py``). The asyncio pool, in ``_pool_async.py``, is
+written by hand; the threaded one, in ``_pool.py``, is generated from it by
 ``tools/async_to_sync.py``.
 """
 
@@ -255,7 +255,7 @@ class ConnectionPool:
                 f"health_check_strategy={config.health_check_strategy!r} needs a check callable",
             )
         if scheduler is not None and not isinstance(scheduler, Scheduler):
-            raise ConfigError("scheduler", f"must be an Scheduler, got {scheduler!r}")
+            raise ConfigError("scheduler", f"must be an instance of Scheduler, got {scheduler!r}")
 
         self.name = name
         self.config = config
