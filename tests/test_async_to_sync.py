@@ -371,6 +371,55 @@ def test_a_breaker_like_pair_comes_out_as_its_sync_twin(tmp_path: Path) -> None:
     assert (tmp_path / "src/breaker.py").read_text() == textwrap.dedent(BREAKER_SYNC)
 
 
+def test_a_protect_pipeline_of_closures_converts_whole() -> None:
+    names = {"protect_async": "protect", "try_acquire_async": "try_acquire"}
+    names |= {"refund_async": "refund", "AsyncProtection": "Protection"}
+    src = """\
+        def protect_async(route):
+            limiter = route.limiter
+
+            async def protected(fn):
+                if not await limiter.try_acquire_async(route.key):
+                    raise Refused(route)
+                try:
+                    async with route.breaker:
+                        return await fn()
+                except BaseException:
+                    await limiter.refund_async(route.key)
+                    raise
+
+            return protected
+
+
+        class AsyncProtection:
+            async def __aenter__(self) -> AsyncProtection:
+                await self._limiter.try_acquire_async(self._key)
+                return self
+        """
+    assert sync(src, names) == same("""\
+        def protect(route):
+            limiter = route.limiter
+
+            def protected(fn):
+                if not limiter.try_acquire(route.key):
+                    raise Refused(route)
+                try:
+                    with route.breaker:
+                        return fn()
+                except BaseException:
+                    limiter.refund(route.key)
+                    raise
+
+            return protected
+
+
+        class Protection:
+            def __enter__(self) -> Protection:
+                self._limiter.try_acquire(self._key)
+                return self
+        """)
+
+
 def test_check_finds_stale_missing_and_unlisted_outputs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
