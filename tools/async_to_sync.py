@@ -30,21 +30,22 @@ Transforms
   dropped), and whole identifiers inside strings, docstrings and comments (``AsyncLease`` in
   ``"<AsyncLease ...>"`` or in :class:`AsyncLease`, never the ``AsyncLease`` in
   ``AsyncLeases``).
-- In docstrings, code also loses ``async``/``await``: inline literals (````await x()````),
-  doctest lines (``>>>``, ``...``) and literal blocks (the indented lines after a ``::``).
-  Prose keeps its words: "no await here" stays as written.
+- In docstrings, code also loses ``async``/``await``: inline literals (between double
+  backquotes), doctest lines (``>>>``, ``...``) and literal blocks (the indented lines after a
+  ``::``). Prose and comments keep their words: "no await here" stays as written.
 - A pair's ``prose`` table replaces whole phrases in its docstrings and comments ("the task" →
   "the thread"). Keep it short: prefer wording that is true in both worlds.
 
 A ``PRIMITIVES``/``OURS`` entry or a pair's ``names``/``prose`` entry that no input uses is an
-error, which keeps the tables honest (``SYNTAX`` is the language's, always on).
+error, which keeps the tables honest (``SYNTAX`` is the language's, always on; with FILE
+arguments only the pairs' own tables are checked).
 
 Markers, in the async source
 ----------------------------
 ``if True:  # ASYNC`` ... ``else:`` ... (psycopg's marker)
-    The async output runs the ``if`` branch as written; the sync output gets only the
-    ``else`` branch, in place of the ``if`` (no ``else``: nothing). ``elif`` is refused.
-    Comments above the ``if`` stay.
+    The async module runs the ``if`` branch; the sync output gets only the ``else`` branch,
+    in place of the whole ``if`` (no ``else``: nothing). ``elif`` is refused. Comments above
+    the ``if`` stay; the ``else:`` line's own comment goes.
 
 ``# ASYNC`` (or ``# ASYNC: why``) on a comment line directly above a statement
     The statement is async-only: the sync output leaves it out, with the comment lines
