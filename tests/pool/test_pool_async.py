@@ -1,4 +1,5 @@
-"""AsyncConnectionPool behaviour; ``test_pool_sync.py`` is generated from this file.
+"""AsyncConnectionPool behaviour, written once: ``test_pool_sync.py`` is generated from
+``test_pool_async.py``.
 
 Background work runs on a real scheduler; time is a ManualClock, so every time limit is
 reached by advancing the clock and calling ``run_maintenance()``, and background connects and

@@ -1,5 +1,7 @@
-# DO NOT EDIT: generated from test_pool_async.py by tools/async_to_sync.py.
-"""ConnectionPool behaviour; ``test_pool_sync.py`` is generated from this file.
+# DO NOT EDIT: generated from tests/pool/test_pool_async.py
+# by tools/async_to_sync.py; change the source and run it again.
+"""ConnectionPool behaviour, written once: ``test_pool_sync.py`` is generated from
+``test_pool_async.py``.
 
 Background work runs on a real scheduler; time is a ManualClock, so every time limit is
 reached by advancing the clock and calling ``run_maintenance()``, and background connects and

@@ -1,8 +1,9 @@
-# DO NOT EDIT: generated from _pool_async.py by tools/async_to_sync.py.
+# DO NOT EDIT: generated from src/buttress/pool/_pool_async.py
+# by tools/async_to_sync.py; change the source and run it again.
 """The pool shell: reads the clock, waits, wakes, connects, checks and closes.
 
-Every decision is the pure core's (``_state.py``). ``_pool_async.py`` (``ConnectionPool``)
-is written by hand; ``_pool.py`` (``ConnectionPool``) is generated from it by
+Every decision is the pure core's (``_state.py``). The asyncio pool, in ``_pool_async.py``, is
+written by hand; the threaded one, in ``_pool.py``, is generated from it by
 ``tools/async_to_sync.py``.
 """
 
@@ -254,7 +255,7 @@ class ConnectionPool:
                 f"health_check_strategy={config.health_check_strategy!r} needs a check callable",
             )
         if scheduler is not None and not isinstance(scheduler, Scheduler):
-            raise ConfigError("scheduler", f"must be an Scheduler, got {scheduler!r}")
+            raise ConfigError("scheduler", f"must be an instance of Scheduler, got {scheduler!r}")
 
         self.name = name
         self.config = config
@@ -378,7 +379,7 @@ class ConnectionPool:
             woken = waiter.cell.wait(remaining)
         except BaseException:
             # Cancelled (or interrupted) while waiting: a member handed over meanwhile is
-            # passed on. No here, so a second cancellation cannot lose it either.
+            # passed on. No await here, so a second cancellation cannot lose it either.
             with self._lock:
                 state.abandon(waiter, self._monotonic(), timed_out=False)
                 fx = state.take_effects()
@@ -465,7 +466,7 @@ class ConnectionPool:
             fx = state.take_effects()
         if fx is not None:
             if interrupted is not None:
-                self._apply(fx)  # no while a cancellation is on its way out
+                self._apply(fx)  # no await while a cancellation is on its way out
             else:
                 self._finish(fx)
         if interrupted is not None:

@@ -1,7 +1,7 @@
 """The pool shell: reads the clock, waits, wakes, connects, checks and closes.
 
-Every decision is the pure core's (``_state.py``). ``_pool_async.py`` (``AsyncConnectionPool``)
-is written by hand; ``_pool.py`` (``ConnectionPool``) is generated from it by
+Every decision is the pure core's (``_state.py``). The asyncio pool, in ``_pool_async.py``, is
+written by hand; the threaded one, in ``_pool.py``, is generated from it by
 ``tools/async_to_sync.py``.
 """
 
@@ -253,7 +253,9 @@ class AsyncConnectionPool:
                 f"health_check_strategy={config.health_check_strategy!r} needs a check callable",
             )
         if scheduler is not None and not isinstance(scheduler, AsyncScheduler):
-            raise ConfigError("scheduler", f"must be an AsyncScheduler, got {scheduler!r}")
+            raise ConfigError(
+                "scheduler", f"must be an instance of AsyncScheduler, got {scheduler!r}"
+            )
 
         self.name = name
         self.config = config
