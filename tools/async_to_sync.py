@@ -124,6 +124,7 @@ PRIMITIVES: dict[str, str] = {
     "acall": "call",
     "aclose": "close",
     "acurrent_owner": "current_owner",
+    "asleep": "sleep",
     "aspawn": "spawn",
 }
 
@@ -148,8 +149,30 @@ POOL_PROSE: dict[str, str] = {
     "Each may be a plain or a coroutine function.": "Each is a plain function.",
 }
 
+# The breaker's call paths: async methods end in _async; their thread twins drop it.
+BREAKER_NAMES: dict[str, str] = {
+    "AsyncCalls": "Calls",
+    "AsyncGuardCalls": "GuardCalls",
+    "AsyncRunner": "Runner",
+    "call_async": "call",
+    "_call_async": "_call",
+    "_run_async": "_run",
+    "_make_run_async": "_make_run",
+    "run_async": "run",
+    "general_async": "general",
+    "begin_async": "begin",
+    "_enter_async": "_enter",
+    "_delay_async": "_delay",
+    "check_health_async": "check_health",
+}
+
 PAIRS: list[Pair] = [
     Pair("src/buttress/pool/_pool_async.py", "src/buttress/pool/_pool.py", prose=POOL_PROSE),
+    Pair(
+        "src/buttress/breaker/_calls_async.py",
+        "src/buttress/breaker/_calls.py",
+        names=BREAKER_NAMES,
+    ),
     Pair("tests/pool/test_pool_async.py", "tests/pool/test_pool_sync.py"),
 ]
 

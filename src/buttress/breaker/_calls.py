@@ -1,4 +1,5 @@
-# DO NOT EDIT: generated from _calls_async.py by tools/async_to_sync.py.
+# DO NOT EDIT: generated from src/buttress/breaker/_calls_async.py
+# by tools/async_to_sync.py; change the source and run it again.
 """The breaker's call paths: everything that waits (a call, an injected latency, a health check).
 
 They are written once, as async code in ``_calls_async.py``; ``tools/async_to_sync.py`` writes
