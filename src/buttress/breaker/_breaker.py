@@ -31,35 +31,15 @@ _STATS_FIELDS = tuple(f.name for f in fields(MachineStats))
 
 
 @dataclass(frozen=True, slots=True)
-class BreakerSnapshot:
+class BreakerSnapshot(MachineStats):
     """What a breaker shows the health report: its state and its numbers at one instant.
 
-    The window's counts (``failure_count``, ``call_count``, ...) are the outcomes in the
-    sliding window now; the ``total_*`` counts run from the breaker's creation.
+    The machine's numbers (``state``, ``degradation_level``, the window's counts such as
+    ``failure_count`` and ``call_count``, the ``total_*`` counts since the breaker was made),
+    plus the breaker's ``name`` and its fault injection.
     """
 
     name: str
-    state: BreakerState
-    degradation_level: DegradationLevel | None
-    failure_count: int
-    success_count: int
-    call_count: int
-    slow_call_count: int
-    failure_rate: float
-    slow_call_rate: float
-    consecutive_failures: int
-    recovery_attempts: int
-    retry_after: float | None
-    probes_in_flight: int
-    generation: int
-    times_opened: int
-    total_successes: int
-    total_failures: int
-    total_ignored: int
-    total_cancelled: int
-    total_rejected: int
-    total_shed: int
-    total_stale: int
     fault_injection_active: bool
     injected_failures: int
 
@@ -178,6 +158,7 @@ class CircuitBreaker(Calls, AsyncCalls):
         self._run = self._make_run()
         self._run_async = self._make_run_async()
         self._wrap = self._make_wrap()
+        self._wrap_async = self._make_wrap_async()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -229,7 +210,7 @@ class CircuitBreaker(Calls, AsyncCalls):
             name=self.name,
             fault_injection_active=bool(inj is not None and inj.active),
             injected_failures=inj.injected_failures if inj is not None else 0,
-            **{f: getattr(stats, f) for f in _STATS_FIELDS},
+            **{f: getattr(stats, f) for f in _STATS_FIELDS},  # one vocabulary: same names
         )
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -297,13 +278,7 @@ class CircuitBreaker(Calls, AsyncCalls):
                     return await general_async(fn, args, kwargs, True)
 
                 return critical_async_wrapper
-            run_async = self._run_async
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await run_async(fn, args, kwargs)
-
-            return async_wrapper
+            return cast(Callable[P, Any], self._wrap_async(fn))
         if critical:
             general = self._call
 
@@ -313,45 +288,6 @@ class CircuitBreaker(Calls, AsyncCalls):
 
             return critical_wrapper
         return cast(Callable[P, Any], self._wrap(fn))
-
-    def _make_wrap(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """A factory of ``@breaker`` wrappers for plain functions: :meth:`_make_run`'s closure
-        with ``fn`` bound, written out once more because the decorator is the hottest way in
-        and a call through ``run`` would cost a frame (a quarter of the whole overhead).
-        The model-based test drives it beside every other way in."""
-        m = self._machine
-        pending = self._pending
-        append = pending.append
-        now = self._now
-        general = self._call
-        record = self._record
-        classify = self._classify
-        lock = self._lock
-        drain = self._drain
-
-        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                gen = m.fast_gen
-                if gen < 0:
-                    return general(fn, args, kwargs, False)
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException as exc:
-                    record(gen, 0, classify(exc), now(), 0.0)
-                    raise
-                t = now()
-                if t < m.bucket_end:
-                    append(gen)
-                    if len(pending) > MAX_PENDING:
-                        with lock:
-                            drain()
-                    return result
-                record(gen, 0, SUCCESS, t, 0.0)
-                return result
-
-            return functools.wraps(fn)(wrapper)
-
-        return wrap
 
     # -- tickets: the low-level pair under Infrastructure.protect --------------------------------
 
