@@ -28,7 +28,16 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from .breaker._states import PASSING, BreakerState
+
+if TYPE_CHECKING:
+    from .breaker import BreakerSnapshot
+    from .chaos._chaos import ChaosSnapshot
+    from .memory import MemorySnapshot
+    from .pool import PoolStats
+    from .ratelimit import RateLimiterSnapshot
 
 __all__ = [
     "ComponentCheck",
@@ -45,10 +54,6 @@ CONTENT_TYPE = "application/health+json"
 
 _OVERALL: dict[Status, Overall] = {"pass": "healthy", "warn": "degraded", "fail": "unhealthy"}
 _RANK: dict[Status, int] = {"pass": 0, "warn": 1, "fail": 2}
-
-
-class _Snapshot(Protocol):
-    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +88,11 @@ class HealthReport:
 
     namespace: str
     overall_status: Overall
-    circuit_breakers: Mapping[str, Any]
-    rate_limiters: Mapping[str, Any]
-    connection_pools: Mapping[str, Any]
-    memory: Any
-    chaos_engineering: Mapping[str, Any]
+    circuit_breakers: Mapping[str, BreakerSnapshot]
+    rate_limiters: Mapping[str, RateLimiterSnapshot]
+    connection_pools: Mapping[str, PoolStats]
+    memory: MemorySnapshot | None
+    chaos_engineering: ChaosSnapshot
     checks: tuple[ComponentCheck, ...]
     time: float
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -159,12 +164,18 @@ _COMPONENT_TYPE = {
 # -- verdicts per component (pure) -------------------------------------------------------------
 
 
-def breaker_check(name: str, snap: Any) -> ComponentCheck:
-    state = _value(snap.state)
-    level = _value(snap.degradation_level)
-    if state in ("closed", "disabled"):
-        return ComponentCheck("circuit_breaker", name, "pass", state, f"breaker is {state}")
-    shown = f"degraded ({level})" if state == "degraded" else state
+def breaker_check(name: str, snap: BreakerSnapshot) -> ComponentCheck:
+    state = snap.state
+    if state in PASSING:
+        return ComponentCheck(
+            "circuit_breaker", name, "pass", state.value, f"breaker is {state.value}"
+        )
+    level = snap.degradation_level
+    shown = (
+        f"degraded ({level.value})"
+        if state is BreakerState.DEGRADED and level is not None
+        else state.value
+    )
     return ComponentCheck(
         "circuit_breaker",
         name,
@@ -174,10 +185,10 @@ def breaker_check(name: str, snap: Any) -> ComponentCheck:
     )
 
 
-def limiter_check(name: str, snap: Any) -> ComponentCheck:
-    backend = getattr(snap, "backend_status", None)
-    policy = getattr(snap, "failure_policy", None)
-    if backend not in (None, "ok"):
+def limiter_check(name: str, snap: RateLimiterSnapshot) -> ComponentCheck:
+    backend = snap.backend_status
+    policy = snap.failure_policy
+    if backend != "ok":
         status: Status = "fail" if policy == "fail_closed" else "warn"
         return ComponentCheck(
             "rate_limiter", name, status, backend, f"backend is {backend} ({policy})"
@@ -194,7 +205,7 @@ def limiter_check(name: str, snap: Any) -> ComponentCheck:
     return ComponentCheck("rate_limiter", name, "pass", rating, "deciding within budget")
 
 
-def pool_check(name: str, snap: Any) -> ComponentCheck:
+def pool_check(name: str, snap: PoolStats) -> ComponentCheck:
     if snap.closed:
         return ComponentCheck("connection_pool", name, "fail", "closed", "pool is closed")
     failing = snap.connect_failures  # in a row: the last connect failed
@@ -236,30 +247,30 @@ def pool_check(name: str, snap: Any) -> ComponentCheck:
     )
 
 
-def memory_check(snap: Any) -> ComponentCheck:
-    level = _value(snap.level)
+def memory_check(snap: MemorySnapshot) -> ComponentCheck:
+    level = snap.level.value
     status: Status = {"normal": "pass", "warning": "warn", "critical": "fail"}.get(level, "warn")  # type: ignore[assignment]
     ratio = snap.ratio
     shown = f"{ratio:.0%} of the {snap.source} limit" if ratio is not None else "not sampled yet"
     return ComponentCheck("memory", snap.name, status, ratio, f"{level}: {shown}")
 
 
-def chaos_check(chaos: Mapping[str, Any]) -> ComponentCheck | None:
-    active = chaos.get("active_experiments") or []
-    if not active or not chaos.get("enabled"):
+def chaos_check(chaos: ChaosSnapshot) -> ComponentCheck | None:
+    active = chaos["active_experiments"]
+    if not active or not chaos["enabled"]:
         return None  # switched off, a listed experiment injects nothing
-    names = ", ".join(str(e.get("name", "?")) for e in active)
+    names = ", ".join(e["name"] for e in active)
     return ComponentCheck("chaos", "experiments", "warn", len(active), f"running: {names}")
 
 
 def build_report(
     namespace: str,
     *,
-    breakers: Mapping[str, Any] | None = None,
-    limiters: Mapping[str, Any] | None = None,
-    pools: Mapping[str, Any] | None = None,
-    memory: Any = None,
-    chaos: Mapping[str, Any] | None = None,
+    breakers: Mapping[str, BreakerSnapshot] | None = None,
+    limiters: Mapping[str, RateLimiterSnapshot] | None = None,
+    pools: Mapping[str, PoolStats] | None = None,
+    memory: MemorySnapshot | None = None,
+    chaos: ChaosSnapshot | None = None,
     time: float,
     extra: Mapping[str, Any] | None = None,
 ) -> HealthReport:
@@ -267,7 +278,8 @@ def build_report(
     breakers = dict(breakers or {})
     limiters = dict(limiters or {})
     pools = dict(pools or {})
-    chaos = dict(chaos or {"enabled": False, "active_experiments": []})
+    if chaos is None:
+        chaos = {"enabled": False, "active_experiments": [], "injectors": {}}
     checks: list[ComponentCheck] = []
     checks += [breaker_check(n, s) for n, s in breakers.items()]
     checks += [limiter_check(n, s) for n, s in limiters.items()]

@@ -5,15 +5,24 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypedDict, TypeVar
 
 from .. import events
 from .._clock import Clock, SystemClock
 from ..errors import ConfigError, InjectedFault
-from ._experiment import Experiment
-from ._faults import ExceptionFactory, FaultInjector
+from ._experiment import Experiment, ExperimentSnapshot
+from ._faults import ExceptionFactory, FaultInjector, InjectorSnapshot
 
-__all__ = ["Chaos"]
+__all__ = ["Chaos", "ChaosSnapshot"]
+
+
+class ChaosSnapshot(TypedDict):
+    """What the health report shows under ``chaos_engineering``."""
+
+    enabled: bool
+    active_experiments: list[ExperimentSnapshot]
+    injectors: dict[str, InjectorSnapshot]
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -149,7 +158,7 @@ class Chaos:
         running.sort(key=lambda e: (e.started_at or 0.0, e.start_seq))
         return running
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> ChaosSnapshot:
         """What the health report shows under ``chaos_engineering``."""
         with self._lock:
             injectors = list(self._injectors.values())

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import itertools
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from .._validate import positive
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ._faults import FaultInjector, FaultSettings
+    from ._faults import FaultInjector, FaultSettings, SettingsSnapshot
 
-__all__ = ["Experiment"]
+__all__ = ["Experiment", "ExperimentSnapshot"]
+
+
+class ExperimentSnapshot(TypedDict):
+    """An experiment as the health report lists it."""
+
+    name: str
+    target: str
+    settings: SettingsSnapshot
+    started: float | None
+    duration: float | None
+    remaining: float | None
+    running: bool
+    calls: int
+    injected_failures: int
+    injected_delays: int
+
 
 _numbers = itertools.count(1)
 _starts = itertools.count(1)  # orders experiments started at the same clock time
@@ -136,7 +152,7 @@ class Experiment:
     ) -> None:
         self.stop()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ExperimentSnapshot:
         """What the health report lists for an experiment."""
         return {
             "name": self.name,

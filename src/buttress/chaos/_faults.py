@@ -16,17 +16,17 @@ import random
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
 from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._validate import fraction
 from ..errors import ConfigError, InjectedFault
-from ._experiment import Experiment
+from ._experiment import Experiment, ExperimentSnapshot
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    pass
 
 __all__ = ["NO_FAULT", "ExceptionFactory", "Fault", "FaultInjector", "FaultSettings", "Switch"]
 
@@ -47,6 +47,15 @@ class Switch(Protocol):
 
     @property
     def enabled(self) -> bool: ...
+
+
+class SettingsSnapshot(TypedDict):
+    """Fault settings as reports show them (``latency`` as ``[low, high]``)."""
+
+    failure_rate: float
+    latency: list[float] | None
+    latency_rate: float
+    exception: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +105,7 @@ class FaultSettings:
         """True when these settings can do nothing to a call."""
         return self.failure_rate == 0.0 and self.latency_rate == 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SettingsSnapshot:
         exc = self.exception
         return {
             "failure_rate": self.failure_rate,
@@ -121,6 +130,23 @@ class Fault:
 
 
 NO_FAULT = Fault(False, 0.0)
+
+
+class InjectorSnapshot(TypedDict):
+    """An injector as the health report shows it: its standing settings (``failure_rate``,
+    ``latency``, ``latency_rate``, ``exception``), its counts and its experiments."""
+
+    target: str
+    enabled: bool
+    active: bool
+    failure_rate: float
+    latency: list[float] | None
+    latency_rate: float
+    exception: str
+    calls: int
+    injected_failures: int
+    injected_delays: int
+    experiments: list[ExperimentSnapshot]
 
 
 class FaultInjector:
@@ -418,13 +444,17 @@ class FaultInjector:
 
         return wrapper
 
-    def snapshot(self) -> Mapping[str, Any]:
+    def snapshot(self) -> InjectorSnapshot:
         """The standing settings, counts and running experiments, for the health report."""
+        settings = self.settings.to_dict()
         return {
             "target": self.name,
             "enabled": self.enabled,
             "active": self.active,
-            **self.settings.to_dict(),
+            "failure_rate": settings["failure_rate"],
+            "latency": settings["latency"],
+            "latency_rate": settings["latency_rate"],
+            "exception": settings["exception"],
             "calls": self.calls,
             "injected_failures": self.injected_failures,
             "injected_delays": self.injected_delays,

@@ -15,11 +15,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..breaker import BreakerState
+from ..breaker._states import level_rank
 from ..errors import ConfigError
 from ..memory import MemoryLevel
 
 if TYPE_CHECKING:
+    from ..breaker import BreakerSnapshot
+    from ..chaos._chaos import ChaosSnapshot
     from ..infrastructure import Infrastructure
+    from ..instrument import ServiceSnapshot
+    from ..memory import MemorySnapshot
+    from ..pool import PoolStats
+    from ..ratelimit import RateLimiterSnapshot
 
 __all__ = ["METRICS", "MetricDef", "Published", "Sample", "Summary", "gather", "gather_all"]
 
@@ -553,9 +560,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
 )
 
-BY_KEY: dict[str, MetricDef] = {m.key: m for m in METRICS}
-
-_LEVEL_NUMBER = {None: 0.0, "light": 1.0, "medium": 2.0, "heavy": 3.0}
 _OUTCOMES = (
     ("success", "total_successes"),
     ("failure", "total_failures"),
@@ -571,20 +575,15 @@ _LIMIT_EVENTS = ("high", "max", "oom", "oom_kill")
 Out = dict[str, list[Sample]]
 
 
-def _value(x: Any) -> Any:
-    return getattr(x, "value", x)
-
-
 def _flag(on: bool) -> float:
     return 1.0 if on else 0.0
 
 
-def breaker_samples(ns: str, snaps: Mapping[str, Any], out: Out) -> None:
+def breaker_samples(ns: str, snaps: Mapping[str, BreakerSnapshot], out: Out) -> None:
     for name, s in snaps.items():
-        state = _value(s.state)
         for st in BreakerState:
-            out["breaker.state"].append(((ns, name, st.value), _flag(state == st.value)))
-        level = _LEVEL_NUMBER.get(_value(s.degradation_level), 0.0)
+            out["breaker.state"].append(((ns, name, st.value), _flag(s.state is st)))
+        level = float(level_rank(s.degradation_level))
         out["breaker.degradation_level"].append(((ns, name), level))
         for outcome, attr in _OUTCOMES:
             out["breaker.calls"].append(((ns, name, outcome), float(getattr(s, attr))))
@@ -594,7 +593,7 @@ def breaker_samples(ns: str, snaps: Mapping[str, Any], out: Out) -> None:
         out["breaker.opens"].append(((ns, name), float(s.times_opened)))
 
 
-def limiter_samples(ns: str, snaps: Mapping[str, Any], out: Out) -> None:
+def limiter_samples(ns: str, snaps: Mapping[str, RateLimiterSnapshot], out: Out) -> None:
     for name, s in snaps.items():
         out["limiter.decisions"].append(((ns, name, "admitted", ""), float(s.admitted)))
         for sc in s.scopes:
@@ -605,7 +604,7 @@ def limiter_samples(ns: str, snaps: Mapping[str, Any], out: Out) -> None:
         out["limiter.waiting"].append(((ns, name), float(s.waiting)))
 
 
-def pool_samples(ns: str, snaps: Mapping[str, Any], out: Out) -> None:
+def pool_samples(ns: str, snaps: Mapping[str, PoolStats], out: Out) -> None:
     for name, s in snaps.items():
         n = (ns, name)
         out["pool.connections"].append(((ns, name, "idle"), float(s.size - s.in_use)))
@@ -634,12 +633,11 @@ def pool_samples(ns: str, snaps: Mapping[str, Any], out: Out) -> None:
         out["pool.leaks"].append((n, float(s.leaks)))
 
 
-def memory_samples(ns: str, s: Any, out: Out) -> None:
+def memory_samples(ns: str, s: MemorySnapshot | None, out: Out) -> None:
     if s is None:
         return
-    level = _value(s.level)
     for lv in MemoryLevel:
-        out["memory.level"].append(((ns, lv.value), _flag(level == lv.value)))
+        out["memory.level"].append(((ns, lv.value), _flag(s.level is lv)))
     for key, figure in (("memory.ratio", s.ratio), ("memory.used", s.used)):
         if figure is not None:
             out[key].append(((ns,), float(figure)))
@@ -659,7 +657,9 @@ def memory_samples(ns: str, s: Any, out: Out) -> None:
         out["memory.limit_events"].append(((ns, event), float(s.limit_events.get(event, 0))))
 
 
-def service_samples(ns: str, snaps: Iterable[tuple[Any, Iterable[str]]], out: Out) -> None:
+def service_samples(
+    ns: str, snaps: Iterable[tuple[ServiceSnapshot, Iterable[str]]], out: Out
+) -> None:
     """``snaps``: ``(snapshot, metrics the service records)`` pairs (see ``instrument()``)."""
     for s, wanted in snaps:
         n = (ns, s.name)
@@ -683,10 +683,10 @@ def service_samples(ns: str, snaps: Iterable[tuple[Any, Iterable[str]]], out: Ou
             out["service.cache_misses"].append((n, float(s.cache_misses)))
 
 
-def chaos_samples(ns: str, chaos: Mapping[str, Any], out: Out) -> None:
-    out["chaos.enabled"].append(((ns,), _flag(bool(chaos.get("enabled")))))
-    out["chaos.active_experiments"].append(((ns,), float(len(chaos.get("active_experiments", ())))))
-    for target, inj in sorted(chaos.get("injectors", {}).items()):
+def chaos_samples(ns: str, chaos: ChaosSnapshot, out: Out) -> None:
+    out["chaos.enabled"].append(((ns,), _flag(chaos["enabled"])))
+    out["chaos.active_experiments"].append(((ns,), float(len(chaos["active_experiments"]))))
+    for target, inj in sorted(chaos["injectors"].items()):
         out["chaos.injected"].append(((ns, target, "failure"), float(inj["injected_failures"])))
         out["chaos.injected"].append(((ns, target, "delay"), float(inj["injected_delays"])))
 
@@ -700,7 +700,7 @@ def _empty() -> Out:
     return {m.key: [] for m in METRICS}
 
 
-def _services(infra: Infrastructure) -> list[tuple[Any, tuple[str, ...]]]:
+def _services(infra: Infrastructure) -> list[tuple[ServiceSnapshot, tuple[str, ...]]]:
     now = infra.clock.monotonic()
     return [(m.snapshot(now=now), m.metrics) for m in tuple(infra.services.values())]
 
