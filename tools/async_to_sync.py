@@ -170,12 +170,33 @@ BREAKER_NAMES: dict[str, str] = {
     "check_health_async": "check_health",
 }
 
+# The protect pipeline: its steps for asyncio, and their thread twins.
+PROTECT_NAMES: dict[str, str] = {
+    "AsyncSteps": "Steps",
+    "AsyncProtectionSteps": "ProtectionSteps",
+    "compile_steps_async": "compile_steps",
+    "run_async": "run",
+    "enter_async": "enter",
+    "leave_async": "leave",
+    "abandon_async": "abandon",
+    "undo_async": "undo",
+    "async_steps": "steps",
+    "try_acquire_async": "try_acquire",
+    "refund_async": "refund",
+    "begin_async": "begin",
+}
+
 PAIRS: list[Pair] = [
     Pair("src/buttress/pool/_pool_async.py", "src/buttress/pool/_pool.py", prose=POOL_PROSE),
     Pair(
         "src/buttress/breaker/_calls_async.py",
         "src/buttress/breaker/_calls.py",
         names=BREAKER_NAMES,
+    ),
+    Pair(
+        "src/buttress/infrastructure/_protect_async.py",
+        "src/buttress/infrastructure/_protect.py",
+        names=PROTECT_NAMES,
     ),
     Pair("tests/pool/test_pool_async.py", "tests/pool/test_pool_sync.py"),
 ]

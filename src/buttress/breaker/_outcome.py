@@ -72,6 +72,15 @@ def classify(config: BreakerConfig, exc: BaseException) -> Outcome:
     return Outcome.SUCCESS
 
 
+def health_of(config: BreakerConfig | None, exc: BaseException) -> bool | None:
+    """What a call that raised ``exc`` says about its dependency (see :attr:`Outcome.health`):
+    as a breaker with ``config`` classifies it, or, with no breaker, a failure unless the
+    caller gave up."""
+    if config is not None:
+        return classify(config, exc).health
+    return None if isinstance(exc, CANCELLATION) else False
+
+
 def _matches(matcher: Any, exc: BaseException) -> bool:
     if isinstance(matcher, type):
         return isinstance(exc, matcher)

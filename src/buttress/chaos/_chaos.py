@@ -81,6 +81,11 @@ class Chaos:
 
     # -- targets -----------------------------------------------------------------------------
 
+    def injector_for(self, target: str) -> FaultInjector | None:
+        """The injector that applies to calls to ``target`` now: ``None`` while chaos is off
+        or ``target`` has none (cheap: the protect pipeline asks on every call)."""
+        return self._injectors.get(target) if self._enabled else None
+
     def injector(self, target: str, **settings: Any) -> FaultInjector:
         """The injector for ``target``, made (inert) on first use.
 

@@ -7,9 +7,11 @@ with the same pure cores the first time one is read. Most callers only look at `
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from ..errors import RateLimitExceeded
 from ._algorithms import Algorithm, State, Verdict, decide_all
 from ._unrolled import DictDecider, dict_decider
 
@@ -245,3 +247,12 @@ def _resolve(allowed: bool, details: Details) -> _Resolved:
     )
     s = statuses[index]
     return (index, s.remaining, s.limit, s.reset_after, s.retry_after, s.scope, s.key, statuses)
+
+
+def exceeded(decision: Decision) -> RateLimitExceeded:
+    """The error for a refusing ``decision``, the one mapping every caller uses: an infinite
+    wait (the cost is above the limit) is "not known when", ``retry_after=None``."""
+    retry = decision.retry_after if decision.retry_after != math.inf else None
+    return RateLimitExceeded(
+        decision.scope, key=decision.key, limit=decision.limit, retry_after=retry, decision=decision
+    )

@@ -102,7 +102,7 @@ def simulate_failures(
 
 def _breaker(infra: Infrastructure, service: str | None) -> CircuitBreaker | None:
     if service is not None:
-        return infra._route(service).breaker
+        return infra.layers(service).breaker
     return infra.breakers[min(infra.breakers)] if infra.breakers else None
 
 
@@ -214,7 +214,7 @@ def memory_pressure(infra: Infrastructure, service: str | None) -> ScenarioResul
 def rate_limit_burst(infra: Infrastructure, service: str | None) -> ScenarioResult:
     name = "rate_limit_burst"
     limiter = (
-        infra._route(service).limiter
+        infra.layers(service).limiter
         if service is not None
         else (infra.limiters[min(infra.limiters)] if infra.limiters else None)
     )
@@ -248,7 +248,7 @@ def rate_limit_burst(infra: Infrastructure, service: str | None) -> ScenarioResu
 def connection_pool_exhaustion(infra: Infrastructure, service: str | None) -> ScenarioResult:
     name = "connection_pool_exhaustion"
     pool = (
-        infra._route(service).pool
+        infra.layers(service).pool
         if service is not None
         else (infra.pools[min(infra.pools)] if infra.pools else None)
     )

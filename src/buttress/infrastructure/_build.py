@@ -1,0 +1,367 @@
+"""From configuration to components: breakers, limiters, pools, the memory manager, routes.
+
+:class:`Builder` makes each component from its table in the config (and what the caller passed
+in code: pool factories, health checks, a memory probe), and re-raises a component's own
+:class:`~buttress.ConfigError` under the config path it came from. :func:`build_route`
+resolves which of them guard one service. The facade (``_infrastructure.py``) holds what they
+make; the pipeline (``_protect_async.py``) runs them.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..breaker import CircuitBreaker
+from ..chaos import Chaos
+from ..config import Config, LimiterSettings, PoolSettings, import_callable
+from ..errors import ConfigError
+from ..instrument import ServiceMetrics
+from ..memory import MemoryManager
+from ..pool import AsyncConnectionPool, ConnectionPool, PoolConfig
+from ..ratelimit import MemoryBackend, RateLimiter, backend_from_url
+
+if TYPE_CHECKING:
+    from .._clock import Clock
+    from .._scheduler import AsyncScheduler, Scheduler
+    from ._protect import Steps
+    from ._protect_async import AsyncSteps
+
+_log = logging.getLogger("buttress.infrastructure")
+
+PoolT = TypeVar("PoolT", ConnectionPool, AsyncConnectionPool)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    """How to make, close and check a pool's members, given in code (``pools=`` argument)."""
+
+    create: Callable[[], Any]
+    close: Callable[[Any], Any] | None = None
+    check: Callable[[Any], Any] | None = None
+    reset: Callable[[Any], Any] | None = None
+    invalidate_on: tuple[type[BaseException], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLayers:
+    """What guards one service (``infra.layers("payments")``): its breaker, rate limiter and
+    pool (``pool`` for threads, ``async_pool`` for asyncio), each ``None`` when it has none."""
+
+    service: str
+    breaker: CircuitBreaker | None
+    limiter: RateLimiter | None
+    pool: ConnectionPool | None
+    async_pool: AsyncConnectionPool | None
+    critical: bool
+
+
+@dataclass(slots=True)
+class Route:
+    """What guards one service, resolved once, with its compiled protect steps."""
+
+    name: str
+    breaker: CircuitBreaker | None
+    limiter: RateLimiter | None
+    pool: ConnectionPool | None
+    apool: AsyncConnectionPool | None  # made by astart(): set then
+    pool_name: str | None
+    injector_name: str  # the chaos target: its breaker's name, else the service's
+    metrics: ServiceMetrics
+    adaptive: bool  # the limiter has an adaptive scope, fed each call's outcome
+    critical: bool
+    # Beside a context, rate_key fills the "key" entry: whether a scope of the limiter reads it.
+    reads_key: bool
+    # The limiter's state is shared (SQLite, Redis): a charge costs a round trip, so a breaker
+    # that refuses is asked first.
+    shared_limit: bool
+    steps: Steps | None = None
+    async_steps: AsyncSteps | None = None
+
+    def layers(self) -> ServiceLayers:
+        return ServiceLayers(
+            self.name, self.breaker, self.limiter, self.pool, self.apool, self.critical
+        )
+
+
+class Builder:
+    """Makes one namespace's components from its config (see the module docstring)."""
+
+    def __init__(
+        self,
+        namespace: str,
+        config: Config,
+        *,
+        clock: Clock,
+        seed: int | None,
+        pools: Mapping[str, ResourceSpec | Callable[[], Any]] | None,
+        health_checks: Mapping[str, Callable[[], Any]] | None,
+    ) -> None:
+        self.namespace = namespace
+        self.config = config
+        self.clock = clock
+        self.seed = seed
+        self.health_checks = dict(health_checks or {})
+        unknown = sorted(set(self.health_checks) - set(config.circuit_breakers))
+        if unknown:
+            raise ConfigError(f"health_checks.{unknown[0]}", "names no breaker in circuit_breakers")
+        specs = {n: _spec(n, v) for n, v in (pools or {}).items()}
+        unknown = sorted(set(specs) - set(config.connection_pools))
+        if unknown:
+            raise ConfigError(f"pools.{unknown[0]}", "names no pool in connection_pools")
+        self.pool_specs = specs
+        self.backends: dict[str, Any] = {}  # one per URL, shared by the limiters naming it
+
+    def rng(self, name: str) -> random.Random | None:
+        """A generator seeded from the seed, the namespace and ``name`` (None: unseeded)."""
+        if self.seed is None:
+            return None
+        return random.Random(f"{self.seed}/{self.namespace}/{name}")
+
+    def chaos(self) -> Chaos:
+        cfg = self.config.chaos
+        return Chaos(
+            enabled=cfg.enabled,
+            seed=cfg.seed if cfg.seed is not None else self.seed,
+            clock=self.clock,
+        )
+
+    def breaker(self, name: str, table: str, chaos: Chaos) -> CircuitBreaker:
+        """The breaker ``name`` from ``circuit_breakers.<table>`` (its fault injection set up
+        on ``chaos``, which the pipeline applies)."""
+        settings = self.config.circuit_breakers[table]
+        path = f"circuit_breakers.{table}"
+        kwargs = settings.breaker_kwargs(path)  # an import error names its own full path
+        try:
+            breaker = CircuitBreaker(
+                name,
+                clock=self.clock,
+                rng=self.rng(f"breaker/{name}"),
+                health_check=self.health_checks.get(name),
+                **kwargs,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{path}.{exc.path}", exc.message) from None
+        fi = settings.fault_injection
+        if fi.enabled or fi.failure_rate or fi.latency is not None:
+            chaos.injector(
+                name,
+                enabled=fi.enabled,
+                failure_rate=fi.failure_rate,
+                latency=fi.latency,
+                latency_rate=fi.latency_rate,
+            )
+        return breaker
+
+    def limiter(self, name: str, s: LimiterSettings) -> RateLimiter:
+        path = f"rate_limiting.limiters.{name}"
+        rl = self.config.rate_limiting
+        backend = self._backend(
+            s.backend or rl.backend, f"{path}.backend" if s.backend else "rate_limiting.backend"
+        )
+        scopes = s.build_scopes(path, rl.default_algorithm)
+        try:
+            return RateLimiter(
+                scopes,
+                backend=backend,
+                namespace=self.namespace,
+                name=name,
+                clock=self.clock,
+                latency_budget=s.latency_budget,
+                failure_policy=s.failure_policy or rl.failure_policy,
+            )
+        except ConfigError as exc:
+            if exc.path == "backend.max_keys":  # the cap is set once for every limiter
+                raise ConfigError("rate_limiting.max_keys", exc.message) from None
+            raise ConfigError(f"{path}.{exc.path}", exc.message) from None
+
+    def _backend(self, url: str, path: str) -> Any:
+        backend = self.backends.get(url)
+        if backend is None:
+            try:
+                backend = backend_from_url(url, max_keys=self.config.rate_limiting.max_keys)
+            except ConfigError as exc:
+                raise ConfigError(path, exc.message) from None
+            self.backends[url] = backend
+        return backend
+
+    def resource(self, name: str, s: PoolSettings) -> ResourceSpec:
+        """How pool ``name`` makes, closes and checks members: from code, else its factory."""
+        spec = self.pool_specs.get(name)
+        path = f"connection_pools.{name}"
+        if spec is None:
+            if s.factory is None:
+                raise ConfigError(
+                    f"{path}.factory",
+                    "is required (an import path such as 'sqlite3:connect'), "
+                    f"or pass pools={{{name!r}: create}} to Infrastructure",
+                )
+            factory = import_callable(f"{path}.factory", s.factory)
+            spec = ResourceSpec(create=functools.partial(factory, *s.args, **s.kwargs))
+        check = spec.check
+        if check is None and s.check_sql is not None:
+            check = functools.partial(_check_sql_async if s.is_async else _check_sql, s.check_sql)
+        invalidate_on = spec.invalidate_on  # code's, then the configuration's
+        invalidate_on += tuple(t for t in s.invalidate_on_types(path) if t not in invalidate_on)
+        return ResourceSpec(
+            create=spec.create,
+            close=spec.close,  # None: the pool's own, member.close() (awaited when async)
+            check=check,
+            reset=spec.reset,
+            invalidate_on=invalidate_on,
+        )
+
+    def pool(
+        self,
+        kind: type[PoolT],
+        name: str,
+        s: PoolSettings,
+        scheduler: Scheduler | AsyncScheduler,
+    ) -> PoolT:
+        """Pool ``name`` of ``kind`` (:class:`ConnectionPool` or :class:`AsyncConnectionPool`),
+        its background work on ``scheduler`` (the matching kind)."""
+        r = self.resource(name, s)
+        try:
+            return kind(
+                create=r.create,
+                close=r.close,
+                check=r.check,
+                reset=r.reset,
+                invalidate_on=r.invalidate_on,
+                name=name,
+                config=PoolConfig(**s.pool_kwargs(has_check=r.check is not None)),
+                clock=self.clock,
+                rng=self.rng(f"pool/{name}"),
+                scheduler=scheduler,  # type: ignore[arg-type]
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"connection_pools.{name}.{exc.path}", exc.message) from None
+
+    def memory(self, probe: Callable[[], Any] | None) -> MemoryManager | None:
+        cfg = self.config.memory_manager
+        if not cfg.enabled:
+            return None
+        try:
+            return MemoryManager(
+                clock=self.clock,
+                probe=probe,
+                name=f"{self.namespace}.memory",
+                **cfg.manager_kwargs(),
+            )
+        except ConfigError as exc:  # `probe` is ours (memory_probe), the rest the file's
+            where = "memory_probe" if exc.path == "probe" else f"memory_manager.{exc.path}"
+            raise ConfigError(where, exc.message) from None
+
+
+def build_route(
+    service: str,
+    config: Config,
+    *,
+    breakers: dict[str, CircuitBreaker],
+    make_default_breaker: Callable[[str], CircuitBreaker],
+    limiters: Mapping[str, RateLimiter],
+    pools: Mapping[str, ConnectionPool],
+    async_pools: Mapping[str, AsyncConnectionPool],
+    metrics: ServiceMetrics,
+    namespace: str,
+) -> Route:
+    """Which breaker, limiter and pool guard ``service``: its ``services`` table's choices,
+    else the components named like the service (and ``circuit_breakers.default``, made for it
+    and added to ``breakers``). A table that names a missing component is a config error."""
+    s = config.services.get(service)
+    path = f"services.{service}"
+
+    def pick(kind: str, choice: str | bool, table: Mapping[str, Any]) -> str | None:
+        if choice is False:
+            return None
+        if choice is True:
+            return service if service in table else None
+        if choice not in table:
+            raise ConfigError(f"{path}.{kind}", f"names no {kind} {choice!r}")
+        return choice
+
+    breaker_name = pick("breaker", s.breaker if s else True, config.circuit_breakers)
+    breaker = None
+    if breaker_name is not None:
+        breaker = breakers.get(breaker_name)
+    elif "default" in config.circuit_breakers and (s is None or s.breaker is True):
+        breaker = breakers[service] = make_default_breaker(service)
+    limiter_name = pick("limiter", s.limiter if s else True, config.rate_limiting.limiters)
+    limiter = limiters.get(limiter_name) if limiter_name else None
+    pool_name = pick("pool", s.pool if s else True, config.connection_pools)
+    adaptive = limiter is not None and any(sc.algorithm == "adaptive" for sc in limiter.scopes)
+    if adaptive and breaker is not None and limiter is not None:
+        limiter.attach_breaker(breaker)
+    if s is None and breaker is None and limiter is None and pool_name is None:
+        # Most likely a misspelt name: say so once (a route is built once per service).
+        _log.warning(
+            "buttress %s: service %r has no breaker, limiter or pool (no table names it, and "
+            "there is no circuit_breakers.default): it gets only the memory check and metrics",
+            namespace,
+            service,
+        )
+    return Route(
+        name=service,
+        breaker=breaker,
+        limiter=limiter,
+        pool=pools.get(pool_name) if pool_name else None,
+        apool=async_pools.get(pool_name) if pool_name else None,
+        pool_name=pool_name,
+        injector_name=breaker.name if breaker is not None else service,
+        metrics=metrics,
+        adaptive=adaptive,
+        critical=bool(s and s.critical),
+        reads_key=limiter is not None and any(sc.by == "key" for sc in limiter.scopes),
+        shared_limit=limiter is not None and not isinstance(limiter.backend, MemoryBackend),
+    )
+
+
+def _spec(name: str, value: ResourceSpec | Callable[[], Any]) -> ResourceSpec:
+    if isinstance(value, ResourceSpec):
+        return value
+    if callable(value):
+        return ResourceSpec(create=value)
+    raise ConfigError(f"pools.{name}", f"must be a ResourceSpec or a callable, got {value!r}")
+
+
+async def _check_sql_async(sql: str, conn: Any) -> None:
+    """Run ``sql`` on ``conn`` and read its rows: the check of a pool with ``check_sql``.
+
+    Whatever the driver returns that can be awaited is (psycopg's ``AsyncConnection``,
+    asyncpg, aiosqlite); with a plain DB-API connection nothing is, so a thread pool runs this
+    same coroutine to its end in one step (:func:`_check_sql`).
+    """
+    execute = getattr(conn, "execute", None)
+    if callable(execute):
+        await _maybe_await(execute(sql))
+        return
+    cur = await _maybe_await(conn.cursor())
+    try:
+        await _maybe_await(cur.execute(sql))
+        await _maybe_await(cur.fetchall())
+    finally:
+        await _maybe_await(cur.close())
+
+
+def _check_sql(sql: str, conn: Any) -> None:
+    """:func:`_check_sql_async` for a thread pool's plain connection, with no event loop."""
+    steps = _check_sql_async(sql, conn)
+    try:
+        steps.send(None)
+    except StopIteration:
+        return
+    steps.close()
+    raise ConfigError(
+        "check_sql",
+        f"the connection {conn!r} answered with something to await: a pool of asyncio "
+        "connections needs `async = true`",
+    )
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value

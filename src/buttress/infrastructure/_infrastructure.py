@@ -1,0 +1,499 @@
+"""``Infrastructure``: every component of one namespace, ``protect()``, and ``health()``.
+
+>>> with Infrastructure("app", {"circuit_breakers": {"payments": {}}}) as infra:  # doctest: +SKIP
+...     infra.call("payments", charge, order, context={"user_id": "u1", "org_id": "o1"})
+
+The facade: it builds the components (``_build.py``), owns their lifecycle, and hands each
+protected call to the pipeline (``_protect_async.py`` and its generated twin ``_protect.py``,
+where the order of the layers is decided).
+
+One scheduler per infrastructure runs the background work: memory sampling, pool
+housekeeping and health checks, breaker health probes, limiter key sweeps. ``close()`` stops
+it all.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+from .._clock import Clock, SystemClock
+from .._concurrency import is_async_callable
+from .._scheduler import AsyncScheduler, Handle, Scheduler
+from ..breaker import CircuitBreaker
+from ..config import Config, load_config
+from ..errors import ConfigError, InfrastructureClosedError
+from ..health import HealthReport, build_report
+from ..instrument import METRICS, ServiceMetrics, instrument_callable
+from ..memory import MemorySample
+from ..pool import AsyncConnectionPool, ConnectionPool, PoolStats
+from ..ratelimit import Decision, RateLimiter
+from ..ratelimit._scope import check_name
+from ._build import Builder, ResourceSpec, Route, ServiceLayers, build_route
+from ._protect import ProtectionSteps, compile_steps, run
+from ._protect_async import AsyncProtectionSteps, compile_steps_async, run_async
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Infrastructure:
+    """Breakers, limiters, pools, memory manager and chaos for one namespace.
+
+    ``config`` is a :class:`~buttress.config.Config`, a dict, a TOML path or ``None``;
+    ``BUTTRESS_...`` environment variables override it (pass ``env={}`` to ignore them).
+    ``pools`` supplies pool members from code: ``{"db": ResourceSpec(create=connect)}`` or
+    just ``{"db": connect}``. ``health_checks`` maps breaker names to health-check callables.
+    ``memory_probe`` replaces the memory manager's probe (tests, scenarios). ``background=False``
+    runs no scheduler thread: tests call :meth:`run_maintenance` instead.
+    """
+
+    def __init__(
+        self,
+        namespace: str = "default",
+        config: Config | Mapping[str, Any] | str | None = None,
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        pools: Mapping[str, ResourceSpec | Callable[[], Any]] | None = None,
+        health_checks: Mapping[str, Callable[[], Any]] | None = None,
+        memory_probe: Callable[[], Any] | None = None,
+        background: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        check_name("namespace", namespace)  # it is in every storage key and metric
+        cfg = load_config(config, env=env)
+        self.namespace = namespace
+        self.config = cfg
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._now = self.clock.monotonic
+        self._background = background
+        self._lock = threading.Lock()
+        self._closed = False
+        self._started = False
+        self._jobs: list[Handle] = []
+        build = self._build = Builder(
+            namespace,
+            cfg,
+            clock=self.clock,
+            seed=seed,
+            pools=pools,
+            health_checks=health_checks,
+        )
+        self.scheduler = Scheduler(
+            clock=self.clock,
+            rng=build.rng("scheduler"),
+            name=f"buttress-{namespace}",
+            background=background,
+        )
+        self.async_scheduler: AsyncScheduler | None = None
+        self.chaos = build.chaos()
+        self.breakers: dict[str, CircuitBreaker] = {
+            name: build.breaker(name, name, self.chaos)
+            for name in cfg.circuit_breakers
+            if name != "default"  # a template: made per service that has no breaker of its own
+        }
+        self.limiters: dict[str, RateLimiter] = {
+            name: build.limiter(name, s) for name, s in cfg.rate_limiting.limiters.items()
+        }
+        self.pools: dict[str, ConnectionPool] = {}
+        self.async_pools: dict[str, AsyncConnectionPool] = {}  # made by astart()
+        for name, s in cfg.connection_pools.items():
+            if not s.is_async:
+                self.pools[name] = build.pool(ConnectionPool, name, s, self.scheduler)
+            else:
+                build.resource(name, s)  # fail now, not at astart(), on a bad factory
+        self.memory = build.memory(memory_probe)
+        if self.memory is not None:
+            self.memory.on_pressure("warning", self._trim_pools)
+        self.services: dict[str, ServiceMetrics] = {}
+        self._routes: dict[str, Route] = {}
+        for service in cfg.services:
+            self._route(service)  # resolve now: a bad reference is a config error
+        self._schedule_jobs()
+
+    # -- building ------------------------------------------------------------------------------
+
+    def _trim_pools(self, sample: MemorySample) -> None:
+        """Memory runs short: close idle pool members down to each pool's ``min_size``."""
+        for pool in self.pools.values():
+            pool.trim()
+        scheduler = self.async_scheduler
+        if scheduler is not None:  # an asyncio pool is only touched from its own loop
+            for apool in self.async_pools.values():
+                scheduler.call_later(0.0, apool.trim)
+
+    def _schedule_jobs(self) -> None:
+        every = self.scheduler.call_every
+        if self.memory is not None:
+            self._jobs.append(every(self.memory.check_interval, self.memory.maybe_sample))
+        for breaker in self.breakers.values():
+            if breaker.has_health_check and not breaker.health_check_is_async:
+                self._jobs.append(every(breaker.config.health_check_interval, breaker.check_health))
+        for limiter in self.limiters.values():
+            self._jobs.append(every(60.0, limiter.maintain))
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._closed
+
+    def _route(self, service: str) -> Route:
+        route = self._routes.get(service)
+        if route is not None:
+            return route
+        if self._closed:  # close() empties the routes, so every call comes here
+            raise InfrastructureClosedError(
+                f"infrastructure {self.namespace!r} is closed: it protects no more calls"
+            )
+        with self._lock:
+            route = self._routes.get(service)
+            if route is None:
+                route = self._routes[service] = self._build_route(service)
+        return route
+
+    def _build_route(self, service: str) -> Route:
+        metrics = self.services.get(service)
+        if metrics is None:
+            metrics = self.services[service] = ServiceMetrics(service)
+        route = build_route(
+            service,
+            self.config,
+            breakers=self.breakers,
+            make_default_breaker=lambda name: self._build.breaker(name, "default", self.chaos),
+            limiters=self.limiters,
+            pools=self.pools,
+            async_pools=self.async_pools,
+            metrics=metrics,
+            namespace=self.namespace,
+        )
+        self._compile(route)
+        return route
+
+    def _compile(self, route: Route) -> None:
+        """Bind the route's layers into its protect steps, for threads and for asyncio."""
+        route.steps = compile_steps(route, self.memory, self.chaos, self.clock)
+        route.async_steps = compile_steps_async(route, self.memory, self.chaos, self.clock)
+
+    def layers(self, service: str) -> ServiceLayers:
+        """What guards ``service``: its breaker, rate limiter and pool (resolved as a call
+        would resolve them; a service no table names gets the defaults)."""
+        return self._route(service).layers()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> Infrastructure:
+        """Open the pools (filling ``min_size`` in the background). Idempotent."""
+        if self._closed:
+            raise InfrastructureClosedError(f"infrastructure {self.namespace!r} is closed")
+        if not self._started:
+            self._started = True
+            for pool in self.pools.values():
+                pool.open(wait=False)
+        return self
+
+    async def astart(self) -> Infrastructure:
+        """:meth:`start`, plus the asyncio side: the async scheduler and the async pools."""
+        self.start()
+        if self.async_scheduler is not None:
+            return self
+        scheduler = self.async_scheduler = AsyncScheduler(
+            clock=self.clock,
+            name=f"buttress-{self.namespace}-async",
+            background=self._background,
+        )
+        for name, s in self.config.connection_pools.items():
+            if s.is_async:
+                pool = self._build.pool(AsyncConnectionPool, name, s, scheduler)
+                self.async_pools[name] = pool
+                await pool.open(wait=False)
+        with self._lock:
+            for route in self._routes.values():
+                if route.pool_name in self.async_pools:
+                    route.apool = self.async_pools[route.pool_name]
+                    self._compile(route)
+        for breaker in self.breakers.values():
+            if breaker.has_health_check and breaker.health_check_is_async:
+                interval = breaker.config.health_check_interval
+                self._jobs.append(scheduler.call_every(interval, breaker.check_health_async))
+        return self
+
+    def close(self) -> None:
+        """Stop the scheduler, close every pool and backend. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            self._routes.clear()
+        for job in self._jobs:
+            job.cancel()
+        for pool in self.pools.values():
+            pool.close()
+        self.scheduler.close()
+        for backend in self._build.backends.values():
+            closer = getattr(backend, "close", None)
+            if callable(closer):
+                closer()
+
+    async def aclose(self) -> None:
+        """Close the async pools, scheduler and backend clients too."""
+        if not self._closed:
+            for pool in self.async_pools.values():
+                await pool.aclose()
+            if self.async_scheduler is not None:
+                self.async_scheduler.close()
+            for backend in self._build.backends.values():
+                closer = getattr(backend, "aclose", None)
+                if callable(closer):
+                    await closer()  # this loop's asyncio client, when it made one
+        self.close()
+
+    def __enter__(self) -> Infrastructure:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Infrastructure:
+        return await self.astart()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def run_maintenance(self) -> None:
+        """Run what the scheduler would run now (tests with ``background=False``)."""
+        self.scheduler.run_due()
+        for pool in self.pools.values():
+            pool.run_maintenance()
+
+    # -- protecting operations -------------------------------------------------------------
+
+    def protect(
+        self,
+        service: str,
+        *,
+        rate_key: Any = None,
+        context: Mapping[str, Any] | None = None,
+        critical: bool | None = None,
+        cost: float = 1,
+    ) -> Protection:
+        """A context manager (``with`` or ``async with``) guarding one operation.
+
+        ``context`` fills the limiter's scopes (``{"user_id": "u1", "org_id": "o1"}``);
+        ``rate_key`` is the id for a limiter whose scopes take one kind of id (or the ``key``
+        entry beside a context; a limiter of shared scopes only takes none). ``critical``
+        calls are never shed (by memory or a degraded breaker). ``guard.connection`` is the
+        pooled member when the service has a pool.
+        """
+        route = self._route(service)
+        key = context if rate_key is None else _keyed(route, rate_key, context)
+        return Protection(route, key, route.critical if critical is None else critical, cost)
+
+    def call(
+        self,
+        service: str,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        rate_key: Any = None,
+        context: Mapping[str, Any] | None = None,
+        critical: bool | None = None,
+        cost: float = 1,
+        **kwargs: Any,
+    ) -> T:
+        """Run ``fn(*args, **kwargs)`` under :meth:`protect`.
+
+        When the service has a pool, the connection is passed first: ``fn(conn, *args)``.
+        """
+        route = self._routes.get(service) or self._route(service)
+        if rate_key is not None:
+            context = _keyed(route, rate_key, context)
+        return run(route, fn, args, kwargs, context, _critical(route, critical), cost)
+
+    async def call_async(
+        self,
+        service: str,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        rate_key: Any = None,
+        context: Mapping[str, Any] | None = None,
+        critical: bool | None = None,
+        cost: float = 1,
+        **kwargs: Any,
+    ) -> T:
+        """The async twin of :meth:`call` (awaits ``fn``; an async pool's connection first)."""
+        route = self._routes.get(service) or self._route(service)
+        if rate_key is not None:
+            context = _keyed(route, rate_key, context)
+        return await run_async(route, fn, args, kwargs, context, _critical(route, critical), cost)
+
+    def protected(
+        self,
+        service: str,
+        *,
+        rate_key: Any = None,
+        context: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
+        critical: bool | None = None,
+        cost: float = 1,
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+        """Decorate a sync or async function so every call runs under :meth:`protect`.
+
+        ``rate_key`` and ``context`` may be callables taking the function's arguments. The
+        function's own arguments pass through untouched, even ones named like these options.
+        Generator functions are refused (``TypeError``): their body runs after the call returns.
+        """
+
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+                raise _generator_function(service, fn)
+
+            # The function's own arguments go through untouched (it may have a `cost` or a
+            # `context` of its own): the options travel apart, to run / run_async.
+            def key(route: Route, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                rk = rate_key(*args, **kwargs) if callable(rate_key) else rate_key
+                ctx = context(*args, **kwargs) if callable(context) else context
+                return ctx if rk is None else _keyed(route, rk, ctx)
+
+            if is_async_callable(fn):
+
+                @functools.wraps(fn)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    route = self._route(service)
+                    k = key(route, args, kwargs)
+                    return await run_async(
+                        route, fn, args, kwargs, k, _critical(route, critical), cost
+                    )
+
+                return async_wrapper
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                route = self._route(service)
+                k = key(route, args, kwargs)
+                return run(route, fn, args, kwargs, k, _critical(route, critical), cost)
+
+            return wrapper
+
+        return decorate
+
+    # -- instrumentation -----------------------------------------------------------------------
+
+    def instrument(
+        self, service: str, metrics: list[str] | tuple[str, ...] = METRICS
+    ) -> Callable[[T], T]:
+        """Decorate a function or class (its public methods) to record latency, throughput,
+        errors (and cache hits, via :meth:`cache_hit` / :meth:`cache_miss`) for ``service``."""
+        m = self._metrics(service, metrics)
+        now = self._now
+
+        def decorate(target: T) -> T:
+            return instrument_callable(target, m, now)  # type: ignore[no-any-return]
+
+        return decorate
+
+    def cache_hit(self, service: str) -> None:
+        """Count a cache hit for ``service``."""
+        self._metrics(service).cache_hit()
+
+    def cache_miss(self, service: str) -> None:
+        """Count a cache miss for ``service``."""
+        self._metrics(service).cache_miss()
+
+    def _metrics(
+        self, service: str, metrics: list[str] | tuple[str, ...] = METRICS
+    ) -> ServiceMetrics:
+        m = self.services.get(service)
+        if m is None:
+            with self._lock:
+                m = self.services.get(service)
+                if m is None:
+                    m = self.services[service] = ServiceMetrics(service, metrics)
+                    return m
+        if metrics is not METRICS:
+            m.want(metrics)
+        return m
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def health(self) -> HealthReport:
+        """Every component's state and one overall status (see :mod:`buttress.health`)."""
+        mono = self._now()
+        # Copies: another thread may add a default breaker or a service meanwhile.
+        pools: dict[str, PoolStats] = {n: p.stats() for n, p in tuple(self.pools.items())}
+        pools.update({n: p.stats() for n, p in tuple(self.async_pools.items())})
+        services = tuple(self.services.items())
+        return build_report(
+            self.namespace,
+            breakers={n: b.snapshot() for n, b in tuple(self.breakers.items())},
+            limiters={n: lim.snapshot() for n, lim in tuple(self.limiters.items())},
+            pools=pools,
+            memory=self.memory.snapshot() if self.memory is not None else None,
+            chaos=self.chaos.snapshot(),
+            time=self.clock.time(),
+            extra={"services": {n: m.snapshot(now=mono) for n, m in services}},
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Infrastructure {self.namespace!r}: {len(self.breakers)} breakers, "
+            f"{len(self.limiters)} limiters, {len(self.pools) + len(self.async_pools)} pools>"
+        )
+
+
+class Protection(ProtectionSteps, AsyncProtectionSteps):
+    """One protected operation: ``with infra.protect(...) as guard:`` (or ``async with``).
+
+    ``guard.connection`` is the pooled member when the service has a pool, else ``None``;
+    ``guard.decision`` is the rate limiter's admitting :class:`~buttress.Decision` (for
+    ``buttress.http.rate_limit_headers``) when the service has a limiter, else ``None``.
+    """
+
+    __slots__ = ("_args", "_route", "_token", "connection", "decision")
+
+    def __init__(self, route: Route, key: Any, critical: bool, cost: float) -> None:
+        self._route = route
+        self._args = (key, critical, cost)
+        self._token = None
+        self.connection: Any = None
+        self.decision: Decision | None = None
+
+
+def _critical(route: Route, critical: bool | None) -> bool:
+    return route.critical if critical is None else critical
+
+
+def _keyed(route: Route, rate_key: Any, context: Mapping[str, Any] | None) -> Any:
+    """The limiter's key for ``rate_key`` (not None) and ``context``; beside a context, a
+    ``rate_key`` that no scope of the limiter reads is an error, not silently ignored."""
+    limiter = route.limiter
+    if context is not None and limiter is not None and not route.reads_key:
+        ids = sorted({sc.by for sc in limiter.scopes if sc.by is not None})
+        reads = f"reads {', '.join(map(repr, ids))} from the context" if ids else "takes no id"
+        raise ConfigError(
+            "rate_key",
+            f"service {route.name!r}: no scope of limiter {limiter.name!r} reads rate_key (it "
+            f'{reads}); beside a context, rate_key fills only a scope with by = "key". Drop '
+            'rate_key, or give the limiter such a scope (e.g. {name = "per_key", limit = ..., '
+            'by = "key"}) to limit per key as well',
+        )
+    if isinstance(rate_key, tuple):
+        rate_key = ":".join(str(p) for p in rate_key)
+    if context is None:
+        return rate_key
+    return {**context, "key": rate_key}
+
+
+def _generator_function(service: str, fn: Callable[..., Any]) -> TypeError:
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    kind = "an async generator" if inspect.isasyncgenfunction(fn) else "a generator"
+    with_ = "async with" if inspect.isasyncgenfunction(fn) else "with"
+    return TypeError(
+        f"protected({service!r}) cannot guard {name}: it is {kind} function, whose "
+        "body runs as it is iterated, after the protected call has returned. "
+        "Decorate a function that returns the items (e.g. a list), or open "
+        f"`{with_} infra.protect({service!r}) as guard:` inside the generator"
+    )
