@@ -60,9 +60,8 @@ EV_POOL_CLOSED: Final = ("buttress", "pool", "shutdown")
 _CONFIGURED: Final[Any] = object()
 
 
-def _listening(name: tuple[str, ...]) -> bool:
-    # events.enabled(), which the lease's fast paths inline.
-    return bool(events._catch_all) or name in events._by_name
+_attached = events.attached  # empty while no handler listens: the leases test it first
+_listening = events.enabled
 
 
 def _default_close(resource: Any) -> Any:
@@ -154,7 +153,7 @@ class AsyncLease:
         if m is None or pool._slow_checkout:
             m = await pool._checkout_slow(m, now, self._timeout)
         self._member = m
-        if events._catch_all or (events._by_name and EV_CHECKOUT in events._by_name):
+        if _attached and _listening(EV_CHECKOUT):
             pool._emit_checkout(m, now)
         return m.resource
 
@@ -171,7 +170,7 @@ class AsyncLease:
             self._member = None
             now = pool._monotonic()
             code = pool._try_checkin(m, now)
-            if events._catch_all or (events._by_name and EV_CHECKIN in events._by_name):
+            if _attached and _listening(EV_CHECKIN):
                 pool._emit_checkin(m, now, None)
             if code != CHECKED_IN:
                 await pool._checkin_locked(m, now, code)
