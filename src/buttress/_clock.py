@@ -7,10 +7,11 @@ Every component takes ``clock=``. Production code uses :class:`SystemClock`; tes
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time as _time
 from typing import Protocol, runtime_checkable
+
+from ._validate import is_finite
 
 __all__ = ["Clock", "ManualClock", "SystemClock"]
 
@@ -50,10 +51,6 @@ class SystemClock:
         return "SystemClock()"
 
 
-def _finite(x: object) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
 class ManualClock:
     """A clock that moves only when told to.
 
@@ -83,7 +80,7 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` (which must not be negative)."""
-        if not _finite(seconds) or seconds < 0:
+        if not is_finite(seconds) or seconds < 0:
             raise ValueError(
                 f"ManualClock.advance: seconds must be a finite number >= 0, got {seconds!r}"
             )
@@ -92,7 +89,7 @@ class ManualClock:
 
     def set(self, now: float) -> None:
         """Jump to the monotonic time ``now`` (never backwards)."""
-        if not _finite(now):
+        if not is_finite(now):
             raise ValueError(f"ManualClock.set: now must be a finite number, got {now!r}")
         with self._lock:
             if now < self._now:

@@ -34,3 +34,8 @@ def int_at_least(path: str, value: int, low: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ConfigError(path, f"must be an integer >= {low}, got {value!r}")
     return value
+
+
+def is_finite(value: object) -> bool:
+    """Whether ``value`` is a number (never a bool) that is neither infinite nor NaN."""
+    return _is_number(value) and math.isfinite(value)  # type: ignore[arg-type]
