@@ -25,7 +25,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .breaker._config import DEFAULT_SHED_PROBABILITY
 from .errors import ConfigError
+from .memory._probe import Source
+from .pool._config import HealthCheck, Strategy
 
 if TYPE_CHECKING:
     from .ratelimit import Scope
@@ -77,7 +80,7 @@ class FaultInjectionSettings(_Section):
 
 
 def _default_shedding() -> dict[Level, float]:
-    return {"light": 0.1, "medium": 0.3, "heavy": 0.6}
+    return {level.value: p for level, p in DEFAULT_SHED_PROBABILITY.items()}
 
 
 class CircuitBreakerSettings(_Section):
@@ -147,7 +150,7 @@ class MemoryManagerSettings(_Section):
     warning_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.70
     critical_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.85
     pressure_relief_enabled: bool = True
-    source: Literal["auto", "cgroup", "cgroup_v2", "cgroup_v1", "host", "process"] = "auto"
+    source: Source = "auto"
     limit_bytes: Annotated[int, Field(gt=0)] | None = None
     exit_margin: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     exit_samples: Annotated[int, Field(ge=1)] = 3
@@ -354,11 +357,11 @@ class PoolSettings(_Section):
     idle_timeout: Positive | None = 600.0
     max_lifetime: Positive | None = 3600.0
     lifetime_jitter: Fraction = 0.05
-    strategy: Literal["lifo", "fifo", "round_robin", "least_used"] = "lifo"
+    strategy: Strategy = "lifo"
     checkout_timeout: Positive | None = 30.0
     max_waiting: Annotated[int, Field(ge=0)] | None = None
     # None: "mixed" when the pool has a check (check_sql, or check= in code), else "passive".
-    health_check_strategy: Literal["passive", "active", "mixed"] | None = None
+    health_check_strategy: HealthCheck | None = None
     check_interval: Positive = 30.0
     check_jitter: Fraction = 0.2
     check_idle_after: Annotated[float, Field(ge=0.0)] = 0.5
