@@ -59,7 +59,7 @@ class SystemClock:
 # A sleeper: its deadline, its place among sleepers with the same deadline, and the future
 # its task awaits. Sorted by the first two; the sequence number is unique, so futures are never
 # compared.
-_Sleeper = tuple[float, int, "asyncio.Future[None]"]
+_Sleeper = tuple[float, int, asyncio.Future[None]]
 
 
 class ManualClock:
@@ -238,10 +238,11 @@ def _resolve(future: asyncio.Future[None]) -> None:
 # callback that finds it empty when it runs is the last thing the loop has to do: before running
 # callbacks, each turn polls I/O without waiting (a callback is ready) and moves due timers in,
 # and anything a callback schedules lands in ``_ready`` too. So the jumper is a callback that
-# re-schedules itself with ``call_soon`` until it finds ``_ready`` empty, and only then jumps;
-# while tasks are runnable it costs one callback per loop turn, and when none is it never lets
-# the loop block, since every jump wakes at least one sleeper. Reading ``_ready`` is private API,
-# checked to be a deque before it is trusted; it has been there since asyncio began.
+# re-schedules itself with ``call_soon`` until it finds ``_ready`` empty, and only then jumps.
+# While tasks are runnable it costs one callback per loop turn; it never keeps an idle loop
+# spinning, since each jump wakes at least one sleeper and it stops when none is left. Reading
+# ``_ready`` is private API: it is checked to be a deque before it is trusted, and a loop
+# without one gets the approximation below.
 #
 # Loops that do not expose it (uvloop, ...) get an approximation: the loop counts as idle after
 # _QUIET_TURNS turns in which no sleeper went to sleep on it and no jump happened. Tasks that
