@@ -662,7 +662,10 @@ def test_close_stops_everything_and_is_idempotent(tmp_path: Path) -> None:
             {"connection_pools": {"db": {"factory": "nowhere:connect"}}},
             "connection_pools.db.factory",
         ),
-        ({"memory_manager": {"warning_threshold": 0.9}}, "memory_manager"),
+        (  # the policy's own rule, named where the policy names it
+            {"memory_manager": {"warning_threshold": 0.9}},
+            "memory_manager.critical_threshold",
+        ),
         ({"services": {"x": {"breaker": "missing"}}}, "services.x.breaker"),
         ({"chaos": {"enabled": "maybe"}}, "chaos.enabled"),
     ],

@@ -78,6 +78,7 @@ async def test_try_acquire_does_not_barge_past_waiters(clock: bt.ManualClock) ->
     waiter = asyncio.create_task(rl.acquire_async("u1", 5))
     # the waiter queues and sleeps 0.5 s on the clock
     await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
+    clock.advance(0.5)  # its sleep is over, but it has not run again yet
     assert clock.monotonic() == pytest.approx(0.5)
     d = rl.try_acquire("u1")  # 5 units are back, but they are the waiter's
     assert not d
@@ -114,6 +115,7 @@ async def test_a_waiter_behind_others_times_out(clock: bt.ManualClock) -> None:
     assert rl.try_acquire("u1", 10)
     big = asyncio.create_task(rl.acquire_async("u1", 10))
     await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
+    clock.advance(1.0)  # the head's sleep for its room is over; it has not run again yet
     assert clock.monotonic() == pytest.approx(1.0)  # the head slept for its room
     with pytest.raises(bt.RateLimitExceeded) as info:
         # Behind the head's 10 units, 6 more take until 1.6 s: past this caller's 1.5 s.
@@ -235,6 +237,7 @@ async def test_a_refusal_behind_waiters_names_the_scope_with_the_longest_wait(
     waiter = asyncio.create_task(rl.acquire_async({"user": "u1"}, 5))
     # the waiter queues on u1's key and sleeps 0.5 s on the clock
     await asyncio.sleep(0)  # real-time: one event-loop turn, no time passes
+    clock.advance(0.5)  # its sleep is over, but it has not run again yet
     for i in range(2, 11):  # others drain the shared scope (no queue there)
         assert rl.try_acquire({"user": f"u{i}"}, 10)
     d = rl.try_acquire({"user": "u1"})
@@ -299,9 +302,9 @@ async def test_peek_answers_what_try_acquire_would_behind_waiters(clock: bt.Manu
 class SteppedClock(bt.ManualClock):
     """A ManualClock whose ``asleep`` parks until the test moves time to its end.
 
-    A plain ManualClock jumps ahead as soon as anyone sleeps; here several waiters can sleep at
-    once and the test decides when their time comes (``wake_next``), so the order in which
-    they ask again is the order their clocks ring, as with real time.
+    A plain ManualClock jumps to the next deadline whenever the loop is idle; here the test
+    decides when time comes (``wake_next``), between arrivals, so the order in which waiters
+    ask again is the order their clocks ring, as with real time.
     """
 
     __slots__ = ("_sleepers",)

@@ -25,7 +25,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .breaker._config import DEFAULT_SHED_PROBABILITY
+from .chaos import FaultSettings
 from .errors import ConfigError
+from .memory._probe import Source
+from .pool._config import HealthCheck, Strategy
 
 if TYPE_CHECKING:
     from .ratelimit import Scope
@@ -47,8 +51,17 @@ __all__ = [
 ENV_PREFIX = "BUTTRESS_"
 
 # Strict: a number (an int is fine), never a bool or a string that happens to parse as one.
-Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
-Positive = Annotated[float, Field(gt=0.0, strict=True)]
+# The bounds are the components' own (their config dataclasses check them with _validate);
+# tests/test_config_parity.py holds each setting here to the same answers.
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]  # [0, 1]
+Share = Annotated[float, Field(gt=0.0, le=1.0, strict=True)]  # (0, 1]
+ProperFraction = Annotated[float, Field(gt=0.0, lt=1.0, strict=True)]  # (0, 1)
+Jitter = Annotated[float, Field(ge=0.0, lt=1.0, strict=True)]  # [0, 1)
+Positive = Annotated[float, Field(gt=0.0, strict=True, allow_inf_nan=False)]  # (0, inf)
+Seconds = Annotated[float, Field(ge=0.0, strict=True, allow_inf_nan=False)]  # [0, inf)
+Percent = Annotated[float, Field(gt=0.0, le=100.0, strict=True)]  # (0, 100]
+Count = Annotated[int, Field(ge=1, strict=True)]  # 1, 2, ...
+Size = Annotated[int, Field(ge=0, strict=True)]  # 0, 1, ...
 Level = Literal["light", "medium", "heavy"]
 
 
@@ -72,12 +85,21 @@ class FaultInjectionSettings(_Section):
 
     enabled: bool = False
     failure_rate: Fraction = 0.0
-    latency: Annotated[float, Field(ge=0.0)] | tuple[float, float] | None = None
+    latency: Seconds | tuple[Seconds, Seconds] | None = None  # a (low, high) pair: low <= high
     latency_rate: Fraction | None = None
+
+    @field_validator("latency")
+    @classmethod
+    def _latency_range(cls, value: Any) -> Any:
+        try:
+            FaultSettings.make(latency=value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return value
 
 
 def _default_shedding() -> dict[Level, float]:
-    return {"light": 0.1, "medium": 0.3, "heavy": 0.6}
+    return {level.value: p for level, p in DEFAULT_SHED_PROBABILITY.items()}
 
 
 class CircuitBreakerSettings(_Section):
@@ -85,24 +107,25 @@ class CircuitBreakerSettings(_Section):
 
     strategy: Literal["gradual_degradation", "fail_fast"] = "gradual_degradation"
     window: Positive = 60.0
-    buckets: Annotated[int, Field(ge=1)] = 10
-    failure_threshold: Annotated[int, Field(ge=1)] | None = 5
-    degradation_threshold: Annotated[int, Field(ge=1)] | None = 3
-    failure_rate_threshold: Fraction | None = 0.5
-    degradation_rate_threshold: Fraction | None = 0.2
-    minimum_calls: Annotated[int, Field(ge=1)] = 10
+    buckets: Count = 10
+    failure_threshold: Count | None = 5
+    degradation_threshold: Count | None = 3  # below failure_threshold
+    failure_rate_threshold: Share | None = 0.5
+    degradation_rate_threshold: ProperFraction | None = 0.2  # below failure_rate_threshold
+    minimum_calls: Count = 10
     slow_call_duration: Positive | None = None
-    slow_call_rate_threshold: Fraction | None = 0.5
-    slow_degradation_rate_threshold: Fraction | None = 0.2
-    consecutive_failure_threshold: Annotated[int, Field(ge=1)] | None = None
-    level_hysteresis: Annotated[float, Field(ge=0.0, lt=1.0 / 3.0)] = 0.05
+    slow_call_rate_threshold: Share | None = 0.5
+    slow_degradation_rate_threshold: ProperFraction | None = 0.2  # below the slow-call rate
+    consecutive_failure_threshold: Count | None = None
+    level_hysteresis: Annotated[float, Field(ge=0.0, lt=1.0 / 3.0, strict=True)] = 0.05
     shed_probability: dict[Level, Fraction] = Field(default_factory=_default_shedding)
     reset_timeout: Positive = 30.0
-    reset_timeout_multiplier: Annotated[float, Field(ge=1.0)] = 1.0
-    reset_timeout_max: Positive | None = None  # 300 s, or reset_timeout if longer
-    reset_timeout_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    half_open_max_calls: Annotated[int, Field(ge=1)] = 5
-    half_open_success_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+    reset_timeout_multiplier: Annotated[float, Field(ge=1.0, strict=True)] = 1.0
+    # None: 300 s, or reset_timeout if longer; inf: no cap.
+    reset_timeout_max: Annotated[float, Field(gt=0.0, strict=True)] | None = None
+    reset_timeout_jitter: Jitter = 0.0
+    half_open_max_calls: Count = 5
+    half_open_success_ratio: Share = 0.8
     probe_timeout: Positive = 30.0
     health_check_interval: Positive = 10.0
     # Exception classes by import path, e.g. ["builtins.ConnectionError", "httpx.HTTPError"].
@@ -144,25 +167,20 @@ class MemoryManagerSettings(_Section):
 
     enabled: bool = True
     check_interval: Positive = 30.0
-    warning_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.70
-    critical_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.85
+    warning_threshold: ProperFraction = 0.70  # below critical_threshold
+    critical_threshold: Share = 0.85
     pressure_relief_enabled: bool = True
-    source: Literal["auto", "cgroup", "cgroup_v2", "cgroup_v1", "host", "process"] = "auto"
-    limit_bytes: Annotated[int, Field(gt=0)] | None = None
-    exit_margin: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
-    exit_samples: Annotated[int, Field(ge=1)] = 3
-    psi_warning: Annotated[float, Field(gt=0.0, le=100.0)] | None = 10.0
-    psi_critical: Annotated[float, Field(gt=0.0, le=100.0)] | None = 10.0
-    gc_interval: Positive = 30.0
+    source: Source = "auto"
+    limit_bytes: Count | None = None
+    exit_margin: Annotated[float, Field(ge=0.0, lt=1.0, strict=True)] = 0.05  # below warning
+    exit_samples: Count = 3
+    psi_warning: Percent | None = 10.0
+    psi_critical: Percent | None = 10.0
+    gc_interval: Annotated[float, Field(ge=0.0, strict=True)] = 30.0  # 0: at every check
 
     @model_validator(mode="after")
     def _ordered(self) -> MemoryManagerSettings:
-        if self.critical_threshold <= self.warning_threshold:
-            raise ValueError(
-                f"critical_threshold ({self.critical_threshold}) must be above "
-                f"warning_threshold ({self.warning_threshold})"
-            )
-        # The rest of the policy's rules (exit_margin below warning_threshold, ...).
+        # The policy's rules between settings (critical above warning, exit_margin below it).
         from .memory._policy import PolicyConfig
 
         fields = set(PolicyConfig.__dataclass_fields__)
@@ -197,11 +215,12 @@ class ScopeSettings(_Section):
     algorithm: Algorithm | None = None  # the limiter's algorithm when unset
     burst: Positive | None = None
     by: str | None = ""  # the context entry holding the id; "" = the scope's name
-    min_limit: Positive | None = None
-    max_limit: Positive | None = None
+    # min_limit <= limit <= max_limit, and an adaptive limit never falls below 1
+    min_limit: Annotated[float, Field(ge=1.0, strict=True, allow_inf_nan=False)] | None = None
+    max_limit: Annotated[float, Field(ge=1.0, strict=True, allow_inf_nan=False)] | None = None
     increase: Positive | None = None
-    decrease: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
-    cooldown: Annotated[float, Field(ge=0.0)] = 1.0
+    decrease: ProperFraction = 0.5
+    cooldown: Seconds = 1.0
     slow_call: Positive | None = None
 
 
@@ -237,7 +256,7 @@ class LimiterSettings(_Section):
         return None if value is None else _check_backend_url(value)
 
     failure_policy: Literal["fail_open", "fail_closed"] | None = None
-    latency_budget: Positive = 0.005
+    latency_budget: Annotated[float, Field(gt=0.0, strict=True)] = 0.005  # RateLimiter takes inf
 
     @model_validator(mode="after")
     def _has_scopes(self) -> LimiterSettings:
@@ -301,7 +320,7 @@ class RateLimitingSettings(_Section):
     # "memory", "sqlite:///path/to/state.db", "redis://host:6379/0" (see backend_from_url)
     backend: str = "memory"
     failure_policy: Literal["fail_open", "fail_closed"] = "fail_open"
-    max_keys: Annotated[int, Field(ge=1)] = 1_000_000
+    max_keys: Count = 1_000_000
     limiters: dict[str, LimiterSettings] = Field(default_factory=dict)
 
     @field_validator("backend")
@@ -347,21 +366,21 @@ class PoolSettings(_Section):
     # Exception classes by import path, e.g. ["psycopg.OperationalError"]: see invalidate_on.
     invalidate_on: list[str] | None = None
     is_async: bool = Field(False, alias="async")
-    min_size: Annotated[int, Field(ge=0)] = 0
-    max_size: Annotated[int, Field(ge=1)] = 10
-    max_overflow: Annotated[int, Field(ge=0)] = 0
+    min_size: Size = 0
+    max_size: Count = 10
+    max_overflow: Size = 0
     overflow_ttl: Positive = 60.0
     idle_timeout: Positive | None = 600.0
     max_lifetime: Positive | None = 3600.0
-    lifetime_jitter: Fraction = 0.05
-    strategy: Literal["lifo", "fifo", "round_robin", "least_used"] = "lifo"
+    lifetime_jitter: Jitter = 0.05
+    strategy: Strategy = "lifo"
     checkout_timeout: Positive | None = 30.0
-    max_waiting: Annotated[int, Field(ge=0)] | None = None
+    max_waiting: Size | None = None
     # None: "mixed" when the pool has a check (check_sql, or check= in code), else "passive".
-    health_check_strategy: Literal["passive", "active", "mixed"] | None = None
+    health_check_strategy: HealthCheck | None = None
     check_interval: Positive = 30.0
-    check_jitter: Fraction = 0.2
-    check_idle_after: Annotated[float, Field(ge=0.0)] = 0.5
+    check_jitter: Jitter = 0.2
+    check_idle_after: Seconds = 0.5
     leak_timeout: Positive | None = None
     housekeeping_interval: Positive = 1.0
     connect_backoff: Positive = 0.5
@@ -624,6 +643,7 @@ def _is_union_tag(part: object) -> bool:
 _EXPECTED = {
     "float_parsing": "a number",
     "float_type": "a number",
+    "finite_number": "a finite number",
     "int_parsing": "an integer",
     "int_type": "an integer",
     "int_from_float": "an integer",

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from .._validate import _is_number
+from .._validate import fraction as _fraction
+from .._validate import in_interval as _in_interval
 from .._validate import int_at_least as _int_at_least
 from .._validate import positive as _positive
 from ..errors import ConfigError
@@ -106,10 +108,7 @@ class BreakerConfig:
         )
         if self.consecutive_failure_threshold is not None:
             _int_at_least("consecutive_failure_threshold", self.consecutive_failure_threshold, 1)
-        if not (_is_number(self.level_hysteresis) and 0.0 <= self.level_hysteresis < 1.0 / 3.0):
-            raise ConfigError(
-                "level_hysteresis", f"must be in [0, 1/3), got {self.level_hysteresis!r}"
-            )
+        _in_interval("level_hysteresis", self.level_hysteresis, "[0, 1/3)")
         if not isinstance(self.shed_probability, Mapping):
             raise ConfigError(
                 "shed_probability",
@@ -124,40 +123,25 @@ class BreakerConfig:
                 raise ConfigError(
                     "shed_probability", f"unknown level {key!r} (light, medium or heavy)"
                 ) from None
-            if not (_is_number(p) and 0.0 <= p <= 1.0):
-                raise ConfigError(
-                    f"shed_probability.{level.value}", f"must be in [0, 1], got {p!r}"
-                )
+            _fraction(f"shed_probability.{level.value}", p)
         merged = {
             **DEFAULT_SHED_PROBABILITY,
             **{DegradationLevel(k): float(v) for k, v in shed.items()},
         }
         object.__setattr__(self, "shed_probability", merged)
         _positive("reset_timeout", self.reset_timeout)
-        if not (_is_number(self.reset_timeout_multiplier) and self.reset_timeout_multiplier >= 1.0):
-            raise ConfigError(
-                "reset_timeout_multiplier", f"must be >= 1.0, got {self.reset_timeout_multiplier!r}"
-            )
+        _in_interval("reset_timeout_multiplier", self.reset_timeout_multiplier, "[1, inf]")
         cap = self.reset_timeout_max
-        if cap is not None and not (_is_number(cap) and cap > 0):  # inf: no cap at all
-            raise ConfigError("reset_timeout_max", f"must be a number > 0 or None, got {cap!r}")
-        if cap is not None and not cap >= self.reset_timeout:
-            raise ConfigError(
-                "reset_timeout_max",
-                f"must be >= reset_timeout ({self.reset_timeout}), got {self.reset_timeout_max!r}",
-            )
-        if not (_is_number(self.reset_timeout_jitter) and 0.0 <= self.reset_timeout_jitter < 1.0):
-            raise ConfigError(
-                "reset_timeout_jitter", f"must be in [0, 1), got {self.reset_timeout_jitter!r}"
-            )
+        if cap is not None:
+            _in_interval("reset_timeout_max", cap, "(0, inf]")  # inf: no cap at all
+            if not cap >= self.reset_timeout:
+                raise ConfigError(
+                    "reset_timeout_max",
+                    f"must be >= reset_timeout ({self.reset_timeout}), got {cap!r}",
+                )
+        _in_interval("reset_timeout_jitter", self.reset_timeout_jitter, "[0, 1)")
         _int_at_least("half_open_max_calls", self.half_open_max_calls, 1)
-        if not (
-            _is_number(self.half_open_success_ratio) and 0.0 < self.half_open_success_ratio <= 1.0
-        ):
-            raise ConfigError(
-                "half_open_success_ratio",
-                f"must be in (0, 1], got {self.half_open_success_ratio!r}",
-            )
+        _in_interval("half_open_success_ratio", self.half_open_success_ratio, "(0, 1]")
         _positive("probe_timeout", self.probe_timeout)
         _positive("health_check_interval", self.health_check_interval)
         object.__setattr__(self, "record", _matchers("record", self.record))
@@ -178,8 +162,8 @@ class BreakerConfig:
 
 
 def _rate_band(top_name: str, top: float | None, low_name: str, low: float | None) -> None:
-    if top is not None and not (_is_number(top) and 0.0 < top <= 1.0):
-        raise ConfigError(top_name, f"must be in (0, 1], got {top!r}")
+    if top is not None:
+        _in_interval(top_name, top, "(0, 1]")
     if low is None:
         return
     if top is None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import random
 import threading
 from collections.abc import Awaitable, Callable
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypedDict, TypeVar, 
 from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
-from .._validate import fraction
+from .._validate import fraction, in_interval, is_finite
 from ..errors import ConfigError, InjectedFault
 from ._experiment import Experiment, ExperimentSnapshot
 
@@ -472,15 +471,15 @@ class FaultInjector:
 def _latency_range(latency: float | tuple[float, float] | None) -> tuple[float, float] | None:
     if latency is None:
         return None
-    if isinstance(latency, int | float) and not isinstance(latency, bool):
-        if not 0 <= latency < math.inf:
-            raise ConfigError("latency", f"must be finite seconds >= 0, got {latency!r}")
-        return (float(latency), float(latency))
+    if isinstance(latency, int | float):  # a bool too, for in_interval to refuse
+        seconds = in_interval("latency", latency, "[0, inf)")
+        return (seconds, seconds)
     if isinstance(latency, tuple | list) and len(latency) == 2:
-        if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in latency):
-            raise ConfigError("latency", f"a (low, high) pair of seconds, got {latency!r}")
-        low, high = float(latency[0]), float(latency[1])
-        if not 0 <= low <= high < math.inf:
-            raise ConfigError("latency", f"range must satisfy 0 <= low <= high, got {latency!r}")
-        return (low, high)
+        low, high = latency
+        if not (is_finite(low) and is_finite(high) and 0 <= low <= high):
+            raise ConfigError(
+                "latency",
+                f"must be a (low, high) pair of finite seconds, 0 <= low <= high, got {latency!r}",
+            )
+        return (float(low), float(high))
     raise ConfigError("latency", f"must be seconds or a (low, high) pair, got {latency!r}")

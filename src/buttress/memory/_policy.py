@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .._validate import int_at_least
+from .._validate import in_interval, int_at_least, is_finite
 from ..errors import ConfigError
 
 __all__ = ["LevelChange", "MemoryLevel", "PolicyConfig", "PressurePolicy"]
@@ -63,26 +63,22 @@ class PolicyConfig:
     gc_interval: float = 30.0
 
     def __post_init__(self) -> None:
-        w, c = self.warning_threshold, self.critical_threshold
-        if not 0.0 < w <= 1.0:
-            raise ConfigError("warning_threshold", f"must be in (0, 1], got {w!r}")
-        if not 0.0 < c <= 1.0:
-            raise ConfigError("critical_threshold", f"must be in (0, 1], got {c!r}")
+        w = in_interval("warning_threshold", self.warning_threshold, "(0, 1]")
+        c = in_interval("critical_threshold", self.critical_threshold, "(0, 1]")
         if c <= w:
             raise ConfigError(
                 "critical_threshold", f"must be above warning_threshold ({w!r}), got {c!r}"
             )
-        if not 0.0 <= self.exit_margin < w:
+        if not (is_finite(self.exit_margin) and 0.0 <= self.exit_margin < w):
             raise ConfigError(
                 "exit_margin", f"must be in [0, warning_threshold), got {self.exit_margin!r}"
             )
         int_at_least("exit_samples", self.exit_samples, 1)
         for name in ("psi_warning", "psi_critical"):
             value = getattr(self, name)
-            if value is not None and not 0.0 < value <= 100.0:
-                raise ConfigError(name, f"must be a percentage in (0, 100] or None, got {value!r}")
-        if not self.gc_interval >= 0.0:
-            raise ConfigError("gc_interval", f"must be >= 0 seconds, got {self.gc_interval!r}")
+            if value is not None:
+                in_interval(name, value, "(0, 100]")  # a percentage
+        in_interval("gc_interval", self.gc_interval, "[0, inf]")  # 0: at every check under pressure
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from .._validate import in_interval as _in_interval
 from .._validate import int_at_least as _int_at_least
 from .._validate import positive as _positive
 from ..errors import ConfigError
@@ -63,7 +63,7 @@ class PoolConfig:
         _positive("overflow_ttl", self.overflow_ttl)
         _optional_positive("idle_timeout", self.idle_timeout)
         _optional_positive("max_lifetime", self.max_lifetime)
-        _fraction("lifetime_jitter", self.lifetime_jitter)
+        _in_interval("lifetime_jitter", self.lifetime_jitter, "[0, 1)")
         if self.strategy not in STRATEGIES:
             raise ConfigError(
                 "strategy", f"must be one of {', '.join(STRATEGIES)}; got {self.strategy!r}"
@@ -77,8 +77,8 @@ class PoolConfig:
                 f"must be one of {', '.join(HEALTH_CHECKS)}; got {self.health_check_strategy!r}",
             )
         _positive("check_interval", self.check_interval)
-        _fraction("check_jitter", self.check_jitter)
-        _non_negative("check_idle_after", self.check_idle_after)
+        _in_interval("check_jitter", self.check_jitter, "[0, 1)")
+        _in_interval("check_idle_after", self.check_idle_after, "[0, inf)")
         _optional_positive("leak_timeout", self.leak_timeout)
         _positive("housekeeping_interval", self.housekeeping_interval)
         _positive("connect_backoff", self.connect_backoff)
@@ -102,15 +102,3 @@ FIELDS = frozenset(f.name for f in fields(PoolConfig))
 def _optional_positive(name: str, value: float | None) -> None:
     if value is not None:
         _positive(name, value)
-
-
-def _non_negative(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ConfigError(name, f"must be a number >= 0, got {value!r}")
-    if math.isinf(value):
-        raise ConfigError(name, "must be finite")
-
-
-def _fraction(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-        raise ConfigError(name, f"must be in [0, 1), got {value!r}")

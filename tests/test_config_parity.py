@@ -1,0 +1,425 @@
+"""Each setting of a configuration file means what its component's own config says.
+
+The components' config records are the truth: ``BreakerConfig``, ``PoolConfig``,
+``PolicyConfig`` (with ``MemoryManager``'s own arguments), ``Scope`` and ``FaultSettings``.
+``buttress.config`` restates their fields as pydantic models, so a file gets typed errors at
+the right path. For each (settings model, component) pair, field by field: the same names (the
+deliberate exceptions listed below with their reasons), equal defaults, and the same answer,
+accept or refuse, for every value probed at and around the bounds of every numeric field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from buttress import config as c
+from buttress.breaker import BreakerConfig, DegradationLevel
+from buttress.chaos import FaultSettings
+from buttress.errors import ConfigError
+from buttress.memory import MemoryManager
+from buttress.memory._policy import PolicyConfig
+from buttress.memory._probe import SOURCES
+from buttress.pool import PoolConfig
+from buttress.pool._config import HEALTH_CHECKS, STRATEGIES
+from buttress.ratelimit import Scope
+from buttress.ratelimit._scope import ALGORITHMS
+
+BELOW_ONE = math.nextafter(1.0, 0.0)
+SMALLEST = 5e-324  # the smallest float above 0
+HUGE_INT = 2**62
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A settings model and the component constructor that validates the same settings."""
+
+    name: str
+    settings: type[BaseModel]
+    component: Callable[..., object]
+    # Only in the file, or only in code: name -> why.
+    settings_only: Mapping[str, str] = field(default_factory=dict)
+    component_only: Mapping[str, str] = field(default_factory=dict)
+    # In both, under another name (settings name -> component name).
+    renamed: Mapping[str, str] = field(default_factory=dict)
+    # In both, with defaults (and so meanings of "unset") that differ on purpose: name -> why.
+    other_default: Mapping[str, str] = field(default_factory=dict)
+    # Values both sides need (required fields), and the component's that the file defaults.
+    required: Mapping[str, Any] = field(default_factory=dict)
+    component_required: Mapping[str, Any] = field(default_factory=dict)
+    # Fields bound by a rule with another setting: that setting's value while the field is
+    # probed, chosen so the rule between them does not decide (both sides check it alike).
+    partners: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def shared(self) -> list[str]:
+        return [n for n in self.settings.model_fields if n not in self.settings_only]
+
+    def component_name(self, name: str) -> str:
+        return self.renamed.get(name, name)
+
+
+IMPORT_PATHS = "exception classes by import path in a file; None keeps the breaker's default"
+
+BREAKER = Pair(
+    "breaker",
+    c.CircuitBreakerSettings,
+    BreakerConfig,
+    settings_only={
+        "strategy": "a preset: fail_fast turns the degradation thresholds off",
+        "fault_injection": "the breaker's FaultInjector, which Infrastructure builds",
+    },
+    component_only={"failure_result": "a callable on the result: code only"},
+    other_default={"record": IMPORT_PATHS, "ignore": IMPORT_PATHS},
+    partners={
+        "failure_threshold": {"degradation_threshold": None},
+        "degradation_threshold": {"failure_threshold": 2**63},
+        "failure_rate_threshold": {"degradation_rate_threshold": None},
+        "degradation_rate_threshold": {"failure_rate_threshold": 1.0},
+        "slow_call_rate_threshold": {"slow_degradation_rate_threshold": None},
+        "slow_degradation_rate_threshold": {"slow_call_rate_threshold": 1.0},
+        "reset_timeout_max": {"reset_timeout": SMALLEST},
+    },
+)
+
+POOL = Pair(
+    "pool",
+    c.PoolSettings,
+    PoolConfig,
+    settings_only={
+        "factory": "how Infrastructure makes members (import path): the pool takes callables",
+        "args": "the factory's arguments",
+        "kwargs": "the factory's keyword arguments",
+        "check_sql": "a check Infrastructure builds: the pool takes a callable",
+        "invalidate_on": "exception classes by import path: the pool takes the classes",
+        "is_async": "which pool class Infrastructure builds",
+    },
+    other_default={
+        "health_check_strategy": "unset: 'mixed' when the pool has a check, else 'passive'",
+    },
+    partners={
+        "min_size": {"max_size": 2**63},
+        "connect_backoff": {"connect_backoff_max": 1e308},
+        "connect_backoff_max": {"connect_backoff": SMALLEST},
+    },
+)
+
+MANAGER_ONLY = "the manager's, not the policy's (see the memory manager pair)"
+MEMORY_PARTNERS = {
+    "warning_threshold": {"critical_threshold": 1.0, "exit_margin": 0.0},
+    "critical_threshold": {"warning_threshold": SMALLEST, "exit_margin": 0.0},
+    "exit_margin": {"warning_threshold": BELOW_ONE, "critical_threshold": 1.0},
+}
+
+MEMORY_POLICY = Pair(
+    "memory policy",
+    c.MemoryManagerSettings,
+    PolicyConfig,
+    settings_only={
+        "enabled": "whether Infrastructure makes a memory manager at all",
+        "check_interval": MANAGER_ONLY,
+        "pressure_relief_enabled": MANAGER_ONLY,
+        "source": MANAGER_ONLY,
+        "limit_bytes": MANAGER_ONLY,
+    },
+    partners=MEMORY_PARTNERS,
+)
+
+MEMORY_MANAGER = Pair(
+    "memory manager",
+    c.MemoryManagerSettings,
+    MemoryManager,
+    settings_only={"enabled": "whether Infrastructure makes a memory manager at all"},
+    component_only={
+        "probe": "a callable that replaces the system probe: code only",
+        "root": "where /proc and /sys are read: for tests of the probe",
+        "clock": "code only",
+        "name": "Infrastructure names it",
+    },
+    renamed={"pressure_relief_enabled": "pressure_relief"},
+    partners=MEMORY_PARTNERS,
+)
+
+ADAPTIVE = {"algorithm": "adaptive"}
+
+SCOPE = Pair(
+    "scope",
+    c.ScopeSettings,
+    Scope,
+    other_default={
+        "window": "Scope asks for one; a file's scope gets the guide's 60 s, as the shorthand",
+        "algorithm": "unset: the limiter's algorithm, itself token_bucket unless set",
+    },
+    required={"name": "api", "limit": 10},
+    component_required={"window": 60.0},
+    partners={
+        "min_limit": {**ADAPTIVE, "limit": 1e308},
+        "max_limit": {**ADAPTIVE, "limit": 1},
+        "increase": ADAPTIVE,
+        "decrease": ADAPTIVE,
+        "cooldown": ADAPTIVE,
+        "slow_call": ADAPTIVE,
+    },
+)
+
+FAULTS = Pair(
+    "fault injection",
+    c.FaultInjectionSettings,
+    FaultSettings.make,
+    settings_only={"enabled": "the injector's switch (FaultInjector's), not what it injects"},
+    component_only={"exception": "a type or factory: code only"},
+)
+
+PAIRS = [BREAKER, POOL, MEMORY_POLICY, MEMORY_MANAGER, SCOPE, FAULTS]
+
+REQUIRED: Any = object()  # a parameter without a default
+
+
+def component_defaults(component: Callable[..., object]) -> dict[str, Any]:
+    if dataclasses.is_dataclass(component):
+        out = {}
+        for f in dataclasses.fields(component):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+            else:
+                out[f.name] = REQUIRED
+        return out
+    params = inspect.signature(component).parameters.values()
+    return {
+        p.name: REQUIRED if p.default is inspect.Parameter.empty else p.default
+        for p in params
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def settings_default(settings: type[BaseModel], name: str) -> Any:
+    info = settings.model_fields[name]
+    return REQUIRED if info.is_required() else info.get_default(call_default_factory=True)
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: p.name)
+def test_the_same_settings_by_name(pair: Pair) -> None:
+    in_file = {pair.component_name(n) for n in pair.shared()}
+    in_code = set(component_defaults(pair.component)) - set(pair.component_only)
+    assert in_file == in_code
+    for listed in (pair.settings_only, pair.renamed):
+        assert set(listed) <= set(pair.settings.model_fields), "an exception for nothing"
+    assert set(pair.component_only) <= set(component_defaults(pair.component))
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: p.name)
+def test_the_same_defaults(pair: Pair) -> None:
+    in_code = component_defaults(pair.component)
+    differ = {
+        name: (settings_default(pair.settings, name), in_code[pair.component_name(name)])
+        for name in pair.shared()
+        if name not in pair.other_default
+        and settings_default(pair.settings, name) != in_code[pair.component_name(name)]
+    }
+    assert differ == {}
+    for name in pair.other_default:
+        assert settings_default(pair.settings, name) != in_code[name], f"{name}: now equal"
+
+
+# -- bounds ------------------------------------------------------------------------------------
+
+# Points every component bound so far sits on, besides those the settings model declares.
+KNOWN_BOUNDS = (0.0, 1.0 / 3.0, 1.0, 100.0)
+OTHER_PROBES: tuple[Any, ...] = (
+    -math.inf,
+    -1,
+    0,
+    1,
+    2,
+    0.5,
+    1e9,
+    HUGE_INT,
+    1e308,
+    math.inf,
+    math.nan,
+    True,
+    False,
+    "1",
+    "0.5",
+    None,
+)
+
+
+def near(bound: float) -> list[float]:
+    """A bound, the floats just either side of it, and points a little further off."""
+    return [
+        bound,
+        math.nextafter(bound, -math.inf),
+        math.nextafter(bound, math.inf),
+        bound - 1e-9,
+        bound + 1e-9,
+    ]
+
+
+def parts(settings: type[BaseModel], name: str) -> list[Any]:
+    """Everything a field's type is made of: its members and their constraints, nested."""
+    info = settings.model_fields[name]
+    out: list[Any] = []
+    todo: list[Any] = [info.annotation, *info.metadata]
+    while todo:
+        part = todo.pop()
+        out.append(part)
+        todo += typing.get_args(part)
+        todo += getattr(part, "metadata", None) or []  # an Annotated member's FieldInfo
+        todo += getattr(part, "__metadata__", ())
+    return out
+
+
+def probes(settings: type[BaseModel], name: str) -> list[Any]:
+    declared = [
+        getattr(part, key)
+        for part in parts(settings, name)
+        for key in ("gt", "ge", "lt", "le")
+        if isinstance(getattr(part, key, None), int | float)
+    ]
+    values: list[Any] = [*OTHER_PROBES]
+    for bound in (*KNOWN_BOUNDS, *declared):
+        values += near(float(bound))
+    return values
+
+
+def is_numeric(settings: type[BaseModel], name: str) -> bool:
+    """Whether the field takes an int or a float (maybe also None, or a pair); a table of
+    numbers (``shed_probability``) is probed by its own test."""
+    if typing.get_origin(settings.model_fields[name].annotation) is dict:
+        return False
+    return any(part in (int, float) for part in parts(settings, name))
+
+
+def numeric_fields(pair: Pair) -> list[tuple[Pair, str]]:
+    return [(pair, n) for n in pair.shared() if is_numeric(pair.settings, n)]
+
+
+def component_answer(pair: Pair, values: Mapping[str, Any]) -> str:
+    kwargs = {pair.component_name(k): v for k, v in values.items()}
+    try:
+        pair.component(**{**pair.required, **pair.component_required, **kwargs})
+    except ConfigError:
+        return "refuses"
+    except Exception as exc:  # a value the component should have named in a ConfigError
+        return f"raises {type(exc).__name__}"
+    return "accepts"
+
+
+def settings_answer(pair: Pair, values: Mapping[str, Any]) -> str:
+    try:
+        pair.settings.model_validate({**pair.required, **values})
+    except ValidationError:
+        return "refuses"
+    return "accepts"
+
+
+def disagreements(pair: Pair, name: str, values: list[Any]) -> list[str]:
+    out = []
+    for value in values:
+        probe = {**pair.partners.get(name, {}), name: value}
+        in_file, in_code = settings_answer(pair, probe), component_answer(pair, probe)
+        if in_file != in_code:
+            out.append(f"{name}={value!r}: the file {in_file}, the component {in_code}")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("pair", "name"),
+    [pn for pair in PAIRS for pn in numeric_fields(pair)],
+    ids=lambda x: x.name if isinstance(x, Pair) else x,
+)
+def test_the_same_bounds(pair: Pair, name: str) -> None:
+    assert disagreements(pair, name, probes(pair.settings, name)) == []
+
+
+# Every other shared setting, none of them a number: a new setting must be probed or listed.
+NOT_NUMBERS = {
+    "algorithm",
+    "by",
+    "health_check_strategy",
+    "ignore",
+    "name",
+    "pressure_relief_enabled",
+    "record",
+    "shed_probability",
+    "source",
+    "strategy",
+}
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: p.name)
+def test_every_shared_setting_is_probed_or_no_number(pair: Pair) -> None:
+    probed = {name for _, name in numeric_fields(pair)}
+    assert set(pair.shared()) - probed <= NOT_NUMBERS
+    assert not probed & NOT_NUMBERS
+
+
+def test_the_same_bounds_for_each_shed_probability() -> None:
+    for level in ("light", "medium", "heavy"):
+        values = probes(c.CircuitBreakerSettings, "shed_probability")
+        found = [
+            f"{level}: {d}"
+            for d in disagreements(
+                BREAKER, "shed_probability", [{level: v} for v in values] + [{level: None}]
+            )
+        ]
+        assert found == []
+
+
+def test_the_same_latency_ranges() -> None:
+    pairs: list[Any] = [
+        (0, 0),
+        [0.1, 0.2],
+        (0.2, 0.1),
+        (-1, 1),
+        (0, math.inf),
+        (math.nan, 1),
+        (True, 1),
+        ("1", 2),
+        (1, 2, 3),
+        (),
+        [SMALLEST, SMALLEST],
+    ]
+    assert disagreements(FAULTS, "latency", pairs) == []
+
+
+# -- choices -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "name", "choices"),
+    [
+        (c.PoolSettings, "strategy", STRATEGIES),
+        (c.PoolSettings, "health_check_strategy", HEALTH_CHECKS),
+        (c.MemoryManagerSettings, "source", SOURCES),
+    ],
+)
+def test_the_same_choices(settings: type[BaseModel], name: str, choices: tuple[str, ...]) -> None:
+    assert set(literal_values(settings.model_fields[name].annotation)) == set(choices)
+
+
+def test_the_same_shedding_levels() -> None:
+    assert set(typing.get_args(c.Level)) == {level.value for level in DegradationLevel}
+
+
+def test_the_same_algorithm_names() -> None:
+    assert set(literal_values(c.ScopeSettings.model_fields["algorithm"].annotation)) == set(
+        ALGORITHMS
+    )
+
+
+def literal_values(annotation: Any) -> list[Any]:
+    """The values of a ``Literal`` (also within ``Literal[...] | None``)."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return [v for arg in typing.get_args(annotation) for v in literal_values(arg)]
