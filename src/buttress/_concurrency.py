@@ -14,7 +14,8 @@ import inspect
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeGuard, TypeVar
+from types import TracebackType
+from typing import Any, TypeAlias, TypeGuard, TypeVar
 
 from ._scheduler import AsyncScheduler, Scheduler
 
@@ -22,6 +23,7 @@ __all__ = [
     "ACell",
     "ALock",
     "Cell",
+    "ExcInfo",
     "Lock",
     "acall",
     "acurrent_owner",
@@ -36,6 +38,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+ExcInfo: TypeAlias = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+"""What a context manager's exit receives: ``def __exit__(self, *exc_info: Unpack[ExcInfo])``."""
 
 # -- mutual exclusion --------------------------------------------------------------------------
 

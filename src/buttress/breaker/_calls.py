@@ -16,9 +16,9 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar, cast
 
+from .._concurrency import ExcInfo
 from ._core import MAX_PENDING, SUCCESS, BreakerCore, Ticket
 from ._machine import Refused
 
@@ -184,15 +184,10 @@ class Calls(BreakerCore):
         self._open_blocks.set((*self._open_blocks.get(), ticket))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Literal[False]:
+    def __exit__(self, *exc_info: *ExcInfo) -> Literal[False]:
         blocks = self._open_blocks.get()
         self._open_blocks.set(blocks[:-1])
-        self._record_exit(blocks[-1], exc)
+        self._record_exit(blocks[-1], exc_info[1])
         return False
 
     def check_health(self) -> bool | None:
@@ -231,13 +226,8 @@ class GuardCalls:
         self._ticket = self._breaker._enter(self._critical)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Literal[False]:
+    def __exit__(self, *exc_info: *ExcInfo) -> Literal[False]:
         ticket, self._ticket = self._ticket, None
         if ticket is not None:
-            self._breaker._record_exit(ticket, exc)
+            self._breaker._record_exit(ticket, exc_info[1])
         return False

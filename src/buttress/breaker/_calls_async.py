@@ -15,9 +15,9 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar, cast
 
+from .._concurrency import ExcInfo
 from ._core import MAX_PENDING, SUCCESS, BreakerCore, Ticket
 from ._machine import Refused
 
@@ -189,15 +189,10 @@ class AsyncCalls(BreakerCore):
         self._open_blocks.set((*self._open_blocks.get(), ticket))
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Literal[False]:
+    async def __aexit__(self, *exc_info: *ExcInfo) -> Literal[False]:
         blocks = self._open_blocks.get()
         self._open_blocks.set(blocks[:-1])
-        self._record_exit(blocks[-1], exc)
+        self._record_exit(blocks[-1], exc_info[1])
         return False
 
     async def check_health_async(self) -> bool | None:
@@ -246,13 +241,8 @@ class AsyncGuardCalls:
         self._ticket = await self._breaker._enter_async(self._critical)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Literal[False]:
+    async def __aexit__(self, *exc_info: *ExcInfo) -> Literal[False]:
         ticket, self._ticket = self._ticket, None
         if ticket is not None:
-            self._breaker._record_exit(ticket, exc)
+            self._breaker._record_exit(ticket, exc_info[1])
         return False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from types import TracebackType
 from typing import TYPE_CHECKING, TypedDict
 
 from .._validate import positive
@@ -133,23 +132,13 @@ class Experiment:
     def __enter__(self) -> Experiment:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     async def __aenter__(self) -> Experiment:
         return self.start()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self.stop()
 
     def to_dict(self) -> ExperimentSnapshot:

@@ -18,7 +18,6 @@ import itertools
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -191,12 +190,7 @@ class InfrastructureMetrics:
     def __enter__(self) -> InfrastructureMetrics:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

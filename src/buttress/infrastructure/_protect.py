@@ -31,9 +31,9 @@ layers the service has: a protected call pays for no lookup and no absent layer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, cast
 
+from .._concurrency import ExcInfo
 from ..breaker._outcome import health_of
 from ..errors import PoolTimeoutError, RejectedError
 from ..ratelimit._decision import exceeded
@@ -233,15 +233,10 @@ class ProtectionSteps:
         self.decision = token[3]
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Literal[False]:
+    def __exit__(self, *exc_info: *ExcInfo) -> Literal[False]:
         token, self._token = self._token, None
         if token is not None:
             steps = self._route.steps
             assert steps is not None
-            steps[1](token, exc)
+            steps[1](token, exc_info[1])
         return False

@@ -29,9 +29,9 @@ layers the service has: a protected call pays for no lookup and no absent layer.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, cast
 
+from .._concurrency import ExcInfo
 from ..breaker._outcome import health_of
 from ..errors import PoolTimeoutError, RejectedError
 from ..ratelimit._decision import exceeded
@@ -245,17 +245,12 @@ class AsyncProtectionSteps:
         self.decision = token[3]
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Literal[False]:
+    async def __aexit__(self, *exc_info: *ExcInfo) -> Literal[False]:
         token, self._token = self._token, None
         if token is not None:
             steps = self._route.async_steps
             assert steps is not None
-            await steps[1](token, exc)
+            await steps[1](token, exc_info[1])
         return False
 
 
