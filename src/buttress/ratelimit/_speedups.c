@@ -9,7 +9,7 @@
  * cost other than 1, an id that is not a str, callers queued) goes to the general method.
  * A token bucket's admit (GCRA) is done here with the same float operations in the same order
  * as TokenBucket.admit; other algorithms call their Python admit.
- * tests/test_ratelimit_speedups.py runs the compiled and the Python paths side by side.
+ * tests/ratelimit/test_speedups.py runs the compiled and the Python paths side by side.
  *
  * Why C at all: a thread-safe decision in CPython costs about 400 ns of interpreter work
  * before it decides anything (a call, a lock, a clock read, a dict, a result object); here

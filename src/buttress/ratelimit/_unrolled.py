@@ -5,7 +5,7 @@ admit). On CPython 3.11 its ``for`` loop costs more than the three ``admit`` cal
 (about 0.2 µs per scope for the iteration, tuple unpacking and appends), and the memory backend
 runs it for every multi-scope decision. So the memory path runs a copy generated from one
 template with the loop unrolled: the same reads, ``admit`` calls and writes, in the same order.
-tests/test_ratelimit_unrolled.py checks every generated size against ``admit_all``.
+tests/ratelimit/test_unrolled.py checks every generated size against ``admit_all``.
 """
 
 from __future__ import annotations
