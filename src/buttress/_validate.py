@@ -34,3 +34,18 @@ def int_at_least(path: str, value: int, low: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ConfigError(path, f"must be an integer >= {low}, got {value!r}")
     return value
+
+
+def at_least(path: str, value: float, low: float) -> float:
+    """A finite number no smaller than ``low``."""
+    if not _is_number(value) or not low <= value < math.inf:
+        raise ConfigError(path, f"must be a finite number >= {low:g}, got {value!r}")
+    return float(value)
+
+
+def timeout_or_none(path: str, value: float | None) -> float | None:
+    """How long a caller may wait, in seconds: a number >= 0, or ``None`` for no bound (which
+    ``inf`` means too: a deadline that never comes)."""
+    if value is not None and (not _is_number(value) or not value >= 0):
+        raise ConfigError(path, f"must be a number >= 0 or None, got {value!r}")
+    return value

@@ -55,6 +55,16 @@ def test_bad_scope_settings_name_the_setting(kwargs: dict[str, object], path: st
     assert info.value.path == path
 
 
+@pytest.mark.parametrize("setting", ["latency_budget", "stats_window"])
+@pytest.mark.parametrize("value", [0, -1.0, math.inf, math.nan, True, "1"])
+def test_a_latency_budget_and_a_stats_window_are_finite_and_positive(
+    clock: bt.ManualClock, setting: str, value: object
+) -> None:
+    with pytest.raises(bt.ConfigError, match="finite number > 0") as info:
+        limiter(clock, bt.Scope("user", 5, 1.0), **{setting: value})
+    assert info.value.path == setting
+
+
 def test_bad_limiter_settings_name_the_setting(clock: bt.ManualClock) -> None:
     user = bt.Scope("user", 10, 1.0)
     with pytest.raises(bt.ConfigError, match="at least one Scope"):
@@ -190,6 +200,24 @@ def test_bad_costs_are_refused(clock: bt.ManualClock, cost: object) -> None:
     with pytest.raises(bt.ConfigError) as info:
         rl.try_acquire("u1", cost)  # type: ignore[arg-type]
     assert info.value.path == "cost"
+
+
+@pytest.mark.parametrize("timeout", [-1, math.nan, True, "1"])
+def test_bad_timeouts_are_refused(clock: bt.ManualClock, timeout: object) -> None:
+    rl = limiter(clock, bt.Scope("user", 5, 1.0))
+    with pytest.raises(bt.ConfigError) as info:
+        rl.acquire("u1", timeout=timeout)  # type: ignore[arg-type]
+    assert info.value.path == "timeout"
+    with pytest.raises(bt.ConfigError) as info:
+        rl.limit(timeout=timeout)  # type: ignore[arg-type]
+    assert info.value.path == "timeout"
+
+
+def test_an_infinite_timeout_is_no_deadline(clock: bt.ManualClock) -> None:
+    rl = limiter(clock, bt.Scope("user", 1, 10.0))
+    assert rl.acquire("u1", timeout=math.inf)
+    assert rl.acquire("u1", timeout=math.inf)  # waits its turn, as with timeout=None
+    assert clock.monotonic() == pytest.approx(10.0)
 
 
 def test_fractional_costs(clock: bt.ManualClock) -> None:

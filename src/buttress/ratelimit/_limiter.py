@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
 from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
+from .._validate import positive, timeout_or_none
 from ..errors import BackendError, ConfigError, RateLimitExceeded
 from ._algorithms import EPSILON, AdaptiveLimit, AdaptiveState, Algorithm, State, TokenBucket
 from ._backend import Backend
@@ -176,9 +177,8 @@ class RateLimiter:
             seen.add(scope.name)
         self.namespace = check_name("namespace", namespace)
         self.name = check_name("name", name)
-        for path, value in (("latency_budget", latency_budget), ("stats_window", stats_window)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ConfigError(path, f"must be a number > 0, got {value!r}")
+        positive("latency_budget", latency_budget)
+        positive("stats_window", stats_window)
         self.scopes: tuple[Scope, ...] = scopes
         if isinstance(backend, str):
             from ._from_url import backend_from_url
@@ -363,7 +363,7 @@ class RateLimiter:
         if lane is None or key.__class__ is not str or self._queues:
             keys = self._keys(key)  # tries the unrolled reader first for a dict
             if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
-                _check_cost(cost)
+                positive("cost", cost)
             if self._queues:
                 return self._behind_waiters(keys, cost)
             if self._memory_lane is not None:
@@ -372,7 +372,7 @@ class RateLimiter:
         # One scope in memory, keyed straight from a str id (the closure of _solo_path takes
         # this path itself when the cost is 1 and the scope is not adaptive).
         if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
-            _check_cost(cost)
+            positive("cost", cost)
         return self._decide_in_memory([self._solo + key], cost)  # type: ignore[operator]
 
     def _solo_path(self) -> Callable[..., Decision]:
@@ -601,7 +601,7 @@ class RateLimiter:
             return self.try_acquire(key, cost)
         keys = self._keys(key)
         if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
-            _check_cost(cost)
+            positive("cost", cost)
         if self._queues:
             return await self._behind_waiters_async(keys, cost)
         return await self._decide_async(keys, cost)
@@ -754,7 +754,7 @@ class RateLimiter:
         this request's scopes.
         """
         keys = self._keys(key)
-        _check_cost(cost)
+        positive("cost", cost)
         frame = self._frame
         allowed, states, now = self._decide_backend(
             keys, frame.algorithms, cost, self._now(), False
@@ -764,7 +764,7 @@ class RateLimiter:
     async def peek_async(self, key: Key = None, cost: float = 1) -> Decision:
         """:meth:`peek` for asyncio callers."""
         keys = self._keys(key)
-        _check_cost(cost)
+        positive("cost", cost)
         frame = self._frame
         allowed, states, now = await self._store.decide_async(
             keys, frame.algorithms, cost, self._now(), False
@@ -790,13 +790,13 @@ class RateLimiter:
     def refund(self, key: Key = None, cost: float = 1) -> None:
         """Give back ``cost`` to every scope of the request (e.g. the work was not done)."""
         keys = self._keys(key)
-        _check_cost(cost)
+        positive("cost", cost)
         self._store.refund(keys, self._frame.algorithms, cost, self._now())
 
     async def refund_async(self, key: Key = None, cost: float = 1) -> None:
         """:meth:`refund` for asyncio callers."""
         keys = self._keys(key)
-        _check_cost(cost)
+        positive("cost", cost)
         # Shielded: a refund the caller stops waiting for is still made (it is often made on
         # the way out of a cancellation).
         await asyncio.shield(
@@ -844,7 +844,7 @@ class RateLimiter:
         is raised at once, carrying the refusing scope and its ``retry_after``.
         """
         if timeout is not None:
-            _check_timeout(timeout)
+            timeout_or_none("timeout", timeout)
         started = self._monotonic()
         first = self.try_acquire(key, cost)  # one decision is the common case
         if first.allowed:
@@ -875,7 +875,7 @@ class RateLimiter:
     ) -> Decision:
         """:meth:`acquire` for asyncio callers: awaits instead of blocking."""
         if timeout is not None:
-            _check_timeout(timeout)
+            timeout_or_none("timeout", timeout)
         started = self._monotonic()
         if self._in_memory:  # no I/O: decide without a coroutine per decision
             first = self.try_acquire(key, cost)
@@ -1003,9 +1003,9 @@ class RateLimiter:
         >>> @limiter.limit(key=lambda user, **_: {"user": user.id})   # doctest: +SKIP
         ... async def handle(user, payload): ...
         """
-        _check_timeout(timeout)
+        timeout_or_none("timeout", timeout)
         if not callable(cost):
-            _check_cost(cost)
+            positive("cost", cost)
 
         def decorate(fn: Callable[P, T]) -> Callable[P, T]:
             if is_async_callable(fn):
@@ -1263,22 +1263,5 @@ def _level(level: Any) -> str | None:
     return None if level is None else str(level.value)
 
 
-def _check_cost(cost: object) -> None:
-    if (
-        isinstance(cost, bool)
-        or not isinstance(cost, int | float)
-        or not cost > 0
-        or not math.isfinite(cost)
-    ):
-        raise ConfigError("cost", f"must be a finite number > 0, got {cost!r}")
-
-
 def _deadline(started: float, timeout: float | None) -> float | None:
     return None if timeout is None else started + timeout
-
-
-def _check_timeout(timeout: object) -> None:
-    if timeout is None:
-        return
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-        raise ConfigError("timeout", f"must be a number >= 0 or None, got {timeout!r}")

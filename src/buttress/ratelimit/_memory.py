@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .. import events
-from ..errors import ConfigError
+from .._validate import int_at_least
 from ._algorithms import Algorithm, State
 from ._backend import Outcome, TimeBase
 from ._unrolled import dict_decider
@@ -110,9 +110,7 @@ class MemoryBackend:
     )
 
     def __init__(self, *, max_keys: int = 1_000_000) -> None:
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
-            raise ConfigError("max_keys", f"must be an integer >= 1, got {max_keys!r}")
-        self.max_keys = max_keys
+        self.max_keys = int_at_least("max_keys", max_keys, 1)
         self._states: dict[str, State] = {}
         self._lock = threading.Lock()
         self._acquire = self._lock.acquire

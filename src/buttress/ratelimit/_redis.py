@@ -24,13 +24,13 @@ loop when built from a URL). A failure of Redis (connection, timeout, script err
 from __future__ import annotations
 
 import asyncio
-import math
 import struct
 import weakref
 from collections.abc import AsyncGenerator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
+from .._validate import positive
 from ..errors import BackendError, ConfigError
 from ._algorithms import Algorithm, FixedWindow, SlidingWindow, State, TokenBucket
 from ._backend import Outcome, TimeBase
@@ -148,9 +148,7 @@ class RedisBackend:
             ) from exc
         if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
             raise ConfigError("prefix", f"must be a string without braces, got {prefix!r}")
-        number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
-        if not number or not 0 < timeout < math.inf:
-            raise ConfigError("timeout", f"must be a finite number of seconds > 0, got {timeout!r}")
+        positive("timeout", timeout)
         if time_source not in ("server", "caller"):
             raise ConfigError("time_source", f"must be 'server' or 'caller', got {time_source!r}")
         # What a failure of Redis looks like (redis-py is imported only when a backend is made).

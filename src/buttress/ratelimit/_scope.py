@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from .._validate import at_least, positive
 from ..errors import ConfigError
 from ._algorithms import AdaptiveLimit, Algorithm, FixedWindow, SlidingWindow, TokenBucket
 
@@ -34,14 +34,6 @@ def check_name(path: str, value: object) -> str:
             path, f"must be a non-empty string of letters, digits, '_', '.' or '-', got {value!r}"
         )
     return value
-
-
-def _number(path: str, value: object, *, low: float = 0.0, strict: bool = True) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= low if strict else value < low):  # type: ignore[operator]
-        rel = ">" if strict else ">="
-        raise ConfigError(path, f"must be a finite number {rel} {low:g}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +75,8 @@ class Scope:
 
     def __post_init__(self) -> None:
         name = check_name("name", self.name)
-        _number(f"{name}.limit", self.limit)
-        _number(f"{name}.window", self.window)
+        positive(f"{name}.limit", self.limit)
+        positive(f"{name}.window", self.window)
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(
                 f"{name}.algorithm",
@@ -95,7 +87,7 @@ class Scope:
                 raise ConfigError(
                     f"{name}.burst", f"applies to token_bucket and adaptive, not {self.algorithm}"
                 )
-            _number(f"{name}.burst", self.burst)
+            positive(f"{name}.burst", self.burst)
         if self.by == "":
             object.__setattr__(self, "by", None if name == SHARED_SCOPE else name)
         elif self.by is not None:
@@ -109,8 +101,8 @@ class Scope:
             return
         max_limit = self.limit if self.max_limit is None else self.max_limit
         min_limit = max(1.0, self.limit / 10.0) if self.min_limit is None else self.min_limit
-        _number(f"{name}.max_limit", max_limit)
-        _number(f"{name}.min_limit", min_limit, low=1.0, strict=False)
+        positive(f"{name}.max_limit", max_limit)
+        at_least(f"{name}.min_limit", min_limit, 1.0)
         if not min_limit <= self.limit <= max_limit:
             raise ConfigError(
                 f"{name}.limit",
@@ -120,12 +112,12 @@ class Scope:
         if self.increase is None:
             increase = max(1.0, (max_limit - min_limit) / 10.0)
         else:
-            increase = _number(f"{name}.increase", self.increase)
+            increase = positive(f"{name}.increase", self.increase)
         if not (isinstance(self.decrease, int | float) and 0.0 < self.decrease < 1.0):
             raise ConfigError(f"{name}.decrease", f"must be in (0, 1), got {self.decrease!r}")
-        _number(f"{name}.cooldown", self.cooldown, strict=False)
+        at_least(f"{name}.cooldown", self.cooldown, 0.0)
         if self.slow_call is not None:
-            _number(f"{name}.slow_call", self.slow_call)
+            positive(f"{name}.slow_call", self.slow_call)
         object.__setattr__(self, "min_limit", min_limit)
         object.__setattr__(self, "max_limit", max_limit)
         object.__setattr__(self, "increase", increase)
