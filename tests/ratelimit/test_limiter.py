@@ -194,6 +194,45 @@ def test_a_cost_above_the_limit_never_fits(clock: bt.ManualClock) -> None:
     assert clock.monotonic() == 0.0  # did not wait for what can never come
 
 
+@pytest.mark.parametrize("timeout", [0.0, 100.0, None])
+def test_a_cost_above_the_limit_raises_with_no_retry_time(
+    clock: bt.ManualClock, timeout: float | None
+) -> None:
+    rl = limiter(clock, bt.Scope("user", 5, 1.0))
+
+    @rl.limit(key="u1", cost=10, timeout=timeout)
+    def handle() -> None:
+        raise AssertionError("refused calls never run")
+
+    for call in (handle, lambda: rl.acquire("u1", cost=10, timeout=timeout)):
+        with pytest.raises(bt.RateLimitExceeded) as info:
+            call()
+        assert info.value.retry_after is None  # never, rather than "in inf seconds"
+        assert "inf" not in str(info.value)
+        assert info.value.scope == "user"
+        assert info.value.decision is not None
+        assert info.value.decision.retry_after == math.inf
+
+
+async def test_a_cost_above_the_limit_raises_with_no_retry_time_async(
+    clock: bt.ManualClock,
+) -> None:
+    rl = limiter(clock, bt.Scope("user", 5, 1.0))
+
+    @rl.limit(key="u1", cost=10)
+    async def handle() -> None:
+        raise AssertionError("refused calls never run")
+
+    with pytest.raises(bt.RateLimitExceeded) as info:
+        await handle()
+    assert info.value.retry_after is None
+    assert "inf" not in str(info.value)
+    with pytest.raises(bt.RateLimitExceeded) as info:
+        await rl.acquire_async("u1", cost=10, timeout=100)
+    assert info.value.retry_after is None
+    assert "inf" not in str(info.value)
+
+
 @pytest.mark.parametrize("cost", [0, -1, math.nan, math.inf, True, "1"])
 def test_bad_costs_are_refused(clock: bt.ManualClock, cost: object) -> None:
     rl = limiter(clock, bt.Scope("user", 5, 1.0))

@@ -7,13 +7,23 @@ with the same pure cores the first time one is read. Most callers only look at `
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from ..errors import RateLimitExceeded
 from ._algorithms import Algorithm, State, Verdict, decide_all
 from ._unrolled import DictDecider, dict_decider
 
-__all__ = ["Decision", "Details", "Frame", "ScopeMeta", "ScopeStatus", "lazy_decision"]
+__all__ = [
+    "Decision",
+    "Details",
+    "Frame",
+    "ScopeMeta",
+    "ScopeStatus",
+    "exceeded",
+    "lazy_decision",
+]
 
 
 class ScopeMeta(NamedTuple):
@@ -176,6 +186,37 @@ def lazy_decision(allowed: bool, details: Details) -> Decision:
     d._details = details
     d._resolved = None
     return d
+
+
+def exceeded(
+    decision: Decision,
+    *,
+    scope: int | None = None,
+    limit: float | None = None,
+    retry_after: float | None = None,
+) -> RateLimitExceeded:
+    """The error that reports a refusal: by default the refusing scope's, as ``decision`` gives
+    it; ``scope`` (its index), ``limit`` and ``retry_after`` tell it otherwise (a waiter that
+    ran out of time reports the scope it queued for, at its limit now).
+
+    An infinite wait (the cost is above the limit) is no time to retry at: ``retry_after`` is
+    ``None`` then, as :class:`~buttress.RejectedError` promises.
+    """
+    if scope is None:
+        name, key = decision.scope, decision.key
+        limit = decision.limit if limit is None else limit
+    else:
+        status = decision.scopes[scope]
+        name, key = status.scope, status.key
+        limit = status.limit if limit is None else limit
+    retry = decision.retry_after if retry_after is None else retry_after
+    return RateLimitExceeded(
+        name,
+        key=key,
+        limit=limit,
+        retry_after=retry if retry < math.inf else None,
+        decision=decision,
+    )
 
 
 def verdicts_for(

@@ -31,7 +31,7 @@ from .._validate import positive, timeout_or_none
 from ..errors import BackendError, ConfigError, RateLimitExceeded
 from ._algorithms import EPSILON, AdaptiveLimit, AdaptiveState, Algorithm, State, TokenBucket
 from ._backend import Backend
-from ._decision import Decision, Details, Frame, ScopeMeta, lazy_decision
+from ._decision import Decision, Details, Frame, ScopeMeta, exceeded, lazy_decision
 from ._failure import BackendHealth, FailurePolicy, GuardedBackend
 from ._memory import MemoryBackend
 from ._scope import Scope, check_name
@@ -955,7 +955,7 @@ class RateLimiter:
                 last, decision = decision, None
                 wait = last.retry_after
                 if wait == _INF or (deadline is not None and now() + wait > deadline + EPSILON):
-                    raise _exceeded(last)
+                    raise exceeded(last)
                 with self._lock:
                     queues.join(waiter, keys[last.index])
                     waiter.ready_at = now() + wait
@@ -973,17 +973,11 @@ class RateLimiter:
             queue = self._waiting.queues.get(queue_key) if queue_key is not None else None
             ready_at = queue[0].ready_at if queue else None
         index = keys.index(queue_key) if queue_key in keys else last.index
-        m = self._frame.meta[index]
         retry = last.retry_after
         if ready_at is not None:
             retry = max(retry, ready_at - self._monotonic())
-        return RateLimitExceeded(
-            m.name,
-            key=None if m.id_offset < 0 else keys[index][m.id_offset :],
-            limit=self._frame.algorithms[index].limit,
-            retry_after=retry,
-            decision=last,
-        )
+        limit = self._frame.algorithms[index].limit
+        return exceeded(last, scope=index, limit=limit, retry_after=retry)
 
     # -- the decorator -------------------------------------------------------------------------
 
@@ -1017,7 +1011,7 @@ class RateLimiter:
                     if timeout == 0.0:
                         d = await self.try_acquire_async(k, c)
                         if not d.allowed:
-                            raise _exceeded(d)
+                            raise exceeded(d)
                     else:
                         await self.acquire_async(k, c, timeout=timeout)
                     return await fn(*args, **kwargs)
@@ -1031,7 +1025,7 @@ class RateLimiter:
                 if timeout == 0.0:
                     d = self.try_acquire(k, c)
                     if not d.allowed:
-                        raise _exceeded(d)
+                        raise exceeded(d)
                 else:
                     self.acquire(k, c, timeout=timeout)
                 return fn(*args, **kwargs)
@@ -1251,12 +1245,6 @@ def _details(
     if frame.single:
         return (frame, keys[0], states[0], now, cost)
     return (frame, keys, states, now, cost)
-
-
-def _exceeded(d: Decision) -> RateLimitExceeded:
-    # An infinite wait (the cost is above the limit) is "not known when": None, per errors.py.
-    retry = d.retry_after if d.retry_after != _INF else None
-    return RateLimitExceeded(d.scope, key=d.key, limit=d.limit, retry_after=retry, decision=d)
 
 
 def _level(level: Any) -> str | None:
