@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .ratelimit._registry import AlgorithmName
 
 if TYPE_CHECKING:
     from .ratelimit import Scope
@@ -185,7 +186,7 @@ class ChaosSettings(_Section):
 
 # -- rate limiting -----------------------------------------------------------------------------
 
-Algorithm = Literal["token_bucket", "fixed_window", "sliding_window", "adaptive"]
+Algorithm = AlgorithmName  # the names of the algorithm registry (ratelimit/_registry.py)
 
 
 class ScopeSettings(_Section):

@@ -19,7 +19,8 @@ from ._from_url import backend_from_url
 from ._limiter import Key, RateLimiter
 from ._memory import MemoryBackend, MemoryBackendStats
 from ._redis import RedisBackend
-from ._scope import ALGORITHMS, Scope
+from ._registry import ALGORITHMS
+from ._scope import Scope
 from ._sqlite import SQLiteBackend
 from ._stats import RateLimiterSnapshot, ScopeSnapshot
 

@@ -248,7 +248,7 @@ class RateLimiter:
         self._adaptive = tuple(
             _Adaptive(i, s.controller(), AdaptiveState(float(s.limit)))
             for i, s in enumerate(scopes)
-            if s.algorithm == "adaptive"
+            if s.adaptive
         )
         self._lock = threading.Lock()  # adaptive state and wait queues; never held over I/O
         self._waiting = WaitQueues()

@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
 
 from .._validate import at_least, positive
 from ..errors import ConfigError
-from ._algorithms import AdaptiveLimit, Algorithm, FixedWindow, SlidingWindow, TokenBucket
+from ._algorithms import AdaptiveLimit, Algorithm
+from ._registry import ALGORITHMS, REGISTRY, AlgorithmName
 
-__all__ = ["ALGORITHMS", "SHARED_SCOPE", "AlgorithmName", "Scope", "check_name"]
-
-AlgorithmName: TypeAlias = Literal["token_bucket", "fixed_window", "sliding_window", "adaptive"]
-ALGORITHMS: tuple[AlgorithmName, ...] = (
-    "token_bucket",
-    "fixed_window",
-    "sliding_window",
-    "adaptive",
-)
+__all__ = ["SHARED_SCOPE", "Scope", "check_name"]
 
 SHARED_SCOPE = "global"
 """A scope of this name is shared by every caller unless it says otherwise (``by=``)."""
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _ADAPTIVE_ONLY = ("min_limit", "max_limit", "increase", "slow_call")
+_WITH_BURST = " and ".join(name for name, spec in REGISTRY.items() if spec.burst)
+_ADAPTIVE = " and ".join(f"algorithm={name!r}" for name, spec in REGISTRY.items() if spec.adaptive)
 
 
 def check_name(path: str, value: object) -> str:
@@ -77,27 +71,26 @@ class Scope:
         name = check_name("name", self.name)
         positive(f"{name}.limit", self.limit)
         positive(f"{name}.window", self.window)
-        if self.algorithm not in ALGORITHMS:
+        spec = REGISTRY.get(self.algorithm)
+        if spec is None:
             raise ConfigError(
                 f"{name}.algorithm",
                 f"must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}",
             )
         if self.burst is not None:
-            if self.algorithm not in ("token_bucket", "adaptive"):
+            if not spec.burst:
                 raise ConfigError(
-                    f"{name}.burst", f"applies to token_bucket and adaptive, not {self.algorithm}"
+                    f"{name}.burst", f"applies to {_WITH_BURST}, not {self.algorithm}"
                 )
             positive(f"{name}.burst", self.burst)
         if self.by == "":
             object.__setattr__(self, "by", None if name == SHARED_SCOPE else name)
         elif self.by is not None:
             check_name(f"{name}.by", self.by)
-        if self.algorithm != "adaptive":
+        if not spec.adaptive:
             for field_name in _ADAPTIVE_ONLY:
                 if getattr(self, field_name) is not None:
-                    raise ConfigError(
-                        f"{name}.{field_name}", "applies to algorithm='adaptive' only"
-                    )
+                    raise ConfigError(f"{name}.{field_name}", f"applies to {_ADAPTIVE} only")
             return
         max_limit = self.limit if self.max_limit is None else self.max_limit
         min_limit = max(1.0, self.limit / 10.0) if self.min_limit is None else self.min_limit
@@ -123,21 +116,25 @@ class Scope:
         object.__setattr__(self, "increase", increase)
 
     @property
+    def adaptive(self) -> bool:
+        """Whether this scope's limit moves with feedback (see ``RateLimiter.record``)."""
+        return REGISTRY[self.algorithm].adaptive
+
+    @property
     def shared(self) -> bool:
         """Whether every caller shares this scope's one key (no id needed)."""
         return self.by is None
 
     def build(self, limit: float | None = None) -> Algorithm:
         """The algorithm object for this scope (at ``limit`` for an adaptive one)."""
-        if self.algorithm == "fixed_window":
-            return FixedWindow(self.limit, self.window)
-        if self.algorithm == "sliding_window":
-            return SlidingWindow(self.limit, self.window)
-        if self.algorithm == "token_bucket":
-            return TokenBucket(self.limit, self.window, self.burst)
+        spec = REGISTRY[self.algorithm]
+        if not spec.burst:
+            return spec.kind(self.limit, self.window)
+        if not spec.adaptive:
+            return spec.kind(self.limit, self.window, self.burst)
         current = self.limit if limit is None else limit
         burst = None if self.burst is None else self.burst * current / self.limit
-        return TokenBucket(current, self.window, burst)
+        return spec.kind(current, self.window, burst)
 
     def controller(self) -> AdaptiveLimit:
         """The AIMD controller of an adaptive scope."""
