@@ -16,7 +16,8 @@ from ._backend import Backend, Outcome, TimeBase
 from ._decision import Decision, ScopeStatus
 from ._failure import FAILURE_POLICIES, FailurePolicy
 from ._from_url import backend_from_url
-from ._limiter import Key, RateLimiter
+from ._keys import Key
+from ._limiter import RateLimiter
 from ._memory import MemoryBackend, MemoryBackendStats
 from ._redis import RedisBackend
 from ._registry import ALGORITHMS

@@ -21,7 +21,7 @@ import os
 import sys
 import sysconfig
 import threading
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
 
 from .. import events
@@ -33,10 +33,10 @@ from ._algorithms import EPSILON, AdaptiveLimit, AdaptiveState, Algorithm, State
 from ._backend import Backend
 from ._decision import Decision, Details, Frame, ScopeMeta, exceeded, lazy_decision
 from ._failure import BackendHealth, FailurePolicy, GuardedBackend
+from ._keys import Key, KeyResolver
 from ._memory import MemoryBackend
 from ._scope import Scope, check_name
 from ._stats import Counters, RateLimiterSnapshot, ScopeSnapshot, count_of
-from ._unrolled import keys_reader
 from ._waiting import Waiter, WaitQueues
 
 if TYPE_CHECKING:
@@ -46,11 +46,6 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
-Key: TypeAlias = str | int | Mapping[str, Any] | None
-"""What identifies a request: an id (for the one kind of id the limiter's scopes take), a
-context mapping (``{"user": "u1", "org": "o1"}``; ``user_id`` works for ``user``), or ``None``
-when every scope is shared."""
-
 EV_ALLOWED = ("buttress", "rate_limiter", "allowed")
 EV_DENIED = ("buttress", "rate_limiter", "denied")
 EV_LIMIT = ("buttress", "rate_limiter", "limit_changed")
@@ -58,10 +53,9 @@ _enabled = events.enabled
 _attached = events.attached  # empty when no handler listens: one cheap test first
 
 _log = logging.getLogger("buttress.rate_limiter")
-_NO_IDS: dict[str, Any] = {}
 # What the fast-path closures bind (see RateLimiter._bound).
 _Bound: TypeAlias = tuple[
-    Callable[["Key", float], "Decision"],
+    Callable[[Key, float], Decision],
     dict[str, State],
     Callable[[], bool],
     Callable[[], None],
@@ -217,26 +211,15 @@ class RateLimiter:
         self._decide_backend = self._store.decide
         self._in_memory = isinstance(self.backend, MemoryBackend)
 
-        base = f"{namespace}:{name}:"
-        self._prefix = base
-        # Identified scopes key as ``ns:name:scope:<id>``, shared ones as ``ns:name:scope``.
-        self._templates: tuple[tuple[str, str | None, str], ...] = tuple(
-            (f"{base}{s.name}:", s.by, f"{s.by}_id")
-            if s.by is not None
-            else (f"{base}{s.name}", None, "")
-            for s in scopes
-        )
-        self._keys_of = keys_reader(self._templates)  # the common case of _keys, unrolled
-        self._names = tuple(s.name for s in scopes)
-        by_names = {s.by for s in scopes if s.by is not None}
-        self._str_by = next(iter(by_names)) if len(by_names) == 1 else None
+        self._resolver = KeyResolver(namespace, name, scopes)
+        self._keys = self._resolver.keys
         meta = tuple(
-            ScopeMeta(s.name, s.algorithm, s.window, len(t[0]) if s.by is not None else -1)
-            for s, t in zip(scopes, self._templates, strict=True)
+            ScopeMeta(s.name, s.algorithm, s.window, offset)
+            for s, offset in zip(scopes, self._resolver.id_offsets, strict=True)
         )
         self._frame = Frame.of(meta, tuple(s.build() for s in scopes))
         # The fast path: one identified scope in memory, keyed straight from a str id.
-        self._solo = self._templates[0][0] if len(scopes) == 1 and scopes[0].by else None
+        self._solo = self._resolver.single_scope_prefix
         # Only the memory backend itself lends its lane: a subclass may decide differently.
         lane = self.backend.lane() if type(self.backend) is MemoryBackend else None
         self._lane = lane if self._solo is not None else None
@@ -276,80 +259,6 @@ class RateLimiter:
     def algorithms(self) -> tuple[Algorithm, ...]:
         """The algorithm objects in force, one per scope (adaptive ones at their current limit)."""
         return self._frame.algorithms
-
-    # -- resolving requests ------------------------------------------------------------------
-
-    def _keys(self, key: Key, *, partial: bool = False) -> list[str]:
-        """One storage key per scope (``partial``: only the scopes ``key`` identifies)."""
-        get: Callable[[str], Any]
-        if key.__class__ is dict:
-            get = key.get
-            if not partial:
-                keys = self._keys_of(get)  # every id a str: no loop
-                if keys is not None:
-                    return keys
-        elif key is None:
-            get = _NO_IDS.get
-        elif isinstance(key, Mapping):
-            get = key.get
-        elif isinstance(key, str) or (isinstance(key, int) and not isinstance(key, bool)):
-            if self._str_by is None:
-                if not any(s.by is not None for s in self.scopes):
-                    raise ConfigError(
-                        "key",
-                        f"limiter {self.name!r} has only shared scopes "
-                        f"({', '.join(self._names)}): it takes no id; pass None (through "
-                        "Infrastructure, drop rate_key)",
-                    )
-                raise ConfigError(
-                    "key",
-                    f"this limiter's scopes take ids {self._id_names()}: pass a mapping "
-                    f"such as {self._example()}",
-                )
-            get = {self._str_by: key}.get
-        else:
-            raise ConfigError(
-                "key", f"must be an id (str or int), a mapping of ids or None, got {key!r}"
-            )
-        out = []
-        for prefix, by, by_id in self._templates:
-            if by is None:
-                if not partial:
-                    out.append(prefix)
-                continue
-            value = get(by)
-            if value is None:
-                value = get(by_id)  # protect() passes {"user_id": ...}
-            if value.__class__ is not str:
-                value = self._id(get, by, by_id, partial)
-                if value is None:
-                    continue
-            out.append(prefix + value)
-        return out
-
-    def _id(self, get: Callable[[str], Any], by: str, by_id: str, partial: bool) -> str | None:
-        """The id under ``by`` or ``by_id`` when it is not simply a str under ``by``."""
-        value = get(by)
-        if value is None:
-            value = get(by_id)
-        if value.__class__ is str:
-            return str(value)
-        if value is None:
-            if partial:
-                return None
-            scope = next(s.name for s in self.scopes if s.by == by)
-            raise ConfigError(
-                "key", f"scope {scope!r} needs an id: pass {{{by!r}: ...}} or {{{by_id!r}: ...}}"
-            )
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"key.{by}", f"ids are str or int, got {value!r}")
-
-    def _id_names(self) -> str:
-        return ", ".join(sorted({repr(s.by) for s in self.scopes if s.by is not None})) or "none"
-
-    def _example(self) -> str:
-        return "{" + ", ".join(f"{s.by!r}: ..." for s in self.scopes if s.by is not None) + "}"
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -500,7 +409,7 @@ class RateLimiter:
         closure (``context=False``) or :meth:`_multi_path`'s, when it is built and applies."""
         if _FastPath is None or type(_attached) is not dict or len(self.scopes) > _MAX_SCOPES:
             return None
-        if any(type(by) is not str for _, by, _ in self._templates if by is not None):
+        if any(type(by) is not str for _, by, _ in self._resolver.templates if by is not None):
             return None  # an id name that is a str subclass (an enum) may hash otherwise
         lane = self._in_place
         general, states, lock, unlock, frame, monotonic, queues, stats = self._bound()
@@ -511,7 +420,9 @@ class RateLimiter:
                 emit(EV_ALLOWED, decision, 1)
 
         scopes: list[ScopePart] = []
-        for (prefix, by, by_id), algorithm in zip(self._templates, frame.algorithms, strict=True):
+        for (prefix, by, by_id), algorithm in zip(
+            self._resolver.templates, frame.algorithms, strict=True
+        ):
             if type(algorithm) is TokenBucket:  # admitted in C, with exactly the same floats
                 gcra = (algorithm.interval, algorithm.reach)
                 scopes.append((prefix, by, by_id, algorithm.admit, *gcra))
@@ -552,7 +463,7 @@ class RateLimiter:
             return compiled
         lane = self._memory_lane
         assert lane is not None
-        keys_of = self._keys_of
+        keys_of = self._resolver.read
         general, states, lock, unlock, frame, monotonic, queues, stats = self._bound()
         decide_in, admits = frame.decide_in, frame.admits
         measure = stats.measure
@@ -808,29 +719,15 @@ class RateLimiter:
 
         ``scope=`` resets only that scope (a shared one needs no key): ``reset(scope="global")``.
         """
-        self.backend.reset(self._reset_keys(key, scope))
+        self.backend.reset(self._resolver.reset_keys(key, scope))
 
     async def reset_async(self, key: Key = None, *, scope: str | None = None) -> None:
         """:meth:`reset` for asyncio callers."""
-        await self.backend.reset_async(self._reset_keys(key, scope))
-
-    def _reset_keys(self, key: Key, scope: str | None) -> Sequence[str]:
-        if scope is None:
-            return self._keys(key, partial=True)
-        i = self._scope_index(scope)
-        prefix, by, _ = self._templates[i]
-        if by is None:
-            return (prefix,)
-        return tuple(k for k in self._keys(key, partial=True) if k.startswith(prefix))
-
-    def _scope_index(self, scope: str) -> int:
-        if scope not in self._names:
-            raise ConfigError("scope", f"no scope named {scope!r} (have {', '.join(self._names)})")
-        return self._names.index(scope)
+        await self.backend.reset_async(self._resolver.reset_keys(key, scope))
 
     def clear(self) -> None:
         """Forget every key of this limiter (all scopes, all ids)."""
-        self.backend.clear(self._prefix)
+        self.backend.clear(self._resolver.prefix)
 
     # -- waiting -----------------------------------------------------------------------------
 
@@ -1120,7 +1017,7 @@ class RateLimiter:
     def _adaptive_targets(self, scope: str | None) -> tuple[_Adaptive, ...]:
         if scope is None:
             return self._adaptive
-        i = self._scope_index(scope)
+        i = self._resolver.index(scope)
         return tuple(a for a in self._adaptive if a.index == i)
 
     def _steer(
@@ -1158,7 +1055,7 @@ class RateLimiter:
 
     def current_limit(self, scope: str) -> float:
         """A scope's limit now (an adaptive one moves; the others are as configured)."""
-        i = self._scope_index(scope)
+        i = self._resolver.index(scope)
         for a in self._adaptive:
             if a.index == i:
                 return a.state.limit
@@ -1180,7 +1077,9 @@ class RateLimiter:
         if not isinstance(store, GuardedBackend):  # memory: cannot fail
             return "ok"
         frame = self._frame
-        probe = self._prefix  # "namespace:name:": no scope's key (a scope's name is not empty)
+        probe = (
+            self._resolver.prefix
+        )  # "namespace:name:": no scope's key (a scope's name is not empty)
         now = self.clock.time() if self._wall else self._monotonic()
         with contextlib.suppress(BackendError):  # fail_closed raises; the status says it
             store.check([probe], frame.algorithms[:1], now)
