@@ -5,9 +5,9 @@ backend call (all scopes, atomically), counts the outcome and builds a :class:`D
 also owns what a backend cannot know: the adaptive limits (whose current values it passes with
 every call), the FIFO queues of callers waiting for room, and the statistics.
 
-Waiting is written once, as a generator (:meth:`RateLimiter._plan`) that yields what to do
-next (decide, sleep, wait for its turn); :meth:`acquire` and :meth:`acquire_async` are two
-small drivers that do it with blocking or awaiting calls.
+Waiting is written once, as a generator (``WaitQueues.plan`` in ``_waiting.py``) that yields
+what to do next (decide, sleep, wait for its turn); :meth:`acquire` and :meth:`acquire_async`
+are two small drivers that do it with blocking or awaiting calls.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import os
 import sys
 import sysconfig
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
 
 from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._validate import positive, timeout_or_none
-from ..errors import BackendError, ConfigError, RateLimitExceeded
+from ..errors import BackendError, ConfigError
 from ._algorithms import EPSILON, AdaptiveLimit, AdaptiveState, Algorithm, State, TokenBucket
 from ._backend import Backend
 from ._decision import Decision, Details, Frame, ScopeMeta, exceeded, lazy_decision
@@ -37,7 +37,7 @@ from ._keys import Key, KeyResolver
 from ._memory import MemoryBackend
 from ._scope import Scope, check_name
 from ._stats import Counters, RateLimiterSnapshot, ScopeSnapshot, count_of
-from ._waiting import Waiter, WaitQueues
+from ._waiting import DECIDE, SLEEP, Waiter, WaitQueues
 
 if TYPE_CHECKING:
     from ..breaker import CircuitBreaker, Transition
@@ -84,11 +84,6 @@ def _compiled() -> tuple[type[FastPath] | None, int]:
 # Read once at import; tests set _FastPath to None to run the pure-Python paths beside it.
 _FastPath, _MAX_SCOPES = _compiled()
 
-# What the waiting plan asks its driver to do.
-_DECIDE, _SLEEP, _TURN = 0, 1, 2
-_Step: TypeAlias = tuple[int, Waiter | None, float | None]
-
-_INF = math.inf
 # The default cost. CPython keeps one int object for 1, so ``cost is _ONE`` holds for every
 # int 1 and for nothing else (not True, not 1.0): the closures' one-test check for the default
 # (where it fails, e.g. on another interpreter, the general path still decides correctly).
@@ -233,8 +228,8 @@ class RateLimiter:
             for i, s in enumerate(scopes)
             if s.adaptive
         )
-        self._lock = threading.Lock()  # adaptive state and wait queues; never held over I/O
-        self._waiting = WaitQueues()
+        self._lock = threading.Lock()  # adaptive state; never held over I/O
+        self._waiting = WaitQueues(self._monotonic, lambda: self._frame)
         self._giving_back: set[asyncio.Future[Any]] = set()  # refunds after cancellations
         # Breakers steering the adaptive scopes: (id(breaker), scope index) -> (breaker, detach).
         self._steering: dict[tuple[int, int], tuple[CircuitBreaker, Callable[[], None]]] = {}
@@ -614,31 +609,9 @@ class RateLimiter:
             {"limiter": self.name, "namespace": self.namespace, "scope": d.scope, "key": d.key},
         )
 
-    def _queued_ahead(
-        self, keys: Sequence[str], cost: float
-    ) -> tuple[tuple[int, float], ...] | None:
-        """``(scope index, wait)`` for each of ``keys`` with callers queued on it, else None.
-
-        Each wait is at least its queue's head's own, and never less than one unit's worth of
-        time in that scope.
-        """
-        with self._lock:
-            heads = self._waiting.heads(keys)
-        if not heads:
-            return None
-        now = self._monotonic()
-        algorithms = self._frame.algorithms
-        forced = []
-        for index, head in heads:
-            algorithm = algorithms[index]
-            ready_at = head.ready_at
-            ahead = ready_at - now if ready_at is not None else 0.0
-            forced.append((index, max(ahead, algorithm.window / algorithm.limit * cost)))
-        return tuple(forced)
-
     def _behind_waiters(self, keys: Sequence[str], cost: float) -> Decision:
         """Refuse a request whose keys have waiters queued (decide it if none has)."""
-        forced = self._queued_ahead(keys, cost)
+        forced = self._waiting.ahead(keys, cost)
         if forced is None:
             return self._decide(keys, cost)
         frame = self._frame
@@ -649,7 +622,7 @@ class RateLimiter:
 
     async def _behind_waiters_async(self, keys: Sequence[str], cost: float) -> Decision:
         """:meth:`_behind_waiters` with the backend call awaited."""
-        forced = self._queued_ahead(keys, cost)
+        forced = self._waiting.ahead(keys, cost)
         if forced is None:
             return await self._decide_async(keys, cost)
         frame = self._frame
@@ -693,7 +666,7 @@ class RateLimiter:
     ) -> Decision:
         details = _details(frame, keys, states, now, cost)
         if self._queues:  # as try_acquire: refused behind waiters queued on these keys
-            forced = self._queued_ahead(keys, cost)
+            forced = self._waiting.ahead(keys, cost)
             if forced is not None:
                 return lazy_decision(False, (*details, forced))
         return lazy_decision(allowed, details)
@@ -747,15 +720,15 @@ class RateLimiter:
         if first.allowed:
             return first
         keys = self._keys(key)
-        plan = self._plan(keys, cost, _deadline(started, timeout), None, first)
+        plan = self._waiting.plan(keys, _deadline(started, timeout), None, first)
         try:
             step = next(plan)
             while True:
                 kind, waiter, seconds = step
-                if kind == _DECIDE:
+                if kind == DECIDE:
                     step = plan.send(self._decide(keys, cost))
                     continue
-                if kind == _SLEEP:
+                if kind == SLEEP:
                     self.clock.sleep(seconds or 0.0)
                 else:
                     assert waiter is not None
@@ -785,14 +758,14 @@ class RateLimiter:
                 return first
             in_memory = False
         keys = self._keys(key)
-        plan = self._plan(
-            keys, cost, _deadline(started, timeout), asyncio.get_running_loop(), first
+        plan = self._waiting.plan(
+            keys, _deadline(started, timeout), asyncio.get_running_loop(), first
         )
         try:
             step = next(plan)
             while True:
                 kind, waiter, seconds = step
-                if kind == _DECIDE:
+                if kind == DECIDE:
                     decision = (
                         self._decide(keys, cost)
                         if in_memory
@@ -800,7 +773,7 @@ class RateLimiter:
                     )
                     step = plan.send(decision)
                     continue
-                if kind == _SLEEP:
+                if kind == SLEEP:
                     await self.clock.asleep(seconds or 0.0)
                 else:
                     assert waiter is not None
@@ -811,70 +784,6 @@ class RateLimiter:
             return result
         finally:
             plan.close()
-
-    def _plan(
-        self,
-        keys: Sequence[str],
-        cost: float,
-        deadline: float | None,
-        loop: asyncio.AbstractEventLoop | None,
-        first: Decision,
-    ) -> Generator[_Step, Decision | None, Decision]:
-        """The waiting logic, for both drivers: yields steps, receives decisions.
-
-        ``first`` is the refusal that started the wait; ``deadline`` is on the monotonic clock.
-        A refused waiter queues on the key of the scope that refused it for longest; it asks
-        again only when no earlier waiter is queued on any of its keys (see ``_waiting``):
-        after sleeping for its ``retry_after``, or at once when woken because its turn came.
-        """
-        now = self._monotonic
-        queues = self._waiting
-        waiter = queues.new_waiter(loop)
-        last: Decision = first
-        decision: Decision | None = first
-        try:
-            while True:
-                if decision is None:
-                    with self._lock:
-                        held = queues.held_up(waiter, keys)
-                        if held:
-                            waiter.arm()
-                    if held:
-                        left = None if deadline is None else deadline - now()
-                        if left is not None and left <= 0.0:
-                            raise self._timed_out(keys, waiter, last)
-                        yield (_TURN, waiter, left)
-                        continue
-                    decision = yield (_DECIDE, None, None)
-                    assert decision is not None
-                if decision.allowed:
-                    return decision
-                last, decision = decision, None
-                wait = last.retry_after
-                if wait == _INF or (deadline is not None and now() + wait > deadline + EPSILON):
-                    raise exceeded(last)
-                with self._lock:
-                    queues.join(waiter, keys[last.index])
-                    waiter.ready_at = now() + wait
-                    held = queues.held_up(waiter, keys)
-                if not held:
-                    yield (_SLEEP, None, wait)
-        finally:
-            with self._lock:
-                queues.leave(waiter)
-
-    def _timed_out(self, keys: Sequence[str], waiter: Waiter, last: Decision) -> RateLimitExceeded:
-        """A waiter behind others ran out of time: name the scope it queued for."""
-        queue_key = waiter.queue_key
-        with self._lock:
-            queue = self._waiting.queues.get(queue_key) if queue_key is not None else None
-            ready_at = queue[0].ready_at if queue else None
-        index = keys.index(queue_key) if queue_key in keys else last.index
-        retry = last.retry_after
-        if ready_at is not None:
-            retry = max(retry, ready_at - self._monotonic())
-        limit = self._frame.algorithms[index].limit
-        return exceeded(last, scope=index, limit=limit, retry_after=retry)
 
     # -- the decorator -------------------------------------------------------------------------
 
@@ -1093,8 +1002,7 @@ class RateLimiter:
         admitted = stats.totals()[3]
         denied = tuple(count_of(c) for c in stats.denied)
         algorithms = {s.algorithm for s in self.scopes}
-        with self._lock:
-            waiting = len(self._waiting)
+        waiting = len(self._waiting)
         return RateLimiterSnapshot(
             name=self.name,
             namespace=self.namespace,
