@@ -1,8 +1,7 @@
 """Rate limiting: pure algorithm cores (``_algorithms.py``), backends, and the limiter shell."""
 
+from ._adaptive import AdaptiveLimit, AdaptiveState
 from ._algorithms import (
-    AdaptiveLimit,
-    AdaptiveState,
     Algorithm,
     FixedWindow,
     SlidingWindow,

@@ -2,8 +2,8 @@
 
 The shell resolves a request's ids into one storage key per scope, reads the clock, makes one
 backend call (all scopes, atomically), counts the outcome and builds a :class:`Decision`. It
-also owns what a backend cannot know: the adaptive limits (whose current values it passes with
-every call), the FIFO queues of callers waiting for room, and the statistics.
+also owns what a backend cannot know: the adaptive limits, whose current values it passes with
+every call (``_adaptive.py``), the FIFO queues of callers waiting for room, and the statistics.
 
 Waiting is written once, as a generator (``WaitQueues.plan`` in ``_waiting.py``) that yields
 what to do next (decide, sleep, wait for its turn); :meth:`acquire` and :meth:`acquire_async`
@@ -16,11 +16,9 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import os
 import sys
 import sysconfig
-import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
 
@@ -29,7 +27,8 @@ from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._validate import positive, timeout_or_none
 from ..errors import BackendError, ConfigError
-from ._algorithms import EPSILON, AdaptiveLimit, AdaptiveState, Algorithm, State, TokenBucket
+from ._adaptive import AdaptiveScopes
+from ._algorithms import Algorithm, State, TokenBucket
 from ._backend import Backend
 from ._decision import Decision, Details, Frame, ScopeMeta, exceeded, lazy_decision
 from ._failure import BackendHealth, FailurePolicy, GuardedBackend
@@ -40,7 +39,7 @@ from ._stats import Counters, RateLimiterSnapshot, ScopeSnapshot, count_of
 from ._waiting import DECIDE, SLEEP, Waiter, WaitQueues
 
 if TYPE_CHECKING:
-    from ..breaker import CircuitBreaker, Transition
+    from ..breaker import CircuitBreaker
     from ._speedups import FastPath, ScopePart
 
 P = ParamSpec("P")
@@ -48,7 +47,6 @@ T = TypeVar("T")
 
 EV_ALLOWED = ("buttress", "rate_limiter", "allowed")
 EV_DENIED = ("buttress", "rate_limiter", "denied")
-EV_LIMIT = ("buttress", "rate_limiter", "limit_changed")
 _enabled = events.enabled
 _attached = events.attached  # empty when no handler listens: one cheap test first
 
@@ -88,29 +86,6 @@ _FastPath, _MAX_SCOPES = _compiled()
 # int 1 and for nothing else (not True, not 1.0): the closures' one-test check for the default
 # (where it fails, e.g. on another interpreter, the general path still decides correctly).
 _ONE = 1
-
-# Severity of a breaker position, to tell whether a transition made things worse.
-_BREAKER_RANK = {
-    ("closed", None): 0,
-    ("disabled", None): 0,
-    ("degraded", "light"): 1,
-    ("degraded", "medium"): 2,
-    ("degraded", "heavy"): 3,
-    ("half_open", None): 4,
-    ("open", None): 5,
-    ("forced_open", None): 5,
-}
-
-
-class _Adaptive:
-    """The AIMD controller of one adaptive scope and where it stands (limiter lock held)."""
-
-    __slots__ = ("controller", "index", "state")
-
-    def __init__(self, index: int, controller: AdaptiveLimit, state: AdaptiveState) -> None:
-        self.index = index
-        self.controller = controller
-        self.state = state
 
 
 class RateLimiter:
@@ -223,17 +198,9 @@ class RateLimiter:
         if lane is not None:  # unpacked: a NamedTuple field costs a property call on each read
             self._in_place = lane
             self._states, self._lock_backend, self._unlock_backend = lane[:3]
-        self._adaptive = tuple(
-            _Adaptive(i, s.controller(), AdaptiveState(float(s.limit)))
-            for i, s in enumerate(scopes)
-            if s.adaptive
-        )
-        self._lock = threading.Lock()  # adaptive state; never held over I/O
+        self._adaptive = AdaptiveScopes(name, scopes, self._frame, self._use_frame, self._monotonic)
         self._waiting = WaitQueues(self._monotonic, lambda: self._frame)
         self._giving_back: set[asyncio.Future[Any]] = set()  # refunds after cancellations
-        # Breakers steering the adaptive scopes: (id(breaker), scope index) -> (breaker, detach).
-        self._steering: dict[tuple[int, int], tuple[CircuitBreaker, Callable[[], None]]] = {}
-        self._steering_lock = threading.RLock()  # a listener may run inside another's read
         self._queues = self._waiting.queues
         self._stats = stats = Counters(
             len(scopes), window=float(stats_window), budget=self.latency_budget
@@ -249,6 +216,10 @@ class RateLimiter:
             self.try_acquire = self._solo_path()  # type: ignore[method-assign]
         elif self._memory_lane is not None and not self._adaptive and len(scopes) > 1:
             self.try_acquire = self._multi_path()  # type: ignore[method-assign]
+
+    def _use_frame(self, frame: Frame) -> None:
+        """Adaptive limits moved: decide with ``frame``'s algorithms from now on."""
+        self._frame = frame
 
     @property
     def algorithms(self) -> tuple[Algorithm, ...]:
@@ -850,12 +821,8 @@ class RateLimiter:
         ``ok=False`` (an error) or ``latency >= slow_call`` shrinks the limit; a healthy call
         lets it grow. Does nothing for a limiter without adaptive scopes.
         """
-        targets = self._adaptive_targets(scope)
-        if not targets:
-            return
-        now = self._monotonic()
-        reason = "error" if not ok else "slow_call"
-        self._steer(targets, lambda a: a.controller.record(a.state, now, ok, latency), reason)
+        index = None if scope is None else self._resolver.index(scope)
+        self._adaptive.record(ok, latency, index)
 
     def attach_breaker(
         self, breaker: CircuitBreaker, *, scope: str | None = None
@@ -868,107 +835,14 @@ class RateLimiter:
         twice (for the same scope) does nothing more. Detaching lets the limit grow again
         unless another attached breaker still holds it.
         """
-        targets = self._adaptive_targets(scope)
-        if not targets:
-            raise ConfigError("scope", "attach_breaker needs an adaptive scope to steer")
-        steering = self._steering
-        mine = id(breaker)
-
-        def held_by_others(a: _Adaptive) -> bool:  # (steering lock held)
-            return any(
-                b is not breaker and b.state.value not in ("closed", "disabled")
-                for (_, index), (b, _) in tuple(steering.items())
-                if index == a.index
-            )
-
-        def moved(_breaker: CircuitBreaker, t: Transition) -> None:
-            from_rank = _BREAKER_RANK.get((t.from_state.value, _level(t.from_level)), 0)
-            to_rank = _BREAKER_RANK.get((t.to_state.value, _level(t.level)), 0)
-            with self._steering_lock:  # one steering decision at a time: none acts on a stale view
-                for a in attached:
-                    if steering.get((mine, a.index), (None, None))[1] is not detach:
-                        continue  # detached meanwhile
-                    to_state = t.to_state.value
-                    if to_state in ("closed", "disabled") and held_by_others(a):
-                        to_state = "half_open"  # another breaker still holds the limit
-                    self._breaker_moved((a,), to_state, to_rank > from_rank)
-
-        def detach() -> None:
-            with self._steering_lock:
-                if steering.get((mine, attached[0].index), (None, None))[1] is not detach:
-                    return  # already detached (or replaced by a later attachment)
-                for a in attached:
-                    del steering[(mine, a.index)]
-                unsubscribe()
-                for a in attached:
-                    if not held_by_others(a):  # nothing holds it any more: it may grow
-                        self._breaker_moved((a,), "closed", False)
-
-        with self._steering_lock:
-            attached = tuple(a for a in targets if (mine, a.index) not in steering)
-            if not attached:  # every scope is steered by this breaker already
-                return steering[(mine, targets[0].index)][1]
-            unsubscribe = breaker.subscribe(moved)
-            for a in attached:
-                steering[(mine, a.index)] = (breaker, detach)
-            state = breaker.state.value
-            if state not in ("closed", "disabled"):
-                self._breaker_moved(attached, state, True)
-        return detach
-
-    def _breaker_moved(self, targets: tuple[_Adaptive, ...], to_state: str, worse: bool) -> None:
-        now = self._monotonic()
-        reason = "breaker_open" if to_state in ("open", "forced_open") else "breaker_degraded"
-        self._steer(
-            targets, lambda a: a.controller.breaker_moved(a.state, now, to_state, worse), reason
-        )
-
-    def _adaptive_targets(self, scope: str | None) -> tuple[_Adaptive, ...]:
-        if scope is None:
-            return self._adaptive
-        i = self._resolver.index(scope)
-        return tuple(a for a in self._adaptive if a.index == i)
-
-    def _steer(
-        self,
-        targets: tuple[_Adaptive, ...],
-        step: Callable[[_Adaptive], AdaptiveState],
-        reason: str,
-    ) -> None:
-        changes: list[tuple[str, float, float, str]] = []
-        with self._lock:
-            frame = self._frame
-            algorithms = list(frame.algorithms)
-            for a in targets:
-                old = a.state
-                new = step(a)
-                if new is old:
-                    continue
-                a.state = new
-                scope = self.scopes[a.index]
-                effective = max(a.controller.min_limit, math.floor(new.limit + EPSILON))
-                if effective != algorithms[a.index].limit:
-                    algorithms[a.index] = scope.build(effective)
-                if new.limit < old.limit:
-                    changes.append((scope.name, old.limit, new.limit, reason))
-                elif new.limit >= a.controller.max_limit > old.limit:
-                    changes.append((scope.name, old.limit, new.limit, "recovered"))
-            self._frame = Frame.of(frame.meta, tuple(algorithms))
-        if changes and events.enabled(EV_LIMIT):
-            for scope_name, old_limit, new_limit, why in changes:
-                events.emit(
-                    EV_LIMIT,
-                    {"limit": new_limit, "previous": old_limit},
-                    {"limiter": self.name, "scope": scope_name, "reason": why},
-                )
+        index = None if scope is None else self._resolver.index(scope)
+        return self._adaptive.attach(breaker, index)
 
     def current_limit(self, scope: str) -> float:
         """A scope's limit now (an adaptive one moves; the others are as configured)."""
-        i = self._resolver.index(scope)
-        for a in self._adaptive:
-            if a.index == i:
-                return a.state.limit
-        return self._frame.algorithms[i].limit
+        index = self._resolver.index(scope)
+        limit = self._adaptive.limit(index)
+        return self._frame.algorithms[index].limit if limit is None else limit
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -1052,10 +926,6 @@ def _details(
     if frame.single:
         return (frame, keys[0], states[0], now, cost)
     return (frame, keys, states, now, cost)
-
-
-def _level(level: Any) -> str | None:
-    return None if level is None else str(level.value)
 
 
 def _deadline(started: float, timeout: float | None) -> float | None:

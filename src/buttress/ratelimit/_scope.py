@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from .._validate import at_least, positive
 from ..errors import ConfigError
-from ._algorithms import AdaptiveLimit, Algorithm
+from ._adaptive import AdaptiveLimit
+from ._algorithms import Algorithm
 from ._registry import ALGORITHMS, REGISTRY, AlgorithmName
 
 __all__ = ["SHARED_SCOPE", "Scope", "check_name"]
