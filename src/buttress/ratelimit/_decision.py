@@ -21,6 +21,7 @@ __all__ = [
     "Frame",
     "ScopeMeta",
     "ScopeStatus",
+    "details",
     "exceeded",
     "lazy_decision",
 ]
@@ -180,12 +181,21 @@ _new = object.__new__
 
 
 def lazy_decision(allowed: bool, details: Details) -> Decision:
-    """A decision whose numbers are computed from ``details`` when first read (hot path)."""
+    """A decision whose numbers are computed from ``details`` when first read."""
     d: Decision = _new(Decision)
     d.allowed = allowed
     d._details = details
     d._resolved = None
     return d
+
+
+def details(
+    frame: Frame, keys: Sequence[str], states: Sequence[State | None], now: float, cost: float
+) -> Details:
+    """What a decision keeps to compute its numbers later (one key and state, unwrapped)."""
+    if frame.single:
+        return (frame, keys[0], states[0], now, cost)
+    return (frame, keys, states, now, cost)
 
 
 def exceeded(

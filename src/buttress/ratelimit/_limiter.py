@@ -1,13 +1,12 @@
 """``RateLimiter``: the shell around the pure cores and a backend.
 
-The shell resolves a request's ids into one storage key per scope, reads the clock, makes one
-backend call (all scopes, atomically), counts the outcome and builds a :class:`Decision`. It
-also owns what a backend cannot know: the adaptive limits, whose current values it passes with
-every call (``_adaptive.py``), the FIFO queues of callers waiting for room, and the statistics.
-
-Waiting is written once, as a generator (``WaitQueues.plan`` in ``_waiting.py``) that yields
-what to do next (decide, sleep, wait for its turn); :meth:`acquire` and :meth:`acquire_async`
-are two small drivers that do it with blocking or awaiting calls.
+The shell resolves a request's ids into one storage key per scope (``_keys.py``), reads the
+clock, makes one backend call (all scopes, atomically), and hands the outcome to its recorder,
+which builds, counts and announces the :class:`Decision` (``_stats.py``). With the memory
+backend it decides in the backend's dict itself (``_inmemory.py``). It also owns what a
+backend cannot know: the adaptive limits, whose current values it passes with every call
+(``_adaptive.py``), and the FIFO queues of callers waiting for room (``_waiting.py``), whose
+plan its two ``acquire`` drivers carry out.
 """
 
 from __future__ import annotations
@@ -16,76 +15,34 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import sys
-import sysconfig
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._validate import positive, timeout_or_none
 from ..errors import BackendError, ConfigError
 from ._adaptive import AdaptiveScopes
-from ._algorithms import Algorithm, State, TokenBucket
+from ._algorithms import Algorithm, State
 from ._backend import Backend
-from ._decision import Decision, Details, Frame, ScopeMeta, exceeded, lazy_decision
+from ._decision import Decision, Frame, ScopeMeta, details, exceeded, lazy_decision
 from ._failure import BackendHealth, FailurePolicy, GuardedBackend
+from ._inmemory import InMemory
 from ._keys import Key, KeyResolver
 from ._memory import MemoryBackend
-from ._scope import Scope, check_name
-from ._stats import Counters, RateLimiterSnapshot, ScopeSnapshot, count_of
-from ._waiting import DECIDE, SLEEP, Waiter, WaitQueues
+from ._scope import Scope, check_name, check_scopes
+from ._stats import Counters, RateLimiterSnapshot, Recorder, ScopeSnapshot, count_of
+from ._waiting import DECIDE, SLEEP, WaitQueues
 
 if TYPE_CHECKING:
     from ..breaker import CircuitBreaker
-    from ._speedups import FastPath, ScopePart
+
+__all__ = ["RateLimiter"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-EV_ALLOWED = ("buttress", "rate_limiter", "allowed")
-EV_DENIED = ("buttress", "rate_limiter", "denied")
-_enabled = events.enabled
-_attached = events.attached  # empty when no handler listens: one cheap test first
-
 _log = logging.getLogger("buttress.rate_limiter")
-# What the fast-path closures bind (see RateLimiter._bound).
-_Bound: TypeAlias = tuple[
-    Callable[[Key, float], Decision],
-    dict[str, State],
-    Callable[[], bool],
-    Callable[[], None],
-    Frame,
-    Callable[[], float],
-    dict[str, list[Waiter]],
-    Counters,
-]
-_new = object.__new__
-
-
-def _compiled() -> tuple[type[FastPath] | None, int]:
-    """The compiled fast path and how many scopes it takes, unless it was not built or
-    ``BUTTRESS_NO_EXTENSIONS`` is set (then ``None, 0``)."""
-    if os.environ.get("BUTTRESS_NO_EXTENSIONS"):
-        return None, 0
-    if sys.implementation.name != "cpython" or sysconfig.get_config_var("Py_GIL_DISABLED"):
-        return None, 0  # it writes CPython objects' slots, and reads the dict as the GIL allows
-    try:
-        from ._speedups import MAX_SCOPES, FastPath
-    except ImportError:
-        return None, 0
-    return FastPath, MAX_SCOPES
-
-
-# Read once at import; tests set _FastPath to None to run the pure-Python paths beside it.
-_FastPath, _MAX_SCOPES = _compiled()
-
-# The default cost. CPython keeps one int object for 1, so ``cost is _ONE`` holds for every
-# int 1 and for nothing else (not True, not 1.0): the closures' one-test check for the default
-# (where it fails, e.g. on another interpreter, the general path still decides correctly).
-_ONE = 1
 
 
 class RateLimiter:
@@ -124,98 +81,72 @@ class RateLimiter:
         failure_policy: FailurePolicy = "fail_open",
         backend_retry_interval: float = 1.0,
     ) -> None:
-        scopes = (scopes,) if isinstance(scopes, Scope) else tuple(scopes)
-        if not scopes:
-            raise ConfigError("scopes", "a rate limiter needs at least one Scope")
-        seen: set[str] = set()
-        for i, scope in enumerate(scopes):
-            if not isinstance(scope, Scope):
-                raise ConfigError(f"scopes[{i}]", f"must be a Scope, got {scope!r}")
-            if scope.name in seen:
-                raise ConfigError(
-                    f"scopes[{i}].name",
-                    f"duplicate scope name {scope.name!r}; give each limit its own name and "
-                    f"share the id with by= (e.g. Scope({scope.name + '_hourly'!r}, ..., "
-                    f"by={scope.by!r}))",
-                )
-            seen.add(scope.name)
+        self.scopes: tuple[Scope, ...] = check_scopes(scopes)
         self.namespace = check_name("namespace", namespace)
         self.name = check_name("name", name)
-        positive("latency_budget", latency_budget)
-        positive("stats_window", stats_window)
-        self.scopes: tuple[Scope, ...] = scopes
-        if isinstance(backend, str):
-            from ._from_url import backend_from_url
-
-            backend = backend_from_url(backend)
-        elif backend is not None and not callable(getattr(backend, "decide", None)):
-            raise ConfigError(
-                "backend",
-                "must be a backend (MemoryBackend, SQLiteBackend, RedisBackend) or its URL "
-                f"('memory', 'sqlite:///path', 'redis://host:port/db'), got {backend!r}",
-            )
-        self.backend: Backend = MemoryBackend() if backend is None else backend
-        if isinstance(self.backend, MemoryBackend) and self.backend.max_keys < len(scopes):
-            # A request's own keys are never evicted: with fewer slots than scopes, one
-            # request of new ids would leave the dict over its cap.
-            raise ConfigError(
-                "backend.max_keys",
-                f"must be at least the number of scopes ({len(scopes)}): one request holds "
-                f"a key per scope, got max_keys={self.backend.max_keys}",
-            )
+        self.latency_budget = positive("latency_budget", latency_budget)
+        stats_window = positive("stats_window", stats_window)
+        self.backend: Backend = _backend_of(backend, len(self.scopes))
         self.clock: Clock = SystemClock() if clock is None else clock
-        self.latency_budget = float(latency_budget)
+        self._use_backend(failure_policy, backend_retry_interval)
+        self._resolver = KeyResolver(namespace, name, self.scopes)
+        self._keys = self._resolver.keys
+        self._single_scope_prefix = self._resolver.single_scope_prefix
+        self._frame = _first_frame(self.scopes, self._resolver)
+        self._adaptive = AdaptiveScopes(
+            name, self.scopes, self._frame, self._use_frame, self._monotonic
+        )
+        self._waiting = WaitQueues(self._monotonic, lambda: self._frame)
+        self._queues = self._waiting.queues  # read unlocked: empty while nobody waits
+        self._giving_back: set[asyncio.Future[Any]] = set()  # refunds after cancellations
+        self._stats = Counters(len(self.scopes), window=stats_window, budget=self.latency_budget)
+        self._recorder = Recorder(
+            self._stats,
+            self._monotonic,
+            limiter=name,
+            namespace=namespace,
+            # In memory a clock read is a tenth of a decision: measure one in 16. Elsewhere
+            # I/O dwarfs it: measure every one.
+            measure_every=16 if self._in_memory else 1,
+        )
+        self._memory = self._decide_in_place()
+
+    def _use_backend(self, failure_policy: FailurePolicy, retry_interval: float) -> None:
+        """How the limiter calls its backend: through the failure policy, on which clock."""
         self._monotonic = self.clock.monotonic
         # Backend time: one process uses the monotonic clock; shared state uses wall time.
         self._wall = self.backend.time_base != "monotonic"
         self._now = self.clock.time if self._wall else self._monotonic
-        self._health = BackendHealth(failure_policy, backend_retry_interval)
+        self._health = BackendHealth(failure_policy, retry_interval)
         # Calls go through the failure policy, except to memory, which cannot fail.
+        self._in_memory = isinstance(self.backend, MemoryBackend)
         self._store: Backend = (
             self.backend
-            if isinstance(self.backend, MemoryBackend)
+            if self._in_memory
             else GuardedBackend(
-                self.backend, self._health, self._monotonic, limiter=name, namespace=namespace
+                self.backend,
+                self._health,
+                self._monotonic,
+                limiter=self.name,
+                namespace=self.namespace,
             )
         )
         self._decide_backend = self._store.decide
-        self._in_memory = isinstance(self.backend, MemoryBackend)
 
-        self._resolver = KeyResolver(namespace, name, scopes)
-        self._keys = self._resolver.keys
-        meta = tuple(
-            ScopeMeta(s.name, s.algorithm, s.window, offset)
-            for s, offset in zip(scopes, self._resolver.id_offsets, strict=True)
-        )
-        self._frame = Frame.of(meta, tuple(s.build() for s in scopes))
-        # The fast path: one identified scope in memory, keyed straight from a str id.
-        self._solo = self._resolver.single_scope_prefix
-        # Only the memory backend itself lends its lane: a subclass may decide differently.
-        lane = self.backend.lane() if type(self.backend) is MemoryBackend else None
-        self._lane = lane if self._solo is not None else None
-        # Several scopes in memory: decided in place too (see _decide_in_memory).
-        self._memory_lane = lane if self._solo is None else None
-        if lane is not None:  # unpacked: a NamedTuple field costs a property call on each read
-            self._in_place = lane
-            self._states, self._lock_backend, self._unlock_backend = lane[:3]
-        self._adaptive = AdaptiveScopes(name, scopes, self._frame, self._use_frame, self._monotonic)
-        self._waiting = WaitQueues(self._monotonic, lambda: self._frame)
-        self._giving_back: set[asyncio.Future[Any]] = set()  # refunds after cancellations
-        self._queues = self._waiting.queues
-        self._stats = stats = Counters(
-            len(scopes), window=float(stats_window), budget=self.latency_budget
-        )
-        self._admitted = stats.admitted
-        self._denied = stats.denied
-        self._next_mark = self._monotonic()  # when the statistics next record their totals
-        # Latency is measured on one decision in 16 in memory (a clock read is a tenth of
-        # the decision there), on every decision elsewhere (where I/O dwarfs it).
-        self._sample = 15 if isinstance(self.backend, MemoryBackend) else 0
-        if self._lane is not None and not self._adaptive:
-            # One fixed scope in memory: the whole decision as one closure (see _solo_path).
-            self.try_acquire = self._solo_path()  # type: ignore[method-assign]
-        elif self._memory_lane is not None and not self._adaptive and len(scopes) > 1:
-            self.try_acquire = self._multi_path()  # type: ignore[method-assign]
+    def _decide_in_place(self) -> InMemory | None:
+        """Decide in the memory backend's own dict, when the backend is a MemoryBackend itself
+        (a subclass may decide otherwise); with fixed scopes, a fast path stands in for
+        :meth:`try_acquire` too."""
+        backend = self.backend
+        if type(backend) is not MemoryBackend:
+            return None
+        memory = InMemory(backend.lane(), self._monotonic, self._recorder)
+        if not self._adaptive:  # (a fast path binds the frame once; an adaptive one changes)
+            general: Callable[[Key, float], Decision] = RateLimiter.try_acquire.__get__(self)
+            fast = memory.fast_path(general, self._frame, self._resolver, self._queues)
+            if fast is not None:
+                self.try_acquire = fast  # type: ignore[method-assign]
+        return memory
 
     def _use_frame(self, frame: Frame) -> None:
         """Adaptive limits moved: decide with ``frame``'s algorithms from now on."""
@@ -234,250 +165,23 @@ class RateLimiter:
         Never waits. While callers wait in :meth:`acquire` for one of this request's scopes,
         it is refused so as not to jump their queue.
         """
-        lane = self._lane
-        if lane is None or key.__class__ is not str or self._queues:
-            keys = self._keys(key)  # tries the unrolled reader first for a dict
-            if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
-                positive("cost", cost)
-            if self._queues:
-                return self._behind_waiters(keys, cost)
-            if self._memory_lane is not None:
-                return self._decide_in_memory(keys, cost)
-            return self._decide(keys, cost)
-        # One scope in memory, keyed straight from a str id (the closure of _solo_path takes
-        # this path itself when the cost is 1 and the scope is not adaptive).
+        prefix = self._single_scope_prefix  # one identified scope: a str id completes its key
+        keys = [prefix + key] if prefix is not None and key.__class__ is str else self._keys(key)
         if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
             positive("cost", cost)
-        return self._decide_in_memory([self._solo + key], cost)  # type: ignore[operator]
-
-    def _solo_path(self) -> Callable[..., Decision]:
-        """``try_acquire`` for one fixed scope in memory, as a closure over what it reads.
-
-        The steps of :meth:`_decide_in_memory` for one key, with one ``admit`` instead of the
-        frame's decider and every attribute read once here instead of on each call (at under a
-        microsecond a decision, a dozen attribute loads are a fifth of the cost). Anything else
-        (another key type, a cost other than 1, callers queued) goes to the general method.
-        """
-        compiled = self._compiled_path(context=False)
-        if compiled is not None:
-            return compiled
-        lane = self._lane
-        assert lane is not None
-        assert self._solo is not None
-        solo = self._solo
-        general, states, lock, unlock, frame, monotonic, queues, stats = self._bound()
-        get = states.get
-        admit = frame.algorithms[0].admit
-        measure = stats.measure
-        admitted = self._admitted.__next__
-        emit = self._emit
-        refused = self._refused_in_memory
-        shell = self
-
-        def try_acquire(key: Key = None, cost: float = 1) -> Decision:
-            if key.__class__ is not str or cost is not _ONE or queues:
-                return general(key, cost)
-            k = solo + key
-            now = monotonic()
-            grew = False
-            lock()
-            try:
-                state = get(k)
-                new = admit(state, now, 1)
-                if new is not None:
-                    states[k] = new
-                    if state is None:
-                        grew = lane.grew(now, (k,))
-            finally:
-                unlock()
-            if grew:
-                lane.cap_reached()
-            if now >= shell._next_mark:
-                shell._next_mark = stats.mark(now)
-            decision: Decision = _new(Decision)
-            decision._details = (frame, k, state, now, 1)
-            decision._resolved = None
-            if new is None:
-                return refused(decision, now, 1)
-            decision.allowed = True
-            if not admitted() & 15:
-                measure(monotonic() - now)
-            if _attached and _enabled(EV_ALLOWED):
-                emit(EV_ALLOWED, decision, 1)
-            return decision
-
-        return try_acquire
-
-    def _decide_in_memory(self, keys: list[str], cost: float) -> Decision:
-        """A decision in memory: MemoryBackend.decide, _decide and _conclude, unrolled.
-
-        The same two phases as :func:`admit_all` (read every scope, admit only if all have
-        room, then write every new state), run by the frame's unrolled copy (``_unrolled``).
-        """
-        frame = self._frame
-        states = self._states
-        now = self._monotonic()
-        notify = False
-        self._lock_backend()
-        try:
-            held = len(states)
-            olds, allowed = frame.decide_in(states, frame.admits, keys, now, cost, True)
-            if len(states) != held:
-                notify = self._in_place.grew(now, keys)
-        finally:
-            self._unlock_backend()
-        if notify:
-            self._in_place.cap_reached()
-        if now >= self._next_mark:
-            self._next_mark = self._stats.mark(now)
-        decision: Decision = _new(Decision)
-        if frame.single:  # a shared single scope: details hold the key and state themselves
-            decision._details = (frame, keys[0], olds[0], now, cost)
-        else:
-            decision._details = (frame, keys, olds, now, cost)
-        decision._resolved = None
-        if allowed:
-            decision.allowed = True
-            if not next(self._admitted) & 15:
-                self._stats.measure(self._monotonic() - now)
-            if _attached and _enabled(EV_ALLOWED):
-                self._emit(EV_ALLOWED, decision, cost)
-            return decision
-        return self._refused_in_memory(decision, now, cost)
-
-    def _refused_in_memory(self, decision: Decision, now: float, cost: float) -> Decision:
-        """Count and announce a refusal decided in memory (``decision`` has its details)."""
-        decision.allowed = False
-        if not next(self._denied[0 if len(self.scopes) == 1 else decision.index]) & 15:
-            self._stats.measure(self._monotonic() - now)
-        if _attached and _enabled(EV_DENIED):
-            self._emit(EV_DENIED, decision, cost)
-        return decision
-
-    def _bound(self) -> _Bound:
-        """What the closures of :meth:`_solo_path` and :meth:`_multi_path` read, bound once:
-        the general method, the states and their lock, the frame, the clock, the wait queues,
-        the statistics."""
-        general: Callable[[Key, float], Decision] = RateLimiter.try_acquire.__get__(self)
-        return (
-            general,
-            self._states,
-            self._lock_backend,
-            self._unlock_backend,
-            self._frame,
-            self._monotonic,
-            self._queues,
-            self._stats,
-        )
-
-    def _compiled_path(self, *, context: bool) -> Callable[..., Decision] | None:
-        """The compiled fast path (``_speedups.c``) standing in for :meth:`_solo_path`'s
-        closure (``context=False``) or :meth:`_multi_path`'s, when it is built and applies."""
-        if _FastPath is None or type(_attached) is not dict or len(self.scopes) > _MAX_SCOPES:
-            return None
-        if any(type(by) is not str for _, by, _ in self._resolver.templates if by is not None):
-            return None  # an id name that is a str subclass (an enum) may hash otherwise
-        lane = self._in_place
-        general, states, lock, unlock, frame, monotonic, queues, stats = self._bound()
-        emit = self._emit
-
-        def on_allowed(decision: Decision) -> None:
-            if _enabled(EV_ALLOWED):
-                emit(EV_ALLOWED, decision, 1)
-
-        scopes: list[ScopePart] = []
-        for (prefix, by, by_id), algorithm in zip(
-            self._resolver.templates, frame.algorithms, strict=True
-        ):
-            if type(algorithm) is TokenBucket:  # admitted in C, with exactly the same floats
-                gcra = (algorithm.interval, algorithm.reach)
-                scopes.append((prefix, by, by_id, algorithm.admit, *gcra))
-            else:
-                scopes.append((prefix, by, by_id, algorithm.admit, None, None))
-        return _FastPath(
-            general=general,
-            scopes=tuple(scopes),
-            states=states,
-            acquire=lock,
-            release=unlock,
-            grew=lane.grew,
-            cap_reached=lane.cap_reached,
-            monotonic=monotonic,
-            queues=queues,
-            frame=frame,
-            mark=stats.mark,
-            measure=stats.measure,
-            admitted=self._admitted,
-            attached=_attached,
-            on_allowed=on_allowed,
-            on_refused=self._refused_in_memory,
-            decision_type=Decision,
-            context=context,
-            next_mark=self._next_mark,
-        )
-
-    def _multi_path(self) -> Callable[..., Decision]:
-        """``try_acquire`` for fixed scopes in memory given a dict context, as a closure.
-
-        :meth:`_decide_in_memory` with the steps before it (key reading, the checks of
-        :meth:`try_acquire`) and every attribute read bound once, as :meth:`_solo_path` does
-        for one scope; anything else (another key type, a cost other than 1, an id that is not
-        a str, callers queued) goes to the general method.
-        """
-        compiled = self._compiled_path(context=True)
-        if compiled is not None:
-            return compiled
-        lane = self._memory_lane
-        assert lane is not None
-        keys_of = self._resolver.read
-        general, states, lock, unlock, frame, monotonic, queues, stats = self._bound()
-        decide_in, admits = frame.decide_in, frame.admits
-        measure = stats.measure
-        admitted = self._admitted.__next__
-        emit = self._emit
-        refused = self._refused_in_memory
-        shell = self
-
-        def try_acquire(key: Key = None, cost: float = 1) -> Decision:
-            if key.__class__ is not dict or cost is not _ONE or queues:
-                return general(key, cost)
-            keys = keys_of(key.get)
-            if keys is None:
-                return general(key, cost)
-            now = monotonic()
-            notify = False
-            lock()
-            try:
-                held = len(states)
-                olds, allowed = decide_in(states, admits, keys, now, 1, True)
-                if len(states) != held:
-                    notify = lane.grew(now, keys)
-            finally:
-                unlock()
-            if notify:
-                lane.cap_reached()
-            if now >= shell._next_mark:
-                shell._next_mark = stats.mark(now)
-            decision: Decision = _new(Decision)
-            decision._details = (frame, keys, olds, now, 1)
-            decision._resolved = None
-            if not allowed:
-                return refused(decision, now, 1)
-            decision.allowed = True
-            if not admitted() & 15:
-                measure(monotonic() - now)
-            if _attached and _enabled(EV_ALLOWED):
-                emit(EV_ALLOWED, decision, 1)
-            return decision
-
-        return try_acquire
+        if self._queues:
+            return self._behind_waiters(keys, cost)
+        memory = self._memory
+        if memory is not None:
+            return memory.decide(self._frame, keys, cost)
+        return self._decide(keys, cost)
 
     async def try_acquire_async(self, key: Key = None, cost: float = 1) -> Decision:
         """:meth:`try_acquire` for asyncio callers (the backend call is awaited)."""
         if self._in_memory:  # no I/O to await: the sync path, without a coroutine per call
             return self.try_acquire(key, cost)
         keys = self._keys(key)
-        if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
+        if cost.__class__ is not int or cost != 1:
             positive("cost", cost)
         if self._queues:
             return await self._behind_waiters_async(keys, cost)
@@ -540,45 +244,12 @@ class RateLimiter:
         started: float,
         forced: tuple[tuple[int, float], ...] | None = None,
     ) -> Decision:
-        """Count the outcome, emit its event, and make the decision.
-
-        ``started`` is when the decision began, on the monotonic clock: the latency of one
-        decision in ``_sample + 1`` is measured against the budget.
-        """
-        stats = self._stats
-        if started >= self._next_mark:
-            # Before counting: a mark holds the totals from before its time.
-            self._next_mark = stats.mark(started)
-        details: Details  # as _details() makes them; inlined on this hot path
-        if frame.single:
-            details = (frame, keys[0], states[0], now, cost)
-        else:
-            details = (frame, keys, states, now, cost)
+        """The decision on a backend's answer; ``started`` is when deciding began (monotonic
+        clock), ``forced`` the waits of the queues that refused it (see ``WaitQueues.ahead``)."""
+        decided = details(frame, keys, states, now, cost)
         if forced is not None:
-            details = (*details, forced)
-        decision: Decision = _new(Decision)  # lazy_decision, inlined
-        decision.allowed = allowed
-        decision._details = details
-        decision._resolved = None
-        if allowed:
-            n = next(self._admitted)
-        else:
-            n = next(self._denied[0 if frame.single else decision.index])
-        if not n & self._sample:
-            stats.measure(self._monotonic() - started)
-        if allowed:
-            if _attached and _enabled(EV_ALLOWED):
-                self._emit(EV_ALLOWED, decision, cost)
-        elif _attached and _enabled(EV_DENIED):
-            self._emit(EV_DENIED, decision, cost)
-        return decision
-
-    def _emit(self, name: tuple[str, ...], d: Decision, cost: float) -> None:
-        events.emit(
-            name,
-            {"cost": cost, "remaining": d.remaining, "retry_after": d.retry_after},
-            {"limiter": self.name, "namespace": self.namespace, "scope": d.scope, "key": d.key},
-        )
+            decided = (*decided, forced)
+        return self._recorder.conclude(allowed, decided, started, cost)
 
     def _behind_waiters(self, keys: Sequence[str], cost: float) -> Decision:
         """Refuse a request whose keys have waiters queued (decide it if none has)."""
@@ -635,12 +306,12 @@ class RateLimiter:
         now: float,
         cost: float,
     ) -> Decision:
-        details = _details(frame, keys, states, now, cost)
+        decided = details(frame, keys, states, now, cost)
         if self._queues:  # as try_acquire: refused behind waiters queued on these keys
             forced = self._waiting.ahead(keys, cost)
             if forced is not None:
-                return lazy_decision(False, (*details, forced))
-        return lazy_decision(allowed, details)
+                return lazy_decision(False, (*decided, forced))
+        return lazy_decision(allowed, decided)
 
     def refund(self, key: Key = None, cost: float = 1) -> None:
         """Give back ``cost`` to every scope of the request (e.g. the work was not done)."""
@@ -718,16 +389,12 @@ class RateLimiter:
         if timeout is not None:
             timeout_or_none("timeout", timeout)
         started = self._monotonic()
-        if self._in_memory:  # no I/O: decide without a coroutine per decision
-            first = self.try_acquire(key, cost)
-            if first.allowed:
-                return first
-            in_memory = True
-        else:
-            first = await self.try_acquire_async(key, cost)
-            if first.allowed:
-                return first
-            in_memory = False
+        in_memory = self._in_memory  # no I/O: decide without a coroutine per decision
+        first = (
+            self.try_acquire(key, cost) if in_memory else await self.try_acquire_async(key, cost)
+        )
+        if first.allowed:
+            return first
         keys = self._keys(key)
         plan = self._waiting.plan(
             keys, _deadline(started, timeout), asyncio.get_running_loop(), first
@@ -860,9 +527,7 @@ class RateLimiter:
         if not isinstance(store, GuardedBackend):  # memory: cannot fail
             return "ok"
         frame = self._frame
-        probe = (
-            self._resolver.prefix
-        )  # "namespace:name:": no scope's key (a scope's name is not empty)
+        probe = self._resolver.prefix  # "ns:name:", no scope's key (scope names are not empty)
         now = self.clock.time() if self._wall else self._monotonic()
         with contextlib.suppress(BackendError):  # fail_closed raises; the status says it
             store.check([probe], frame.algorithms[:1], now)
@@ -919,13 +584,38 @@ class RateLimiter:
         return f"<RateLimiter {self.namespace}:{self.name} [{scopes}]>"
 
 
-def _details(
-    frame: Frame, keys: Sequence[str], states: Sequence[State | None], now: float, cost: float
-) -> Details:
-    """What a decision keeps to compute its numbers later (one key and state, unwrapped)."""
-    if frame.single:
-        return (frame, keys[0], states[0], now, cost)
-    return (frame, keys, states, now, cost)
+def _backend_of(backend: Backend | str | None, scopes: int) -> Backend:
+    """The backend given, made from its URL, or a new MemoryBackend."""
+    if isinstance(backend, str):
+        from ._from_url import backend_from_url
+
+        backend = backend_from_url(backend)
+    elif backend is not None and not callable(getattr(backend, "decide", None)):
+        raise ConfigError(
+            "backend",
+            "must be a backend (MemoryBackend, SQLiteBackend, RedisBackend) or its URL "
+            f"('memory', 'sqlite:///path', 'redis://host:port/db'), got {backend!r}",
+        )
+    if backend is None:
+        return MemoryBackend()
+    if isinstance(backend, MemoryBackend) and backend.max_keys < scopes:
+        # A request's own keys are never evicted: with fewer slots than scopes, one
+        # request of new ids would leave the dict over its cap.
+        raise ConfigError(
+            "backend.max_keys",
+            f"must be at least the number of scopes ({scopes}): one request holds "
+            f"a key per scope, got max_keys={backend.max_keys}",
+        )
+    return backend
+
+
+def _first_frame(scopes: tuple[Scope, ...], resolver: KeyResolver) -> Frame:
+    """The scopes as decisions see them, at their configured limits."""
+    meta = tuple(
+        ScopeMeta(s.name, s.algorithm, s.window, offset)
+        for s, offset in zip(scopes, resolver.id_offsets, strict=True)
+    )
+    return Frame.of(meta, tuple(s.build() for s in scopes))
 
 
 def _deadline(started: float, timeout: float | None) -> float | None:

@@ -61,12 +61,13 @@ def _walk(states: dict[str, State]) -> Iterator[str | None]:
 
 
 class Lane(NamedTuple):
-    """The memory backend's state and lock, lent to a single-scope limiter's fast path.
+    """The memory backend's states and lock, lent to a limiter that decides in them itself.
 
-    The fast path does under ``acquire``/``release`` exactly what :meth:`MemoryBackend.decide`
-    does for one key: read the state, ``admit``, store the new state, and on a new key call
-    ``grew(now, (key,))``, then (unlocked) ``cap_reached()`` if that returned true. It saves a
-    call and two tuples on the hottest path; everything else goes through ``decide``.
+    The limiter (``_inmemory.py``) does under ``acquire``/``release`` exactly what
+    :meth:`MemoryBackend.decide` does: read the states, ``admit``, store the new states, and
+    when keys were added call ``grew(now, keys)``, then (unlocked) ``cap_reached()`` if that
+    returned true. It saves the backend call and its result tuples on every decision; refunds,
+    resets and everything else go through the backend's methods.
     """
 
     states: dict[str, State]
@@ -164,7 +165,7 @@ class MemoryBackend:
         return True, olds, now
 
     def lane(self) -> Lane:
-        """What a single-scope limiter's fast path needs to decide in place (see ``Lane``)."""
+        """What a limiter needs to decide in this backend's dict itself (see ``Lane``)."""
         return Lane(self._states, self._acquire, self._release, self._grew, self._cap_reached)
 
     async def decide_async(

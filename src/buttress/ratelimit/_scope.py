@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._validate import at_least, positive
@@ -11,7 +12,7 @@ from ._adaptive import AdaptiveLimit
 from ._algorithms import Algorithm
 from ._registry import ALGORITHMS, REGISTRY, AlgorithmName
 
-__all__ = ["SHARED_SCOPE", "Scope", "check_name"]
+__all__ = ["SHARED_SCOPE", "Scope", "check_name", "check_scopes"]
 
 SHARED_SCOPE = "global"
 """A scope of this name is shared by every caller unless it says otherwise (``by=``)."""
@@ -150,3 +151,23 @@ class Scope:
             cooldown=float(self.cooldown),
             slow_call=self.slow_call,
         )
+
+
+def check_scopes(scopes: Sequence[Scope] | Scope) -> tuple[Scope, ...]:
+    """A limiter's scopes: at least one, each a Scope, no two of one name."""
+    scopes = (scopes,) if isinstance(scopes, Scope) else tuple(scopes)
+    if not scopes:
+        raise ConfigError("scopes", "a rate limiter needs at least one Scope")
+    seen: set[str] = set()
+    for i, scope in enumerate(scopes):
+        if not isinstance(scope, Scope):
+            raise ConfigError(f"scopes[{i}]", f"must be a Scope, got {scope!r}")
+        if scope.name in seen:
+            raise ConfigError(
+                f"scopes[{i}].name",
+                f"duplicate scope name {scope.name!r}; give each limit its own name and "
+                f"share the id with by= (e.g. Scope({scope.name + '_hourly'!r}, ..., "
+                f"by={scope.by!r}))",
+            )
+        seen.add(scope.name)
+    return scopes
