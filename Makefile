@@ -29,8 +29,8 @@ demo: $(VENV)/.installed-dev
 
 # The rate limiter's memory paths run twice: compiled (the first run) and pure Python, as
 # they run where the C file did not compile (BUTTRESS_NO_EXTENSIONS=1).
-PURE_TESTS := tests/test_ratelimit_limiter.py tests/test_ratelimit_model.py \
-	tests/test_ratelimit_memory.py tests/test_ratelimit_waiting.py
+PURE_TESTS := tests/ratelimit/test_limiter.py tests/ratelimit/test_limiter_model.py \
+	tests/ratelimit/test_memory.py tests/ratelimit/test_waiting.py
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 	BUTTRESS_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider $(PURE_TESTS)

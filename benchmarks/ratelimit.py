@@ -39,7 +39,7 @@ from limits.strategies import (
 from pyrate_limiter import Duration, InMemoryBucket, Limiter, Rate
 
 import buttress as bt
-from buttress.ratelimit import _limiter
+from buttress.ratelimit import _inmemory
 
 QUICK = "--quick" in sys.argv
 ROUNDS = 8 if QUICK else 40
@@ -59,11 +59,11 @@ def best_ns(fn: Callable[[], None], n: int) -> float:
 
 def pure_python(make: Callable[[], Callable[[int], None]]) -> Callable[[int], None]:
     """``make`` with the compiled fast path off: what runs where _speedups.c did not compile."""
-    compiled, _limiter._FastPath = _limiter._FastPath, None
+    compiled, _inmemory._FastPath = _inmemory._FastPath, None
     try:
         return make()
     finally:
-        _limiter._FastPath = compiled
+        _inmemory._FastPath = compiled
 
 
 def ours_single(algorithm: str) -> Callable[[int], None]:
@@ -202,7 +202,7 @@ def main() -> int:
     ours = best["buttress token_bucket"]
     version = sys.version.split()[0]
     print(f"rate limiter, one admitted decision; best of {ROUNDS} rounds; Python {version}")
-    compiled = "on" if _limiter._FastPath else "OFF (not built, or BUTTRESS_NO_EXTENSIONS)"
+    compiled = "on" if _inmemory._FastPath else "OFF (not built, or BUTTRESS_NO_EXTENSIONS)"
     print(f"compiled fast path (buttress.ratelimit._speedups): {compiled}")
     print(f"{'case':36} {'ns/op':>10} {'ops/s':>12} {'vs buttress':>12}")
     single = [n for n in CASES if "3" not in n and "threads" not in n]

@@ -17,6 +17,7 @@ import pytest
 
 import buttress as bt
 from conftest import IN_CI
+from servers import RedisServer
 
 CTX = {"user_id": "u1", "org_id": "o1"}
 WAYS = ("call", "call_async", "protect", "protect_async", "protected", "protected_async")
@@ -123,8 +124,6 @@ def private_redis() -> Iterator[str]:
         if IN_CI:
             pytest.fail("redis-server is not on PATH (CI=true)")
         pytest.skip("redis-server is not on PATH")
-    from ratelimit_backends import RedisServer
-
     server = RedisServer().start()
     try:
         yield server.url

@@ -85,3 +85,16 @@ def _described(interval: str) -> str:
     low = interval[1:].partition(",")[0]
     finite = "finite " if high_open else ""
     return f"a {finite}number {'>' if low_open else '>='} {low}"
+
+
+def at_least(path: str, value: float, low: float) -> float:
+    """A finite number no smaller than ``low``."""
+    return in_interval(path, value, f"[{low:g}, inf)")
+
+
+def timeout_or_none(path: str, value: float | None) -> float | None:
+    """How long a caller may wait, in seconds: a number >= 0, or ``None`` for no bound (which
+    ``inf`` means too: a deadline that never comes)."""
+    if value is not None and (not _is_number(value) or not value >= 0):
+        raise ConfigError(path, f"must be a number >= 0 or None, got {value!r}")
+    return value

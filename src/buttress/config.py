@@ -30,6 +30,7 @@ from .chaos import FaultSettings
 from .errors import ConfigError
 from .memory._probe import Source
 from .pool._config import HealthCheck, Strategy
+from .ratelimit._registry import AlgorithmName
 
 if TYPE_CHECKING:
     from .ratelimit import Scope
@@ -203,7 +204,7 @@ class ChaosSettings(_Section):
 
 # -- rate limiting -----------------------------------------------------------------------------
 
-Algorithm = Literal["token_bucket", "fixed_window", "sliding_window", "adaptive"]
+Algorithm = AlgorithmName  # the names of the algorithm registry (ratelimit/_registry.py)
 
 
 class ScopeSettings(_Section):

@@ -1,8 +1,7 @@
 """Rate limiting: pure algorithm cores (``_algorithms.py``), backends, and the limiter shell."""
 
+from ._adaptive import AdaptiveLimit, AdaptiveState
 from ._algorithms import (
-    AdaptiveLimit,
-    AdaptiveState,
     Algorithm,
     FixedWindow,
     SlidingWindow,
@@ -16,10 +15,12 @@ from ._backend import Backend, Outcome, TimeBase
 from ._decision import Decision, ScopeStatus
 from ._failure import FAILURE_POLICIES, FailurePolicy
 from ._from_url import backend_from_url
-from ._limiter import Key, RateLimiter
+from ._keys import Key
+from ._limiter import RateLimiter
 from ._memory import MemoryBackend, MemoryBackendStats
 from ._redis import RedisBackend
-from ._scope import ALGORITHMS, Scope
+from ._registry import ALGORITHMS
+from ._scope import Scope
 from ._sqlite import SQLiteBackend
 from ._stats import RateLimiterSnapshot, ScopeSnapshot
 

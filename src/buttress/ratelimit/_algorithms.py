@@ -40,8 +40,6 @@ from typing import ClassVar, Protocol, TypeAlias
 
 __all__ = [
     "EPSILON",
-    "AdaptiveLimit",
-    "AdaptiveState",
     "Algorithm",
     "FixedWindow",
     "SlidingWindow",
@@ -370,74 +368,3 @@ def decide_all(
             unchanged = algorithms[i].decide(states[i], now, 0.0)
             verdicts[i] = (True, None, unchanged[2], unchanged[3], 0.0)
     return False, verdicts
-
-
-# -- adaptive ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AdaptiveState:
-    """Where an adaptive limit stands: its value, when it last dropped, whether it is held.
-
-    ``held`` is true while an attached breaker is not closed: the limit may fall, not grow.
-    """
-
-    limit: float
-    decreased_at: float = -INF
-    held: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class AdaptiveLimit:
-    """AIMD: a limit that grows additively while calls go well and shrinks multiplicatively.
-
-    * a healthy call adds ``increase / limit``, so a limit in full use grows by about
-      ``increase`` per window (TCP's congestion avoidance, one window standing for one RTT);
-    * a failed or slow call (``latency >= slow_call``) multiplies it by ``decrease``, at most
-      once per ``cooldown`` seconds, so one burst of errors counts once;
-    * a breaker turning degraded (or worse within degraded) multiplies it by ``decrease`` at
-      once; a breaker opening drops it to ``min_limit``; until the breaker closes again the
-      limit does not grow;
-    * it always stays within ``[min_limit, max_limit]``.
-
-    >>> aimd = AdaptiveLimit(min_limit=10, max_limit=100, increase=10, decrease=0.5, cooldown=1)
-    >>> s = aimd.record(AdaptiveState(100.0), now=0.0, ok=False)
-    >>> s.limit, aimd.record(s, now=0.5, ok=False).limit, aimd.record(s, now=1.0, ok=False).limit
-    (50.0, 50.0, 25.0)
-    """
-
-    min_limit: float
-    max_limit: float
-    increase: float
-    decrease: float = 0.5
-    cooldown: float = 1.0
-    slow_call: float | None = None
-
-    def _clamp(self, limit: float) -> float:
-        return min(self.max_limit, max(self.min_limit, limit))
-
-    def record(
-        self, state: AdaptiveState, now: float, ok: bool, latency: float | None = None
-    ) -> AdaptiveState:
-        """The outcome of one call; returns the new state (the same object if unchanged)."""
-        slow = self.slow_call is not None and latency is not None and latency >= self.slow_call
-        if ok and not slow:
-            if state.held or state.limit >= self.max_limit:
-                return state
-            grown = self._clamp(state.limit + self.increase / state.limit)
-            return AdaptiveState(grown, state.decreased_at, state.held)
-        if now - state.decreased_at < self.cooldown:
-            return state
-        return AdaptiveState(self._clamp(state.limit * self.decrease), now, state.held)
-
-    def breaker_moved(
-        self, state: AdaptiveState, now: float, to_state: str, worse: bool
-    ) -> AdaptiveState:
-        """An attached breaker moved to ``to_state``; ``worse`` when it became less healthy."""
-        if to_state in ("closed", "disabled"):
-            return AdaptiveState(state.limit, state.decreased_at, False)
-        if to_state in ("open", "forced_open"):
-            return AdaptiveState(self.min_limit, now, True)
-        if to_state == "degraded" and worse:
-            return AdaptiveState(self._clamp(state.limit * self.decrease), now, True)
-        return AdaptiveState(state.limit, state.decreased_at, True)  # half_open, lighter level

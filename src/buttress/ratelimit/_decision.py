@@ -15,7 +15,16 @@ from ..errors import RateLimitExceeded
 from ._algorithms import Algorithm, State, Verdict, decide_all
 from ._unrolled import DictDecider, dict_decider
 
-__all__ = ["Decision", "Details", "Frame", "ScopeMeta", "ScopeStatus", "lazy_decision"]
+__all__ = [
+    "Decision",
+    "Details",
+    "Frame",
+    "ScopeMeta",
+    "ScopeStatus",
+    "details",
+    "exceeded",
+    "lazy_decision",
+]
 
 
 class ScopeMeta(NamedTuple):
@@ -172,12 +181,52 @@ _new = object.__new__
 
 
 def lazy_decision(allowed: bool, details: Details) -> Decision:
-    """A decision whose numbers are computed from ``details`` when first read (hot path)."""
+    """A decision whose numbers are computed from ``details`` when first read."""
     d: Decision = _new(Decision)
     d.allowed = allowed
     d._details = details
     d._resolved = None
     return d
+
+
+def details(
+    frame: Frame, keys: Sequence[str], states: Sequence[State | None], now: float, cost: float
+) -> Details:
+    """What a decision keeps to compute its numbers later (one key and state, unwrapped)."""
+    if frame.single:
+        return (frame, keys[0], states[0], now, cost)
+    return (frame, keys, states, now, cost)
+
+
+def exceeded(
+    decision: Decision,
+    *,
+    scope: int | None = None,
+    limit: float | None = None,
+    retry_after: float | None = None,
+) -> RateLimitExceeded:
+    """The error that reports a refusal: by default the refusing scope's, as ``decision`` gives
+    it; ``scope`` (its index), ``limit`` and ``retry_after`` tell it otherwise (a waiter that
+    ran out of time reports the scope it queued for, at its limit now).
+
+    An infinite wait (the cost is above the limit) is no time to retry at: ``retry_after`` is
+    ``None`` then, as :class:`~buttress.RejectedError` promises.
+    """
+    if scope is None:
+        name, key = decision.scope, decision.key
+        limit = decision.limit if limit is None else limit
+    else:
+        status = decision.scopes[scope]
+        name, key = status.scope, status.key
+        limit = status.limit if limit is None else limit
+    retry = decision.retry_after if retry_after is None else retry_after
+    return RateLimitExceeded(
+        name,
+        key=key,
+        limit=limit,
+        retry_after=retry if retry < math.inf else None,
+        decision=decision,
+    )
 
 
 def verdicts_for(
@@ -247,12 +296,3 @@ def _resolve(allowed: bool, details: Details) -> _Resolved:
     )
     s = statuses[index]
     return (index, s.remaining, s.limit, s.reset_after, s.retry_after, s.scope, s.key, statuses)
-
-
-def exceeded(decision: Decision) -> RateLimitExceeded:
-    """The error for a refusing ``decision``, the one mapping every caller uses: an infinite
-    wait (the cost is above the limit) is "not known when", ``retry_after=None``."""
-    retry = decision.retry_after if decision.retry_after != math.inf else None
-    return RateLimitExceeded(
-        decision.scope, key=decision.key, limit=decision.limit, retry_after=retry, decision=decision
-    )

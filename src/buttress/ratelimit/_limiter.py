@@ -1,13 +1,12 @@
 """``RateLimiter``: the shell around the pure cores and a backend.
 
-The shell resolves a request's ids into one storage key per scope, reads the clock, makes one
-backend call (all scopes, atomically), counts the outcome and builds a :class:`Decision`. It
-also owns what a backend cannot know: the adaptive limits (whose current values it passes with
-every call), the FIFO queues of callers waiting for room, and the statistics.
-
-Waiting is written once, as a generator (:meth:`RateLimiter._plan`) that yields what to do
-next (decide, sleep, wait for its turn); :meth:`acquire` and :meth:`acquire_async` are two
-small drivers that do it with blocking or awaiting calls.
+The shell resolves a request's ids into one storage key per scope (``_keys.py``), reads the
+clock, makes one backend call (all scopes, atomically), and hands the outcome to its recorder,
+which builds, counts and announces the :class:`Decision` (``_stats.py``). With the memory
+backend it decides in the backend's dict itself (``_inmemory.py``). It also owns what a
+backend cannot know: the adaptive limits, whose current values it passes with every call
+(``_adaptive.py``), and the FIFO queues of callers waiting for room (``_waiting.py``), whose
+plan its two ``acquire`` drivers carry out.
 """
 
 from __future__ import annotations
@@ -16,111 +15,34 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
-import os
-import sys
-import sysconfig
-import threading
-from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
-from ..errors import BackendError, ConfigError, RateLimitExceeded
-from ._algorithms import EPSILON, AdaptiveLimit, AdaptiveState, Algorithm, State, TokenBucket
+from .._validate import positive, timeout_or_none
+from ..errors import BackendError, ConfigError
+from ._adaptive import AdaptiveScopes
+from ._algorithms import Algorithm, State
 from ._backend import Backend
-from ._decision import Decision, Details, Frame, ScopeMeta, lazy_decision
+from ._decision import Decision, Frame, ScopeMeta, details, exceeded, lazy_decision
 from ._failure import BackendHealth, FailurePolicy, GuardedBackend
+from ._inmemory import InMemory
+from ._keys import Key, KeyResolver
 from ._memory import MemoryBackend
-from ._scope import Scope, check_name
-from ._stats import Counters, RateLimiterSnapshot, ScopeSnapshot, count_of
-from ._unrolled import keys_reader
-from ._waiting import Waiter, WaitQueues
+from ._scope import Scope, check_name, check_scopes
+from ._stats import Counters, RateLimiterSnapshot, Recorder, ScopeSnapshot, count_of
+from ._waiting import DECIDE, SLEEP, WaitQueues
 
 if TYPE_CHECKING:
-    from ..breaker import CircuitBreaker, Transition
-    from ._speedups import FastPath, ScopePart
+    from ..breaker import CircuitBreaker
+
+__all__ = ["RateLimiter"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-Key: TypeAlias = str | int | Mapping[str, Any] | None
-"""What identifies a request: an id (for the one kind of id the limiter's scopes take), a
-context mapping (``{"user": "u1", "org": "o1"}``; ``user_id`` works for ``user``), or ``None``
-when every scope is shared."""
-
-EV_ALLOWED = ("buttress", "rate_limiter", "allowed")
-EV_DENIED = ("buttress", "rate_limiter", "denied")
-EV_LIMIT = ("buttress", "rate_limiter", "limit_changed")
-_enabled = events.enabled
-_attached = events.attached  # empty when no handler listens: one cheap test first
-
 _log = logging.getLogger("buttress.rate_limiter")
-_NO_IDS: dict[str, Any] = {}
-# What the fast-path closures bind (see RateLimiter._bound).
-_Bound: TypeAlias = tuple[
-    Callable[["Key", float], "Decision"],
-    dict[str, State],
-    Callable[[], bool],
-    Callable[[], None],
-    Frame,
-    Callable[[], float],
-    dict[str, list[Waiter]],
-    Counters,
-]
-_new = object.__new__
-
-
-def _compiled() -> tuple[type[FastPath] | None, int]:
-    """The compiled fast path and how many scopes it takes, unless it was not built or
-    ``BUTTRESS_NO_EXTENSIONS`` is set (then ``None, 0``)."""
-    if os.environ.get("BUTTRESS_NO_EXTENSIONS"):
-        return None, 0
-    if sys.implementation.name != "cpython" or sysconfig.get_config_var("Py_GIL_DISABLED"):
-        return None, 0  # it writes CPython objects' slots, and reads the dict as the GIL allows
-    try:
-        from ._speedups import MAX_SCOPES, FastPath
-    except ImportError:
-        return None, 0
-    return FastPath, MAX_SCOPES
-
-
-# Read once at import; tests set _FastPath to None to run the pure-Python paths beside it.
-_FastPath, _MAX_SCOPES = _compiled()
-
-# What the waiting plan asks its driver to do.
-_DECIDE, _SLEEP, _TURN = 0, 1, 2
-_Step: TypeAlias = tuple[int, Waiter | None, float | None]
-
-_INF = math.inf
-# The default cost. CPython keeps one int object for 1, so ``cost is _ONE`` holds for every
-# int 1 and for nothing else (not True, not 1.0): the closures' one-test check for the default
-# (where it fails, e.g. on another interpreter, the general path still decides correctly).
-_ONE = 1
-
-# Severity of a breaker position, to tell whether a transition made things worse.
-_BREAKER_RANK = {
-    ("closed", None): 0,
-    ("disabled", None): 0,
-    ("degraded", "light"): 1,
-    ("degraded", "medium"): 2,
-    ("degraded", "heavy"): 3,
-    ("half_open", None): 4,
-    ("open", None): 5,
-    ("forced_open", None): 5,
-}
-
-
-class _Adaptive:
-    """The AIMD controller of one adaptive scope and where it stands (limiter lock held)."""
-
-    __slots__ = ("controller", "index", "state")
-
-    def __init__(self, index: int, controller: AdaptiveLimit, state: AdaptiveState) -> None:
-        self.index = index
-        self.controller = controller
-        self.state = state
 
 
 class RateLimiter:
@@ -159,197 +81,81 @@ class RateLimiter:
         failure_policy: FailurePolicy = "fail_open",
         backend_retry_interval: float = 1.0,
     ) -> None:
-        scopes = (scopes,) if isinstance(scopes, Scope) else tuple(scopes)
-        if not scopes:
-            raise ConfigError("scopes", "a rate limiter needs at least one Scope")
-        seen: set[str] = set()
-        for i, scope in enumerate(scopes):
-            if not isinstance(scope, Scope):
-                raise ConfigError(f"scopes[{i}]", f"must be a Scope, got {scope!r}")
-            if scope.name in seen:
-                raise ConfigError(
-                    f"scopes[{i}].name",
-                    f"duplicate scope name {scope.name!r}; give each limit its own name and "
-                    f"share the id with by= (e.g. Scope({scope.name + '_hourly'!r}, ..., "
-                    f"by={scope.by!r}))",
-                )
-            seen.add(scope.name)
+        self.scopes: tuple[Scope, ...] = check_scopes(scopes)
         self.namespace = check_name("namespace", namespace)
         self.name = check_name("name", name)
-        for path, value in (("latency_budget", latency_budget), ("stats_window", stats_window)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ConfigError(path, f"must be a number > 0, got {value!r}")
-        self.scopes: tuple[Scope, ...] = scopes
-        if isinstance(backend, str):
-            from ._from_url import backend_from_url
-
-            backend = backend_from_url(backend)
-        elif backend is not None and not callable(getattr(backend, "decide", None)):
-            raise ConfigError(
-                "backend",
-                "must be a backend (MemoryBackend, SQLiteBackend, RedisBackend) or its URL "
-                f"('memory', 'sqlite:///path', 'redis://host:port/db'), got {backend!r}",
-            )
-        self.backend: Backend = MemoryBackend() if backend is None else backend
-        if isinstance(self.backend, MemoryBackend) and self.backend.max_keys < len(scopes):
-            # A request's own keys are never evicted: with fewer slots than scopes, one
-            # request of new ids would leave the dict over its cap.
-            raise ConfigError(
-                "backend.max_keys",
-                f"must be at least the number of scopes ({len(scopes)}): one request holds "
-                f"a key per scope, got max_keys={self.backend.max_keys}",
-            )
+        self.latency_budget = positive("latency_budget", latency_budget)
+        stats_window = positive("stats_window", stats_window)
+        self.backend: Backend = _backend_of(backend, len(self.scopes))
         self.clock: Clock = SystemClock() if clock is None else clock
-        self.latency_budget = float(latency_budget)
+        self._use_backend(failure_policy, backend_retry_interval)
+        self._resolver = KeyResolver(namespace, name, self.scopes)
+        self._keys = self._resolver.keys
+        self._single_scope_prefix = self._resolver.single_scope_prefix
+        self._frame = _first_frame(self.scopes, self._resolver)
+        self._adaptive = AdaptiveScopes(
+            name, self.scopes, self._frame, self._use_frame, self._monotonic
+        )
+        self._waiting = WaitQueues(self._monotonic, lambda: self._frame)
+        self._queues = self._waiting.queues  # read unlocked: empty while nobody waits
+        self._giving_back: set[asyncio.Future[Any]] = set()  # refunds after cancellations
+        self._stats = Counters(len(self.scopes), window=stats_window, budget=self.latency_budget)
+        self._recorder = Recorder(
+            self._stats,
+            self._monotonic,
+            limiter=name,
+            namespace=namespace,
+            # In memory a clock read is a tenth of a decision: measure one in 16. Elsewhere
+            # I/O dwarfs it: measure every one.
+            measure_every=16 if self._in_memory else 1,
+        )
+        self._memory = self._decide_in_place()
+
+    def _use_backend(self, failure_policy: FailurePolicy, retry_interval: float) -> None:
+        """How the limiter calls its backend: through the failure policy, on which clock."""
         self._monotonic = self.clock.monotonic
         # Backend time: one process uses the monotonic clock; shared state uses wall time.
         self._wall = self.backend.time_base != "monotonic"
         self._now = self.clock.time if self._wall else self._monotonic
-        self._health = BackendHealth(failure_policy, backend_retry_interval)
+        self._health = BackendHealth(failure_policy, retry_interval)
         # Calls go through the failure policy, except to memory, which cannot fail.
+        self._in_memory = isinstance(self.backend, MemoryBackend)
         self._store: Backend = (
             self.backend
-            if isinstance(self.backend, MemoryBackend)
+            if self._in_memory
             else GuardedBackend(
-                self.backend, self._health, self._monotonic, limiter=name, namespace=namespace
+                self.backend,
+                self._health,
+                self._monotonic,
+                limiter=self.name,
+                namespace=self.namespace,
             )
         )
         self._decide_backend = self._store.decide
-        self._in_memory = isinstance(self.backend, MemoryBackend)
 
-        base = f"{namespace}:{name}:"
-        self._prefix = base
-        # Identified scopes key as ``ns:name:scope:<id>``, shared ones as ``ns:name:scope``.
-        self._templates: tuple[tuple[str, str | None, str], ...] = tuple(
-            (f"{base}{s.name}:", s.by, f"{s.by}_id")
-            if s.by is not None
-            else (f"{base}{s.name}", None, "")
-            for s in scopes
-        )
-        self._keys_of = keys_reader(self._templates)  # the common case of _keys, unrolled
-        self._names = tuple(s.name for s in scopes)
-        by_names = {s.by for s in scopes if s.by is not None}
-        self._str_by = next(iter(by_names)) if len(by_names) == 1 else None
-        meta = tuple(
-            ScopeMeta(s.name, s.algorithm, s.window, len(t[0]) if s.by is not None else -1)
-            for s, t in zip(scopes, self._templates, strict=True)
-        )
-        self._frame = Frame.of(meta, tuple(s.build() for s in scopes))
-        # The fast path: one identified scope in memory, keyed straight from a str id.
-        self._solo = self._templates[0][0] if len(scopes) == 1 and scopes[0].by else None
-        # Only the memory backend itself lends its lane: a subclass may decide differently.
-        lane = self.backend.lane() if type(self.backend) is MemoryBackend else None
-        self._lane = lane if self._solo is not None else None
-        # Several scopes in memory: decided in place too (see _decide_in_memory).
-        self._memory_lane = lane if self._solo is None else None
-        if lane is not None:  # unpacked: a NamedTuple field costs a property call on each read
-            self._in_place = lane
-            self._states, self._lock_backend, self._unlock_backend = lane[:3]
-        self._adaptive = tuple(
-            _Adaptive(i, s.controller(), AdaptiveState(float(s.limit)))
-            for i, s in enumerate(scopes)
-            if s.algorithm == "adaptive"
-        )
-        self._lock = threading.Lock()  # adaptive state and wait queues; never held over I/O
-        self._waiting = WaitQueues()
-        self._giving_back: set[asyncio.Future[Any]] = set()  # refunds after cancellations
-        # Breakers steering the adaptive scopes: (id(breaker), scope index) -> (breaker, detach).
-        self._steering: dict[tuple[int, int], tuple[CircuitBreaker, Callable[[], None]]] = {}
-        self._steering_lock = threading.RLock()  # a listener may run inside another's read
-        self._queues = self._waiting.queues
-        self._stats = stats = Counters(
-            len(scopes), window=float(stats_window), budget=self.latency_budget
-        )
-        self._admitted = stats.admitted
-        self._denied = stats.denied
-        self._next_mark = self._monotonic()  # when the statistics next record their totals
-        # Latency is measured on one decision in 16 in memory (a clock read is a tenth of
-        # the decision there), on every decision elsewhere (where I/O dwarfs it).
-        self._sample = 15 if isinstance(self.backend, MemoryBackend) else 0
-        if self._lane is not None and not self._adaptive:
-            # One fixed scope in memory: the whole decision as one closure (see _solo_path).
-            self.try_acquire = self._solo_path()  # type: ignore[method-assign]
-        elif self._memory_lane is not None and not self._adaptive and len(scopes) > 1:
-            self.try_acquire = self._multi_path()  # type: ignore[method-assign]
+    def _decide_in_place(self) -> InMemory | None:
+        """Decide in the memory backend's own dict, when the backend is a MemoryBackend itself
+        (a subclass may decide otherwise); with fixed scopes, a fast path stands in for
+        :meth:`try_acquire` too."""
+        backend = self.backend
+        if type(backend) is not MemoryBackend:
+            return None
+        memory = InMemory(backend.lane(), self._monotonic, self._recorder)
+        if not self._adaptive:  # (a fast path binds the frame once; an adaptive one changes)
+            general: Callable[[Key, float], Decision] = RateLimiter.try_acquire.__get__(self)
+            fast = memory.fast_path(general, self._frame, self._resolver, self._queues)
+            if fast is not None:
+                self.try_acquire = fast  # type: ignore[method-assign]
+        return memory
+
+    def _use_frame(self, frame: Frame) -> None:
+        """Adaptive limits moved: decide with ``frame``'s algorithms from now on."""
+        self._frame = frame
 
     @property
     def algorithms(self) -> tuple[Algorithm, ...]:
         """The algorithm objects in force, one per scope (adaptive ones at their current limit)."""
         return self._frame.algorithms
-
-    # -- resolving requests ------------------------------------------------------------------
-
-    def _keys(self, key: Key, *, partial: bool = False) -> list[str]:
-        """One storage key per scope (``partial``: only the scopes ``key`` identifies)."""
-        get: Callable[[str], Any]
-        if key.__class__ is dict:
-            get = key.get
-            if not partial:
-                keys = self._keys_of(get)  # every id a str: no loop
-                if keys is not None:
-                    return keys
-        elif key is None:
-            get = _NO_IDS.get
-        elif isinstance(key, Mapping):
-            get = key.get
-        elif isinstance(key, str) or (isinstance(key, int) and not isinstance(key, bool)):
-            if self._str_by is None:
-                if not any(s.by is not None for s in self.scopes):
-                    raise ConfigError(
-                        "key",
-                        f"limiter {self.name!r} has only shared scopes "
-                        f"({', '.join(self._names)}): it takes no id; pass None (through "
-                        "Infrastructure, drop rate_key)",
-                    )
-                raise ConfigError(
-                    "key",
-                    f"this limiter's scopes take ids {self._id_names()}: pass a mapping "
-                    f"such as {self._example()}",
-                )
-            get = {self._str_by: key}.get
-        else:
-            raise ConfigError(
-                "key", f"must be an id (str or int), a mapping of ids or None, got {key!r}"
-            )
-        out = []
-        for prefix, by, by_id in self._templates:
-            if by is None:
-                if not partial:
-                    out.append(prefix)
-                continue
-            value = get(by)
-            if value is None:
-                value = get(by_id)  # protect() passes {"user_id": ...}
-            if value.__class__ is not str:
-                value = self._id(get, by, by_id, partial)
-                if value is None:
-                    continue
-            out.append(prefix + value)
-        return out
-
-    def _id(self, get: Callable[[str], Any], by: str, by_id: str, partial: bool) -> str | None:
-        """The id under ``by`` or ``by_id`` when it is not simply a str under ``by``."""
-        value = get(by)
-        if value is None:
-            value = get(by_id)
-        if value.__class__ is str:
-            return str(value)
-        if value is None:
-            if partial:
-                return None
-            scope = next(s.name for s in self.scopes if s.by == by)
-            raise ConfigError(
-                "key", f"scope {scope!r} needs an id: pass {{{by!r}: ...}} or {{{by_id!r}: ...}}"
-            )
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"key.{by}", f"ids are str or int, got {value!r}")
-
-    def _id_names(self) -> str:
-        return ", ".join(sorted({repr(s.by) for s in self.scopes if s.by is not None})) or "none"
-
-    def _example(self) -> str:
-        return "{" + ", ".join(f"{s.by!r}: ..." for s in self.scopes if s.by is not None) + "}"
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -359,249 +165,24 @@ class RateLimiter:
         Never waits. While callers wait in :meth:`acquire` for one of this request's scopes,
         it is refused so as not to jump their queue.
         """
-        lane = self._lane
-        if lane is None or key.__class__ is not str or self._queues:
-            keys = self._keys(key)  # tries the unrolled reader first for a dict
-            if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
-                _check_cost(cost)
-            if self._queues:
-                return self._behind_waiters(keys, cost)
-            if self._memory_lane is not None:
-                return self._decide_in_memory(keys, cost)
-            return self._decide(keys, cost)
-        # One scope in memory, keyed straight from a str id (the closure of _solo_path takes
-        # this path itself when the cost is 1 and the scope is not adaptive).
+        prefix = self._single_scope_prefix  # one identified scope: a str id completes its key
+        keys = [prefix + key] if prefix is not None and key.__class__ is str else self._keys(key)
         if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
-            _check_cost(cost)
-        return self._decide_in_memory([self._solo + key], cost)  # type: ignore[operator]
-
-    def _solo_path(self) -> Callable[..., Decision]:
-        """``try_acquire`` for one fixed scope in memory, as a closure over what it reads.
-
-        The steps of :meth:`_decide_in_memory` for one key, with one ``admit`` instead of the
-        frame's decider and every attribute read once here instead of on each call (at under a
-        microsecond a decision, a dozen attribute loads are a fifth of the cost). Anything else
-        (another key type, a cost other than 1, callers queued) goes to the general method.
-        """
-        compiled = self._compiled_path(context=False)
-        if compiled is not None:
-            return compiled
-        lane = self._lane
-        assert lane is not None
-        assert self._solo is not None
-        solo = self._solo
-        general, states, lock, unlock, frame, monotonic, queues, stats = self._bound()
-        get = states.get
-        admit = frame.algorithms[0].admit
-        measure = stats.measure
-        admitted = self._admitted.__next__
-        emit = self._emit
-        refused = self._refused_in_memory
-        shell = self
-
-        def try_acquire(key: Key = None, cost: float = 1) -> Decision:
-            if key.__class__ is not str or cost is not _ONE or queues:
-                return general(key, cost)
-            k = solo + key
-            now = monotonic()
-            grew = False
-            lock()
-            try:
-                state = get(k)
-                new = admit(state, now, 1)
-                if new is not None:
-                    states[k] = new
-                    if state is None:
-                        grew = lane.grew(now, (k,))
-            finally:
-                unlock()
-            if grew:
-                lane.cap_reached()
-            if now >= shell._next_mark:
-                shell._next_mark = stats.mark(now)
-            decision: Decision = _new(Decision)
-            decision._details = (frame, k, state, now, 1)
-            decision._resolved = None
-            if new is None:
-                return refused(decision, now, 1)
-            decision.allowed = True
-            if not admitted() & 15:
-                measure(monotonic() - now)
-            if _attached and _enabled(EV_ALLOWED):
-                emit(EV_ALLOWED, decision, 1)
-            return decision
-
-        return try_acquire
-
-    def _decide_in_memory(self, keys: list[str], cost: float) -> Decision:
-        """A decision in memory: MemoryBackend.decide, _decide and _conclude, unrolled.
-
-        The same two phases as :func:`admit_all` (read every scope, admit only if all have
-        room, then write every new state), run by the frame's unrolled copy (``_unrolled``).
-        """
-        frame = self._frame
-        states = self._states
-        now = self._monotonic()
-        notify = False
-        self._lock_backend()
-        try:
-            held = len(states)
-            olds, allowed = frame.decide_in(states, frame.admits, keys, now, cost, True)
-            if len(states) != held:
-                notify = self._in_place.grew(now, keys)
-        finally:
-            self._unlock_backend()
-        if notify:
-            self._in_place.cap_reached()
-        if now >= self._next_mark:
-            self._next_mark = self._stats.mark(now)
-        decision: Decision = _new(Decision)
-        if frame.single:  # a shared single scope: details hold the key and state themselves
-            decision._details = (frame, keys[0], olds[0], now, cost)
-        else:
-            decision._details = (frame, keys, olds, now, cost)
-        decision._resolved = None
-        if allowed:
-            decision.allowed = True
-            if not next(self._admitted) & 15:
-                self._stats.measure(self._monotonic() - now)
-            if _attached and _enabled(EV_ALLOWED):
-                self._emit(EV_ALLOWED, decision, cost)
-            return decision
-        return self._refused_in_memory(decision, now, cost)
-
-    def _refused_in_memory(self, decision: Decision, now: float, cost: float) -> Decision:
-        """Count and announce a refusal decided in memory (``decision`` has its details)."""
-        decision.allowed = False
-        if not next(self._denied[0 if len(self.scopes) == 1 else decision.index]) & 15:
-            self._stats.measure(self._monotonic() - now)
-        if _attached and _enabled(EV_DENIED):
-            self._emit(EV_DENIED, decision, cost)
-        return decision
-
-    def _bound(self) -> _Bound:
-        """What the closures of :meth:`_solo_path` and :meth:`_multi_path` read, bound once:
-        the general method, the states and their lock, the frame, the clock, the wait queues,
-        the statistics."""
-        general: Callable[[Key, float], Decision] = RateLimiter.try_acquire.__get__(self)
-        return (
-            general,
-            self._states,
-            self._lock_backend,
-            self._unlock_backend,
-            self._frame,
-            self._monotonic,
-            self._queues,
-            self._stats,
-        )
-
-    def _compiled_path(self, *, context: bool) -> Callable[..., Decision] | None:
-        """The compiled fast path (``_speedups.c``) standing in for :meth:`_solo_path`'s
-        closure (``context=False``) or :meth:`_multi_path`'s, when it is built and applies."""
-        if _FastPath is None or type(_attached) is not dict or len(self.scopes) > _MAX_SCOPES:
-            return None
-        if any(type(by) is not str for _, by, _ in self._templates if by is not None):
-            return None  # an id name that is a str subclass (an enum) may hash otherwise
-        lane = self._in_place
-        general, states, lock, unlock, frame, monotonic, queues, stats = self._bound()
-        emit = self._emit
-
-        def on_allowed(decision: Decision) -> None:
-            if _enabled(EV_ALLOWED):
-                emit(EV_ALLOWED, decision, 1)
-
-        scopes: list[ScopePart] = []
-        for (prefix, by, by_id), algorithm in zip(self._templates, frame.algorithms, strict=True):
-            if type(algorithm) is TokenBucket:  # admitted in C, with exactly the same floats
-                gcra = (algorithm.interval, algorithm.reach)
-                scopes.append((prefix, by, by_id, algorithm.admit, *gcra))
-            else:
-                scopes.append((prefix, by, by_id, algorithm.admit, None, None))
-        return _FastPath(
-            general=general,
-            scopes=tuple(scopes),
-            states=states,
-            acquire=lock,
-            release=unlock,
-            grew=lane.grew,
-            cap_reached=lane.cap_reached,
-            monotonic=monotonic,
-            queues=queues,
-            frame=frame,
-            mark=stats.mark,
-            measure=stats.measure,
-            admitted=self._admitted,
-            attached=_attached,
-            on_allowed=on_allowed,
-            on_refused=self._refused_in_memory,
-            decision_type=Decision,
-            context=context,
-            next_mark=self._next_mark,
-        )
-
-    def _multi_path(self) -> Callable[..., Decision]:
-        """``try_acquire`` for fixed scopes in memory given a dict context, as a closure.
-
-        :meth:`_decide_in_memory` with the steps before it (key reading, the checks of
-        :meth:`try_acquire`) and every attribute read bound once, as :meth:`_solo_path` does
-        for one scope; anything else (another key type, a cost other than 1, an id that is not
-        a str, callers queued) goes to the general method.
-        """
-        compiled = self._compiled_path(context=True)
-        if compiled is not None:
-            return compiled
-        lane = self._memory_lane
-        assert lane is not None
-        keys_of = self._keys_of
-        general, states, lock, unlock, frame, monotonic, queues, stats = self._bound()
-        decide_in, admits = frame.decide_in, frame.admits
-        measure = stats.measure
-        admitted = self._admitted.__next__
-        emit = self._emit
-        refused = self._refused_in_memory
-        shell = self
-
-        def try_acquire(key: Key = None, cost: float = 1) -> Decision:
-            if key.__class__ is not dict or cost is not _ONE or queues:
-                return general(key, cost)
-            keys = keys_of(key.get)
-            if keys is None:
-                return general(key, cost)
-            now = monotonic()
-            notify = False
-            lock()
-            try:
-                held = len(states)
-                olds, allowed = decide_in(states, admits, keys, now, 1, True)
-                if len(states) != held:
-                    notify = lane.grew(now, keys)
-            finally:
-                unlock()
-            if notify:
-                lane.cap_reached()
-            if now >= shell._next_mark:
-                shell._next_mark = stats.mark(now)
-            decision: Decision = _new(Decision)
-            decision._details = (frame, keys, olds, now, 1)
-            decision._resolved = None
-            if not allowed:
-                return refused(decision, now, 1)
-            decision.allowed = True
-            if not admitted() & 15:
-                measure(monotonic() - now)
-            if _attached and _enabled(EV_ALLOWED):
-                emit(EV_ALLOWED, decision, 1)
-            return decision
-
-        return try_acquire
+            positive("cost", cost)
+        if self._queues:
+            return self._behind_waiters(keys, cost)
+        memory = self._memory
+        if memory is not None:
+            return memory.decide(self._frame, keys, cost)
+        return self._decide(keys, cost)
 
     async def try_acquire_async(self, key: Key = None, cost: float = 1) -> Decision:
         """:meth:`try_acquire` for asyncio callers (the backend call is awaited)."""
         if self._in_memory:  # no I/O to await: the sync path, without a coroutine per call
             return self.try_acquire(key, cost)
         keys = self._keys(key)
-        if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
-            _check_cost(cost)
+        if cost.__class__ is not int or cost != 1:
+            positive("cost", cost)
         if self._queues:
             return await self._behind_waiters_async(keys, cost)
         return await self._decide_async(keys, cost)
@@ -663,71 +244,16 @@ class RateLimiter:
         started: float,
         forced: tuple[tuple[int, float], ...] | None = None,
     ) -> Decision:
-        """Count the outcome, emit its event, and make the decision.
-
-        ``started`` is when the decision began, on the monotonic clock: the latency of one
-        decision in ``_sample + 1`` is measured against the budget.
-        """
-        stats = self._stats
-        if started >= self._next_mark:
-            # Before counting: a mark holds the totals from before its time.
-            self._next_mark = stats.mark(started)
-        details: Details  # as _details() makes them; inlined on this hot path
-        if frame.single:
-            details = (frame, keys[0], states[0], now, cost)
-        else:
-            details = (frame, keys, states, now, cost)
+        """The decision on a backend's answer; ``started`` is when deciding began (monotonic
+        clock), ``forced`` the waits of the queues that refused it (see ``WaitQueues.ahead``)."""
+        decided = details(frame, keys, states, now, cost)
         if forced is not None:
-            details = (*details, forced)
-        decision: Decision = _new(Decision)  # lazy_decision, inlined
-        decision.allowed = allowed
-        decision._details = details
-        decision._resolved = None
-        if allowed:
-            n = next(self._admitted)
-        else:
-            n = next(self._denied[0 if frame.single else decision.index])
-        if not n & self._sample:
-            stats.measure(self._monotonic() - started)
-        if allowed:
-            if _attached and _enabled(EV_ALLOWED):
-                self._emit(EV_ALLOWED, decision, cost)
-        elif _attached and _enabled(EV_DENIED):
-            self._emit(EV_DENIED, decision, cost)
-        return decision
-
-    def _emit(self, name: tuple[str, ...], d: Decision, cost: float) -> None:
-        events.emit(
-            name,
-            {"cost": cost, "remaining": d.remaining, "retry_after": d.retry_after},
-            {"limiter": self.name, "namespace": self.namespace, "scope": d.scope, "key": d.key},
-        )
-
-    def _queued_ahead(
-        self, keys: Sequence[str], cost: float
-    ) -> tuple[tuple[int, float], ...] | None:
-        """``(scope index, wait)`` for each of ``keys`` with callers queued on it, else None.
-
-        Each wait is at least its queue's head's own, and never less than one unit's worth of
-        time in that scope.
-        """
-        with self._lock:
-            heads = self._waiting.heads(keys)
-        if not heads:
-            return None
-        now = self._monotonic()
-        algorithms = self._frame.algorithms
-        forced = []
-        for index, head in heads:
-            algorithm = algorithms[index]
-            ready_at = head.ready_at
-            ahead = ready_at - now if ready_at is not None else 0.0
-            forced.append((index, max(ahead, algorithm.window / algorithm.limit * cost)))
-        return tuple(forced)
+            decided = (*decided, forced)
+        return self._recorder.conclude(allowed, decided, started, cost)
 
     def _behind_waiters(self, keys: Sequence[str], cost: float) -> Decision:
         """Refuse a request whose keys have waiters queued (decide it if none has)."""
-        forced = self._queued_ahead(keys, cost)
+        forced = self._waiting.ahead(keys, cost)
         if forced is None:
             return self._decide(keys, cost)
         frame = self._frame
@@ -738,7 +264,7 @@ class RateLimiter:
 
     async def _behind_waiters_async(self, keys: Sequence[str], cost: float) -> Decision:
         """:meth:`_behind_waiters` with the backend call awaited."""
-        forced = self._queued_ahead(keys, cost)
+        forced = self._waiting.ahead(keys, cost)
         if forced is None:
             return await self._decide_async(keys, cost)
         frame = self._frame
@@ -754,7 +280,7 @@ class RateLimiter:
         this request's scopes.
         """
         keys = self._keys(key)
-        _check_cost(cost)
+        positive("cost", cost)
         frame = self._frame
         allowed, states, now = self._decide_backend(
             keys, frame.algorithms, cost, self._now(), False
@@ -764,7 +290,7 @@ class RateLimiter:
     async def peek_async(self, key: Key = None, cost: float = 1) -> Decision:
         """:meth:`peek` for asyncio callers."""
         keys = self._keys(key)
-        _check_cost(cost)
+        positive("cost", cost)
         frame = self._frame
         allowed, states, now = await self._store.decide_async(
             keys, frame.algorithms, cost, self._now(), False
@@ -780,23 +306,23 @@ class RateLimiter:
         now: float,
         cost: float,
     ) -> Decision:
-        details = _details(frame, keys, states, now, cost)
+        decided = details(frame, keys, states, now, cost)
         if self._queues:  # as try_acquire: refused behind waiters queued on these keys
-            forced = self._queued_ahead(keys, cost)
+            forced = self._waiting.ahead(keys, cost)
             if forced is not None:
-                return lazy_decision(False, (*details, forced))
-        return lazy_decision(allowed, details)
+                return lazy_decision(False, (*decided, forced))
+        return lazy_decision(allowed, decided)
 
     def refund(self, key: Key = None, cost: float = 1) -> None:
         """Give back ``cost`` to every scope of the request (e.g. the work was not done)."""
         keys = self._keys(key)
-        _check_cost(cost)
+        positive("cost", cost)
         self._store.refund(keys, self._frame.algorithms, cost, self._now())
 
     async def refund_async(self, key: Key = None, cost: float = 1) -> None:
         """:meth:`refund` for asyncio callers."""
         keys = self._keys(key)
-        _check_cost(cost)
+        positive("cost", cost)
         # Shielded: a refund the caller stops waiting for is still made (it is often made on
         # the way out of a cancellation).
         await asyncio.shield(
@@ -808,29 +334,15 @@ class RateLimiter:
 
         ``scope=`` resets only that scope (a shared one needs no key): ``reset(scope="global")``.
         """
-        self.backend.reset(self._reset_keys(key, scope))
+        self.backend.reset(self._resolver.reset_keys(key, scope))
 
     async def reset_async(self, key: Key = None, *, scope: str | None = None) -> None:
         """:meth:`reset` for asyncio callers."""
-        await self.backend.reset_async(self._reset_keys(key, scope))
-
-    def _reset_keys(self, key: Key, scope: str | None) -> Sequence[str]:
-        if scope is None:
-            return self._keys(key, partial=True)
-        i = self._scope_index(scope)
-        prefix, by, _ = self._templates[i]
-        if by is None:
-            return (prefix,)
-        return tuple(k for k in self._keys(key, partial=True) if k.startswith(prefix))
-
-    def _scope_index(self, scope: str) -> int:
-        if scope not in self._names:
-            raise ConfigError("scope", f"no scope named {scope!r} (have {', '.join(self._names)})")
-        return self._names.index(scope)
+        await self.backend.reset_async(self._resolver.reset_keys(key, scope))
 
     def clear(self) -> None:
         """Forget every key of this limiter (all scopes, all ids)."""
-        self.backend.clear(self._prefix)
+        self.backend.clear(self._resolver.prefix)
 
     # -- waiting -----------------------------------------------------------------------------
 
@@ -844,21 +356,21 @@ class RateLimiter:
         is raised at once, carrying the refusing scope and its ``retry_after``.
         """
         if timeout is not None:
-            _check_timeout(timeout)
+            timeout_or_none("timeout", timeout)
         started = self._monotonic()
         first = self.try_acquire(key, cost)  # one decision is the common case
         if first.allowed:
             return first
         keys = self._keys(key)
-        plan = self._plan(keys, cost, _deadline(started, timeout), None, first)
+        plan = self._waiting.plan(keys, _deadline(started, timeout), None, first)
         try:
             step = next(plan)
             while True:
                 kind, waiter, seconds = step
-                if kind == _DECIDE:
+                if kind == DECIDE:
                     step = plan.send(self._decide(keys, cost))
                     continue
-                if kind == _SLEEP:
+                if kind == SLEEP:
                     self.clock.sleep(seconds or 0.0)
                 else:
                     assert waiter is not None
@@ -875,27 +387,23 @@ class RateLimiter:
     ) -> Decision:
         """:meth:`acquire` for asyncio callers: awaits instead of blocking."""
         if timeout is not None:
-            _check_timeout(timeout)
+            timeout_or_none("timeout", timeout)
         started = self._monotonic()
-        if self._in_memory:  # no I/O: decide without a coroutine per decision
-            first = self.try_acquire(key, cost)
-            if first.allowed:
-                return first
-            in_memory = True
-        else:
-            first = await self.try_acquire_async(key, cost)
-            if first.allowed:
-                return first
-            in_memory = False
+        in_memory = self._in_memory  # no I/O: decide without a coroutine per decision
+        first = (
+            self.try_acquire(key, cost) if in_memory else await self.try_acquire_async(key, cost)
+        )
+        if first.allowed:
+            return first
         keys = self._keys(key)
-        plan = self._plan(
-            keys, cost, _deadline(started, timeout), asyncio.get_running_loop(), first
+        plan = self._waiting.plan(
+            keys, _deadline(started, timeout), asyncio.get_running_loop(), first
         )
         try:
             step = next(plan)
             while True:
                 kind, waiter, seconds = step
-                if kind == _DECIDE:
+                if kind == DECIDE:
                     decision = (
                         self._decide(keys, cost)
                         if in_memory
@@ -903,7 +411,7 @@ class RateLimiter:
                     )
                     step = plan.send(decision)
                     continue
-                if kind == _SLEEP:
+                if kind == SLEEP:
                     await self.clock.asleep(seconds or 0.0)
                 else:
                     assert waiter is not None
@@ -914,76 +422,6 @@ class RateLimiter:
             return result
         finally:
             plan.close()
-
-    def _plan(
-        self,
-        keys: Sequence[str],
-        cost: float,
-        deadline: float | None,
-        loop: asyncio.AbstractEventLoop | None,
-        first: Decision,
-    ) -> Generator[_Step, Decision | None, Decision]:
-        """The waiting logic, for both drivers: yields steps, receives decisions.
-
-        ``first`` is the refusal that started the wait; ``deadline`` is on the monotonic clock.
-        A refused waiter queues on the key of the scope that refused it for longest; it asks
-        again only when no earlier waiter is queued on any of its keys (see ``_waiting``):
-        after sleeping for its ``retry_after``, or at once when woken because its turn came.
-        """
-        now = self._monotonic
-        queues = self._waiting
-        waiter = queues.new_waiter(loop)
-        last: Decision = first
-        decision: Decision | None = first
-        try:
-            while True:
-                if decision is None:
-                    with self._lock:
-                        held = queues.held_up(waiter, keys)
-                        if held:
-                            waiter.arm()
-                    if held:
-                        left = None if deadline is None else deadline - now()
-                        if left is not None and left <= 0.0:
-                            raise self._timed_out(keys, waiter, last)
-                        yield (_TURN, waiter, left)
-                        continue
-                    decision = yield (_DECIDE, None, None)
-                    assert decision is not None
-                if decision.allowed:
-                    return decision
-                last, decision = decision, None
-                wait = last.retry_after
-                if wait == _INF or (deadline is not None and now() + wait > deadline + EPSILON):
-                    raise _exceeded(last)
-                with self._lock:
-                    queues.join(waiter, keys[last.index])
-                    waiter.ready_at = now() + wait
-                    held = queues.held_up(waiter, keys)
-                if not held:
-                    yield (_SLEEP, None, wait)
-        finally:
-            with self._lock:
-                queues.leave(waiter)
-
-    def _timed_out(self, keys: Sequence[str], waiter: Waiter, last: Decision) -> RateLimitExceeded:
-        """A waiter behind others ran out of time: name the scope it queued for."""
-        queue_key = waiter.queue_key
-        with self._lock:
-            queue = self._waiting.queues.get(queue_key) if queue_key is not None else None
-            ready_at = queue[0].ready_at if queue else None
-        index = keys.index(queue_key) if queue_key in keys else last.index
-        m = self._frame.meta[index]
-        retry = last.retry_after
-        if ready_at is not None:
-            retry = max(retry, ready_at - self._monotonic())
-        return RateLimitExceeded(
-            m.name,
-            key=None if m.id_offset < 0 else keys[index][m.id_offset :],
-            limit=self._frame.algorithms[index].limit,
-            retry_after=retry,
-            decision=last,
-        )
 
     # -- the decorator -------------------------------------------------------------------------
 
@@ -1003,9 +441,9 @@ class RateLimiter:
         >>> @limiter.limit(key=lambda user, **_: {"user": user.id})   # doctest: +SKIP
         ... async def handle(user, payload): ...
         """
-        _check_timeout(timeout)
+        timeout_or_none("timeout", timeout)
         if not callable(cost):
-            _check_cost(cost)
+            positive("cost", cost)
 
         def decorate(fn: Callable[P, T]) -> Callable[P, T]:
             if is_async_callable(fn):
@@ -1017,7 +455,7 @@ class RateLimiter:
                     if timeout == 0.0:
                         d = await self.try_acquire_async(k, c)
                         if not d.allowed:
-                            raise _exceeded(d)
+                            raise exceeded(d)
                     else:
                         await self.acquire_async(k, c, timeout=timeout)
                     return await fn(*args, **kwargs)
@@ -1031,7 +469,7 @@ class RateLimiter:
                 if timeout == 0.0:
                     d = self.try_acquire(k, c)
                     if not d.allowed:
-                        raise _exceeded(d)
+                        raise exceeded(d)
                 else:
                     self.acquire(k, c, timeout=timeout)
                 return fn(*args, **kwargs)
@@ -1050,12 +488,8 @@ class RateLimiter:
         ``ok=False`` (an error) or ``latency >= slow_call`` shrinks the limit; a healthy call
         lets it grow. Does nothing for a limiter without adaptive scopes.
         """
-        targets = self._adaptive_targets(scope)
-        if not targets:
-            return
-        now = self._monotonic()
-        reason = "error" if not ok else "slow_call"
-        self._steer(targets, lambda a: a.controller.record(a.state, now, ok, latency), reason)
+        index = None if scope is None else self._resolver.index(scope)
+        self._adaptive.record(ok, latency, index)
 
     def attach_breaker(
         self, breaker: CircuitBreaker, *, scope: str | None = None
@@ -1068,107 +502,14 @@ class RateLimiter:
         twice (for the same scope) does nothing more. Detaching lets the limit grow again
         unless another attached breaker still holds it.
         """
-        targets = self._adaptive_targets(scope)
-        if not targets:
-            raise ConfigError("scope", "attach_breaker needs an adaptive scope to steer")
-        steering = self._steering
-        mine = id(breaker)
-
-        def held_by_others(a: _Adaptive) -> bool:  # (steering lock held)
-            return any(
-                b is not breaker and b.state.value not in ("closed", "disabled")
-                for (_, index), (b, _) in tuple(steering.items())
-                if index == a.index
-            )
-
-        def moved(_breaker: CircuitBreaker, t: Transition) -> None:
-            from_rank = _BREAKER_RANK.get((t.from_state.value, _level(t.from_level)), 0)
-            to_rank = _BREAKER_RANK.get((t.to_state.value, _level(t.level)), 0)
-            with self._steering_lock:  # one steering decision at a time: none acts on a stale view
-                for a in attached:
-                    if steering.get((mine, a.index), (None, None))[1] is not detach:
-                        continue  # detached meanwhile
-                    to_state = t.to_state.value
-                    if to_state in ("closed", "disabled") and held_by_others(a):
-                        to_state = "half_open"  # another breaker still holds the limit
-                    self._breaker_moved((a,), to_state, to_rank > from_rank)
-
-        def detach() -> None:
-            with self._steering_lock:
-                if steering.get((mine, attached[0].index), (None, None))[1] is not detach:
-                    return  # already detached (or replaced by a later attachment)
-                for a in attached:
-                    del steering[(mine, a.index)]
-                unsubscribe()
-                for a in attached:
-                    if not held_by_others(a):  # nothing holds it any more: it may grow
-                        self._breaker_moved((a,), "closed", False)
-
-        with self._steering_lock:
-            attached = tuple(a for a in targets if (mine, a.index) not in steering)
-            if not attached:  # every scope is steered by this breaker already
-                return steering[(mine, targets[0].index)][1]
-            unsubscribe = breaker.subscribe(moved)
-            for a in attached:
-                steering[(mine, a.index)] = (breaker, detach)
-            state = breaker.state.value
-            if state not in ("closed", "disabled"):
-                self._breaker_moved(attached, state, True)
-        return detach
-
-    def _breaker_moved(self, targets: tuple[_Adaptive, ...], to_state: str, worse: bool) -> None:
-        now = self._monotonic()
-        reason = "breaker_open" if to_state in ("open", "forced_open") else "breaker_degraded"
-        self._steer(
-            targets, lambda a: a.controller.breaker_moved(a.state, now, to_state, worse), reason
-        )
-
-    def _adaptive_targets(self, scope: str | None) -> tuple[_Adaptive, ...]:
-        if scope is None:
-            return self._adaptive
-        i = self._scope_index(scope)
-        return tuple(a for a in self._adaptive if a.index == i)
-
-    def _steer(
-        self,
-        targets: tuple[_Adaptive, ...],
-        step: Callable[[_Adaptive], AdaptiveState],
-        reason: str,
-    ) -> None:
-        changes: list[tuple[str, float, float, str]] = []
-        with self._lock:
-            frame = self._frame
-            algorithms = list(frame.algorithms)
-            for a in targets:
-                old = a.state
-                new = step(a)
-                if new is old:
-                    continue
-                a.state = new
-                scope = self.scopes[a.index]
-                effective = max(a.controller.min_limit, math.floor(new.limit + EPSILON))
-                if effective != algorithms[a.index].limit:
-                    algorithms[a.index] = scope.build(effective)
-                if new.limit < old.limit:
-                    changes.append((scope.name, old.limit, new.limit, reason))
-                elif new.limit >= a.controller.max_limit > old.limit:
-                    changes.append((scope.name, old.limit, new.limit, "recovered"))
-            self._frame = Frame.of(frame.meta, tuple(algorithms))
-        if changes and events.enabled(EV_LIMIT):
-            for scope_name, old_limit, new_limit, why in changes:
-                events.emit(
-                    EV_LIMIT,
-                    {"limit": new_limit, "previous": old_limit},
-                    {"limiter": self.name, "scope": scope_name, "reason": why},
-                )
+        index = None if scope is None else self._resolver.index(scope)
+        return self._adaptive.attach(breaker, index)
 
     def current_limit(self, scope: str) -> float:
         """A scope's limit now (an adaptive one moves; the others are as configured)."""
-        i = self._scope_index(scope)
-        for a in self._adaptive:
-            if a.index == i:
-                return a.state.limit
-        return self._frame.algorithms[i].limit
+        index = self._resolver.index(scope)
+        limit = self._adaptive.limit(index)
+        return self._frame.algorithms[index].limit if limit is None else limit
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -1186,7 +527,7 @@ class RateLimiter:
         if not isinstance(store, GuardedBackend):  # memory: cannot fail
             return "ok"
         frame = self._frame
-        probe = self._prefix  # "namespace:name:": no scope's key (a scope's name is not empty)
+        probe = self._resolver.prefix  # "ns:name:", no scope's key (scope names are not empty)
         now = self.clock.time() if self._wall else self._monotonic()
         with contextlib.suppress(BackendError):  # fail_closed raises; the status says it
             store.check([probe], frame.algorithms[:1], now)
@@ -1200,8 +541,7 @@ class RateLimiter:
         admitted = stats.totals()[3]
         denied = tuple(count_of(c) for c in stats.denied)
         algorithms = {s.algorithm for s in self.scopes}
-        with self._lock:
-            waiting = len(self._waiting)
+        waiting = len(self._waiting)
         return RateLimiterSnapshot(
             name=self.name,
             namespace=self.namespace,
@@ -1244,41 +584,39 @@ class RateLimiter:
         return f"<RateLimiter {self.namespace}:{self.name} [{scopes}]>"
 
 
-def _details(
-    frame: Frame, keys: Sequence[str], states: Sequence[State | None], now: float, cost: float
-) -> Details:
-    """What a decision keeps to compute its numbers later (one key and state, unwrapped)."""
-    if frame.single:
-        return (frame, keys[0], states[0], now, cost)
-    return (frame, keys, states, now, cost)
+def _backend_of(backend: Backend | str | None, scopes: int) -> Backend:
+    """The backend given, made from its URL, or a new MemoryBackend."""
+    if isinstance(backend, str):
+        from ._from_url import backend_from_url
+
+        backend = backend_from_url(backend)
+    elif backend is not None and not callable(getattr(backend, "decide", None)):
+        raise ConfigError(
+            "backend",
+            "must be a backend (MemoryBackend, SQLiteBackend, RedisBackend) or its URL "
+            f"('memory', 'sqlite:///path', 'redis://host:port/db'), got {backend!r}",
+        )
+    if backend is None:
+        return MemoryBackend()
+    if isinstance(backend, MemoryBackend) and backend.max_keys < scopes:
+        # A request's own keys are never evicted: with fewer slots than scopes, one
+        # request of new ids would leave the dict over its cap.
+        raise ConfigError(
+            "backend.max_keys",
+            f"must be at least the number of scopes ({scopes}): one request holds "
+            f"a key per scope, got max_keys={backend.max_keys}",
+        )
+    return backend
 
 
-def _exceeded(d: Decision) -> RateLimitExceeded:
-    # An infinite wait (the cost is above the limit) is "not known when": None, per errors.py.
-    retry = d.retry_after if d.retry_after != _INF else None
-    return RateLimitExceeded(d.scope, key=d.key, limit=d.limit, retry_after=retry, decision=d)
-
-
-def _level(level: Any) -> str | None:
-    return None if level is None else str(level.value)
-
-
-def _check_cost(cost: object) -> None:
-    if (
-        isinstance(cost, bool)
-        or not isinstance(cost, int | float)
-        or not cost > 0
-        or not math.isfinite(cost)
-    ):
-        raise ConfigError("cost", f"must be a finite number > 0, got {cost!r}")
+def _first_frame(scopes: tuple[Scope, ...], resolver: KeyResolver) -> Frame:
+    """The scopes as decisions see them, at their configured limits."""
+    meta = tuple(
+        ScopeMeta(s.name, s.algorithm, s.window, offset)
+        for s, offset in zip(scopes, resolver.id_offsets, strict=True)
+    )
+    return Frame.of(meta, tuple(s.build() for s in scopes))
 
 
 def _deadline(started: float, timeout: float | None) -> float | None:
     return None if timeout is None else started + timeout
-
-
-def _check_timeout(timeout: object) -> None:
-    if timeout is None:
-        return
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-        raise ConfigError("timeout", f"must be a number >= 0 or None, got {timeout!r}")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .. import events
-from ..errors import ConfigError
+from .._validate import int_at_least
 from ._algorithms import Algorithm, State
 from ._backend import Outcome, TimeBase
 from ._unrolled import dict_decider
@@ -61,12 +61,13 @@ def _walk(states: dict[str, State]) -> Iterator[str | None]:
 
 
 class Lane(NamedTuple):
-    """The memory backend's state and lock, lent to a single-scope limiter's fast path.
+    """The memory backend's states and lock, lent to a limiter that decides in them itself.
 
-    The fast path does under ``acquire``/``release`` exactly what :meth:`MemoryBackend.decide`
-    does for one key: read the state, ``admit``, store the new state, and on a new key call
-    ``grew(now, (key,))``, then (unlocked) ``cap_reached()`` if that returned true. It saves a
-    call and two tuples on the hottest path; everything else goes through ``decide``.
+    The limiter (``_inmemory.py``) does under ``acquire``/``release`` exactly what
+    :meth:`MemoryBackend.decide` does: read the states, ``admit``, store the new states, and
+    when keys were added call ``grew(now, keys)``, then (unlocked) ``cap_reached()`` if that
+    returned true. It saves the backend call and its result tuples on every decision; refunds,
+    resets and everything else go through the backend's methods.
     """
 
     states: dict[str, State]
@@ -110,9 +111,7 @@ class MemoryBackend:
     )
 
     def __init__(self, *, max_keys: int = 1_000_000) -> None:
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
-            raise ConfigError("max_keys", f"must be an integer >= 1, got {max_keys!r}")
-        self.max_keys = max_keys
+        self.max_keys = int_at_least("max_keys", max_keys, 1)
         self._states: dict[str, State] = {}
         self._lock = threading.Lock()
         self._acquire = self._lock.acquire
@@ -166,7 +165,7 @@ class MemoryBackend:
         return True, olds, now
 
     def lane(self) -> Lane:
-        """What a single-scope limiter's fast path needs to decide in place (see ``Lane``)."""
+        """What a limiter needs to decide in this backend's dict itself (see ``Lane``)."""
         return Lane(self._states, self._acquire, self._release, self._grew, self._cap_reached)
 
     async def decide_async(

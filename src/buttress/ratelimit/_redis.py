@@ -24,16 +24,17 @@ loop when built from a URL). A failure of Redis (connection, timeout, script err
 from __future__ import annotations
 
 import asyncio
-import math
 import struct
 import weakref
 from collections.abc import AsyncGenerator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
+from .._validate import positive
 from ..errors import BackendError, ConfigError
-from ._algorithms import Algorithm, FixedWindow, SlidingWindow, State, TokenBucket
+from ._algorithms import Algorithm, State
 from ._backend import Outcome, TimeBase
+from ._registry import ALGORITHMS, REGISTRY
 
 if TYPE_CHECKING:
     import redis
@@ -47,7 +48,7 @@ AsyncClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.RedisCluster"
 
 # What the scripts call each algorithm, and how a request and a reply are packed (see
 # lua/common.lua).
-_CODES: dict[type, int] = {TokenBucket: ord("t"), FixedWindow: ord("f"), SlidingWindow: ord("s")}
+_CODES: dict[object, int] = {spec.kind: ord(spec.code) for spec in REGISTRY.values()}
 _HEAD = struct.Struct("<dBBdd")  # cost, commit, caller's time given, that time, TTL slack (ms)
 _SCOPE = struct.Struct("<Bdd")  # algorithm letter, two parameters
 _REPLY = struct.Struct("<Bd")  # allowed, now
@@ -148,9 +149,7 @@ class RedisBackend:
             ) from exc
         if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
             raise ConfigError("prefix", f"must be a string without braces, got {prefix!r}")
-        number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
-        if not number or not 0 < timeout < math.inf:
-            raise ConfigError("timeout", f"must be a finite number of seconds > 0, got {timeout!r}")
+        positive("timeout", timeout)
         if time_source not in ("server", "caller"):
             raise ConfigError("time_source", f"must be 'server' or 'caller', got {time_source!r}")
         # What a failure of Redis looks like (redis-py is imported only when a backend is made).
@@ -269,8 +268,8 @@ class RedisBackend:
             if code is None:
                 raise ConfigError(
                     "algorithm",
-                    "RedisBackend runs token_bucket, fixed_window, sliding_window and adaptive "
-                    f"scopes, not {type(algorithm).__name__}",
+                    f"RedisBackend runs the scopes of {', '.join(ALGORITHMS)}, "
+                    f"not {type(algorithm).__name__}",
                 )
             packed = _SCOPE.pack(code, *algorithm.params())
             if len(self._params) > 4096:  # adaptive limits make new objects; keep it bounded

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
 
+from .._validate import at_least, positive
 from ..errors import ConfigError
-from ._algorithms import AdaptiveLimit, Algorithm, FixedWindow, SlidingWindow, TokenBucket
+from ._adaptive import AdaptiveLimit
+from ._algorithms import Algorithm
+from ._registry import ALGORITHMS, REGISTRY, AlgorithmName
 
-__all__ = ["ALGORITHMS", "SHARED_SCOPE", "AlgorithmName", "Scope", "check_name"]
-
-AlgorithmName: TypeAlias = Literal["token_bucket", "fixed_window", "sliding_window", "adaptive"]
-ALGORITHMS: tuple[AlgorithmName, ...] = (
-    "token_bucket",
-    "fixed_window",
-    "sliding_window",
-    "adaptive",
-)
+__all__ = ["SHARED_SCOPE", "Scope", "check_name", "check_scopes"]
 
 SHARED_SCOPE = "global"
 """A scope of this name is shared by every caller unless it says otherwise (``by=``)."""
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _ADAPTIVE_ONLY = ("min_limit", "max_limit", "increase", "slow_call")
+_WITH_BURST = " and ".join(name for name, spec in REGISTRY.items() if spec.burst)
+_ADAPTIVE = " and ".join(f"algorithm={name!r}" for name, spec in REGISTRY.items() if spec.adaptive)
 
 
 def check_name(path: str, value: object) -> str:
@@ -34,14 +30,6 @@ def check_name(path: str, value: object) -> str:
             path, f"must be a non-empty string of letters, digits, '_', '.' or '-', got {value!r}"
         )
     return value
-
-
-def _number(path: str, value: object, *, low: float = 0.0, strict: bool = True) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= low if strict else value < low):  # type: ignore[operator]
-        rel = ">" if strict else ">="
-        raise ConfigError(path, f"must be a finite number {rel} {low:g}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,34 +71,33 @@ class Scope:
 
     def __post_init__(self) -> None:
         name = check_name("name", self.name)
-        _number(f"{name}.limit", self.limit)
-        _number(f"{name}.window", self.window)
-        if self.algorithm not in ALGORITHMS:
+        positive(f"{name}.limit", self.limit)
+        positive(f"{name}.window", self.window)
+        spec = REGISTRY.get(self.algorithm)
+        if spec is None:
             raise ConfigError(
                 f"{name}.algorithm",
                 f"must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}",
             )
         if self.burst is not None:
-            if self.algorithm not in ("token_bucket", "adaptive"):
+            if not spec.burst:
                 raise ConfigError(
-                    f"{name}.burst", f"applies to token_bucket and adaptive, not {self.algorithm}"
+                    f"{name}.burst", f"applies to {_WITH_BURST}, not {self.algorithm}"
                 )
-            _number(f"{name}.burst", self.burst)
+            positive(f"{name}.burst", self.burst)
         if self.by == "":
             object.__setattr__(self, "by", None if name == SHARED_SCOPE else name)
         elif self.by is not None:
             check_name(f"{name}.by", self.by)
-        if self.algorithm != "adaptive":
+        if not spec.adaptive:
             for field_name in _ADAPTIVE_ONLY:
                 if getattr(self, field_name) is not None:
-                    raise ConfigError(
-                        f"{name}.{field_name}", "applies to algorithm='adaptive' only"
-                    )
+                    raise ConfigError(f"{name}.{field_name}", f"applies to {_ADAPTIVE} only")
             return
         max_limit = self.limit if self.max_limit is None else self.max_limit
         min_limit = max(1.0, self.limit / 10.0) if self.min_limit is None else self.min_limit
-        _number(f"{name}.max_limit", max_limit)
-        _number(f"{name}.min_limit", min_limit, low=1.0, strict=False)
+        positive(f"{name}.max_limit", max_limit)
+        at_least(f"{name}.min_limit", min_limit, 1.0)
         if not min_limit <= self.limit <= max_limit:
             raise ConfigError(
                 f"{name}.limit",
@@ -120,15 +107,20 @@ class Scope:
         if self.increase is None:
             increase = max(1.0, (max_limit - min_limit) / 10.0)
         else:
-            increase = _number(f"{name}.increase", self.increase)
+            increase = positive(f"{name}.increase", self.increase)
         if not (isinstance(self.decrease, int | float) and 0.0 < self.decrease < 1.0):
             raise ConfigError(f"{name}.decrease", f"must be in (0, 1), got {self.decrease!r}")
-        _number(f"{name}.cooldown", self.cooldown, strict=False)
+        at_least(f"{name}.cooldown", self.cooldown, 0.0)
         if self.slow_call is not None:
-            _number(f"{name}.slow_call", self.slow_call)
+            positive(f"{name}.slow_call", self.slow_call)
         object.__setattr__(self, "min_limit", min_limit)
         object.__setattr__(self, "max_limit", max_limit)
         object.__setattr__(self, "increase", increase)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether this scope's limit moves with feedback (see ``RateLimiter.record``)."""
+        return REGISTRY[self.algorithm].adaptive
 
     @property
     def shared(self) -> bool:
@@ -137,15 +129,14 @@ class Scope:
 
     def build(self, limit: float | None = None) -> Algorithm:
         """The algorithm object for this scope (at ``limit`` for an adaptive one)."""
-        if self.algorithm == "fixed_window":
-            return FixedWindow(self.limit, self.window)
-        if self.algorithm == "sliding_window":
-            return SlidingWindow(self.limit, self.window)
-        if self.algorithm == "token_bucket":
-            return TokenBucket(self.limit, self.window, self.burst)
+        spec = REGISTRY[self.algorithm]
+        if not spec.burst:
+            return spec.kind(self.limit, self.window)
+        if not spec.adaptive:
+            return spec.kind(self.limit, self.window, self.burst)
         current = self.limit if limit is None else limit
         burst = None if self.burst is None else self.burst * current / self.limit
-        return TokenBucket(current, self.window, burst)
+        return spec.kind(current, self.window, burst)
 
     def controller(self) -> AdaptiveLimit:
         """The AIMD controller of an adaptive scope."""
@@ -160,3 +151,23 @@ class Scope:
             cooldown=float(self.cooldown),
             slow_call=self.slow_call,
         )
+
+
+def check_scopes(scopes: Sequence[Scope] | Scope) -> tuple[Scope, ...]:
+    """A limiter's scopes: at least one, each a Scope, no two of one name."""
+    scopes = (scopes,) if isinstance(scopes, Scope) else tuple(scopes)
+    if not scopes:
+        raise ConfigError("scopes", "a rate limiter needs at least one Scope")
+    seen: set[str] = set()
+    for i, scope in enumerate(scopes):
+        if not isinstance(scope, Scope):
+            raise ConfigError(f"scopes[{i}]", f"must be a Scope, got {scope!r}")
+        if scope.name in seen:
+            raise ConfigError(
+                f"scopes[{i}].name",
+                f"duplicate scope name {scope.name!r}; give each limit its own name and "
+                f"share the id with by= (e.g. Scope({scope.name + '_hourly'!r}, ..., "
+                f"by={scope.by!r}))",
+            )
+        seen.add(scope.name)
+    return scopes

@@ -1,15 +1,17 @@
 /* The fast paths of RateLimiter.try_acquire in memory, compiled.
  *
- * FastPath does, step for step, what the closures of RateLimiter._solo_path (one identified
- * scope, keyed by a str id) and RateLimiter._multi_path (several scopes, keyed by a dict
- * context) do; those closures are the reference, and run wherever this module is not built or
+ * The reference is src/buttress/ratelimit/_inmemory.py: FastPath does, step for step, what
+ * the closures of InMemory._keyed_by_id (one identified scope, keyed by a str id) and
+ * InMemory._keyed_by_context (several scopes, keyed by a dict context) do, followed by
+ * Recorder.conclude (_stats.py); those run wherever this module is not built or
  * BUTTRESS_NO_EXTENSIONS is set. Under the memory backend's lock: read every scope's state,
  * admit each in turn, and only if all admit store every new state (the hierarchical rule of
- * admit_all); then build a lazy Decision. A call it cannot take as is (another key type, a
- * cost other than 1, an id that is not a str, callers queued) goes to the general method.
+ * admit_all); then build a lazy Decision, count it and announce it (a refusal through
+ * Recorder.refused). A call it cannot take as is (another key type, a cost other than 1, an id
+ * that is not a str, callers queued) goes to the general method.
  * A token bucket's admit (GCRA) is done here with the same float operations in the same order
  * as TokenBucket.admit; other algorithms call their Python admit.
- * tests/test_ratelimit_speedups.py runs the compiled and the Python paths side by side.
+ * tests/ratelimit/test_speedups.py runs the compiled and the Python paths side by side.
  *
  * Why C at all: a thread-safe decision in CPython costs about 400 ns of interpreter work
  * before it decides anything (a call, a lock, a clock read, a dict, a result object); here

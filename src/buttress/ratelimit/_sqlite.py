@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import os
 import sqlite3
 import struct
@@ -44,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._validate import positive
 from ..errors import BackendError, ConfigError
 from ._algorithms import Algorithm, State, admit_all
 from ._backend import Outcome, TimeBase
@@ -212,9 +212,7 @@ class SQLiteBackend:
             raise ConfigError("path", f"must be a file path, got {path!r}")
         if str(path) == ":memory:":
             raise ConfigError("path", IN_MEMORY)
-        number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
-        if not number or not 0 < timeout < math.inf:
-            raise ConfigError("timeout", f"must be a finite number of seconds > 0, got {timeout!r}")
+        positive("timeout", timeout)
         if not isinstance(table, str) or not table.isidentifier():
             raise ConfigError("table", f"must be a plain identifier, got {table!r}")
         if table.lower().startswith("sqlite_"):

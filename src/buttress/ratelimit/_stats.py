@@ -1,10 +1,12 @@
 """A limiter's numbers for the health report: counts, and decisions made within budget.
 
-The hot path only bumps :func:`itertools.count` counters (one C call each, atomic under the
-GIL, no lock). Windowed figures come from *marks*: at most once per tenth of ``window`` the
-limiter records the running totals with their time (:meth:`Counters.mark`), and a figure
-"over the last window" is the running total now minus the one at the oldest mark still inside
-the window (so the window is exact to a tenth of its length).
+Every decision a limiter returns is made, counted and announced by one step,
+:meth:`Recorder.conclude`, whichever path decided it. The hot path only bumps
+:func:`itertools.count` counters (one C call each, atomic under the GIL, no lock). Windowed
+figures come from *marks*: at most once per tenth of ``window`` the limiter records the running
+totals with their time (:meth:`Counters.mark`), and a figure "over the last window" is the
+running total now minus the one at the oldest mark still inside the window (so the window is
+exact to a tenth of its length).
 """
 
 from __future__ import annotations
@@ -12,12 +14,29 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .. import events
 from .._counting import count_of
+from ._decision import Decision, Details
 
-__all__ = ["Counters", "RateLimiterSnapshot", "ScopeSnapshot", "count_of"]
+__all__ = [
+    "EV_ALLOWED",
+    "EV_DENIED",
+    "Counters",
+    "RateLimiterSnapshot",
+    "Recorder",
+    "ScopeSnapshot",
+    "count_of",
+]
+
+EV_ALLOWED = ("buttress", "rate_limiter", "allowed")
+EV_DENIED = ("buttress", "rate_limiter", "denied")
+_enabled = events.enabled
+_attached = events.attached  # empty when no handler listens: one cheap test first
+_new = object.__new__
 
 MARKS_PER_WINDOW = 10
 
@@ -78,6 +97,88 @@ class Counters:
                     rating = 1.0 if measured <= 0 else max(0.0, 1.0 - (slow - s0) / measured)
                     return decisions - d0, rating
         return 0, 1.0
+
+
+class Recorder:
+    """Makes each decision a limiter returns, and keeps the books on it.
+
+    :meth:`conclude` builds the lazy :class:`~._decision.Decision`, counts it (admitted, or
+    denied by the refusing scope), measures the latency of one decision in ``measure_every``
+    against the budget, emits its event, and first records the totals when a mark is due.
+    """
+
+    __slots__ = (
+        "_admitted",
+        "_denied",
+        "_limiter",
+        "_monotonic",
+        "_namespace",
+        "_one_scope",
+        "_unmeasured_bits",
+        "next_mark",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        stats: Counters,
+        monotonic: Callable[[], float],
+        *,
+        limiter: str,
+        namespace: str,
+        measure_every: int,
+    ) -> None:
+        self.stats = stats
+        self._admitted = stats.admitted
+        self._denied = stats.denied
+        self._one_scope = len(stats.denied) == 1
+        self._monotonic = monotonic
+        self._limiter = limiter
+        self._namespace = namespace
+        # A count is measured when these bits of it are all 0: one in measure_every (a power
+        # of 2), counted apart for admissions and for each scope's refusals.
+        self._unmeasured_bits = measure_every - 1
+        self.next_mark = monotonic()  # when the statistics next record their totals
+
+    def conclude(self, allowed: bool, details: Details, started: float, cost: float) -> Decision:
+        """The decision on ``details``; ``started`` is when deciding began (monotonic clock)."""
+        if started >= self.next_mark:
+            # Before counting: a mark holds the totals from before its time.
+            self.next_mark = self.stats.mark(started)
+        # lazy_decision's steps, without its call: every decision comes this way.
+        decision: Decision = _new(Decision)
+        decision._details = details
+        decision._resolved = None
+        if not allowed:
+            return self.refused(decision, started, cost)
+        decision.allowed = True
+        if not next(self._admitted) & self._unmeasured_bits:
+            self.stats.measure(self._monotonic() - started)
+        if _attached and _enabled(EV_ALLOWED):
+            self.emit(EV_ALLOWED, decision, cost)
+        return decision
+
+    def refused(self, decision: Decision, started: float, cost: float) -> Decision:
+        """Count and announce a refusal (``decision`` has its details; the compiled fast path
+        builds it and calls this)."""
+        decision.allowed = False
+        if not next(self._denied[0 if self._one_scope else decision.index]) & self._unmeasured_bits:
+            self.stats.measure(self._monotonic() - started)
+        if _attached and _enabled(EV_DENIED):
+            self.emit(EV_DENIED, decision, cost)
+        return decision
+
+    def emit(self, name: tuple[str, ...], d: Decision, cost: float) -> None:
+        events.emit(
+            name,
+            {"cost": cost, "remaining": d.remaining, "retry_after": d.retry_after},
+            {
+                "limiter": self._limiter,
+                "namespace": self._namespace,
+                "scope": d.scope,
+                "key": d.key,
+            },
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ admit). On CPython 3.11 its ``for`` loop costs more than the three ``admit`` cal
 (about 0.2 µs per scope for the iteration, tuple unpacking and appends), and the memory backend
 runs it for every multi-scope decision. So the memory path runs a copy generated from one
 template with the loop unrolled: the same reads, ``admit`` calls and writes, in the same order.
-tests/test_ratelimit_unrolled.py checks every generated size against ``admit_all``.
+tests/ratelimit/test_unrolled.py checks every generated size against ``admit_all``.
 """
 
 from __future__ import annotations
@@ -67,42 +67,3 @@ def dict_decider(n: int) -> DictDecider:
     exec(compile(_source(n), f"<buttress dict_decider({n})>", "exec"), namespace)
     decide_in: DictDecider = namespace["decide_in"]
     return decide_in
-
-
-KeysReader = Callable[[Callable[[str], Any]], list[str] | None]
-"""``(get) -> storage keys``, or ``None`` when some id is not simply a str (the caller's
-general path then resolves it, or says what is wrong)."""
-
-
-def keys_reader(templates: Sequence[tuple[str, str | None, str]]) -> KeysReader:
-    """The storage keys of a context, for one limiter's scope templates, without a loop.
-
-    Each template is ``(prefix, id name, fallback id name)`` (``("ns:api:user:", "user",
-    "user_id")``) or ``(key, None, "")`` for a shared scope. Ids are read as the limiter's
-    ``_keys`` reads them: the name, else the ``_id`` name.
-
-    >>> read = keys_reader([("a:user:", "user", "user_id"), ("a:global", None, "")])
-    >>> read({"user_id": "u1"}.get), read({"user": 7}.get)
-    (['a:user:u1', 'a:global'], None)
-    """
-    namespace: dict[str, Any] = {}
-    lines = ["def keys_of(get):"]
-    parts = []
-    for i, (prefix, by, by_id) in enumerate(templates):
-        namespace[f"P{i}"] = prefix
-        if by is None:
-            parts.append(f"P{i}")
-            continue
-        namespace[f"B{i}"], namespace[f"I{i}"] = by, by_id
-        lines += [
-            f"    v{i} = get(B{i})",
-            f"    if v{i} is None:",
-            f"        v{i} = get(I{i})",
-            f"    if v{i}.__class__ is not str:",
-            "        return None",
-        ]
-        parts.append(f"P{i} + v{i}")
-    lines.append(f"    return [{', '.join(parts)}]")
-    exec(compile("\n".join(lines) + "\n", "<buttress keys_reader>", "exec"), namespace)
-    keys_of: KeysReader = namespace["keys_of"]
-    return keys_of

@@ -15,10 +15,14 @@ so a waiter held up by a long limit of its own (a user's hourly quota) does not 
 shared scopes' queues meanwhile. Each waiter waits only for earlier ones: the earliest is never
 held up by the queues, so every waiter gets its turn and nothing deadlocks.
 
-Queues are per limiter and guarded by the limiter's lock; sync waiters (threads) and async
-waiters (tasks) share them. A head free to ask sleeps until its expected room on the limiter's
-clock (``clock.sleep`` / ``clock.asleep``), so a :class:`~buttress.ManualClock` makes waiting
-instant in tests; the others wait on an event or a future until they become a head.
+Queues are per limiter and guarded by their lock; sync waiters (threads) and async waiters
+(tasks) share them. A head free to ask sleeps until its expected room on the limiter's clock
+(``clock.sleep`` / ``clock.asleep``), so a :class:`~buttress.ManualClock` makes waiting instant
+in tests; the others wait on an event or a future until they become a head.
+
+The waiting itself is written once, as a generator (:meth:`WaitQueues.plan`) that yields what
+to do next (decide, sleep, wait for its turn) and receives decisions; ``acquire`` and
+``acquire_async`` are two small drivers that do it with blocking or awaiting calls.
 """
 
 from __future__ import annotations
@@ -27,10 +31,21 @@ import asyncio
 import bisect
 import contextlib
 import itertools
+import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
+from typing import TypeAlias
 
-__all__ = ["WaitQueues", "Waiter"]
+from ..errors import RateLimitExceeded
+from ._algorithms import EPSILON
+from ._decision import Decision, Frame, exceeded
+
+__all__ = ["DECIDE", "SLEEP", "TURN", "Step", "WaitQueues", "Waiter"]
+
+# What the waiting plan asks its driver to do: decide (and send the decision back), sleep for
+# the given seconds, or wait (at most the given seconds, None: no bound) until the waiter is woken.
+DECIDE, SLEEP, TURN = 0, 1, 2
+Step: TypeAlias = tuple[int, "Waiter | None", float | None]
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -52,7 +67,7 @@ class Waiter:
         self._future: asyncio.Future[None] | None = None
 
     def arm(self) -> None:
-        """Prepare for one wait (limiter lock held), so a wake that follows is never lost."""
+        """Prepare for one wait (queues' lock held), so a wake that follows is never lost."""
         if self._event is not None:
             self._event.clear()
         else:
@@ -60,7 +75,7 @@ class Waiter:
             self._future = self._loop.create_future()
 
     def wake(self) -> None:
-        """Let the waiter try again (limiter lock held). Safe from any thread."""
+        """Let the waiter try again (queues' lock held). Safe from any thread."""
         if self._event is not None:
             self._event.set()
             return
@@ -86,13 +101,103 @@ class Waiter:
 
 
 class WaitQueues:
-    """The queues of one limiter, keyed by storage key; callers hold the limiter's lock."""
+    """The queues of one limiter, keyed by storage key.
 
-    __slots__ = ("_seq", "queues")
+    ``queues`` may be read without the lock (an empty dict: nobody waits); everything else
+    happens under ``lock``, which is never held over I/O or a wait.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_frame", "_monotonic", "_seq", "lock", "queues")
+
+    def __init__(self, monotonic: Callable[[], float], frame: Callable[[], Frame]) -> None:
         self.queues: dict[str, list[Waiter]] = {}
+        self.lock = threading.Lock()
         self._seq = itertools.count()
+        self._monotonic = monotonic  # the limiter's clock
+        self._frame = frame  # the limiter's scopes as they stand now
+
+    def plan(
+        self,
+        keys: Sequence[str],
+        deadline: float | None,
+        loop: asyncio.AbstractEventLoop | None,
+        first: Decision,
+    ) -> Generator[Step, Decision | None, Decision]:
+        """The waiting logic, for both drivers: yields steps, receives decisions.
+
+        ``first`` is the refusal that started the wait; ``deadline`` is on the monotonic clock.
+        A refused waiter queues on the key of the scope that refused it for longest; it asks
+        again only when no earlier waiter is queued on any of its keys: after sleeping for its
+        ``retry_after``, or at once when woken because its turn came.
+        """
+        now = self._monotonic
+        waiter = self.new_waiter(loop)
+        last: Decision = first
+        decision: Decision | None = first
+        try:
+            while True:
+                if decision is None:
+                    with self.lock:
+                        held = self.held_up(waiter, keys)
+                        if held:
+                            waiter.arm()
+                    if held:
+                        left = None if deadline is None else deadline - now()
+                        if left is not None and left <= 0.0:
+                            raise self._timed_out(keys, waiter, last)
+                        yield (TURN, waiter, left)
+                        continue
+                    decision = yield (DECIDE, None, None)
+                    assert decision is not None
+                if decision.allowed:
+                    return decision
+                last, decision = decision, None
+                wait = last.retry_after
+                if wait == math.inf or (deadline is not None and now() + wait > deadline + EPSILON):
+                    raise exceeded(last)
+                with self.lock:
+                    self.join(waiter, keys[last.index])
+                    waiter.ready_at = now() + wait
+                    held = self.held_up(waiter, keys)
+                if not held:
+                    yield (SLEEP, None, wait)
+        finally:
+            with self.lock:
+                self.leave(waiter)
+
+    def _timed_out(self, keys: Sequence[str], waiter: Waiter, last: Decision) -> RateLimitExceeded:
+        """A waiter behind others ran out of time: name the scope it queued for."""
+        queue_key = waiter.queue_key
+        with self.lock:
+            queue = self.queues.get(queue_key) if queue_key is not None else None
+            ready_at = queue[0].ready_at if queue else None
+        index = keys.index(queue_key) if queue_key in keys else last.index
+        retry = last.retry_after
+        if ready_at is not None:
+            retry = max(retry, ready_at - self._monotonic())
+        limit = self._frame().algorithms[index].limit
+        return exceeded(last, scope=index, limit=limit, retry_after=retry)
+
+    def ahead(self, keys: Sequence[str], cost: float) -> tuple[tuple[int, float], ...] | None:
+        """``(scope index, wait)`` for each of ``keys`` with callers queued on it, else None:
+        why a request that found them must wait its turn (``try_acquire`` refuses it).
+
+        Each wait is at least its queue's head's own, and never less than one unit's worth of
+        time in that scope.
+        """
+        with self.lock:
+            heads = self.heads(keys)
+        if not heads:
+            return None
+        now = self._monotonic()
+        algorithms = self._frame().algorithms
+        forced = []
+        for index, head in heads:
+            algorithm = algorithms[index]
+            ready_at = head.ready_at
+            wait = ready_at - now if ready_at is not None else 0.0
+            forced.append((index, max(wait, algorithm.window / algorithm.limit * cost)))
+        return tuple(forced)
 
     def new_waiter(self, loop: asyncio.AbstractEventLoop | None) -> Waiter:
         return Waiter(next(self._seq), loop)
@@ -147,7 +252,8 @@ class WaitQueues:
             queue[0].wake()
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self.queues.values())
+        with self.lock:
+            return sum(len(q) for q in self.queues.values())
 
 
 def _seq_of(waiter: Waiter) -> int:

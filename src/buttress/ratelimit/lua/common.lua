@@ -14,10 +14,11 @@
 --                    then one "<Bdd" per key: its algorithm's letter and two parameters
 --   the reply        one string: "<Bd" allowed (1 or 0), now; then per key the state read
 --                    before deciding, as "<B" n (0: none) and n doubles
--- Algorithms (as Algorithm.params() gives their two parameters):
---   "t"  token bucket (GCRA): interval (seconds per unit of cost), tolerance (burst * interval)
---   "f"  fixed window: limit, window (seconds)
---   "s"  sliding window (two-window counter): limit, window (seconds)
+-- Algorithms, by their letter in ratelimit/_registry.py (a test holds this table to it), with
+-- the two parameters Algorithm.params() gives:
+--   "t"  token_bucket (GCRA): interval (seconds per unit of cost), tolerance (burst * interval)
+--   "f"  fixed_window: limit, window (seconds)
+--   "s"  sliding_window (two-window counter): limit, window (seconds)
 
 local EPSILON = 1e-9
 

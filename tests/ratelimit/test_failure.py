@@ -1,8 +1,7 @@
 """The failure policy: what a limiter does while its backend is down, and how it recovers.
 
 A backend that fails on demand (a memory backend behind a switch) and a ``ManualClock`` drive
-every case; the real outages (a killed and a paused redis-server) are in
-``test_ratelimit_outage.py``.
+every case; the real outages (a killed and a paused redis-server) are in ``test_outage.py``.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ratelimit_backends import hammer_threads
 
 import buttress as bt
 from buttress.ratelimit import FixedWindow, TokenBucket
 from buttress.ratelimit._sqlite import _INHERITED, PURGE_BATCH, PURGE_EVERY
-from ratelimit_backends import hammer_threads
 
 
 def three_scopes(backend: bt.SQLiteBackend, clock: bt.ManualClock, **kw: object) -> bt.RateLimiter:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import ratelimit_backends as rb
 
 pytestmark = pytest.mark.slow

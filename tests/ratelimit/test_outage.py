@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+from ratelimit_backends import RedisServer
 
 import buttress as bt
 from buttress.health import build_report
-from ratelimit_backends import RedisServer
 
 T = TypeVar("T")
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ratelimit_backends import close_backend, make_backend, unique_prefix
 
 import buttress as bt
 from buttress.ratelimit import Algorithm, FixedWindow, SlidingWindow, State, TokenBucket
-from ratelimit_backends import close_backend, make_backend, unique_prefix
 
 T0 = 1_767_225_600.125  # a wall-clock-sized time: float precision as in production
 STEPS = (0.0, 0.0, 0.001, 0.01, 0.1, 0.25, 1 / 3, 0.5, 0.75, 1.0, 1.5, 2.7, 10.0)

@@ -21,14 +21,14 @@ from hypothesis import strategies as st
 
 import buttress as bt
 from buttress import events
-from buttress.ratelimit import FixedWindow, _limiter
+from buttress.ratelimit import FixedWindow, _inmemory
 
 try:
     from buttress.ratelimit import _speedups
 except ImportError:  # pragma: no cover - only where the C file did not compile
     _speedups = None  # type: ignore[assignment]
 
-if _speedups is None or _limiter._FastPath is None:
+if _speedups is None or _inmemory._FastPath is None:
     reason = (
         "the compiled fast path is off (BUTTRESS_NO_EXTENSIONS is set)"
         if os.environ.get("BUTTRESS_NO_EXTENSIONS")
@@ -48,7 +48,7 @@ def pair(
     clock = bt.ManualClock(100.0)
     compiled = make(clock)
     with monkeypatch.context() as m:
-        m.setattr(_limiter, "_FastPath", None)
+        m.setattr(_inmemory, "_FastPath", None)
         pure = make(clock)
     assert type(compiled.try_acquire) is _speedups.FastPath
     assert type(pure.try_acquire) is not _speedups.FastPath
@@ -329,7 +329,7 @@ def test_threads_on_the_compiled_path_admit_exactly_the_allowance() -> None:
 
 
 def test_limiters_beyond_what_it_takes_keep_the_python_path() -> None:
-    assert _limiter._MAX_SCOPES == _speedups.MAX_SCOPES
+    assert _inmemory._MAX_SCOPES == _speedups.MAX_SCOPES
     many = [bt.Scope(f"s{i}", 5, 1.0, by=None) for i in range(_speedups.MAX_SCOPES + 1)]
     rl = bt.RateLimiter(many)
     assert type(rl.try_acquire) is not _speedups.FastPath

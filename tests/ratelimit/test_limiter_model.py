@@ -14,9 +14,9 @@ from typing import Any
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from ratelimit_reference import Reference, RefFixedWindow, RefSlidingWindow, RefTokenBucket
 
 import buttress as bt
-from ratelimit_reference import Reference, RefFixedWindow, RefSlidingWindow, RefTokenBucket
 
 F = Fraction
 TICK = 64

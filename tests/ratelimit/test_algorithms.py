@@ -8,6 +8,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ratelimit_reference import RefFixedWindow, RefSlidingWindow, RefTokenBucket
 
 from buttress.ratelimit import (
     AdaptiveLimit,
@@ -19,7 +20,6 @@ from buttress.ratelimit import (
     admit_all,
     decide_all,
 )
-from ratelimit_reference import RefFixedWindow, RefSlidingWindow, RefTokenBucket
 
 F = Fraction
 TICK = 64  # times and windows are multiples of 1/64 s: exact in binary floating point

@@ -81,7 +81,7 @@ def test_unrolled_keys_match_the_general_path(context: dict[str, object]) -> Non
     limiter = bt.RateLimiter(
         scopes=[bt.Scope("user", 5, 1.0), bt.Scope("org", 5, 1.0), bt.Scope("global", 5, 1.0)]
     )
-    fast = limiter._keys_of(context.get)
+    fast = limiter._resolver.read(context.get)
     try:
         general = limiter._keys(types.MappingProxyType(context))
     except bt.ConfigError:

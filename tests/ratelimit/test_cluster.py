@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio
+from ratelimit_backends import RedisClusterOfOurOwn, hammer_threads, unique_prefix
 from redis.crc import key_slot
 
 import buttress as bt
 from buttress.ratelimit._redis import redis_key
-from ratelimit_backends import RedisClusterOfOurOwn, hammer_threads, unique_prefix
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 
 Every test uses its own key prefix on the shared server (never FLUSHALL). Outages, the one
 round trip per decision and script reloading run on a private redis-server, in
-``test_ratelimit_outage.py``.
+``test_outage.py``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from ratelimit_backends import unique_prefix, wait_until
 from redis.crc import key_slot
 
 import buttress as bt
 from buttress.ratelimit import TokenBucket
 from buttress.ratelimit._redis import redis_key
-from ratelimit_backends import unique_prefix, wait_until
 
 
 @pytest.fixture

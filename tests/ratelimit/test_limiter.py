@@ -55,6 +55,16 @@ def test_bad_scope_settings_name_the_setting(kwargs: dict[str, object], path: st
     assert info.value.path == path
 
 
+@pytest.mark.parametrize("setting", ["latency_budget", "stats_window"])
+@pytest.mark.parametrize("value", [0, -1.0, math.inf, math.nan, True, "1"])
+def test_a_latency_budget_and_a_stats_window_are_finite_and_positive(
+    clock: bt.ManualClock, setting: str, value: object
+) -> None:
+    with pytest.raises(bt.ConfigError, match="finite number > 0") as info:
+        limiter(clock, bt.Scope("user", 5, 1.0), **{setting: value})
+    assert info.value.path == setting
+
+
 def test_bad_limiter_settings_name_the_setting(clock: bt.ManualClock) -> None:
     user = bt.Scope("user", 10, 1.0)
     with pytest.raises(bt.ConfigError, match="at least one Scope"):
@@ -184,12 +194,69 @@ def test_a_cost_above_the_limit_never_fits(clock: bt.ManualClock) -> None:
     assert clock.monotonic() == 0.0  # did not wait for what can never come
 
 
+@pytest.mark.parametrize("timeout", [0.0, 100.0, None])
+def test_a_cost_above_the_limit_raises_with_no_retry_time(
+    clock: bt.ManualClock, timeout: float | None
+) -> None:
+    rl = limiter(clock, bt.Scope("user", 5, 1.0))
+
+    @rl.limit(key="u1", cost=10, timeout=timeout)
+    def handle() -> None:
+        raise AssertionError("refused calls never run")
+
+    for call in (handle, lambda: rl.acquire("u1", cost=10, timeout=timeout)):
+        with pytest.raises(bt.RateLimitExceeded) as info:
+            call()
+        assert info.value.retry_after is None  # never, rather than "in inf seconds"
+        assert "inf" not in str(info.value)
+        assert info.value.scope == "user"
+        assert info.value.decision is not None
+        assert info.value.decision.retry_after == math.inf
+
+
+async def test_a_cost_above_the_limit_raises_with_no_retry_time_async(
+    clock: bt.ManualClock,
+) -> None:
+    rl = limiter(clock, bt.Scope("user", 5, 1.0))
+
+    @rl.limit(key="u1", cost=10)
+    async def handle() -> None:
+        raise AssertionError("refused calls never run")
+
+    with pytest.raises(bt.RateLimitExceeded) as info:
+        await handle()
+    assert info.value.retry_after is None
+    assert "inf" not in str(info.value)
+    with pytest.raises(bt.RateLimitExceeded) as info:
+        await rl.acquire_async("u1", cost=10, timeout=100)
+    assert info.value.retry_after is None
+    assert "inf" not in str(info.value)
+
+
 @pytest.mark.parametrize("cost", [0, -1, math.nan, math.inf, True, "1"])
 def test_bad_costs_are_refused(clock: bt.ManualClock, cost: object) -> None:
     rl = limiter(clock, bt.Scope("user", 5, 1.0))
     with pytest.raises(bt.ConfigError) as info:
         rl.try_acquire("u1", cost)  # type: ignore[arg-type]
     assert info.value.path == "cost"
+
+
+@pytest.mark.parametrize("timeout", [-1, math.nan, True, "1"])
+def test_bad_timeouts_are_refused(clock: bt.ManualClock, timeout: object) -> None:
+    rl = limiter(clock, bt.Scope("user", 5, 1.0))
+    with pytest.raises(bt.ConfigError) as info:
+        rl.acquire("u1", timeout=timeout)  # type: ignore[arg-type]
+    assert info.value.path == "timeout"
+    with pytest.raises(bt.ConfigError) as info:
+        rl.limit(timeout=timeout)  # type: ignore[arg-type]
+    assert info.value.path == "timeout"
+
+
+def test_an_infinite_timeout_is_no_deadline(clock: bt.ManualClock) -> None:
+    rl = limiter(clock, bt.Scope("user", 1, 10.0))
+    assert rl.acquire("u1", timeout=math.inf)
+    assert rl.acquire("u1", timeout=math.inf)  # waits its turn, as with timeout=None
+    assert clock.monotonic() == pytest.approx(10.0)
 
 
 def test_fractional_costs(clock: bt.ManualClock) -> None:
