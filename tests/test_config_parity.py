@@ -1,7 +1,8 @@
 """Each setting of a configuration file means what its component's own config says.
 
 The components' config records are the truth: ``BreakerConfig``, ``PoolConfig``,
-``PolicyConfig`` (with ``MemoryManager``'s own arguments), ``Scope`` and ``FaultSettings``.
+``PolicyConfig`` (with ``MemoryManager``'s own arguments), ``Scope``, ``FaultSettings`` and the
+rate limiter's own settings.
 ``buttress.config`` restates their fields as pydantic models, so a file gets typed errors at
 the right path. For each (settings model, component) pair, field by field: the same names (the
 deliberate exceptions listed below with their reasons), equal defaults, and the same answer,
@@ -30,7 +31,7 @@ from buttress.memory._policy import PolicyConfig
 from buttress.memory._probe import SOURCES
 from buttress.pool import PoolConfig
 from buttress.pool._config import HEALTH_CHECKS, STRATEGIES
-from buttress.ratelimit import Scope
+from buttress.ratelimit import RateLimiter, Scope
 from buttress.ratelimit._scope import ALGORITHMS
 
 BELOW_ONE = math.nextafter(1.0, 0.0)
@@ -52,9 +53,11 @@ class Pair:
     renamed: Mapping[str, str] = field(default_factory=dict)
     # In both, with defaults (and so meanings of "unset") that differ on purpose: name -> why.
     other_default: Mapping[str, str] = field(default_factory=dict)
-    # Values both sides need (required fields), and the component's that the file defaults.
+    # Values both sides need (required fields), the component's that the file defaults, and the
+    # file's that the component takes in another form.
     required: Mapping[str, Any] = field(default_factory=dict)
     component_required: Mapping[str, Any] = field(default_factory=dict)
+    settings_required: Mapping[str, Any] = field(default_factory=dict)
     # Fields bound by a rule with another setting: that setting's value while the field is
     # probed, chosen so the rule between them does not decide (both sides check it alike).
     partners: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -177,7 +180,32 @@ FAULTS = Pair(
     component_only={"exception": "a type or factory: code only"},
 )
 
-PAIRS = [BREAKER, POOL, MEMORY_POLICY, MEMORY_MANAGER, SCOPE, FAULTS]
+SCOPES_IN_A_FILE = "how a file gives the limiter its scopes (made into Scope objects)"
+LIMITER = Pair(
+    "rate limiter",
+    c.LimiterSettings,
+    RateLimiter,
+    settings_only={
+        "scopes": SCOPES_IN_A_FILE,
+        "algorithm": SCOPES_IN_A_FILE,
+        "limit": SCOPES_IN_A_FILE,
+        "window": SCOPES_IN_A_FILE,
+        "burst": SCOPES_IN_A_FILE,
+        "hierarchical": SCOPES_IN_A_FILE,
+    },
+    component_only={
+        "namespace": "Infrastructure's namespace",
+        "name": "the limiter's table name",
+        "clock": "code only",
+        "stats_window": "code only",
+        "backend_retry_interval": "code only",
+    },
+    other_default={"failure_policy": "unset: rate_limiting.failure_policy, itself fail_open"},
+    settings_required={"limit": 10},
+    component_required={"scopes": [Scope("api", 10, 60.0)]},
+)
+
+PAIRS = [BREAKER, POOL, MEMORY_POLICY, MEMORY_MANAGER, SCOPE, FAULTS, LIMITER]
 
 REQUIRED: Any = object()  # a parameter without a default
 
@@ -317,7 +345,7 @@ def component_answer(pair: Pair, values: Mapping[str, Any]) -> str:
 
 def settings_answer(pair: Pair, values: Mapping[str, Any]) -> str:
     try:
-        pair.settings.model_validate({**pair.required, **values})
+        pair.settings.model_validate({**pair.required, **pair.settings_required, **values})
     except ValidationError:
         return "refuses"
     return "accepts"
@@ -345,6 +373,8 @@ def test_the_same_bounds(pair: Pair, name: str) -> None:
 # Every other shared setting, none of them a number: a new setting must be probed or listed.
 NOT_NUMBERS = {
     "algorithm",
+    "backend",
+    "failure_policy",
     "by",
     "health_check_strategy",
     "ignore",

@@ -257,7 +257,7 @@ class LimiterSettings(_Section):
         return None if value is None else _check_backend_url(value)
 
     failure_policy: Literal["fail_open", "fail_closed"] | None = None
-    latency_budget: Annotated[float, Field(gt=0.0, strict=True)] = 0.005  # RateLimiter takes inf
+    latency_budget: Positive = 0.005
 
     @model_validator(mode="after")
     def _has_scopes(self) -> LimiterSettings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -371,9 +372,10 @@ def test_bad_policy_settings_name_the_setting() -> None:
     with pytest.raises(bt.ConfigError) as info:
         bt.RateLimiter(scope, failure_policy="open")  # type: ignore[arg-type]
     assert info.value.path == "failure_policy"
-    with pytest.raises(bt.ConfigError) as info:
-        bt.RateLimiter(scope, backend_retry_interval=-1)
-    assert info.value.path == "backend_retry_interval"
+    for bad in (-1, math.inf, math.nan, True, "1"):  # inf: a down backend never tried again
+        with pytest.raises(bt.ConfigError) as info:
+            bt.RateLimiter(scope, backend_retry_interval=bad)  # type: ignore[arg-type]
+        assert info.value.path == "backend_retry_interval"
 
 
 def test_memory_limiters_report_a_healthy_backend(clock: bt.ManualClock) -> None:

@@ -294,7 +294,7 @@ def build_route(
     limiter_name = pick("limiter", s.limiter if s else True, config.rate_limiting.limiters)
     limiter = limiters.get(limiter_name) if limiter_name else None
     pool_name = pick("pool", s.pool if s else True, config.connection_pools)
-    adaptive = limiter is not None and any(sc.algorithm == "adaptive" for sc in limiter.scopes)
+    adaptive = limiter is not None and any(sc.adaptive for sc in limiter.scopes)
     if adaptive and breaker is not None and limiter is not None:
         limiter.attach_breaker(breaker)
     if s is None and breaker is None and limiter is None and pool_name is None:

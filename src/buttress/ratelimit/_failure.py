@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal, TypeAlias
 
 from .. import events
+from .._validate import in_interval
 from ..errors import BackendError, ConfigError
 from ._algorithms import Algorithm
 from ._backend import Backend, Outcome, TimeBase
@@ -53,14 +54,9 @@ class BackendHealth:
             raise ConfigError(
                 "failure_policy", f"must be 'fail_open' or 'fail_closed', got {policy!r}"
             )
-        number = isinstance(retry_interval, int | float) and not isinstance(retry_interval, bool)
-        if not number or not retry_interval >= 0:
-            raise ConfigError(
-                "backend_retry_interval",
-                f"must be a number of seconds >= 0, got {retry_interval!r}",
-            )
         self.policy: FailurePolicy = policy
-        self.retry_interval = float(retry_interval)
+        # Finite: a backend that is down must be tried again some time.
+        self.retry_interval = in_interval("backend_retry_interval", retry_interval, "[0, inf)")
         self.down = False
         self.down_since = 0.0
         self.retry_at = 0.0
