@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import pkgutil
 import types
+from pathlib import Path
 
 import buttress
 
@@ -46,3 +50,200 @@ def test_error_tree() -> None:
     err = buttress.RateLimitExceeded("org", key="o1", limit=100, retry_after=1.5)
     assert (err.scope, err.key, err.limit, err.retry_after) == ("org", "o1", 100, 1.5)
     assert "org" in str(err) and "1.500" in str(err)
+
+
+# The names an application writes: changing this list changes the public API.
+PUBLIC = [
+    "AsyncConnectionPool",
+    "AsyncLease",
+    "AsyncScheduler",
+    "BackendError",
+    "BreakerConfig",
+    "BreakerSnapshot",
+    "BreakerState",
+    "ButtressError",
+    "Chaos",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "Clock",
+    "ComponentCheck",
+    "Config",
+    "ConfigError",
+    "ConnectionPool",
+    "Decision",
+    "DegradationLevel",
+    "Experiment",
+    "FaultInjector",
+    "FaultSettings",
+    "HealthReport",
+    "Infrastructure",
+    "InfrastructureClosedError",
+    "InjectedFault",
+    "Lease",
+    "LoadShedError",
+    "ManualClock",
+    "MemoryBackend",
+    "MemoryLevel",
+    "MemoryManager",
+    "MemoryReading",
+    "MemorySample",
+    "MemorySnapshot",
+    "Permit",
+    "PoolClosedError",
+    "PoolConfig",
+    "PoolStats",
+    "PoolTimeoutError",
+    "Protection",
+    "Psi",
+    "RateLimitExceeded",
+    "RateLimiter",
+    "RateLimiterSnapshot",
+    "RedisBackend",
+    "RejectedError",
+    "ResourceSpec",
+    "SQLiteBackend",
+    "Scheduler",
+    "Scope",
+    "ScopeSnapshot",
+    "ScopeStatus",
+    "ServiceLayers",
+    "ServiceSnapshot",
+    "SystemClock",
+    "SystemProbe",
+    "Transition",
+    "__version__",
+    "events",
+    "health_asgi_app",
+    "health_wsgi_app",
+    "http",
+    "load_config",
+]
+
+# The rate limiter's extension points: what a backend of one's own is made of.
+RATELIMIT = [
+    "ALGORITHMS",
+    "FAILURE_POLICIES",
+    "Algorithm",
+    "Backend",
+    "FailurePolicy",
+    "FixedWindow",
+    "Key",
+    "MemoryBackendStats",
+    "Outcome",
+    "SlidingWindow",
+    "State",
+    "TimeBase",
+    "TokenBucket",
+    "Verdict",
+    "admit_all",
+    "backend_from_url",
+    "decide_all",
+]
+
+# Every module importable without an underscore in its name: each is documented.
+PUBLIC_MODULES = {
+    "buttress",
+    "buttress.events",
+    "buttress.exporters",
+    "buttress.exporters.otel",
+    "buttress.exporters.prometheus",
+    "buttress.http",
+    "buttress.ratelimit",
+    "buttress.testing",
+    "buttress.testing.pytest_plugin",
+}
+
+SRC = Path(buttress.__file__).parent
+
+
+def test_the_public_names_are_pinned() -> None:
+    assert buttress.__all__ == PUBLIC
+
+
+def test_the_extension_points_are_pinned() -> None:
+    import buttress.ratelimit
+
+    assert buttress.ratelimit.__all__ == RATELIMIT
+    for name in RATELIMIT:
+        assert hasattr(buttress.ratelimit, name), name
+    # (pytest's assertion rewriting adds "@py_..." names to every module of a plugin's package)
+    public = {n for n in vars(buttress.ratelimit) if not n.startswith(("_", "@"))}
+    assert public - set(RATELIMIT) == set()
+
+
+def test_only_the_documented_modules_are_public() -> None:
+    found = {"buttress"}
+    for info in pkgutil.walk_packages(buttress.__path__, "buttress."):
+        parts = info.name.split(".")[1:]
+        if not any(p.startswith("_") for p in parts):
+            found.add(info.name)
+    assert found == PUBLIC_MODULES
+
+
+def _package_of(module: str) -> str:
+    """The package a module of buttress belongs to: ``buttress._breaker`` for its modules,
+    the module itself for a top-level one."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def _modules() -> list[tuple[str, ast.Module]]:
+    out = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        name = ".".join(rel.parts)
+        if name.endswith(".__init__"):
+            name = name[: -len(".__init__")]
+        out.append((name, ast.parse(path.read_text(), str(path))))
+    return out
+
+
+def _absolute(importer: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = importer.split(".")
+    base = base if is_package else base[:-1]
+    base = base[: len(base) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def test_no_private_name_crosses_a_package() -> None:
+    """A name with a leading underscore is its package's own: no other package imports it,
+    nor reads it off a module it imported (``events._by_name``)."""
+    crossings: list[str] = []
+    for name, tree in _modules():
+        is_package = (SRC.parent / name.replace(".", "/") / "__init__.py").exists()
+        home = _package_of(name)
+        imported_modules: dict[str, str] = {}  # local name -> module, for modules imported
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            source = _absolute(name, is_package, node)
+            for alias in node.names:
+                target = f"{source}.{alias.name}"
+                if _is_module(target):
+                    imported_modules[alias.asname or alias.name] = target
+                if _package_of(source) == home or not source.startswith("buttress"):
+                    continue
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    crossings.append(f"{name}: from {source} import {alias.name}")
+        crossings.extend(
+            f"{name}: {node.value.id}.{node.attr}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in imported_modules
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and _package_of(imported_modules[node.value.id]) != home
+        )
+    assert crossings == []
+
+
+def _is_module(name: str) -> bool:
+    if not name.startswith("buttress"):
+        return False
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a name inside a module, not a module
+        return False

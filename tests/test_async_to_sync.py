@@ -94,7 +94,7 @@ def test_typing_forms_take_their_sync_shape() -> None:
 
 
 def test_a_module_with_nothing_async_comes_out_byte_for_byte() -> None:
-    source = (ROOT / "src/buttress/pool/_config.py").read_text()
+    source = (ROOT / "src/buttress/_pool/_config.py").read_text()
     assert tool.convert(source, tool.NAMES).text == source
 
 

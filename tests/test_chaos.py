@@ -19,7 +19,7 @@ from buttress import (
     InjectedFault,
     ManualClock,
 )
-from buttress.chaos import _chaos, _faults
+from buttress._chaos import _chaos, _faults
 from conftest import EventLog
 
 CALLS = 10_000

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from buttress._cli import main
 from buttress._demo import run_demo
-from buttress.cli import main
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "buttress.toml"
 

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 import buttress as bt
-from buttress import config as c
+from buttress import _config as c
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "buttress.toml"
 

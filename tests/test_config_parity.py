@@ -3,7 +3,7 @@
 The components' config records are the truth: ``BreakerConfig``, ``PoolConfig``,
 ``PolicyConfig`` (with ``MemoryManager``'s own arguments), ``Scope``, ``FaultSettings`` and the
 rate limiter's own settings.
-``buttress.config`` restates their fields as pydantic models, so a file gets typed errors at
+``buttress._config`` restates their fields as pydantic models, so a file gets typed errors at
 the right path. For each (settings model, component) pair, field by field: the same names (the
 deliberate exceptions listed below with their reasons), equal defaults, and the same answer,
 accept or refuse, for every value probed at and around the bounds of every numeric field.
@@ -22,16 +22,16 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from buttress import config as c
-from buttress.breaker import BreakerConfig, DegradationLevel
-from buttress.chaos import FaultSettings
-from buttress.errors import ConfigError
-from buttress.memory import MemoryManager
-from buttress.memory._policy import PolicyConfig
-from buttress.memory._probe import SOURCES
-from buttress.pool import PoolConfig
-from buttress.pool._config import HEALTH_CHECKS, STRATEGIES
-from buttress.ratelimit import RateLimiter, Scope
+from buttress import RateLimiter, Scope
+from buttress import _config as c
+from buttress._breaker import BreakerConfig, DegradationLevel
+from buttress._chaos import FaultSettings
+from buttress._errors import ConfigError
+from buttress._memory import MemoryManager
+from buttress._memory._policy import PolicyConfig
+from buttress._memory._probe import SOURCES
+from buttress._pool import PoolConfig
+from buttress._pool._config import HEALTH_CHECKS, STRATEGIES
 from buttress.ratelimit._scope import ALGORITHMS
 
 BELOW_ONE = math.nextafter(1.0, 0.0)

@@ -28,9 +28,9 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 import buttress as bt
+from buttress._memory import MemoryReading, Psi
 from buttress.exporters.otel import instrument_infrastructure
 from buttress.exporters.prometheus import InfrastructureCollector, register_prometheus
-from buttress.memory import MemoryReading, Psi
 
 USER_A, USER_B, USER_C, USER_D = "user-4711", "user-4712", "user-4713", "user-4714"
 ORG_A, ORG_B = "org-0815", "org-0816"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import buttress as bt
-from buttress.memory import MemoryReading
+from buttress._memory import MemoryReading
 
 CTX = {"user_id": "u1", "org_id": "o1"}
 

@@ -9,7 +9,7 @@ import pytest
 import buttress as bt
 from buttress._concurrency import is_async_callable
 from buttress._histogram import Histogram
-from buttress.instrument import ServiceMetrics
+from buttress._instrument import ServiceMetrics
 
 
 def test_sampled_latencies_are_weighted_like_the_calls_they_stand_for() -> None:

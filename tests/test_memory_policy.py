@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from buttress import ConfigError, MemoryLevel
-from buttress.memory import _policy
-from buttress.memory._policy import PolicyConfig, PressurePolicy
+from buttress._memory import _policy
+from buttress._memory._policy import PolicyConfig, PressurePolicy
 
 N, W, C = MemoryLevel.NORMAL, MemoryLevel.WARNING, MemoryLevel.CRITICAL
 

@@ -187,15 +187,15 @@ PROTECT_NAMES: dict[str, str] = {
 }
 
 PAIRS: list[Pair] = [
-    Pair("src/buttress/pool/_pool_async.py", "src/buttress/pool/_pool.py", prose=POOL_PROSE),
+    Pair("src/buttress/_pool/_pool_async.py", "src/buttress/_pool/_pool.py", prose=POOL_PROSE),
     Pair(
-        "src/buttress/breaker/_calls_async.py",
-        "src/buttress/breaker/_calls.py",
+        "src/buttress/_breaker/_calls_async.py",
+        "src/buttress/_breaker/_calls.py",
         names=BREAKER_NAMES,
     ),
     Pair(
-        "src/buttress/infrastructure/_protect_async.py",
-        "src/buttress/infrastructure/_protect.py",
+        "src/buttress/_infrastructure/_protect_async.py",
+        "src/buttress/_infrastructure/_protect.py",
         names=PROTECT_NAMES,
     ),
     Pair("tests/pool/test_pool_async.py", "tests/pool/test_pool_sync.py"),

@@ -1,14 +1,17 @@
 """buttress: the infrastructure layer for Python services.
 
 Circuit breakers with gradual degradation, rate limiters, connection pools, memory pressure,
-chaos, health and telemetry, for threads and asyncio alike. Everything public is listed in
-``__all__``; every other module is private.
+chaos, health and telemetry, for threads and asyncio alike.
+
+What an application writes is here, in ``__all__``. Besides this package, these modules are
+public: :mod:`buttress.events` (the telemetry bus), :mod:`buttress.http` (rate-limit headers),
+:mod:`buttress.ratelimit` (the rate limiter's extension points: backends of your own),
+:mod:`buttress.testing` (test support and the pytest plugin) and :mod:`buttress.exporters`
+(Prometheus and OpenTelemetry). Every module whose name starts with an underscore is private.
 """
 
 from . import events, http
-from ._clock import Clock, ManualClock, SystemClock
-from ._scheduler import AsyncScheduler, Scheduler
-from .breaker import (
+from ._breaker import (
     BreakerConfig,
     BreakerSnapshot,
     BreakerState,
@@ -17,9 +20,10 @@ from .breaker import (
     Permit,
     Transition,
 )
-from .chaos import Chaos, Experiment, FaultInjector, FaultSettings
-from .config import Config, load_config
-from .errors import (
+from ._chaos import Chaos, Experiment, FaultInjector, FaultSettings
+from ._clock import Clock, ManualClock, SystemClock
+from ._config import Config, load_config
+from ._errors import (
     BackendError,
     ButtressError,
     CircuitOpenError,
@@ -32,10 +36,10 @@ from .errors import (
     RateLimitExceeded,
     RejectedError,
 )
-from .health import ComponentCheck, HealthReport, health_asgi_app, health_wsgi_app
-from .infrastructure import Infrastructure, Protection, ResourceSpec
-from .instrument import ServiceSnapshot
-from .memory import (
+from ._health import ComponentCheck, HealthReport, health_asgi_app, health_wsgi_app
+from ._infrastructure import Infrastructure, Protection, ResourceSpec, ServiceLayers
+from ._instrument import ServiceSnapshot
+from ._memory import (
     MemoryLevel,
     MemoryManager,
     MemoryReading,
@@ -44,7 +48,7 @@ from .memory import (
     Psi,
     SystemProbe,
 )
-from .pool import (
+from ._pool import (
     AsyncConnectionPool,
     AsyncLease,
     ConnectionPool,
@@ -52,16 +56,14 @@ from .pool import (
     PoolConfig,
     PoolStats,
 )
-from .ratelimit import (
-    Decision,
-    MemoryBackend,
-    RateLimiter,
-    RateLimiterSnapshot,
-    RedisBackend,
-    Scope,
-    ScopeStatus,
-    SQLiteBackend,
-)
+from ._scheduler import AsyncScheduler, Scheduler
+from .ratelimit._decision import Decision, ScopeStatus
+from .ratelimit._limiter import RateLimiter
+from .ratelimit._memory import MemoryBackend
+from .ratelimit._redis import RedisBackend
+from .ratelimit._scope import Scope
+from .ratelimit._sqlite import SQLiteBackend
+from .ratelimit._stats import RateLimiterSnapshot, ScopeSnapshot
 
 __version__ = "0.1.0.dev0"
 
@@ -116,7 +118,9 @@ __all__ = [
     "SQLiteBackend",
     "Scheduler",
     "Scope",
+    "ScopeSnapshot",
     "ScopeStatus",
+    "ServiceLayers",
     "ServiceSnapshot",
     "SystemClock",
     "SystemProbe",

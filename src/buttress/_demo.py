@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .breaker import BreakerState, CircuitBreaker, Transition
-from .errors import CircuitOpenError, LoadShedError, PoolTimeoutError, RateLimitExceeded
-from .infrastructure import Infrastructure
-from .memory import MemoryReading
+from ._breaker import BreakerState, CircuitBreaker, Transition
+from ._errors import CircuitOpenError, LoadShedError, PoolTimeoutError, RateLimitExceeded
+from ._infrastructure import Infrastructure
+from ._memory import MemoryReading
 from .testing import load_test
 
 OPS_PER_USER = 1_000  # in the load test

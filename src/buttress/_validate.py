@@ -11,23 +11,24 @@ import math
 import re
 from fractions import Fraction
 
-from .errors import ConfigError
+from ._errors import ConfigError
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """Whether ``value`` is an int or a float (``True`` is an int to Python, not a number here)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def positive(path: str, value: float) -> float:
     """A finite number of seconds (or other quantity) above zero."""
-    if not _is_number(value) or not 0 < value < math.inf:
+    if not is_number(value) or not 0 < value < math.inf:
         raise ConfigError(path, f"must be a finite number > 0, got {value!r}")
     return float(value)
 
 
 def fraction(path: str, value: float) -> float:
     """A share in [0, 1]."""
-    if not _is_number(value) or not 0.0 <= value <= 1.0:
+    if not is_number(value) or not 0.0 <= value <= 1.0:
         raise ConfigError(path, f"must be in [0, 1], got {value!r}")
     return float(value)
 
@@ -41,7 +42,7 @@ def int_at_least(path: str, value: int, low: int) -> int:
 
 def is_finite(value: object) -> bool:
     """Whether ``value`` is a number (never a bool) that is neither infinite nor NaN."""
-    return _is_number(value) and math.isfinite(value)  # type: ignore[arg-type]
+    return is_number(value) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 def in_interval(path: str, value: float, interval: str) -> float:
@@ -53,7 +54,7 @@ def in_interval(path: str, value: float, interval: str) -> float:
     """
     low, high, low_open, high_open = _parse_interval(interval)
     ok = (
-        _is_number(value)
+        is_number(value)
         and (low < value if low_open else low <= value)
         and (value < high if high_open else value <= high)
     )
@@ -95,6 +96,6 @@ def at_least(path: str, value: float, low: float) -> float:
 def timeout_or_none(path: str, value: float | None) -> float | None:
     """How long a caller may wait, in seconds: a number >= 0, or ``None`` for no bound (which
     ``inf`` means too: a deadline that never comes)."""
-    if value is not None and (not _is_number(value) or not value >= 0):
+    if value is not None and (not is_number(value) or not value >= 0):
         raise ConfigError(path, f"must be a number >= 0 or None, got {value!r}")
     return value

@@ -12,8 +12,8 @@ import random
 import pytest
 
 from buttress import BreakerConfig, BreakerState, DegradationLevel
-from buttress.breaker import BreakerMachine
-from buttress.breaker._machine import Admitted, Refused
+from buttress._breaker import BreakerMachine
+from buttress._breaker._machine import Admitted, Refused
 
 S = BreakerState
 L = DegradationLevel

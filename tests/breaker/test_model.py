@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 )
 
 import buttress as bt
-from buttress.breaker import BreakerConfig
+from buttress._breaker import BreakerConfig
 
 
 class Boom(Exception):

@@ -17,8 +17,8 @@ from hypothesis.stateful import (
 )
 
 from buttress import PoolClosedError, PoolConfig, PoolTimeoutError
-from buttress.pool._config import STRATEGIES
-from buttress.pool._state import (
+from buttress._pool._config import STRATEGIES
+from buttress._pool._state import (
     CHECKED_IN,
     CHECKING,
     CLOSED,

@@ -11,8 +11,6 @@ from hypothesis import strategies as st
 from ratelimit_reference import RefFixedWindow, RefSlidingWindow, RefTokenBucket
 
 from buttress.ratelimit import (
-    AdaptiveLimit,
-    AdaptiveState,
     FixedWindow,
     SlidingWindow,
     State,
@@ -20,6 +18,7 @@ from buttress.ratelimit import (
     admit_all,
     decide_all,
 )
+from buttress.ratelimit._adaptive import AdaptiveLimit, AdaptiveState
 
 F = Fraction
 TICK = 64  # times and windows are multiples of 1/64 s: exact in binary floating point

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import buttress as bt
-from buttress.health import build_report
+from buttress._health import build_report
 from buttress.ratelimit import Algorithm, Outcome, TimeBase
 
 EV_DOWN = ("buttress", "rate_limiter", "backend_down")

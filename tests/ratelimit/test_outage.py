@@ -19,7 +19,7 @@ import redis
 from ratelimit_backends import RedisServer
 
 import buttress as bt
-from buttress.health import build_report
+from buttress._health import build_report
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ from typing import get_args
 import pytest
 
 import buttress as bt
-from buttress import config
+from buttress import _config as config
 from buttress.ratelimit._registry import ALGORITHMS, REGISTRY, AlgorithmName
 
 COMMON_LUA = resources.files("buttress.ratelimit").joinpath("lua/common.lua").read_text()

@@ -14,19 +14,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..breaker import BreakerState
-from ..breaker._states import level_rank
-from ..errors import ConfigError
-from ..memory import MemoryLevel
+from .._breaker import BreakerState
+from .._breaker._states import level_rank
+from .._errors import ConfigError
+from .._memory import MemoryLevel
 
 if TYPE_CHECKING:
-    from ..breaker import BreakerSnapshot
-    from ..chaos._chaos import ChaosSnapshot
-    from ..infrastructure import Infrastructure
-    from ..instrument import ServiceSnapshot
-    from ..memory import MemorySnapshot
-    from ..pool import PoolStats
-    from ..ratelimit import RateLimiterSnapshot
+    from .._breaker import BreakerSnapshot
+    from .._chaos._chaos import ChaosSnapshot
+    from .._infrastructure import Infrastructure
+    from .._instrument import ServiceSnapshot
+    from .._memory import MemorySnapshot
+    from .._pool import PoolStats
+    from ..ratelimit._stats import RateLimiterSnapshot
 
 __all__ = ["METRICS", "MetricDef", "Published", "Sample", "Summary", "gather", "gather_all"]
 

@@ -29,11 +29,11 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 from .. import __version__, events
-from ..errors import ConfigError
+from .._errors import ConfigError
 from ._metrics import METRICS, MetricDef, Published, Summary, gather
 
 if TYPE_CHECKING:
-    from ..infrastructure import Infrastructure
+    from .._infrastructure import Infrastructure
 
 __all__ = ["InfrastructureMetrics", "instrument_infrastructure"]
 

@@ -33,11 +33,11 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
         "buttress.exporters.prometheus needs prometheus_client: pip install 'buttress[prometheus]'"
     ) from exc
 
-from ..errors import ConfigError
+from .._errors import ConfigError
 from ._metrics import METRICS, MetricDef, Published, Sample, Summary, gather_all
 
 if TYPE_CHECKING:
-    from ..infrastructure import Infrastructure
+    from .._infrastructure import Infrastructure
 
 __all__ = ["InfrastructureCollector", "register_prometheus"]
 

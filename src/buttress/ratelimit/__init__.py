@@ -1,6 +1,20 @@
-"""Rate limiting: pure algorithm cores (``_algorithms.py``), backends, and the limiter shell."""
+"""The rate limiter's extension points: what a backend of your own is made of.
 
-from ._adaptive import AdaptiveLimit, AdaptiveState
+The limiter itself (:class:`buttress.RateLimiter`, :class:`buttress.Scope`, the backends
+:class:`buttress.MemoryBackend`, :class:`buttress.SQLiteBackend` and
+:class:`buttress.RedisBackend`) is in ``buttress``. This module holds the rest, for those who
+store limits elsewhere (see ``docs/rate-limiting.md``, "Backends"):
+
+* :class:`Backend`: the protocol a backend implements (``decide``, ``refund``, ``reset``, ...),
+  with :data:`Outcome` (what ``decide`` returns) and :data:`TimeBase`;
+* the algorithms a backend is handed, pure and stateless (:class:`Algorithm`, with
+  :class:`TokenBucket`, :class:`FixedWindow`, :class:`SlidingWindow`), their :data:`State` and
+  :class:`Verdict`, and :func:`decide_all` / :func:`admit_all`, which decide every scope of a
+  request all or nothing, for a backend that keeps states in a process of its own;
+* :func:`backend_from_url` (``"memory"``, ``"sqlite:///path"``, ``"redis://host/0"``),
+  :data:`ALGORITHMS`, :data:`FailurePolicy` and :data:`Key` (what identifies a request).
+"""
+
 from ._algorithms import (
     Algorithm,
     FixedWindow,
@@ -12,39 +26,22 @@ from ._algorithms import (
     decide_all,
 )
 from ._backend import Backend, Outcome, TimeBase
-from ._decision import Decision, ScopeStatus
 from ._failure import FAILURE_POLICIES, FailurePolicy
 from ._from_url import backend_from_url
 from ._keys import Key
-from ._limiter import RateLimiter
-from ._memory import MemoryBackend, MemoryBackendStats
-from ._redis import RedisBackend
+from ._memory import MemoryBackendStats
 from ._registry import ALGORITHMS
-from ._scope import Scope
-from ._sqlite import SQLiteBackend
-from ._stats import RateLimiterSnapshot, ScopeSnapshot
 
 __all__ = [
     "ALGORITHMS",
     "FAILURE_POLICIES",
-    "AdaptiveLimit",
-    "AdaptiveState",
     "Algorithm",
     "Backend",
-    "Decision",
     "FailurePolicy",
     "FixedWindow",
     "Key",
-    "MemoryBackend",
     "MemoryBackendStats",
     "Outcome",
-    "RateLimiter",
-    "RateLimiterSnapshot",
-    "RedisBackend",
-    "SQLiteBackend",
-    "Scope",
-    "ScopeSnapshot",
-    "ScopeStatus",
     "SlidingWindow",
     "State",
     "TimeBase",

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import events
-from ..breaker._states import PASSING, REFUSING, BreakerState, rank
-from ..errors import ConfigError
+from .._breaker._states import PASSING, REFUSING, BreakerState, rank
+from .._errors import ConfigError
 from ._algorithms import EPSILON
 from ._decision import Frame
 
 if TYPE_CHECKING:
-    from ..breaker import CircuitBreaker, Transition
+    from .._breaker import CircuitBreaker, Transition
     from ._scope import Scope
 
 __all__ = ["EV_LIMIT", "AdaptiveLimit", "AdaptiveScopes", "AdaptiveState"]

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from ..errors import RateLimitExceeded
+from .._errors import RateLimitExceeded
 from ._algorithms import Algorithm, State, Verdict, decide_all
 from ._unrolled import DictDecider, dict_decider
 

@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 from typing import Literal, TypeAlias
 
 from .. import events
+from .._errors import BackendError, ConfigError
 from .._validate import in_interval
-from ..errors import BackendError, ConfigError
 from ._algorithms import Algorithm
 from ._backend import Backend, Outcome, TimeBase
 

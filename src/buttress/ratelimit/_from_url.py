@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..errors import ConfigError
+from .._errors import ConfigError
 from ._backend import Backend
 from ._memory import MemoryBackend
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ..errors import ConfigError
+from .._errors import ConfigError
 
 if TYPE_CHECKING:
     from ._scope import Scope

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
+from .._errors import BackendError, ConfigError
 from .._validate import positive, timeout_or_none
-from ..errors import BackendError, ConfigError
 from ._adaptive import AdaptiveScopes
 from ._algorithms import Algorithm, State
 from ._backend import Backend
@@ -35,7 +35,7 @@ from ._stats import Counters, RateLimiterSnapshot, Recorder, ScopeSnapshot, coun
 from ._waiting import DECIDE, SLEEP, WaitQueues
 
 if TYPE_CHECKING:
-    from ..breaker import CircuitBreaker
+    from .._breaker import CircuitBreaker
 
 __all__ = ["RateLimiter"]
 

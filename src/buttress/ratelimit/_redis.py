@@ -30,8 +30,8 @@ from collections.abc import AsyncGenerator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
+from .._errors import BackendError, ConfigError
 from .._validate import positive
-from ..errors import BackendError, ConfigError
 from ._algorithms import Algorithm, State
 from ._backend import Outcome, TimeBase
 from ._registry import ALGORITHMS, REGISTRY

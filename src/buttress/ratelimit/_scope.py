@@ -6,8 +6,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .._errors import ConfigError
 from .._validate import at_least, positive
-from ..errors import ConfigError
 from ._adaptive import AdaptiveLimit
 from ._algorithms import Algorithm
 from ._registry import ALGORITHMS, REGISTRY, AlgorithmName

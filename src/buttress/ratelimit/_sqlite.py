@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._errors import BackendError, ConfigError
 from .._validate import positive
-from ..errors import BackendError, ConfigError
 from ._algorithms import Algorithm, State, admit_all
 from ._backend import Outcome, TimeBase
 from ._from_url import IN_MEMORY  # SQLite's ":memory:" is a database per connection (thread)

@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Generator, Sequence
 from typing import TypeAlias
 
-from ..errors import RateLimitExceeded
+from .._errors import RateLimitExceeded
 from ._algorithms import EPSILON
 from ._decision import Decision, Frame, exceeded
 

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from ..config import Config
-from ..infrastructure import Infrastructure
+from .._config import Config
+from .._infrastructure import Infrastructure
 
 __all__ = ["isolated_infrastructure", "isolated_infrastructure_async"]
 

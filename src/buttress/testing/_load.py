@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from .._concurrency import is_async_callable
+from .._errors import ConfigError, LoadShedError, RejectedError
 from .._histogram import Histogram
+from .._infrastructure import Infrastructure
 from .._validate import int_at_least, positive
-from ..errors import ConfigError, LoadShedError, RejectedError
-from ..infrastructure import Infrastructure
 
 __all__ = ["LoadTestResult", "default_context", "load_test", "load_test_async"]
 

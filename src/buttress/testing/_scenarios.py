@@ -28,16 +28,16 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from ..breaker import BreakerState, CircuitBreaker, Transition
-from ..errors import (
+from .._breaker import BreakerState, CircuitBreaker, Transition
+from .._errors import (
     ConfigError,
     InfrastructureClosedError,
     InjectedFault,
     PoolTimeoutError,
     RejectedError,
 )
-from ..infrastructure import Infrastructure
-from ..memory import MemoryReading
+from .._infrastructure import Infrastructure
+from .._memory import MemoryReading
 
 __all__ = ["SCENARIOS", "ScenarioFault", "ScenarioResult", "simulate_failures"]
 

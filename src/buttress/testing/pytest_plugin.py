@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from .._clock import ManualClock
-from ..infrastructure import Infrastructure
+from .._infrastructure import Infrastructure
 from ._isolation import isolated_infrastructure
 from ._load import load_test
 from ._scenarios import simulate_failures

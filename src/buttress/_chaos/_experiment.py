@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, TypedDict
 
+from .._errors import ConfigError
 from .._validate import positive
-from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ._faults import FaultInjector, FaultSettings, SettingsSnapshot

@@ -17,14 +17,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..breaker import CircuitBreaker
-from ..chaos import Chaos
-from ..config import Config, LimiterSettings, PoolSettings, import_callable
-from ..errors import ConfigError
-from ..instrument import ServiceMetrics
-from ..memory import MemoryManager
-from ..pool import AsyncConnectionPool, ConnectionPool, PoolConfig
-from ..ratelimit import MemoryBackend, RateLimiter, backend_from_url
+from .._breaker import CircuitBreaker
+from .._chaos import Chaos
+from .._config import Config, LimiterSettings, PoolSettings, import_callable
+from .._errors import ConfigError
+from .._instrument import ServiceMetrics
+from .._memory import MemoryManager
+from .._pool import AsyncConnectionPool, ConnectionPool, PoolConfig
+from ..ratelimit._from_url import backend_from_url
+from ..ratelimit._limiter import RateLimiter
+from ..ratelimit._memory import MemoryBackend
 
 if TYPE_CHECKING:
     from .._clock import Clock

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..errors import PoolClosedError, PoolTimeoutError
+from .._errors import PoolClosedError, PoolTimeoutError
 from ._config import PoolConfig
 
 IDLE: Final = 0

@@ -20,17 +20,18 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
+from .._breaker import CircuitBreaker
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
+from .._config import Config, load_config
+from .._errors import ConfigError, InfrastructureClosedError
+from .._health import HealthReport, build_report
+from .._instrument import METRICS, ServiceMetrics, instrument_callable
+from .._memory import MemorySample
+from .._pool import AsyncConnectionPool, ConnectionPool, PoolStats
 from .._scheduler import AsyncScheduler, Handle, Scheduler
-from ..breaker import CircuitBreaker
-from ..config import Config, load_config
-from ..errors import ConfigError, InfrastructureClosedError
-from ..health import HealthReport, build_report
-from ..instrument import METRICS, ServiceMetrics, instrument_callable
-from ..memory import MemorySample
-from ..pool import AsyncConnectionPool, ConnectionPool, PoolStats
-from ..ratelimit import Decision, RateLimiter
+from ..ratelimit._decision import Decision
+from ..ratelimit._limiter import RateLimiter
 from ..ratelimit._scope import check_name
 from ._build import Builder, ResourceSpec, Route, ServiceLayers, build_route
 from ._protect import ProtectionSteps, compile_steps, run
@@ -43,7 +44,7 @@ T = TypeVar("T")
 class Infrastructure:
     """Breakers, limiters, pools, memory manager and chaos for one namespace.
 
-    ``config`` is a :class:`~buttress.config.Config`, a dict, a TOML path or ``None``;
+    ``config`` is a :class:`~buttress.Config`, a dict, a TOML path or ``None``;
     ``BUTTRESS_...`` environment variables override it (pass ``env={}`` to ignore them).
     ``pools`` supplies pool members from code: ``{"db": ResourceSpec(create=connect)}`` or
     just ``{"db": connect}``. ``health_checks`` maps breaker names to health-check callables.
@@ -420,7 +421,7 @@ class Infrastructure:
     # -- health ----------------------------------------------------------------------------------
 
     def health(self) -> HealthReport:
-        """Every component's state and one overall status (see :mod:`buttress.health`)."""
+        """Every component's state and one overall status (see ``docs/infrastructure.md``, "Health")."""
         mono = self._now()
         # Copies: another thread may add a default breaker or a service meanwhile.
         pools: dict[str, PoolStats] = {n: p.stats() for n, p in tuple(self.pools.items())}

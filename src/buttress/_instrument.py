@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 
 from ._concurrency import is_async_callable
 from ._counting import count_of
+from ._errors import ConfigError, RejectedError
 from ._histogram import Histogram
-from .errors import ConfigError, RejectedError
 
 __all__ = ["METRICS", "ServiceMetrics", "ServiceSnapshot", "instrument_callable"]
 

@@ -1,4 +1,4 @@
-# DO NOT EDIT: generated from src/buttress/breaker/_calls_async.py
+# DO NOT EDIT: generated from src/buttress/_breaker/_calls_async.py
 # by tools/async_to_sync.py; change the source and run it again.
 """The breaker's call paths: everything that waits (a call, an injected latency, a health check).
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypedDict, TypeVar, 
 from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
+from .._errors import ConfigError, InjectedFault
 from .._validate import fraction, in_interval, is_finite
-from ..errors import ConfigError, InjectedFault
 from ._experiment import Experiment, ExperimentSnapshot
 
 if TYPE_CHECKING:

@@ -31,17 +31,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, cast
 
+from .._breaker._outcome import health_of
 from .._concurrency import ExcInfo
-from ..breaker._outcome import health_of
-from ..errors import PoolTimeoutError, RejectedError
+from .._errors import PoolTimeoutError, RejectedError
 from ..ratelimit._decision import exceeded
 from ._misuse import GENERATORS, LAZY, UNCALLED, lazy_result, not_awaitable, wrong_pool
 
 if TYPE_CHECKING:
+    from .._chaos import Chaos
     from .._clock import Clock
-    from ..chaos import Chaos
-    from ..memory import MemoryManager
-    from ..ratelimit import Decision
+    from .._memory import MemoryManager
+    from ..ratelimit._decision import Decision
     from ._build import Route
 
 T = TypeVar("T")

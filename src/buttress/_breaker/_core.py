@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
-from ..errors import CircuitOpenError, ConfigError, LoadShedError
+from .._errors import CircuitOpenError, ConfigError, LoadShedError
 from ._config import BreakerConfig
 from ._machine import Admitted, BreakerMachine, Refused
 from ._outcome import Outcome, classify

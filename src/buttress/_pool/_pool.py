@@ -1,3 +1,5 @@
+# DO NOT EDIT: generated from src/buttress/_pool/_pool_async.py
+# by tools/async_to_sync.py; change the source and run it again.
 """The pool shell: reads the clock, waits, wakes, connects, checks and closes.
 
 Every decision is the pure core's (``_state.py``). The asyncio pool, in ``_pool_async.py``, is
@@ -21,17 +23,17 @@ from typing import Any, Final, Literal
 from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import (
-    ACell,
-    ALock,
-    acall,
-    acurrent_owner,
-    aspawn,
+    Cell,
+    Lock,
+    call,
+    current_owner,
     owner_alive,
+    spawn,
     stop_nowait,
     weak_job,
 )
-from .._scheduler import AsyncScheduler, Handle
-from ..errors import ConfigError, PoolClosedError, PoolTimeoutError
+from .._errors import ConfigError, PoolClosedError, PoolTimeoutError
+from .._scheduler import Handle, Scheduler
 from ._config import FIELDS, PoolConfig
 from ._state import (
     CHECKED_IN,
@@ -85,28 +87,28 @@ def _capture_stack() -> traceback.StackSummary:
     return stack
 
 
-class AsyncLease:
-    """One checkout from an :class:`AsyncConnectionPool`.
+class Lease:
+    """One checkout from an :class:`ConnectionPool`.
 
-    ``async with apool.connection() as conn:`` checks out on entry and returns on exit. Keep
+    ``with pool.connection() as conn:`` checks out on entry and returns on exit. Keep
     the lease to report a broken connection::
 
-        lease = apool.connection()
-        async with lease as conn:
+        lease = pool.connection()
+        with lease as conn:
             try:
-                await conn.execute("...")
+                conn.execute("...")
             except OSError:
                 lease.invalidate()
                 raise
 
-    A lease from :meth:`AsyncConnectionPool.checkout` belongs to the task that took it: if it
+    A lease from :meth:`ConnectionPool.checkout` belongs to the thread that took it: if it
     ends without returning it, the pool destroys the member. ``adopt()`` hands it to the
-    current task.
+    current thread.
     """
 
     __slots__ = ("_invalid", "_member", "_pool", "_timeout")
 
-    def __init__(self, pool: AsyncConnectionPool, timeout: float | None) -> None:
+    def __init__(self, pool: ConnectionPool, timeout: float | None) -> None:
         self._pool = pool
         self._timeout = timeout
         self._member: Member | None = None
@@ -135,29 +137,29 @@ class AsyncLease:
         self._invalid = bool(self._invalid) or retire_older
 
     def adopt(self) -> None:
-        """Make the current task the holder (before the task that took it ends)."""
+        """Make the current thread the holder (before the thread that took it ends)."""
         m = self._member
         if m is not None:
-            m.owner = acurrent_owner()
+            m.owner = current_owner()
 
-    async def release(self) -> None:
+    def release(self) -> None:
         """Return the connection to the pool (once; later calls do nothing)."""
-        await self._pool._checkin(self, None)
+        self._pool._checkin(self, None)
 
-    async def __aenter__(self) -> Any:
+    def __enter__(self) -> Any:
         if self._member is not None:
             raise RuntimeError("this lease already holds a connection")
         pool = self._pool
         now = pool._monotonic()
         m = pool._try_checkout(now)
         if m is None or pool._slow_checkout:
-            m = await pool._checkout_slow(m, now, self._timeout)
+            m = pool._checkout_slow(m, now, self._timeout)
         self._member = m
         if _attached and _listening(EV_CHECKOUT):
             pool._emit_checkout(m, now)
         return m.resource
 
-    async def __aexit__(
+    def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
@@ -173,9 +175,9 @@ class AsyncLease:
             if _attached and _listening(EV_CHECKIN):
                 pool._emit_checkin(m, now, None)
             if code != CHECKED_IN:
-                await pool._checkin_locked(m, now, code)
+                pool._checkin_locked(m, now, code)
             return False
-        await pool._checkin(self, exc_type)
+        pool._checkin(self, exc_type)
         return False
 
     def __del__(self) -> None:
@@ -185,25 +187,25 @@ class AsyncLease:
 
     def __repr__(self) -> str:
         m = self._member
-        return f"<AsyncLease {self._pool.name!r} {'member ' + str(m.id) if m else 'not held'}>"
+        return f"<Lease {self._pool.name!r} {'member ' + str(m.id) if m else 'not held'}>"
 
 
-class AsyncConnectionPool:
-    """A pool of any resource for asyncio: database connections, clients, sockets.
+class ConnectionPool:
+    """A pool of any resource for threads: database connections, clients, sockets.
 
-    >>> pool = AsyncConnectionPool(create=connect, max_size=10)     # doctest: +SKIP
-    >>> async with pool.connection() as conn:                        # doctest: +SKIP
-    ...     await conn.execute("SELECT 1")
+    >>> pool = ConnectionPool(create=connect, max_size=10)     # doctest: +SKIP
+    >>> with pool.connection() as conn:                        # doctest: +SKIP
+    ...     conn.execute("SELECT 1")
 
     ``create()`` makes a resource, ``close(resource)`` closes one (default: its ``close()``
     method), ``check(resource)`` tells whether it still works (raising or returning False
     means broken), ``reset(resource)`` runs on every return (raising means broken).
-    Each may be a plain or a coroutine function.
+    Each is a plain function.
     ``invalidate_on`` lists exception types that, leaving a ``connection()`` block, mean the
     connection broke: it is destroyed and every older member retired (unless it is itself older
     than the last such retirement: then only it goes). Settings are the fields of
     :class:`PoolConfig` (keywords, or ``config=``). Background work runs on ``scheduler=``
-    (:class:`AsyncScheduler`); without one the pool owns one and stops it on :meth:`aclose`.
+    (:class:`Scheduler`); without one the pool owns one and stops it on :meth:`close`.
     """
 
     def __init__(
@@ -219,7 +221,7 @@ class AsyncConnectionPool:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         seed: int | None = None,
-        scheduler: AsyncScheduler | None = None,
+        scheduler: Scheduler | None = None,
         **settings: Any,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -251,10 +253,8 @@ class AsyncConnectionPool:
                 "check",
                 f"health_check_strategy={config.health_check_strategy!r} needs a check callable",
             )
-        if scheduler is not None and not isinstance(scheduler, AsyncScheduler):
-            raise ConfigError(
-                "scheduler", f"must be an instance of AsyncScheduler, got {scheduler!r}"
-            )
+        if scheduler is not None and not isinstance(scheduler, Scheduler):
+            raise ConfigError("scheduler", f"must be an instance of Scheduler, got {scheduler!r}")
 
         self.name = name
         self.config = config
@@ -269,7 +269,7 @@ class AsyncConnectionPool:
         self._state = PoolState(
             config, name=name, rng=rng if rng is not None else random.Random(seed)
         )
-        self._lock = ALock()
+        self._lock = Lock()
         # The leases' fast paths, bound once.
         self._try_checkout = self._state.try_checkout
         self._try_checkin = self._state.try_checkin
@@ -289,58 +289,56 @@ class AsyncConnectionPool:
         self._scheduler = (
             scheduler
             if scheduler is not None
-            else AsyncScheduler(clock=self.clock, name=f"buttress-pool-{name}")
+            else Scheduler(clock=self.clock, name=f"buttress-pool-{name}")
         )
         # When the pool is dropped unclosed: stop its jobs (and its own scheduler).
         weakref.finalize(self, _forget, self._scheduler, self._owns_scheduler, self._handles)
 
     # -- borrowing -------------------------------------------------------------------------------
 
-    def connection(self, timeout: float | None = _CONFIGURED) -> AsyncLease:
-        """A lease to use with ``async with``: checks out on entry, returns on exit.
+    def connection(self, timeout: float | None = _CONFIGURED) -> Lease:
+        """A lease to use with ``with``: checks out on entry, returns on exit.
 
         Waits up to ``timeout`` seconds (default: ``checkout_timeout``; None: for ever) and
         raises :class:`~buttress.PoolTimeoutError` when nothing came free.
         """
         if timeout is _CONFIGURED:
-            return AsyncLease(self, self._checkout_timeout)
+            return Lease(self, self._checkout_timeout)
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
         ):
             raise ConfigError("timeout", f"must be a number >= 0 or None, got {timeout!r}")
-        return AsyncLease(self, timeout)
+        return Lease(self, timeout)
 
-    async def checkout(self, timeout: float | None = _CONFIGURED) -> AsyncLease:
-        """Check out now; give it back with ``await lease.release()``.
+    def checkout(self, timeout: float | None = _CONFIGURED) -> Lease:
+        """Check out now; give it back with ``lease.release()``.
 
-        Such a lease belongs to the current task: if it ends without releasing it,
+        Such a lease belongs to the current thread: if it ends without releasing it,
         housekeeping destroys the member and makes another (``lease.adopt()`` moves it to
-        another task). A ``connection()`` block needs no such watch: it always returns.
+        another thread). A ``connection()`` block needs no such watch: it always returns.
         """
         lease = self.connection(timeout)
-        await lease.__aenter__()
+        lease.__enter__()
         m = lease._member
         assert m is not None
-        m.owner = acurrent_owner()
+        m.owner = current_owner()
         return lease
 
-    async def _checkout_slow(
-        self, m: Member | None, started: float, timeout: float | None
-    ) -> Member:
+    def _checkout_slow(self, m: Member | None, started: float, timeout: float | None) -> Member:
         state = self._state
         deadline = None if timeout is None else started + timeout
         now = started
         while True:
             if m is None:
-                m = await self._wait_for_member(now, started, deadline)
+                m = self._wait_for_member(now, started, deadline)
                 now = self._monotonic()
             if state.checks_on_checkout and state.due_for_check(m, now):
-                if not await self._run_check(m, "checkout"):
+                if not self._run_check(m, "checkout"):
                     with self._lock:
                         state.checkout_check_failed(m, self._monotonic())
                         fx = state.take_effects()
                     if fx is not None:
-                        await self._finish(fx)
+                        self._finish(fx)
                     m = None
                     now = self._monotonic()
                     continue
@@ -352,11 +350,11 @@ class AsyncConnectionPool:
                 m.leak_reported = False
             return m
 
-    async def _wait_for_member(self, now: float, started: float, deadline: float | None) -> Member:
+    def _wait_for_member(self, now: float, started: float, deadline: float | None) -> Member:
         state = self._state
         if not self._started:
             self._start()
-        waiter = Waiter(ACell())
+        waiter = Waiter(Cell())
         fx: Effects | None = None
         try:
             with self._lock:
@@ -367,17 +365,17 @@ class AsyncConnectionPool:
         except (PoolTimeoutError, PoolClosedError) as exc:
             # Carried out even when refused: a refused checkout may have started a connect.
             if fx is not None:
-                await self._finish(fx)
+                self._finish(fx)
             if isinstance(exc, PoolTimeoutError):
                 self._emit_timeout(0.0, "queue_full")
             raise
         if fx is not None:
-            await self._finish(fx)
+            self._finish(fx)
         if m is not None:
             return m
         remaining = None if deadline is None else deadline - self._monotonic()
         try:
-            woken = await waiter.cell.wait(remaining)
+            woken = waiter.cell.wait(remaining)
         except BaseException:
             # Cancelled (or interrupted) while waiting: a member handed over meanwhile is
             # passed on. No await here, so a second cancellation cannot lose it either.
@@ -393,7 +391,7 @@ class AsyncConnectionPool:
                 state.abandon(waiter, now, timed_out=True)
                 fx = state.take_effects()
             if fx is not None:
-                await self._finish(fx)
+                self._finish(fx)
             if waiter.state != SHUT_OUT:
                 waited = now - started
                 self._emit_timeout(waited, "timeout")
@@ -412,7 +410,7 @@ class AsyncConnectionPool:
         assert m is not None
         return m
 
-    async def _checkin(self, lease: AsyncLease, exc_type: type[BaseException] | None) -> None:
+    def _checkin(self, lease: Lease, exc_type: type[BaseException] | None) -> None:
         m = lease._member
         if m is None:
             return
@@ -426,7 +424,7 @@ class AsyncConnectionPool:
         interrupted: BaseException | None = None
         if broken is None and self._reset is not None:
             try:
-                await acall(self._reset, m.resource)
+                call(self._reset, m.resource)
             except Exception as exc:
                 broken = "reset_failed"
                 _log.warning(
@@ -447,9 +445,9 @@ class AsyncConnectionPool:
             code = self._state.try_checkin(m, now)
             if code == CHECKED_IN:
                 return
-        await self._checkin_locked(m, now, code, broken, retire_older, interrupted)
+        self._checkin_locked(m, now, code, broken, retire_older, interrupted)
 
-    async def _checkin_locked(
+    def _checkin_locked(
         self,
         m: Member,
         now: float,
@@ -469,7 +467,7 @@ class AsyncConnectionPool:
             if interrupted is not None:
                 self._apply(fx)  # no await while a cancellation is on its way out
             else:
-                await self._finish(fx)
+                self._finish(fx)
         if interrupted is not None:
             raise interrupted
 
@@ -496,7 +494,7 @@ class AsyncConnectionPool:
         if fx is not None:
             self._apply(fx)
 
-    async def open(self, *, wait: bool = False) -> None:
+    def open(self, *, wait: bool = False) -> None:
         """Start the pool: keep ``min_size`` members and housekeeping running.
 
         A pool also starts by itself at its first checkout. With ``wait``, the missing
@@ -510,10 +508,10 @@ class AsyncConnectionPool:
                     go = self._state.reserve_connect()
                 if not go:
                     break
-                await self._connect(raise_errors=True)
+                self._connect(raise_errors=True)
         self._start()
 
-    async def _connect(self, *, raise_errors: bool = False) -> None:
+    def _connect(self, *, raise_errors: bool = False) -> None:
         state = self._state
         if self._shut_down and not raise_errors:
             with self._lock:
@@ -521,7 +519,7 @@ class AsyncConnectionPool:
             return
         t0 = self._monotonic()
         try:
-            resource = await acall(self._create)
+            resource = call(self._create)
         except BaseException as exc:
             now = self._monotonic()
             with self._lock:
@@ -553,9 +551,9 @@ class AsyncConnectionPool:
                 {"pool": self.name, "member": m.id if m else None, "ok": True, "error": None},
             )
         if fx is not None:
-            await self._finish(fx)
+            self._finish(fx)
 
-    async def run_maintenance(self) -> None:
+    def run_maintenance(self) -> None:
         """Housekeeping, run by the scheduler; tests call it directly.
 
         Destroys and replaces members whose borrower died or whose lease was dropped, applies
@@ -578,7 +576,7 @@ class AsyncConnectionPool:
                 for m in checks:
                     if self._shut_down:
                         break  # closed meanwhile: the rest are closed unchecked, below
-                    ok = await self._run_check(m, "idle")
+                    ok = self._run_check(m, "idle")
                     done += 1
                     with self._lock:
                         state.check_done(m, ok, self._monotonic())
@@ -596,7 +594,7 @@ class AsyncConnectionPool:
                         fx = state.take_effects()
                     if fx is not None:
                         self._apply(fx)
-        await self._close_retired()
+        self._close_retired()
         if due is not None:
             self._book_maintenance(due, now)
 
@@ -639,12 +637,12 @@ class AsyncConnectionPool:
             max(0.0, due - now), weak_job(self.run_maintenance)
         )
 
-    async def _run_check(self, m: Member, when: str) -> bool:
+    def _run_check(self, m: Member, when: str) -> bool:
         assert self._check is not None
         t0 = self._monotonic()
         error: BaseException | None = None
         try:
-            ok = (await acall(self._check, m.resource)) is not False
+            ok = (call(self._check, m.resource)) is not False
         except Exception as exc:
             ok, error = False, exc
         except BaseException:
@@ -675,7 +673,7 @@ class AsyncConnectionPool:
         """
         for w in fx.handoffs:
             if not w.cell.wake():
-                # Its task gave up (timeout, cancellation) before it could take the member:
+                # Its thread gave up (timeout, cancellation) before it could take the member:
                 # pass it on.
                 with self._lock:
                     self._state.abandon(w, self._monotonic(), timed_out=w.cell.timed_out())
@@ -705,20 +703,20 @@ class AsyncConnectionPool:
         # Closed: the pool's scheduler may be gone, and this may be a cancellation on its way
         # out, where nothing may be awaited. Close them now: the sync pool here, in this
         # thread; the asyncio pool in a task of the running loop.
-        aspawn(self._close_retired, self._closers)
+        spawn(self._close_retired, self._closers)
 
-    async def _finish(self, fx: Effects) -> None:
+    def _finish(self, fx: Effects) -> None:
         if self._state.closed:  # the closer job may be gone with the scheduler: close here
             self._apply(fx, closing_here=True)
-            await self._close_retired()
+            self._close_retired()
         else:
             self._apply(fx)
 
-    async def _close_retired_job(self) -> None:
+    def _close_retired_job(self) -> None:
         self._closer_scheduled = False
-        await self._close_retired()
+        self._close_retired()
 
-    async def _close_retired(self) -> None:
+    def _close_retired(self) -> None:
         closing = self._closing
         while closing:
             try:
@@ -728,7 +726,7 @@ class AsyncConnectionPool:
             t0 = self._monotonic()
             error: BaseException | None = None
             try:
-                await acall(self._close, m.resource)
+                call(self._close, m.resource)
             except Exception as exc:
                 error = exc
                 _log.warning("pool %r: closing member %d failed: %r", self.name, m.id, exc)
@@ -824,7 +822,7 @@ class AsyncConnectionPool:
 
     # -- closing -----------------------------------------------------------------------------------
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         """Close: waiters get :class:`~buttress.PoolClosedError`, idle members are closed now,
         members in use when they come back; housekeeping stops. Idempotent."""
         if self._shut_down:
@@ -839,9 +837,9 @@ class AsyncConnectionPool:
             fx = self._state.take_effects()
         if fx is not None:
             self._apply(fx, closing_here=True)
-        await self._close_retired()
+        self._close_retired()
         if self._owns_scheduler:
-            await self._scheduler.aclose()
+            self._scheduler.close()
         if _listening(EV_POOL_CLOSED):
             s = self.stats()
             events.emit(
@@ -850,7 +848,7 @@ class AsyncConnectionPool:
                 {"pool": self.name},
             )
 
-    async def __aenter__(self) -> AsyncConnectionPool:
+    def __enter__(self) -> ConnectionPool:
         """Open and connect ``min_size`` members first (a connect error is raised here).
 
         When a connect fails (or the wait is interrupted), the block never runs and so never
@@ -858,22 +856,22 @@ class AsyncConnectionPool:
         re-raised.
         """
         try:
-            await self.open(wait=True)
+            self.open(wait=True)
         except BaseException:
-            await self.aclose()
+            self.close()
             raise
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         s = self._state
         state = "closed" if self._shut_down else f"size={len(s.members)} idle={len(s.idle)}"
-        return f"<AsyncConnectionPool {self.name!r} {state} max_size={self.config.max_size}>"
+        return f"<ConnectionPool {self.name!r} {state} max_size={self.config.max_size}>"
 
 
-def _forget(scheduler: AsyncScheduler, owned: bool, handles: list[Handle]) -> None:
+def _forget(scheduler: Scheduler, owned: bool, handles: list[Handle]) -> None:
     for h in handles:
         h.cancel()
     if owned:

@@ -22,8 +22,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from .._errors import ConfigError
 from .._validate import int_at_least
-from ..errors import ConfigError
 
 __all__ = [
     "SOURCES",

@@ -21,8 +21,8 @@ from typing import Any
 from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
+from .._errors import ConfigError, LoadShedError
 from .._validate import positive
-from ..errors import ConfigError, LoadShedError
 from ._policy import LevelChange, MemoryLevel, PolicyConfig, PressurePolicy
 from ._probe import MemoryReading, Psi, Source, SystemProbe
 

@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from .breaker._states import PASSING, BreakerState
+from ._breaker._states import PASSING, BreakerState
 
 if TYPE_CHECKING:
-    from .breaker import BreakerSnapshot
-    from .chaos._chaos import ChaosSnapshot
-    from .memory import MemorySnapshot
-    from .pool import PoolStats
-    from .ratelimit import RateLimiterSnapshot
+    from ._breaker import BreakerSnapshot
+    from ._chaos._chaos import ChaosSnapshot
+    from ._memory import MemorySnapshot
+    from ._pool import PoolStats
+    from .ratelimit._stats import RateLimiterSnapshot
 
 __all__ = [
     "ComponentCheck",

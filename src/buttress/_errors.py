@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .ratelimit import Decision
+    from .ratelimit._decision import Decision
 
 __all__ = [
     "BackendError",

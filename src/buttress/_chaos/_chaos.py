@@ -9,7 +9,7 @@ from typing import Any, ParamSpec, TypedDict, TypeVar
 
 from .. import events
 from .._clock import Clock, SystemClock
-from ..errors import ConfigError, InjectedFault
+from .._errors import ConfigError, InjectedFault
 from ._experiment import Experiment, ExperimentSnapshot
 from ._faults import ExceptionFactory, FaultInjector, InjectorSnapshot
 

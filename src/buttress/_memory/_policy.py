@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .._errors import ConfigError
 from .._validate import in_interval, int_at_least, is_finite
-from ..errors import ConfigError
 
 __all__ = ["LevelChange", "MemoryLevel", "PolicyConfig", "PressurePolicy"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from .._errors import ConfigError
 from .._validate import in_interval as _in_interval
 from .._validate import int_at_least as _int_at_least
 from .._validate import positive as _positive
-from ..errors import ConfigError
 
 Strategy = Literal["lifo", "fifo", "round_robin", "least_used"]
 HealthCheck = Literal["passive", "active", "mixed"]

@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from .errors import ButtressError, ConfigError
+from ._errors import ButtressError, ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,7 +114,7 @@ def _check_writable(option: str, path: str) -> None:
 
 
 def _config_check(path: str) -> int:
-    from .config import load_config
+    from ._config import load_config
 
     cfg = load_config(path)
     cfg.check_imports()  # the exception classes and factories it names, as Infrastructure will
@@ -124,7 +124,7 @@ def _config_check(path: str) -> int:
 
 
 def _health(path: str, namespace: str) -> int:
-    from .infrastructure import Infrastructure
+    from ._infrastructure import Infrastructure
 
     with Infrastructure(namespace, path, background=False) as infra:
         # Reach every shared backend once, so the report says whether it answers.

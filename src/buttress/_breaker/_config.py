@@ -11,12 +11,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from .._validate import _is_number
+from .._errors import ConfigError
 from .._validate import fraction as _fraction
 from .._validate import in_interval as _in_interval
 from .._validate import int_at_least as _int_at_least
+from .._validate import is_number
 from .._validate import positive as _positive
-from ..errors import ConfigError
 from ._states import DegradationLevel
 
 ExceptionMatcher = type[BaseException] | Callable[[BaseException], bool]
@@ -168,7 +168,7 @@ def _rate_band(top_name: str, top: float | None, low_name: str, low: float | Non
         return
     if top is None:
         raise ConfigError(low_name, f"needs {top_name} (the top of its band)")
-    if not (_is_number(low) and 0.0 < low < top):
+    if not (is_number(low) and 0.0 < low < top):
         raise ConfigError(low_name, f"must be in (0, {top_name}={top}), got {low!r}")
 
 

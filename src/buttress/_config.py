@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .breaker._config import DEFAULT_SHED_PROBABILITY
-from .chaos import FaultSettings
-from .errors import ConfigError
-from .memory._probe import Source
-from .pool._config import HealthCheck, Strategy
+from ._breaker._config import DEFAULT_SHED_PROBABILITY
+from ._chaos import FaultSettings
+from ._errors import ConfigError
+from ._memory._probe import Source
+from ._pool._config import HealthCheck, Strategy
 from .ratelimit._registry import AlgorithmName
 
 if TYPE_CHECKING:
-    from .ratelimit import Scope
+    from .ratelimit._scope import Scope
 
 __all__ = [
     "ChaosSettings",
@@ -146,7 +146,7 @@ class CircuitBreakerSettings(_Section):
         """Raise ``ConfigError`` (under ``path``) for what the breaker itself would refuse:
         values valid alone but not together (``degradation_threshold`` above
         ``failure_threshold``, ...)."""
-        from .breaker import BreakerConfig
+        from ._breaker import BreakerConfig
 
         _prefixed(path, BreakerConfig, self._settings())
 
@@ -182,7 +182,7 @@ class MemoryManagerSettings(_Section):
     @model_validator(mode="after")
     def _ordered(self) -> MemoryManagerSettings:
         # The policy's rules between settings (critical above warning, exit_margin below it).
-        from .memory._policy import PolicyConfig
+        from ._memory._policy import PolicyConfig
 
         fields = set(PolicyConfig.__dataclass_fields__)
         kwargs = {k: v for k, v in self.manager_kwargs().items() if k in fields}
@@ -276,7 +276,7 @@ class LimiterSettings(_Section):
     def build_scopes(self, path: str, default_algorithm: str) -> list[Scope]:
         """The :class:`~buttress.Scope` objects; a bad combination raises ``ConfigError``
         naming its path (``path`` is this limiter's, e.g. ``rate_limiting.limiters.api``)."""
-        from .ratelimit import Scope
+        from .ratelimit._scope import Scope
 
         out = []
         for i, kw in enumerate(self.scope_list(default_algorithm)):
@@ -397,7 +397,7 @@ class PoolSettings(_Section):
 
     def check(self, path: str) -> None:
         """Raise ``ConfigError`` (under ``path``) for what the pool itself would refuse."""
-        from .pool import PoolConfig
+        from ._pool import PoolConfig
 
         _prefixed(path, PoolConfig, self.pool_kwargs())
 

@@ -1,4 +1,4 @@
-# DO NOT EDIT: generated from src/buttress/infrastructure/_protect_async.py
+# DO NOT EDIT: generated from src/buttress/_infrastructure/_protect_async.py
 # by tools/async_to_sync.py; change the source and run it again.
 """The protect pipeline: the layers a protected call passes through, in order, written once.
 
@@ -33,17 +33,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, cast
 
+from .._breaker._outcome import health_of
 from .._concurrency import ExcInfo
-from ..breaker._outcome import health_of
-from ..errors import PoolTimeoutError, RejectedError
+from .._errors import PoolTimeoutError, RejectedError
 from ..ratelimit._decision import exceeded
 from ._misuse import LAZY, UNCALLED, lazy_result, wrong_pool
 
 if TYPE_CHECKING:
+    from .._chaos import Chaos
     from .._clock import Clock
-    from ..chaos import Chaos
-    from ..memory import MemoryManager
-    from ..ratelimit import Decision
+    from .._memory import MemoryManager
+    from ..ratelimit._decision import Decision
     from ._build import Route
 
 T = TypeVar("T")
