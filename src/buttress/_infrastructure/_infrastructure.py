@@ -421,7 +421,7 @@ class Infrastructure:
     # -- health ----------------------------------------------------------------------------------
 
     def health(self) -> HealthReport:
-        """Every component's state and one overall status (see ``docs/infrastructure.md``, "Health")."""
+        """Every component's state and one overall status (docs/infrastructure.md, Health)."""
         mono = self._now()
         # Copies: another thread may add a default breaker or a service meanwhile.
         pools: dict[str, PoolStats] = {n: p.stats() for n, p in tuple(self.pools.items())}
