@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from buttress import ConfigError, MemoryReading, SystemProbe
-from buttress._memory import locate_cgroup, read_cgroup, read_meminfo, read_process_rss, read_psi
+from buttress._memory._probe import (
+    locate_cgroup,
+    read_cgroup,
+    read_meminfo,
+    read_process_rss,
+    read_psi,
+)
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from buttress import ManualClock, MemoryLevel, MemoryManager
-from buttress._memory import read_process_rss
+from buttress._memory._probe import read_process_rss
 
 MiB = 1024 * 1024
 # Above glibc's largest mmap threshold (32 MiB on 64-bit), so each chunk is its own mapping

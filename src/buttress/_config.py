@@ -70,6 +70,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+def _component_names(value: dict[str, Any]) -> dict[str, Any]:
+    """A table of components (breakers, limiters, ...): its names go into storage keys and
+    metric labels, so each must be one."""
+    for name in value:
+        _check_component_name(name)
+    return value
+
+
 # -- circuit breakers --------------------------------------------------------------------------
 
 
@@ -329,12 +337,7 @@ class RateLimitingSettings(_Section):
     def _backend_url(cls, value: str) -> str:
         return _check_backend_url(value)
 
-    @field_validator("limiters")
-    @classmethod
-    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name in value:
-            _check_component_name(name)
-        return value
+    _names = field_validator("limiters")(_component_names)
 
     @model_validator(mode="after")
     def _scopes_build(self) -> RateLimitingSettings:
@@ -447,12 +450,7 @@ class Config(_Section):
     chaos: ChaosSettings = ChaosSettings()
     services: dict[str, ServiceSettings] = Field(default_factory=dict)
 
-    @field_validator("circuit_breakers", "connection_pools", "services")
-    @classmethod
-    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name in value:
-            _check_component_name(name)
-        return value
+    _names = field_validator("circuit_breakers", "connection_pools", "services")(_component_names)
 
     @model_validator(mode="after")
     def _components_build(self) -> Config:
