@@ -187,6 +187,16 @@ PROTECT_NAMES: dict[str, str] = {
 }
 
 PAIRS: list[Pair] = [
+    Pair(
+        "src/buttress/ratelimit/_guarded_async.py",
+        "src/buttress/ratelimit/_guarded.py",
+        names={
+            "AsyncGuardedCalls": "GuardedCalls",
+            "decide_async": "decide",
+            "refund_async": "refund",
+            "reset_async": "reset",
+        },
+    ),
     Pair("src/buttress/_pool/_pool_async.py", "src/buttress/_pool/_pool.py", prose=POOL_PROSE),
     Pair(
         "src/buttress/_breaker/_calls_async.py",

@@ -29,6 +29,8 @@ from .._errors import BackendError, ConfigError
 from .._validate import in_interval
 from ._algorithms import Algorithm
 from ._backend import Backend, Outcome, TimeBase
+from ._guarded import GuardedCalls
+from ._guarded_async import AsyncGuardedCalls
 
 __all__ = ["FAILURE_POLICIES", "BackendHealth", "FailurePolicy", "GuardedBackend"]
 
@@ -100,14 +102,8 @@ EV_DOWN = ("buttress", "rate_limiter", "backend_down")
 EV_RECOVERED = ("buttress", "rate_limiter", "backend_recovered")
 
 
-class GuardedBackend:
-    """A backend seen through a limiter's failure policy; what the limiter calls.
-
-    Decisions (``decide``, and ``refund``) follow the policy when the backend fails: with
-    ``fail_open`` they answer "admitted, every scope as if unused" (a refund is dropped), with
-    ``fail_closed`` they raise :class:`~buttress.BackendError`. ``reset`` and ``clear`` are
-    administrative and always raise. Only a memory backend, which cannot fail, goes unguarded.
-    """
+class BackendGuard:
+    """The policy half of :class:`GuardedBackend`: the outage's bookkeeping and its events."""
 
     __slots__ = ("_lock", "_meta", "_monotonic", "backend", "health")
 
@@ -177,68 +173,6 @@ class GuardedBackend:
         if self.health.down:
             self._answered()
 
-    def decide(
-        self,
-        keys: Sequence[str],
-        algorithms: Sequence[Algorithm],
-        cost: float,
-        now: float,
-        commit: bool = True,
-    ) -> Outcome:
-        if self._spared(commit):
-            return self._unanswered_outcome(keys, now)
-        try:
-            outcome = self.backend.decide(keys, algorithms, cost, now, commit)
-        except BackendError as exc:
-            return self._unanswered_outcome(keys, now, exc)
-        if commit:  # a peek only read: the backend may still be unable to write
-            self._ok()
-        return outcome
-
-    async def decide_async(
-        self,
-        keys: Sequence[str],
-        algorithms: Sequence[Algorithm],
-        cost: float,
-        now: float,
-        commit: bool = True,
-    ) -> Outcome:
-        if self._spared(commit):
-            return self._unanswered_outcome(keys, now)
-        try:
-            outcome = await self.backend.decide_async(keys, algorithms, cost, now, commit)
-        except BackendError as exc:
-            return self._unanswered_outcome(keys, now, exc)
-        if commit:  # a peek only read: the backend may still be unable to write
-            self._ok()
-        return outcome
-
-    def refund(
-        self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
-    ) -> None:
-        if self._spared():
-            self._unanswered(None)  # raises when failing closed; else the refund is dropped
-            return
-        try:
-            self.backend.refund(keys, algorithms, cost, now)
-        except BackendError as exc:
-            self._unanswered(exc)
-            return
-        self._ok()
-
-    async def refund_async(
-        self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
-    ) -> None:
-        if self._spared():
-            self._unanswered(None)  # raises when failing closed; else the refund is dropped
-            return
-        try:
-            await self.backend.refund_async(keys, algorithms, cost, now)
-        except BackendError as exc:
-            self._unanswered(exc)
-            return
-        self._ok()
-
     def check(self, keys: Sequence[str], algorithms: Sequence[Algorithm], now: float) -> None:
         """Whether the backend could decide now, for health checks: a peek at ``keys``, then
         the backend's ``check_write(keys)`` if it has one (proof that a decision could be
@@ -258,12 +192,6 @@ class GuardedBackend:
         if check_write is not None:
             self._ok()
 
-    def reset(self, keys: Sequence[str]) -> None:
-        self.backend.reset(keys)
-
-    async def reset_async(self, keys: Sequence[str]) -> None:
-        await self.backend.reset_async(keys)
-
     def clear(self, prefix: str) -> int:
         return self.backend.clear(prefix)
 
@@ -282,3 +210,16 @@ class GuardedBackend:
             return self.backend.key_count()
         except BackendError:
             return None
+
+
+class GuardedBackend(GuardedCalls, AsyncGuardedCalls, BackendGuard):
+    """A backend seen through a limiter's failure policy; what the limiter calls.
+
+    Decisions (``decide``, and ``refund``) follow the policy when the backend fails: with
+    ``fail_open`` they answer "admitted, every scope as if unused" (a refund is dropped), with
+    ``fail_closed`` they raise :class:`~buttress.BackendError`. ``reset`` and ``clear`` are
+    administrative and always raise. Only a memory backend, which cannot fail, goes unguarded.
+    The calls that reach the backend are in ``_guarded_async.py`` (and its generated twin).
+    """
+
+    __slots__ = ()

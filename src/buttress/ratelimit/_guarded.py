@@ -1,0 +1,61 @@
+# DO NOT EDIT: generated from src/buttress/ratelimit/_guarded_async.py
+# by tools/async_to_sync.py; change the source and run it again.
+"""A backend's calls through the limiter's failure policy (see ``_failure.py``).
+
+Written once, for asyncio, in ``_guarded_async.py``; ``tools/async_to_sync.py`` writes the
+thread twin, ``_guarded.py``. :class:`~._failure.GuardedBackend` is made of both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .._errors import BackendError
+
+if TYPE_CHECKING:
+    from ._algorithms import Algorithm
+    from ._backend import Outcome
+    from ._failure import BackendGuard as _Policy
+else:
+    _Policy = object  # the policy is mixed in beside these calls (GuardedBackend)
+
+
+class GuardedCalls(_Policy):
+    """``decide``, ``refund`` and ``reset``, each through the failure policy."""
+
+    __slots__ = ()
+
+    def decide(
+        self,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        commit: bool = True,
+    ) -> Outcome:
+        if self._spared(commit):
+            return self._unanswered_outcome(keys, now)
+        try:
+            outcome = self.backend.decide(keys, algorithms, cost, now, commit)
+        except BackendError as exc:
+            return self._unanswered_outcome(keys, now, exc)
+        if commit:  # a peek only read: the backend may still be unable to write
+            self._ok()
+        return outcome
+
+    def refund(
+        self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
+    ) -> None:
+        if self._spared():
+            self._unanswered(None)  # raises when failing closed; else the refund is dropped
+            return
+        try:
+            self.backend.refund(keys, algorithms, cost, now)
+        except BackendError as exc:
+            self._unanswered(exc)
+            return
+        self._ok()
+
+    def reset(self, keys: Sequence[str]) -> None:
+        self.backend.reset(keys)
