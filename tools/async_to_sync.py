@@ -176,6 +176,7 @@ PROTECT_NAMES: dict[str, str] = {
     "AsyncProtectionSteps": "ProtectionSteps",
     "compile_steps_async": "compile_steps",
     "run_async": "run",
+    "call_async": "call",
     "enter_async": "enter",
     "leave_async": "leave",
     "abandon_async": "abandon",

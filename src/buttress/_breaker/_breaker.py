@@ -345,6 +345,8 @@ class CircuitBreaker(Calls, AsyncCalls):
 class Guard(GuardCalls, AsyncGuardCalls):
     """``with breaker.guard(critical=True):`` — one use, sync or async."""
 
+    __slots__ = ("_breaker", "_critical", "_ticket")
+
     def __init__(self, breaker: CircuitBreaker, critical: bool) -> None:
         self._breaker = breaker
         self._critical = critical

@@ -218,6 +218,9 @@ class Calls(BreakerCore):
 class GuardCalls:
     """``with breaker.guard(critical=True):`` (see ``Guard``)."""
 
+    if not TYPE_CHECKING:  # the attributes are Guard's slots; mypy reads them from there
+        __slots__ = ()
+
     _breaker: CircuitBreaker
     _critical: bool
     _ticket: Ticket | None

@@ -233,6 +233,9 @@ class AsyncCalls(BreakerCore):
 class AsyncGuardCalls:
     """``async with breaker.guard(critical=True):`` (see ``Guard``)."""
 
+    if not TYPE_CHECKING:  # the attributes are Guard's slots; mypy reads them from there
+        __slots__ = ()
+
     _breaker: CircuitBreaker
     _critical: bool
     _ticket: Ticket | None

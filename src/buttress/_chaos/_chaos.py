@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypedDict, TypeVar
 
 from .. import events
@@ -54,9 +54,11 @@ class Chaos:
         self._enabled = bool(enabled)
         self.seed = seed
         self.clock: Clock = clock if clock is not None else SystemClock()
-        # Never replaced, only added to: Infrastructure reads _enabled and _injectors.get on
-        # its protected path (a target made at any time, e.g. by an experiment, applies).
         self._injectors: dict[str, FaultInjector] = {}
+        # The injectors that apply now: every one while chaos is on, none while it is off.
+        # Never replaced, only filled and emptied, so the protect pipeline binds its ``get``
+        # once and pays one dict lookup a call (a target made later, by an experiment, applies).
+        self._injecting: dict[str, FaultInjector] = {}
         self._lock = threading.Lock()
 
     # -- the switch ------------------------------------------------------------------------------
@@ -74,17 +76,24 @@ class Chaos:
         self._set(False)
 
     def _set(self, on: bool) -> None:
-        if self._enabled == on:
-            return
-        self._enabled = on
+        with self._lock:
+            if self._enabled == on:
+                return
+            self._enabled = on
+            if on:
+                self._injecting.update(self._injectors)
+            else:
+                self._injecting.clear()
         events.emit(EV_SWITCH, {}, {"enabled": on})
 
     # -- targets -----------------------------------------------------------------------------
 
-    def injector_for(self, target: str) -> FaultInjector | None:
-        """The injector that applies to calls to ``target`` now: ``None`` while chaos is off
-        or ``target`` has none (cheap: the protect pipeline asks on every call)."""
-        return self._injectors.get(target) if self._enabled else None
+    @property
+    def injecting(self) -> Mapping[str, FaultInjector]:
+        """The injectors that apply to calls now, by target: all of them while chaos is on,
+        none while it is off. The same mapping for the registry's life (read it, bind its
+        ``get``; it changes as chaos is switched and targets are made)."""
+        return self._injecting
 
     def injector(self, target: str, **settings: Any) -> FaultInjector:
         """The injector for ``target``, made (inert) on first use.
@@ -100,6 +109,8 @@ class Chaos:
                 rng = random.Random(f"{self.seed}/{target}") if self.seed is not None else None
                 inj = FaultInjector(name=target, rng=rng, clock=self.clock, switch=self)
                 self._injectors[target] = inj
+                if self._enabled:
+                    self._injecting[target] = inj
         if settings:
             known = ("failure_rate", "latency", "latency_rate", "exception", "enabled")
             unknown = sorted(set(settings) - set(known))

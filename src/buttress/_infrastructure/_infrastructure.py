@@ -312,7 +312,9 @@ class Infrastructure:
         route = self._routes.get(service) or self._route(service)
         if rate_key is not None:
             context = _keyed(route, rate_key, context)
-        return run(route, fn, args, kwargs, context, _critical(route, critical), cost)
+        if critical is None:
+            critical = route.critical
+        return run(route, fn, args, kwargs, context, critical, cost)
 
     async def call_async(
         self,
@@ -330,7 +332,9 @@ class Infrastructure:
         route = self._routes.get(service) or self._route(service)
         if rate_key is not None:
             context = _keyed(route, rate_key, context)
-        return await run_async(route, fn, args, kwargs, context, _critical(route, critical), cost)
+        if critical is None:
+            critical = route.critical
+        return await run_async(route, fn, args, kwargs, context, critical, cost)
 
     def protected(
         self,

@@ -31,13 +31,13 @@ layers the service has: a protected call pays for no lookup and no absent layer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from .._breaker._outcome import health_of
 from .._concurrency import ExcInfo
 from .._errors import PoolTimeoutError, RejectedError
 from ..ratelimit._decision import exceeded
-from ._misuse import LAZY, UNCALLED, lazy_result, wrong_pool
+from ._misuse import LAZY, lazy_result, wrong_pool
 
 if TYPE_CHECKING:
     from .._chaos import Chaos
@@ -76,9 +76,9 @@ def compile_steps(route: Route, memory: MemoryManager | None, chaos: Chaos, cloc
     breaker_first = route.shared_limit and begin is not None
     pool = route.pool
     pool_name = route.pool_name
-    # Looked up on each call while chaos is on, not bound here: a target made after the route
-    # (an experiment started later) must apply. With chaos off a call pays one method call.
-    injector_for = chaos.injector_for
+    # Looked up on each call, not bound here: a target made after the route (an experiment
+    # started later) must apply. With chaos off the mapping is empty: one test a call.
+    injecting = chaos.injecting
     target = route.injector_name
     metrics = route.metrics
     record = metrics.record
@@ -143,7 +143,7 @@ def compile_steps(route: Route, memory: MemoryManager | None, chaos: Chaos, cloc
         elif pool_name is not None:  # the service's pool is for the other kind of caller
             undo(ticket, limited, key, cost)
             raise wrong_pool(route, asyncio_caller=False)
-        injector = injector_for(target)
+        injector = injecting.get(target) if injecting else None
         if injector is not None:
             fault = injector.decide()
             if fault.delay:
@@ -194,16 +194,16 @@ def run(
     cost: float,
 ) -> T:
     """Run ``fn(*args, **kwargs)`` through the route's steps (``fn(connection, *args, ...)``
-    when the service has a pool): the body of ``call_async`` and of ``@protected``."""
+    when the service has a pool): the body of ``call`` and of ``@protected``."""
     steps = route.steps
     assert steps is not None
     enter, leave, abandon = steps
     token = enter(key, critical, cost)
-    called: Any = UNCALLED
+    result: T
     try:
         lease = token[1]
         called = fn(lease.connection, *args, **kwargs) if lease is not None else fn(*args, **kwargs)
-        result = cast(T, called)
+        result = called
     except BaseException as exc:
         leave(token, exc)
         raise
@@ -216,6 +216,9 @@ def run(
 
 class ProtectionSteps:
     """``with infra.protect(...)`` (see ``Protection``)."""
+
+    if not TYPE_CHECKING:  # the attributes are Protection's slots; mypy reads them from there
+        __slots__ = ()
 
     _route: Route
     _args: tuple[Any, bool, float]  # key, critical, cost

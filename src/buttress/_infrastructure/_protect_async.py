@@ -29,7 +29,7 @@ layers the service has: a protected call pays for no lookup and no absent layer.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from .._breaker._outcome import health_of
 from .._concurrency import ExcInfo
@@ -76,9 +76,9 @@ def compile_steps_async(
     breaker_first = route.shared_limit and begin_async is not None
     apool = route.apool
     pool_name = route.pool_name
-    # Looked up on each call while chaos is on, not bound here: a target made after the route
-    # (an experiment started later) must apply. With chaos off a call pays one method call.
-    injector_for = chaos.injector_for
+    # Looked up on each call, not bound here: a target made after the route (an experiment
+    # started later) must apply. With chaos off the mapping is empty: one test a call.
+    injecting = chaos.injecting
     target = route.injector_name
     metrics = route.metrics
     record = metrics.record
@@ -146,7 +146,7 @@ def compile_steps_async(
                 raise wrong_pool(route, asyncio_caller=True)
             else:
                 raise wrong_pool(route, asyncio_caller=False)
-        injector = injector_for(target)
+        injector = injecting.get(target) if injecting else None
         if injector is not None:
             fault = injector.decide()
             if fault.delay:
@@ -202,14 +202,16 @@ async def run_async(
     assert steps is not None
     enter_async, leave_async, abandon_async = steps
     token = await enter_async(key, critical, cost)
-    called: Any = UNCALLED
+    if True:  # ASYNC
+        called: Any = UNCALLED  # until fn returns: a TypeError from the await is then ours
+    result: T
     try:
         lease = token[1]
         called = fn(lease.connection, *args, **kwargs) if lease is not None else fn(*args, **kwargs)
         if True:  # ASYNC
-            result: T = await called
+            result = await called
         else:
-            result = cast(T, called)
+            result = called
     except BaseException as exc:
         if True:  # ASYNC
             if called is not UNCALLED and not_awaitable(called, exc):
@@ -228,6 +230,9 @@ async def run_async(
 
 class AsyncProtectionSteps:
     """``async with infra.protect(...)`` (see ``Protection``)."""
+
+    if not TYPE_CHECKING:  # the attributes are Protection's slots; mypy reads them from there
+        __slots__ = ()
 
     _route: Route
     _args: tuple[Any, bool, float]  # key, critical, cost
