@@ -159,6 +159,7 @@ BREAKER_NAMES: dict[str, str] = {
     "_run_async": "_run",
     "_make_run_async": "_make_run",
     "_make_wrap_async": "_make_wrap",
+    "_wrap_critical_async": "_wrap_critical",
     "_wrap_async": "_wrap",
     "wrap_async": "wrap",
     "AsyncFn": "Fn",

@@ -270,24 +270,10 @@ class CircuitBreaker(Calls, AsyncCalls):
 
     def _decorate(self, fn: Callable[P, Any], *, critical: bool) -> Callable[P, Any]:
         if is_async_callable(fn):
-            if critical:
-                general_async = self._call_async
-
-                @functools.wraps(fn)
-                async def critical_async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                    return await general_async(fn, args, kwargs, True)
-
-                return critical_async_wrapper
-            return cast(Callable[P, Any], self._wrap_async(fn))
-        if critical:
-            general = self._call
-
-            @functools.wraps(fn)
-            def critical_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return general(fn, args, kwargs, True)
-
-            return critical_wrapper
-        return cast(Callable[P, Any], self._wrap(fn))
+            wrapped = self._wrap_critical_async(fn) if critical else self._wrap_async(fn)
+        else:
+            wrapped = self._wrap_critical(fn) if critical else self._wrap(fn)
+        return cast(Callable[P, Any], wrapped)
 
     # -- tickets: the low-level pair under Infrastructure.protect --------------------------------
 

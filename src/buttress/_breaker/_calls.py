@@ -144,6 +144,17 @@ class Calls(BreakerCore):
 
         return wrap
 
+    def _wrap_critical(self, fn: Fn) -> Fn:
+        """The ``@breaker(critical=True)`` wrapper of a coroutine function: always the general
+        path, which passes ``critical`` (such a call is never shed)."""
+        general = self._call
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return general(fn, args, kwargs, True)
+
+        return wrapper
+
     def begin(self, critical: bool = False) -> Ticket:
         """Admit one call (raising when refused); hand the ticket to :meth:`end` afterwards.
 

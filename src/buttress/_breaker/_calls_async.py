@@ -149,6 +149,17 @@ class AsyncCalls(BreakerCore):
 
         return wrap_async
 
+    def _wrap_critical_async(self, fn: AsyncFn) -> AsyncFn:
+        """The ``@breaker(critical=True)`` wrapper of a coroutine function: always the general
+        path, which passes ``critical`` (such a call is never shed)."""
+        general_async = self._call_async
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await general_async(fn, args, kwargs, True)
+
+        return wrapper
+
     async def begin_async(self, critical: bool = False) -> Ticket:
         """Admit one call (raising when refused); hand the ticket to :meth:`end` afterwards.
 
