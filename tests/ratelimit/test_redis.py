@@ -274,7 +274,7 @@ def test_a_loop_closed_without_shutting_down_is_dropped_by_the_next() -> None:
     from ratelimit_backends import free_port
 
     # Nothing listens there: each call fails, after the loop's client was made.
-    backend = bt.RedisBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    backend = bt.RedisBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5, lazy=True)
     bucket = TokenBucket(1, 1.0)
     loop = asyncio.new_event_loop()
     with pytest.raises(bt.BackendError):
@@ -442,7 +442,105 @@ async def test_a_client_given_twice_is_refused_not_ignored(redis_url: str) -> No
 def test_a_server_that_does_not_answer_is_a_backend_error() -> None:
     from ratelimit_backends import free_port
 
-    backend = bt.RedisBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    backend = bt.RedisBackend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5, lazy=True)
     with pytest.raises(bt.BackendError, match="Redis decide failed: ConnectionError"):
         backend.decide(["k"], [TokenBucket(1, 1.0)], 1, 0.0)
     backend.close()
+
+
+# -- the server is asked when the backend is made ----------------------------------------------
+
+SENTINEL = "sentinel-pw-7f3a"  # a password no message may show
+
+
+def test_a_server_that_cannot_be_reached_is_refused_when_made_unless_lazy() -> None:
+    from ratelimit_backends import free_port
+
+    port = free_port()  # nothing listens there
+    url = f"redis://:{SENTINEL}@127.0.0.1:{port}/0"
+    with pytest.raises(bt.BackendError) as info:
+        bt.RedisBackend(url, timeout=0.2)
+    message = str(info.value)
+    assert f"could not reach Redis at 127.0.0.1:{port}/0" in message
+    assert "Connection refused" in message and "lazy=True" in message
+    assert SENTINEL not in message
+    # Lazy: made without asking; the limiter's failure policy applies from the first decision.
+    for lazy in (bt.RedisBackend(url, timeout=0.2, lazy=True), bt.RedisBackend(url + "?lazy=true")):
+        rl = bt.RateLimiter(bt.Scope("user", 1, 60.0), backend=lazy)
+        assert rl.try_acquire("u1").allowed and rl.try_acquire("u1").allowed  # fails open
+        assert rl.snapshot().backend_status == "down"
+        lazy.close()
+    # Through a URL string, as a limiter or the configuration makes it.
+    with pytest.raises(bt.BackendError, match="could not reach Redis"):
+        bt.RateLimiter(bt.Scope("user", 1, 60.0), backend=f"redis://127.0.0.1:{port}/0")
+    lazy_rl = bt.RateLimiter(bt.Scope("u", 1, 60.0), backend=f"redis://127.0.0.1:{port}/0?lazy=1")
+    assert lazy_rl.snapshot().backend_status == "ok"  # not asked yet
+
+
+def test_a_callers_sync_client_is_asked_too() -> None:
+    from ratelimit_backends import free_port
+
+    dead = redis.Redis("127.0.0.1", free_port(), socket_timeout=0.2, socket_connect_timeout=0.2)
+    with pytest.raises(bt.BackendError, match=r"could not reach Redis at 127\.0\.0\.1"):
+        bt.RedisBackend(dead)
+    bt.RedisBackend(dead, lazy=True)
+    dead.close()
+
+
+def test_the_servers_own_refusals_are_configuration_errors() -> None:
+    from ratelimit_backends import RedisServer
+
+    try:
+        server = RedisServer()
+    except FileNotFoundError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {exc}")
+        pytest.skip(str(exc))
+    server.start()
+    base = f"127.0.0.1:{server.port}/0"
+    try:
+        with redis.Redis("127.0.0.1", server.port, socket_timeout=2.0) as admin:
+            admin.config_set("requirepass", SENTINEL)
+        with pytest.raises(bt.ConfigError) as info:
+            bt.RedisBackend(f"redis://:wrong-{SENTINEL}@{base}")
+        assert info.value.path == "url_or_client"
+        assert f"Redis at {base} refused the credentials" in info.value.message
+        assert SENTINEL not in str(info.value)
+        with pytest.raises(bt.ConfigError, match="refused the credentials"):
+            bt.RedisBackend(f"redis://{base}")  # none given
+        admin = redis.Redis(port=server.port, password=SENTINEL, socket_timeout=2.0)
+        admin.acl_setuser("limited", enabled=True, passwords=["+pw"], commands=["-@all"])
+        with pytest.raises(bt.ConfigError, match=r"answered PING with an error: .*permission"):
+            bt.RedisBackend(f"redis://limited:pw@{base}")
+        admin.close()
+        bt.RedisBackend(f"redis://:{SENTINEL}@{base}").close()  # the right password
+    finally:
+        server.kill()
+
+
+@pytest.mark.parametrize(
+    ("url", "lazy", "rest"),
+    [
+        ("redis://h:6379/0?lazy=true", True, "redis://h:6379/0"),
+        (
+            "redis://h:6379/0?db=1&lazy=YES&ssl_cert_reqs=none",
+            True,
+            "redis://h:6379/0?db=1&ssl_cert_reqs=none",
+        ),
+        ("redis://h:6379/0?lazy=0", False, "redis://h:6379/0"),
+        ("redis://h:6379/0", False, "redis://h:6379/0"),
+        ("unix:///run/redis.sock?db=2&lazy=false", False, "unix:///run/redis.sock?db=2"),
+    ],
+)
+def test_lazy_is_read_from_the_url_and_kept_from_redis_py(url: str, lazy: bool, rest: str) -> None:
+    from buttress.ratelimit._from_url import url_problem, without_lazy
+
+    assert url_problem(url) is None
+    assert without_lazy(url) == (rest, lazy)
+
+
+def test_a_lazy_that_says_neither_is_refused_where_the_url_is_checked() -> None:
+    with pytest.raises(bt.ConfigError, match="lazy must be true or false, got 'soon'"):
+        bt.RedisBackend("redis://127.0.0.1:6379/0?lazy=soon")
+    with pytest.raises(bt.ConfigError, match=r"rate_limiting\.backend: lazy must be true or false"):
+        bt.load_config({"rate_limiting": {"backend": "redis://h/0?lazy="}}, env={})

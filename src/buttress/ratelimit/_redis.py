@@ -30,7 +30,7 @@ from collections.abc import AsyncGenerator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from .._errors import BackendError, ConfigError
+from .._errors import BackendError, ButtressError, ConfigError
 from .._validate import positive
 from ._algorithms import Algorithm, State
 from ._backend import Outcome, TimeBase
@@ -109,7 +109,14 @@ class RedisBackend:
       limiter's failure policy applies (a call makes at most two attempts);
     * ``time_source``: ``"server"`` (Redis ``TIME``: one clock for every host, the default)
       or ``"caller"`` (the ``now`` the limiter passes from its clock; for tests that inject
-      time).
+      time);
+    * ``lazy``: make the backend without asking the server. By default the backend sends a
+      ``PING`` when made (with its sync client; an asyncio client alone is first used by the
+      first call), as ``SQLiteBackend`` proves its file: a server that cannot be reached
+      (refused, unresolvable, timed out) is a :class:`~buttress.BackendError`, one that
+      refuses the credentials or answers PING with an error a :class:`~buttress.ConfigError`.
+      ``lazy=True`` (or ``?lazy=true`` in the URL) is for an application that may start
+      before its Redis: the failure policy applies from the first decision.
     """
 
     __slots__ = (
@@ -139,6 +146,7 @@ class RedisBackend:
         prefix: str = "",
         timeout: float = 0.25,
         time_source: TimeSource = "server",
+        lazy: bool = False,
     ) -> None:
         try:
             import redis as redis_sync
@@ -192,14 +200,15 @@ class RedisBackend:
                 "another; give one",
             )
         if isinstance(url_or_client, str):
-            from ._from_url import redis_url_problem
+            from ._from_url import redis_url_problem, without_lazy
 
             problem = redis_url_problem(url_or_client)
             if problem is not None:
                 raise ConfigError("url_or_client", problem)
-            self._url = url_or_client
+            self._url, lazy_url = without_lazy(url_or_client)
+            lazy = lazy or lazy_url
             try:
-                self._client = redis_sync.Redis.from_url(url_or_client, **self._options(False))
+                self._client = redis_sync.Redis.from_url(self._url, **self._options(False))
             except ValueError as exc:
                 raise ConfigError("url_or_client", f"not a Redis URL: {exc}") from exc
             _check_decoding("url_or_client", self._client)
@@ -232,6 +241,37 @@ class RedisBackend:
         self._caller_time = time_source == "caller"
         self._slack = float(CALLER_TIME_SLACK_MS if self._caller_time else 0)
         self._params: dict[Algorithm, bytes] = {}
+        if not lazy and self._client is not None:
+            self._check_server("url_or_client" if self._own_sync else names["client"])
+
+    def _check_server(self, name: str) -> None:
+        """PING the server with the sync client (see ``lazy``); ``name`` is the parameter the
+        client came in by. Messages name the server by host and port, never by its URL."""
+        import redis as redis_sync
+
+        client = self._sync()
+        try:
+            client.ping()
+            return
+        except redis_sync.AuthenticationError as exc:
+            error: ButtressError = ConfigError(
+                name,
+                f"Redis at {_server(client)} refused the credentials (check the user and "
+                f"password): {exc}",
+            )
+        except redis_sync.ResponseError as exc:
+            error = ConfigError(
+                name, f"Redis at {_server(client)} answered PING with an error: {exc}"
+            )
+        except self._errors as exc:
+            why = f"{type(exc).__name__}: {str(exc).rstrip('.')}"
+            error = BackendError(
+                f"RedisBackend could not reach Redis at {_server(client)}: {why}"
+                f"{_unreachable_hint(self._url, exc)}; pass lazy=True (or ?lazy=true in the "
+                "URL) to make it anyway and apply the failure policy until Redis answers"
+            )
+        self.close()  # its own client, if it made one: nothing to keep
+        raise error
 
     def _options(self, asynchronous: bool) -> dict[str, Any]:
         """Client options: every socket operation bounded, one immediate reconnect, no backoff.
@@ -524,6 +564,28 @@ def _check_timeout(name: str, client: Any) -> None:
                     "retry=Retry(NoBackoff(), 1))): a rate-limit call must never hang",
                 )
             return
+
+
+def _server(client: Any) -> str:
+    """Where a client connects, without its credentials: ``host:port/db``, or a socket path."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if isinstance(kwargs, dict):
+        if kwargs.get("path"):
+            return f"{kwargs['path']} (db {kwargs.get('db', 0)})"
+        return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    default_node = getattr(client, "get_default_node", None)  # a cluster: its default node
+    node = default_node() if callable(default_node) else None
+    return str(getattr(node, "name", "the cluster"))
+
+
+def _unreachable_hint(url: str | None, exc: BaseException) -> str:
+    """What else a failure to connect may mean, where a common mistake looks just like it."""
+    text = str(exc)
+    if url is not None and url.startswith("rediss://") and "Timeout" in type(exc).__name__:
+        return " (a rediss:// URL against a server without TLS times out like this)"
+    if "closed by server" in text:
+        return " (a server that is not Redis, or that expects TLS, closes the connection so)"
+    return ""
 
 
 def _kind(value: object) -> str:
