@@ -10,7 +10,11 @@ public: :mod:`buttress.events` (the telemetry bus), :mod:`buttress.http` (rate-l
 (Prometheus and OpenTelemetry). Every module whose name starts with an underscore is private.
 """
 
-from . import events, http
+from . import (
+    _logging,  # noqa: F401 (on import: the package logger's NullHandler)
+    events,
+    http,
+)
 from ._breaker import (
     BreakerConfig,
     BreakerSnapshot,

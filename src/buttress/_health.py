@@ -190,8 +190,15 @@ def limiter_check(name: str, snap: RateLimiterSnapshot) -> ComponentCheck:
     policy = snap.failure_policy
     if backend != "ok":
         status: Status = "fail" if policy == "fail_closed" else "warn"
+        which = snap.backend or "backend"
+        since = "" if snap.backend_down_for is None else f" for {snap.backend_down_for:.0f}s"
+        meanwhile = "admitting unchecked" if policy == "fail_open" else "refusing"
         return ComponentCheck(
-            "rate_limiter", name, status, backend, f"backend is {backend} ({policy})"
+            "rate_limiter",
+            name,
+            status,
+            backend,
+            f"{which} is {backend}{since} ({policy}: {meanwhile})",
         )
     rating = snap.performance_rating
     if snap.decisions_in_window >= 10 and rating < 0.5:

@@ -204,6 +204,25 @@ METRICS: tuple[MetricDef, ...] = (
         "{request}",
         "Callers waiting for capacity.",
     ),
+    _def(
+        "limiter.backend_up",
+        "gauge",
+        ("name",),
+        "rate_limiter_backend_up",
+        "buttress.rate_limiter.backend_up",
+        "1",
+        "1 while the limiter's backend answers, 0 during an outage (decisions then follow "
+        "the failure policy). A memory backend is always up.",
+    ),
+    _def(
+        "limiter.backend_errors",
+        "counter",
+        ("name",),
+        "rate_limiter_backend_errors",
+        "buttress.rate_limiter.backend_errors",
+        "{error}",
+        "Backend calls that failed (unreachable, timed out, refused), outages or not.",
+    ),
     # -- connection pools ---------------------------------------------------------------------
     _def(
         "pool.connections",
@@ -602,6 +621,8 @@ def limiter_samples(ns: str, snaps: Mapping[str, RateLimiterSnapshot], out: Out)
             out["limiter.window"].append(((ns, name, sc.name), float(sc.window)))
         out["limiter.performance_rating"].append(((ns, name), float(s.performance_rating)))
         out["limiter.waiting"].append(((ns, name), float(s.waiting)))
+        out["limiter.backend_up"].append(((ns, name), _flag(s.backend_status == "ok")))
+        out["limiter.backend_errors"].append(((ns, name), float(s.backend_errors)))
 
 
 def pool_samples(ns: str, snaps: Mapping[str, PoolStats], out: Out) -> None:

@@ -16,16 +16,23 @@ while it cannot write (a SQLite file that is read-only, or locked by another pro
 readers never wait), and the outage would flap. :meth:`GuardedBackend.check` (what
 ``RateLimiter.check_backend`` asks) ends it when the backend proves it can write
 (``check_write``, an optional backend method).
+
+An outage is announced once when it starts and once when it ends, never per decision: the
+``backend_down`` and ``backend_recovered`` events, and a WARNING record each on the
+``buttress.rate_limiter`` logger, with the fields of ``_logging.log_fields``. Both are WARNING:
+whoever sees an outage begin at the default level must see it end.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeAlias
 
 from .. import events
 from .._errors import BackendError, ConfigError
+from .._logging import log_fields
 from .._validate import in_interval
 from ._algorithms import Algorithm
 from ._backend import Backend, Outcome, TimeBase
@@ -93,6 +100,10 @@ class BackendHealth:
         self.down = False
         return now - self.down_since
 
+    def down_for(self, now: float) -> float | None:
+        """How long the outage under way has lasted at ``now``; ``None`` while up."""
+        return max(0.0, now - self.down_since) if self.down else None
+
     @property
     def status(self) -> str:
         return "down" if self.down else "ok"
@@ -100,6 +111,14 @@ class BackendHealth:
 
 EV_DOWN = ("buttress", "rate_limiter", "backend_down")
 EV_RECOVERED = ("buttress", "rate_limiter", "backend_recovered")
+
+_log = logging.getLogger("buttress.rate_limiter")
+
+# What decisions do during an outage, in the words of its log record.
+MEANWHILE: dict[FailurePolicy, str] = {
+    "fail_open": "admitting every request unchecked (fail_open)",
+    "fail_closed": "refusing every request with BackendError (fail_closed)",
+}
 
 
 class BackendGuard:
@@ -141,23 +160,52 @@ class BackendGuard:
         """The backend failed (``error``) or is spared during an outage: raise if fail_closed."""
         health = self.health
         if error is not None:
-            with self._lock:
-                started = health.failed(self._monotonic(), error)
-            if started and events.enabled(EV_DOWN):
-                events.emit(EV_DOWN, {}, {**self._meta, "error": health.last_error})
+            self.failed(error)
         if health.policy == "fail_closed":
             raise BackendError(
                 f"rate limiter {self._meta['namespace']}:{self._meta['limiter']}: "
                 f"{self._meta['backend']} is down ({health.last_error})"
             ) from error
 
+    def failed(self, error: BaseException) -> None:
+        """Record a failed call: the start of an outage (announced: its event and its one
+        log record) or one more failure in the outage under way."""
+        health = self.health
+        with self._lock:
+            started = health.failed(self._monotonic(), error)
+        if not started:
+            return
+        meta = {**self._meta, "error": health.last_error}
+        if events.enabled(EV_DOWN):
+            events.emit(EV_DOWN, {}, meta)
+        _log.warning(
+            "rate limiter %s:%s: %s is down (%s); %s until it answers, trying it again at "
+            "most every %gs",
+            meta["namespace"],
+            meta["limiter"],
+            meta["backend"],
+            meta["error"],
+            MEANWHILE[health.policy],
+            health.retry_interval,
+            extra=log_fields(EV_DOWN, **meta),
+        )
+
     def _answered(self) -> None:
         with self._lock:
             if not self.health.down:
                 return
             downtime = self.health.answered(self._monotonic())
+        meta = self._meta
         if events.enabled(EV_RECOVERED):
-            events.emit(EV_RECOVERED, {"downtime": downtime}, self._meta)
+            events.emit(EV_RECOVERED, {"downtime": downtime}, meta)
+        _log.warning(
+            "rate limiter %s:%s: %s answers again after %.3fs down; limits are enforced again",
+            meta["namespace"],
+            meta["limiter"],
+            meta["backend"],
+            downtime,
+            extra=log_fields(EV_RECOVERED, **meta, downtime=downtime),
+        )
 
     # -- the backend's methods -----------------------------------------------------------------
 

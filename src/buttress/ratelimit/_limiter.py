@@ -573,6 +573,8 @@ class RateLimiter:
             backend_status=self._health.status,
             failure_policy=self._health.policy,
             backend_errors=self._health.errors,
+            backend=type(self.backend).__name__,
+            backend_down_for=self._health.down_for(now),
         )
 
     def maintain(self, now: float | None = None) -> int:

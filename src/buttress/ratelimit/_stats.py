@@ -204,7 +204,9 @@ class RateLimiterSnapshot:
     the decisions in the last ``stats_window`` seconds made within ``latency_budget``.
     ``keys`` is ``None`` when not counted (a shared server, or a backend that is down).
     ``backend_status`` is ``"ok"`` or ``"down"`` (its last call failed), ``failure_policy``
-    what decisions do meanwhile, ``backend_errors`` how many backend calls have failed.
+    what decisions do meanwhile, ``backend_errors`` how many backend calls have failed,
+    ``backend`` the backend's class (``"RedisBackend"``) and ``backend_down_for`` how long the
+    outage under way has lasted (seconds; ``None`` while the backend is up).
     """
 
     name: str
@@ -221,6 +223,8 @@ class RateLimiterSnapshot:
     backend_status: str = "ok"
     failure_policy: str = "fail_open"
     backend_errors: int = 0
+    backend: str = ""
+    backend_down_for: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
