@@ -8,7 +8,9 @@ Nothing sleeps to wait for a state change: the limiters' retry interval runs on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -20,6 +22,7 @@ from ratelimit_backends import RedisServer
 
 import buttress as bt
 from buttress._health import build_report
+from buttress.exporters._metrics import METRICS, limiter_samples
 
 T = TypeVar("T")
 
@@ -266,3 +269,178 @@ def test_a_read_only_replica_stays_down_until_it_takes_writes(
     finally:
         backend.close()
         client.close()
+
+
+# -- an outage is loud: one WARNING as it starts, one as it ends, never one per decision -----
+
+
+def outage_records(caplog: pytest.LogCaptureFixture, what: str) -> list[logging.LogRecord]:
+    name = f"buttress.rate_limiter.backend_{what}"
+    return [r for r in caplog.records if getattr(r, "buttress_event", None) == name]
+
+
+def fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k.startswith("buttress_")}
+
+
+def limiter_metrics(*rls: bt.RateLimiter) -> dict[str, list[float]]:
+    """The backend's two metrics, one value per limiter, as both exporters publish them."""
+    out: dict[str, list[Any]] = {m.key: [] for m in METRICS}
+    limiter_samples("outage", {rl.name: rl.snapshot() for rl in rls}, out)
+    keys = ("limiter.backend_up", "limiter.backend_errors")
+    return {key: [value for _, value in out[key]] for key in keys}
+
+
+def test_a_dead_redis_logs_one_warning_per_limiter_and_one_on_recovery(
+    clock: bt.ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    try:
+        server = RedisServer()  # a spare port: nothing listens there until server.start()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    backend = bt.RedisBackend(server.url, timeout=0.2, lazy=True)
+    open_rl, closed_rl = limiters(backend, clock)
+    try:
+        for _ in range(400):  # tried again each second: 20 failed calls each, in 20 s
+            assert open_rl.try_acquire(CTX).allowed
+            with pytest.raises(bt.BackendError, match="RedisBackend is down"):
+                closed_rl.try_acquire(CTX)
+            clock.advance(0.05)
+        down = outage_records(caplog, "down")
+        assert [r.buttress_limiter for r in down] == ["fail_open", "fail_closed"]
+        for record, policy in zip(down, ("fail_open", "fail_closed"), strict=True):
+            assert record.levelno == logging.WARNING and record.name == "buttress.rate_limiter"
+            assert fields(record) == {
+                "buttress_event": "buttress.rate_limiter.backend_down",
+                "buttress_limiter": policy,
+                "buttress_namespace": "outage",
+                "buttress_backend": "RedisBackend",
+                "buttress_policy": policy,
+                "buttress_error": record.buttress_error,
+            }
+            assert "Connection refused" in record.buttress_error
+            assert record.getMessage().startswith(
+                f"rate limiter outage:{policy}: RedisBackend is down"
+            )
+        # The health report and the metrics show it.
+        overall, checks, shown = statuses(open_rl, closed_rl)
+        assert (overall, checks, shown) == ("unhealthy", "warn,fail", ("down", "down"))
+        snap = open_rl.snapshot()
+        assert (snap.backend, snap.backend_down_for) == ("RedisBackend", pytest.approx(20.0))
+        report = build_report("outage", limiters={"fail_open": snap}, time=0.0)
+        assert (
+            report.checks[0].reason
+            == "RedisBackend is down for 20s (fail_open: admitting unchecked)"
+        )
+        assert limiter_metrics(open_rl, closed_rl) == {
+            "limiter.backend_up": [0.0, 0.0],
+            "limiter.backend_errors": [20.0, 20.0],
+        }
+
+        server.start()  # Redis comes up, on the port the URL names
+        clock.advance(1.0)
+        for _ in range(50):
+            bounded(lambda: open_rl.try_acquire(CTX))
+            with contextlib.suppress(bt.RateLimitExceeded):
+                bounded(lambda: closed_rl.try_acquire(CTX))
+        assert not open_rl.try_acquire(CTX).allowed  # enforcing again
+        up = outage_records(caplog, "recovered")
+        assert [r.buttress_limiter for r in up] == ["fail_open", "fail_closed"]
+        for record in up:
+            assert record.levelno == logging.WARNING
+            assert record.buttress_downtime == pytest.approx(21.0)  # first failure to answer
+            assert set(fields(record)) == {
+                "buttress_event",
+                "buttress_limiter",
+                "buttress_namespace",
+                "buttress_backend",
+                "buttress_policy",
+                "buttress_downtime",
+            }
+            assert "answers again after 21.000s down" in record.getMessage()
+        assert len(outage_records(caplog, "down")) == 2  # nothing more
+        assert statuses(open_rl, closed_rl) == ("healthy", "pass,pass", ("ok", "ok"))
+        assert limiter_metrics(open_rl, closed_rl)["limiter.backend_up"] == [1.0, 1.0]
+    finally:
+        backend.close()
+        server.kill()
+
+
+def test_each_outage_of_a_killed_server_is_logged_once_sync_and_asyncio(
+    server: RedisServer, clock: bt.ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = bt.RedisBackend(server.url, timeout=0.2)
+    rl = bt.RateLimiter(
+        bt.Scope("user", 1000, 3600.0), backend=backend, clock=clock, namespace="outage"
+    )
+
+    async def decide_async(n: int) -> None:
+        for _ in range(n):
+            assert (await rl.try_acquire_async("u1")).allowed
+            clock.advance(0.25)
+
+    try:
+        for outage in (1, 2):
+            server.kill()
+            for _ in range(20):
+                assert bounded(lambda: rl.try_acquire("u1")).allowed  # fails open
+                clock.advance(0.25)
+            asyncio.run(decide_async(20))
+            assert len(outage_records(caplog, "down")) == outage
+            assert rl.snapshot().backend_status == "down"
+            server.start()
+            clock.advance(1.0)
+            if outage == 1:  # the first answer ends the outage, on either path
+                asyncio.run(decide_async(5))
+            else:
+                bounded(lambda: rl.try_acquire("u1"))
+            assert len(outage_records(caplog, "recovered")) == outage
+            assert rl.snapshot().backend_status == "ok"
+        assert len(outage_records(caplog, "down")) == 2
+    finally:
+        backend.close()
+
+
+def test_an_infrastructure_that_starts_before_its_redis_starts_in_an_outage(
+    clock: bt.ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    try:
+        server = RedisServer()  # not started: the application comes up first
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    config = {
+        "rate_limiting": {
+            "backend": server.url,
+            "limiters": {
+                "api": {"limit": 2, "window": 3600.0},
+                "billing": {"limit": 2, "window": 3600.0, "failure_policy": "fail_closed"},
+            },
+        },
+        "memory_manager": {"enabled": False},
+    }
+    try:
+        with bt.Infrastructure("early", config, clock=clock, env={}, background=False) as infra:
+            # Made, not refused; each limiter's outage is announced once, and health shows it.
+            down = outage_records(caplog, "down")
+            assert sorted(r.buttress_limiter for r in down) == ["api", "billing"]
+            report = infra.health()
+            assert report.overall_status == "unhealthy"
+            assert {c.name: c.reason for c in report.checks} == {
+                "api": "RedisBackend is down for 0s (fail_open: admitting unchecked)",
+                "billing": "RedisBackend is down for 0s (fail_closed: refusing)",
+            }
+            api, billing = infra.limiters["api"], infra.limiters["billing"]
+            for _ in range(5):
+                assert api.try_acquire().allowed
+                with pytest.raises(bt.BackendError):
+                    billing.try_acquire()
+            assert len(outage_records(caplog, "down")) == 2
+
+            server.start()
+            clock.advance(1.0)
+            assert [api.try_acquire().allowed for _ in range(3)] == [True, True, False]
+            assert [billing.try_acquire().allowed for _ in range(3)] == [True, True, False]
+            assert len(outage_records(caplog, "recovered")) == 2
+            assert infra.health().overall_status == "healthy"
+    finally:
+        server.kill()

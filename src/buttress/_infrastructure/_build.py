@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._breaker import CircuitBreaker
 from .._chaos import Chaos
 from .._config import Config, LimiterSettings, PoolSettings, import_callable
-from .._errors import ConfigError
+from .._errors import BackendError, ConfigError
 from .._instrument import ServiceMetrics
 from .._memory import MemoryManager
 from .._pool import AsyncConnectionPool, ConnectionPool, PoolConfig
@@ -118,6 +118,7 @@ class Builder:
             raise ConfigError(f"pools.{unknown[0]}", "names no pool in connection_pools")
         self.pool_specs = specs
         self.backends: dict[str, Any] = {}  # one per URL, shared by the limiters naming it
+        self.unreachable: set[str] = set()  # URLs whose server did not answer when made
 
     def rng(self, name: str) -> random.Random | None:
         """A generator seeded from the seed, the namespace and ``name`` (None: unseeded)."""
@@ -163,12 +164,11 @@ class Builder:
     def limiter(self, name: str, s: LimiterSettings) -> RateLimiter:
         path = f"rate_limiting.limiters.{name}"
         rl = self.config.rate_limiting
-        backend = self._backend(
-            s.backend or rl.backend, f"{path}.backend" if s.backend else "rate_limiting.backend"
-        )
+        url = s.backend or rl.backend
+        backend = self._backend(url, f"{path}.backend" if s.backend else "rate_limiting.backend")
         scopes = s.build_scopes(path, rl.default_algorithm)
         try:
-            return RateLimiter(
+            limiter = RateLimiter(
                 scopes,
                 backend=backend,
                 namespace=self.namespace,
@@ -181,12 +181,25 @@ class Builder:
             if exc.path == "backend.max_keys":  # the cap is set once for every limiter
                 raise ConfigError("rate_limiting.max_keys", exc.message) from None
             raise ConfigError(f"{path}.{exc.path}", exc.message) from None
+        if url in self.unreachable:
+            # The limiter starts in an outage: logged, shown in health, its policy applied.
+            limiter.check_backend()
+        return limiter
 
     def _backend(self, url: str, path: str) -> Any:
+        """The backend of ``url``, made once. A server that does not answer as the application
+        starts stops nothing: the backend is made without it (``lazy``), and its limiters
+        follow their failure policy until it answers, as in any outage. A wrong URL or wrong
+        credentials stop the start (``ConfigError``)."""
         backend = self.backends.get(url)
         if backend is None:
+            max_keys = self.config.rate_limiting.max_keys
             try:
-                backend = backend_from_url(url, max_keys=self.config.rate_limiting.max_keys)
+                try:
+                    backend = backend_from_url(url, max_keys=max_keys)
+                except BackendError:
+                    self.unreachable.add(url)
+                    backend = backend_from_url(url, max_keys=max_keys, lazy=True)
             except ConfigError as exc:
                 raise ConfigError(path, exc.message) from None
             self.backends[url] = backend
