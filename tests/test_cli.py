@@ -129,10 +129,36 @@ def test_health_reaches_the_shared_backends(tmp_path: Path, redis_url: str) -> N
     )
     proc = run("health", "--config", str(down))
     assert proc.returncode == 1, proc.stderr
-    doc = json.loads(proc.stdout)
+    doc = json.loads(proc.stdout)  # nothing but the document on stdout
     assert doc["status"] == "fail"
-    assert doc["checks"]["rate_limiter:api"][0]["output"] == "backend is down (fail_closed)"
+    output = doc["checks"]["rate_limiter:api"][0]["output"]
+    assert output.startswith("RedisBackend is down for "), output
+    assert output.endswith("s (fail_closed: refusing)"), output
     assert doc["rate_limit_backends"]["api"]["status"] == "down"
+    # Why it is down is in the log record, written after the document: the one WARNING of the
+    # limiter's outage, which began as the infrastructure started.
+    (warning,) = [line for line in proc.stderr.splitlines() if "WARNING" in line]
+    assert "rate limiter default:api: RedisBackend is down" in warning
+    assert "Connection refused" in warning
+
+
+def test_log_records_follow_the_results_never_interleave() -> None:
+    # The memory scenario logs its level changes (WARNING) as it runs; the results come first.
+    proc = subprocess.run(
+        [sys.executable, "-m", "buttress", "scenarios", "memory_pressure", "rate_limit_burst"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, in the order written
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
+    lines = proc.stdout.splitlines()
+    results = [i for i, line in enumerate(lines) if line.startswith(("[x]", "health afterwards"))]
+    logged = [i for i, line in enumerate(lines) if "buttress.memory" in line]
+    assert results == [0, 1, 2], lines
+    assert logged and min(logged) > max(results), lines
+    assert lines[3] == f"buttress: {len(logged)} log records during the command:"
+    assert all(lines[i].startswith("  WARNING buttress.memory: ") for i in logged)
 
 
 def test_demo_refuses_an_unwritable_report_path_before_running(tmp_path: Path) -> None:

@@ -3,6 +3,9 @@
 buttress demo [--json PATH] [--seed N] [--users N]
 buttress config check FILE
 buttress health --config FILE [--namespace NAME]
+
+buttress's log records (a scenario's expected warnings, a backend found down) are held while a
+command runs and written to stderr after its results, never in the middle of them.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ._errors import ButtressError, ConfigError
 
@@ -60,6 +64,43 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    with _logs_after_results():
+        return _run(args)
+
+
+class _Held(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _logs_after_results() -> Iterator[None]:
+    """Hold the ``buttress`` logger's records while a command runs, then write them to stderr,
+    after everything the command printed."""
+    logger = logging.getLogger("buttress")
+    held = _Held()
+    logger.addHandler(held)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(held)
+        logger.propagate = propagate
+        if held.records:
+            form = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+            count = len(held.records)
+            plural = "s" if count > 1 else ""
+            print(f"buttress: {count} log record{plural} during the command:", file=sys.stderr)
+            for record in held.records:
+                text = form.format(record).replace("\n", "\n    ")
+                print(f"  {text}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "demo":
             from ._demo import run_demo
