@@ -108,7 +108,8 @@ _RATE_LIMIT_BACKENDS = _specs(
         "A limiter's backend (e.g. `RedisBackend`, `SQLiteBackend`) failed a call: the start "
         "of an outage, once until it answers again. Meanwhile decisions follow `policy` "
         "(`fail_open` admits, `fail_closed` raises `BackendError`) and the backend is tried "
-        "again at most once per `backend_retry_interval`. `error` is the failure.",
+        "again at most once per `backend_retry_interval`. `error` is the failure. Also logged, "
+        "once, as a WARNING on `buttress.rate_limiter` (docs/deployment.md, Logs).",
     ),
     EventSpec(
         ("buttress", "rate_limiter", "backend_recovered"),
@@ -117,7 +118,7 @@ _RATE_LIMIT_BACKENDS = _specs(
         "The backend answered again after an outage of `downtime` seconds (from the first "
         "failure to the first answer, on the limiter's monotonic clock). Only a call that "
         "writes (a decision, a refund, `check_backend`'s proof of a write) ends an outage; "
-        "a peek alone does not.",
+        "a peek alone does not. Also logged, once, as a WARNING on `buttress.rate_limiter`.",
     ),
 )
 
