@@ -160,14 +160,14 @@ class BackendGuard:
         """The backend failed (``error``) or is spared during an outage: raise if fail_closed."""
         health = self.health
         if error is not None:
-            self.failed(error)
+            self._failed(error)
         if health.policy == "fail_closed":
             raise BackendError(
                 f"rate limiter {self._meta['namespace']}:{self._meta['limiter']}: "
                 f"{self._meta['backend']} is down ({health.last_error})"
             ) from error
 
-    def failed(self, error: BaseException) -> None:
+    def _failed(self, error: BaseException) -> None:
         """Record a failed call: the start of an outage (announced: its event and its one
         log record) or one more failure in the outage under way."""
         health = self.health
