@@ -496,9 +496,9 @@ def test_the_servers_own_refusals_are_configuration_errors() -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true and {exc}")
         pytest.skip(str(exc))
-    server.start()
     base = f"127.0.0.1:{server.port}/0"
     try:
+        server.start()
         with redis.Redis("127.0.0.1", server.port, socket_timeout=2.0) as admin:
             admin.config_set("requirepass", SENTINEL)
         with pytest.raises(bt.ConfigError) as info:
