@@ -204,7 +204,8 @@ class RateLimiterSnapshot:
     the decisions in the last ``stats_window`` seconds made within ``latency_budget``.
     ``keys`` is ``None`` when not counted (a shared server, or a backend that is down).
     ``backend_status`` is ``"ok"`` or ``"down"`` (its last call failed), ``failure_policy``
-    what decisions do meanwhile, ``backend_errors`` how many backend calls have failed.
+    what decisions do meanwhile, ``backend_errors`` how many backend calls have failed,
+    ``backend_error`` what the last one said while it is down (passwords masked).
     """
 
     name: str
@@ -221,6 +222,7 @@ class RateLimiterSnapshot:
     backend_status: str = "ok"
     failure_policy: str = "fail_open"
     backend_errors: int = 0
+    backend_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
