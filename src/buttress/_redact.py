@@ -10,10 +10,10 @@ buttress shows passes through one of:
   secret-looking key in ``key=value``, ``key: value``, ``'key': 'value'`` and query forms;
 * :func:`redact_data`: plain data (mappings, lists, strings): a secret-looking key's value
   becomes ``"***"`` whatever it is, and every string goes through :func:`redact_text`;
-* :func:`redacted_logger`: a package logger whose records are redacted before any handler sees them
-  (message, arguments, ``extra`` fields and the formatted traceback).
+* :func:`redacted_logger`: a package logger whose records are masked before any handler
+  sees them (message, arguments, ``extra`` fields and the formatted traceback).
 
-A key is secret-looking when its name, lower-cased, contains one of :data:`SECRET_WORDS`
+A key is secret-looking when its name, in any case, contains one of :data:`SECRET_WORDS`
 (``password``, ``secret``, ...) or ends in one of :data:`SECRET_ENDINGS` (``token``,
 ``api_key``, ``pwd``, ...) as a whole part (``auth_token``, not ``token_bucket``). The data
 itself is never changed: ``Config.model_dump()`` and a pool's factory get the real values.
@@ -133,7 +133,9 @@ class _RedactingFilter(logging.Filter):
             if is_secret_key(key) and value is not None:
                 setattr(record, key, MASK)
             elif isinstance(value, str | Mapping | list | tuple):
-                setattr(record, key, redact_data(value))
+                masked = redact_data(value)
+                if masked != value:
+                    setattr(record, key, masked)
         if record.exc_info and record.exc_info[1] is not None:
             shown = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
             masked = redact_text(shown)
