@@ -114,6 +114,7 @@ PUBLIC = [
     "__version__",
     "events",
     "health_asgi_app",
+    "health_response",
     "health_wsgi_app",
     "http",
     "load_config",

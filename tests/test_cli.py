@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from buttress._cli import main
 from buttress._demo import run_demo
+from servers import free_port
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "buttress.toml"
 
@@ -110,6 +112,63 @@ def test_health_of_a_configuration(tmp_path: Path) -> None:
     assert "circuit_breaker:db" in doc["checks"]
 
 
+def test_health_connects_the_pools(tmp_path: Path) -> None:
+    # A pool is asked for a connection before it is judged: one whose database is not there
+    # fails (it passed as "0/0 in use" when nothing connected), with what the driver said.
+    pytest.importorskip("psycopg")
+    closed = free_port()
+    path = tmp_path / "h.toml"
+    path.write_text(
+        "[memory_manager]\nenabled = false\n"
+        f"[connection_pools.local]\nfactory = 'sqlite3:connect'\nargs = ['{tmp_path / 'l.db'}']\n"
+        "[connection_pools.orders]\nfactory = 'psycopg:connect'\n"
+        f"args = ['postgresql://app:s3cret@127.0.0.1:{closed}/orders']\n"
+        "[connection_pools.orders_async]\nfactory = 'psycopg:AsyncConnection.connect'\n"
+        f"args = ['postgresql://app:s3cret@127.0.0.1:{closed}/orders']\nasync = true\n"
+    )
+    proc = run("health", "--config", str(path), "--timeout", "2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "fail"
+    assert [c["status"] for c in doc["checks"]["connection_pool:local"]] == ["pass"]
+    assert doc["checks"]["connection_pool:local"][0]["output"] == "0/1 in use"  # connected
+    (orders,) = doc["checks"]["connection_pool:orders"]
+    assert orders["status"] == "fail"
+    assert orders["output"].startswith("no connection within ")
+    assert "; last: OperationalError; OperationalError('connection failed: " in orders["output"]
+    assert f"port {closed} failed: Connection refused" in orders["output"]
+    (orders_async,) = doc["checks"]["connection_pool:orders_async"]
+    assert orders_async["output"] == orders["output"]
+    assert "s3cret" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow  # closing waits for the scheduler thread, stuck in the connect
+def test_health_gives_up_on_a_connect_that_hangs(tmp_path: Path) -> None:
+    # A server that accepts and never answers: the check ends at --timeout, saying so.
+    pytest.importorskip("psycopg")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        path = tmp_path / "h.toml"
+        path.write_text(
+            "[memory_manager]\nenabled = false\n[connection_pools.db]\n"
+            f"factory = 'psycopg:connect'\nargs = ['postgresql://u@127.0.0.1:{port}/db']\n"
+        )
+        proc = run("health", "--config", str(path), "--timeout", "0.5")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (check,) = json.loads(proc.stdout)["checks"]["connection_pool:db"]
+    assert check["status"] == "fail"
+    assert check["output"] == "no connection within 0.5s; connecting did not finish"
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "soon", "inf"])
+def test_health_refuses_a_bad_timeout(timeout: str) -> None:
+    proc = run("health", "--config", "x.toml", "--timeout", timeout)
+    assert proc.returncode == 2
+    assert "argument --timeout: must be a number > 0" in proc.stderr
+
+
 def test_health_reaches_the_shared_backends(tmp_path: Path, redis_url: str) -> None:
     up = tmp_path / "up.toml"
     up.write_text(
@@ -133,8 +192,9 @@ def test_health_reaches_the_shared_backends(tmp_path: Path, redis_url: str) -> N
     assert doc["status"] == "fail"
     output = doc["checks"]["rate_limiter:api"][0]["output"]
     assert output.startswith("RedisBackend is down for "), output
-    assert output.endswith("s (fail_closed: refusing)"), output
+    assert "s (fail_closed: refusing)" in output, output
     assert doc["rate_limit_backends"]["api"]["status"] == "down"
+    assert "Connection refused" in doc["rate_limit_backends"]["api"]["error"]
     # Why it is down is in the log record, written after the document: the one WARNING of the
     # limiter's outage, which began as the infrastructure started.
     (warning,) = [line for line in proc.stderr.splitlines() if "WARNING" in line]

@@ -40,7 +40,13 @@ from ._errors import (
     RateLimitExceeded,
     RejectedError,
 )
-from ._health import ComponentCheck, HealthReport, health_asgi_app, health_wsgi_app
+from ._health import (
+    ComponentCheck,
+    HealthReport,
+    health_asgi_app,
+    health_response,
+    health_wsgi_app,
+)
 from ._infrastructure import Infrastructure, Protection, ResourceSpec, ServiceLayers
 from ._instrument import ServiceSnapshot
 from ._memory import (
@@ -132,6 +138,7 @@ __all__ = [
     "__version__",
     "events",
     "health_asgi_app",
+    "health_response",
     "health_wsgi_app",
     "http",
     "load_config",

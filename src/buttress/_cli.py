@@ -2,22 +2,34 @@
 
 buttress demo [--json PATH] [--seed N] [--users N]
 buttress config check FILE
-buttress health --config FILE [--namespace NAME]
+buttress health --config FILE [--namespace NAME] [--timeout SECONDS]
+buttress scenarios [SCENARIO ...] [--config FILE]
 
 buttress's log records (a scenario's expected warnings, a backend found down) are held while a
-command runs and written to stderr after its results, never in the middle of them.
+command runs and written to stderr after its results, never in the middle of them. What it
+prints passes through ``_redact``: no password from a URL, a DSN or a pool's ``kwargs`` is
+shown.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ._errors import ButtressError, ConfigError
+from ._errors import ButtressError, ConfigError, PoolTimeoutError
+from ._redact import redact_data, redact_text
+
+if TYPE_CHECKING:
+    from ._health import ComponentCheck
+    from ._infrastructure import Infrastructure
+    from ._pool import AsyncConnectionPool, ConnectionPool
+    from .ratelimit._limiter import RateLimiter
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,10 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     scen.add_argument("--config", metavar="FILE", help="the configuration (default: the demo's)")
 
     health = sub.add_parser(
-        "health", help="print the health of a configuration (e.g. its Redis-backed limiters)"
+        "health",
+        help="connect a configuration's pools and shared backends, then print its health",
     )
     health.add_argument("--config", required=True, metavar="FILE")
     health.add_argument("--namespace", default="default", help="the namespace to look at")
+    health.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long each pool may take to lend a connection (default: 5)",
+    )
     return parser
 
 
@@ -118,12 +138,15 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "config" and args.config_command == "check":
             return _config_check(args.file)
         if args.command == "health":
-            return _health(args.config, args.namespace)
+            return _health(args.config, args.namespace, args.timeout)
         if args.command == "scenarios":
             return _scenarios(args.names, args.config)
     except ConfigError as exc:
         print(f"buttress: {exc}", file=sys.stderr)
         return 2
+    except ButtressError as exc:  # a backend that cannot be made, ...
+        print(f"buttress: {redact_text(str(exc))}", file=sys.stderr)
+        return 1
     args.usage.print_help()  # no command, or `config` without its action
     return 2
 
@@ -136,6 +159,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
     return value
 
 
@@ -159,33 +192,93 @@ def _config_check(path: str) -> int:
 
     cfg = load_config(path)
     cfg.check_imports()  # the exception classes and factories it names, as Infrastructure will
-    print(json.dumps(cfg.to_toml_dict(), indent=2, sort_keys=True))
+    print(json.dumps(redact_data(cfg.to_toml_dict()), indent=2, sort_keys=True))
     print(f"{path}: ok", file=sys.stderr)
     return 0
 
 
-def _health(path: str, namespace: str) -> int:
+def _health(path: str, namespace: str, timeout: float) -> int:
     from ._infrastructure import Infrastructure
 
-    with Infrastructure(namespace, path, background=False) as infra:
-        # Reach every shared backend once, so the report says whether it answers.
-        backends = {}
-        for name, limiter in infra.limiters.items():
-            status = limiter.check_backend()
-            keys = None
-            if status == "ok":
-                with contextlib.suppress(ButtressError):
-                    keys = limiter.backend.key_count()
-            backends[name] = {
-                "backend": repr(limiter.backend),
-                "status": status,
-                "backend_keys": keys,
-            }
-        report = infra.health()
-    doc = report.to_health_json()
+    infra = Infrastructure(namespace, path)
+    doc, unhealthy = asyncio.run(_reach_all(infra, timeout))
+    print(json.dumps(redact_data(doc), indent=2, default=str))
+    return 1 if unhealthy else 0
+
+
+async def _reach_all(infra: Infrastructure, timeout: float) -> tuple[dict[str, Any], bool]:
+    """Start ``infra``, ask every pool for a connection and every limiter's backend for an
+    answer (at once, each within ``timeout``), then judge: a pool that lends nothing fails,
+    with what its last connect said."""
+    async with infra:  # the async pools too
+        failed = await asyncio.gather(
+            *(asyncio.to_thread(_reach_pool, n, p, timeout) for n, p in infra.pools.items()),
+            *(_reach_async_pool(n, p, timeout) for n, p in infra.async_pools.items()),
+        )
+        backends = dict(
+            zip(
+                infra.limiters,
+                await asyncio.gather(
+                    *(asyncio.to_thread(_reach_backend, lim) for lim in infra.limiters.values())
+                ),
+                strict=True,
+            )
+        )
+        report = infra.health().with_checks(c for c in failed if c is not None)
+    doc = report.to_health_json(verbose=True)  # for the operator: what each driver said
     doc["rate_limit_backends"] = backends
-    print(json.dumps(doc, indent=2, default=str))
-    return 0 if report.overall_status != "unhealthy" else 1
+    return doc, report.overall_status == "unhealthy"
+
+
+def _reach_pool(name: str, pool: ConnectionPool, timeout: float) -> ComponentCheck | None:
+    try:
+        with pool.connection(timeout=timeout):
+            return None
+    except Exception as exc:
+        return _unreachable(name, exc, timeout)
+
+
+async def _reach_async_pool(
+    name: str, pool: AsyncConnectionPool, timeout: float
+) -> ComponentCheck | None:
+    try:
+        async with pool.connection(timeout=timeout):
+            return None
+    except Exception as exc:
+        return _unreachable(name, exc, timeout)
+
+
+def _unreachable(name: str, exc: Exception, timeout: float) -> ComponentCheck:
+    from ._health import ComponentCheck, error_type
+
+    cause = exc.connect_error if isinstance(exc, PoolTimeoutError) else exc
+    if cause is None:  # no connect finished within the timeout: it hangs
+        why, detail = "connecting did not finish", None
+    else:
+        detail = redact_text(repr(cause))
+        why = f"last: {error_type(detail)}"
+    return ComponentCheck(
+        "connection_pool",
+        name,
+        "fail",
+        "unreachable",
+        f"no connection within {timeout:g}s; {why}",
+        detail,
+    )
+
+
+def _reach_backend(limiter: RateLimiter) -> dict[str, Any]:
+    status = limiter.check_backend()
+    keys = None
+    if status == "ok":
+        with contextlib.suppress(ButtressError):
+            keys = limiter.backend.key_count()
+    return {
+        "backend": repr(limiter.backend),
+        "status": status,
+        "backend_keys": keys,
+        "error": limiter.snapshot().backend_error,  # None while it answers
+    }
 
 
 def _scenarios(names: list[str], path: str | None) -> int:
@@ -205,8 +298,8 @@ def _scenarios(names: list[str], path: str | None) -> int:
         with isolated_infrastructure(config, prefix="scenarios") as infra:
             results = simulate_failures(infra, names or SCENARIOS)
             status = infra.health().overall_status
-    for r in results:
-        print(f"[{'x' if r.ok else ' '}] {r.name}: {r.summary}")
+    for r in results:  # a summary may quote an error raised by the configuration's factory
+        print(f"[{'x' if r.ok else ' '}] {r.name}: {redact_text(r.summary)}")
     print(f"health afterwards: {status}")
     return 0 if all(r.ok for r in results) else 1
 

@@ -19,7 +19,7 @@ import json
 import os
 import tomllib
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -30,6 +30,7 @@ from ._chaos import FaultSettings
 from ._errors import ConfigError
 from ._memory._probe import Source
 from ._pool._config import HealthCheck, Strategy
+from ._redact import redact_field
 from .ratelimit._registry import AlgorithmName
 
 if TYPE_CHECKING:
@@ -68,6 +69,12 @@ Level = Literal["light", "medium", "heavy"]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr() and str() mask passwords (URLs, DSNs, secret-looking kwargs); the data keeps
+        # them, for the components that connect.
+        for name, value in super().__repr_args__():
+            yield name, value if name is None else redact_field(name, value)
 
 
 def _component_names(value: dict[str, Any]) -> dict[str, Any]:

@@ -15,11 +15,16 @@
 
 A :class:`RejectedError` always means the protected operation did not run, so it is safe to
 retry after ``retry_after`` seconds (``None`` when nothing better than "later" is known).
+
+The errors that quote what a user wrote or a driver said (``ConfigError``, ``BackendError``,
+``PoolTimeoutError`` while connecting fails) mask its passwords (``_redact.redact_text``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from ._redact import redact_text
 
 if TYPE_CHECKING:
     from .ratelimit._decision import Decision
@@ -48,7 +53,7 @@ class ConfigError(ButtressError, ValueError):
 
     def __init__(self, path: str, message: str) -> None:
         self.path = path
-        self.message = message
+        self.message = message = redact_text(message)  # it may quote a URL or a DSN
         super().__init__(f"{path}: {message}" if path else message)
 
 
@@ -132,6 +137,8 @@ class PoolTimeoutError(RejectedError):
         self.pool = pool
         self.waited = waited
         self.connect_error = connect_error
+        if message is not None and connect_error is not None:
+            message = redact_text(message)  # it quotes the driver's error
         super().__init__(
             message or f"pool {pool!r}: no connection available after {waited:.3f}s",
             retry_after=None,
@@ -148,6 +155,10 @@ class InfrastructureClosedError(ButtressError, RuntimeError):
 
 class BackendError(ButtressError):
     """A state backend (SQLite, Redis) failed and the limiter's policy is ``fail_closed``."""
+
+    def __init__(self, *args: object) -> None:
+        # A message quotes the driver's error: masked, as ConfigError's.
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
 
 
 class InjectedFault(ButtressError):

@@ -20,13 +20,20 @@ connection pool        pass; warn while callers wait or overflow members are in 
 memory                 pass at normal, warn at warning, fail at critical
 chaos                  warn while chaos is on and an experiment runs (faults injected on purpose)
 =====================  =====================================================================
+
+A check's ``reason`` is short and safe to publish (a count, a state, an exception's type);
+what a driver said (``PoolStats.last_connect_error``, ``RateLimiterSnapshot.backend_error``:
+hosts, ports, role names) is its ``detail``, shown only by the verbose renderings
+(``to_dict(verbose=True)``, ``to_health_json(verbose=True)``) and the logs. The endpoints
+(:class:`HealthASGIApp`, :class:`HealthWSGIApp`, :func:`health_response`) answer with the
+short form unless made ``verbose``. Passwords are masked in either form.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -40,15 +47,21 @@ if TYPE_CHECKING:
     from .ratelimit._stats import RateLimiterSnapshot
 
 __all__ = [
+    "PROBES",
     "ComponentCheck",
+    "HealthASGIApp",
     "HealthReport",
+    "HealthWSGIApp",
     "build_report",
     "health_asgi_app",
+    "health_response",
     "health_wsgi_app",
 ]
 
 Status = Literal["pass", "warn", "fail"]
 Overall = Literal["healthy", "degraded", "unhealthy"]
+Probe = Literal["health", "livez", "readyz"]
+PROBES: tuple[Probe, ...] = ("health", "livez", "readyz")
 
 CONTENT_TYPE = "application/health+json"
 
@@ -58,22 +71,36 @@ _RANK: dict[Status, int] = {"pass": 0, "warn": 1, "fail": 2}
 
 @dataclass(frozen=True, slots=True)
 class ComponentCheck:
-    """One component's verdict: ``status``, what it is judged by, and why."""
+    """One component's verdict: ``status``, what it is judged by, and why.
+
+    ``reason`` is short and safe to publish; ``detail`` is what a driver said (an error
+    message naming hosts, ports, roles), for operators: ``None`` when there is nothing more.
+    """
 
     kind: str  # circuit_breaker | rate_limiter | connection_pool | memory | chaos
     name: str
     status: Status
     observed: Any
     reason: str
+    detail: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, verbose: bool = False) -> dict[str, Any]:
+        out = {
             "kind": self.kind,
             "name": self.name,
             "status": self.status,
             "observed": self.observed,
             "reason": self.reason,
         }
+        if verbose:
+            out["detail"] = self.detail
+        return out
+
+    def output(self, *, verbose: bool = False) -> str:
+        """The reason, followed by the detail when ``verbose`` (and there is one)."""
+        if verbose and self.detail:
+            return f"{self.reason}; {self.detail}"
+        return self.reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,23 +136,29 @@ class HealthReport:
         """What a health endpoint should answer: 200 for pass and warn, 503 for fail."""
         return 503 if self.overall_status == "unhealthy" else 200
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON-ready)."""
+    def to_dict(self, *, verbose: bool = False) -> dict[str, Any]:
+        """Plain data (JSON-ready). Without ``verbose`` the drivers' messages are left out
+        (the snapshots' ``*_error`` text fields, the checks' ``detail``); passwords are
+        masked either way."""
+        snap = _plain if verbose else _plain_short
         return {
             "namespace": self.namespace,
             "overall_status": self.overall_status,
             "time": _iso(self.time),
-            "circuit_breakers": {k: _plain(v) for k, v in self.circuit_breakers.items()},
-            "rate_limiters": {k: _plain(v) for k, v in self.rate_limiters.items()},
-            "connection_pools": {k: _plain(v) for k, v in self.connection_pools.items()},
-            "memory": _plain(self.memory) if self.memory is not None else None,
-            "chaos_engineering": _plain(self.chaos_engineering),
-            "checks": [c.to_dict() for c in self.checks],
-            **{k: _plain(v) for k, v in self.extra.items()},
+            "circuit_breakers": {k: snap(v) for k, v in self.circuit_breakers.items()},
+            "rate_limiters": {k: snap(v) for k, v in self.rate_limiters.items()},
+            "connection_pools": {k: snap(v) for k, v in self.connection_pools.items()},
+            "memory": snap(self.memory) if self.memory is not None else None,
+            "chaos_engineering": snap(self.chaos_engineering),
+            "checks": [c.to_dict(verbose=verbose) for c in self.checks],
+            **{k: snap(v) for k, v in self.extra.items()},
         }
 
-    def to_health_json(self) -> dict[str, Any]:
-        """The ``application/health+json`` rendering (draft-inadarei-api-health-check)."""
+    def to_health_json(self, *, verbose: bool = False) -> dict[str, Any]:
+        """The ``application/health+json`` rendering (draft-inadarei-api-health-check).
+
+        Each check's ``output`` is its short reason; with ``verbose``, followed by what the
+        driver said (for operators, not for a public endpoint)."""
         when = _iso(self.time)
         checks: dict[str, list[dict[str, Any]]] = {}
         for c in self.checks:
@@ -134,22 +167,34 @@ class HealthReport:
                 "componentType": _COMPONENT_TYPE.get(c.kind, "component"),
                 "status": c.status,
                 "observedValue": c.observed,
-                "output": c.reason,
+                "output": c.output(verbose=verbose),
                 "time": when,
             }
             checks.setdefault(f"{c.kind}:{c.name}", []).append(entry)
         return {
             "status": self.status,
             "serviceId": self.namespace,
-            "description": f"buttress infrastructure {self.namespace!r}: {self.overall_status}",
+            "description": self.description,
             "checks": checks,
         }
 
-    def render(self) -> tuple[int, dict[str, str], bytes]:
-        """``(http_status, headers, body)`` for a health endpoint."""
-        body = json.dumps(self.to_health_json(), separators=(",", ":"), default=str).encode()
-        headers = {"content-type": CONTENT_TYPE, "cache-control": "no-store"}
-        return self.http_status, headers, body
+    @property
+    def description(self) -> str:
+        return f"buttress infrastructure {self.namespace!r}: {self.overall_status}"
+
+    def render(self, *, verbose: bool = False) -> tuple[int, dict[str, str], bytes]:
+        """``(http_status, headers, body)`` for a health endpoint (the short form unless
+        ``verbose``)."""
+        return self.http_status, dict(_HEADERS), _json(self.to_health_json(verbose=verbose))
+
+    def with_checks(self, checks: Iterable[ComponentCheck]) -> HealthReport:
+        """This report with ``checks`` in place of its own verdicts on the same components
+        (kind and name; others are added), e.g. a tool's own attempt to connect, and its
+        overall status judged again."""
+        new = tuple(checks)
+        judged = {(c.kind, c.name) for c in new}
+        every = (*(c for c in self.checks if (c.kind, c.name) not in judged), *new)
+        return replace(self, checks=every, overall_status=overall(c.status for c in every))
 
 
 _COMPONENT_TYPE = {
@@ -199,6 +244,7 @@ def limiter_check(name: str, snap: RateLimiterSnapshot) -> ComponentCheck:
             status,
             backend,
             f"{which} is {backend}{since} ({policy}: {meanwhile})",
+            snap.backend_error,
         )
     rating = snap.performance_rating
     if snap.decisions_in_window >= 10 and rating < 0.5:
@@ -217,10 +263,11 @@ def pool_check(name: str, snap: PoolStats) -> ComponentCheck:
         return ComponentCheck("connection_pool", name, "fail", "closed", "pool is closed")
     failing = snap.connect_failures  # in a row: the last connect failed
     if failing and snap.size < max(snap.min_size, 1):
-        error = snap.last_connect_error or "?"
-        if len(error) > 200:
-            error = error[:197] + "..."
-        why = f"{failing} connect(s) failed in a row, last: {error}"
+        error = snap.last_connect_error
+        # The reason names the error's type only: its message may name hosts and roles.
+        why = f"{failing} connect(s) failed in a row, last: {error_type(error)}"
+        if error is not None and len(error) > 500:
+            error = error[:497] + "..."
         if snap.size == 0 and (snap.waiting or snap.min_size):
             # Nothing to lend, and callers wait or the pool keeps retrying for min_size.
             return ComponentCheck(
@@ -229,6 +276,7 @@ def pool_check(name: str, snap: PoolStats) -> ComponentCheck:
                 "fail",
                 failing,
                 f"no connection ({snap.waiting} waiting); {why}",
+                error,
             )
         # Some members left (below min_size), or none needed until a caller comes (min_size
         # 0: nothing retries before then, so no failure that would keep the callers away).
@@ -238,6 +286,7 @@ def pool_check(name: str, snap: PoolStats) -> ComponentCheck:
             "warn",
             failing,
             f"{snap.size} of min_size {snap.min_size} connected; {why}",
+            error,
         )
     # Overflow members in use, not overflow members: an idle one waiting out overflow_ttl
     # is no sign of strain.
@@ -252,6 +301,13 @@ def pool_check(name: str, snap: PoolStats) -> ComponentCheck:
     return ComponentCheck(
         "connection_pool", name, "pass", snap.in_use, f"{snap.in_use}/{snap.size} in use"
     )
+
+
+def error_type(error: str | None) -> str:
+    """The exception type a repr names (``"OperationalError('...')"`` -> ``OperationalError``);
+    ``"error"`` when it names none."""
+    kind = (error or "").partition("(")[0]
+    return kind if kind and all(part.isidentifier() for part in kind.split(".")) else "error"
 
 
 def memory_check(snap: MemorySnapshot) -> ComponentCheck:
@@ -326,38 +382,101 @@ class _HasHealth(Protocol):
     def health(self) -> HealthReport: ...
 
 
-def health_wsgi_app(
-    source: _HasHealth | Callable[[], HealthReport],
-) -> Callable[..., Iterable[bytes]]:
-    """A WSGI app answering every request with the ``health+json`` report (200 or 503).
+Source = _HasHealth | Callable[[], HealthReport]
+
+_HEADERS = (("content-type", CONTENT_TYPE), ("cache-control", "no-store"))
+_ALIVE = b'{"status":"pass"}'
+
+
+def health_response(
+    source: Source, probe: Probe = "health", *, verbose: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    """``(http_status, headers, body)`` for one of the three health endpoints, for a view
+    function of any framework (Django, Flask, ...):
+
+    * ``"health"``: the ``health+json`` report, 200, or 503 when unhealthy;
+    * ``"livez"`` (liveness): 200 whenever the process can answer; asks no component;
+    * ``"readyz"`` (readiness): 200, or 503 when the report is unhealthy (a degraded report,
+      e.g. an open breaker, is still ready: the infrastructure is protecting itself).
 
     ``source`` is an :class:`~buttress.Infrastructure` (or anything with ``health()``), or a
-    function returning a :class:`HealthReport`.
+    function returning a :class:`HealthReport`. Each check's output is its short reason
+    unless ``verbose``.
     """
-    get = _getter(source)
+    if probe not in PROBES:
+        raise ValueError(f"probe must be one of {', '.join(PROBES)}, got {probe!r}")
+    if probe == "livez":
+        return 200, dict(_HEADERS), _ALIVE
+    report = _getter(source)()
+    if probe == "readyz":
+        body = {
+            "status": report.status,
+            "serviceId": report.namespace,
+            "description": report.description,
+        }
+        return report.http_status, dict(_HEADERS), _json(body)
+    return report.render(verbose=verbose)
 
-    def app(environ: Mapping[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        status, headers, body = get().render()
-        reason = "OK" if status == 200 else "Service Unavailable"
-        start_response(
-            f"{status} {reason}",
-            [*headers.items(), ("content-length", str(len(body)))],
-        )
-        return [body] if environ.get("REQUEST_METHOD", "GET") != "HEAD" else [b""]
 
-    return app
+def probe_for(path: str) -> Probe:
+    """Which endpoint a request path asks for: its last part, when ``livez`` or ``readyz``;
+    else the report (so the app answers at its mount path, with or without a slash, under
+    any prefix)."""
+    return _BY_LAST_PART.get(path.rstrip("/").rpartition("/")[2], "health")
 
 
-def health_asgi_app(
-    source: _HasHealth | Callable[[], HealthReport],
-) -> Callable[
-    [Mapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
-    Awaitable[None],
-]:
-    """An ASGI (HTTP) app answering every request with the ``health+json`` report."""
-    get = _getter(source)
+_BY_LAST_PART: dict[str, Probe] = {"livez": "livez", "readyz": "readyz"}
 
-    async def app(
+
+class _Endpoints:
+    __slots__ = ("_get", "verbose")
+
+    def __init__(self, source: Source, verbose: bool) -> None:
+        self._get = _getter(source)
+        self.verbose = verbose
+
+    def answer(self, method: str, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        """``(status, headers, body)`` for a request: GET and HEAD only (405 otherwise)."""
+        if method not in ("GET", "HEAD"):
+            return 405, [("allow", "GET, HEAD"), ("content-length", "0")], b""
+        status, headers, body = health_response(self._get, probe_for(path), verbose=self.verbose)
+        out = [*headers.items(), ("content-length", str(len(body)))]
+        return status, out, b"" if method == "HEAD" else body
+
+
+_REASONS = {200: "OK", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+class HealthWSGIApp(_Endpoints):
+    """A WSGI app: ``.../livez``, ``.../readyz``, and the report at any other path.
+
+    Mount it (``DispatcherMiddleware`` for Flask, any WSGI server or router) or call
+    :func:`health_response` from a view function.
+    """
+
+    __slots__ = ()
+
+    def __call__(
+        self, environ: Mapping[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        status, headers, body = self.answer(method, environ.get("PATH_INFO", ""))
+        start_response(f"{status} {_REASONS[status]}", headers)
+        return [body]
+
+
+class HealthASGIApp(_Endpoints):
+    """An ASGI (HTTP) app: ``.../livez``, ``.../readyz``, and the report at any other path.
+
+    An object, not a function: Starlette's ``Route("/health", app)`` and ``add_route`` treat
+    it as an ASGI app and answer at that exact path; ``Mount("/health", app)`` answers below
+    it (``/health/livez``, ``/health/readyz``, ``/health/``).
+    """
+
+    __slots__ = ()
+
+    async def __call__(
+        self,
         scope: Mapping[str, Any],
         receive: Callable[[], Awaitable[Any]],
         send: Callable[[Any], Awaitable[None]],
@@ -372,31 +491,44 @@ def health_asgi_app(
                     return
         if scope["type"] != "http":
             return
-        status, headers, body = get().render()
+        status, headers, body = self.answer(scope.get("method", "GET"), scope.get("path", ""))
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [
-                    (k.encode(), v.encode())
-                    for k, v in [*headers.items(), ("content-length", str(len(body)))]
-                ],
+                "headers": [(k.encode(), v.encode()) for k, v in headers],
             }
         )
-        await send(
-            {"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body}
-        )
-
-    return app
+        await send({"type": "http.response.body", "body": body})
 
 
-def _getter(source: _HasHealth | Callable[[], HealthReport]) -> Callable[[], HealthReport]:
+def health_wsgi_app(source: Source, *, verbose: bool = False) -> HealthWSGIApp:
+    """A WSGI app serving the health endpoints (see :class:`HealthWSGIApp`).
+
+    ``source`` is an :class:`~buttress.Infrastructure` (or anything with ``health()``), or a
+    function returning a :class:`HealthReport`; ``verbose`` adds the drivers' messages to
+    the checks' output (keep it off where the endpoint is reachable from outside).
+    """
+    return HealthWSGIApp(source, verbose)
+
+
+def health_asgi_app(source: Source, *, verbose: bool = False) -> HealthASGIApp:
+    """An ASGI (HTTP) app serving the health endpoints (see :class:`HealthASGIApp`);
+    ``source`` and ``verbose`` as for :func:`health_wsgi_app`."""
+    return HealthASGIApp(source, verbose)
+
+
+def _getter(source: Source) -> Callable[[], HealthReport]:
     health = getattr(source, "health", None)
     if callable(health):
         return health  # type: ignore[no-any-return]
     if callable(source):
         return source
     raise TypeError(f"expected an object with health() or a function, got {source!r}")
+
+
+def _json(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), default=str).encode()
 
 
 def _value(x: Any) -> Any:
@@ -411,6 +543,23 @@ def _plain(x: Any) -> Any:
     if isinstance(x, list | tuple):
         return [_plain(v) for v in x]
     return _value(x)
+
+
+def _plain_short(x: Any) -> Any:
+    """:func:`_plain` without the drivers' messages: text fields named ``*_error``."""
+    return _drop_errors(_plain(x))
+
+
+def _drop_errors(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {
+            k: _drop_errors(v)
+            for k, v in x.items()
+            if not (isinstance(k, str) and k.endswith("_error") and isinstance(v, str))
+        }
+    if isinstance(x, list):
+        return [_drop_errors(v) for v in x]
+    return x
 
 
 def _iso(t: float) -> str:

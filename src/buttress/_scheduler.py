@@ -32,7 +32,6 @@ import asyncio
 import heapq
 import inspect
 import itertools
-import logging
 import queue
 import random
 import threading
@@ -40,10 +39,11 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ._clock import Clock, SystemClock
+from ._redact import redacted_logger
 
 __all__ = ["AsyncScheduler", "Handle", "Scheduler"]
 
-_log = logging.getLogger("buttress.scheduler")
+_log = redacted_logger("buttress.scheduler")
 
 Job = Callable[[], Any]
 

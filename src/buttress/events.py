@@ -20,7 +20,6 @@ True
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ._catalog import CATALOG, EventSpec
+from ._redact import redacted_logger
 
 __all__ = [
     "ALL",
@@ -47,7 +47,7 @@ __all__ = [
 EventName = tuple[str, ...]
 Handler = Callable[[EventName, Mapping[str, float], Mapping[str, Any]], None]
 
-_log = logging.getLogger("buttress.events")
+_log = redacted_logger("buttress.events")
 
 HANDLER_FAILURE: Final[EventName] = ("buttress", "telemetry", "handler_failure")
 

@@ -10,7 +10,6 @@ live in ``_calls_async.py`` (and its generated twin ``_calls.py``); the facade i
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 from collections import deque
@@ -23,6 +22,7 @@ from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._errors import CircuitOpenError, ConfigError, LoadShedError
+from .._redact import redacted_logger
 from ._config import BreakerConfig
 from ._machine import Admitted, BreakerMachine, Refused
 from ._outcome import Outcome, classify
@@ -31,7 +31,7 @@ from ._states import BreakerState, Transition
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
 
-_log = logging.getLogger("buttress.circuit_breaker")
+_log = redacted_logger("buttress.circuit_breaker")
 
 EV_STATE = ("buttress", "circuit_breaker", "state_change")
 EV_REJECTED = ("buttress", "circuit_breaker", "rejected")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from .._errors import BackendError, ConfigError
 from .._instrument import ServiceMetrics
 from .._memory import MemoryManager
 from .._pool import AsyncConnectionPool, ConnectionPool, PoolConfig
+from .._redact import redacted_logger
 from ..ratelimit._from_url import backend_from_url
 from ..ratelimit._limiter import RateLimiter
 from ..ratelimit._memory import MemoryBackend
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ._protect import Steps
     from ._protect_async import AsyncSteps
 
-_log = logging.getLogger("buttress.infrastructure")
+_log = redacted_logger("buttress.infrastructure")
 
 PoolT = TypeVar("PoolT", ConnectionPool, AsyncConnectionPool)
 

@@ -9,7 +9,6 @@ It owns no thread. The infrastructure's scheduler calls :meth:`MemoryManager.may
 from __future__ import annotations
 
 import gc
-import logging
 import math
 import os
 import threading
@@ -22,13 +21,14 @@ from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._errors import ConfigError, LoadShedError
+from .._redact import redacted_logger
 from .._validate import positive
 from ._policy import LevelChange, MemoryLevel, PolicyConfig, PressurePolicy
 from ._probe import MemoryReading, Psi, Source, SystemProbe
 
 __all__ = ["MemoryManager", "MemorySample", "MemorySnapshot", "Probe", "ReliefCallback"]
 
-_log = logging.getLogger("buttress.memory")
+_log = redacted_logger("buttress.memory")
 
 EV_SAMPLE = ("buttress", "memory", "sample")
 EV_LEVEL = ("buttress", "memory", "level_change")

@@ -9,7 +9,6 @@ written by hand; the threaded one, in ``_pool.py``, is generated from it by
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import sys
@@ -33,6 +32,7 @@ from .._concurrency import (
     weak_job,
 )
 from .._errors import ConfigError, PoolClosedError, PoolTimeoutError
+from .._redact import redact_text, redacted_logger
 from .._scheduler import Handle, Scheduler
 from ._config import FIELDS, PoolConfig
 from ._state import (
@@ -48,7 +48,7 @@ from ._state import (
     Waiter,
 )
 
-_log = logging.getLogger("buttress.pool")
+_log = redacted_logger("buttress.pool")
 
 EV_CONNECT: Final = ("buttress", "pool", "connect")
 EV_CHECKOUT: Final = ("buttress", "pool", "checkout")
@@ -533,7 +533,12 @@ class ConnectionPool:
                 events.emit(
                     EV_CONNECT,
                     {"duration": now - t0, "retry_in": backoff},
-                    {"pool": self.name, "member": None, "ok": False, "error": repr(exc)},
+                    {
+                        "pool": self.name,
+                        "member": None,
+                        "ok": False,
+                        "error": redact_text(repr(exc)),
+                    },
                 )
             if fx is not None:
                 self._apply(fx)

@@ -7,7 +7,6 @@ written by hand; the threaded one, in ``_pool.py``, is generated from it by
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import sys
@@ -31,6 +30,7 @@ from .._concurrency import (
     weak_job,
 )
 from .._errors import ConfigError, PoolClosedError, PoolTimeoutError
+from .._redact import redact_text, redacted_logger
 from .._scheduler import AsyncScheduler, Handle
 from ._config import FIELDS, PoolConfig
 from ._state import (
@@ -46,7 +46,7 @@ from ._state import (
     Waiter,
 )
 
-_log = logging.getLogger("buttress.pool")
+_log = redacted_logger("buttress.pool")
 
 EV_CONNECT: Final = ("buttress", "pool", "connect")
 EV_CHECKOUT: Final = ("buttress", "pool", "checkout")
@@ -535,7 +535,12 @@ class AsyncConnectionPool:
                 events.emit(
                     EV_CONNECT,
                     {"duration": now - t0, "retry_in": backoff},
-                    {"pool": self.name, "member": None, "ok": False, "error": repr(exc)},
+                    {
+                        "pool": self.name,
+                        "member": None,
+                        "ok": False,
+                        "error": redact_text(repr(exc)),
+                    },
                 )
             if fx is not None:
                 self._apply(fx)

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .._errors import PoolClosedError, PoolTimeoutError
+from .._redact import redact_text
 from ._config import PoolConfig
 
 IDLE: Final = 0
@@ -172,7 +173,7 @@ class PoolStats:
     connects: int
     connect_errors: int
     connect_failures: int  # connects failed in a row up to now (0 once one succeeds)
-    last_connect_error: str | None  # the last of those (its repr), while connect_failures > 0
+    last_connect_error: str | None  # the last of those (its repr, passwords masked), while failing
     check_failures: int
     invalidations: int
     leaks: int
@@ -912,8 +913,10 @@ class PoolState:
             connects=self.connects,
             connect_errors=self.connect_errors,
             connect_failures=self.connect_failures,
-            last_connect_error=(
-                None if self.last_connect_error is None else repr(self.last_connect_error)
+            last_connect_error=(  # a driver's error may quote the DSN: passwords masked
+                None
+                if self.last_connect_error is None
+                else redact_text(repr(self.last_connect_error))
             ),
             check_failures=self.check_failures,
             invalidations=self.invalidations,

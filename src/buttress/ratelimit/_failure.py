@@ -25,7 +25,6 @@ whoever sees an outage begin at the default level must see it end.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeAlias
@@ -33,6 +32,7 @@ from typing import Literal, TypeAlias
 from .. import events
 from .._errors import BackendError, ConfigError
 from .._logging import log_fields
+from .._redact import redacted_logger
 from .._validate import in_interval
 from ._algorithms import Algorithm
 from ._backend import Backend, Outcome, TimeBase
@@ -112,7 +112,7 @@ class BackendHealth:
 EV_DOWN = ("buttress", "rate_limiter", "backend_down")
 EV_RECOVERED = ("buttress", "rate_limiter", "backend_recovered")
 
-_log = logging.getLogger("buttress.rate_limiter")
+_log = redacted_logger("buttress.rate_limiter")
 
 # What decisions do during an outage, in the words of its log record.
 MEANWHILE: dict[FailurePolicy, str] = {

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._errors import BackendError, ConfigError
+from .._redact import redacted_logger
 from .._validate import positive, timeout_or_none
 from ._adaptive import AdaptiveScopes
 from ._algorithms import Algorithm, State
@@ -42,7 +42,7 @@ __all__ = ["RateLimiter"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_log = logging.getLogger("buttress.rate_limiter")
+_log = redacted_logger("buttress.rate_limiter")
 
 
 class RateLimiter:
@@ -575,6 +575,7 @@ class RateLimiter:
             backend_errors=self._health.errors,
             backend=type(self.backend).__name__,
             backend_down_for=self._health.down_for(now),
+            backend_error=self._health.last_error if self._health.down else None,
         )
 
     def maintain(self, now: float | None = None) -> int:

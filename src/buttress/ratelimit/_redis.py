@@ -31,6 +31,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from .._errors import BackendError, ButtressError, ConfigError
+from .._redact import redact_text
 from .._validate import positive
 from ._algorithms import Algorithm, State
 from ._backend import Outcome, TimeBase
@@ -512,7 +513,7 @@ class RedisBackend:
             await entry.closer.aclose()
 
     def __repr__(self) -> str:
-        where = self._url or repr(self._client or self._async_client)
+        where = redact_text(self._url or repr(self._client or self._async_client))
         return f"<RedisBackend {where} prefix={self.prefix!r} time_source={self.time_source}>"
 
 

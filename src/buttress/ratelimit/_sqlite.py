@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 import os
 import sqlite3
 import struct
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import BackendError, ConfigError
+from .._redact import redacted_logger
 from .._validate import positive
 from ._algorithms import Algorithm, State, admit_all
 from ._backend import Outcome, TimeBase
@@ -66,7 +66,7 @@ _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
 _INHERITED: list[sqlite3.Connection] = []
 
 
-_log = logging.getLogger("buttress.rate_limiter")
+_log = redacted_logger("buttress.rate_limiter")
 
 
 class _Errand:

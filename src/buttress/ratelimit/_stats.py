@@ -205,8 +205,9 @@ class RateLimiterSnapshot:
     ``keys`` is ``None`` when not counted (a shared server, or a backend that is down).
     ``backend_status`` is ``"ok"`` or ``"down"`` (its last call failed), ``failure_policy``
     what decisions do meanwhile, ``backend_errors`` how many backend calls have failed,
-    ``backend`` the backend's class (``"RedisBackend"``) and ``backend_down_for`` how long the
-    outage under way has lasted (seconds; ``None`` while the backend is up).
+    ``backend`` the backend's class (``"RedisBackend"``), ``backend_down_for`` how long the
+    outage under way has lasted (seconds; ``None`` while the backend is up) and
+    ``backend_error`` what the last failed call said while it is down (passwords masked).
     """
 
     name: str
@@ -225,6 +226,7 @@ class RateLimiterSnapshot:
     backend_errors: int = 0
     backend: str = ""
     backend_down_for: float | None = None
+    backend_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
