@@ -629,18 +629,21 @@ def test_importing_buttress_imports_neither_metrics_library() -> None:
 
 
 @pytest.mark.parametrize(
-    ("module", "library", "extra"),
-    [("prometheus", "prometheus_client", "prometheus"), ("otel", "opentelemetry", "otel")],
+    ("module", "library", "package", "extra"),
+    [
+        ("prometheus", "prometheus_client", "prometheus-client", "prometheus"),
+        ("otel", "opentelemetry", "opentelemetry-api", "otel"),
+    ],
 )
-def test_a_missing_library_names_the_extra_to_install(
-    module: str, library: str, extra: str
+def test_a_missing_library_names_what_to_install(
+    module: str, library: str, package: str, extra: str
 ) -> None:
     done = run_python(
         f"import sys; sys.modules[{library!r}] = None\nimport buttress.exporters.{module}"
     )
     assert done.returncode != 0
     assert "ImportError" in done.stderr
-    assert f"pip install 'buttress[{extra}]'" in done.stderr
+    assert f"pip install {package} (the '{extra}' extra)" in done.stderr
 
 
 # -- docs/metrics.md -----------------------------------------------------------------------------

@@ -8,6 +8,9 @@ public: :mod:`buttress.events` (the telemetry bus), :mod:`buttress.http` (rate-l
 :mod:`buttress.ratelimit` (the rate limiter's extension points: backends of your own),
 :mod:`buttress.testing` (test support and the pytest plugin) and :mod:`buttress.exporters`
 (Prometheus and OpenTelemetry). Every module whose name starts with an underscore is private.
+
+The pages that docstrings cite as ``docs/NAME.md`` are at
+https://github.com/buttress-dev/buttress/tree/main/docs, and in the source distribution.
 """
 
 import importlib as _importlib
@@ -59,6 +62,7 @@ from ._pool import (
     PoolStats,
 )
 from ._scheduler import AsyncScheduler, Scheduler
+from ._version import __version__
 from .ratelimit._decision import Decision, ScopeStatus
 from .ratelimit._limiter import RateLimiter
 from .ratelimit._memory import MemoryBackend
@@ -69,8 +73,6 @@ from .ratelimit._stats import RateLimiterSnapshot, ScopeSnapshot
 
 if _typing.TYPE_CHECKING:
     from ._config import Config, load_config
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "AsyncConnectionPool",
