@@ -37,10 +37,14 @@ class Block:
     @property
     def is_test_module(self) -> bool:
         """Defines pytest tests: run by pytest, as a user runs such a file."""
+        try:
+            tree = ast.parse(self.source)
+        except SyntaxError:  # run as a plain file, which reports it at the page's line
+            return False
         return any(
             isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
             and node.name.startswith("test_")
-            for node in ast.parse(self.source).body
+            for node in tree.body
         )
 
 
