@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: all venv demo test lint format typecheck bench clean
+.PHONY: all venv demo dist test lint format typecheck bench clean
 
 all: lint test
 
@@ -12,10 +12,18 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# Re-install whenever the project's metadata or the compiled fast path changes (the editable
-# install compiles src/buttress/ratelimit/_speedups.c in place).
-$(VENV)/.installed-dev: pyproject.toml setup.py src/buttress/ratelimit/_speedups.c | $(VENV)/bin/python
+# Re-install whenever the project's metadata, its version or the compiled fast path changes (the
+# editable install compiles src/buttress/ratelimit/_speedups.c in place).
+INSTALL_INPUTS := pyproject.toml setup.py src/buttress/_version.py src/buttress/ratelimit/_speedups.c
+
+$(VENV)/.installed-dev: $(INSTALL_INPUTS) | $(VENV)/bin/python
 	$(PIP) install -e '.[dev]'
+	@touch $@
+
+# The demo needs the package and its extras (rich's progress bar; psutil where /proc is
+# missing), not the dev toolchain. Editable like the dev install, so both run the source.
+$(VENV)/.installed-demo: $(INSTALL_INPUTS) | $(VENV)/bin/python
+	$(PIP) install -e '.[cli,memory]'
 	@touch $@
 
 $(VENV)/.installed-bench: benchmarks/requirements.txt $(VENV)/.installed-dev
@@ -24,8 +32,23 @@ $(VENV)/.installed-bench: benchmarks/requirements.txt $(VENV)/.installed-dev
 
 venv: $(VENV)/.installed-dev
 
-demo: $(VENV)/.installed-dev
+demo: $(VENV)/.installed-demo
 	$(PY) -m buttress demo
+
+# The sdist and the wheel (built from the sdist, as pip builds it) into dist/; then the wheel
+# is installed into a fresh venv, away from the source tree, and must import and run there.
+DIST_CHECK := build/dist-check
+dist: $(VENV)/.installed-dev
+	rm -rf dist $(DIST_CHECK)
+	$(PY) -m build --quiet --outdir dist .
+	$(PYTHON) -m venv $(DIST_CHECK)
+	$(DIST_CHECK)/bin/python -m pip --disable-pip-version-check -q install dist/*.whl
+	cd $(DIST_CHECK) && bin/python -c "import buttress, importlib.metadata as m; \
+		assert m.version('buttress') == buttress.__version__; \
+		assert 'site-packages' in buttress.__file__, buttress.__file__; \
+		print('dist: buttress', buttress.__version__, 'installs and imports')"
+	$(DIST_CHECK)/bin/buttress config check /dev/null >/dev/null
+	@ls -1 dist
 
 # The rate limiter's memory paths run twice: compiled (the first run) and pure Python, as
 # they run where the C file did not compile (BUTTRESS_NO_EXTENSIONS=1).

@@ -5,8 +5,12 @@ from __future__ import annotations
 import ast
 import importlib.util
 import pkgutil
+import subprocess
+import sys
 import types
 from pathlib import Path
+
+import pytest
 
 import buttress
 
@@ -31,6 +35,36 @@ def test_no_public_name_is_left_out_of_all() -> None:
         if not n.startswith("_") and not isinstance(getattr(buttress, n), types.ModuleType)
     }
     assert public - set(buttress.__all__) == set()
+
+
+# What `import buttress` must not import: configuration's pydantic until configuration is used,
+# and the optional libraries (extras) until their part is.
+HEAVY = ("pydantic", "redis", "psycopg", "prometheus_client", "opentelemetry", "rich", "psutil")
+
+
+def test_importing_buttress_imports_no_optional_or_heavy_library() -> None:
+    """Checked in a fresh interpreter: this one has imported everything the tests use."""
+    script = f"""
+import sys
+import buttress, buttress.events, buttress.http, buttress.ratelimit, buttress.testing
+import buttress.exporters
+heavy = {HEAVY!r}
+print(sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy)))
+buttress.Config  # configuration, on first use, brings pydantic
+print("pydantic" in sys.modules)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines() == ["[]", "True"]
+
+
+def test_configuration_names_resolve_lazily_as_public_names() -> None:
+    assert {"Config", "load_config"} <= set(dir(buttress))
+    assert buttress.Config.__module__ == "buttress"
+    assert isinstance(buttress.load_config({}, env={}), buttress.Config)
+    with pytest.raises(AttributeError, match="'Confg'"):
+        buttress.Confg  # noqa: B018
 
 
 def test_error_tree() -> None:

@@ -1,201 +1,139 @@
-"""Every ```python block of docs/*.md runs as written.
+"""Every ```python block of docs/*.md runs as written, as the program a reader pastes it into.
 
-The blocks of one page run in order in one namespace (a later block may use what an earlier
-one defined), in a fresh temporary working directory (relative files land there), with the
-process's ``BUTTRESS_*`` variables removed. A block with a top-level ``await`` / ``async with``
-/ ``async for`` runs as the body of a coroutine, in ``asyncio.run``. Tracebacks point at the
-page's own lines.
+The test writes each block alone into a file, in an empty directory of its own, and runs it
+with this interpreter in a fresh process (tests/doc_blocks.py). So a block must:
 
-A page may need what its text says comes from outside (``PREAMBLES``: a DSN, an existing
-``infra``, a configuration file) and, where the realistic advice would touch the machine or
-take long, a literal rewrite of its source (``REWRITES``: a system path becomes a temporary
-one, a production host the test server, a long load test a short one). Every rewrite must
-match the page, so an edited page cannot silently stop being tested. Functions named
-``test_*`` that a page defines are then called with the pytest fixtures they name.
+1. Run alone: import and define everything it uses. No name comes from an earlier block or
+   from the prose; a block that needs a limiter or an infrastructure makes one (a small one).
+2. Run async code inside ``async def main(): ...`` and ``asyncio.run(main())``: a top-level
+   ``await``, ``async with`` or ``async for`` is a SyntaxError in a file, and fails here.
+3. Import only buttress, the standard library and what the ``dev`` extra installs.
+4. Write only relative paths (its directory is its own, and empty but for rule 6), and reach
+   no network but this machine's Redis and PostgreSQL. The page writes their realistic
+   addresses; ``REWRITES`` points those at the test servers (``BUTTRESS_REDIS_URL``,
+   ``BUTTRESS_PG_DSN``), and the block is skipped when its server is unreachable (a failure
+   under CI=true). The block's process has no ``BUTTRESS_*`` variables.
+5. Close what it opens and end by itself, within doc_blocks.TIMEOUT seconds, with exit code 0.
+6. Find, in its directory, each file the page shows in a fenced block whose first line names
+   it (a ```toml block starting ``# buttress.toml``), as if the reader had saved it.
+7. Pass under pytest if it defines ``test_*`` functions: such a block is a test module and is
+   run by ``python -m pytest`` (the buttress plugin's fixtures are there).
+8. Print exactly what it shows, if it is listed in ``SHOWN_OUTPUT``: the first run of
+   comment lines after its last ``print()`` is its output.
+
+Where realistic advice would touch the machine or take long (a path under /var/lib, a production
+host, a thousand calls per user), ``REWRITES`` replaces that literal text for the test. Each
+rewrite must match its page, so an edited page cannot silently stop being tested.
 
 Blocks that are not Python (shell sessions, output, TOML) are fenced ```sh / ```text / ```toml
-and are not run here.
+and are not run; a fence without a language fails here.
 """
 
 from __future__ import annotations
 
 import ast
-import asyncio
-import inspect
-import os
 import re
-import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import buttress as bt
+from doc_blocks import ROOT, Block, blocks, failure, run, shown_files
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted((ROOT / "docs").glob("*.md"))
-FENCE = re.compile(r"^```python\n(.*?)^```", flags=re.M | re.S)
+BLOCKS = [b for page in DOCS for b in blocks(page)]
 
-
-def python_blocks(doc: Path) -> list[tuple[int, str]]:
-    """``(first line, source)`` of each ```python block, as test_readme.py finds them."""
-    text = doc.read_text()
-    return [(text.count("\n", 0, m.start(1)) + 1, m.group(1)) for m in FENCE.finditer(text)]
-
-
-# -- what a page assumes ----------------------------------------------------------------------
-
-Namespace = dict[str, Any]
-
-
-def fenced(doc: str, lang: str, starts: str) -> str:
-    text = (ROOT / "docs" / doc).read_text()
-    blocks = re.findall(rf"^```{lang}\n(.*?)^```", text, flags=re.M | re.S)
-    return next(b for b in blocks if b.startswith(starts))
-
-
-def existing_infra(ns: Namespace, request: pytest.FixtureRequest) -> None:
-    """metrics.md exports "an infrastructure": one with a breaker, a limiter and a pool."""
-    config = {
-        "circuit_breakers": {"payments": {}},
-        "rate_limiting": {"limiters": {"api": {"limit": 100, "window": 60.0}}},
-        "connection_pools": {"orders_db": {"factory": "sqlite3:connect", "args": ["orders.db"]}},
-    }
-    ns["infra"] = bt.Infrastructure("app", config, env={}, background=False).start()
-    # The OpenTelemetry block sets the global meter provider, which a process can set only
-    # once: here it lands in a holder of the test's own, shut down afterwards.
-    metrics = pytest.importorskip("opentelemetry.metrics")
-    holder: list[Any] = []
-    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
-    monkeypatch.setattr(metrics, "set_meter_provider", holder.append)
-    monkeypatch.setattr(metrics, "get_meter_provider", lambda: holder[-1])
-    request.addfinalizer(lambda: [p.shutdown() for p in holder])
-
-
-def postgres_dsn(ns: Namespace, request: pytest.FixtureRequest) -> None:
-    """pool.md connects to "your database": the test server's."""
-    ns["DSN"] = request.getfixturevalue("pg_dsn")
-
-
-def redis_cleanup(ns: Namespace, request: pytest.FixtureRequest) -> None:
-    """deployment.md's Redis limiter runs on the test server: its keys go afterwards."""
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
-
-    def forget() -> None:
-        with client:
-            for key in client.scan_iter(match="rl:{myapp:*"):
-                client.delete(key)
-
-    request.addfinalizer(forget)
-
-
-def toml_from_the_page(ns: Namespace, request: pytest.FixtureRequest) -> None:
-    """infrastructure.md loads the buttress.toml it shows just above."""
-    Path("buttress.toml").write_text(fenced("infrastructure.md", "toml", "# buttress.toml"))
-
-
-def example_config(ns: Namespace, request: pytest.FixtureRequest) -> None:
-    """testing.md tests "your service's" buttress.toml: the project's example file."""
-    shutil.copy(ROOT / "examples" / "buttress.toml", "buttress.toml")
-
-
-PREAMBLES: dict[str, Callable[[Namespace, pytest.FixtureRequest], None]] = {
-    "deployment.md": redis_cleanup,
-    "infrastructure.md": toml_from_the_page,
-    "metrics.md": existing_infra,
-    "pool.md": postgres_dsn,
-    "testing.md": example_config,
-}
-
-# (page, text in the page, what the test runs instead); ``{tmp}`` is the working directory,
-# ``{redis}`` the test Redis (requesting it skips the page when Redis is unreachable).
+# (page, text in the page, what the test runs instead). ``{redis}`` and ``{pg}`` are the test
+# servers (asking for one skips the block when it is unreachable), ``{tmp}`` the block's
+# working directory.
 REWRITES: list[tuple[str, str, str]] = [
     # The realistic advice is a file under /var/lib, which a test cannot write.
     ("deployment.md", '"/var/lib/myapp/limits.db"', '"{tmp}/limits.db"'),
     ("deployment.md", '"redis://redis.internal:6379/0"', '"{redis}"'),
-    # The demo's load test: fifty users making a thousand calls each is a second or two.
-    ("getting-started.md", "operations_per_user=1000,", "operations_per_user=20,"),
+    ("pool.md", '"postgresql://app@db.internal:5432/app"', '"{pg}"'),
+]
+
+# (page, text that picks the block): blocks whose printed output is written under them, as
+# comments after their last print(); what they print must be that.
+SHOWN_OUTPUT = [
+    ("getting-started.md", "ann's eleventh request"),  # the scope that refuses
+    ("circuit-breaker.md", "async def fetch_with_timeout"),  # a timeout inside vs around
+    ("infrastructure.md", "rate_limit_headers(exc.decision)"),  # 429 and 200 headers
+    ("infrastructure.md", "class ConfigServer"),  # the guide's service and its health
 ]
 
 
-def rewritten(doc: str, source: str, request: pytest.FixtureRequest, used: set[int]) -> str:
-    for i, (page, old, new) in enumerate(REWRITES):
-        if page != doc or old not in source:
+def rewritten(block: Block, workdir: Path, request: pytest.FixtureRequest) -> str:
+    source = block.source
+    for page, old, new in REWRITES:
+        if page != block.page.name or old not in source:
             continue
         if "{redis}" in new:
             new = new.replace("{redis}", request.getfixturevalue("redis_url"))
-        source = source.replace(old, new.replace("{tmp}", os.getcwd()))
-        used.add(i)
+        if "{pg}" in new:
+            new = new.replace("{pg}", request.getfixturevalue("pg_dsn"))
+        source = source.replace(old, new.replace("{tmp}", str(workdir)))
     return source
 
 
-# -- running a page ---------------------------------------------------------------------------
+def shown_output(block: Block) -> list[str] | None:
+    """The lines a block says it prints, when SHOWN_OUTPUT lists it."""
+    if not any(p == block.page.name and m in block.source for p, m in SHOWN_OUTPUT):
+        return None
+    lines = block.source.splitlines()
+    last_print = max(i for i, text in enumerate(lines) if "print(" in text)
+    shown: list[str] = []
+    for text in lines[last_print + 1 :]:
+        if text.startswith("# "):
+            shown.append(text[2:])
+        elif shown:  # the first run of comment lines after the last print()
+            break
+    assert shown, f"{block.where}: no output shown under the block"
+    return shown
 
 
-def run_block(doc: Path, line: int, source: str, ns: Namespace) -> None:
-    # Padding keeps the page's line numbers in tracebacks.
-    code = compile(
-        "\n" * (line - 1) + source, str(doc), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-    )
-    if code.co_flags & inspect.CO_COROUTINE:
-        asyncio.run(eval(code, ns))
-    else:
-        exec(code, ns)
+@pytest.mark.parametrize("block", BLOCKS, ids=[b.where.removeprefix("docs/") for b in BLOCKS])
+def test_doc_block_runs_alone(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    for name, text in shown_files(block.page).items():
+        (tmp_path / name).write_text(text)
+    done = run(block, rewritten(block, tmp_path, request), tmp_path)
+    assert done.returncode == 0, failure(block, done)
+    shown = shown_output(block)
+    if shown is not None:
+        assert done.stdout.splitlines() == shown, failure(block, done)
 
 
-def close_leftovers(ns: Namespace) -> None:
-    for value in ns.values():
-        if isinstance(value, bt.Infrastructure | bt.ConnectionPool):
-            value.close()
-
-
-@pytest.fixture
-def page_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for key in [k for k in os.environ if k.startswith("BUTTRESS_")]:
-        monkeypatch.delenv(key)
-    return tmp_path
-
-
-@pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
-def test_doc_examples_run(doc: Path, page_dir: Path, request: pytest.FixtureRequest) -> None:
-    blocks = python_blocks(doc)
-    ns: Namespace = {"__name__": f"docs.{doc.stem}"}
-    preamble = PREAMBLES.get(doc.name)
-    if preamble is not None:
-        preamble(ns, request)
-    used: set[int] = set()
-    try:
-        for index, (line, source) in enumerate(blocks):
-            source = rewritten(doc.name, source, request, used)
-            try:
-                run_block(doc, line, source, ns)
-            except BaseException as exc:
-                exc.add_note(f"in docs/{doc.name}, python block {index} (line {line})")
-                raise
-        for name, fn in list(ns.items()):
-            if name.startswith("test_") and inspect.isfunction(fn):
-                fn(*(request.getfixturevalue(p) for p in inspect.signature(fn).parameters))
-    finally:
-        close_leftovers(ns)
-    stale = [old for i, (page, old, _) in enumerate(REWRITES) if page == doc.name and i not in used]
-    assert not stale, f"rewrites that match nothing in docs/{doc.name}: {stale}"
+def test_every_rewrite_and_shown_output_matches_its_page() -> None:
+    for page, old, _ in REWRITES:
+        assert any(b.page.name == page and old in b.source for b in BLOCKS), (page, old)
+    for page, marker in SHOWN_OUTPUT:
+        assert any(b.page.name == page and marker in b.source for b in BLOCKS), (page, marker)
 
 
 def test_every_page_with_python_is_run() -> None:
-    assert {d.name for d in DOCS if python_blocks(d)} >= {
+    assert {b.page.name for b in BLOCKS} >= {
+        "chaos.md",
+        "circuit-breaker.md",
+        "deployment.md",
+        "events.md",
         "getting-started.md",
         "infrastructure.md",
+        "memory.md",
         "metrics.md",
         "pool.md",
-        "testing.md",
-        "chaos.md",
         "rate-limiting.md",
-        "deployment.md",
+        "testing.md",
     }
-    assert {page for page, _, _ in REWRITES} | set(PREAMBLES) <= {d.name for d in DOCS}
+
+
+def test_no_block_awaits_at_top_level() -> None:
+    """Rule 2, checked without running anything: a file cannot await at its top level."""
+    bad = []
+    for block in BLOCKS:
+        try:
+            ast.parse(block.source)
+        except SyntaxError:  # what ast.parse refuses, a file refuses too
+            bad.append(block.where)
+    assert bad == []
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
@@ -210,30 +148,12 @@ def test_every_block_names_its_language(doc: Path) -> None:
     assert not bare, f"docs/{doc.name}: fences without a language at lines {bare}"
 
 
-# (page, text that picks the block): blocks whose printed output is written under them, as
-# comments after their last print(); what they print must be that.
-SHOWN_OUTPUT = [
-    ("circuit-breaker.md", "async def fetch_with_timeout"),  # a timeout inside vs around
-    ("infrastructure.md", "rate_limit_headers(exc.decision)"),  # 429 and 200 headers
-]
-
-
-@pytest.mark.parametrize(("doc", "marker"), SHOWN_OUTPUT, ids=[m for _, m in SHOWN_OUTPUT])
-def test_blocks_print_what_their_comments_show(
-    doc: str, marker: str, page_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    line, source = next((n, s) for n, s in python_blocks(ROOT / "docs" / doc) if marker in s)
-    lines = source.splitlines()
-    last_print = max(i for i, text in enumerate(lines) if "print(" in text)
-    shown = []
-    for text in lines[last_print + 1 :]:
-        if not text.startswith("# "):
-            break
-        shown.append(text[2:])
-    assert shown, f"docs/{doc}: no output shown under the block at line {line}"
-    ns: Namespace = {"__name__": f"docs.{doc}", "bt": bt}
-    try:
-        run_block(ROOT / "docs" / doc, line, source, ns)
-    finally:
-        close_leftovers(ns)
-    assert capsys.readouterr().out.splitlines() == shown
+def test_no_instruction_installs_buttress_from_an_index() -> None:
+    """buttress is not published: installs are from a checkout (``.``) or a built wheel."""
+    pages = [*DOCS, ROOT / "README.md", *(ROOT / "src").rglob("*.py")]
+    wrong = [
+        f"{page.relative_to(ROOT)}: {m.group(0)}"
+        for page in pages
+        for m in re.finditer(r"pip install\s+['\"]?buttress\b\S*", page.read_text())
+    ]
+    assert wrong == []

@@ -492,7 +492,7 @@ def test_without_proc_or_psutil_the_error_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "psutil", None)  # makes `import psutil` fail
-    with pytest.raises(ConfigError, match=r"buttress\[memory\]"):
+    with pytest.raises(ConfigError, match=r"pip install psutil: the .memory. extra"):
         SystemProbe(root=tmp_path)
 
 

@@ -1,20 +1,23 @@
-"""The README's examples run as written."""
+"""The README's examples run as written: each alone, in a file, in a fresh process (the rules
+of tests/test_docs.py's docstring hold here too)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.M | re.S)
+from doc_blocks import ROOT, Block, blocks, failure, run
+
+README = ROOT / "README.md"
+BLOCKS = blocks(README)
 
 
-@pytest.mark.parametrize("source", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_example_runs(source: str, capsys: pytest.CaptureFixture[str]) -> None:
-    exec(compile(source, str(README), "exec"), {"__name__": "readme_example"})
-    assert capsys.readouterr().out  # every example shows something
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"line{b.line}" for b in BLOCKS])
+def test_readme_example_runs_alone(block: Block, tmp_path: Path) -> None:
+    done = run(block, block.source, tmp_path)
+    assert done.returncode == 0, failure(block, done)
+    assert done.stdout  # every example shows something
 
 
 def test_readme_has_examples() -> None:

@@ -8,7 +8,13 @@ public: :mod:`buttress.events` (the telemetry bus), :mod:`buttress.http` (rate-l
 :mod:`buttress.ratelimit` (the rate limiter's extension points: backends of your own),
 :mod:`buttress.testing` (test support and the pytest plugin) and :mod:`buttress.exporters`
 (Prometheus and OpenTelemetry). Every module whose name starts with an underscore is private.
+
+The pages that docstrings cite as ``docs/NAME.md`` are at
+https://github.com/buttress-dev/buttress/tree/main/docs, and in the source distribution.
 """
+
+import importlib as _importlib
+import typing as _typing
 
 from . import (
     _logging,  # noqa: F401 (on import: the package logger's NullHandler)
@@ -26,7 +32,6 @@ from ._breaker import (
 )
 from ._chaos import Chaos, Experiment, FaultInjector, FaultSettings
 from ._clock import Clock, ManualClock, SystemClock
-from ._config import Config, load_config
 from ._errors import (
     BackendError,
     ButtressError,
@@ -67,6 +72,7 @@ from ._pool import (
     PoolStats,
 )
 from ._scheduler import AsyncScheduler, Scheduler
+from ._version import __version__
 from .ratelimit._decision import Decision, ScopeStatus
 from .ratelimit._limiter import RateLimiter
 from .ratelimit._memory import MemoryBackend
@@ -75,7 +81,8 @@ from .ratelimit._scope import Scope
 from .ratelimit._sqlite import SQLiteBackend
 from .ratelimit._stats import RateLimiterSnapshot, ScopeSnapshot
 
-__version__ = "0.1.0.dev0"
+if _typing.TYPE_CHECKING:
+    from ._config import Config, load_config
 
 __all__ = [
     "AsyncConnectionPool",
@@ -144,9 +151,33 @@ __all__ = [
     "load_config",
 ]
 
-# Public names report themselves as ``buttress.X`` (in reprs, docs and pickles).
+# Configuration is the only part that needs pydantic (about 100 ms to import): its names are
+# imported on first use, so ``import buttress`` stays light (tests/test_api.py holds it).
+_LAZY = {"Config": "._config", "load_config": "._config"}
+
+
+def _public(obj: object) -> None:
+    """Public classes report themselves as ``buttress.X`` (in reprs, docs and pickles)."""
+    if isinstance(obj, type):
+        obj.__module__ = "buttress"
+
+
 for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type):
-        _obj.__module__ = "buttress"
-del _name, _obj
+    if _name not in _LAZY:
+        _public(globals()[_name])
+del _name
+
+
+# Hidden from type checkers, which see the imports above: a misspelt name stays an error.
+if not _typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        if name not in _LAZY:
+            raise AttributeError(f"module 'buttress' has no attribute {name!r}")
+        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
+        _public(value)
+        globals()[name] = value  # resolved once
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *_LAZY})

@@ -109,7 +109,7 @@ _RATE_LIMIT_BACKENDS = _specs(
         "of an outage, once until it answers again. Meanwhile decisions follow `policy` "
         "(`fail_open` admits, `fail_closed` raises `BackendError`) and the backend is tried "
         "again at most once per `backend_retry_interval`. `error` is the failure. Also logged, "
-        "once, as a WARNING on `buttress.rate_limiter` (docs/deployment.md, Logs).",
+        "once, as a WARNING on `buttress.rate_limiter` (deployment.md, Logs).",
     ),
     EventSpec(
         ("buttress", "rate_limiter", "backend_recovered"),

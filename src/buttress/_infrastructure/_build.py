@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._breaker import CircuitBreaker
 from .._chaos import Chaos
-from .._config import Config, LimiterSettings, PoolSettings, import_callable
 from .._errors import BackendError, ConfigError
 from .._instrument import ServiceMetrics
 from .._memory import MemoryManager
@@ -30,6 +29,7 @@ from ..ratelimit._memory import MemoryBackend
 
 if TYPE_CHECKING:
     from .._clock import Clock
+    from .._config import Config, LimiterSettings, PoolSettings
     from .._scheduler import AsyncScheduler, Scheduler
     from ._protect import Steps
     from ._protect_async import AsyncSteps
@@ -210,6 +210,8 @@ class Builder:
         spec = self.pool_specs.get(name)
         path = f"connection_pools.{name}"
         if spec is None:
+            from .._config import import_callable  # what made ``s`` imported it already
+
             if s.factory is None:
                 raise ConfigError(
                     f"{path}.factory",

@@ -18,12 +18,11 @@ import functools
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .._breaker import CircuitBreaker
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
-from .._config import Config, load_config
 from .._errors import ConfigError, InfrastructureClosedError
 from .._health import HealthReport, build_report
 from .._instrument import METRICS, ServiceMetrics, instrument_callable
@@ -36,6 +35,9 @@ from ..ratelimit._scope import check_name
 from ._build import Builder, ResourceSpec, Route, ServiceLayers, build_route
 from ._protect import ProtectionSteps, compile_steps, run
 from ._protect_async import AsyncProtectionSteps, compile_steps_async, run_async
+
+if TYPE_CHECKING:
+    from .._config import Config
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -65,6 +67,9 @@ class Infrastructure:
         background: bool = True,
         env: Mapping[str, str] | None = None,
     ) -> None:
+        # Configuration is the one user of pydantic: imported here, `import buttress` stays light.
+        from .._config import load_config
+
         check_name("namespace", namespace)  # it is in every storage key and metric
         cfg = load_config(config, env=env)
         self.namespace = namespace

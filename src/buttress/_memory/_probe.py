@@ -445,7 +445,7 @@ class SystemProbe:
 
     Cgroup directories are located once, here; each call then reads a handful of small files.
     Where ``/proc`` does not exist (macOS, Windows) the host and process figures come from
-    psutil, which must then be installed (``pip install buttress[memory]``).
+    psutil, which must then be installed (the ``memory`` extra: ``pip install psutil``).
 
     >>> probe = SystemProbe()              # doctest: +SKIP
     >>> probe().source                     # doctest: +SKIP
@@ -479,7 +479,7 @@ class SystemProbe:
                 raise ConfigError(
                     "source",
                     f"no /proc/meminfo under {str(self.root)!r} and psutil is not installed "
-                    "(pip install buttress[memory])",
+                    "(pip install psutil: the 'memory' extra)",
                 ) from None
             self._psutil = psutil
         v2 = locate_cgroup(self.root, 2)

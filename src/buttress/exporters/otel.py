@@ -25,7 +25,8 @@ try:
     from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise ImportError(
-        "buttress.exporters.otel needs opentelemetry-api: pip install 'buttress[otel]'"
+        "buttress.exporters.otel needs opentelemetry-api: "
+        "pip install opentelemetry-api (the 'otel' extra)"
     ) from exc
 
 from .. import __version__, events

@@ -30,7 +30,8 @@ try:
     )
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise ImportError(
-        "buttress.exporters.prometheus needs prometheus_client: pip install 'buttress[prometheus]'"
+        "buttress.exporters.prometheus needs prometheus_client: "
+        "pip install prometheus-client (the 'prometheus' extra)"
     ) from exc
 
 from .._errors import ConfigError

@@ -154,7 +154,7 @@ class RedisBackend:
             import redis.asyncio as redis_async
         except ImportError as exc:  # pragma: no cover - the extra is not installed
             raise ConfigError(
-                "backend", "RedisBackend needs redis-py: pip install 'buttress[redis]'"
+                "backend", "RedisBackend needs redis-py: pip install redis (the 'redis' extra)"
             ) from exc
         if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
             raise ConfigError("prefix", f"must be a string without braces, got {prefix!r}")

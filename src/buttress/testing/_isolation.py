@@ -6,10 +6,12 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._config import Config
 from .._infrastructure import Infrastructure
+
+if TYPE_CHECKING:
+    from .._config import Config
 
 __all__ = ["isolated_infrastructure", "isolated_infrastructure_async"]
 
