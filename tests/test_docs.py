@@ -92,8 +92,13 @@ def redis_cleanup(ns: Namespace, request: pytest.FixtureRequest) -> None:
 
 
 def toml_from_the_page(ns: Namespace, request: pytest.FixtureRequest) -> None:
-    """infrastructure.md loads the buttress.toml it shows just above."""
+    """infrastructure.md loads the buttress.toml it shows just above, and an application's
+    settings from the variables it exports."""
     Path("buttress.toml").write_text(fenced("infrastructure.md", "toml", "# buttress.toml"))
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    for line in fenced("infrastructure.md", "sh", "export APP_").splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        monkeypatch.setenv(name, value)
 
 
 def example_config(ns: Namespace, request: pytest.FixtureRequest) -> None:
@@ -135,9 +140,14 @@ def rewritten(doc: str, source: str, request: pytest.FixtureRequest, used: set[i
 
 
 def run_block(doc: Path, line: int, source: str, ns: Namespace) -> None:
-    # Padding keeps the page's line numbers in tracebacks.
+    # Padding keeps the page's line numbers in tracebacks. A page's code does not inherit this
+    # module's `from __future__ import annotations`: pasted into a file, it would not have it.
     code = compile(
-        "\n" * (line - 1) + source, str(doc), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        "\n" * (line - 1) + source,
+        str(doc),
+        "exec",
+        flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+        dont_inherit=True,
     )
     if code.co_flags & inspect.CO_COROUTINE:
         asyncio.run(eval(code, ns))
