@@ -159,8 +159,8 @@ MEMORY_MANAGER = Pair(
         "root": "where /proc and /sys are read: for tests of the probe",
         "clock": "code only",
         "name": "Infrastructure names it",
+        "pressure_relief": "pressure_relief_enabled's old name, deprecated",
     },
-    renamed={"pressure_relief_enabled": "pressure_relief"},
     partners=MEMORY_PARTNERS,
 )
 

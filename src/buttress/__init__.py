@@ -10,6 +10,8 @@ public: :mod:`buttress.events` (the telemetry bus), :mod:`buttress.http` (rate-l
 (Prometheus and OpenTelemetry). Every module whose name starts with an underscore is private.
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from . import events, http
 from ._breaker import (
     BreakerConfig,
@@ -54,7 +56,7 @@ from ._pool import (
     ConnectionPool,
     Lease,
     PoolConfig,
-    PoolStats,
+    PoolSnapshot,
 )
 from ._scheduler import AsyncScheduler, Scheduler
 from .ratelimit._decision import Decision, ScopeStatus
@@ -105,7 +107,7 @@ __all__ = [
     "Permit",
     "PoolClosedError",
     "PoolConfig",
-    "PoolStats",
+    "PoolSnapshot",
     "PoolTimeoutError",
     "Protection",
     "Psi",
@@ -139,3 +141,11 @@ for _name in __all__:
     if isinstance(_obj, type):
         _obj.__module__ = "buttress"
 del _name, _obj
+
+# Renamed public names still work, with a DeprecationWarning (see _deprecated.RENAMED).
+if _TYPE_CHECKING:
+    PoolStats = PoolSnapshot  # deprecated: PoolSnapshot
+else:
+    from ._deprecated import module_renames as _module_renames
+
+    __getattr__ = _module_renames(__name__, {"PoolStats": "PoolSnapshot"})

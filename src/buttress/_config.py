@@ -326,9 +326,7 @@ class MemoryManagerSettings(_Section):
         return self
 
     def manager_kwargs(self) -> dict[str, Any]:
-        out = self.model_dump(exclude={"enabled", "pressure_relief_enabled"})
-        out["pressure_relief"] = self.pressure_relief_enabled
-        return out
+        return self.model_dump(exclude={"enabled"})
 
 
 class ChaosSettings(_Section):

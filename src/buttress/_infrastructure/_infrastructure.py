@@ -28,7 +28,7 @@ from .._errors import ConfigError, InfrastructureClosedError
 from .._health import HealthReport, build_report
 from .._instrument import METRICS, ServiceMetrics, instrument_callable
 from .._memory import MemorySample
-from .._pool import AsyncConnectionPool, ConnectionPool, PoolStats
+from .._pool import AsyncConnectionPool, ConnectionPool, PoolSnapshot
 from .._scheduler import AsyncScheduler, Handle, Scheduler
 from ..ratelimit._decision import Decision
 from ..ratelimit._limiter import RateLimiter
@@ -428,8 +428,8 @@ class Infrastructure:
         """Every component's state and one overall status (docs/infrastructure.md, Health)."""
         mono = self._now()
         # Copies: another thread may add a default breaker or a service meanwhile.
-        pools: dict[str, PoolStats] = {n: p.stats() for n, p in tuple(self.pools.items())}
-        pools.update({n: p.stats() for n, p in tuple(self.async_pools.items())})
+        pools: dict[str, PoolSnapshot] = {n: p.snapshot() for n, p in tuple(self.pools.items())}
+        pools.update({n: p.snapshot() for n, p in tuple(self.async_pools.items())})
         services = tuple(self.services.items())
         return build_report(
             self.namespace,

@@ -32,6 +32,7 @@ from .._concurrency import (
     stop_nowait,
     weak_job,
 )
+from .._deprecated import warn_renamed
 from .._errors import ConfigError, PoolClosedError, PoolTimeoutError
 from .._scheduler import Handle, Scheduler
 from ._config import FIELDS, PoolConfig
@@ -43,8 +44,8 @@ from ._state import (
     SHUT_OUT,
     Effects,
     Member,
+    PoolSnapshot,
     PoolState,
-    PoolStats,
     Waiter,
 )
 
@@ -811,10 +812,15 @@ class ConnectionPool:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def stats(self) -> PoolStats:
-        """The pool's numbers now (see :class:`PoolStats`)."""
+    def snapshot(self) -> PoolSnapshot:
+        """The pool's numbers now (see :class:`PoolSnapshot`)."""
         with self._lock:
             return self._state.stats()
+
+    def stats(self) -> PoolSnapshot:
+        """Deprecated: :meth:`snapshot`."""
+        warn_renamed("ConnectionPool.stats()")
+        return self.snapshot()
 
     @property
     def closed(self) -> bool:
@@ -841,7 +847,7 @@ class ConnectionPool:
         if self._owns_scheduler:
             self._scheduler.close()
         if _listening(EV_POOL_CLOSED):
-            s = self.stats()
+            s = self.snapshot()
             events.emit(
                 EV_POOL_CLOSED,
                 {"in_use": float(s.in_use), "checkouts": float(s.checkouts)},
