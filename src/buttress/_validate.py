@@ -6,7 +6,6 @@ sensible rate or size).
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import re
@@ -125,8 +124,9 @@ _NO_FIXED_LENGTH = {
 }
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?"
-_DURATION_PART = re.compile(rf"\s*({_NUMBER})\s*([a-z]+)\s*", re.IGNORECASE)
-_DURATION = re.compile(rf"(?:\s*{_NUMBER}\s*[a-z]+\s*)+", re.IGNORECASE)
+# Patterns, not compiled objects: re compiles (and caches) them on first use, not at import.
+_DURATION_PART = rf"\s*({_NUMBER})\s*([a-z]+)\s*"
+_DURATION = rf"(?:\s*{_NUMBER}\s*[a-z]+\s*)+"
 
 
 def unit_seconds(unit: str) -> Fraction:
@@ -139,6 +139,8 @@ def unit_seconds(unit: str) -> Fraction:
         raise ValueError(
             f"{unit!r} has no fixed length: write it in days ({_NO_FIXED_LENGTH[unit.lower()]!r})"
         )
+    import difflib  # only to word an error: kept off `import buttress`
+
     names = [*_UNIT_NAMES, *(name + "s" for name in _UNIT_NAMES)]
     near = difflib.get_close_matches(unit.lower(), names, n=1)
     hint = f"did you mean {near[0]!r}? " if near else ""
@@ -153,12 +155,13 @@ def parse_duration(text: str) -> float:
     >>> parse_duration("1m30s")
     90.0
     """
-    if not _DURATION.fullmatch(text):
+    if not re.fullmatch(_DURATION, text, re.IGNORECASE):
         raise ValueError(
             f"{text!r} is not a duration: write a number and a unit, e.g. '500ms', '30s', "
             "'2m', '1h', '1d'"
         )
-    return float(sum(Fraction(n) * unit_seconds(u) for n, u in _DURATION_PART.findall(text)))
+    parts = re.findall(_DURATION_PART, text, re.IGNORECASE)
+    return float(sum(Fraction(n) * unit_seconds(u) for n, u in parts))
 
 
 def describe_seconds(seconds: float) -> str:

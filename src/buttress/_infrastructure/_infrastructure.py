@@ -45,7 +45,8 @@ class Infrastructure:
     """Breakers, limiters, pools, memory manager and chaos for one namespace.
 
     ``config`` is a :class:`~buttress.Config`, a dict, a TOML path or ``None``;
-    ``BUTTRESS_...`` environment variables override it (pass ``env={}`` to ignore them).
+    ``BUTTRESS_...`` environment variables override a dict or a file (pass ``env={}`` to ignore
+    them), never a ``Config`` (see :func:`~buttress.load_config`).
     ``pools`` supplies pool members from code: ``{"db": ResourceSpec(create=connect)}`` or
     just ``{"db": connect}``. ``health_checks`` maps breaker names to health-check callables.
     ``memory_probe`` replaces the memory manager's probe (tests, scenarios). ``background=False``

@@ -17,12 +17,10 @@ from .._validate import parse_duration, unit_seconds
 
 __all__ = ["Rate", "parse_rates"]
 
-_SEPARATORS = re.compile(r"[;,|]")
-_RATE = re.compile(
-    r"\s*(?P<limit>\d+(?:\.\d*)?|\.\d+)\s*(?:/|\bper\b)\s*(?P<window>.*?)\s*",
-    re.IGNORECASE,
-)
-_UNIT = re.compile(r"[a-z]+", re.IGNORECASE)
+# Patterns, not compiled objects: re compiles (and caches) them on first use, not at import.
+_SEPARATORS = r"[;,|]"
+_RATE = r"\s*(?P<limit>\d+(?:\.\d*)?|\.\d+)\s*(?:/|\bper\b)\s*(?P<window>.*?)\s*"
+_UNIT = r"[a-z]+"
 _WINDOW_NAMES = {1.0: "second", 60.0: "minute", 3600.0: "hour", 86400.0: "day"}
 
 
@@ -60,14 +58,14 @@ def parse_rates(text: str) -> list[Rate]:
     """
     if not isinstance(text, str):
         raise ValueError(f"a rate is a string such as '100/minute', got {text!r}")
-    parts = [p.strip() for p in _SEPARATORS.split(text)]
+    parts = [p.strip() for p in re.split(_SEPARATORS, text)]
     if not any(parts):
         raise ValueError(f"no rate in {text!r}: write e.g. '100/minute'")
     return [_parse_one(part) for part in parts if part]
 
 
 def _parse_one(text: str) -> Rate:
-    match = _RATE.fullmatch(text)
+    match = re.fullmatch(_RATE, text, re.IGNORECASE)
     if match is None:
         raise ValueError(
             f"rate {text!r}: write an amount, '/' or 'per', and a window, e.g. '100/minute', "
@@ -80,7 +78,7 @@ def _parse_one(text: str) -> Rate:
     if not window_text:
         raise ValueError(f"rate {text!r}: no window after the amount, e.g. '100/minute'")
     try:
-        if _UNIT.fullmatch(window_text):  # "minute": one of it
+        if re.fullmatch(_UNIT, window_text, re.IGNORECASE):  # "minute": one of it
             window = float(unit_seconds(window_text))
         else:
             window = parse_duration(window_text)
