@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -18,9 +19,13 @@ from servers import free_port
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "buttress.toml"
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "buttress", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "buttress", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
 
 
@@ -77,7 +82,16 @@ def test_config_check_prints_the_resolved_config() -> None:
             "api.window: must be a finite",
         ),
         ("[rate_limiting.limiters.api]\nlimit = true\n", "api.limit: must be a number, got True"),
-        ("[rate_limiting.limiters.api]\nlimit = '10'\n", "api.limit: must be a number, got '10'"),
+        ("[rate_limiting.limiters.api]\nlimit = 'ten'\n", "api.limit: must be a number, got 'ten'"),
+        (
+            "[memory_manager]\ncheck_interval = 30000\n",
+            "memory_manager.check_interval: 30000 is read as seconds (8.33h)",
+        ),
+        (
+            "[circuit_breakers.db]\nfailure_treshold = 3\n",
+            "failure_treshold: unknown key 'failure_treshold' (did you mean 'failure_threshold'?)",
+        ),
+        ("[rate_limiting.limiters.api]\nrate = '100/minit'\n", "unknown unit 'minit'"),
         (b"\xff\xfe", "is not UTF-8 text"),
         (
             "[circuit_breakers.db]\nfailure_threshold = 5\ndegradation_threshold = 8\n",
@@ -100,6 +114,29 @@ def test_config_check_bad_input(tmp_path: Path, content: str | bytes | None, mes
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_config_check_reads_only_the_variables_that_name_a_setting() -> None:
+    # BUTTRESS_NO_EXTENSIONS is the rate limiter's (read at import), BUTTRESS_LOG_LEVEL and
+    # BUTTRESS_FOO someone else's: the check neither fails on them nor changes its answer.
+    plain = {k: v for k, v in os.environ.items() if not k.upper().startswith("BUTTRESS_")}
+    expected = run("config", "check", str(EXAMPLE), env=plain)
+    assert expected.returncode == 0, expected.stderr
+    for extra in (
+        {"BUTTRESS_NO_EXTENSIONS": "1"},
+        {"BUTTRESS_FOO": "1", "BUTTRESS_LOG_LEVEL": "debug"},
+        {"BUTTRESS_REDIS_URL": "redis://elsewhere:1/0", "BUTTRESS_PG_DSN": "postgresql://x"},
+    ):
+        proc = run("config", "check", str(EXAMPLE), env={**plain, **extra})
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == expected.stdout
+    proc = run(
+        "config",
+        "check",
+        str(EXAMPLE),
+        env={**plain, "BUTTRESS_MEMORY_MANAGER__CHECK_INTERVAL": "2m"},
+    )
+    assert json.loads(proc.stdout)["memory_manager"]["check_interval"] == 120.0
 
 
 def test_health_of_a_configuration(tmp_path: Path) -> None:

@@ -7,6 +7,12 @@ rate limiter's own settings.
 the right path. For each (settings model, component) pair, field by field: the same names (the
 deliberate exceptions listed below with their reasons), equal defaults, and the same answer,
 accept or refuse, for every value probed at and around the bounds of every numeric field.
+
+A file's value means in code what it says: a number's text (``"10"``, as the environment
+spells it) is that number, a duration's text (``"500ms"``) its seconds; the file answers for
+it as the component answers for what it means. One deliberate difference: a bare number of
+seconds above its setting's plausible bound (``_config.PLAUSIBLE_SECONDS``) is refused by the
+file alone (the unit a file does not show), and the same value written with a unit is not.
 """
 
 from __future__ import annotations
@@ -37,6 +43,14 @@ from buttress.ratelimit._scope import ALGORITHMS
 BELOW_ONE = math.nextafter(1.0, 0.0)
 SMALLEST = 5e-324  # the smallest float above 0
 HUGE_INT = 2**62
+
+
+@dataclass(frozen=True)
+class Written:
+    """A value as a file writes it (``"500ms"``) and what it means in code (0.5)."""
+
+    text: str
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -109,7 +123,7 @@ POOL = Pair(
     },
     partners={
         "min_size": {"max_size": 2**63},
-        "connect_backoff": {"connect_backoff_max": 1e308},
+        "connect_backoff": {"connect_backoff_max": Written("1e308s", 1e308)},
         "connect_backoff_max": {"connect_backoff": SMALLEST},
     },
 )
@@ -145,8 +159,8 @@ MEMORY_MANAGER = Pair(
         "root": "where /proc and /sys are read: for tests of the probe",
         "clock": "code only",
         "name": "Infrastructure names it",
+        "pressure_relief": "pressure_relief_enabled's old name, deprecated",
     },
-    renamed={"pressure_relief_enabled": "pressure_relief"},
     partners=MEMORY_PARTNERS,
 )
 
@@ -157,11 +171,9 @@ SCOPE = Pair(
     c.ScopeSettings,
     Scope,
     other_default={
-        "window": "Scope asks for one; a file's scope gets the guide's 60 s, as the shorthand",
         "algorithm": "unset: the limiter's algorithm, itself token_bucket unless set",
     },
     required={"name": "api", "limit": 10},
-    component_required={"window": 60.0},
     partners={
         "min_limit": {**ADAPTIVE, "limit": 1e308},
         "max_limit": {**ADAPTIVE, "limit": 1},
@@ -314,10 +326,27 @@ def probes(settings: type[BaseModel], name: str) -> list[Any]:
         for key in ("gt", "ge", "lt", "le")
         if isinstance(getattr(part, key, None), int | float)
     ]
+    most = c.PLAUSIBLE_SECONDS.get(settings._section, {}).get(name)  # type: ignore[attr-defined]
     values: list[Any] = [*OTHER_PROBES]
-    for bound in (*KNOWN_BOUNDS, *declared):
+    for bound in (*KNOWN_BOUNDS, *declared, *([most] if most is not None else [])):
         values += near(float(bound))
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    values += [repr(v) for v in numbers]  # as the environment spells them
+    if most is not None:  # a duration: with a unit, as a file may write it
+        values += [Written(f"{v!r}s", v) for v in numbers if math.isfinite(v) and v >= 0]
+        values += [Written(t, secs) for t, secs in UNIT_PROBES]
     return values
+
+
+UNIT_PROBES = [
+    ("500ms", 0.5),
+    ("0.5 s", 0.5),
+    ("2m", 120.0),
+    ("1h30m", 5400.0),
+    ("1 hour", 3600.0),
+    ("2 days", 172800.0),
+    ("0s", 0.0),
+]
 
 
 def is_numeric(settings: type[BaseModel], name: str) -> bool:
@@ -351,13 +380,67 @@ def settings_answer(pair: Pair, values: Mapping[str, Any]) -> str:
     return "accepts"
 
 
+def meaning(value: Any) -> Any:
+    """What a file's value means in code: a number's text is that number (in a range or a
+    table too)."""
+    if isinstance(value, Written):
+        return value.seconds
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    if isinstance(value, list | tuple):
+        return type(value)(meaning(v) for v in value)
+    if isinstance(value, dict):
+        return {k: meaning(v) for k, v in value.items()}
+    return value
+
+
+def as_written(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v.text if isinstance(v, Written) else v for k, v in values.items()}
+
+
+def as_meant(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: meaning(v) for k, v in values.items()}
+
+
+def most_seconds(pair: Pair, name: str) -> float | None:
+    """The plausible bound of a duration setting (None: not a duration)."""
+    section = pair.settings._section  # type: ignore[attr-defined]
+    return c.PLAUSIBLE_SECONDS.get(section, {}).get(name)
+
+
+def implausible(value: Any, most: float | None) -> bool:
+    """Whether the file refuses ``value`` as a bare number of seconds above ``most``."""
+    if most is None or isinstance(value, Written):
+        return False
+    if isinstance(value, list | tuple):
+        return any(implausible(v, most) for v in value)
+    number = meaning(value)
+    return (
+        isinstance(number, int | float)
+        and not isinstance(number, bool)
+        and math.isfinite(number)
+        and number > most
+    )
+
+
 def disagreements(pair: Pair, name: str, values: list[Any]) -> list[str]:
     out = []
+    most = most_seconds(pair, name)
     for value in values:
-        probe = {**pair.partners.get(name, {}), name: value}
-        in_file, in_code = settings_answer(pair, probe), component_answer(pair, probe)
-        if in_file != in_code:
-            out.append(f"{name}={value!r}: the file {in_file}, the component {in_code}")
+        written = value.text if isinstance(value, Written) else value
+        partners = pair.partners.get(name, {})
+        in_file = settings_answer(pair, {**as_written(partners), name: written})
+        in_code = component_answer(pair, {**as_meant(partners), name: meaning(value)})
+        expected = "refuses" if implausible(value, most) else in_code
+        if in_file != expected:
+            out.append(
+                f"{name}={written!r}: the file {in_file}, the component {in_code} "
+                f"(for {meaning(value)!r})"
+            )
     return out
 
 

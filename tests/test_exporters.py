@@ -563,7 +563,7 @@ def test_otel_pool_histograms_record_waits_from_the_pool_events(
             assert infra.async_scheduler is not None
             await infra.async_scheduler.run_due()
             db = infra.async_pools["db"]
-            await turns(lambda: db.stats().size == 1)  # the connect runs as a task
+            await turns(lambda: db.snapshot().size == 1)  # the connect runs as a task
             with instrument_infrastructure(infra, provider, pool_histograms=True):
                 async with db.connection():
                     clock.advance(0.5)
@@ -573,11 +573,11 @@ def test_otel_pool_histograms_record_waits_from_the_pool_events(
                             clock.advance(1.0)
 
                     task = asyncio.create_task(borrow())
-                    await turns(lambda: db.stats().waiting == 1)
+                    await turns(lambda: db.snapshot().waiting == 1)
                     clock.advance(0.25)
                 await task
                 points = otel.collect()
-            assert db.stats().wait_max == 0.25
+            assert db.snapshot().wait_max == 0.25
             return points
 
     p = asyncio.run(main())

@@ -114,7 +114,7 @@ def test_pool_warns_for_overflow_in_use_not_idle_overflow(clock: bt.ManualClock)
         assert (check.status, check.reason) == ("warn", "0 waiting, 1 overflow in use")
         b.release()
         a.release()
-        stats = pool.stats()
+        stats = pool.snapshot()
         assert (stats.overflow, stats.overflow_in_use, stats.in_use) == (1, 0, 0)
         check = next(c for c in i.health().checks if c.kind == "connection_pool")
         assert (check.status, check.reason) == ("pass", "0/2 in use")
@@ -234,7 +234,7 @@ def test_a_pool_below_min_size_whose_connects_fail_warns_or_fails(clock: bt.Manu
         up[0] = True
         clock.advance(1.0)
         i.run_maintenance()  # one member back
-        kept = i.pools["kept"].stats()
+        kept = i.pools["kept"].snapshot()
         assert (kept.size, kept.connect_failures, kept.last_connect_error) == (1, 0, None)
         assert pool_verdict(i, "kept") == ("pass", "0/1 in use")  # below min_size, filling up
         up[0] = False

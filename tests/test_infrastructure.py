@@ -310,7 +310,7 @@ def test_a_call_interrupted_in_the_injected_delay_gives_everything_back() -> Non
         with infra.chaos.experiment("db", latency=5.0), pytest.raises(KeyboardInterrupt):
             infra.call("db", lambda conn: conn, rate_key="u1")
         assert limiter.peek("u1").remaining == remaining  # the charge was refunded
-        assert pool.stats().in_use == 0  # the lease went back
+        assert pool.snapshot().in_use == 0  # the lease went back
         assert infra.call("db", lambda conn: conn, rate_key="u1") == "conn0"  # the permit too
         assert breaker.state is bt.BreakerState.CLOSED
 
@@ -338,12 +338,12 @@ def test_an_async_call_cancelled_in_the_injected_delay_gives_everything_back() -
             with infra.chaos.experiment("db", latency=5.0):
                 task = asyncio.create_task(infra.call_async("db", echo, rate_key="u1"))
                 await clock.sleeping.wait()  # the call holds everything, in the delay
-                assert infra.async_pools["db"].stats().in_use == 1
+                assert infra.async_pools["db"].snapshot().in_use == 1
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task
             assert limiter.peek("u1").remaining == remaining
-            assert infra.async_pools["db"].stats().in_use == 0
+            assert infra.async_pools["db"].snapshot().in_use == 0
             assert await infra.call_async("db", echo, rate_key="u1") == "conn0"
             assert breaker.state is bt.BreakerState.CLOSED
 
@@ -497,7 +497,7 @@ def test_generator_functions_are_refused_not_left_unguarded(clock: bt.ManualCloc
 
         asyncio.run(main())
         assert infra.limiters["svc"].peek("u1").remaining == remaining - 1  # only `work`
-        assert infra.pools["svc"].stats().in_use == 0
+        assert infra.pools["svc"].snapshot().in_use == 0
         snap = infra.breakers["svc"].snapshot()
         assert (snap.call_count, snap.failure_count) == (1, 0)
 
@@ -781,16 +781,16 @@ def test_memory_pressure_trims_idle_pool_members_down_to_min_size(clock: bt.Manu
         assert len(made) == 4
         for lease in leases[1:]:
             lease.__exit__(None, None, None)  # three idle, one still in use
-        assert pool.stats().idle == 3
+        assert pool.snapshot().idle == 3
         probe.ratio = 0.75  # warning
         clock.advance(1.0)
         infra.run_maintenance()
-        stats = pool.stats()
+        stats = pool.snapshot()
         assert (stats.size, stats.idle, stats.in_use) == (1, 0, 1)  # in use is left alone
         assert stats.evictions == {"memory_pressure": 3}
         assert [c.closed for c in made] == [False, True, True, True]
         leases[0].__exit__(None, None, None)
-        assert pool.stats().idle == 1
+        assert pool.snapshot().idle == 1
 
 
 async def test_memory_pressure_trims_asyncio_pools_on_their_loop(clock: bt.ManualClock) -> None:
@@ -816,15 +816,15 @@ async def test_memory_pressure_trims_asyncio_pools_on_their_loop(clock: bt.Manua
             leases.append(lease)
         for lease in leases:
             await lease.__aexit__(None, None, None)
-        assert (pool.stats().size, pool.stats().idle) == (2, 2)
+        assert (pool.snapshot().size, pool.snapshot().idle) == (2, 2)
         probe.ratio = 0.75  # warning
         clock.advance(1.0)
         infra.run_maintenance()  # samples memory: the trim is booked on the loop's scheduler
-        assert pool.stats().size == 2  # not touched from the sampling side
+        assert pool.snapshot().size == 2  # not touched from the sampling side
         await scheduler.run_due()  # trims
         await scheduler.run_due()  # closes
-        assert pool.stats().size == 0
-        assert pool.stats().evictions == {"memory_pressure": 2}
+        assert pool.snapshot().size == 0
+        assert pool.snapshot().evictions == {"memory_pressure": 2}
         assert [c.closed for c in made] == [True, True]
     finally:
         await infra.aclose()
@@ -887,7 +887,7 @@ async def test_an_async_pool_from_config_awaits_check_sql_and_the_default_close(
         clock.advance(1.0)
         second = await infra.call_async("db", use)
         assert second is not first  # the check caught it: never lent
-        assert infra.async_pools["db"].stats().check_failures == 1
+        assert infra.async_pools["db"].snapshot().check_failures == 1
         await scheduler.run_due()  # the closer
         assert first.closed  # its coroutine close() was awaited, not dropped
     finally:
@@ -927,12 +927,12 @@ def test_invalidate_on_from_config_lets_a_pool_recover_from_dead_connections(
         pool = infra.pools["db"]
         infra.run_maintenance()
         infra.run_maintenance()  # both members connected
-        assert pool.stats().idle == 2
+        assert pool.snapshot().idle == 2
         for conn in made:
             conn.alive = False  # the database restarted: both are dead
         with pytest.raises(sqlite3.OperationalError):
             infra.call("db", lambda conn: conn.execute("SELECT 1"))
-        stats = pool.stats()
+        stats = pool.snapshot()
         assert stats.invalidations == 1
         assert stats.size == 0  # the failing member and the older idle one: both retired
         infra.run_maintenance()
@@ -967,7 +967,7 @@ def test_a_pool_that_cannot_connect_trips_the_breaker_a_busy_one_does_not(
     with make(clock, DOWN, pools={"db": _refused}) as infra:
         breaker, limiter = infra.breakers["db"], infra.limiters["db"]
         infra.run_maintenance()  # the min_size connect fails
-        assert infra.pools["db"].stats().connect_failures == 1
+        assert infra.pools["db"].snapshot().connect_failures == 1
         for _ in range(2):
             with pytest.raises(bt.PoolTimeoutError) as info:
                 infra.call("db", lambda conn: conn, rate_key="u1")
@@ -1187,7 +1187,7 @@ def test_call_async_given_a_plain_function_says_to_use_call(clock: bt.ManualCloc
             assert info.value.__cause__ is None and info.value.__suppress_context__
             with pytest.raises(TypeError, match=r"returned 'NoneType'.*from an async pool"):
                 await infra.call_async("db", lambda conn: ran.append(conn))
-            assert infra.async_pools["db"].stats().in_use == 0  # the lease went back
+            assert infra.async_pools["db"].snapshot().in_use == 0  # the lease went back
             snap = infra.breakers["svc"].snapshot()
             assert (snap.call_count, snap.failure_count) == (1, 0)  # it ran and returned
 
@@ -1250,7 +1250,7 @@ async def test_a_call_cancelled_while_its_pool_resets_the_member_still_reports_t
         snap = breaker.snapshot()
         assert snap.probes_in_flight == 0  # the permit is free: the call was reported
         assert breaker.state is bt.BreakerState.CLOSED  # as the success it was
-        assert infra.async_pools["svc"].stats().in_use == 0
+        assert infra.async_pools["svc"].snapshot().in_use == 0
     finally:
         release.set()
         await infra.aclose()

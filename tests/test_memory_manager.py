@@ -194,7 +194,7 @@ def test_gc_collect_is_rate_limited(
 def test_without_pressure_relief_nothing_is_done(
     probe: ScriptedProbe, clock: ManualClock, collections: list[int]
 ) -> None:
-    mm = manager(probe, clock, pressure_relief=False)
+    mm = manager(probe, clock, pressure_relief_enabled=False)
     ran: list[MemorySample] = []
     mm.on_pressure("critical", ran.append)
     list(feed(mm, probe, clock, [0.95, 0.95]))

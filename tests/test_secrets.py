@@ -142,7 +142,7 @@ def test_no_repr_error_health_document_log_or_event_shows_the_password(
     with bt.Infrastructure("shop", str(config_file), env={}, background=False) as infra:
         infra.run_maintenance()  # the pools' min_size connects: pg answers, the others fail
         assert infra.call("api", lambda: "ok") == "ok"  # the password works where it should
-        assert infra.pools["pg"].stats().size == 1
+        assert infra.pools["pg"].snapshot().size == 1
         with pytest.raises(bt.BackendError) as down:
             infra.call("dead_closed", lambda: None)
         shown.error("BackendError", down.value)
@@ -166,7 +166,7 @@ def test_no_repr_error_health_document_log_or_event_shows_the_password(
             shown.add(f"limiter {name} snapshot", repr(limiter.snapshot()))
         for name, pool in infra.pools.items():
             shown.add(f"repr(pool {name})", repr(pool))
-            shown.add(f"pool {name} stats", repr(pool.stats()))
+            shown.add(f"pool {name} stats", repr(pool.snapshot()))
         for name, breaker in infra.breakers.items():
             shown.add(f"repr(breaker {name})", repr(breaker))
 

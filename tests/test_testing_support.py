@@ -87,7 +87,7 @@ def test_each_scenario_did_what_it_names(tmp_path: Path) -> None:
         pool = by_name["connection_pool_exhaustion"].details
         assert pool["held"] == 3 and pool["refused_with"] == "PoolTimeoutError"
         assert pool["overflow_in_use"] == 1
-        assert infra.pools["payments"].stats().in_use == 0
+        assert infra.pools["payments"].snapshot().in_use == 0
 
         walk = by_name["gradual_degradation"].details
         assert walk["levels"] == ["light", "medium", "heavy"]

@@ -69,7 +69,7 @@ from ._pool import (
     ConnectionPool,
     Lease,
     PoolConfig,
-    PoolStats,
+    PoolSnapshot,
 )
 from ._scheduler import AsyncScheduler, Scheduler
 from ._version import __version__
@@ -122,7 +122,7 @@ __all__ = [
     "Permit",
     "PoolClosedError",
     "PoolConfig",
-    "PoolStats",
+    "PoolSnapshot",
     "PoolTimeoutError",
     "Protection",
     "Psi",
@@ -167,11 +167,17 @@ for _name in __all__:
         _public(globals()[_name])
 del _name
 
+# Renamed public names still work, with a DeprecationWarning (see _deprecated.RENAMED).
+_RENAMED = {"PoolStats": "PoolSnapshot"}
 
-# Hidden from type checkers, which see the imports above: a misspelt name stays an error.
-if not _typing.TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
+    PoolStats = PoolSnapshot  # deprecated: PoolSnapshot
+else:  # hidden from type checkers, which see the imports above: a misspelt name stays an error
 
     def __getattr__(name: str) -> object:
+        if name in _RENAMED:
+            _warn_renamed(f"buttress.{name}")  # at the line that asked for the old name
+            return globals()[_RENAMED[name]]
         if name not in _LAZY:
             raise AttributeError(f"module 'buttress' has no attribute {name!r}")
         value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
@@ -181,3 +187,5 @@ if not _typing.TYPE_CHECKING:
 
     def __dir__() -> list[str]:
         return sorted({*globals(), *_LAZY})
+
+    from ._deprecated import warn_renamed as _warn_renamed

@@ -1,42 +1,67 @@
 """One typed configuration for the whole infrastructure, from a dict, TOML or the environment.
 
->>> cfg = load_config({"circuit_breakers": {"payments": {"failure_threshold": 8}}})
+>>> cfg = load_config({"circuit_breakers": {"payments": {"failure_threshold": 8}}}, env={})
 >>> cfg.circuit_breakers["payments"].failure_threshold
 8
 
 Unknown keys and bad values raise :class:`~buttress.ConfigError` naming the path, e.g.
-``rate_limiting.limiters.api.scopes.0.limit: must be greater than 0``. Defaults follow the guide.
-Environment variables ``BUTTRESS_<PATH>`` (sections separated by ``__``) override what a file
-or dict says: ``BUTTRESS_MEMORY_MANAGER__CRITICAL_THRESHOLD=0.9``,
-``BUTTRESS_CIRCUIT_BREAKERS__PAYMENTS__RESET_TIMEOUT=10``. Values are read as JSON when they
-parse as JSON (numbers, ``true``, lists), else as strings.
+``rate_limiting.limiters.api.scopes.0.limit: must be > 0.0, got 0``; an unknown key says
+which known one it is close to. Defaults follow the guide.
+
+Environment variables follow pydantic-settings' conventions: the prefix ``BUTTRESS_``, then a
+path with ``__`` between its parts, in any case:
+``BUTTRESS_MEMORY_MANAGER__CRITICAL_THRESHOLD=0.9``,
+``BUTTRESS_CIRCUIT_BREAKERS__PAYMENTS__RESET_TIMEOUT=10s``. Only variables whose first part
+names a section are read (``BUTTRESS_NO_EXTENSIONS``, ``BUTTRESS_LOG_LEVEL`` and the like are
+left alone); below a section, a misspelt key is an error. A value is read as its setting
+expects: a number's or a duration's text, ``true``/``false``, JSON for a list or a table,
+``null`` for "unset". They override what a file or dict says; a :class:`Config` already built
+is taken as it is.
+
+Durations (``reset_timeout``, ``check_interval``, ...) take a number of seconds or text with a
+unit (``"500ms"``, ``"30s"``, ``"2m"``, ``"1h"``). A bare number above what is plausible for
+its setting (:data:`PLAUSIBLE_SECONDS`) is refused: it is far more likely milliseconds.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
+import math
 import os
 import tomllib
 import types
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ._breaker._config import DEFAULT_SHED_PROBABILITY
 from ._chaos import FaultSettings
 from ._errors import ConfigError
 from ._memory._probe import Source
 from ._pool._config import HealthCheck, Strategy
-from ._redact import redact_field
+from ._redact import redact_field, redacted_logger
+from ._validate import describe_seconds, is_number, parse_duration
 from .ratelimit._registry import AlgorithmName
 
 if TYPE_CHECKING:
     from .ratelimit._scope import Scope
 
 __all__ = [
+    "PLAUSIBLE_SECONDS",
     "ChaosSettings",
     "CircuitBreakerSettings",
     "Config",
@@ -51,24 +76,120 @@ __all__ = [
 ]
 
 ENV_PREFIX = "BUTTRESS_"
+ENV_DELIMITER = "__"
 
-# Strict: a number (an int is fine), never a bool or a string that happens to parse as one.
+_log = redacted_logger("buttress.config")
+
+
+def _number_text(value: Any) -> Any:
+    """A number's text (``"10"``, ``"0.5"``: how the environment spells every value) read as
+    that number; anything else is left to the strict check, which refuses ``true`` and
+    ``"high"`` for a number."""
+    if not isinstance(value, str):
+        return value
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+# Strict: a number (an int is fine) or a number's text, never a bool.
 # The bounds are the components' own (their config dataclasses check them with _validate);
 # tests/test_config_parity.py holds each setting here to the same answers.
-Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]  # [0, 1]
-Share = Annotated[float, Field(gt=0.0, le=1.0, strict=True)]  # (0, 1]
-ProperFraction = Annotated[float, Field(gt=0.0, lt=1.0, strict=True)]  # (0, 1)
-Jitter = Annotated[float, Field(ge=0.0, lt=1.0, strict=True)]  # [0, 1)
-Positive = Annotated[float, Field(gt=0.0, strict=True, allow_inf_nan=False)]  # (0, inf)
-Seconds = Annotated[float, Field(ge=0.0, strict=True, allow_inf_nan=False)]  # [0, inf)
-Percent = Annotated[float, Field(gt=0.0, le=100.0, strict=True)]  # (0, 100]
-Count = Annotated[int, Field(ge=1, strict=True)]  # 1, 2, ...
-Size = Annotated[int, Field(ge=0, strict=True)]  # 0, 1, ...
+_Num = BeforeValidator(_number_text)
+Fraction = Annotated[float, _Num, Field(ge=0.0, le=1.0, strict=True)]  # [0, 1]
+Share = Annotated[float, _Num, Field(gt=0.0, le=1.0, strict=True)]  # (0, 1]
+ProperFraction = Annotated[float, _Num, Field(gt=0.0, lt=1.0, strict=True)]  # (0, 1)
+Jitter = Annotated[float, _Num, Field(ge=0.0, lt=1.0, strict=True)]  # [0, 1)
+Positive = Annotated[float, _Num, Field(gt=0.0, strict=True, allow_inf_nan=False)]  # (0, inf)
+Seconds = Annotated[float, _Num, Field(ge=0.0, strict=True, allow_inf_nan=False)]  # [0, inf)
+Percent = Annotated[float, _Num, Field(gt=0.0, le=100.0, strict=True)]  # (0, 100]
+Count = Annotated[int, _Num, Field(ge=1, strict=True)]  # 1, 2, ...
+Size = Annotated[int, _Num, Field(ge=0, strict=True)]  # 0, 1, ...
 Level = Literal["light", "medium", "heavy"]
+
+
+# -- durations ---------------------------------------------------------------------------------
+
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+
+PLAUSIBLE_SECONDS: dict[str, dict[str, float]] = {
+    "circuit_breakers": {
+        "window": HOUR,
+        "slow_call_duration": 10 * MINUTE,
+        "reset_timeout": HOUR,
+        "reset_timeout_max": DAY,  # inf (no cap) is taken too
+        "probe_timeout": 10 * MINUTE,
+        "health_check_interval": HOUR,
+    },
+    "circuit_breakers.fault_injection": {"latency": MINUTE},
+    "rate_limiting.limiters": {"window": DAY, "latency_budget": 1.0},
+    "rate_limiting.limiters.scopes": {
+        "window": DAY,
+        "cooldown": 10 * MINUTE,
+        "slow_call": 10 * MINUTE,
+    },
+    "connection_pools": {
+        "overflow_ttl": HOUR,
+        "idle_timeout": DAY,
+        "max_lifetime": 7 * DAY,
+        "checkout_timeout": 10 * MINUTE,
+        "check_interval": HOUR,
+        "check_idle_after": 5 * MINUTE,
+        "leak_timeout": DAY,
+        "housekeeping_interval": 10 * MINUTE,
+        "connect_backoff": MINUTE,
+        "connect_backoff_max": HOUR,
+    },
+    "memory_manager": {"check_interval": 10 * MINUTE, "gc_interval": HOUR},
+}
+"""Every duration setting, by section: the most seconds a bare number may give it.
+
+A duration is a number of seconds or text with a unit (``"500ms"``, ``"30s"``, ``"2m"``,
+``"1h"``). A bare number above its bound is refused, because it is far more likely
+milliseconds (the guide writes ``check_interval: 30_000``, which as seconds is 8.3 hours) than
+meant; a value with a unit is taken as written (``check_interval = "9h"``). The components
+take seconds and set no such bound: this guards the unit, which a file does not show.
+"""
+
+
+def _duration(value: Any, most: float) -> Any:
+    """Seconds from a duration's text, or a bare number checked against ``most``; anything
+    else is left to the setting's own check."""
+    if isinstance(value, list | tuple):  # a (low, high) range
+        return type(value)(_duration(v, most) for v in value)
+    if isinstance(value, str):
+        number = _number_text(value)
+        if number is value:
+            try:
+                return parse_duration(value)
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+        value = number
+    if is_number(value) and math.isfinite(value) and value > most:
+        raise ValueError(
+            f"{value:g} is read as seconds ({describe_seconds(value)}), more than a bare number "
+            f"may give this setting (at most {describe_seconds(most)}): for milliseconds write "
+            f"'{value:g}ms'; to mean {describe_seconds(value)}, write '{value:g}s'"
+        )
+    return value
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # Where the section sits in the tree, for its durations in PLAUSIBLE_SECONDS.
+    _section: ClassVar[str] = ""
+    # Keys the section takes that are no field (read by a validator, e.g. rate).
+    _keys_besides_fields: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _durations(cls, value: Any, info: ValidationInfo) -> Any:
+        most = PLAUSIBLE_SECONDS.get(cls._section, {}).get(info.field_name or "")
+        return value if most is None else _duration(value, most)
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # repr() and str() mask passwords (URLs, DSNs, secret-looking kwargs); the data keeps
@@ -99,6 +220,8 @@ def _prefixed(path: str, build: Callable[..., object], kwargs: dict[str, Any]) -
 class FaultInjectionSettings(_Section):
     """Fault injection for one service (off unless ``enabled``; see docs/chaos.md)."""
 
+    _section = "circuit_breakers.fault_injection"
+
     enabled: bool = False
     failure_rate: Fraction = 0.0
     latency: Seconds | tuple[Seconds, Seconds] | None = None  # a (low, high) pair: low <= high
@@ -121,6 +244,8 @@ def _default_shedding() -> dict[Level, float]:
 class CircuitBreakerSettings(_Section):
     """A breaker's settings (see docs/circuit-breaker.md for each)."""
 
+    _section = "circuit_breakers"
+
     strategy: Literal["gradual_degradation", "fail_fast"] = "gradual_degradation"
     window: Positive = 60.0
     buckets: Count = 10
@@ -133,12 +258,12 @@ class CircuitBreakerSettings(_Section):
     slow_call_rate_threshold: Share | None = 0.5
     slow_degradation_rate_threshold: ProperFraction | None = 0.2  # below the slow-call rate
     consecutive_failure_threshold: Count | None = None
-    level_hysteresis: Annotated[float, Field(ge=0.0, lt=1.0 / 3.0, strict=True)] = 0.05
+    level_hysteresis: Annotated[float, _Num, Field(ge=0.0, lt=1.0 / 3.0, strict=True)] = 0.05
     shed_probability: dict[Level, Fraction] = Field(default_factory=_default_shedding)
     reset_timeout: Positive = 30.0
-    reset_timeout_multiplier: Annotated[float, Field(ge=1.0, strict=True)] = 1.0
+    reset_timeout_multiplier: Annotated[float, _Num, Field(ge=1.0, strict=True)] = 1.0
     # None: 300 s, or reset_timeout if longer; inf: no cap.
-    reset_timeout_max: Annotated[float, Field(gt=0.0, strict=True)] | None = None
+    reset_timeout_max: Annotated[float, _Num, Field(gt=0.0, strict=True)] | None = None
     reset_timeout_jitter: Jitter = 0.0
     half_open_max_calls: Count = 5
     half_open_success_ratio: Share = 0.8
@@ -181,6 +306,8 @@ class CircuitBreakerSettings(_Section):
 class MemoryManagerSettings(_Section):
     """The memory manager's settings (see docs/memory.md)."""
 
+    _section = "memory_manager"
+
     enabled: bool = True
     check_interval: Positive = 30.0
     warning_threshold: ProperFraction = 0.70  # below critical_threshold
@@ -188,11 +315,11 @@ class MemoryManagerSettings(_Section):
     pressure_relief_enabled: bool = True
     source: Source = "auto"
     limit_bytes: Count | None = None
-    exit_margin: Annotated[float, Field(ge=0.0, lt=1.0, strict=True)] = 0.05  # below warning
+    exit_margin: Annotated[float, _Num, Field(ge=0.0, lt=1.0, strict=True)] = 0.05  # below warning
     exit_samples: Count = 3
     psi_warning: Percent | None = 10.0
     psi_critical: Percent | None = 10.0
-    gc_interval: Annotated[float, Field(ge=0.0, strict=True)] = 30.0  # 0: at every check
+    gc_interval: Annotated[float, _Num, Field(ge=0.0, strict=True)] = 30.0  # 0: at every check
 
     @model_validator(mode="after")
     def _ordered(self) -> MemoryManagerSettings:
@@ -205,9 +332,7 @@ class MemoryManagerSettings(_Section):
         return self
 
     def manager_kwargs(self) -> dict[str, Any]:
-        out = self.model_dump(exclude={"enabled", "pressure_relief_enabled"})
-        out["pressure_relief"] = self.pressure_relief_enabled
-        return out
+        return self.model_dump(exclude={"enabled"})
 
 
 class ChaosSettings(_Section):
@@ -222,8 +347,60 @@ class ChaosSettings(_Section):
 Algorithm = AlgorithmName  # the names of the algorithm registry (ratelimit/_registry.py)
 
 
+class _AtKey(ValueError):
+    """A problem with ``key`` of the section being validated (a key that is no field, such as
+    ``rate``): reported at that key's path."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _one_rate(data: Any, *, several: bool) -> Any:
+    """``rate = "100/minute"`` in a section's raw data, as the ``limit`` and ``window`` it
+    stands for; with ``several``, a limiter's ``rate = "10/second; 1000/hour"`` as one shared
+    scope per rate (named as ``RateLimiter("10/second; 1000/hour")`` names them)."""
+    if not isinstance(data, Mapping) or "rate" not in data:
+        return data
+    from .ratelimit._scope import scopes_from_rates
+
+    data = dict(data)
+    text = data.pop("rate")
+    given = [k for k in ("limit", "window", "scopes") if k in data]
+    if given:
+        raise _AtKey("rate", f"give rate or {' and '.join(given)}, not both")
+    if not isinstance(text, str):
+        raise _AtKey("rate", f"must be a string such as '100/minute', got {text!r}")
+    try:
+        scopes = scopes_from_rates(text)
+    except ConfigError as exc:
+        raise _AtKey("rate", exc.message) from None
+    # The window keeps its unit ("...s"): the rate said it, so no bound on bare numbers applies.
+    if len(scopes) == 1:
+        data["limit"], data["window"] = scopes[0].limit, f"{scopes[0].window!r}s"
+        return data
+    if not several:
+        raise _AtKey(
+            "rate",
+            f"{text!r} holds {len(scopes)} rates; a scope takes one (a limiter's rate may "
+            "hold several)",
+        )
+    for key in ("hierarchical", "burst"):
+        if data.get(key):
+            raise _AtKey("rate", f"{key} takes one rate, and {text!r} holds {len(scopes)}")
+    data["scopes"] = [
+        {"name": sc.name, "limit": sc.limit, "window": f"{sc.window!r}s", "by": None}
+        for sc in scopes
+    ]
+    return data
+
+
 class ScopeSettings(_Section):
-    """One scope of a limiter (see docs/rate-limiting.md)."""
+    """One scope of a limiter (see docs/rate-limiting.md). ``rate = "100/minute"`` may stand
+    for ``limit`` and ``window``."""
+
+    _section = "rate_limiting.limiters.scopes"
+    _keys_besides_fields = ("rate",)
 
     name: str
     limit: Positive
@@ -232,12 +409,17 @@ class ScopeSettings(_Section):
     burst: Positive | None = None
     by: str | None = ""  # the context entry holding the id; "" = the scope's name
     # min_limit <= limit <= max_limit, and an adaptive limit never falls below 1
-    min_limit: Annotated[float, Field(ge=1.0, strict=True, allow_inf_nan=False)] | None = None
-    max_limit: Annotated[float, Field(ge=1.0, strict=True, allow_inf_nan=False)] | None = None
+    min_limit: Annotated[float, _Num, Field(ge=1.0, strict=True, allow_inf_nan=False)] | None = None
+    max_limit: Annotated[float, _Num, Field(ge=1.0, strict=True, allow_inf_nan=False)] | None = None
     increase: Positive | None = None
     decrease: ProperFraction = 0.5
     cooldown: Seconds = 1.0
     slow_call: Positive | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rate(cls, data: Any) -> Any:
+        return _one_rate(data, several=False)
 
 
 def _check_backend_url(value: str) -> str:
@@ -255,8 +437,13 @@ class LimiterSettings(_Section):
 
     Shorthand: ``limit`` / ``window`` / ``burst`` make one shared scope (``global``); with
     ``hierarchical = true`` they make the guide's three scopes: ``user`` (``limit``), ``org``
-    (10 x ``limit``) and ``global`` (100 x ``limit``).
+    (10 x ``limit``) and ``global`` (100 x ``limit``). ``rate = "100/minute"`` may stand for
+    ``limit`` and ``window``; ``rate = "10/second; 1000/hour"`` makes one shared scope per rate
+    (``per_second``, ``per_hour``), as ``RateLimiter("10/second; 1000/hour")`` does.
     """
+
+    _section = "rate_limiting.limiters"
+    _keys_besides_fields = ("rate",)
 
     algorithm: Algorithm | None = None  # default: rate_limiting.default_algorithm
     scopes: list[ScopeSettings] | None = None
@@ -274,10 +461,15 @@ class LimiterSettings(_Section):
     failure_policy: Literal["fail_open", "fail_closed"] | None = None
     latency_budget: Positive = 0.005
 
+    @model_validator(mode="before")
+    @classmethod
+    def _rate(cls, data: Any) -> Any:
+        return _one_rate(data, several=True)
+
     @model_validator(mode="after")
     def _has_scopes(self) -> LimiterSettings:
         if self.scopes is None and self.limit is None:
-            raise ValueError("give either scopes or limit (the shorthand)")
+            raise ValueError("give scopes, or rate or limit (the shorthand)")
         if self.scopes is not None and self.limit is not None:
             raise ValueError("give either scopes or limit (the shorthand), not both")
         if self.scopes is not None:
@@ -370,6 +562,8 @@ class PoolSettings(_Section):
     members' ``close()``).
     """
 
+    _section = "connection_pools"
+
     factory: str | None = None
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -443,6 +637,14 @@ class ServiceSettings(_Section):
     pool: str | bool = True
     critical: bool = False
 
+    @field_validator("breaker", "limiter", "pool", mode="before")
+    @classmethod
+    def _switch_text(cls, value: Any) -> Any:
+        # "false" from the environment turns the layer off; it names no component.
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        return value
+
 
 # -- the whole tree ----------------------------------------------------------------------------
 
@@ -493,14 +695,15 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
 ) -> Config:
-    """Build a :class:`Config` from a dict, a TOML file path or a ``Config``, then apply
-    ``BUTTRESS_...`` environment overrides (``env`` defaults to ``os.environ``; pass ``{}`` to
-    ignore the environment).
+    """Build a :class:`Config` from a dict or a TOML file path, with ``BUTTRESS_...``
+    environment variables applied over it (``env`` defaults to ``os.environ``; pass ``{}`` to
+    ignore the environment). A ``Config`` is returned as it is: it was built on purpose, and
+    the environment is not applied to it again.
     """
     if isinstance(source, Config):
-        data: dict[str, Any] = source.model_dump(by_alias=True)  # `async`, as in TOML
-    elif source is None:
-        data = {}
+        return source
+    if source is None:
+        data: dict[str, Any] = {}
     elif isinstance(source, Mapping):
         data = _deep_copy(source)
     elif isinstance(source, str | os.PathLike):
@@ -511,7 +714,7 @@ def load_config(
         )
     overrides = [
         (_set_path(data, path, value), value, variable)
-        for path, value, variable in _env_overrides(os.environ if env is None else env)
+        for path, value, variable in env_overrides(os.environ if env is None else env)
     ]
     try:
         return Config.model_validate(data)
@@ -554,25 +757,118 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
 
 
-def _env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:
-    """``(path, value, variable)`` for each ``BUTTRESS_...`` variable."""
+# -- the environment ---------------------------------------------------------------------------
+
+
+def env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:
+    """``(path, value, variable)`` for each variable of ``env`` that names a config path.
+
+    As pydantic-settings reads a model's fields: the prefix and the names in any case, ``__``
+    between the parts, and only variables whose first part is a section of :class:`Config`
+    (other ``BUTTRESS_...`` variables belong to someone else: ``BUTTRESS_NO_EXTENSIONS`` to the
+    rate limiter's import, a test suite's own). Each value is read as its setting expects
+    (:func:`_env_value`).
+    """
     out = []
     for key, raw in sorted(env.items()):
-        if not key.startswith(ENV_PREFIX) or key in ("BUTTRESS_REDIS_URL", "BUTTRESS_PG_DSN"):
+        if not key.upper().startswith(ENV_PREFIX):
             continue
-        path = [part.lower() for part in key[len(ENV_PREFIX) :].split("__")]
+        path = key[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER)
+        if path[0] not in Config.model_fields:
+            _not_read(key, path)
+            continue
         if not all(path):
-            raise ConfigError(key, "empty section in the variable name (check the '__'s)")
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        out.append((path, value, key))
+            raise ConfigError(
+                key, f"empty part in the variable name (check the '{ENV_DELIMITER}'s)"
+            )
+        out.append((path, _env_value(_annotation_at(path), raw), key))
     return out
 
 
+def _not_read(key: str, path: list[str]) -> None:
+    """A ``BUTTRESS_...`` variable that names no section: not read. One that looks meant as a
+    config path (a section's name with one ``_`` after it, or a near miss) is worth a warning."""
+    first = path[0]
+    meant = next((s for s in Config.model_fields if first.startswith(s + "_")), None)
+    suggestion: str | None
+    if meant is not None:
+        rest = ENV_DELIMITER.join([first[len(meant) + 1 :], *path[1:]]).upper()
+        suggestion = f"{ENV_PREFIX}{meant.upper()}{ENV_DELIMITER}{rest}"
+    else:
+        near = difflib.get_close_matches(first, list(Config.model_fields), n=1)
+        suggestion = (
+            ENV_PREFIX + ENV_DELIMITER.join([near[0], *path[1:]]).upper()
+            if near and len(path) > 1
+            else None
+        )
+    if suggestion is None:
+        _log.debug("%s is not read: %r is not a section of the configuration", key, first)
+    else:
+        _log.warning(
+            "%s is not read: %r is not a section of the configuration (did you mean %s?)",
+            key,
+            first,
+            suggestion,
+        )
+
+
+def _annotation_at(path: list[str]) -> Any:
+    """The type the setting at ``path`` takes (``None`` when no setting is there)."""
+    node: Any = Config
+    for part in path:
+        node = _without_none(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = next((f for n, f in node.model_fields.items() if part in (n, f.alias)), None)
+            if field is None:
+                return None
+            node = field.annotation
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]
+        elif typing.get_origin(node) is list and part.isdigit():
+            node = typing.get_args(node)[0]
+        else:
+            return None
+    return node
+
+
+def _without_none(annotation: Any) -> Any:
+    members = [m for m in _members(annotation) if m is not type(None)]
+    return members[0] if len(members) == 1 else annotation
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _env_value(annotation: Any, raw: str) -> Any:
+    """A variable's text as the setting expects it: JSON for a list or a table, ``null`` for
+    "unset" where that is allowed; otherwise the text itself, which the setting reads as
+    pydantic-settings leaves it to (a number's or a duration's text, ``true``, a name)."""
+    if annotation is None:
+        return raw  # no such setting: the model names it
+    members = [typing.get_origin(m) or m for m in _members(annotation)]
+    text = raw.strip()
+    if text.lower() == "null" and type(None) in members:
+        return None
+    if any(m in (list, tuple, dict) or _is_model(m) for m in members):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return raw
+        if isinstance(value, list | dict):
+            return value
+    return raw
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def _set_path(data: dict[str, Any], path: list[str], value: Any) -> list[str]:
-    """Set ``value`` at ``path``; returns the path as spelled in ``data``."""
+    """Set ``value`` at ``path`` (a table merged into the table there); returns the path as
+    spelled in ``data``."""
     node = data
     path = list(path)
     for i in range(len(path) - 1):
@@ -585,8 +881,18 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any) -> list[str]:
             raise ConfigError(where, f"is a value, not a section; cannot set {'.'.join(path)}")
         node = child
     path[-1] = _existing_key(node, path[-1])
-    node[path[-1]] = value
+    old = node.get(path[-1])
+    node[path[-1]] = _merged(old, value) if isinstance(old, dict) else value
     return path
+
+
+def _merged(old: dict[str, Any], new: Any) -> Any:
+    if not isinstance(new, dict):
+        return new
+    out = dict(old)
+    for key, value in new.items():
+        out[key] = _merged(out[key], value) if isinstance(out.get(key), dict) else value
+    return out
 
 
 def _existing_key(node: Mapping[str, Any], part: str) -> str:
@@ -600,14 +906,18 @@ def _existing_key(node: Mapping[str, Any], part: str) -> str:
 
 def _config_error(exc: ValidationError, data: Mapping[str, Any]) -> ConfigError:
     grouped: dict[str, list[Any]] = {}
+    parts_of: dict[str, list[str]] = {}
     for err in exc.errors(include_url=False):
         cause = err.get("ctx", {}).get("error")
         if isinstance(cause, ConfigError):  # raised by a validator with its own full path
             grouped.setdefault(cause.path, []).append(err)
             continue
-        path = ".".join(_error_path(err["loc"], data))
-        grouped.setdefault(path, []).append(err)
-    problems = [(path, _message(errs)) for path, errs in grouped.items()]
+        parts = _error_path(err["loc"], data)
+        if isinstance(cause, _AtKey):
+            parts.append(cause.key)
+        parts_of[".".join(parts)] = parts
+        grouped.setdefault(".".join(parts), []).append(err)
+    problems = [(path, _message(errs, parts_of.get(path, []))) for path, errs in grouped.items()]
     first_path, message = problems[0]
     if len(problems) > 1:
         rest = "; ".join(f"{p}: {m}" for p, m in problems[1:4])
@@ -664,7 +974,7 @@ _EXPECTED = {
 }
 
 
-def _message(errs: list[Any]) -> str:
+def _message(errs: list[Any], path: list[str]) -> str:
     err = errs[0]
     got = err.get("input")
     if len(errs) > 1:  # one value, several union members refused it
@@ -672,14 +982,14 @@ def _message(errs: list[Any]) -> str:
         for e in errs:
             w = _EXPECTED.get(e["type"])
             if w is None:
-                return _message([e])
+                return _message([e], path)
             if w not in wanted:
                 wanted.append(w)
         return f"must be {' or '.join(wanted)}, got {got!r}"
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
-        return "unknown key"
+        return _unknown_key(path)
     if kind == "missing":
         return "is required"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -699,6 +1009,19 @@ def _message(errs: list[Any]) -> str:
     if kind in _EXPECTED:
         return f"must be {_EXPECTED[kind]}, got {got!r}"
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
+
+
+def _unknown_key(path: list[str]) -> str:
+    """``unknown key 'failure_treshold' (did you mean 'failure_threshold'?)``: the key at the
+    end of ``path``, and the closest key its section takes, if one is close."""
+    *parent, key = path or ["?"]
+    section = _without_none(_annotation_at(parent))
+    if not _is_model(section):
+        return f"unknown key {key!r}"
+    known = [f.alias or n for n, f in section.model_fields.items()]
+    known += list(getattr(section, "_keys_besides_fields", ()))
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
+    return f"unknown key {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
 
 
 def _check_component_name(name: str) -> None:

@@ -305,7 +305,7 @@ def _act_pool(infra: Infrastructure, out: Out, report: Report) -> None:
                 def order(conn: sqlite3.Connection, item: str = f"w{i}-{j}") -> None:
                     conn.execute("INSERT INTO orders (item) VALUES (?)", (item,))
                     conn.commit()
-                    s = pool.stats()
+                    s = pool.snapshot()
                     peak["size"] = max(peak["size"], s.size)
                     peak["overflow"] = max(peak["overflow"], s.overflow)
                     peak["waiting"] = max(peak["waiting"], s.waiting)
@@ -320,7 +320,7 @@ def _act_pool(infra: Infrastructure, out: Out, report: Report) -> None:
         t.start()
     for t in threads:
         t.join()
-    stats = pool.stats()
+    stats = pool.snapshot()
     out.at(
         f"peak size {peak['size']} (max_size 4 + overflow {peak['overflow']}), "
         f"up to {peak['waiting']} waiting; {stats.checkouts} checkouts, "
@@ -328,7 +328,7 @@ def _act_pool(infra: Infrastructure, out: Out, report: Report) -> None:
     )
     time.sleep(0.7)  # overflow_ttl is 0.5 s: let housekeeping retire the extra members
     infra.run_maintenance()
-    after = pool.stats()
+    after = pool.snapshot()
     out.at(f"after the burst: size {after.size}, overflow {after.overflow} (overflow_ttl passed)")
     report.pool = {
         "peak_size": peak["size"],

@@ -22,7 +22,7 @@ chaos                  warn while chaos is on and an experiment runs (faults inj
 =====================  =====================================================================
 
 A check's ``reason`` is short and safe to publish (a count, a state, an exception's type);
-what a driver said (``PoolStats.last_connect_error``, ``RateLimiterSnapshot.backend_error``:
+what a driver said (``PoolSnapshot.last_connect_error``, ``RateLimiterSnapshot.backend_error``:
 hosts, ports, role names) is its ``detail``, shown only by the verbose renderings
 (``to_dict(verbose=True)``, ``to_health_json(verbose=True)``) and the logs. The endpoints
 (:class:`HealthASGIApp`, :class:`HealthWSGIApp`, :func:`health_response`) answer with the
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ._breaker import BreakerSnapshot
     from ._chaos._chaos import ChaosSnapshot
     from ._memory import MemorySnapshot
-    from ._pool import PoolStats
+    from ._pool import PoolSnapshot
     from .ratelimit._stats import RateLimiterSnapshot
 
 __all__ = [
@@ -117,7 +117,7 @@ class HealthReport:
     overall_status: Overall
     circuit_breakers: Mapping[str, BreakerSnapshot]
     rate_limiters: Mapping[str, RateLimiterSnapshot]
-    connection_pools: Mapping[str, PoolStats]
+    connection_pools: Mapping[str, PoolSnapshot]
     memory: MemorySnapshot | None
     chaos_engineering: ChaosSnapshot
     checks: tuple[ComponentCheck, ...]
@@ -258,7 +258,7 @@ def limiter_check(name: str, snap: RateLimiterSnapshot) -> ComponentCheck:
     return ComponentCheck("rate_limiter", name, "pass", rating, "deciding within budget")
 
 
-def pool_check(name: str, snap: PoolStats) -> ComponentCheck:
+def pool_check(name: str, snap: PoolSnapshot) -> ComponentCheck:
     if snap.closed:
         return ComponentCheck("connection_pool", name, "fail", "closed", "pool is closed")
     failing = snap.connect_failures  # in a row: the last connect failed
@@ -331,7 +331,7 @@ def build_report(
     *,
     breakers: Mapping[str, BreakerSnapshot] | None = None,
     limiters: Mapping[str, RateLimiterSnapshot] | None = None,
-    pools: Mapping[str, PoolStats] | None = None,
+    pools: Mapping[str, PoolSnapshot] | None = None,
     memory: MemorySnapshot | None = None,
     chaos: ChaosSnapshot | None = None,
     time: float,

@@ -99,3 +99,74 @@ def timeout_or_none(path: str, value: float | None) -> float | None:
     if value is not None and (not is_number(value) or not value >= 0):
         raise ConfigError(path, f"must be a number >= 0 or None, got {value!r}")
     return value
+
+
+# -- durations -------------------------------------------------------------------------------
+
+UNITS: dict[str, Fraction] = {
+    **dict.fromkeys(("ms", "msec", "millisecond", "milliseconds"), Fraction(1, 1000)),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), Fraction(1)),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), Fraction(60)),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), Fraction(3600)),
+    **dict.fromkeys(("d", "day", "days"), Fraction(86400)),
+}
+"""Seconds per unit, under every spelling a duration or a rate's window may use (exact, so
+``"300ms"`` is the float nearest 0.3)."""
+
+_UNIT_NAMES = ("millisecond", "second", "minute", "hour", "day")
+
+# Months and years have no fixed length; rate-limit libraries that take them disagree on it.
+_NO_FIXED_LENGTH = {
+    "month": "30 days",
+    "months": "30 days",
+    "year": "365 days",
+    "years": "365 days",
+}
+
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?"
+# Patterns, not compiled objects: re compiles (and caches) them on first use, not at import.
+_DURATION_PART = rf"\s*({_NUMBER})\s*([a-z]+)\s*"
+_DURATION = rf"(?:\s*{_NUMBER}\s*[a-z]+\s*)+"
+
+
+def unit_seconds(unit: str) -> Fraction:
+    """Seconds in one ``unit`` (``"ms"``, ``"second"``, ``"min"``, ``"hours"``, ``"d"``...);
+    ``ValueError`` names the units there are."""
+    seconds = UNITS.get(unit.lower())
+    if seconds is not None:
+        return seconds
+    if unit.lower() in _NO_FIXED_LENGTH:
+        raise ValueError(
+            f"{unit!r} has no fixed length: write it in days ({_NO_FIXED_LENGTH[unit.lower()]!r})"
+        )
+    import difflib  # only to word an error: kept off `import buttress`
+
+    names = [*_UNIT_NAMES, *(name + "s" for name in _UNIT_NAMES)]
+    near = difflib.get_close_matches(unit.lower(), names, n=1)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    raise ValueError(f"unknown unit {unit!r} ({hint}units: ms, s, m, h, d or their names)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration written with units: ``"500ms"``, ``"30s"``, ``"2m"``, ``"1h"``,
+    ``"1d"``, ``"1h30m"``, ``"2 minutes"``; a unit is required (a number alone is a number of
+    seconds, and is not text). ``ValueError`` says what is wrong.
+
+    >>> parse_duration("1m30s")
+    90.0
+    """
+    if not re.fullmatch(_DURATION, text, re.IGNORECASE):
+        raise ValueError(
+            f"{text!r} is not a duration: write a number and a unit, e.g. '500ms', '30s', "
+            "'2m', '1h', '1d'"
+        )
+    parts = re.findall(_DURATION_PART, text, re.IGNORECASE)
+    return float(sum(Fraction(n) * unit_seconds(u) for n, u in parts))
+
+
+def describe_seconds(seconds: float) -> str:
+    """``seconds`` in the largest unit that keeps it readable: ``"8.3h"``, ``"90s"``."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds * 1000:.3g}ms"

@@ -46,7 +46,7 @@ def test_closed_to_degraded_to_open_by_failure_count(clock: bt.ManualClock) -> N
     for _ in range(5):
         with pytest.raises(Boom):
             b.call(fail)
-        seen.append((b.state, b.level))
+        seen.append((b.state, b.degradation_level))
     assert seen == [
         (S.CLOSED, None),
         (S.CLOSED, None),
@@ -68,9 +68,9 @@ def test_every_level_reachable_with_the_default_settings(clock: bt.ManualClock) 
     fail_n(b, 2)  # 2 of 11 failed: below both bands
     assert b.state is S.CLOSED
     fail_n(b, 1)  # 3 failures: bottom of the count band; rate 3/12 = 0.25, low in its band
-    assert (b.state, b.level) == (S.DEGRADED, L.LIGHT)
+    assert (b.state, b.degradation_level) == (S.DEGRADED, L.LIGHT)
     fail_n(b, 1)  # 4 failures: half-way up the count band
-    assert (b.state, b.level) == (S.DEGRADED, L.MEDIUM)
+    assert (b.state, b.degradation_level) == (S.DEGRADED, L.MEDIUM)
     fail_n(b, 1)  # 5 failures
     assert b.state is S.OPEN
 
@@ -78,7 +78,7 @@ def test_every_level_reachable_with_the_default_settings(clock: bt.ManualClock) 
     for _ in range(6):
         b2.call(ok)
     fail_n(b2, 4)  # 4 of 10 failed: rate 0.4 is two thirds up the 0.2..0.5 band
-    assert (b2.state, b2.level) == (S.DEGRADED, L.HEAVY)
+    assert (b2.state, b2.degradation_level) == (S.DEGRADED, L.HEAVY)
 
 
 @pytest.mark.parametrize(
@@ -100,11 +100,11 @@ def test_levels_do_not_flap_on_a_boundary(
     for _ in range(21):
         b.call(ok)
     fail_n(b, 9)  # 9 of 30: a rate of 0.3 is exactly a third up the band
-    assert b.level is L.MEDIUM
+    assert b.degradation_level is L.MEDIUM
     seen = []
     for _ in range(2):
         b.call(ok)  # 9/31 = 0.290, then 9/32 = 0.281
-        seen.append(b.level.value if b.level else None)
+        seen.append(b.degradation_level.value if b.degradation_level else None)
     assert seen == levels  # held at medium just below its floor, only with hysteresis
 
 
@@ -142,10 +142,10 @@ def test_slow_calls_degrade_then_open(clock: bt.ManualClock) -> None:
         b.call(ok)
     b.call(slow)
     b.call(slow)  # 2 of 10 slow: 0.2 -> bottom of the band
-    assert (b.state, b.level) == (S.DEGRADED, L.LIGHT)
+    assert (b.state, b.degradation_level) == (S.DEGRADED, L.LIGHT)
     for _ in range(4):
         b.call(slow)  # 6 of 14 slow = 0.43 -> 0.76: heavy
-    assert (b.state, b.level) == (S.DEGRADED, L.HEAVY)
+    assert (b.state, b.degradation_level) == (S.DEGRADED, L.HEAVY)
     b.call(slow)  # 7 of 15 = 0.47
     b.call(slow)  # 8 of 16 = 0.5: open
     assert b.state is S.OPEN
@@ -316,7 +316,7 @@ def test_critical_calls_are_never_shed_but_are_refused_when_open(clock: bt.Manua
 def test_shedding_rate_follows_the_level(clock: bt.ManualClock) -> None:
     b = make(clock, shed_probability={"light": 0.25, "medium": 0.5, "heavy": 0.75}, seed=3)
     fail_n(b, 3)
-    assert b.level is L.LIGHT
+    assert b.degradation_level is L.LIGHT
     n = 4000
     shed = sum(1 for _ in range(n) if not b.try_acquire())
     # binomial(4000, 0.25): sd ~ 27; six sd either side

@@ -67,7 +67,7 @@ def settle(pool: Any) -> None:
         assert done.wait(30.0), "the scheduler did not run the barrier"
         if not _busy(pool):
             return
-    raise AssertionError(f"background work did not settle: {pool.stats()}")
+    raise AssertionError(f"background work did not settle: {pool.snapshot()}")
 
 
 async def asettle(pool: Any) -> None:
@@ -78,4 +78,4 @@ async def asettle(pool: Any) -> None:
         await asyncio.wait_for(done.wait(), 30.0)
         if not _busy(pool):
             return
-    raise AssertionError(f"background work did not settle: {pool.stats()}")
+    raise AssertionError(f"background work did not settle: {pool.snapshot()}")

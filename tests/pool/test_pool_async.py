@@ -58,9 +58,9 @@ async def test_connection_checks_out_and_returns(factory: Factory, clock: Manual
         assert [r.number for r in factory.made] == [1, 2]
         async with pool.connection() as conn:
             assert isinstance(conn, Resource)
-            s = pool.stats()
+            s = pool.snapshot()
             assert (s.size, s.idle, s.in_use) == (2, 1, 1)
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.size, s.idle, s.in_use, s.checkouts) == (2, 2, 0, 1)
     assert all(r.closed for r in factory.made)
     assert pool.closed
@@ -73,7 +73,7 @@ async def test_new_members_connect_in_the_background(factory: Factory, clock: Ma
             assert conn.number == 1
         async with pool.connection() as a, pool.connection() as b:
             assert {a.number, b.number} == {1, 2}
-        assert pool.stats().connects == 2
+        assert pool.snapshot().connects == 2
 
 
 @pytest.mark.parametrize(
@@ -111,18 +111,18 @@ async def test_overflow_members_retire_after_overflow_ttl(
         a, b = await pool.checkout(), await pool.checkout()
         async with pool.connection() as c:  # no idle member: an overflow member is made
             assert c.number == 3
-            assert pool.stats().overflow_in_use == 1
+            assert pool.snapshot().overflow_in_use == 1
         await a.release()
         await b.release()
         assert event_log.named("buttress", "pool", "overflow")
-        assert pool.stats().overflow == 1
+        assert pool.snapshot().overflow == 1
         clock.advance(29.0)
         await pool.run_maintenance()
-        assert pool.stats().size == 3
+        assert pool.snapshot().size == 3
         clock.advance(2.0)
         await pool.run_maintenance()
         await asettle(pool)
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.size, s.overflow, s.evictions) == (2, 0, {"overflow_ttl": 1})
         assert len(factory.open) == 2
         [(_, md)] = event_log.named("buttress", "pool", "expire")
@@ -141,7 +141,7 @@ async def test_no_member_lives_past_max_lifetime(factory: Factory, clock: Manual
         await pool.run_maintenance()
         await asettle(pool)
         assert [r.number for r in factory.open] == [3, 4]
-        assert pool.stats().evictions == {"max_lifetime": 2}
+        assert pool.snapshot().evictions == {"max_lifetime": 2}
         # Jitter only shortens lifetimes: nothing made at t=100 outlives t=200.
         clock.advance(100.0)
         await pool.run_maintenance()
@@ -164,11 +164,11 @@ async def test_idle_timeout_never_goes_below_min_size(factory: Factory, clock: M
         leases = [await pool.checkout() for _ in range(3)]
         for lease in leases:
             await lease.release()
-        assert pool.stats().size == 3
+        assert pool.snapshot().size == 3
         clock.advance(61.0)
         await pool.run_maintenance()
         await asettle(pool)
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.size, s.evictions) == (1, {"idle_timeout": 2})
 
 
@@ -181,7 +181,7 @@ async def test_checkout_timeout_raises_pool_timeout_error(
             await pool.checkout(timeout=0)
         await held.release()
         assert info.value.pool == "pool"
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.timeouts, s.waiting, s.idle) == (1, 0, 1)
         [(_, md)] = event_log.named("buttress", "pool", "timeout")
         assert md["reason"] == "timeout"
@@ -197,7 +197,7 @@ async def test_a_bad_timeout_is_a_config_error_naming_it(
         assert info.value.path == "timeout"
         with pytest.raises(ConfigError, match=r"^timeout: must be a number >= 0 or None"):
             await pool.checkout(timeout=timeout)
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.waiting, s.checkouts) == (0, 0)
 
 
@@ -212,7 +212,7 @@ async def test_a_timeout_longer_than_a_thread_can_wait_waits_for_ever(
         lease = pool.connection() if timeout is None else pool.connection(timeout=timeout)
         async with lease as conn:  # waits for the background connect
             assert conn.number == 1
-        assert pool.stats().timeouts == 0
+        assert pool.snapshot().timeouts == 0
 
 
 async def test_max_waiting_refuses_at_once(factory: Factory, clock: ManualClock) -> None:
@@ -221,7 +221,7 @@ async def test_max_waiting_refuses_at_once(factory: Factory, clock: ManualClock)
         with pytest.raises(PoolTimeoutError, match="max_waiting=0"):
             await pool.checkout()
         await held.release()
-        assert pool.stats().rejected == 1
+        assert pool.snapshot().rejected == 1
 
 
 async def test_max_waiting_zero_still_grows_the_pool(factory: Factory, clock: ManualClock) -> None:
@@ -230,7 +230,7 @@ async def test_max_waiting_zero_still_grows_the_pool(factory: Factory, clock: Ma
         with pytest.raises(PoolTimeoutError, match="max_waiting=0"):
             await pool.checkout()
         await asettle(pool)
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.size, s.idle, s.rejected, s.connects) == (1, 1, 1, 1)
         async with pool.connection() as conn:
             assert conn.number == 1
@@ -249,7 +249,7 @@ async def test_invalidated_member_is_destroyed(factory: Factory, clock: ManualCl
         await asettle(pool)
         assert conn.closed
         assert [r.number for r in factory.open] == [1, 3]
-        assert pool.stats().invalidations == 1
+        assert pool.snapshot().invalidations == 1
 
 
 async def test_retire_older_retires_every_older_member(
@@ -299,7 +299,7 @@ async def test_a_stale_member_failing_later_keeps_the_members_made_since(
         await asettle(pool)
         # Member 1 is only destroyed: member 3, made after the restart, stays.
         assert [r.number for r in factory.open] == [3, 4]
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.generation, s.evictions) == (1, {"error": 2})
 
 
@@ -324,7 +324,7 @@ async def test_reset_runs_on_return_and_a_failed_reset_destroys(
             assert conn.number == 2
         await asettle(pool)
     assert resets == [1, 1, 2]
-    assert pool.stats().invalidations == 1
+    assert pool.snapshot().invalidations == 1
 
 
 async def test_active_checks_replace_broken_idle_members(
@@ -344,7 +344,7 @@ async def test_active_checks_replace_broken_idle_members(
         await pool.run_maintenance()
         await asettle(pool)
         assert [r.number for r in factory.open] == [2, 4, 5]
-        assert pool.stats().check_failures == 2
+        assert pool.snapshot().check_failures == 2
         for _ in range(3):
             async with pool.connection() as conn:
                 assert not conn.broken
@@ -377,7 +377,7 @@ async def test_a_pool_closed_during_a_check_round_closes_the_rest_unchecked(
     await pool.run_maintenance()
     assert len(checked) == 1
     assert [r.closed for r in factory.made] == [True, True, True]
-    s = pool.stats()
+    s = pool.snapshot()
     assert (s.size, s.checking) == (0, 0)
 
 
@@ -402,7 +402,7 @@ async def test_mixed_checks_at_checkout_after_idle_time(
         async with pool.connection() as conn:  # both fail the check, a new one is made
             assert conn.number == 3
             assert not conn.broken
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.check_failures, s.checkouts) == (2, 2)  # failed checks lend nothing
 
 
@@ -413,7 +413,7 @@ async def test_connect_failures_back_off_and_recover(
     pool = make(factory, clock, min_size=1, max_size=1, connect_backoff=1.0)
     await pool.open()  # connects in the background, without waiting
     await asettle(pool)
-    assert pool.stats().connect_errors == 1
+    assert pool.snapshot().connect_errors == 1
     # While it backs off, a checkout that gives up says why.
     with pytest.raises(PoolTimeoutError) as info:
         await pool.checkout(timeout=0)
@@ -421,7 +421,7 @@ async def test_connect_failures_back_off_and_recover(
     assert "connecting keeps failing: ConnectionRefusedError" in str(info.value)
     clock.advance(1.0)  # the first backoff is at most 1 s
     await asettle(pool)
-    assert pool.stats().connect_errors == 2
+    assert pool.snapshot().connect_errors == 2
     clock.advance(2.0)  # the second at most 2 s
     await asettle(pool)
     async with pool.connection() as conn:
@@ -429,7 +429,7 @@ async def test_connect_failures_back_off_and_recover(
         with pytest.raises(PoolTimeoutError) as info:  # busy, not failing: no stale cause
             await pool.checkout(timeout=0)
         assert info.value.__cause__ is None and "failing" not in str(info.value)
-    s = pool.stats()
+    s = pool.snapshot()
     assert (s.connect_errors, s.connects) == (2, 1)
     oks = [md["ok"] for _, md in event_log.named("buttress", "pool", "connect")]
     assert oks == [False, False, True]
@@ -469,7 +469,7 @@ async def test_with_pool_closes_the_pool_when_a_startup_connect_fails(
         await enter()
     assert pool.closed
     assert [r.closed for r in factory.made] == [True, True]
-    assert pool.stats().size == 0
+    assert pool.snapshot().size == 0
 
 
 async def test_leak_timeout_reports_the_stack_that_took_it(
@@ -484,7 +484,7 @@ async def test_leak_timeout_reports_the_stack_that_took_it(
         assert meas["held"] == pytest.approx(31.0)
         assert "test_leak_timeout_reports_the_stack_that_took_it" in md["stack"]
         assert "taken at" in caplog.text
-        assert pool.stats().leaks == 1
+        assert pool.snapshot().leaks == 1
         await pool.run_maintenance()  # reported once
         assert len(event_log.named("buttress", "pool", "leak")) == 1
         await lease.release()
@@ -527,7 +527,7 @@ async def test_stats_count_what_happened(factory: Factory, clock: ManualClock) -
         for _ in range(5):
             async with pool.connection():
                 pass
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.checkouts, s.waited, s.wait_p99, s.errors) == (5, 0, 0.0, 0)
         d = s.to_dict()
         assert d["name"] == "pool"

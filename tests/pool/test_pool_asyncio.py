@@ -29,7 +29,7 @@ async def closers_done(pool: AsyncConnectionPool) -> None:
 
 
 def assert_all_back(pool: AsyncConnectionPool, size: int) -> None:
-    s = pool.stats()
+    s = pool.snapshot()
     assert (s.size, s.idle, s.in_use, s.waiting) == (size, size, 0, 0), s
 
 
@@ -39,13 +39,13 @@ async def test_a_task_cancelled_while_waiting_leaks_nothing() -> None:
         held = await pool.checkout()
         waiter = asyncio.create_task(pool.checkout(timeout=None))
         await run_ready_tasks()
-        assert pool.stats().waiting == 1
+        assert pool.snapshot().waiting == 1
         waiter.cancel()
         await asyncio.gather(waiter, return_exceptions=True)
         assert waiter.cancelled()
         await held.release()
         assert_all_back(pool, 1)
-        assert pool.stats().cancelled == 1
+        assert pool.snapshot().cancelled == 1
 
 
 async def test_a_task_cancelled_at_the_moment_of_handoff_passes_the_member_on() -> None:
@@ -55,7 +55,7 @@ async def test_a_task_cancelled_at_the_moment_of_handoff_passes_the_member_on() 
         first = asyncio.create_task(pool.checkout(timeout=None))
         second = asyncio.create_task(pool.checkout(timeout=None))
         await run_ready_tasks()
-        assert pool.stats().waiting == 2
+        assert pool.snapshot().waiting == 2
         await held.release()  # handed to `first`, which has not run yet ...
         first.cancel()  # ... and is cancelled before it can take it
         lease: AsyncLease = await second
@@ -63,7 +63,7 @@ async def test_a_task_cancelled_at_the_moment_of_handoff_passes_the_member_on() 
         assert first.cancelled()
         await lease.release()
         assert_all_back(pool, 1)
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.checkouts, s.cancelled) == (2, 1)
 
 
@@ -137,7 +137,7 @@ async def test_a_task_cancelled_during_reset_after_aclose_leaks_nothing(caplog: 
     await asyncio.gather(task, return_exceptions=True)
     await closers_done(pool)
     assert factory.made[0].closed
-    assert pool.stats().size == 0
+    assert pool.snapshot().size == 0
     # An interrupted reset is no failed one: no warning, no traceback.
     assert [(r.levelname, r.exc_info) for r in caplog.records] == [("DEBUG", None)]
     assert "reset interrupted" in caplog.text
@@ -158,7 +158,7 @@ async def test_a_waiter_served_then_cancelled_as_the_pool_closes_leaks_nothing()
     assert waiter.cancelled()
     await closers_done(pool)
     assert factory.made[0].closed
-    assert pool.stats().size == 0
+    assert pool.snapshot().size == 0
 
 
 async def test_aclose_during_an_active_check_closes_every_member() -> None:
@@ -185,11 +185,11 @@ async def test_aclose_during_an_active_check_closes_every_member() -> None:
     clock.advance(10.0)
     pool._scheduler.call_later(0.0, pool.run_maintenance)  # housekeeping, on its scheduler
     await checking.wait()
-    assert pool.stats().checking == 3  # one checked, two waiting their turn
+    assert pool.snapshot().checking == 3  # one checked, two waiting their turn
     await pool.aclose()  # cancels the scheduler's job mid-check
     await closers_done(pool)
     assert [r.closed for r in factory.made] == [True, True, True]
-    s = pool.stats()
+    s = pool.snapshot()
     assert (s.size, s.checking) == (0, 0)
 
 
@@ -224,7 +224,7 @@ async def test_cancelled_housekeeping_hands_back_the_members_it_did_not_check() 
         await asettle(pool)
         # The one being checked is destroyed (its state unknown) and replaced; the two not
         # checked are idle again, their checks still due.
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.size, s.idle, s.checking, s.check_failures) == (3, 3, 0, 1)
         assert factory.made[checked[0] - 1].closed
         await pool.run_maintenance()
@@ -246,7 +246,7 @@ async def test_a_task_that_finished_holding_a_lease_gets_it_destroyed() -> None:
         await asettle(pool)
         assert factory.made[0].closed
         assert_all_back(pool, 1)
-        assert pool.stats().evictions == {"dead_borrower": 1}
+        assert pool.snapshot().evictions == {"dead_borrower": 1}
         await kept[0].release()  # too late: a no-op
         assert_all_back(pool, 1)
 
@@ -274,7 +274,7 @@ async def test_mixed_never_checks_a_member_handed_straight_to_a_waiter() -> None
         for _ in range(3):
             waiter = asyncio.create_task(pool.checkout(timeout=None))
             await run_ready_tasks()
-            assert pool.stats().waiting == 1
+            assert pool.snapshot().waiting == 1
             clock.advance(1.0)  # held for 1 s: busy all along
             await lease.release()  # handed straight to the waiter
             lease = await waiter

@@ -107,7 +107,7 @@ def test_passive_with_invalidate_on_one_borrower_sees_the_disconnect(
         assert pids <= alive
         assert len(alive) == 3
         assert not alive & killed
-        s = pool.stats()
+        s = pool.snapshot()
         assert s.invalidations == 1
         assert s.evictions == {"error": 1, "generation": 2}
 
@@ -124,7 +124,7 @@ def test_passive_without_invalidate_on_each_dead_member_fails_one_borrower(
                 query_pid(pool)
         settle(pool)
         assert not {query_pid(pool) for _ in range(6)} & killed
-        assert pool.stats().evictions == {"reset_failed": 3}
+        assert pool.snapshot().evictions == {"reset_failed": 3}
 
 
 def test_active_no_broken_connection_reaches_a_borrower_after_the_check(
@@ -137,7 +137,7 @@ def test_active_no_broken_connection_reaches_a_borrower_after_the_check(
         clock.advance(30.0)
         pool.run_maintenance()  # the next active check
         settle(pool)
-        assert pool.stats().check_failures == 3
+        assert pool.snapshot().check_failures == 3
         for _ in range(6):
             assert query_pid(pool) not in killed
 
@@ -164,7 +164,7 @@ def test_mixed_checks_at_checkout_so_borrowers_never_see_the_disconnect(
             assert lease.connection.execute("SELECT 1").fetchone() == (1,)
             assert lease.connection.info.backend_pid not in killed
             lease.release()
-        assert pool.stats().check_failures == 3  # each dead one checked once, none lent
+        assert pool.snapshot().check_failures == 3  # each dead one checked once, none lent
 
 
 def test_a_dead_borrower_thread_gets_its_connection_closed_and_replaced(
@@ -191,7 +191,7 @@ def test_a_dead_borrower_thread_gets_its_connection_closed_and_replaced(
         else:
             raise AssertionError(f"backend {lost_pid} is still there")
         assert len(backends(admin, app_name)) == 3
-        assert pool.stats().evictions == {"dead_borrower": 1}
+        assert pool.snapshot().evictions == {"dead_borrower": 1}
 
 
 async def test_async_pool_task_cancelled_mid_query_leaks_nothing(
@@ -238,7 +238,7 @@ async def test_async_pool_task_cancelled_mid_query_leaks_nothing(
                 cur = await conn.execute("SELECT 1")
                 assert (await cur.fetchone()) == (1,)
         await asettle(pool)  # the cancelled query's connection may be being replaced
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.in_use, s.waiting) == (0, 0)
         assert s.size == 2
     # Every connection the pool made is closed. (The server may keep the cancelled

@@ -63,13 +63,13 @@ def test_a_connection_closed_behind_the_pools_back_fails_its_active_check(
         with pool.connection() as conn:
             conn.close()  # the reset (rollback) on return raises: destroyed at once
         settle(pool)
-        assert pool.stats().evictions == {"reset_failed": 1}
+        assert pool.snapshot().evictions == {"reset_failed": 1}
         first = pool._state.members[min(pool._state.members)].resource
         first.close()  # an idle one dies quietly
         clock.advance(5.0)
         pool.run_maintenance()
         settle(pool)
-        assert pool.stats().check_failures == 1
+        assert pool.snapshot().check_failures == 1
         for _ in range(4):
             assert count(pool) == 0
 
@@ -89,4 +89,4 @@ def test_threads_write_through_the_pool(db: Path, clock: ManualClock) -> None:
         for t in threads:
             t.join()
         assert count(pool) == 300
-        assert pool.stats().checkouts == 301
+        assert pool.snapshot().checkouts == 301

@@ -41,18 +41,18 @@ def test_a_thread_that_dies_holding_a_member_gets_it_destroyed_and_replaced(
         t.start()
         t.join()
         lost = kept[0].connection
-        assert pool.stats().in_use == 1
+        assert pool.snapshot().in_use == 1
         pool.run_maintenance()
         settle(pool)
         assert lost.closed
         assert sorted(r.number for r in factory.open) == [1, 3]
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.in_use, s.idle, s.leaks, s.evictions) == (0, 2, 1, {"dead_borrower": 1})
         [(_, md)] = event_log.named("buttress", "pool", "leak")
         assert md["reason"] == "dead_borrower"
         # The dead thread's lease can no longer return what it held.
         kept[0].release()
-        assert pool.stats().idle == 2
+        assert pool.snapshot().idle == 2
         for _ in range(4):  # never handed out again
             with pool.connection() as conn:
                 assert conn is not lost
@@ -67,7 +67,7 @@ def test_adopt_hands_a_lease_to_another_thread(clock: ManualClock) -> None:
         t.join()
         handed[0].adopt()  # the main thread holds it now
         pool.run_maintenance()
-        assert pool.stats().in_use == 1
+        assert pool.snapshot().in_use == 1
         handed[0].release()
         assert not factory.made[0].closed
 
@@ -92,7 +92,7 @@ def test_close_releases_waiting_threads_with_pool_closed_error() -> None:
         t.start()
     queued.wait()
     # Close only once all three wait; they get in line in well under 10 s.
-    assert _wait_for(lambda: pool.stats().waiting == 3)
+    assert _wait_for(lambda: pool.snapshot().waiting == 3)
     pool.close()
     for t in threads:
         t.join(10.0)
@@ -119,11 +119,11 @@ def test_a_waiter_gets_the_member_returned_before_its_timeout() -> None:
             target=lambda: got.append(pool.checkout(timeout=30.0).connection.number)
         )
         t.start()
-        assert _wait_for(lambda: pool.stats().waiting == 1)
+        assert _wait_for(lambda: pool.snapshot().waiting == 1)
         held.release()
         t.join(10.0)
         assert got == [1]
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.waited, s.timeouts) == (1, 0)
 
 
@@ -151,7 +151,7 @@ def test_threads_never_share_a_member() -> None:
         for t in threads:
             t.join()
         settle(pool)
-        s = pool.stats()
+        s = pool.snapshot()
         assert failures == []
         assert s.checkouts == 16 * 300
         assert (s.in_use, s.waiting, s.timeouts) == (0, 0, 0)
@@ -231,7 +231,7 @@ def test_timeout_is_counted_and_nothing_leaks() -> None:
         with pytest.raises(PoolTimeoutError):
             pool.checkout(timeout=0.01)  # real time: the only way to time out a thread
         held.release()
-        s = pool.stats()
+        s = pool.snapshot()
         assert (s.timeouts, s.waiting, s.idle, s.in_use) == (1, 0, 1, 0)
 
 
@@ -259,7 +259,7 @@ def test_timeouts_racing_handoffs_lose_nothing() -> None:
             t.start()
         for t in threads:
             t.join()
-        s = pool.stats()
+        s = pool.snapshot()
         assert failures == []
         assert (s.size, s.idle, s.in_use, s.waiting) == (2, 2, 0, 0)
         assert s.checkouts + s.timeouts == 12 * 300

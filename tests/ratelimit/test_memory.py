@@ -97,7 +97,7 @@ def test_a_million_keys_stay_under_the_cap() -> None:
             assert decide((f"a{i}",), (tb,), 1, now)[0]
             if i % 5_000 == 0:
                 peak = max(peak, backend.key_count())
-        stats = backend.stats()
+        stats = backend.snapshot()
         assert peak <= 25_000
         assert stats.evicted == 0
         assert stats.swept >= 470_000
@@ -107,7 +107,7 @@ def test_a_million_keys_stay_under_the_cap() -> None:
             assert decide((f"b{i}",), (tb,), 1, now)[0]
             if i % 5_000 == 0:
                 assert backend.key_count() <= cap
-        stats = backend.stats()
+        stats = backend.snapshot()
         assert stats.keys <= cap
         assert stats.evicted >= 500_000 - cap
         assert len(cap_events) == 1
@@ -161,7 +161,7 @@ def test_eviction_takes_the_key_closest_to_expiry_and_spares_the_request() -> No
     assert backend.decide(["d"], [tb], 1, 6.0)[0]
     assert backend.get("b") is None
     assert {k for k in "acd" if backend.get(k) is not None} == {"a", "c", "d"}
-    assert backend.stats().evicted == 1
+    assert backend.snapshot().evicted == 1
     # A request's own keys are never evicted to make room for each other.
     small = bt.MemoryBackend(max_keys=1)
     assert small.decide(["x", "y"], [tb, tb], 1, 0.0)[0]

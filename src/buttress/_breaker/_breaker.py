@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from .._concurrency import is_async_callable
+from .._deprecated import warn_renamed
 from ._calls import Calls, GuardCalls
 from ._calls_async import AsyncCalls, AsyncGuardCalls
 from ._core import FAILURE, MAX_PENDING, SUCCESS, Injector, Listener, Ticket
@@ -169,10 +170,16 @@ class CircuitBreaker(Calls, AsyncCalls):
         return self._machine.state
 
     @property
-    def level(self) -> DegradationLevel | None:
-        """The degradation level while degraded, else ``None``."""
+    def degradation_level(self) -> DegradationLevel | None:
+        """The degradation level while degraded, else ``None`` (as in :meth:`snapshot`)."""
         self._poll()
         return self._machine.level
+
+    @property
+    def level(self) -> DegradationLevel | None:
+        """Deprecated: :attr:`degradation_level`."""
+        warn_renamed("CircuitBreaker.level")
+        return self.degradation_level
 
     def _poll(self) -> None:
         with self._lock:

@@ -27,7 +27,7 @@ from .._errors import ConfigError, InfrastructureClosedError
 from .._health import HealthReport, build_report
 from .._instrument import METRICS, ServiceMetrics, instrument_callable
 from .._memory import MemorySample
-from .._pool import AsyncConnectionPool, ConnectionPool, PoolStats
+from .._pool import AsyncConnectionPool, ConnectionPool, PoolSnapshot
 from .._scheduler import AsyncScheduler, Handle, Scheduler
 from ..ratelimit._decision import Decision
 from ..ratelimit._limiter import RateLimiter
@@ -47,7 +47,8 @@ class Infrastructure:
     """Breakers, limiters, pools, memory manager and chaos for one namespace.
 
     ``config`` is a :class:`~buttress.Config`, a dict, a TOML path or ``None``;
-    ``BUTTRESS_...`` environment variables override it (pass ``env={}`` to ignore them).
+    ``BUTTRESS_...`` environment variables override a dict or a file (pass ``env={}`` to ignore
+    them), never a ``Config`` (see :func:`~buttress.load_config`).
     ``pools`` supplies pool members from code: ``{"db": ResourceSpec(create=connect)}`` or
     just ``{"db": connect}``. ``health_checks`` maps breaker names to health-check callables.
     ``memory_probe`` replaces the memory manager's probe (tests, scenarios). ``background=False``
@@ -433,8 +434,8 @@ class Infrastructure:
         """Every component's state and one overall status (docs/infrastructure.md, Health)."""
         mono = self._now()
         # Copies: another thread may add a default breaker or a service meanwhile.
-        pools: dict[str, PoolStats] = {n: p.stats() for n, p in tuple(self.pools.items())}
-        pools.update({n: p.stats() for n, p in tuple(self.async_pools.items())})
+        pools: dict[str, PoolSnapshot] = {n: p.snapshot() for n, p in tuple(self.pools.items())}
+        pools.update({n: p.snapshot() for n, p in tuple(self.async_pools.items())})
         services = tuple(self.services.items())
         return build_report(
             self.namespace,

@@ -20,6 +20,7 @@ from typing import Any
 from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
+from .._deprecated import warn_renamed
 from .._errors import ConfigError, LoadShedError
 from .._redact import redacted_logger
 from .._validate import positive
@@ -121,8 +122,8 @@ class MemoryManager:
     scenarios simulate pressure this way). ``exit_margin`` / ``exit_samples`` are the
     hysteresis, ``psi_warning`` / ``psi_critical`` the PSI stall shares (percent of
     ``some`` / ``full`` avg10) that raise the level, ``gc_interval`` the least time between two
-    ``gc.collect()`` runs. With ``pressure_relief=False`` the manager only measures: no
-    callbacks, no collection, no shedding.
+    ``gc.collect()`` runs. With ``pressure_relief_enabled=False`` the manager only measures:
+    no callbacks, no collection, no shedding (``pressure_relief`` is its old, deprecated name).
     """
 
     def __init__(
@@ -131,7 +132,7 @@ class MemoryManager:
         check_interval: float = 30.0,
         warning_threshold: float = 0.70,
         critical_threshold: float = 0.85,
-        pressure_relief: bool = True,
+        pressure_relief_enabled: bool = True,
         source: Source | str = "auto",
         limit_bytes: int | None = None,
         probe: Probe | None = None,
@@ -143,7 +144,11 @@ class MemoryManager:
         gc_interval: float = 30.0,
         clock: Clock | None = None,
         name: str = "memory",
+        pressure_relief: bool | None = None,
     ) -> None:
+        if pressure_relief is not None:
+            warn_renamed("MemoryManager(pressure_relief=...)")
+            pressure_relief_enabled = pressure_relief
         interval = positive("check_interval", check_interval)
         self.config = PolicyConfig(
             warning_threshold=warning_threshold,
@@ -168,7 +173,7 @@ class MemoryManager:
         )
         self.name = name
         self.check_interval = interval
-        self.pressure_relief = bool(pressure_relief)
+        self.pressure_relief_enabled = bool(pressure_relief_enabled)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._policy = PressurePolicy(self.config, self.clock.monotonic())
         self._lock = threading.Lock()
@@ -249,11 +254,11 @@ class MemoryManager:
             )
             self._last = sample
             self._samples += 1
-            run_gc = self.pressure_relief and self._policy.gc_due(now)
+            run_gc = self.pressure_relief_enabled and self._policy.gc_due(now)
             if run_gc:
                 self._policy.gc_ran(now)
         self._report(sample, change)
-        if self.pressure_relief and change is not None:
+        if self.pressure_relief_enabled and change is not None:
             for level in change.crossed:
                 self._run_callbacks(level, sample)
         if run_gc:
@@ -261,6 +266,12 @@ class MemoryManager:
         return sample
 
     # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def pressure_relief(self) -> bool:
+        """Deprecated: :attr:`pressure_relief_enabled`."""
+        warn_renamed("MemoryManager.pressure_relief")
+        return self.pressure_relief_enabled
 
     @property
     def level(self) -> MemoryLevel:
@@ -292,7 +303,7 @@ class MemoryManager:
         ``protect()`` raises ``LoadShedError(reason="memory_pressure")`` when this is true;
         :meth:`raise_if_shedding` does the same for code that uses the manager alone.
         """
-        if critical or not self.pressure_relief:
+        if critical or not self.pressure_relief_enabled:
             return False
         if self._now() >= self._due_at:  # the hot path: one clock read between samples
             self.maybe_sample()
@@ -336,7 +347,7 @@ class MemoryManager:
                 level=level,
                 reason=self._policy.reason,
                 level_age=now - self._policy.since,
-                shedding=self.pressure_relief and level is MemoryLevel.CRITICAL,
+                shedding=self.pressure_relief_enabled and level is MemoryLevel.CRITICAL,
                 ratio=s.ratio if s is not None else None,
                 source=s.source if s is not None else None,
                 limit=s.limit if s is not None else None,

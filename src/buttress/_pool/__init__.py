@@ -6,7 +6,7 @@
 from ._config import PoolConfig
 from ._pool import ConnectionPool, Lease
 from ._pool_async import AsyncConnectionPool, AsyncLease
-from ._state import PoolState, PoolStats
+from ._state import PoolSnapshot, PoolState
 
 __all__ = [
     "AsyncConnectionPool",
@@ -14,6 +14,6 @@ __all__ = [
     "ConnectionPool",
     "Lease",
     "PoolConfig",
+    "PoolSnapshot",
     "PoolState",
-    "PoolStats",
 ]

@@ -31,6 +31,7 @@ from .._concurrency import (
     stop_nowait,
     weak_job,
 )
+from .._deprecated import warn_renamed
 from .._errors import ConfigError, PoolClosedError, PoolTimeoutError
 from .._redact import redact_text, redacted_logger
 from .._scheduler import Handle, Scheduler
@@ -43,8 +44,8 @@ from ._state import (
     SHUT_OUT,
     Effects,
     Member,
+    PoolSnapshot,
     PoolState,
-    PoolStats,
     Waiter,
 )
 
@@ -816,10 +817,15 @@ class ConnectionPool:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def stats(self) -> PoolStats:
-        """The pool's numbers now (see :class:`PoolStats`)."""
+    def snapshot(self) -> PoolSnapshot:
+        """The pool's numbers now (see :class:`PoolSnapshot`)."""
         with self._lock:
             return self._state.stats()
+
+    def stats(self) -> PoolSnapshot:
+        """Deprecated: :meth:`snapshot`."""
+        warn_renamed("ConnectionPool.stats()")
+        return self.snapshot()
 
     @property
     def closed(self) -> bool:
@@ -846,7 +852,7 @@ class ConnectionPool:
         if self._owns_scheduler:
             self._scheduler.close()
         if _listening(EV_POOL_CLOSED):
-            s = self.stats()
+            s = self.snapshot()
             events.emit(
                 EV_POOL_CLOSED,
                 {"in_use": float(s.in_use), "checkouts": float(s.checkouts)},

@@ -29,6 +29,7 @@ from .._concurrency import (
     stop_nowait,
     weak_job,
 )
+from .._deprecated import warn_renamed
 from .._errors import ConfigError, PoolClosedError, PoolTimeoutError
 from .._redact import redact_text, redacted_logger
 from .._scheduler import AsyncScheduler, Handle
@@ -41,8 +42,8 @@ from ._state import (
     SHUT_OUT,
     Effects,
     Member,
+    PoolSnapshot,
     PoolState,
-    PoolStats,
     Waiter,
 )
 
@@ -818,10 +819,15 @@ class AsyncConnectionPool:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def stats(self) -> PoolStats:
-        """The pool's numbers now (see :class:`PoolStats`)."""
+    def snapshot(self) -> PoolSnapshot:
+        """The pool's numbers now (see :class:`PoolSnapshot`)."""
         with self._lock:
             return self._state.stats()
+
+    def stats(self) -> PoolSnapshot:
+        """Deprecated: :meth:`snapshot`."""
+        warn_renamed("AsyncConnectionPool.stats()")
+        return self.snapshot()
 
     @property
     def closed(self) -> bool:
@@ -848,7 +854,7 @@ class AsyncConnectionPool:
         if self._owns_scheduler:
             await self._scheduler.aclose()
         if _listening(EV_POOL_CLOSED):
-            s = self.stats()
+            s = self.snapshot()
             events.emit(
                 EV_POOL_CLOSED,
                 {"in_use": float(s.in_use), "checkouts": float(s.checkouts)},

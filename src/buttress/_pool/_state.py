@@ -145,7 +145,7 @@ class Effects:
 
 
 @dataclass(frozen=True, slots=True)
-class PoolStats:
+class PoolSnapshot:
     """A pool's numbers at one instant. Counters run from the pool's creation."""
 
     name: str
@@ -878,7 +878,7 @@ class PoolState:
 
     # -- numbers -----------------------------------------------------------------------------------
 
-    def stats(self) -> PoolStats:
+    def stats(self) -> PoolSnapshot:
         cfg = self.config
         members = tuple(self.members.values())
         in_use = sum(1 for m in members if m.state == IN_USE)
@@ -887,7 +887,7 @@ class PoolState:
         checkouts = self.retired_uses + sum(m.uses for m in members)
         waits = self.waits
         zeros = max(0, checkouts - waits.count)
-        return PoolStats(
+        return PoolSnapshot(
             name=self.name,
             size=size,
             idle=len(self.idle),

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .._infrastructure import Infrastructure
     from .._instrument import ServiceSnapshot
     from .._memory import MemorySnapshot
-    from .._pool import PoolStats
+    from .._pool import PoolSnapshot
     from ..ratelimit._stats import RateLimiterSnapshot
 
 __all__ = ["METRICS", "MetricDef", "Published", "Sample", "Summary", "gather", "gather_all"]
@@ -625,7 +625,7 @@ def limiter_samples(ns: str, snaps: Mapping[str, RateLimiterSnapshot], out: Out)
         out["limiter.backend_errors"].append(((ns, name), float(s.backend_errors)))
 
 
-def pool_samples(ns: str, snaps: Mapping[str, PoolStats], out: Out) -> None:
+def pool_samples(ns: str, snaps: Mapping[str, PoolSnapshot], out: Out) -> None:
     for name, s in snaps.items():
         n = (ns, name)
         out["pool.connections"].append(((ns, name, "idle"), float(s.size - s.in_use)))
@@ -735,8 +735,8 @@ def gather(infra: Infrastructure, source: Source) -> Out:
     elif source == "limiter":
         limiter_samples(ns, {n: r.snapshot() for n, r in tuple(infra.limiters.items())}, out)
     elif source == "pool":
-        stats = {n: p.stats() for n, p in tuple(infra.pools.items())}
-        stats.update({n: p.stats() for n, p in tuple(infra.async_pools.items())})
+        stats = {n: p.snapshot() for n, p in tuple(infra.pools.items())}
+        stats.update({n: p.snapshot() for n, p in tuple(infra.async_pools.items())})
         pool_samples(ns, stats, out)
     elif source == "memory":
         memory_samples(ns, infra.memory.snapshot() if infra.memory is not None else None, out)

@@ -15,6 +15,8 @@ store limits elsewhere (see ``docs/rate-limiting.md``, "Backends"):
   :data:`ALGORITHMS`, :data:`FailurePolicy` and :data:`Key` (what identifies a request).
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from ._algorithms import (
     Algorithm,
     FixedWindow,
@@ -29,7 +31,7 @@ from ._backend import Backend, Outcome, TimeBase
 from ._failure import FAILURE_POLICIES, FailurePolicy
 from ._from_url import backend_from_url
 from ._keys import Key
-from ._memory import MemoryBackendStats
+from ._memory import MemoryBackendSnapshot
 from ._registry import ALGORITHMS
 
 __all__ = [
@@ -40,7 +42,7 @@ __all__ = [
     "FailurePolicy",
     "FixedWindow",
     "Key",
-    "MemoryBackendStats",
+    "MemoryBackendSnapshot",
     "Outcome",
     "SlidingWindow",
     "State",
@@ -51,3 +53,11 @@ __all__ = [
     "backend_from_url",
     "decide_all",
 ]
+
+# Renamed names still work, with a DeprecationWarning (see buttress._deprecated.RENAMED).
+if _TYPE_CHECKING:
+    MemoryBackendStats = MemoryBackendSnapshot  # deprecated: MemoryBackendSnapshot
+else:
+    from .._deprecated import module_renames as _module_renames
+
+    __getattr__ = _module_renames(__name__, {"MemoryBackendStats": "MemoryBackendSnapshot"})

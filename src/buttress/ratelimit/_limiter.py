@@ -54,6 +54,11 @@ class RateLimiter:
     >>> limiter.try_acquire({"user": "u1", "org": "o1"}).allowed
     True
 
+    ``scopes`` may be a rate string: ``RateLimiter("100/minute")`` is one scope every caller
+    shares (``global``), ``RateLimiter("10/second; 1000/hour")`` two (``per_second``,
+    ``per_hour``); for a limit per caller, name the scope (``Scope.parse("100/minute",
+    "user")``).
+
     * ``backend``: where states live (default: a new :class:`MemoryBackend`), or its URL
       (``"memory"``, ``"sqlite:///path"``, ``"redis://host:port/db"``; see ``backend_from_url``;
       a bad URL is a :class:`~buttress.ConfigError` on ``backend``);
@@ -70,7 +75,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        scopes: Sequence[Scope] | Scope,
+        scopes: Sequence[Scope] | Scope | str,
         *,
         backend: Backend | str | None = None,
         namespace: str = "buttress",

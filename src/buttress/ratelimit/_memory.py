@@ -32,12 +32,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .. import events
+from .._deprecated import warn_renamed
 from .._validate import int_at_least
 from ._algorithms import Algorithm, State
 from ._backend import Outcome, TimeBase
 from ._unrolled import dict_decider
 
-__all__ = ["Lane", "MemoryBackend", "MemoryBackendStats"]
+__all__ = ["Lane", "MemoryBackend", "MemoryBackendSnapshot"]
 
 SWEEP_STEP = 2
 EVICTION_SAMPLE = 5
@@ -78,7 +79,7 @@ class Lane(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class MemoryBackendStats:
+class MemoryBackendSnapshot:
     """The memory backend's bookkeeping: keys held, the cap, keys swept and evicted so far."""
 
     keys: int
@@ -221,8 +222,14 @@ class MemoryBackend:
     def key_count(self) -> int:
         return len(self._states)
 
-    def stats(self) -> MemoryBackendStats:
-        return MemoryBackendStats(len(self._states), self.max_keys, self._swept, self._evicted)
+    def snapshot(self) -> MemoryBackendSnapshot:
+        """Keys held, the cap, keys swept and evicted so far."""
+        return MemoryBackendSnapshot(len(self._states), self.max_keys, self._swept, self._evicted)
+
+    def stats(self) -> MemoryBackendSnapshot:
+        """Deprecated: :meth:`snapshot`."""
+        warn_renamed("MemoryBackend.stats()")
+        return self.snapshot()
 
     # -- memory bounds -----------------------------------------------------------------------
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .._errors import ConfigError
 from .._validate import at_least, positive
 from ._adaptive import AdaptiveLimit
 from ._algorithms import Algorithm
+from ._rates import Rate, parse_rates
 from ._registry import ALGORITHMS, REGISTRY, AlgorithmName
 
-__all__ = ["SHARED_SCOPE", "Scope", "check_name", "check_scopes"]
+__all__ = ["SHARED_SCOPE", "Scope", "check_name", "check_scopes", "scopes_from_rates"]
 
 SHARED_SCOPE = "global"
 """A scope of this name is shared by every caller unless it says otherwise (``by=``)."""
@@ -34,7 +36,8 @@ def check_name(path: str, value: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """One limit: ``limit`` units of cost per ``window`` seconds, for each id of the scope.
+    """One limit: ``limit`` units of cost per ``window`` seconds (default 60), for each id of
+    the scope; :meth:`parse` makes one from a rate string (``Scope.parse("100/minute")``).
 
     * ``name`` names the limit in decisions, headers and telemetry;
     * ``by`` is the context entry holding the caller's id for this scope: a request's context
@@ -58,7 +61,7 @@ class Scope:
 
     name: str
     limit: float
-    window: float
+    window: float = 60.0
     algorithm: AlgorithmName = "token_bucket"
     burst: float | None = None
     by: str | None = ""
@@ -117,6 +120,26 @@ class Scope:
         object.__setattr__(self, "max_limit", max_limit)
         object.__setattr__(self, "increase", increase)
 
+    @classmethod
+    def parse(cls, rate: str, name: str = SHARED_SCOPE, **settings: Any) -> Scope:
+        """A scope from one rate string: ``Scope.parse("100/minute", "user")`` is
+        ``Scope("user", 100, 60.0)``; ``settings`` are the other fields (``algorithm``,
+        ``burst``, ``by``...). ``name`` defaults to ``"global"``, a scope every caller shares.
+        The notation (``"10 per second"``, ``"5/10s"``) is in ``ratelimit/_rates.py``.
+
+        >>> scope = Scope.parse("1000/hour", "user")
+        >>> scope.limit, scope.window
+        (1000.0, 3600.0)
+        """
+        rates = _rates_of("rate", rate)
+        if len(rates) > 1:
+            raise ConfigError(
+                "rate",
+                f"{rate!r} holds {len(rates)} rates; a scope takes one "
+                f"(RateLimiter({rate!r}) makes a scope of each)",
+            )
+        return cls(name, rates[0].limit, rates[0].window, **settings)
+
     @property
     def adaptive(self) -> bool:
         """Whether this scope's limit moves with feedback (see ``RateLimiter.record``)."""
@@ -153,13 +176,51 @@ class Scope:
         )
 
 
-def check_scopes(scopes: Sequence[Scope] | Scope) -> tuple[Scope, ...]:
-    """A limiter's scopes: at least one, each a Scope, no two of one name."""
+def _rates_of(path: str, text: str) -> list[Rate]:
+    try:
+        return parse_rates(text)
+    except ValueError as exc:
+        raise ConfigError(path, str(exc)) from None
+
+
+def scopes_from_rates(text: str, path: str = "rate", **settings: Any) -> tuple[Scope, ...]:
+    """Shared scopes from a rate string (``settings``: the other fields of each, such as
+    ``algorithm``). One rate makes the scope ``global``, as a config file's ``limit``
+    shorthand does; several make one scope each, named for its window
+    (``"10/second; 1000/hour"``: ``per_second`` and ``per_hour``). Two rates over one window
+    are refused: the lower one always decides.
+    """
+    rates = _rates_of(path, text)
+    if len(rates) == 1:
+        return (Scope(SHARED_SCOPE, rates[0].limit, rates[0].window, **settings),)
+    by_window: dict[float, Rate] = {}
+    for rate in rates:
+        other = by_window.setdefault(rate.window, rate)
+        if other is not rate:
+            raise ConfigError(
+                path,
+                f"{other.text!r} and {rate.text!r} have one window ({rate.window:g} s): the "
+                "lower limit always decides, keep that one",
+            )
+    return tuple(Scope(r.name, r.limit, r.window, by=None, **settings) for r in rates)
+
+
+def check_scopes(scopes: Sequence[Scope] | Scope | str) -> tuple[Scope, ...]:
+    """A limiter's scopes: at least one, each a Scope, no two of one name; a rate string
+    (``"10/second; 1000/hour"``) makes shared scopes (see :func:`scopes_from_rates`)."""
+    if isinstance(scopes, str):
+        return scopes_from_rates(scopes, "scopes")
     scopes = (scopes,) if isinstance(scopes, Scope) else tuple(scopes)
     if not scopes:
         raise ConfigError("scopes", "a rate limiter needs at least one Scope")
     seen: set[str] = set()
     for i, scope in enumerate(scopes):
+        if isinstance(scope, str):
+            raise ConfigError(
+                f"scopes[{i}]",
+                f"must be a Scope, got the string {scope!r}: pass a rate string alone "
+                f"(RateLimiter({scope!r})), or make it a scope (Scope.parse({scope!r}, 'user'))",
+            )
         if not isinstance(scope, Scope):
             raise ConfigError(f"scopes[{i}]", f"must be a Scope, got {scope!r}")
         if scope.name in seen:

@@ -268,7 +268,7 @@ def connection_pool_exhaustion(infra: Infrastructure, service: str | None) -> Sc
             refused_with, waited = type(exc).__name__, exc.waited
         else:
             extra.release()
-        stats = pool.stats()
+        stats = pool.snapshot()
     finally:
         for lease in held:
             lease.release()
