@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -23,6 +22,7 @@ from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._errors import CircuitOpenError, ConfigError, LoadShedError
+from .._fork import fork_safe_lock
 from ._config import BreakerConfig
 from ._machine import Admitted, BreakerMachine, Refused
 from ._outcome import Outcome, classify
@@ -112,7 +112,7 @@ class BreakerCore:
         self._now = self.clock.monotonic
         rng = rng if rng is not None else random.Random(seed)
         self._machine = BreakerMachine(config, rng, self._now())
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._timed = config.slow_call_duration is not None
         self._failure_result = config.failure_result
         self._injector = fault_injection

@@ -12,7 +12,6 @@ import gc
 import logging
 import math
 import os
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from types import MappingProxyType
@@ -22,6 +21,7 @@ from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._errors import ConfigError, LoadShedError
+from .._fork import fork_safe_lock
 from .._validate import positive
 from ._policy import LevelChange, MemoryLevel, PolicyConfig, PressurePolicy
 from ._probe import MemoryReading, Psi, Source, SystemProbe
@@ -171,8 +171,8 @@ class MemoryManager:
         self.pressure_relief = bool(pressure_relief)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._policy = PressurePolicy(self.config, self.clock.monotonic())
-        self._lock = threading.Lock()
-        self._sampling = threading.Lock()  # one lazy/scheduled sample at a time
+        self._lock = fork_safe_lock()
+        self._sampling = fork_safe_lock()  # one lazy/scheduled sample at a time
         self._callbacks: dict[MemoryLevel, list[ReliefCallback]] = {lvl: [] for lvl in MemoryLevel}
         self._last: MemorySample | None = None
         self._last_attempt: float | None = None

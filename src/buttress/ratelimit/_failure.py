@@ -20,12 +20,12 @@ readers never wait), and the outage would flap. :meth:`GuardedBackend.check` (wh
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeAlias
 
 from .. import events
 from .._errors import BackendError, ConfigError
+from .._fork import fork_safe_lock
 from .._validate import in_interval
 from ._algorithms import Algorithm
 from ._backend import Backend, Outcome, TimeBase
@@ -119,7 +119,7 @@ class BackendGuard:
         self.backend = backend
         self.health = health
         self._monotonic = monotonic
-        self._lock = threading.Lock()  # outage transitions only; never held over I/O
+        self._lock = fork_safe_lock()  # outage transitions only; never held over I/O
         self._meta = {
             "limiter": limiter,
             "namespace": namespace,
