@@ -1,7 +1,7 @@
-"""One place for background work: timed jobs run by one daemon thread or one asyncio task.
+"""One place for background work: timed jobs, timed by one daemon thread or one asyncio task.
 
 Components never start threads or timers of their own. Pool housekeeping, active health
-checks and memory sampling are jobs on a scheduler: :class:`Scheduler` runs them on one daemon
+checks and memory sampling are jobs on a scheduler: :class:`Scheduler` times them on one daemon
 thread, :class:`AsyncScheduler` on one task of the running event loop. An ``Infrastructure``
 owns one of each kind and passes it to every component; a component built alone owns a
 scheduler of its own and closes it when it closes.
@@ -17,10 +17,9 @@ up nothing else: no other job, no other pool, not :meth:`Scheduler.close`. A per
 job still running when it falls due again skips that turn. Worker threads are daemon threads,
 kept a while for the next job (:data:`WORKERS`); nothing waits for a hung one.
 
-A forked child gets its schedulers back empty-handed but working (see ``_fork.py``): a thread
-does not survive a fork, so the scheduler starts a new one there (a thread scheduler that was
-running starts again at once, keeping its jobs; an asyncio one at its first request from the
-child's event loop).
+A forked child keeps its schedulers' jobs, and gets them running again (see ``_fork.py``): a
+thread does not survive a fork, so a thread scheduler that was running starts a new one there at
+once; an asyncio one starts on the child's event loop at its first request from it.
 
 Scheduling is safe from any thread and from finalizers (``__del__``, weakref callbacks): a
 request is one put on a :class:`queue.SimpleQueue`, which never takes a lock a finalizer could
@@ -465,8 +464,9 @@ class AsyncScheduler(_Base):
     """Timed jobs on one task of the running event loop; the asyncio twin of :class:`Scheduler`.
 
     Jobs may be coroutine functions (awaited) or plain callables (called on the loop, so they
-    must not block). A blocking job runs in a task of its own. The task starts at the first
-    request made while a loop runs; requests made before are kept for it. With
+    must not block). A blocking job runs in a task of its own, so its waits hold up no other
+    job (a plain callable still runs on the loop, which it blocks). The task starts at the
+    first request made while a loop runs; requests made before are kept for it. With
     ``background=False`` nothing runs until :meth:`run_due` is awaited, which awaits every due
     job, blocking ones too.
     """

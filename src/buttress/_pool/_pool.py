@@ -19,7 +19,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NoReturn
 
 from .. import events
 from .._clock import Clock, SystemClock
@@ -380,7 +380,7 @@ class ConnectionPool:
                 m.leak_reported = False
             return m
 
-    def _give_up(self, m: Member | None, now: float, started: float) -> None:
+    def _give_up(self, m: Member | None, now: float, started: float) -> NoReturn:
         """The wait ran out while checking members before lending them: raise the timeout.
         ``m``, taken but not checked, goes back as it was."""
         with self._lock:
