@@ -8,14 +8,16 @@ JSON, and leaves with ``os._exit`` (never through pytest's teardown).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import select
 import signal
 import threading
 import traceback
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -244,3 +246,42 @@ def test_an_asyncio_pool_connects_again_on_the_childs_loop() -> None:
     assert got["made_in"][1:] and os.getpid() not in got["made_in"][1:]
     assert pool.stats().size == 1  # the parent's pool is untouched
     pool._scheduler.close()
+
+
+class Finalized:
+    """A resource that notes (in this process) when it is garbage-collected unclosed."""
+
+    collected: ClassVar[list[int]] = []
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __del__(self) -> None:
+        if not self.closed:
+            Finalized.collected.append(self.number)
+
+
+def test_the_parents_members_are_neither_closed_nor_collected_in_the_child() -> None:
+    # Some drivers say goodbye to the server when an open connection is collected, on the
+    # socket the parent still uses: the child keeps the parent's members, untouched.
+    numbers = iter(range(1, 100))
+    with bt.ConnectionPool(create=lambda: Finalized(next(numbers)), min_size=2, max_size=2) as pool:
+        parents = [weakref.ref(m.resource) for m in pool._state.members.values()]
+
+        def child() -> dict[str, Any]:
+            with pool.connection() as conn:
+                mine = conn.number
+            gc.collect()
+            return {
+                "mine": mine,
+                "closed": [r.number for ref in parents if (r := ref()) is not None and r.closed],
+                "collected": Finalized.collected,
+            }
+
+        got = in_child(child)
+    assert got["mine"] > 2
+    assert got["closed"] == [] and got["collected"] == []

@@ -70,6 +70,9 @@ _CONFIGURED: Final[Any] = object()
 MAX_STRAGGLERS: Final = 4
 
 
+# Members a forked child let go of (its parent's connections): see _after_fork.
+_INHERITED: list[Any] = []
+
 _attached = events.attached  # empty while no handler listens: the leases test it first
 _listening = events.enabled
 
@@ -727,12 +730,11 @@ class ConnectionPool:
         """In a forked child: let go of the parent's members and start again with our own.
 
         Closing them here would close them for the parent too (psycopg sends PostgreSQL a
-        ``Terminate`` on the socket the parent still uses), so they are dropped unclosed, with
-        the waiters (threads or tasks that did not come along) and the closes and connects the
-        parent had under way. A thread pool connects ``min_size`` again at once; an asyncio
+        ``Terminate`` on the socket the parent still uses), so they are let go unclosed, and
+        kept from the garbage collector; so are the waiters (threads or tasks that did not come
+        along) and the closes and connects the parent had under way. A thread pool connects ``min_size`` again at once; an asyncio
         pool at its first checkout, on the child's loop. Counters carry on.
         """
-        self._closing = deque()  # the parent's to close
         self._closer_scheduled = False
         self._closers = set()
         self._dropped_leases = deque()
@@ -743,15 +745,21 @@ class ConnectionPool:
         if self._next_maintenance is not None:
             self._next_maintenance.cancel()
             self._next_maintenance = None
+        closing, self._closing = self._closing, deque()
         with self._lock:
             dropped = self._state.forget_all()
+        # Held for ever, never collected: a driver may say goodbye to the server when an open
+        # connection is collected, on the socket the parent still uses (psycopg checks the
+        # process id first; not every driver does).
+        _INHERITED.extend(m.resource for m in dropped)
+        _INHERITED.extend(m.resource for m, _ in closing)
         reseed_in_child(self._state.rng)
         if dropped:
             _log.info(
                 "pool %r: forked (pid %d): %d members left to the parent",
                 self.name,
                 os.getpid(),
-                dropped,
+                len(dropped),
             )
         started, self._started = self._started, False
         if started and not self._shut_down:

@@ -859,8 +859,8 @@ class PoolState:
         """The members lent out now (for the shell's dead-borrower sweep)."""
         return [m for m in self.members.values() if m.state == IN_USE]
 
-    def forget_all(self) -> int:
-        """Let go of every member and waiter, closing nothing; returns how many members went.
+    def forget_all(self) -> list[Member]:
+        """Let go of every member and waiter, closing nothing; returns the members let go.
 
         For a forked child: the resources are the parent's (closing one would close it for the
         parent too), the waiters are threads or tasks that did not come along, and no connect
@@ -868,8 +868,8 @@ class PoolState:
         :meth:`open` fills it again. A member lent at the fork (to the thread that forked) is
         ignored when it comes back.
         """
-        dropped = len(self.members)
-        for m in self.members.values():
+        dropped = list(self.members.values())
+        for m in dropped:
             self.retired_uses += m.uses
             m.state = CLOSED
         self.members.clear()
