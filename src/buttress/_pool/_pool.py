@@ -305,6 +305,7 @@ class ConnectionPool:
         self._started = False
         self._shut_down = False
         self._next_maintenance: Handle | None = None
+        self._connect_booked: Handle | None = None  # the one connect booked (Rule 5)
         self._handles: list[Handle] = []
         self._owns_scheduler = scheduler is None
         self._scheduler = (
@@ -731,9 +732,10 @@ class ConnectionPool:
 
         Closing them here would close them for the parent too (psycopg sends PostgreSQL a
         ``Terminate`` on the socket the parent still uses), so they are let go unclosed, and
-        kept from the garbage collector; so are the waiters (threads or tasks that did not come
-        along) and the closes and connects the parent had under way. A thread pool connects ``min_size`` again at once; an asyncio
-        pool at its first checkout, on the child's loop. Counters carry on.
+        kept from the garbage collector. So are the waiters (threads or tasks that did not
+        come along) and the closes and connects the parent had under way. A thread pool
+        connects ``min_size`` again at once; an asyncio pool at its first checkout, on the
+        child's loop. Counters carry on.
         """
         self._closer_scheduled = False
         self._closers = set()
@@ -742,9 +744,10 @@ class ConnectionPool:
         for h in self._handles:
             h.cancel()
         self._handles.clear()  # the same list: the finalizer holds it
-        if self._next_maintenance is not None:
-            self._next_maintenance.cancel()
-            self._next_maintenance = None
+        for booked in (self._next_maintenance, self._connect_booked):
+            if booked is not None:
+                booked.cancel()  # the parent's: the child books its own
+        self._next_maintenance = self._connect_booked = None
         closing, self._closing = self._closing, deque()
         with self._lock:
             dropped = self._state.forget_all()
@@ -793,7 +796,9 @@ class ConnectionPool:
                 with self._lock:
                     self._state.connecting = False
             else:
-                self._scheduler.call_later(fx.connect_in, weak_job(self._connect), blocking=True)
+                self._connect_booked = self._scheduler.call_later(
+                    fx.connect_in, weak_job(self._connect), blocking=True
+                )
         return fx.check
 
     def _start_closer(self) -> None:
