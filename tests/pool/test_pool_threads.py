@@ -301,3 +301,23 @@ def test_connects_that_hang_past_their_deadline_are_capped() -> None:
     for _ in range(MAX_STRAGGLERS):  # each made too late, and closed
         assert closed.acquire(timeout=5.0)
     assert pool._stragglers.count == 0
+
+
+def test_close_does_not_wait_for_a_connect_that_hangs() -> None:
+    release, connecting = threading.Event(), threading.Event()
+
+    def create() -> Resource:
+        connecting.set()
+        release.wait(10.0)
+        return Resource(1)
+
+    pool = ConnectionPool(create=create, min_size=1, housekeeping_interval=1e6)
+    try:
+        pool.open()  # connects in the background
+        assert connecting.wait(10.0)
+        started = time.monotonic()
+        pool.close()
+        assert time.monotonic() - started < 1.0  # the hung connect is left behind
+        assert pool.closed
+    finally:
+        release.set()
