@@ -7,6 +7,7 @@ import itertools
 import logging
 import random
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -208,3 +209,59 @@ async def test_async_scheduler_manual_mode(clock: ManualClock) -> None:
     assert await sched.run_due() == 2
     assert ran == ["sync", "async"]
     await sched.aclose()
+
+
+def test_a_blocking_job_that_hangs_holds_up_no_other_job_nor_close() -> None:
+    sched = Scheduler(name="blocking")
+    release, ran = threading.Event(), threading.Event()
+    try:
+        sched.call_later(0.0, lambda: release.wait(30.0), blocking=True)
+        sched.call_later(0.0, ran.set)
+        assert ran.wait(10.0)
+        started = time.monotonic()
+        sched.close()
+        assert time.monotonic() - started < 1.0  # the hung job's worker is not waited for
+    finally:
+        release.set()
+
+
+def test_a_periodic_blocking_job_skips_its_turns_while_it_runs(clock: ManualClock) -> None:
+    sched = Scheduler(clock=clock, background=False)
+    started = threading.Semaphore(0)
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def job() -> None:
+        threads.append(threading.current_thread())
+        started.release()
+        release.wait(30.0)
+
+    sched.call_every(1.0, job, delay=0.0, blocking=True)
+    assert sched._run_due(dispatch=True) == 1  # what the thread does: hand it to a worker
+    assert started.acquire(timeout=10.0)
+    clock.advance(1.0)
+    assert sched._run_due(dispatch=True) == 0  # still running: this turn is skipped
+    release.set()
+    assert sched._join_blocking(10.0)
+    clock.advance(1.0)
+    assert sched.run_due() == 1  # run_due() runs it here, in this thread
+    assert threads[0] is not threading.current_thread()
+    assert threads[1] is threading.current_thread()
+
+
+async def test_an_async_blocking_job_runs_in_a_task_of_its_own() -> None:
+    sched = AsyncScheduler()
+    hung = asyncio.Event()
+    ran = asyncio.Event()
+
+    async def hang() -> None:
+        hung.set()
+        await asyncio.Event().wait()  # for ever: only cancellation ends it
+
+    sched.call_later(0.0, hang, blocking=True)
+    sched.call_later(0.0, ran.set)
+    await asyncio.wait_for(ran.wait(), 10.0)
+    await asyncio.wait_for(hung.wait(), 10.0)
+    [task] = sched._jobs
+    await asyncio.wait_for(sched.aclose(), 10.0)  # cancels it
+    assert task.cancelled()

@@ -122,6 +122,7 @@ PRIMITIVES: dict[str, str] = {
     "ALock": "Lock",
     "AsyncScheduler": "Scheduler",
     "acall": "call",
+    "acall_within": "call_within",
     "aclose": "close",
     "acurrent_owner": "current_owner",
     "asleep": "sleep",

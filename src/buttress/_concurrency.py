@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeAlias, TypeGuard, TypeVar
 
-from ._scheduler import AsyncScheduler, Scheduler
+from ._fork import fork_safe_lock
+from ._scheduler import WORKERS, AsyncScheduler, Scheduler
 
 __all__ = [
     "ACell",
@@ -25,10 +26,13 @@ __all__ = [
     "Cell",
     "ExcInfo",
     "Lock",
+    "Stragglers",
     "acall",
+    "acall_within",
     "acurrent_owner",
     "aspawn",
     "call",
+    "call_within",
     "current_owner",
     "is_async_callable",
     "owner_alive",
@@ -44,7 +48,8 @@ ExcInfo: TypeAlias = tuple[type[BaseException] | None, BaseException | None, Tra
 
 # -- mutual exclusion --------------------------------------------------------------------------
 
-Lock = threading.Lock
+# A pool's lock; a forked child gets it back unlocked (a thread holding it did not come along).
+Lock = fork_safe_lock
 
 
 class ALock:
@@ -155,6 +160,135 @@ async def acall(fn: Callable[..., Any], *args: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+class Stragglers:
+    """Calls given up at their deadline that still run, and what becomes of what they return.
+
+    Only threads straggle: a thread cannot be stopped, so :func:`call_within` leaves it to
+    finish and hands a value it returns late to ``dispose`` (a connection nobody waits for any
+    more: close it). A task is cancelled at its deadline instead (:func:`acall_within`), so the
+    asyncio side never counts any.
+    """
+
+    __slots__ = ("_lock", "count", "dispose")
+
+    def __init__(self, dispose: Callable[[Any], Any] | None = None) -> None:
+        self.dispose = dispose
+        self.count = 0
+        self._lock = fork_safe_lock()
+
+    def left(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def returned(self, value: Any, error: BaseException | None) -> None:
+        with self._lock:
+            self.count -= 1
+        if error is None and self.dispose is not None:
+            self.dispose(value)
+
+    def forget(self) -> None:
+        """In a forked child: the straggling threads are the parent's."""
+        self.count = 0
+
+
+class _Errand:
+    """One call run in a worker thread for a caller who waits for it until a deadline."""
+
+    __slots__ = ("abandoned", "args", "done", "error", "fn", "lock", "stragglers", "value")
+
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], stragglers: Stragglers | None
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.stragglers = stragglers
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.abandoned = False
+        self.lock = threading.Lock()
+        self.done = threading.Lock()  # released when the call has returned
+        self.done.acquire()
+
+    def run(self) -> None:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = self.fn(*self.args)
+        except BaseException as exc:  # handed to the caller, who raises it
+            error = exc
+        with self.lock:
+            self.value, self.error = value, error
+            late = self.abandoned
+            self.done.release()
+        self.fn = self.args = None  # type: ignore[assignment]  # nothing kept alive by a stray
+        if late and self.stragglers is not None:
+            self.stragglers.returned(value, error)
+
+    def give_up(self) -> bool:
+        """The caller stops waiting; False if the call has returned meanwhile."""
+        with self.lock:
+            if self.done.acquire(blocking=False):
+                self.done.release()
+                return False
+            self.abandoned = True
+        if self.stragglers is not None:
+            self.stragglers.left()
+        return True
+
+
+def call_within(
+    timeout: float | None,
+    what: str,
+    fn: Callable[..., T],
+    *args: Any,
+    stragglers: Stragglers | None = None,
+) -> T:
+    """``fn(*args)``, given up after ``timeout`` seconds: then ``TimeoutError``.
+
+    With a timeout, the call runs in a worker thread and this thread waits for it; a call
+    that outlives its deadline runs on, unwaited (``stragglers`` counts it and disposes of what
+    it returns). ``None``: called here, waited for as long as it takes.
+    """
+    if timeout is None:
+        return fn(*args)
+    errand = _Errand(fn, args, stragglers)
+    WORKERS.run(errand.run)
+    try:
+        finished = errand.done.acquire(timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX))
+    except BaseException:
+        errand.give_up()  # interrupted while waiting: nobody will collect it
+        raise
+    if not finished and errand.give_up():
+        raise TimeoutError(f"{what} took longer than {timeout:g}s")
+    if errand.error is not None:
+        raise errand.error
+    return errand.value  # type: ignore[no-any-return]
+
+
+async def acall_within(
+    timeout: float | None,
+    what: str,
+    fn: Callable[..., Any],
+    *args: Any,
+    stragglers: Stragglers | None = None,
+) -> Any:
+    """:func:`acall`, cancelled after ``timeout`` seconds: then ``TimeoutError``.
+
+    A plain function runs on the loop and cannot be interrupted; ``stragglers`` is unused
+    (a cancelled call does not run on). ``None``: no deadline.
+    """
+    if timeout is None:
+        return await acall(fn, *args)
+    deadline = asyncio.timeout(max(timeout, 0.0))
+    try:
+        async with deadline:
+            return await acall(fn, *args)
+    except TimeoutError:
+        if deadline.expired():
+            raise TimeoutError(f"{what} took longer than {timeout:g}s") from None
+        raise  # fn's own
 
 
 def is_async_callable(fn: object) -> TypeGuard[Callable[..., Awaitable[Any]]]:

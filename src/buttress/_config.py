@@ -588,6 +588,8 @@ class PoolSettings(_Section):
     check_idle_after: Seconds = 0.5
     leak_timeout: Positive | None = None
     housekeeping_interval: Positive = 1.0
+    connect_timeout: Positive | None = 10.0
+    check_timeout: Positive | None = 5.0
     connect_backoff: Positive = 0.5
     connect_backoff_max: Positive = 30.0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 from ._concurrency import is_async_callable
 from ._counting import count_of
 from ._errors import ConfigError, RejectedError
+from ._fork import fork_safe_lock
 from ._histogram import Histogram
 
 __all__ = ["METRICS", "ServiceMetrics", "ServiceSnapshot", "instrument_callable"]
@@ -90,7 +90,7 @@ class ServiceMetrics:
     def __init__(self, name: str, metrics: Iterable[str] = METRICS) -> None:
         self.name = name
         self.metrics = _checked(metrics)
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._seq = itertools.count()
         self._next = self._seq.__next__
         self._pending: deque[tuple[float, float, int]] = deque()

@@ -20,7 +20,6 @@ True
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ._catalog import CATALOG, EventSpec
+from ._fork import fork_safe_lock
 from ._redact import redacted_logger
 
 __all__ = [
@@ -70,7 +70,7 @@ class _Attached:
     fn: Handler = field(compare=False)
 
 
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 _by_id: dict[str, _Attached] = {}
 # Copy-on-write views read without the lock by emit(); rebuilt on every attach/detach.
 _by_name: dict[EventName, tuple[_Attached, ...]] = {}

@@ -59,12 +59,14 @@ def _busy(pool: Any) -> bool:
 def settle(pool: Any) -> None:
     """Return once the background work the pool has booked so far has run (connects, closes).
 
-    A barrier job goes on the scheduler behind that work; we wait for it, never for time.
+    A barrier job goes on the scheduler behind that work, and the blocking jobs it handed to
+    workers are waited for; we wait for them, never for time.
     """
     for _ in range(100):
         done = threading.Event()
         pool._scheduler.call_later(0.0, done.set)
         assert done.wait(30.0), "the scheduler did not run the barrier"
+        assert pool._scheduler._join_blocking(30.0), "a blocking job did not end"
         if not _busy(pool):
             return
     raise AssertionError(f"background work did not settle: {pool.snapshot()}")
@@ -76,6 +78,7 @@ async def asettle(pool: Any) -> None:
         done = asyncio.Event()
         pool._scheduler.call_later(0.0, done.set)
         await asyncio.wait_for(done.wait(), 30.0)
+        await asyncio.wait_for(pool._scheduler._join_blocking(), 30.0)
         if not _busy(pool):
             return
     raise AssertionError(f"background work did not settle: {pool.snapshot()}")

@@ -11,6 +11,8 @@ closes are awaited through a barrier job (``settle``), never by sleeping.
 from __future__ import annotations
 
 import gc
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -525,3 +527,125 @@ def test_stats_count_what_happened(factory: Factory, clock: ManualClock) -> None
         assert d["name"] == "pool"
         assert d["errors"] == 0
         assert d["evictions"] == {}
+
+
+# -- deadlines (real time: a call that hangs is given up in real time) --------------------------
+
+
+def hanging(release: threading.Event, result: Any) -> Any:
+    """A callback that hangs until ``release`` is set (3 s at most, so no test hangs)."""
+
+    def hang(*args: Any) -> Any:
+        release.wait(3.0)
+        return result
+
+    return hang
+
+
+def test_a_check_before_lending_that_hangs_ends_at_checkout_timeout(
+    factory: Factory,
+) -> None:
+    release = threading.Event()
+    pool = ConnectionPool(
+        create=factory,
+        check=hanging(release, True),
+        health_check_strategy="mixed",
+        check_idle_after=0.0,
+        min_size=1,
+        max_size=1,
+        checkout_timeout=0.3,
+        housekeeping_interval=1e6,
+    )
+    try:
+        pool.open(wait=True)
+        started = time.monotonic()
+        with pytest.raises(PoolTimeoutError, match="checking a member before lending it"):
+            lent = pool.checkout()
+            lent.release()  # not reached: the member whose check hung is never lent
+        waited = time.monotonic() - started  # real-time: checkout_timeout, 0.3 s
+        assert 0.25 <= waited < 1.5, waited
+        s = pool.snapshot()
+        assert (s.check_failures, s.checkouts, s.timeouts) == (1, 0, 1)
+        settle(pool)
+        assert factory.made[0].closed  # discarded, never lent
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_a_check_before_lending_gets_what_is_left_of_the_wait(factory: Factory) -> None:
+    # check_timeout (0.2 s) ends the hung check first; the borrower then waits for another
+    # member, and gets the new one, unchecked (it just proved alive by connecting).
+    release = threading.Event()
+    pool = ConnectionPool(
+        create=factory,
+        check=hanging(release, True),
+        health_check_strategy="mixed",
+        check_idle_after=0.5,
+        check_timeout=0.2,
+        min_size=1,
+        max_size=1,
+        checkout_timeout=5.0,
+        housekeeping_interval=1e6,
+    )
+    try:
+        pool.open(wait=True)
+        pool._state.members[1].idle_since -= 1.0  # idle long enough to be checked
+        pool._state.members[1].last_ok -= 1.0
+        with pool.connection() as conn:  # real-time: check_timeout, 0.2 s
+            assert conn.number == 2
+        assert pool.snapshot().check_failures == 1
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_an_idle_check_that_hangs_fails_at_check_timeout(
+    factory: Factory, clock: ManualClock
+) -> None:
+    release = threading.Event()
+    with make(
+        factory,
+        clock,
+        min_size=1,
+        max_size=1,
+        check=hanging(release, True),
+        health_check_strategy="active",
+        check_interval=10.0,
+        check_jitter=0.0,
+        check_timeout=0.2,
+    ) as pool:
+        try:
+            clock.advance(10.0)
+            pool.run_maintenance()  # real-time: check_timeout, 0.2 s
+            settle(pool)
+            s = pool.snapshot()
+            assert (s.check_failures, s.size, s.connects) == (1, 1, 2)
+            assert factory.made[0].closed
+        finally:
+            release.set()
+
+
+def test_a_connect_that_hangs_fails_at_connect_timeout(clock: ManualClock) -> None:
+    release = threading.Event()
+    late = Resource(1)
+    pool = ConnectionPool(
+        create=hanging(release, late),
+        clock=clock,
+        scheduler=Scheduler(clock=clock),
+        min_size=1,
+        connect_timeout=0.2,
+        housekeeping_interval=1e6,
+    )
+    closed = threading.Event()
+    late.close = closed.set  # type: ignore[method-assign]
+    try:
+        with pytest.raises(TimeoutError, match=r"pool 'pool': connect took longer than 0.2s"):
+            pool.open(wait=True)  # real-time: connect_timeout, 0.2 s
+        s = pool.snapshot()
+        assert (s.connect_errors, s.size) == (1, 0)
+        assert "took longer than" in (s.last_connect_error or "")
+    finally:
+        release.set()
+        pool.close()
+    assert closed.wait(5.0)  # made too late: closed, in its own thread

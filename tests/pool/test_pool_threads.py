@@ -264,3 +264,60 @@ def test_timeouts_racing_handoffs_lose_nothing() -> None:
         assert (s.size, s.idle, s.in_use, s.waiting) == (2, 2, 0, 0)
         assert s.checkouts + s.timeouts == 12 * 300
         assert s.timeouts == timed_out[0]
+
+
+def test_connects_that_hang_past_their_deadline_are_capped() -> None:
+    # A server that accepts and never answers: each connect is given up at connect_timeout,
+    # its thread left to hang; after MAX_STRAGGLERS of them, no new connect starts (no new
+    # thread, no new socket) until one returns.
+    from buttress._pool._pool import MAX_STRAGGLERS
+
+    release = threading.Event()
+    made: list[Resource] = []
+    closed = threading.Semaphore(0)
+
+    def create() -> Resource:
+        release.wait(5.0)
+        r = Resource(len(made) + 1)
+        r.close = closed.release  # type: ignore[method-assign]
+        made.append(r)
+        return r
+
+    pool = ConnectionPool(
+        create=create, min_size=1, connect_timeout=0.05, housekeeping_interval=1e6
+    )
+    try:
+        for _ in range(MAX_STRAGGLERS):
+            with pytest.raises(TimeoutError, match="took longer than"):
+                pool.open(wait=True)  # real-time: 0.05 s each
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=f"{MAX_STRAGGLERS} connects given up"):
+            pool.open(wait=True)
+        assert time.monotonic() - started < 0.05  # refused at once
+        assert pool.snapshot().connect_errors == MAX_STRAGGLERS + 1
+    finally:
+        release.set()
+        pool.close()
+    for _ in range(MAX_STRAGGLERS):  # each made too late, and closed
+        assert closed.acquire(timeout=5.0)
+    assert pool._stragglers.count == 0
+
+
+def test_close_does_not_wait_for_a_connect_that_hangs() -> None:
+    release, connecting = threading.Event(), threading.Event()
+
+    def create() -> Resource:
+        connecting.set()
+        release.wait(10.0)
+        return Resource(1)
+
+    pool = ConnectionPool(create=create, min_size=1, housekeeping_interval=1e6)
+    try:
+        pool.open()  # connects in the background
+        assert connecting.wait(10.0)
+        started = time.monotonic()
+        pool.close()
+        assert time.monotonic() - started < 1.0  # the hung connect is left behind
+        assert pool.closed
+    finally:
+        release.set()

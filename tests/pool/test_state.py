@@ -525,3 +525,49 @@ def test_trim_retires_idle_members_down_to_min_size_longest_idle_first() -> None
     kept = [m for m in members if m is not None and m.id in state.members]
     assert [m.resource for m in kept] == [taken[-1].resource]  # type: ignore[union-attr]
     assert state.trim(7.0) == 0  # at min_size
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_forget_all_lets_go_of_every_member_closing_none(strategy: Any) -> None:
+    # What a forked child does: the members are the parent's connections.
+    state = PoolState(PoolConfig(min_size=2, max_size=3, strategy=strategy), rng=random.Random(4))
+    state.open(0.0)
+    state.take_effects()
+    for name in "abc":
+        state.connected(name, 0.0)
+    lent = state.checkout(1.0, Waiter())
+    assert lent is not None
+    state.connecting = True  # a connect under way in the parent
+    assert state.checkout(1.0, Waiter()) is not None
+    assert state.checkout(1.0, Waiter()) is not None
+    waiter = Waiter()
+    assert state.checkout(1.0, waiter) is None  # one waits
+    state.take_effects()
+
+    assert sorted(m.resource for m in state.forget_all()) == ["a", "b", "c"]
+    assert state.take_effects() is None  # nothing to close, nobody to wake
+    s = state.stats()
+    assert (s.size, s.idle, s.in_use, s.waiting, s.connecting) == (0, 0, 0, 0, 0)
+    assert s.checkouts == 3  # counters carry on
+    state.checkin(lent, 2.0)  # a lease the forking thread held: ignored
+    assert state.take_effects() is None
+    state.open(2.0)  # starts again from nothing: min_size connects, at once
+    fx = state.take_effects()
+    assert fx is not None and fx.connect_in == 0.0
+    assert state.connected("mine", 2.0) is not None
+    assert state.stats().size == 1
+
+
+def test_a_wait_that_runs_out_before_a_check_puts_the_member_back_unchecked() -> None:
+    cfg = PoolConfig(max_size=1, health_check_strategy="mixed", check_idle_after=1.0)
+    state = PoolState(cfg, rng=random.Random(5))
+    state.open(0.0)
+    state.connected("conn", 0.0)
+    state.take_effects()
+    m = state.checkout(5.0, Waiter())
+    assert m is not None and state.due_for_check(m, 5.0)
+    state.gave_up(m, 5.0)
+    s = state.stats()
+    assert (s.timeouts, s.idle, s.in_use, s.checkouts) == (1, 1, 0, 0)
+    again = state.checkout(6.0, Waiter())
+    assert again is m and state.due_for_check(m, 6.0)  # still idle since 0: still due

@@ -11,7 +11,6 @@ live in ``_calls_async.py`` (and its generated twin ``_calls.py``); the facade i
 from __future__ import annotations
 
 import random
-import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -22,6 +21,7 @@ from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._errors import CircuitOpenError, ConfigError, LoadShedError
+from .._fork import fork_safe_lock
 from .._redact import redacted_logger
 from ._config import BreakerConfig
 from ._machine import Admitted, BreakerMachine, Refused
@@ -112,7 +112,7 @@ class BreakerCore:
         self._now = self.clock.monotonic
         rng = rng if rng is not None else random.Random(seed)
         self._machine = BreakerMachine(config, rng, self._now())
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._timed = config.slow_call_duration is not None
         self._failure_result = config.failure_result
         self._injector = fault_injection

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypedDict, TypeVar
 
 from .. import events
 from .._clock import Clock, SystemClock
 from .._errors import ConfigError, InjectedFault
+from .._fork import fork_safe_lock
 from ._experiment import Experiment, ExperimentSnapshot
 from ._faults import ExceptionFactory, FaultInjector, InjectorSnapshot
 
@@ -59,7 +59,7 @@ class Chaos:
         # Never replaced, only filled and emptied, so the protect pipeline binds its ``get``
         # once and pays one dict lookup a call (a target made later, by an experiment, applies).
         self._injecting: dict[str, FaultInjector] = {}
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
 
     # -- the switch ------------------------------------------------------------------------------
 

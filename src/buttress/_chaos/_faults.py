@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import random
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypedDict, TypeVar, overload
@@ -21,6 +20,7 @@ from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._errors import ConfigError, InjectedFault
+from .._fork import fork_safe_lock
 from .._validate import fraction, in_interval, is_finite
 from ._experiment import Experiment, ExperimentSnapshot
 
@@ -187,7 +187,7 @@ class FaultInjector:
         self.name = name
         self._switch = switch
         self._rng = rng if rng is not None else random.Random(seed)
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         # Copy-on-write: decide() reads it without the lock; newest experiment last.
         self._experiments: tuple[Experiment, ...] = ()
         self.injected_failures = 0

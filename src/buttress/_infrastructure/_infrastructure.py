@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -24,6 +23,7 @@ from .._breaker import CircuitBreaker
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._errors import ConfigError, InfrastructureClosedError
+from .._fork import fork_safe_lock
 from .._health import HealthReport, build_report
 from .._instrument import METRICS, ServiceMetrics, instrument_callable
 from .._memory import MemorySample
@@ -78,7 +78,7 @@ class Infrastructure:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._now = self.clock.monotonic
         self._background = background
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._closed = False
         self._started = False
         self._jobs: list[Handle] = []
@@ -134,7 +134,9 @@ class Infrastructure:
                 scheduler.call_later(0.0, apool.trim)
 
     def _schedule_jobs(self) -> None:
-        every = self.scheduler.call_every
+        # Each may block (a probe reading files, a user's health check, a sweep of a backend):
+        # each runs off the scheduler's thread, so none holds up the others or the pools.
+        every = functools.partial(self.scheduler.call_every, blocking=True)
         if self.memory is not None:
             self._jobs.append(every(self.memory.check_interval, self.memory.maybe_sample))
         for breaker in self.breakers.values():
@@ -225,7 +227,8 @@ class Infrastructure:
         for breaker in self.breakers.values():
             if breaker.has_health_check and breaker.health_check_is_async:
                 interval = breaker.config.health_check_interval
-                self._jobs.append(scheduler.call_every(interval, breaker.check_health_async))
+                job = scheduler.call_every(interval, breaker.check_health_async, blocking=True)
+                self._jobs.append(job)
         return self
 
     def close(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import math
 import os
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from types import MappingProxyType
@@ -22,6 +21,7 @@ from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._deprecated import warn_renamed
 from .._errors import ConfigError, LoadShedError
+from .._fork import fork_safe_lock
 from .._redact import redacted_logger
 from .._validate import positive
 from ._policy import LevelChange, MemoryLevel, PolicyConfig, PressurePolicy
@@ -176,8 +176,8 @@ class MemoryManager:
         self.pressure_relief_enabled = bool(pressure_relief_enabled)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._policy = PressurePolicy(self.config, self.clock.monotonic())
-        self._lock = threading.Lock()
-        self._sampling = threading.Lock()  # one lazy/scheduled sample at a time
+        self._lock = fork_safe_lock()
+        self._sampling = fork_safe_lock()  # one lazy/scheduled sample at a time
         self._callbacks: dict[MemoryLevel, list[ReliefCallback]] = {lvl: [] for lvl in MemoryLevel}
         self._last: MemorySample | None = None
         self._last_attempt: float | None = None

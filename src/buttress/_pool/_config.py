@@ -48,6 +48,11 @@ class PoolConfig:
     leak_timeout: float | None = None
     # How often housekeeping looks for members held by finished threads or tasks.
     housekeeping_interval: float = 1.0
+    # A connect that has not returned after connect_timeout is given up and counts as a failed
+    # one; a health check after check_timeout counts as a failed check (a check before lending
+    # also ends with the borrower's checkout_timeout). None: no limit.
+    connect_timeout: float | None = 10.0
+    check_timeout: float | None = 5.0
     # After a failed connect, wait connect_backoff, doubling up to connect_backoff_max.
     connect_backoff: float = 0.5
     connect_backoff_max: float = 30.0
@@ -81,6 +86,8 @@ class PoolConfig:
         _in_interval("check_idle_after", self.check_idle_after, "[0, inf)")
         _optional_positive("leak_timeout", self.leak_timeout)
         _positive("housekeeping_interval", self.housekeeping_interval)
+        _optional_positive("connect_timeout", self.connect_timeout)
+        _optional_positive("check_timeout", self.check_timeout)
         _positive("connect_backoff", self.connect_backoff)
         _positive("connect_backoff_max", self.connect_backoff_max)
         if self.connect_backoff_max < self.connect_backoff:

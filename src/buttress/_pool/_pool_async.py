@@ -7,6 +7,7 @@ written by hand; the threaded one, in ``_pool.py``, is generated from it by
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import sys
@@ -15,14 +16,16 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NoReturn
 
 from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import (
     ACell,
     ALock,
+    Stragglers,
     acall,
+    acall_within,
     acurrent_owner,
     aspawn,
     owner_alive,
@@ -31,6 +34,7 @@ from .._concurrency import (
 )
 from .._deprecated import warn_renamed
 from .._errors import ConfigError, PoolClosedError, PoolTimeoutError
+from .._fork import call_in_forked_child, reseed_in_child
 from .._redact import redact_text, redacted_logger
 from .._scheduler import AsyncScheduler, Handle
 from ._config import FIELDS, PoolConfig
@@ -60,6 +64,13 @@ EV_POOL_CLOSED: Final = ("buttress", "pool", "shutdown")
 # Use the pool's checkout_timeout.
 _CONFIGURED: Final[Any] = object()
 
+# Connects given up at connect_timeout whose threads still hang: while this many do, no new
+# connect starts (each would only add a thread and a socket to a server that does not answer).
+MAX_STRAGGLERS: Final = 4
+
+
+# Members a forked child let go of (its parent's connections): see _after_fork.
+_INHERITED: list[Any] = []
 
 _attached = events.attached  # empty while no handler listens: the leases test it first
 _listening = events.enabled
@@ -68,6 +79,14 @@ _listening = events.enabled
 def _default_close(resource: Any) -> Any:
     close = getattr(resource, "close", None)
     return close() if callable(close) else None
+
+
+def _close_late(close: Callable[[Any], Any], name: str, resource: Any) -> None:
+    # A connect that returned after its deadline, in its own (thread) worker: nobody wants it.
+    try:
+        close(resource)
+    except Exception as exc:
+        _log.warning("pool %r: closing a connection made too late failed: %r", name, exc)
 
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -260,6 +279,8 @@ class AsyncConnectionPool:
         self.name = name
         self.config = config
         self._checkout_timeout = config.checkout_timeout
+        self._connect_timeout = config.connect_timeout
+        self._check_timeout = config.check_timeout
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._monotonic = self.clock.monotonic
         self._create = create
@@ -285,6 +306,7 @@ class AsyncConnectionPool:
         self._started = False
         self._shut_down = False
         self._next_maintenance: Handle | None = None
+        self._connect_booked: Handle | None = None  # the one connect booked (Rule 5)
         self._handles: list[Handle] = []
         self._owns_scheduler = scheduler is None
         self._scheduler = (
@@ -292,8 +314,10 @@ class AsyncConnectionPool:
             if scheduler is not None
             else AsyncScheduler(clock=self.clock, name=f"buttress-pool-{name}")
         )
+        self._stragglers = Stragglers(functools.partial(_close_late, self._close, name))
         # When the pool is dropped unclosed: stop its jobs (and its own scheduler).
         weakref.finalize(self, _forget, self._scheduler, self._owns_scheduler, self._handles)
+        call_in_forked_child(self._after_fork)
 
     # -- borrowing -------------------------------------------------------------------------------
 
@@ -336,14 +360,24 @@ class AsyncConnectionPool:
                 m = await self._wait_for_member(now, started, deadline)
                 now = self._monotonic()
             if state.checks_on_checkout and state.due_for_check(m, now):
-                if not await self._run_check(m, "checkout"):
+                # The check has what is left of the borrower's wait, at most check_timeout: a
+                # check that hangs costs the borrower no more than checkout_timeout.
+                budget = self._check_timeout
+                if deadline is not None:
+                    left = deadline - now
+                    if left <= 0.0:  # no time left to check it: back, unchecked
+                        await self._give_up(m, now, started)
+                    budget = left if budget is None else min(budget, left)
+                if not await self._run_check(m, "checkout", budget):
+                    now = self._monotonic()
                     with self._lock:
-                        state.checkout_check_failed(m, self._monotonic())
+                        state.checkout_check_failed(m, now)
                         fx = state.take_effects()
                     if fx is not None:
                         await self._finish(fx)
                     m = None
-                    now = self._monotonic()
+                    if deadline is not None and now >= deadline:
+                        await self._give_up(None, now, started)
                     continue
                 now = self._monotonic()
                 state.checked_out_ok(m, now)
@@ -352,6 +386,31 @@ class AsyncConnectionPool:
                 m.stack = _capture_stack()
                 m.leak_reported = False
             return m
+
+    async def _give_up(self, m: Member | None, now: float, started: float) -> NoReturn:
+        """The wait ran out while checking members before lending them: raise the timeout.
+        ``m``, taken but not checked, goes back as it was."""
+        with self._lock:
+            self._state.gave_up(m, now)
+            fx = self._state.take_effects()
+        if fx is not None:
+            await self._finish(fx)
+        waited = now - started
+        self._emit_timeout(waited, "timeout")
+        raise self._timeout_error(waited, "; checking a member before lending it took the rest")
+
+    def _timeout_error(self, waited: float, why: str = "") -> PoolTimeoutError:
+        failing = self._state.last_connect_error
+        if failing is not None:
+            why += f"; connecting keeps failing: {failing!r}"
+        error = PoolTimeoutError(
+            self.name,
+            waited=waited,
+            message=f"pool {self.name!r}: no connection available after {waited:.3f}s{why}",
+            connect_error=failing,
+        )
+        error.__cause__ = failing
+        return error
 
     async def _wait_for_member(self, now: float, started: float, deadline: float | None) -> Member:
         state = self._state
@@ -398,15 +457,7 @@ class AsyncConnectionPool:
             if waiter.state != SHUT_OUT:
                 waited = now - started
                 self._emit_timeout(waited, "timeout")
-                failing = state.last_connect_error
-                reason = f"; connecting keeps failing: {failing!r}" if failing is not None else ""
-                raise PoolTimeoutError(
-                    self.name,
-                    waited=waited,
-                    message=f"pool {self.name!r}: no connection available after "
-                    f"{waited:.3f}s{reason}",
-                    connect_error=failing,
-                ) from failing
+                raise self._timeout_error(waited)
         if waiter.state == SHUT_OUT:
             raise PoolClosedError(f"pool {self.name!r} closed while waiting for a connection")
         m = waiter.member
@@ -479,7 +530,7 @@ class AsyncConnectionPool:
         # appends and a lock-free scheduler request here.
         self._dropped_leases.append(m)
         if not self._shut_down:
-            self._scheduler.call_later(0.0, weak_job(self.run_maintenance))
+            self._scheduler.call_later(0.0, weak_job(self.run_maintenance), blocking=True)
 
     # -- background work ---------------------------------------------------------------------------
 
@@ -489,7 +540,9 @@ class AsyncConnectionPool:
         self._started = True
         interval = self.config.housekeeping_interval
         self._handles.append(
-            self._scheduler.call_every(interval, weak_job(self.run_maintenance), jitter=0.1)
+            self._scheduler.call_every(
+                interval, weak_job(self.run_maintenance), jitter=0.1, blocking=True
+            )
         )
         with self._lock:
             self._state.open(self._monotonic())
@@ -522,7 +575,17 @@ class AsyncConnectionPool:
             return
         t0 = self._monotonic()
         try:
-            resource = await acall(self._create)
+            if self._stragglers.count >= MAX_STRAGGLERS:
+                raise TimeoutError(
+                    f"pool {self.name!r}: {self._stragglers.count} connects given up at "
+                    "connect_timeout still hang; none starts until one of them returns"
+                )
+            resource = await acall_within(
+                self._connect_timeout,
+                f"pool {self.name!r}: connect",
+                self._create,
+                stragglers=self._stragglers,
+            )
         except BaseException as exc:
             now = self._monotonic()
             with self._lock:
@@ -584,7 +647,7 @@ class AsyncConnectionPool:
                 for m in checks:
                     if self._shut_down:
                         break  # closed meanwhile: the rest are closed unchecked, below
-                    ok = await self._run_check(m, "idle")
+                    ok = await self._run_check(m, "idle", self._check_timeout)
                     done += 1
                     with self._lock:
                         state.check_done(m, ok, self._monotonic())
@@ -642,15 +705,16 @@ class AsyncConnectionPool:
         if booked is not None:
             booked.cancel()
         self._next_maintenance = self._scheduler.call_later(
-            max(0.0, due - now), weak_job(self.run_maintenance)
+            max(0.0, due - now), weak_job(self.run_maintenance), blocking=True
         )
 
-    async def _run_check(self, m: Member, when: str) -> bool:
+    async def _run_check(self, m: Member, when: str, timeout: float | None) -> bool:
         assert self._check is not None
         t0 = self._monotonic()
         error: BaseException | None = None
         try:
-            ok = (await acall(self._check, m.resource)) is not False
+            what = f"pool {self.name!r}: the {when} check of member {m.id}"
+            ok = (await acall_within(timeout, what, self._check, m.resource)) is not False
         except Exception as exc:
             ok, error = False, exc
         except BaseException:
@@ -670,6 +734,50 @@ class AsyncConnectionPool:
                 {**self._meta(m), "ok": ok, "when": when, "error": repr(error) if error else None},
             )
         return ok
+
+    def _after_fork(self) -> None:
+        """In a forked child: let go of the parent's members and start again with our own.
+
+        Closing them here would close them for the parent too (psycopg sends PostgreSQL a
+        ``Terminate`` on the socket the parent still uses), so they are let go unclosed, and
+        kept from the garbage collector. So are the waiters (threads or tasks that did not
+        come along) and the closes and connects the parent had under way. A thread pool
+        connects ``min_size`` again at once; an asyncio pool at its first checkout, on the
+        child's loop. Counters carry on.
+        """
+        self._closer_scheduled = False
+        self._closers = set()
+        self._dropped_leases = deque()
+        self._stragglers.forget()
+        for h in self._handles:
+            h.cancel()
+        self._handles.clear()  # the same list: the finalizer holds it
+        for booked in (self._next_maintenance, self._connect_booked):
+            if booked is not None:
+                booked.cancel()  # the parent's: the child books its own
+        self._next_maintenance = self._connect_booked = None
+        closing, self._closing = self._closing, deque()
+        with self._lock:
+            dropped = self._state.forget_all()
+        # Held for ever, never collected: a driver may say goodbye to the server when an open
+        # connection is collected, on the socket the parent still uses (psycopg checks the
+        # process id first; not every driver does).
+        _INHERITED.extend(m.resource for m in dropped)
+        _INHERITED.extend(m.resource for m, _ in closing)
+        reseed_in_child(self._state.rng)
+        if dropped:
+            _log.info(
+                "pool %r: forked (pid %d): %d members left to the parent",
+                self.name,
+                os.getpid(),
+                len(dropped),
+            )
+        started, self._started = self._started, False
+        if started and not self._shut_down:
+            if True:  # ASYNC
+                pass  # no loop runs here yet: the first checkout starts the pool again
+            else:
+                self._start()
 
     # -- carrying out the core's decisions ---------------------------------------------------------
 
@@ -699,14 +807,16 @@ class AsyncConnectionPool:
                 with self._lock:
                     self._state.connecting = False
             else:
-                self._scheduler.call_later(fx.connect_in, weak_job(self._connect))
+                self._connect_booked = self._scheduler.call_later(
+                    fx.connect_in, weak_job(self._connect), blocking=True
+                )
         return fx.check
 
     def _start_closer(self) -> None:
         if not self._state.closed:
             if not self._closer_scheduled:
                 self._closer_scheduled = True
-                self._scheduler.call_later(0.0, weak_job(self._close_retired_job))
+                self._scheduler.call_later(0.0, weak_job(self._close_retired_job), blocking=True)
             return
         # Closed: the pool's scheduler may be gone, and this may be a cancellation on its way
         # out, where nothing may be awaited. Close them now: the sync pool here, in this

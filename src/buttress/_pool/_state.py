@@ -720,6 +720,16 @@ class PoolState:
             m.uses -= 1
         self.discard(m, "check_failed", now)
 
+    def gave_up(self, m: Member | None, now: float) -> None:
+        """A borrower's wait ran out while members were being checked before lending
+        (``mixed``): one timeout. ``m``, taken but not yet checked, goes back as it was (still
+        due for its check)."""
+        self.timeouts += 1
+        if m is not None and m.state == IN_USE:
+            m.uses -= 1
+            self._return(m, now, m.idle_since)
+            self.serve(now)
+
     def checked_out_ok(self, m: Member, now: float) -> None:
         """A check at checkout (``mixed``) passed."""
         m.check_due = now + self._check_period()
@@ -849,6 +859,35 @@ class PoolState:
     def in_use(self) -> list[Member]:
         """The members lent out now (for the shell's dead-borrower sweep)."""
         return [m for m in self.members.values() if m.state == IN_USE]
+
+    def forget_all(self) -> list[Member]:
+        """Let go of every member and waiter, closing nothing; returns the members let go.
+
+        For a forked child: the resources are the parent's (closing one would close it for the
+        parent too), the waiters are threads or tasks that did not come along, and no connect
+        is under way there. What is left is an empty pool that keeps its counters and settings;
+        :meth:`open` fills it again. A member lent at the fork (to the thread that forked) is
+        ignored when it comes back.
+        """
+        dropped = list(self.members.values())
+        for m in dropped:
+            self.retired_uses += m.uses
+            m.state = CLOSED
+        self.members.clear()
+        while self.idle:
+            try:
+                self._pop()
+            except IndexError:
+                break
+        self.stale.clear()
+        self.waiters.clear()
+        self.n_waiting = 0
+        self.connecting = False
+        self.connect_not_before = -_INF
+        self.generation += 1  # nothing made before the fork is the child's
+        self.opened = False
+        self._fx = None
+        return dropped
 
     def close(self) -> None:
         """Refuse new checkouts, shut out waiters, retire idle members.

@@ -9,7 +9,6 @@ can reach an exporter. This module imports neither metrics library.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._breaker import BreakerState
 from .._breaker._states import level_rank
 from .._errors import ConfigError
+from .._fork import fork_safe_lock
 from .._memory import MemoryLevel
 
 if TYPE_CHECKING:
@@ -770,7 +770,7 @@ class Published:
 
     def __init__(self, where: str) -> None:
         self._where = where  # "by this collector", for the error message
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._infras: dict[str, Infrastructure] = {}
 
     def __call__(self) -> tuple[Infrastructure, ...]:

@@ -15,7 +15,6 @@ histograms); everything else under ``buttress.*``. Without an SDK the API is a n
 from __future__ import annotations
 
 import itertools
-import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 
 from .. import __version__, events
 from .._errors import ConfigError
+from .._fork import fork_safe_lock
 from ._metrics import METRICS, MetricDef, Published, Summary, gather
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class _Instruments:
 
     def __init__(self, provider: MeterProvider | None) -> None:
         self._meter = metrics.get_meter("buttress", __version__, meter_provider=provider)
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self.published = Published("instrumented on this meter provider")
         self._histograms: dict[str, Histogram] = {}
         kinds = {
@@ -111,7 +111,7 @@ class _Instruments:
 
 
 _by_provider: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
-_setup = threading.Lock()
+_setup = fork_safe_lock()
 # Pool names whose events feed the histograms, and who claimed them: pool events carry the
 # pool's name only, so two instrumented infrastructures must not share one.
 _claimed: dict[str, list[InfrastructureMetrics]] = {}

@@ -15,7 +15,6 @@ mode; ``docs/metrics.md`` says what to do instead.
 from __future__ import annotations
 
 import re
-import threading
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -35,6 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 from .._errors import ConfigError
+from .._fork import fork_safe_lock
 from ._metrics import METRICS, MetricDef, Published, Sample, Summary, gather_all
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ _PUBLISHED = tuple(m for m in METRICS if m.prom is not None)
 _collectors: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, InfrastructureCollector]] = (
     weakref.WeakKeyDictionary()
 )
-_registering = threading.Lock()
+_registering = fork_safe_lock()
 
 
 def register_prometheus(

@@ -11,7 +11,6 @@ adaptive scope of one limiter, feeds it the signals (``RateLimiter.record``,
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 from .. import events
 from .._breaker._states import PASSING, REFUSING, BreakerState, rank
 from .._errors import ConfigError
+from .._fork import fork_safe_lock, fork_safe_rlock
 from ._algorithms import EPSILON
 from ._decision import Frame
 
@@ -136,10 +136,10 @@ class AdaptiveScopes:
             for i, s in enumerate(scopes)
             if s.adaptive
         )
-        self._lock = threading.Lock()  # the states and the frame; never held over I/O
+        self._lock = fork_safe_lock()  # the states and the frame; never held over I/O
         # Breakers steering the scopes: (id(breaker), scope index) -> (breaker, detach).
         self._steering: dict[tuple[int, int], tuple[CircuitBreaker, Callable[[], None]]] = {}
-        self._steering_lock = threading.RLock()  # a listener may run inside another's read
+        self._steering_lock = fork_safe_rlock()  # a listener may run inside another's read
 
     def __bool__(self) -> bool:
         return bool(self.scopes)

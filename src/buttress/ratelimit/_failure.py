@@ -25,12 +25,12 @@ whoever sees an outage begin at the default level must see it end.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeAlias
 
 from .. import events
 from .._errors import BackendError, ConfigError
+from .._fork import fork_safe_lock
 from .._logging import log_fields
 from .._redact import redacted_logger
 from .._validate import in_interval
@@ -138,7 +138,7 @@ class BackendGuard:
         self.backend = backend
         self.health = health
         self._monotonic = monotonic
-        self._lock = threading.Lock()  # outage transitions only; never held over I/O
+        self._lock = fork_safe_lock()  # outage transitions only; never held over I/O
         self._meta = {
             "limiter": limiter,
             "namespace": namespace,

@@ -26,13 +26,13 @@ keys instead would let a client that invents keys lock every newcomer out, so it
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from .. import events
 from .._deprecated import warn_renamed
+from .._fork import fork_safe_lock
 from .._validate import int_at_least
 from ._algorithms import Algorithm, State
 from ._backend import Outcome, TimeBase
@@ -114,7 +114,7 @@ class MemoryBackend:
     def __init__(self, *, max_keys: int = 1_000_000) -> None:
         self.max_keys = int_at_least("max_keys", max_keys, 1)
         self._states: dict[str, State] = {}
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._acquire = self._lock.acquire
         self._release = self._lock.release
         self._walk = _walk(self._states)

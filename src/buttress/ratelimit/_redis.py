@@ -31,6 +31,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from .._errors import BackendError, ButtressError, ConfigError
+from .._fork import call_in_forked_child
 from .._redact import redact_text
 from .._validate import positive
 from ._algorithms import Algorithm, State
@@ -57,6 +58,10 @@ _REPLY = struct.Struct("<Bd")  # allowed, now
 # With the caller's clock (tests), Redis's own clock still runs the TTLs; a margin keeps a key
 # alive while the caller's time says it is live even if the two clocks run apart.
 CALLER_TIME_SLACK_MS = 600_000
+
+# The asyncio clients a forked child inherited, held so that nothing of theirs runs there (their
+# closers would act on the parent's event loop and sockets).
+_INHERITED: list[Any] = []
 
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
@@ -121,6 +126,7 @@ class RedisBackend:
     """
 
     __slots__ = (
+        "__weakref__",
         "_aclients",
         "_async_client",
         "_caller_time",
@@ -242,6 +248,7 @@ class RedisBackend:
         self._caller_time = time_source == "caller"
         self._slack = float(CALLER_TIME_SLACK_MS if self._caller_time else 0)
         self._params: dict[Algorithm, bytes] = {}
+        call_in_forked_child(self._after_fork)
         if not lazy and self._client is not None:
             self._check_server("url_or_client" if self._own_sync else names["client"])
 
@@ -273,6 +280,24 @@ class RedisBackend:
             )
         self.close()  # its own client, if it made one: nothing to keep
         raise error
+
+    def _after_fork(self) -> None:
+        """In a forked child: clients of its own; the parent's sockets stay the parent's.
+
+        A client made from the URL is made again (its scripts with it); the asyncio clients of
+        the parent's loops are left alone, unclosed (closing one would close it for the
+        parent), and each loop of the child makes its own. A client passed in is kept: redis-py
+        gives a sync client's connection pool new connections in a child by itself.
+        """
+        if self._aclients:
+            _INHERITED.append(self._aclients)
+            self._aclients = weakref.WeakKeyDictionary()
+        if self._own_sync and self._url is not None:
+            import redis as redis_sync
+
+            self._client = redis_sync.Redis.from_url(self._url, **self._options(False))
+            self._decide = self._client.register_script(self._texts[0])
+            self._refund = self._client.register_script(self._texts[1])
 
     def _options(self, asynchronous: bool) -> dict[str, Any]:
         """Client options: every socket operation bounded, one immediate reconnect, no backoff.

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import BackendError, ConfigError
+from .._fork import fork_safe_lock
 from .._redact import redacted_logger
 from .._validate import positive
 from ._algorithms import Algorithm, State, admit_all
@@ -222,7 +223,7 @@ class SQLiteBackend:
         self.path = str(Path(path))
         self.timeout = float(timeout)
         self._local = threading.local()
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()  # the live threads'
         self._until_purge = PURGE_EVERY
         self._sql = _Statements.for_table(table)

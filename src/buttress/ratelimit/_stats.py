@@ -12,7 +12,6 @@ exact to a tenth of its length).
 from __future__ import annotations
 
 import itertools
-import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 from .. import events
 from .._counting import count_of
+from .._fork import fork_safe_lock
 from ._decision import Decision, Details
 
 __all__ = [
@@ -53,7 +53,7 @@ class Counters:
         self.slow = itertools.count()  # ... and found over budget
         self.window = window
         self.budget = budget
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._marks: deque[tuple[float, int, int, int]] = deque()
 
     def measure(self, latency: float) -> None:

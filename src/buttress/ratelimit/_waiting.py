@@ -37,6 +37,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import TypeAlias
 
 from .._errors import RateLimitExceeded
+from .._fork import fork_safe_lock
 from ._algorithms import EPSILON
 from ._decision import Decision, Frame, exceeded
 
@@ -111,7 +112,7 @@ class WaitQueues:
 
     def __init__(self, monotonic: Callable[[], float], frame: Callable[[], Frame]) -> None:
         self.queues: dict[str, list[Waiter]] = {}
-        self.lock = threading.Lock()
+        self.lock = fork_safe_lock()
         self._seq = itertools.count()
         self._monotonic = monotonic  # the limiter's clock
         self._frame = frame  # the limiter's scopes as they stand now
