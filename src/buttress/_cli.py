@@ -1,5 +1,6 @@
 """The ``buttress`` command (also ``python -m buttress``).
 
+buttress --version
 buttress demo [--json PATH] [--seed N] [--users N]
 buttress config check FILE
 buttress health --config FILE [--namespace NAME]
@@ -13,6 +14,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from ._errors import ButtressError, ConfigError
 
 
@@ -20,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="buttress", description="buttress: the infrastructure layer for Python services."
     )
+    parser.add_argument("--version", action="version", version=f"buttress {__version__}")
     parser.set_defaults(usage=parser)  # whose help a command missing its action prints
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
