@@ -260,3 +260,8 @@ def test_from_dict_refuses_what_it_cannot_make() -> None:
         bt.RejectedError.from_dict({"message": "x"})
     bare = bt.RejectedError.from_dict({"error": "CircuitOpenError", "message": "circuit"})
     assert isinstance(bare, bt.CircuitOpenError) and bare.retry_after is None
+    odd = bt.RejectedError.from_dict(
+        {"error": "RejectedError", "message": "m", "to_dict": 1, "__class__": 2, "args": 3}
+    )
+    assert type(odd) is bt.RejectedError and odd.args == ("m",)
+    assert odd.to_dict() == {"error": "RejectedError", "message": "m", "retry_after": None}

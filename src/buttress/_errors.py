@@ -76,7 +76,9 @@ class ContextError(ButtressError, ValueError):
     ``None`` when the key as a whole is not one a limiter takes.
     """
 
-    def __init__(self, message: str, *, scope: str | None = None, id_name: str | None = None):
+    def __init__(
+        self, message: str, *, scope: str | None = None, id_name: str | None = None
+    ) -> None:
         self.scope = scope
         self.id_name = id_name
         super().__init__(message)
@@ -111,7 +113,9 @@ class RejectedError(ButtressError):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RejectedError:
         """The error that :meth:`to_dict` described, of its own class (``cls`` or a subclass),
-        with the same message and attributes."""
+        with the same message and attributes. Only data attributes are set: an entry named
+        like a method or a private name (``to_dict``, ``__class__``) is not one, and is left out.
+        """
         name = data.get("error")
         kinds = {k.__name__: k for k in _subclasses(cls)}
         kind = kinds.get(name) if isinstance(name, str) else None
@@ -123,7 +127,12 @@ class RejectedError(ButtressError):
         exc = kind.__new__(kind, str(data.get("message", "")))
         exc.retry_after = None
         for attribute, value in data.items():
-            if attribute not in ("error", "message"):
+            if (
+                isinstance(attribute, str)
+                and attribute not in ("error", "message")
+                and not attribute.startswith("_")
+                and not hasattr(kind, attribute)
+            ):
                 setattr(exc, attribute, value)
         return exc
 
