@@ -75,12 +75,16 @@ def test_error_tree() -> None:
     for cls in (
         buttress.RejectedError,
         buttress.ConfigError,
+        buttress.ContextError,
         buttress.PoolClosedError,
         buttress.InfrastructureClosedError,
         buttress.BackendError,
         buttress.InjectedFault,
     ):
         assert issubclass(cls, buttress.ButtressError)
+    # A request's missing id is a ValueError (a client error), distinct from a config mistake.
+    assert issubclass(buttress.ContextError, ValueError)
+    assert not issubclass(buttress.ContextError, buttress.ConfigError)
     err = buttress.RateLimitExceeded("org", key="o1", limit=100, retry_after=1.5)
     assert (err.scope, err.key, err.limit, err.retry_after) == ("org", "o1", 100, 1.5)
     assert "org" in str(err) and "1.500" in str(err)
@@ -104,6 +108,7 @@ PUBLIC = [
     "Config",
     "ConfigError",
     "ConnectionPool",
+    "ContextError",
     "Decision",
     "DegradationLevel",
     "Experiment",

@@ -307,3 +307,18 @@ def test_usage_errors() -> None:
     proc = run("health")
     assert proc.returncode == 2
     assert "--config" in proc.stderr
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import buttress
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"buttress {buttress.__version__}\n"
+    proc = run("--version")  # python -m buttress
+    assert (proc.returncode, proc.stdout) == (0, f"buttress {buttress.__version__}\n")
+    script = Path(sys.executable).with_name("buttress")  # the installed command
+    if script.exists():
+        proc = subprocess.run([script, "--version"], capture_output=True, text=True, check=False)
+        assert (proc.returncode, proc.stdout) == (0, f"buttress {buttress.__version__}\n")

@@ -457,6 +457,7 @@ def test_the_same_bounds(pair: Pair, name: str) -> None:
 NOT_NUMBERS = {
     "algorithm",
     "backend",
+    "client_errors_neutral",
     "failure_policy",
     "by",
     "health_check_strategy",

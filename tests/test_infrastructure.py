@@ -178,12 +178,81 @@ def test_services_route_to_named_components_or_none(clock: bt.ManualClock) -> No
             infra.call("admin", lambda: None, context=CTX)
         with pytest.raises(bt.RateLimitExceeded):
             infra.call("admin", lambda: None, context=CTX)
-        infra.call("unknown-service", lambda: None)  # nothing guards it; still instrumented
-        assert infra.services["unknown-service"].calls == 1
+        with pytest.raises(bt.ConfigError, match="unknown service 'unknown-service'"):
+            infra.call("unknown-service", lambda: None)
+        assert "unknown-service" not in infra.services
+
+
+def test_an_unknown_service_is_refused_naming_the_closest_names(clock: bt.ManualClock) -> None:
+    cfg = {**LIMITED, "services": {"payments": {"breaker": "svc"}}}
+    ran = []
+    with make(clock, cfg) as infra:
+        for way in (
+            lambda: infra.call("paymnets", ran.append, 1),
+            lambda: infra.protect("paymnets").__enter__(),
+            lambda: infra.protected("paymnets")(ran.append)(1),
+            lambda: asyncio.run(infra.call_async("paymnets", asyncio.sleep, 0)),
+            lambda: infra.layers("paymnets"),
+        ):
+            with pytest.raises(bt.ConfigError) as info:
+                way()
+            assert info.value.path == "service"
+            assert "unknown service 'paymnets'" in str(info.value)
+            assert "did you mean 'payments'?" in str(info.value)
+            assert "[services.default]" in str(info.value)  # how to admit dynamic names
+        assert ran == []  # never ran unprotected
+        with pytest.raises(bt.ConfigError, match=r"known: payments, svc\)") as far:
+            infra.call("zzz", ran.append, 1)
+        assert "did you mean" not in str(far.value)
+        infra.call("payments", ran.append, 1)  # named by its table
+        infra.call("svc", ran.append, 2, context=CTX)  # named like its breaker and limiter
+        assert ran == [1, 2]
+    with make(clock, {}) as empty, pytest.raises(bt.ConfigError, match="names none"):
+        empty.call("payments", ran.append, 3)
+
+
+def test_services_default_admits_every_name_with_its_choices(
+    clock: bt.ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = {**LIMITED, "services": {"default": {"breaker": "svc", "limiter": False}}}
+    with make(clock, cfg) as infra, caplog.at_level("WARNING", "buttress.infrastructure"):
+        for tenant in ("tenant-a", "tenant-b"):
+            with pytest.raises(KeyError):
+                infra.call(tenant, lambda: {}["x"])
+            layers = infra.layers(tenant)
+            assert (layers.breaker, layers.limiter) == (infra.breakers["svc"], None)
+        assert infra.breakers["svc"].state is bt.BreakerState.OPEN  # both counted there
+        assert infra.services["tenant-a"].calls == 1  # instrumented under its own name
+        assert "default" not in infra.services  # a template, not a service
+        assert infra.layers("svc").limiter is infra.limiters["svc"]  # known names: their own
+    assert not [r for r in caplog.records if "has no breaker" in r.getMessage()]
+    with pytest.raises(bt.ConfigError, match=r"services\.default\.pool: names no pool 'db'"):
+        make(clock, {"services": {"default": {"pool": "db"}}})
+
+
+def test_a_default_breaker_serves_known_services_without_their_own(
+    clock: bt.ManualClock,
+) -> None:
+    cfg = {
+        **LIMITED,
+        "circuit_breakers": {"default": {"failure_threshold": 1, "degradation_threshold": None}},
+        "services": {"search": {}},
+    }
+    with make(clock, cfg) as infra:
+        with pytest.raises(ValueError):
+            infra.call("search", lambda: int("x"))  # a [services] table, no breaker of its own
+        assert infra.breakers["search"].state is bt.BreakerState.OPEN
+        infra.call("svc", lambda: None, context=CTX)  # a limiter's name: its own breaker
+        assert infra.breakers["svc"].state is bt.BreakerState.CLOSED
+        with pytest.raises(bt.ConfigError, match="unknown service 'payments'"):
+            infra.call("payments", lambda: None)  # a template admits no name by itself
 
 
 def test_a_default_breaker_serves_services_without_a_table(clock: bt.ManualClock) -> None:
-    cfg = {"circuit_breakers": {"default": {"failure_threshold": 1, "degradation_threshold": None}}}
+    cfg = {
+        "circuit_breakers": {"default": {"failure_threshold": 1, "degradation_threshold": None}},
+        "services": {"default": {}},  # any name: each gets a breaker of its own
+    }
     with make(clock, cfg) as infra:
         with pytest.raises(ValueError):
             infra.call("payments", lambda: int("x"))
@@ -229,7 +298,7 @@ def test_an_experiment_started_after_the_route_was_built_applies(clock: bt.Manua
     # chaos target exists here. An experiment started later must still reach their calls.
     cfg = {
         "circuit_breakers": {"payments": {"failure_threshold": 100, "degradation_threshold": None}},
-        "services": {"checkout": {"breaker": "payments"}},
+        "services": {"checkout": {"breaker": "payments"}, "default": {}},
         "chaos": {"enabled": True},
     }
     with make(clock, cfg) as infra:
@@ -742,7 +811,9 @@ def test_instrument_checks_its_metrics_and_publishes_their_union(clock: bt.Manua
 def test_a_service_nothing_protects_is_reported_once(
     clock: bt.ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with make(clock, LIMITED) as infra, caplog.at_level("WARNING", "buttress.infrastructure"):
+    # Admitted by services.default, which gives it nothing: still reported, once.
+    cfg = {**LIMITED, "services": {"default": {}}}
+    with make(clock, cfg) as infra, caplog.at_level("WARNING", "buttress.infrastructure"):
         infra.call("svc", lambda: None, context=CTX)  # configured: no warning
         infra.call("sevrice", lambda: None)
         infra.call("sevrice", lambda: None)
@@ -1065,7 +1136,7 @@ async def test_an_async_pool_that_cannot_connect_trips_the_breaker(
 def test_the_rate_limit_decision_gives_headers_for_a_429_and_a_200(clock: bt.ManualClock) -> None:
     from buttress.http import rate_limit_headers
 
-    with make(clock, LIMITED) as infra:
+    with make(clock, {**LIMITED, "services": {"unlimited": {}}}) as infra:
         with infra.protect("svc", context=CTX) as guard:
             assert guard.decision is not None and guard.decision.allowed
             headers = rate_limit_headers(guard.decision)

@@ -106,6 +106,14 @@ def test_unknown_scenario_is_a_config_error() -> None:
         simulate_failures(infra, ["flood"])
 
 
+def test_an_unknown_service_is_a_config_error_before_any_scenario_runs() -> None:
+    cfg = {"circuit_breakers": {"search": {}}}
+    with isolated_infrastructure(cfg) as infra:
+        with pytest.raises(bt.ConfigError, match="did you mean 'search'"):
+            simulate_failures(infra, service="serach")
+        assert infra.breakers["search"].state is bt.BreakerState.CLOSED  # nothing ran
+
+
 def test_isolation_gives_each_infrastructure_its_own_namespace() -> None:
     cfg = {"rate_limiting": {"limiters": {"api": {"limit": 1, "window": 60.0}}}}
     with isolated_infrastructure(cfg) as a, isolated_infrastructure(cfg) as b:

@@ -1,5 +1,6 @@
 """The ``buttress`` command (also ``python -m buttress``).
 
+buttress --version
 buttress demo [--json PATH] [--seed N] [--users N]
 buttress config check FILE
 buttress health --config FILE [--namespace NAME] [--timeout SECONDS]
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import ButtressError, ConfigError, PoolTimeoutError
 from ._redact import redact_data, redact_text
+from ._version import __version__
 
 if TYPE_CHECKING:
     from ._health import ComponentCheck
@@ -36,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="buttress", description="buttress: the infrastructure layer for Python services."
     )
+    parser.add_argument("--version", action="version", version=f"buttress {__version__}")
     parser.set_defaults(usage=parser)  # whose help a command missing its action prints
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -272,6 +272,7 @@ class CircuitBreakerSettings(_Section):
     # Exception classes by import path, e.g. ["builtins.ConnectionError", "httpx.HTTPError"].
     record: list[str] | None = None
     ignore: list[str] | None = None
+    client_errors_neutral: bool = True  # HTTP 4xx (not 408, 429) counts for nothing
     fault_injection: FaultInjectionSettings = FaultInjectionSettings()
 
     def _settings(self) -> dict[str, Any]:

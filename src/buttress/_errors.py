@@ -4,6 +4,7 @@
 
     ButtressError
     ├── ConfigError                 bad configuration; the message names the key path
+    ├── ContextError                a request lacks an id a rate limit needs (a client error)
     ├── RejectedError               the operation was not attempted; .retry_after
     │   ├── CircuitOpenError        .breaker, .state
     │   ├── LoadShedError           .reason ("degraded" | "memory_pressure"), .level
@@ -18,11 +19,15 @@ retry after ``retry_after`` seconds (``None`` when nothing better than "later" i
 
 The errors that quote what a user wrote or a driver said (``ConfigError``, ``BackendError``,
 ``PoolTimeoutError`` while connecting fails) mask its passwords (``_redact.redact_text``).
+Every error pickles with its attributes (a process pool, a task queue's pickled results); a
+:class:`RejectedError` also turns into plain data and back (:meth:`RejectedError.to_dict`,
+:meth:`RejectedError.from_dict`) for a queue whose results are JSON.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import copyreg
+from typing import TYPE_CHECKING, Any
 
 from ._redact import redact_text
 
@@ -34,6 +39,7 @@ __all__ = [
     "ButtressError",
     "CircuitOpenError",
     "ConfigError",
+    "ContextError",
     "InfrastructureClosedError",
     "InjectedFault",
     "LoadShedError",
@@ -47,6 +53,13 @@ __all__ = [
 class ButtressError(Exception):
     """Base class of every error buttress raises on purpose."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # An exception pickles by default as ``cls(*args)``, and ``args`` is only the message,
+        # which most constructors here do not take alone: rebuild without calling
+        # ``__init__``, with the message as ``args`` and the attributes as they were.
+        newobj = copyreg.__newobj__  # type: ignore[attr-defined]  # cls.__new__(cls, *args)
+        return (newobj, (type(self), *self.args), self.__dict__ or None)
+
 
 class ConfigError(ButtressError, ValueError):
     """A configuration value is wrong. ``path`` names it, e.g. ``circuit_breakers.db.window``."""
@@ -57,12 +70,75 @@ class ConfigError(ButtressError, ValueError):
         super().__init__(f"{path}: {message}" if path else message)
 
 
+class ContextError(ButtressError, ValueError):
+    """A request cannot be rate limited as given: its context lacks an id that a scope needs
+    (``{"user_id": None}`` for a per-user limit), or an id is neither a str nor an int.
+
+    The request is at fault, not the configuration: a web application answers it as a client
+    error (400 Bad Request), not a 500. ``scope`` names the scope that needed the id and
+    ``id_name`` the context entry it reads (``"user"``, also read as ``"user_id"``); both are
+    ``None`` when the key as a whole is not one a limiter takes.
+    """
+
+    def __init__(
+        self, message: str, *, scope: str | None = None, id_name: str | None = None
+    ) -> None:
+        self.scope = scope
+        self.id_name = id_name
+        super().__init__(message)
+
+
 class RejectedError(ButtressError):
     """The operation was refused before it ran; it may be retried after ``retry_after`` s."""
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The refusal as JSON-ready data: ``error`` (the class name), ``message``,
+        ``retry_after`` and the class's other attributes (``scope``, ``key`` and ``limit`` of a
+        :class:`RateLimitExceeded`; ``breaker`` and ``state`` of a :class:`CircuitOpenError`;
+        ...). An attribute that is not a plain value (a rate limit's ``decision``, a pool's
+        ``connect_error``) is ``None`` there. A task queue whose results are JSON keeps these;
+        :meth:`from_dict` makes the error again.
+
+        >>> bt.CircuitOpenError("payments", "open", retry_after=2.5).to_dict()  # doctest: +SKIP
+        {'error': 'CircuitOpenError', 'message': "circuit 'payments' is open; retry after
+        2.500s", 'retry_after': 2.5, 'breaker': 'payments', 'state': 'open'}
+        """
+        out: dict[str, Any] = {"error": type(self).__name__, "message": str(self)}
+        out["retry_after"] = self.retry_after
+        for name, value in vars(self).items():
+            if not name.startswith("_") and name not in out:
+                out[name] = value if _plain(value) else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RejectedError:
+        """The error that :meth:`to_dict` described, of its own class (``cls`` or a subclass),
+        with the same message and attributes. Only data attributes are set: an entry named
+        like a method or a private name (``to_dict``, ``__class__``) is not one, and is left out.
+        """
+        name = data.get("error")
+        kinds = {k.__name__: k for k in _subclasses(cls)}
+        kind = kinds.get(name) if isinstance(name, str) else None
+        if kind is None:
+            raise ValueError(
+                f"'error' must name {cls.__name__} or a subclass "
+                f"({', '.join(sorted(kinds))}), got {name!r}"
+            )
+        exc = kind.__new__(kind, str(data.get("message", "")))
+        exc.retry_after = None
+        for attribute, value in data.items():
+            if (
+                isinstance(attribute, str)
+                and attribute not in ("error", "message")
+                and not attribute.startswith("_")
+                and not hasattr(kind, attribute)
+            ):
+                setattr(exc, attribute, value)
+        return exc
 
 
 class CircuitOpenError(RejectedError):
@@ -167,9 +243,21 @@ class InjectedFault(ButtressError):
     injected = True
 
 
+def _plain(value: object) -> bool:
+    return value is None or type(value) in (str, int, float, bool)
+
+
+def _subclasses(cls: type[RejectedError]) -> list[type[RejectedError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out += _subclasses(sub)
+    return out
+
+
 for _cls in (
     ButtressError,
     ConfigError,
+    ContextError,
     RejectedError,
     CircuitOpenError,
     LoadShedError,

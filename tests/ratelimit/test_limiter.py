@@ -108,15 +108,26 @@ def test_context_fills_scopes_by_name_or_name_id(clock: bt.ManualClock) -> None:
 
 def test_missing_or_bad_ids_are_clear_errors(clock: bt.ManualClock) -> None:
     rl = hierarchy(clock)
-    with pytest.raises(bt.ConfigError, match=r"scope 'org' needs an id.*'org_id'"):
+    # The request's fault (a client error): a missing id, an id of the wrong type.
+    with pytest.raises(bt.ContextError, match=r"scope 'org' needs an id.*'org_id'") as missing:
         rl.try_acquire({"user": "u1"})
+    assert (missing.value.scope, missing.value.id_name) == ("org", "org")
+    assert isinstance(missing.value, ValueError)
+    with pytest.raises(bt.ContextError, match="needs an id"):
+        rl.try_acquire({"user_id": "u1", "org_id": None})
+    with pytest.raises(bt.ContextError, match=r"key\.user: ids are str or int") as wrong:
+        rl.try_acquire({"user": ["u1"], "org": "o1"})
+    assert (wrong.value.scope, wrong.value.id_name) == ("user", "user")
+    with pytest.raises(bt.ContextError, match="must be an id"):
+        rl.try_acquire(3.5)  # type: ignore[arg-type]
+    # The calling code's fault, whatever the request: a key of a shape the limiter never takes.
     with pytest.raises(bt.ConfigError, match="pass a mapping such as"):
         rl.try_acquire("u1")  # two kinds of id: a bare id is ambiguous
-    with pytest.raises(bt.ConfigError) as info:
-        rl.try_acquire({"user": ["u1"], "org": "o1"})
-    assert info.value.path == "key.user"
-    with pytest.raises(bt.ConfigError, match="must be an id"):
-        rl.try_acquire(3.5)  # type: ignore[arg-type]
+    shared = limiter(clock, bt.Scope("global", 10, 1.0))
+    with pytest.raises(bt.ConfigError, match="takes no id"):
+        shared.try_acquire("u1")
+    for error in (missing.value, wrong.value):
+        assert not isinstance(error, bt.ConfigError)  # a handler for 500s does not catch it
 
 
 def test_a_bare_id_fills_every_scope_that_takes_that_id(clock: bt.ManualClock) -> None:

@@ -73,6 +73,9 @@ class BreakerConfig:
     record: tuple[ExceptionMatcher, ...] = (Exception,)
     ignore: tuple[ExceptionMatcher, ...] = ()
     failure_result: Callable[[Any], bool] | None = None
+    # An HTTP client error (400-499 but 408 and 429) counts for nothing: the request was
+    # wrong, the dependency answered (see ``_outcome.py``).
+    client_errors_neutral: bool = True
 
     def __post_init__(self) -> None:
         _positive("window", self.window)
@@ -148,6 +151,11 @@ class BreakerConfig:
         object.__setattr__(self, "ignore", _matchers("ignore", self.ignore))
         if self.failure_result is not None and not callable(self.failure_result):
             raise ConfigError("failure_result", f"must be a callable, got {self.failure_result!r}")
+        if not isinstance(self.client_errors_neutral, bool):
+            raise ConfigError(
+                "client_errors_neutral",
+                f"must be True or False, got {self.client_errors_neutral!r}",
+            )
 
     @property
     def open_time_cap(self) -> float:

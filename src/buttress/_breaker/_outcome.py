@@ -7,15 +7,24 @@ breaker's ``failure_result`` says otherwise (the shell asks it).
 =============  ===================================================================
 ``SUCCESS``    counts in the window as a call that worked
 ``FAILURE``    counts as a failure (and may degrade or open the breaker)
-``IGNORED``    an exception ``ignore`` names: counted in its own tally, nothing else
+``IGNORED``    an exception ``ignore`` names, or an HTTP client error (below):
+               counted in its own tally, nothing else
 ``CANCELLED``  the caller gave up (task cancelled, interrupt, exit): says nothing
                about the dependency, so it is neutral too
 =============  ===================================================================
+
+An HTTP client error (a status from 400 to 499) says the request was wrong, not that the
+dependency fails: a web framework's ``HTTPException(404)`` raised through a protected call, an
+upstream's 404 in ``httpx.HTTPStatusError``. With ``client_errors_neutral`` (the default) it is
+``IGNORED``, except 408 (Request Timeout) and 429 (Too Many Requests), which say the server is
+slow or overloaded, and so count like any other exception. :func:`http_status` finds the
+status without importing any framework.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
@@ -56,9 +65,9 @@ CANCELLATION: tuple[type[BaseException], ...] = (
 
 def classify(config: BreakerConfig, exc: BaseException) -> Outcome:
     """The outcome of a call that raised ``exc``: cancelled, an injected fault (always a
-    failure: chaos simulates one whatever ``record`` says), ignored, recorded, or else a
-    success (an exception ``record`` does not name is the caller's business, not a sign that
-    the dependency fails)."""
+    failure: chaos simulates one whatever ``record`` says), ignored (by ``ignore``, or as an
+    HTTP client error), recorded, or else a success (an exception ``record`` does not name is
+    the caller's business, not a sign that the dependency fails)."""
     if isinstance(exc, CANCELLATION):
         return Outcome.CANCELLED
     if getattr(exc, "injected", False) is True:
@@ -66,6 +75,8 @@ def classify(config: BreakerConfig, exc: BaseException) -> Outcome:
     for matcher in config.ignore:
         if _matches(matcher, exc):
             return Outcome.IGNORED
+    if config.client_errors_neutral and is_client_error(exc):
+        return Outcome.IGNORED
     for matcher in config.record:
         if _matches(matcher, exc):
             return Outcome.FAILURE
@@ -75,10 +86,95 @@ def classify(config: BreakerConfig, exc: BaseException) -> Outcome:
 def health_of(config: BreakerConfig | None, exc: BaseException) -> bool | None:
     """What a call that raised ``exc`` says about its dependency (see :attr:`Outcome.health`):
     as a breaker with ``config`` classifies it, or, with no breaker, a failure unless the
-    caller gave up."""
+    caller gave up or the request was wrong (an HTTP client error, as a breaker's default)."""
     if config is not None:
         return classify(config, exc).health
-    return None if isinstance(exc, CANCELLATION) else False
+    return None if isinstance(exc, CANCELLATION) or is_client_error(exc) else False
+
+
+# -- HTTP client errors --------------------------------------------------------------------------
+
+# Statuses from 400 to 499 that still say the server is in trouble: slow, or overloaded.
+OVERLOAD_STATUSES = frozenset({408, 429})
+
+# Django's exceptions carry no status; its request handler answers them with these.
+_DJANGO_STATUS = {
+    ("django.http.response", "Http404"): 404,
+    ("django.core.exceptions", "PermissionDenied"): 403,
+    ("django.core.exceptions", "BadRequest"): 400,
+    ("django.core.exceptions", "SuspiciousOperation"): 400,
+    ("django.http.multipartparser", "MultiPartParserError"): 400,
+}
+
+StatusReader = Callable[[BaseException], Any]
+_UNSEEN: Any = object()
+
+# The way to read each exception class's status, found once per class (None: it has none).
+_READERS: dict[type[BaseException], StatusReader | None] = {}
+_MAX_READERS = 1024  # classes made at run time must not grow it without end
+
+
+def is_client_error(exc: BaseException) -> bool:
+    """Whether ``exc`` stands for an HTTP client error that says nothing about the server:
+    a status from 400 to 499, other than 408 and 429."""
+    if _READERS.get(exc.__class__, _UNSEEN) is None:
+        return False  # OSError, TimeoutError, ...: the common failures cost one lookup
+    status = http_status(exc)
+    return status is not None and 400 <= status < 500 and status not in OVERLOAD_STATUSES
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status ``exc`` carries, if any: ``status_code`` (Starlette, FastAPI, Django
+    REST framework), ``status`` (aiohttp, urllib), ``code`` (Werkzeug, Flask, urllib), or its
+    ``response``'s ``status_code`` / ``status`` (httpx, requests); Django's ``Http404``,
+    ``PermissionDenied``, ``BadRequest`` and ``SuspiciousOperation`` by their class. Read by
+    attribute, so no framework is imported; a built-in exception is never read at all."""
+    cls = exc.__class__
+    reader = _READERS.get(cls, _UNSEEN)
+    if reader is _UNSEEN:
+        if len(_READERS) >= _MAX_READERS:
+            _READERS.clear()
+        reader = _READERS[cls] = _reader_for(cls)
+    if reader is None:
+        return None
+    try:
+        status = reader(exc)
+    except Exception:  # a property that raises: no status, not a second error
+        return None
+    if isinstance(status, int) and not isinstance(status, bool):
+        return int(status)
+    return None
+
+
+def _reader_for(cls: type[BaseException]) -> StatusReader | None:
+    module = cls.__module__
+    if module == "builtins" or module == "buttress" or module.startswith("buttress."):
+        return None  # OSError, TimeoutError, a refusal: nothing to read
+    for base in cls.__mro__:
+        status = _DJANGO_STATUS.get((base.__module__, base.__qualname__))
+        if status is not None:
+            return _constant(status)
+    return _read_status
+
+
+def _constant(status: int) -> StatusReader:
+    return lambda _exc: status
+
+
+def _read_status(exc: BaseException) -> Any:
+    # The first of these attributes that is set (nested ifs: half the cost of a loop).
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        status = getattr(exc, "status", None)
+        if status is None:
+            status = getattr(exc, "code", None)
+            if status is None:
+                response = getattr(exc, "response", None)
+                if response is not None:
+                    status = getattr(response, "status_code", None)
+                    if status is None:
+                        status = getattr(response, "status", None)
+    return status
 
 
 def _matches(matcher: Any, exc: BaseException) -> bool:

@@ -9,6 +9,7 @@ make; the pipeline (``_protect_async.py``) runs them.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import random
@@ -29,7 +30,7 @@ from ..ratelimit._memory import MemoryBackend
 
 if TYPE_CHECKING:
     from .._clock import Clock
-    from .._config import Config, LimiterSettings, PoolSettings
+    from .._config import Config, LimiterSettings, PoolSettings, ServiceSettings
     from .._scheduler import AsyncScheduler, Scheduler
     from ._protect import Steps
     from ._protect_async import AsyncSteps
@@ -275,6 +276,12 @@ class Builder:
             raise ConfigError(where, exc.message) from None
 
 
+DYNAMIC = "default"
+"""The ``services`` table that admits every other service name: a service that no table
+names and no component is named like gets its choices (without it, such a name is an error:
+usually a typo)."""
+
+
 def build_route(
     service: str,
     config: Config,
@@ -289,36 +296,33 @@ def build_route(
 ) -> Route:
     """Which breaker, limiter and pool guard ``service``: its ``services`` table's choices,
     else the components named like the service (and ``circuit_breakers.default``, made for it
-    and added to ``breakers``). A table that names a missing component is a config error."""
+    and added to ``breakers``). A table that names a missing component is a config error, and
+    so is a service known by nothing (:func:`unknown_service`) unless ``services.default``
+    admits it."""
     s = config.services.get(service)
-    path = f"services.{service}"
-
-    def pick(kind: str, choice: str | bool, table: Mapping[str, Any]) -> str | None:
-        if choice is False:
-            return None
-        if choice is True:
-            return service if service in table else None
-        if choice not in table:
-            raise ConfigError(f"{path}.{kind}", f"names no {kind} {choice!r}")
-        return choice
-
-    breaker_name = pick("breaker", s.breaker if s else True, config.circuit_breakers)
+    table = service
+    if s is None and service not in known_services(config):
+        s = config.services.get(DYNAMIC)
+        if s is None:
+            raise unknown_service(service, config)
+        table = DYNAMIC
+    breaker_name, limiter_name, pool_name = choices(service, table, s, config)
     breaker = None
     if breaker_name is not None:
         breaker = breakers.get(breaker_name)
     elif "default" in config.circuit_breakers and (s is None or s.breaker is True):
         breaker = breakers[service] = make_default_breaker(service)
-    limiter_name = pick("limiter", s.limiter if s else True, config.rate_limiting.limiters)
     limiter = limiters.get(limiter_name) if limiter_name else None
-    pool_name = pick("pool", s.pool if s else True, config.connection_pools)
     adaptive = limiter is not None and any(sc.adaptive for sc in limiter.scopes)
     if adaptive and breaker is not None and limiter is not None:
         limiter.attach_breaker(breaker)
-    if s is None and breaker is None and limiter is None and pool_name is None:
-        # Most likely a misspelt name: say so once (a route is built once per service).
+    if table == DYNAMIC and breaker is None and limiter is None and pool_name is None:
+        # Admitted by services.default, and nothing guards it: say so once (a route is built
+        # once per service).
         _log.warning(
-            "buttress %s: service %r has no breaker, limiter or pool (no table names it, and "
-            "there is no circuit_breakers.default): it gets only the memory check and metrics",
+            "buttress %s: service %r has no breaker, limiter or pool (services.default admits "
+            "it, and neither it nor circuit_breakers.default gives it one): it gets only the "
+            "memory check and metrics",
             namespace,
             service,
         )
@@ -335,6 +339,56 @@ def build_route(
         critical=bool(s and s.critical),
         reads_key=limiter is not None and any(sc.by == "key" for sc in limiter.scopes),
         shared_limit=limiter is not None and not isinstance(limiter.backend, MemoryBackend),
+    )
+
+
+def choices(
+    service: str, table: str, s: ServiceSettings | None, config: Config
+) -> tuple[str | None, str | None, str | None]:
+    """The names of the breaker, limiter and pool that ``services.<table>`` (``s``; ``None``:
+    no table) gives ``service``: a name of its own, the one named like the service, or none."""
+    path = f"services.{table}"
+
+    def pick(kind: str, choice: str | bool, components: Mapping[str, Any]) -> str | None:
+        if choice is False:
+            return None
+        if choice is True:
+            return service if service in components and service != DYNAMIC else None
+        if choice not in components:
+            raise ConfigError(f"{path}.{kind}", f"names no {kind} {choice!r}")
+        return choice
+
+    return (
+        pick("breaker", s.breaker if s else True, config.circuit_breakers),
+        pick("limiter", s.limiter if s else True, config.rate_limiting.limiters),
+        pick("pool", s.pool if s else True, config.connection_pools),
+    )
+
+
+def known_services(config: Config) -> set[str]:
+    """The service names the configuration knows: its ``services`` tables and the names of its
+    breakers, limiters and pools (``default``, a template, is none of them)."""
+    names = {
+        *config.services,
+        *config.circuit_breakers,
+        *config.rate_limiting.limiters,
+        *config.connection_pools,
+    }
+    names.discard(DYNAMIC)
+    return names
+
+
+def unknown_service(service: str, config: Config) -> ConfigError:
+    """The error for a service the configuration does not know, with the closest names."""
+    known = sorted(known_services(config))
+    close = difflib.get_close_matches(service, known, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    have = f"known: {', '.join(known)}" if known else "the configuration names none"
+    return ConfigError(
+        "service",
+        f"unknown service {service!r} ({have}): no [services.{service}] table, and no breaker, "
+        f"limiter or pool named like it. {hint}A service whose name is made at run time needs "
+        "a [services.default] table, which admits every name",
     )
 
 

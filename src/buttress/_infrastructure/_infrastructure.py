@@ -32,7 +32,7 @@ from .._scheduler import AsyncScheduler, Handle, Scheduler
 from ..ratelimit._decision import Decision
 from ..ratelimit._limiter import RateLimiter
 from ..ratelimit._scope import check_name
-from ._build import Builder, ResourceSpec, Route, ServiceLayers, build_route
+from ._build import DYNAMIC, Builder, ResourceSpec, Route, ServiceLayers, build_route, choices
 from ._protect import ProtectionSteps, compile_steps, run
 from ._protect_async import AsyncProtectionSteps, compile_steps_async, run_async
 
@@ -118,8 +118,11 @@ class Infrastructure:
             self.memory.on_pressure("warning", self._trim_pools)
         self.services: dict[str, ServiceMetrics] = {}
         self._routes: dict[str, Route] = {}
-        for service in cfg.services:
-            self._route(service)  # resolve now: a bad reference is a config error
+        for service, table in cfg.services.items():  # resolve now: a bad reference is an error
+            if service == DYNAMIC:
+                choices(service, service, table, cfg)  # a template: no route of its own
+            else:
+                self._route(service)
         self._schedule_jobs()
 
     # -- building ------------------------------------------------------------------------------
@@ -165,9 +168,9 @@ class Infrastructure:
         return route
 
     def _build_route(self, service: str) -> Route:
-        metrics = self.services.get(service)
+        metrics = self.services.get(service)  # instrument() may have made it
         if metrics is None:
-            metrics = self.services[service] = ServiceMetrics(service)
+            metrics = ServiceMetrics(service)
         route = build_route(
             service,
             self.config,
@@ -179,6 +182,7 @@ class Infrastructure:
             metrics=metrics,
             namespace=self.namespace,
         )
+        self.services[service] = metrics  # only a service that resolved is reported
         self._compile(route)
         return route
 
@@ -188,8 +192,9 @@ class Infrastructure:
         route.async_steps = compile_steps_async(route, self.memory, self.chaos, self.clock)
 
     def layers(self, service: str) -> ServiceLayers:
-        """What guards ``service``: its breaker, rate limiter and pool (resolved as a call
-        would resolve them; a service no table names gets the defaults)."""
+        """What guards ``service``: its breaker, rate limiter and pool, resolved as a call
+        would resolve them (an unknown service is a :class:`~buttress.ConfigError`, unless
+        ``services.default`` admits it)."""
         return self._route(service).layers()
 
     # -- lifecycle -----------------------------------------------------------------------------

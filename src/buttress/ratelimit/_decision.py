@@ -169,6 +169,11 @@ class Decision:
     def __hash__(self) -> int:
         return hash((self.allowed, self._fields()[1:6]))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A lazy decision's details hold its limiter's generated functions, which do not
+        # pickle: a pickled decision is its numbers, resolved now.
+        return (_resolved_decision, (self.allowed, self._fields()))
+
     def __repr__(self) -> str:
         _, remaining, limit, reset_after, retry_after, scope, _, _ = self._fields()
         return (
@@ -186,6 +191,15 @@ def lazy_decision(allowed: bool, details: Details) -> Decision:
     d.allowed = allowed
     d._details = details
     d._resolved = None
+    return d
+
+
+def _resolved_decision(allowed: bool, resolved: _Resolved) -> Decision:
+    """A decision whose numbers are known (what an unpickled decision is made by)."""
+    d: Decision = _new(Decision)
+    d.allowed = allowed
+    d._details = None
+    d._resolved = resolved
     return d
 
 

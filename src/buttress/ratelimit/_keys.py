@@ -4,6 +4,13 @@ A limiter's identified scopes key as ``namespace:name:scope:<id>``, its shared o
 ``namespace:name:scope``. A request names its ids in a mapping (``{"user": "u1"}``, or
 ``{"user_id": "u1"}`` as ``protect()`` passes them), as one bare id when every identified scope
 reads the same id, or as ``None`` when every scope is shared.
+
+Two kinds of mistake, two errors. A request whose context lacks an id a scope needs, or holds
+an id that is neither a str nor an int, is :class:`~buttress.ContextError`: that request is
+wrong (a web application answers 400), and the next may be fine. A key of a shape the limiter
+never takes (an id for a limiter with only shared scopes, a bare id where its scopes read
+several kinds of id) is :class:`~buttress.ConfigError`: the code that calls the limiter does
+not fit its configuration, and no request could succeed.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from .._errors import ConfigError
+from .._errors import ConfigError, ContextError
 
 if TYPE_CHECKING:
     from ._scope import Scope
@@ -98,8 +105,8 @@ class KeyResolver:
                 )
             get = {self.bare_id_name: key}.get
         else:
-            raise ConfigError(
-                "key", f"must be an id (str or int), a mapping of ids or None, got {key!r}"
+            raise ContextError(
+                f"key: must be an id (str or int), a mapping of ids or None, got {key!r}"
             )
         out = []
         for prefix, by, by_id in self.templates:
@@ -144,12 +151,15 @@ class KeyResolver:
             if partial:
                 return None
             scope = next(s.name for s in self._scopes if s.by == by)
-            raise ConfigError(
-                "key", f"scope {scope!r} needs an id: pass {{{by!r}: ...}} or {{{by_id!r}: ...}}"
+            raise ContextError(
+                f"scope {scope!r} needs an id: pass {{{by!r}: ...}} or {{{by_id!r}: ...}}",
+                scope=scope,
+                id_name=by,
             )
         if isinstance(value, str | int) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"key.{by}", f"ids are str or int, got {value!r}")
+        scope = next(s.name for s in self._scopes if s.by == by)
+        raise ContextError(f"key.{by}: ids are str or int, got {value!r}", scope=scope, id_name=by)
 
     def _id_names(self) -> str:
         return ", ".join(sorted({repr(s.by) for s in self._scopes if s.by is not None})) or "none"

@@ -75,8 +75,9 @@ def simulate_failures(
 ) -> list[ScenarioResult]:
     """Run each named scenario, in order, against ``infra``; returns what each did.
 
-    ``service`` picks the service whose components the scenarios act on; by default each
-    scenario takes the first suitable component by name.
+    ``service`` picks the service whose components the scenarios act on (one the
+    configuration does not know is a :class:`~buttress.ConfigError`, as in a call); by default
+    each scenario takes the first suitable component by name.
     """
     if infra.closed:
         raise InfrastructureClosedError(
@@ -88,6 +89,8 @@ def simulate_failures(
             raise ConfigError(
                 "scenarios", f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})"
             )
+    if service is not None:
+        infra.layers(service)  # an unknown service is the caller's error, as a call's would be
     results = []
     for name in names:
         try:
