@@ -591,11 +591,14 @@ class AsyncConnectionPool:
             with self._lock:
                 backoff = state.connect_failed(now, exc)
                 fx = state.take_effects()
-            if isinstance(exc, Exception):
+            # A connect that ends after close() (it ran in a worker, which close does not wait
+            # for) is the closed pool's no more: nothing to report.
+            reported = not self._shut_down or raise_errors
+            if reported and isinstance(exc, Exception):
                 _log.warning(
                     "pool %r: connect failed (%r); next attempt in %.3fs", self.name, exc, backoff
                 )
-            if _listening(EV_CONNECT):
+            if reported and _listening(EV_CONNECT):
                 events.emit(
                     EV_CONNECT,
                     {"duration": now - t0, "retry_in": backoff},
@@ -615,7 +618,7 @@ class AsyncConnectionPool:
         with self._lock:
             m = state.connected(resource, now)
             fx = state.take_effects()
-        if _listening(EV_CONNECT):
+        if (m is not None or not self._shut_down) and _listening(EV_CONNECT):
             events.emit(
                 EV_CONNECT,
                 {"duration": now - t0, "retry_in": 0.0},
