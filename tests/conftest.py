@@ -72,8 +72,18 @@ class EventLog:
                 f"{name}: metadata {sorted(metadata)} != catalog {sorted(spec.metadata)}"
             )
 
-    def named(self, *name: str) -> list[tuple[dict[str, float], dict[str, Any]]]:
-        return [(m, md) for n, m, md in self.records if n == name]
+    def named(self, *name: str, **metadata: Any) -> list[tuple[dict[str, float], dict[str, Any]]]:
+        """The events called ``name`` whose metadata has these values.
+
+        Filter by the component's own name wherever a test checks counts: a component left
+        by an earlier test (a leaked lease collected now, a worker that ends late) may emit
+        while this test's log listens.
+        """
+        return [
+            (m, md)
+            for n, m, md in self.records
+            if n == name and all(md.get(k) == v for k, v in metadata.items())
+        ]
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,13 @@ import itertools
 import threading
 from typing import Any
 
+_pool_numbers = itertools.count(1)
+
+
+def unique_pool_name() -> str:
+    """A name no other pool in the run has, so a test's event filter sees only its own pool."""
+    return f"test-pool-{next(_pool_numbers)}"
+
 
 class Resource:
     """A stand-in connection: numbered, closable, breakable."""

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import pytest
-from _pool_support import Factory, Resource, asettle
+from _pool_support import Factory, Resource, asettle, unique_pool_name
 
 from buttress import (
     AsyncConnectionPool,
@@ -33,6 +33,7 @@ def make(factory: Factory, clock: ManualClock, **settings: Any) -> AsyncConnecti
     settings.setdefault("housekeeping_interval", 1e6)
     settings.setdefault("max_lifetime", None)
     settings.setdefault("idle_timeout", None)
+    settings.setdefault("name", unique_pool_name())
     return AsyncConnectionPool(
         create=factory, clock=clock, scheduler=AsyncScheduler(clock=clock), **settings
     )
@@ -118,7 +119,7 @@ async def test_overflow_members_retire_after_overflow_ttl(
             assert pool.snapshot().overflow_in_use == 1
         await a.release()
         await b.release()
-        assert event_log.named("buttress", "pool", "overflow")
+        assert event_log.named("buttress", "pool", "overflow", pool=pool.name)
         assert pool.snapshot().overflow == 1
         clock.advance(29.0)
         await pool.run_maintenance()
@@ -129,7 +130,7 @@ async def test_overflow_members_retire_after_overflow_ttl(
         s = pool.snapshot()
         assert (s.size, s.overflow, s.evictions) == (2, 0, {"overflow_ttl": 1})
         assert len(factory.open) == 2
-        [(_, md)] = event_log.named("buttress", "pool", "expire")
+        [(_, md)] = event_log.named("buttress", "pool", "expire", pool=pool.name)
         assert md["reason"] == "overflow_ttl"
 
 
@@ -184,10 +185,10 @@ async def test_checkout_timeout_raises_pool_timeout_error(
         with pytest.raises(PoolTimeoutError) as info:
             await pool.checkout(timeout=0)
         await held.release()
-        assert info.value.pool == "pool"
+        assert info.value.pool == pool.name
         s = pool.snapshot()
         assert (s.timeouts, s.waiting, s.idle) == (1, 0, 1)
-        [(_, md)] = event_log.named("buttress", "pool", "timeout")
+        [(_, md)] = event_log.named("buttress", "pool", "timeout", pool=pool.name)
         assert md["reason"] == "timeout"
 
 
@@ -269,7 +270,9 @@ async def test_retire_older_retires_every_older_member(
         await held.release()  # made before the disconnect: retired on return
         await asettle(pool)
         assert [r.number for r in factory.open] == [4, 5, 6]
-        reasons = sorted(md["reason"] for _, md in event_log.named("buttress", "pool", "expire"))
+        reasons = sorted(
+            md["reason"] for _, md in event_log.named("buttress", "pool", "expire", pool=pool.name)
+        )
         assert reasons == ["generation", "generation"]
 
 
@@ -352,7 +355,7 @@ async def test_active_checks_replace_broken_idle_members(
         for _ in range(3):
             async with pool.connection() as conn:
                 assert not conn.broken
-        checks = event_log.named("buttress", "pool", "check")
+        checks = event_log.named("buttress", "pool", "check", pool=pool.name)
         assert sorted(md["ok"] for _, md in checks) == [False, False, True]
 
 
@@ -435,7 +438,7 @@ async def test_connect_failures_back_off_and_recover(
         assert info.value.__cause__ is None and "failing" not in str(info.value)
     s = pool.snapshot()
     assert (s.connect_errors, s.connects) == (2, 1)
-    oks = [md["ok"] for _, md in event_log.named("buttress", "pool", "connect")]
+    oks = [md["ok"] for _, md in event_log.named("buttress", "pool", "connect", pool=pool.name)]
     assert oks == [False, False, True]
     await pool.aclose()
 
@@ -483,14 +486,14 @@ async def test_leak_timeout_reports_the_stack_that_took_it(
         lease = await pool.checkout()
         clock.advance(31.0)
         await pool.run_maintenance()
-        [(meas, md)] = event_log.named("buttress", "pool", "leak")
+        [(meas, md)] = event_log.named("buttress", "pool", "leak", pool=pool.name)
         assert md["reason"] == "leak_timeout"
         assert meas["held"] == pytest.approx(31.0)
         assert "test_leak_timeout_reports_the_stack_that_took_it" in md["stack"]
         assert "taken at" in caplog.text
         assert pool.snapshot().leaks == 1
         await pool.run_maintenance()  # reported once
-        assert len(event_log.named("buttress", "pool", "leak")) == 1
+        assert len(event_log.named("buttress", "pool", "leak", pool=pool.name)) == 1
         await lease.release()
 
 
@@ -506,7 +509,7 @@ async def test_a_dropped_lease_is_destroyed_and_replaced(
         await asettle(pool)
         assert conn.closed
         assert [r.number for r in factory.open] == [2]
-        [(_, md)] = event_log.named("buttress", "pool", "leak")
+        [(_, md)] = event_log.named("buttress", "pool", "leak", pool=pool.name)
         assert md["reason"] == "dropped"
 
 
@@ -523,7 +526,7 @@ async def test_closed_pool_refuses_and_closes_returned_members(
     await held.release()
     assert all(r.closed for r in factory.made)
     await pool.aclose()  # idempotent
-    assert len(event_log.named("buttress", "pool", "shutdown")) == 1
+    assert len(event_log.named("buttress", "pool", "shutdown", pool=pool.name)) == 1
 
 
 async def test_stats_count_what_happened(factory: Factory, clock: ManualClock) -> None:
@@ -534,7 +537,7 @@ async def test_stats_count_what_happened(factory: Factory, clock: ManualClock) -
         s = pool.snapshot()
         assert (s.checkouts, s.waited, s.wait_p99, s.errors) == (5, 0, 0.0, 0)
         d = s.to_dict()
-        assert d["name"] == "pool"
+        assert d["name"] == pool.name
         assert d["errors"] == 0
         assert d["evictions"] == {}
 

@@ -68,8 +68,19 @@ def ping(conn: Any) -> None:
     conn.execute("SELECT 1")
 
 
-def make(pg_dsn: str, app_name: str, clock: ManualClock, **settings: Any) -> ConnectionPool:
+def make(
+    pg_dsn: str,
+    app_name: str,
+    clock: ManualClock,
+    gate: threading.Event | None = None,
+    **settings: Any,
+) -> ConnectionPool:
+    """A pool of 3; while ``gate`` is cleared, new connects wait for it (replacements cannot
+    overtake the borrowers a test lines up)."""
+
     def connect() -> Any:
+        if gate is not None:
+            assert gate.wait(30.0), "the test never opened the gate"
         return psycopg.connect(pg_dsn, autocommit=True, application_name=app_name)
 
     settings.setdefault("housekeeping_interval", 1e6)
@@ -117,11 +128,15 @@ def test_passive_without_invalidate_on_each_dead_member_fails_one_borrower(
 ) -> None:
     """Documented: without invalidate_on, the check on return (reset) finds each broken
     connection after its borrower failed on it; each is then destroyed and replaced."""
-    with make(pg_dsn, app_name, clock) as pool:
+    gate = threading.Event()
+    gate.set()
+    with make(pg_dsn, app_name, clock, gate) as pool:
         killed = kill_all(admin, app_name)
+        gate.clear()  # a replacement made now would be lent before the next dead member
         for _ in range(3):
             with pytest.raises(psycopg.OperationalError):
                 query_pid(pool)
+        gate.set()
         settle(pool)
         assert not {query_pid(pool) for _ in range(6)} & killed
         assert pool.snapshot().evictions == {"reset_failed": 3}

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from _pool_support import Factory, Resource, settle
+from _pool_support import Factory, Resource, settle, unique_pool_name
 
 from buttress import (
     ConfigError,
@@ -24,6 +24,7 @@ from buttress import (
 
 def make(factory: Factory, clock: ManualClock | None = None, **settings: Any) -> ConnectionPool:
     settings.setdefault("housekeeping_interval", 1e6)
+    settings.setdefault("name", unique_pool_name())
     return ConnectionPool(create=factory, clock=clock, **settings)
 
 
@@ -48,7 +49,7 @@ def test_a_thread_that_dies_holding_a_member_gets_it_destroyed_and_replaced(
         assert sorted(r.number for r in factory.open) == [1, 3]
         s = pool.snapshot()
         assert (s.in_use, s.idle, s.leaks, s.evictions) == (0, 2, 1, {"dead_borrower": 1})
-        [(_, md)] = event_log.named("buttress", "pool", "leak")
+        [(_, md)] = event_log.named("buttress", "pool", "leak", pool=pool.name)
         assert md["reason"] == "dead_borrower"
         # The dead thread's lease can no longer return what it held.
         kept[0].release()
