@@ -314,7 +314,7 @@ def test_a_threads_connection_is_closed_when_the_thread_ends(tmp_path: Path) -> 
         t.start()
         t.join()
     assert sum(admitted) == 5
-    assert len(backend._connections) == 1  # the one __init__ opened in this thread
+    assert len(backend._files.connections) == 1  # the one __init__ opened in this thread
     assert open_files() <= before + 2  # was + 100: a database and a WAL file per thread
     backend.close()
 
@@ -329,7 +329,7 @@ def test_each_asyncio_run_leaves_no_connection_behind(tmp_path: Path) -> None:
 
     before = open_files()
     assert sum(asyncio.run(one()) for _ in range(10)) == 5  # each run: new worker threads
-    assert len(backend._connections) == 1
+    assert len(backend._files.connections) == 1
     assert open_files() <= before + 2
     backend.close()
 
@@ -341,7 +341,7 @@ def test_close_closes_every_live_threads_connection(tmp_path: Path) -> None:
 
     def worker() -> None:
         backend.decide(["k"], [TokenBucket(10, 1.0)], 1, 0.0)
-        opened.append(backend._local.conn)
+        opened.append(backend._files.local.conn)
         ready.set()
         go_on.wait()  # alive while the backend is closed
 
@@ -361,11 +361,11 @@ def test_a_forked_child_never_closes_the_parents_connection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = bt.SQLiteBackend(tmp_path / "limits.db")
-    parents = backend._local.conn
+    parents = backend._files.local.conn
     # As in a child after fork: another pid, the parent's connection still in this thread.
     monkeypatch.setattr(os, "getpid", lambda: -1)
     backend.decide(["k"], [TokenBucket(10, 1.0)], 1, 0.0)
-    assert backend._local.conn is not parents  # a connection of the child's own
+    assert backend._files.local.conn is not parents  # a connection of the child's own
     assert parents in _INHERITED  # the parent's is kept as it is: neither used nor closed
     assert parents.execute("SELECT 1").fetchone() == (1,)
     backend.close()
