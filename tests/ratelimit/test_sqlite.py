@@ -468,3 +468,67 @@ def test_a_file_locked_by_another_process_is_no_bad_path(
         blocker.close()
     assert rl.try_acquire({"user": "u1", "org": "o1"})
     backend.close()
+
+
+class WatchedClock(bt.ManualClock):
+    """A ManualClock that knows which threads have read its wall time (a test waits on that,
+    never on a sleep, to know a decision has taken its time and gone on to the lock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readers: set[int] = set()
+        self.read = threading.Condition()
+
+    def time(self) -> float:
+        now = super().time()
+        with self.read:
+            self.readers.add(threading.get_ident())
+            self.read.notify_all()
+        return now
+
+
+def test_a_decision_that_waited_for_the_lock_is_made_at_the_time_it_got_it(
+    tmp_path: Path,
+) -> None:
+    """The edge of a fixed window: five decisions take their time late in window 1, then wait
+    for the write lock held by another process, which, in window 2, deletes window 1's row as
+    expired. Decided at the time read before the wait, the five found no row and counted
+    afresh in window 1 (which had admitted its 5 already): window 1 admitted 10, and window 2
+    then admitted 5 more on top. Decided at the time read under the lock, they are window 2's."""
+    path = tmp_path / "limits.db"
+    clock = WatchedClock()
+    start = clock.time()  # a whole second: window 1 is [start, start + 1)
+    backend = bt.SQLiteBackend(path, timeout=60.0)
+    rl = bt.RateLimiter(
+        [bt.Scope("user", 5, 1.0, algorithm="fixed_window")], backend=backend, clock=clock
+    )
+    clock.advance(0.5)
+    assert sum(rl.try_acquire("u").allowed for _ in range(6)) == 5  # window 1: full
+
+    other = sqlite3.connect(path, isolation_level=None)  # another process
+    other.execute("BEGIN IMMEDIATE")
+    clock.advance(0.49)  # start + 0.99: the last moment of window 1
+    admitted: list[bool] = []
+    waiters = [
+        threading.Thread(target=lambda: admitted.append(rl.try_acquire("u").allowed))
+        for _ in range(5)
+    ]
+    for t in waiters:
+        t.start()
+    with clock.read:  # each has read the time (then waits for the lock: it is held)
+        assert clock.read.wait_for(
+            lambda: {t.ident for t in waiters} <= clock.readers, timeout=60
+        )
+    clock.advance(0.21)  # start + 1.2: window 2
+    # The other process's cleanup, at its time: window 1's row has expired.
+    other.execute("DELETE FROM buttress_ratelimit WHERE expires <= ?", (clock.time(),))
+    other.execute("COMMIT")
+    other.close()
+    for t in waiters:
+        t.join()
+
+    in_window_2 = sum(admitted) + sum(rl.try_acquire("u").allowed for _ in range(6))
+    assert in_window_2 == 5  # exactly the limit (it was 10)
+    d = rl.peek("u")  # all charged to window 2, which ends at start + 2
+    assert (d.allowed, d.remaining, d.reset_after) == (False, 0, pytest.approx(0.8))
+    backend.close()
