@@ -532,3 +532,75 @@ def test_a_decision_that_waited_for_the_lock_is_made_at_the_time_it_got_it(
     d = rl.peek("u")  # all charged to window 2, which ends at start + 2
     assert (d.allowed, d.remaining, d.reset_after) == (False, 0, pytest.approx(0.8))
     backend.close()
+
+
+def remove(path: Path, how: str) -> None:
+    """Delete the file (and its -wal and -shm files, as ``rm limits.db*`` does), or replace it
+    by renaming a new database over it."""
+    if how == "replaced":
+        fresh = path.with_name("fresh.db")
+        sqlite3.connect(fresh).close()
+        os.replace(fresh, path)
+        return
+    path.unlink()
+    if how == "deleted_with_wal":
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("how", ["deleted", "deleted_with_wal", "replaced"])
+def test_a_file_deleted_under_running_limiters_is_reopened_and_the_limit_stays_exact(
+    tmp_path: Path,
+    clock: bt.ManualClock,
+    how: str,
+    caplog: pytest.LogCaptureFixture,
+    event_log: Any,
+) -> None:
+    """Workers running on the old file, and one started after it went: one limit, exact."""
+    path = tmp_path / "limits.db"
+    scopes = [bt.Scope("user", 100, 60.0, algorithm="fixed_window")]
+    workers = [bt.RateLimiter(scopes, backend=bt.SQLiteBackend(path), clock=clock) for _ in "ab"]
+    assert sum(w.try_acquire("u").allowed for w in workers for _ in range(25)) == 50
+    remove(path, how)
+    workers.append(bt.RateLimiter(scopes, backend=bt.SQLiteBackend(path), clock=clock))
+
+    admitted = sum(w.try_acquire("u").allowed for _ in range(100) for w in workers)
+    assert admitted == 100  # the old file's count is lost; then one limit for all (it was 150)
+    assert [w.check_backend() for w in workers] == ["ok"] * 3
+    # Reported once by each worker that had the old file open (as each process would).
+    replaced = event_log.named("buttress", "rate_limiter", "backend_file_replaced", path=str(path))
+    assert len(replaced) == 2
+    warnings = [r for r in caplog.records if "deleted or replaced" in r.getMessage()]
+    assert [(r.name, r.levelname) for r in warnings] == [("buttress.rate_limiter", "WARNING")] * 2
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+    for w in workers:
+        w.backend.close()  # type: ignore[attr-defined]
+
+
+def test_a_file_that_cannot_be_reopened_is_a_backend_outage_until_it_can(
+    tmp_path: Path, clock: bt.ManualClock, event_log: Any
+) -> None:
+    """``check_backend`` says what a decision would meet: not the old file, which is gone."""
+    where = tmp_path / "state"
+    where.mkdir()
+    path = where / "limits.db"
+    rl = bt.RateLimiter(
+        [bt.Scope("user", 5, 60.0)],
+        backend=bt.SQLiteBackend(path),
+        clock=clock,
+        failure_policy="fail_closed",
+        backend_retry_interval=0,
+    )
+    assert all(rl.try_acquire("u") for _ in range(3))
+    for file in where.iterdir():
+        file.unlink()
+    where.rmdir()  # the file cannot be made again at its path
+    assert rl.check_backend() == "down"
+    with pytest.raises(bt.BackendError):
+        rl.try_acquire("u")
+    where.mkdir()
+    assert rl.check_backend() == "ok"
+    assert sum(rl.try_acquire("u").allowed for _ in range(6)) == 5  # a new file, a fresh limit
+    assert len(event_log.named("buttress", "rate_limiter", "backend_file_replaced")) == 1
+    rl.backend.close()  # type: ignore[attr-defined]

@@ -400,10 +400,11 @@ class SQLiteBackend:
         )
 
     def _run(self, work: Callable[..., _T], *args: Any) -> _T:
-        """Run ``work`` on this thread's connection; SQLite's errors become BackendError."""
+        """Run ``work`` on this thread's connection; SQLite's errors (and the file system's,
+        reopening a file) become BackendError."""
         try:
             return work(self._connect(), *args)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: reopening a file that went
             raise BackendError(f"SQLite {self.path}: {type(exc).__name__}: {exc}") from exc
 
     def _run_keys(self, work: Callable[..., _T], keys: Sequence[str]) -> _T:
