@@ -604,3 +604,22 @@ def test_a_file_that_cannot_be_reopened_is_a_backend_outage_until_it_can(
     assert sum(rl.try_acquire("u").allowed for _ in range(6)) == 5  # a new file, a fresh limit
     assert len(event_log.named("buttress", "rate_limiter", "backend_file_replaced")) == 1
     rl.backend.close()  # type: ignore[attr-defined]
+
+
+def test_a_corrupt_file_is_refused_at_construction_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "limits.db"
+    backend = bt.SQLiteBackend(path)
+    rl = bt.RateLimiter([bt.Scope("user", 5, 60.0)], backend=backend)
+    for i in range(2000):
+        rl.try_acquire(f"user-{i}")
+    backend.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    assert pages > 8
+    with path.open("r+b") as f:  # damage the rows' pages, not the schema's (page 1)
+        f.seek(3 * page)
+        f.write(b"\xa5" * (4 * page))
+    with pytest.raises(bt.ConfigError, match=r"path: .*limits\.db' is corrupt \(PRAGMA quick_check"):
+        bt.SQLiteBackend(path)

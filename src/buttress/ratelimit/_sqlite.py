@@ -288,17 +288,16 @@ class SQLiteBackend:
         """``PRAGMA quick_check``: a file with damaged pages is refused here, by name, rather
         than failing the first decision that reads them."""
         try:
-            problems = self._run(lambda conn: conn.execute("PRAGMA quick_check(5)").fetchall())
+            found = self._run(lambda conn: conn.execute("PRAGMA quick_check(5)").fetchall())
         except BackendError as exc:
-            raise ConfigError(
-                "path", f"{self.path!r} is not a sound database (PRAGMA quick_check: {exc})"
-            ) from exc
-        if problems != [("ok",)]:
-            found = "; ".join(str(row[0]) for row in problems)
+            found = [(exc.__cause__,)]
+        if found != [("ok",)]:
+            self.close()
             raise ConfigError(
                 "path",
-                f"{self.path!r} is corrupt (PRAGMA quick_check: {found}); restore it, or "
-                "delete it (and its -wal and -shm files) to start with empty limits",
+                f"{self.path!r} is corrupt (PRAGMA quick_check: "
+                f"{'; '.join(str(row[0]) for row in found)}); restore it, or delete it (with "
+                "its -wal and -shm files) to start with empty limits",
             )
 
     @property
