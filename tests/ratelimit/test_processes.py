@@ -7,6 +7,11 @@ the Redis server, as between the workers of a real service.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import random
+import signal
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +106,50 @@ def test_a_half_used_limit_is_still_half_used_after_a_restart(
         rb.restart_limiter(backend).clear()
     finally:
         rb.close_backend(backend)
+
+
+KILL_PROCESSES = 6
+KILL_SECONDS = float(os.environ.get("BUTTRESS_KILL_SECONDS", "20"))
+
+
+def test_six_processes_killed_at_random_never_exceed_a_windows_limit(tmp_path: Path) -> None:
+    """Six processes decide as fast as they can over one-second fixed windows, one of them
+    killed with SIGKILL (and replaced) every fraction of a second, mid-transaction or not: no
+    window ever admits more than its limit. Real processes, so real time; the assertion is
+    exact, counted per window from every admission's own record."""
+    path, log = str(tmp_path / "limits.db"), str(tmp_path / "admitted.log")
+    rb.make_backend("sqlite", path).close()  # the file and its table, before the workers
+
+    def worker() -> Any:
+        p = SPAWN.Process(target=rb.admit_until_killed, args=(path, log), daemon=True)
+        p.start()
+        return p
+
+    rng = random.Random(16)
+    workers = [worker() for _ in range(KILL_PROCESSES)]
+    kills = 0
+    deadline = time.monotonic() + KILL_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.05, 0.5))  # the pace of the kills, not a wait for a state
+            i = rng.randrange(KILL_PROCESSES)
+            os.kill(workers[i].pid, signal.SIGKILL)
+            workers[i].join()
+            kills += 1
+            workers[i] = worker()
+    finally:
+        for p in workers:
+            p.kill()
+        for p in workers:
+            p.join()
+
+    with open(log, "rb") as f:
+        per_window = Counter(int(line) for line in f.read().split())
+    print(
+        f"\n{KILL_SECONDS:g}s, {KILL_PROCESSES} processes, {kills} kills: {len(per_window)} "
+        f"windows, {sum(per_window.values())} admitted, at most {max(per_window.values())} "
+        f"in one window (limit {rb.KILL_LIMIT}); per window: {sorted(per_window.values())}"
+    )
+    over = {w: n for w, n in per_window.items() if n > rb.KILL_LIMIT}
+    assert over == {}
+    assert kills > 0 and max(per_window.values()) == rb.KILL_LIMIT  # saturated, and killed
