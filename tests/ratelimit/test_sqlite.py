@@ -497,7 +497,7 @@ def test_a_decision_that_waited_for_the_lock_is_made_at_the_time_it_got_it(
     then admitted 5 more on top. Decided at the time read under the lock, they are window 2's."""
     path = tmp_path / "limits.db"
     clock = WatchedClock()
-    start = clock.time()  # a whole second: window 1 is [start, start + 1)
+    assert clock.time() % 1.0 == 0.0  # a whole second: window 1 starts now
     backend = bt.SQLiteBackend(path, timeout=60.0)
     rl = bt.RateLimiter(
         [bt.Scope("user", 5, 1.0, algorithm="fixed_window")], backend=backend, clock=clock
@@ -516,9 +516,7 @@ def test_a_decision_that_waited_for_the_lock_is_made_at_the_time_it_got_it(
     for t in waiters:
         t.start()
     with clock.read:  # each has read the time (then waits for the lock: it is held)
-        assert clock.read.wait_for(
-            lambda: {t.ident for t in waiters} <= clock.readers, timeout=60
-        )
+        assert clock.read.wait_for(lambda: {t.ident for t in waiters} <= clock.readers, timeout=60)
     clock.advance(0.21)  # start + 1.2: window 2
     # The other process's cleanup, at its time: window 1's row has expired.
     other.execute("DELETE FROM buttress_ratelimit WHERE expires <= ?", (clock.time(),))
@@ -621,5 +619,6 @@ def test_a_corrupt_file_is_refused_at_construction_naming_it(tmp_path: Path) -> 
     with path.open("r+b") as f:  # damage the rows' pages, not the schema's (page 1)
         f.seek(3 * page)
         f.write(b"\xa5" * (4 * page))
-    with pytest.raises(bt.ConfigError, match=r"path: .*limits\.db' is corrupt \(PRAGMA quick_check"):
+    corrupt = r"path: .*limits\.db' is corrupt \(PRAGMA quick_check"
+    with pytest.raises(bt.ConfigError, match=corrupt):
         bt.SQLiteBackend(path)
