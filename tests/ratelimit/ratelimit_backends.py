@@ -162,6 +162,40 @@ def admit_until_killed(target: str, log: str) -> None:
             limiter.maintain()  # the sweep a scheduler runs, much more often
 
 
+def across_deletion(target: str, before: int, after: int, go: Any, results: Any) -> None:
+    """Try ``before`` decisions, report; once ``go`` is set (the file is gone meanwhile), try
+    ``after`` more; report them, how often this process saw its file replaced, and errors."""
+    replaced: list[object] = []
+    bt.events.attach(
+        "test.replaced",
+        ("buttress", "rate_limiter", "backend_file_replaced"),
+        lambda *event: replaced.append(event),
+    )
+    try:
+        backend = bt.SQLiteBackend(target, timeout=30.0)
+    except bt.ConfigError as exc:  # reported, so the test fails with the reason
+        results.put(repr(exc))
+        return
+    limiter = bt.RateLimiter(
+        [bt.Scope("user", 100, 1e6, algorithm="token_bucket")],  # nothing refills meanwhile
+        backend=backend,
+        namespace="deleted",
+        failure_policy="fail_closed",
+    )
+    try:
+        results.put(sum(limiter.try_acquire("u").allowed for _ in range(before)))
+        go.wait()
+        admitted, errors = 0, []
+        for _ in range(after):
+            try:
+                admitted += limiter.try_acquire("u").allowed
+            except bt.BackendError as exc:
+                errors.append(str(exc))
+        results.put((admitted, len(replaced), errors[:3]))
+    finally:
+        backend.close()
+
+
 def spend(kind: str, target: str, prefix: str, attempts: int, results: Any) -> None:
     """Try ``attempts`` decisions in a fresh process; report admitted and what is left."""
     backend = make_backend(kind, target, prefix)

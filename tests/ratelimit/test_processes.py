@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import ratelimit_backends as rb
+from test_sqlite import remove
 
 pytestmark = pytest.mark.slow
 
@@ -106,6 +107,41 @@ def test_a_half_used_limit_is_still_half_used_after_a_restart(
         rb.restart_limiter(backend).clear()
     finally:
         rb.close_backend(backend)
+
+
+@pytest.mark.parametrize("how", ["deleted", "deleted_with_wal", "replaced"])
+def test_processes_on_a_deleted_file_converge_on_the_new_one(tmp_path: Path, how: str) -> None:
+    """Three processes running on the file when it goes, and one started after: each that had
+    the old file open reports it once, and together they admit exactly one limit.
+
+    A file renamed over one in use cannot be opened by SQLite (``disk I/O error``) while other
+    processes hold the old one's ``-shm`` file: a process started then waits here until the
+    running ones have noticed (at their next call; the first to notice clears the way)."""
+    path = tmp_path / "limits.db"
+    go, results = SPAWN.Event(), SPAWN.Queue()
+
+    def worker(before: int) -> Any:
+        p = SPAWN.Process(target=rb.across_deletion, args=(str(path), before, 60, go, results))
+        p.start()
+        return p
+
+    running = [worker(10) for _ in range(3)]
+    assert [results.get(timeout=120) for _ in running] == [10, 10, 10]
+    remove(path, how)
+    if how == "replaced":
+        go.set()
+        reports = collect(results, 3, running)
+        started_after = worker(0)
+        assert results.get(timeout=120) == 0
+        reports += collect(results, 1, [started_after])
+    else:
+        started_after = worker(0)
+        assert results.get(timeout=120) == 0
+        go.set()
+        reports = collect(results, 4, [*running, started_after])
+    assert [errors for _, _, errors in reports] == [[]] * 4
+    assert sum(admitted for admitted, _, _ in reports) == 100  # the old file's 30 are lost
+    assert sorted(replaced for _, replaced, _ in reports) == [0, 1, 1, 1]
 
 
 KILL_PROCESSES = 6

@@ -70,9 +70,8 @@ _T = TypeVar("_T")
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
 
 
-# Connections never closed, never used again: those a forked child inherited from its parent
-# (closing one there could release the parent's locks or checkpoint its WAL), and those to a file
-# deleted or replaced under them (see _Connection).
+# Connections a forked child inherited from its parent: never closed in the child (closing one
+# there could release the parent's locks or checkpoint its WAL), never used either.
 _INHERITED: list[sqlite3.Connection] = []
 
 
@@ -106,27 +105,30 @@ class _Connection:
     ``sqlite3.Connection`` alone would not do: it sits in a reference cycle with its statement
     cache and would stay open until the garbage collector ran.
 
-    ``identity`` is the file it opened (device and inode). A connection to a file no longer at
-    the path (deleted, or replaced) is never closed: the last connection to close checkpoints
-    and deletes the ``-wal`` file *by name*, which may by then be the new file's.
+    ``identity`` is the file it opened (device and inode), ``sides`` its ``-wal`` and
+    ``-shm`` files. Closing a connection to a file no longer at the path (deleted, or
+    replaced) is safe: SQLite neither checkpoints nor deletes the ``-wal`` file (by name: it
+    may be the new file's) for a database that has moved.
     """
 
-    __slots__ = ("__weakref__", "conn", "identity", "path", "pid")
+    __slots__ = ("__weakref__", "conn", "identity", "pid", "sides")
 
-    def __init__(self, conn: sqlite3.Connection, path: str, identity: _Identity | None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, identity: _Identity | None, sides: _Sides
+    ) -> None:
         self.conn: sqlite3.Connection | None = conn
-        self.path = path
         self.identity = identity
+        self.sides = sides
         self.pid = os.getpid()
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
         if conn is None:
             return
-        if self.pid != os.getpid() or _identity(self.path) != self.identity:
-            _INHERITED.append(conn)
-        else:
+        if self.pid == os.getpid():
             conn.close()
+        else:
+            _INHERITED.append(conn)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # e.g. at interpreter exit, modules half gone
@@ -134,6 +136,7 @@ class _Connection:
 
 
 _Identity = tuple[int, int]
+_Sides = tuple[_Identity | None, ...]  # a connection's -wal and -shm files, or none
 
 
 def _identity(path: str) -> _Identity | None:
@@ -323,24 +326,21 @@ class SQLiteBackend:
     def _connect(self) -> sqlite3.Connection:
         local = self._files.local  # (close() replaces it: read it once)
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        if conn is not None and local.pid == os.getpid():
-            # One stat (a microsecond or two beside a transaction's tens): a file deleted or
-            # replaced under the connection is left, and the file at the path opened instead.
-            if _identity(self.path) == local.holder.identity:
-                return conn
-            self._leave(local)
-        return self._open(local)
-
-    def _leave(self, local: threading.local) -> None:
-        """Drop this thread's connection to a file no longer at the path (never closed)."""
+        if conn is None or local.pid != os.getpid():
+            return self._open(local, ())
+        # One stat (a microsecond or two beside a transaction's tens): a file deleted or
+        # replaced under the connection is left, and the file now at the path opened instead.
         holder: _Connection = local.holder
-        del local.conn, local.pid, local.holder
+        if _identity(self.path) == holder.identity:
+            return conn
+        conn = self._open(local, holder.sides)  # (the old one open till then: see _creating)
         with self._files.lock:
             self._files.connections.discard(holder)
-        holder.close()  # kept open (see _Connection): the file is no longer at the path
+        holder.close()
+        return conn
 
-    def _open(self, local: threading.local) -> sqlite3.Connection:
-        with self._creating():
+    def _open(self, local: threading.local, left: _Sides) -> sqlite3.Connection:
+        with self._creating(left):
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
             conn = sqlite3.connect(
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
@@ -355,8 +355,10 @@ class SQLiteBackend:
             except BaseException:
                 conn.close()
                 raise
-            identity = _identity(self.path)  # the file is open: this is the one it opened
-        holder = _Connection(conn, self.path, identity)
+            # The files are open now: these are the ones it opened.
+            identity = _identity(self.path)
+            sides = (_identity(self.path + "-wal"), _identity(self.path + "-shm"))
+        holder = _Connection(conn, identity, sides)
         # ``conn`` for the fast path above; ``holder`` closes it when this thread's locals go.
         local.conn, local.pid, local.holder = conn, holder.pid, holder
         files = self._files
@@ -368,20 +370,30 @@ class SQLiteBackend:
         return conn
 
     @contextlib.contextmanager
-    def _creating(self) -> Iterator[None]:
-        """Opening the file; when it is missing, one process at a time creates it, without the
-        ``-wal`` and ``-shm`` files a deleted file may have left (connections to the deleted
-        file still use them: a new file sharing them would mix the two)."""
-        if fcntl is None or self._files.identity is None or os.path.exists(self.path):
-            yield  # first open (nothing to mix with), or the file is there: SQLite's business
+    def _creating(self, left: _Sides) -> Iterator[None]:
+        """Opening the file. A new file at the path (one was deleted, or another renamed over
+        it) must not use the ``-wal`` and ``-shm`` files the old one left: processes that have
+        not noticed yet still hold them, and SQLite then fails to open the new file (``disk
+        I/O error``) or mixes the two. So, one process at a time, those go first: both when
+        the file is missing; when it was replaced, those that the connection to the old file
+        (``left``: still open, so their inodes cannot have been reused) was using."""
+        missing = not os.path.exists(self.path)
+        if fcntl is None or not (missing or left):
+            yield  # the file is there, as before: SQLite's business
             return
-        directory = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+        try:
+            directory = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+        except OSError:
+            yield  # no such directory: SQLite says so
+            return
         try:
             fcntl.flock(directory, fcntl.LOCK_EX)  # released when closed
-            if not os.path.exists(self.path):  # nobody created it meanwhile
-                for stale in (self.path + "-wal", self.path + "-shm"):
+            missing = not os.path.exists(self.path)  # nobody made it meanwhile
+            for suffix, old in zip(("-wal", "-shm"), left or (None, None), strict=True):
+                side = self.path + suffix
+                if missing or (old is not None and _identity(side) == old):
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(stale)
+                        os.unlink(side)
             yield
         finally:
             os.close(directory)
