@@ -113,9 +113,7 @@ class _Connection:
 
     __slots__ = ("__weakref__", "conn", "identity", "pid", "sides")
 
-    def __init__(
-        self, conn: sqlite3.Connection, identity: _Identity | None, sides: _Sides
-    ) -> None:
+    def __init__(self, conn: sqlite3.Connection, identity: _Identity | None, sides: _Sides) -> None:
         self.conn: sqlite3.Connection | None = conn
         self.identity = identity
         self.sides = sides
