@@ -21,7 +21,7 @@ from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._errors import CircuitOpenError, ConfigError, LoadShedError
-from .._fork import fork_safe_lock
+from .._fork import call_in_forked_child, fork_safe_lock, reseed_in_child
 from .._redact import redacted_logger
 from ._config import BreakerConfig
 from ._machine import Admitted, BreakerMachine, Refused
@@ -110,8 +110,8 @@ class BreakerCore:
         self.config = config
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._now = self.clock.monotonic
-        rng = rng if rng is not None else random.Random(seed)
-        self._machine = BreakerMachine(config, rng, self._now())
+        self._rng = rng if rng is not None else random.Random(seed)
+        self._machine = BreakerMachine(config, self._rng, self._now())
         self._lock = fork_safe_lock()
         self._timed = config.slow_call_duration is not None
         self._failure_result = config.failure_result
@@ -127,6 +127,12 @@ class BreakerCore:
             f"buttress_breaker_{name}", default=()
         )
         self._build_fast_paths()
+        call_in_forked_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        # Workers forked from one parent would otherwise draw the same reset-timeout jitter
+        # and shed the same calls: they would probe a recovering upstream all at once.
+        reseed_in_child(self._rng)
 
     def _build_fast_paths(self) -> None:
         """Make the lock-free call paths (the facade does, once the call paths are mixed in)."""
