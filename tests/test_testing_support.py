@@ -257,6 +257,8 @@ def test_load_test_bad_input(kwargs: dict[str, Any], path: str) -> None:
 
 
 def test_pytest_plugin_fixtures(pytester: pytest.Pytester) -> None:
+    # Its own ini file: a stray configuration in a parent folder (/tmp) must not be picked up.
+    pytester.makeini("[pytest]\n")
     pytester.makepyfile(
         """
         def test_uses_fixtures(buttress_infra, buttress_clock, buttress_simulate):
