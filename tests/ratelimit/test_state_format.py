@@ -67,8 +67,10 @@ class Store:
         raw bytes as they are."""
         if self.kind == "redis":
             # A stored value is the state's doubles, then when its TTL runs (common.lua).
-            raw = state if isinstance(state, bytes) else struct.pack(
-                f"<{len(state) + 1}d", *state, state[0] + 1.0
+            raw = (
+                state
+                if isinstance(state, bytes)
+                else struct.pack(f"<{len(state) + 1}d", *state, state[0] + 1.0)
             )
             self.client.set(redis_key(self.prefix, key), raw, px=3_600_000)
             return
@@ -314,3 +316,35 @@ def test_cancelled_async_decisions_on_redis_leave_no_charge(
     finally:
         backend.clear("")
         backend.close()
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        bt.ratelimit.TokenBucket(7, 3.0),
+        bt.ratelimit.FixedWindow(7, 3.0),
+        bt.ratelimit.SlidingWindow(7, 3.0),
+    ],
+)
+def test_the_spent_state_is_the_same_on_sqlite_and_redis(
+    algorithm: Any, tmp_path: Path, redis_url: str
+) -> None:
+    from buttress.ratelimit._format import UnreadableState, spent
+
+    now = T0 + 1.234567
+    stored = []
+    for kind in ("sqlite", "redis"):
+        s = Store(kind, tmp_path, redis_url)
+        try:
+            s.write("x:y:user@t1:a", b"\x00" * 7)
+            with pytest.raises(UnreadableState) as caught:
+                s.backend.decide(["x:y:user@t1:a"], [algorithm], 1, now, True)
+            assert caught.value.outcome is not None and caught.value.repaired
+            allowed, states, _ = caught.value.outcome
+            assert not allowed
+            # What was stored is what the decision saw: a peek reads it back as it is.
+            assert s.backend.decide(["x:y:user@t1:a"], [algorithm], 0, now, False)[1] == states
+            stored.append(states[0])
+        finally:
+            s.close()
+    assert stored[0] == stored[1] == spent(algorithm, now)

@@ -2,9 +2,10 @@
 
 A limiter's identified scopes key as ``namespace:name:scope@t1:<id>``, its shared ones as
 ``namespace:name:scope@t1``: after the scope's name, the tag of its state's algorithm and format
-(``_format.py``), so that state of another algorithm or format is never read as this one's. A request names its ids in a mapping (``{"user": "u1"}``, or
-``{"user_id": "u1"}`` as ``protect()`` passes them), as one bare id when every identified scope
-reads the same id, or as ``None`` when every scope is shared.
+(``_format.py``), so that state of another algorithm or format is never read as this one's.
+A request names its ids in a mapping (``{"user": "u1"}``, or ``{"user_id": "u1"}`` as
+``protect()`` passes them), as one bare id when every identified scope reads the same id, or
+as ``None`` when every scope is shared.
 
 Two kinds of mistake, two errors. A request whose context lacks an id a scope needs, or holds
 an id that is neither a str nor an int, is :class:`~buttress.ContextError`: that request is

@@ -494,9 +494,11 @@ class RedisBackend:
         cost: float,
         now: float,
     ) -> None:
+        errors: tuple[type[BaseException], ...] = (*entry.errors, asyncio.CancelledError)
         try:
-            await entry.refund(keys=self._keys(keys), args=(self._request(algorithms, cost, now, True),))
-        except (*entry.errors, asyncio.CancelledError) as exc:
+            args = (self._request(algorithms, cost, now, True),)
+            await entry.refund(keys=self._keys(keys), args=args)
+        except errors as exc:
             _log.warning(
                 "Redis: the refund of a decision whose caller was cancelled failed (%s); "
                 "that request stays charged",
