@@ -10,7 +10,8 @@ The file is in WAL mode (readers never wait for the writer; a peek is a plain re
 ``synchronous=NORMAL`` (a crash of the process loses nothing; a power cut may lose the last
 decisions, which for rate limits only means a little extra room). Waiting for the lock is
 bounded by ``busy_timeout``. One row per key: ``(key, expires, state)``, the state packed as
-doubles. Times are wall-clock seconds (``time_base="wall"``), so state survives a restart.
+doubles. Times are wall-clock seconds (``time_base="wall"``), so state survives a restart. A
+state that is not one of its algorithm's is decided on as spent and stored so (``_format.py``).
 
 Keys are TEXT, except an id holding a lone surrogate (``"\\ud800"``: valid JSON, yet no UTF-8
 text), which SQLite cannot store as text: such a key is stored as a BLOB of its bytes
