@@ -153,6 +153,30 @@ def test_old_and_unreadable_states_never_take_the_limiter_down_or_over_admit(
     assert len(warnings) == 2
 
 
+def test_unreadable_states_in_asyncio_decisions_are_no_outage(store: Store) -> None:
+    clock = bt.ManualClock(start=T0)
+    rl = bt.RateLimiter(
+        bt.Scope("user", 3, 60.0),
+        backend=store.backend,
+        clock=clock,
+        namespace="fmt",
+        name="aio",
+        failure_policy="fail_open",
+    )
+    store.write(rl._resolver.keys("bad")[0], struct.pack("<3d", 1.0, 2.0, 3.0))
+
+    async def run() -> list[int]:
+        counts = []
+        for ident in ("bad", "good"):
+            decisions = [await rl.try_acquire_async(ident) for _ in range(6)]
+            counts.append(sum(d.allowed for d in decisions))
+        return counts
+
+    assert asyncio.run(run()) == [0, 3]
+    snap = rl.snapshot()
+    assert (snap.backend_status, snap.backend_errors, snap.unreadable_states) == ("ok", 0, 1)
+
+
 def test_unreadable_states_are_counted_in_the_metrics(tmp_path: Path) -> None:
     backend = bt.SQLiteBackend(tmp_path / "limits.db")
     rl = bt.RateLimiter(bt.Scope("user", 5, 60.0), backend=backend, namespace="m", name="api")
