@@ -127,7 +127,8 @@ def test_old_and_unreadable_states_never_take_the_limiter_down_or_over_admit(
     # Values under this version's own keys that are no fixed-window state at all.
     store.write(rl._resolver.keys("garbage")[0], b"\x01\x02\x03")
     store.write(rl._resolver.keys("nan")[0], (NAN, 3.0))
-    ids = ["old", "garbage", "nan", *(f"u{i}" for i in range(20))]
+    store.write(rl._resolver.keys("negative")[0], (T0 + 30.0, -1e9))  # would admit a billion
+    ids = ["old", "garbage", "nan", "negative", *(f"u{i}" for i in range(20))]
     admitted = dict.fromkeys(ids, 0)
     with caplog.at_level(logging.WARNING, logger="buttress"):
         for _ in range(8):  # 8 rounds against a limit of 5: every id ends refused
@@ -136,21 +137,21 @@ def test_old_and_unreadable_states_never_take_the_limiter_down_or_over_admit(
         assert all(admitted[f"u{i}"] == 5 for i in range(20))  # every other key, normally
         assert admitted["old"] == 5  # the old key is not this scope's state: never read
         # Unreadable: decided as spent (the whole allowance used when found), never as empty.
-        assert admitted["garbage"] == admitted["nan"] == 0
+        assert admitted["garbage"] == admitted["nan"] == admitted["negative"] == 0
         # ... and stored so: the next window decides normally.
         clock.advance(60.0)
-        assert [rl.try_acquire(i).allowed for i in ("garbage", "nan", "old")] == [True] * 3
+        assert [rl.try_acquire(i).allowed for i in ("garbage", "nan", "negative")] == [True] * 3
         assert sum(rl.try_acquire("garbage").allowed for _ in range(9)) == 4
         rl.check_backend()
     snap = rl.snapshot()
-    assert (snap.backend_status, snap.backend_errors, snap.unreadable_states) == ("ok", 0, 2)
+    assert (snap.backend_status, snap.backend_errors, snap.unreadable_states) == ("ok", 0, 3)
     assert not outage_records(caplog)
     assert not event_log.named("buttress", "rate_limiter", "backend_down", limiter="api")
     found = event_log.named("buttress", "rate_limiter", "state_unreadable", namespace="fmt")
-    assert sorted(md["key"] for _, md in found) == ["garbage", "nan"]
+    assert sorted(md["key"] for _, md in found) == ["garbage", "nan", "negative"]
     assert {(md["scope"], md["action"]) for _, md in found} == {("user", "replaced")}
     warnings = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
-    assert len(warnings) == 2
+    assert len(warnings) == 3
 
 
 def test_unreadable_states_in_asyncio_decisions_are_no_outage(store: Store) -> None:

@@ -12,7 +12,7 @@ does not tag its keys (before 1.0's format) never meets a tagged key either. Bum
 :data:`STATE_FORMAT` whenever a stored layout changes: the new layout then gets new keys.
 
 **A state that cannot be read** (a value of the wrong size, a number that is not finite, a
-value of the wrong type: nothing buttress writes, but a file or server others can write to may
+negative count, a value of the wrong type: nothing buttress writes, but a file or server others can write to may
 hold it) is never read as "no state": that would let whoever writes it admit without limit.
 It is replaced by a *spent* state, as if the scope's whole allowance had been used at the moment
 it was found (:func:`spent`); the decision is made on that (refused, unless it costs nothing),
@@ -42,6 +42,9 @@ STATE_FORMAT = 1
 TAG = "@"  # between a scope's name and its state's tag: no name holds it
 
 _WIDTHS: dict[type, int] = {spec.kind: spec.width for spec in REGISTRY.values()}  # type: ignore[misc]
+# Where a state holds counts of cost used, which no decision or refund leaves below zero (a
+# negative count would admit without limit).
+_COUNTS: dict[type, tuple[int, ...]] = {FixedWindow: (1,), SlidingWindow: (2, 3)}
 
 
 def state_tag(algorithm: AlgorithmName) -> str:
@@ -67,7 +70,8 @@ def scope_and_id(key: str) -> tuple[str, str | None]:
 
 def decoded(algorithm: Algorithm, blob: object) -> State | None:
     """The state packed in ``blob`` (little-endian doubles) for ``algorithm``, or ``None``
-    when it cannot be one: not bytes, the wrong size, or a number that is not finite."""
+    when it cannot be one: not bytes, the wrong size, a number that is not finite, or a
+    negative count (``common.lua``'s ``decode`` checks the same)."""
     width = _WIDTHS.get(type(algorithm))
     if not isinstance(blob, bytes) or not blob or len(blob) % 8:
         return None
@@ -76,6 +80,9 @@ def decoded(algorithm: Algorithm, blob: object) -> State | None:
     state: State = struct.unpack(f"<{len(blob) // 8}d", blob)
     for value in state:
         if not math.isfinite(value):
+            return None
+    for at in _COUNTS.get(type(algorithm), ()):
+        if state[at] < 0.0:
             return None
     return state
 

@@ -28,7 +28,7 @@ local WIDTH = { t = 1, f = 2, s = 4 }
 
 -- A stored value: the state's n doubles, then one more: until when the key's TTL runs.
 -- nil for no value; false for one that cannot be a state of this algorithm (ratelimit/_format.py:
--- the wrong size, or a number that is not finite), which is never read as no state.
+-- the wrong size, a number that is not finite, a negative count), never read as no state.
 local function decode(raw, kind)
   if not raw then
     return nil, nil
@@ -44,6 +44,9 @@ local function decode(raw, kind)
     if x ~= x or x == math.huge or x == -math.huge then
       return false, nil
     end
+  end
+  if (kind == "f" and values[2] < 0.0) or (kind == "s" and (values[3] < 0.0 or values[4] < 0.0)) then
+    return false, nil
   end
   local covered = table.remove(values)
   return values, covered
