@@ -12,8 +12,9 @@ does not tag its keys (before 1.0's format) never meets a tagged key either. Bum
 :data:`STATE_FORMAT` whenever a stored layout changes: the new layout then gets new keys.
 
 **A state that cannot be read** (a value of the wrong size, a number that is not finite, a
-negative count, a value of the wrong type: nothing buttress writes, but a file or server others can write to may
-hold it) is never read as "no state": that would let whoever writes it admit without limit.
+negative count, a value of the wrong type: nothing buttress writes, but a file or server others
+can write to may hold it) is never read as "no state": that would let whoever writes it admit
+without limit.
 It is replaced by a *spent* state, as if the scope's whole allowance had been used at the moment
 it was found (:func:`spent`); the decision is made on that (refused, unless it costs nothing),
 and a decision that writes stores the spent state, so the key decides normally again once its
