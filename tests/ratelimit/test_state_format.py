@@ -217,6 +217,49 @@ def test_peeks_and_refunds_on_unreadable_states_are_no_outage(store: Store) -> N
     assert (snap.backend_status, snap.unreadable_states) == ("ok", 2)
 
 
+@pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
+def test_a_script_error_on_one_key_is_that_requests_failure_only(
+    redis_url: str, policy: str, event_log: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = bt.RedisBackend(redis_url, prefix=unique_prefix("script"), time_source="caller")
+    rl = bt.RateLimiter(
+        bt.Scope("user", 3, 60.0),
+        backend=backend,
+        clock=bt.ManualClock(start=T0),
+        namespace="fmt",
+        name="script",
+        failure_policy=policy,  # type: ignore[arg-type]
+    )
+    script = backend._decide
+
+    def decide(keys: list[bytes], args: Any) -> Any:  # the script fails on one key's data
+        if keys[0].endswith(b":cursed"):
+            raise redis.ResponseError("user_script:123: attempt to perform arithmetic on nil")
+        return script(keys=keys, args=args)
+
+    backend._decide = decide
+    try:
+        with caplog.at_level(logging.WARNING, logger="buttress"):
+            for n in range(3):
+                if policy == "fail_closed":
+                    with pytest.raises(bt.BackendError, match="user_script"):
+                        rl.try_acquire("cursed")
+                else:
+                    assert rl.try_acquire("cursed")  # the policy, for this request alone
+                assert (
+                    sum(rl.try_acquire(f"u{n}.{i}").allowed for i in range(3) for _ in range(4))
+                    == 9
+                )
+        snap = rl.snapshot()
+        assert (snap.backend_status, snap.backend_errors, snap.unreadable_states) == ("ok", 0, 3)
+        assert not outage_records(caplog)
+        found = event_log.named("buttress", "rate_limiter", "state_unreadable", limiter="script")
+        assert {(md["key"], md["action"]) for _, md in found} == {("cursed", "policy")}
+    finally:
+        backend.clear("")
+        backend.close()
+
+
 def test_a_scripts_own_error_is_one_decision_not_an_outage() -> None:
     from buttress.ratelimit._redis import _script_error
 
