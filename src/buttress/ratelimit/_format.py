@@ -42,10 +42,10 @@ STATE_FORMAT = 1
 
 TAG = "@"  # between a scope's name and its state's tag: no name holds it
 
-_WIDTHS: dict[type, int] = {spec.kind: spec.width for spec in REGISTRY.values()}  # type: ignore[misc]
+_WIDTHS: dict[object, int] = {spec.kind: spec.width for spec in REGISTRY.values()}
 # Where a state holds counts of cost used, which no decision or refund leaves below zero (a
 # negative count would admit without limit).
-_COUNTS: dict[type, tuple[int, ...]] = {FixedWindow: (1,), SlidingWindow: (2, 3)}
+_COUNTS: dict[object, tuple[int, ...]] = {FixedWindow: (1,), SlidingWindow: (2, 3)}
 
 
 def state_tag(algorithm: AlgorithmName) -> str:

@@ -478,8 +478,8 @@ class RedisBackend:
             return  # not sent, or failed: nothing was charged (or nobody can tell)
         try:
             allowed = _outcome(deciding.result(), keys, True)[0]
-        except UnreadableState:
-            allowed = False  # decided on a spent state: refused
+        except UnreadableState as exc:  # decided on a spent state: refused unless free
+            allowed = exc.outcome is not None and exc.outcome[0]
         if not allowed:
             return
         refund = asyncio.ensure_future(self._refund_quietly(entry, keys, algorithms, cost, now))
