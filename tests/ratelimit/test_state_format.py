@@ -369,14 +369,15 @@ def test_cancelled_async_decisions_on_redis_leave_no_charge(
                 else:
                     assert decision.allowed
                     completed += 1
-        # The refunds of the cancelled decisions that had charged: let them finish.
-        while pending := {*getattr(backend, "_giving_back", ()), *rl._giving_back}:
-            await asyncio.wait(pending)
+            # The decisions whose callers were cancelled, until they answer, and the refunds
+            # of those that charged: let them finish (the event loop's end would cancel them).
+            while pending := {*getattr(backend, "_giving_back", ()), *rl._giving_back}:
+                await asyncio.wait(pending)
         return completed, cancelled
 
     try:
         completed, cancelled = asyncio.run(run())
-        assert cancelled >= 400 and completed >= 50  # several hundred cancellations
+        assert cancelled >= 300 and completed >= 50  # several hundred cancellations
         used = backend.decide(rl._resolver.keys("u1"), rl.algorithms, 1, T0, False)[1][0]
         assert used is not None
         print(f"{cancelled} cancelled, {completed} completed, {used[1]:g} charged")

@@ -25,7 +25,8 @@ itself raised (its own arithmetic, not the server): one decision's trouble, neve
 
 An asyncio decision whose caller is cancelled after its script was sent still runs to its
 answer (shielded); if it admitted, the charge is given back at once (``refund.lua``), so a
-cancelled call costs nothing, as on SQLite.
+cancelled call costs nothing, as on SQLite. (Only a decision still unanswered when its event
+loop shuts down, which cancels every task, keeps its charge: its outcome is never known.)
 """
 
 from __future__ import annotations
@@ -185,7 +186,8 @@ class RedisBackend:
             OSError,
             TimeoutError,
         )
-        self._giving_back: set[asyncio.Future[Any]] = set()  # refunds after cancellations
+        # Decisions whose callers were cancelled, until they answer, and their refunds.
+        self._giving_back: set[asyncio.Future[Any]] = set()
         self.prefix = prefix
         self.timeout = float(timeout)
         self.time_source: TimeSource = time_source
@@ -451,9 +453,12 @@ class RedisBackend:
             try:
                 reply = await asyncio.shield(deciding)
             except asyncio.CancelledError:
+                # Settled when it answers; held (with any refund) until then.
+                self._giving_back.add(deciding)
                 deciding.add_done_callback(
                     functools.partial(self._settle, entry, keys, algorithms, cost, now)
                 )
+                deciding.add_done_callback(self._giving_back.discard)
                 raise
             except entry.errors as exc:
                 raise _failure("decide", exc, keys) from exc
