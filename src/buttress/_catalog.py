@@ -120,6 +120,19 @@ _RATE_LIMIT_BACKENDS = _specs(
         "writes (a decision, a refund, `check_backend`'s proof of a write) ends an outage; "
         "a peek alone does not. Also logged, once, as a WARNING on `buttress.rate_limiter`.",
     ),
+    EventSpec(
+        ("buttress", "rate_limiter", "state_unreadable"),
+        (),
+        ("limiter", "namespace", "backend", "policy", "scope", "key", "action"),
+        "The backend holds a value under one scope's key that is not a state of that scope's "
+        "algorithm (wrong size, not finite, wrong type: nothing buttress writes). It is no "
+        "outage and affects no other key. `action` `replaced`: the decision was made as if the "
+        "scope's whole allowance had been spent at that moment, and a decision that writes "
+        "stored that spent state (the key decides normally again after one window or refill); "
+        "`policy`: no decision could be made, and `policy` decided this request alone. `key` "
+        "is the caller's id (null for a shared scope). Counted in `unreadable_states`; also "
+        "logged as a WARNING on `buttress.rate_limiter`.",
+    ),
 )
 
 _POOL = _specs(

@@ -334,7 +334,7 @@ def test_a_refund_gives_back_only_what_still_limits() -> None:
     sliding, clock = charged("sliding_window")
     clock.set(2.5)
     sliding.refund("u1", 10)
-    assert sliding.backend.get("buttress:default:user:u1") is None  # type: ignore[attr-defined]
+    assert sliding.backend.get("buttress:default:user@s1:u1") is None  # type: ignore[attr-defined]
     assert sliding.peek("u1", 10)
 
 

@@ -223,6 +223,16 @@ METRICS: tuple[MetricDef, ...] = (
         "{error}",
         "Backend calls that failed (unreachable, timed out, refused), outages or not.",
     ),
+    _def(
+        "limiter.unreadable_states",
+        "counter",
+        ("name",),
+        "rate_limiter_unreadable_states",
+        "buttress.rate_limiter.unreadable_states",
+        "{state}",
+        "Stored states the backend could not read (the `state_unreadable` event): each decided "
+        "as spent, never an outage.",
+    ),
     # -- connection pools ---------------------------------------------------------------------
     _def(
         "pool.connections",
@@ -623,6 +633,7 @@ def limiter_samples(ns: str, snaps: Mapping[str, RateLimiterSnapshot], out: Out)
         out["limiter.waiting"].append(((ns, name), float(s.waiting)))
         out["limiter.backend_up"].append(((ns, name), _flag(s.backend_status == "ok")))
         out["limiter.backend_errors"].append(((ns, name), float(s.backend_errors)))
+        out["limiter.unreadable_states"].append(((ns, name), float(s.unreadable_states)))
 
 
 def pool_samples(ns: str, snaps: Mapping[str, PoolSnapshot], out: Out) -> None:

@@ -581,6 +581,7 @@ class RateLimiter:
             backend=type(self.backend).__name__,
             backend_down_for=self._health.down_for(now),
             backend_error=self._health.last_error if self._health.down else None,
+            unreadable_states=self._health.unreadable,
         )
 
     def maintain(self, now: float | None = None) -> int:

@@ -208,6 +208,8 @@ class RateLimiterSnapshot:
     ``backend`` the backend's class (``"RedisBackend"``), ``backend_down_for`` how long the
     outage under way has lasted (seconds; ``None`` while the backend is up) and
     ``backend_error`` what the last failed call said while it is down (passwords masked).
+    ``unreadable_states`` counts stored states the backend could not read (each decided as
+    spent; never an outage).
     """
 
     name: str
@@ -227,6 +229,7 @@ class RateLimiterSnapshot:
     backend: str = ""
     backend_down_for: float | None = None
     backend_error: str | None = None
+    unreadable_states: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,8 +12,9 @@
 --   ARGV[1]          the request: "<dBBdd" cost, commit (1) or peek (0), 1 if the caller's
 --                    time follows (tests) else 0 (the server's TIME), that time, TTL slack in ms;
 --                    then one "<Bdd" per key: its algorithm's letter and two parameters
---   the reply        one string: "<Bd" allowed (1 or 0), now; then per key the state read
---                    before deciding, as "<B" n (0: none) and n doubles
+--   the reply        one string: "<Bd" allowed (1 or 0, plus 2 if some state could not be
+--                    read), now; then per key the state read before deciding, as "<B" n (0:
+--                    none; plus 128 if it stands in for an unreadable one) and n doubles
 -- Algorithms, by their letter in ratelimit/_registry.py (a test holds this table to it), with
 -- the two parameters Algorithm.params() gives:
 --   "t"  token_bucket (GCRA): interval (seconds per unit of cost), tolerance (burst * interval)
@@ -22,13 +23,31 @@
 
 local EPSILON = 1e-9
 
+-- How many doubles each algorithm's state holds (AlgorithmSpec.width in ratelimit/_registry.py).
+local WIDTH = { t = 1, f = 2, s = 4 }
+
 -- A stored value: the state's n doubles, then one more: until when the key's TTL runs.
-local function decode(raw)
+-- nil for no value; false for one that cannot be a state of this algorithm (ratelimit/_format.py:
+-- the wrong size, a number that is not finite, a negative count), never read as no state.
+local function decode(raw, kind)
   if not raw then
     return nil, nil
   end
-  local values = { struct.unpack("<" .. string.rep("d", #raw / 8), raw) }
+  local n = WIDTH[kind] + 1
+  if #raw ~= 8 * n then
+    return false, nil
+  end
+  local values = { struct.unpack("<" .. string.rep("d", n), raw) }
   values[#values] = nil -- struct.unpack also returns where it stopped
+  for i = 1, n do
+    local x = values[i]
+    if x ~= x or x == math.huge or x == -math.huge then
+      return false, nil
+    end
+  end
+  if (kind == "f" and values[2] < 0.0) or (kind == "s" and (values[3] < 0.0 or values[4] < 0.0)) then
+    return false, nil
+  end
   local covered = table.remove(values)
   return values, covered
 end
@@ -103,6 +122,18 @@ local function roll(state, now, window)
     return index, fraction, 0.0, state[3]
   end
   return index, fraction, 0.0, 0.0
+end
+
+-- _format.spent: the state of a scope whose whole allowance was used at now (what stands in for
+-- an unreadable one).
+local function spent(kind, p1, p2, now)
+  if kind == "t" then
+    return { now + p2 }
+  elseif kind == "f" then
+    return { window_end(now, p2), p1 }
+  end
+  local index = floordiv(now, p2)
+  return { (index + 2.0) * p2, index, p1, 0.0 }
 end
 
 -- Algorithm.admit: the state to store if cost fits at now, else nil.
