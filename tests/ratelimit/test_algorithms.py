@@ -37,7 +37,7 @@ starts = st.sampled_from([F(0), F(1_767_225_600) + F(1, 8), F(4_000_000_000)])
 
 
 def run(
-    algorithm: object, trace: list[tuple[Fraction, int]], start: Fraction = F(0)
+    algorithm: object, trace: list[tuple[Fraction, int]], start: Fraction
 ) -> list[tuple[Fraction, int, bool]]:
     """Feed ``(time step, cost)`` pairs through ``algorithm``; returns ``(t, cost, allowed)``."""
     state: State | None = None
@@ -204,7 +204,7 @@ probe_costs = st.integers(1, 6)
 
 
 def replay(
-    algorithm: object, trace: list[tuple[Fraction, int]], start: Fraction = F(0)
+    algorithm: object, trace: list[tuple[Fraction, int]], start: Fraction
 ) -> tuple[State | None, Fraction]:
     state: State | None = None
     now = start

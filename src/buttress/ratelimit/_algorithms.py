@@ -42,9 +42,9 @@ rounding far below it (about 1e-16 of the numbers compared).
 from __future__ import annotations
 
 import math
-from math import fmod, ulp
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from math import fmod, ulp
 from typing import ClassVar, Protocol, TypeAlias
 
 __all__ = [
@@ -154,16 +154,15 @@ class TokenBucket:
         if state is None:
             ahead = cost * self.interval
         else:
-            ahead = state[0] - now + state[1]
+            tat, low = state
+            ahead = tat - now + low
             ahead = (ahead if ahead > 0.0 else 0.0) + cost * self.interval
         if ahead > self.reach:
             return None
-        tat = now + ahead
-        low = ahead - (tat - now)
-        if low > 0.0:  # rounded down: one step up, so that the state ends no earlier (Rule 1)
+        tat = now + ahead  # _tat(now, ahead), inlined: this is the hot path
+        if tat - now < ahead:
             tat += ulp(tat)
-            low = ahead - (tat - now)
-        return (tat, low)
+        return (tat, ahead - (tat - now))
 
     def decide(self, state: State | None, now: float, cost: float) -> Verdict:
         interval = self.interval
@@ -203,11 +202,9 @@ def _tat(now: float, ahead: float) -> State:
     same order.
     """
     tat = now + ahead
-    low = ahead - (tat - now)
-    if low > 0.0:
+    if tat - now < ahead:  # rounded down: one step up, so that the state ends no earlier
         tat += ulp(tat)
-        low = ahead - (tat - now)
-    return (tat, low)
+    return (tat, ahead - (tat - now))
 
 
 def _later(now: float, wait: float) -> float:

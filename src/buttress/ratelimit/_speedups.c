@@ -206,11 +206,10 @@ admit(Part *part, PyObject *state, PyObject *now_obj, double now)
         }
         /* _tat: the TAT rounded up to a double, and what the rounding added */
         volatile double tat = now + ahead;
-        volatile double low = ahead - (tat - now);
-        if (low > 0.0) {
+        if (tat - now < ahead) {
             tat = tat + ulp(tat);
-            low = ahead - (tat - now);
         }
+        volatile double low = ahead - (tat - now);
         PyObject *fresh = PyTuple_New(2);
         if (fresh == NULL) {
             return NULL;

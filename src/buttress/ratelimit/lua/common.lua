@@ -99,12 +99,10 @@ end
 -- TokenBucket's _tat: the time ahead seconds after now as (tat, low), tat rounded up.
 local function tat_of(now, ahead)
   local tat = now + ahead
-  local low = ahead - (tat - now)
-  if low > 0.0 then
+  if tat - now < ahead then
     tat = tat + ulp(tat)
-    low = ahead - (tat - now)
   end
-  return { tat, low }
+  return { tat, ahead - (tat - now) }
 end
 
 -- SlidingWindow._roll: (index, fraction, current, previous) as seen at now; the time into the
