@@ -225,14 +225,28 @@ def _later(now: float, wait: float) -> float:
     return t - now
 
 
+def _multiple(index: float, window: float) -> float:
+    """``index * window`` rounded up: the first double at or after the exact product.
+
+    Window boundaries are stored as times (a fixed window's end, a sliding window's expiry);
+    rounded to the nearest double they could fall up to half a step (119 ns at wall-clock
+    times) before the true boundary, and a request in that sliver would be counted in the
+    next window (Rule 5). Rounded up, ``state[0] > now`` holds exactly while ``now`` is in
+    the window (``now // window``, which is exact, is at most its index).
+    """
+    end = index * window
+    if end // window < index:  # rounded below the product
+        end += ulp(end)
+    return end
+
+
 def _window_end(now: float, window: float) -> float:
     """The end of the aligned window holding ``now``: always after ``now``.
 
-    ``(now // window + 1) * window`` can round down onto ``now`` itself (``now=1.0,
-    window=0.1`` gives ``1.0``); a window that ends as it starts would admit without limit.
+    ``(now // window + 1) * window`` rounded to the nearest can fall onto ``now`` itself
+    (``now=1.0, window=0.1`` gives ``1.0``); rounded up (:func:`_multiple`), it cannot.
     """
-    end = (now // window + 1.0) * window
-    return end if end > now else end + window
+    return _multiple(now // window + 1.0, window)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +307,7 @@ class SlidingWindow:
     the current window the estimate of the last ``window`` seconds is
     ``previous * (1 - f) + current``, and a cost is admitted when the estimate plus the cost
     stays within ``limit``. The state is ``(expires, index, current, previous)`` with
-    ``index = floor(now / window)`` and ``expires = (index + 2) * window``.
+    ``index = floor(now / window)`` and ``expires = (index + 2) * window`` (rounded up).
 
     Error bound: each aligned window admits at most ``limit`` exactly (the estimate is never
     below the current count). Any ``window``-long interval ending at fraction ``f`` of an
@@ -340,14 +354,14 @@ class SlidingWindow:
         index, fraction, current, previous = self._roll(state, now)
         if previous * (1.0 - fraction) + current + cost > self.limit + EPSILON:
             return None
-        return ((index + 2.0) * self.window, index, current + cost, previous)
+        return (_multiple(index + 2.0, self.window), index, current + cost, previous)
 
     def decide(self, state: State | None, now: float, cost: float) -> Verdict:
         limit, window = self.limit, self.window
         index, fraction, current, previous = self._roll(state, now)
         estimate = previous * (1.0 - fraction) + current
-        end = (index + 1.0) * window
-        expires = (index + 2.0) * window
+        end = _multiple(index + 1.0, window)
+        expires = _multiple(index + 2.0, window)
         if estimate + cost <= limit + EPSILON:
             left = int(limit - estimate - cost + EPSILON)
             return (
@@ -386,7 +400,7 @@ class SlidingWindow:
         previous = max(0.0, previous - (cost - taken))
         if current <= EPSILON and previous <= EPSILON:
             return None
-        return ((index + 2.0) * self.window, index, current, previous)
+        return (_multiple(index + 2.0, self.window), index, current, previous)
 
     def params(self) -> tuple[float, ...]:
         return (self.limit, self.window)

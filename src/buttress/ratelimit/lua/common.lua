@@ -67,24 +67,6 @@ local function floordiv(x, y)
   return floored
 end
 
--- FixedWindow's _window_end: the product can round down onto now; the end is always after it.
-local function window_end(now, window)
-  local finish = (floordiv(now, window) + 1.0) * window
-  if finish > now then
-    return finish
-  end
-  return finish + window
-end
-
--- The caller's clock (tests inject it) or the server's: one clock for every client.
-local function clock(given, at)
-  if given then
-    return at
-  end
-  local t = redis.call("TIME")
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-
 -- Python's math.ulp: the gap from |x| to the next double away from zero (2^-1074 below the
 -- normal range, where frexp's exponent no longer tells the spacing).
 local function ulp(x)
@@ -94,6 +76,29 @@ local function ulp(x)
   end
   local _, exponent = math.frexp(x)
   return math.ldexp(1.0, exponent - 53)
+end
+
+-- _algorithms._multiple: index * window rounded up, the first double at or after the product.
+local function multiple(index, window)
+  local finish = index * window
+  if floordiv(finish, window) < index then
+    finish = finish + ulp(finish)
+  end
+  return finish
+end
+
+-- FixedWindow's _window_end: the end of the window holding now, rounded up, so after now.
+local function window_end(now, window)
+  return multiple(floordiv(now, window) + 1.0, window)
+end
+
+-- The caller's clock (tests inject it) or the server's: one clock for every client.
+local function clock(given, at)
+  if given then
+    return at
+  end
+  local t = redis.call("TIME")
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
 -- TokenBucket's _tat: the time ahead seconds after now as (tat, low), tat rounded up.
@@ -164,7 +169,7 @@ local function admit(kind, p1, p2, state, now, cost)
   if previous * (1.0 - fraction) + current + cost > p1 + EPSILON then
     return nil
   end
-  return { (index + 2.0) * p2, index, current + cost, previous }
+  return { multiple(index + 2.0, p2), index, current + cost, previous }
 end
 
 -- Algorithm.refund: the state to store once cost is given back (nil: delete the key).
@@ -192,7 +197,7 @@ local function refund(kind, p1, p2, state, now, cost)
   if current <= EPSILON and previous <= EPSILON then
     return nil
   end
-  return { (index + 2.0) * p2, index, current, previous }
+  return { multiple(index + 2.0, p2), index, current, previous }
 end
 
 -- Store a state with a TTL that outlives it: a key vanishes once its state is worth no more than
