@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from ratelimit_reference import RefFixedWindow, RefSlidingWindow, RefTokenBucket
