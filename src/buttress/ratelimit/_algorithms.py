@@ -160,9 +160,11 @@ class TokenBucket:
         if ahead > self.reach:
             return None
         tat = now + ahead  # _tat(now, ahead), inlined: this is the hot path
-        if tat - now < ahead:
+        gap = tat - now
+        if gap < ahead:
             tat += ulp(tat)
-        return (tat, ahead - (tat - now))
+            gap = tat - now
+        return (tat, ahead - gap)
 
     def decide(self, state: State | None, now: float, cost: float) -> Verdict:
         interval = self.interval
@@ -202,9 +204,11 @@ def _tat(now: float, ahead: float) -> State:
     same order.
     """
     tat = now + ahead
-    if tat - now < ahead:  # rounded down: one step up, so that the state ends no earlier
+    gap = tat - now
+    if gap < ahead:  # rounded down: one step up, so that the state ends no earlier
         tat += ulp(tat)
-    return (tat, ahead - (tat - now))
+        gap = tat - now
+    return (tat, ahead - gap)
 
 
 def _later(now: float, wait: float) -> float:
