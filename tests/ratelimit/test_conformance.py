@@ -82,7 +82,7 @@ def backend_trace(
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("start", [T0, 1.0])  # wall-clock or monotonic-sized times
+@pytest.mark.parametrize("start", [T0, 4e9, 1.0])  # wall-clock or monotonic-sized times
 def test_backends_read_decide_and_write_the_same_states(
     persistent: Any, start: float, seed: int
 ) -> None:
@@ -301,24 +301,25 @@ def targets(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     }
 
 
-def reference(seed: int) -> list[Any]:
-    clock = bt.ManualClock(T0, wall=T0)  # time() == monotonic(): every backend sees one clock
+def reference(seed: int, start: float = T0) -> list[Any]:
+    clock = bt.ManualClock(start, wall=start)  # time() == monotonic(): one clock everywhere
     return run_sync(limiter_on("memory", "", clock), clock, seed)
 
 
 @pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("start", [T0, 4e9])
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_limiter_decisions_match_memory(
-    request: pytest.FixtureRequest, tmp_path: Path, kind: str, seed: int
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, start: float, seed: int
 ) -> None:
-    clock = bt.ManualClock(T0, wall=T0)
+    clock = bt.ManualClock(start, wall=start)
     rl = limiter_on(kind, targets(request, tmp_path)[kind], clock)
     try:
         got = run_sync(rl, clock, seed)
     finally:
         rl.clear()
         close_backend(rl.backend)
-    want = reference(seed)
+    want = reference(seed, start)
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         assert g == w, f"seed {seed}, result {i}"
 
