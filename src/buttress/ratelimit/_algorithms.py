@@ -16,13 +16,6 @@ Rule 1: a state is a tuple of floats whose first item is the time at which the s
 equivalent to no state at all (bucket full again, window over). A backend may drop a key once
 ``state[0] <= now`` without changing any decision; that is its TTL.
 
-Rule 5: arithmetic is exact at wall-clock magnitudes. Backends that share a clock between
-machines (Redis, SQLite) decide at Unix times near 1.8e9 s, where one step of a double is
-238 ns, far more than :data:`EPSILON`. So no computed result is a time near ``now``: every
-calculation is on differences from ``now`` (which are small, and exact where they are taken),
-and the times stored are either computed from an exact index (window ends) or carry their
-rounding with them (the token bucket's ``(tat, low)``).
-
 Rule 2: parameters travel with every call, never with the state, so a limit may change between
 two calls (the adaptive limit does) and the next decision uses the new one.
 
@@ -33,6 +26,15 @@ consumes nothing anywhere.
 Rule 4: time read before a lock may be a little older than time already seen by a state; every
 algorithm treats such a ``now`` as the start of the state's current window (or, for the token
 bucket, as the state's own time), never as a reason to forget usage.
+
+Rule 5: arithmetic is exact at wall-clock magnitudes. Backends that share a clock between
+machines (Redis, SQLite) decide at Unix times near 1.8e9 s, where one step of a double is
+238 ns, far more than :data:`EPSILON`. So no decision rests on a time rounded near ``now``:
+every calculation is on differences from ``now``, which are small and exact where they are
+taken (two doubles within a factor of two subtract exactly); the times stored (window ends, a
+sliding window's expiry, a token bucket's TAT) are rounded up, never down, so that Rule 1
+holds to the bit, and the token bucket's carries what the rounding added (``(tat, low)``);
+``now + retry_after`` is never before the room announced.
 
 Comparisons allow :data:`EPSILON` (one nanosecond, in cost units and seconds) so that a request
 arriving exactly when room appears is admitted despite float rounding; Rule 5 keeps every
@@ -173,8 +175,7 @@ class TokenBucket:
             ahead = 0.0
         else:
             ahead = state[0] - now + state[1]
-            if ahead < 0.0:
-                ahead = 0.0
+            ahead = ahead if ahead > 0.0 else 0.0
         new = ahead + cost * interval
         if new <= tolerance + EPSILON:
             left = int((tolerance - new) / interval + EPSILON)
