@@ -493,3 +493,23 @@ def test_every_backend_decides_as_exact_arithmetic_does(
     finally:
         backend.clear("")
         close_backend(backend)
+
+
+@pytest.mark.parametrize("start", WALL_STARTS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_high_rate_stays_limited_at_any_time(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    start: float,
+) -> None:
+    """20 million per second: each request moves the TAT by 50 ns, less than half a float step
+    at wall-clock times, so a TAT kept as one float never moved and nothing was refused."""
+    scope = bt.Scope("user", 20_000_000, 1.0, burst=5)
+    rl, _ = limiter_at(request, tmp_path, monkeypatch, kind, [scope], start)
+    try:
+        assert [rl.try_acquire("u1").allowed for _ in range(8)] == [True] * 5 + [False] * 3
+    finally:
+        rl.clear()
+        close_backend(rl.backend)
