@@ -154,6 +154,23 @@ def test_old_and_unreadable_states_never_take_the_limiter_down_or_over_admit(
     assert len(warnings) == 3
 
 
+def test_a_token_bucket_state_whose_low_part_is_no_rounding_is_unreadable(store: Store) -> None:
+    """A token bucket stores its TAT as (tat, low), low within one step below tat: any other
+    low would lock the id out for ever (far ahead) or hand it a full bucket (far behind)."""
+    clock = bt.ManualClock(start=T0)
+    rl = bt.RateLimiter(
+        bt.Scope("user", 5, 60.0), backend=store.backend, clock=clock, namespace="fmt", name="tb"
+    )
+    store.write(rl._resolver.keys("ahead")[0], (T0, 1e9))
+    store.write(rl._resolver.keys("behind")[0], (T0 + 30.0, -1e9))
+    counts = [sum(rl.try_acquire(i).allowed for _ in range(6)) for i in ("ahead", "behind", "new")]
+    assert counts == [0, 0, 5]
+    assert rl.snapshot().unreadable_states == 2
+    clock.advance(60.0)  # spent when found: full again one window later
+    counts = [sum(rl.try_acquire(i).allowed for _ in range(6)) for i in ("ahead", "behind")]
+    assert counts == [5, 5]
+
+
 def test_unreadable_states_in_asyncio_decisions_are_no_outage(store: Store) -> None:
     clock = bt.ManualClock(start=T0)
     rl = bt.RateLimiter(

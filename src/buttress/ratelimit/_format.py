@@ -31,7 +31,7 @@ import struct
 from collections.abc import Sequence
 
 from .._errors import BackendError
-from ._algorithms import Algorithm, FixedWindow, SlidingWindow, State, TokenBucket
+from ._algorithms import Algorithm, FixedWindow, SlidingWindow, State, TokenBucket, _tat
 from ._backend import Outcome
 from ._registry import REGISTRY, AlgorithmName
 
@@ -39,6 +39,9 @@ __all__ = ["STATE_FORMAT", "UnreadableState", "decoded", "scope_and_id", "spent"
 
 STATE_FORMAT = 1
 """The version of every stored layout; part of every storage key (see the module's doc)."""
+
+# 2^-52: a token bucket's low part lies within one step of its tat, at most |tat| * 2^-52.
+_ULP_RATIO = 2.220446049250313e-16
 
 TAG = "@"  # between a scope's name and its state's tag: no name holds it
 
@@ -85,6 +88,10 @@ def decoded(algorithm: Algorithm, blob: object) -> State | None:
     for at in _COUNTS.get(type(algorithm), ()):
         if state[at] < 0.0:
             return None
+    if isinstance(algorithm, TokenBucket):  # (tat, low): low within one step below tat
+        tat, low = state
+        if low > 0.0 or low < -abs(tat) * _ULP_RATIO:
+            return None
     return state
 
 
@@ -94,10 +101,10 @@ def spent(algorithm: Algorithm, now: float) -> State | None:
     ``lua/common.lua``'s ``spent`` is the same arithmetic.
 
     >>> spent(TokenBucket(10, 1.0), 100.0), spent(FixedWindow(10, 60.0), 100.0)
-    ((101.0,), (120.0, 10.0))
+    ((101.0, 0.0), (120.0, 10.0))
     """
     if isinstance(algorithm, TokenBucket):
-        return (now + algorithm.tolerance,)  # the bucket empty: full again after a burst
+        return _tat(now, algorithm.tolerance)  # the bucket empty: full again after a burst
     if isinstance(algorithm, FixedWindow | SlidingWindow):
         return algorithm.admit(None, now, algorithm.limit)  # the window's whole limit, now
     return None

@@ -39,11 +39,11 @@ class AlgorithmSpec:
 
 
 REGISTRY: dict[AlgorithmName, AlgorithmSpec] = {
-    "token_bucket": AlgorithmSpec(TokenBucket, "t", burst=True, width=1),
+    "token_bucket": AlgorithmSpec(TokenBucket, "t", burst=True, width=2),
     "fixed_window": AlgorithmSpec(FixedWindow, "f", burst=False, width=2),
     "sliding_window": AlgorithmSpec(SlidingWindow, "s", burst=False, width=4),
     # A token bucket whose rate moves: stored and scripted as one.
-    "adaptive": AlgorithmSpec(TokenBucket, "t", burst=True, width=1, adaptive=True),
+    "adaptive": AlgorithmSpec(TokenBucket, "t", burst=True, width=2, adaptive=True),
 }
 
 ALGORITHMS: tuple[AlgorithmName, ...] = tuple(REGISTRY)

@@ -23,9 +23,11 @@
 --   "s"  sliding_window (two-window counter): limit, window (seconds)
 
 local EPSILON = 1e-9
+-- 2^-52: a token bucket's low part lies within one step of its tat, at most |tat| * 2^-52.
+local ULP_RATIO = 2.220446049250313e-16
 
 -- How many doubles each algorithm's state holds (AlgorithmSpec.width in ratelimit/_registry.py).
-local WIDTH = { t = 1, f = 2, s = 4 }
+local WIDTH = { t = 2, f = 2, s = 4 }
 
 -- A stored value: the state's n doubles, then one more: until when the key's TTL runs.
 -- nil for no value; false for one that cannot be a state of this algorithm (ratelimit/_format.py:
@@ -46,7 +48,8 @@ local function decode(raw, kind)
       return false, nil
     end
   end
-  if (kind == "f" and values[2] < 0.0) or (kind == "s" and (values[3] < 0.0 or values[4] < 0.0)) then
+  if (kind == "f" and values[2] < 0.0) or (kind == "s" and (values[3] < 0.0 or values[4] < 0.0))
+    or (kind == "t" and (values[2] > 0.0 or values[2] < -math.abs(values[1]) * ULP_RATIO)) then
     return false, nil
   end
   local covered = table.remove(values)
@@ -158,7 +161,7 @@ end
 -- an unreadable one).
 local function spent(kind, p1, p2, now)
   if kind == "t" then
-    return { now + p2 }
+    return tat_of(now, p2)
   elseif kind == "f" then
     return { window_end(now, p2), p1 }
   end
