@@ -125,6 +125,7 @@ PLAUSIBLE_SECONDS: dict[str, dict[str, float]] = {
         "health_check_interval": HOUR,
     },
     "circuit_breakers.fault_injection": {"latency": MINUTE},
+    "rate_limiting": {"cleanup_interval": HOUR},
     "rate_limiting.limiters": {"window": DAY, "latency_budget": 1.0},
     "rate_limiting.limiters.scopes": {
         "window": DAY,
@@ -525,11 +526,16 @@ def _times(x: float | None, k: int) -> float | None:
 class RateLimitingSettings(_Section):
     """Rate limiting: where state lives and the named limiters."""
 
+    _section = "rate_limiting"
+
     default_algorithm: Algorithm = "token_bucket"
     # "memory", "sqlite:///path/to/state.db", "redis://host:6379/0" (see backend_from_url)
     backend: str = "memory"
     failure_policy: Literal["fail_open", "fail_closed"] = "fail_open"
     max_keys: Count = 1_000_000
+    # How often the infrastructure sweeps every limiter's expired keys (the guide's
+    # cleanup_interval; it writes 300_000 ms, here "5m" or 300).
+    cleanup_interval: Positive = 60.0
     limiters: dict[str, LimiterSettings] = Field(default_factory=dict)
 
     @field_validator("backend")

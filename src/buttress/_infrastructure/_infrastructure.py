@@ -145,8 +145,9 @@ class Infrastructure:
         for breaker in self.breakers.values():
             if breaker.has_health_check and not breaker.health_check_is_async:
                 self._jobs.append(every(breaker.config.health_check_interval, breaker.check_health))
+        sweep = self.config.rate_limiting.cleanup_interval
         for limiter in self.limiters.values():
-            self._jobs.append(every(60.0, limiter.maintain))
+            self._jobs.append(every(sweep, limiter.maintain))
 
     @property
     def closed(self) -> bool:
