@@ -152,6 +152,7 @@ PUBLIC = [
     "Transition",
     "__version__",
     "events",
+    "health",
     "health_asgi_app",
     "health_response",
     "health_wsgi_app",

@@ -40,3 +40,55 @@ def test_cleanup_interval_sets_how_often_expired_keys_are_swept(
 def test_cleanup_interval_in_milliseconds_is_refused_with_the_unit_hint() -> None:
     with pytest.raises(bt.ConfigError, match=r"rate_limiting\.cleanup_interval.*ms"):
         bt.load_config(_limited({"cleanup_interval": 300_000}), env={})
+
+
+# -- bt.health(namespace) --------------------------------------------------------------------
+
+
+def test_health_by_namespace_finds_an_open_infrastructure_and_forgets_a_closed_one() -> None:
+    infra = bt.Infrastructure("lookup-a", {"circuit_breakers": {"db": {}}}, env={})
+    other = bt.Infrastructure("lookup-b", env={})
+    report = bt.health("lookup-a")
+    assert report.namespace == "lookup-a"
+    assert set(report.circuit_breakers) == {"db"}
+    infra.close()
+    with pytest.raises(LookupError, match=r"no open infrastructure is named 'lookup-a'.*lookup-b"):
+        bt.health("lookup-a")
+    other.close()
+
+
+def test_health_by_namespace_holds_infrastructures_weakly() -> None:
+    import gc
+
+    bt.Infrastructure("lookup-dropped", background=False, env={})  # never closed, dropped
+    gc.collect()
+    with pytest.raises(LookupError):
+        bt.health("lookup-dropped")
+
+
+def test_health_by_namespace_refuses_to_guess_between_two_of_one_name() -> None:
+    with bt.Infrastructure("lookup-twice", env={}), bt.Infrastructure("lookup-twice", env={}):
+        with pytest.raises(LookupError, match="2 open infrastructures"):
+            bt.health("lookup-twice")
+
+
+# -- load_test with the guide's call: no operation, a namespace ------------------------------
+
+
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
+def test_load_test_runs_a_no_op_operation_by_default_as_the_guide_calls_it(mode: Any) -> None:
+    from buttress.testing import load_test
+
+    with bt.Infrastructure("load-noop", {"circuit_breakers": {"svc": {}}}, env={}) as infra:
+        result = load_test(
+            "load-noop",  # the guide passes the namespace
+            service="svc",
+            concurrent_users=3,
+            duration=30.0,
+            operations_per_user=4,
+            mode=mode,
+            progress=False,
+        )
+        assert result.operations == 12
+        assert result.success_rate == 1.0
+        assert infra.services["svc"].calls == 12

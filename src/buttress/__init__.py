@@ -53,7 +53,7 @@ from ._health import (
     health_response,
     health_wsgi_app,
 )
-from ._infrastructure import Infrastructure, Protection, ResourceSpec, ServiceLayers
+from ._infrastructure import Infrastructure, Protection, ResourceSpec, ServiceLayers, health
 from ._instrument import ServiceSnapshot
 from ._memory import (
     MemoryLevel,
@@ -146,6 +146,7 @@ __all__ = [
     "Transition",
     "__version__",
     "events",
+    "health",
     "health_asgi_app",
     "health_response",
     "health_wsgi_app",

@@ -35,6 +35,7 @@ from ..ratelimit._scope import check_name
 from ._build import DYNAMIC, Builder, ResourceSpec, Route, ServiceLayers, build_route, choices
 from ._protect import ProtectionSteps, compile_steps, run
 from ._protect_async import AsyncProtectionSteps, compile_steps_async, run_async
+from ._registry import register, unregister
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -124,6 +125,7 @@ class Infrastructure:
             else:
                 self._route(service)
         self._schedule_jobs()
+        register(self)  # bt.health(namespace) finds it until close()
 
     # -- building ------------------------------------------------------------------------------
 
@@ -242,6 +244,7 @@ class Infrastructure:
         if self._closed:
             return
         self._closed = True
+        unregister(self)
         with self._lock:
             self._routes.clear()
         for job in self._jobs:
