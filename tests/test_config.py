@@ -711,6 +711,7 @@ def sections() -> dict[str, type[BaseModel]]:
     return {
         "circuit_breakers": c.CircuitBreakerSettings,
         "circuit_breakers.fault_injection": c.FaultInjectionSettings,
+        "rate_limiting": c.RateLimitingSettings,
         "rate_limiting.limiters": c.LimiterSettings,
         "rate_limiting.limiters.scopes": c.ScopeSettings,
         "connection_pools": c.PoolSettings,

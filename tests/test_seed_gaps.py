@@ -92,3 +92,37 @@ def test_load_test_runs_a_no_op_operation_by_default_as_the_guide_calls_it(mode:
         assert result.operations == 12
         assert result.success_rate == 1.0
         assert infra.services["svc"].calls == 12
+
+
+# -- [connection_pools.default] ----------------------------------------------------------------
+
+
+def test_pool_defaults_apply_to_every_pool_that_leaves_a_setting_unset() -> None:
+    cfg = bt.load_config(
+        {
+            "connection_pools": {
+                "default": {"strategy": "fifo", "max_overflow": 10, "check_sql": "SELECT 1"},
+                "db": {"factory": "sqlite3:connect", "args": [":memory:"], "max_size": 20},
+                "cache": {"factory": "sqlite3:connect", "check_sql": "SELECT 1", "strategy": "lifo"},
+            }
+        },
+        env={},
+    )
+    assert set(cfg.connection_pools) == {"db", "cache"}  # a template, not a pool
+    db, cache = cfg.connection_pools["db"], cfg.connection_pools["cache"]
+    assert (db.strategy, db.max_overflow, db.max_size) == ("fifo", 10, 20)
+    assert (cache.strategy, cache.max_overflow) == ("lifo", 10)  # its own setting wins
+    assert db.check_sql == cache.check_sql == "SELECT 1"
+    with bt.Infrastructure("pool-defaults", cfg, background=False) as infra:
+        assert infra.pools["db"].config.strategy == "fifo"
+        assert infra.pools["db"].config.max_overflow == 10
+        assert set(infra.pools) == {"db", "cache"}
+
+
+def test_pool_defaults_are_checked_with_each_pool() -> None:
+    with pytest.raises(bt.ConfigError, match=r"connection_pools\.default\.strategy"):
+        bt.load_config({"connection_pools": {"default": {"strategy": "random"}}}, env={})
+    with pytest.raises(bt.ConfigError, match=r"connection_pools\.db\.min_size.*default"):
+        bt.load_config(
+            {"connection_pools": {"default": {"min_size": 5}, "db": {"max_size": 2}}}, env={}
+        )

@@ -632,6 +632,31 @@ class PoolSettings(_Section):
         )
 
 
+POOL_DEFAULTS = "default"
+
+
+def _pool_defaults(pools: dict[str, PoolSettings]) -> None:
+    """``[connection_pools.default]``: what every pool takes for the settings it leaves unset
+    (the guide's ``default_strategy``, ``max_overflow``, ``health_check_strategy``). A
+    template, not a pool: it is folded into the others and leaves the table."""
+    default = pools.pop(POOL_DEFAULTS, None)
+    if default is None:
+        return
+    given = default.model_fields_set
+    for name, pool in list(pools.items()):
+        inherited = {k: getattr(default, k) for k in given if k not in pool.model_fields_set}
+        if not inherited:
+            continue
+        merged = pool.model_copy(update=inherited)
+        if merged.min_size > merged.max_size:
+            where = "" if "min_size" in pool.model_fields_set else " (from connection_pools.default)"
+            raise ConfigError(
+                f"connection_pools.{name}.min_size",
+                f"min_size ({merged.min_size}){where} must be <= max_size ({merged.max_size})",
+            )
+        pools[name] = merged
+
+
 # -- services ----------------------------------------------------------------------------------
 
 
@@ -676,6 +701,7 @@ class Config(_Section):
         # or pool; build their configs now, so `config check` sees it too.
         for name, breaker in self.circuit_breakers.items():
             breaker.check(f"circuit_breakers.{name}")
+        _pool_defaults(self.connection_pools)
         for name, pool in self.connection_pools.items():
             pool.check(f"connection_pools.{name}")
         return self
