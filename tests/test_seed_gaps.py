@@ -126,3 +126,82 @@ def test_pool_defaults_are_checked_with_each_pool() -> None:
         bt.load_config(
             {"connection_pools": {"default": {"min_size": 5}, "db": {"max_size": 2}}}, env={}
         )
+
+
+# -- service throughput and nested calls -------------------------------------------------------
+
+
+def test_throughput_of_a_young_service_is_over_the_time_it_was_observed() -> None:
+    clock = bt.ManualClock()
+    with bt.Infrastructure("young", clock=clock, background=False, env={}) as infra:
+
+        @infra.instrument("search")
+        def search() -> None:
+            clock.advance(0.01)
+
+        for _ in range(20):  # 20 calls in one second
+            search()
+            clock.advance(0.04)
+        assert infra.services["search"].snapshot(now=clock.monotonic()).throughput == (
+            pytest.approx(20.0)
+        )
+        for _ in range(120 * 10):  # then two minutes at 10 a second: the last minute's rate
+            search()
+            clock.advance(0.09)
+        assert infra.services["search"].snapshot(now=clock.monotonic()).throughput == (
+            pytest.approx(10.0, rel=0.05)
+        )
+
+
+def test_nested_calls_of_one_service_are_counted_once() -> None:
+    clock = bt.ManualClock()
+    with bt.Infrastructure(
+        "nested", {"circuit_breakers": {"catalog": {}}}, clock=clock, env={}
+    ) as infra:
+
+        @infra.instrument("catalog")
+        class Catalog:
+            def get(self, key: str) -> str:
+                return self.load(key)  # a public method calling another: one call
+
+            def load(self, key: str) -> str:
+                return key.upper()
+
+        catalog = Catalog()
+        assert catalog.get("a") == "A"
+        assert infra.services["catalog"].calls == 1
+        assert infra.call("catalog", catalog.get, "b") == "B"  # protected, instrumented inside
+        assert infra.services["catalog"].calls == 2
+        with infra.protect("catalog"):
+            catalog.load("c")
+        assert infra.services["catalog"].calls == 3
+
+        @infra.instrument("catalog")
+        def outer() -> str:
+            return infra.call("catalog", catalog.load, "d")  # protected inside instrumented
+
+        outer()
+        assert infra.services["catalog"].calls == 4
+        assert infra.health().circuit_breakers["catalog"].total_successes == 3  # breaker: its own
+
+
+async def test_nested_async_calls_of_one_service_are_counted_once() -> None:
+    with bt.Infrastructure("nested-async", {"services": {"feed": {}}}, env={}) as infra:
+
+        @infra.instrument("feed")
+        async def page() -> int:
+            return await item()
+
+        @infra.instrument("feed")
+        async def item() -> int:
+            return 1
+
+        @infra.instrument("other")
+        async def elsewhere() -> int:
+            return await item()
+
+        assert await page() == 1
+        assert await infra.call_async("feed", page) == 1
+        assert infra.services["feed"].calls == 2
+        assert await elsewhere() == 1  # another service's call: counted for each service
+        assert (infra.services["feed"].calls, infra.services["other"].calls) == (3, 1)

@@ -173,7 +173,7 @@ class Infrastructure:
     def _build_route(self, service: str) -> Route:
         metrics = self.services.get(service)  # instrument() may have made it
         if metrics is None:
-            metrics = ServiceMetrics(service)
+            metrics = ServiceMetrics(service, since=self._now())
         route = build_route(
             service,
             self.config,
@@ -434,7 +434,9 @@ class Infrastructure:
             with self._lock:
                 m = self.services.get(service)
                 if m is None:
-                    m = self.services[service] = ServiceMetrics(service, metrics)
+                    m = self.services[service] = ServiceMetrics(
+                        service, metrics, since=self._now()
+                    )
                     return m
         if metrics is not METRICS:
             m.want(metrics)
@@ -475,12 +477,13 @@ class Protection(ProtectionSteps, AsyncProtectionSteps):
     ``buttress.http.rate_limit_headers``) when the service has a limiter, else ``None``.
     """
 
-    __slots__ = ("_args", "_route", "_token", "connection", "decision")
+    __slots__ = ("_args", "_recording", "_route", "_token", "connection", "decision")
 
     def __init__(self, route: Route, key: Any, critical: bool, cost: float) -> None:
         self._route = route
         self._args = (key, critical, cost)
         self._token = None
+        self._recording = None
         self.connection: Any = None
         self.decision: Decision | None = None
 

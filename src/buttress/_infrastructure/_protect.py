@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 from .._breaker._outcome import health_of
 from .._concurrency import ExcInfo
 from .._errors import PoolTimeoutError, RejectedError
+from .._instrument import RECORDING, reset_recording
 from ..ratelimit._decision import exceeded
 from ._misuse import LAZY, lazy_result, wrong_pool
 
@@ -82,6 +83,7 @@ def compile_steps(route: Route, memory: MemoryManager | None, chaos: Chaos, cloc
     target = route.injector_name
     metrics = route.metrics
     record = metrics.record
+    recording = RECORDING.get
     rejected = metrics.record_rejection
 
     def undo(ticket: Any, limited: Any, key: Any, cost: float) -> None:
@@ -171,7 +173,8 @@ def compile_steps(route: Route, memory: MemoryManager | None, chaos: Chaos, cloc
                 ok = True if exc is None else health_of(breaker_config, exc)
                 if ok is not None:
                     adaptive_record(ok=ok, latency=t - t0)
-            record(t - t0, exc, now=t)
+            if metrics not in recording():  # else nested in a call of its own service
+                record(t - t0, exc, now=t)
 
     def abandon(token: Token, key: Any, cost: float) -> None:
         ticket, lease, _, limited = token
@@ -200,13 +203,18 @@ def run(
     enter, leave, abandon = steps
     token = enter(key, critical, cost)
     result: T
+    # What fn does for this service is this call's work: an instrumented function of the
+    # service inside it is not counted again (nor a protected call of it).
+    mark = RECORDING.set((*RECORDING.get(), route.metrics))
     try:
         lease = token[1]
         called = fn(lease.connection, *args, **kwargs) if lease is not None else fn(*args, **kwargs)
         result = called
     except BaseException as exc:
+        reset_recording(mark)
         leave(token, exc)
         raise
+    reset_recording(mark)
     if result.__class__ in LAZY:  # its body would run after the protection ended
         abandon(token, key, cost)
         raise lazy_result(route.name, fn, result)
@@ -223,6 +231,7 @@ class ProtectionSteps:
     _route: Route
     _args: tuple[Any, bool, float]  # key, critical, cost
     _token: Token | None
+    _recording: Any  # the RECORDING mark while the block runs
     connection: Any
     decision: Decision | None
 
@@ -234,10 +243,14 @@ class ProtectionSteps:
         if lease is not None:
             self.connection = lease.connection
         self.decision = token[3]
+        self._recording = RECORDING.set((*RECORDING.get(), self._route.metrics))
         return self
 
     def __exit__(self, *exc_info: *ExcInfo) -> Literal[False]:
         token, self._token = self._token, None
+        mark, self._recording = self._recording, None
+        if mark is not None:
+            reset_recording(mark)
         if token is not None:
             steps = self._route.steps
             assert steps is not None

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 from .._breaker._outcome import health_of
 from .._concurrency import ExcInfo
 from .._errors import PoolTimeoutError, RejectedError
+from .._instrument import RECORDING, reset_recording
 from ..ratelimit._decision import exceeded
 from ._misuse import GENERATORS, LAZY, UNCALLED, lazy_result, not_awaitable, wrong_pool
 
@@ -82,6 +83,7 @@ def compile_steps_async(
     target = route.injector_name
     metrics = route.metrics
     record = metrics.record
+    recording = RECORDING.get
     rejected = metrics.record_rejection
 
     async def undo_async(ticket: Any, limited: Any, key: Any, cost: float) -> None:
@@ -174,7 +176,8 @@ def compile_steps_async(
                 ok = True if exc is None else health_of(breaker_config, exc)
                 if ok is not None:
                     adaptive_record(ok=ok, latency=t - t0)
-            record(t - t0, exc, now=t)
+            if metrics not in recording():  # else nested in a call of its own service
+                record(t - t0, exc, now=t)
 
     async def abandon_async(token: Token, key: Any, cost: float) -> None:
         ticket, lease, _, limited = token
@@ -205,6 +208,9 @@ async def run_async(
     if True:  # ASYNC
         called: Any = UNCALLED  # until fn returns: a TypeError from the await is then ours
     result: T
+    # What fn does for this service is this call's work: an instrumented function of the
+    # service inside it is not counted again (nor a protected call of it).
+    mark = RECORDING.set((*RECORDING.get(), route.metrics))
     try:
         lease = token[1]
         called = fn(lease.connection, *args, **kwargs) if lease is not None else fn(*args, **kwargs)
@@ -213,11 +219,13 @@ async def run_async(
         else:
             result = called
     except BaseException as exc:
+        reset_recording(mark)
         if True:  # ASYNC
             if called is not UNCALLED and not_awaitable(called, exc):
                 raise await misused_async(route, fn, called, token, key, cost) from None
         await leave_async(token, exc)
         raise
+    reset_recording(mark)
     if True:  # ASYNC
         pass
     else:
@@ -237,6 +245,7 @@ class AsyncProtectionSteps:
     _route: Route
     _args: tuple[Any, bool, float]  # key, critical, cost
     _token: Token | None
+    _recording: Any  # the RECORDING mark while the block runs
     connection: Any
     decision: Decision | None
 
@@ -248,10 +257,14 @@ class AsyncProtectionSteps:
         if lease is not None:
             self.connection = lease.connection
         self.decision = token[3]
+        self._recording = RECORDING.set((*RECORDING.get(), self._route.metrics))
         return self
 
     async def __aexit__(self, *exc_info: *ExcInfo) -> Literal[False]:
         token, self._token = self._token, None
+        mark, self._recording = self._recording, None
+        if mark is not None:
+            reset_recording(mark)
         if token is not None:
             steps = self._route.async_steps
             assert steps is not None
