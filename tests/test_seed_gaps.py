@@ -205,3 +205,50 @@ async def test_nested_async_calls_of_one_service_are_counted_once() -> None:
         assert infra.services["feed"].calls == 2
         assert await elsewhere() == 1  # another service's call: counted for each service
         assert (infra.services["feed"].calls, infra.services["other"].calls) == (3, 1)
+
+
+# -- the breaker's fault-injection fields inside an Infrastructure -----------------------------
+
+
+def _fail() -> None:
+    raise AssertionError("never runs: the fault is injected first")
+
+
+def test_breaker_reports_the_faults_its_infrastructures_chaos_injected() -> None:
+    config = {
+        "circuit_breakers": {"payments": {"failure_threshold": 50, "degradation_threshold": 40}},
+        "chaos": {"enabled": True, "seed": 3},
+    }
+    with bt.Infrastructure("fi", config, clock=bt.ManualClock(), env={}) as infra:
+        breaker = infra.breakers["payments"]
+        assert (breaker.snapshot().fault_injection_active, breaker.snapshot().injected_failures) == (
+            False,
+            0,
+        )
+        with infra.chaos.experiment("payments", failure_rate=1.0):
+            for _ in range(4):
+                with pytest.raises(bt.InjectedFault):
+                    infra.call("payments", _fail)
+            snap = breaker.snapshot()
+            assert (snap.fault_injection_active, snap.injected_failures) == (True, 4)
+            assert infra.health().circuit_breakers["payments"].fault_injection_active
+        snap = breaker.snapshot()
+        assert (snap.fault_injection_active, snap.injected_failures) == (False, 4)
+
+
+def test_breaker_reports_configured_fault_injection_inside_an_infrastructure() -> None:
+    config = {
+        "circuit_breakers": {
+            "db": {"fault_injection": {"enabled": True, "failure_rate": 1.0}},
+            "default": {},
+        },
+        "services": {"default": {}},
+        "chaos": {"enabled": True},
+    }
+    with bt.Infrastructure("fi-config", config, env={}) as infra:
+        with pytest.raises(bt.InjectedFault):
+            infra.call("db", _fail)
+        snap = infra.health().circuit_breakers["db"]
+        assert (snap.fault_injection_active, snap.injected_failures) == (True, 1)
+        infra.call("dynamic-service", lambda: None)  # a breaker from the default template
+        assert not infra.health().circuit_breakers["dynamic-service"].fault_injection_active

@@ -116,6 +116,9 @@ class BreakerCore:
         self._timed = config.slow_call_duration is not None
         self._failure_result = config.failure_result
         self._injector = fault_injection
+        # Where faults are injected for this breaker by others (an Infrastructure's chaos,
+        # applied in its pipeline): read by snapshot() only, never applied here.
+        self._injected_by: Callable[[], Injector | None] | None = None
         self._machine.set_plain(fault_injection is None)  # the lock-free path injects nothing
         # Generations of successes the lock-free path counted but has not handed over yet.
         self._pending: deque[int] = deque()

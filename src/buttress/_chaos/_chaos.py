@@ -122,6 +122,10 @@ class Chaos:
             inj.configure(**settings)
         return inj
 
+    def find(self, target: str) -> FaultInjector | None:
+        """The injector of ``target`` if one was made (unlike :meth:`injector`, makes none)."""
+        return self._injectors.get(target)
+
     @property
     def targets(self) -> tuple[str, ...]:
         with self._lock:
