@@ -252,3 +252,166 @@ def test_breaker_reports_configured_fault_injection_inside_an_infrastructure() -
         assert (snap.fault_injection_active, snap.injected_failures) == (True, 1)
         infra.call("dynamic-service", lambda: None)  # a breaker from the default template
         assert not infra.health().circuit_breakers["dynamic-service"].fault_injection_active
+
+
+# -- the decision-latency histogram ------------------------------------------------------------
+
+
+class _SlowClock(bt.ManualClock):
+    """Each monotonic read moves time on 1 ms: every decision takes 1 ms to make."""
+
+    def monotonic(self) -> float:
+        self.advance(0.001)
+        return super().monotonic()
+
+
+def test_each_limiter_keeps_a_histogram_of_its_decision_latency() -> None:
+    clock = _SlowClock()
+    limiter = bt.RateLimiter([bt.Scope("user", limit=10_000, window=1.0)], clock=clock)
+    for i in range(160):
+        limiter.try_acquire({"user": f"u{i % 7}"})
+    lat = limiter.snapshot().decision_latency
+    assert lat is not None
+    assert lat.count == 160  # one in 16 timed, each standing for 16
+    assert lat.p50 == pytest.approx(0.001, rel=0.01)
+    assert lat.max == pytest.approx(0.001, rel=0.01)
+
+
+def test_the_decision_latency_histogram_is_exported() -> None:
+    from buttress.exporters._metrics import Summary, gather
+
+    config = _limited()
+    with bt.Infrastructure("latency", config, env={}) as infra:
+        for _ in range(64):
+            infra.limiters["api"].try_acquire({"user": "u1"})
+        (labels, summary), = gather(infra, "limiter")["limiter.decision_latency"]
+        assert labels == ("latency", "api")
+        assert isinstance(summary, Summary) and summary.count == 64
+
+
+# -- recovery telemetry: a breaker's recovery attempts, chaos recovery time --------------------
+
+
+def test_breaker_reports_each_recovery_attempt_and_its_outcome(event_log: Any) -> None:
+    from buttress.exporters._metrics import gather
+
+    clock = bt.ManualClock()
+    breaker = bt.CircuitBreaker(
+        "recovering",
+        failure_threshold=2,
+        degradation_threshold=None,
+        failure_rate_threshold=None,
+        degradation_rate_threshold=None,
+        reset_timeout=10.0,
+        half_open_max_calls=1,
+        clock=clock,
+    )
+
+    def boom() -> None:
+        raise ConnectionError
+
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            breaker.call(boom)
+    assert breaker.state is bt.BreakerState.OPEN
+    clock.advance(10.0)
+    with pytest.raises(ConnectionError):
+        breaker.call(boom)  # the first attempt's probe fails
+    clock.advance(10.0)
+    breaker.call(lambda: None)  # the second's succeeds
+    seen = [
+        (m["attempt"], md["outcome"])
+        for m, md in event_log.named("buttress", "circuit_breaker", "recovery_attempts",
+                                     breaker="recovering")
+    ]
+    assert seen == [(1, "started"), (1, "failed"), (2, "started"), (2, "succeeded")]
+    assert breaker.snapshot().recovery_attempts == 0
+
+    with bt.Infrastructure("attempts", {"circuit_breakers": {"db": {}}}, clock=clock, env={}) as infra:
+        samples = gather(infra, "breaker")["breaker.recovery_attempts"]
+        assert samples == [(("attempts", "db"), 0.0)]
+
+
+def _chaos_infra(clock: bt.ManualClock, **breaker: Any) -> bt.Infrastructure:
+    settings = {
+        "failure_threshold": None,
+        "degradation_threshold": None,
+        "failure_rate_threshold": None,
+        "degradation_rate_threshold": None,
+    }
+    config = {
+        "circuit_breakers": {"payments": {**settings, **breaker}},
+        "chaos": {"enabled": True, "seed": 1},
+    }
+    return bt.Infrastructure("recovery", config, clock=clock, background=False, env={})
+
+
+def test_chaos_measures_the_time_from_a_faults_end_to_the_services_health(event_log: Any) -> None:
+    from buttress.exporters._metrics import gather
+
+    clock = bt.ManualClock()
+    with _chaos_infra(clock) as infra:
+        with infra.chaos.experiment("payments", failure_rate=1.0, duration=10.0, name="outage"):
+            for _ in range(3):
+                with pytest.raises(bt.InjectedFault):
+                    infra.call("payments", _fail)
+                clock.advance(1.0)
+            clock.advance(9.5)  # past its end (t=10); nothing called since
+            clock.advance(2.0)  # the service answers at t=14.5: 4.5 s after the fault ended
+            assert infra.call("payments", lambda: "ok") == "ok"
+        assert [
+            (m["recovery_time"], md["experiment"])
+            for m, md in event_log.named("buttress", "chaos", "recovery_time", target="payments")
+        ] == [(pytest.approx(4.5), "outage")]
+        injector = infra.health().chaos_engineering["injectors"]["payments"]
+        assert injector["recovery_time"] == pytest.approx(4.5)
+        assert not injector["recovering"]
+        infra.call("payments", lambda: "ok")  # measured once per fault
+        assert len(event_log.named("buttress", "chaos", "recovery_time")) == 1
+        assert gather(infra, "chaos")["chaos.recovery_time"] == [
+            (("recovery", "payments"), pytest.approx(4.5))
+        ]
+
+
+def test_chaos_recovery_waits_for_the_breaker_the_fault_opened_to_close(event_log: Any) -> None:
+    clock = bt.ManualClock()
+    with _chaos_infra(
+        clock, failure_threshold=3, reset_timeout=30.0, half_open_max_calls=1
+    ) as infra:
+        with infra.chaos.experiment("payments", failure_rate=1.0, duration=5.0):
+            for _ in range(3):
+                with pytest.raises(bt.InjectedFault):
+                    infra.call("payments", _fail)
+        assert infra.breakers["payments"].state is bt.BreakerState.OPEN
+        assert infra.health().chaos_engineering["injectors"]["payments"]["recovering"]
+        clock.advance(30.0)  # the fault ended at t=0 (its block exited); the breaker probes
+        infra.call("payments", lambda: "ok")
+        assert infra.breakers["payments"].state is bt.BreakerState.CLOSED
+        (m, _), = event_log.named("buttress", "chaos", "recovery_time", target="payments")
+        assert m["recovery_time"] == pytest.approx(30.0)
+
+
+def test_pool_reports_its_strategy_efficiency() -> None:
+    from buttress.exporters._metrics import gather
+
+    with bt.Infrastructure(
+        "efficiency",
+        {"connection_pools": {"db": {"min_size": 1, "max_size": 2}}},
+        pools={"db": object},
+        env={},
+    ) as infra:
+        pool = infra.pools["db"]
+        assert pool.snapshot().strategy_efficiency == 1.0  # no checkout yet
+        pool.open(wait=True)
+        for _ in range(3):
+            with pool.connection():
+                pass  # the warm member, at once
+        with pool.connection(), pool.connection():  # the second waits for a connect
+            pass
+        snap = pool.snapshot()
+        assert snap.checkouts == 5 and 1 <= snap.waited < 5  # the first may wait for the warm-up
+        expected = (5 - snap.waited) / 5
+        assert snap.strategy_efficiency == snap.to_dict()["strategy_efficiency"] == expected
+        assert gather(infra, "pool")["pool.strategy_efficiency"] == [
+            (("efficiency", "db"), expected)
+        ]

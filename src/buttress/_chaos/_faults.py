@@ -37,6 +37,7 @@ ExceptionFactory = type[BaseException] | Callable[[], BaseException]
 EV_INJECTED = ("buttress", "chaos", "injected")
 EV_EXPERIMENT_START = ("buttress", "chaos", "experiment_start")
 EV_EXPERIMENT_STOP = ("buttress", "chaos", "experiment_stop")
+EV_RECOVERY = ("buttress", "chaos", "recovery_time")
 
 _UNSET: Any = object()
 
@@ -146,6 +147,8 @@ class InjectorSnapshot(TypedDict):
     injected_failures: int
     injected_delays: int
     experiments: list[ExperimentSnapshot]
+    recovering: bool
+    recovery_time: float | None
 
 
 class FaultInjector:
@@ -193,6 +196,10 @@ class FaultInjector:
         self.injected_failures = 0
         self.injected_delays = 0
         self.calls = 0
+        # The last experiment's end (monotonic) and name, until the target's first healthy
+        # success after it: then recovery_time is how long that took.
+        self._ended: tuple[float, str] | None = None
+        self.recovery_time: float | None = None
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -293,6 +300,7 @@ class FaultInjector:
             )
         with self._lock:
             self._experiments = (*self._experiments, exp)
+            self._ended = None  # a new fault: recovery from the last one is moot
         if events.enabled(EV_EXPERIMENT_START):
             events.emit(
                 EV_EXPERIMENT_START,
@@ -315,6 +323,8 @@ class FaultInjector:
                 return
             self._experiments = tuple(e for e in self._experiments if e is not exp)
             reason = exp._finish(now)
+            if not self._experiments and exp.ended_at is not None:
+                self._ended = (exp.ended_at, exp.name)
         if events.enabled(EV_EXPERIMENT_STOP):
             events.emit(
                 EV_EXPERIMENT_STOP,
@@ -379,6 +389,31 @@ class FaultInjector:
                 self._report(fault, "failure")
         return fault
 
+    @property
+    def recovering(self) -> bool:
+        """An experiment ended and the target has not yet answered healthily since."""
+        return self._ended is not None
+
+    def recovered(self, now: float, healthy: bool = True) -> float | None:
+        """A call to the target succeeded at ``now`` (monotonic); ``healthy``: its breaker, if
+        any, is closed. The first such call after an experiment ends measures
+        ``recovery_time`` (from the fault's end) and reports it; returns it, else None."""
+        ended = self._ended
+        if ended is None or not healthy:
+            return None
+        with self._lock:
+            if self._ended is not ended:
+                return None
+            self._ended = None
+            took = self.recovery_time = max(0.0, now - ended[0])
+        if events.enabled(EV_RECOVERY):
+            events.emit(
+                EV_RECOVERY,
+                {"recovery_time": took},
+                {"target": self.name, "experiment": ended[1]},
+            )
+        return took
+
     def _report(self, fault: Fault, kind: str) -> None:
         events.emit(
             EV_INJECTED,
@@ -410,7 +445,10 @@ class FaultInjector:
             self.clock.sleep(fault.delay)
         if fault.fail:
             raise self.make_exception(fault)
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
+        if self._ended is not None:
+            self.recovered(self.clock.monotonic())
+        return result
 
     async def call_async(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
@@ -421,7 +459,10 @@ class FaultInjector:
             await self.clock.asleep(fault.delay)
         if fault.fail:
             raise self.make_exception(fault)
-        return await fn(*args, **kwargs)
+        result = await fn(*args, **kwargs)
+        if self._ended is not None:
+            self.recovered(self.clock.monotonic())
+        return result
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]: ...
@@ -458,6 +499,8 @@ class FaultInjector:
             "injected_failures": self.injected_failures,
             "injected_delays": self.injected_delays,
             "experiments": [e.to_dict() for e in self.experiments],
+            "recovering": self.recovering,
+            "recovery_time": self.recovery_time,
         }
 
     def __repr__(self) -> str:

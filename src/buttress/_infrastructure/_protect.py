@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from .._breaker._outcome import health_of
+from .._breaker._states import BreakerState
 from .._concurrency import ExcInfo
 from .._errors import PoolTimeoutError, RejectedError
 from .._instrument import RECORDING, reset_recording
@@ -75,6 +76,7 @@ def compile_steps(route: Route, memory: MemoryManager | None, chaos: Chaos, cloc
     abort = breaker.abort if breaker is not None else None
     breaker_config = breaker.config if breaker is not None else None
     breaker_first = route.shared_limit and begin is not None
+    closed = BreakerState.CLOSED
     pool = route.pool
     pool_name = route.pool_name
     # Looked up on each call, not bound here: a target made after the route (an experiment
@@ -175,6 +177,11 @@ def compile_steps(route: Route, memory: MemoryManager | None, chaos: Chaos, cloc
                     adaptive_record(ok=ok, latency=t - t0)
             if metrics not in recording():  # else nested in a call of its own service
                 record(t - t0, exc, now=t)
+            if exc is None and injecting:
+                injector = injecting.get(target)
+                if injector is not None and injector.recovering:
+                    # The first success after a fault, with the breaker closed: recovered.
+                    injector.recovered(t, breaker is None or breaker.state is closed)
 
     def abandon(token: Token, key: Any, cost: float) -> None:
         ticket, lease, _, limited = token

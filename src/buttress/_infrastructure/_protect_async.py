@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from .._breaker._outcome import health_of
+from .._breaker._states import BreakerState
 from .._concurrency import ExcInfo
 from .._errors import PoolTimeoutError, RejectedError
 from .._instrument import RECORDING, reset_recording
@@ -75,6 +76,7 @@ def compile_steps_async(
     abort = breaker.abort if breaker is not None else None
     breaker_config = breaker.config if breaker is not None else None
     breaker_first = route.shared_limit and begin_async is not None
+    closed = BreakerState.CLOSED
     apool = route.apool
     pool_name = route.pool_name
     # Looked up on each call, not bound here: a target made after the route (an experiment
@@ -178,6 +180,11 @@ def compile_steps_async(
                     adaptive_record(ok=ok, latency=t - t0)
             if metrics not in recording():  # else nested in a call of its own service
                 record(t - t0, exc, now=t)
+            if exc is None and injecting:
+                injector = injecting.get(target)
+                if injector is not None and injector.recovering:
+                    # The first success after a fault, with the breaker closed: recovered.
+                    injector.recovered(t, breaker is None or breaker.state is closed)
 
     async def abandon_async(token: Token, key: Any, cost: float) -> None:
         ticket, lease, _, limited = token
