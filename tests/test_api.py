@@ -101,6 +101,7 @@ PUBLIC = [
     "BreakerState",
     "ButtressError",
     "Chaos",
+    "ChaosSchedule",
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",

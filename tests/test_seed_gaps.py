@@ -415,3 +415,133 @@ def test_pool_reports_its_strategy_efficiency() -> None:
         assert gather(infra, "pool")["pool.strategy_efficiency"] == [
             (("efficiency", "db"), expected)
         ]
+
+
+# -- scheduled chaos (the guide's chaos_mode) ----------------------------------------------------
+
+
+def _fails(chaos: bt.Chaos, target: str) -> bool:
+    try:
+        chaos.call(target, lambda: None)
+    except bt.InjectedFault:
+        return True
+    return False
+
+
+def test_a_schedule_is_seeded_and_replays() -> None:
+    def planned(seed: int) -> list[Any]:
+        chaos = bt.Chaos(enabled=True, seed=seed, clock=bt.ManualClock())
+        sched = chaos.schedule(["a", "b", "c"], experiments=6, every=30.0, duration=(1.0, 9.0))
+        return [(round(p.offset, 9), round(p.duration, 9), p.target) for p in sched.plan]
+
+    assert planned(7) == planned(7)
+    assert planned(7) != planned(8)
+    assert len(planned(7)) == 6 and {t for _, _, t in planned(7)} <= {"a", "b", "c"}
+
+
+def test_a_schedule_runs_its_experiments_on_the_clock_one_after_another(event_log: Any) -> None:
+    clock = bt.ManualClock()
+    chaos = bt.Chaos(enabled=True, seed=1, clock=clock)
+    sched = chaos.schedule(["db"], experiments=3, every=20.0, duration=5.0, failure_rate=1.0)
+    offsets = [p.offset for p in sched.plan]
+    assert all(b >= a + 5.0 + 10.0 for a, b in zip(offsets, offsets[1:], strict=False))
+    t = 0.0
+    for offset in offsets:
+        clock.advance(offset - 0.5 - t)  # just before it: nothing injected, nothing listed
+        assert not _fails(chaos, "db") and chaos.active_experiments() == []
+        clock.advance(1.0)  # inside it
+        assert _fails(chaos, "db")
+        number = offsets.index(offset) + 1
+        assert [e.name for e in chaos.active_experiments()] == [f"schedule#1/{number}"]
+        clock.advance(5.0)  # past its end
+        assert not _fails(chaos, "db")
+        t = offset + 5.5
+    assert not sched.active and sched.finished == 3
+    assert len(event_log.named("buttress", "chaos", "experiment_start", target="db")) == 3
+    assert [md["reason"] for _, md in event_log.named("buttress", "chaos", "experiment_stop")] == [
+        "expired"
+    ] * 3
+
+
+def test_a_schedule_is_bounded() -> None:
+    chaos = bt.Chaos(enabled=True, seed=2, clock=bt.ManualClock())
+    sched = chaos.schedule(["x"], experiments=1000, every=10.0, duration=5.0, max_duration=120.0)
+    assert 1 <= len(sched.plan) < 1000 and sched.span <= 120.0
+    with pytest.raises(bt.ConfigError, match="experiments"):
+        chaos.schedule(["x"], experiments=10**6)
+    with pytest.raises(bt.ConfigError, match="targets"):
+        chaos.schedule([])
+    with pytest.raises(bt.ConfigError, match="chaos.enabled"):
+        bt.Chaos(seed=1).schedule(["x"])
+
+
+def test_a_schedule_shows_in_health_and_stops(event_log: Any) -> None:
+    clock = bt.ManualClock()
+    config = {"circuit_breakers": {"db": {}}, "chaos": {"enabled": True, "seed": 5}}
+    with bt.Infrastructure("scheduled", config, clock=clock, background=False, env={}) as infra:
+        sched = infra.chaos.schedule(["db"], experiments=4, every=10.0, duration=30.0,
+                                     failure_rate=1.0, name="gameday")
+        first = sched.plan[0].offset
+        listed = infra.health().chaos_engineering["schedules"]
+        assert [(s["name"], s["planned"], s["active"]) for s in listed] == [("gameday", 4, True)]
+        assert listed[0]["next"]["starts_in"] == pytest.approx(first)
+        clock.advance(first + 1.0)
+        report = infra.health()
+        assert [e["name"] for e in report.chaos_engineering["active_experiments"]] == ["gameday/1"]
+        assert report.chaos_engineering["schedules"][0]["running"] == ["gameday/1"]
+        assert report.overall_status == "degraded"  # faults injected on purpose
+        sched.stop()
+        with infra.protect("db"):
+            pass  # nothing injected any more
+        clock.advance(10_000.0)
+        infra.call("db", lambda: None)
+        listed = infra.health().chaos_engineering["schedules"]
+        assert (listed[0]["active"], listed[0]["stopped"], listed[0]["running"]) == (False, True, [])
+        (m, _), = event_log.named("buttress", "chaos", "schedule_stop", schedule="gameday")
+        assert (m["ran"], m["cancelled"]) == (1, 3)
+
+
+def test_scheduled_chaos_from_toml_with_the_guides_chaos_mode(tmp_path: Any) -> None:
+    path = tmp_path / "buttress.toml"
+    path.write_text(
+        """
+[circuit_breakers.config_server]
+fault_injection = { chaos_mode = true }
+
+[circuit_breakers.search]
+
+[chaos]
+enabled = true
+seed = 11
+
+[chaos.schedule]
+experiments = 5
+every = "2m"
+duration = ["10s", "30s"]
+failure_rate = 0.25
+max_duration = "30m"
+"""
+    )
+    clock = bt.ManualClock()
+    with bt.Infrastructure("toml-chaos", str(path), clock=clock, env={}) as infra:
+        (sched,) = infra.chaos.schedules
+        assert sched.targets == ["config_server"]  # the chaos_mode breakers
+        assert len(sched.plan) == 5 and sched.span <= 1800.0
+        assert sched.settings.failure_rate == 0.25
+        again = bt.Infrastructure("toml-chaos-2", str(path), clock=bt.ManualClock(), env={})
+        assert [(p.offset, p.target) for p in again.chaos.schedules[0].plan] == [
+            (p.offset, p.target) for p in sched.plan
+        ]
+        again.close()
+    off = bt.load_config(str(path), env={"BUTTRESS_CHAOS__ENABLED": "false"})
+    with bt.Infrastructure("toml-chaos-off", off, env={}) as infra:
+        assert infra.chaos.schedules == []  # chaos off: the schedule does not start
+
+
+def test_scheduled_chaos_settings_are_checked() -> None:
+    with pytest.raises(bt.ConfigError, match=r"chaos\.schedule\.targets"):
+        bt.load_config({"chaos": {"schedule": {}}}, env={})
+    with pytest.raises(bt.ConfigError, match=r"chaos\.schedule\.experiments"):
+        bt.load_config({"chaos": {"schedule": {"targets": ["a"], "experiments": 10**6}}}, env={})
+    with pytest.raises(bt.ConfigError, match=r"chaos\.schedule\.duration"):
+        bt.load_config({"chaos": {"schedule": {"targets": ["a"], "duration": [30, 10]}}}, env={})

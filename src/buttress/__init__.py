@@ -30,7 +30,7 @@ from ._breaker import (
     Permit,
     Transition,
 )
-from ._chaos import Chaos, Experiment, FaultInjector, FaultSettings
+from ._chaos import Chaos, ChaosSchedule, Experiment, FaultInjector, FaultSettings
 from ._clock import Clock, ManualClock, SystemClock
 from ._errors import (
     BackendError,
@@ -95,6 +95,7 @@ __all__ = [
     "BreakerState",
     "ButtressError",
     "Chaos",
+    "ChaosSchedule",
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",

@@ -298,6 +298,20 @@ _CHAOS = _specs(
         "experiment it recovered from.",
     ),
     EventSpec(
+        ("buttress", "chaos", "schedule_start"),
+        ("experiments", "span"),
+        ("schedule", "targets", "seed"),
+        "Scheduled chaos started: `experiments` planned over `span` seconds on `targets`, "
+        "drawn from `seed`. Each experiment reports its own start and stop as it runs.",
+    ),
+    EventSpec(
+        ("buttress", "chaos", "schedule_stop"),
+        ("ran", "cancelled"),
+        ("schedule",),
+        "A schedule was stopped: `ran` experiments had begun (the one running is ended), "
+        "`cancelled` never will.",
+    ),
+    EventSpec(
         ("buttress", "chaos", "switch"),
         (),
         ("enabled",),

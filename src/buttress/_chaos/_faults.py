@@ -288,9 +288,13 @@ class FaultInjector:
 
     @property
     def experiments(self) -> tuple[Experiment, ...]:
-        """The experiments running on this injector, oldest first (expired ones retired)."""
+        """The experiments running on this injector, oldest first (expired ones retired; a
+        schedule's that have not begun are not listed)."""
         self._current()
-        return self._experiments
+        now = self.clock.monotonic()
+        return tuple(
+            e for e in self._experiments if e.started_at is not None and e.started_at <= now
+        )
 
     def _begin(self, exp: Experiment) -> None:
         if self._switch is not None and not self._switch.enabled:
@@ -300,7 +304,19 @@ class FaultInjector:
             )
         with self._lock:
             self._experiments = (*self._experiments, exp)
-            self._ended = None  # a new fault: recovery from the last one is moot
+            begins = exp.started_at is not None and exp.started_at <= self.clock.monotonic()
+            if begins:
+                self._announce(exp)
+        if begins:
+            self._report_start(exp)
+
+    def _announce(self, exp: Experiment) -> None:
+        """An experiment begins (lock held): at its start, or a delayed one once it is due;
+        the caller then reports it (:meth:`_report_start`), out of the lock."""
+        exp.announced = True
+        self._ended = None  # a new fault: recovery from the last one is moot
+
+    def _report_start(self, exp: Experiment) -> None:
         if events.enabled(EV_EXPERIMENT_START):
             events.emit(
                 EV_EXPERIMENT_START,
@@ -322,9 +338,16 @@ class FaultInjector:
             if exp not in self._experiments:
                 return
             self._experiments = tuple(e for e in self._experiments if e is not exp)
+            unseen = not exp.announced and exp.started_at is not None and now >= exp.started_at
+            if unseen:
+                self._announce(exp)  # it began and ended unseen (no call came meanwhile)
             reason = exp._finish(now)
-            if not self._experiments and exp.ended_at is not None:
+            if not exp.announced:
+                return  # cancelled before it began: it never ran, nothing to report
+            if not any(e.announced for e in self._experiments) and exp.ended_at is not None:
                 self._ended = (exp.ended_at, exp.name)
+        if unseen:
+            self._report_start(exp)
         if events.enabled(EV_EXPERIMENT_STOP):
             events.emit(
                 EV_EXPERIMENT_STOP,
@@ -338,7 +361,8 @@ class FaultInjector:
             )
 
     def _current(self) -> Experiment | None:
-        """The newest running experiment, after retiring expired ones."""
+        """The newest running experiment, after retiring expired ones (and announcing the
+        delayed ones that began)."""
         running = self._experiments
         if not running:
             return None
@@ -346,8 +370,17 @@ class FaultInjector:
         for exp in running:
             if exp.ends_at is not None and now >= exp.ends_at:
                 self._end(exp, now)
-        running = self._experiments
-        return running[-1] if running else None
+        for exp in reversed(self._experiments):
+            if exp.started_at is not None and exp.started_at <= now:
+                if not exp.announced:
+                    with self._lock:
+                        begins = not exp.announced and exp in self._experiments
+                        if begins:
+                            self._announce(exp)
+                    if begins:
+                        self._report_start(exp)
+                return exp
+        return None
 
     # -- deciding and applying -----------------------------------------------------------------
 

@@ -125,6 +125,9 @@ class Infrastructure:
             else:
                 self._route(service)
         self._schedule_jobs()
+        schedule = cfg.chaos_schedule()
+        if schedule is not None and self.chaos.enabled:  # scheduled chaos runs on the clock
+            self.chaos.schedule(**schedule)
         register(self)  # bt.health(namespace) finds it until close()
 
     # -- building ------------------------------------------------------------------------------
