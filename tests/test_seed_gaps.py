@@ -545,3 +545,65 @@ def test_scheduled_chaos_settings_are_checked() -> None:
         bt.load_config({"chaos": {"schedule": {"targets": ["a"], "experiments": 10**6}}}, env={})
     with pytest.raises(bt.ConfigError, match=r"chaos\.schedule\.duration"):
         bt.load_config({"chaos": {"schedule": {"targets": ["a"], "duration": [30, 10]}}}, env={})
+
+
+# -- a per-call limit (the guide's rate_config) ----------------------------------------------------
+
+
+def _two_limiters() -> dict[str, Any]:
+    return {
+        "rate_limiting": {
+            "limiters": {
+                "search": {"scopes": [{"name": "user", "limit": 100, "window": 60.0}]},
+                "export": {"scopes": [{"name": "user", "limit": 2, "window": 60.0}]},
+            }
+        }
+    }
+
+
+def test_a_call_can_be_limited_by_another_configured_limiter() -> None:
+    ctx = {"user_id": "u1"}
+    with bt.Infrastructure("override", _two_limiters(), clock=bt.ManualClock(), env={}) as infra:
+        for _ in range(2):
+            infra.call("search", lambda: None, context=ctx, limiter="export")
+        with pytest.raises(bt.RateLimitExceeded) as caught:
+            infra.call("search", lambda: None, context=ctx, limiter="export")
+        assert caught.value.limit == 2
+        infra.call("search", lambda: None, context=ctx)  # the service's own limit still has room
+        with pytest.raises(bt.RateLimitExceeded):
+            with infra.protect("search", context=ctx, limiter="export"):
+                pass
+
+        @infra.protected("search", context=ctx, limiter="export")
+        def exported() -> None:
+            pass
+
+        with pytest.raises(bt.RateLimitExceeded):
+            exported()
+        snap = infra.health().rate_limiters
+        assert (snap["export"].admitted, snap["search"].admitted) == (2, 1)
+        assert infra.services["search"].calls == 3  # counted for the service, whatever limit
+
+
+async def test_a_call_can_bring_its_own_limiter_or_none() -> None:
+    clock = bt.ManualClock()
+    own = bt.RateLimiter([bt.Scope("user", limit=1, window=60.0)], clock=clock, name="own")
+    ctx = {"user_id": "u1"}
+    config = _two_limiters()
+    config["rate_limiting"]["limiters"]["search"]["scopes"][0]["limit"] = 1
+
+    async def op() -> str:
+        return "ok"
+
+    with bt.Infrastructure("override-own", config, clock=clock, env={}) as infra:
+        assert await infra.call_async("search", op, context=ctx, limiter=own) == "ok"
+        with pytest.raises(bt.RateLimitExceeded):
+            await infra.call_async("search", op, context=ctx, limiter=own)
+        assert infra.call("search", lambda: "ok", context=ctx) == "ok"  # its own: 1 left
+        with pytest.raises(bt.RateLimitExceeded):
+            infra.call("search", lambda: "ok", context=ctx)
+        assert infra.call("search", lambda: "ok", context=ctx, limiter=False) == "ok"  # none
+        with pytest.raises(bt.ConfigError, match="limiter.*'nope'.*'search', 'export'"):
+            infra.call("search", lambda: None, limiter="nope")
+        with pytest.raises(TypeError, match="limiter"):
+            infra.call("search", lambda: None, limiter=3)  # type: ignore[arg-type]
