@@ -692,7 +692,9 @@ def _pool_defaults(pools: dict[str, PoolSettings]) -> None:
             continue
         merged = pool.model_copy(update=inherited)
         if merged.min_size > merged.max_size:
-            where = "" if "min_size" in pool.model_fields_set else " (from connection_pools.default)"
+            where = (
+                "" if "min_size" in pool.model_fields_set else " (from connection_pools.default)"
+            )
             raise ConfigError(
                 f"connection_pools.{name}.min_size",
                 f"min_size ({merged.min_size}){where} must be <= max_size ({merged.max_size})",

@@ -2,7 +2,7 @@
 
 One infrastructure, in this process: the API's rate limits kept in SQLite (they survive a
 restart), the hot catalog limiter in memory, a pool of real SQLite connections, simulated
-upstream services with injected faults. Five acts, each printed as it happens, then a report
+upstream services with injected faults. Six acts, each printed as it happens, then a report
 and the final health:
 
 1. users in three orgs hit hierarchical limits (user → org → global): each scope refuses;
@@ -32,8 +32,13 @@ from typing import Any, TextIO
 
 from . import events
 from ._breaker import BreakerState, CircuitBreaker, Transition
-from ._errors import InjectedFault
-from ._errors import CircuitOpenError, LoadShedError, PoolTimeoutError, RateLimitExceeded
+from ._errors import (
+    CircuitOpenError,
+    InjectedFault,
+    LoadShedError,
+    PoolTimeoutError,
+    RateLimitExceeded,
+)
 from ._infrastructure import Infrastructure
 from ._memory import MemoryReading
 from .testing import load_test
@@ -417,7 +422,9 @@ def _act_load(
 
 
 def _act_scheduled_chaos(infra: Infrastructure, out: Out, report: Report, seed: int) -> None:
-    out.act(6, "scheduled chaos: 3 seeded experiments on the inventory service (the guide's chaos_mode)")
+    out.act(
+        6, "scheduled chaos: 3 seeded experiments on the inventory service (the guide's chaos_mode)"
+    )
     upstream = _Upstream(random.Random(seed))
     upstream.recover_at = 0.0  # healthy: every failure now is injected
     recoveries: list[tuple[str, float]] = []
@@ -426,9 +433,13 @@ def _act_scheduled_chaos(infra: Infrastructure, out: Out, report: Report, seed: 
         if md.get("target") != "inventory":
             return
         if name[-1] == "experiment_start":
-            out.at(f"experiment {md['experiment']} starts: failing {m['failure_rate']:.0%} of calls")
+            out.at(
+                f"experiment {md['experiment']} starts: failing {m['failure_rate']:.0%} of calls"
+            )
         elif name[-1] == "experiment_stop":
-            out.at(f"experiment {md['experiment']} ends: {m['injected_failures']} failures injected")
+            out.at(
+                f"experiment {md['experiment']} ends: {m['injected_failures']} failures injected"
+            )
         else:
             recoveries.append((md["experiment"], m["recovery_time"]))
             out.at(
@@ -443,7 +454,12 @@ def _act_scheduled_chaos(infra: Infrastructure, out: Out, report: Report, seed: 
     ]
     events.attach("buttress.demo.chaos", watched, note)
     schedule = infra.chaos.schedule(
-        ["inventory"], experiments=3, every=3.0, duration=0.4, failure_rate=0.5, seed=seed,
+        ["inventory"],
+        experiments=3,
+        every=3.0,
+        duration=0.4,
+        failure_rate=0.5,
+        seed=seed,
         name="gameday",
     )
     plan = ", ".join(f"+{p.offset:.2f}s for {p.duration:.1f}s" for p in schedule.plan)
@@ -499,7 +515,8 @@ def _final(out: Out, report: Report, status: str, checks: list[tuple[str, str, s
     sc = report.scheduled_chaos
     if sc:
         times = ", ".join(f"{t * 1e3:.0f} ms" for t in sc["recovery_times"]) or "none"
-        out(f"  scheduled chaos: {sc['finished']}/{sc['planned']} experiments; recovery times {times}")
+        ran = f"{sc['finished']}/{sc['planned']} experiments"
+        out(f"  scheduled chaos: {ran}; recovery times {times}")
     out()
     out(f"health: {status}")
     for kind, name, st, reason in checks:

@@ -14,6 +14,7 @@ lookups. Snapshots feed the health report and the metrics exporters.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import itertools
@@ -321,7 +322,5 @@ def _wrap(fn: Callable[..., Any], metrics: ServiceMetrics, monotonic: Callable[[
 def reset_recording(mark: Token[tuple[ServiceMetrics, ...]]) -> None:
     """Undo a ``RECORDING.set``; a block left in another context (an async generator's
     ``finally`` run by the garbage collector) cannot, and needs not."""
-    try:
+    with contextlib.suppress(ValueError):
         RECORDING.reset(mark)
-    except ValueError:
-        pass

@@ -31,6 +31,7 @@ MAX_EXPERIMENTS = 10_000
 EV_SCHEDULE_START = ("buttress", "chaos", "schedule_start")
 EV_SCHEDULE_STOP = ("buttress", "chaos", "schedule_stop")
 
+
 @dataclass(frozen=True, slots=True)
 class Planned:
     """One experiment of a schedule: ``offset`` seconds after the schedule's start, for
@@ -259,13 +260,17 @@ class ChaosSchedule:
 
     def __repr__(self) -> str:
         state = "stopped" if self.stopped else ("active" if self.active else "done")
-        return f"<ChaosSchedule {self.name!r} {len(self.plan)} experiments on {self.targets} {state}>"
+        return (
+            f"<ChaosSchedule {self.name!r} {len(self.plan)} experiments on {self.targets} {state}>"
+        )
 
 
 def _duration_range(duration: float | tuple[float, float]) -> tuple[float, float]:
     if isinstance(duration, tuple | list):
         if len(duration) != 2:
-            raise ConfigError("duration", f"must be seconds or a (low, high) pair, got {duration!r}")
+            raise ConfigError(
+                "duration", f"must be seconds or a (low, high) pair, got {duration!r}"
+            )
         low, high = positive("duration", duration[0]), positive("duration", duration[1])
         if high < low:
             raise ConfigError("duration", f"must be a (low, high) pair, low <= high: {duration!r}")

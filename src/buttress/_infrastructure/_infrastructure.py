@@ -126,7 +126,7 @@ class Infrastructure:
             self.memory.on_pressure("warning", self._trim_pools)
         self.services: dict[str, ServiceMetrics] = {}
         self._routes: dict[str, Route] = {}
-        # A service's route with another limiter, per call's `limiter=` (bounded: see _MAX_VARIANTS).
+        # A service's route with another limiter, for calls' `limiter=` (at most _MAX_VARIANTS).
         self._variants: dict[tuple[str, int], Route] = {}
         for service, table in cfg.services.items():  # resolve now: a bad reference is an error
             if service == DYNAMIC:
@@ -507,9 +507,7 @@ class Infrastructure:
             with self._lock:
                 m = self.services.get(service)
                 if m is None:
-                    m = self.services[service] = ServiceMetrics(
-                        service, metrics, since=self._now()
-                    )
+                    m = self.services[service] = ServiceMetrics(service, metrics, since=self._now())
                     return m
         if metrics is not METRICS:
             m.want(metrics)
