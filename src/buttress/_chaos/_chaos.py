@@ -30,6 +30,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 EV_SWITCH = ("buttress", "chaos", "switch")
+_ENDED_SCHEDULES_KEPT = 16
 
 
 class Chaos:
@@ -212,7 +213,9 @@ class Chaos:
             name=name,
         ).start()
         with self._lock:
-            self.schedules.append(sched)
+            # Listed while they run, and the last few that ended: the list stays short.
+            ended = [s for s in self.schedules if not s.active][-_ENDED_SCHEDULES_KEPT:]
+            self.schedules = [s for s in self.schedules if s.active or s in ended] + [sched]
         return sched
 
     def active_experiments(self) -> list[Experiment]:

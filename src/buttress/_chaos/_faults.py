@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -193,6 +194,10 @@ class FaultInjector:
         self._lock = fork_safe_lock()
         # Copy-on-write: decide() reads it without the lock; newest experiment last.
         self._experiments: tuple[Experiment, ...] = ()
+        # (until when, the current experiment): nothing begins or ends before that time, so
+        # _current() answers from here without a look at each experiment (a schedule may hold
+        # hundreds). One tuple, replaced whole: read without the lock.
+        self._settled: tuple[float, Experiment | None] = (-math.inf, None)
         self.injected_failures = 0
         self.injected_delays = 0
         self.calls = 0
@@ -304,6 +309,7 @@ class FaultInjector:
             )
         with self._lock:
             self._experiments = (*self._experiments, exp)
+            self._settled = (-math.inf, None)
             begins = exp.started_at is not None and exp.started_at <= self.clock.monotonic()
             if begins:
                 self._announce(exp)
@@ -338,6 +344,7 @@ class FaultInjector:
             if exp not in self._experiments:
                 return
             self._experiments = tuple(e for e in self._experiments if e is not exp)
+            self._settled = (-math.inf, None)
             unseen = not exp.announced and exp.started_at is not None and now >= exp.started_at
             if unseen:
                 self._announce(exp)  # it began and ended unseen (no call came meanwhile)
@@ -367,10 +374,15 @@ class FaultInjector:
         if not running:
             return None
         now = self.clock.monotonic()
+        until, current = self._settled
+        if now < until:
+            return current
         for exp in running:
             if exp.ends_at is not None and now >= exp.ends_at:
                 self._end(exp, now)
-        for exp in reversed(self._experiments):
+        running = self._experiments
+        current = None
+        for exp in reversed(running):
             if exp.started_at is not None and exp.started_at <= now:
                 if not exp.announced:
                     with self._lock:
@@ -379,8 +391,22 @@ class FaultInjector:
                             self._announce(exp)
                     if begins:
                         self._report_start(exp)
-                return exp
-        return None
+                current = exp
+                break
+        # The next time something may change: an experiment's start or end.
+        until = min(
+            (
+                t
+                for e in running
+                for t in ((e.started_at, e.ends_at) if (e.started_at or 0.0) > now else (e.ends_at,))
+                if t is not None
+            ),
+            default=math.inf,
+        )
+        with self._lock:
+            if self._experiments is running:  # else one began or ended meanwhile: look again
+                self._settled = (until, current)
+        return current
 
     # -- deciding and applying -----------------------------------------------------------------
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_EXPERIMENTS", "ChaosSchedule", "Planned", "ScheduleSnapshot", "plan"]
 
-MAX_EXPERIMENTS = 10_000
+MAX_EXPERIMENTS = 1_000
 """The most experiments one schedule may hold: a schedule is always bounded."""
 
 EV_SCHEDULE_START = ("buttress", "chaos", "schedule_start")
