@@ -395,13 +395,7 @@ class FaultInjector:
                 break
         # The next time something may change: an experiment's start or end.
         until = min(
-            (
-                t
-                for e in running
-                for t in ((e.started_at, e.ends_at) if (e.started_at or 0.0) > now else (e.ends_at,))
-                if t is not None
-            ),
-            default=math.inf,
+            (t for e in running for t in _changes(e, now) if t is not None), default=math.inf
         )
         with self._lock:
             if self._experiments is running:  # else one began or ended meanwhile: look again
@@ -568,6 +562,13 @@ class FaultInjector:
             f"latency={self.latency_range}, latency_rate={self.latency_rate}, "
             f"enabled={self.enabled})"
         )
+
+
+def _changes(exp: Experiment, now: float) -> tuple[float | None, ...]:
+    """When ``exp`` may next change what an injector does: its start (if ahead) and its end."""
+    if exp.started_at is not None and exp.started_at > now:
+        return (exp.started_at, exp.ends_at)
+    return (exp.ends_at,)
 
 
 def _latency_range(latency: float | tuple[float, float] | None) -> tuple[float, float] | None:
