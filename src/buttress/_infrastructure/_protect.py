@@ -175,7 +175,8 @@ def compile_steps(route: Route, memory: MemoryManager | None, chaos: Chaos, cloc
                 ok = True if exc is None else health_of(breaker_config, exc)
                 if ok is not None:
                     adaptive_record(ok=ok, latency=t - t0)
-            if metrics not in recording():  # else nested in a call of its own service
+            # Not inside an instrumented call of its own service, which counts it.
+            if not (metrics.instrumented and metrics in recording()):
                 record(t - t0, exc, now=t)
             if exc is None and injecting:
                 injector = injecting.get(target)
@@ -211,17 +212,22 @@ def run(
     token = enter(key, critical, cost)
     result: T
     # What fn does for this service is this call's work: an instrumented function of the
-    # service inside it is not counted again (nor a protected call of it).
-    mark = RECORDING.set((*RECORDING.get(), route.metrics))
+    # service inside it is not counted again (nor a protected call of it). Marked only for a
+    # service that has instrumented functions: the mark costs a context-variable write.
+    mark = None
+    if route.metrics.instrumented:
+        mark = RECORDING.set((*RECORDING.get(), route.metrics))
     try:
         lease = token[1]
         called = fn(lease.connection, *args, **kwargs) if lease is not None else fn(*args, **kwargs)
         result = called
     except BaseException as exc:
-        reset_recording(mark)
+        if mark is not None:
+            reset_recording(mark)
         leave(token, exc)
         raise
-    reset_recording(mark)
+    if mark is not None:
+        reset_recording(mark)
     if result.__class__ in LAZY:  # its body would run after the protection ended
         abandon(token, key, cost)
         raise lazy_result(route.name, fn, result)
@@ -250,7 +256,9 @@ class ProtectionSteps:
         if lease is not None:
             self.connection = lease.connection
         self.decision = token[3]
-        self._recording = RECORDING.set((*RECORDING.get(), self._route.metrics))
+        metrics = self._route.metrics
+        if metrics.instrumented:  # see run
+            self._recording = RECORDING.set((*RECORDING.get(), metrics))
         return self
 
     def __exit__(self, *exc_info: *ExcInfo) -> Literal[False]:

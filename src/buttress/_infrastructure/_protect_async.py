@@ -178,7 +178,8 @@ def compile_steps_async(
                 ok = True if exc is None else health_of(breaker_config, exc)
                 if ok is not None:
                     adaptive_record(ok=ok, latency=t - t0)
-            if metrics not in recording():  # else nested in a call of its own service
+            # Not inside an instrumented call of its own service, which counts it.
+            if not (metrics.instrumented and metrics in recording()):
                 record(t - t0, exc, now=t)
             if exc is None and injecting:
                 injector = injecting.get(target)
@@ -216,8 +217,11 @@ async def run_async(
         called: Any = UNCALLED  # until fn returns: a TypeError from the await is then ours
     result: T
     # What fn does for this service is this call's work: an instrumented function of the
-    # service inside it is not counted again (nor a protected call of it).
-    mark = RECORDING.set((*RECORDING.get(), route.metrics))
+    # service inside it is not counted again (nor a protected call of it). Marked only for a
+    # service that has instrumented functions: the mark costs a context-variable write.
+    mark = None
+    if route.metrics.instrumented:
+        mark = RECORDING.set((*RECORDING.get(), route.metrics))
     try:
         lease = token[1]
         called = fn(lease.connection, *args, **kwargs) if lease is not None else fn(*args, **kwargs)
@@ -226,13 +230,15 @@ async def run_async(
         else:
             result = called
     except BaseException as exc:
-        reset_recording(mark)
+        if mark is not None:
+            reset_recording(mark)
         if True:  # ASYNC
             if called is not UNCALLED and not_awaitable(called, exc):
                 raise await misused_async(route, fn, called, token, key, cost) from None
         await leave_async(token, exc)
         raise
-    reset_recording(mark)
+    if mark is not None:
+        reset_recording(mark)
     if True:  # ASYNC
         pass
     else:
@@ -264,7 +270,9 @@ class AsyncProtectionSteps:
         if lease is not None:
             self.connection = lease.connection
         self.decision = token[3]
-        self._recording = RECORDING.set((*RECORDING.get(), self._route.metrics))
+        metrics = self._route.metrics
+        if metrics.instrumented:  # see run_async
+            self._recording = RECORDING.set((*RECORDING.get(), metrics))
         return self
 
     async def __aexit__(self, *exc_info: *ExcInfo) -> Literal[False]:
