@@ -630,3 +630,23 @@ async def test_a_call_can_bring_its_own_limiter_or_none() -> None:
             infra.call("search", lambda: None, limiter="nope")
         with pytest.raises(TypeError, match="limiter"):
             infra.call("search", lambda: None, limiter=3)  # type: ignore[arg-type]
+
+
+def test_chaos_recovery_is_awaited_once_an_experiment_expires_unseen(event_log: Any) -> None:
+    clock = bt.ManualClock()
+    with _chaos_infra(
+        clock, failure_threshold=3, reset_timeout=30.0, half_open_max_calls=1
+    ) as infra:
+        infra.chaos.experiment("payments", failure_rate=1.0, duration=5.0).start()
+        for _ in range(3):
+            with pytest.raises(bt.InjectedFault):
+                infra.call("payments", _fail)
+        injector = infra.chaos.find("payments")
+        assert injector is not None and not injector.recovering  # the fault is on
+        clock.advance(10.0)  # it expired at t=5, while the open breaker let no call reach it
+        assert injector.recovering
+        clock.advance(20.0)
+        infra.call("payments", lambda: "ok")  # the probe closes the breaker at t=30
+        ((m, md),) = event_log.named("buttress", "chaos", "recovery_time", target="payments")
+        assert m["recovery_time"] == pytest.approx(25.0)
+        assert not injector.recovering

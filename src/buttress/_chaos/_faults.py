@@ -444,7 +444,10 @@ class FaultInjector:
 
     @property
     def recovering(self) -> bool:
-        """An experiment ended and the target has not yet answered healthily since."""
+        """An experiment ended and the target has not yet answered healthily since (an
+        experiment past its end is retired first: no call may have come since it ended)."""
+        if self._experiments:
+            self._current()
         return self._ended is not None
 
     def recovered(self, now: float, healthy: bool = True) -> float | None:
