@@ -647,6 +647,6 @@ def test_chaos_recovery_is_awaited_once_an_experiment_expires_unseen(event_log: 
         assert injector.recovering
         clock.advance(20.0)
         infra.call("payments", lambda: "ok")  # the probe closes the breaker at t=30
-        ((m, md),) = event_log.named("buttress", "chaos", "recovery_time", target="payments")
+        ((m, _),) = event_log.named("buttress", "chaos", "recovery_time", target="payments")
         assert m["recovery_time"] == pytest.approx(25.0)
         assert not injector.recovering
