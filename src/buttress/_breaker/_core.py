@@ -28,6 +28,8 @@ from ._machine import Admitted, BreakerMachine, Refused
 from ._outcome import Outcome, classify
 from ._states import BreakerState, Transition
 
+HALF_OPEN = BreakerState.HALF_OPEN
+
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
 
@@ -37,6 +39,7 @@ EV_STATE = ("buttress", "circuit_breaker", "state_change")
 EV_REJECTED = ("buttress", "circuit_breaker", "rejected")
 EV_FAULT = ("buttress", "circuit_breaker", "fault_injected")
 EV_HEALTH = ("buttress", "circuit_breaker", "health_check")
+EV_RECOVERY = ("buttress", "circuit_breaker", "recovery_attempts")
 
 SUCCESS, FAILURE, CANCELLED = Outcome.SUCCESS, Outcome.FAILURE, Outcome.CANCELLED
 
@@ -116,6 +119,9 @@ class BreakerCore:
         self._timed = config.slow_call_duration is not None
         self._failure_result = config.failure_result
         self._injector = fault_injection
+        # Where faults are injected for this breaker by others (an Infrastructure's chaos,
+        # applied in its pipeline): read by snapshot() only, never applied here.
+        self._injected_by: Callable[[], Injector | None] | None = None
         self._machine.set_plain(fault_injection is None)  # the lock-free path injects nothing
         # Generations of successes the lock-free path counted but has not handed over yet.
         self._pending: deque[int] = deque()
@@ -280,6 +286,13 @@ class BreakerCore:
 
     # -- transitions -----------------------------------------------------------------------------
 
+    def _report_recovery(self, t: Transition) -> None:
+        events.emit(
+            EV_RECOVERY,
+            {"attempt": t.recovery_attempts},
+            {"breaker": self.name, "outcome": _recovery_outcome(t), "reason": t.reason},
+        )
+
     def _flush(self) -> None:
         if not self._machine.pending:
             return
@@ -301,11 +314,25 @@ class BreakerCore:
                         "generation": t.generation,
                     },
                 )
+            if (t.to_state is HALF_OPEN or t.from_state is HALF_OPEN) and events.enabled(
+                EV_RECOVERY
+            ):
+                self._report_recovery(t)
             for listener in list(self._listeners):
                 try:
                     listener(self, t)  # type: ignore[arg-type]
                 except Exception:
                     _log.exception("breaker %r: listener %r raised", self.name, listener)
+
+
+def _recovery_outcome(t: Transition) -> str:
+    if t.to_state is HALF_OPEN:
+        return "started"
+    if t.to_state is BreakerState.CLOSED:
+        return "succeeded"
+    if t.to_state is BreakerState.OPEN:
+        return "failed"
+    return "abandoned"  # forced open, disabled or reset by hand
 
 
 def _config_dict(config: BreakerConfig) -> dict[str, Any]:
