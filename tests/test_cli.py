@@ -45,6 +45,9 @@ def test_demo_shows_every_part_working(tmp_path: Path) -> None:
         "by global",
         "level warning",
         "ops/s",
+        "schedule gameday planned",  # scheduled chaos
+        "experiment gameday/3 ends",
+        "inventory recovered from gameday/",  # the recovery-time telemetry
         "health:",
     ):
         assert needle in text, needle
@@ -52,6 +55,8 @@ def test_demo_shows_every_part_working(tmp_path: Path) -> None:
     assert saved["load_test"]["success_rate"] > 0.95
     assert saved["denials_by_scope"].keys() == {"user", "org", "global"}
     assert saved["health"]["overall_status"] in ("healthy", "degraded")
+    assert saved["scheduled_chaos"]["finished"] == saved["scheduled_chaos"]["planned"] == 3
+    assert saved["scheduled_chaos"]["recovery_times"]
 
 
 def test_config_check_prints_the_resolved_config() -> None:
@@ -268,13 +273,15 @@ def test_demo_refuses_an_unwritable_report_path_before_running(tmp_path: Path) -
 def test_example_config_passes_every_scenario() -> None:
     proc = run("scenarios", "--config", str(EXAMPLE))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("[x]") == 5
+    assert proc.stdout.count("[x]") == 6
 
 
 def test_scenarios_command() -> None:
-    proc = run("scenarios", "rate_limit_burst", "memory_pressure")
+    proc = run("scenarios", "rate_limit_burst", "memory_pressure", "scheduled_chaos")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[x] rate_limit_burst" in proc.stdout
+    assert "[x] scheduled_chaos: catalog: 3 of 3 scheduled experiments ran" in proc.stdout
+    assert "; recovered in " in proc.stdout
     assert "health afterwards: healthy" in proc.stdout
     proc = run("scenarios", "flood")
     assert proc.returncode == 2

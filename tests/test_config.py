@@ -45,6 +45,7 @@ def test_example_covers_every_option() -> None:
         c.PoolSettings: keys_of(list(data["connection_pools"].values())),
         c.MemoryManagerSettings: set(data["memory_manager"]),
         c.ChaosSettings: set(data["chaos"]),
+        c.ChaosScheduleSettings: set(data["chaos"]["schedule"]),
         c.ServiceSettings: keys_of(list(data["services"].values())),
     }
     for model, seen in covered.items():
@@ -711,10 +712,12 @@ def sections() -> dict[str, type[BaseModel]]:
     return {
         "circuit_breakers": c.CircuitBreakerSettings,
         "circuit_breakers.fault_injection": c.FaultInjectionSettings,
+        "rate_limiting": c.RateLimitingSettings,
         "rate_limiting.limiters": c.LimiterSettings,
         "rate_limiting.limiters.scopes": c.ScopeSettings,
         "connection_pools": c.PoolSettings,
         "memory_manager": c.MemoryManagerSettings,
+        "chaos.schedule": c.ChaosScheduleSettings,
     }
 
 

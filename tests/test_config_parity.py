@@ -188,7 +188,10 @@ FAULTS = Pair(
     "fault injection",
     c.FaultInjectionSettings,
     FaultSettings.make,
-    settings_only={"enabled": "the injector's switch (FaultInjector's), not what it injects"},
+    settings_only={
+        "enabled": "the injector's switch (FaultInjector's), not what it injects",
+        "chaos_mode": "whether [chaos.schedule] may pick the service, not what it injects",
+    },
     component_only={"exception": "a type or factory: code only"},
 )
 

@@ -59,6 +59,7 @@ SHOWN_OUTPUT = [
     ("circuit-breaker.md", "async def fetch_with_timeout"),  # a timeout inside vs around
     ("infrastructure.md", "rate_limit_headers(exc.decision)"),  # 429 and 200 headers
     ("infrastructure.md", "class ConfigServer"),  # the guide's service and its health
+    ("rate-limiting.md", "old, new = version("),  # a rolling deploy's bound
 ]
 
 

@@ -285,3 +285,33 @@ def test_the_parents_members_are_neither_closed_nor_collected_in_the_child() -> 
         got = in_child(child)
     assert got["mine"] > 2
     assert got["closed"] == [] and got["collected"] == []
+
+
+def test_sibling_workers_draw_their_own_breaker_jitter() -> None:
+    """Two children forked from one parent must not probe a recovering upstream in lockstep."""
+    clock = bt.ManualClock()
+    breaker = bt.CircuitBreaker(
+        "jittered",
+        failure_threshold=1,
+        degradation_threshold=None,
+        minimum_calls=1,
+        half_open_max_calls=1,
+        reset_timeout=10.0,
+        reset_timeout_jitter=0.5,
+        clock=clock,
+        seed=7,
+    )
+
+    def waits() -> list[float]:
+        drawn = []
+        for _ in range(8):  # fail (it opens), read the jittered wait, let it pass, again
+            with pytest.raises(ZeroDivisionError):
+                breaker.call(lambda: 1 / 0)
+            with pytest.raises(bt.CircuitOpenError) as info:
+                breaker.call(lambda: None)
+            drawn.append(info.value.retry_after)
+            clock.advance(20.0)
+        return drawn
+
+    first, second = in_child(waits), in_child(waits)
+    assert len(set(first)) > 1 and first != second

@@ -23,6 +23,7 @@ import pytest
 
 import buttress as bt
 import buttress.testing
+from buttress.ratelimit._format import UnreadableState
 
 Example = tuple[Callable[[], bt.ButtressError], set[str]]
 
@@ -103,6 +104,15 @@ EXAMPLES: dict[type[bt.ButtressError], Example] = {
         set(),
     ),
     bt.BackendError: (lambda: bt.BackendError("Redis EVALSHA failed: timeout"), set()),
+    UnreadableState: (
+        lambda: UnreadableState(
+            ["app:api:user@t1:u1", "app:api:global@s1"],
+            [0],
+            (False, [(1.5,), None], 1.0),
+            repaired=True,
+        ),
+        {"keys", "indexes", "outcome", "repaired"},
+    ),
     bt.InjectedFault: (lambda: bt.InjectedFault("injected failure"), set()),
     buttress.testing.ScenarioFault: (
         lambda: buttress.testing.ScenarioFault("scenario: dependency failing"),

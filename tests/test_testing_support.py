@@ -93,11 +93,18 @@ def test_each_scenario_did_what_it_names(tmp_path: Path) -> None:
         assert walk["levels"] == ["light", "medium", "heavy"]
         assert walk["state"] == "open"
 
+        scheduled = by_name["scheduled_chaos"]
+        assert scheduled.ok, scheduled.summary
+        assert scheduled.details["finished"] == len(scheduled.details["plan"]) == 3
+        assert scheduled.details["injected"] > 0
+        assert scheduled.details["recovery_times"]  # real time: one a call (10 ms) after an end
+        assert not infra.chaos.enabled
+
 
 def test_missing_components_are_reported_not_raised() -> None:
     with isolated_infrastructure({"memory_manager": {"enabled": False}}) as infra:
         results = simulate_failures(infra)
-    assert [r.ok for r in results] == [False] * 5
+    assert [r.ok for r in results] == [False] * 6
     assert results[0].summary == "no circuit breaker to act on"
 
 
@@ -257,6 +264,8 @@ def test_load_test_bad_input(kwargs: dict[str, Any], path: str) -> None:
 
 
 def test_pytest_plugin_fixtures(pytester: pytest.Pytester) -> None:
+    # Its own ini file: a stray configuration in a parent folder (/tmp) must not be picked up.
+    pytester.makeini("[pytest]\n")
     pytester.makepyfile(
         """
         def test_uses_fixtures(buttress_infra, buttress_clock, buttress_simulate):
@@ -269,6 +278,21 @@ def test_pytest_plugin_fixtures(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:asyncio")
     result.assert_outcomes(passed=1)
+
+
+def test_scheduled_chaos_scenario_on_a_manual_clock_replays() -> None:
+    cfg = {"circuit_breakers": {"svc": {}}, "chaos": {"seed": 4}}
+    runs = []
+    for _ in range(2):
+        with isolated_infrastructure(cfg, clock=bt.ManualClock()) as infra:
+            (result,) = simulate_failures(infra, "scheduled_chaos")
+            assert result.ok, result.summary
+            runs.append(result.details)
+            listed = infra.health().chaos_engineering["schedules"]
+            assert [s["name"] for s in listed] == [result.details["schedule"]]
+    times = runs[0]["recovery_times"]
+    assert len(times) == 3 and all(0 < t <= 0.01 + 1e-9 for t in times)  # a call every 10 ms
+    assert runs[0]["plan"] == runs[1]["plan"] and runs[0]["injected"] == runs[1]["injected"]
 
 
 def test_scenarios_prove_what_they_name_from_a_known_start() -> None:

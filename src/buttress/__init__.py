@@ -30,7 +30,7 @@ from ._breaker import (
     Permit,
     Transition,
 )
-from ._chaos import Chaos, Experiment, FaultInjector, FaultSettings
+from ._chaos import Chaos, ChaosSchedule, Experiment, FaultInjector, FaultSettings
 from ._clock import Clock, ManualClock, SystemClock
 from ._errors import (
     BackendError,
@@ -53,7 +53,7 @@ from ._health import (
     health_response,
     health_wsgi_app,
 )
-from ._infrastructure import Infrastructure, Protection, ResourceSpec, ServiceLayers
+from ._infrastructure import Infrastructure, Protection, ResourceSpec, ServiceLayers, health
 from ._instrument import ServiceSnapshot
 from ._memory import (
     MemoryLevel,
@@ -95,6 +95,7 @@ __all__ = [
     "BreakerState",
     "ButtressError",
     "Chaos",
+    "ChaosSchedule",
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
@@ -146,6 +147,7 @@ __all__ = [
     "Transition",
     "__version__",
     "events",
+    "health",
     "health_asgi_app",
     "health_response",
     "health_wsgi_app",

@@ -59,6 +59,15 @@ _BREAKER = _specs(
         "`latency` (seconds in `latency`). `injected` is always true.",
     ),
     EventSpec(
+        ("buttress", "circuit_breaker", "recovery_attempts"),
+        ("attempt",),
+        ("breaker", "outcome", "reason"),
+        "A recovery attempt started or ended: `outcome` is `started` (the breaker moved to "
+        "half_open), `succeeded` (probes passed: closed), `failed` (back to open) or "
+        "`abandoned` (forced open, disabled or reset meanwhile). `attempt` counts the attempts "
+        "since the breaker last closed (1 for the first); `reason` is the transition's.",
+    ),
+    EventSpec(
         ("buttress", "circuit_breaker", "health_check"),
         ("duration",),
         ("breaker", "ok", "error"),
@@ -119,6 +128,19 @@ _RATE_LIMIT_BACKENDS = _specs(
         "failure to the first answer, on the limiter's monotonic clock). Only a call that "
         "writes (a decision, a refund, `check_backend`'s proof of a write) ends an outage; "
         "a peek alone does not. Also logged, once, as a WARNING on `buttress.rate_limiter`.",
+    ),
+    EventSpec(
+        ("buttress", "rate_limiter", "state_unreadable"),
+        (),
+        ("limiter", "namespace", "backend", "policy", "scope", "key", "action"),
+        "The backend holds a value under one scope's key that is not a state of that scope's "
+        "algorithm (wrong size, not finite, wrong type: nothing buttress writes). It is no "
+        "outage and affects no other key. `action` `replaced`: the decision was made as if the "
+        "scope's whole allowance had been spent at that moment, and a decision that writes "
+        "stored that spent state (the key decides normally again after one window or refill); "
+        "`policy`: no decision could be made, and `policy` decided this request alone. `key` "
+        "is the caller's id (null for a shared scope). Counted in `unreadable_states`; also "
+        "logged as a WARNING on `buttress.rate_limiter`.",
     ),
     EventSpec(
         ("buttress", "rate_limiter", "backend_file_replaced"),
@@ -289,6 +311,29 @@ _CHAOS = _specs(
         ("target", "experiment", "reason"),
         "A chaos experiment ended: `reason` is `exited` (its block ended or `stop()`) or "
         "`expired` (its duration passed; noticed lazily, timed at the expiry).",
+    ),
+    EventSpec(
+        ("buttress", "chaos", "recovery_time"),
+        ("recovery_time",),
+        ("target", "experiment"),
+        "`target` recovered from a chaos experiment: `recovery_time` is the seconds from the "
+        "experiment's end to the target's first successful call with its breaker closed (a "
+        "breaker the faults opened or degraded must close first). `experiment` names the "
+        "experiment it recovered from.",
+    ),
+    EventSpec(
+        ("buttress", "chaos", "schedule_start"),
+        ("experiments", "span"),
+        ("schedule", "targets", "seed"),
+        "Scheduled chaos started: `experiments` planned over `span` seconds on `targets`, "
+        "drawn from `seed`. Each experiment reports its own start and stop as it runs.",
+    ),
+    EventSpec(
+        ("buttress", "chaos", "schedule_stop"),
+        ("ran", "cancelled"),
+        ("schedule",),
+        "A schedule was stopped: `ran` experiments had begun (the one running is ended), "
+        "`cancelled` never will.",
     ),
     EventSpec(
         ("buttress", "chaos", "switch"),

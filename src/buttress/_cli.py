@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="SCENARIO",
         help="scenarios to run (default: all of circuit_breaker_chaos, memory_pressure, "
-        "rate_limit_burst, connection_pool_exhaustion, gradual_degradation)",
+        "rate_limit_burst, connection_pool_exhaustion, gradual_degradation, scheduled_chaos)",
     )
     scen.add_argument("--config", metavar="FILE", help="the configuration (default: the demo's)")
 

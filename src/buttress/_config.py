@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLAUSIBLE_SECONDS",
+    "ChaosScheduleSettings",
     "ChaosSettings",
     "CircuitBreakerSettings",
     "Config",
@@ -125,6 +126,7 @@ PLAUSIBLE_SECONDS: dict[str, dict[str, float]] = {
         "health_check_interval": HOUR,
     },
     "circuit_breakers.fault_injection": {"latency": MINUTE},
+    "rate_limiting": {"cleanup_interval": HOUR},
     "rate_limiting.limiters": {"window": DAY, "latency_budget": 1.0},
     "rate_limiting.limiters.scopes": {
         "window": DAY,
@@ -144,6 +146,7 @@ PLAUSIBLE_SECONDS: dict[str, dict[str, float]] = {
         "connect_backoff_max": HOUR,
     },
     "memory_manager": {"check_interval": 10 * MINUTE, "gc_interval": HOUR},
+    "chaos.schedule": {"every": DAY, "duration": DAY, "max_duration": 7 * DAY},
 }
 """Every duration setting, by section: the most seconds a bare number may give it.
 
@@ -226,6 +229,8 @@ class FaultInjectionSettings(_Section):
     failure_rate: Fraction = 0.0
     latency: Seconds | tuple[Seconds, Seconds] | None = None  # a (low, high) pair: low <= high
     latency_rate: Fraction | None = None
+    # The guide's chaos_mode: the service is a target of scheduled chaos ([chaos.schedule]).
+    chaos_mode: bool = False
 
     @field_validator("latency")
     @classmethod
@@ -336,11 +341,50 @@ class MemoryManagerSettings(_Section):
         return self.model_dump(exclude={"enabled"})
 
 
+class ChaosScheduleSettings(_Section):
+    """Scheduled chaos (see docs/chaos.md, Scheduled chaos): :meth:`Chaos.schedule`'s
+    arguments. ``targets`` defaults to the breakers whose ``fault_injection.chaos_mode`` is
+    true."""
+
+    _section = "chaos.schedule"
+
+    targets: list[str] | None = None
+    experiments: Count = 10
+    every: Positive = 60.0
+    duration: Positive | tuple[Positive, Positive] = (5.0, 30.0)
+    failure_rate: Fraction = 0.5
+    latency: Seconds | tuple[Seconds, Seconds] | None = None
+    latency_rate: Fraction | None = None
+    max_duration: Positive | None = None
+    seed: int | None = None  # None: drawn from chaos.seed
+    name: str = "schedule"
+
+    @model_validator(mode="after")
+    def _builds(self) -> ChaosScheduleSettings:
+        from ._chaos import Chaos, ChaosSchedule
+
+        targets = self.targets if self.targets is not None else ["target"]
+        _prefixed("chaos.schedule", ChaosSchedule, {"chaos": Chaos(), **self.kwargs(targets)})
+        return self
+
+    def kwargs(self, targets: list[str]) -> dict[str, Any]:
+        """Keyword arguments for :meth:`Chaos.schedule <buttress.Chaos.schedule>`."""
+        out = self.model_dump(exclude={"targets"})
+        out["targets"] = targets
+        if isinstance(out["duration"], list | tuple):
+            out["duration"] = tuple(out["duration"])
+        if isinstance(out["latency"], list):
+            out["latency"] = tuple(out["latency"])
+        return out
+
+
 class ChaosSettings(_Section):
-    """The chaos master switch and a seed (per-service faults live with each breaker)."""
+    """The chaos master switch, a seed, and scheduled chaos (per-service faults live with each
+    breaker)."""
 
     enabled: bool = False
     seed: int | None = None
+    schedule: ChaosScheduleSettings | None = None
 
 
 # -- rate limiting -----------------------------------------------------------------------------
@@ -525,11 +569,16 @@ def _times(x: float | None, k: int) -> float | None:
 class RateLimitingSettings(_Section):
     """Rate limiting: where state lives and the named limiters."""
 
+    _section = "rate_limiting"
+
     default_algorithm: Algorithm = "token_bucket"
     # "memory", "sqlite:///path/to/state.db", "redis://host:6379/0" (see backend_from_url)
     backend: str = "memory"
     failure_policy: Literal["fail_open", "fail_closed"] = "fail_open"
     max_keys: Count = 1_000_000
+    # How often the infrastructure sweeps every limiter's expired keys (the guide's
+    # cleanup_interval; it writes 300_000 ms, here "5m" or 300).
+    cleanup_interval: Positive = 60.0
     limiters: dict[str, LimiterSettings] = Field(default_factory=dict)
 
     @field_validator("backend")
@@ -626,6 +675,33 @@ class PoolSettings(_Section):
         )
 
 
+POOL_DEFAULTS = "default"
+
+
+def _pool_defaults(pools: dict[str, PoolSettings]) -> None:
+    """``[connection_pools.default]``: what every pool takes for the settings it leaves unset
+    (the guide's ``default_strategy``, ``max_overflow``, ``health_check_strategy``). A
+    template, not a pool: it is folded into the others and leaves the table."""
+    default = pools.pop(POOL_DEFAULTS, None)
+    if default is None:
+        return
+    given = default.model_fields_set
+    for name, pool in list(pools.items()):
+        inherited = {k: getattr(default, k) for k in given if k not in pool.model_fields_set}
+        if not inherited:
+            continue
+        merged = pool.model_copy(update=inherited)
+        if merged.min_size > merged.max_size:
+            where = (
+                "" if "min_size" in pool.model_fields_set else " (from connection_pools.default)"
+            )
+            raise ConfigError(
+                f"connection_pools.{name}.min_size",
+                f"min_size ({merged.min_size}){where} must be <= max_size ({merged.max_size})",
+            )
+        pools[name] = merged
+
+
 # -- services ----------------------------------------------------------------------------------
 
 
@@ -670,9 +746,33 @@ class Config(_Section):
         # or pool; build their configs now, so `config check` sees it too.
         for name, breaker in self.circuit_breakers.items():
             breaker.check(f"circuit_breakers.{name}")
+        _pool_defaults(self.connection_pools)
         for name, pool in self.connection_pools.items():
             pool.check(f"connection_pools.{name}")
+        self.chaos_schedule()
         return self
+
+    def chaos_schedule(self) -> dict[str, Any] | None:
+        """The arguments of the scheduled chaos to start (``None``: none is configured):
+        ``[chaos.schedule]``, whose targets default to the breakers with ``chaos_mode``; a
+        ``chaos_mode`` breaker alone runs the default schedule."""
+        modes = [
+            name
+            for name, b in self.circuit_breakers.items()
+            if b.fault_injection.chaos_mode and name != "default"
+        ]
+        schedule = self.chaos.schedule
+        if schedule is None and not modes:
+            return None
+        schedule = schedule if schedule is not None else ChaosScheduleSettings()
+        targets = schedule.targets if schedule.targets is not None else modes
+        if not targets:
+            raise ConfigError(
+                "chaos.schedule.targets",
+                "names no target, and no breaker has fault_injection.chaos_mode = true: name "
+                "the services (or breakers) the schedule may hit",
+            )
+        return schedule.kwargs(targets)
 
     def check_imports(self) -> None:
         """Import every exception class and pool factory the configuration names, as

@@ -2,7 +2,7 @@
 
 One infrastructure, in this process: the API's rate limits kept in SQLite (they survive a
 restart), the hot catalog limiter in memory, a pool of real SQLite connections, simulated
-upstream services with injected faults. Five acts, each printed as it happens, then a report
+upstream services with injected faults. Six acts, each printed as it happens, then a report
 and the final health:
 
 1. users in three orgs hit hierarchical limits (user → org → global): each scope refuses;
@@ -11,7 +11,9 @@ and the final health:
 3. a burst of work grows the connection pool into its overflow, then waits;
 4. simulated memory pressure raises the level to warning, then critical (shedding), then
    it falls back;
-5. a load test: 50 concurrent users through the whole protected path.
+5. a load test: 50 concurrent users through the whole protected path;
+6. scheduled chaos: a seeded schedule of experiments on the inventory service, and the time
+   it took to recover from each.
 """
 
 from __future__ import annotations
@@ -28,13 +30,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import events
 from ._breaker import BreakerState, CircuitBreaker, Transition
-from ._errors import CircuitOpenError, LoadShedError, PoolTimeoutError, RateLimitExceeded
+from ._errors import (
+    CircuitOpenError,
+    InjectedFault,
+    LoadShedError,
+    PoolTimeoutError,
+    RateLimitExceeded,
+)
 from ._infrastructure import Infrastructure
 from ._memory import MemoryReading
 from .testing import load_test
 
 OPS_PER_USER = 1_000  # in the load test
+ACTS = 6
 
 ORGS = {
     "acme": ["ann", "bob", "cyd", "dan"],
@@ -106,6 +116,7 @@ class Report:
     memory_levels: list[str] = field(default_factory=list)
     memory_shed: int = 0
     load_test: dict[str, Any] = field(default_factory=dict)
+    scheduled_chaos: dict[str, Any] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
 
@@ -128,7 +139,7 @@ class Out:
 
     def act(self, number: int, title: str) -> None:
         self()
-        self(f"[{number}/5] {title}")
+        self(f"[{number}/{ACTS}] {title}")
 
 
 def run_demo(
@@ -163,6 +174,7 @@ def run_demo(
             _act_pool(infra, out, report)
             _act_memory(infra, out, report, pressure)
             _act_load(infra, out, report, users, progress)
+            _act_scheduled_chaos(infra, out, report, seed)
             health = infra.health()
             report.health = health.to_dict()
             _final(
@@ -406,6 +418,86 @@ def _act_load(
     report.checks["load test: success rate > 95%"] = result.success_rate > 0.95
 
 
+# -- act 6: scheduled chaos -----------------------------------------------------------------------
+
+
+def _act_scheduled_chaos(infra: Infrastructure, out: Out, report: Report, seed: int) -> None:
+    out.act(
+        6, "scheduled chaos: 3 seeded experiments on the inventory service (the guide's chaos_mode)"
+    )
+    upstream = _Upstream(random.Random(seed))
+    upstream.recover_at = 0.0  # healthy: every failure now is injected
+    recoveries: list[tuple[str, float]] = []
+
+    def note(name: tuple[str, ...], m: Any, md: Any) -> None:
+        if md.get("target") != "inventory":
+            return
+        if name[-1] == "experiment_start":
+            out.at(
+                f"experiment {md['experiment']} starts: failing {m['failure_rate']:.0%} of calls"
+            )
+        elif name[-1] == "experiment_stop":
+            out.at(
+                f"experiment {md['experiment']} ends: {m['injected_failures']} failures injected"
+            )
+        else:
+            recoveries.append((md["experiment"], m["recovery_time"]))
+            out.at(
+                f"inventory recovered from {md['experiment']} in {m['recovery_time'] * 1e3:.0f} ms "
+                "(first success with its breaker closed)"
+            )
+
+    watched = [
+        ("buttress", "chaos", "experiment_start"),
+        ("buttress", "chaos", "experiment_stop"),
+        ("buttress", "chaos", "recovery_time"),
+    ]
+    events.attach("buttress.demo.chaos", watched, note)
+    schedule = infra.chaos.schedule(
+        ["inventory"],
+        experiments=3,
+        every=3.0,
+        duration=0.4,
+        failure_rate=0.5,
+        seed=seed,
+        name="gameday",
+    )
+    plan = ", ".join(f"+{p.offset:.2f}s for {p.duration:.1f}s" for p in schedule.plan)
+    out.at(f"schedule gameday planned: {plan}")
+    tally = {"ok": 0, "injected": 0, "refused": 0}
+    try:
+        deadline = time.monotonic() + schedule.span + 10.0
+        while time.monotonic() < deadline:
+            try:
+                infra.call("inventory", upstream.fetch)
+                tally["ok"] += 1
+            except InjectedFault:
+                tally["injected"] += 1
+            except (CircuitOpenError, LoadShedError):
+                tally["refused"] += 1
+            injector = infra.chaos.find("inventory")
+            if not schedule.active and injector is not None and not injector.recovering:
+                break  # the last fault is over and the service has recovered
+            time.sleep(0.004)
+    finally:
+        events.detach("buttress.demo.chaos")
+        schedule.stop()
+    snap = schedule.snapshot()
+    out.at(
+        f"schedule done: {snap['finished']}/{snap['planned']} experiments ran; calls ok "
+        f"{tally['ok']}, injected failures {tally['injected']}, refused {tally['refused']}"
+    )
+    report.scheduled_chaos = {
+        "planned": snap["planned"],
+        "finished": snap["finished"],
+        "calls": tally,
+        "recovery_times": [round(t, 4) for _, t in recoveries],
+    }
+    report.checks["scheduled chaos: every experiment ran"] = snap["finished"] == snap["planned"]
+    # One per experiment, unless the next began before the service had recovered from the last.
+    report.checks["chaos: recovery time measured"] = len(recoveries) >= 1
+
+
 def _final(out: Out, report: Report, status: str, checks: list[tuple[str, str, str, str]]) -> None:
     out()
     out("report")
@@ -420,6 +512,11 @@ def _final(out: Out, report: Report, status: str, checks: list[tuple[str, str, s
         f"p95 {lt['p95'] * 1e3:.3f}, p99 {lt['p99'] * 1e3:.3f}, "
         f"max {lt['max_latency'] * 1e3:.3f} ms"
     )
+    sc = report.scheduled_chaos
+    if sc:
+        times = ", ".join(f"{t * 1e3:.0f} ms" for t in sc["recovery_times"]) or "none"
+        ran = f"{sc['finished']}/{sc['planned']} experiments"
+        out(f"  scheduled chaos: {ran}; recovery times {times}")
     out()
     out(f"health: {status}")
     for kind, name, st, reason in checks:

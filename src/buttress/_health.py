@@ -342,7 +342,7 @@ def build_report(
     limiters = dict(limiters or {})
     pools = dict(pools or {})
     if chaos is None:
-        chaos = {"enabled": False, "active_experiments": [], "injectors": {}}
+        chaos = {"enabled": False, "active_experiments": [], "injectors": {}, "schedules": []}
     checks: list[ComponentCheck] = []
     checks += [breaker_check(n, s) for n, s in breakers.items()]
     checks += [limiter_check(n, s) for n, s in limiters.items()]

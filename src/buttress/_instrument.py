@@ -19,6 +19,7 @@ import inspect
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar, Token
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -28,7 +29,14 @@ from ._errors import ConfigError, RejectedError
 from ._fork import fork_safe_lock
 from ._histogram import Histogram
 
-__all__ = ["METRICS", "ServiceMetrics", "ServiceSnapshot", "instrument_callable"]
+__all__ = [
+    "METRICS",
+    "RECORDING",
+    "ServiceMetrics",
+    "ServiceSnapshot",
+    "instrument_callable",
+    "reset_recording",
+]
 
 METRICS = ("latency", "throughput", "errors", "cache_hits")
 
@@ -36,6 +44,11 @@ T = TypeVar("T")
 
 # Throughput is counted per second over the last minute.
 _SLOTS = 60
+
+RECORDING: ContextVar[tuple[ServiceMetrics, ...]] = ContextVar("buttress_recording", default=())
+"""The services whose calls are running in this context, outermost first: a call nested in
+another call of its own service (an instrumented method calling another, an instrumented
+function run by ``protect``) is that call's work, and is not counted again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +100,15 @@ class ServiceMetrics:
     _BATCH = 256
     _EXACT = 1024  # calls recorded one by one before sampling starts
 
-    def __init__(self, name: str, metrics: Iterable[str] = METRICS) -> None:
+    def __init__(
+        self, name: str, metrics: Iterable[str] = METRICS, *, since: float | None = None
+    ) -> None:
         self.name = name
+        # When observation began (monotonic): throughput is over the time since, up to a
+        # minute. None: from the first call.
+        self._since = since
+        # Some function of the service is instrumented: its calls may nest (RECORDING).
+        self.instrumented = False
         self.metrics = _checked(metrics)
         self._lock = fork_safe_lock()
         self._seq = itertools.count()
@@ -168,8 +188,7 @@ class ServiceMetrics:
             h = self._latency
             calls = count_of(self._seq)
             lookups = self.cache_hits + self.cache_misses
-            # the current second is partial: average over the full seconds before it
-            recent = sum(self._per_second) - self._per_second[int(now) % _SLOTS]
+            throughput = self._throughput(now)
             return ServiceSnapshot(
                 name=self.name,
                 calls=calls,
@@ -178,7 +197,7 @@ class ServiceMetrics:
                 error_rate=self._errors / calls if calls else 0.0,
                 errors_by_type=dict(self._errors_by_type),
                 rejected_by_reason=dict(self._rejected_by_reason),
-                throughput=recent / (_SLOTS - 1),
+                throughput=throughput,
                 latency_mean=h.mean,
                 latency_p50=h.percentile(50),
                 latency_p95=h.percentile(95),
@@ -188,6 +207,18 @@ class ServiceMetrics:
                 cache_misses=self.cache_misses,
                 cache_hit_ratio=self.cache_hits / lookups if lookups else None,
             )
+
+    def _throughput(self, now: float) -> float:
+        """Calls per second over the last minute, or over the time observed when shorter (a
+        service one second old reports its rate, not a sixtieth of it). Lock held, folded."""
+        since = self._since
+        observed = now - since if since is not None else 0.0
+        if since is None or observed >= _SLOTS - 1:
+            # the current second is partial: average over the full seconds before it
+            recent = sum(self._per_second) - self._per_second[int(now) % _SLOTS]
+            return recent / (_SLOTS - 1)
+        # Every call since `since` is in the slots: count them all over the exact time.
+        return sum(self._per_second) / observed if observed > 0 else 0.0
 
     def _fold(self) -> None:
         """Fold the queued durations in (lock held); pops exactly what was there."""
@@ -199,6 +230,8 @@ class ServiceMetrics:
         h = self._latency
         record = h.record
         per_second = self._per_second
+        if self._since is None:
+            self._since = pending[0][0] - pending[0][1]  # the first call's start
         for _ in range(n):
             now, duration, weight = pop()
             if weight:
@@ -241,19 +274,26 @@ def instrument_callable(
 
 def _wrap(fn: Callable[..., Any], metrics: ServiceMetrics, monotonic: Callable[[], float]) -> Any:
     record = metrics.record
+    metrics.instrumented = True
     if is_async_callable(fn):
         afn = fn
 
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            running = RECORDING.get()
+            if metrics in running:  # nested in a call of this service: counted there
+                return await afn(*args, **kwargs)
+            mark = RECORDING.set((*running, metrics))
             t0 = monotonic()
             try:
                 result = await afn(*args, **kwargs)
             except BaseException as exc:
                 t = monotonic()
+                reset_recording(mark)
                 record(t - t0, exc, now=t)
                 raise
             t = monotonic()
+            reset_recording(mark)
             record(t - t0, None, now=t)
             return result
 
@@ -261,15 +301,30 @@ def _wrap(fn: Callable[..., Any], metrics: ServiceMetrics, monotonic: Callable[[
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        running = RECORDING.get()
+        if metrics in running:  # nested in a call of this service: counted there
+            return fn(*args, **kwargs)
+        mark = RECORDING.set((*running, metrics))
         t0 = monotonic()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             t = monotonic()
+            reset_recording(mark)
             record(t - t0, exc, now=t)
             raise
         t = monotonic()
+        reset_recording(mark)
         record(t - t0, None, now=t)
         return result
 
     return wrapper
+
+
+def reset_recording(mark: Token[tuple[ServiceMetrics, ...]]) -> None:
+    """Undo a ``RECORDING.set``; a block left in another context (an async generator's
+    ``finally`` run by the garbage collector) cannot, and needs not."""
+    try:  # noqa: SIM105 (contextlib.suppress costs twice as much, on every call)
+        RECORDING.reset(mark)
+    except ValueError:
+        pass

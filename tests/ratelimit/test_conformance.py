@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ratelimit_backends import close_backend, make_backend, unique_prefix
+from ratelimit_reference import Reference, RefFixedWindow, RefSlidingWindow, RefTokenBucket
 
 import buttress as bt
 from buttress.ratelimit import Algorithm, FixedWindow, SlidingWindow, State, TokenBucket
@@ -80,7 +82,7 @@ def backend_trace(
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("start", [T0, 1.0])  # wall-clock or monotonic-sized times
+@pytest.mark.parametrize("start", [T0, 4e9, 1.0])  # wall-clock or monotonic-sized times
 def test_backends_read_decide_and_write_the_same_states(
     persistent: Any, start: float, seed: int
 ) -> None:
@@ -299,24 +301,25 @@ def targets(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     }
 
 
-def reference(seed: int) -> list[Any]:
-    clock = bt.ManualClock(T0, wall=T0)  # time() == monotonic(): every backend sees one clock
+def reference(seed: int, start: float = T0) -> list[Any]:
+    clock = bt.ManualClock(start, wall=start)  # time() == monotonic(): one clock everywhere
     return run_sync(limiter_on("memory", "", clock), clock, seed)
 
 
 @pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("start", [T0, 4e9])
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_limiter_decisions_match_memory(
-    request: pytest.FixtureRequest, tmp_path: Path, kind: str, seed: int
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, start: float, seed: int
 ) -> None:
-    clock = bt.ManualClock(T0, wall=T0)
+    clock = bt.ManualClock(start, wall=start)
     rl = limiter_on(kind, targets(request, tmp_path)[kind], clock)
     try:
         got = run_sync(rl, clock, seed)
     finally:
         rl.clear()
         close_backend(rl.backend)
-    want = reference(seed)
+    want = reference(seed, start)
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         assert g == w, f"seed {seed}, result {i}"
 
@@ -335,3 +338,178 @@ async def test_async_decisions_match_sync_memory(
         if kind == "redis":
             await rl.backend.aclose()  # type: ignore[attr-defined]
     assert got == reference(7)
+
+
+# -- at wall-clock times: exact, not just the same everywhere ----------------------------------
+#
+# The traces above hold the backends to each other, and at T0 they would agree even when all of
+# them rounded the same way. These hold every backend to the numbers exact arithmetic gives, at
+# times where one float step is hundreds of nanoseconds (2026, 2027 and 2096) and at small ones.
+
+WALL_STARTS = (1.0, T0, 1_800_000_000.3, 4_000_000_000.0)
+KINDS = ("memory", "memory, pure Python", "sqlite", "redis")
+
+
+def limiter_at(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    scopes: list[bt.Scope],
+    start: float,
+) -> tuple[bt.RateLimiter, bt.ManualClock]:
+    """A limiter on ``kind`` whose clocks (monotonic and wall) both read ``start``."""
+    if kind == "memory, pure Python":  # the closures BUTTRESS_NO_EXTENSIONS runs
+        monkeypatch.setattr("buttress.ratelimit._inmemory._FastPath", None)
+        kind = "memory"
+    clock = bt.ManualClock(start, wall=start)
+    options: dict[str, Any] = {"time_source": "caller"} if kind == "redis" else {}
+    backend = make_backend(kind, targets(request, tmp_path)[kind], unique_prefix("wall"), **options)
+    return bt.RateLimiter(scopes, backend=backend, clock=clock, namespace="wall"), clock
+
+
+@pytest.mark.parametrize("start", WALL_STARTS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_fresh_bucket_admits_its_whole_burst_at_any_time(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    start: float,
+) -> None:
+    rl, clock = limiter_at(request, tmp_path, monkeypatch, kind, [bt.Scope("user", 5, 1.0)], start)
+    try:
+        decisions = [rl.try_acquire("u1") for _ in range(6)]  # simultaneous: time stands still
+        assert [d.allowed for d in decisions] == [True] * 5 + [False]
+        assert [d.remaining for d in decisions] == [4, 3, 2, 1, 0, 0]
+        assert "r=4;" in bt.http.rate_limit_headers(decisions[0])["RateLimit"]
+        refused = decisions[-1]
+        assert refused.retry_after is not None
+        assert 0.2 - 1e-9 <= refused.retry_after <= 0.2 + 1e-6
+        clock.advance(refused.retry_after)  # exactly when the next token is due
+        assert rl.try_acquire("u1").allowed
+        assert not rl.try_acquire("u1").allowed
+        clock.advance(1.0)
+        assert rl.peek("u1").remaining == 4  # full again (what would be left after one)
+        assert [rl.try_acquire("u1").allowed for _ in range(6)] == [True] * 5 + [False]
+    finally:
+        rl.clear()
+        close_backend(rl.backend)
+
+
+@pytest.mark.parametrize("start", WALL_STARTS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_windows_count_exactly_at_any_time(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    start: float,
+) -> None:
+    scopes = [
+        bt.Scope("org", 5, 1.0, algorithm="fixed_window"),
+        bt.Scope("global", 10, 0.5, algorithm="sliding_window", by=None),
+    ]
+    rl, clock = limiter_at(request, tmp_path, monkeypatch, kind, scopes, start)
+    try:
+        clock.set(start - start % 1.0 + 1.0)  # the start of a window of each (exact)
+        first = [rl.try_acquire({"org": "o1"}) for _ in range(6)]
+        assert [d.allowed for d in first] == [True] * 5 + [False]
+        assert [d.scopes[0].remaining for d in first[:5]] == [4, 3, 2, 1, 0]
+        assert [d.scopes[1].remaining for d in first[:5]] == [9, 8, 7, 6, 5]
+        clock.advance(0.5 + 0.125)  # a quarter into the next sliding window
+        # The previous window's 5 weigh three quarters: 3.75, so 6 fit; the org has 5 left.
+        d = rl.peek({"org": "o2"})
+        assert (d.scopes[0].remaining, d.scopes[1].remaining) == (4, 5)
+        clock.advance(0.375)  # the next fixed window: the org is fresh
+        d = rl.try_acquire({"org": "o1"})
+        assert d.allowed
+        assert (d.scopes[0].remaining, d.scopes[1].remaining) == (4, 9)
+    finally:
+        rl.clear()
+        close_backend(rl.backend)
+
+
+def exact_pairs() -> list[tuple[Algorithm, Reference]]:
+    """Algorithms next to their exact references (in Fractions of the float's own value, so
+    0.3 is the double nearest 0.3, as the backends see it)."""
+    f = Fraction
+    return [
+        (TokenBucket(5, 1.0), RefTokenBucket(f(5), f(1), f(5))),
+        (TokenBucket(3, 1.0, burst=2), RefTokenBucket(f(3), f(1), f(2))),
+        (TokenBucket(7, 0.3), RefTokenBucket(f(7), f(0.3), f(7))),
+        (FixedWindow(4, 1.0), RefFixedWindow(f(4), f(1))),
+        (SlidingWindow(6, 1.5), RefSlidingWindow(f(6), f(3, 2))),
+        (SlidingWindow(5, 0.3), RefSlidingWindow(f(5), f(0.3))),
+    ]
+
+
+GRID_STEPS = tuple(Fraction(n, 64) for n in (0, 0, 0, 1, 4, 13, 16, 32, 64, 100))
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("start", [1.0, T0, 4_000_000_000.0])  # exact on the 1/64 s grid
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+def test_every_backend_decides_as_exact_arithmetic_does(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    start: float,
+    seed: int,
+) -> None:
+    """Decisions, ``remaining`` and refunds against the exact references, at wall-clock times."""
+    monkeypatch.setattr("buttress.ratelimit._sqlite.PURGE_EVERY", 10**9)
+    options: dict[str, Any] = {"time_source": "caller"} if kind == "redis" else {}
+    backend = make_backend(
+        kind, targets(request, tmp_path)[kind], unique_prefix("exact"), **options
+    )
+    rng = random.Random(seed)
+    refs = exact_pairs()
+    exact = Fraction(start)
+    try:
+        for step in range(300):
+            exact += rng.choice(GRID_STEPS)
+            now = float(exact)
+            assert Fraction(now) == exact
+            i = rng.randrange(len(refs))
+            algorithm, ref = refs[i]
+            key, cost = f"c:x:{i}", rng.choice((1, 1, 1, 2, 3))
+            where = f"{kind} start={start} seed={seed} step {step}: {algorithm} cost={cost}"
+            if rng.random() < 0.1:
+                backend.refund([key], [algorithm], cost, now)
+                ref.refund(key, exact, Fraction(cost))
+                continue
+            commit = rng.random() < 0.9
+            allowed, olds, _ = backend.decide([key], [algorithm], cost, now, commit)
+            assert allowed == ref.fits(key, exact, Fraction(cost)), where
+            verdict = algorithm.decide(olds[0], now, cost)
+            assert verdict[0] == allowed, where
+            if allowed and commit:
+                ref.charge(key, exact, Fraction(cost))
+                assert verdict[2] == ref.remaining(key, exact), where
+            elif not allowed:
+                assert verdict[2] == ref.remaining(key, exact), where
+    finally:
+        backend.clear("")
+        close_backend(backend)
+
+
+@pytest.mark.parametrize("start", WALL_STARTS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_high_rate_stays_limited_at_any_time(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    start: float,
+) -> None:
+    """20 million per second: each request moves the TAT by 50 ns, less than half a float step
+    at wall-clock times, so a TAT kept as one float never moved and nothing was refused."""
+    scope = bt.Scope("user", 20_000_000, 1.0, burst=5)
+    rl, _ = limiter_at(request, tmp_path, monkeypatch, kind, [scope], start)
+    try:
+        assert [rl.try_acquire("u1").allowed for _ in range(8)] == [True] * 5 + [False] * 3
+    finally:
+        rl.clear()
+        close_backend(rl.backend)

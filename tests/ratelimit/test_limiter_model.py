@@ -41,10 +41,12 @@ def reference(algorithm: str, limit: int, window: Fraction) -> Reference:
 
 
 class LimiterMachine(RuleBasedStateMachine):
+    START = F(0)  # where the clock starts
+
     def __init__(self) -> None:
         super().__init__()
-        self.clock = bt.ManualClock()
-        self.now = F(0)
+        self.now = self.START
+        self.clock = bt.ManualClock(float(self.now))
         self.models: list[Reference] = []
         self.limiter: bt.RateLimiter
         self.decisions = 0
@@ -133,5 +135,16 @@ class LimiterMachine(RuleBasedStateMachine):
         assert snap.denied == sum(s.denied for s in snap.scopes)
 
 
+class WallClockLimiterMachine(LimiterMachine):
+    """The same at a wall-clock-sized time (2026: one float step is 238 ns), exact on the
+    1/64 s grid, as a clock read from ``time.time()`` would make it."""
+
+    START = F(1_767_225_600) + F(1, 8)
+
+
 LimiterMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+WallClockLimiterMachine.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=40, deadline=None
+)
 test_limiter_matches_the_model = LimiterMachine.TestCase
+test_limiter_matches_the_model_at_wall_clock_times = WallClockLimiterMachine.TestCase

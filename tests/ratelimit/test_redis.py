@@ -69,9 +69,9 @@ def test_keys_carry_the_namespace_in_one_hash_tag_with_ttls(
     assert rl.try_acquire({"user": "u1", "org": "o1"})
     keys = sorted(k.decode() for k in client.scan_iter(match=f"{prefix}*"))
     assert keys == [
-        f"{prefix}{{shop:api}}:global",
-        f"{prefix}{{shop:api}}:org:o1",
-        f"{prefix}{{shop:api}}:user:u1",
+        f"{prefix}{{shop:api}}:global@s1",  # the scope's algorithm and state format: s1, ...
+        f"{prefix}{{shop:api}}:org@f1:o1",
+        f"{prefix}{{shop:api}}:user@t1:u1",
     ]
     assert len({key_slot(k.encode()) for k in keys}) == 1  # one slot: one script can touch all
     for key in keys:
@@ -96,8 +96,8 @@ def test_ids_cannot_collide_or_move_a_key_to_another_slot(
         # Every id is its own key: the first request of each is admitted.
         assert rl.try_acquire({"user": ident, "org": f"o{i}"}), ident
         redis_keys = [
-            redis_key(prefix, f"shop:default:user:{ident}"),
-            redis_key(prefix, f"shop:default:user_org:o{i}"),
+            redis_key(prefix, f"shop:default:user@t1:{ident}"),
+            redis_key(prefix, f"shop:default:user_org@t1:o{i}"),
         ]
         assert {key_slot(k.encode()) for k in redis_keys} == {
             key_slot(f"{prefix}{{shop:default}}".encode())
@@ -125,10 +125,11 @@ def test_clear_escapes_glob_characters(redis_url: str, client: redis.Redis) -> N
 def test_idle_keys_vanish(backend: bt.RedisBackend, client: redis.Redis, prefix: str) -> None:
     rl = bt.RateLimiter(bt.Scope("user", 1, 0.3), backend=backend, namespace="idle")
     assert rl.try_acquire("u1")
-    key = redis_key(prefix, "idle:default:user:u1")
+    key = redis_key(prefix, "idle:default:user@t1:u1")
     # Full again within the 0.3 s window; the TTL runs a second longer (HEADROOM, in
-    # lua/common.lua) so that busy keys need not have it rewritten on every call.
-    assert 300 < client.pttl(key) <= 1300
+    # lua/common.lua) so that busy keys need not have it rewritten on every call. The TTL is
+    # rounded up to the millisecond from a TAT rounded up to a double: 1301 at most.
+    assert 300 < client.pttl(key) <= 1301
     wait_until(lambda: not client.exists(key), what="an idle key to expire", limit=5.0)
 
 
@@ -144,7 +145,7 @@ def test_a_rate_too_fine_for_the_clock_still_stores_a_ttl(
         failure_policy="fail_closed",
     )
     assert all(rl.try_acquire("u1") for _ in range(3))
-    assert 0 < client.pttl(redis_key(prefix, "fine:default:user:u1")) <= 1001
+    assert 0 < client.pttl(redis_key(prefix, "fine:default:user@t1:u1")) <= 1001
 
 
 @pytest.mark.parametrize("algorithm", ["token_bucket", "fixed_window", "sliding_window"])
@@ -156,12 +157,13 @@ def test_a_keys_ttl_always_outlives_its_state(
         backend=backend,
         namespace="ttl",
     )
-    key = redis_key(prefix, "ttl:default:user:u1")
+    stored = rl._resolver.keys("u1")[0]
+    key = redis_key(prefix, stored)
     for i in range(60):
         rl.try_acquire("u1", cost=1 + i % 3)
         if i % 7 == 0:
             rl.refund("u1")
-        state = backend.decide(["ttl:default:user:u1"], rl.algorithms, 1, 0.0, False)[1][0]
+        state = backend.decide([stored], rl.algorithms, 1, 0.0, False)[1][0]
         ttl_ms = client.pttl(key)
         seconds, micros = client.time()  # after the TTL: the check errs on the safe side
         if state is None:
@@ -186,7 +188,7 @@ def test_decisions_run_on_the_servers_clock(
     assert not d.allowed
     seconds, micros = client.time()
     server_now = seconds + micros / 1e6
-    end, used = backend.decide(["clock:default:user:u1"], rl.algorithms, 1, 0.0, False)[1][0]
+    end, used = backend.decide(["clock:default:user@f1:u1"], rl.algorithms, 1, 0.0, False)[1][0]
     assert used == 2.0
     assert server_now < end <= server_now + 3600.0  # the window is the server's hour
     assert 0.0 < d.retry_after <= 3600.0

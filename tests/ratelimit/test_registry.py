@@ -49,7 +49,17 @@ def test_the_scripts_letter_table_is_the_registry() -> None:
     assert table == {spec.code: spec.kind.name for spec in REGISTRY.values()}  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("function", ["admit", "refund"])
+def test_the_scripts_state_widths_are_the_registry() -> None:
+    found = re.search(r"^local WIDTH = \{(.*?)\}$", COMMON_LUA, re.MULTILINE)
+    assert found is not None
+    widths = {k: int(v) for k, v in re.findall(r"(\w) = (\d+)", found.group(1))}
+    assert widths == {spec.code: spec.width for spec in REGISTRY.values()}
+    for spec in REGISTRY.values():  # what each class's state holds, from a fresh decision
+        state = spec.kind(10, 1.0).admit(None, 0.0, 1)
+        assert state is not None and len(state) == spec.width
+
+
+@pytest.mark.parametrize("function", ["admit", "refund", "spent"])
 def test_the_scripts_run_every_letter(function: str) -> None:
     body = re.search(rf"^local function {function}\(kind.*?^end$", COMMON_LUA, re.M | re.S)
     assert body is not None

@@ -42,10 +42,12 @@ ALGORITHMS = ["token_bucket", "fixed_window", "sliding_window"]
 
 
 def pair(
-    make: Callable[[bt.ManualClock], bt.RateLimiter], monkeypatch: pytest.MonkeyPatch
+    make: Callable[[bt.ManualClock], bt.RateLimiter],
+    monkeypatch: pytest.MonkeyPatch,
+    start: float = 100.0,
 ) -> tuple[bt.RateLimiter, bt.RateLimiter, bt.ManualClock]:
     """The same limiter twice on one clock: compiled first, then pure Python."""
-    clock = bt.ManualClock(100.0)
+    clock = bt.ManualClock(start)
     compiled = make(clock)
     with monkeypatch.context() as m:
         m.setattr(_inmemory, "_FastPath", None)
@@ -77,6 +79,8 @@ steps = st.lists(
     ),
     max_size=60,
 )
+# Where the clock starts: small, and at wall-clock magnitudes (one float step: 238 ns, 477 ns).
+starts = st.sampled_from([100.0, 1_767_225_600.125, 1_800_000_000.3, 4e9])
 
 
 def run(
@@ -113,9 +117,10 @@ def run(
     window=st.sampled_from([0.3, 1.0, 2.5]),
     burst=st.none() | st.integers(1, 8),
     plan=steps,
+    start=starts,
 )
 def test_one_scope_decides_exactly_as_the_python_path(
-    algorithm: str, limit: int, window: float, burst: int | None, plan: list[Any]
+    algorithm: str, limit: int, window: float, burst: int | None, plan: list[Any], start: float
 ) -> None:
     with pytest.MonkeyPatch.context() as mp:
         compiled, pure, clock = pair(
@@ -130,6 +135,7 @@ def test_one_scope_decides_exactly_as_the_python_path(
                 clock=c,
             ),
             mp,
+            start,
         )
         run((compiled, pure), clock, plan, lambda ident: ident)
 
@@ -140,9 +146,10 @@ def test_one_scope_decides_exactly_as_the_python_path(
     limits=st.lists(st.integers(1, 6), min_size=3, max_size=3),
     plan=steps,
     alias=st.booleans(),
+    start=starts,
 )
 def test_three_scopes_decide_exactly_as_the_python_path(
-    algorithms: list[str], limits: list[int], plan: list[Any], alias: bool
+    algorithms: list[str], limits: list[int], plan: list[Any], alias: bool, start: float
 ) -> None:
     def make(c: bt.ManualClock) -> bt.RateLimiter:
         return bt.RateLimiter(
@@ -161,7 +168,7 @@ def test_three_scopes_decide_exactly_as_the_python_path(
         return {"user_id" if alias else "user": ident, "org": org}
 
     with pytest.MonkeyPatch.context() as mp:
-        compiled, pure, clock = pair(make, mp)
+        compiled, pure, clock = pair(make, mp, start)
         run((compiled, pure), clock, plan, context)
 
 

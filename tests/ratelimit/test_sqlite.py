@@ -40,7 +40,9 @@ def test_one_row_per_key_in_a_wal_file(tmp_path: Path, clock: bt.ManualClock) ->
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         keys = [k for (k,) in conn.execute("SELECT key FROM buttress_ratelimit ORDER BY key")]
-    assert keys == ["app:default:global", "app:default:org:o1", "app:default:user:u1"]
+    # Each key names its scope's algorithm and state format (t1 token bucket, f1 fixed
+    # window, s1 sliding window; see ratelimit/_format.py).
+    assert keys == ["app:default:global@s1", "app:default:org@f1:o1", "app:default:user@t1:u1"]
     assert backend.key_count() == 3
     assert rl.snapshot().keys == 3
     backend.close()
@@ -69,14 +71,14 @@ def test_refusals_write_nothing_and_refunds_and_resets_persist(
     rl = three_scopes(backend, clock)
     ctx = {"user": "u1", "org": "o1"}
     assert all(rl.try_acquire(ctx) for _ in range(5))
-    before = {k: backend.get(k) for k in ("app:default:org:o1", "app:default:global")}
+    before = {k: backend.get(k) for k in ("app:default:org@f1:o1", "app:default:global@s1")}
     assert not rl.try_acquire(ctx)  # the user refuses: org and global are not charged
     assert {k: backend.get(k) for k in before} == before
     rl.refund(ctx, 2)
     assert sum(rl.try_acquire(ctx).allowed for _ in range(5)) == 2
     rl.reset(ctx)
-    assert backend.get("app:default:user:u1") is None
-    assert backend.get("app:default:global") is not None  # shared scopes reset only by name
+    assert backend.get("app:default:user@t1:u1") is None
+    assert backend.get("app:default:global@s1") is not None  # shared scopes reset only by name
     backend.close()
 
 
@@ -121,7 +123,8 @@ async def test_the_async_path_never_blocks_the_event_loop(tmp_path: Path) -> Non
     blocker.close()
     allowed, states, now = await decision
     assert (allowed, list(states), now) == (True, [None], 100.0)
-    assert backend.get("k") == (100.1,)
+    stored = backend.get("k")
+    assert stored is not None and stored[0] == pytest.approx(100.1)
     backend.close()
 
 

@@ -26,17 +26,19 @@ history = st.lists(st.tuples(st.sampled_from([0.0, 0.1, 0.5, 1.0]), small), max_
     cost=small,
     late=st.sampled_from([0.0, 0.05, 0.3, 2.0]),
     commit=st.booleans(),
+    start=st.sampled_from([0.0, 1_767_225_600.125, 4e9]),  # and at wall-clock times
 )
 def test_unrolled_decider_matches_admit_all(
     scopes: list[tuple[TokenBucket | FixedWindow | SlidingWindow, list[tuple[float, int]]]],
     cost: int,
     late: float,
     commit: bool,
+    start: float,
 ) -> None:
     states: dict[str, State] = {}
-    now = 0.0
+    now = start
     for i, (algorithm, spent) in enumerate(scopes):
-        t = 0.0
+        t = start
         for dt, c in spent:
             t += dt
             new = algorithm.admit(states.get(f"k{i}"), t, c)

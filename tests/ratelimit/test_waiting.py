@@ -435,7 +435,7 @@ async def _run_fifo_model(
         # Admitted (and out of the queues) in this very step: who is queued now was queued
         # when it was admitted. None of them may have arrived before it on one of its keys.
         seq = waited.index(i) if i in waited else len(waited)  # a newcomer is the latest
-        for key in (f"buttress:default:user:{name}", "buttress:default:global"):
+        for key in rl._resolver.keys({"user": name}):
             for w in rl._waiting.queues.get(key, []):
                 assert w.seq > seq, f"caller {i} admitted while {waited[w.seq]} waits on {key}"
         served.append(i)

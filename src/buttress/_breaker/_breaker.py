@@ -213,6 +213,8 @@ class CircuitBreaker(Calls, AsyncCalls):
             stats = self._machine.stats(self._now())
         self._flush()
         inj = self._injector
+        if inj is None and self._injected_by is not None:
+            inj = self._injected_by()
         return BreakerSnapshot(
             name=self.name,
             fault_injection_active=bool(inj is not None and inj.active),

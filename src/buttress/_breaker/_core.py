@@ -21,12 +21,14 @@ from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._errors import CircuitOpenError, ConfigError, LoadShedError
-from .._fork import fork_safe_lock
+from .._fork import call_in_forked_child, fork_safe_lock, reseed_in_child
 from .._redact import redacted_logger
 from ._config import BreakerConfig
 from ._machine import Admitted, BreakerMachine, Refused
 from ._outcome import Outcome, classify
 from ._states import BreakerState, Transition
+
+HALF_OPEN = BreakerState.HALF_OPEN
 
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
@@ -37,6 +39,7 @@ EV_STATE = ("buttress", "circuit_breaker", "state_change")
 EV_REJECTED = ("buttress", "circuit_breaker", "rejected")
 EV_FAULT = ("buttress", "circuit_breaker", "fault_injected")
 EV_HEALTH = ("buttress", "circuit_breaker", "health_check")
+EV_RECOVERY = ("buttress", "circuit_breaker", "recovery_attempts")
 
 SUCCESS, FAILURE, CANCELLED = Outcome.SUCCESS, Outcome.FAILURE, Outcome.CANCELLED
 
@@ -110,12 +113,15 @@ class BreakerCore:
         self.config = config
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._now = self.clock.monotonic
-        rng = rng if rng is not None else random.Random(seed)
-        self._machine = BreakerMachine(config, rng, self._now())
+        self._rng = rng if rng is not None else random.Random(seed)
+        self._machine = BreakerMachine(config, self._rng, self._now())
         self._lock = fork_safe_lock()
         self._timed = config.slow_call_duration is not None
         self._failure_result = config.failure_result
         self._injector = fault_injection
+        # Where faults are injected for this breaker by others (an Infrastructure's chaos,
+        # applied in its pipeline): read by snapshot() only, never applied here.
+        self._injected_by: Callable[[], Injector | None] | None = None
         self._machine.set_plain(fault_injection is None)  # the lock-free path injects nothing
         # Generations of successes the lock-free path counted but has not handed over yet.
         self._pending: deque[int] = deque()
@@ -127,6 +133,12 @@ class BreakerCore:
             f"buttress_breaker_{name}", default=()
         )
         self._build_fast_paths()
+        call_in_forked_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        # Workers forked from one parent would otherwise draw the same reset-timeout jitter
+        # and shed the same calls: they would probe a recovering upstream all at once.
+        reseed_in_child(self._rng)
 
     def _build_fast_paths(self) -> None:
         """Make the lock-free call paths (the facade does, once the call paths are mixed in)."""
@@ -274,6 +286,13 @@ class BreakerCore:
 
     # -- transitions -----------------------------------------------------------------------------
 
+    def _report_recovery(self, t: Transition) -> None:
+        events.emit(
+            EV_RECOVERY,
+            {"attempt": t.recovery_attempts},
+            {"breaker": self.name, "outcome": _recovery_outcome(t), "reason": t.reason},
+        )
+
     def _flush(self) -> None:
         if not self._machine.pending:
             return
@@ -295,11 +314,25 @@ class BreakerCore:
                         "generation": t.generation,
                     },
                 )
+            if (t.to_state is HALF_OPEN or t.from_state is HALF_OPEN) and events.enabled(
+                EV_RECOVERY
+            ):
+                self._report_recovery(t)
             for listener in list(self._listeners):
                 try:
                     listener(self, t)  # type: ignore[arg-type]
                 except Exception:
                     _log.exception("breaker %r: listener %r raised", self.name, listener)
+
+
+def _recovery_outcome(t: Transition) -> str:
+    if t.to_state is HALF_OPEN:
+        return "started"
+    if t.to_state is BreakerState.CLOSED:
+        return "succeeded"
+    if t.to_state is BreakerState.OPEN:
+        return "failed"
+    return "abandoned"  # forced open, disabled or reset by hand
 
 
 def _config_dict(config: BreakerConfig) -> dict[str, Any]:

@@ -574,8 +574,8 @@ class BreakerMachine:
         if self._probe_ok >= need:
             self._probes.clear()
             self._clear_window(now)
+            self._move(CLOSED, None, "probes_succeeded", now)  # reports the attempt that won
             self.recovery_attempts = 0
-            self._move(CLOSED, None, "probes_succeeded", now)
         elif self._probe_failed > cfg.half_open_max_calls - need:
             self._probes.clear()
             self._open(now, "probes_failed")
@@ -604,6 +604,7 @@ class BreakerMachine:
                 failures=self.w_failures,
                 calls=calls,
                 failure_rate=self.w_failures / calls if calls else 0.0,
+                recovery_attempts=self.recovery_attempts,
             )
         )
         self.state = to

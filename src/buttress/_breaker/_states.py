@@ -75,3 +75,6 @@ class Transition:
     failures: int
     calls: int
     failure_rate: float
+    # Which recovery attempt (half_open) since the breaker last closed: the one started by a
+    # move into half_open, or judged by a move out of it; 0 outside recovery.
+    recovery_attempts: int = 0

@@ -3,5 +3,14 @@
 from ._chaos import Chaos
 from ._experiment import Experiment
 from ._faults import NO_FAULT, Fault, FaultInjector, FaultSettings
+from ._schedule import ChaosSchedule
 
-__all__ = ["NO_FAULT", "Chaos", "Experiment", "Fault", "FaultInjector", "FaultSettings"]
+__all__ = [
+    "NO_FAULT",
+    "Chaos",
+    "ChaosSchedule",
+    "Experiment",
+    "Fault",
+    "FaultInjector",
+    "FaultSettings",
+]

@@ -12,6 +12,7 @@ from .._errors import ConfigError, InjectedFault
 from .._fork import fork_safe_lock
 from ._experiment import Experiment, ExperimentSnapshot
 from ._faults import ExceptionFactory, FaultInjector, InjectorSnapshot
+from ._schedule import ChaosSchedule, ScheduleSnapshot
 
 __all__ = ["Chaos", "ChaosSnapshot"]
 
@@ -22,12 +23,14 @@ class ChaosSnapshot(TypedDict):
     enabled: bool
     active_experiments: list[ExperimentSnapshot]
     injectors: dict[str, InjectorSnapshot]
+    schedules: list[ScheduleSnapshot]
 
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 EV_SWITCH = ("buttress", "chaos", "switch")
+_ENDED_SCHEDULES_KEPT = 16
 
 
 class Chaos:
@@ -60,6 +63,7 @@ class Chaos:
         # once and pays one dict lookup a call (a target made later, by an experiment, applies).
         self._injecting: dict[str, FaultInjector] = {}
         self._lock = fork_safe_lock()
+        self.schedules: list[ChaosSchedule] = []
 
     # -- the switch ------------------------------------------------------------------------------
 
@@ -122,6 +126,10 @@ class Chaos:
             inj.configure(**settings)
         return inj
 
+    def find(self, target: str) -> FaultInjector | None:
+        """The injector of ``target`` if one was made (unlike :meth:`injector`, makes none)."""
+        return self._injectors.get(target)
+
     @property
     def targets(self) -> tuple[str, ...]:
         with self._lock:
@@ -166,6 +174,50 @@ class Chaos:
             name=name,
         )
 
+    def schedule(
+        self,
+        targets: list[str] | tuple[str, ...],
+        *,
+        experiments: int = 10,
+        every: float = 60.0,
+        duration: float | tuple[float, float] = (5.0, 30.0),
+        failure_rate: float = 0.5,
+        latency: float | tuple[float, float] | None = None,
+        latency_rate: float | None = None,
+        exception: ExceptionFactory = InjectedFault,
+        max_duration: float | None = None,
+        seed: int | str | None = None,
+        name: str | None = None,
+    ) -> ChaosSchedule:
+        """Scheduled chaos (the guide's ``chaos_mode``): start a series of experiments.
+
+        ``experiments`` of them (at most ``MAX_EXPERIMENTS``), one after another: before each
+        a pause of ``every`` seconds on average, then ``duration`` seconds (or a ``(low, high)``
+        range) of faults (``failure_rate``, ``latency``...) on a target drawn from ``targets``;
+        all over by ``max_duration`` seconds when given. Drawn from ``seed`` (by default from
+        the registry's seed and the schedule's name), so a run replays. Returns the running
+        :class:`ChaosSchedule`; ``stop()`` ends it. Chaos must be enabled.
+        """
+        sched = ChaosSchedule(
+            self,
+            targets=targets,
+            experiments=experiments,
+            every=every,
+            duration=duration,
+            failure_rate=failure_rate,
+            latency=latency,
+            latency_rate=latency_rate,
+            exception=exception,
+            max_duration=max_duration,
+            seed=seed,
+            name=name,
+        ).start()
+        with self._lock:
+            # Listed while they run, and the last few that ended: the list stays short.
+            ended = [s for s in self.schedules if not s.active][-_ENDED_SCHEDULES_KEPT:]
+            self.schedules = [s for s in self.schedules if s.active or s in ended] + [sched]
+        return sched
+
     def active_experiments(self) -> list[Experiment]:
         """Every running experiment (expired ones are retired first), in start order."""
         with self._lock:
@@ -182,6 +234,7 @@ class Chaos:
             "enabled": self.enabled,
             "active_experiments": [e.to_dict() for e in self.active_experiments()],
             "injectors": {inj.name: inj.snapshot() for inj in injectors},
+            "schedules": [s.snapshot() for s in tuple(self.schedules)],
         }
 
     def __repr__(self) -> str:

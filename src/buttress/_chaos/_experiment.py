@@ -6,7 +6,7 @@ import itertools
 from typing import TYPE_CHECKING, TypedDict
 
 from .._errors import ConfigError
-from .._validate import positive
+from .._validate import in_interval, positive
 
 if TYPE_CHECKING:
     from ._faults import FaultInjector, FaultSettings, SettingsSnapshot
@@ -67,6 +67,7 @@ class Experiment:
         self.calls = 0
         self.injected_failures = 0
         self.injected_delays = 0
+        self.announced = False  # its start was reported (a delayed one: once it began)
 
     @property
     def target(self) -> str:
@@ -77,13 +78,25 @@ class Experiment:
         """Started, not ended and not past its end (expiry is judged from the clock)."""
         if self.started_at is None or self.ended_at is not None:
             return False
-        return self.ends_at is None or self.injector.clock.monotonic() < self.ends_at
+        now = self.injector.clock.monotonic()
+        return now >= self.started_at and (self.ends_at is None or now < self.ends_at)
+
+    @property
+    def pending(self) -> bool:
+        """Started with a delay (by a schedule) that has not passed yet."""
+        return (
+            self.started_at is not None
+            and self.ended_at is None
+            and self.injector.clock.monotonic() < self.started_at
+        )
 
     @property
     def remaining(self) -> float | None:
         """Seconds left (``None`` for an open-ended experiment that is running)."""
+        if self.pending or self.started_at is None:
+            return self.duration
         if not self.running:
-            return 0.0 if self.started_at is not None else self.duration
+            return 0.0
         if self.ends_at is None:
             return None
         return max(0.0, self.ends_at - self.injector.clock.monotonic())
@@ -93,15 +106,18 @@ class Experiment:
         if self.started_at is None:
             return 0.0
         end = self.ended_at if self.ended_at is not None else self.injector.clock.monotonic()
-        return end - self.started_at
+        return max(0.0, end - self.started_at)
 
-    def start(self) -> Experiment:
+    def start(self, *, delay: float = 0.0) -> Experiment:
+        """Start it now, or ``delay`` seconds from now (on the injector's clock: a schedule's
+        experiments are all started at once, each with its delay)."""
         if self.started_at is not None:
             raise RuntimeError(f"experiment {self.name!r} was already started; make a new one")
+        delay = in_interval("delay", delay, "[0, inf)")
         clock = self.injector.clock
-        self.started_at = clock.monotonic()
+        self.started_at = clock.monotonic() + delay
         self.start_seq = next(_starts)
-        self.started = clock.time()
+        self.started = clock.time() + delay
         if self.duration is not None:
             self.ends_at = self.started_at + self.duration
         try:
@@ -118,7 +134,10 @@ class Experiment:
 
     def _finish(self, now: float) -> str:
         """Mark the end (called by the injector under its lock); returns why it ended."""
-        if self.ends_at is not None and now >= self.ends_at:
+        if self.started_at is not None and now < self.started_at:
+            self.ended_at, self.end_reason = now, "cancelled"  # stopped before it began
+            self.started_at = now
+        elif self.ends_at is not None and now >= self.ends_at:
             self.ended_at, self.end_reason = self.ends_at, "expired"
         else:
             self.ended_at, self.end_reason = now, "exited"
@@ -157,5 +176,8 @@ class Experiment:
         }
 
     def __repr__(self) -> str:
-        state = "running" if self.running else (self.end_reason or "not started")
+        if self.pending:
+            state = "pending"
+        else:
+            state = "running" if self.running else (self.end_reason or "not started")
         return f"<Experiment {self.name!r} on {self.target!r} {state}>"

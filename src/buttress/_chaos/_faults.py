@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ ExceptionFactory = type[BaseException] | Callable[[], BaseException]
 EV_INJECTED = ("buttress", "chaos", "injected")
 EV_EXPERIMENT_START = ("buttress", "chaos", "experiment_start")
 EV_EXPERIMENT_STOP = ("buttress", "chaos", "experiment_stop")
+EV_RECOVERY = ("buttress", "chaos", "recovery_time")
 
 _UNSET: Any = object()
 
@@ -146,6 +148,8 @@ class InjectorSnapshot(TypedDict):
     injected_failures: int
     injected_delays: int
     experiments: list[ExperimentSnapshot]
+    recovering: bool
+    recovery_time: float | None
 
 
 class FaultInjector:
@@ -190,9 +194,17 @@ class FaultInjector:
         self._lock = fork_safe_lock()
         # Copy-on-write: decide() reads it without the lock; newest experiment last.
         self._experiments: tuple[Experiment, ...] = ()
+        # (until when, the current experiment): nothing begins or ends before that time, so
+        # _current() answers from here without a look at each experiment (a schedule may hold
+        # hundreds). One tuple, replaced whole: read without the lock.
+        self._settled: tuple[float, Experiment | None] = (-math.inf, None)
         self.injected_failures = 0
         self.injected_delays = 0
         self.calls = 0
+        # The last experiment's end (monotonic) and name, until the target's first healthy
+        # success after it: then recovery_time is how long that took.
+        self._ended: tuple[float, str] | None = None
+        self.recovery_time: float | None = None
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -281,9 +293,13 @@ class FaultInjector:
 
     @property
     def experiments(self) -> tuple[Experiment, ...]:
-        """The experiments running on this injector, oldest first (expired ones retired)."""
+        """The experiments running on this injector, oldest first (expired ones retired; a
+        schedule's that have not begun are not listed)."""
         self._current()
-        return self._experiments
+        now = self.clock.monotonic()
+        return tuple(
+            e for e in self._experiments if e.started_at is not None and e.started_at <= now
+        )
 
     def _begin(self, exp: Experiment) -> None:
         if self._switch is not None and not self._switch.enabled:
@@ -293,6 +309,20 @@ class FaultInjector:
             )
         with self._lock:
             self._experiments = (*self._experiments, exp)
+            self._settled = (-math.inf, None)
+            begins = exp.started_at is not None and exp.started_at <= self.clock.monotonic()
+            if begins:
+                self._announce(exp)
+        if begins:
+            self._report_start(exp)
+
+    def _announce(self, exp: Experiment) -> None:
+        """An experiment begins (lock held): at its start, or a delayed one once it is due;
+        the caller then reports it (:meth:`_report_start`), out of the lock."""
+        exp.announced = True
+        self._ended = None  # a new fault: recovery from the last one is moot
+
+    def _report_start(self, exp: Experiment) -> None:
         if events.enabled(EV_EXPERIMENT_START):
             events.emit(
                 EV_EXPERIMENT_START,
@@ -314,7 +344,17 @@ class FaultInjector:
             if exp not in self._experiments:
                 return
             self._experiments = tuple(e for e in self._experiments if e is not exp)
+            self._settled = (-math.inf, None)
+            unseen = not exp.announced and exp.started_at is not None and now >= exp.started_at
+            if unseen:
+                self._announce(exp)  # it began and ended unseen (no call came meanwhile)
             reason = exp._finish(now)
+            if not exp.announced:
+                return  # cancelled before it began: it never ran, nothing to report
+            if not any(e.announced for e in self._experiments) and exp.ended_at is not None:
+                self._ended = (exp.ended_at, exp.name)
+        if unseen:
+            self._report_start(exp)
         if events.enabled(EV_EXPERIMENT_STOP):
             events.emit(
                 EV_EXPERIMENT_STOP,
@@ -328,16 +368,39 @@ class FaultInjector:
             )
 
     def _current(self) -> Experiment | None:
-        """The newest running experiment, after retiring expired ones."""
+        """The newest running experiment, after retiring expired ones (and announcing the
+        delayed ones that began)."""
         running = self._experiments
         if not running:
             return None
         now = self.clock.monotonic()
+        until, current = self._settled
+        if now < until:
+            return current
         for exp in running:
             if exp.ends_at is not None and now >= exp.ends_at:
                 self._end(exp, now)
         running = self._experiments
-        return running[-1] if running else None
+        current = None
+        for exp in reversed(running):
+            if exp.started_at is not None and exp.started_at <= now:
+                if not exp.announced:
+                    with self._lock:
+                        begins = not exp.announced and exp in self._experiments
+                        if begins:
+                            self._announce(exp)
+                    if begins:
+                        self._report_start(exp)
+                current = exp
+                break
+        # The next time something may change: an experiment's start or end.
+        until = min(
+            (t for e in running for t in _changes(e, now) if t is not None), default=math.inf
+        )
+        with self._lock:
+            if self._experiments is running:  # else one began or ended meanwhile: look again
+                self._settled = (until, current)
+        return current
 
     # -- deciding and applying -----------------------------------------------------------------
 
@@ -379,6 +442,34 @@ class FaultInjector:
                 self._report(fault, "failure")
         return fault
 
+    @property
+    def recovering(self) -> bool:
+        """An experiment ended and the target has not yet answered healthily since (an
+        experiment past its end is retired first: no call may have come since it ended)."""
+        if self._experiments:
+            self._current()
+        return self._ended is not None
+
+    def recovered(self, now: float, healthy: bool = True) -> float | None:
+        """A call to the target succeeded at ``now`` (monotonic); ``healthy``: its breaker, if
+        any, is closed. The first such call after an experiment ends measures
+        ``recovery_time`` (from the fault's end) and reports it; returns it, else None."""
+        ended = self._ended
+        if ended is None or not healthy:
+            return None
+        with self._lock:
+            if self._ended is not ended:
+                return None
+            self._ended = None
+            took = self.recovery_time = max(0.0, now - ended[0])
+        if events.enabled(EV_RECOVERY):
+            events.emit(
+                EV_RECOVERY,
+                {"recovery_time": took},
+                {"target": self.name, "experiment": ended[1]},
+            )
+        return took
+
     def _report(self, fault: Fault, kind: str) -> None:
         events.emit(
             EV_INJECTED,
@@ -410,7 +501,10 @@ class FaultInjector:
             self.clock.sleep(fault.delay)
         if fault.fail:
             raise self.make_exception(fault)
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
+        if self._ended is not None:
+            self.recovered(self.clock.monotonic())
+        return result
 
     async def call_async(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
@@ -421,7 +515,10 @@ class FaultInjector:
             await self.clock.asleep(fault.delay)
         if fault.fail:
             raise self.make_exception(fault)
-        return await fn(*args, **kwargs)
+        result = await fn(*args, **kwargs)
+        if self._ended is not None:
+            self.recovered(self.clock.monotonic())
+        return result
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]: ...
@@ -458,6 +555,8 @@ class FaultInjector:
             "injected_failures": self.injected_failures,
             "injected_delays": self.injected_delays,
             "experiments": [e.to_dict() for e in self.experiments],
+            "recovering": self.recovering,
+            "recovery_time": self.recovery_time,
         }
 
     def __repr__(self) -> str:
@@ -466,6 +565,13 @@ class FaultInjector:
             f"latency={self.latency_range}, latency_rate={self.latency_rate}, "
             f"enabled={self.enabled})"
         )
+
+
+def _changes(exp: Experiment, now: float) -> tuple[float | None, ...]:
+    """When ``exp`` may next change what an injector does: its start (if ahead) and its end."""
+    if exp.started_at is not None and exp.started_at > now:
+        return (exp.started_at, exp.ends_at)
+    return (exp.ends_at,)
 
 
 def _latency_range(latency: float | tuple[float, float] | None) -> tuple[float, float] | None:

@@ -8,5 +8,6 @@
 
 from ._build import ResourceSpec, ServiceLayers
 from ._infrastructure import Infrastructure, Protection
+from ._registry import health
 
-__all__ = ["Infrastructure", "Protection", "ResourceSpec", "ServiceLayers"]
+__all__ = ["Infrastructure", "Protection", "ResourceSpec", "ServiceLayers", "health"]

@@ -151,6 +151,8 @@ class Builder:
             )
         except ConfigError as exc:
             raise ConfigError(f"{path}.{exc.path}", exc.message) from None
+        # The pipeline applies chaos; the breaker's snapshot reports what it injected here.
+        breaker._injected_by = functools.partial(chaos.find, name)
         fi = settings.fault_injection
         if fi.enabled or fi.failure_rate or fi.latency is not None:
             chaos.injector(

@@ -14,6 +14,7 @@ it all.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,16 +32,23 @@ from .._pool import AsyncConnectionPool, ConnectionPool, PoolSnapshot
 from .._scheduler import AsyncScheduler, Handle, Scheduler
 from ..ratelimit._decision import Decision
 from ..ratelimit._limiter import RateLimiter
+from ..ratelimit._memory import MemoryBackend
 from ..ratelimit._scope import check_name
 from ._build import DYNAMIC, Builder, ResourceSpec, Route, ServiceLayers, build_route, choices
 from ._protect import ProtectionSteps, compile_steps, run
 from ._protect_async import AsyncProtectionSteps, compile_steps_async, run_async
+from ._registry import register, unregister
 
 if TYPE_CHECKING:
     from .._config import Config
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+# What a call's `limiter=` may be: a configured limiter's name, a RateLimiter, or False (none).
+LimiterChoice = str | RateLimiter | bool
+
+_MAX_VARIANTS = 1024  # routes kept for calls' own limiters
 
 
 class Infrastructure:
@@ -118,12 +126,18 @@ class Infrastructure:
             self.memory.on_pressure("warning", self._trim_pools)
         self.services: dict[str, ServiceMetrics] = {}
         self._routes: dict[str, Route] = {}
+        # A service's route with another limiter, for calls' `limiter=` (at most _MAX_VARIANTS).
+        self._variants: dict[tuple[str, int], Route] = {}
         for service, table in cfg.services.items():  # resolve now: a bad reference is an error
             if service == DYNAMIC:
                 choices(service, service, table, cfg)  # a template: no route of its own
             else:
                 self._route(service)
         self._schedule_jobs()
+        schedule = cfg.chaos_schedule()
+        if schedule is not None and self.chaos.enabled:  # scheduled chaos runs on the clock
+            self.chaos.schedule(**schedule)
+        register(self)  # bt.health(namespace) finds it until close()
 
     # -- building ------------------------------------------------------------------------------
 
@@ -145,8 +159,9 @@ class Infrastructure:
         for breaker in self.breakers.values():
             if breaker.has_health_check and not breaker.health_check_is_async:
                 self._jobs.append(every(breaker.config.health_check_interval, breaker.check_health))
+        sweep = self.config.rate_limiting.cleanup_interval
         for limiter in self.limiters.values():
-            self._jobs.append(every(60.0, limiter.maintain))
+            self._jobs.append(every(sweep, limiter.maintain))
 
     @property
     def closed(self) -> bool:
@@ -170,7 +185,7 @@ class Infrastructure:
     def _build_route(self, service: str) -> Route:
         metrics = self.services.get(service)  # instrument() may have made it
         if metrics is None:
-            metrics = ServiceMetrics(service)
+            metrics = ServiceMetrics(service, since=self._now())
         route = build_route(
             service,
             self.config,
@@ -190,6 +205,50 @@ class Infrastructure:
         """Bind the route's layers into its protect steps, for threads and for asyncio."""
         route.steps = compile_steps(route, self.memory, self.chaos, self.clock)
         route.async_steps = compile_steps_async(route, self.memory, self.chaos, self.clock)
+
+    def _limited(self, route: Route, limiter: LimiterChoice) -> Route:
+        """``route`` with the limiter a call chose (``limiter=``): a configured limiter's name,
+        a :class:`~buttress.RateLimiter`, or ``False`` for none; compiled once and kept."""
+        chosen: RateLimiter | None
+        if limiter is True:  # the service's own
+            return route
+        if limiter is False:
+            chosen = None
+        elif isinstance(limiter, str):
+            chosen = self.limiters.get(limiter)
+            if chosen is None:
+                known = ", ".join(map(repr, self.limiters)) or "none is configured"
+                raise ConfigError("limiter", f"names no limiter {limiter!r} (known: {known})")
+        elif isinstance(limiter, RateLimiter):
+            chosen = limiter
+        else:
+            raise TypeError(
+                f"limiter must be a limiter's name, a RateLimiter or False, got {limiter!r}"
+            )
+        if chosen is route.limiter:
+            return route
+        key = (route.name, id(chosen))
+        variant = self._variants.get(key)
+        if variant is not None and variant.limiter is chosen:
+            return variant
+        adaptive = chosen is not None and any(sc.adaptive for sc in chosen.scopes)
+        if adaptive and chosen is not None and route.breaker is not None:
+            chosen.attach_breaker(route.breaker)
+        variant = dataclasses.replace(
+            route,
+            limiter=chosen,
+            adaptive=adaptive,
+            reads_key=chosen is not None and any(sc.by == "key" for sc in chosen.scopes),
+            shared_limit=chosen is not None and not isinstance(chosen.backend, MemoryBackend),
+            steps=None,
+            async_steps=None,
+        )
+        self._compile(variant)
+        with self._lock:
+            if len(self._variants) >= _MAX_VARIANTS:  # a new RateLimiter per call: drop the oldest
+                del self._variants[next(iter(self._variants))]
+            self._variants[key] = variant
+        return variant
 
     def layers(self, service: str) -> ServiceLayers:
         """What guards ``service``: its breaker, rate limiter and pool, resolved as a call
@@ -225,7 +284,7 @@ class Infrastructure:
                 self.async_pools[name] = pool
                 await pool.open(wait=False)
         with self._lock:
-            for route in self._routes.values():
+            for route in (*self._routes.values(), *self._variants.values()):
                 if route.pool_name in self.async_pools:
                     route.apool = self.async_pools[route.pool_name]
                     self._compile(route)
@@ -241,8 +300,10 @@ class Infrastructure:
         if self._closed:
             return
         self._closed = True
+        unregister(self)
         with self._lock:
             self._routes.clear()
+            self._variants.clear()
         for job in self._jobs:
             job.cancel()
         for pool in self.pools.values():
@@ -294,6 +355,7 @@ class Infrastructure:
         context: Mapping[str, Any] | None = None,
         critical: bool | None = None,
         cost: float = 1,
+        limiter: LimiterChoice | None = None,
     ) -> Protection:
         """A context manager (``with`` or ``async with``) guarding one operation.
 
@@ -301,9 +363,13 @@ class Infrastructure:
         ``rate_key`` is the id for a limiter whose scopes take one kind of id (or the ``key``
         entry beside a context; a limiter of shared scopes only takes none). ``critical``
         calls are never shed (by memory or a degraded breaker). ``guard.connection`` is the
-        pooled member when the service has a pool.
+        pooled member when the service has a pool. ``limiter`` limits this call by another
+        limiter than the service's (the guide's ``rate_config``): a configured limiter's name,
+        a :class:`~buttress.RateLimiter`, or ``False`` for no rate limit.
         """
         route = self._route(service)
+        if limiter is not None:
+            route = self._limited(route, limiter)
         key = context if rate_key is None else _keyed(route, rate_key, context)
         return Protection(route, key, route.critical if critical is None else critical, cost)
 
@@ -317,13 +383,16 @@ class Infrastructure:
         context: Mapping[str, Any] | None = None,
         critical: bool | None = None,
         cost: float = 1,
+        limiter: LimiterChoice | None = None,
         **kwargs: Any,
     ) -> T:
-        """Run ``fn(*args, **kwargs)`` under :meth:`protect`.
+        """Run ``fn(*args, **kwargs)`` under :meth:`protect` (``limiter`` as there).
 
         When the service has a pool, the connection is passed first: ``fn(conn, *args)``.
         """
         route = self._routes.get(service) or self._route(service)
+        if limiter is not None:
+            route = self._limited(route, limiter)
         if rate_key is not None:
             context = _keyed(route, rate_key, context)
         if critical is None:
@@ -340,10 +409,13 @@ class Infrastructure:
         context: Mapping[str, Any] | None = None,
         critical: bool | None = None,
         cost: float = 1,
+        limiter: LimiterChoice | None = None,
         **kwargs: Any,
     ) -> T:
         """The async twin of :meth:`call` (awaits ``fn``; an async pool's connection first)."""
         route = self._routes.get(service) or self._route(service)
+        if limiter is not None:
+            route = self._limited(route, limiter)
         if rate_key is not None:
             context = _keyed(route, rate_key, context)
         if critical is None:
@@ -358,6 +430,7 @@ class Infrastructure:
         context: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
         critical: bool | None = None,
         cost: float = 1,
+        limiter: LimiterChoice | None = None,
     ) -> Callable[[Callable[P, T]], Callable[P, T]]:
         """Decorate a sync or async function so every call runs under :meth:`protect`.
 
@@ -382,6 +455,8 @@ class Infrastructure:
                 @functools.wraps(fn)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                     route = self._route(service)
+                    if limiter is not None:
+                        route = self._limited(route, limiter)
                     k = key(route, args, kwargs)
                     return await run_async(
                         route, fn, args, kwargs, k, _critical(route, critical), cost
@@ -392,6 +467,8 @@ class Infrastructure:
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 route = self._route(service)
+                if limiter is not None:
+                    route = self._limited(route, limiter)
                 k = key(route, args, kwargs)
                 return run(route, fn, args, kwargs, k, _critical(route, critical), cost)
 
@@ -430,7 +507,7 @@ class Infrastructure:
             with self._lock:
                 m = self.services.get(service)
                 if m is None:
-                    m = self.services[service] = ServiceMetrics(service, metrics)
+                    m = self.services[service] = ServiceMetrics(service, metrics, since=self._now())
                     return m
         if metrics is not METRICS:
             m.want(metrics)
@@ -471,12 +548,13 @@ class Protection(ProtectionSteps, AsyncProtectionSteps):
     ``buttress.http.rate_limit_headers``) when the service has a limiter, else ``None``.
     """
 
-    __slots__ = ("_args", "_route", "_token", "connection", "decision")
+    __slots__ = ("_args", "_recording", "_route", "_token", "connection", "decision")
 
     def __init__(self, route: Route, key: Any, critical: bool, cost: float) -> None:
         self._route = route
         self._args = (key, critical, cost)
         self._token = None
+        self._recording = None
         self.connection: Any = None
         self.decision: Decision | None = None
 

@@ -34,8 +34,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from .._breaker._outcome import health_of
+from .._breaker._states import BreakerState
 from .._concurrency import ExcInfo
 from .._errors import PoolTimeoutError, RejectedError
+from .._instrument import RECORDING, reset_recording
 from ..ratelimit._decision import exceeded
 from ._misuse import LAZY, lazy_result, wrong_pool
 
@@ -74,6 +76,7 @@ def compile_steps(route: Route, memory: MemoryManager | None, chaos: Chaos, cloc
     abort = breaker.abort if breaker is not None else None
     breaker_config = breaker.config if breaker is not None else None
     breaker_first = route.shared_limit and begin is not None
+    closed = BreakerState.CLOSED
     pool = route.pool
     pool_name = route.pool_name
     # Looked up on each call, not bound here: a target made after the route (an experiment
@@ -82,6 +85,7 @@ def compile_steps(route: Route, memory: MemoryManager | None, chaos: Chaos, cloc
     target = route.injector_name
     metrics = route.metrics
     record = metrics.record
+    recording = RECORDING.get
     rejected = metrics.record_rejection
 
     def undo(ticket: Any, limited: Any, key: Any, cost: float) -> None:
@@ -171,7 +175,14 @@ def compile_steps(route: Route, memory: MemoryManager | None, chaos: Chaos, cloc
                 ok = True if exc is None else health_of(breaker_config, exc)
                 if ok is not None:
                     adaptive_record(ok=ok, latency=t - t0)
-            record(t - t0, exc, now=t)
+            # Not inside an instrumented call of its own service, which counts it.
+            if not (metrics.instrumented and metrics in recording()):
+                record(t - t0, exc, now=t)
+            if exc is None and injecting:
+                injector = injecting.get(target)
+                if injector is not None and injector.recovering:
+                    # The first success after a fault, with the breaker closed: recovered.
+                    injector.recovered(t, breaker is None or breaker.state is closed)
 
     def abandon(token: Token, key: Any, cost: float) -> None:
         ticket, lease, _, limited = token
@@ -200,13 +211,23 @@ def run(
     enter, leave, abandon = steps
     token = enter(key, critical, cost)
     result: T
+    # What fn does for this service is this call's work: an instrumented function of the
+    # service inside it is not counted again (nor a protected call of it). Marked only for a
+    # service that has instrumented functions: the mark costs a context-variable write.
+    mark = None
+    if route.metrics.instrumented:
+        mark = RECORDING.set((*RECORDING.get(), route.metrics))
     try:
         lease = token[1]
         called = fn(lease.connection, *args, **kwargs) if lease is not None else fn(*args, **kwargs)
         result = called
     except BaseException as exc:
+        if mark is not None:
+            reset_recording(mark)
         leave(token, exc)
         raise
+    if mark is not None:
+        reset_recording(mark)
     if result.__class__ in LAZY:  # its body would run after the protection ended
         abandon(token, key, cost)
         raise lazy_result(route.name, fn, result)
@@ -223,6 +244,7 @@ class ProtectionSteps:
     _route: Route
     _args: tuple[Any, bool, float]  # key, critical, cost
     _token: Token | None
+    _recording: Any  # the RECORDING mark while the block runs
     connection: Any
     decision: Decision | None
 
@@ -234,10 +256,16 @@ class ProtectionSteps:
         if lease is not None:
             self.connection = lease.connection
         self.decision = token[3]
+        metrics = self._route.metrics
+        if metrics.instrumented:  # see run
+            self._recording = RECORDING.set((*RECORDING.get(), metrics))
         return self
 
     def __exit__(self, *exc_info: *ExcInfo) -> Literal[False]:
         token, self._token = self._token, None
+        mark, self._recording = self._recording, None
+        if mark is not None:
+            reset_recording(mark)
         if token is not None:
             steps = self._route.steps
             assert steps is not None

@@ -32,8 +32,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from .._breaker._outcome import health_of
+from .._breaker._states import BreakerState
 from .._concurrency import ExcInfo
 from .._errors import PoolTimeoutError, RejectedError
+from .._instrument import RECORDING, reset_recording
 from ..ratelimit._decision import exceeded
 from ._misuse import GENERATORS, LAZY, UNCALLED, lazy_result, not_awaitable, wrong_pool
 
@@ -74,6 +76,7 @@ def compile_steps_async(
     abort = breaker.abort if breaker is not None else None
     breaker_config = breaker.config if breaker is not None else None
     breaker_first = route.shared_limit and begin_async is not None
+    closed = BreakerState.CLOSED
     apool = route.apool
     pool_name = route.pool_name
     # Looked up on each call, not bound here: a target made after the route (an experiment
@@ -82,6 +85,7 @@ def compile_steps_async(
     target = route.injector_name
     metrics = route.metrics
     record = metrics.record
+    recording = RECORDING.get
     rejected = metrics.record_rejection
 
     async def undo_async(ticket: Any, limited: Any, key: Any, cost: float) -> None:
@@ -174,7 +178,14 @@ def compile_steps_async(
                 ok = True if exc is None else health_of(breaker_config, exc)
                 if ok is not None:
                     adaptive_record(ok=ok, latency=t - t0)
-            record(t - t0, exc, now=t)
+            # Not inside an instrumented call of its own service, which counts it.
+            if not (metrics.instrumented and metrics in recording()):
+                record(t - t0, exc, now=t)
+            if exc is None and injecting:
+                injector = injecting.get(target)
+                if injector is not None and injector.recovering:
+                    # The first success after a fault, with the breaker closed: recovered.
+                    injector.recovered(t, breaker is None or breaker.state is closed)
 
     async def abandon_async(token: Token, key: Any, cost: float) -> None:
         ticket, lease, _, limited = token
@@ -205,6 +216,12 @@ async def run_async(
     if True:  # ASYNC
         called: Any = UNCALLED  # until fn returns: a TypeError from the await is then ours
     result: T
+    # What fn does for this service is this call's work: an instrumented function of the
+    # service inside it is not counted again (nor a protected call of it). Marked only for a
+    # service that has instrumented functions: the mark costs a context-variable write.
+    mark = None
+    if route.metrics.instrumented:
+        mark = RECORDING.set((*RECORDING.get(), route.metrics))
     try:
         lease = token[1]
         called = fn(lease.connection, *args, **kwargs) if lease is not None else fn(*args, **kwargs)
@@ -213,11 +230,15 @@ async def run_async(
         else:
             result = called
     except BaseException as exc:
+        if mark is not None:
+            reset_recording(mark)
         if True:  # ASYNC
             if called is not UNCALLED and not_awaitable(called, exc):
                 raise await misused_async(route, fn, called, token, key, cost) from None
         await leave_async(token, exc)
         raise
+    if mark is not None:
+        reset_recording(mark)
     if True:  # ASYNC
         pass
     else:
@@ -237,6 +258,7 @@ class AsyncProtectionSteps:
     _route: Route
     _args: tuple[Any, bool, float]  # key, critical, cost
     _token: Token | None
+    _recording: Any  # the RECORDING mark while the block runs
     connection: Any
     decision: Decision | None
 
@@ -248,10 +270,16 @@ class AsyncProtectionSteps:
         if lease is not None:
             self.connection = lease.connection
         self.decision = token[3]
+        metrics = self._route.metrics
+        if metrics.instrumented:  # see run_async
+            self._recording = RECORDING.set((*RECORDING.get(), metrics))
         return self
 
     async def __aexit__(self, *exc_info: *ExcInfo) -> Literal[False]:
         token, self._token = self._token, None
+        mark, self._recording = self._recording, None
+        if mark is not None:
+            reset_recording(mark)
         if token is not None:
             steps = self._route.async_steps
             assert steps is not None

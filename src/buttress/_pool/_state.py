@@ -185,10 +185,19 @@ class PoolSnapshot:
         """Connect errors, failed health checks and broken members together."""
         return self.connect_errors + self.check_failures + self.invalidations
 
+    @property
+    def strategy_efficiency(self) -> float:
+        """The share of checkouts the selection strategy served at once from an idle member,
+        with no wait for a return or a connect (0-1; 1.0 before the first checkout)."""
+        if not self.checkouts:
+            return 1.0
+        return max(0.0, (self.checkouts - self.waited) / self.checkouts)
+
     def to_dict(self) -> dict[str, Any]:
         d = {name: getattr(self, name) for name in self.__dataclass_fields__}
         d["evictions"] = dict(self.evictions)
         d["errors"] = self.errors
+        d["strategy_efficiency"] = self.strategy_efficiency
         return d
 
 

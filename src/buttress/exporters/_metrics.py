@@ -150,6 +150,16 @@ METRICS: tuple[MetricDef, ...] = (
         "Calls in the sliding window the ratios are computed over.",
     ),
     _def(
+        "breaker.recovery_attempts",
+        "gauge",
+        ("name",),
+        "circuit_breaker_recovery_attempts",
+        "buttress.circuit_breaker.recovery_attempts",
+        "{attempt}",
+        "Recovery attempts (moves to half_open) since the breaker last closed; 0 once it has "
+        "recovered.",
+    ),
+    _def(
         "breaker.opens",
         "counter",
         ("name",),
@@ -196,6 +206,16 @@ METRICS: tuple[MetricDef, ...] = (
         "Share of the last window's decisions made within the latency budget (0-1).",
     ),
     _def(
+        "limiter.decision_latency",
+        "summary",
+        ("name",),
+        "rate_limiter_decision_seconds",
+        "buttress.rate_limiter.decision_duration",
+        "s",
+        "Time to decide, since the limiter was made (timed for one decision in 16 in memory, "
+        "every one on SQLite and Redis; quantile 1 is the slowest timed).",
+    ),
+    _def(
         "limiter.waiting",
         "updown",
         ("name",),
@@ -222,6 +242,16 @@ METRICS: tuple[MetricDef, ...] = (
         "buttress.rate_limiter.backend_errors",
         "{error}",
         "Backend calls that failed (unreachable, timed out, refused), outages or not.",
+    ),
+    _def(
+        "limiter.unreadable_states",
+        "counter",
+        ("name",),
+        "rate_limiter_unreadable_states",
+        "buttress.rate_limiter.unreadable_states",
+        "{state}",
+        "Stored states the backend could not read (the `state_unreadable` event): each decided "
+        "as spent, never an outage.",
     ),
     # -- connection pools ---------------------------------------------------------------------
     _def(
@@ -322,6 +352,16 @@ METRICS: tuple[MetricDef, ...] = (
         "buttress.pool.rejected",
         "{checkout}",
         "Checkouts refused at once because max_waiting callers were already waiting.",
+    ),
+    _def(
+        "pool.strategy_efficiency",
+        "gauge",
+        ("name",),
+        "pool_strategy_efficiency_ratio",
+        "buttress.pool.strategy_efficiency",
+        "1",
+        "Share of checkouts served at once by an idle member, with no wait for a return or a "
+        "connect, since the pool opened (0-1; the guide's strategy_efficiency).",
     ),
     _def(
         "pool.wait",
@@ -569,6 +609,16 @@ METRICS: tuple[MetricDef, ...] = (
         "Faults injected into a target: kind failure or delay.",
     ),
     _def(
+        "chaos.recovery_time",
+        "gauge",
+        ("target",),
+        "chaos_recovery_time_seconds",
+        "buttress.chaos.recovery_time",
+        "s",
+        "The last measured time from a chaos experiment's end to the target's first successful "
+        "call with its breaker closed.",
+    ),
+    _def(
         "health.status",
         "gauge",
         ("status",),
@@ -610,6 +660,7 @@ def breaker_samples(ns: str, snaps: Mapping[str, BreakerSnapshot], out: Out) -> 
         out["breaker.slow_call_ratio"].append(((ns, name), float(s.slow_call_rate)))
         out["breaker.window_calls"].append(((ns, name), float(s.call_count)))
         out["breaker.opens"].append(((ns, name), float(s.times_opened)))
+        out["breaker.recovery_attempts"].append(((ns, name), float(s.recovery_attempts)))
 
 
 def limiter_samples(ns: str, snaps: Mapping[str, RateLimiterSnapshot], out: Out) -> None:
@@ -620,9 +671,17 @@ def limiter_samples(ns: str, snaps: Mapping[str, RateLimiterSnapshot], out: Out)
             out["limiter.limit"].append(((ns, name, sc.name), float(sc.limit)))
             out["limiter.window"].append(((ns, name, sc.name), float(sc.window)))
         out["limiter.performance_rating"].append(((ns, name), float(s.performance_rating)))
+        lat = s.decision_latency
+        if lat is not None:
+            quantiles = ((0.5, lat.p50), (0.95, lat.p95), (0.99, lat.p99), (1.0, lat.max))
+            total = lat.mean * lat.count
+            out["limiter.decision_latency"].append(
+                ((ns, name), Summary(float(lat.count), total, quantiles))
+            )
         out["limiter.waiting"].append(((ns, name), float(s.waiting)))
         out["limiter.backend_up"].append(((ns, name), _flag(s.backend_status == "ok")))
         out["limiter.backend_errors"].append(((ns, name), float(s.backend_errors)))
+        out["limiter.unreadable_states"].append(((ns, name), float(s.unreadable_states)))
 
 
 def pool_samples(ns: str, snaps: Mapping[str, PoolSnapshot], out: Out) -> None:
@@ -638,6 +697,7 @@ def pool_samples(ns: str, snaps: Mapping[str, PoolSnapshot], out: Out) -> None:
         out["pool.pending"].append((n, float(s.waiting)))
         out["pool.checkouts"].append((n, float(s.checkouts)))
         out["pool.queued"].append((n, float(s.waited)))
+        out["pool.strategy_efficiency"].append((n, float(s.strategy_efficiency)))
         out["pool.timeouts"].append((n, float(s.timeouts)))
         out["pool.rejected"].append((n, float(s.rejected)))
         waits = ((0.5, s.wait_p50), (0.95, s.wait_p95), (0.99, s.wait_p99), (1.0, s.wait_max))
@@ -710,6 +770,9 @@ def chaos_samples(ns: str, chaos: ChaosSnapshot, out: Out) -> None:
     for target, inj in sorted(chaos["injectors"].items()):
         out["chaos.injected"].append(((ns, target, "failure"), float(inj["injected_failures"])))
         out["chaos.injected"].append(((ns, target, "delay"), float(inj["injected_delays"])))
+        took = inj.get("recovery_time")
+        if took is not None:
+            out["chaos.recovery_time"].append(((ns, target), float(took)))
 
 
 def health_samples(ns: str, overall: str, out: Out) -> None:

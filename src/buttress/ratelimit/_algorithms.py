@@ -27,8 +27,18 @@ Rule 4: time read before a lock may be a little older than time already seen by 
 algorithm treats such a ``now`` as the start of the state's current window (or, for the token
 bucket, as the state's own time), never as a reason to forget usage.
 
+Rule 5: arithmetic is exact at wall-clock magnitudes. Backends that share a clock between
+machines (Redis, SQLite) decide at Unix times near 1.8e9 s, where one step of a double is
+238 ns, far more than :data:`EPSILON`. So no decision rests on a time rounded near ``now``:
+every calculation is on differences from ``now``, which are small and exact where they are
+taken (two doubles within a factor of two subtract exactly); the times stored (window ends, a
+sliding window's expiry, a token bucket's TAT) are rounded up, never down, so that Rule 1
+holds to the bit, and the token bucket's carries what the rounding added (``(tat, low)``);
+``now + retry_after`` is never before the room announced.
+
 Comparisons allow :data:`EPSILON` (one nanosecond, in cost units and seconds) so that a request
-arriving exactly when room appears is admitted despite float rounding.
+arriving exactly when room appears is admitted despite float rounding; Rule 5 keeps every
+rounding far below it (about 1e-16 of the numbers compared).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from math import fmod, ulp
 from typing import ClassVar, Protocol, TypeAlias
 
 __all__ = [
@@ -105,14 +116,23 @@ class Algorithm(Protocol):
 class TokenBucket:
     """``limit`` per ``window`` refilled continuously, holding at most ``burst``: GCRA.
 
-    The state is one number, the theoretical arrival time (TAT): when the bucket would be full
+    GCRA keeps one time, the theoretical arrival time (TAT): when the bucket would be full
     again. A cost ``c`` moves it to ``max(TAT, now) + c * interval`` and is admitted when that
     lies no more than ``tolerance = burst * interval`` ahead of ``now``.
+
+    The state holds the TAT as two doubles whose sum is the TAT to full precision:
+    ``(tat, low)``, ``tat`` the TAT rounded *up* to a double (when the bucket is full again:
+    Rule 1) and ``low <= 0`` the part of a rounding step it stands for. Every calculation
+    works on ``ahead = (tat - now) + low``, how far the TAT lies ahead of ``now``: a small
+    number, exact to about 1e-16 of itself whatever ``now`` is (see :func:`_tat`). A single
+    double would not do: at wall-clock magnitudes one step of a double is 238 ns, so each
+    charge would round the TAT by up to half of it, and five charges of a 5-per-second bucket
+    would not fit in its one second.
 
     >>> tb = TokenBucket(limit=10, window=1.0)
     >>> allowed, state, remaining, reset_after, retry_after = tb.decide(None, 0.0, 4)
     >>> allowed, state, remaining, round(reset_after, 3)
-    (True, (0.4,), 6, 0.4)
+    (True, (0.4, 0.0), 6, 0.4)
     """
 
     name: ClassVar[str] = "token_bucket"
@@ -134,42 +154,104 @@ class TokenBucket:
 
     def admit(self, state: State | None, now: float, cost: float) -> State | None:
         if state is None:
-            new = now + cost * self.interval
+            ahead = cost * self.interval
         else:
-            tat = state[0]
-            new = (tat if tat > now else now) + cost * self.interval
-        return (new,) if new - now <= self.reach else None
+            tat, low = state
+            ahead = tat - now + low
+            ahead = (ahead if ahead > 0.0 else 0.0) + cost * self.interval
+        if ahead > self.reach:
+            return None
+        tat = now + ahead  # _tat(now, ahead), inlined: this is the hot path
+        gap = tat - now
+        if gap < ahead:
+            tat += ulp(tat)
+            gap = tat - now
+        return (tat, ahead - gap)
 
     def decide(self, state: State | None, now: float, cost: float) -> Verdict:
         interval = self.interval
         tolerance = self.tolerance
-        tat = now if state is None or state[0] < now else state[0]
-        new = tat + cost * interval
-        if new - now <= tolerance + EPSILON:
-            left = int((tolerance - (new - now)) / interval + EPSILON)
-            return (True, (new,), left if left > 0 else 0, new - now, 0.0)
-        left = int((tolerance - (tat - now)) / interval + EPSILON)
-        retry = INF if cost * interval > tolerance + EPSILON else new - now - tolerance
-        return (False, None, left if left > 0 else 0, tat - now, retry)
+        if state is None:
+            ahead = 0.0
+        else:
+            ahead = state[0] - now + state[1]
+            ahead = ahead if ahead > 0.0 else 0.0
+        new = ahead + cost * interval
+        if new <= tolerance + EPSILON:
+            left = int((tolerance - new) / interval + EPSILON)
+            return (True, _tat(now, new), left if left > 0 else 0, new, 0.0)
+        left = int((tolerance - ahead) / interval + EPSILON)
+        retry = INF if cost * interval > tolerance + EPSILON else _later(now, new - tolerance)
+        return (False, None, left if left > 0 else 0, ahead, retry)
 
     def refund(self, state: State | None, now: float, cost: float) -> State | None:
         if state is None or state[0] <= now:
             return None
-        tat = state[0] - cost * self.interval
-        return (tat,) if tat > now else None
+        ahead = state[0] - now + state[1] - cost * self.interval
+        return _tat(now, ahead) if ahead > 0.0 else None
 
     def params(self) -> tuple[float, ...]:
         return (self.interval, self.tolerance)
 
 
+def _tat(now: float, ahead: float) -> State:
+    """A token bucket's state: the time ``ahead`` seconds after ``now``, as ``(tat, low)``.
+
+    ``tat`` is ``now + ahead`` rounded up to a double, ``low = ahead - (tat - now)`` what the
+    rounding added (``<= 0``, less than one step). At wall-clock magnitudes ``tat - now`` is
+    exact (Sterbenz: the two are within a factor of two), so ``(tat - now) + low`` gives
+    ``ahead`` back to within a rounding of ``ahead`` itself, not of ``now``.
+    ``TokenBucket.admit``, ``_speedups.c`` and ``common.lua`` make the same operations in the
+    same order.
+    """
+    tat = now + ahead
+    gap = tat - now
+    if gap < ahead:  # rounded down: one step up, so that the state ends no earlier
+        tat += ulp(tat)
+        gap = tat - now
+    return (tat, ahead - gap)
+
+
+def _later(now: float, wait: float) -> float:
+    """``wait`` (seconds, relative), made a wait after which the time is not early.
+
+    A caller adds a ``retry_after`` to the time it was decided at; at wall-clock magnitudes
+    ``now + wait`` rounds by up to 119 ns, and rounding down would land before the room it
+    was told of. So the result is ``t - now`` for the double ``t`` at or just after
+    ``now + wait``: then ``now + result`` is exactly ``t`` (Rule 5). ``0.0`` for no wait.
+    """
+    if not wait > 0.0:
+        return 0.0
+    if wait == INF:
+        return wait
+    t = now + wait
+    if t - now < wait:
+        t += ulp(t)
+    return t - now
+
+
+def _multiple(index: float, window: float) -> float:
+    """``index * window`` rounded up: the first double at or after the exact product.
+
+    Window boundaries are stored as times (a fixed window's end, a sliding window's expiry);
+    rounded to the nearest double they could fall up to half a step (119 ns at wall-clock
+    times) before the true boundary, and a request in that sliver would be counted in the
+    next window (Rule 5). Rounded up, ``state[0] > now`` holds exactly while ``now`` is in
+    the window (``now // window``, which is exact, is at most its index).
+    """
+    end = index * window
+    if end // window < index:  # rounded below the product
+        end += ulp(end)
+    return end
+
+
 def _window_end(now: float, window: float) -> float:
     """The end of the aligned window holding ``now``: always after ``now``.
 
-    ``(now // window + 1) * window`` can round down onto ``now`` itself (``now=1.0,
-    window=0.1`` gives ``1.0``); a window that ends as it starts would admit without limit.
+    ``(now // window + 1) * window`` rounded to the nearest can fall onto ``now`` itself
+    (``now=1.0, window=0.1`` gives ``1.0``); rounded up (:func:`_multiple`), it cannot.
     """
-    end = (now // window + 1.0) * window
-    return end if end > now else end + window
+    return _multiple(now // window + 1.0, window)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +312,7 @@ class SlidingWindow:
     the current window the estimate of the last ``window`` seconds is
     ``previous * (1 - f) + current``, and a cost is admitted when the estimate plus the cost
     stays within ``limit``. The state is ``(expires, index, current, previous)`` with
-    ``index = floor(now / window)`` and ``expires = (index + 2) * window``.
+    ``index = floor(now / window)`` and ``expires = (index + 2) * window`` (rounded up).
 
     Error bound: each aligned window admits at most ``limit`` exactly (the estimate is never
     below the current count). Any ``window``-long interval ending at fraction ``f`` of an
@@ -250,15 +332,25 @@ class SlidingWindow:
     window: float
 
     def _roll(self, state: State | None, now: float) -> tuple[float, float, float, float]:
-        """``(index, fraction, current, previous)`` as seen at ``now``."""
+        """``(index, fraction, current, previous)`` as seen at ``now``.
+
+        The time into the window is ``fmod(now, window)``, exact (Rule 5); ``now - index *
+        window`` would round the product by up to half a step of ``now`` (119 ns at
+        wall-clock times), far more than :data:`EPSILON` once divided by a short window.
+        """
         window = self.window
         index = now // window
+        into = fmod(now, window)
+        if into < 0.0:  # a time before 0: floor division rounds down, fmod toward zero
+            into += window
         if state is None:
-            return index, (now - index * window) / window, 0.0, 0.0
+            return index, into / window, 0.0, 0.0
         stored = state[1]
-        if index <= stored:  # the same window, or ``now`` read a little before the state's
-            return stored, max(0.0, (now - stored * window) / window), state[2], state[3]
-        fraction = (now - index * window) / window
+        if index < stored:  # ``now`` read a little before the state's window: its start
+            return stored, 0.0, state[2], state[3]
+        fraction = into / window
+        if index == stored:
+            return stored, fraction, state[2], state[3]
         if index == stored + 1.0:
             return index, fraction, 0.0, state[2]
         return index, fraction, 0.0, 0.0
@@ -267,14 +359,14 @@ class SlidingWindow:
         index, fraction, current, previous = self._roll(state, now)
         if previous * (1.0 - fraction) + current + cost > self.limit + EPSILON:
             return None
-        return ((index + 2.0) * self.window, index, current + cost, previous)
+        return (_multiple(index + 2.0, self.window), index, current + cost, previous)
 
     def decide(self, state: State | None, now: float, cost: float) -> Verdict:
         limit, window = self.limit, self.window
         index, fraction, current, previous = self._roll(state, now)
         estimate = previous * (1.0 - fraction) + current
-        end = (index + 1.0) * window
-        expires = (index + 2.0) * window
+        end = _multiple(index + 1.0, window)
+        expires = _multiple(index + 2.0, window)
         if estimate + cost <= limit + EPSILON:
             left = int(limit - estimate - cost + EPSILON)
             return (
@@ -286,15 +378,17 @@ class SlidingWindow:
             )
         left = int(limit - estimate + EPSILON)
         reset = (expires - now) if current > 0.0 else (end - now) if previous > 0.0 else 0.0
+        # How far into its window ``now`` is (before it, for a ``now`` older than the state's).
+        into = fraction * window if index == now // window else now - index * window
         if cost > limit + EPSILON:
             retry = INF
         elif current + cost <= limit + EPSILON:
             # Room appears inside this window as the previous window's weight fades.
-            retry = index * window + window * (1.0 - (limit - current - cost) / previous) - now
+            retry = window * (1.0 - (limit - current - cost) / previous) - into
         else:
             # Only in the next window, once this window's count has faded enough.
-            retry = end + window * (1.0 - (limit - cost) / current) - now
-        return (False, None, left if left > 0 else 0, reset, retry if retry > 0.0 else 0.0)
+            retry = (window - into) + window * (1.0 - (limit - cost) / current)
+        return (False, None, left if left > 0 else 0, reset, _later(now, retry))
 
     def refund(self, state: State | None, now: float, cost: float) -> State | None:
         """Take ``cost`` off the current window's count, then off the previous window's.
@@ -311,7 +405,7 @@ class SlidingWindow:
         previous = max(0.0, previous - (cost - taken))
         if current <= EPSILON and previous <= EPSILON:
             return None
-        return ((index + 2.0) * self.window, index, current, previous)
+        return (_multiple(index + 2.0, self.window), index, current, previous)
 
     def params(self) -> tuple[float, ...]:
         return (self.limit, self.window)

@@ -16,7 +16,10 @@ read; one that runs elsewhere (the Redis scripts) must give the same answers for
 
 A backend that cannot answer (a server down or too slow, a file locked too long) raises
 :class:`~buttress.BackendError`, within a bounded time; the limiter then follows its failure
-policy (``_failure.py``). Any other exception is a bug and propagates as it is.
+policy (``_failure.py``). A backend that finds a stored value it cannot read as a key's state
+raises its subclass :class:`~._format.UnreadableState`, carrying the decision made with a spent
+state in its place: counted, never an outage. Any other exception is a bug and propagates as
+it is.
 
 Optional: ``check_write(keys)``, proof that a decision on ``keys`` could be written now, writing
 nothing (:class:`~buttress.BackendError` if not); ``RateLimiter.check_backend`` calls it. Only a

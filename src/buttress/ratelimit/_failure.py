@@ -21,6 +21,12 @@ An outage is announced once when it starts and once when it ends, never per deci
 ``backend_down`` and ``backend_recovered`` events, and a WARNING record each on the
 ``buttress.rate_limiter`` logger, with the fields of ``_logging.log_fields``. Both are WARNING:
 whoever sees an outage begin at the default level must see it end.
+
+A state the backend cannot read (:class:`~._format.UnreadableState`: one key's stored value is
+not a state of its algorithm) is no outage: the backend answered. It is counted
+(``BackendHealth.unreadable``, the ``state_unreadable`` event and a WARNING record per key) and
+the decision the backend made with a spent state in its place is the answer; only if it could
+make none does the policy decide, for that one request, without starting an outage.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from .._redact import redacted_logger
 from .._validate import in_interval
 from ._algorithms import Algorithm
 from ._backend import Backend, Outcome, TimeBase
+from ._format import UnreadableState, scope_and_id
 from ._guarded import GuardedCalls
 from ._guarded_async import AsyncGuardedCalls
 
@@ -56,6 +63,7 @@ class BackendHealth:
         "policy",
         "retry_at",
         "retry_interval",
+        "unreadable",
     )
 
     def __init__(self, policy: FailurePolicy, retry_interval: float) -> None:
@@ -71,6 +79,7 @@ class BackendHealth:
         self.retry_at = 0.0
         self.errors = 0
         self.last_error = ""
+        self.unreadable = 0  # states found unreadable (never an outage)
 
     def skip(self, now: float, probe: bool = True) -> bool:
         """Whether to spare the backend this call (it is down and no retry is due yet).
@@ -111,6 +120,7 @@ class BackendHealth:
 
 EV_DOWN = ("buttress", "rate_limiter", "backend_down")
 EV_RECOVERED = ("buttress", "rate_limiter", "backend_recovered")
+EV_UNREADABLE = ("buttress", "rate_limiter", "state_unreadable")
 
 _log = redacted_logger("buttress.rate_limiter")
 
@@ -209,6 +219,46 @@ class BackendGuard:
 
     # -- the backend's methods -----------------------------------------------------------------
 
+    def _unreadable(self, error: UnreadableState) -> None:
+        """Count and report states a backend could not read: per key, never as an outage."""
+        action = "replaced" if error.outcome is not None else "policy"
+        with self._lock:
+            self.health.unreadable += len(error.keys)
+        for key in error.keys:
+            scope, caller = scope_and_id(key)
+            meta = {**self._meta, "scope": scope, "key": caller, "action": action}
+            if events.enabled(EV_UNREADABLE):
+                events.emit(EV_UNREADABLE, {}, meta)
+            _log.warning(
+                "rate limiter %s:%s: %s holds an unreadable state for scope %r, id %r; %s",
+                meta["namespace"],
+                meta["limiter"],
+                meta["backend"],
+                scope,
+                caller,
+                "decided as if its whole allowance were spent"
+                + (" (stored so)" if error.repaired else "")
+                if error.outcome is not None
+                else f"this request follows the failure policy ({meta['policy']})",
+                extra=log_fields(EV_UNREADABLE, **meta),
+            )
+
+    def _unreadable_outcome(
+        self, error: UnreadableState, keys: Sequence[str], now: float, commit: bool
+    ) -> Outcome:
+        """A decision on states one of which could not be read: the backend's own (made with
+        a spent state in its place) or, if it made none, the policy's for this request alone."""
+        self._unreadable(error)
+        if error.outcome is not None:
+            if commit:
+                self._ok()  # the backend answered, and wrote
+            return error.outcome
+        if self.health.policy == "fail_closed":
+            raise BackendError(
+                f"rate limiter {self._meta['namespace']}:{self._meta['limiter']}: {error}"
+            ) from error
+        return True, (None,) * len(keys), now
+
     def _unanswered_outcome(
         self, keys: Sequence[str], now: float, error: BackendError | None = None
     ) -> Outcome:
@@ -231,7 +281,10 @@ class BackendGuard:
             self._unanswered(None)
             return
         try:
-            self.backend.decide(keys, algorithms, 1, now, False)
+            try:
+                self.backend.decide(keys, algorithms, 1, now, False)
+            except UnreadableState as exc:
+                self._unreadable(exc)  # the backend answered: not what a check looks for
             if check_write is not None:
                 check_write(keys)
         except BackendError as exc:

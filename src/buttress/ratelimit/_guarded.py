@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .._errors import BackendError
+from ._format import UnreadableState
 
 if TYPE_CHECKING:
     from ._algorithms import Algorithm
@@ -38,6 +39,8 @@ class GuardedCalls(_Policy):
             return self._unanswered_outcome(keys, now)
         try:
             outcome = self.backend.decide(keys, algorithms, cost, now, commit)
+        except UnreadableState as exc:  # one key's state: this decision only, no outage
+            return self._unreadable_outcome(exc, keys, now, commit)
         except BackendError as exc:
             return self._unanswered_outcome(keys, now, exc)
         if commit:  # a peek only read: the backend may still be unable to write
@@ -52,6 +55,9 @@ class GuardedCalls(_Policy):
             return
         try:
             self.backend.refund(keys, algorithms, cost, now)
+        except UnreadableState as exc:
+            self._unreadable(exc)
+            return
         except BackendError as exc:
             self._unanswered(exc)
             return

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .._errors import BackendError
+from ._format import UnreadableState
 
 if TYPE_CHECKING:
     from ._algorithms import Algorithm
@@ -36,6 +37,8 @@ class AsyncGuardedCalls(_Policy):
             return self._unanswered_outcome(keys, now)
         try:
             outcome = await self.backend.decide_async(keys, algorithms, cost, now, commit)
+        except UnreadableState as exc:  # one key's state: this decision only, no outage
+            return self._unreadable_outcome(exc, keys, now, commit)
         except BackendError as exc:
             return self._unanswered_outcome(keys, now, exc)
         if commit:  # a peek only read: the backend may still be unable to write
@@ -50,6 +53,9 @@ class AsyncGuardedCalls(_Policy):
             return
         try:
             await self.backend.refund_async(keys, algorithms, cost, now)
+        except UnreadableState as exc:
+            self._unreadable(exc)
+            return
         except BackendError as exc:
             self._unanswered(exc)
             return

@@ -1,9 +1,11 @@
 """Request → storage keys: which key of each scope a request is charged to.
 
-A limiter's identified scopes key as ``namespace:name:scope:<id>``, its shared ones as
-``namespace:name:scope``. A request names its ids in a mapping (``{"user": "u1"}``, or
-``{"user_id": "u1"}`` as ``protect()`` passes them), as one bare id when every identified scope
-reads the same id, or as ``None`` when every scope is shared.
+A limiter's identified scopes key as ``namespace:name:scope@t1:<id>``, its shared ones as
+``namespace:name:scope@t1``: after the scope's name, the tag of its state's algorithm and format
+(``_format.py``), so that state of another algorithm or format is never read as this one's.
+A request names its ids in a mapping (``{"user": "u1"}``, or ``{"user_id": "u1"}`` as
+``protect()`` passes them), as one bare id when every identified scope reads the same id, or
+as ``None`` when every scope is shared.
 
 Two kinds of mistake, two errors. A request whose context lacks an id a scope needs, or holds
 an id that is neither a str nor an int, is :class:`~buttress.ContextError`: that request is
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .._errors import ConfigError, ContextError
+from ._format import state_tag
 
 if TYPE_CHECKING:
     from ._scope import Scope
@@ -31,7 +34,7 @@ context mapping (``{"user": "u1", "org": "o1"}``; ``user_id`` works for ``user``
 when every scope is shared."""
 
 Template: TypeAlias = tuple[str, str | None, str]
-"""One scope's key: ``(prefix, id name, fallback id name)`` (``("ns:api:user:", "user",
+"""One scope's key: ``(prefix, id name, fallback id name)`` (``("ns:api:user@t1:", "user",
 "user_id")``), or ``(key, None, "")`` for a shared scope."""
 
 _NO_IDS: dict[str, Any] = {}
@@ -58,9 +61,9 @@ class KeyResolver:
         self.names = tuple(s.name for s in scopes)
         self.prefix = f"{namespace}:{limiter}:"  # every key of this limiter starts with it
         self.templates: tuple[Template, ...] = tuple(
-            (f"{self.prefix}{s.name}:", s.by, f"{s.by}_id")
+            (f"{self.prefix}{s.name}{state_tag(s.algorithm)}:", s.by, f"{s.by}_id")
             if s.by is not None
-            else (f"{self.prefix}{s.name}", None, "")
+            else (f"{self.prefix}{s.name}{state_tag(s.algorithm)}", None, "")
             for s in scopes
         )
         # Where the caller's id starts in each scope's key; -1 for a shared scope.

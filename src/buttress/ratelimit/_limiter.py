@@ -31,7 +31,14 @@ from ._inmemory import InMemory
 from ._keys import Key, KeyResolver
 from ._memory import MemoryBackend
 from ._scope import Scope, check_name, check_scopes
-from ._stats import Counters, RateLimiterSnapshot, Recorder, ScopeSnapshot, count_of
+from ._stats import (
+    Counters,
+    LatencySummary,
+    RateLimiterSnapshot,
+    Recorder,
+    ScopeSnapshot,
+    count_of,
+)
 from ._waiting import DECIDE, SLEEP, WaitQueues
 
 if TYPE_CHECKING:
@@ -578,12 +585,14 @@ class RateLimiter:
                 )
                 for i, s in enumerate(self.scopes)
             ),
+            decision_latency=_latency_summary(stats, admitted + sum(denied)),
             backend_status=self._health.status,
             failure_policy=self._health.policy,
             backend_errors=self._health.errors,
             backend=type(self.backend).__name__,
             backend_down_for=self._health.down_for(now),
             backend_error=self._health.last_error if self._health.down else None,
+            unreadable_states=self._health.unreadable,
         )
 
     def maintain(self, now: float | None = None) -> int:
@@ -593,6 +602,18 @@ class RateLimiter:
     def __repr__(self) -> str:
         scopes = ", ".join(f"{s.name}={s.limit:g}/{s.window:g}s" for s in self.scopes)
         return f"<RateLimiter {self.namespace}:{self.name} [{scopes}]>"
+
+
+def _latency_summary(stats: Counters, decisions: int) -> LatencySummary:
+    h = stats.latency()
+    return LatencySummary(
+        count=decisions,
+        mean=h.mean,
+        p50=h.percentile(50),
+        p95=h.percentile(95),
+        p99=h.percentile(99),
+        max=h.max,
+    )
 
 
 def _backend_of(backend: Backend | str | None, scopes: int) -> Backend:

@@ -17,13 +17,22 @@ yet no UTF-8 text) included (``surrogatepass``): bytes no text key has, so no id
 shared with another.
 
 The sync path uses a ``redis.Redis``; the asyncio path a ``redis.asyncio.Redis`` (one per event
-loop when built from a URL). A failure of Redis (connection, timeout, script error) raises
-:class:`~buttress.BackendError`, which the limiter handles by its failure policy.
+loop when built from a URL). A failure of Redis (connection, timeout, an error of the server)
+raises :class:`~buttress.BackendError`, which the limiter handles by its failure policy. A value
+under a key that is no state of its scope's algorithm is decided on as spent by the script
+(``_format.py``) and reported as :class:`~._format.UnreadableState`, as is an error the script
+itself raised (its own arithmetic, not the server): one decision's trouble, never an outage.
+
+An asyncio decision whose caller is cancelled after its script was sent still runs to its
+answer (shielded); if it admitted, the charge is given back at once (``refund.lua``), so a
+cancelled call costs nothing, as on SQLite. (Only a decision still unanswered when its event
+loop shuts down, which cancels every task, keeps its charge: its outcome is never known.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import struct
 import weakref
 from collections.abc import AsyncGenerator, Sequence
@@ -32,10 +41,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from .._errors import BackendError, ButtressError, ConfigError
 from .._fork import call_in_forked_child
-from .._redact import redact_text
+from .._redact import redact_text, redacted_logger
 from .._validate import positive
 from ._algorithms import Algorithm, State
 from ._backend import Outcome, TimeBase
+from ._format import UnreadableState
 from ._registry import ALGORITHMS, REGISTRY
 
 if TYPE_CHECKING:
@@ -62,6 +72,8 @@ CALLER_TIME_SLACK_MS = 600_000
 # The asyncio clients a forked child inherited, held so that nothing of theirs runs there (their
 # closers would act on the parent's event loop and sockets).
 _INHERITED: list[Any] = []
+
+_log = redacted_logger("buttress.rate_limiter")
 
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
@@ -133,6 +145,7 @@ class RedisBackend:
         "_client",
         "_decide",
         "_errors",
+        "_giving_back",
         "_own_sync",
         "_params",
         "_refund",
@@ -173,6 +186,8 @@ class RedisBackend:
             OSError,
             TimeoutError,
         )
+        # Decisions whose callers were cancelled, until they answer, and their refunds.
+        self._giving_back: set[asyncio.Future[Any]] = set()
         self.prefix = prefix
         self.timeout = float(timeout)
         self.time_source: TimeSource = time_source
@@ -419,8 +434,8 @@ class RedisBackend:
         try:
             reply = self._decide(keys=self._keys(keys), args=args)
         except self._errors as exc:
-            raise _failure("decide", exc) from exc
-        return _outcome(reply)
+            raise _failure("decide", exc, keys) from exc
+        return _outcome(reply, keys, commit)
 
     async def decide_async(
         self,
@@ -432,11 +447,68 @@ class RedisBackend:
     ) -> Outcome:
         entry = self._aclients.get(asyncio.get_running_loop()) or await self._new_loop()
         args = (self._request(algorithms, cost, now, commit),)
+        call = entry.decide(keys=self._keys(keys), args=args)
+        if commit:  # a cancelled caller must not keep a charge: see the module's doc
+            deciding = asyncio.ensure_future(call)
+            try:
+                reply = await asyncio.shield(deciding)
+            except asyncio.CancelledError:
+                # Settled when it answers; held (with any refund) until then.
+                self._giving_back.add(deciding)
+                deciding.add_done_callback(
+                    functools.partial(self._settle, entry, keys, algorithms, cost, now)
+                )
+                deciding.add_done_callback(self._giving_back.discard)
+                raise
+            except entry.errors as exc:
+                raise _failure("decide", exc, keys) from exc
+            return _outcome(reply, keys, commit)
         try:
-            reply = await entry.decide(keys=self._keys(keys), args=args)
+            reply = await call
         except entry.errors as exc:
-            raise _failure("decide", exc) from exc
-        return _outcome(reply)
+            raise _failure("decide", exc, keys) from exc
+        return _outcome(reply, keys, commit)
+
+    def _settle(
+        self,
+        entry: _LoopClient,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        deciding: asyncio.Future[Any],
+    ) -> None:
+        """The answer of a decision whose caller was cancelled: give its charge back."""
+        if deciding.cancelled() or deciding.exception() is not None:
+            return  # not sent, or failed: nothing was charged (or nobody can tell)
+        try:
+            allowed = _outcome(deciding.result(), keys, True)[0]
+        except UnreadableState as exc:  # decided on a spent state: refused unless free
+            allowed = exc.outcome is not None and exc.outcome[0]
+        if not allowed:
+            return
+        refund = asyncio.ensure_future(self._refund_quietly(entry, keys, algorithms, cost, now))
+        self._giving_back.add(refund)  # referenced until done
+        refund.add_done_callback(self._giving_back.discard)
+
+    async def _refund_quietly(
+        self,
+        entry: _LoopClient,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+    ) -> None:
+        errors: tuple[type[BaseException], ...] = (*entry.errors, asyncio.CancelledError)
+        try:
+            args = (self._request(algorithms, cost, now, True),)
+            await entry.refund(keys=self._keys(keys), args=args)
+        except errors as exc:
+            _log.warning(
+                "Redis: the refund of a decision whose caller was cancelled failed (%s); "
+                "that request stays charged",
+                _failure("refund", exc),
+            )
 
     def refund(
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
@@ -444,9 +516,11 @@ class RedisBackend:
         self._sync()
         args = (self._request(algorithms, cost, now, True),)
         try:
-            self._refund(keys=self._keys(keys), args=args)
+            unreadable = self._refund(keys=self._keys(keys), args=args)
         except self._errors as exc:
-            raise _failure("refund", exc) from exc
+            raise _failure("refund", exc, keys) from exc
+        if unreadable:
+            raise UnreadableState(keys, range(len(keys)), None, repaired=True)
 
     async def refund_async(
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
@@ -454,9 +528,11 @@ class RedisBackend:
         entry = self._aclients.get(asyncio.get_running_loop()) or await self._new_loop()
         args = (self._request(algorithms, cost, now, True),)
         try:
-            await entry.refund(keys=self._keys(keys), args=args)
+            unreadable = await entry.refund(keys=self._keys(keys), args=args)
         except entry.errors as exc:
-            raise _failure("refund", exc) from exc
+            raise _failure("refund", exc, keys) from exc
+        if unreadable:
+            raise UnreadableState(keys, range(len(keys)), None, repaired=True)
 
     def reset(self, keys: Sequence[str]) -> None:
         if not keys:
@@ -618,6 +694,15 @@ def _kind(value: object) -> str:
     return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
+def _script_error(exc: BaseException) -> bool:
+    """Whether Redis answered that the script itself failed (``user_script:<line>: ...``).
+    The server's own refusals (out of memory, a read-only replica, ...) reach redis-py as
+    subclasses of ``ResponseError`` and are outages, even when raised inside a script."""
+    import redis as redis_sync
+
+    return type(exc) is redis_sync.ResponseError and "user_script" in str(exc)
+
+
 def _check_decoding(name: str, client: Any) -> None:
     """The scripts answer in packed bytes: a client that decodes replies as text cannot read
     them (it would fail every call with a UnicodeDecodeError, after the call had counted)."""
@@ -631,23 +716,37 @@ def _check_decoding(name: str, client: Any) -> None:
         )
 
 
-def _outcome(reply: bytes) -> Outcome:
-    """Unpack a decision's reply: ``(allowed, now)``, then per key ``n`` and n doubles."""
-    allowed, now = _REPLY.unpack_from(reply)
+def _outcome(reply: bytes, keys: Sequence[str], commit: bool) -> Outcome:
+    """Unpack a decision's reply: ``(allowed, now)``, then per key ``n`` and n doubles; raise
+    :class:`UnreadableState` with it if some state stands in for an unreadable one."""
+    flags, now = _REPLY.unpack_from(reply)
     states: list[State | None] = []
+    unreadable: list[int] = []
     at = _REPLY.size
     while at < len(reply):
         n = reply[at]
         at += 1
+        if n & 128:
+            unreadable.append(len(states))
+            n &= 127
         if n:
             states.append(struct.unpack_from(f"<{n}d", reply, at))
             at += 8 * n
         else:
             states.append(None)
-    return allowed == 1, states, now
+    outcome = (flags & 1 == 1, states, now)
+    if flags & 2:
+        raise UnreadableState(keys, unreadable, outcome, repaired=commit)
+    return outcome
 
 
-def _failure(operation: str, exc: BaseException) -> BackendError:
+def _failure(operation: str, exc: BaseException, keys: Sequence[str] = ()) -> BackendError:
+    if keys and _script_error(exc):
+        # The script's own error (its arithmetic on what it read), not the server's: one
+        # decision's trouble, not an outage (none is known since states are checked).
+        return UnreadableState(
+            keys, range(len(keys)), None, repaired=False, detail=f"{type(exc).__name__}: {exc}"
+        )
     hint = ""
     if isinstance(exc, RuntimeError):  # only ever caught from a caller's asyncio client
         hint = (

@@ -32,17 +32,18 @@ class AlgorithmSpec:
     """What one algorithm name stands for."""
 
     kind: Callable[..., Algorithm]  # the class a scope builds: kind(limit, window[, burst])
-    code: str  # the letter of that class in the Redis scripts' requests
+    code: str  # the letter of that class in the Redis scripts' requests (and in storage keys)
     burst: bool  # takes burst= (how much may be spent at once)
+    width: int  # how many numbers its stored state holds (lua/common.lua's WIDTH)
     adaptive: bool = False  # its limit moves with feedback (AIMD, see _adaptive.py)
 
 
 REGISTRY: dict[AlgorithmName, AlgorithmSpec] = {
-    "token_bucket": AlgorithmSpec(TokenBucket, "t", burst=True),
-    "fixed_window": AlgorithmSpec(FixedWindow, "f", burst=False),
-    "sliding_window": AlgorithmSpec(SlidingWindow, "s", burst=False),
+    "token_bucket": AlgorithmSpec(TokenBucket, "t", burst=True, width=2),
+    "fixed_window": AlgorithmSpec(FixedWindow, "f", burst=False, width=2),
+    "sliding_window": AlgorithmSpec(SlidingWindow, "s", burst=False, width=4),
     # A token bucket whose rate moves: stored and scripted as one.
-    "adaptive": AlgorithmSpec(TokenBucket, "t", burst=True, adaptive=True),
+    "adaptive": AlgorithmSpec(TokenBucket, "t", burst=True, width=2, adaptive=True),
 }
 
 ALGORITHMS: tuple[AlgorithmName, ...] = tuple(REGISTRY)

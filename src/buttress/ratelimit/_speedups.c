@@ -9,8 +9,9 @@
  * admit_all); then build a lazy Decision, count it and announce it (a refusal through
  * Recorder.refused). A call it cannot take as is (another key type, a cost other than 1, an id
  * that is not a str, callers queued) goes to the general method.
- * A token bucket's admit (GCRA) is done here with the same float operations in the same order
- * as TokenBucket.admit; other algorithms call their Python admit.
+ * A token bucket's admit (GCRA, its state the TAT as two doubles) is done here with the same
+ * float operations in the same order as TokenBucket.admit; other algorithms call their Python
+ * admit.
  * tests/ratelimit/test_speedups.py runs the compiled and the Python paths side by side.
  *
  * Why C at all: a thread-safe decision in CPython costs about 400 ns of interpreter work
@@ -20,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <math.h>
 
 #if PY_VERSION_HEX < 0x030C0000
 #define Py_T_OBJECT_EX T_OBJECT_EX
@@ -171,32 +173,59 @@ read_keys(FastPath *self, PyObject *arg, PyObject **keys)
     return 1;
 }
 
+/* Python's math.ulp for a finite double: the gap from |x| to the next double away from zero. */
+static double
+ulp(double x)
+{
+    x = fabs(x);
+    return nextafter(x, INFINITY) - x;
+}
+
 /* One scope's new state for cost 1 at `now` (a new reference; None when refused). */
 static PyObject *
 admit(Part *part, PyObject *state, PyObject *now_obj, double now)
 {
     if (part->gcra && PyFloat_CheckExact(now_obj)
         && (state == NULL
-            || (PyTuple_CheckExact(state) && PyTuple_GET_SIZE(state) == 1
-                && PyFloat_CheckExact(PyTuple_GET_ITEM(state, 0))))) {
-        /* TokenBucket.admit with cost 1: ``cost * interval`` is ``interval`` exactly. */
-        double tat = state == NULL ? now : PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(state, 0));
-        /* volatile: each result rounded to a double, as Python's, even with x87 registers */
-        volatile double new_tat = (tat > now ? tat : now) + part->interval;
-        volatile double ahead = new_tat - now;
-        if (!(ahead <= part->reach)) {
+            || (PyTuple_CheckExact(state) && PyTuple_GET_SIZE(state) == 2
+                && PyFloat_CheckExact(PyTuple_GET_ITEM(state, 0))
+                && PyFloat_CheckExact(PyTuple_GET_ITEM(state, 1))))) {
+        /* TokenBucket.admit with cost 1: ``cost * interval`` is ``interval`` exactly.
+         * volatile: each result rounded to a double, as Python's, even with x87 registers */
+        volatile double ahead;
+        if (state == NULL) {
+            ahead = part->interval;
+        }
+        else {
+            ahead = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(state, 0)) - now;
+            ahead = ahead + PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(state, 1));
+            ahead = (ahead > 0.0 ? ahead : 0.0) + part->interval;
+        }
+        if (ahead > part->reach) {
             return Py_NewRef(Py_None);
         }
-        PyObject *f = PyFloat_FromDouble(new_tat);
-        if (f == NULL) {
+        /* _tat: the TAT rounded up to a double, and what the rounding added */
+        volatile double tat = now + ahead;
+        if (tat - now < ahead) {
+            tat = tat + ulp(tat);
+        }
+        volatile double low = ahead - (tat - now);
+        PyObject *fresh = PyTuple_New(2);
+        if (fresh == NULL) {
             return NULL;
         }
-        PyObject *fresh = PyTuple_New(1);
-        if (fresh == NULL) {
-            Py_DECREF(f);
+        PyObject *f = PyFloat_FromDouble(tat);
+        if (f == NULL) {
+            Py_DECREF(fresh);
             return NULL;
         }
         PyTuple_SET_ITEM(fresh, 0, f);
+        f = PyFloat_FromDouble(low);
+        if (f == NULL) {
+            Py_DECREF(fresh);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(fresh, 1, f);
         return fresh;
     }
     PyObject *args[3] = {state == NULL ? Py_None : state, now_obj, one};

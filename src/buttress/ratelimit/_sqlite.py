@@ -10,7 +10,8 @@ The file is in WAL mode (readers never wait for the writer; a peek is a plain re
 ``synchronous=NORMAL`` (a crash of the process loses nothing; a power cut may lose the last
 decisions, which for rate limits only means a little extra room). Waiting for the lock is
 bounded by ``busy_timeout``. One row per key: ``(key, expires, state)``, the state packed as
-doubles. Times are wall-clock seconds (``time_base="wall"``), so state survives a restart.
+doubles. Times are wall-clock seconds (``time_base="wall"``), so state survives a restart. A
+state that is not one of its algorithm's is decided on as spent and stored so (``_format.py``).
 
 Keys are TEXT, except an id holding a lone surrogate (``"\\ud800"``: valid JSON, yet no UTF-8
 text), which SQLite cannot store as text: such a key is stored as a BLOB of its bytes
@@ -51,6 +52,7 @@ from .._redact import redacted_logger
 from .._validate import positive
 from ._algorithms import Algorithm, State, admit_all
 from ._backend import Outcome, TimeBase
+from ._format import UnreadableState, decoded, spent
 from ._from_url import IN_MEMORY  # SQLite's ":memory:" is a database per connection (thread)
 
 try:  # serialises re-creating a deleted file across processes (POSIX)
@@ -438,12 +440,48 @@ class SQLiteBackend:
             raise
         conn.execute("COMMIT")
 
-    def _read(self, conn: sqlite3.Connection, keys: Sequence[Any]) -> dict[Any, State]:
+    def _rows(self, conn: sqlite3.Connection, keys: Sequence[Any]) -> dict[Any, Any]:
         if len(keys) == 1:
             rows = conn.execute(self._sql.get1, (keys[0],)).fetchall()
         else:
             rows = conn.execute(self._sql.get_many(len(keys)), tuple(keys)).fetchall()
-        return {key: _unpack(blob) for key, blob in rows}
+        return dict(rows)
+
+    def _read(self, conn: sqlite3.Connection, keys: Sequence[Any]) -> dict[Any, State]:
+        return {key: _unpack(blob) for key, blob in self._rows(conn, keys).items()}
+
+    def _states(
+        self,
+        conn: sqlite3.Connection,
+        keys: Sequence[Any],
+        algorithms: Sequence[Algorithm],
+        now: float,
+    ) -> tuple[dict[Any, State], list[int]]:
+        """Each key's state for its algorithm, and the positions of those that could not be
+        read: each replaced by a spent state (``_format.py``), never by no state."""
+        rows = self._rows(conn, keys)
+        states: dict[Any, State] = {}
+        unreadable: list[int] = []
+        for i, (key, algorithm) in enumerate(zip(keys, algorithms, strict=True)):
+            blob = rows.get(key)
+            if blob is None:
+                continue
+            state = decoded(algorithm, blob)
+            if state is None:
+                state = spent(algorithm, now)
+                if state is None:  # an algorithm of the caller's own: nothing to stand in
+                    raise UnreadableState([str(k) for k in keys], [i], None, repaired=False)
+                unreadable.append(i)
+            states[key] = state
+        return states, unreadable
+
+    def _repair(
+        self, conn: sqlite3.Connection, keys: Sequence[Any], states: dict[Any, State], at: list[int]
+    ) -> None:
+        """Store the spent states that stand in for unreadable ones (in the transaction)."""
+        conn.executemany(
+            self._sql.put, [(keys[i], states[keys[i]][0], _pack(states[keys[i]])) for i in at]
+        )
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -455,13 +493,19 @@ class SQLiteBackend:
         now: float,
         commit: bool = True,
     ) -> Outcome:
+        unreadable: list[int] = []
+
         def work(conn: sqlite3.Connection, keys: Sequence[str]) -> Outcome:
             if not commit:  # a peek: one consistent read (WAL), no lock
-                olds, news = admit_all(algorithms, keys, self._read(conn, keys).get, now, cost)
+                states, unreadable[:] = self._states(conn, keys, algorithms, now)
+                olds, news = admit_all(algorithms, keys, states.get, now, cost)
                 return news is not None, olds, now
             with self._writing(conn):
                 at = self._now_locked(now)
-                olds, news = admit_all(algorithms, keys, self._read(conn, keys).get, at, cost)
+                states, unreadable[:] = self._states(conn, keys, algorithms, at)
+                olds, news = admit_all(algorithms, keys, states.get, at, cost)
+                if unreadable:
+                    self._repair(conn, keys, states, unreadable)
                 if news is None:
                     return False, olds, at
                 conn.executemany(
@@ -471,7 +515,10 @@ class SQLiteBackend:
                 self._maybe_purge(conn, at)
             return True, olds, at
 
-        return self._run_keys(work, keys)
+        outcome = self._run_keys(work, keys)
+        if unreadable:
+            raise UnreadableState(keys, unreadable, outcome, repaired=commit)
+        return outcome
 
     async def decide_async(
         self,
@@ -551,10 +598,12 @@ class SQLiteBackend:
     def refund(
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
+        unreadable: list[int] = []
+
         def work(conn: sqlite3.Connection, keys: Sequence[str]) -> None:
             with self._writing(conn):
                 at = self._now_locked(now)
-                states = self._read(conn, keys)
+                states, unreadable[:] = self._states(conn, keys, algorithms, at)
                 for key, algorithm in zip(keys, algorithms, strict=True):
                     new = algorithm.refund(states.get(key), at, cost)
                     if new is None:
@@ -563,6 +612,8 @@ class SQLiteBackend:
                         conn.execute(self._sql.put, (key, new[0], _pack(new)))
 
         self._run_keys(work, keys)
+        if unreadable:  # refunded from a spent state, so stored readable again
+            raise UnreadableState(keys, unreadable, None, repaired=True)
 
     async def refund_async(
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float

@@ -20,12 +20,14 @@ from typing import Any
 from .. import events
 from .._counting import count_of
 from .._fork import fork_safe_lock
+from .._histogram import Histogram
 from ._decision import Decision, Details
 
 __all__ = [
     "EV_ALLOWED",
     "EV_DENIED",
     "Counters",
+    "LatencySummary",
     "RateLimiterSnapshot",
     "Recorder",
     "ScopeSnapshot",
@@ -42,9 +44,29 @@ MARKS_PER_WINDOW = 10
 
 
 class Counters:
-    """Admitted, denied (per refusing scope) and slow decisions, plus the marks."""
+    """Admitted, denied (per refusing scope) and slow decisions, plus the marks, and the
+    histogram of the measured decisions' latencies.
 
-    __slots__ = ("_lock", "_marks", "admitted", "budget", "denied", "sampled", "slow", "window")
+    The histogram costs the measured decisions one ``deque.append`` (atomic, no lock): the
+    latencies are folded in under the lock when read, or once 256 are queued.
+    """
+
+    __slots__ = (
+        "_append",
+        "_latencies",
+        "_lock",
+        "_marks",
+        "_pending",
+        "admitted",
+        "budget",
+        "denied",
+        "sample_weight",
+        "sampled",
+        "slow",
+        "window",
+    )
+
+    _BATCH = 256
 
     def __init__(self, scopes: int, *, window: float, budget: float) -> None:
         self.admitted = itertools.count()
@@ -55,12 +77,38 @@ class Counters:
         self.budget = budget
         self._lock = fork_safe_lock()
         self._marks: deque[tuple[float, int, int, int]] = deque()
+        self._latencies = Histogram()
+        self._pending: deque[float] = deque()
+        self._append = self._pending.append
+        self.sample_weight = 1  # decisions each measured one stands for (Recorder sets it)
 
     def measure(self, latency: float) -> None:
         """One decision's latency was measured (a sample of the decisions)."""
         next(self.sampled)
         if latency > self.budget:
             next(self.slow)
+        self._append(latency)
+        if len(self._pending) > self._BATCH:
+            with self._lock:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Fold the queued latencies into the histogram (lock held); pops what was there."""
+        pending = self._pending
+        pop = pending.popleft
+        record = self._latencies.record
+        weight = self.sample_weight
+        for _ in range(len(pending)):
+            record(pop(), weight)
+
+    def latency(self) -> Histogram:
+        """A copy of the decision-latency histogram (each measured decision weighted by the
+        decisions it stands for)."""
+        copy = Histogram()
+        with self._lock:
+            self._fold()
+            copy.merge(self._latencies)
+        return copy
 
     def totals(self) -> tuple[int, int, int, int]:
         """``(decisions, sampled, slow, admitted)`` so far."""
@@ -138,6 +186,7 @@ class Recorder:
         # A count is measured when these bits of it are all 0: one in measure_every (a power
         # of 2), counted apart for admissions and for each scope's refusals.
         self._unmeasured_bits = measure_every - 1
+        stats.sample_weight = measure_every
         self.next_mark = monotonic()  # when the statistics next record their totals
 
     def conclude(self, allowed: bool, details: Details, started: float, cost: float) -> Decision:
@@ -196,6 +245,21 @@ class ScopeSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class LatencySummary:
+    """How long the limiter took to decide, since it was made (seconds). ``count`` is every
+    decision; one in 16 is timed in memory (every one on SQLite and Redis), so the mean and
+    percentiles are those of the timed decisions (percentiles within 1/128), ``max`` the
+    slowest timed one."""
+
+    count: int
+    mean: float
+    p50: float
+    p95: float
+    p99: float
+    max: float
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimiterSnapshot:
     """A limiter at one instant: what it is, how much it admitted and refused, how fast.
 
@@ -208,6 +272,9 @@ class RateLimiterSnapshot:
     ``backend`` the backend's class (``"RedisBackend"``), ``backend_down_for`` how long the
     outage under way has lasted (seconds; ``None`` while the backend is up) and
     ``backend_error`` what the last failed call said while it is down (passwords masked).
+    ``unreadable_states`` counts stored states the backend could not read (each decided as
+    spent; never an outage).
+    ``decision_latency`` is the histogram of decision times (:class:`LatencySummary`).
     """
 
     name: str
@@ -221,12 +288,14 @@ class RateLimiterSnapshot:
     keys: int | None
     waiting: int
     scopes: tuple[ScopeSnapshot, ...]
+    decision_latency: LatencySummary | None = None
     backend_status: str = "ok"
     failure_policy: str = "fail_open"
     backend_errors: int = 0
     backend: str = ""
     backend_down_for: float | None = None
     backend_error: str | None = None
+    unreadable_states: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

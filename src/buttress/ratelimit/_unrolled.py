@@ -59,7 +59,7 @@ def dict_decider(n: int) -> DictDecider:
     >>> dict_decider(2)(states, [admit, admit], ["a", "b"], 0.0, 1, True)
     ((None, None), True)
     >>> states
-    {'a': (0.5,), 'b': (0.5,)}
+    {'a': (0.5, 0.0), 'b': (0.5, 0.0)}
     """
     if n < 1:
         raise ValueError(f"a decision has at least one scope, got {n}")

@@ -110,8 +110,8 @@ def _check(concurrent_users: int, duration: float, operations_per_user: int, mod
 
 
 def load_test(
-    infra: Infrastructure | None,
-    operation: Callable[..., Any],
+    infra: Infrastructure | str | None,
+    operation: Callable[..., Any] | None = None,
     *,
     concurrent_users: int = 50,
     duration: float = 10.0,
@@ -128,8 +128,15 @@ def load_test(
     ``operation()`` is called bare. In ``asyncio`` mode each user is a task (``operation`` may
     be a coroutine function); in ``threads`` mode each user is a thread. ``progress`` shows a
     progress bar (default: when stderr is a terminal).
+
+    ``infra`` may be the namespace of an open infrastructure (as the guide's
+    ``load_test_enhanced_infrastructure(namespace, ...)``). Without ``operation``, each
+    operation does nothing: the test measures the protection itself (with ``service``).
     """
     _check(concurrent_users, duration, operations_per_user, mode)
+    infra = _infrastructure(infra)
+    if operation is None:
+        operation = _noop
     if service is not None and infra is None:
         raise ConfigError("service", "needs an infrastructure to protect the operation")
     if mode == "asyncio":
@@ -170,8 +177,8 @@ def load_test(
 
 
 async def load_test_async(
-    infra: Infrastructure | None,
-    operation: Callable[..., Any],
+    infra: Infrastructure | str | None,
+    operation: Callable[..., Any] | None = None,
     *,
     concurrent_users: int = 50,
     duration: float = 10.0,
@@ -182,6 +189,9 @@ async def load_test_async(
 ) -> LoadTestResult:
     """:func:`load_test` in asyncio mode, from inside a running event loop."""
     _check(concurrent_users, duration, operations_per_user, "asyncio")
+    infra = _infrastructure(infra)
+    if operation is None:
+        operation = _noop
     users = [_User() for _ in range(concurrent_users)]
     start = time.perf_counter()
     deadline = start + duration
@@ -200,6 +210,19 @@ async def load_test_async(
     elapsed = time.perf_counter() - start
     bar.finish(sum(u.done for u in users), elapsed)
     return _result("asyncio", users, elapsed)
+
+
+def _noop(*args: Any, **kwargs: Any) -> None:
+    """The default operation: nothing (a pooled service passes it the connection)."""
+
+
+def _infrastructure(infra: Infrastructure | str | None) -> Infrastructure | None:
+    """``infra``, or the open infrastructure its namespace names (``LookupError`` if none)."""
+    if isinstance(infra, str):
+        from .._infrastructure._registry import lookup
+
+        return lookup(infra)
+    return infra
 
 
 def _sync_runner(

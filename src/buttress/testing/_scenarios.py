@@ -13,7 +13,10 @@ Each scenario acts on a real component and reports what happened:
   fail with :class:`~buttress.PoolTimeoutError`; all are returned afterwards;
 * ``gradual_degradation``: a breaker is reset, then fed a rising share of failures until it
   opens; the levels it passes through are recorded (a band wide enough, e.g. 3 and 9
-  failures, shows light, medium and heavy in turn).
+  failures, shows light, medium and heavy in turn);
+* ``scheduled_chaos``: a short seeded schedule of experiments (the guide's ``chaos_mode``)
+  on a breaker's target, calls made through its injector meanwhile; what each injected, and
+  the recovery time after each (from the fault's end to the first successful call).
 
 A scenario's ``ok`` says whether it did what it names; a scenario whose component is missing
 (no pool to exhaust) is reported with ``ok=False`` and the reason, never raised.
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+from .. import events
 from .._breaker import BreakerState, CircuitBreaker, Transition
 from .._errors import (
     ConfigError,
@@ -47,6 +51,7 @@ SCENARIOS = (
     "rate_limit_burst",
     "connection_pool_exhaustion",
     "gradual_degradation",
+    "scheduled_chaos",
 )
 
 
@@ -338,10 +343,69 @@ def gradual_degradation(infra: Infrastructure, service: str | None) -> ScenarioR
     )
 
 
+def scheduled_chaos(infra: Infrastructure, service: str | None) -> ScenarioResult:
+    name = "scheduled_chaos"
+    breaker = _breaker(infra, service)
+    if breaker is None:
+        return _missing(name, "circuit breaker")
+    chaos, clock, target = infra.chaos, infra.clock, breaker.name
+    was_enabled = chaos.enabled
+    injector = chaos.injector(target)
+    tag = f"{name}#{len(chaos.schedules) + 1}"  # its name: a seeded registry's replays
+    recovered: list[float] = []
+
+    def note(_name: tuple[str, ...], m: Any, md: Any) -> None:
+        if md.get("target") == target and str(md.get("experiment", "")).startswith(tag + "/"):
+            recovered.append(m["recovery_time"])
+
+    handler = f"buttress.scenario.{uuid.uuid4().hex}"
+    events.attach(handler, ("buttress", "chaos", "recovery_time"), note)
+    chaos.enable()
+    step = 0.01  # a call every 10 ms (the clock's sleep: a ManualClock just moves on)
+    calls = injected = 0
+    try:
+        schedule = chaos.schedule(
+            [target], experiments=3, every=0.1, duration=0.1, failure_rate=0.5, name=tag
+        )
+        end = clock.monotonic() + schedule.span + 10 * step
+        while clock.monotonic() < end:
+            clock.sleep(step)
+            calls += 1
+            try:
+                injector.call(lambda: None)
+            except InjectedFault:
+                injected += 1
+        schedule.stop()
+        snap = schedule.snapshot()
+    finally:
+        events.detach(handler)
+        if not was_enabled:
+            chaos.disable()
+    times = ", ".join(f"{t * 1e3:.0f} ms" for t in recovered) or "never"
+    ok = snap["finished"] == snap["planned"] and injected > 0 and bool(recovered)
+    return ScenarioResult(
+        name,
+        ok,
+        f"{target}: {snap['finished']} of {snap['planned']} scheduled experiments ran, "
+        f"{injected} of {calls} calls failed; recovered in {times}",
+        {
+            "target": target,
+            "schedule": tag,
+            "seed": schedule.seed,
+            "plan": [(p.offset, p.duration, p.target) for p in schedule.plan],
+            "finished": snap["finished"],
+            "calls": calls,
+            "injected": injected,
+            "recovery_times": recovered,
+        },
+    )
+
+
 _RUNNERS: dict[str, Callable[[Infrastructure, str | None], ScenarioResult]] = {
     "circuit_breaker_chaos": circuit_breaker_chaos,
     "memory_pressure": memory_pressure,
     "rate_limit_burst": rate_limit_burst,
     "connection_pool_exhaustion": connection_pool_exhaustion,
     "gradual_degradation": gradual_degradation,
+    "scheduled_chaos": scheduled_chaos,
 }

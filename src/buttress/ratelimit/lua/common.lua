@@ -12,23 +12,46 @@
 --   ARGV[1]          the request: "<dBBdd" cost, commit (1) or peek (0), 1 if the caller's
 --                    time follows (tests) else 0 (the server's TIME), that time, TTL slack in ms;
 --                    then one "<Bdd" per key: its algorithm's letter and two parameters
---   the reply        one string: "<Bd" allowed (1 or 0), now; then per key the state read
---                    before deciding, as "<B" n (0: none) and n doubles
+--   the reply        one string: "<Bd" allowed (1 or 0, plus 2 if some state could not be
+--                    read), now; then per key the state read before deciding, as "<B" n (0:
+--                    none; plus 128 if it stands in for an unreadable one) and n doubles
 -- Algorithms, by their letter in ratelimit/_registry.py (a test holds this table to it), with
 -- the two parameters Algorithm.params() gives:
---   "t"  token_bucket (GCRA): interval (seconds per unit of cost), tolerance (burst * interval)
+--   "t"  token_bucket (GCRA): interval (seconds per unit of cost), tolerance (burst * interval);
+--        its state is the TAT as two doubles (tat rounded up, low <= 0), see _algorithms.py
 --   "f"  fixed_window: limit, window (seconds)
 --   "s"  sliding_window (two-window counter): limit, window (seconds)
 
 local EPSILON = 1e-9
+-- 2^-52: a token bucket's low part lies within one step of its tat, at most |tat| * 2^-52.
+local ULP_RATIO = 2.220446049250313e-16
+
+-- How many doubles each algorithm's state holds (AlgorithmSpec.width in ratelimit/_registry.py).
+local WIDTH = { t = 2, f = 2, s = 4 }
 
 -- A stored value: the state's n doubles, then one more: until when the key's TTL runs.
-local function decode(raw)
+-- nil for no value; false for one that cannot be a state of this algorithm (ratelimit/_format.py:
+-- the wrong size, a number that is not finite, a negative count), never read as no state.
+local function decode(raw, kind)
   if not raw then
     return nil, nil
   end
-  local values = { struct.unpack("<" .. string.rep("d", #raw / 8), raw) }
+  local n = WIDTH[kind] + 1
+  if #raw ~= 8 * n then
+    return false, nil
+  end
+  local values = { struct.unpack("<" .. string.rep("d", n), raw) }
   values[#values] = nil -- struct.unpack also returns where it stopped
+  for i = 1, n do
+    local x = values[i]
+    if x ~= x or x == math.huge or x == -math.huge then
+      return false, nil
+    end
+  end
+  if (kind == "f" and values[2] < 0.0) or (kind == "s" and (values[3] < 0.0 or values[4] < 0.0))
+    or (kind == "t" and (values[2] > 0.0 or values[2] < -math.abs(values[1]) * ULP_RATIO)) then
+    return false, nil
+  end
   local covered = table.remove(values)
   return values, covered
 end
@@ -66,13 +89,29 @@ local function floordiv(x, y)
   return floored
 end
 
--- FixedWindow's _window_end: the product can round down onto now; the end is always after it.
-local function window_end(now, window)
-  local finish = (floordiv(now, window) + 1.0) * window
-  if finish > now then
-    return finish
+-- Python's math.ulp: the gap from |x| to the next double away from zero (2^-1074 below the
+-- normal range, where frexp's exponent no longer tells the spacing).
+local function ulp(x)
+  x = math.abs(x)
+  if x < 2.2250738585072014e-308 then
+    return 4.9406564584124654e-324
   end
-  return finish + window
+  local _, exponent = math.frexp(x)
+  return math.ldexp(1.0, exponent - 53)
+end
+
+-- _algorithms._multiple: index * window rounded up, the first double at or after the product.
+local function multiple(index, window)
+  local finish = index * window
+  if floordiv(finish, window) < index then
+    finish = finish + ulp(finish)
+  end
+  return finish
+end
+
+-- FixedWindow's _window_end: the end of the window holding now, rounded up, so after now.
+local function window_end(now, window)
+  return multiple(floordiv(now, window) + 1.0, window)
 end
 
 -- The caller's clock (tests inject it) or the server's: one clock for every client.
@@ -84,40 +123,69 @@ local function clock(given, at)
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
--- SlidingWindow._roll: (index, fraction, current, previous) as seen at now.
+-- TokenBucket's _tat: the time ahead seconds after now as (tat, low), tat rounded up.
+local function tat_of(now, ahead)
+  local tat = now + ahead
+  if tat - now < ahead then
+    tat = tat + ulp(tat)
+  end
+  return { tat, ahead - (tat - now) }
+end
+
+-- SlidingWindow._roll: (index, fraction, current, previous) as seen at now; the time into the
+-- window is fmod's, exact (C's fmod, as Python's math.fmod).
 local function roll(state, now, window)
   local index = floordiv(now, window)
+  local into = math.fmod(now, window)
+  if into < 0.0 then
+    into = into + window
+  end
   if state == nil then
-    return index, (now - index * window) / window, 0.0, 0.0
+    return index, into / window, 0.0, 0.0
   end
   local stored = state[2]
-  if index <= stored then
-    local fraction = (now - stored * window) / window
-    if fraction < 0.0 then
-      fraction = 0.0
-    end
+  if index < stored then
+    return stored, 0.0, state[3], state[4]
+  end
+  local fraction = into / window
+  if index == stored then
     return stored, fraction, state[3], state[4]
   end
-  local fraction = (now - index * window) / window
   if index == stored + 1.0 then
     return index, fraction, 0.0, state[3]
   end
   return index, fraction, 0.0, 0.0
 end
 
+-- _format.spent: the state of a scope whose whole allowance was used at now (what stands in for
+-- an unreadable one).
+local function spent(kind, p1, p2, now)
+  if kind == "t" then
+    return tat_of(now, p2)
+  elseif kind == "f" then
+    return { window_end(now, p2), p1 }
+  end
+  local index = floordiv(now, p2)
+  return { (index + 2.0) * p2, index, p1, 0.0 }
+end
+
 -- Algorithm.admit: the state to store if cost fits at now, else nil.
 local function admit(kind, p1, p2, state, now, cost)
   if kind == "t" then
-    local new
-    if state ~= nil and state[1] > now then
-      new = state[1] + cost * p1
+    local ahead
+    if state == nil then
+      ahead = cost * p1
     else
-      new = now + cost * p1
+      ahead = state[1] - now + state[2]
+      if not (ahead > 0.0) then
+        ahead = 0.0
+      end
+      ahead = ahead + cost * p1
     end
-    if new - now <= p2 + EPSILON then
-      return { new }
+    if ahead > p2 + EPSILON then
+      return nil
     end
-    return nil
+    return tat_of(now, ahead)
   elseif kind == "f" then
     if state ~= nil and state[1] > now then
       local used = state[2] + cost
@@ -135,7 +203,7 @@ local function admit(kind, p1, p2, state, now, cost)
   if previous * (1.0 - fraction) + current + cost > p1 + EPSILON then
     return nil
   end
-  return { (index + 2.0) * p2, index, current + cost, previous }
+  return { multiple(index + 2.0, p2), index, current + cost, previous }
 end
 
 -- Algorithm.refund: the state to store once cost is given back (nil: delete the key).
@@ -144,9 +212,9 @@ local function refund(kind, p1, p2, state, now, cost)
     return nil
   end
   if kind == "t" then
-    local tat = state[1] - cost * p1
-    if tat > now then
-      return { tat }
+    local ahead = state[1] - now + state[2] - cost * p1
+    if ahead > 0.0 then
+      return tat_of(now, ahead)
     end
     return nil
   elseif kind == "f" then
@@ -163,7 +231,7 @@ local function refund(kind, p1, p2, state, now, cost)
   if current <= EPSILON and previous <= EPSILON then
     return nil
   end
-  return { (index + 2.0) * p2, index, current, previous }
+  return { multiple(index + 2.0, p2), index, current, previous }
 end
 
 -- Store a state with a TTL that outlives it: a key vanishes once its state is worth no more than
