@@ -293,6 +293,9 @@ class SQLiteBackend:
         try:
             found = self._run(lambda conn: conn.execute("PRAGMA quick_check(5)").fetchall())
         except BackendError as exc:
+            code = getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF
+            if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                return  # locked by another process right now: a wait, not a bad file
             found = [(exc.__cause__,)]
         if found != [("ok",)]:
             self.close()
