@@ -142,6 +142,17 @@ _RATE_LIMIT_BACKENDS = _specs(
         "is the caller's id (null for a shared scope). Counted in `unreadable_states`; also "
         "logged as a WARNING on `buttress.rate_limiter`.",
     ),
+    EventSpec(
+        ("buttress", "rate_limiter", "backend_file_replaced"),
+        (),
+        ("backend", "path"),
+        "A `SQLiteBackend`'s file was deleted or replaced while in use (the file at `path` is "
+        "no longer the one it had open). It has reopened the file now at `path` (creating it "
+        "if missing), as every process using the path does at its next call, so the limit is "
+        "one and exact again; the state kept in the old file is lost (its limits start "
+        "afresh). Once per new file per process; also logged as a WARNING on "
+        "`buttress.rate_limiter`.",
+    ),
 )
 
 _POOL = _specs(

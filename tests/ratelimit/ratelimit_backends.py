@@ -3,6 +3,7 @@ worker functions the multi-process tests run (importable, so ``spawn`` children 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -115,6 +116,84 @@ def restart_limiter(backend: Any) -> bt.RateLimiter:
         namespace="restart",
         failure_policy="fail_closed",
     )
+
+
+KILL_LIMIT = 40  # per one-second fixed window, for every worker together
+KILL_WINDOW = 1.0
+
+
+class DecisionClock(bt.SystemClock):
+    """The real clock, remembering the last wall time read: a decision's own time (its
+    backend reads it last, under the write lock), whose window the decision was charged to."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def time(self) -> float:  # type: ignore[override]
+        self.last = now = time.time()
+        return now
+
+
+def admit_until_killed(target: str, log: str) -> None:
+    """Decide as fast as possible until killed (``kill -9``); append to ``log`` the window of
+    each admission (the end of its one-second window, a whole second) as soon as it returns."""
+    clock = DecisionClock()
+    backend = bt.SQLiteBackend(target, timeout=60.0)  # a slow host waits; it never fails open
+    limiter = bt.RateLimiter(
+        [bt.Scope("user", KILL_LIMIT, KILL_WINDOW, algorithm="fixed_window")],
+        backend=backend,
+        clock=clock,
+        namespace="kill",
+        failure_policy="fail_closed",  # an error must never admit
+    )
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    decided = 0
+    while True:
+        try:
+            admitted = limiter.try_acquire("u").allowed
+        except bt.BackendError:
+            continue
+        if admitted:  # one small O_APPEND write: whole, even with other writers
+            os.write(fd, b"%d\n" % int(clock.last // KILL_WINDOW + 1))
+        decided += 1
+        if decided % 32 == 0:
+            limiter.maintain()  # the sweep a scheduler runs, much more often
+
+
+def across_deletion(target: str, before: int, after: int, go: Any, results: Any) -> None:
+    """Try ``before`` decisions, report; once ``go`` is set (the file is gone meanwhile), try
+    ``after`` more; report them, how often this process saw its file replaced, and errors."""
+    replaced: list[object] = []
+    bt.events.attach(
+        "test.replaced",
+        ("buttress", "rate_limiter", "backend_file_replaced"),
+        lambda *event: replaced.append(event),
+    )
+    try:
+        backend = bt.SQLiteBackend(target, timeout=30.0)
+    except bt.ConfigError as exc:  # reported, so the test fails with the reason
+        results.put(repr(exc))
+        return
+    limiter = bt.RateLimiter(
+        [bt.Scope("user", 100, 1e6, algorithm="token_bucket")],  # nothing refills meanwhile
+        backend=backend,
+        namespace="deleted",
+        failure_policy="fail_closed",
+    )
+    try:
+        results.put(sum(limiter.try_acquire("u").allowed for _ in range(before)))
+        go.wait()
+        admitted, errors = 0, []
+        for _ in range(after):
+            try:
+                admitted += limiter.try_acquire("u").allowed
+            except bt.BackendError as exc:
+                errors.append(str(exc))
+        results.put((admitted, len(replaced), errors[:3]))
+    finally:
+        backend.close()
 
 
 def spend(kind: str, target: str, prefix: str, attempts: int, results: Any) -> None:

@@ -7,11 +7,17 @@ the Redis server, as between the workers of a real service.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import random
+import signal
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 import ratelimit_backends as rb
+from test_sqlite import remove
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +107,85 @@ def test_a_half_used_limit_is_still_half_used_after_a_restart(
         rb.restart_limiter(backend).clear()
     finally:
         rb.close_backend(backend)
+
+
+@pytest.mark.parametrize("how", ["deleted", "deleted_with_wal", "replaced"])
+def test_processes_on_a_deleted_file_converge_on_the_new_one(tmp_path: Path, how: str) -> None:
+    """Three processes running on the file when it goes, and one started after: each that had
+    the old file open reports it once, and together they admit exactly one limit.
+
+    A file renamed over one in use cannot be opened by SQLite (``disk I/O error``) while other
+    processes hold the old one's ``-shm`` file: a process started then waits here until the
+    running ones have noticed (at their next call; the first to notice clears the way)."""
+    path = tmp_path / "limits.db"
+    go, results = SPAWN.Event(), SPAWN.Queue()
+
+    def worker(before: int) -> Any:
+        p = SPAWN.Process(target=rb.across_deletion, args=(str(path), before, 60, go, results))
+        p.start()
+        return p
+
+    running = [worker(10) for _ in range(3)]
+    assert [results.get(timeout=120) for _ in running] == [10, 10, 10]
+    remove(path, how)
+    if how == "replaced":
+        go.set()
+        reports = collect(results, 3, running)
+        started_after = worker(0)
+        assert results.get(timeout=120) == 0
+        reports += collect(results, 1, [started_after])
+    else:
+        started_after = worker(0)
+        assert results.get(timeout=120) == 0
+        go.set()
+        reports = collect(results, 4, [*running, started_after])
+    assert [errors for _, _, errors in reports] == [[]] * 4
+    assert sum(admitted for admitted, _, _ in reports) == 100  # the old file's 30 are lost
+    assert sorted(replaced for _, replaced, _ in reports) == [0, 1, 1, 1]
+
+
+KILL_PROCESSES = 6
+KILL_SECONDS = float(os.environ.get("BUTTRESS_KILL_SECONDS", "20"))
+
+
+def test_six_processes_killed_at_random_never_exceed_a_windows_limit(tmp_path: Path) -> None:
+    """Six processes decide as fast as they can over one-second fixed windows, one of them
+    killed with SIGKILL (and replaced) every fraction of a second, mid-transaction or not: no
+    window ever admits more than its limit. Real processes, so real time; the assertion is
+    exact, counted per window from every admission's own record."""
+    path, log = str(tmp_path / "limits.db"), str(tmp_path / "admitted.log")
+    rb.make_backend("sqlite", path).close()  # the file and its table, before the workers
+
+    def worker() -> Any:
+        p = SPAWN.Process(target=rb.admit_until_killed, args=(path, log), daemon=True)
+        p.start()
+        return p
+
+    rng = random.Random(16)
+    workers = [worker() for _ in range(KILL_PROCESSES)]
+    kills = 0
+    deadline = time.monotonic() + KILL_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.05, 0.5))  # the pace of the kills, not a wait for a state
+            i = rng.randrange(KILL_PROCESSES)
+            os.kill(workers[i].pid, signal.SIGKILL)
+            workers[i].join()
+            kills += 1
+            workers[i] = worker()
+    finally:
+        for p in workers:
+            p.kill()
+        for p in workers:
+            p.join()
+
+    with open(log, "rb") as f:
+        per_window = Counter(int(line) for line in f.read().split())
+    print(
+        f"\n{KILL_SECONDS:g}s, {KILL_PROCESSES} processes, {kills} kills: {len(per_window)} "
+        f"windows, {sum(per_window.values())} admitted, at most {max(per_window.values())} "
+        f"in one window (limit {rb.KILL_LIMIT}); per window: {sorted(per_window.values())}"
+    )
+    over = {w: n for w, n in per_window.items() if n > rb.KILL_LIMIT}
+    assert over == {}
+    assert kills > 0 and max(per_window.values()) == rb.KILL_LIMIT  # saturated, and killed

@@ -317,7 +317,7 @@ def test_a_threads_connection_is_closed_when_the_thread_ends(tmp_path: Path) -> 
         t.start()
         t.join()
     assert sum(admitted) == 5
-    assert len(backend._connections) == 1  # the one __init__ opened in this thread
+    assert len(backend._files.connections) == 1  # the one __init__ opened in this thread
     assert open_files() <= before + 2  # was + 100: a database and a WAL file per thread
     backend.close()
 
@@ -332,7 +332,7 @@ def test_each_asyncio_run_leaves_no_connection_behind(tmp_path: Path) -> None:
 
     before = open_files()
     assert sum(asyncio.run(one()) for _ in range(10)) == 5  # each run: new worker threads
-    assert len(backend._connections) == 1
+    assert len(backend._files.connections) == 1
     assert open_files() <= before + 2
     backend.close()
 
@@ -344,7 +344,7 @@ def test_close_closes_every_live_threads_connection(tmp_path: Path) -> None:
 
     def worker() -> None:
         backend.decide(["k"], [TokenBucket(10, 1.0)], 1, 0.0)
-        opened.append(backend._local.conn)
+        opened.append(backend._files.local.conn)
         ready.set()
         go_on.wait()  # alive while the backend is closed
 
@@ -364,11 +364,11 @@ def test_a_forked_child_never_closes_the_parents_connection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = bt.SQLiteBackend(tmp_path / "limits.db")
-    parents = backend._local.conn
+    parents = backend._files.local.conn
     # As in a child after fork: another pid, the parent's connection still in this thread.
     monkeypatch.setattr(os, "getpid", lambda: -1)
     backend.decide(["k"], [TokenBucket(10, 1.0)], 1, 0.0)
-    assert backend._local.conn is not parents  # a connection of the child's own
+    assert backend._files.local.conn is not parents  # a connection of the child's own
     assert parents in _INHERITED  # the parent's is kept as it is: neither used nor closed
     assert parents.execute("SELECT 1").fetchone() == (1,)
     backend.close()
@@ -471,3 +471,157 @@ def test_a_file_locked_by_another_process_is_no_bad_path(
         blocker.close()
     assert rl.try_acquire({"user": "u1", "org": "o1"})
     backend.close()
+
+
+class WatchedClock(bt.ManualClock):
+    """A ManualClock that knows which threads have read its wall time (a test waits on that,
+    never on a sleep, to know a decision has taken its time and gone on to the lock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readers: set[int] = set()
+        self.read = threading.Condition()
+
+    def time(self) -> float:
+        now = super().time()
+        with self.read:
+            self.readers.add(threading.get_ident())
+            self.read.notify_all()
+        return now
+
+
+def test_a_decision_that_waited_for_the_lock_is_made_at_the_time_it_got_it(
+    tmp_path: Path,
+) -> None:
+    """The edge of a fixed window: five decisions take their time late in window 1, then wait
+    for the write lock held by another process, which, in window 2, deletes window 1's row as
+    expired. Decided at the time read before the wait, the five found no row and counted
+    afresh in window 1 (which had admitted its 5 already): window 1 admitted 10, and window 2
+    then admitted 5 more on top. Decided at the time read under the lock, they are window 2's."""
+    path = tmp_path / "limits.db"
+    clock = WatchedClock()
+    assert clock.time() % 1.0 == 0.0  # a whole second: window 1 starts now
+    backend = bt.SQLiteBackend(path, timeout=60.0)
+    rl = bt.RateLimiter(
+        [bt.Scope("user", 5, 1.0, algorithm="fixed_window")], backend=backend, clock=clock
+    )
+    clock.advance(0.5)
+    assert sum(rl.try_acquire("u").allowed for _ in range(6)) == 5  # window 1: full
+
+    other = sqlite3.connect(path, isolation_level=None)  # another process
+    other.execute("BEGIN IMMEDIATE")
+    clock.advance(0.49)  # start + 0.99: the last moment of window 1
+    admitted: list[bool] = []
+    waiters = [
+        threading.Thread(target=lambda: admitted.append(rl.try_acquire("u").allowed))
+        for _ in range(5)
+    ]
+    for t in waiters:
+        t.start()
+    with clock.read:  # each has read the time (then waits for the lock: it is held)
+        assert clock.read.wait_for(lambda: {t.ident for t in waiters} <= clock.readers, timeout=60)
+    clock.advance(0.21)  # start + 1.2: window 2
+    # The other process's cleanup, at its time: window 1's row has expired.
+    other.execute("DELETE FROM buttress_ratelimit WHERE expires <= ?", (clock.time(),))
+    other.execute("COMMIT")
+    other.close()
+    for t in waiters:
+        t.join()
+
+    in_window_2 = sum(admitted) + sum(rl.try_acquire("u").allowed for _ in range(6))
+    assert in_window_2 == 5  # exactly the limit (it was 10)
+    d = rl.peek("u")  # all charged to window 2, which ends at start + 2
+    assert (d.allowed, d.remaining, d.reset_after) == (False, 0, pytest.approx(0.8))
+    backend.close()
+
+
+def remove(path: Path, how: str) -> None:
+    """Delete the file (and its -wal and -shm files, as ``rm limits.db*`` does), or replace it
+    by renaming a new database over it."""
+    if how == "replaced":
+        fresh = path.with_name("fresh.db")
+        sqlite3.connect(fresh).close()
+        os.replace(fresh, path)
+        return
+    path.unlink()
+    if how == "deleted_with_wal":
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("how", ["deleted", "deleted_with_wal", "replaced"])
+def test_a_file_deleted_under_running_limiters_is_reopened_and_the_limit_stays_exact(
+    tmp_path: Path,
+    clock: bt.ManualClock,
+    how: str,
+    caplog: pytest.LogCaptureFixture,
+    event_log: Any,
+) -> None:
+    """Workers running on the old file, and one started after it went: one limit, exact."""
+    path = tmp_path / "limits.db"
+    scopes = [bt.Scope("user", 100, 60.0, algorithm="fixed_window")]
+    workers = [bt.RateLimiter(scopes, backend=bt.SQLiteBackend(path), clock=clock) for _ in "ab"]
+    assert sum(w.try_acquire("u").allowed for w in workers for _ in range(25)) == 50
+    remove(path, how)
+    workers.append(bt.RateLimiter(scopes, backend=bt.SQLiteBackend(path), clock=clock))
+
+    admitted = sum(w.try_acquire("u").allowed for _ in range(100) for w in workers)
+    assert admitted == 100  # the old file's count is lost; then one limit for all (it was 150)
+    assert [w.check_backend() for w in workers] == ["ok"] * 3
+    # Reported once by each worker that had the old file open (as each process would).
+    replaced = event_log.named("buttress", "rate_limiter", "backend_file_replaced", path=str(path))
+    assert len(replaced) == 2
+    warnings = [r for r in caplog.records if "deleted or replaced" in r.getMessage()]
+    assert [(r.name, r.levelname) for r in warnings] == [("buttress.rate_limiter", "WARNING")] * 2
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+    for w in workers:
+        w.backend.close()  # type: ignore[attr-defined]
+
+
+def test_a_file_that_cannot_be_reopened_is_a_backend_outage_until_it_can(
+    tmp_path: Path, clock: bt.ManualClock, event_log: Any
+) -> None:
+    """``check_backend`` says what a decision would meet: not the old file, which is gone."""
+    where = tmp_path / "state"
+    where.mkdir()
+    path = where / "limits.db"
+    rl = bt.RateLimiter(
+        [bt.Scope("user", 5, 60.0)],
+        backend=bt.SQLiteBackend(path),
+        clock=clock,
+        failure_policy="fail_closed",
+        backend_retry_interval=0,
+    )
+    assert all(rl.try_acquire("u") for _ in range(3))
+    for file in where.iterdir():
+        file.unlink()
+    where.rmdir()  # the file cannot be made again at its path
+    assert rl.check_backend() == "down"
+    with pytest.raises(bt.BackendError):
+        rl.try_acquire("u")
+    where.mkdir()
+    assert rl.check_backend() == "ok"
+    assert sum(rl.try_acquire("u").allowed for _ in range(6)) == 5  # a new file, a fresh limit
+    assert len(event_log.named("buttress", "rate_limiter", "backend_file_replaced")) == 1
+    rl.backend.close()  # type: ignore[attr-defined]
+
+
+def test_a_corrupt_file_is_refused_at_construction_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "limits.db"
+    backend = bt.SQLiteBackend(path)
+    rl = bt.RateLimiter([bt.Scope("user", 5, 60.0)], backend=backend)
+    for i in range(2000):
+        rl.try_acquire(f"user-{i}")
+    backend.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    assert pages > 8
+    with path.open("r+b") as f:  # damage the rows' pages, not the schema's (page 1)
+        f.seek(3 * page)
+        f.write(b"\xa5" * (4 * page))
+    corrupt = r"path: .*limits\.db' is corrupt \(PRAGMA quick_check"
+    with pytest.raises(bt.ConfigError, match=corrupt):
+        bt.SQLiteBackend(path)

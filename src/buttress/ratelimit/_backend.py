@@ -24,6 +24,11 @@ it is.
 Optional: ``check_write(keys)``, proof that a decision on ``keys`` could be written now, writing
 nothing (:class:`~buttress.BackendError` if not); ``RateLimiter.check_backend`` calls it. Only a
 call that writes ends an outage: a backend may answer reads it cannot follow with writes.
+
+Optional: ``timed(clock)``, the backend reading the time from the limiter's ``clock`` (wall or
+monotonic, as its ``time_base`` says) once it holds its lock, for a backend whose decisions wait
+for one (SQLite): a decision is then made, and reported, at that time (never before ``now``), so
+one that waited is not charged to a window that ended while it waited.
 """
 
 from __future__ import annotations

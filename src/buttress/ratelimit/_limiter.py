@@ -132,11 +132,14 @@ class RateLimiter:
         self._health = BackendHealth(failure_policy, retry_interval)
         # Calls go through the failure policy, except to memory, which cannot fail.
         self._in_memory = isinstance(self.backend, MemoryBackend)
+        # A backend that waits for a lock reads the time once it holds it (SQLite: timed).
+        timed = getattr(self.backend, "timed", None)
+        backend: Backend = self.backend if timed is None else timed(self._now)
         self._store: Backend = (
             self.backend
             if self._in_memory
             else GuardedBackend(
-                self.backend,
+                backend,
                 self._health,
                 self._monotonic,
                 limiter=self.name,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import os
 import sqlite3
@@ -43,14 +44,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .. import events
 from .._errors import BackendError, ConfigError
 from .._fork import fork_safe_lock
+from .._logging import log_fields
 from .._redact import redacted_logger
 from .._validate import positive
 from ._algorithms import Algorithm, State, admit_all
 from ._backend import Outcome, TimeBase
 from ._format import UnreadableState, decoded, spent
 from ._from_url import IN_MEMORY  # SQLite's ":memory:" is a database per connection (thread)
+
+try:  # serialises re-creating a deleted file across processes (POSIX)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows, where an open file cannot be deleted anyway
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["SQLiteBackend"]
 
@@ -70,6 +78,8 @@ _INHERITED: list[sqlite3.Connection] = []
 
 
 _log = redacted_logger("buttress.rate_limiter")
+
+EV_REPLACED = ("buttress", "rate_limiter", "backend_file_replaced")
 
 
 class _Errand:
@@ -96,12 +106,19 @@ class _Connection:
     so when the thread ends and its locals go, this goes too and closes the connection. A
     ``sqlite3.Connection`` alone would not do: it sits in a reference cycle with its statement
     cache and would stay open until the garbage collector ran.
+
+    ``identity`` is the file it opened (device and inode), ``sides`` its ``-wal`` and
+    ``-shm`` files. Closing a connection to a file no longer at the path (deleted, or
+    replaced) is safe: SQLite neither checkpoints nor deletes the ``-wal`` file (by name: it
+    may be the new file's) for a database that has moved.
     """
 
-    __slots__ = ("__weakref__", "conn", "pid")
+    __slots__ = ("__weakref__", "conn", "identity", "pid", "sides")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, identity: _Identity | None, sides: _Sides) -> None:
         self.conn: sqlite3.Connection | None = conn
+        self.identity = identity
+        self.sides = sides
         self.pid = os.getpid()
 
     def close(self) -> None:
@@ -116,6 +133,32 @@ class _Connection:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # e.g. at interpreter exit, modules half gone
             self.close()
+
+
+_Identity = tuple[int, int]
+_Sides = tuple[_Identity | None, ...]  # a connection's -wal and -shm files, or none
+
+
+def _identity(path: str) -> _Identity | None:
+    """The file at ``path`` (device, inode), or ``None`` if there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class _Files:
+    """What every view of one backend shares (see :meth:`SQLiteBackend.timed`): each thread's
+    connection, and the file last seen at the path."""
+
+    __slots__ = ("connections", "identity", "local", "lock")
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.lock = fork_safe_lock()
+        self.connections: weakref.WeakSet[_Connection] = weakref.WeakSet()  # the live threads'
+        self.identity: _Identity | None = None
 
 
 def _stored(key: str) -> str | bytes:
@@ -202,7 +245,7 @@ class SQLiteBackend:
       (an SQL keyword such as ``order`` is fine: it is quoted), not starting with ``sqlite_``.
     """
 
-    __slots__ = ("_connections", "_local", "_lock", "_sql", "_until_purge", "path", "timeout")
+    __slots__ = ("_clock", "_files", "_sql", "_until_purge", "path", "timeout")
 
     def __init__(
         self,
@@ -224,9 +267,8 @@ class SQLiteBackend:
             )
         self.path = str(Path(path))
         self.timeout = float(timeout)
-        self._local = threading.local()
-        self._lock = fork_safe_lock()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()  # the live threads'
+        self._files = _Files()
+        self._clock: Callable[[], float] | None = None  # see timed()
         self._until_purge = PURGE_EVERY
         self._sql = _Statements.for_table(table)
         try:  # open the file and prove it takes writes now: a bad path fails here, clearly
@@ -243,44 +285,141 @@ class SQLiteBackend:
                 ) from exc
             else:
                 raise ConfigError("path", f"cannot use {self.path!r} as a database: {exc}") from exc
+        self._verify()
+
+    def _verify(self) -> None:
+        """``PRAGMA quick_check``: a file with damaged pages is refused here, by name, rather
+        than failing the first decision that reads them."""
+        try:
+            found = self._run(lambda conn: conn.execute("PRAGMA quick_check(5)").fetchall())
+        except BackendError as exc:
+            code = getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF
+            if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                return  # locked by another process right now: a wait, not a bad file
+            found = [(exc.__cause__,)]
+        if found != [("ok",)]:
+            self.close()
+            raise ConfigError(
+                "path",
+                f"{self.path!r} is corrupt (PRAGMA quick_check: "
+                f"{'; '.join(str(row[0]) for row in found)}); restore it, or delete it (with "
+                "its -wal and -shm files) to start with empty limits",
+            )
 
     @property
     def time_base(self) -> TimeBase:
         return "wall"
 
+    def timed(self, clock: Callable[[], float]) -> SQLiteBackend:
+        """This backend reading the time from ``clock`` once it holds the write lock.
+
+        A decision (or refund) waits for the lock, sometimes long; the time read before the
+        wait may belong to a window that ended meanwhile, and rows deleted meanwhile as
+        expired would be counted afresh in it. So the limiter hands its clock here (the same
+        connections, the same file) and each decision is made at the time read under the lock,
+        at least the ``now`` it was given. Every other transaction is ordered before or after
+        it, so cleanup never deletes a row a decision is about to use.
+        """
+        view = copy.copy(self)
+        view._clock = clock
+        return view
+
     # -- connections ---------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        local = self._local
+        local = self._files.local  # (close() replaces it: read it once)
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        if conn is not None and local.pid == os.getpid():
+        if conn is None or local.pid != os.getpid():
+            return self._open(local, ())
+        # One stat a call (about 4 us on a decision of about 40): a file deleted or replaced
+        # under the connection is left, and the file now at the path opened instead. Every
+        # call, not every so often: until a process notices, its decisions count apart.
+        holder: _Connection = local.holder
+        if _identity(self.path) == holder.identity:
             return conn
-        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
-        conn = sqlite3.connect(
-            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            for statement in self._sql.schema:
-                conn.execute(statement)
-        except BaseException:
-            conn.close()
-            raise
-        holder = _Connection(conn)
-        # ``conn`` for the fast path above; ``holder`` closes it when this thread's locals go.
-        local.conn, local.pid, local.holder = conn, holder.pid, holder
-        with self._lock:
-            self._connections.add(holder)
+        conn = self._open(local, holder.sides)  # (the old one open till then: see _creating)
+        with self._files.lock:
+            self._files.connections.discard(holder)
+        holder.close()
         return conn
 
+    def _open(self, local: threading.local, left: _Sides) -> sqlite3.Connection:
+        with self._creating(left):
+            # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+            conn = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                for statement in self._sql.schema:
+                    conn.execute(statement)
+            except BaseException:
+                conn.close()
+                raise
+            # The files are open now: these are the ones it opened.
+            identity = _identity(self.path)
+            sides = (_identity(self.path + "-wal"), _identity(self.path + "-shm"))
+        holder = _Connection(conn, identity, sides)
+        # ``conn`` for the fast path above; ``holder`` closes it when this thread's locals go.
+        local.conn, local.pid, local.holder = conn, holder.pid, holder
+        files = self._files
+        with files.lock:
+            files.connections.add(holder)
+            seen, files.identity = files.identity, identity
+        if seen is not None and seen != identity:
+            self._replaced()
+        return conn
+
+    @contextlib.contextmanager
+    def _creating(self, left: _Sides) -> Iterator[None]:
+        """Opening the file. A new file at the path (one was deleted, or another renamed over
+        it) must not use the ``-wal`` and ``-shm`` files the old one left: processes that have
+        not noticed yet still hold them, and SQLite then fails to open the new file (``disk
+        I/O error``) or mixes the two. So, one process at a time, those go first: both when
+        the file is missing; when it was replaced, those that the connection to the old file
+        (``left``: still open, so their inodes cannot have been reused) was using."""
+        missing = not os.path.exists(self.path)
+        if fcntl is None or not (missing or left):
+            yield  # the file is there, as before: SQLite's business
+            return
+        try:
+            directory = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+        except OSError:
+            yield  # no such directory: SQLite says so
+            return
+        try:
+            fcntl.flock(directory, fcntl.LOCK_EX)  # released when closed
+            missing = not os.path.exists(self.path)  # nobody made it meanwhile
+            for suffix, old in zip(("-wal", "-shm"), left or (None, None), strict=True):
+                side = self.path + suffix
+                if missing or (old is not None and _identity(side) == old):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(side)
+            yield
+        finally:
+            os.close(directory)
+
+    def _replaced(self) -> None:
+        """Report, once per new file, that the file at the path changed under the limiter."""
+        meta = {"backend": "SQLiteBackend", "path": self.path}
+        if events.enabled(EV_REPLACED):
+            events.emit(EV_REPLACED, {}, meta)
+        _log.warning(
+            "SQLite %r was deleted or replaced while in use; reopened the file now at that "
+            "path (the state in the old file is lost: its limits start afresh)",
+            self.path,
+            extra=log_fields(EV_REPLACED, **meta),
+        )
+
     def _run(self, work: Callable[..., _T], *args: Any) -> _T:
-        """Run ``work`` on this thread's connection; SQLite's errors become BackendError."""
+        """Run ``work`` on this thread's connection; SQLite's errors (and the file system's,
+        reopening a file) become BackendError."""
         try:
             return work(self._connect(), *args)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: reopening a file that went
             raise BackendError(f"SQLite {self.path}: {type(exc).__name__}: {exc}") from exc
 
     def _run_keys(self, work: Callable[..., _T], keys: Sequence[str]) -> _T:
@@ -366,18 +505,19 @@ class SQLiteBackend:
                 olds, news = admit_all(algorithms, keys, states.get, now, cost)
                 return news is not None, olds, now
             with self._writing(conn):
-                states, unreadable[:] = self._states(conn, keys, algorithms, now)
-                olds, news = admit_all(algorithms, keys, states.get, now, cost)
+                at = self._now_locked(now)
+                states, unreadable[:] = self._states(conn, keys, algorithms, at)
+                olds, news = admit_all(algorithms, keys, states.get, at, cost)
                 if unreadable:
                     self._repair(conn, keys, states, unreadable)
                 if news is None:
-                    return False, olds, now
+                    return False, olds, at
                 conn.executemany(
                     self._sql.put,
                     [(k, s[0], _pack(s)) for k, s in zip(keys, news, strict=True)],
                 )
-                self._maybe_purge(conn, now)
-            return True, olds, now
+                self._maybe_purge(conn, at)
+            return True, olds, at
 
         outcome = self._run_keys(work, keys)
         if unreadable:
@@ -441,8 +581,18 @@ class SQLiteBackend:
                 exc,
             )
 
+    def _now_locked(self, now: float) -> float:
+        """The time of a transaction that holds the write lock: read now from the limiter's
+        clock (see :meth:`timed`), never before ``now``, the time the call was made."""
+        clock = self._clock
+        if clock is None:
+            return now
+        later = clock()
+        return later if later > now else now
+
     def _maybe_purge(self, conn: sqlite3.Connection, now: float) -> None:
-        """Amortised cleanup inside a write transaction already holding the lock."""
+        """Amortised cleanup inside a write transaction already holding the lock, at the time
+        read under it: only rows expired for every decision still to come go."""
         self._until_purge -= 1  # racy across threads: at worst a purge comes a little early
         if self._until_purge > 0:
             return
@@ -456,9 +606,10 @@ class SQLiteBackend:
 
         def work(conn: sqlite3.Connection, keys: Sequence[str]) -> None:
             with self._writing(conn):
-                states, unreadable[:] = self._states(conn, keys, algorithms, now)
+                at = self._now_locked(now)
+                states, unreadable[:] = self._states(conn, keys, algorithms, at)
                 for key, algorithm in zip(keys, algorithms, strict=True):
-                    new = algorithm.refund(states.get(key), now, cost)
+                    new = algorithm.refund(states.get(key), at, cost)
                     if new is None:
                         conn.execute(self._sql.delete, (key,))
                     else:
@@ -528,13 +679,19 @@ class SQLiteBackend:
         self._run(work)
 
     def maintain(self, now: float) -> int:
-        """Delete every expired row, in short transactions so deciders never wait long."""
+        """Delete every expired row, in short transactions so deciders never wait long.
+
+        ``now`` was read before the lock was taken: every decision that takes the lock after
+        this transaction reads a time at least as late (:meth:`timed`), so no row it is about
+        to use has expired for it yet when it goes here.
+        """
 
         def work(conn: sqlite3.Connection) -> int:
             removed = 0
             while True:
                 with self._writing(conn):
-                    n = conn.execute(self._sql.purge, (now, MAINTAIN_BATCH)).rowcount
+                    at = self._now_locked(now)
+                    n = conn.execute(self._sql.purge, (at, MAINTAIN_BATCH)).rowcount
                 removed += n
                 if n < MAINTAIN_BATCH:
                     return removed
@@ -545,11 +702,12 @@ class SQLiteBackend:
 
     def close(self) -> None:
         """Close every connection this backend opened (call when no thread is using it)."""
-        with self._lock:
-            holders, self._connections = list(self._connections), weakref.WeakSet()
+        files = self._files
+        with files.lock:
+            holders, files.connections = list(files.connections), weakref.WeakSet()
+            files.local = threading.local()
         for holder in holders:
             holder.close()
-        self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"<SQLiteBackend {self.path!r}>"
