@@ -28,7 +28,7 @@ from ._backend import Backend
 from ._decision import Decision, Frame, ScopeMeta, details, exceeded, lazy_decision
 from ._failure import BackendHealth, FailurePolicy, GuardedBackend
 from ._inmemory import InMemory
-from ._keys import Key, KeyResolver
+from ._keys import MAX_ID_LENGTH, Key, KeyResolver
 from ._memory import MemoryBackend
 from ._scope import Scope, check_name, check_scopes
 from ._stats import Counters, RateLimiterSnapshot, Recorder, ScopeSnapshot, count_of
@@ -171,7 +171,11 @@ class RateLimiter:
         it is refused so as not to jump their queue.
         """
         prefix = self._single_scope_prefix  # one identified scope: a str id completes its key
-        keys = [prefix + key] if prefix is not None and key.__class__ is str else self._keys(key)
+        keys = (
+            [prefix + key]
+            if prefix is not None and key.__class__ is str and len(key) <= MAX_ID_LENGTH
+            else self._keys(key)
+        )
         if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
             positive("cost", cost)
         if self._queues:
