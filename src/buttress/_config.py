@@ -422,6 +422,17 @@ class ScopeSettings(_Section):
     def _rate(cls, data: Any) -> Any:
         return _one_rate(data, several=False)
 
+    @model_validator(mode="after")
+    def _rate_bounds(self) -> ScopeSettings:
+        # The scope's own bounds on window / limit (ratelimit/_scope.py: check_rate).
+        from .ratelimit._scope import check_rate
+
+        try:
+            check_rate("scope", self.limit, self.window, self.burst, self.max_limit)
+        except ConfigError as exc:
+            raise _AtKey(exc.path.rpartition(".")[2], exc.message) from None
+        return self
+
 
 def _check_backend_url(value: str) -> str:
     """A backend URL checked as ``backend_from_url`` will check it (one rule for both)."""

@@ -8,6 +8,7 @@ path (the compiled fast path, the Python closures, the general path, contexts an
 from __future__ import annotations
 
 import gc
+import re
 import sqlite3
 import tracemalloc
 from collections.abc import Iterator
@@ -177,3 +178,54 @@ def test_persistent_backends_store_a_long_id_as_its_digest(
     assert keys, "no key stored"
     assert all(len(k) < 2 * LONG_ID_LENGTH for k in keys), [len(k) for k in keys]
     assert any(k.endswith(":user:" + long_id(long)) for k in keys), keys
+
+
+# -- rates: an interval that underflows or overflows is refused ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "path", "words"),
+    [
+        ({"limit": 5, "window": 1e-320}, "user.window", "at least 1e-09 s"),
+        ({"limit": 1e308, "window": 1e-300}, "user.window", "at least 1e-09 s"),
+        ({"limit": 1e308, "window": 60.0}, "user.limit", "at most 1e+09 per second"),
+        ({"limit": 5, "window": 1e-9}, "user.limit", "at most 1e+09 per second"),
+        ({"limit": 1e308, "window": 60.0, "algorithm": "fixed_window"}, "user.limit", "per second"),
+        ({"limit": 5e-324, "window": 1.0}, "user.limit", "at most 1e+12 s"),
+        ({"limit": 100, "window": 1e300, "algorithm": "sliding_window"}, "user.window", "1e+12"),
+        ({"limit": 1, "window": 60.0, "burst": 1e308}, "user.burst", "full burst"),
+        (
+            {"limit": 10, "window": 1.0, "algorithm": "adaptive", "max_limit": 1e300},
+            "user.max_limit",
+            "per second",
+        ),
+    ],
+)
+def test_a_rate_whose_interval_underflows_or_overflows_is_refused(
+    settings: dict[str, Any], path: str, words: str
+) -> None:
+    with pytest.raises(bt.ConfigError, match=re.escape(words)) as caught:
+        bt.Scope("user", **settings)
+    assert caught.value.path == path
+    scope = {"name": "user", **settings}
+    with pytest.raises(bt.ConfigError) as in_a_file:
+        bt.load_config({"rate_limiting": {"limiters": {"api": {"scopes": [scope]}}}}, env={})
+    assert in_a_file.value.path == f"rate_limiting.limiters.api.scopes.0.{path.split('.')[1]}"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"limit": 1e9, "window": 1.0},  # one per nanosecond
+        {"limit": 1, "window": 1e-9},
+        {"limit": 1, "window": 1e12},
+        {"limit": 1e-3, "window": 1e9},
+        {"limit": 1e20, "window": 1e11},
+    ],
+)
+def test_rates_at_the_bounds_decide_and_report(settings: dict[str, Any]) -> None:
+    limiter = bt.RateLimiter(bt.Scope("user", **settings))
+    for _ in range(3):
+        d = limiter.try_acquire("u")
+        assert d.remaining >= 0
+        assert bt.http.rate_limit_headers(d)
