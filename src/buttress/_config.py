@@ -48,11 +48,11 @@ from pydantic import (
     model_validator,
 )
 
-from ._breaker._config import DEFAULT_SHED_PROBABILITY
+from ._breaker._config import DEFAULT_SHED_PROBABILITY, MAX_BUCKETS
 from ._chaos import FaultSettings
 from ._errors import ConfigError
 from ._memory._probe import Source
-from ._pool._config import HealthCheck, Strategy
+from ._pool._config import MAX_MIN_SIZE, HealthCheck, Strategy
 from ._redact import redact_field, redacted_logger
 from ._validate import describe_seconds, is_number, parse_duration
 from .ratelimit._registry import AlgorithmName
@@ -248,7 +248,7 @@ class CircuitBreakerSettings(_Section):
 
     strategy: Literal["gradual_degradation", "fail_fast"] = "gradual_degradation"
     window: Positive = 60.0
-    buckets: Count = 10
+    buckets: Annotated[int, _Num, Field(ge=1, le=MAX_BUCKETS, strict=True)] = 10
     failure_threshold: Count | None = 5
     degradation_threshold: Count | None = 3  # below failure_threshold
     failure_rate_threshold: Share | None = 0.5
@@ -340,7 +340,7 @@ class ChaosSettings(_Section):
     """The chaos master switch and a seed (per-service faults live with each breaker)."""
 
     enabled: bool = False
-    seed: int | None = None
+    seed: Annotated[int, _Num, Field(strict=True)] | None = None
 
 
 # -- rate limiting -----------------------------------------------------------------------------
@@ -583,7 +583,7 @@ class PoolSettings(_Section):
     # Exception classes by import path, e.g. ["psycopg.OperationalError"]: see invalidate_on.
     invalidate_on: list[str] | None = None
     is_async: bool = Field(False, alias="async")
-    min_size: Size = 0
+    min_size: Annotated[int, _Num, Field(ge=0, le=MAX_MIN_SIZE, strict=True)] = 0
     max_size: Count = 10
     max_overflow: Size = 0
     overflow_ttl: Positive = 60.0
