@@ -327,9 +327,15 @@ class MemoryManagerSettings(_Section):
         # The policy's rules between settings (critical above warning, exit_margin below it).
         from ._memory._policy import PolicyConfig
 
+        from ._memory._probe import check_source
+
         fields = set(PolicyConfig.__dataclass_fields__)
         kwargs = {k: v for k, v in self.manager_kwargs().items() if k in fields}
         _prefixed("memory_manager", PolicyConfig, kwargs)
+        _prefixed("memory_manager", check_source, {
+            "source": self.source,
+            "limit_bytes": self.limit_bytes,
+        })
         return self
 
     def manager_kwargs(self) -> dict[str, Any]:
@@ -555,8 +561,16 @@ class RateLimitingSettings(_Section):
         # Every value may be valid alone and the scope still impossible (burst on a fixed
         # window, min_limit above limit): build them now, so `config check` sees it too.
         # The ConfigError keeps its full path through pydantic (see _config_error).
+        from .ratelimit._limiter import check_memory_keys
+
         for name, limiter in self.limiters.items():
-            limiter.build_scopes(f"rate_limiting.limiters.{name}", self.default_algorithm)
+            scopes = limiter.build_scopes(f"rate_limiting.limiters.{name}", self.default_algorithm)
+            if (limiter.backend or self.backend) == "memory":
+                # The limiter's own rule: its memory backend holds a key per scope at once.
+                try:
+                    check_memory_keys(self.max_keys, len(scopes))
+                except ConfigError as exc:
+                    raise ConfigError("rate_limiting.max_keys", exc.message) from None
         return self
 
 
@@ -683,6 +697,14 @@ class Config(_Section):
             breaker.check(f"circuit_breakers.{name}")
         for name, pool in self.connection_pools.items():
             pool.check(f"connection_pools.{name}")
+        for name, service in self.services.items():  # what each service's table names
+            for kind, choice, components in (
+                ("breaker", service.breaker, self.circuit_breakers),
+                ("limiter", service.limiter, self.rate_limiting.limiters),
+                ("pool", service.pool, self.connection_pools),
+            ):
+                if isinstance(choice, str) and choice not in components:
+                    raise ConfigError(f"services.{name}.{kind}", f"names no {kind} {choice!r}")
         return self
 
     def check_imports(self) -> None:

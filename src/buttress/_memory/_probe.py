@@ -451,6 +451,20 @@ def read_cgroup(location: CgroupLocation, host_total: int | None = None) -> Cgro
 # -- the probe the manager uses --------------------------------------------------------------
 
 
+def check_source(source: str, limit_bytes: int | None) -> None:
+    """``ConfigError`` unless ``source`` is a source and ``limit_bytes`` fits it (the rules that
+    need no look at the system: a file is checked by them too)."""
+    if source not in SOURCES:
+        raise ConfigError("source", f"must be one of {', '.join(SOURCES)}; got {source!r}")
+    if limit_bytes is not None:
+        int_at_least("limit_bytes", limit_bytes, 1)
+    if limit_bytes is not None and source not in ("auto", "process"):
+        raise ConfigError(
+            "limit_bytes",
+            f"is a budget for process RSS and needs source 'auto' or 'process', not {source!r}",
+        )
+
+
 class SystemProbe:
     """Reads the memory pressure this process really faces, from the kernel's files.
 
@@ -480,15 +494,7 @@ class SystemProbe:
         limit_bytes: int | None = None,
         root: str | os.PathLike[str] = "/",
     ) -> None:
-        if source not in SOURCES:
-            raise ConfigError("source", f"must be one of {', '.join(SOURCES)}; got {source!r}")
-        if limit_bytes is not None:
-            int_at_least("limit_bytes", limit_bytes, 1)
-        if limit_bytes is not None and source not in ("auto", "process"):
-            raise ConfigError(
-                "limit_bytes",
-                f"is a budget for process RSS and needs source 'auto' or 'process', not {source!r}",
-            )
+        check_source(source, limit_bytes)
         self.source = source
         self.limit_bytes = limit_bytes
         self.root = Path(root)

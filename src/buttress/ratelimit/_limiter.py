@@ -610,15 +610,21 @@ def _backend_of(backend: Backend | str | None, scopes: int) -> Backend:
         )
     if backend is None:
         return MemoryBackend()
-    if isinstance(backend, MemoryBackend) and backend.max_keys < scopes:
-        # A request's own keys are never evicted: with fewer slots than scopes, one
-        # request of new ids would leave the dict over its cap.
+    if isinstance(backend, MemoryBackend):
+        check_memory_keys(backend.max_keys, scopes)
+    return backend
+
+
+def check_memory_keys(max_keys: int, scopes: int) -> None:
+    """``ConfigError`` (at ``backend.max_keys``) unless a memory backend of ``max_keys`` can
+    hold a request of ``scopes`` scopes: a request's own keys are never evicted, so with fewer
+    slots than scopes one request of new ids would leave the dict over its cap."""
+    if max_keys < scopes:
         raise ConfigError(
             "backend.max_keys",
             f"must be at least the number of scopes ({scopes}): one request holds "
-            f"a key per scope, got max_keys={backend.max_keys}",
+            f"a key per scope, got max_keys={max_keys}",
         )
-    return backend
 
 
 def _first_frame(scopes: tuple[Scope, ...], resolver: KeyResolver) -> Frame:
