@@ -336,7 +336,7 @@ def test_a_manual_clock_moved_past_a_checkout_deadline_ends_its_wait(clock: Manu
             except PoolTimeoutError as exc:
                 outcome.append(exc)
 
-        t = threading.Thread(target=waiter)
+        t = threading.Thread(target=waiter, daemon=True)
         t.start()
         assert _wait_for(lambda: pool.snapshot().waiting == 1)
         clock.advance(3600.0)
