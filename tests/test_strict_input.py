@@ -159,9 +159,8 @@ def test_a_call_needs_a_service_name(service: Any) -> None:
         with pytest.raises(bt.ConfigError) as caught:
             infra.call(service, lambda: ran.append(1))
         assert caught.value.path == "service"
-        with pytest.raises(bt.ConfigError):
-            with infra.protect(service):
-                ran.append(2)
+        with pytest.raises(bt.ConfigError), infra.protect(service):
+            ran.append(2)
     assert ran == []
 
 
@@ -193,8 +192,7 @@ def test_config_check_refuses_what_infrastructure_refuses(
     file = tmp_path / "buttress.toml"
     file.write_text(toml)
     with pytest.raises(bt.ConfigError) as built:
-        with bt.Infrastructure("t", str(file), env={}, background=False):
-            pass
+        bt.Infrastructure("t", str(file), env={}, background=False).close()
     assert built.value.path == path and message in built.value.message
     with pytest.raises(bt.ConfigError) as loaded:
         bt.load_config(str(file), env={})

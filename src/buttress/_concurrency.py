@@ -13,8 +13,8 @@ import functools
 import inspect
 import threading
 import weakref
-from time import monotonic as _monotonic
 from collections.abc import Awaitable, Callable, Coroutine
+from time import monotonic as _monotonic
 from types import TracebackType
 from typing import Any, TypeAlias, TypeGuard, TypeVar
 
@@ -135,9 +135,7 @@ class ACell:
         finally:
             timer.cancel()
 
-    async def wait_on_clock(
-        self, clock: Clock, deadline: float, busy: Callable[[], bool]
-    ) -> bool:
+    async def wait_on_clock(self, clock: Clock, deadline: float, busy: Callable[[], bool]) -> bool:
         """:meth:`wait` until ``clock`` reaches ``deadline``, for a clock other than the
         system's: the task sleeps on the clock (a :class:`~buttress.ManualClock` jumps there
         once the loop has nothing else to run; a handover wakes it first), except while

@@ -326,16 +326,19 @@ class MemoryManagerSettings(_Section):
     def _ordered(self) -> MemoryManagerSettings:
         # The policy's rules between settings (critical above warning, exit_margin below it).
         from ._memory._policy import PolicyConfig
-
         from ._memory._probe import check_source
 
         fields = set(PolicyConfig.__dataclass_fields__)
         kwargs = {k: v for k, v in self.manager_kwargs().items() if k in fields}
         _prefixed("memory_manager", PolicyConfig, kwargs)
-        _prefixed("memory_manager", check_source, {
-            "source": self.source,
-            "limit_bytes": self.limit_bytes,
-        })
+        _prefixed(
+            "memory_manager",
+            check_source,
+            {
+                "source": self.source,
+                "limit_bytes": self.limit_bytes,
+            },
+        )
         return self
 
     def manager_kwargs(self) -> dict[str, Any]:

@@ -152,8 +152,7 @@ class MemoryReading:
                 value = getattr(self.psi, name, None)
                 if value is not None and not (is_finite(value) and 0 <= value <= 100):
                     raise ValueError(
-                        f"MemoryReading.psi.{name} must be a percentage in [0, 100], "
-                        f"got {value!r}"
+                        f"MemoryReading.psi.{name} must be a percentage in [0, 100], got {value!r}"
                     )
 
     @property

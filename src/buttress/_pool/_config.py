@@ -22,6 +22,7 @@ MAX_MIN_SIZE = 10_000
 """The most members a pool keeps open (``min_size``, connected when it opens): a typo there
 would open connections until the server or the process runs out."""
 
+
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
     """What a pool decides by. Times are seconds; ``None`` turns a limit off."""

@@ -56,6 +56,7 @@ def long_id(value: str) -> str:
     digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=32)
     return f"{value[:_HEAD]}~{digest.hexdigest()}"
 
+
 Key: TypeAlias = str | int | Mapping[str, Any] | None
 """What identifies a request: an id (for the one kind of id the limiter's scopes take), a
 context mapping (``{"user": "u1", "org": "o1"}``; ``user_id`` works for ``user``), or ``None``
