@@ -68,6 +68,35 @@ def test_a_chaos_seed_is_an_integer(seed: Any) -> None:
     assert config({"chaos": {"seed": 7}}).chaos.seed == 7
 
 
+@pytest.mark.parametrize(
+    ("settings", "path"),
+    [
+        ({"warning_threshold": "0.7"}, "warning_threshold"),
+        ({"critical_threshold": True}, "critical_threshold"),
+        ({"exit_samples": True}, "exit_samples"),
+        ({"exit_samples": 2.0}, "exit_samples"),
+        ({"check_interval": math.nan}, "check_interval"),
+    ],
+)
+def test_memory_manager_settings_are_strict_in_code_and_in_a_file(
+    settings: dict[str, Any], path: str
+) -> None:
+    with pytest.raises(bt.ConfigError) as caught:
+        bt.MemoryManager(**settings)
+    assert caught.value.path == path
+    if isinstance(settings[path], str):
+        # A file reads a number's text as that number, as the environment spells every value
+        # (docs/infrastructure.md): "0.7" is 0.7 there.
+        assert (
+            bt.load_config({"memory_manager": settings}, env={}).memory_manager.warning_threshold
+            == 0.7
+        )
+        return
+    with pytest.raises(bt.ConfigError) as in_a_file:
+        bt.load_config({"memory_manager": settings}, env={})
+    assert in_a_file.value.path == f"memory_manager.{path}"
+
+
 # -- memory readings -----------------------------------------------------------------------------
 
 
