@@ -30,7 +30,15 @@ from .._errors import ConfigError, ContextError
 if TYPE_CHECKING:
     from ._scope import Scope
 
-__all__ = ["MAX_ID_LENGTH", "Key", "KeyResolver", "KeysReader", "keys_reader", "long_id"]
+__all__ = [
+    "LONG_ID_LENGTH",
+    "MAX_ID_LENGTH",
+    "Key",
+    "KeyResolver",
+    "KeysReader",
+    "keys_reader",
+    "long_id",
+]
 
 MAX_ID_LENGTH = 256
 """The longest id (in characters) a storage key holds as it is; a longer one is replaced by
