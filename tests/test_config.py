@@ -444,7 +444,11 @@ def test_variables_are_read_as_their_settings_expect() -> None:
         "BUTTRESS_SERVICES__REPORTS__LIMITER": "false",  # the switch, not a limiter "false"
         "BUTTRESS_RATE_LIMITING__LIMITERS__API__RATE": "10/second; 1000/hour",
     }
-    cfg = bt.load_config({"connection_pools": {"db": {"factory": "sqlite3:connect"}}}, env=env)
+    data = {
+        "connection_pools": {"db": {"factory": "sqlite3:connect"}},
+        "circuit_breakers": {"2024": {}},  # what services.reports.breaker names
+    }
+    cfg = bt.load_config(data, env=env)
     assert cfg.chaos.seed == 7
     assert cfg.memory_manager.psi_warning is None
     assert cfg.memory_manager.pressure_relief_enabled is False
@@ -501,6 +505,7 @@ def test_the_environment_is_read_as_pydantic_settings_reads_it(
         "BUTTRESS_RATE_LIMITING__LIMITERS__API__HIERARCHICAL": "1",
         "BUTTRESS_SERVICES__REPORTS__LIMITER": "false",
         "BUTTRESS_SERVICES__REPORTS__BREAKER": "2024",
+        "BUTTRESS_CIRCUIT_BREAKERS__2024__MINIMUM_CALLS": "12",  # the breaker it names
     }
     for key in [k for k in os.environ if k.upper().startswith("BUTTRESS_")]:
         monkeypatch.delenv(key)

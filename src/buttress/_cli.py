@@ -196,6 +196,13 @@ def _config_check(path: str) -> int:
     cfg = load_config(path)
     cfg.check_imports()  # the exception classes and factories it names, as Infrastructure will
     print(json.dumps(redact_data(cfg.to_toml_dict()), indent=2, sort_keys=True))
+    for name, pool in cfg.connection_pools.items():
+        if pool.factory is None:  # code may give it one: a note, not a failure
+            print(
+                f"{path}: connection_pools.{name} has no factory: Infrastructure needs "
+                f"pools={{{name!r}: create}} in code for it",
+                file=sys.stderr,
+            )
     print(f"{path}: ok", file=sys.stderr)
     return 0
 

@@ -92,6 +92,9 @@ class ManualClock:
 
     def __init__(self, start: float = 0.0, *, wall: float = 1_767_225_600.0) -> None:
         # ``wall`` defaults to 2026-01-01T00:00:00Z so reports made under test are stable.
+        for name, value in (("start", start), ("wall", wall)):
+            if not is_finite(value):
+                raise ValueError(f"ManualClock: {name} must be a finite number, got {value!r}")
         self._now = float(start)
         self._wall_origin = float(wall) - float(start)
         self._lock = threading.Lock()

@@ -14,9 +14,11 @@ import inspect
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
+from time import monotonic as _monotonic
 from types import TracebackType
 from typing import Any, TypeAlias, TypeGuard, TypeVar
 
+from ._clock import Clock
 from ._fork import fork_safe_lock
 from ._scheduler import WORKERS, AsyncScheduler, Scheduler
 
@@ -67,6 +69,10 @@ class ALock:
 
 # -- one waiter's wake-up cell ------------------------------------------------------------------
 
+CLOCK_POLL = 0.005
+"""How often (real seconds) a wait on a clock other than the system's looks again whether the
+real work it waits for (a connect) is still under way."""
+
 
 class Cell:
     """A thread waits on its own raw lock; the pool releases it to hand over. Never a Condition,
@@ -84,6 +90,21 @@ class Cell:
         if timeout is None or timeout > threading.TIMEOUT_MAX:
             return self._lock.acquire()
         return self._lock.acquire(timeout=max(timeout, 0.0))
+
+    def wait_on_clock(self, clock: Clock, deadline: float, busy: Callable[[], bool]) -> bool:
+        """:meth:`wait` until ``clock`` reaches ``deadline``, for a clock other than the
+        system's (a :class:`~buttress.ManualClock`): the wait ends as soon as the clock is
+        moved there (by any thread), looked at every :data:`CLOCK_POLL` seconds. A thread
+        cannot tell whether another will hand a member back in real time, so it never moves
+        the clock itself, and what was left of the wait then still bounds it in real seconds,
+        as on the system clock. (``busy`` is the asyncio twin's.)"""
+        real_deadline = _monotonic() + (deadline - clock.monotonic())
+        while True:
+            left = real_deadline - _monotonic()
+            if clock.monotonic() >= deadline or left <= 0:
+                return self._lock.acquire(blocking=False)
+            if self._lock.acquire(timeout=min(CLOCK_POLL, left)):
+                return True
 
     def wake(self) -> bool:
         """Wake the waiter; always reaches a thread (a late one finds its member passed on)."""
@@ -113,6 +134,32 @@ class ACell:
             return await future
         finally:
             timer.cancel()
+
+    async def wait_on_clock(self, clock: Clock, deadline: float, busy: Callable[[], bool]) -> bool:
+        """:meth:`wait` until ``clock`` reaches ``deadline``, for a clock other than the
+        system's: the task sleeps on the clock (a :class:`~buttress.ManualClock` jumps there
+        once the loop has nothing else to run; a handover wakes it first), except while
+        ``busy()`` (a connect running in a thread, timed by no clock), when it waits in real
+        time, looking again every :data:`CLOCK_POLL` seconds. Cancellation propagates."""
+        future = self._future
+        try:
+            while not future.done():
+                left = deadline - clock.monotonic()
+                if left <= 0:
+                    future.set_result(False)  # as a timeout: a late wake() finds it done
+                    break
+                if busy():
+                    await asyncio.wait((future,), timeout=CLOCK_POLL)
+                    continue
+                sleeper = asyncio.ensure_future(clock.asleep(left))
+                try:
+                    await asyncio.wait((future, sleeper), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+        except BaseException:
+            future.cancel()  # as when the future itself is awaited and cancelled
+            raise
+        return future.result()
 
     def wake(self) -> bool:
         """Wake the waiter; False when it is already gone (timed out or cancelled)."""

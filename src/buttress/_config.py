@@ -48,11 +48,11 @@ from pydantic import (
     model_validator,
 )
 
-from ._breaker._config import DEFAULT_SHED_PROBABILITY
+from ._breaker._config import DEFAULT_SHED_PROBABILITY, MAX_BUCKETS
 from ._chaos import FaultSettings
 from ._errors import ConfigError
 from ._memory._probe import Source
-from ._pool._config import HealthCheck, Strategy
+from ._pool._config import MAX_MIN_SIZE, HealthCheck, Strategy
 from ._redact import redact_field, redacted_logger
 from ._validate import describe_seconds, is_number, parse_duration
 from .ratelimit._registry import AlgorithmName
@@ -253,7 +253,7 @@ class CircuitBreakerSettings(_Section):
 
     strategy: Literal["gradual_degradation", "fail_fast"] = "gradual_degradation"
     window: Positive = 60.0
-    buckets: Count = 10
+    buckets: Annotated[int, _Num, Field(ge=1, le=MAX_BUCKETS, strict=True)] = 10
     failure_threshold: Count | None = 5
     degradation_threshold: Count | None = 3  # below failure_threshold
     failure_rate_threshold: Share | None = 0.5
@@ -331,10 +331,19 @@ class MemoryManagerSettings(_Section):
     def _ordered(self) -> MemoryManagerSettings:
         # The policy's rules between settings (critical above warning, exit_margin below it).
         from ._memory._policy import PolicyConfig
+        from ._memory._probe import check_source
 
         fields = set(PolicyConfig.__dataclass_fields__)
         kwargs = {k: v for k, v in self.manager_kwargs().items() if k in fields}
         _prefixed("memory_manager", PolicyConfig, kwargs)
+        _prefixed(
+            "memory_manager",
+            check_source,
+            {
+                "source": self.source,
+                "limit_bytes": self.limit_bytes,
+            },
+        )
         return self
 
     def manager_kwargs(self) -> dict[str, Any]:
@@ -356,7 +365,7 @@ class ChaosScheduleSettings(_Section):
     latency: Seconds | tuple[Seconds, Seconds] | None = None
     latency_rate: Fraction | None = None
     max_duration: Positive | None = None
-    seed: int | None = None  # None: drawn from chaos.seed
+    seed: Annotated[int, _Num, Field(strict=True)] | None = None  # None: from chaos.seed
     name: str = "schedule"
 
     @model_validator(mode="after")
@@ -383,7 +392,7 @@ class ChaosSettings(_Section):
     breaker)."""
 
     enabled: bool = False
-    seed: int | None = None
+    seed: Annotated[int, _Num, Field(strict=True)] | None = None
     schedule: ChaosScheduleSettings | None = None
 
 
@@ -465,6 +474,17 @@ class ScopeSettings(_Section):
     @classmethod
     def _rate(cls, data: Any) -> Any:
         return _one_rate(data, several=False)
+
+    @model_validator(mode="after")
+    def _rate_bounds(self) -> ScopeSettings:
+        # The scope's own bounds on window / limit (ratelimit/_scope.py: check_rate).
+        from .ratelimit._scope import check_rate
+
+        try:
+            check_rate("scope", self.limit, self.window, self.burst, self.max_limit)
+        except ConfigError as exc:
+            raise _AtKey(exc.path.rpartition(".")[2], exc.message) from None
+        return self
 
 
 def _check_backend_url(value: str) -> str:
@@ -593,8 +613,16 @@ class RateLimitingSettings(_Section):
         # Every value may be valid alone and the scope still impossible (burst on a fixed
         # window, min_limit above limit): build them now, so `config check` sees it too.
         # The ConfigError keeps its full path through pydantic (see _config_error).
+        from .ratelimit._limiter import check_memory_keys
+
         for name, limiter in self.limiters.items():
-            limiter.build_scopes(f"rate_limiting.limiters.{name}", self.default_algorithm)
+            scopes = limiter.build_scopes(f"rate_limiting.limiters.{name}", self.default_algorithm)
+            if (limiter.backend or self.backend) == "memory":
+                # The limiter's own rule: its memory backend holds a key per scope at once.
+                try:
+                    check_memory_keys(self.max_keys, len(scopes))
+                except ConfigError as exc:
+                    raise ConfigError("rate_limiting.max_keys", exc.message) from None
         return self
 
 
@@ -621,7 +649,7 @@ class PoolSettings(_Section):
     # Exception classes by import path, e.g. ["psycopg.OperationalError"]: see invalidate_on.
     invalidate_on: list[str] | None = None
     is_async: bool = Field(False, alias="async")
-    min_size: Size = 0
+    min_size: Annotated[int, _Num, Field(ge=0, le=MAX_MIN_SIZE, strict=True)] = 0
     max_size: Count = 10
     max_overflow: Size = 0
     overflow_ttl: Positive = 60.0
@@ -749,6 +777,14 @@ class Config(_Section):
         _pool_defaults(self.connection_pools)
         for name, pool in self.connection_pools.items():
             pool.check(f"connection_pools.{name}")
+        for name, service in self.services.items():  # what each service's table names
+            for kind, choice, components in (
+                ("breaker", service.breaker, self.circuit_breakers),
+                ("limiter", service.limiter, self.rate_limiting.limiters),
+                ("pool", service.pool, self.connection_pools),
+            ):
+                if isinstance(choice, str) and choice not in components:
+                    raise ConfigError(f"services.{name}.{kind}", f"names no {kind} {choice!r}")
         self.chaos_schedule()
         return self
 

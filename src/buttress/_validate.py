@@ -40,6 +40,14 @@ def int_at_least(path: str, value: int, low: int) -> int:
     return value
 
 
+def int_between(path: str, value: int, low: int, high: int) -> int:
+    """An integer in [``low``, ``high``]: a setting that allocates (or opens) that many things
+    at once has a ceiling, so a typo cannot take the process's memory."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(path, f"must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
 def is_finite(value: object) -> bool:
     """Whether ``value`` is a number (never a bool) that is neither infinite nor NaN."""
     return is_number(value) and math.isfinite(value)  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ __all__ = ["rate_limit_headers"]
 
 
 def rate_limit_headers(
-    decision: Decision,
+    decision: Decision | None,
     *,
     partition_keys: bool = False,
     quota_unit: str | None = None,
@@ -42,7 +42,16 @@ def rate_limit_headers(
       ``"concurrent-requests"``) when cost is not counted in requests;
     * ``legacy=True`` adds the older ``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset`` for
       the deciding scope.
+
+    ``None`` (no limiter decided: ``guard.decision`` of a service without one, or the
+    ``exc.decision`` of a ``RateLimitExceeded`` raised by other code) gives no fields: ``{}``.
     """
+    if decision is None:
+        return {}
+    if not isinstance(decision, Decision):
+        raise TypeError(
+            f"rate_limit_headers: decision must be a Decision or None, got {decision!r}"
+        )
     statuses = decision.scopes or (
         ScopeStatus(
             scope=decision.scope,

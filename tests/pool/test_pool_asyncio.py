@@ -6,9 +6,10 @@ import asyncio
 import logging
 from typing import Any
 
+import pytest
 from _pool_support import Factory, asettle
 
-from buttress import AsyncConnectionPool, AsyncLease, ManualClock, PoolClosedError
+from buttress import AsyncConnectionPool, AsyncLease, ManualClock, PoolClosedError, PoolTimeoutError
 
 
 async def run_ready_tasks() -> None:
@@ -317,3 +318,32 @@ async def test_many_tasks_share_few_members_fairly() -> None:
         await asyncio.gather(*(borrower(i) for i in range(100)))
         assert order == list(range(100))  # FIFO: served in the order they asked
         assert_all_back(pool, 10)
+
+
+async def test_a_manual_clock_times_a_checkout_wait() -> None:
+    # Nothing can serve the checkout: it sleeps on the clock, which jumps to its deadline; no
+    # real seconds pass, and the wait is reported in the clock's seconds.
+    clock = ManualClock()
+    async with make(Factory(), min_size=1, max_size=1, clock=clock) as pool:
+        held = await pool.checkout()
+        with pytest.raises(PoolTimeoutError) as info:
+            await pool.checkout(timeout=5.0)
+        assert info.value.waited == 5.0
+        assert clock.monotonic() == 5.0
+        await held.release()
+
+
+async def test_a_checkout_waiting_on_a_manual_clock_is_served_by_a_task_that_returns() -> None:
+    clock = ManualClock()
+    async with make(Factory(), min_size=1, max_size=1, clock=clock) as pool:
+        held = await pool.checkout()
+
+        async def give_back_later() -> None:
+            await clock.asleep(2.0)
+            await held.release()
+
+        giver = asyncio.create_task(give_back_later())
+        lease = await pool.checkout(timeout=5.0)  # served at clock time 2, before its deadline
+        assert clock.monotonic() == 2.0
+        await lease.release()
+        await giver

@@ -322,3 +322,27 @@ def test_close_does_not_wait_for_a_connect_that_hangs() -> None:
         assert pool.closed
     finally:
         release.set()
+
+
+def test_a_manual_clock_moved_past_a_checkout_deadline_ends_its_wait(clock: ManualClock) -> None:
+    # The clock ends the wait and measures it: an hour of it, not an hour of real time.
+    with make(Factory(), clock, min_size=1, max_size=1) as pool:
+        held = pool.checkout()
+        outcome: list[PoolTimeoutError] = []
+
+        def waiter() -> None:
+            try:
+                pool.checkout(timeout=3600.0)
+            except PoolTimeoutError as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=waiter, daemon=True)
+        t.start()
+        assert _wait_for(lambda: pool.snapshot().waiting == 1)
+        clock.advance(3600.0)
+        t.join(timeout=60.0)
+        assert not t.is_alive(), "the wait went on after the clock passed its deadline"
+        [exc] = outcome
+        assert exc.waited == 3600.0
+        held.release()
+        assert pool.snapshot().timeouts == 1

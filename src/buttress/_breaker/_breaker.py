@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from .._concurrency import is_async_callable
 from .._deprecated import warn_renamed
+from .._validate import is_finite
 from ._calls import Calls, GuardCalls
 from ._calls_async import AsyncCalls, AsyncGuardCalls
 from ._core import FAILURE, MAX_PENDING, SUCCESS, Injector, Listener, Ticket
@@ -114,6 +115,9 @@ class Permit:
 
     def record_exception(self, exc: BaseException, duration: float | None = None) -> None:
         """The call raised ``exc``; it is classified by the breaker's ``record`` / ``ignore``."""
+        if not isinstance(exc, BaseException):
+            # None is no outcome: classified, it would count as a success.
+            raise TypeError(f"record_exception: exc must be an exception, got {exc!r}")
         self._finish(self._breaker._classify(exc), duration)
 
     def release(self) -> None:
@@ -121,6 +125,8 @@ class Permit:
         self._finish(Outcome.CANCELLED, None)
 
     def _finish(self, kind: Outcome, duration: float | None) -> None:
+        if duration is not None and not (is_finite(duration) and duration >= 0):
+            raise ValueError(f"duration: must be a finite number >= 0 or None, got {duration!r}")
         if self._done:
             return
         self._done = True

@@ -15,9 +15,14 @@ from .._errors import ConfigError
 from .._validate import fraction as _fraction
 from .._validate import in_interval as _in_interval
 from .._validate import int_at_least as _int_at_least
+from .._validate import int_between as _int_between
 from .._validate import is_number
 from .._validate import positive as _positive
 from ._states import DegradationLevel
+
+MAX_BUCKETS = 1000
+"""The most time buckets a breaker's window is kept in (three lists of that many counts are
+made with the breaker): a window is counted to a thousandth at finest."""
 
 ExceptionMatcher = type[BaseException] | Callable[[BaseException], bool]
 
@@ -79,7 +84,7 @@ class BreakerConfig:
 
     def __post_init__(self) -> None:
         _positive("window", self.window)
-        _int_at_least("buckets", self.buckets, 1)
+        _int_between("buckets", self.buckets, 1, MAX_BUCKETS)
         if self.failure_threshold is not None:
             _int_at_least("failure_threshold", self.failure_threshold, 1)
         if self.degradation_threshold is not None:

@@ -54,6 +54,8 @@ class Chaos:
     def __init__(
         self, *, enabled: bool = False, seed: int | None = None, clock: Clock | None = None
     ) -> None:
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ConfigError("seed", f"must be an integer or None, got {seed!r}")
         self._enabled = bool(enabled)
         self.seed = seed
         self.clock: Clock = clock if clock is not None else SystemClock()

@@ -176,6 +176,9 @@ class Infrastructure:
             raise InfrastructureClosedError(
                 f"infrastructure {self.namespace!r} is closed: it protects no more calls"
             )
+        if not isinstance(service, str) or not service:
+            # [services.default] admits every name: None would be protected by nothing chosen.
+            raise ConfigError("service", f"must be a service name (a string), got {service!r}")
         with self._lock:
             route = self._routes.get(service)
             if route is None:

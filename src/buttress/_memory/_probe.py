@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from .._errors import ConfigError
-from .._validate import int_at_least
+from .._validate import int_at_least, is_finite
 
 __all__ = [
     "SOURCES",
@@ -130,10 +130,30 @@ class MemoryReading:
     events: Mapping[str, int] = field(default_factory=lambda: _NO_EVENTS)
 
     def __post_init__(self) -> None:
-        if self.limit <= 0:
-            raise ValueError(f"MemoryReading.limit must be > 0 bytes, got {self.limit!r}")
-        if self.used < 0:
-            raise ValueError(f"MemoryReading.used must be >= 0 bytes, got {self.used!r}")
+        # A reading that is no number (NaN, inf, True) would compare as "no pressure" and end
+        # shedding: refused here, so the manager counts it as a probe error, level kept.
+        if not is_finite(self.limit) or self.limit <= 0:
+            raise ValueError(
+                f"MemoryReading.limit must be a finite number > 0 bytes, got {self.limit!r}"
+            )
+        if not is_finite(self.used) or self.used < 0:
+            raise ValueError(
+                f"MemoryReading.used must be a finite number >= 0 bytes, got {self.used!r}"
+            )
+        for name in ("rss", "soft_limit"):
+            value = getattr(self, name)
+            if value is not None and (not is_finite(value) or value < 0):
+                raise ValueError(
+                    f"MemoryReading.{name} must be a finite number >= 0 bytes or None, "
+                    f"got {value!r}"
+                )
+        if self.psi is not None:
+            for name in ("some_avg10", "full_avg10"):
+                value = getattr(self.psi, name, None)
+                if value is not None and not (is_finite(value) and 0 <= value <= 100):
+                    raise ValueError(
+                        f"MemoryReading.psi.{name} must be a percentage in [0, 100], got {value!r}"
+                    )
 
     @property
     def ratio(self) -> float:
@@ -430,6 +450,20 @@ def read_cgroup(location: CgroupLocation, host_total: int | None = None) -> Cgro
 # -- the probe the manager uses --------------------------------------------------------------
 
 
+def check_source(source: str, limit_bytes: int | None) -> None:
+    """``ConfigError`` unless ``source`` is a source and ``limit_bytes`` fits it (the rules that
+    need no look at the system: a file is checked by them too)."""
+    if source not in SOURCES:
+        raise ConfigError("source", f"must be one of {', '.join(SOURCES)}; got {source!r}")
+    if limit_bytes is not None:
+        int_at_least("limit_bytes", limit_bytes, 1)
+    if limit_bytes is not None and source not in ("auto", "process"):
+        raise ConfigError(
+            "limit_bytes",
+            f"is a budget for process RSS and needs source 'auto' or 'process', not {source!r}",
+        )
+
+
 class SystemProbe:
     """Reads the memory pressure this process really faces, from the kernel's files.
 
@@ -459,15 +493,7 @@ class SystemProbe:
         limit_bytes: int | None = None,
         root: str | os.PathLike[str] = "/",
     ) -> None:
-        if source not in SOURCES:
-            raise ConfigError("source", f"must be one of {', '.join(SOURCES)}; got {source!r}")
-        if limit_bytes is not None:
-            int_at_least("limit_bytes", limit_bytes, 1)
-        if limit_bytes is not None and source not in ("auto", "process"):
-            raise ConfigError(
-                "limit_bytes",
-                f"is a budget for process RSS and needs source 'auto' or 'process', not {source!r}",
-            )
+        check_source(source, limit_bytes)
         self.source = source
         self.limit_bytes = limit_bytes
         self.root = Path(root)

@@ -8,6 +8,7 @@ from typing import Literal
 from .._errors import ConfigError
 from .._validate import in_interval as _in_interval
 from .._validate import int_at_least as _int_at_least
+from .._validate import int_between as _int_between
 from .._validate import positive as _positive
 
 Strategy = Literal["lifo", "fifo", "round_robin", "least_used"]
@@ -15,6 +16,11 @@ HealthCheck = Literal["passive", "active", "mixed"]
 
 STRATEGIES: tuple[str, ...] = ("lifo", "fifo", "round_robin", "least_used")
 HEALTH_CHECKS: tuple[str, ...] = ("passive", "active", "mixed")
+
+
+MAX_MIN_SIZE = 10_000
+"""The most members a pool keeps open (``min_size``, connected when it opens): a typo there
+would open connections until the server or the process runs out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +64,7 @@ class PoolConfig:
     connect_backoff_max: float = 30.0
 
     def __post_init__(self) -> None:
-        _int_at_least("min_size", self.min_size, 0)
+        _int_between("min_size", self.min_size, 0, MAX_MIN_SIZE)
         _int_at_least("max_size", self.max_size, 1)
         if self.min_size > self.max_size:
             raise ConfigError(

@@ -283,6 +283,9 @@ class ConnectionPool:
         self._check_timeout = config.check_timeout
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._monotonic = self.clock.monotonic
+        # The system clock times a checkout's wait as the platform does; any other clock (a
+        # ManualClock) ends it when it reaches the deadline, not after real seconds.
+        self._real_time = type(self.clock) is SystemClock
         self._create = create
         self._close = close if close is not None else _default_close
         self._check = check
@@ -410,6 +413,12 @@ class ConnectionPool:
         error.__cause__ = failing
         return error
 
+    def _connecting(self) -> bool:
+        """Whether a connect is under way, not waiting out its backoff: real work, timed by no
+        clock, that a checkout's wait may end with."""
+        state = self._state
+        return state.connecting and self._monotonic() >= state.connect_not_before
+
     def _wait_for_member(self, now: float, started: float, deadline: float | None) -> Member:
         state = self._state
         if not self._started:
@@ -433,9 +442,12 @@ class ConnectionPool:
             self._finish(fx)
         if m is not None:
             return m
-        remaining = None if deadline is None else deadline - self._monotonic()
         try:
-            woken = waiter.cell.wait(remaining)
+            if deadline is None or self._real_time:
+                remaining = None if deadline is None else deadline - self._monotonic()
+                woken = waiter.cell.wait(remaining)
+            else:
+                woken = waiter.cell.wait_on_clock(self.clock, deadline, self._connecting)
         except BaseException:
             # Cancelled (or interrupted) while waiting: a member handed over meanwhile is
             # passed on. No await here, so a second cancellation cannot lose it either.

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from .. import events
 from ._algorithms import TokenBucket
 from ._decision import Decision, Frame, details
+from ._keys import MAX_ID_LENGTH
 from ._memory import Lane
 from ._stats import EV_ALLOWED, Recorder
 
@@ -51,8 +52,11 @@ def _compiled() -> tuple[type[FastPath] | None, int]:
     if sys.implementation.name != "cpython" or sysconfig.get_config_var("Py_GIL_DISABLED"):
         return None, 0  # it writes CPython objects' slots, and reads the dict as the GIL allows
     try:
+        from ._speedups import MAX_ID_LENGTH as COMPILED_MAX_ID_LENGTH
         from ._speedups import MAX_SCOPES, FastPath
     except ImportError:
+        return None, 0
+    if COMPILED_MAX_ID_LENGTH != MAX_ID_LENGTH:  # built from another version of the source
         return None, 0
     return FastPath, MAX_SCOPES
 
@@ -131,7 +135,7 @@ class InMemory:
         conclude = self._conclude
 
         def try_acquire(key: Key = None, cost: float = 1) -> Decision:
-            if key.__class__ is not str or cost is not ONE or queues:
+            if key.__class__ is not str or len(key) > MAX_ID_LENGTH or cost is not ONE or queues:
                 return general(key, cost)
             k = prefix + key
             now = monotonic()

@@ -13,10 +13,17 @@ wrong (a web application answers 400), and the next may be fine. A key of a shap
 never takes (an id for a limiter with only shared scopes, a bare id where its scopes read
 several kinds of id) is :class:`~buttress.ConfigError`: the code that calls the limiter does
 not fit its configuration, and no request could succeed.
+
+An id is its text: ``12345`` and ``"12345"`` are one caller, on purpose (an id read as an int
+from a database and as text from a header must share one bucket). An id longer than
+:data:`MAX_ID_LENGTH` characters is stored as its first characters and a BLAKE2b digest of
+the whole (:func:`long_id`), so a key's size is bounded whatever the caller sends.
 """
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -26,7 +33,40 @@ from ._format import state_tag
 if TYPE_CHECKING:
     from ._scope import Scope
 
-__all__ = ["Key", "KeyResolver", "KeysReader", "keys_reader"]
+__all__ = [
+    "LONG_ID_LENGTH",
+    "MAX_ID_LENGTH",
+    "Key",
+    "KeyResolver",
+    "KeysReader",
+    "keys_reader",
+    "long_id",
+]
+
+MAX_ID_LENGTH = 256
+"""The longest id (in characters) a storage key holds as it is; a longer one is replaced by
+:func:`long_id`'s form, :data:`LONG_ID_LENGTH` characters long."""
+
+_HEAD = MAX_ID_LENGTH - 64  # the long id's first characters kept, for people reading keys
+LONG_ID_LENGTH = _HEAD + 1 + 64
+"""How long a long id's stored form is: one more than :data:`MAX_ID_LENGTH`, so no id kept as
+it is can equal one."""
+
+
+def long_id(value: str) -> str:
+    """The stored form of an id longer than :data:`MAX_ID_LENGTH`: its first 192 characters,
+    ``~`` and the 256-bit BLAKE2b digest of the whole id (UTF-8) in hex.
+
+    Two long ids share a key only if their digests collide (never found for BLAKE2b); a long id
+    never shares one with an id kept as it is, which is shorter.
+
+    >>> form = long_id("x" * 1000)
+    >>> len(form), form[190:200]
+    (257, 'xx~1c1d1c4')
+    """
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=32)
+    return f"{value[:_HEAD]}~{digest.hexdigest()}"
+
 
 Key: TypeAlias = str | int | Mapping[str, Any] | None
 """What identifies a request: an id (for the one kind of id the limiter's scopes take), a
@@ -124,6 +164,8 @@ class KeyResolver:
                 value = self._id(get, by, by_id, partial)
                 if value is None:
                     continue
+            elif len(value) > MAX_ID_LENGTH:
+                value = long_id(value)
             out.append(prefix + value)
         return out
 
@@ -149,7 +191,7 @@ class KeyResolver:
         if value is None:
             value = get(by_id)
         if value.__class__ is str:
-            return str(value)
+            return value if len(value) <= MAX_ID_LENGTH else long_id(value)
         if value is None:
             if partial:
                 return None
@@ -160,7 +202,8 @@ class KeyResolver:
                 id_name=by,
             )
         if isinstance(value, str | int) and not isinstance(value, bool):
-            return str(value)
+            text = _text(value, by)
+            return text if len(text) <= MAX_ID_LENGTH else long_id(text)
         scope = next(s.name for s in self._scopes if s.by == by)
         raise ContextError(f"key.{by}: ids are str or int, got {value!r}", scope=scope, id_name=by)
 
@@ -169,6 +212,17 @@ class KeyResolver:
 
     def _example(self) -> str:
         return "{" + ", ".join(f"{s.by!r}: ..." for s in self._scopes if s.by is not None) + "}"
+
+
+def _text(value: str | int, by: str) -> str:
+    """An id's text (``str(value)``), for a str subclass or an int."""
+    try:
+        return str(value)
+    except ValueError:  # an int of more digits than Python writes out
+        raise ContextError(
+            f"key.{by}: an int id may have at most {sys.get_int_max_str_digits()} digits",
+            id_name=by,
+        ) from None
 
 
 KeysReader = Callable[[Callable[[str], Any]], list[str] | None]
@@ -182,7 +236,8 @@ def keys_reader(templates: Sequence[Template]) -> KeysReader:
     A loop over the templates costs more than the reads it makes (as ``_unrolled`` explains for
     ``admit_all``), and a dict context is read on every decision, so the common case runs a
     function generated for these templates. Ids are read as :meth:`KeyResolver.keys` reads
-    them: the name, else the ``_id`` name.
+    them: the name, else the ``_id`` name; an id longer than :data:`MAX_ID_LENGTH` is left to
+    that general path too.
 
     >>> read = keys_reader([("a:user:", "user", "user_id"), ("a:global", None, "")])
     >>> read({"user_id": "u1"}.get), read({"user": 7}.get)
@@ -201,7 +256,7 @@ def keys_reader(templates: Sequence[Template]) -> KeysReader:
             f"    v{i} = get(B{i})",
             f"    if v{i} is None:",
             f"        v{i} = get(I{i})",
-            f"    if v{i}.__class__ is not str:",
+            f"    if v{i}.__class__ is not str or len(v{i}) > {MAX_ID_LENGTH}:",
             "        return None",
         ]
         parts.append(f"P{i} + v{i}")

@@ -28,7 +28,7 @@ from ._backend import Backend
 from ._decision import Decision, Frame, ScopeMeta, details, exceeded, lazy_decision
 from ._failure import BackendHealth, FailurePolicy, GuardedBackend
 from ._inmemory import InMemory
-from ._keys import Key, KeyResolver
+from ._keys import MAX_ID_LENGTH, Key, KeyResolver
 from ._memory import MemoryBackend
 from ._scope import Scope, check_name, check_scopes
 from ._stats import (
@@ -181,7 +181,11 @@ class RateLimiter:
         it is refused so as not to jump their queue.
         """
         prefix = self._single_scope_prefix  # one identified scope: a str id completes its key
-        keys = [prefix + key] if prefix is not None and key.__class__ is str else self._keys(key)
+        keys = (
+            [prefix + key]
+            if prefix is not None and key.__class__ is str and len(key) <= MAX_ID_LENGTH
+            else self._keys(key)
+        )
         if cost.__class__ is not int or cost != 1:  # 1 is the default: one cheap check
             positive("cost", cost)
         if self._queues:
@@ -630,15 +634,21 @@ def _backend_of(backend: Backend | str | None, scopes: int) -> Backend:
         )
     if backend is None:
         return MemoryBackend()
-    if isinstance(backend, MemoryBackend) and backend.max_keys < scopes:
-        # A request's own keys are never evicted: with fewer slots than scopes, one
-        # request of new ids would leave the dict over its cap.
+    if isinstance(backend, MemoryBackend):
+        check_memory_keys(backend.max_keys, scopes)
+    return backend
+
+
+def check_memory_keys(max_keys: int, scopes: int) -> None:
+    """``ConfigError`` (at ``backend.max_keys``) unless a memory backend of ``max_keys`` can
+    hold a request of ``scopes`` scopes: a request's own keys are never evicted, so with fewer
+    slots than scopes one request of new ids would leave the dict over its cap."""
+    if max_keys < scopes:
         raise ConfigError(
             "backend.max_keys",
             f"must be at least the number of scopes ({scopes}): one request holds "
-            f"a key per scope, got max_keys={backend.max_keys}",
+            f"a key per scope, got max_keys={max_keys}",
         )
-    return backend
 
 
 def _first_frame(scopes: tuple[Scope, ...], resolver: KeyResolver) -> Frame:

@@ -14,10 +14,28 @@ from ._algorithms import Algorithm
 from ._rates import Rate, parse_rates
 from ._registry import ALGORITHMS, REGISTRY, AlgorithmName
 
-__all__ = ["SHARED_SCOPE", "Scope", "check_name", "check_scopes", "scopes_from_rates"]
+__all__ = [
+    "FINEST_SECONDS",
+    "LONGEST_SECONDS",
+    "SHARED_SCOPE",
+    "Scope",
+    "check_name",
+    "check_rate",
+    "check_scopes",
+    "scopes_from_rates",
+]
 
 SHARED_SCOPE = "global"
 """A scope of this name is shared by every caller unless it says otherwise (``by=``)."""
+
+FINEST_SECONDS = 1e-9
+"""The shortest window, and the shortest time one unit of cost takes to come back
+(``window / limit``): no clock buttress reads times anything finer than a nanosecond, and a
+shorter interval underflows (``window=1e-320`` would turn the limit off)."""
+
+LONGEST_SECONDS = 1e12
+"""The longest window, ``window / limit`` and full burst (``burst * window / limit``): about
+31,700 years, past any state's lifetime and far from where seconds overflow."""
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _ADAPTIVE_ONLY = ("min_limit", "max_limit", "increase", "slow_call")
@@ -76,6 +94,7 @@ class Scope:
         name = check_name("name", self.name)
         positive(f"{name}.limit", self.limit)
         positive(f"{name}.window", self.window)
+        check_rate(name, self.limit, self.window)
         spec = REGISTRY.get(self.algorithm)
         if spec is None:
             raise ConfigError(
@@ -88,6 +107,7 @@ class Scope:
                     f"{name}.burst", f"applies to {_WITH_BURST}, not {self.algorithm}"
                 )
             positive(f"{name}.burst", self.burst)
+        check_rate(name, self.limit, self.window, self.burst)
         if self.by == "":
             object.__setattr__(self, "by", None if name == SHARED_SCOPE else name)
         elif self.by is not None:
@@ -101,6 +121,7 @@ class Scope:
         min_limit = max(1.0, self.limit / 10.0) if self.min_limit is None else self.min_limit
         positive(f"{name}.max_limit", max_limit)
         at_least(f"{name}.min_limit", min_limit, 1.0)
+        check_rate(name, self.limit, self.window, max_limit=max_limit)
         if not min_limit <= self.limit <= max_limit:
             raise ConfigError(
                 f"{name}.limit",
@@ -173,6 +194,51 @@ class Scope:
             decrease=float(self.decrease),
             cooldown=float(self.cooldown),
             slow_call=self.slow_call,
+        )
+
+
+def check_rate(
+    name: str,
+    limit: float,
+    window: float,
+    burst: float | None = None,
+    max_limit: float | None = None,
+) -> None:
+    """``ConfigError`` (at ``name.window``, ``name.limit``, ...) unless ``window``, ``window /
+    limit`` (at ``max_limit`` too) and ``burst * window / limit`` lie within
+    [:data:`FINEST_SECONDS`, :data:`LONGEST_SECONDS`]. Takes numbers already checked positive."""
+    if window < FINEST_SECONDS:
+        raise ConfigError(
+            f"{name}.window",
+            f"must be at least {FINEST_SECONDS:g} s (no clock times finer than a nanosecond), "
+            f"got {window!r}",
+        )
+    if window > LONGEST_SECONDS:
+        raise ConfigError(
+            f"{name}.window",
+            f"must be at most {LONGEST_SECONDS:g} s (about 31,700 years), got {window!r}",
+        )
+    for field, value in (("limit", limit), ("max_limit", max_limit)):
+        if value is None:
+            continue
+        interval = window / value
+        if interval < FINEST_SECONDS:
+            raise ConfigError(
+                f"{name}.{field}",
+                f"{field} / window must be at most {1 / FINEST_SECONDS:g} per second (one per "
+                f"nanosecond: no clock times finer), got {field}={value!r} per window={window!r}",
+            )
+        if interval > LONGEST_SECONDS:
+            raise ConfigError(
+                f"{name}.{field}",
+                f"window / {field} (the time one unit takes to come back) must be at most "
+                f"{LONGEST_SECONDS:g} s, got {field}={value!r} per window={window!r}",
+            )
+    if burst is not None and burst * (window / limit) > LONGEST_SECONDS:
+        raise ConfigError(
+            f"{name}.burst",
+            f"a full burst takes burst * window / limit = {burst * (window / limit):g} s to "
+            f"come back, more than {LONGEST_SECONDS:g} s; got burst={burst!r}",
         )
 
 

@@ -8,7 +8,7 @@
  * admit each in turn, and only if all admit store every new state (the hierarchical rule of
  * admit_all); then build a lazy Decision, count it and announce it (a refusal through
  * Recorder.refused). A call it cannot take as is (another key type, a cost other than 1, an id
- * that is not a str, callers queued) goes to the general method.
+ * that is not a str or is longer than MAX_ID_LENGTH, callers queued) goes to the general method.
  * A token bucket's admit (GCRA, its state the TAT as two doubles) is done here with the same
  * float operations in the same order as TokenBucket.admit; other algorithms call their Python
  * admit.
@@ -28,6 +28,9 @@
 #endif
 
 #define MAX_SCOPES 8
+/* Ids longer than this (in characters) are hashed into their key by the general path
+ * (ratelimit/_keys.py: MAX_ID_LENGTH, which _inmemory checks equal to this). */
+#define MAX_ID_LENGTH 256
 
 static PyObject *one; /* the int 1: CPython keeps one object for it, as `cost is 1` assumes */
 
@@ -125,7 +128,7 @@ static int
 read_keys(FastPath *self, PyObject *arg, PyObject **keys)
 {
     if (!self->context) {
-        if (!PyUnicode_CheckExact(arg)) {
+        if (!PyUnicode_CheckExact(arg) || PyUnicode_GET_LENGTH(arg) > MAX_ID_LENGTH) {
             return 0;
         }
         keys[0] = PyUnicode_Concat(self->parts[0].prefix, arg);
@@ -151,7 +154,8 @@ read_keys(FastPath *self, PyObject *arg, PyObject **keys)
                     goto fail;
                 }
             }
-            if (id == NULL || !PyUnicode_CheckExact(id)) {
+            if (id == NULL || !PyUnicode_CheckExact(id)
+                || PyUnicode_GET_LENGTH(id) > MAX_ID_LENGTH) {
                 for (Py_ssize_t j = 0; j < i; j++) {
                     Py_CLEAR(keys[j]);
                 }
@@ -671,7 +675,8 @@ PyInit__speedups(void)
         return NULL;
     }
     if (PyModule_AddObjectRef(module, "FastPath", (PyObject *)&FastPathType) < 0
-        || PyModule_AddIntConstant(module, "MAX_SCOPES", MAX_SCOPES) < 0) {
+        || PyModule_AddIntConstant(module, "MAX_SCOPES", MAX_SCOPES) < 0
+        || PyModule_AddIntConstant(module, "MAX_ID_LENGTH", MAX_ID_LENGTH) < 0) {
         Py_DECREF(module);
         return NULL;
     }

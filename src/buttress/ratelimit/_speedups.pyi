@@ -2,6 +2,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 MAX_SCOPES: int
+MAX_ID_LENGTH: int
 
 # (prefix, by, by_id, admit, interval, reach): by is None for a shared scope; interval and
 # reach are a token bucket's (None for another algorithm).

@@ -27,9 +27,12 @@ from .._concurrency import is_async_callable
 from .._errors import ConfigError, LoadShedError, RejectedError
 from .._histogram import Histogram
 from .._infrastructure import Infrastructure
-from .._validate import int_at_least, positive
+from .._validate import int_at_least, int_between, positive
 
 __all__ = ["LoadTestResult", "default_context", "load_test", "load_test_async"]
+
+MAX_USERS = 10_000
+"""The most ``concurrent_users`` (a thread or a task each, all made at the start)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,7 @@ class _User:
 
 
 def _check(concurrent_users: int, duration: float, operations_per_user: int, mode: str) -> None:
-    int_at_least("concurrent_users", concurrent_users, 1)
+    int_between("concurrent_users", concurrent_users, 1, MAX_USERS)
     positive("duration", duration)
     int_at_least("operations_per_user", operations_per_user, 1)
     if mode not in ("asyncio", "threads"):
