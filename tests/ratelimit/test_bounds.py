@@ -177,7 +177,7 @@ def test_persistent_backends_store_a_long_id_as_its_digest(
     keys = stored_keys(kind, backend, where)
     assert keys, "no key stored"
     assert all(len(k) < 2 * LONG_ID_LENGTH for k in keys), [len(k) for k in keys]
-    assert any(k.endswith(":user:" + long_id(long)) for k in keys), keys
+    assert any(k.endswith(":user@t1:" + long_id(long)) for k in keys), keys
 
 
 # -- rates: an interval that underflows or overflows is refused ----------------------------------
