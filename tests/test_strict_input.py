@@ -84,14 +84,6 @@ def test_memory_manager_settings_are_strict_in_code_and_in_a_file(
     with pytest.raises(bt.ConfigError) as caught:
         bt.MemoryManager(**settings)
     assert caught.value.path == path
-    if isinstance(settings[path], str):
-        # A file reads a number's text as that number, as the environment spells every value
-        # (docs/infrastructure.md): "0.7" is 0.7 there.
-        assert (
-            bt.load_config({"memory_manager": settings}, env={}).memory_manager.warning_threshold
-            == 0.7
-        )
-        return
     with pytest.raises(bt.ConfigError) as in_a_file:
         bt.load_config({"memory_manager": settings}, env={})
     assert in_a_file.value.path == f"memory_manager.{path}"
@@ -250,3 +242,40 @@ def test_config_check_notes_a_pool_without_a_factory(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["connection_pools"]["db"]["max_size"] == 2
     assert "connection_pools.db has no factory" in proc.stderr
+
+
+# -- a number's text: from the environment only ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "setting"),
+    [
+        ("circuit_breakers.db", "failure_threshold"),
+        ("circuit_breakers.db", "minimum_calls"),
+        ("connection_pools.db", "max_size"),
+        ("rate_limiting", "max_keys"),
+        ("memory_manager", "exit_samples"),
+        ("memory_manager", "warning_threshold"),
+    ],
+)
+def test_a_numbers_text_is_refused_in_a_file_and_read_from_the_environment(
+    tmp_path: Path, section: str, setting: str
+) -> None:
+    """In a file (or a dict) a number is a number, as the components' constructors want it;
+    only the environment, which spells every value as text, gives a number's text."""
+    *tables, leaf = section.split(".")
+    header = ".".join([*tables, leaf])
+    path = tmp_path / "buttress.toml"
+    path.write_text(f'[{header}]\n{setting} = "5"\n')
+    with pytest.raises(bt.ConfigError) as caught:
+        bt.load_config(path, env={})
+    assert caught.value.path == f"{section}.{setting}"
+    assert "must be a number" in caught.value.message or "integer" in caught.value.message
+    path.write_text(f"[{header}]\n")
+    variable = "BUTTRESS_" + "__".join([*section.split("."), setting]).upper()
+    value = "0.5" if setting == "warning_threshold" else "5"
+    loaded = bt.load_config(path, env={variable: value}).model_dump()
+    node: Any = loaded
+    for part in [*section.split("."), setting]:
+        node = node[part]
+    assert node == float(value) if "." in value else node == int(value)

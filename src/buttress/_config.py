@@ -82,10 +82,20 @@ ENV_DELIMITER = "__"
 _log = redacted_logger("buttress.config")
 
 
+class EnvText(str):
+    """A value as a ``BUTTRESS_...`` variable spells it: text, whatever the setting's type."""
+
+    __slots__ = ()
+
+
+STRICT_NUMBERS: Mapping[str, Any] = {"strict_numbers": True}
+"""The validation context of :func:`load_config`: a number in a file or a dict must be a number
+(``5``, not ``"5"``, as the components' own constructors want it); only the environment's
+text is read as a number."""
+
+
 def _number_text(value: Any) -> Any:
-    """A number's text (``"10"``, ``"0.5"``: how the environment spells every value) read as
-    that number; anything else is left to the strict check, which refuses ``true`` and
-    ``"high"`` for a number."""
+    """A number's text (``"10"``, ``"0.5"``) read as that number; anything else as it is."""
     if not isinstance(value, str):
         return value
     for kind in (int, float):
@@ -96,10 +106,24 @@ def _number_text(value: Any) -> Any:
     return value
 
 
-# Strict: a number (an int is fine) or a number's text, never a bool.
+def _number(value: Any, info: ValidationInfo) -> Any:
+    """A number setting's value: its text read as the number where the text may come from the
+    environment, which spells every value so; anything else is left to the strict check, which
+    refuses ``true`` and ``"high"`` (and, in a file, ``"5"``) for a number.
+
+    Text may come from the environment in a ``BUTTRESS_...`` variable (:class:`EnvText`), or in
+    a ``Config`` validated without :data:`STRICT_NUMBERS`: a model nested in the application's
+    pydantic-settings, which hands every value over as text."""
+    strict = bool(info.context and info.context.get("strict_numbers"))  # load_config
+    if strict and isinstance(value, str) and not isinstance(value, EnvText):
+        return value
+    return _number_text(value)
+
+
+# Strict: a number (an int is fine), never a bool; its text only from the environment.
 # The bounds are the components' own (their config dataclasses check them with _validate);
 # tests/test_config_parity.py holds each setting here to the same answers.
-_Num = BeforeValidator(_number_text)
+_Num = BeforeValidator(_number)
 Fraction = Annotated[float, _Num, Field(ge=0.0, le=1.0, strict=True)]  # [0, 1]
 Share = Annotated[float, _Num, Field(gt=0.0, le=1.0, strict=True)]  # (0, 1]
 ProperFraction = Annotated[float, _Num, Field(gt=0.0, lt=1.0, strict=True)]  # (0, 1)
@@ -856,7 +880,7 @@ def load_config(
         for path, value, variable in env_overrides(os.environ if env is None else env)
     ]
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context=STRICT_NUMBERS)
     except ValidationError as exc:
         error = _config_error(exc, data)
     # A value from the environment: say which variable set it, or (for a rule between two
@@ -995,10 +1019,10 @@ def _env_value(annotation: Any, raw: str) -> Any:
         try:
             value = json.loads(text)
         except ValueError:
-            return raw
+            return EnvText(raw)
         if isinstance(value, list | dict):
             return value
-    return raw
+    return EnvText(raw)
 
 
 def _is_model(annotation: Any) -> bool:
