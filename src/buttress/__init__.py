@@ -32,9 +32,11 @@ from ._breaker import (
 )
 from ._chaos import Chaos, ChaosSchedule, Experiment, FaultInjector, FaultSettings
 from ._clock import Clock, ManualClock, SystemClock
+from ._deadline import remaining
 from ._errors import (
     BackendError,
     ButtressError,
+    CallTimeoutError,
     CircuitOpenError,
     ConfigError,
     ContextError,
@@ -94,6 +96,7 @@ __all__ = [
     "BreakerSnapshot",
     "BreakerState",
     "ButtressError",
+    "CallTimeoutError",
     "Chaos",
     "ChaosSchedule",
     "CircuitBreaker",
@@ -153,6 +156,7 @@ __all__ = [
     "health_wsgi_app",
     "http",
     "load_config",
+    "remaining",
 ]
 
 # Configuration is the only part that needs pydantic (about 100 ms to import): its names are
