@@ -421,15 +421,13 @@ class Infrastructure:
             fallback = route.fallback
             if fallback is None:
                 return run(route, fn, args, kwargs, context, critical, cost)
+        if is_async_callable(fallback):
+            raise ConfigError("fallback", f"{fallback!r} is async: call() needs a plain function")
         try:
             return run(route, fn, args, kwargs, context, critical, cost)
         except Exception as exc:
             if not falls_back(route.breaker.config if route.breaker else None, exc):
                 raise
-            if is_async_callable(fallback):  # checked here: a call that succeeds pays nothing
-                raise ConfigError(
-                    "fallback", f"{fallback!r} is async: call() needs a plain function"
-                ) from exc
             route.metrics.fallbacks += 1
             return fallback(exc)
 
