@@ -772,8 +772,6 @@ class ServiceSettings(_Section):
     critical: bool = False
     # Seconds a call may take (see buttress._deadline); None: as long as it takes.
     timeout: Positive | None = None
-    # "module:function" answering a refused or failed call (see buttress._fallback).
-    fallback: str | None = None
 
     @field_validator("breaker", "limiter", "pool", mode="before")
     @classmethod
@@ -850,9 +848,6 @@ class Config(_Section):
             if pool.factory is not None:
                 import_callable(f"connection_pools.{name}.factory", pool.factory)
             pool.invalidate_on_types(f"connection_pools.{name}")
-        for name, service in self.services.items():
-            if service.fallback is not None:
-                import_callable(f"services.{name}.fallback", service.fallback)
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain data (``None`` values dropped, as TOML has none)."""

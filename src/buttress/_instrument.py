@@ -71,7 +71,6 @@ class ServiceSnapshot:
     cache_hits: int
     cache_misses: int
     cache_hit_ratio: float | None
-    fallbacks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,7 +125,6 @@ class ServiceMetrics:
         self._second = 0
         self.cache_hits = 0
         self.cache_misses = 0
-        self.fallbacks = 0  # calls a fallback answered (buttress._fallback)
 
     def want(self, metrics: Iterable[str]) -> None:
         """Publish ``metrics`` too: a service asked for twice publishes the union.
@@ -208,7 +206,6 @@ class ServiceMetrics:
                 cache_hits=self.cache_hits,
                 cache_misses=self.cache_misses,
                 cache_hit_ratio=self.cache_hits / lookups if lookups else None,
-                fallbacks=self.fallbacks,
             )
 
     def _throughput(self, now: float) -> float:

@@ -86,7 +86,6 @@ class Route:
     steps: Steps | None = None
     async_steps: AsyncSteps | None = None
     timeout: float | None = None  # each call's, unless the call gives its own
-    fallback: Callable[[Exception], Any] | None = None  # likewise
 
     def layers(self) -> ServiceLayers:
         return ServiceLayers(
@@ -342,18 +341,9 @@ def build_route(
         adaptive=adaptive,
         critical=bool(s and s.critical),
         timeout=s.timeout if s is not None else None,
-        fallback=_fallback(service, s),
         reads_key=limiter is not None and any(sc.by == "key" for sc in limiter.scopes),
         shared_limit=limiter is not None and not isinstance(limiter.backend, MemoryBackend),
     )
-
-
-def _fallback(service: str, s: ServiceSettings | None) -> Callable[[Exception], Any] | None:
-    if s is None or s.fallback is None:
-        return None
-    from .._config import import_callable  # a configuration is loaded: pydantic is imported
-
-    return import_callable(f"services.{service}.fallback", s.fallback)
 
 
 def choices(

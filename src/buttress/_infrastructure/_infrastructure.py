@@ -25,7 +25,6 @@ from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._deadline import with_timeout, with_timeout_async
 from .._errors import ConfigError, InfrastructureClosedError
-from .._fallback import falls_back
 from .._fork import fork_safe_lock
 from .._health import HealthReport, build_report
 from .._instrument import METRICS, ServiceMetrics, instrument_callable
@@ -391,7 +390,6 @@ class Infrastructure:
         cost: float = 1,
         limiter: LimiterChoice | None = None,
         timeout: float | None = None,
-        fallback: Callable[[Exception], T] | None = None,
         **kwargs: Any,
     ) -> T:
         """Run ``fn(*args, **kwargs)`` under :meth:`protect` (``limiter`` as there).
@@ -400,9 +398,6 @@ class Infrastructure:
         ``timeout`` (seconds; else the service's ``timeout``) sets a deadline that ``fn`` reads
         with :func:`buttress.remaining`; a result after it raises
         :class:`~buttress.CallTimeoutError`, which the breaker counts as a failure.
-        ``fallback(exc)`` (else the service's ``fallback``) answers instead when the call is
-        refused or fails as its breaker records failures, never for a mistake in the program
-        (see :mod:`buttress._fallback`).
         """
         route = self._routes.get(service) or self._route(service)
         if limiter is not None:
@@ -413,23 +408,12 @@ class Infrastructure:
             critical = route.critical
         if timeout is None:
             timeout = route.timeout
-        if timeout is not None:
-            fn = functools.partial(
-                with_timeout, route.name, self.clock, positive("timeout", timeout), fn
-            )
-        if fallback is None:
-            fallback = route.fallback
-            if fallback is None:
+            if timeout is None:
                 return run(route, fn, args, kwargs, context, critical, cost)
-        if is_async_callable(fallback):
-            raise ConfigError("fallback", f"{fallback!r} is async: call() needs a plain function")
-        try:
-            return run(route, fn, args, kwargs, context, critical, cost)
-        except Exception as exc:
-            if not falls_back(route.breaker.config if route.breaker else None, exc):
-                raise
-            route.metrics.fallbacks += 1
-            return fallback(exc)
+        timed = functools.partial(
+            with_timeout, route.name, self.clock, positive("timeout", timeout), fn
+        )
+        return run(route, timed, args, kwargs, context, critical, cost)
 
     async def call_async(
         self,
@@ -443,7 +427,6 @@ class Infrastructure:
         cost: float = 1,
         limiter: LimiterChoice | None = None,
         timeout: float | None = None,
-        fallback: Callable[[Exception], Any] | None = None,
         **kwargs: Any,
     ) -> T:
         """The async twin of :meth:`call` (awaits ``fn``; an async pool's connection first).
@@ -460,22 +443,12 @@ class Infrastructure:
             critical = route.critical
         if timeout is None:
             timeout = route.timeout
-        if timeout is not None:
-            fn = functools.partial(
-                with_timeout_async, route.name, self.clock, positive("timeout", timeout), fn
-            )
-        if fallback is None:
-            fallback = route.fallback
-            if fallback is None:
+            if timeout is None:
                 return await run_async(route, fn, args, kwargs, context, critical, cost)
-        try:
-            return await run_async(route, fn, args, kwargs, context, critical, cost)
-        except Exception as exc:
-            if not falls_back(route.breaker.config if route.breaker else None, exc):
-                raise
-            route.metrics.fallbacks += 1
-            answer = fallback(exc)
-            return await answer if inspect.isawaitable(answer) else answer  # type: ignore[no-any-return]
+        timed = functools.partial(
+            with_timeout_async, route.name, self.clock, positive("timeout", timeout), fn
+        )
+        return await run_async(route, timed, args, kwargs, context, critical, cost)
 
     def protected(
         self,

@@ -580,15 +580,6 @@ METRICS: tuple[MetricDef, ...] = (
         "{lookup}",
         "Cache misses recorded with cache_miss().",
     ),
-    _def(
-        "service.fallbacks",
-        "counter",
-        ("name",),
-        "service_fallbacks",
-        "buttress.service.fallbacks",
-        "{call}",
-        "Calls a fallback answered (refused, or failed as the breaker records failures).",
-    ),
     # -- chaos and health ---------------------------------------------------------------------
     _def(
         "chaos.enabled",
@@ -771,7 +762,6 @@ def service_samples(
         if "cache_hits" in wanted:
             out["service.cache_hits"].append((n, float(s.cache_hits)))
             out["service.cache_misses"].append((n, float(s.cache_misses)))
-        out["service.fallbacks"].append((n, float(s.fallbacks)))
 
 
 def chaos_samples(ns: str, chaos: ChaosSnapshot, out: Out) -> None:
