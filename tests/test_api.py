@@ -100,7 +100,6 @@ PUBLIC = [
     "BreakerSnapshot",
     "BreakerState",
     "ButtressError",
-    "CallTimeoutError",
     "Chaos",
     "ChaosSchedule",
     "CircuitBreaker",
@@ -160,7 +159,6 @@ PUBLIC = [
     "health_wsgi_app",
     "http",
     "load_config",
-    "remaining",
 ]
 
 # The rate limiter's extension points: what a backend of one's own is made of.

@@ -99,7 +99,6 @@ EXAMPLES: dict[type[bt.ButtressError], Example] = {
         {"pool", "waited", "connect_error", "retry_after"},
     ),
     bt.PoolClosedError: (lambda: bt.PoolClosedError("pool 'orders_db' is closed"), set()),
-    bt.CallTimeoutError: (lambda: bt.CallTimeoutError("payments", 2.5), {"service", "timeout"}),
     bt.InfrastructureClosedError: (
         lambda: bt.InfrastructureClosedError("infrastructure 'app' is closed"),
         set(),

@@ -32,11 +32,9 @@ from ._breaker import (
 )
 from ._chaos import Chaos, ChaosSchedule, Experiment, FaultInjector, FaultSettings
 from ._clock import Clock, ManualClock, SystemClock
-from ._deadline import remaining
 from ._errors import (
     BackendError,
     ButtressError,
-    CallTimeoutError,
     CircuitOpenError,
     ConfigError,
     ContextError,
@@ -96,7 +94,6 @@ __all__ = [
     "BreakerSnapshot",
     "BreakerState",
     "ButtressError",
-    "CallTimeoutError",
     "Chaos",
     "ChaosSchedule",
     "CircuitBreaker",
@@ -156,7 +153,6 @@ __all__ = [
     "health_wsgi_app",
     "http",
     "load_config",
-    "remaining",
 ]
 
 # Configuration is the only part that needs pydantic (about 100 ms to import): its names are

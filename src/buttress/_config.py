@@ -170,7 +170,6 @@ PLAUSIBLE_SECONDS: dict[str, dict[str, float]] = {
         "connect_backoff_max": HOUR,
     },
     "memory_manager": {"check_interval": 10 * MINUTE, "gc_interval": HOUR},
-    "services": {"timeout": HOUR},
     "chaos.schedule": {"every": DAY, "duration": DAY, "max_duration": 7 * DAY},
 }
 """Every duration setting, by section: the most seconds a bare number may give it.
@@ -764,14 +763,10 @@ class ServiceSettings(_Section):
     ``false`` turns a layer off for the service; a string names another component's table.
     """
 
-    _section = "services"
-
     breaker: str | bool = True
     limiter: str | bool = True
     pool: str | bool = True
     critical: bool = False
-    # Seconds a call may take (see buttress._deadline); None: as long as it takes.
-    timeout: Positive | None = None
 
     @field_validator("breaker", "limiter", "pool", mode="before")
     @classmethod

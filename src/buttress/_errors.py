@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BackendError",
     "ButtressError",
-    "CallTimeoutError",
     "CircuitOpenError",
     "ConfigError",
     "ContextError",
@@ -224,27 +223,6 @@ class PoolTimeoutError(RejectedError):
 
 class PoolClosedError(ButtressError):
     """The pool is closed; no connection will be handed out."""
-
-
-class CallTimeoutError(ButtressError, TimeoutError):
-    """A protected call ran past its ``timeout`` (``service``, ``timeout`` in seconds).
-
-    A breaker records it as a failure: a dependency that hangs is failing, and its breaker
-    opens. (A bare ``asyncio.CancelledError`` would count for nothing.)
-    """
-
-    def __init__(self, service: str, timeout: float, *, message: str | None = None) -> None:
-        self.service = service
-        self.timeout = timeout
-        super().__init__(message or f"{service}: no result within its timeout of {timeout:g}s")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # An OSError (TimeoutError) takes its message in __init__, not __new__: rebuild by it.
-        return (_call_timeout, (self.service, self.timeout, str(self)), self.__dict__ or None)
-
-
-def _call_timeout(service: str, timeout: float, message: str) -> CallTimeoutError:
-    return CallTimeoutError(service, timeout, message=message)
 
 
 class InfrastructureClosedError(ButtressError, RuntimeError):

@@ -85,7 +85,6 @@ class Route:
     shared_limit: bool
     steps: Steps | None = None
     async_steps: AsyncSteps | None = None
-    timeout: float | None = None  # each call's, unless the call gives its own
 
     def layers(self) -> ServiceLayers:
         return ServiceLayers(
@@ -340,7 +339,6 @@ def build_route(
         metrics=metrics,
         adaptive=adaptive,
         critical=bool(s and s.critical),
-        timeout=s.timeout if s is not None else None,
         reads_key=limiter is not None and any(sc.by == "key" for sc in limiter.scopes),
         shared_limit=limiter is not None and not isinstance(limiter.backend, MemoryBackend),
     )

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from .._breaker import CircuitBreaker
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
-from .._deadline import with_timeout, with_timeout_async
 from .._errors import ConfigError, InfrastructureClosedError
 from .._fork import fork_safe_lock
 from .._health import HealthReport, build_report
@@ -31,7 +30,6 @@ from .._instrument import METRICS, ServiceMetrics, instrument_callable
 from .._memory import MemorySample
 from .._pool import AsyncConnectionPool, ConnectionPool, PoolSnapshot
 from .._scheduler import AsyncScheduler, Handle, Scheduler
-from .._validate import positive
 from ..ratelimit._decision import Decision
 from ..ratelimit._limiter import RateLimiter
 from ..ratelimit._memory import MemoryBackend
@@ -389,15 +387,11 @@ class Infrastructure:
         critical: bool | None = None,
         cost: float = 1,
         limiter: LimiterChoice | None = None,
-        timeout: float | None = None,
         **kwargs: Any,
     ) -> T:
         """Run ``fn(*args, **kwargs)`` under :meth:`protect` (``limiter`` as there).
 
         When the service has a pool, the connection is passed first: ``fn(conn, *args)``.
-        ``timeout`` (seconds; else the service's ``timeout``) sets a deadline that ``fn`` reads
-        with :func:`buttress.remaining`; a result after it raises
-        :class:`~buttress.CallTimeoutError`, which the breaker counts as a failure.
         """
         route = self._routes.get(service) or self._route(service)
         if limiter is not None:
@@ -406,14 +400,7 @@ class Infrastructure:
             context = _keyed(route, rate_key, context)
         if critical is None:
             critical = route.critical
-        if timeout is None:
-            timeout = route.timeout
-            if timeout is None:
-                return run(route, fn, args, kwargs, context, critical, cost)
-        timed = functools.partial(
-            with_timeout, route.name, self.clock, positive("timeout", timeout), fn
-        )
-        return run(route, timed, args, kwargs, context, critical, cost)
+        return run(route, fn, args, kwargs, context, critical, cost)
 
     async def call_async(
         self,
@@ -426,14 +413,9 @@ class Infrastructure:
         critical: bool | None = None,
         cost: float = 1,
         limiter: LimiterChoice | None = None,
-        timeout: float | None = None,
         **kwargs: Any,
     ) -> T:
-        """The async twin of :meth:`call` (awaits ``fn``; an async pool's connection first).
-
-        At its ``timeout`` the operation is cancelled and :class:`~buttress.CallTimeoutError`
-        raised (a failure for the breaker).
-        """
+        """The async twin of :meth:`call` (awaits ``fn``; an async pool's connection first)."""
         route = self._routes.get(service) or self._route(service)
         if limiter is not None:
             route = self._limited(route, limiter)
@@ -441,14 +423,7 @@ class Infrastructure:
             context = _keyed(route, rate_key, context)
         if critical is None:
             critical = route.critical
-        if timeout is None:
-            timeout = route.timeout
-            if timeout is None:
-                return await run_async(route, fn, args, kwargs, context, critical, cost)
-        timed = functools.partial(
-            with_timeout_async, route.name, self.clock, positive("timeout", timeout), fn
-        )
-        return await run_async(route, timed, args, kwargs, context, critical, cost)
+        return await run_async(route, fn, args, kwargs, context, critical, cost)
 
     def protected(
         self,
