@@ -35,6 +35,7 @@ from ._clock import Clock, ManualClock, SystemClock
 from ._errors import (
     BackendError,
     ButtressError,
+    CallTimeoutError,
     CircuitOpenError,
     ConfigError,
     ContextError,
@@ -55,6 +56,7 @@ from ._health import (
 )
 from ._infrastructure import Infrastructure, Protection, ResourceSpec, ServiceLayers, health
 from ._instrument import ServiceSnapshot
+from ._policies import remaining
 from ._memory import (
     MemoryLevel,
     MemoryManager,
@@ -94,6 +96,7 @@ __all__ = [
     "BreakerSnapshot",
     "BreakerState",
     "ButtressError",
+    "CallTimeoutError",
     "Chaos",
     "ChaosSchedule",
     "CircuitBreaker",
@@ -153,6 +156,7 @@ __all__ = [
     "health_wsgi_app",
     "http",
     "load_config",
+    "remaining",
 ]
 
 # Configuration is the only part that needs pydantic (about 100 ms to import): its names are

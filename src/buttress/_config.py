@@ -767,6 +767,20 @@ class ServiceSettings(_Section):
     limiter: str | bool = True
     pool: str | bool = True
     critical: bool = False
+    # Seconds each call may take (docs/timeouts-and-fallbacks.md); None: no timeout.
+    timeout: Positive | None = None
+    # A sync call's result that comes after its timeout: "raise" CallTimeoutError, or "keep" it
+    # (counted as a timeout failure either way).
+    late_result: Literal["raise", "keep"] = "raise"
+    # "module:function" called with the exception of a refused or failed call.
+    fallback: str | None = None
+
+    @field_validator("fallback")
+    @classmethod
+    def _importable(cls, value: Any) -> Any:
+        if value is not None:
+            import_callable("fallback", value)
+        return value
 
     @field_validator("breaker", "limiter", "pool", mode="before")
     @classmethod
