@@ -171,6 +171,7 @@ PLAUSIBLE_SECONDS: dict[str, dict[str, float]] = {
     },
     "memory_manager": {"check_interval": 10 * MINUTE, "gc_interval": HOUR},
     "chaos.schedule": {"every": DAY, "duration": DAY, "max_duration": 7 * DAY},
+    "services": {"timeout": HOUR},
 }
 """Every duration setting, by section: the most seconds a bare number may give it.
 
@@ -762,6 +763,8 @@ class ServiceSettings(_Section):
 
     ``false`` turns a layer off for the service; a string names another component's table.
     """
+
+    _section = "services"
 
     breaker: str | bool = True
     limiter: str | bool = True

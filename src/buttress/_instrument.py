@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from ._concurrency import is_async_callable
 from ._counting import count_of
-from ._errors import ConfigError, RejectedError
+from ._errors import CallTimeoutError, ConfigError, RejectedError
 from ._fork import fork_safe_lock
 from ._histogram import Histogram
 
