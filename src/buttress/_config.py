@@ -778,13 +778,6 @@ class ServiceSettings(_Section):
     # "module:function" called with the exception of a refused or failed call.
     fallback: str | None = None
 
-    @field_validator("fallback")
-    @classmethod
-    def _importable(cls, value: Any) -> Any:
-        if value is not None:
-            import_callable("fallback", value)
-        return value
-
     @field_validator("breaker", "limiter", "pool", mode="before")
     @classmethod
     def _switch_text(cls, value: Any) -> Any:
@@ -852,7 +845,7 @@ class Config(_Section):
         return schedule.kwargs(targets)
 
     def check_imports(self) -> None:
-        """Import every exception class and pool factory the configuration names, as
+        """Import every exception class, pool factory and fallback the configuration names, as
         :class:`~buttress.Infrastructure` will; ``ConfigError`` names the first that fails."""
         for name, breaker in self.circuit_breakers.items():
             breaker.breaker_kwargs(f"circuit_breakers.{name}")
@@ -860,6 +853,9 @@ class Config(_Section):
             if pool.factory is not None:
                 import_callable(f"connection_pools.{name}.factory", pool.factory)
             pool.invalidate_on_types(f"connection_pools.{name}")
+        for name, service in self.services.items():
+            if service.fallback is not None:
+                import_callable(f"services.{name}.fallback", service.fallback)
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain data (``None`` values dropped, as TOML has none)."""
