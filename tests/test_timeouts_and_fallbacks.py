@@ -70,9 +70,8 @@ def test_a_timeout_counts_even_when_the_breaker_records_other_errors_only() -> N
     breaker = bt.CircuitBreaker(
         "b", failure_threshold=1, record=(ConnectionError,), degradation_threshold=None, clock=clock
     )
-    with pytest.raises(bt.CallTimeoutError):
-        with breaker:
-            raise bt.CallTimeoutError("svc", 1.0)
+    with pytest.raises(bt.CallTimeoutError), breaker:
+        raise bt.CallTimeoutError("svc", 1.0)
     assert breaker.state is bt.BreakerState.OPEN
 
 
@@ -400,9 +399,7 @@ def test_fallback_is_outermost_after_the_retries_run_out_async() -> None:
         await clock.asleep(float("inf"))
         return "never"
 
-    got = asyncio.run(
-        infra.call_async("svc", hang, retry=Again(3), timeout=1.0, fallback=answer)
-    )
+    got = asyncio.run(infra.call_async("svc", hang, retry=Again(3), timeout=1.0, fallback=answer))
     assert got == "fallback for CallTimeoutError"
     assert len(attempts) == 3 and clock.monotonic() == 3.0
     assert infra.health().extra["services"]["svc"].timeouts == 3

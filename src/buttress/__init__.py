@@ -56,7 +56,6 @@ from ._health import (
 )
 from ._infrastructure import Infrastructure, Protection, ResourceSpec, ServiceLayers, health
 from ._instrument import ServiceSnapshot
-from ._policies import remaining
 from ._memory import (
     MemoryLevel,
     MemoryManager,
@@ -66,6 +65,7 @@ from ._memory import (
     Psi,
     SystemProbe,
 )
+from ._policies import remaining
 from ._pool import (
     AsyncConnectionPool,
     AsyncLease,

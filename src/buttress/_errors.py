@@ -249,7 +249,9 @@ class CallTimeoutError(ButtressError, TimeoutError):
     call had; ``service`` the service it called."""
 
     def __init__(self, service: str, timeout: float) -> None:
-        super().__init__(f"service {service!r}: the call took longer than its timeout ({timeout:g} s)")
+        super().__init__(
+            f"service {service!r}: the call took longer than its timeout ({timeout:g} s)"
+        )
         self.service = service
         self.timeout = timeout
 

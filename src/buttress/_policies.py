@@ -85,9 +85,12 @@ def checked_fallback(fallback: Any) -> Callable[[BaseException], Any]:
 
 
 def checked_retry(retry: Any) -> RetryPolicy:
-    if not (callable(getattr(retry, "call", None)) and callable(getattr(retry, "call_async", None))):
+    if not (
+        callable(getattr(retry, "call", None)) and callable(getattr(retry, "call_async", None))
+    ):
         raise TypeError(
-            f"retry must be an object with call() and call_async() (a buttress.Retry), got {retry!r}"
+            "retry must be an object with call() and call_async() (a buttress.Retry), "
+            f"got {retry!r}"
         )
     return retry  # type: ignore[no-any-return]
 
@@ -141,7 +144,9 @@ async def _alarm(clock: Clock, seconds: float, ring: Callable[[], None]) -> None
     ring()
 
 
-def timed_async(service: str, fn: Callable[..., Any], timeout: float, clock: Clock) -> Callable[..., Any]:
+def timed_async(
+    service: str, fn: Callable[..., Any], timeout: float, clock: Clock
+) -> Callable[..., Any]:
     """``fn`` awaited under a deadline: cancelled when it passes, raising
     :class:`~buttress.CallTimeoutError`. The clock decides when: the event loop's own timer
     for the system clock, else a task sleeping on ``clock`` (a ManualClock jumps to it when

@@ -28,16 +28,6 @@ from .._fork import fork_safe_lock
 from .._health import HealthReport, build_report
 from .._instrument import METRICS, ServiceMetrics, instrument_callable
 from .._memory import MemorySample
-from .._pool import AsyncConnectionPool, ConnectionPool, PoolSnapshot
-from .._scheduler import AsyncScheduler, Handle, Scheduler
-from ..ratelimit._decision import Decision
-from ..ratelimit._limiter import RateLimiter
-from ..ratelimit._memory import MemoryBackend
-from ..ratelimit._scope import check_name
-from ._build import DYNAMIC, Builder, ResourceSpec, Route, ServiceLayers, build_route, choices
-from ._protect import ProtectionSteps, compile_steps, run
-from ._protect_async import AsyncProtectionSteps, compile_steps_async, run_async
-from ._registry import register, unregister
 from .._policies import (
     RetryPolicy,
     checked_fallback,
@@ -49,7 +39,16 @@ from .._policies import (
     timed,
     timed_async,
 )
-from ..ratelimit._decision import exceeded
+from .._pool import AsyncConnectionPool, ConnectionPool, PoolSnapshot
+from .._scheduler import AsyncScheduler, Handle, Scheduler
+from ..ratelimit._decision import Decision, exceeded
+from ..ratelimit._limiter import RateLimiter
+from ..ratelimit._memory import MemoryBackend
+from ..ratelimit._scope import check_name
+from ._build import DYNAMIC, Builder, ResourceSpec, Route, ServiceLayers, build_route, choices
+from ._protect import ProtectionSteps, compile_steps, run
+from ._protect_async import AsyncProtectionSteps, compile_steps_async, run_async
+from ._registry import register, unregister
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -425,7 +424,9 @@ class Infrastructure:
             and route.fallback is None
         ):
             return run(route, fn, args, kwargs, context, critical, cost)
-        return self._policed(route, fn, args, kwargs, context, critical, cost, timeout, retry, fallback)
+        return self._policed(  # type: ignore[no-any-return]
+            route, fn, args, kwargs, context, critical, cost, timeout, retry, fallback
+        )
 
     def _charged(self, route: Route, key: Any, cost: float) -> Route:
         """Charge the rate limit once for a retried request; the route its attempts take
@@ -609,8 +610,16 @@ class Infrastructure:
                     k = key(route, args, kwargs)
                     if policed or route.timeout is not None or route.fallback is not None:
                         return await self._policed_async(
-                            route, fn, args, kwargs, k, _critical(route, critical), cost,
-                            timeout, retry, fallback,
+                            route,
+                            fn,
+                            args,
+                            kwargs,
+                            k,
+                            _critical(route, critical),
+                            cost,
+                            timeout,
+                            retry,
+                            fallback,
                         )
                     return await run_async(
                         route, fn, args, kwargs, k, _critical(route, critical), cost
@@ -626,8 +635,16 @@ class Infrastructure:
                 k = key(route, args, kwargs)
                 if policed or route.timeout is not None or route.fallback is not None:
                     return self._policed(
-                        route, fn, args, kwargs, k, _critical(route, critical), cost,
-                        timeout, retry, fallback,
+                        route,
+                        fn,
+                        args,
+                        kwargs,
+                        k,
+                        _critical(route, critical),
+                        cost,
+                        timeout,
+                        retry,
+                        fallback,
                     )
                 return run(route, fn, args, kwargs, k, _critical(route, critical), cost)
 
