@@ -241,6 +241,12 @@ def test_an_ignored_error_is_not_a_failure_to_fall_back_from() -> None:
 def test_an_async_fallback_and_a_timeout_together() -> None:
     clock = bt.ManualClock()
     infra = infra_with(clock)
+    seen: list[tuple[Any, ...]] = []
+    bt.events.attach(
+        "t-policies",
+        [("buttress", "service", "timeout"), ("buttress", "service", "fallback")],
+        lambda name, m, md: seen.append((name[-1], dict(m), dict(md))),
+    )
 
     async def hang() -> str:
         await clock.asleep(float("inf"))
@@ -252,6 +258,11 @@ def test_an_async_fallback_and_a_timeout_together() -> None:
     got = asyncio.run(infra.call_async("svc", hang, timeout=1.0, fallback=cached))
     assert got == "cached after CallTimeoutError"
     assert infra.health().extra["services"]["svc"].fallbacks == 1
+    assert bt.events.detach("t-policies")
+    assert seen == [
+        ("timeout", {"timeout": 1.0}, {"service": "svc"}),
+        ("fallback", {}, {"service": "svc", "error": "CallTimeoutError"}),
+    ]
     infra.close()
 
 

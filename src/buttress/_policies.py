@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import events
 from ._breaker._outcome import health_of
 from ._clock import SystemClock
 from ._errors import CallTimeoutError, ConfigError, RejectedError
@@ -45,6 +46,18 @@ PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 LATE_RESULTS = ("raise", "keep")
+TIMEOUT_EVENT = ("buttress", "service", "timeout")
+FALLBACK_EVENT = ("buttress", "service", "fallback")
+
+
+def timed_out(service: str, seconds: float) -> CallTimeoutError:
+    """The error of a call past its timeout, announced as an event."""
+    events.emit(TIMEOUT_EVENT, {"timeout": seconds}, {"service": service})
+    return CallTimeoutError(service, seconds)
+
+
+def fell_back(service: str, exc: BaseException) -> None:
+    events.emit(FALLBACK_EVENT, None, {"service": service, "error": type(exc).__name__})
 
 
 class RetryPolicy(Protocol):
@@ -130,7 +143,7 @@ def timed(
         finally:
             _DEADLINE.reset(mark)
         if now() > deadline:
-            err = CallTimeoutError(service, seconds)
+            err = timed_out(service, seconds)
             if late_result == "keep":
                 err.__dict__["_late"] = result
             raise err
@@ -170,7 +183,7 @@ def timed_async(
                     return await fn(*args, **kwargs)
             except TimeoutError:
                 if cm.expired():
-                    raise CallTimeoutError(service, seconds) from None
+                    raise timed_out(service, seconds) from None
                 raise
         finally:
             if alarm is not None:

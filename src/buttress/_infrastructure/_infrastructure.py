@@ -34,6 +34,7 @@ from .._policies import (
     checked_retry,
     checked_timeout,
     falls_back,
+    fell_back,
     late,
     not_sync,
     timed,
@@ -483,6 +484,7 @@ class Infrastructure:
             if answer is None or not falls_back(_config_of(route), exc):
                 raise
             route.metrics.record_fallback()
+            fell_back(route.name, exc)
             value = answer(exc)
             wrong = not_sync(value)
             if wrong is not None:
@@ -555,6 +557,7 @@ class Infrastructure:
             if answer is None or not falls_back(_config_of(route), exc):
                 raise
             route.metrics.record_fallback()
+            fell_back(route.name, exc)
             value = answer(exc)
             if inspect.isawaitable(value):
                 value = await value
