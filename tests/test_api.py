@@ -100,6 +100,7 @@ PUBLIC = [
     "BreakerSnapshot",
     "BreakerState",
     "ButtressError",
+    "CallTimeoutError",
     "Chaos",
     "ChaosSchedule",
     "CircuitBreaker",
@@ -159,6 +160,7 @@ PUBLIC = [
     "health_wsgi_app",
     "http",
     "load_config",
+    "remaining",
 ]
 
 # The rate limiter's extension points: what a backend of one's own is made of.

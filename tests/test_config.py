@@ -723,6 +723,7 @@ def sections() -> dict[str, type[BaseModel]]:
         "connection_pools": c.PoolSettings,
         "memory_manager": c.MemoryManagerSettings,
         "chaos.schedule": c.ChaosScheduleSettings,
+        "services": c.ServiceSettings,
     }
 
 

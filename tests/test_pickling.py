@@ -114,6 +114,7 @@ EXAMPLES: dict[type[bt.ButtressError], Example] = {
         {"keys", "indexes", "outcome", "repaired"},
     ),
     bt.InjectedFault: (lambda: bt.InjectedFault("injected failure"), set()),
+    bt.CallTimeoutError: (lambda: bt.CallTimeoutError("payments", 2.0), {"service", "timeout"}),
     buttress.testing.ScenarioFault: (
         lambda: buttress.testing.ScenarioFault("scenario: dependency failing"),
         set(),

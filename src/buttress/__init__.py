@@ -35,6 +35,7 @@ from ._clock import Clock, ManualClock, SystemClock
 from ._errors import (
     BackendError,
     ButtressError,
+    CallTimeoutError,
     CircuitOpenError,
     ConfigError,
     ContextError,
@@ -64,6 +65,7 @@ from ._memory import (
     Psi,
     SystemProbe,
 )
+from ._policies import remaining
 from ._pool import (
     AsyncConnectionPool,
     AsyncLease,
@@ -94,6 +96,7 @@ __all__ = [
     "BreakerSnapshot",
     "BreakerState",
     "ButtressError",
+    "CallTimeoutError",
     "Chaos",
     "ChaosSchedule",
     "CircuitBreaker",
@@ -153,6 +156,7 @@ __all__ = [
     "health_wsgi_app",
     "http",
     "load_config",
+    "remaining",
 ]
 
 # Configuration is the only part that needs pydantic (about 100 ms to import): its names are

@@ -344,6 +344,23 @@ _CHAOS = _specs(
 )
 
 
+_SERVICE = _specs(
+    EventSpec(
+        ("buttress", "service", "timeout"),
+        ("timeout",),
+        ("service",),
+        "A protected call ran past its timeout (seconds in `timeout`) and failed with "
+        "`CallTimeoutError`, which the breaker records as a failure.",
+    ),
+    EventSpec(
+        ("buttress", "service", "fallback"),
+        (),
+        ("service", "error"),
+        "A refused or failed call was answered by its fallback; `error` is the class name of "
+        "what it raised.",
+    ),
+)
+
 CATALOG: dict[tuple[str, ...], EventSpec] = {
     **_TELEMETRY,
     **_BREAKER,
@@ -352,4 +369,5 @@ CATALOG: dict[tuple[str, ...], EventSpec] = {
     **_POOL,
     **_MEMORY,
     **_CHAOS,
+    **_SERVICE,
 }

@@ -171,6 +171,7 @@ PLAUSIBLE_SECONDS: dict[str, dict[str, float]] = {
     },
     "memory_manager": {"check_interval": 10 * MINUTE, "gc_interval": HOUR},
     "chaos.schedule": {"every": DAY, "duration": DAY, "max_duration": 7 * DAY},
+    "services": {"timeout": HOUR},
 }
 """Every duration setting, by section: the most seconds a bare number may give it.
 
@@ -763,10 +764,19 @@ class ServiceSettings(_Section):
     ``false`` turns a layer off for the service; a string names another component's table.
     """
 
+    _section = "services"
+
     breaker: str | bool = True
     limiter: str | bool = True
     pool: str | bool = True
     critical: bool = False
+    # Seconds each call may take (docs/timeouts-and-fallbacks.md); None: no timeout.
+    timeout: Positive | None = None
+    # A sync call's result that comes after its timeout: "raise" CallTimeoutError, or "keep" it
+    # (counted as a timeout failure either way).
+    late_result: Literal["raise", "keep"] = "raise"
+    # "module:function" called with the exception of a refused or failed call.
+    fallback: str | None = None
 
     @field_validator("breaker", "limiter", "pool", mode="before")
     @classmethod
@@ -835,7 +845,7 @@ class Config(_Section):
         return schedule.kwargs(targets)
 
     def check_imports(self) -> None:
-        """Import every exception class and pool factory the configuration names, as
+        """Import every exception class, pool factory and fallback the configuration names, as
         :class:`~buttress.Infrastructure` will; ``ConfigError`` names the first that fails."""
         for name, breaker in self.circuit_breakers.items():
             breaker.breaker_kwargs(f"circuit_breakers.{name}")
@@ -843,6 +853,9 @@ class Config(_Section):
             if pool.factory is not None:
                 import_callable(f"connection_pools.{name}.factory", pool.factory)
             pool.invalidate_on_types(f"connection_pools.{name}")
+        for name, service in self.services.items():
+            if service.fallback is not None:
+                import_callable(f"services.{name}.fallback", service.fallback)
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain data (``None`` values dropped, as TOML has none)."""

@@ -243,6 +243,23 @@ class InjectedFault(ButtressError):
     injected = True
 
 
+class CallTimeoutError(ButtressError, TimeoutError):
+    """A protected call ran past its ``timeout``: a failure of the dependency, which the
+    breaker records as one (never as a neutral cancellation). ``timeout`` is the seconds the
+    call had; ``service`` the service it called."""
+
+    def __init__(self, service: str, timeout: float) -> None:
+        super().__init__(
+            f"service {service!r}: the call took longer than its timeout ({timeout:g} s)"
+        )
+        self.service = service
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # An OSError made without __init__ prints nothing: rebuild it through __init__.
+        return (type(self), (self.service, self.timeout), self.__dict__)
+
+
 def _plain(value: object) -> bool:
     return value is None or type(value) in (str, int, float, bool)
 
@@ -267,6 +284,7 @@ for _cls in (
     InfrastructureClosedError,
     BackendError,
     InjectedFault,
+    CallTimeoutError,
 ):
     _cls.__module__ = "buttress"
 del _cls

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from ._concurrency import is_async_callable
 from ._counting import count_of
-from ._errors import ConfigError, RejectedError
+from ._errors import CallTimeoutError, ConfigError, RejectedError
 from ._fork import fork_safe_lock
 from ._histogram import Histogram
 
@@ -71,6 +71,8 @@ class ServiceSnapshot:
     cache_hits: int
     cache_misses: int
     cache_hit_ratio: float | None
+    timeouts: int = 0  # calls that ran past their timeout (CallTimeoutError), among errors
+    fallbacks: int = 0  # failed or refused calls whose fallback answered instead
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,6 +127,8 @@ class ServiceMetrics:
         self._second = 0
         self.cache_hits = 0
         self.cache_misses = 0
+        self.timeouts = 0
+        self.fallbacks = 0
 
     def want(self, metrics: Iterable[str]) -> None:
         """Publish ``metrics`` too: a service asked for twice publishes the union.
@@ -157,6 +161,13 @@ class ServiceMetrics:
         with self._lock:
             self._errors += 1
             self._errors_by_type[kind] = self._errors_by_type.get(kind, 0) + 1
+            if isinstance(error, CallTimeoutError):
+                self.timeouts += 1
+
+    def record_fallback(self) -> None:
+        """Count a failed or refused call whose fallback answered instead."""
+        with self._lock:
+            self.fallbacks += 1
 
     @property
     def calls(self) -> int:
@@ -206,6 +217,8 @@ class ServiceMetrics:
                 cache_hits=self.cache_hits,
                 cache_misses=self.cache_misses,
                 cache_hit_ratio=self.cache_hits / lookups if lookups else None,
+                timeouts=self.timeouts,
+                fallbacks=self.fallbacks,
             )
 
     def _throughput(self, now: float) -> float:

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
+from .._errors import CallTimeoutError
+
 if TYPE_CHECKING:
     from ._config import BreakerConfig
 
@@ -65,12 +67,15 @@ CANCELLATION: tuple[type[BaseException], ...] = (
 
 def classify(config: BreakerConfig, exc: BaseException) -> Outcome:
     """The outcome of a call that raised ``exc``: cancelled, an injected fault (always a
-    failure: chaos simulates one whatever ``record`` says), ignored (by ``ignore``, or as an
+    failure: chaos simulates one whatever ``record`` says), a :class:`~buttress.CallTimeoutError`
+    (always a failure: a hung dependency must open the breaker), ignored (by ``ignore``, or as an
     HTTP client error), recorded, or else a success (an exception ``record`` does not name is
     the caller's business, not a sign that the dependency fails)."""
     if isinstance(exc, CANCELLATION):
         return Outcome.CANCELLED
     if getattr(exc, "injected", False) is True:
+        return Outcome.FAILURE
+    if isinstance(exc, CallTimeoutError):  # the call's own timeout: the dependency hung
         return Outcome.FAILURE
     for matcher in config.ignore:
         if _matches(matcher, exc):

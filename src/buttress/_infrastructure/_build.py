@@ -85,6 +85,10 @@ class Route:
     shared_limit: bool
     steps: Steps | None = None
     async_steps: AsyncSteps | None = None
+    # The service's call policies from [services.NAME] (docs/timeouts-and-fallbacks.md).
+    timeout: float | None = None
+    late_result: str = "raise"
+    fallback: Callable[[BaseException], Any] | None = None
 
     def layers(self) -> ServiceLayers:
         return ServiceLayers(
@@ -341,7 +345,20 @@ def build_route(
         critical=bool(s and s.critical),
         reads_key=limiter is not None and any(sc.by == "key" for sc in limiter.scopes),
         shared_limit=limiter is not None and not isinstance(limiter.backend, MemoryBackend),
+        timeout=s.timeout if s is not None else None,
+        late_result=s.late_result if s is not None else "raise",
+        fallback=(
+            _import_callable(f"services.{table}.fallback", s.fallback)
+            if s is not None and s.fallback is not None
+            else None
+        ),
     )
+
+
+def _import_callable(path: str, dotted: str) -> Callable[..., Any]:
+    from .._config import import_callable  # pydantic: only once a config is read
+
+    return import_callable(path, dotted)
 
 
 def choices(

@@ -28,9 +28,21 @@ from .._fork import fork_safe_lock
 from .._health import HealthReport, build_report
 from .._instrument import METRICS, ServiceMetrics, instrument_callable
 from .._memory import MemorySample
+from .._policies import (
+    RetryPolicy,
+    checked_fallback,
+    checked_retry,
+    checked_timeout,
+    falls_back,
+    fell_back,
+    late,
+    not_sync,
+    timed,
+    timed_async,
+)
 from .._pool import AsyncConnectionPool, ConnectionPool, PoolSnapshot
 from .._scheduler import AsyncScheduler, Handle, Scheduler
-from ..ratelimit._decision import Decision
+from ..ratelimit._decision import Decision, exceeded
 from ..ratelimit._limiter import RateLimiter
 from ..ratelimit._memory import MemoryBackend
 from ..ratelimit._scope import check_name
@@ -387,11 +399,16 @@ class Infrastructure:
         critical: bool | None = None,
         cost: float = 1,
         limiter: LimiterChoice | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        fallback: Callable[[BaseException], Any] | None = None,
         **kwargs: Any,
     ) -> T:
         """Run ``fn(*args, **kwargs)`` under :meth:`protect` (``limiter`` as there).
 
         When the service has a pool, the connection is passed first: ``fn(conn, *args)``.
+        ``timeout``, ``retry`` and ``fallback`` (each also read from ``[services.NAME]``) are
+        the call's policies: docs/timeouts-and-fallbacks.md.
         """
         route = self._routes.get(service) or self._route(service)
         if limiter is not None:
@@ -400,7 +417,79 @@ class Infrastructure:
             context = _keyed(route, rate_key, context)
         if critical is None:
             critical = route.critical
-        return run(route, fn, args, kwargs, context, critical, cost)
+        if (
+            timeout is None
+            and retry is None
+            and fallback is None
+            and route.timeout is None
+            and route.fallback is None
+        ):
+            return run(route, fn, args, kwargs, context, critical, cost)
+        return self._policed(  # type: ignore[no-any-return]
+            route, fn, args, kwargs, context, critical, cost, timeout, retry, fallback
+        )
+
+    def _charged(self, route: Route, key: Any, cost: float) -> Route:
+        """Charge the rate limit once for a retried request; the route its attempts take
+        (the same layers without the limiter)."""
+        limiter = route.limiter
+        if limiter is None:
+            return route
+        d = limiter.try_acquire(key, cost)
+        if not d.allowed:
+            err = exceeded(d)
+            route.metrics.record_rejection(err)
+            raise err
+        return self._limited(route, False)
+
+    async def _charged_async(self, route: Route, key: Any, cost: float) -> Route:
+        limiter = route.limiter
+        if limiter is None:
+            return route
+        d = await limiter.try_acquire_async(key, cost)
+        if not d.allowed:
+            err = exceeded(d)
+            route.metrics.record_rejection(err)
+            raise err
+        return self._limited(route, False)
+
+    def _policed(
+        self,
+        route: Route,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: Any,
+        critical: bool,
+        cost: float,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        fallback: Callable[[BaseException], Any] | None,
+    ) -> Any:
+        """A call with policies: fallback, then retry (after the rate limit), then each
+        attempt's timeout around the operation (docs/timeouts-and-fallbacks.md)."""
+        seconds = route.timeout if timeout is None else checked_timeout(timeout)
+        answer = route.fallback if fallback is None else checked_fallback(fallback)
+        if seconds is not None:
+            fn = timed(route.name, fn, seconds, self.clock, route.late_result)
+        try:
+            if retry is None:
+                return run(route, fn, args, kwargs, key, critical, cost)
+            attempts = self._charged(route, key, cost)
+            return checked_retry(retry).call(run, attempts, fn, args, kwargs, key, critical, cost)
+        except Exception as exc:
+            kept, result = late(exc)
+            if kept:
+                return result
+            if answer is None or not falls_back(_config_of(route), exc):
+                raise
+            route.metrics.record_fallback()
+            fell_back(route.name, exc)
+            value = answer(exc)
+            wrong = not_sync(value)
+            if wrong is not None:
+                raise wrong from exc
+            return value
 
     async def call_async(
         self,
@@ -413,9 +502,13 @@ class Infrastructure:
         critical: bool | None = None,
         cost: float = 1,
         limiter: LimiterChoice | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        fallback: Callable[[BaseException], Any] | None = None,
         **kwargs: Any,
     ) -> T:
-        """The async twin of :meth:`call` (awaits ``fn``; an async pool's connection first)."""
+        """The async twin of :meth:`call` (awaits ``fn``; an async pool's connection first;
+        a fallback may be a coroutine function)."""
         route = self._routes.get(service) or self._route(service)
         if limiter is not None:
             route = self._limited(route, limiter)
@@ -423,7 +516,52 @@ class Infrastructure:
             context = _keyed(route, rate_key, context)
         if critical is None:
             critical = route.critical
-        return await run_async(route, fn, args, kwargs, context, critical, cost)
+        if (
+            timeout is None
+            and retry is None
+            and fallback is None
+            and route.timeout is None
+            and route.fallback is None
+        ):
+            return await run_async(route, fn, args, kwargs, context, critical, cost)
+        return await self._policed_async(  # type: ignore[no-any-return]
+            route, fn, args, kwargs, context, critical, cost, timeout, retry, fallback
+        )
+
+    async def _policed_async(
+        self,
+        route: Route,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: Any,
+        critical: bool,
+        cost: float,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        fallback: Callable[[BaseException], Any] | None,
+    ) -> Any:
+        """The async twin of :meth:`_policed`: the timeout cancels the operation."""
+        seconds = route.timeout if timeout is None else checked_timeout(timeout)
+        answer = route.fallback if fallback is None else checked_fallback(fallback)
+        if seconds is not None:
+            fn = timed_async(route.name, fn, seconds, self.clock)
+        try:
+            if retry is None:
+                return await run_async(route, fn, args, kwargs, key, critical, cost)
+            attempts = await self._charged_async(route, key, cost)
+            return await checked_retry(retry).call_async(
+                run_async, attempts, fn, args, kwargs, key, critical, cost
+            )
+        except Exception as exc:
+            if answer is None or not falls_back(_config_of(route), exc):
+                raise
+            route.metrics.record_fallback()
+            fell_back(route.name, exc)
+            value = answer(exc)
+            if inspect.isawaitable(value):
+                value = await value
+            return value
 
     def protected(
         self,
@@ -434,13 +572,25 @@ class Infrastructure:
         critical: bool | None = None,
         cost: float = 1,
         limiter: LimiterChoice | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        fallback: Callable[[BaseException], Any] | None = None,
     ) -> Callable[[Callable[P, T]], Callable[P, T]]:
-        """Decorate a sync or async function so every call runs under :meth:`protect`.
+        """Decorate a sync or async function so every call runs under :meth:`protect`
+        (``timeout``, ``retry`` and ``fallback`` as in :meth:`call`).
 
         ``rate_key`` and ``context`` may be callables taking the function's arguments. The
         function's own arguments pass through untouched, even ones named like these options.
         Generator functions are refused (``TypeError``): their body runs after the call returns.
         """
+
+        if timeout is not None:
+            checked_timeout(timeout)
+        if fallback is not None:
+            checked_fallback(fallback)
+        if retry is not None:
+            checked_retry(retry)
+        policed = timeout is not None or retry is not None or fallback is not None
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
@@ -461,6 +611,19 @@ class Infrastructure:
                     if limiter is not None:
                         route = self._limited(route, limiter)
                     k = key(route, args, kwargs)
+                    if policed or route.timeout is not None or route.fallback is not None:
+                        return await self._policed_async(
+                            route,
+                            fn,
+                            args,
+                            kwargs,
+                            k,
+                            _critical(route, critical),
+                            cost,
+                            timeout,
+                            retry,
+                            fallback,
+                        )
                     return await run_async(
                         route, fn, args, kwargs, k, _critical(route, critical), cost
                     )
@@ -473,6 +636,19 @@ class Infrastructure:
                 if limiter is not None:
                     route = self._limited(route, limiter)
                 k = key(route, args, kwargs)
+                if policed or route.timeout is not None or route.fallback is not None:
+                    return self._policed(
+                        route,
+                        fn,
+                        args,
+                        kwargs,
+                        k,
+                        _critical(route, critical),
+                        cost,
+                        timeout,
+                        retry,
+                        fallback,
+                    )
                 return run(route, fn, args, kwargs, k, _critical(route, critical), cost)
 
             return wrapper
@@ -560,6 +736,10 @@ class Protection(ProtectionSteps, AsyncProtectionSteps):
         self._recording = None
         self.connection: Any = None
         self.decision: Decision | None = None
+
+
+def _config_of(route: Route) -> Any:
+    return route.breaker.config if route.breaker is not None else None
 
 
 def _critical(route: Route, critical: bool | None) -> bool:

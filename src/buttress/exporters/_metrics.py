@@ -554,6 +554,24 @@ METRICS: tuple[MetricDef, ...] = (
         "Calls refused before they ran, by error class (RateLimitExceeded, CircuitOpenError...).",
     ),
     _def(
+        "service.timeouts",
+        "counter",
+        ("name",),
+        "service_timeouts",
+        "buttress.service.timeouts",
+        "{call}",
+        "Calls that ran past their timeout (CallTimeoutError), counted among the errors too.",
+    ),
+    _def(
+        "service.fallbacks",
+        "counter",
+        ("name",),
+        "service_fallbacks",
+        "buttress.service.fallbacks",
+        "{call}",
+        "Refused or failed calls that their fallback answered.",
+    ),
+    _def(
         "service.duration",
         "summary",
         ("name",),
@@ -750,6 +768,8 @@ def service_samples(
                 out["service.errors"].append(((ns, s.name, kind), float(count)))
             for reason, count in sorted(s.rejected_by_reason.items()):
                 out["service.rejections"].append(((ns, s.name, reason), float(count)))
+            out["service.timeouts"].append((n, float(s.timeouts)))
+            out["service.fallbacks"].append((n, float(s.fallbacks)))
         if "latency" in wanted:
             quantiles = (
                 (0.5, s.latency_p50),
