@@ -48,8 +48,10 @@ def call_in_forked_child(method: Callable[[], None]) -> None:
     """Call the bound ``method`` in every child forked from now on (while its object lives)."""
     key = next(_ids)
 
-    def forget(_ref: object) -> None:  # when the object goes: a dict pop, safe from any thread
-        _hooks.pop(key, None)
+    # When the object goes: a dict pop, safe from any thread. The dict is bound here, not
+    # looked up: at interpreter exit this module's globals may already be gone (None).
+    def forget(_ref: object, hooks: dict[int, Any] = _hooks) -> None:
+        hooks.pop(key, None)
 
     _hooks[key] = weakref.WeakMethod(method, forget)
 

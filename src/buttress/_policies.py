@@ -83,11 +83,13 @@ def remaining() -> float | None:
 
 
 def checked_timeout(timeout: Any) -> float:
-    """``timeout`` as seconds, or a ``ValueError`` / ``TypeError`` naming it."""
+    """``timeout`` as seconds, or a ``ConfigError`` (a ``ValueError``) / ``TypeError`` naming it."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
     if not timeout > 0 or timeout == float("inf"):
-        raise ValueError(f"timeout must be a positive, finite number of seconds, got {timeout!r}")
+        raise ConfigError(
+            "timeout", f"must be a positive, finite number of seconds, got {timeout!r}"
+        )
     return float(timeout)
 
 
