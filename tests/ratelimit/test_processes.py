@@ -167,7 +167,7 @@ def test_six_processes_killed_at_random_never_exceed_a_windows_limit(tmp_path: P
     deadline = time.monotonic() + KILL_SECONDS
     try:
         while time.monotonic() < deadline:
-            time.sleep(rng.uniform(0.05, 0.5))  # the pace of the kills, not a wait for a state
+            time.sleep(rng.uniform(0.05, 0.5))  # real-time: the pace of the kills, not a wait
             i = rng.randrange(KILL_PROCESSES)
             os.kill(workers[i].pid, signal.SIGKILL)
             workers[i].join()

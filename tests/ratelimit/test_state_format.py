@@ -377,7 +377,7 @@ def test_cancelled_async_decisions_on_redis_leave_no_charge(
                 for task, point in zip(tasks, points, strict=True):
                     if point == step:
                         task.cancel()
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # real-time: one loop turn (a cancel point), no wait
             for task in tasks:
                 try:
                     decision = await task
