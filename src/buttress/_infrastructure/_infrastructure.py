@@ -481,10 +481,8 @@ class Infrastructure:
             kept, result = late(exc)
             if kept:
                 return result
-            if answer is None or not falls_back(_config_of(route), exc):
+            if answer is None or not _answered(route, exc):
                 raise
-            route.metrics.record_fallback()
-            fell_back(route.name, exc)
             value = answer(exc)
             wrong = not_sync(value)
             if wrong is not None:
@@ -554,10 +552,8 @@ class Infrastructure:
                 run_async, attempts, fn, args, kwargs, key, critical, cost
             )
         except Exception as exc:
-            if answer is None or not falls_back(_config_of(route), exc):
+            if answer is None or not _answered(route, exc):
                 raise
-            route.metrics.record_fallback()
-            fell_back(route.name, exc)
             value = answer(exc)
             if inspect.isawaitable(value):
                 value = await value
@@ -736,6 +732,16 @@ class Protection(ProtectionSteps, AsyncProtectionSteps):
         self._recording = None
         self.connection: Any = None
         self.decision: Decision | None = None
+
+
+def _answered(route: Route, exc: BaseException) -> bool:
+    """Whether a fallback answers the call's ``exc`` (see ``_policies.falls_back``); one that
+    does is counted and announced here, for the sync and async calls alike."""
+    if not falls_back(_config_of(route), exc):
+        return False
+    route.metrics.record_fallback()
+    fell_back(route.name, exc)
+    return True
 
 
 def _config_of(route: Route) -> Any:
