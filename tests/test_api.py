@@ -95,7 +95,9 @@ PUBLIC = [
     "AsyncConnectionPool",
     "AsyncLease",
     "AsyncScheduler",
+    "Attempt",
     "BackendError",
+    "Backoff",
     "BreakerConfig",
     "BreakerSnapshot",
     "BreakerState",
@@ -142,6 +144,9 @@ PUBLIC = [
     "RedisBackend",
     "RejectedError",
     "ResourceSpec",
+    "Retry",
+    "RetryBudget",
+    "RetryBudgetSnapshot",
     "SQLiteBackend",
     "Scheduler",
     "Scope",
@@ -160,6 +165,7 @@ PUBLIC = [
     "health_wsgi_app",
     "http",
     "load_config",
+    "parse_retry_after",
     "remaining",
 ]
 

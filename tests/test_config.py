@@ -47,6 +47,14 @@ def test_example_covers_every_option() -> None:
         c.ChaosSettings: set(data["chaos"]),
         c.ChaosScheduleSettings: set(data["chaos"]["schedule"]),
         c.ServiceSettings: keys_of(list(data["services"].values())),
+        c.RetrySettings: keys_of([s["retry"] for s in data["services"].values() if "retry" in s]),
+        c.RetryBudgetSettings: keys_of(
+            [
+                s["retry"]["budget"]
+                for s in data["services"].values()
+                if "budget" in s.get("retry", {})
+            ]
+        ),
     }
     for model, seen in covered.items():
         assert fields(model) - seen == set(), f"{model.__name__} options missing from the example"
@@ -724,6 +732,8 @@ def sections() -> dict[str, type[BaseModel]]:
         "memory_manager": c.MemoryManagerSettings,
         "chaos.schedule": c.ChaosScheduleSettings,
         "services": c.ServiceSettings,
+        "services.retry": c.RetrySettings,
+        "services.retry.budget": c.RetryBudgetSettings,
     }
 
 

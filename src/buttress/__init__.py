@@ -74,6 +74,7 @@ from ._pool import (
     PoolConfig,
     PoolSnapshot,
 )
+from ._retry import Attempt, Backoff, Retry, RetryBudget, RetryBudgetSnapshot, parse_retry_after
 from ._scheduler import AsyncScheduler, Scheduler
 from ._version import __version__
 from .ratelimit._decision import Decision, ScopeStatus
@@ -91,7 +92,9 @@ __all__ = [
     "AsyncConnectionPool",
     "AsyncLease",
     "AsyncScheduler",
+    "Attempt",
     "BackendError",
+    "Backoff",
     "BreakerConfig",
     "BreakerSnapshot",
     "BreakerState",
@@ -138,6 +141,9 @@ __all__ = [
     "RedisBackend",
     "RejectedError",
     "ResourceSpec",
+    "Retry",
+    "RetryBudget",
+    "RetryBudgetSnapshot",
     "SQLiteBackend",
     "Scheduler",
     "Scope",
@@ -156,6 +162,7 @@ __all__ = [
     "health_wsgi_app",
     "http",
     "load_config",
+    "parse_retry_after",
     "remaining",
 ]
 

@@ -361,12 +361,33 @@ _SERVICE = _specs(
     ),
 )
 
+_RETRY = _specs(
+    EventSpec(
+        ("buttress", "retry", "retry"),
+        ("attempt", "wait"),
+        ("name", "error"),
+        "Attempt `attempt` failed (`error`: the exception's class name, or `result` for a "
+        "value `on_result` turned down) and the next starts after `wait` seconds. `name`: the "
+        "retry's name, else the service's, else the function's.",
+    ),
+    EventSpec(
+        ("buttress", "retry", "gave_up"),
+        ("attempts",),
+        ("name", "reason", "error"),
+        "A retried call stopped after `attempts` attempts: `reason` is `exhausted` (attempts "
+        "ran out), `deadline` (the next wait would pass the deadline, or a wait asked for by "
+        "the failure is longer than the backoff's `max` without a deadline) or `budget` (the "
+        "retry budget refused).",
+    ),
+)
+
 CATALOG: dict[tuple[str, ...], EventSpec] = {
     **_TELEMETRY,
     **_BREAKER,
     **_RATE_LIMIT,
     **_RATE_LIMIT_BACKENDS,
     **_POOL,
+    **_RETRY,
     **_MEMORY,
     **_CHAOS,
     **_SERVICE,

@@ -58,6 +58,8 @@ from ._validate import describe_seconds, is_number, parse_duration
 from .ratelimit._registry import AlgorithmName
 
 if TYPE_CHECKING:
+    from ._clock import Clock
+    from ._retry import Retry
     from .ratelimit._scope import Scope
 
 __all__ = [
@@ -71,6 +73,8 @@ __all__ = [
     "MemoryManagerSettings",
     "PoolSettings",
     "RateLimitingSettings",
+    "RetryBudgetSettings",
+    "RetrySettings",
     "ScopeSettings",
     "ServiceSettings",
     "load_config",
@@ -172,6 +176,8 @@ PLAUSIBLE_SECONDS: dict[str, dict[str, float]] = {
     "memory_manager": {"check_interval": 10 * MINUTE, "gc_interval": HOUR},
     "chaos.schedule": {"every": DAY, "duration": DAY, "max_duration": 7 * DAY},
     "services": {"timeout": HOUR},
+    "services.retry": {"initial": MINUTE, "max": HOUR, "deadline": HOUR},
+    "services.retry.budget": {"window": HOUR},
 }
 """Every duration setting, by section: the most seconds a bare number may give it.
 
@@ -758,6 +764,70 @@ def _pool_defaults(pools: dict[str, PoolSettings]) -> None:
 # -- services ----------------------------------------------------------------------------------
 
 
+NonNegative = Annotated[float, _Num, Field(ge=0.0, strict=True, allow_inf_nan=False)]
+
+
+class RetryBudgetSettings(_Section):
+    """A service's retry budget (see docs/retries.md): shared by every call of the service."""
+
+    _section = "services.retry.budget"
+
+    ratio: NonNegative = 0.2
+    min_per_second: NonNegative = 10.0
+    window: Positive = 10.0
+
+
+class RetrySettings(_Section):
+    """A service's retry policy (``[services.NAME.retry]``, see docs/retries.md): the
+    :class:`~buttress.Retry` and :class:`~buttress.Backoff` arguments, flat."""
+
+    _section = "services.retry"
+
+    attempts: Count = 3
+    initial: Seconds = 0.1
+    multiplier: Annotated[float, _Num, Field(ge=1.0, strict=True, allow_inf_nan=False)] = 2.0
+    max: Seconds = 10.0
+    jitter: Literal["full", "equal", "none"] = "full"
+    deadline: Positive | None = None
+    # A [services.NAME.retry.budget] table turns the budget on (each key has its default).
+    budget: RetryBudgetSettings | None = None
+
+    def check(self, path: str) -> None:
+        """Raise ``ConfigError`` (under ``path``) for values valid alone but not together
+        (``max`` below ``initial``)."""
+        from ._retry import Backoff
+
+        _prefixed(path, Backoff, self._backoff())
+
+    def _backoff(self) -> dict[str, Any]:
+        return {
+            "initial": self.initial,
+            "multiplier": self.multiplier,
+            "max": self.max,
+            "jitter": self.jitter,
+        }
+
+    def policy(self, path: str, clock: Clock) -> Retry:
+        """The :class:`~buttress.Retry` these settings describe, its budget on ``clock``."""
+        from ._retry import Backoff, Retry, RetryBudget
+
+        self.check(path)
+        b = self.budget
+        budget = (
+            None
+            if b is None
+            else RetryBudget(
+                ratio=b.ratio, min_per_second=b.min_per_second, window=b.window, clock=clock
+            )
+        )
+        return Retry(
+            attempts=self.attempts,
+            backoff=Backoff(**self._backoff()),
+            deadline=self.deadline,
+            budget=budget,
+        )
+
+
 class ServiceSettings(_Section):
     """Which components guard a service; each defaults to the one named like the service.
 
@@ -777,6 +847,8 @@ class ServiceSettings(_Section):
     late_result: Literal["raise", "keep"] = "raise"
     # "module:function" called with the exception of a refused or failed call.
     fallback: str | None = None
+    # How calls are retried (docs/retries.md); None: not retried.
+    retry: RetrySettings | None = None
 
     @field_validator("breaker", "limiter", "pool", mode="before")
     @classmethod
@@ -812,6 +884,8 @@ class Config(_Section):
         for name, pool in self.connection_pools.items():
             pool.check(f"connection_pools.{name}")
         for name, service in self.services.items():  # what each service's table names
+            if service.retry is not None:
+                service.retry.check(f"services.{name}.retry")
             for kind, choice, components in (
                 ("breaker", service.breaker, self.circuit_breakers),
                 ("limiter", service.limiter, self.rate_limiting.limiters),

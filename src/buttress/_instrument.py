@@ -20,7 +20,7 @@ import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 from ._concurrency import is_async_callable
@@ -73,6 +73,10 @@ class ServiceSnapshot:
     cache_hit_ratio: float | None
     timeouts: int = 0  # calls that ran past their timeout (CallTimeoutError), among errors
     fallbacks: int = 0  # failed or refused calls whose fallback answered instead
+    # Retries by outcome: "retried" (a failed attempt followed by another), "recovered" (a
+    # call that succeeded after retrying), and why retrying stopped: "exhausted", "deadline",
+    # "budget" (the retry budget refused). Empty without a retry policy.
+    retries: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,6 +133,7 @@ class ServiceMetrics:
         self.cache_misses = 0
         self.timeouts = 0
         self.fallbacks = 0
+        self._retries: dict[str, int] = {}
 
     def want(self, metrics: Iterable[str]) -> None:
         """Publish ``metrics`` too: a service asked for twice publishes the union.
@@ -168,6 +173,11 @@ class ServiceMetrics:
         """Count a failed or refused call whose fallback answered instead."""
         with self._lock:
             self.fallbacks += 1
+
+    def record_retry(self, outcome: str) -> None:
+        """Count a retry outcome (see :attr:`ServiceSnapshot.retries`)."""
+        with self._lock:
+            self._retries[outcome] = self._retries.get(outcome, 0) + 1
 
     @property
     def calls(self) -> int:
@@ -219,6 +229,7 @@ class ServiceMetrics:
                 cache_hit_ratio=self.cache_hits / lookups if lookups else None,
                 timeouts=self.timeouts,
                 fallbacks=self.fallbacks,
+                retries=dict(self._retries),
             )
 
     def _throughput(self, now: float) -> float:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._clock import Clock
 
 # The current deadline: (the clock's monotonic time at which it passes, that clock).
-_DEADLINE: ContextVar[tuple[float, Clock] | None] = ContextVar("buttress_deadline", default=None)
+DEADLINE: ContextVar[tuple[float, Clock] | None] = ContextVar("buttress_deadline", default=None)
 
 # Errors that say the code is wrong, not the dependency: a fallback never hides them.
 PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
@@ -75,7 +75,7 @@ def remaining() -> float | None:
     """Seconds left before the current protected call's deadline (0.0 once it has passed),
     or ``None`` outside any call with a timeout. Pass it to the operation's client (a
     driver's or an HTTP client's timeout), so the call gives up in time."""
-    current = _DEADLINE.get()
+    current = DEADLINE.get()
     if current is None:
         return None
     left = current[0] - current[1].monotonic()
@@ -139,11 +139,11 @@ def timed(
     def attempt(*args: Any, **kwargs: Any) -> Any:
         seconds = _window(timeout)
         deadline = now() + seconds
-        mark = _DEADLINE.set((deadline, clock))
+        mark = DEADLINE.set((deadline, clock))
         try:
             result = fn(*args, **kwargs)
         finally:
-            _DEADLINE.reset(mark)
+            DEADLINE.reset(mark)
         if now() > deadline:
             err = timed_out(service, seconds)
             if late_result == "keep":
@@ -171,7 +171,7 @@ def timed_async(
 
     async def attempt(*args: Any, **kwargs: Any) -> Any:
         seconds = _window(timeout)
-        mark = _DEADLINE.set((now() + seconds, clock))
+        mark = DEADLINE.set((now() + seconds, clock))
         alarm = None
         try:
             if real:
@@ -190,7 +190,7 @@ def timed_async(
         finally:
             if alarm is not None:
                 alarm.cancel()
-            _DEADLINE.reset(mark)
+            DEADLINE.reset(mark)
 
     return attempt
 

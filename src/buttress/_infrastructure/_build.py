@@ -31,6 +31,8 @@ from ..ratelimit._memory import MemoryBackend
 if TYPE_CHECKING:
     from .._clock import Clock
     from .._config import Config, LimiterSettings, PoolSettings, ServiceSettings
+    from .._retry import Retry
+    from .._retry._retry import ServiceCalls
     from .._scheduler import AsyncScheduler, Scheduler
     from ._protect import Steps
     from ._protect_async import AsyncSteps
@@ -89,6 +91,14 @@ class Route:
     timeout: float | None = None
     late_result: str = "raise"
     fallback: Callable[[BaseException], Any] | None = None
+    retry: Retry | None = None
+    # What a Retry is given for this service's calls (made on first use, see _retried).
+    retry_calls: ServiceCalls | None = None
+
+    @property
+    def policed(self) -> bool:
+        """Whether calls to the service take the policies' path even when the call sets none."""
+        return self.timeout is not None or self.fallback is not None or self.retry is not None
 
     def layers(self) -> ServiceLayers:
         return ServiceLayers(
@@ -299,6 +309,7 @@ def build_route(
     async_pools: Mapping[str, AsyncConnectionPool],
     metrics: ServiceMetrics,
     namespace: str,
+    clock: Clock,
 ) -> Route:
     """Which breaker, limiter and pool guard ``service``: its ``services`` table's choices,
     else the components named like the service (and ``circuit_breakers.default``, made for it
@@ -350,6 +361,11 @@ def build_route(
         fallback=(
             _import_callable(f"services.{table}.fallback", s.fallback)
             if s is not None and s.fallback is not None
+            else None
+        ),
+        retry=(
+            s.retry.policy(f"services.{table}.retry", clock)
+            if s is not None and s.retry is not None
             else None
         ),
     )

@@ -41,6 +41,8 @@ from .._policies import (
     timed_async,
 )
 from .._pool import AsyncConnectionPool, ConnectionPool, PoolSnapshot
+from .._retry import Retry
+from .._retry._retry import ServiceCalls
 from .._scheduler import AsyncScheduler, Handle, Scheduler
 from ..ratelimit._decision import Decision, exceeded
 from ..ratelimit._limiter import RateLimiter
@@ -211,6 +213,7 @@ class Infrastructure:
             async_pools=self.async_pools,
             metrics=metrics,
             namespace=self.namespace,
+            clock=self.clock,
         )
         self.services[service] = metrics  # only a service that resolved is reported
         self._compile(route)
@@ -417,17 +420,21 @@ class Infrastructure:
             context = _keyed(route, rate_key, context)
         if critical is None:
             critical = route.critical
-        if (
-            timeout is None
-            and retry is None
-            and fallback is None
-            and route.timeout is None
-            and route.fallback is None
-        ):
+        if timeout is None and retry is None and fallback is None and not route.policed:
             return run(route, fn, args, kwargs, context, critical, cost)
         return self._policed(  # type: ignore[no-any-return]
             route, fn, args, kwargs, context, critical, cost, timeout, retry, fallback
         )
+
+    def _retried(self, route: Route) -> ServiceCalls:
+        """What a :class:`~buttress.Retry` is given for ``route``'s calls: the service's name,
+        breaker classification, clock and retry counters (made once per route)."""
+        calls = route.retry_calls
+        if calls is None:
+            calls = route.retry_calls = ServiceCalls(
+                route.name, _config_of(route), self.clock, route.metrics.record_retry
+            )
+        return calls
 
     def _charged(self, route: Route, key: Any, cost: float) -> Route:
         """Charge the rate limit once for a retried request; the route its attempts take
@@ -470,13 +477,21 @@ class Infrastructure:
         attempt's timeout around the operation (docs/timeouts-and-fallbacks.md)."""
         seconds = route.timeout if timeout is None else checked_timeout(timeout)
         answer = route.fallback if fallback is None else checked_fallback(fallback)
+        policy = route.retry if retry is None else checked_retry(retry)
         if seconds is not None:
             fn = timed(route.name, fn, seconds, self.clock, route.late_result)
         try:
-            if retry is None:
+            if policy is None:
                 return run(route, fn, args, kwargs, key, critical, cost)
             attempts = self._charged(route, key, cost)
-            return checked_retry(retry).call(run, attempts, fn, args, kwargs, key, critical, cost)
+            if isinstance(policy, Retry):
+                return policy.run_retried(
+                    run,
+                    (attempts, fn, args, kwargs, key, critical, cost),
+                    {},
+                    self._retried(route),
+                )
+            return policy.call(run, attempts, fn, args, kwargs, key, critical, cost)
         except Exception as exc:
             kept, result = late(exc)
             if kept:
@@ -514,13 +529,7 @@ class Infrastructure:
             context = _keyed(route, rate_key, context)
         if critical is None:
             critical = route.critical
-        if (
-            timeout is None
-            and retry is None
-            and fallback is None
-            and route.timeout is None
-            and route.fallback is None
-        ):
+        if timeout is None and retry is None and fallback is None and not route.policed:
             return await run_async(route, fn, args, kwargs, context, critical, cost)
         return await self._policed_async(  # type: ignore[no-any-return]
             route, fn, args, kwargs, context, critical, cost, timeout, retry, fallback
@@ -542,13 +551,21 @@ class Infrastructure:
         """The async twin of :meth:`_policed`: the timeout cancels the operation."""
         seconds = route.timeout if timeout is None else checked_timeout(timeout)
         answer = route.fallback if fallback is None else checked_fallback(fallback)
+        policy = route.retry if retry is None else checked_retry(retry)
         if seconds is not None:
             fn = timed_async(route.name, fn, seconds, self.clock)
         try:
-            if retry is None:
+            if policy is None:
                 return await run_async(route, fn, args, kwargs, key, critical, cost)
             attempts = await self._charged_async(route, key, cost)
-            return await checked_retry(retry).call_async(
+            if isinstance(policy, Retry):
+                return await policy.run_retried_async(
+                    run_async,
+                    (attempts, fn, args, kwargs, key, critical, cost),
+                    {},
+                    self._retried(route),
+                )
+            return await policy.call_async(
                 run_async, attempts, fn, args, kwargs, key, critical, cost
             )
         except Exception as exc:
@@ -607,7 +624,7 @@ class Infrastructure:
                     if limiter is not None:
                         route = self._limited(route, limiter)
                     k = key(route, args, kwargs)
-                    if policed or route.timeout is not None or route.fallback is not None:
+                    if policed or route.policed:
                         return await self._policed_async(
                             route,
                             fn,
@@ -632,7 +649,7 @@ class Infrastructure:
                 if limiter is not None:
                     route = self._limited(route, limiter)
                 k = key(route, args, kwargs)
-                if policed or route.timeout is not None or route.fallback is not None:
+                if policed or route.policed:
                     return self._policed(
                         route,
                         fn,

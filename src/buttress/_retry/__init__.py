@@ -1,2 +1,9 @@
-"""Retries: backoff and retry budgets (pure cores; the `Retry` shell is still to come). Private:
-public names come through ``buttress``."""
+"""Retries: backoff, budgets and the ``Retry`` policy. Private: public names come through
+``buttress``."""
+
+from ._backoff import Backoff
+from ._budget import RetryBudget, RetryBudgetSnapshot
+from ._retry import Attempt, Retry
+from ._retry_after import parse_retry_after
+
+__all__ = ["Attempt", "Backoff", "Retry", "RetryBudget", "RetryBudgetSnapshot", "parse_retry_after"]

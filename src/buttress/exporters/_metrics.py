@@ -572,6 +572,17 @@ METRICS: tuple[MetricDef, ...] = (
         "Refused or failed calls that their fallback answered.",
     ),
     _def(
+        "service.retries",
+        "counter",
+        ("name", "outcome"),
+        "service_retries",
+        "buttress.service.retries",
+        "{retry}",
+        "Retries by outcome: retried (a failed attempt followed by another), recovered (a call "
+        "that succeeded after retrying), and why retrying stopped: exhausted, deadline, budget "
+        "(refused by the retry budget).",
+    ),
+    _def(
         "service.duration",
         "summary",
         ("name",),
@@ -770,6 +781,8 @@ def service_samples(
                 out["service.rejections"].append(((ns, s.name, reason), float(count)))
             out["service.timeouts"].append((n, float(s.timeouts)))
             out["service.fallbacks"].append((n, float(s.fallbacks)))
+            for outcome, count in sorted(s.retries.items()):
+                out["service.retries"].append(((ns, s.name, outcome), float(count)))
         if "latency" in wanted:
             quantiles = (
                 (0.5, s.latency_p50),

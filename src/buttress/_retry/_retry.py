@@ -1,0 +1,491 @@
+"""``Retry``: run an operation again after failures, with backoff, a deadline and a budget.
+
+The shell: it runs attempts and waits on the clock. What to do after each attempt is decided by
+the pure core in ``_plan.py``; which failures are retried by :meth:`Retry._retryable`. The
+protect pipeline runs a :class:`Retry` through :meth:`Retry._run` / :meth:`Retry._run_async`,
+giving it the service's classification, clock and counters (``ServiceCalls``).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from .. import events
+from .._clock import SystemClock
+from .._errors import ConfigError, RejectedError
+from .._fork import call_in_forked_child, reseed_in_child
+from .._policies import DEADLINE, falls_back, remaining
+from ._backoff import Backoff
+from ._budget import RetryBudget
+from ._plan import Attempts
+from ._retry_after import asked_wait
+
+if TYPE_CHECKING:
+    from .._breaker._config import BreakerConfig
+    from .._clock import Clock
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+RETRY_EVENT = ("buttress", "retry", "retry")
+GAVE_UP_EVENT = ("buttress", "retry", "gave_up")
+
+ExceptionFilter = (
+    type[BaseException] | tuple[type[BaseException], ...] | Callable[[Exception], bool]
+)
+
+_SYSTEM = SystemClock()
+
+
+class ServiceCalls:
+    """What the pipeline gives a retried call: the service's name, breaker classification,
+    clock, and where its outcomes are counted (``record(outcome)``)."""
+
+    __slots__ = ("clock", "config", "name", "record")
+
+    def __init__(
+        self,
+        name: str,
+        config: BreakerConfig | None,
+        clock: Clock,
+        record: Callable[[str], None] | None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.clock = clock
+        self.record = record
+
+
+class Retry:
+    """Run an operation again when it fails, waiting a backoff between attempts.
+
+    ``attempts``: the most times the operation runs (the first included). ``on``: which
+    exceptions are retried, as exception classes or a predicate; by default the failures a
+    breaker records (any ``Exception`` but an HTTP 4xx client error, a ``ConfigError`` or a
+    programming error such as ``TypeError``) and refusals (:class:`~buttress.RejectedError`).
+    ``on_result``: a predicate on a returned value that asks for another attempt (the last
+    value is returned when attempts run out). ``deadline``: seconds from the first attempt
+    after which no attempt starts. ``budget``: a :class:`RetryBudget` shared by the callers.
+    ``retry_after``: reads the wait a failure asks for (default: a refusal's ``retry_after``,
+    the ``Retry-After`` of an HTTP 429 or 503 answer). ``clock`` and ``seed`` make it
+    deterministic. See docs/retries.md.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_asked",
+        "_attempts",
+        "_backoff",
+        "_budget",
+        "_clock",
+        "_deadline",
+        "_on",
+        "_on_result",
+        "_rng",
+        "name",
+    )
+
+    def __init__(
+        self,
+        *,
+        attempts: int = 3,
+        backoff: Backoff | None = None,
+        on: ExceptionFilter | None = None,
+        on_result: Callable[[Any], bool] | None = None,
+        deadline: float | None = None,
+        budget: RetryBudget | None = None,
+        retry_after: Callable[[Any], float | None] | None = None,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise ConfigError("attempts", f"must be an integer >= 1, got {attempts!r}")
+        if backoff is None:
+            backoff = Backoff()
+        elif not isinstance(backoff, Backoff):
+            raise TypeError(f"backoff must be a buttress.Backoff, got {backoff!r}")
+        if deadline is not None:
+            if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+                raise TypeError(f"deadline must be a number of seconds, got {deadline!r}")
+            if not 0 < deadline < float("inf"):
+                raise ConfigError(
+                    "deadline", f"must be a positive, finite number, got {deadline!r}"
+                )
+            deadline = float(deadline)
+        if budget is not None and not isinstance(budget, RetryBudget):
+            raise TypeError(f"budget must be a buttress.RetryBudget, got {budget!r}")
+        for label, fn in (("on_result", on_result), ("retry_after", retry_after)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{label} must be a callable, got {fn!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self._attempts = attempts
+        self._backoff = backoff
+        self._on = _exception_filter(on)
+        self._on_result = on_result
+        self._deadline = deadline
+        self._budget = budget
+        self._asked = retry_after
+        self._clock = clock
+        self._rng = random.Random(seed)
+        self.name = name
+        if seed is None:  # a fixed seed is asked to repeat itself, also in a child
+            call_in_forked_child(self._reseed)
+
+    def _reseed(self) -> None:
+        reseed_in_child(self._rng)
+
+    @property
+    def attempts(self) -> int:
+        return self._attempts
+
+    @property
+    def backoff(self) -> Backoff:
+        return self._backoff
+
+    @property
+    def deadline(self) -> float | None:
+        return self._deadline
+
+    @property
+    def budget(self) -> RetryBudget | None:
+        return self._budget
+
+    def __repr__(self) -> str:
+        parts = [f"attempts={self._attempts}", f"backoff={self._backoff!r}"]
+        if self._deadline is not None:
+            parts.append(f"deadline={self._deadline!r}")
+        if self._budget is not None:
+            parts.append(f"budget={self._budget!r}")
+        if self.name is not None:
+            parts.append(f"name={self.name!r}")
+        return f"Retry({', '.join(parts)})"
+
+    # -- what is retried ---------------------------------------------------------------------
+
+    def _retryable(self, exc: Exception, calls: ServiceCalls | None) -> bool:
+        if isinstance(exc, RejectedError) and exc.retry_after is None:
+            return False  # a refusal that can never be admitted (a cost above the limit)
+        if self._on is not None:
+            return self._on(exc)
+        return falls_back(calls.config if calls is not None else None, exc)
+
+    def _wait_asked(self, outcome: Any, clock: Clock) -> float | None:
+        if self._asked is not None:
+            return self._asked(outcome)
+        return asked_wait(outcome, clock.time)
+
+    def _start(self, clock: Clock) -> Attempts:
+        """A call's attempts: its deadline is the nearer of its own and the caller's."""
+        deadline = None
+        if self._deadline is not None:
+            deadline = clock.monotonic() + self._deadline
+        outer = remaining()
+        if outer is not None:
+            edge = clock.monotonic() + outer
+            deadline = edge if deadline is None or edge < deadline else deadline
+        return Attempts(self._attempts, self._backoff, deadline, self._budget)
+
+    def _decide(
+        self,
+        state: Attempts,
+        outcome: Any,
+        clock: Clock,
+        calls: ServiceCalls | None,
+        name: str,
+    ) -> float | None:
+        """After a failed attempt (``outcome``: its exception or unwanted result): the wait
+        before the next, or ``None`` to stop (a stopped exception gets its note here)."""
+        asked = self._wait_asked(outcome, clock)
+        verdict = state.next_wait(clock.monotonic(), asked, self._rng)
+        if isinstance(verdict, float):
+            events.emit(
+                RETRY_EVENT,
+                {"attempt": state.number - 1, "wait": verdict},
+                {"name": name, "error": _kind(outcome)},
+            )
+            if calls is not None and calls.record is not None:
+                calls.record("retried")
+            return verdict
+        events.emit(
+            GAVE_UP_EVENT,
+            {"attempts": state.number},
+            {"name": name, "reason": verdict, "error": _kind(outcome)},
+        )
+        if calls is not None and calls.record is not None:
+            calls.record(verdict)
+        if isinstance(outcome, BaseException):
+            outcome.add_note(state.note(verdict, name, asked))
+        return None
+
+    def _stopped(self, state: Attempts, exc: BaseException, name: str) -> None:
+        """An attempt after the first raised an error that is not retried: say so on it."""
+        if state.number > 1:
+            exc.add_note(state.note(None, name, None))
+
+    # -- running -----------------------------------------------------------------------------
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)``, retried; its result, or the last error (with a note)."""
+        return self.run_retried(fn, args, kwargs, None)  # type: ignore[no-any-return]
+
+    async def call_async(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``await fn(*args, **kwargs)``, retried (waits on the clock's ``asleep``)."""
+        return await self.run_retried_async(fn, args, kwargs, None)  # type: ignore[no-any-return]
+
+    def run_retried(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        calls: ServiceCalls | None,
+    ) -> Any:
+        clock = self._clock or (calls.clock if calls is not None else _SYSTEM)
+        if self._budget is not None:
+            self._budget.record_request()
+        if self._deadline is None and DEADLINE.get() is None:
+            # The common case, kept lean: a first attempt that succeeds costs one call.
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                return self._again(fn, args, kwargs, calls, clock, self._start(clock), exc, None)
+            if self._on_result is None or not self._on_result(result):
+                return result
+            return self._again(fn, args, kwargs, calls, clock, self._start(clock), None, result)
+        state = self._start(clock)
+        mark = DEADLINE.set((state.deadline, clock)) if state.deadline is not None else None
+        try:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                return self._again(fn, args, kwargs, calls, clock, state, exc, None)
+            if self._on_result is None or not self._on_result(result):
+                return result
+            return self._again(fn, args, kwargs, calls, clock, state, None, result)
+        finally:
+            if mark is not None:
+                DEADLINE.reset(mark)
+
+    def _again(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        calls: ServiceCalls | None,
+        clock: Clock,
+        state: Attempts,
+        exc: Exception | None,
+        result: Any,
+    ) -> Any:
+        """The attempts after a first one that failed (``exc``) or returned ``result`` that
+        ``on_result`` turned down."""
+        name = _name_of(self, calls, fn)
+        while True:
+            if exc is not None:
+                if not self._retryable(exc, calls):
+                    self._stopped(state, exc, name)
+                    raise exc
+                wait = self._decide(state, exc, clock, calls, name)
+                if wait is None:
+                    raise exc
+            else:
+                wait = self._decide(state, result, clock, calls, name)
+                if wait is None:
+                    return result
+            clock.sleep(wait)
+            exc = None
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as e:
+                exc = e
+                continue
+            if self._on_result is None or not self._on_result(result):
+                if calls is not None and calls.record is not None:
+                    calls.record("recovered")
+                return result
+
+    async def run_retried_async(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        calls: ServiceCalls | None,
+    ) -> Any:
+        clock = self._clock or (calls.clock if calls is not None else _SYSTEM)
+        if self._budget is not None:
+            self._budget.record_request()
+        state = self._start(clock)
+        mark = DEADLINE.set((state.deadline, clock)) if state.deadline is not None else None
+        name = None
+        try:
+            while True:
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    name = name or _name_of(self, calls, fn)
+                    if not self._retryable(exc, calls):
+                        self._stopped(state, exc, name)
+                        raise
+                    wait = self._decide(state, exc, clock, calls, name)
+                    if wait is None:
+                        raise
+                else:
+                    if self._on_result is None or not self._on_result(result):
+                        if state.number > 1 and calls is not None and calls.record is not None:
+                            calls.record("recovered")
+                        return result
+                    name = name or _name_of(self, calls, fn)
+                    wait = self._decide(state, result, clock, calls, name)
+                    if wait is None:
+                        return result
+                await clock.asleep(wait)
+        finally:
+            if mark is not None:
+                DEADLINE.reset(mark)
+
+    # -- a decorator -------------------------------------------------------------------------
+
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """Decorate a function (plain or coroutine) so each call is retried."""
+        if not callable(fn):
+            raise TypeError(f"Retry(...) decorates a function, got {fn!r}")
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"Retry cannot decorate {getattr(fn, '__qualname__', fn)!r}: a generator's body "
+                "runs as it is iterated, after the call has returned"
+            )
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def retried_async(*args: Any, **kwargs: Any) -> Any:
+                return await self.run_retried_async(fn, args, kwargs, None)
+
+            return retried_async  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def retried(*args: Any, **kwargs: Any) -> Any:
+            return self.run_retried(fn, args, kwargs, None)
+
+        return retried
+
+    # -- the attempt loops ---------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Attempt]:
+        """``for attempt in retry: with attempt: ...``: the block runs until it ends without a
+        retried error, and the last error propagates (with a note) when the retry stops."""
+        clock = self._clock or _SYSTEM
+        run = _Loop(self, clock)
+        yield Attempt(run)
+        while run.wait is not None:
+            wait, run.wait = run.wait, None
+            clock.sleep(wait)
+            yield Attempt(run)
+
+    async def __aiter__(self) -> AsyncIterator[Attempt]:
+        """``async for attempt in retry: with attempt: ...``: waits on the clock's ``asleep``."""
+        clock = self._clock or _SYSTEM
+        run = _Loop(self, clock)
+        yield Attempt(run)
+        while run.wait is not None:
+            wait, run.wait = run.wait, None
+            await clock.asleep(wait)
+            yield Attempt(run)
+
+
+class _Loop:
+    """The state an attempt loop shares between its attempts."""
+
+    __slots__ = ("clock", "retry", "state", "wait")
+
+    def __init__(self, retry: Retry, clock: Clock) -> None:
+        self.retry = retry
+        self.clock = clock
+        if retry._budget is not None:
+            retry._budget.record_request()
+        self.state = retry._start(clock)
+        self.wait: float | None = None
+
+
+class Attempt:
+    """One attempt of an attempt loop: ``with attempt:`` around the work. ``number`` is
+    1-based; inside the block :func:`buttress.remaining` reads the retry's deadline."""
+
+    __slots__ = ("_loop", "_mark", "number")
+
+    def __init__(self, loop: _Loop) -> None:
+        self._loop = loop
+        self._mark: Any = None
+        self.number = loop.state.number
+
+    def __repr__(self) -> str:
+        return f"<Attempt {self.number} of {self._loop.retry.attempts}>"
+
+    def __enter__(self) -> Attempt:
+        deadline = self._loop.state.deadline
+        if deadline is not None:
+            self._mark = DEADLINE.set((deadline, self._loop.clock))
+        return self
+
+    def __exit__(
+        self,
+        typ: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if self._mark is not None:
+            DEADLINE.reset(self._mark)
+            self._mark = None
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        loop = self._loop
+        retry = loop.retry
+        name = retry.name or "attempt loop"
+        if not retry._retryable(exc, None):
+            retry._stopped(loop.state, exc, name)
+            return False
+        wait = retry._decide(loop.state, exc, loop.clock, None, name)
+        if wait is None:
+            return False
+        loop.wait = wait
+        return True  # swallowed: the loop goes on after the wait
+
+
+def _exception_filter(on: ExceptionFilter | None) -> Callable[[Exception], bool] | None:
+    if on is None:
+        return None
+    if isinstance(on, type) and issubclass(on, BaseException):
+        classes: tuple[type[BaseException], ...] = (on,)
+    elif (
+        isinstance(on, tuple)
+        and on
+        and all(isinstance(c, type) and issubclass(c, BaseException) for c in on)
+    ):
+        classes = on
+    elif callable(on) and not isinstance(on, type):
+        return on
+    else:
+        raise TypeError(
+            "on must be an exception class, a non-empty tuple of them, or a predicate taking "
+            f"the exception, got {on!r}"
+        )
+    return lambda exc: isinstance(exc, classes)
+
+
+def _name_of(retry: Retry, calls: ServiceCalls | None, fn: Any) -> str:
+    if retry.name is not None:
+        return retry.name
+    if calls is not None:
+        return calls.name
+    return str(getattr(fn, "__qualname__", None) or repr(fn))
+
+
+def _kind(outcome: Any) -> str:
+    return type(outcome).__name__ if isinstance(outcome, BaseException) else "result"
