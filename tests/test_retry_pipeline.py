@@ -36,10 +36,12 @@ class Upstream:
     def __init__(self, infra: bt.Infrastructure, failures: int) -> None:
         self.infra = infra
         self.failures = failures
-        self.starts: list[tuple[float, bt.BreakerState]] = []
+        self.starts: list[tuple[float, bt.BreakerState | None]] = []
 
     def __call__(self) -> str:
-        self.starts.append((self.infra.clock.monotonic(), self.infra.breakers["api"].state))
+        breaker = self.infra.breakers.get("api")
+        state = breaker.state if breaker is not None else None
+        self.starts.append((self.infra.clock.monotonic(), state))
         if len(self.starts) <= self.failures:
             raise ConnectionError("api is down")
         return "ok"
@@ -217,3 +219,23 @@ def test_a_retry_storm_is_bounded_by_the_budget(budgeted: bool) -> None:
 
 def snapshot_of(infra: bt.Infrastructure, name: str) -> bt.ServiceSnapshot:
     return infra.services[name].snapshot(now=infra.clock.monotonic())
+
+
+def test_the_services_retry_budget_is_in_health_and_the_metrics() -> None:
+    service = {
+        "breaker": False,  # four failures would open it
+        "retry": {"attempts": 2, "budget": {"ratio": 0.5, "min_per_second": 0.1}},
+    }
+    with isolated_infrastructure(config(**service), clock=bt.ManualClock()) as infra:
+        outcomes = []
+        for _ in range(4):  # each fails once: 0.5 x requests + 1 retries are allowed
+            try:
+                outcomes.append(infra.call("api", Upstream(infra, failures=1)))
+            except ConnectionError:
+                outcomes.append("refused")
+        assert outcomes == ["ok", "ok", "refused", "ok"]  # the third: 3 retries > 2.5
+        report = infra.health().to_dict()
+        budget = report["services"]["api"]["retry_budget"]
+        assert budget == {"requests": 4, "retries": 3, "available": 0, "refused": 1}
+        (row,) = gather_all(infra)["service.retry_budget"]
+        assert row[1] == 0.0

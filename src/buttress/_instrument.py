@@ -21,13 +21,16 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._concurrency import is_async_callable
 from ._counting import count_of
 from ._errors import CallTimeoutError, ConfigError, RejectedError
 from ._fork import fork_safe_lock
 from ._histogram import Histogram
+
+if TYPE_CHECKING:
+    from ._retry import RetryBudget, RetryBudgetSnapshot
 
 __all__ = [
     "METRICS",
@@ -77,6 +80,8 @@ class ServiceSnapshot:
     # call that succeeded after retrying), and why retrying stopped: "exhausted", "deadline",
     # "budget" (the retry budget refused). Empty without a retry policy.
     retries: dict[str, int] = field(default_factory=dict)
+    # The service's configured retry budget now ([services.NAME.retry.budget]), if any.
+    retry_budget: RetryBudgetSnapshot | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +139,7 @@ class ServiceMetrics:
         self.timeouts = 0
         self.fallbacks = 0
         self._retries: dict[str, int] = {}
+        self.retry_budget: RetryBudget | None = None  # set by the service's route
 
     def want(self, metrics: Iterable[str]) -> None:
         """Publish ``metrics`` too: a service asked for twice publishes the union.
@@ -230,6 +236,7 @@ class ServiceMetrics:
                 timeouts=self.timeouts,
                 fallbacks=self.fallbacks,
                 retries=dict(self._retries),
+                retry_budget=self.retry_budget.snapshot() if self.retry_budget else None,
             )
 
     def _throughput(self, now: float) -> float:

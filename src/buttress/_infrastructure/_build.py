@@ -343,6 +343,13 @@ def build_route(
             namespace,
             service,
         )
+    retry = (
+        s.retry.policy(f"services.{table}.retry", clock)
+        if s is not None and s.retry is not None
+        else None
+    )
+    if retry is not None:
+        metrics.retry_budget = retry.budget  # reported in health and the metrics
     return Route(
         name=service,
         breaker=breaker,
@@ -363,11 +370,7 @@ def build_route(
             if s is not None and s.fallback is not None
             else None
         ),
-        retry=(
-            s.retry.policy(f"services.{table}.retry", clock)
-            if s is not None and s.retry is not None
-            else None
-        ),
+        retry=retry,
     )
 
 

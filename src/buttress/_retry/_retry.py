@@ -248,6 +248,8 @@ class Retry:
         kwargs: dict[str, Any],
         calls: ServiceCalls | None,
     ) -> Any:
+        """``fn(*args, **kwargs)`` retried, for the pipeline (``calls``: the service's
+        classification, clock and counters) or for :meth:`call` (``calls=None``)."""
         clock = self._clock or (calls.clock if calls is not None else _SYSTEM)
         if self._budget is not None:
             self._budget.record_request()
@@ -319,37 +321,72 @@ class Retry:
         kwargs: dict[str, Any],
         calls: ServiceCalls | None,
     ) -> Any:
+        """The async twin of :meth:`run_retried`: waits on the clock's ``asleep``."""
         clock = self._clock or (calls.clock if calls is not None else _SYSTEM)
         if self._budget is not None:
             self._budget.record_request()
+        if self._deadline is None and DEADLINE.get() is None:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                return await self._again_async(
+                    fn, args, kwargs, calls, clock, self._start(clock), exc, None
+                )
+            if self._on_result is None or not self._on_result(result):
+                return result
+            return await self._again_async(
+                fn, args, kwargs, calls, clock, self._start(clock), None, result
+            )
         state = self._start(clock)
         mark = DEADLINE.set((state.deadline, clock)) if state.deadline is not None else None
-        name = None
         try:
-            while True:
-                try:
-                    result = await fn(*args, **kwargs)
-                except Exception as exc:
-                    name = name or _name_of(self, calls, fn)
-                    if not self._retryable(exc, calls):
-                        self._stopped(state, exc, name)
-                        raise
-                    wait = self._decide(state, exc, clock, calls, name)
-                    if wait is None:
-                        raise
-                else:
-                    if self._on_result is None or not self._on_result(result):
-                        if state.number > 1 and calls is not None and calls.record is not None:
-                            calls.record("recovered")
-                        return result
-                    name = name or _name_of(self, calls, fn)
-                    wait = self._decide(state, result, clock, calls, name)
-                    if wait is None:
-                        return result
-                await clock.asleep(wait)
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                return await self._again_async(fn, args, kwargs, calls, clock, state, exc, None)
+            if self._on_result is None or not self._on_result(result):
+                return result
+            return await self._again_async(fn, args, kwargs, calls, clock, state, None, result)
         finally:
             if mark is not None:
                 DEADLINE.reset(mark)
+
+    async def _again_async(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        calls: ServiceCalls | None,
+        clock: Clock,
+        state: Attempts,
+        exc: Exception | None,
+        result: Any,
+    ) -> Any:
+        """The async twin of :meth:`_again`."""
+        name = _name_of(self, calls, fn)
+        while True:
+            if exc is not None:
+                if not self._retryable(exc, calls):
+                    self._stopped(state, exc, name)
+                    raise exc
+                wait = self._decide(state, exc, clock, calls, name)
+                if wait is None:
+                    raise exc
+            else:
+                wait = self._decide(state, result, clock, calls, name)
+                if wait is None:
+                    return result
+            await clock.asleep(wait)
+            exc = None
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as e:
+                exc = e
+                continue
+            if self._on_result is None or not self._on_result(result):
+                if calls is not None and calls.record is not None:
+                    calls.record("recovered")
+                return result
 
     # -- a decorator -------------------------------------------------------------------------
 

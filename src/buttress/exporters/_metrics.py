@@ -583,6 +583,15 @@ METRICS: tuple[MetricDef, ...] = (
         "(refused by the retry budget).",
     ),
     _def(
+        "service.retry_budget",
+        "gauge",
+        ("name",),
+        "service_retry_budget_available",
+        "buttress.service.retry_budget.available",
+        "{retry}",
+        "Retries the service's retry budget would allow now ([services.NAME.retry.budget]).",
+    ),
+    _def(
         "service.duration",
         "summary",
         ("name",),
@@ -783,6 +792,8 @@ def service_samples(
             out["service.fallbacks"].append((n, float(s.fallbacks)))
             for outcome, count in sorted(s.retries.items()):
                 out["service.retries"].append(((ns, s.name, outcome), float(count)))
+            if s.retry_budget is not None:
+                out["service.retry_budget"].append((n, float(s.retry_budget.available)))
         if "latency" in wanted:
             quantiles = (
                 (0.5, s.latency_p50),
