@@ -135,3 +135,78 @@ def test_a_timeout_must_be_a_positive_number() -> None:
     with pytest.raises(bt.ConfigError) as caught:
         bt.load_config(config(timeout=-1), env={})
     assert caught.value.path == "services.upstream.timeout"
+
+
+# -- with / async with infra.protect(..., timeout=) -------------------------------------------
+
+
+def test_a_sync_block_that_ends_late_fails_with_a_timeout_the_breaker_records() -> None:
+    clock = bt.ManualClock()
+    with isolated_infrastructure(config(), clock=clock) as infra:
+        seen = []
+        for _ in range(3):
+            with pytest.raises(bt.CallTimeoutError):
+                with infra.protect("upstream", timeout=2.0):
+                    seen.append(bt.remaining())
+                    clock.advance(2.5)  # the operation took 2.5 s
+        assert seen == [2.0, 2.0, 2.0]
+        assert bt.remaining() is None
+        assert infra.breakers["upstream"].state is bt.BreakerState.OPEN
+        with pytest.raises(bt.CircuitOpenError):  # refused at the door: no deadline is set
+            with infra.protect("upstream", timeout=2.0):
+                pass
+        assert bt.remaining() is None
+        snap = infra.services["upstream"].snapshot(now=clock.monotonic())
+        assert snap.timeouts == 3
+
+
+def test_a_sync_block_in_time_and_a_kept_late_block() -> None:
+    clock = bt.ManualClock()
+    with isolated_infrastructure(config(timeout="2s", late_result="keep"), clock=clock) as infra:
+        with infra.protect("upstream"):  # the service's timeout
+            clock.advance(1.0)
+        with infra.protect("upstream"):
+            clock.advance(3.0)  # late, kept: no error, but counted as a timeout failure
+        breaker = infra.breakers["upstream"].snapshot()
+        assert (breaker.total_successes, breaker.total_failures) == (1, 1)
+        with pytest.raises(KeyError):  # the block's own error wins over lateness
+            with infra.protect("upstream"):
+                clock.advance(3.0)
+                raise KeyError("x")
+
+
+def test_an_async_block_is_cancelled_at_its_timeout_and_opens_the_breaker() -> None:
+    clock = bt.ManualClock()
+    cancelled: list[float] = []
+
+    async def scenario(infra: bt.Infrastructure) -> None:
+        for _ in range(3):
+            with pytest.raises(bt.CallTimeoutError) as info:
+                async with infra.protect("upstream", timeout=1.5):
+                    assert bt.remaining() == 1.5
+                    try:
+                        await asyncio.Event().wait()  # hangs
+                    except asyncio.CancelledError:
+                        cancelled.append(clock.monotonic())
+                        raise
+            assert info.value.timeout == 1.5
+        assert infra.breakers["upstream"].state is bt.BreakerState.OPEN
+        async with infra.protect("other", timeout=5.0):  # in time: nothing happens
+            await clock.asleep(1.0)
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+    cfg = config()
+    cfg["circuit_breakers"]["other"] = {}
+    with isolated_infrastructure(cfg, clock=clock) as infra:
+        asyncio.run(scenario(infra))
+    assert cancelled == [1.5, 3.0, 4.5]
+
+
+def test_an_async_block_on_the_system_clock_is_cancelled_by_the_loops_timer() -> None:
+    async def scenario(infra: bt.Infrastructure) -> None:
+        with pytest.raises(bt.CallTimeoutError):
+            async with infra.protect("upstream", timeout=0.01):
+                await asyncio.Event().wait()  # never set: only the timeout ends it
+
+    with isolated_infrastructure(config()) as infra:
+        asyncio.run(scenario(infra))

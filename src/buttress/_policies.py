@@ -110,7 +110,7 @@ def checked_retry(retry: Any) -> RetryPolicy:
     return retry  # type: ignore[no-any-return]
 
 
-def _window(timeout: float) -> float:
+def window(timeout: float) -> float:
     """This call's seconds: its timeout, or what is left of an outer deadline if less."""
     left = remaining()
     return timeout if left is None or left > timeout else left
@@ -137,7 +137,7 @@ def timed(
     now = clock.monotonic
 
     def attempt(*args: Any, **kwargs: Any) -> Any:
-        seconds = _window(timeout)
+        seconds = window(timeout)
         deadline = now() + seconds
         mark = DEADLINE.set((deadline, clock))
         try:
@@ -159,6 +159,19 @@ async def _alarm(clock: Clock, seconds: float, ring: Callable[[], None]) -> None
     ring()
 
 
+def canceller(
+    seconds: float, clock: Clock, real: bool
+) -> tuple[asyncio.Timeout, asyncio.Task[None] | None]:
+    """An ``asyncio.timeout`` that expires ``seconds`` from now on ``clock`` (``real``: the
+    system clock, whose time the loop's timer keeps), and the task that rings it otherwise
+    (cancel it when the block ends)."""
+    if real:
+        return asyncio.timeout(seconds), None
+    cm = asyncio.timeout(None)
+    loop = asyncio.get_running_loop()
+    return cm, loop.create_task(_alarm(clock, seconds, lambda: cm.reschedule(loop.time())))
+
+
 def timed_async(
     service: str, fn: Callable[..., Any], timeout: float, clock: Clock
 ) -> Callable[..., Any]:
@@ -170,16 +183,11 @@ def timed_async(
     real = type(clock) is SystemClock
 
     async def attempt(*args: Any, **kwargs: Any) -> Any:
-        seconds = _window(timeout)
+        seconds = window(timeout)
         mark = DEADLINE.set((now() + seconds, clock))
         alarm = None
         try:
-            if real:
-                cm = asyncio.timeout(seconds)
-            else:
-                cm = asyncio.timeout(None)
-                loop = asyncio.get_running_loop()
-                alarm = loop.create_task(_alarm(clock, seconds, lambda: cm.reschedule(loop.time())))
+            cm, alarm = canceller(seconds, clock, real)
             try:
                 async with cm:
                     return await fn(*args, **kwargs)

@@ -18,18 +18,20 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar
 
 from .._breaker import CircuitBreaker
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
-from .._errors import ConfigError, InfrastructureClosedError
+from .._errors import CallTimeoutError, ConfigError, InfrastructureClosedError
 from .._fork import fork_safe_lock
 from .._health import HealthReport, build_report
 from .._instrument import METRICS, ServiceMetrics, instrument_callable
 from .._memory import MemorySample
 from .._policies import (
+    DEADLINE,
     RetryPolicy,
+    canceller,
     checked_fallback,
     checked_retry,
     checked_timeout,
@@ -39,6 +41,8 @@ from .._policies import (
     not_sync,
     timed,
     timed_async,
+    timed_out,
+    window,
 )
 from .._pool import AsyncConnectionPool, ConnectionPool, PoolSnapshot
 from .._retry import Retry
@@ -374,6 +378,7 @@ class Infrastructure:
         critical: bool | None = None,
         cost: float = 1,
         limiter: LimiterChoice | None = None,
+        timeout: float | None = None,
     ) -> Protection:
         """A context manager (``with`` or ``async with``) guarding one operation.
 
@@ -383,13 +388,22 @@ class Infrastructure:
         calls are never shed (by memory or a degraded breaker). ``guard.connection`` is the
         pooled member when the service has a pool. ``limiter`` limits this call by another
         limiter than the service's (the guide's ``rate_config``): a configured limiter's name,
-        a :class:`~buttress.RateLimiter`, or ``False`` for no rate limit.
+        a :class:`~buttress.RateLimiter`, or ``False`` for no rate limit. ``timeout`` (also
+        read from ``[services.NAME]``): seconds the block may take, as for :meth:`call`
+        (``async with`` cancels the block; ``with`` sets the deadline ``bt.remaining()`` reads
+        and raises when the block ends late). A block cannot be run again: for retries and
+        fallbacks use :meth:`call` or :meth:`protected`, or ``for attempt in retry:`` around it.
         """
         route = self._route(service)
         if limiter is not None:
             route = self._limited(route, limiter)
         key = context if rate_key is None else _keyed(route, rate_key, context)
-        return Protection(route, key, route.critical if critical is None else critical, cost)
+        if critical is None:
+            critical = route.critical
+        seconds = route.timeout if timeout is None else checked_timeout(timeout)
+        if seconds is None:
+            return Protection(route, key, critical, cost)
+        return TimedProtection(route, key, critical, cost, seconds, self.clock)
 
     def call(
         self,
@@ -749,6 +763,78 @@ class Protection(ProtectionSteps, AsyncProtectionSteps):
         self._recording = None
         self.connection: Any = None
         self.decision: Decision | None = None
+
+
+class TimedProtection(Protection):
+    """A :class:`Protection` with a timeout (``infra.protect(..., timeout=)``): a block that
+    runs past it fails with :class:`~buttress.CallTimeoutError`, which the breaker records."""
+
+    __slots__ = ("_alarm", "_clock", "_cm", "_deadline", "_mark", "_seconds")
+
+    def __init__(
+        self, route: Route, key: Any, critical: bool, cost: float, seconds: float, clock: Clock
+    ) -> None:
+        super().__init__(route, key, critical, cost)
+        self._seconds = seconds
+        self._clock = clock
+        self._deadline = 0.0
+        self._mark: Any = None
+        self._cm: Any = None
+        self._alarm: Any = None
+
+    def _arm(self) -> float:
+        seconds = window(self._seconds)
+        self._deadline = self._clock.monotonic() + seconds
+        self._mark = DEADLINE.set((self._deadline, self._clock))
+        return seconds
+
+    def __enter__(self) -> Self:
+        super().__enter__()
+        self._seconds = self._arm()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Literal[False]:
+        DEADLINE.reset(self._mark)
+        if exc_info[1] is None and self._clock.monotonic() > self._deadline:
+            # The block ran late: a failure of the dependency, whatever the block returned.
+            late_error = timed_out(self._route.name, self._seconds)
+            super().__exit__(CallTimeoutError, late_error, None)
+            if self._route.late_result == "keep":
+                return False
+            raise late_error
+        return super().__exit__(*exc_info)
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        try:
+            self._seconds = self._arm()
+            self._cm, self._alarm = canceller(
+                self._seconds, self._clock, type(self._clock) is SystemClock
+            )
+            await self._cm.__aenter__()
+        except BaseException as exc:
+            await self._disarm()
+            await super().__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def _disarm(self) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+        DEADLINE.reset(self._mark)
+
+    async def __aexit__(self, *exc_info: Any) -> Literal[False]:
+        try:
+            await self._cm.__aexit__(*exc_info)
+        except TimeoutError as exc:
+            if not self._cm.expired():
+                raise
+            error = timed_out(self._route.name, self._seconds)
+            await super().__aexit__(CallTimeoutError, error, None)
+            raise error from None
+        finally:
+            await self._disarm()
+        return await super().__aexit__(*exc_info)
 
 
 def _answered(route: Route, exc: BaseException) -> bool:
