@@ -145,16 +145,15 @@ def test_a_sync_block_that_ends_late_fails_with_a_timeout_the_breaker_records() 
     with isolated_infrastructure(config(), clock=clock) as infra:
         seen = []
         for _ in range(3):
-            with pytest.raises(bt.CallTimeoutError):
-                with infra.protect("upstream", timeout=2.0):
-                    seen.append(bt.remaining())
-                    clock.advance(2.5)  # the operation took 2.5 s
+            with pytest.raises(bt.CallTimeoutError), infra.protect("upstream", timeout=2.0):
+                seen.append(bt.remaining())
+                clock.advance(2.5)  # the operation took 2.5 s
         assert seen == [2.0, 2.0, 2.0]
         assert bt.remaining() is None
         assert infra.breakers["upstream"].state is bt.BreakerState.OPEN
-        with pytest.raises(bt.CircuitOpenError):  # refused at the door: no deadline is set
-            with infra.protect("upstream", timeout=2.0):
-                pass
+        # refused at the door: no deadline is set
+        with pytest.raises(bt.CircuitOpenError), infra.protect("upstream", timeout=2.0):
+            pass
         assert bt.remaining() is None
         snap = infra.services["upstream"].snapshot(now=clock.monotonic())
         assert snap.timeouts == 3
@@ -169,10 +168,10 @@ def test_a_sync_block_in_time_and_a_kept_late_block() -> None:
             clock.advance(3.0)  # late, kept: no error, but counted as a timeout failure
         breaker = infra.breakers["upstream"].snapshot()
         assert (breaker.total_successes, breaker.total_failures) == (1, 1)
-        with pytest.raises(KeyError):  # the block's own error wins over lateness
-            with infra.protect("upstream"):
-                clock.advance(3.0)
-                raise KeyError("x")
+        # the block's own error wins over lateness
+        with pytest.raises(KeyError), infra.protect("upstream"):
+            clock.advance(3.0)
+            raise KeyError("x")
 
 
 def test_an_async_block_is_cancelled_at_its_timeout_and_opens_the_breaker() -> None:

@@ -826,7 +826,7 @@ class TimedProtection(Protection):
     async def __aexit__(self, *exc_info: Any) -> Literal[False]:
         try:
             await self._cm.__aexit__(*exc_info)
-        except TimeoutError as exc:
+        except TimeoutError:
             if not self._cm.expired():
                 raise
             error = timed_out(self._route.name, self._seconds)
