@@ -60,6 +60,8 @@ SHOWN_OUTPUT = [
     ("infrastructure.md", "rate_limit_headers(exc.decision)"),  # 429 and 200 headers
     ("infrastructure.md", "class ConfigServer"),  # the guide's service and its health
     ("rate-limiting.md", "old, new = version("),  # a rolling deploy's bound
+    ("retries.md", "retry_after=hint"),  # a custom hint's wait
+    ("retries.md", 'infra.call("payments", charge)'),  # retries counted by outcome
 ]
 
 
