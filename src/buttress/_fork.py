@@ -39,7 +39,10 @@ _log = redacted_logger("buttress.fork")
 
 # Registration order is the order they run in: a scheduler is always made before the pools
 # and jobs that use it, so it is ready again when they ask it for work.
-_hooks: dict[int, weakref.WeakMethod[Callable[[], None]]] = {}
+# Each hook is the object, weakly, and its method's function. Not a WeakMethod: at interpreter
+# exit its callback can run after the WeakMethod itself was cleared, and print an
+# "Exception ignored" traceback from the standard library's weakref module (Python 3.11).
+_hooks: dict[int, tuple[weakref.ref[Any], Callable[[Any], None]]] = {}
 _ids = itertools.count()
 _locks: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -53,7 +56,8 @@ def call_in_forked_child(method: Callable[[], None]) -> None:
     def forget(_ref: object, hooks: dict[int, Any] = _hooks) -> None:
         hooks.pop(key, None)
 
-    _hooks[key] = weakref.WeakMethod(method, forget)
+    owner = method.__self__  # type: ignore[attr-defined]
+    _hooks[key] = (weakref.ref(owner, forget), method.__func__)  # type: ignore[attr-defined]
 
 
 def fork_safe_lock() -> threading.Lock:
@@ -80,14 +84,14 @@ def _after_fork_in_child() -> None:
     # Only this thread exists here: nothing else can take a lock or register meanwhile.
     for held in list(_locks):
         held._at_fork_reinit()  # what the standard library does with its own locks
-    for ref in list(_hooks.values()):
-        method = ref()
-        if method is None:
+    for ref, func in list(_hooks.values()):
+        owner = ref()
+        if owner is None:
             continue
         try:
-            method()
+            func(owner)
         except Exception:  # one component's trouble must not leave the others unprepared
-            _log.exception("after fork (pid %d): %r failed", os.getpid(), method)
+            _log.exception("after fork (pid %d): %r of %r failed", os.getpid(), func, owner)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
