@@ -353,12 +353,16 @@ def is_async_callable(fn: object) -> TypeGuard[Callable[..., Awaitable[Any]]]:
 
 
 def weak_job(method: Callable[[], T]) -> Callable[[], T | None]:
-    """A scheduler job calling a bound method without keeping its object alive."""
-    ref = weakref.WeakMethod(method)
+    """A scheduler job calling a bound method without keeping its object alive.
+
+    The object is held by a plain weak reference beside its method's function: a WeakMethod's
+    callback can print an "Exception ignored" traceback at interpreter exit (Python 3.11)."""
+    ref = weakref.ref(method.__self__)  # type: ignore[attr-defined]
+    func = method.__func__  # type: ignore[attr-defined]
 
     def job() -> T | None:
-        fn = ref()
-        return None if fn is None else fn()
+        owner = ref()
+        return None if owner is None else func(owner)
 
     job.__qualname__ = getattr(method, "__qualname__", "job")
     return job
