@@ -26,7 +26,6 @@ its setting (:data:`PLAUSIBLE_SECONDS`) is refused: it is far more likely millis
 from __future__ import annotations
 
 import difflib
-import importlib
 import json
 import math
 import os
@@ -51,6 +50,7 @@ from pydantic import (
 from ._breaker._config import DEFAULT_SHED_PROBABILITY, MAX_BUCKETS
 from ._chaos import FaultSettings
 from ._errors import ConfigError
+from ._imports import import_callable, import_exception
 from ._memory._probe import Source
 from ._pool._config import MAX_MIN_SIZE, HealthCheck, Strategy
 from ._redact import redact_field, redacted_logger
@@ -325,9 +325,9 @@ class CircuitBreakerSettings(_Section):
         """Keyword arguments for :class:`~buttress.CircuitBreaker` (``record`` imported)."""
         out = self._settings()
         if self.record is not None:
-            out["record"] = tuple(_import_exception(f"{path}.record", p) for p in self.record)
+            out["record"] = tuple(import_exception(f"{path}.record", p) for p in self.record)
         if self.ignore is not None:
-            out["ignore"] = tuple(_import_exception(f"{path}.ignore", p) for p in self.ignore)
+            out["ignore"] = tuple(import_exception(f"{path}.ignore", p) for p in self.ignore)
         return out
 
 
@@ -723,9 +723,7 @@ class PoolSettings(_Section):
 
     def invalidate_on_types(self, path: str) -> tuple[type[BaseException], ...]:
         """The ``invalidate_on`` exception classes, imported (``path``: this pool's)."""
-        return tuple(
-            _import_exception(f"{path}.invalidate_on", p) for p in self.invalidate_on or ()
-        )
+        return tuple(import_exception(f"{path}.invalidate_on", p) for p in self.invalidate_on or ())
 
 
 POOL_DEFAULTS = "default"
@@ -1203,60 +1201,6 @@ def _unknown_key(path: list[str]) -> str:
 def _check_component_name(name: str) -> None:
     if not name or not all(c.isalnum() or c in "_-." for c in name):
         raise ValueError(f"component name {name!r} may hold only letters, digits, '_', '-' and '.'")
-
-
-def import_callable(path: str, dotted: str) -> Callable[..., Any]:
-    """The callable ``dotted`` names: ``"module:attr"``, ``"module:Class.method"`` (a dotted
-    attribute path after the colon, e.g. ``"psycopg:AsyncConnection.connect"``) or
-    ``"module.attr"``."""
-    obj = _resolve(dotted)
-    if obj is _MISSING:
-        raise ConfigError(
-            path, f"cannot import {dotted!r} (write 'module:callable' or 'module:Class.method')"
-        )
-    if not callable(obj):
-        raise ConfigError(path, f"{dotted!r} is not callable")
-    return obj  # type: ignore[no-any-return]
-
-
-_MISSING: Any = object()
-
-
-def _resolve(dotted: str, default_module: str | None = None) -> Any:
-    """What ``dotted`` names (``_MISSING`` when it names nothing): ``"module:attr.attr"``
-    (everything after the colon is looked up on the module, part by part) or
-    ``"module.attr"`` (the last part on the module; ``default_module`` when there is no dot)."""
-    module_name, sep, attrs = dotted.partition(":")
-    if not sep:
-        module_name, _, attrs = dotted.rpartition(".")
-        if not module_name and default_module is not None:
-            module_name = default_module
-    parts = attrs.split(".")
-    if not module_name or not all(parts):
-        return _MISSING
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except (ImportError, ValueError, TypeError):
-        return _MISSING
-    for part in parts:
-        parent, obj = obj, getattr(obj, part, _MISSING)
-        if obj is _MISSING and isinstance(parent, types.ModuleType):
-            try:  # a submodule its package does not import itself ("pkg:sub.Error")
-                obj = importlib.import_module(f"{parent.__name__}.{part}")
-            except ImportError:
-                return _MISSING
-        elif obj is _MISSING:
-            return _MISSING
-    return obj
-
-
-def _import_exception(path: str, dotted: str) -> type[BaseException]:
-    obj = _resolve(dotted, default_module="builtins")
-    if obj is _MISSING:
-        raise ConfigError(path, f"cannot import exception {dotted!r}")
-    if not (isinstance(obj, type) and issubclass(obj, BaseException)):
-        raise ConfigError(path, f"{dotted!r} is not an exception class")
-    return obj
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
