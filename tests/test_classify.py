@@ -1,11 +1,16 @@
 """Rules on a call's outcome, as a configuration file writes them (``buttress._classify``).
 
 Parsing is checked on its own (statuses, tables, the paths errors name), then compiling: what
-each rule matches, on exceptions and on returned values, with real httpx objects.
+each rule matches, on exceptions and on returned values, with real httpx objects; then the
+rules in ``[circuit_breakers.NAME]``, through an Infrastructure built from TOML.
 """
 
 from __future__ import annotations
 
+import asyncio
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import buttress as bt
 from buttress import ConfigError
 from buttress._classify import (
     AnyResult,
@@ -224,3 +230,174 @@ def test_a_class_is_no_predicate_on_results() -> None:
     assert info.value.path == "failure_result[1]"
     with pytest.raises(ConfigError, match="names no rule"):
         result_rule("failure_result", [])
+
+
+# -- from a configuration file -------------------------------------------------------------------
+
+API = """
+[circuit_breakers.api]
+strategy = "fail_fast"
+failure_threshold = 3
+record = ["ConnectionError", { status = [429, "5xx"] }]
+failure_result = { status = "500-599" }
+"""
+
+
+def infrastructure(tmp_path: Path, toml: str = API, **env: str) -> bt.Infrastructure:
+    path = tmp_path / "buttress.toml"
+    path.write_text(toml)
+    return bt.Infrastructure("t", path, env=env, clock=bt.ManualClock(), background=False)
+
+
+def returns(status: int) -> Callable[[], httpx.Response]:
+    return lambda: httpx.Response(status)
+
+
+def raises(exc: BaseException) -> Callable[[], None]:
+    def fn() -> None:
+        raise exc
+
+    return fn
+
+
+def test_returned_5xx_responses_open_a_breaker_from_toml(tmp_path: Path) -> None:
+    with infrastructure(tmp_path) as infra:
+        breaker = infra.breakers["api"]
+        for status in (503, 404, 404, 200, 500, 404, 201):
+            response = infra.call("api", returns(status))
+            assert response.status_code == status  # the caller still gets it
+        assert breaker.snapshot().failure_count == 2
+        assert breaker.state is bt.BreakerState.CLOSED  # 404s and 2xx are successes
+        infra.call("api", returns(502))
+        assert breaker.state is bt.BreakerState.OPEN
+        with pytest.raises(bt.CircuitOpenError):
+            infra.call("api", returns(200))
+
+
+def test_returned_5xx_responses_count_for_awaited_calls_too(tmp_path: Path) -> None:
+    async def fetch(status: int) -> httpx.Response:
+        return httpx.Response(status)
+
+    async def main(infra: bt.Infrastructure) -> None:
+        for _ in range(3):
+            await infra.call_async("api", fetch, 503)
+
+    with infrastructure(tmp_path) as infra:
+        asyncio.run(main(infra))
+        assert infra.breakers["api"].state is bt.BreakerState.OPEN
+
+
+def test_exceptions_carrying_a_5xx_open_it_while_a_404_stays_neutral(tmp_path: Path) -> None:
+    with infrastructure(tmp_path) as infra:
+        breaker = infra.breakers["api"]
+        for _ in range(5):
+            with pytest.raises(httpx.HTTPStatusError):
+                infra.call("api", raises(status_error(404)))
+        with pytest.raises(ValueError):  # named by no rule: the caller's business
+            infra.call("api", raises(ValueError("bad input")))
+        with pytest.raises(httpx.HTTPStatusError):
+            infra.call("api", raises(status_error(429)))
+        with pytest.raises(ConnectionError):
+            infra.call("api", raises(ConnectionError("refused")))
+        snap = breaker.snapshot()
+        assert (snap.failure_count, snap.total_ignored, snap.state) == (
+            2,
+            5,
+            bt.BreakerState.CLOSED,
+        )
+        with pytest.raises(httpx.HTTPStatusError):
+            infra.call("api", raises(status_error(503)))
+        assert breaker.state is bt.BreakerState.OPEN
+
+
+def test_a_with_block_has_no_returned_value_to_judge(tmp_path: Path) -> None:
+    with infrastructure(tmp_path) as infra:
+        for _ in range(3):
+            with infra.protect("api"):
+                httpx.Response(503)  # not the block's result: a block has none
+        assert infra.breakers["api"].snapshot().failure_count == 0
+
+
+def test_a_predicate_by_import_path_judges_returned_values(tmp_path: Path) -> None:
+    toml = """
+    [circuit_breakers.api]
+    strategy = "fail_fast"
+    failure_threshold = 2
+    failure_result = ["test_classify:is_empty", { status = 503 }]
+    """
+    with infrastructure(tmp_path, toml.replace("\n    ", "\n")) as infra:
+        assert infra.call("api", lambda: [1]) == [1]
+        assert infra.call("api", list) == []
+        assert infra.breakers["api"].state is bt.BreakerState.CLOSED
+        infra.call("api", returns(503))
+        assert infra.breakers["api"].state is bt.BreakerState.OPEN
+
+
+@pytest.mark.parametrize(
+    ("rules", "path", "message"),
+    [
+        (
+            'record = ["OSError", { status = ["600-700"] }]',
+            "circuit_breakers.api.record[1].status",
+            '"600-700" is not an HTTP status range (100-599)',
+        ),
+        (
+            "ignore = [{ stauts = 404 }]",
+            "circuit_breakers.api.ignore[0].stauts",
+            "unknown key 'stauts' (did you mean 'status'?)",
+        ),
+        (
+            "failure_result = { status = [] }",
+            "circuit_breakers.api.failure_result.status",
+            "names no status",
+        ),
+        (
+            "failure_result = 503",
+            "circuit_breakers.api.failure_result",
+            "must be a string or a table or a list",
+        ),
+    ],
+)
+def test_a_bad_rule_in_a_file_is_a_config_error_naming_it(
+    tmp_path: Path, rules: str, path: str, message: str
+) -> None:
+    file = tmp_path / "buttress.toml"
+    file.write_text(f"[circuit_breakers.api]\n{rules}\n")
+    with pytest.raises(ConfigError) as info:
+        bt.load_config(file, env={})
+    assert info.value.path == path
+    assert message in info.value.message
+
+
+def test_a_bad_rule_from_the_environment_names_its_variable() -> None:
+    variable = "BUTTRESS_CIRCUIT_BREAKERS__API__RECORD"
+    with pytest.raises(ConfigError) as info:
+        bt.load_config({}, env={variable: '["OSError", {"status": "6xx"}]'})
+    assert info.value.path == "circuit_breakers.api.record[1].status"
+    assert info.value.message.endswith(f"(set by {variable})")
+    cfg = bt.load_config({}, env={variable: '["OSError", {"status": "5xx"}]'})
+    assert cfg.circuit_breakers["api"].record == ["OSError", {"status": "5xx"}]
+
+
+@pytest.mark.parametrize(
+    ("rules", "path"),
+    [
+        ('record = ["OSError", "httpx.NoSuchError"]', "circuit_breakers.api.record[1]"),
+        ('ignore = [{ call = "test_classify:nothing" }]', "circuit_breakers.api.ignore[0].call"),
+        ('failure_result = "httpx:Response"', "circuit_breakers.api.failure_result"),
+    ],
+)
+def test_what_a_rule_names_is_imported_at_check_time(tmp_path: Path, rules: str, path: str) -> None:
+    toml = f"[circuit_breakers.api]\n{rules}\n"
+    cfg = bt.load_config(tomllib.loads(toml), env={})  # the shape is fine: nothing imported yet
+    with pytest.raises(ConfigError) as info:
+        cfg.check_imports()
+    assert info.value.path == path
+    with pytest.raises(ConfigError) as info:
+        infrastructure(tmp_path, toml)
+    assert info.value.path == path  # named once, not prefixed twice
+
+
+def test_rules_survive_the_round_trip_through_toml_data() -> None:
+    cfg = bt.load_config(tomllib.loads(API), env={})
+    assert bt.load_config(cfg.to_toml_dict(), env={}) == cfg

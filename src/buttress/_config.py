@@ -49,6 +49,7 @@ from pydantic import (
 
 from ._breaker._config import DEFAULT_SHED_PROBABILITY, MAX_BUCKETS
 from ._chaos import FaultSettings
+from ._classify import Side, exception_rules, parse_rules, result_rule
 from ._errors import ConfigError
 from ._imports import import_callable, import_exception
 from ._memory._probe import Source
@@ -267,6 +268,10 @@ class FaultInjectionSettings(_Section):
         return value
 
 
+# A rule on an outcome as a file writes it: an import path, or a table (_classify.py reads both).
+WrittenRule = str | dict[str, Any]
+
+
 def _default_shedding() -> dict[Level, float]:
     return {level.value: p for level, p in DEFAULT_SHED_PROBABILITY.items()}
 
@@ -299,14 +304,24 @@ class CircuitBreakerSettings(_Section):
     half_open_success_ratio: Share = 0.8
     probe_timeout: Positive = 30.0
     health_check_interval: Positive = 10.0
-    # Exception classes by import path, e.g. ["builtins.ConnectionError", "httpx.HTTPError"].
-    record: list[str] | None = None
-    ignore: list[str] | None = None
+    # Rules on exceptions (_classify.py): a class by import path ("httpx.HTTPError"; a bare
+    # name is a builtin), {status = [429, "5xx"]} or {call = "module:function"}.
+    record: list[WrittenRule] | None = None
+    ignore: list[WrittenRule] | None = None
+    # A returned value that counts as a failure: a rule ({status = [...]}, "module:function")
+    # or a list of rules, any of which.
+    failure_result: WrittenRule | list[WrittenRule] | None = None
     client_errors_neutral: bool = True  # HTTP 4xx (not 408, 429) counts for nothing
     fault_injection: FaultInjectionSettings = FaultInjectionSettings()
 
+    _RULES: ClassVar[dict[str, Side]] = {
+        "record": "exception",
+        "ignore": "exception",
+        "failure_result": "result",
+    }
+
     def _settings(self) -> dict[str, Any]:
-        out = self.model_dump(exclude={"strategy", "record", "ignore", "fault_injection"})
+        out = self.model_dump(exclude={"strategy", "fault_injection", *self._RULES})
         if self.strategy == "fail_fast":
             out["degradation_threshold"] = None
             out["degradation_rate_threshold"] = None
@@ -320,14 +335,21 @@ class CircuitBreakerSettings(_Section):
         from ._breaker import BreakerConfig
 
         _prefixed(path, BreakerConfig, self._settings())
+        for name, side in self._RULES.items():  # their shape; what they name is imported later
+            value = getattr(self, name)
+            if value is not None:
+                parse_rules(f"{path}.{name}", value, side)
 
     def breaker_kwargs(self, path: str) -> dict[str, Any]:
-        """Keyword arguments for :class:`~buttress.CircuitBreaker` (``record`` imported)."""
+        """Keyword arguments for :class:`~buttress.CircuitBreaker` (the rules compiled, what
+        they name imported)."""
         out = self._settings()
         if self.record is not None:
-            out["record"] = tuple(import_exception(f"{path}.record", p) for p in self.record)
+            out["record"] = exception_rules(f"{path}.record", self.record)
         if self.ignore is not None:
-            out["ignore"] = tuple(import_exception(f"{path}.ignore", p) for p in self.ignore)
+            out["ignore"] = exception_rules(f"{path}.ignore", self.ignore)
+        if self.failure_result is not None:
+            out["failure_result"] = result_rule(f"{path}.failure_result", self.failure_result)
         return out
 
 
@@ -843,8 +865,9 @@ class Config(_Section):
         return schedule.kwargs(targets)
 
     def check_imports(self) -> None:
-        """Import every exception class, pool factory and fallback the configuration names, as
-        :class:`~buttress.Infrastructure` will; ``ConfigError`` names the first that fails."""
+        """Import every exception class, predicate, pool factory and fallback the configuration
+        names, as :class:`~buttress.Infrastructure` will; ``ConfigError`` names the first that
+        fails."""
         for name, breaker in self.circuit_breakers.items():
             breaker.breaker_kwargs(f"circuit_breakers.{name}")
         for name, pool in self.connection_pools.items():
@@ -912,7 +935,10 @@ def load_config(
 
 
 def _covers(variable_path: str, error_path: str) -> bool:
-    return error_path == variable_path or error_path.startswith(variable_path + ".")
+    # "record[1].status" is below "record" (a rule's path indexes its list).
+    return error_path == variable_path or error_path.startswith(
+        (variable_path + ".", variable_path + "[")
+    )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
