@@ -401,3 +401,24 @@ def test_what_a_rule_names_is_imported_at_check_time(tmp_path: Path, rules: str,
 def test_rules_survive_the_round_trip_through_toml_data() -> None:
     cfg = bt.load_config(tomllib.loads(API), env={})
     assert bt.load_config(cfg.to_toml_dict(), env={}) == cfg
+
+
+def test_an_adaptive_limit_shrinks_on_a_returned_failure_as_the_breaker_counts_it(
+    tmp_path: Path,
+) -> None:
+    toml = (
+        API
+        + """
+[rate_limiting.limiters.api]
+scopes = [{ name = "global", limit = 100, algorithm = "adaptive" }]
+
+[memory_manager]
+enabled = false
+"""
+    )
+    with infrastructure(tmp_path, toml) as infra:
+        limiter = infra.limiters["api"]
+        infra.call("api", returns(404))
+        assert limiter.current_limit("global") == 100.0
+        infra.call("api", returns(503))
+        assert limiter.current_limit("global") == 50.0
