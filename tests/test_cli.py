@@ -104,7 +104,15 @@ def test_config_check_prints_the_resolved_config() -> None:
         ),
         (
             "[circuit_breakers.db]\nrecord = ['builtins.NoSuchError']\n",
-            "circuit_breakers.db.record: cannot import",
+            "circuit_breakers.db.record[0]: cannot import",
+        ),
+        (
+            "[circuit_breakers.db]\nrecord = ['OSError', {status = ['600-700']}]\n",
+            'circuit_breakers.db.record[1].status: "600-700" is not an HTTP status range',
+        ),
+        (
+            "[circuit_breakers.db]\nfailure_result = {call = 'nosuchmod:failed'}\n",
+            "circuit_breakers.db.failure_result.call: cannot import",
         ),
         ("[connection_pools.db]\nfactory = 'nosuchmod:connect'\n", "db.factory: cannot import"),
     ],

@@ -238,8 +238,8 @@ def test_settings_wrong_together_fail_at_load(
     ("data", "path"),
     [
         (
-            {"circuit_breakers": {"p": {"record": ["builtins.NoSuchError"]}}},
-            "circuit_breakers.p.record",
+            {"circuit_breakers": {"p": {"record": ["OSError", "builtins.NoSuchError"]}}},
+            "circuit_breakers.p.record[1]",
         ),
         (
             {"connection_pools": {"db": {"factory": "nosuchmod:connect"}}},

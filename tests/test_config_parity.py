@@ -83,7 +83,7 @@ class Pair:
         return self.renamed.get(name, name)
 
 
-IMPORT_PATHS = "exception classes by import path in a file; None keeps the breaker's default"
+RULES = "rules in a file (_classify.py), compiled to matchers; None keeps the breaker's default"
 
 BREAKER = Pair(
     "breaker",
@@ -93,8 +93,7 @@ BREAKER = Pair(
         "strategy": "a preset: fail_fast turns the degradation thresholds off",
         "fault_injection": "the breaker's FaultInjector, which Infrastructure builds",
     },
-    component_only={"failure_result": "a callable on the result: code only"},
-    other_default={"record": IMPORT_PATHS, "ignore": IMPORT_PATHS},
+    other_default={"record": RULES, "ignore": RULES},
     partners={
         "failure_threshold": {"degradation_threshold": None},
         "degradation_threshold": {"failure_threshold": 2**63},
@@ -462,6 +461,7 @@ NOT_NUMBERS = {
     "backend",
     "client_errors_neutral",
     "failure_policy",
+    "failure_result",
     "by",
     "health_check_strategy",
     "ignore",

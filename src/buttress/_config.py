@@ -26,7 +26,6 @@ its setting (:data:`PLAUSIBLE_SECONDS`) is refused: it is far more likely millis
 from __future__ import annotations
 
 import difflib
-import importlib
 import json
 import math
 import os
@@ -50,7 +49,9 @@ from pydantic import (
 
 from ._breaker._config import DEFAULT_SHED_PROBABILITY, MAX_BUCKETS
 from ._chaos import FaultSettings
+from ._classify import Side, exception_rules, parse_rules, result_rule
 from ._errors import ConfigError
+from ._imports import import_callable, import_exception
 from ._memory._probe import Source
 from ._pool._config import MAX_MIN_SIZE, HealthCheck, Strategy
 from ._redact import redact_field, redacted_logger
@@ -273,6 +274,10 @@ class FaultInjectionSettings(_Section):
         return value
 
 
+# A rule on an outcome as a file writes it: an import path, or a table (_classify.py reads both).
+WrittenRule = str | dict[str, Any]
+
+
 def _default_shedding() -> dict[Level, float]:
     return {level.value: p for level, p in DEFAULT_SHED_PROBABILITY.items()}
 
@@ -305,14 +310,24 @@ class CircuitBreakerSettings(_Section):
     half_open_success_ratio: Share = 0.8
     probe_timeout: Positive = 30.0
     health_check_interval: Positive = 10.0
-    # Exception classes by import path, e.g. ["builtins.ConnectionError", "httpx.HTTPError"].
-    record: list[str] | None = None
-    ignore: list[str] | None = None
+    # Rules on exceptions (_classify.py): a class by import path ("httpx.HTTPError"; a bare
+    # name is a builtin), {status = [429, "5xx"]} or {call = "module:function"}.
+    record: list[WrittenRule] | None = None
+    ignore: list[WrittenRule] | None = None
+    # A returned value that counts as a failure: a rule ({status = [...]}, "module:function")
+    # or a list of rules, any of which.
+    failure_result: WrittenRule | list[WrittenRule] | None = None
     client_errors_neutral: bool = True  # HTTP 4xx (not 408, 429) counts for nothing
     fault_injection: FaultInjectionSettings = FaultInjectionSettings()
 
+    _RULES: ClassVar[dict[str, Side]] = {
+        "record": "exception",
+        "ignore": "exception",
+        "failure_result": "result",
+    }
+
     def _settings(self) -> dict[str, Any]:
-        out = self.model_dump(exclude={"strategy", "record", "ignore", "fault_injection"})
+        out = self.model_dump(exclude={"strategy", "fault_injection", *self._RULES})
         if self.strategy == "fail_fast":
             out["degradation_threshold"] = None
             out["degradation_rate_threshold"] = None
@@ -326,14 +341,21 @@ class CircuitBreakerSettings(_Section):
         from ._breaker import BreakerConfig
 
         _prefixed(path, BreakerConfig, self._settings())
+        for name, side in self._RULES.items():  # their shape; what they name is imported later
+            value = getattr(self, name)
+            if value is not None:
+                parse_rules(f"{path}.{name}", value, side)
 
     def breaker_kwargs(self, path: str) -> dict[str, Any]:
-        """Keyword arguments for :class:`~buttress.CircuitBreaker` (``record`` imported)."""
+        """Keyword arguments for :class:`~buttress.CircuitBreaker` (the rules compiled, what
+        they name imported)."""
         out = self._settings()
         if self.record is not None:
-            out["record"] = tuple(_import_exception(f"{path}.record", p) for p in self.record)
+            out["record"] = exception_rules(f"{path}.record", self.record)
         if self.ignore is not None:
-            out["ignore"] = tuple(_import_exception(f"{path}.ignore", p) for p in self.ignore)
+            out["ignore"] = exception_rules(f"{path}.ignore", self.ignore)
+        if self.failure_result is not None:
+            out["failure_result"] = result_rule(f"{path}.failure_result", self.failure_result)
         return out
 
 
@@ -729,9 +751,7 @@ class PoolSettings(_Section):
 
     def invalidate_on_types(self, path: str) -> tuple[type[BaseException], ...]:
         """The ``invalidate_on`` exception classes, imported (``path``: this pool's)."""
-        return tuple(
-            _import_exception(f"{path}.invalidate_on", p) for p in self.invalidate_on or ()
-        )
+        return tuple(import_exception(f"{path}.invalidate_on", p) for p in self.invalidate_on or ())
 
 
 POOL_DEFAULTS = "default"
@@ -919,8 +939,9 @@ class Config(_Section):
         return schedule.kwargs(targets)
 
     def check_imports(self) -> None:
-        """Import every exception class, pool factory and fallback the configuration names, as
-        :class:`~buttress.Infrastructure` will; ``ConfigError`` names the first that fails."""
+        """Import every exception class, predicate, pool factory and fallback the configuration
+        names, as :class:`~buttress.Infrastructure` will; ``ConfigError`` names the first that
+        fails."""
         for name, breaker in self.circuit_breakers.items():
             breaker.breaker_kwargs(f"circuit_breakers.{name}")
         for name, pool in self.connection_pools.items():
@@ -988,7 +1009,10 @@ def load_config(
 
 
 def _covers(variable_path: str, error_path: str) -> bool:
-    return error_path == variable_path or error_path.startswith(variable_path + ".")
+    # "record[1].status" is below "record" (a rule's path indexes its list).
+    return error_path == variable_path or error_path.startswith(
+        (variable_path + ".", variable_path + "[")
+    )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -1277,60 +1301,6 @@ def _unknown_key(path: list[str]) -> str:
 def _check_component_name(name: str) -> None:
     if not name or not all(c.isalnum() or c in "_-." for c in name):
         raise ValueError(f"component name {name!r} may hold only letters, digits, '_', '-' and '.'")
-
-
-def import_callable(path: str, dotted: str) -> Callable[..., Any]:
-    """The callable ``dotted`` names: ``"module:attr"``, ``"module:Class.method"`` (a dotted
-    attribute path after the colon, e.g. ``"psycopg:AsyncConnection.connect"``) or
-    ``"module.attr"``."""
-    obj = _resolve(dotted)
-    if obj is _MISSING:
-        raise ConfigError(
-            path, f"cannot import {dotted!r} (write 'module:callable' or 'module:Class.method')"
-        )
-    if not callable(obj):
-        raise ConfigError(path, f"{dotted!r} is not callable")
-    return obj  # type: ignore[no-any-return]
-
-
-_MISSING: Any = object()
-
-
-def _resolve(dotted: str, default_module: str | None = None) -> Any:
-    """What ``dotted`` names (``_MISSING`` when it names nothing): ``"module:attr.attr"``
-    (everything after the colon is looked up on the module, part by part) or
-    ``"module.attr"`` (the last part on the module; ``default_module`` when there is no dot)."""
-    module_name, sep, attrs = dotted.partition(":")
-    if not sep:
-        module_name, _, attrs = dotted.rpartition(".")
-        if not module_name and default_module is not None:
-            module_name = default_module
-    parts = attrs.split(".")
-    if not module_name or not all(parts):
-        return _MISSING
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except (ImportError, ValueError, TypeError):
-        return _MISSING
-    for part in parts:
-        parent, obj = obj, getattr(obj, part, _MISSING)
-        if obj is _MISSING and isinstance(parent, types.ModuleType):
-            try:  # a submodule its package does not import itself ("pkg:sub.Error")
-                obj = importlib.import_module(f"{parent.__name__}.{part}")
-            except ImportError:
-                return _MISSING
-        elif obj is _MISSING:
-            return _MISSING
-    return obj
-
-
-def _import_exception(path: str, dotted: str) -> type[BaseException]:
-    obj = _resolve(dotted, default_module="builtins")
-    if obj is _MISSING:
-        raise ConfigError(path, f"cannot import exception {dotted!r}")
-    if not (isinstance(obj, type) and issubclass(obj, BaseException)):
-        raise ConfigError(path, f"{dotted!r} is not an exception class")
-    return obj
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:

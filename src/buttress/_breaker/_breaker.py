@@ -309,6 +309,17 @@ class CircuitBreaker(Calls, AsyncCalls):
             return
         self._record_exit(ticket, exc)
 
+    def end_returned(self, ticket: Ticket, result: object) -> bool:
+        """Record a call admitted by :meth:`begin` that returned ``result``: a failure when
+        ``failure_result`` says so (then ``True``), else a success."""
+        fr = self._failure_result
+        if fr is None or not fr(result):
+            self.end(ticket)
+            return False
+        gen, probe, t0 = ticket
+        self._record(gen, probe, FAILURE, self._now(), t0)
+        return True
+
     def release(self, ticket: Ticket) -> None:
         """Give back a call admitted by :meth:`begin` that never ran (counts for nothing).
 

@@ -146,8 +146,23 @@ def http_status(exc: BaseException) -> int | None:
         status = reader(exc)
     except Exception:  # a property that raises: no status, not a second error
         return None
+    return _as_status(status)
+
+
+def result_status(result: object) -> int | None:
+    """The HTTP status a returned response carries: its ``status_code`` (httpx, requests) or
+    ``status`` (aiohttp's ``ClientResponse``, ``urllib``'s), read as :func:`http_status` reads
+    an exception's ``response``. ``None`` for a value with neither (or with a non-int one)."""
+    try:
+        status = _response_status(result)
+    except Exception:  # a property that raises: no status, not a second error
+        return None
+    return _as_status(status)
+
+
+def _as_status(status: Any) -> int | None:
     if isinstance(status, int) and not isinstance(status, bool):
-        return int(status)
+        return int(status)  # an HTTPStatus, an IntEnum: the number
     return None
 
 
@@ -176,10 +191,14 @@ def _read_status(exc: BaseException) -> Any:
             if status is None:
                 response = getattr(exc, "response", None)
                 if response is not None:
-                    status = getattr(response, "status_code", None)
-                    if status is None:
-                        status = getattr(response, "status", None)
+                    status = _response_status(response)
     return status
+
+
+def _response_status(response: object) -> Any:
+    # httpx and requests call it status_code; aiohttp and urllib, status.
+    status = getattr(response, "status_code", None)
+    return getattr(response, "status", None) if status is None else status
 
 
 def _matches(matcher: Any, exc: BaseException) -> bool:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._breaker import CircuitBreaker
 from .._chaos import Chaos
 from .._errors import BackendError, ConfigError
+from .._imports import import_callable
 from .._instrument import ServiceMetrics
 from .._memory import MemoryManager
 from .._pool import AsyncConnectionPool, ConnectionPool, PoolConfig
@@ -227,8 +228,6 @@ class Builder:
         spec = self.pool_specs.get(name)
         path = f"connection_pools.{name}"
         if spec is None:
-            from .._config import import_callable  # what made ``s`` imported it already
-
             if s.factory is None:
                 raise ConfigError(
                     f"{path}.factory",
@@ -366,18 +365,12 @@ def build_route(
         timeout=s.timeout if s is not None else None,
         late_result=s.late_result if s is not None else "raise",
         fallback=(
-            _import_callable(f"services.{table}.fallback", s.fallback)
+            import_callable(f"services.{table}.fallback", s.fallback)
             if s is not None and s.fallback is not None
             else None
         ),
         retry=retry,
     )
-
-
-def _import_callable(path: str, dotted: str) -> Callable[..., Any]:
-    from .._config import import_callable  # pydantic: only once a config is read
-
-    return import_callable(path, dotted)
 
 
 def choices(

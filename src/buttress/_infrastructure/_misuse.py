@@ -17,6 +17,10 @@ LAZY = GENERATORS | {types.CoroutineType}
 # What the function returned, before it has returned anything.
 UNCALLED: Any = object()
 
+# What a protected call that returns nothing to judge passes on (a ``with`` block, a failure):
+# the breaker's ``failure_result`` is asked about returned values only.
+NO_RESULT: Any = object()
+
 
 def wrong_pool(route: Route, *, asyncio_caller: bool) -> RuntimeError:
     """The error for a call whose service has a pool for the other kind of caller."""

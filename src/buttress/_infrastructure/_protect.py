@@ -16,7 +16,9 @@ The order (``enter``):
 4. pool: a member is checked out (:class:`~buttress.PoolTimeoutError` when none comes);
 5. chaos: an injected delay, then an injected failure;
 6. the operation runs; then (``leave``) the member goes back, and the outcome is recorded by
-   the breaker, the adaptive limit and the service's metrics.
+   the breaker, the adaptive limit and the service's metrics. A value the operation returned
+   is a failure where the breaker's ``failure_result`` says so (a ``with`` block returns
+   none).
 
 A layer that refuses raises and nothing after it runs; what earlier layers took is given back
 (the rate-limit charge refunded, the breaker's permit released), so a refused call costs the
@@ -39,7 +41,12 @@ from .._concurrency import ExcInfo
 from .._errors import PoolTimeoutError, RejectedError
 from .._instrument import RECORDING, reset_recording
 from ..ratelimit._decision import exceeded
-from ._misuse import LAZY, lazy_result, wrong_pool
+from ._misuse import (
+    LAZY,
+    NO_RESULT,
+    lazy_result,
+    wrong_pool,
+)
 
 if TYPE_CHECKING:
     from .._chaos import Chaos
@@ -56,7 +63,7 @@ Token = tuple[Any, Any, float, "Decision | None"]
 
 Steps = tuple[
     Callable[[Any, bool, float], Token],  # enter(key, critical, cost)
-    Callable[[Token, BaseException | None], None],  # leave(token, exc)
+    Callable[[Token, BaseException | None, Any], None],  # leave(token, exc, result)
     Callable[[Token, Any, float], None],  # abandon(token, key, cost): never ran
 ]
 
@@ -72,6 +79,12 @@ def compile_steps(route: Route, memory: MemoryManager | None, chaos: Chaos, cloc
     breaker = route.breaker
     begin = breaker.begin if breaker is not None else None
     end = breaker.end if breaker is not None else None
+    # Only a breaker with failure_result judges returned values: the others keep end's path.
+    end_returned = (
+        breaker.end_returned
+        if breaker is not None and breaker.config.failure_result is not None
+        else None
+    )
     release = breaker.release if breaker is not None else None
     abort = breaker.abort if breaker is not None else None
     breaker_config = breaker.config if breaker is not None else None
@@ -158,21 +171,24 @@ def compile_steps(route: Route, memory: MemoryManager | None, chaos: Chaos, cloc
                     raise
             if fault.fail:
                 injected = injector.make_exception(fault)
-                leave((ticket, lease, now(), limited), injected)
+                leave((ticket, lease, now(), limited), injected, NO_RESULT)
                 raise injected
         return ticket, lease, now(), limited
 
-    def leave(token: Token, exc: BaseException | None) -> None:
+    def leave(token: Token, exc: BaseException | None, result: Any) -> None:
         ticket, lease, t0, _ = token
         try:
             if lease is not None:
                 lease.__exit__(type(exc) if exc is not None else None, exc, None)
         finally:  # interrupted while the pool resets the member: the call still happened
             t = now()
-            if end is not None:
+            failed = False  # a returned value that failure_result calls a failure
+            if end_returned is not None and exc is None and result is not NO_RESULT:
+                failed = end_returned(ticket, result)
+            elif end is not None:
                 end(ticket, exc)
             if adaptive_record is not None:
-                ok = True if exc is None else health_of(breaker_config, exc)
+                ok = (not failed) if exc is None else health_of(breaker_config, exc)
                 if ok is not None:
                     adaptive_record(ok=ok, latency=t - t0)
             # Not inside an instrumented call of its own service, which counts it.
@@ -224,14 +240,14 @@ def run(
     except BaseException as exc:
         if mark is not None:
             reset_recording(mark)
-        leave(token, exc)
+        leave(token, exc, NO_RESULT)
         raise
     if mark is not None:
         reset_recording(mark)
     if result.__class__ in LAZY:  # its body would run after the protection ended
         abandon(token, key, cost)
         raise lazy_result(route.name, fn, result)
-    leave(token, None)
+    leave(token, None, result)
     return result
 
 
@@ -269,5 +285,5 @@ class ProtectionSteps:
         if token is not None:
             steps = self._route.steps
             assert steps is not None
-            steps[1](token, exc_info[1])
+            steps[1](token, exc_info[1], NO_RESULT)
         return False

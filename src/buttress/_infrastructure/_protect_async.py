@@ -14,7 +14,9 @@ The order (``enter``):
 4. pool: a member is checked out (:class:`~buttress.PoolTimeoutError` when none comes);
 5. chaos: an injected delay, then an injected failure;
 6. the operation runs; then (``leave``) the member goes back, and the outcome is recorded by
-   the breaker, the adaptive limit and the service's metrics.
+   the breaker, the adaptive limit and the service's metrics. A value the operation returned
+   is a failure where the breaker's ``failure_result`` says so (a ``with`` block returns
+   none).
 
 A layer that refuses raises and nothing after it runs; what earlier layers took is given back
 (the rate-limit charge refunded, the breaker's permit released), so a refused call costs the
@@ -37,7 +39,15 @@ from .._concurrency import ExcInfo
 from .._errors import PoolTimeoutError, RejectedError
 from .._instrument import RECORDING, reset_recording
 from ..ratelimit._decision import exceeded
-from ._misuse import GENERATORS, LAZY, UNCALLED, lazy_result, not_awaitable, wrong_pool
+from ._misuse import (
+    GENERATORS,
+    LAZY,
+    NO_RESULT,
+    UNCALLED,
+    lazy_result,
+    not_awaitable,
+    wrong_pool,
+)
 
 if TYPE_CHECKING:
     from .._chaos import Chaos
@@ -54,7 +64,7 @@ Token = tuple[Any, Any, float, "Decision | None"]
 
 AsyncSteps = tuple[
     Callable[[Any, bool, float], Awaitable[Token]],  # enter(key, critical, cost)
-    Callable[[Token, BaseException | None], Awaitable[None]],  # leave(token, exc)
+    Callable[[Token, BaseException | None, Any], Awaitable[None]],  # leave(token, exc, result)
     Callable[[Token, Any, float], Awaitable[None]],  # abandon(token, key, cost): never ran
 ]
 
@@ -72,6 +82,12 @@ def compile_steps_async(
     breaker = route.breaker
     begin_async = breaker.begin_async if breaker is not None else None
     end = breaker.end if breaker is not None else None
+    # Only a breaker with failure_result judges returned values: the others keep end's path.
+    end_returned = (
+        breaker.end_returned
+        if breaker is not None and breaker.config.failure_result is not None
+        else None
+    )
     release = breaker.release if breaker is not None else None
     abort = breaker.abort if breaker is not None else None
     breaker_config = breaker.config if breaker is not None else None
@@ -161,21 +177,24 @@ def compile_steps_async(
                     raise
             if fault.fail:
                 injected = injector.make_exception(fault)
-                await leave_async((ticket, lease, now(), limited), injected)
+                await leave_async((ticket, lease, now(), limited), injected, NO_RESULT)
                 raise injected
         return ticket, lease, now(), limited
 
-    async def leave_async(token: Token, exc: BaseException | None) -> None:
+    async def leave_async(token: Token, exc: BaseException | None, result: Any) -> None:
         ticket, lease, t0, _ = token
         try:
             if lease is not None:
                 await lease.__aexit__(type(exc) if exc is not None else None, exc, None)
         finally:  # interrupted while the pool resets the member: the call still happened
             t = now()
-            if end is not None:
+            failed = False  # a returned value that failure_result calls a failure
+            if end_returned is not None and exc is None and result is not NO_RESULT:
+                failed = end_returned(ticket, result)
+            elif end is not None:
                 end(ticket, exc)
             if adaptive_record is not None:
-                ok = True if exc is None else health_of(breaker_config, exc)
+                ok = (not failed) if exc is None else health_of(breaker_config, exc)
                 if ok is not None:
                     adaptive_record(ok=ok, latency=t - t0)
             # Not inside an instrumented call of its own service, which counts it.
@@ -235,7 +254,7 @@ async def run_async(
         if True:  # ASYNC
             if called is not UNCALLED and not_awaitable(called, exc):
                 raise await misused_async(route, fn, called, token, key, cost) from None
-        await leave_async(token, exc)
+        await leave_async(token, exc, NO_RESULT)
         raise
     if mark is not None:
         reset_recording(mark)
@@ -245,7 +264,7 @@ async def run_async(
         if result.__class__ in LAZY:  # its body would run after the protection ended
             await abandon_async(token, key, cost)
             raise lazy_result(route.name, fn, result)
-    await leave_async(token, None)
+    await leave_async(token, None, result)
     return result
 
 
@@ -283,7 +302,7 @@ class AsyncProtectionSteps:
         if token is not None:
             steps = self._route.async_steps
             assert steps is not None
-            await steps[1](token, exc_info[1])
+            await steps[1](token, exc_info[1], NO_RESULT)
         return False
 
 
@@ -300,7 +319,7 @@ async def misused_async(
         await steps[2](token, key, cost)
         return lazy_result(route.name, fn, aw)
     # A plain function: it ran and returned, with what the layers gave it; count it so.
-    await steps[1](token, None)
+    await steps[1](token, None, aw)
     if route.pool is None and route.pool_name is not None:  # an async pool's connection
         fix = "make it `async def` (its connection comes from an async pool)"
     else:
