@@ -239,3 +239,45 @@ def test_the_services_retry_budget_is_in_health_and_the_metrics() -> None:
         assert budget == {"requests": 4, "retries": 3, "available": 0, "refused": 1}
         (row,) = gather_all(infra)["service.retry_budget"]
         assert row[1] == 0.0
+
+
+class Response:
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+
+
+class StatusError(Exception):
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
+
+
+def test_retry_rules_from_configuration() -> None:
+    retry = {"attempts": 3, "on": [{"status": ["5xx"]}], "on_result": {"status": [503]}}
+    with isolated_infrastructure(
+        config(breaker=False, retry=retry), clock=bt.ManualClock()
+    ) as infra:
+        answers = iter([Response(503), Response(200)])
+        assert infra.call("api", lambda: next(answers)).status_code == 200
+
+        errors = iter([StatusError(502), StatusError(404)])
+
+        def fails() -> None:
+            raise next(errors)
+
+        with pytest.raises(StatusError) as info:  # 502 is retried, 404 is not
+            infra.call("api", fails)
+        assert info.value.status_code == 404
+
+        with pytest.raises(ConnectionError):  # not named by `on`: never retried
+            infra.call("api", Upstream(infra, failures=1))
+
+
+def test_bad_retry_rules_name_the_rule() -> None:
+    with pytest.raises(bt.ConfigError) as info:
+        bt.load_config(config(retry={"on": ["ConnectionError", {"status": ["600-700"]}]}))
+    assert info.value.path == "services.api.retry.on[1].status"
+    cfg = bt.load_config(config(retry={"on": ["nosuch.module.Error"]}))
+    with pytest.raises(bt.ConfigError) as info:
+        cfg.check_imports()
+    assert info.value.path.startswith("services.api.retry.on")

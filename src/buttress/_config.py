@@ -26,6 +26,7 @@ its setting (:data:`PLAUSIBLE_SECONDS`) is refused: it is far more likely millis
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import os
@@ -48,8 +49,10 @@ from pydantic import (
 )
 
 from ._breaker._config import DEFAULT_SHED_PROBABILITY, MAX_BUCKETS
+from ._breaker._outcome import matches_any
 from ._chaos import FaultSettings
 from ._classify import Side, exception_rules, parse_rules, result_rule
+from ._clock import SystemClock
 from ._errors import ConfigError
 from ._imports import import_callable, import_exception
 from ._memory._probe import Source
@@ -809,15 +812,24 @@ class RetrySettings(_Section):
     max: Seconds = 10.0
     jitter: Literal["full", "equal", "none"] = "full"
     deadline: Positive | None = None
+    # Which errors are retried: rules on exceptions, as a breaker's record takes them (None:
+    # what the service's breaker records, and refusals); a returned value to retry: rules on
+    # results, as failure_result takes them.
+    on: list[WrittenRule] | None = None
+    on_result: WrittenRule | list[WrittenRule] | None = None
     # A [services.NAME.retry.budget] table turns the budget on (each key has its default).
     budget: RetryBudgetSettings | None = None
 
     def check(self, path: str) -> None:
         """Raise ``ConfigError`` (under ``path``) for values valid alone but not together
-        (``max`` below ``initial``)."""
+        (``max`` below ``initial``), and for rules of the wrong shape."""
         from ._retry import Backoff
 
         _prefixed(path, Backoff, self._backoff())
+        if self.on is not None:
+            parse_rules(f"{path}.on", self.on, "exception")
+        if self.on_result is not None:
+            parse_rules(f"{path}.on_result", self.on_result, "result")
 
     def _backoff(self) -> dict[str, Any]:
         return {
@@ -840,9 +852,17 @@ class RetrySettings(_Section):
                 ratio=b.ratio, min_per_second=b.min_per_second, window=b.window, clock=clock
             )
         )
+        on = None
+        if self.on is not None:
+            matchers = exception_rules(f"{path}.on", self.on)
+            on = functools.partial(matches_any, matchers)
         return Retry(
             attempts=self.attempts,
             backoff=Backoff(**self._backoff()),
+            on=on,
+            on_result=(
+                None if self.on_result is None else result_rule(f"{path}.on_result", self.on_result)
+            ),
             deadline=self.deadline,
             budget=budget,
         )
@@ -951,6 +971,8 @@ class Config(_Section):
         for name, service in self.services.items():
             if service.fallback is not None:
                 import_callable(f"services.{name}.fallback", service.fallback)
+            if service.retry is not None:
+                service.retry.policy(f"services.{name}.retry", SystemClock())
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain data (``None`` values dropped, as TOML has none)."""

@@ -201,6 +201,12 @@ def _response_status(response: object) -> Any:
     return getattr(response, "status", None) if status is None else status
 
 
+def matches_any(matchers: tuple[Any, ...], exc: BaseException) -> bool:
+    """Whether one of ``matchers`` (exception classes or predicates, as ``record`` and a
+    retry's ``on`` take them) matches ``exc``."""
+    return any(_matches(m, exc) for m in matchers)
+
+
 def _matches(matcher: Any, exc: BaseException) -> bool:
     if isinstance(matcher, type):
         return isinstance(exc, matcher)

@@ -15,6 +15,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from .._breaker._outcome import result_status
 from .._errors import RejectedError
 
 _HONOURED = frozenset({429, 503})
@@ -63,7 +64,7 @@ def asked_wait(outcome: Any, now: Callable[[], float]) -> float | None:
         answer = response if response is not None else outcome
     else:
         answer = outcome
-    status = _status(answer)
+    status = result_status(answer)
     if status not in _HONOURED:
         return None
     headers = getattr(answer, "headers", None)
@@ -76,11 +77,3 @@ def asked_wait(outcome: Any, now: Callable[[], float]) -> float | None:
     if value is None or not isinstance(value, (str, bytes)):
         return None
     return parse_retry_after(value, now=now())
-
-
-def _status(answer: Any) -> int | None:
-    for attr in ("status_code", "status"):
-        status = getattr(answer, attr, None)
-        if isinstance(status, int) and not isinstance(status, bool):
-            return status
-    return None
