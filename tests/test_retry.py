@@ -224,6 +224,15 @@ def test_a_custom_retry_after_hook_replaces_the_default(clock: bt.ManualClock) -
     assert gaps(op.starts) == [4.0]
 
 
+def test_a_whole_number_of_seconds_asked_for_is_waited(clock: bt.ManualClock) -> None:
+    op = Flaky(clock, failures=1, error=bt.LoadShedError("busy", retry_after=2))
+    retry = bt.Retry(
+        attempts=2, backoff=bt.Backoff(initial=0.1), retry_after=lambda e: 2, clock=clock
+    )
+    assert retry.call(op) == "ok"
+    assert gaps(op.starts) == [2.0]
+
+
 def test_parse_retry_after() -> None:
     assert bt.parse_retry_after("120", now=0.0) == 120.0
     assert bt.parse_retry_after(b" 5 ", now=0.0) == 5.0

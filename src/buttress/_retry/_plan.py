@@ -48,7 +48,7 @@ class Attempts:
             return EXHAUSTED
         wait = self.backoff.delay(self.number, rng)
         if asked is not None and asked > wait:
-            wait = asked
+            wait = float(asked)  # a hook or a refusal may give an int
         if self.deadline is not None:
             if now + wait >= self.deadline:
                 return DEADLINE
