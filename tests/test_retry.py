@@ -233,6 +233,13 @@ def test_a_whole_number_of_seconds_asked_for_is_waited(clock: bt.ManualClock) ->
     assert gaps(op.starts) == [2.0]
 
 
+def test_a_retry_after_hook_that_returns_no_number_is_named(clock: bt.ManualClock) -> None:
+    op = Flaky(clock, failures=1)
+    retry = bt.Retry(attempts=2, retry_after=lambda e: "5s", clock=clock)
+    with pytest.raises(TypeError, match="must return seconds"):
+        retry.call(op)
+
+
 def test_parse_retry_after() -> None:
     assert bt.parse_retry_after("120", now=0.0) == 120.0
     assert bt.parse_retry_after(b" 5 ", now=0.0) == 5.0

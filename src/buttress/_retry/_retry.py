@@ -177,9 +177,17 @@ class Retry:
         return falls_back(calls.config if calls is not None else None, exc)
 
     def _wait_asked(self, outcome: Any, clock: Clock) -> float | None:
-        if self._asked is not None:
-            return self._asked(outcome)
-        return asked_wait(outcome, clock.time)
+        if self._asked is None:
+            return asked_wait(outcome, clock.time)
+        seconds = self._asked(outcome)
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+        ):
+            raise TypeError(
+                f"retry_after={self._asked!r} must return seconds (a number) or None, "
+                f"got {seconds!r}"
+            )
+        return seconds
 
     def _start(self, clock: Clock) -> Attempts:
         """A call's attempts: its deadline is the nearer of its own and the caller's."""
