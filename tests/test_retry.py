@@ -489,7 +489,7 @@ def test_budget_holds_across_asyncio_tasks() -> None:
 
     async def op() -> None:
         runs[0] += 1
-        await asyncio.sleep(0)  # let the other tasks in between attempts
+        await asyncio.sleep(0)  # real-time: one loop turn, so other tasks run between attempts
         raise ConnectionError
 
     async def caller() -> None:

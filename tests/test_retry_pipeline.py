@@ -193,7 +193,7 @@ def test_a_retry_storm_is_bounded_by_the_budget(budgeted: bool) -> None:
 
     async def dependency() -> None:
         seen[0] += 1
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # real-time: one loop turn, so the callers interleave
         raise ConnectionError("down")
 
     async def caller(infra: bt.Infrastructure) -> None:

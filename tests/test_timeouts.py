@@ -204,6 +204,7 @@ def test_an_async_block_is_cancelled_at_its_timeout_and_opens_the_breaker() -> N
 def test_an_async_block_on_the_system_clock_is_cancelled_by_the_loops_timer() -> None:
     async def scenario(infra: bt.Infrastructure) -> None:
         with pytest.raises(bt.CallTimeoutError):
+            # real-time: the loop's own timer ends the block after 10 ms
             async with infra.protect("upstream", timeout=0.01):
                 await asyncio.Event().wait()  # never set: only the timeout ends it
 
