@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from buttress._errors import ConfigError
+from .._errors import ConfigError
+from .._validate import in_interval
 
 _JITTERS = ("full", "equal", "none")
 
@@ -24,14 +25,9 @@ class Backoff:
     jitter: str = "full"
 
     def __post_init__(self) -> None:
-        for name in ("initial", "multiplier", "max"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value:
-                raise ConfigError(name, f"must be a number, got {value!r}")
-        if self.initial < 0:
-            raise ConfigError("initial", f"must be >= 0, got {self.initial!r}")
-        if self.multiplier < 1:
-            raise ConfigError("multiplier", f"must be >= 1, got {self.multiplier!r}")
+        in_interval("initial", self.initial, "[0, inf)")
+        in_interval("multiplier", self.multiplier, "[1, inf)")
+        in_interval("max", self.max, "[0, inf)")
         if self.max < self.initial:
             raise ConfigError("max", f"must be >= initial ({self.initial!r}), got {self.max!r}")
         if self.jitter not in _JITTERS:

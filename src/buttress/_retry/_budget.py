@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._errors import ConfigError
+from .._validate import at_least, positive
 
 if TYPE_CHECKING:
     from .._clock import Clock
@@ -54,17 +54,9 @@ class RetryBudget:
         window: float = 10.0,
         clock: Clock | None = None,
     ) -> None:
-        for name, value in (
-            ("ratio", ratio),
-            ("min_per_second", min_per_second),
-            ("window", window),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigError(name, f"must be a number >= 0, got {value!r}")
-            if value == float("inf"):
-                raise ConfigError(name, "must be finite")
-        if window <= 0:
-            raise ConfigError("window", f"must be > 0, got {window!r}")
+        ratio = at_least("ratio", ratio, 0)
+        min_per_second = at_least("min_per_second", min_per_second, 0)
+        window = positive("window", window)
         if clock is None:
             from .._clock import SystemClock
 
