@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from buttress import RateLimiter, Scope
+from buttress import Backoff, RateLimiter, Retry, RetryBudget, Scope
 from buttress import _config as c
 from buttress._breaker import BreakerConfig, DegradationLevel
 from buttress._chaos import FaultSettings
@@ -219,7 +219,67 @@ LIMITER = Pair(
     component_required={"scopes": [Scope("api", 10, 60.0)]},
 )
 
-PAIRS = [BREAKER, POOL, MEMORY_POLICY, MEMORY_MANAGER, SCOPE, FAULTS, LIMITER]
+RETRY_ONLY = "the Retry's, not its backoff's (see the retry pair)"
+BACKOFF_ONLY = "the backoff's, flat in the file (see the backoff pair)"
+
+BACKOFF = Pair(
+    "backoff",
+    c.RetrySettings,
+    Backoff,
+    settings_only={
+        "attempts": RETRY_ONLY,
+        "deadline": RETRY_ONLY,
+        "on": RETRY_ONLY,
+        "on_result": RETRY_ONLY,
+        "budget": RETRY_ONLY,
+    },
+    partners={"initial": {"max": Written("1e308s", 1e308)}, "max": {"initial": 0.0}},
+)
+
+RETRY = Pair(
+    "retry",
+    c.RetrySettings,
+    Retry,
+    settings_only={
+        "initial": BACKOFF_ONLY,
+        "multiplier": BACKOFF_ONLY,
+        "max": BACKOFF_ONLY,
+        "jitter": BACKOFF_ONLY,
+        "on": RULES,
+        "on_result": RULES,
+        "budget": "a table of the budget's settings (see the retry budget pair)",
+    },
+    component_only={
+        "backoff": "made from the flat backoff settings",
+        "on": "classes or a predicate: a file gives rules",
+        "on_result": "a predicate: a file gives rules",
+        "budget": "a RetryBudget: a file gives its settings",
+        "retry_after": "a callable: code only",
+        "clock": "the infrastructure's clock",
+        "seed": "code only (tests)",
+        "name": "the service's name",
+    },
+)
+
+RETRY_BUDGET = Pair(
+    "retry budget",
+    c.RetryBudgetSettings,
+    RetryBudget,
+    component_only={"clock": "the infrastructure's clock"},
+)
+
+PAIRS = [
+    BREAKER,
+    POOL,
+    MEMORY_POLICY,
+    MEMORY_MANAGER,
+    SCOPE,
+    FAULTS,
+    LIMITER,
+    BACKOFF,
+    RETRY,
+    RETRY_BUDGET,
+]
 
 REQUIRED: Any = object()  # a parameter without a default
 
@@ -465,6 +525,7 @@ NOT_NUMBERS = {
     "by",
     "health_check_strategy",
     "ignore",
+    "jitter",
     "name",
     "pressure_relief_enabled",
     "record",

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .. import events
 from .._clock import SystemClock
-from .._errors import ConfigError, RejectedError
+from .._errors import RejectedError
 from .._fork import call_in_forked_child, reseed_in_child
 from .._policies import DEADLINE, falls_back, remaining
+from .._validate import int_at_least, positive
 from ._backoff import Backoff
 from ._budget import RetryBudget
 from ._plan import Attempts
@@ -104,20 +105,13 @@ class Retry:
         seed: int | None = None,
         name: str | None = None,
     ) -> None:
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-            raise ConfigError("attempts", f"must be an integer >= 1, got {attempts!r}")
+        int_at_least("attempts", attempts, 1)
         if backoff is None:
             backoff = Backoff()
         elif not isinstance(backoff, Backoff):
             raise TypeError(f"backoff must be a buttress.Backoff, got {backoff!r}")
         if deadline is not None:
-            if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
-                raise TypeError(f"deadline must be a number of seconds, got {deadline!r}")
-            if not 0 < deadline < float("inf"):
-                raise ConfigError(
-                    "deadline", f"must be a positive, finite number, got {deadline!r}"
-                )
-            deadline = float(deadline)
+            deadline = positive("deadline", deadline)
         if budget is not None and not isinstance(budget, RetryBudget):
             raise TypeError(f"budget must be a buttress.RetryBudget, got {budget!r}")
         for label, fn in (("on_result", on_result), ("retry_after", retry_after)):
