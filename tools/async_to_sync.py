@@ -211,6 +211,16 @@ PAIRS: list[Pair] = [
         "src/buttress/_infrastructure/_protect.py",
         names=PROTECT_NAMES,
     ),
+    Pair(
+        "src/buttress/_retry/_runs_async.py",
+        "src/buttress/_retry/_runs.py",
+        names={
+            "AsyncRuns": "Runs",
+            "call_async": "call",
+            "run_retried_async": "run_retried",
+            "_again_async": "_again",
+        },
+    ),
     Pair("tests/pool/test_pool_async.py", "tests/pool/test_pool_sync.py"),
 ]
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .._clock import Clock
     from .._config import Config, LimiterSettings, PoolSettings, ServiceSettings
     from .._retry import Retry
-    from .._retry._retry import ServiceCalls
+    from .._retry._core import ServiceCalls
     from .._scheduler import AsyncScheduler, Scheduler
     from ._protect import Steps
     from ._protect_async import AsyncSteps

@@ -46,7 +46,7 @@ from .._policies import (
 )
 from .._pool import AsyncConnectionPool, ConnectionPool, PoolSnapshot
 from .._retry import Retry
-from .._retry._retry import ServiceCalls
+from .._retry._core import ServiceCalls
 from .._scheduler import AsyncScheduler, Handle, Scheduler
 from ..ratelimit._decision import Decision, exceeded
 from ..ratelimit._limiter import RateLimiter
