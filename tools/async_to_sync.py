@@ -212,6 +212,19 @@ PAIRS: list[Pair] = [
         names=PROTECT_NAMES,
     ),
     Pair(
+        "src/buttress/_infrastructure/_policed_async.py",
+        "src/buttress/_infrastructure/_policed.py",
+        names={
+            "run_async": "run",
+            "call_async": "call",
+            "try_acquire_async": "try_acquire",
+            "policed_async": "policed",
+            "_protect_async": "_protect",
+            "charged_async": "charged",
+            "run_retried_async": "run_retried",
+        },
+    ),
+    Pair(
         "src/buttress/_retry/_runs_async.py",
         "src/buttress/_retry/_runs.py",
         names={

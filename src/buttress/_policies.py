@@ -1,7 +1,7 @@
 """Call policies around the protect pipeline: timeouts that count, deadlines, fallbacks.
 
 The pure decisions (what a fallback may answer, the effective timeout of a nested call) are
-functions here; the facade (``_infrastructure.py``) places them around the pipeline:
+functions here; ``_infrastructure/_policed_async.py`` places them around the pipeline:
 
 * the fallback is outermost: it answers a call that was refused (a
   :class:`~buttress.RejectedError`) or failed with a failure the breaker records, never a

@@ -35,24 +35,19 @@ from .._policies import (
     checked_fallback,
     checked_retry,
     checked_timeout,
-    falls_back,
-    fell_back,
-    late,
-    not_sync,
-    timed,
-    timed_async,
     timed_out,
     window,
 )
 from .._pool import AsyncConnectionPool, ConnectionPool, PoolSnapshot
-from .._retry import Retry
 from .._retry._core import ServiceCalls
 from .._scheduler import AsyncScheduler, Handle, Scheduler
-from ..ratelimit._decision import Decision, exceeded
+from ..ratelimit._decision import Decision
 from ..ratelimit._limiter import RateLimiter
 from ..ratelimit._memory import MemoryBackend
 from ..ratelimit._scope import check_name
 from ._build import DYNAMIC, Builder, ResourceSpec, Route, ServiceLayers, build_route, choices
+from ._policed import policed
+from ._policed_async import policed_async
 from ._protect import ProtectionSteps, compile_steps, run
 from ._protect_async import AsyncProtectionSteps, compile_steps_async, run_async
 from ._registry import register, unregister
@@ -436,8 +431,8 @@ class Infrastructure:
             critical = route.critical
         if timeout is None and retry is None and fallback is None and not route.policed:
             return run(route, fn, args, kwargs, context, critical, cost)
-        return self._policed(  # type: ignore[no-any-return]
-            route, fn, args, kwargs, context, critical, cost, timeout, retry, fallback
+        return policed(  # type: ignore[no-any-return]
+            self, route, fn, args, kwargs, context, critical, cost, timeout, retry, fallback
         )
 
     def _retried(self, route: Route) -> ServiceCalls:
@@ -449,74 +444,6 @@ class Infrastructure:
                 route.name, _config_of(route), self.clock, route.metrics.record_retry
             )
         return calls
-
-    def _charged(self, route: Route, key: Any, cost: float) -> Route:
-        """Charge the rate limit once for a retried request; the route its attempts take
-        (the same layers without the limiter)."""
-        limiter = route.limiter
-        if limiter is None:
-            return route
-        d = limiter.try_acquire(key, cost)
-        if not d.allowed:
-            err = exceeded(d)
-            route.metrics.record_rejection(err)
-            raise err
-        return self._limited(route, False)
-
-    async def _charged_async(self, route: Route, key: Any, cost: float) -> Route:
-        limiter = route.limiter
-        if limiter is None:
-            return route
-        d = await limiter.try_acquire_async(key, cost)
-        if not d.allowed:
-            err = exceeded(d)
-            route.metrics.record_rejection(err)
-            raise err
-        return self._limited(route, False)
-
-    def _policed(
-        self,
-        route: Route,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        key: Any,
-        critical: bool,
-        cost: float,
-        timeout: float | None,
-        retry: RetryPolicy | None,
-        fallback: Callable[[BaseException], Any] | None,
-    ) -> Any:
-        """A call with policies: fallback, then retry (after the rate limit), then each
-        attempt's timeout around the operation (docs/timeouts-and-fallbacks.md)."""
-        seconds = route.timeout if timeout is None else checked_timeout(timeout)
-        answer = route.fallback if fallback is None else checked_fallback(fallback)
-        policy = route.retry if retry is None else checked_retry(retry)
-        if seconds is not None:
-            fn = timed(route.name, fn, seconds, self.clock, route.late_result)
-        try:
-            if policy is None:
-                return run(route, fn, args, kwargs, key, critical, cost)
-            attempts = self._charged(route, key, cost)
-            if isinstance(policy, Retry):
-                return policy.run_retried(
-                    run,
-                    (attempts, fn, args, kwargs, key, critical, cost),
-                    {},
-                    self._retried(route),
-                )
-            return policy.call(run, attempts, fn, args, kwargs, key, critical, cost)
-        except Exception as exc:
-            kept, result = late(exc)
-            if kept:
-                return result
-            if answer is None or not _answered(route, exc):
-                raise
-            value = answer(exc)
-            wrong = not_sync(value)
-            if wrong is not None:
-                raise wrong from exc
-            return value
 
     async def call_async(
         self,
@@ -545,50 +472,9 @@ class Infrastructure:
             critical = route.critical
         if timeout is None and retry is None and fallback is None and not route.policed:
             return await run_async(route, fn, args, kwargs, context, critical, cost)
-        return await self._policed_async(  # type: ignore[no-any-return]
-            route, fn, args, kwargs, context, critical, cost, timeout, retry, fallback
+        return await policed_async(  # type: ignore[no-any-return]
+            self, route, fn, args, kwargs, context, critical, cost, timeout, retry, fallback
         )
-
-    async def _policed_async(
-        self,
-        route: Route,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        key: Any,
-        critical: bool,
-        cost: float,
-        timeout: float | None,
-        retry: RetryPolicy | None,
-        fallback: Callable[[BaseException], Any] | None,
-    ) -> Any:
-        """The async twin of :meth:`_policed`: the timeout cancels the operation."""
-        seconds = route.timeout if timeout is None else checked_timeout(timeout)
-        answer = route.fallback if fallback is None else checked_fallback(fallback)
-        policy = route.retry if retry is None else checked_retry(retry)
-        if seconds is not None:
-            fn = timed_async(route.name, fn, seconds, self.clock)
-        try:
-            if policy is None:
-                return await run_async(route, fn, args, kwargs, key, critical, cost)
-            attempts = await self._charged_async(route, key, cost)
-            if isinstance(policy, Retry):
-                return await policy.run_retried_async(
-                    run_async,
-                    (attempts, fn, args, kwargs, key, critical, cost),
-                    {},
-                    self._retried(route),
-                )
-            return await policy.call_async(
-                run_async, attempts, fn, args, kwargs, key, critical, cost
-            )
-        except Exception as exc:
-            if answer is None or not _answered(route, exc):
-                raise
-            value = answer(exc)
-            if inspect.isawaitable(value):
-                value = await value
-            return value
 
     def protected(
         self,
@@ -617,7 +503,7 @@ class Infrastructure:
             checked_fallback(fallback)
         if retry is not None:
             checked_retry(retry)
-        policed = timeout is not None or retry is not None or fallback is not None
+        with_policies = timeout is not None or retry is not None or fallback is not None
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
@@ -638,8 +524,9 @@ class Infrastructure:
                     if limiter is not None:
                         route = self._limited(route, limiter)
                     k = key(route, args, kwargs)
-                    if policed or route.policed:
-                        return await self._policed_async(
+                    if with_policies or route.policed:
+                        return await policed_async(
+                            self,
                             route,
                             fn,
                             args,
@@ -663,8 +550,9 @@ class Infrastructure:
                 if limiter is not None:
                     route = self._limited(route, limiter)
                 k = key(route, args, kwargs)
-                if policed or route.policed:
-                    return self._policed(
+                if with_policies or route.policed:
+                    return policed(
+                        self,
                         route,
                         fn,
                         args,
@@ -835,16 +723,6 @@ class TimedProtection(Protection):
         finally:
             await self._disarm()
         return await super().__aexit__(*exc_info)
-
-
-def _answered(route: Route, exc: BaseException) -> bool:
-    """Whether a fallback answers the call's ``exc`` (see ``_policies.falls_back``); one that
-    does is counted and announced here, for the sync and async calls alike."""
-    if not falls_back(_config_of(route), exc):
-        return False
-    route.metrics.record_fallback()
-    fell_back(route.name, exc)
-    return True
 
 
 def _config_of(route: Route) -> Any:

@@ -1,0 +1,108 @@
+# DO NOT EDIT: generated from src/buttress/_infrastructure/_policed_async.py
+# by tools/async_to_sync.py; change the source and run it again.
+"""A call with policies: the fallback, the retry and each attempt's timeout, placed around the
+protect pipeline (docs/timeouts-and-fallbacks.md, docs/retries.md).
+
+Written once, as async code; ``tools/async_to_sync.py`` writes the thread twin, ``_policed.py``.
+Where the two differ (a thread's late result, an async fallback), the difference is marked
+``if True:  # ASYNC``. The order, outermost first:
+
+1. the fallback answers a refusal or a recorded failure (``_policies.falls_back``);
+2. the rate limit is charged once per request (:func:`charged`), then the retry runs the
+   attempts through the same layers without the limiter;
+3. each attempt's timeout wraps the operation alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._policies import (
+    RetryPolicy,
+    checked_fallback,
+    checked_retry,
+    checked_timeout,
+    falls_back,
+    fell_back,
+    late,
+    not_sync,
+    timed,
+)
+from .._retry import Retry
+from ..ratelimit._decision import exceeded
+from ._protect import run
+
+if TYPE_CHECKING:
+    from ._build import Route
+    from ._infrastructure import Infrastructure
+
+
+def policed(
+    infra: Infrastructure,
+    route: Route,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    key: Any,
+    critical: bool,
+    cost: float,
+    timeout: float | None,
+    retry: RetryPolicy | None,
+    fallback: Callable[[BaseException], Any] | None,
+) -> Any:
+    """``fn(*args, **kwargs)`` through ``route`` with the call's policies (an argument left
+    ``None`` takes the service's own)."""
+    seconds = route.timeout if timeout is None else checked_timeout(timeout)
+    answer = route.fallback if fallback is None else checked_fallback(fallback)
+    policy = route.retry if retry is None else checked_retry(retry)
+    if seconds is not None:
+        fn = timed(route.name, fn, seconds, infra.clock, route.late_result)
+    try:
+        if policy is None:
+            return run(route, fn, args, kwargs, key, critical, cost)
+        attempts = charged(infra, route, key, cost)
+        if isinstance(policy, Retry):
+            return policy.run_retried(
+                run,
+                (attempts, fn, args, kwargs, key, critical, cost),
+                {},
+                infra._retried(route),
+            )
+        return policy.call(run, attempts, fn, args, kwargs, key, critical, cost)
+    except Exception as exc:
+        kept, result = late(exc)  # a thread's late result, kept by late_result="keep"
+        if kept:
+            return result
+        if answer is None or not answered(route, exc):
+            raise
+        value = answer(exc)
+        wrong = not_sync(value)
+        if wrong is not None:
+            raise wrong from exc
+        return value
+
+
+def charged(infra: Infrastructure, route: Route, key: Any, cost: float) -> Route:
+    """Charge the rate limit once for a retried request; the route its attempts take (the
+    same layers without the limiter)."""
+    limiter = route.limiter
+    if limiter is None:
+        return route
+    d = limiter.try_acquire(key, cost)
+    if not d.allowed:
+        err = exceeded(d)
+        route.metrics.record_rejection(err)
+        raise err
+    return infra._limited(route, False)
+
+
+def answered(route: Route, exc: BaseException) -> bool:
+    """Whether a fallback answers the call's ``exc`` (see ``_policies.falls_back``); one that
+    does is counted and announced here."""
+    config = route.breaker.config if route.breaker is not None else None
+    if not falls_back(config, exc):
+        return False
+    route.metrics.record_fallback()
+    fell_back(route.name, exc)
+    return True
