@@ -10,43 +10,15 @@ peer overhead / buttress overhead: above 1 means buttress is cheaper.
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import time
 from collections.abc import Awaitable, Callable
 
 import buttress as bt
+from _timing import awork, measure, report, time_async, time_sync, work
 
 QUICK = "--quick" in sys.argv
 N = 20_000 if QUICK else 100_000
 ROUNDS = 3 if QUICK else 9
-
-
-def work() -> int:
-    return 1
-
-
-async def awork() -> int:
-    return 1
-
-
-def time_sync(fn: Callable[[], object], n: int) -> float:
-    rng = range(n)
-    t0 = time.process_time()
-    for _ in rng:
-        fn()
-    return (time.process_time() - t0) / n * 1e9
-
-
-def time_async(fn: Callable[[], Awaitable[object]], n: int) -> float:
-    async def loop() -> float:
-        rng = range(n)
-        t0 = time.process_time()
-        for _ in rng:
-            await fn()
-        return (time.process_time() - t0) / n * 1e9
-
-    return asyncio.run(loop())
 
 
 def sync_candidates() -> dict[str, Callable[[], object]]:
@@ -94,36 +66,23 @@ def async_candidates() -> dict[str, Callable[[], Awaitable[object]]]:
     return out
 
 
-def measure(
-    candidates: dict[str, Callable[[], object]], timer: Callable[[Callable[[], object], int], float]
-) -> dict[str, float]:
-    best = dict.fromkeys(candidates, float("inf"))
-    for fn in candidates.values():  # warm up
-        timer(fn, N // 10)
-    for _ in range(ROUNDS):
-        for name, fn in candidates.items():
-            best[name] = min(best[name], timer(fn, N))
-    return best
-
-
-def report(title: str, best: dict[str, float], base: str) -> dict[str, float]:
-    bare = best[base]
-    ours = best["buttress"] - bare
-    print(f"\n{title}  (best of {ROUNDS} rounds x {N:,} calls, process CPU time)")
-    print(f"{'':16}{'ns/call':>10}{'overhead ns':>14}{'peer/buttress':>16}")
-    overheads: dict[str, float] = {}
-    for name, ns in best.items():
-        over = ns - bare
-        overheads[name] = over
-        ratio = "" if name in (base, "buttress") else f"{over / ours:15.2f}x"
-        shown = "" if name == base else f"{over:14.0f}"
-        print(f"{name:16}{ns:10.0f}{shown:>14}{ratio:>16}")
-    return overheads
-
-
 def main() -> int:
-    sync = report("sync, closed state", measure(sync_candidates(), time_sync), "bare call")  # type: ignore[arg-type]
-    asyn = report("asyncio, closed state", measure(async_candidates(), time_async), "bare await")  # type: ignore[arg-type]
+    sync = report(
+        "sync, closed state",
+        measure(sync_candidates(), time_sync, N, ROUNDS),
+        "bare call",
+        "buttress",
+        N,
+        ROUNDS,
+    )
+    asyn = report(
+        "asyncio, closed state",
+        measure(async_candidates(), time_async, N, ROUNDS),
+        "bare await",
+        "buttress",
+        N,
+        ROUNDS,
+    )
     peers = {k: v for k, v in sync.items() if k not in ("bare call", "buttress")}
     print()
     if peers:

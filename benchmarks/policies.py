@@ -15,43 +15,15 @@ machine cost us less); the best round of each is kept. Compare within one run on
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import time
 from collections.abc import Awaitable, Callable
 
 import buttress as bt
+from _timing import awork, measure, report, time_async, time_sync, work
 
 QUICK = "--quick" in sys.argv
 N = 10_000 if QUICK else 50_000
 ROUNDS = 3 if QUICK else 7
-
-
-def work() -> int:
-    return 1
-
-
-async def awork() -> int:
-    return 1
-
-
-def time_sync(fn: Callable[[], object], n: int) -> float:
-    rng = range(n)
-    t0 = time.process_time()
-    for _ in rng:
-        fn()
-    return (time.process_time() - t0) / n * 1e9
-
-
-def time_async(fn: Callable[[], Awaitable[object]], n: int) -> float:
-    async def loop() -> float:
-        rng = range(n)
-        t0 = time.process_time()
-        for _ in rng:
-            await fn()
-        return (time.process_time() - t0) / n * 1e9
-
-    return asyncio.run(loop())
 
 
 def retry_sync() -> dict[str, Callable[[], object]]:
@@ -136,33 +108,6 @@ def pipeline_async(infra: bt.Infrastructure) -> dict[str, Callable[[], Awaitable
     }
 
 
-def measure(
-    candidates: dict[str, Callable[[], object]], timer: Callable[..., float]
-) -> dict[str, float]:
-    best = dict.fromkeys(candidates, float("inf"))
-    for fn in candidates.values():  # warm up
-        timer(fn, N // 10)
-    for _ in range(ROUNDS):
-        for name, fn in candidates.items():
-            best[name] = min(best[name], timer(fn, N))
-    return best
-
-
-def report(title: str, best: dict[str, float], base: str, ours: str) -> dict[str, float]:
-    bare = best[base]
-    mine = best[ours] - bare
-    print(f"\n{title}  (best of {ROUNDS} rounds x {N:,} calls, process CPU time)")
-    print(f"{'':28}{'ns/call':>10}{'overhead ns':>14}{f'/ {ours}':>28}")
-    overheads: dict[str, float] = {}
-    for name, ns in best.items():
-        over = ns - bare
-        overheads[name] = over
-        ratio = "" if name in (base, ours) else f"{over / mine:27.2f}x"
-        shown = "" if name == base else f"{over:14.0f}"
-        print(f"{name:28}{ns:10.0f}{shown:>14}{ratio:>28}")
-    return overheads
-
-
 def verdict(kind: str, over: dict[str, float], ours: str) -> None:
     peers = {k: v for k, v in over.items() if k.split()[0] in ("stamina", "tenacity")}
     if not peers:
@@ -180,26 +125,37 @@ def verdict(kind: str, over: dict[str, float], ours: str) -> None:
 def main() -> int:
     sync = report(
         "retry, first attempt succeeds: sync",
-        measure(retry_sync(), time_sync),
+        measure(retry_sync(), time_sync, N, ROUNDS),
         "bare call",
         "buttress @Retry",
+        N,
+        ROUNDS,
     )
     asyn = report(
         "retry, first attempt succeeds: asyncio",
-        measure(retry_async(), time_async),  # type: ignore[arg-type]
+        measure(retry_async(), time_async, N, ROUNDS),
         "bare await",
         "buttress @Retry",
+        N,
+        ROUNDS,
     )
     infra = bt.Infrastructure("bench", CONFIG, env={}, background=False)
     try:
         report(
-            "protect pipeline: sync", measure(pipeline(infra), time_sync), "bare call", "infra.call"
+            "protect pipeline: sync",
+            measure(pipeline(infra), time_sync, N, ROUNDS),
+            "bare call",
+            "infra.call",
+            N,
+            ROUNDS,
         )
         report(
             "protect pipeline: asyncio",
-            measure(pipeline_async(infra), time_async),  # type: ignore[arg-type]
+            measure(pipeline_async(infra), time_async, N, ROUNDS),
             "bare await",
             "infra.call_async",
+            N,
+            ROUNDS,
         )
     finally:
         infra.close()
