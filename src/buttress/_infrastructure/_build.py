@@ -14,7 +14,7 @@ import functools
 import inspect
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._breaker import CircuitBreaker
@@ -95,11 +95,14 @@ class Route:
     retry: Retry | None = None
     # What a Retry is given for this service's calls (made on first use, see _retried).
     retry_calls: ServiceCalls | None = None
+    # Whether its calls take the policies' path even when the call sets none: read on every
+    # call, so worked out once.
+    policed: bool = field(init=False, default=False)
 
-    @property
-    def policed(self) -> bool:
-        """Whether calls to the service take the policies' path even when the call sets none."""
-        return self.timeout is not None or self.fallback is not None or self.retry is not None
+    def __post_init__(self) -> None:
+        self.policed = (
+            self.timeout is not None or self.fallback is not None or self.retry is not None
+        )
 
     def layers(self) -> ServiceLayers:
         return ServiceLayers(
