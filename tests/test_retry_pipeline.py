@@ -281,3 +281,28 @@ def test_bad_retry_rules_name_the_rule() -> None:
     with pytest.raises(bt.ConfigError) as info:
         cfg.check_imports()
     assert info.value.path.startswith("services.api.retry.on")
+
+
+def test_a_retried_request_that_never_reaches_the_operation_is_refunded() -> None:
+    with isolated_infrastructure(config(limit=1), clock=bt.ManualClock()) as infra:
+        infra.breakers["api"].force_open()
+        op = Upstream(infra, failures=0)
+        with pytest.raises(bt.CircuitOpenError):  # refused by every attempt: no work done
+            infra.call("api", op, retry=bt.Retry(attempts=3))
+        infra.breakers["api"].reset()
+        assert infra.call("api", op, retry=bt.Retry(attempts=3)) == "ok"  # the limit is intact
+        with pytest.raises(bt.RateLimitExceeded):  # that request did work: it keeps its charge
+            infra.call("api", op, retry=bt.Retry(attempts=3))
+
+
+def test_an_async_retried_request_refused_throughout_is_refunded() -> None:
+    async def scenario(infra: bt.Infrastructure) -> None:
+        infra.breakers["api"].force_open()
+        op = Upstream(infra, failures=0)
+        with pytest.raises(bt.CircuitOpenError):
+            await infra.call_async("api", op.run, retry=bt.Retry(attempts=3))
+        infra.breakers["api"].reset()
+        assert await infra.call_async("api", op.run, retry=bt.Retry(attempts=3)) == "ok"
+
+    with isolated_infrastructure(config(limit=1), clock=bt.ManualClock()) as infra:
+        asyncio.run(scenario(infra))

@@ -219,6 +219,7 @@ PAIRS: list[Pair] = [
             "call_async": "call",
             "try_acquire_async": "try_acquire",
             "policed_async": "policed",
+            "refund_async": "refund",
             "_protect_async": "_protect",
             "charged_async": "charged",
             "run_retried_async": "run_retried",

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._errors import RejectedError
 from .._policies import (
     RetryPolicy,
     checked_fallback,
@@ -58,10 +59,14 @@ def policed(
     policy = route.retry if retry is None else checked_retry(retry)
     if seconds is not None:
         fn = timed(route.name, fn, seconds, infra.clock, route.late_result)
+    attempts = route  # the route each attempt takes: without the limiter once charged
+    reached: list[bool] = []  # set when an attempt reaches the operation
     try:
         if policy is None:
             return run(route, fn, args, kwargs, key, critical, cost)
         attempts = charged(infra, route, key, cost)
+        if attempts is not route:
+            fn = _reaching(fn, reached)
         if isinstance(policy, Retry):
             return policy.run_retried(
                 run,
@@ -70,7 +75,14 @@ def policed(
                 infra._retried(route),
             )
         return policy.call(run, attempts, fn, args, kwargs, key, critical, cost)
-    except Exception as exc:
+    except BaseException as exc:
+        if attempts is not route and not reached and _refused(exc):
+            # Every attempt was refused (or the caller gave up first): the request did no
+            # work, so its charge goes back, as a refused call's does in the pipeline.
+            assert route.limiter is not None
+            route.limiter.refund(key, cost)
+        if not isinstance(exc, Exception):
+            raise
         kept, result = late(exc)  # a thread's late result, kept by late_result="keep"
         if kept:
             return result
@@ -95,6 +107,21 @@ def charged(infra: Infrastructure, route: Route, key: Any, cost: float) -> Route
         route.metrics.record_rejection(err)
         raise err
     return infra._limited(route, False)
+
+
+def _reaching(fn: Callable[..., Any], reached: list[bool]) -> Callable[..., Any]:
+    """``fn``, noting in ``reached`` that an attempt got to it (the result, awaitable or not,
+    is handed back as it is)."""
+
+    def reach(*args: Any, **kwargs: Any) -> Any:
+        reached.append(True)
+        return fn(*args, **kwargs)
+
+    return reach
+
+
+def _refused(exc: BaseException) -> bool:
+    return isinstance(exc, RejectedError) or not isinstance(exc, Exception)
 
 
 def answered(route: Route, exc: BaseException) -> bool:
