@@ -198,6 +198,7 @@ PUBLIC_MODULES = {
     "buttress.exporters.otel",
     "buttress.exporters.prometheus",
     "buttress.http",
+    "buttress.integrations",
     "buttress.ratelimit",
     "buttress.testing",
     "buttress.testing.pytest_plugin",

@@ -39,7 +39,7 @@ import pytest
 
 from doc_blocks import ROOT, Block, blocks, failure, run, shown_files
 
-DOCS = sorted((ROOT / "docs").glob("*.md"))
+DOCS = sorted((ROOT / "docs").rglob("*.md"))  # docs/integrations/ too
 BLOCKS = [b for page in DOCS for b in blocks(page)]
 
 # (page, text in the page, what the test runs instead). ``{redis}`` and ``{pg}`` are the test
@@ -139,7 +139,7 @@ def test_no_block_awaits_at_top_level() -> None:
     assert bad == []
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
+@pytest.mark.parametrize("doc", DOCS, ids=[str(d.relative_to(ROOT / "docs")) for d in DOCS])
 def test_every_block_names_its_language(doc: Path) -> None:
     """A bare fence could hide Python from the test above: every block says what it is."""
     bare, inside = [], False
