@@ -199,6 +199,8 @@ PUBLIC_MODULES = {
     "buttress.exporters.prometheus",
     "buttress.http",
     "buttress.integrations",
+    "buttress.integrations.httpx",
+    "buttress.integrations.requests",
     "buttress.ratelimit",
     "buttress.testing",
     "buttress.testing.pytest_plugin",

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-from .._errors import CallTimeoutError
+from .._errors import ButtressError, CallTimeoutError
 
 if TYPE_CHECKING:
     from ._config import BreakerConfig
@@ -167,8 +167,7 @@ def _as_status(status: Any) -> int | None:
 
 
 def _reader_for(cls: type[BaseException]) -> StatusReader | None:
-    module = cls.__module__
-    if module == "builtins" or module == "buttress" or module.startswith("buttress."):
+    if cls.__module__ == "builtins" or issubclass(cls, ButtressError):
         return None  # OSError, TimeoutError, a refusal: nothing to read
     for base in cls.__mro__:
         status = _DJANGO_STATUS.get((base.__module__, base.__qualname__))
