@@ -170,6 +170,7 @@ class ScriptedHTTPServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
+            disable_nagle_algorithm = True  # the body follows the headers at once
 
             def do_GET(self) -> None:
                 length = int(self.headers.get("content-length") or 0)

@@ -62,6 +62,8 @@ SHOWN_OUTPUT = [
     ("rate-limiting.md", "old, new = version("),  # a rolling deploy's bound
     ("retries.md", "retry_after=hint"),  # a custom hint's wait
     ("retries.md", 'infra.call("payments", charge)'),  # retries counted by outcome
+    ("httpx.md", "class Flaky"),  # Retry-After honoured, a 404 neutral
+    ("requests.md", "class Flaky"),
 ]
 
 

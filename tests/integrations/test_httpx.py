@@ -323,3 +323,15 @@ def test_the_error_response_reads_as_the_answer_it_carries() -> None:
 
     assert http_status(error) == 503
     assert asked_wait(error, now=lambda: 0.0) == 7.0
+
+
+def test_a_service_with_a_pool_is_refused(server: ScriptedHTTPServer) -> None:
+    config = {"circuit_breakers": {"api": {}}, "connection_pools": {"api": {"min_size": 0}}}
+    with bt.Infrastructure("x", config, pools={"api": object}, env={}, background=False) as infra:
+        transport = ProtectedTransport(infra=infra, service="api")
+        with (
+            httpx.Client(transport=transport) as client,
+            pytest.raises(bt.ConfigError, match=r"services\.api\.pool: .*set pool = false"),
+        ):
+            client.get(server.url)
+    assert server.seen == []

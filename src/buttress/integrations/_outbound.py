@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .._breaker import CircuitBreaker
 from .._breaker._outcome import result_status
 from .._classify import ResultStatus, parse_statuses
+from .._errors import ConfigError
 from .._policies import remaining
 from .._retry import Retry
 from ..ratelimit._decision import exceeded
@@ -230,7 +231,15 @@ class Outbound:
         """The rule for a service's responses: the breaker's ``failure_result`` when its
         configuration sets one, else the default."""
         assert self._infra is not None
-        breaker = self._infra.layers(name).breaker
+        layers = self._infra.layers(name)
+        if layers.pool is not None or layers.async_pool is not None:
+            # infra.call would hand the pooled member to the send, which takes none
+            raise ConfigError(
+                f"services.{name}.pool",
+                "an HTTP client's service takes no pool (the client pools its own "
+                "connections): set pool = false for it",
+            )
+        breaker = layers.breaker
         rule = breaker.config.failure_result if breaker is not None else None
         return rule if rule is not None else DEFAULT_FAILURES
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ErrorResponse", "ProtectedAdapter"]
 
+
 class ProtectedAdapter(HTTPAdapter):
     """A ``requests.adapters.HTTPAdapter`` that protects each request: mount it on a session
     (``session.mount("https://", adapter)``).
