@@ -335,3 +335,20 @@ def test_a_service_with_a_pool_is_refused(server: ScriptedHTTPServer) -> None:
         ):
             client.get(server.url)
     assert server.seen == []
+
+
+def test_a_request_the_breaker_refused_gets_its_charge_back(
+    server: ScriptedHTTPServer, clock: bt.ManualClock
+) -> None:
+    breaker = bt.CircuitBreaker("api", clock=clock)
+    limiter = bt.RateLimiter("1/minute", clock=clock)
+    transport = ProtectedTransport(breaker=breaker, limiter=limiter)
+    with httpx.Client(transport=transport, base_url=server.url) as client:
+        breaker.force_open()
+        with pytest.raises(bt.CircuitOpenError):
+            client.get("/")
+        breaker.reset()
+        assert client.get("/").status_code == 200  # the quota's one request: still there
+        with pytest.raises(bt.RateLimitExceeded):
+            client.get("/")
+    assert len(server.seen) == 1

@@ -2,7 +2,8 @@
 
 A request goes through, from the outside in:
 
-1. the **rate limit** (an outbound quota), charged once per request, however many attempts;
+1. the **rate limit** (an outbound quota), charged once per request, however many attempts
+   (and given back when the breaker refused every one: no request was made);
 2. the **retry**, each attempt one pass through what follows;
 3. the **circuit breaker**: the service's (through :class:`~buttress.Infrastructure`), one
    given, or one per host made on demand (at most ``max_hosts``, the least recently used
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .._breaker import CircuitBreaker
 from .._breaker._outcome import result_status
 from .._classify import ResultStatus, parse_statuses
-from .._errors import ConfigError
+from .._errors import ConfigError, RejectedError
 from .._policies import remaining
 from .._retry import Retry
 from ..ratelimit._decision import exceeded
@@ -52,6 +53,7 @@ FailureRule = Predicate | int | str | Iterable[int | str]
 
 #: What fails by default: every 5xx, and 429 (the server is overloaded).
 DEFAULT_FAILURES = ResultStatus(frozenset({429, *range(500, 600)}))
+CLIENT_ERRORS = frozenset(range(400, 500))
 
 #: The shortest timeout a request is sent with: a client refuses zero, and a deadline already
 #: past then ends the request at once, by the client's own timeout error.
@@ -119,10 +121,11 @@ class _Held:
     """The failing response the last attempt raised: closed when another attempt starts, or
     when the request ends in an error; returned when it is the request's answer."""
 
-    __slots__ = ("response",)
+    __slots__ = ("response", "sent")
 
     def __init__(self) -> None:
         self.response: Any = None
+        self.sent = False  # whether any attempt went past the breaker
 
     def take(self) -> Any:
         response, self.response = self.response, None
@@ -135,9 +138,9 @@ class Outbound:
 
     __slots__ = (
         "_breakers",
-        "_failure",
         "_infra",
         "_limiter",
+        "_raised",
         "_rate_key",
         "_retry",
         "_rules",
@@ -204,7 +207,8 @@ class Outbound:
         self._rate_key = rate_key
         self._retry = retry
         self._timeout = timeout
-        self._failure = _failure_rule(failure_status)
+        rule = _failure_rule(failure_status)
+        self._raised = None if rule is None else raised_by(rule)
         #: The one breaker every request goes through, when one was given.
         self.breaker = breaker if isinstance(breaker, CircuitBreaker) else None
         self._breakers: Bounded[CircuitBreaker] | None = None
@@ -241,12 +245,13 @@ class Outbound:
             )
         breaker = layers.breaker
         rule = breaker.config.failure_result if breaker is not None else None
-        return rule if rule is not None else DEFAULT_FAILURES
+        return raised_by(rule if rule is not None else DEFAULT_FAILURES)
 
-    def _fails(self, name: str | None) -> Predicate:
-        if self._failure is not None:
-            return self._failure
-        return DEFAULT_FAILURES if name is None else self._rules.get(name)
+    def _raises(self, name: str | None) -> Predicate:
+        """Which responses are raised for the breaker to judge (the failures, and 4xx)."""
+        if self._raised is not None:
+            return self._raised
+        return RAISED_BY_DEFAULT if name is None else self._rules.get(name)
 
     def _key(self, host: str) -> Any:
         key = self._rate_key
@@ -259,21 +264,22 @@ class Outbound:
         timeout capped at ``left`` seconds (``None``: no deadline); ``close`` frees a failing
         response that another attempt replaces."""
         name = self._service_name(host) if self._infra is not None else None
-        fails = self._fails(name)
+        raises = self._raises(name)
         held = _Held()
 
         def once() -> R:
             discarded = held.take()
             if discarded is not None:
                 close(discarded)
+            held.sent = True
             response = attempt(_left())
-            if fails(response) or _client_error(response):
+            if raises(response):
                 held.response = response
                 raise ErrorResponse(response)
             return response
 
         try:
-            return self._run(host, name, once)
+            return self._run(host, name, once, held)
         except ErrorResponse as failed:
             if failed.response is held.response:
                 return held.take()  # type: ignore[no-any-return]
@@ -283,7 +289,7 @@ class Outbound:
             if discarded is not None:
                 close(discarded)
 
-    def _run(self, host: str, name: str | None, once: Callable[[], R]) -> R:
+    def _run(self, host: str, name: str | None, once: Callable[[], R], held: _Held) -> R:
         key = self._key(host)
         if self._infra is not None:
             assert name is not None
@@ -302,7 +308,12 @@ class Outbound:
                 raise exceeded(decision)
         breaker = self.breaker_for(host)
         guarded = once if breaker is None else functools.partial(breaker.call, once)
-        return guarded() if self._retry is None else self._retry.call(guarded)
+        try:
+            return guarded() if self._retry is None else self._retry.call(guarded)
+        except RejectedError:
+            if isinstance(limiter, RateLimiter) and not held.sent:
+                limiter.refund(key)  # refused by the breaker every time: no request was made
+            raise
 
     async def send_async(
         self,
@@ -312,21 +323,22 @@ class Outbound:
     ) -> R:
         """:meth:`send` for asyncio: ``attempt`` and ``close`` are awaited."""
         name = self._service_name(host) if self._infra is not None else None
-        fails = self._fails(name)
+        raises = self._raises(name)
         held = _Held()
 
         async def once() -> R:
             discarded = held.take()
             if discarded is not None:
                 await close(discarded)
+            held.sent = True
             response = await attempt(_left())
-            if fails(response) or _client_error(response):
+            if raises(response):
                 held.response = response
                 raise ErrorResponse(response)
             return response
 
         try:
-            return await self._run_async(host, name, once)
+            return await self._run_async(host, name, once, held)
         except ErrorResponse as failed:
             if failed.response is held.response:
                 return held.take()  # type: ignore[no-any-return]
@@ -336,7 +348,9 @@ class Outbound:
             if discarded is not None:
                 await close(discarded)
 
-    async def _run_async(self, host: str, name: str | None, once: Callable[[], Awaitable[R]]) -> R:
+    async def _run_async(
+        self, host: str, name: str | None, once: Callable[[], Awaitable[R]], held: _Held
+    ) -> R:
         key = self._key(host)
         if self._infra is not None:
             assert name is not None
@@ -355,12 +369,20 @@ class Outbound:
                 raise exceeded(decision)
         breaker = self.breaker_for(host)
         guarded = once if breaker is None else functools.partial(breaker.call_async, once)
-        return await (guarded() if self._retry is None else self._retry.call_async(guarded))
+        try:
+            return await (guarded() if self._retry is None else self._retry.call_async(guarded))
+        except RejectedError:
+            if isinstance(limiter, RateLimiter) and not held.sent:
+                await limiter.refund_async(key)  # no attempt passed the breaker
+            raise
 
 
-def _client_error(response: object) -> bool:
-    status = result_status(response)
-    return status is not None and 400 <= status < 500
+def raised_by(rule: Predicate) -> Predicate:
+    """What to raise for the breaker to judge: what ``rule`` counts as a failure, and every
+    4xx (one set lookup when the rule is statuses: a status read once per response)."""
+    if isinstance(rule, ResultStatus):
+        return ResultStatus(rule.statuses | CLIENT_ERRORS)
+    return lambda response: rule(response) or result_status(response) in CLIENT_ERRORS
 
 
 def _left() -> float | None:
@@ -388,3 +410,6 @@ def _failure_rule(rule: FailureRule | None) -> Predicate | None:
         )
     items = sorted(rule, key=str) if isinstance(rule, set | frozenset) else rule
     return ResultStatus(parse_statuses("failure_status", items))
+
+
+RAISED_BY_DEFAULT = raised_by(DEFAULT_FAILURES)
