@@ -39,7 +39,10 @@ def test_no_public_name_is_left_out_of_all() -> None:
 
 # What `import buttress` must not import: configuration's pydantic until configuration is used,
 # and the optional libraries (extras) until their part is.
-HEAVY = ("pydantic", "redis", "psycopg", "prometheus_client", "opentelemetry", "rich", "psutil")
+HEAVY = (
+    *("pydantic", "redis", "psycopg", "prometheus_client", "opentelemetry", "rich", "psutil"),
+    *("httpx", "requests"),  # buttress.integrations' clients
+)
 
 
 def test_importing_buttress_imports_no_optional_or_heavy_library() -> None:
@@ -47,7 +50,7 @@ def test_importing_buttress_imports_no_optional_or_heavy_library() -> None:
     script = f"""
 import sys
 import buttress, buttress.events, buttress.http, buttress.ratelimit, buttress.testing
-import buttress.exporters
+import buttress.exporters, buttress.integrations
 heavy = {HEAVY!r}
 print(sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy)))
 buttress.Config  # configuration, on first use, brings pydantic
