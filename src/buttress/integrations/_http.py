@@ -6,6 +6,11 @@
   is ``503 Service Unavailable`` with ``Retry-After`` when the refusal says when. The body is
   JSON: ``error`` (the class name), ``message`` and ``retry_after``, never the caller's id.
 * :func:`admitted_headers`: the ``RateLimit`` fields of a request that was let through.
+* :func:`timed_out`: the answer to a request whose handling ran past its timeout before any
+  of the response was sent: ``504 Gateway Timeout``.
+* :class:`ErrorAnswer`: an application's error answer (a 4xx or 5xx it returned rather than
+  raised) as an exception, for a middleware to raise inside a protected block so the breaker
+  counts it as it counts a raised error with that status.
 * :class:`TrustedProxies`: the client's address, read from ``X-Forwarded-For`` or
   ``Forwarded`` only as far as the hops are proxies the operator trusts.
 """
@@ -17,8 +22,9 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from .._errors import ConfigError, RateLimitExceeded, RejectedError
+from .._errors import CallTimeoutError, ConfigError, RateLimitExceeded, RejectedError
 from ..http import rate_limit_headers
 from ..ratelimit._decision import Decision
 
@@ -26,6 +32,7 @@ Headers = tuple[tuple[str, str], ...]
 
 TOO_MANY_REQUESTS = 429
 SERVICE_UNAVAILABLE = 503
+GATEWAY_TIMEOUT = 504
 JSON = ("content-type", "application/json")
 
 
@@ -53,15 +60,48 @@ def refused(exc: RejectedError, *, rate_limit_headers_on: bool = True) -> Answer
         status = SERVICE_UNAVAILABLE
     if "retry-after" not in fields and exc.retry_after is not None:
         fields["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
-    body = {"error": type(exc).__name__, "message": _public_message(exc)}
-    body["retry_after"] = exc.retry_after  # type: ignore[assignment]
-    return Answer(status, (JSON, *fields.items()), json.dumps(body).encode())
+    return Answer(status, (JSON, *fields.items()), _json(refusal_document(exc)))
+
+
+def refusal_document(exc: RejectedError) -> dict[str, Any]:
+    """The body of :func:`refused`'s answer as data: ``error``, ``message``, ``retry_after``
+    (for a framework that renders its own error bodies, e.g. FastAPI's ``detail``)."""
+    return {
+        "error": type(exc).__name__,
+        "message": _public_message(exc),
+        "retry_after": exc.retry_after,
+    }
+
+
+def timed_out(exc: CallTimeoutError) -> Answer:
+    """The answer to a request whose handling ran past its timeout before a response began:
+    ``504 Gateway Timeout``, with a JSON body as :func:`refused`'s (``retry_after`` null)."""
+    if not isinstance(exc, CallTimeoutError):
+        raise TypeError(f"timed_out() answers a buttress.CallTimeoutError, got {exc!r}")
+    body = {"error": type(exc).__name__, "message": str(exc), "retry_after": None}
+    return Answer(GATEWAY_TIMEOUT, (JSON,), _json(body))
+
+
+class ErrorAnswer(Exception):
+    """An application answered ``status`` (400-599) instead of raising. A middleware raises
+    it inside a protected block, so the breaker counts the answer as a raised error with
+    that status (its ``status_code``): a 5xx a failure, a 4xx neutral except 408 and 429,
+    and any ``record`` / ``ignore`` status rule applies. The middleware then drops it: the
+    answer is on its way already."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the application answered {status}")
+        self.status_code = status
 
 
 def admitted_headers(decision: Decision | None) -> Headers:
     """The ``RateLimit`` / ``RateLimit-Policy`` fields of an admitting decision (none for
     ``None``: the request met no limiter)."""
     return tuple((k.lower(), v) for k, v in rate_limit_headers(decision).items())
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document).encode()
 
 
 def _public_message(exc: RejectedError) -> str:
@@ -102,6 +142,10 @@ class TrustedProxies:
 
     def __repr__(self) -> str:
         return f"TrustedProxies({[str(n) for n in self._networks]!r})"
+
+    def __bool__(self) -> bool:
+        """Whether any proxy is trusted (else :meth:`client` is always the peer)."""
+        return bool(self._networks)
 
     def trusts(self, address: str | None) -> bool:
         ip = _ip(address)
