@@ -152,5 +152,5 @@ def test_refused_is_an_http_exception_carrying_the_refusal() -> None:
     assert isinstance(wrapped, HTTPException)
     assert (wrapped.status_code, wrapped.headers) == (503, {"retry-after": "3"})
     assert wrapped.refusal is exc
-    with pytest.raises(TypeError, match="infra must be a buttress.Infrastructure"):
+    with pytest.raises(TypeError, match=r"infra must be a buttress\.Infrastructure"):
         protect(None, "db")

@@ -8,7 +8,13 @@ import json
 import pytest
 
 import buttress as bt
-from buttress.integrations._http import TrustedProxies, admitted_headers, refused
+from buttress.integrations._http import (
+    ErrorAnswer,
+    TrustedProxies,
+    admitted_headers,
+    refused,
+    timed_out,
+)
 
 
 def test_a_rate_limit_refusal_is_a_429_with_every_scopes_fields_and_no_id() -> None:
@@ -69,3 +75,29 @@ def test_a_bad_proxy_is_a_config_error_naming_it() -> None:
     with pytest.raises(bt.ConfigError) as info:
         TrustedProxies(["10.0.0.0/8", "proxy.internal"])
     assert info.value.path == "trusted_proxies[1]"
+
+
+def test_a_timeout_before_the_response_is_a_504_and_other_errors_are_refused() -> None:
+    answer = timed_out(bt.CallTimeoutError("db", 2.0))
+    assert answer.status == 504
+    assert dict(answer.headers) == {"content-type": "application/json"}
+    assert json.loads(answer.body)["error"] == "CallTimeoutError"
+    with pytest.raises(TypeError, match="CallTimeoutError"):
+        timed_out(TimeoutError())  # type: ignore[arg-type]
+
+
+def test_an_error_answer_is_counted_by_its_status_as_a_raised_error_with_it() -> None:
+    breaker = bt.CircuitBreaker(
+        "site", failure_threshold=2, degradation_threshold=None, minimum_calls=100
+    )
+    for status in (404, 400, 404, 403):  # client errors: neutral
+        breaker.record_exception(ErrorAnswer(status))
+    assert breaker.state is bt.BreakerState.CLOSED
+    breaker.record_exception(ErrorAnswer(502))
+    breaker.record_exception(ErrorAnswer(500))
+    assert breaker.state is bt.BreakerState.OPEN
+
+
+def test_trusted_proxies_say_whether_any_is_trusted() -> None:
+    assert not TrustedProxies()
+    assert TrustedProxies(["10.0.0.0/8"])

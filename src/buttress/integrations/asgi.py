@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any
 
 from .._errors import CallTimeoutError, ConfigError, RejectedError
-from ..ratelimit._limiter import RateLimiter
 from ..ratelimit._decision import Decision, exceeded
+from ..ratelimit._limiter import RateLimiter
 from ._http import Answer, ErrorAnswer, Headers, TrustedProxies, admitted_headers, refused
 from ._http import timed_out as timed_out_answer
 
