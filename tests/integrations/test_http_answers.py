@@ -90,11 +90,15 @@ def test_an_error_answer_is_counted_by_its_status_as_a_raised_error_with_it() ->
     breaker = bt.CircuitBreaker(
         "site", failure_threshold=2, degradation_threshold=None, minimum_calls=100
     )
-    for status in (404, 400, 404, 403):  # client errors: neutral
-        breaker.record_exception(ErrorAnswer(status))
-    assert breaker.state is bt.BreakerState.CLOSED
-    breaker.record_exception(ErrorAnswer(502))
-    breaker.record_exception(ErrorAnswer(500))
+
+    def answered(status: int) -> None:
+        raise ErrorAnswer(status)
+
+    for status in (404, 400, 404, 403, 502, 500):  # client errors neutral, then two failures
+        if status == 502:
+            assert breaker.state is bt.BreakerState.CLOSED
+        with pytest.raises(ErrorAnswer):
+            breaker.call(answered, status)
     assert breaker.state is bt.BreakerState.OPEN
 
 
