@@ -62,6 +62,10 @@ SHOWN_OUTPUT = [
     ("rate-limiting.md", "old, new = version("),  # a rolling deploy's bound
     ("retries.md", "retry_after=hint"),  # a custom hint's wait
     ("retries.md", 'infra.call("payments", charge)'),  # retries counted by outcome
+    ("asgi.md", 'client_ip(trusted_proxies=["10.0.0.0/8"])'),  # 200, 200, then 429
+    ("asgi.md", "async def flaky(request)"),  # returned 502s open the breaker
+    ("fastapi.md", 'header("x-user", default="anonymous")'),  # 200, 200, then 429 in detail
+    ("fastapi.md", "raise HTTPException(502)"),  # 404s neutral, 502s open the breaker
 ]
 
 
