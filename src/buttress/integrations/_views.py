@@ -16,7 +16,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -195,42 +195,47 @@ class Settings:
     rate_limit_headers: bool = True
 
 
-def read_settings(values: Mapping[str, Any], where: str) -> Settings:
+def read_settings(values: Mapping[str, Any], where: str | Callable[[str], str]) -> Settings:
     """The settings in ``values`` (Django's ``BUTTRESS``, Flask's ``BUTTRESS_*``); a wrong
-    one is a :class:`~buttress.ConfigError` whose path starts with ``where``."""
+    one is a :class:`~buttress.ConfigError` whose path names it: ``where.name``, or
+    ``where(name)`` for a function."""
     if not isinstance(values, Mapping):
-        raise ConfigError(where, f"must be a table of settings, got {values!r}")
+        raise ConfigError(str(where), f"must be a table of settings, got {values!r}")
+    if isinstance(where, str):
+        prefix = where
+        where = lambda name: f"{prefix}.{name}"  # noqa: E731
+    at = where
     for name in values:
         if name not in _KNOWN:
-            raise ConfigError(f"{where}.{name}", f"unknown setting (known: {', '.join(_KNOWN)})")
+            raise ConfigError(at(name), f"unknown setting (known: {', '.join(_KNOWN)})")
     infra = values.get("infrastructure")
     if isinstance(infra, str):
-        infra = _imported(infra, f"{where}.infrastructure")
+        infra = _imported(infra, at("infrastructure"))
     if infra is not None and not hasattr(infra, "protect"):
-        raise ConfigError(f"{where}.infrastructure", f"not a buttress.Infrastructure: {infra!r}")
+        raise ConfigError(at("infrastructure"), f"not a buttress.Infrastructure: {infra!r}")
     if infra is not None and values.get("config") is not None:
-        raise ConfigError(f"{where}.config", "give an infrastructure or a config, not both")
+        raise ConfigError(at("config"), "give an infrastructure or a config, not both")
     namespace = values.get("namespace", "web")
     if not isinstance(namespace, str) or not namespace:
-        raise ConfigError(f"{where}.namespace", f"must be a name, got {namespace!r}")
+        raise ConfigError(at("namespace"), f"must be a name, got {namespace!r}")
     proxies = values.get("trusted_proxies", ())
     try:
         trusted = proxies if isinstance(proxies, TrustedProxies) else TrustedProxies(proxies)
     except ConfigError as exc:
-        raise ConfigError(f"{where}.{exc.path}", exc.message) from None
+        raise ConfigError(at(exc.path), exc.message) from None
     defaults = [name for name in ("protect", "rate_limit") if values.get(name) is not None]
     if len(defaults) > 1:
         raise ConfigError(
-            f"{where}.rate_limit",
+            at("rate_limit"),
             "give protect (with its own limiter= if need be) or rate_limit, not both",
         )
     default = None
     if defaults:
         name = defaults[0]
-        default = _policy(values[name], name, trusted, f"{where}.{name}")
+        default = _policy(values[name], name, trusted, at(name))
     headers = values.get("rate_limit_headers", True)
     if not isinstance(headers, bool):
-        raise ConfigError(f"{where}.rate_limit_headers", f"must be true or false, got {headers!r}")
+        raise ConfigError(at("rate_limit_headers"), f"must be true or false, got {headers!r}")
     return Settings(infra, values.get("config"), namespace, trusted, default, headers)
 
 

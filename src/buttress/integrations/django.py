@@ -249,10 +249,12 @@ class ButtressMiddleware:
 # -- health -----------------------------------------------------------------------------------
 
 
+@exempt  # a probe is never limited nor refused by the service's breaker
 @require_safe
 def health_view(request: HttpRequest, probe: Probe = "health") -> HttpResponse:
     """The health report of the process's infrastructure (``probe``: ``"health"``,
-    ``"livez"`` or ``"readyz"``), from :func:`buttress.health_response`."""
+    ``"livez"`` or ``"readyz"``), from :func:`buttress.health_response`; left out of the
+    middleware's default policy."""
     status, headers, body = health_response(infrastructure(), probe)
     return HttpResponse(body, status=status, headers=headers)
 
