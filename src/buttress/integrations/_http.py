@@ -272,9 +272,7 @@ def check_key(key: Any, path: str = "key") -> Any:
     )
 
 
-def key_from_setting(
-    value: Any, trusted_proxies: TrustedProxies, path: str = "key"
-) -> Any:
+def key_from_setting(value: Any, trusted_proxies: TrustedProxies, path: str = "key") -> Any:
     """A key as a settings file writes it: ``"ip"`` (the client's address behind
     ``trusted_proxies``), ``"header:X-API-Key"``, ``"module:function"`` (a function of the
     request), a table of these (a context), or already a key. A wrong one is a

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError, ContextError, RejectedError
-from ..ratelimit._limiter import RateLimiter
 from ..ratelimit._decision import Decision, exceeded
+from ..ratelimit._limiter import RateLimiter
 from ._http import (
     Answer,
     Headers,
@@ -62,7 +62,9 @@ class Policy:
         if self.service is not None and (not isinstance(self.service, str) or not self.service):
             raise TypeError(f"service must be a service's name, got {self.service!r}")
         if self.limiter is not None and not isinstance(self.limiter, str | RateLimiter):
-            raise TypeError(f"limiter must be a limiter's name or a RateLimiter, got {self.limiter!r}")
+            raise TypeError(
+                f"limiter must be a limiter's name or a RateLimiter, got {self.limiter!r}"
+            )
         if isinstance(self.cost, bool) or not isinstance(self.cost, int | float) or self.cost <= 0:
             raise TypeError(f"cost must be a number above 0, got {self.cost!r}")
         check_key(self.key)
@@ -239,8 +241,10 @@ def read_settings(values: Mapping[str, Any], where: str | Callable[[str], str]) 
     return Settings(infra, values.get("config"), namespace, trusted, default, headers)
 
 
-_POLICY_KEYS = {"protect": ("service", "limiter", "key", "cost", "critical"),
-                "rate_limit": ("limiter", "key", "cost")}
+_POLICY_KEYS = {
+    "protect": ("service", "limiter", "key", "cost", "critical"),
+    "rate_limit": ("limiter", "key", "cost"),
+}
 
 
 def _policy(table: Any, kind: str, proxies: TrustedProxies, path: str) -> Policy:

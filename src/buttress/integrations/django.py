@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
 from django.urls import URLPattern, path
-from django.views.decorators.http import require_safe
 
 from .._health import Probe, health_response
 from ._http import Answer, Headers, api_key, client_ip, read_key
@@ -74,7 +73,9 @@ class _State:
     """``settings.BUTTRESS`` as read, and the process's infrastructure."""
 
     def __init__(self) -> None:
-        self.settings: Settings = read_settings(getattr(django_settings, "BUTTRESS", {}), "BUTTRESS")
+        self.settings: Settings = read_settings(
+            getattr(django_settings, "BUTTRESS", {}), "BUTTRESS"
+        )
         self.process = ProcessInfrastructure(self.settings)
 
 
@@ -112,11 +113,13 @@ def infrastructure() -> Infrastructure:
 
 
 def _peer(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR")
+    peer: str | None = request.META.get("REMOTE_ADDR")
+    return peer
 
 
 def _header(request: HttpRequest, name: str) -> str | None:
-    return request.headers.get(name)
+    value: str | None = request.headers.get(name)
+    return value
 
 
 def _response(answer: Answer) -> HttpResponse:
@@ -250,11 +253,12 @@ class ButtressMiddleware:
 
 
 @exempt  # a probe is never limited nor refused by the service's breaker
-@require_safe
-def health_view(request: HttpRequest, probe: Probe = "health") -> HttpResponse:
+def health_view(request: HttpRequest, probe: Probe = "health") -> HttpResponseBase:
     """The health report of the process's infrastructure (``probe``: ``"health"``,
     ``"livez"`` or ``"readyz"``), from :func:`buttress.health_response`; left out of the
     middleware's default policy."""
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponseNotAllowed(["GET", "HEAD"])
     status, headers, body = health_response(infrastructure(), probe)
     return HttpResponse(body, status=status, headers=headers)
 
