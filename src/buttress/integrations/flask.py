@@ -84,6 +84,7 @@ class Buttress:
         self, app: Flask | None = None, *, infrastructure: Infrastructure | None = None
     ) -> None:
         self._infrastructure = infrastructure
+        self._app: Flask | None = None
         if app is not None:
             self.init_app(app)
 
@@ -97,6 +98,7 @@ class Buttress:
             values.setdefault("infrastructure", self._infrastructure)
         settings = read_settings(values, lambda name: PREFIX + name.upper())
         app.extensions["buttress"] = _State(settings)
+        self._app = app
         app.before_request(_before)
         app.after_request(_after)
         app.teardown_request(_teardown)
@@ -104,8 +106,12 @@ class Buttress:
         app.register_error_handler(ContextError, _refused)
 
     def infrastructure(self) -> Infrastructure:
-        """The current app's infrastructure (:func:`infrastructure`)."""
-        return infrastructure()
+        """The infrastructure of the current app, or outside a request of the app this was
+        last set up for (:func:`infrastructure`)."""
+        if self._app is None or current_app:
+            return infrastructure()
+        with self._app.app_context():
+            return infrastructure()
 
 
 def _state() -> _State:
