@@ -62,6 +62,9 @@ SHOWN_OUTPUT = [
     ("rate-limiting.md", "old, new = version("),  # a rolling deploy's bound
     ("retries.md", "retry_after=hint"),  # a custom hint's wait
     ("retries.md", 'infra.call("payments", charge)'),  # retries counted by outcome
+    ("django.md", "urlpatterns = [path"),  # a 429 with its fields, a 502 opening a breaker
+    ("flask.md", '@rate_limit("api"'),  # the same in Flask
+    ("aiohttp.md", "buttress_middleware(infra, default"),  # and in aiohttp
 ]
 
 

@@ -168,8 +168,12 @@ def _as_status(status: Any) -> int | None:
 
 def _reader_for(cls: type[BaseException]) -> StatusReader | None:
     module = cls.__module__
-    if module == "builtins" or module == "buttress" or module.startswith("buttress."):
-        return None  # OSError, TimeoutError, a refusal: nothing to read
+    if module == "builtins":
+        return None  # OSError, TimeoutError: nothing to read
+    if module == "buttress" or module.startswith("buttress."):
+        # A refusal has no status; a web integration's answered error (integrations/_http.py)
+        # declares its status_code on the class.
+        return _read_status if isinstance(getattr(cls, "status_code", None), int) else None
     for base in cls.__mro__:
         status = _DJANGO_STATUS.get((base.__module__, base.__qualname__))
         if status is not None:
