@@ -22,10 +22,9 @@ import buttress as bt
 from buttress.integrations.asgi import (
     ProtectMiddleware,
     RateLimitMiddleware,
+    api_key,
     client_ip,
-    context,
     from_scope,
-    header,
     limit,
 )
 from buttress.ratelimit import backend_from_url
@@ -158,11 +157,7 @@ def test_an_api_key_and_the_user_and_org_make_a_hierarchical_context() -> None:
             await self.app(scope, receive, send)
 
     scopes = [bt.Scope("user", 2, 60.0), bt.Scope("org", 3, 60.0), bt.Scope("key", 5, 60.0)]
-    key = context(
-        user=from_scope("user", "id"),
-        org=from_scope("user", "org_id"),
-        key=header("x-api-key", default="none"),
-    )
+    key = {"user": from_scope("user", "id"), "org": from_scope("user", "org_id"), "key": api_key()}
     app = app_with(
         Middleware(Tenant), Middleware(RateLimitMiddleware, limiter=limiter(*scopes), key=key)
     )
@@ -173,6 +168,10 @@ def test_an_api_key_and_the_user_and_org_make_a_hierarchical_context() -> None:
     assert [first.status_code, second.status_code] == [200, 429]  # the org's 3 are spent
     assert second.headers["ratelimit-policy"] == '"user";q=2;w=60, "org";q=3;w=60, "key";q=5;w=60'
     assert second.json()["message"] == "rate limit 'org' exceeded"
+    # No API key: the request cannot be told apart, a client error.
+    unknown = get(app, "/", headers={"x-user": "cy"})[0]
+    assert unknown.status_code == 400
+    assert unknown.json()["message"] == "the request has no 'key' id for rate limit 'key'"
 
 
 def test_a_limiter_by_name_from_the_infrastructure() -> None:
@@ -186,8 +185,8 @@ def test_a_limiter_by_name_from_the_infrastructure() -> None:
         RateLimitMiddleware(hello, limiter="per_ip")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="RateLimiter or a limiter's name"):
         RateLimitMiddleware(hello, limiter=3)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="key must be a function"):
-        RateLimitMiddleware(hello, limiter=limiter(), key="ip")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="key: expected client_ip"):
+        RateLimitMiddleware(hello, limiter=limiter(), key="ip")
     with pytest.raises(TypeError, match="exempt paths start with '/'"):
         RateLimitMiddleware(hello, limiter=limiter(), exempt=["health"])  # type: ignore[arg-type]
 
@@ -337,12 +336,13 @@ def test_the_service_may_follow_the_request(infra: bt.Infrastructure) -> None:
 def test_the_services_limiter_answers_429(infra: bt.Infrastructure) -> None:
     cfg = {"rate_limiting": {"limiters": {"site": {"scopes": [{"name": "user", "limit": 1}]}}}}
     with isolated_infrastructure(cfg, clock=bt.ManualClock()) as infra:
-        key = context(user=header("x-user", default="anon"))
+        key = {"user": api_key("x-user")}
         app = app_with(
             Middleware(ProtectMiddleware, infra=infra, service="site", key=key), routes=ROUTES
         )
         ok, refused = get(app, "/", "/", headers={"x-user": "ann"})
         assert [ok.status_code, refused.status_code] == [200, 429]
+        assert get(app, "/")[0].status_code == 400  # no X-User: no id for the scope
         assert refused.headers["ratelimit"] == '"user";r=0;t=60'
         assert json.loads(refused.text)["error"] == "RateLimitExceeded"
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import PlainTextResponse
 
 import buttress as bt
-from buttress.integrations.asgi import RateLimitMiddleware, client_ip, context, header
+from buttress.integrations.asgi import RateLimitMiddleware, api_key, client_ip
 from buttress.integrations.fastapi import Refused, protect, rate_limit
 from buttress.testing import isolated_infrastructure
 
@@ -30,7 +30,7 @@ def test_a_route_dependency_answers_429_in_fastapis_shape_with_the_fields() -> N
     clock = bt.ManualClock()
     per_user = bt.RateLimiter([bt.Scope("user", 2, 60.0)], name="api", clock=clock)
     app = FastAPI()
-    limited = Depends(rate_limit(per_user, key=context(user=header("x-user"))))
+    limited = Depends(rate_limit(per_user, key={"user": api_key("x-user")}))
 
     @app.get("/items", dependencies=[limited])
     async def items() -> dict[str, int]:
@@ -60,6 +60,9 @@ def test_a_route_dependency_answers_429_in_fastapis_shape_with_the_fields() -> N
         }
     }
     assert get(app, "/free", headers=ann)[0].status_code == 200
+    anonymous = get(app, "/items")[0]
+    assert anonymous.status_code == 400
+    assert anonymous.json()["detail"]["error"] == "ContextError"
     assert get(app, "/items", headers={"x-user": "bob"})[0].status_code == 200
     clock.advance(30.0)
     assert get(app, "/items", headers=ann)[0].status_code == 200

@@ -9,7 +9,6 @@ import pytest
 
 import buttress as bt
 from buttress.integrations._http import (
-    ErrorAnswer,
     TrustedProxies,
     admitted_headers,
     refused,
@@ -86,22 +85,39 @@ def test_a_timeout_before_the_response_is_a_504_and_other_errors_are_refused() -
         timed_out(TimeoutError())  # type: ignore[arg-type]
 
 
-def test_an_error_answer_is_counted_by_its_status_as_a_raised_error_with_it() -> None:
-    breaker = bt.CircuitBreaker(
-        "site", failure_threshold=2, degradation_threshold=None, minimum_calls=100
-    )
+def test_an_answered_status_is_read_as_a_raised_one() -> None:
+    from buttress._breaker._outcome import Outcome, classify
+    from buttress.integrations._http import answered
 
-    def answered(status: int) -> None:
-        raise ErrorAnswer(status)
-
-    for status in (404, 400, 404, 403, 502, 500):  # client errors neutral, then two failures
-        if status == 502:
-            assert breaker.state is bt.BreakerState.CLOSED
-        with pytest.raises(ErrorAnswer):
-            breaker.call(answered, status)
-    assert breaker.state is bt.BreakerState.OPEN
+    config = bt.BreakerConfig()
+    assert answered(200) is None and answered(302) is None
+    assert classify(config, answered(404)) is Outcome.IGNORED  # type: ignore[arg-type]
+    for status in (408, 429, 500, 502):
+        assert classify(config, answered(status)) is Outcome.FAILURE  # type: ignore[arg-type]
+    # A refusal still carries no status (it is not a client error).
+    assert classify(config, bt.CircuitOpenError("x", "open")) is Outcome.FAILURE
 
 
-def test_trusted_proxies_say_whether_any_is_trusted() -> None:
-    assert not TrustedProxies()
-    assert TrustedProxies(["10.0.0.0/8"])
+def test_keys_read_from_peer_headers_functions_and_tables() -> None:
+    from buttress.integrations._http import api_key, client_ip, key_from_setting, read_key
+
+    headers = {"x-forwarded-for": "203.0.113.7", "x-api-key": "k1"}
+    request = {"peer": "10.0.0.1", "user": "ann"}
+
+    def read(key: object) -> object:
+        return read_key(key, request, lambda r: r["peer"], lambda r, name: headers.get(name))
+
+    assert read(client_ip(["10.0.0.0/8"])) == "203.0.113.7"
+    assert read(client_ip()) == "10.0.0.1"  # no trusted proxy: the peer
+    assert read(api_key()) == "k1"
+    assert read(api_key("X-Other")) is None
+    assert read({"user": lambda r: r["user"], "key": api_key()}) == {"user": "ann", "key": "k1"}
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    assert read(key_from_setting("ip", proxies)) == "203.0.113.7"
+    assert read(key_from_setting({"key": "header:X-API-Key"}, proxies)) == {"key": "k1"}
+    assert key_from_setting("json:dumps", proxies) is json.dumps
+    with pytest.raises(bt.ConfigError) as info:
+        key_from_setting({"user": "nope"}, proxies, "BUTTRESS.rate_limit.key")
+    assert info.value.path == "BUTTRESS.rate_limit.key.user"
+    with pytest.raises(bt.ConfigError, match="cannot import 'no_such_module:f'"):
+        key_from_setting("no_such_module:f", proxies)

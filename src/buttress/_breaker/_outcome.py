@@ -111,10 +111,6 @@ _DJANGO_STATUS = {
     ("django.http.multipartparser", "MultiPartParserError"): 400,
 }
 
-# buttress.integrations._http.ErrorAnswer, named, not imported: the web integrations' module
-# is not the core's to import.
-_ERROR_ANSWER = ("buttress.integrations._http", "ErrorAnswer")
-
 StatusReader = Callable[[BaseException], Any]
 _UNSEEN: Any = object()
 
@@ -172,10 +168,12 @@ def _as_status(status: Any) -> int | None:
 
 def _reader_for(cls: type[BaseException]) -> StatusReader | None:
     module = cls.__module__
-    if module == _ERROR_ANSWER[0] and cls.__qualname__ == _ERROR_ANSWER[1]:
-        return _read_status  # the one of ours that carries a status: an app's error answer
-    if module == "builtins" or module == "buttress" or module.startswith("buttress."):
-        return None  # OSError, TimeoutError, a refusal: nothing to read
+    if module == "builtins":
+        return None  # OSError, TimeoutError: nothing to read
+    if module == "buttress" or module.startswith("buttress."):
+        # A refusal has no status; a web integration's answered error (integrations/_http.py)
+        # declares its status_code on the class.
+        return _read_status if isinstance(getattr(cls, "status_code", None), int) else None
     for base in cls.__mro__:
         status = _DJANGO_STATUS.get((base.__module__, base.__qualname__))
         if status is not None:

@@ -9,10 +9,11 @@ no framework imported. See docs/integrations/asgi.md.
   a timeout before the response began ``504``. The breaker counts the app's answer by its
   status, as it counts a raised error with that status: a 5xx a failure, a 4xx neutral.
 * :func:`limit`: the same limit on one endpoint (``request -> response``, Starlette's).
-* Key functions, each ``scope -> id``: :func:`client_ip` (behind trusted proxies),
-  :func:`header` (an API key), :func:`from_scope` (the user or org an authentication
-  middleware put in the scope), and :func:`context`, which puts them together into the
-  context a limiter of several scopes takes (``{"user": ..., "org": ...}``).
+* Keys, as every web integration of buttress takes them: :func:`client_ip` (behind trusted
+  proxies), :func:`api_key` (a header's value), a function of the ASGI scope (such as
+  :func:`from_scope`: the user or org an authentication middleware put there), or a dict of
+  these: the context a limiter of several scopes takes (``{"user": ..., "org": ...}``).
+  A request without an id a scope needs is answered ``400``.
 
 Only ``http`` requests are limited; ``websocket`` and ``lifespan`` pass through untouched.
 """
@@ -24,19 +25,31 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from .._errors import CallTimeoutError, ConfigError, RejectedError
+from .._errors import CallTimeoutError, ConfigError, ContextError, RejectedError
 from ..ratelimit._decision import Decision, exceeded
 from ..ratelimit._limiter import RateLimiter
-from ._http import Answer, ErrorAnswer, Headers, TrustedProxies, admitted_headers, refused
+from ._http import (
+    Answer,
+    AnsweredError,
+    Headers,
+    RequestKey,
+    admitted_headers,
+    answered,
+    api_key,
+    check_key,
+    client_ip,
+    read_key,
+    refused,
+    unidentified,
+)
 from ._http import timed_out as timed_out_answer
 
 __all__ = [
     "ProtectMiddleware",
     "RateLimitMiddleware",
+    "api_key",
     "client_ip",
-    "context",
     "from_scope",
-    "header",
     "limit",
 ]
 
@@ -45,59 +58,12 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-KeyFunction = Callable[[Scope], Any]
 Exempt = str | Iterable[str] | Callable[[Scope], bool]
 
 # -- key functions ---------------------------------------------------------------------------------
 
 
-def client_ip(
-    trusted_proxies: Iterable[str] | TrustedProxies = (), *, default: str = "unknown"
-) -> KeyFunction:
-    """The client's address: the connection's peer, or, when the peer is one of
-    ``trusted_proxies`` (addresses or networks), the first untrusted hop of
-    ``X-Forwarded-For`` (or ``Forwarded``). ``default`` when the server reports no peer
-    (a Unix socket)."""
-    proxies = (
-        trusted_proxies
-        if isinstance(trusted_proxies, TrustedProxies)
-        else TrustedProxies(trusted_proxies)
-    )
-    if not proxies:  # the peer is the client: no header to read
-
-        def peer(scope: Scope) -> str:
-            client = scope.get("client")
-            return client[0] if client else default
-
-        return peer
-
-    def behind_proxies(scope: Scope) -> str:
-        client = scope.get("client")
-        address = proxies.client(
-            client[0] if client else None,
-            _field(scope, b"x-forwarded-for"),
-            _field(scope, b"forwarded"),
-        )
-        return address or default
-
-    return behind_proxies
-
-
-def header(name: str, *, default: str | None = None) -> KeyFunction:
-    """A request header's value (an API key: ``header("x-api-key")``); ``default`` when the
-    request has none (``None``: the limiter then refuses to guess, a ``ContextError``)."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"header() takes a header name, got {name!r}")
-    wanted = name.lower().encode("latin-1")
-
-    def read(scope: Scope) -> str | None:
-        value = _field(scope, wanted)
-        return default if value is None else value
-
-    return read
-
-
-def from_scope(*path: str, default: Any = None) -> KeyFunction:
+def from_scope(*path: str, default: Any = None) -> Callable[[Scope], Any]:
     """A value an outer middleware left in the scope, by a path of keys or attributes:
     ``from_scope("user", "org_id")`` reads ``scope["user"].org_id`` (Starlette's
     ``AuthenticationMiddleware`` sets ``scope["user"]``), ``from_scope("state", "tenant")``
@@ -116,27 +82,28 @@ def from_scope(*path: str, default: Any = None) -> KeyFunction:
     return read
 
 
-def context(**parts: KeyFunction) -> KeyFunction:
-    """A context for a limiter of several scopes, one key function per entry:
-    ``context(user=from_scope("user", "id"), org=header("x-org"))`` gives
-    ``{"user": ..., "org": ...}``, every scope charged or none."""
-    for name, part in parts.items():
-        if not callable(part):
-            raise TypeError(f"context({name}=...) takes a key function (scope -> id), got {part!r}")
-    items = tuple(parts.items())
-
-    def read(scope: Scope) -> dict[str, Any]:
-        return {name: part(scope) for name, part in items}
-
-    return read
+def _peer(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
 
 
-def _field(scope: Scope, name: bytes) -> str | None:
-    """A request header's value, repeated fields joined by commas (as HTTP allows)."""
-    found = [v for k, v in scope.get("headers", ()) if k == name]
+def _header(scope: Scope, name: str) -> str | None:
+    """A request header's value (``name`` in lower case), repeated fields joined by commas
+    (as HTTP allows)."""
+    wanted = name.encode("latin-1")
+    found = [v for k, v in scope.get("headers", ()) if k == wanted]
     if not found:
         return None
     return b", ".join(found).decode("latin-1")
+
+
+def _reader(key: Any, path: str = "key") -> Callable[[Scope], Any]:
+    """``scope -> id or context`` for a key (see the module docstring)."""
+    key = check_key(key, path)
+    if isinstance(key, RequestKey):  # the common case, read without read_key's dispatch
+        read = key.read
+        return lambda scope: read(_peer(scope), functools.partial(_header, scope))
+    return lambda scope: read_key(key, scope, _peer, _header)
 
 
 # -- the rate-limit middleware ---------------------------------------------------------------------
@@ -146,8 +113,8 @@ class RateLimitMiddleware:
     """Every HTTP request passes ``limiter`` first (see the module docstring).
 
     ``limiter`` is a :class:`~buttress.RateLimiter`, or the name of one of ``infra``'s
-    (``[rate_limiting.limiters.NAME]``). ``key`` (``scope -> id or context``) says whose
-    request it is: by default the client's address (:func:`client_ip`, no proxy trusted).
+    (``[rate_limiting.limiters.NAME]``). ``key`` says whose request it is (see the module
+    docstring): by default the client's address (:func:`client_ip`, no proxy trusted).
     ``headers`` puts the ``RateLimit`` fields on admitted responses as well as refusals.
     ``exempt``: paths (each with everything below it: ``"/health"`` covers
     ``/health/livez``), or a predicate ``scope -> bool``. ``cost`` is charged per request.
@@ -160,7 +127,7 @@ class RateLimitMiddleware:
         app: ASGIApp,
         *,
         limiter: RateLimiter | str,
-        key: KeyFunction | None = None,
+        key: Any = None,
         infra: Any = None,
         headers: bool = True,
         exempt: Exempt = (),
@@ -168,7 +135,7 @@ class RateLimitMiddleware:
     ) -> None:
         self.app = app
         chosen = _limiter(limiter, infra)
-        self._key = _key_function(key)
+        self._key = _reader(client_ip() if key is None else key)
         self._headers = bool(headers)
         self._exempt = _exemption(exempt)
         self._cost = cost
@@ -180,11 +147,15 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or (self._exempt is not None and self._exempt(scope)):
             await self.app(scope, receive, send)
             return
-        key = self._key(scope)
-        if self._asynchronous:
-            decision = await self._acquire(key, self._cost)
-        else:
-            decision = self._acquire(key, self._cost)
+        try:
+            key = self._key(scope)
+            if self._asynchronous:
+                decision = await self._acquire(key, self._cost)
+            else:
+                decision = self._acquire(key, self._cost)
+        except ContextError as exc:  # no id for a scope: the request cannot be told apart
+            await _send_answer(send, unidentified(exc))
+            return
         if not decision.allowed:
             await _send_answer(send, refused(exceeded(decision)))
             return
@@ -202,15 +173,15 @@ class ProtectMiddleware:
     docstring).
 
     ``service`` is a service's name, or ``scope -> name`` (one breaker per upstream, per
-    route...). ``key`` (``scope -> id or context``) fills the service's limiter, if it has
-    one. ``timeout`` (seconds; else the service's own) cancels a request that runs past it:
-    ``504`` when nothing was sent yet. ``headers`` puts the ``RateLimit`` fields of the
-    service's limiter on admitted responses. ``exempt`` as for
+    route...). ``key`` (as for :class:`RateLimitMiddleware`; none by default) fills the
+    service's limiter, if it has one. ``timeout`` (seconds; else the service's own) cancels
+    a request that runs past it: ``504`` when nothing was sent yet. ``headers`` puts the
+    ``RateLimit`` fields of the service's limiter on admitted responses. ``exempt`` as for
     :class:`RateLimitMiddleware`.
 
     The breaker counts each request by how the app ended it: an exception as the breaker's
     rules classify it; an answer of 400 or more as an exception with that status
-    (:class:`~buttress.integrations._http.ErrorAnswer`): a 5xx a failure, a 4xx neutral
+    (:func:`~buttress.integrations._http.answered`): a 5xx a failure, a 4xx neutral
     (except 408 and 429), as any ``record`` / ``ignore`` status rule says.
     """
 
@@ -222,7 +193,7 @@ class ProtectMiddleware:
         *,
         infra: Any,
         service: str | Callable[[Scope], str],
-        key: KeyFunction | None = None,
+        key: Any = None,
         timeout: float | None = None,
         headers: bool = True,
         exempt: Exempt = (),
@@ -236,12 +207,10 @@ class ProtectMiddleware:
                 "ProtectMiddleware: service must be a name or a function scope -> name, "
                 f"got {service!r}"
             )
-        if key is not None and not callable(key):
-            raise TypeError(f"ProtectMiddleware: key must be a function scope -> id, got {key!r}")
         self.app = app
         self._infra = infra
         self._service = service
-        self._key = key
+        self._key = None if key is None else _reader(key)
         self._timeout = timeout
         self._headers = bool(headers)
         self._exempt = _exemption(exempt)
@@ -251,23 +220,28 @@ class ProtectMiddleware:
             await self.app(scope, receive, send)
             return
         service = self._service if isinstance(self._service, str) else self._service(scope)
-        key = self._key(scope) if self._key is not None else None
-        if isinstance(key, Mapping):
-            guard = self._infra.protect(service, context=key, timeout=self._timeout)
-        else:
-            guard = self._infra.protect(service, rate_key=key, timeout=self._timeout)
         response = _Response(send)
         try:
+            key = self._key(scope) if self._key is not None else None
+            if isinstance(key, Mapping):
+                guard = self._infra.protect(service, context=key, timeout=self._timeout)
+            else:
+                guard = self._infra.protect(service, rate_key=key, timeout=self._timeout)
             async with guard:
+                response.entered = True
                 if self._headers and guard.decision is not None:
                     response.fields = _encoded(admitted_headers(guard.decision))
                 await self.app(scope, receive, response.send)
-                if response.status >= 400:
-                    response.error = ErrorAnswer(response.status)
-                    raise response.error
-        except ErrorAnswer as exc:
+                response.error = answered(response.status)
+                if response.error is not None:
+                    raise response.error  # counted by its status, then dropped below
+        except AnsweredError as exc:
             if exc is not response.error:
                 raise
+        except ContextError as exc:  # no id for a scope of the service's limiter
+            if response.entered:
+                raise
+            await _send_answer(send, unidentified(exc))
         except RejectedError as exc:  # refused at the door, or by a call inside the app
             if response.started:
                 raise
@@ -281,14 +255,15 @@ class ProtectMiddleware:
 class _Response:
     """What a middleware sees of the app's response: whether it began, with which status."""
 
-    __slots__ = ("_send", "error", "fields", "started", "status")
+    __slots__ = ("_send", "entered", "error", "fields", "started", "status")
 
     def __init__(self, send: Send) -> None:
         self._send = send
+        self.entered = False  # the protection admitted the request: the app runs
         self.started = False
         self.status = 0
         self.fields: list[tuple[bytes, bytes]] = []
-        self.error: ErrorAnswer | None = None
+        self.error: AnsweredError | None = None
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -305,18 +280,19 @@ class _Response:
 def limit(
     limiter: RateLimiter | str,
     *,
-    key: KeyFunction | None = None,
+    key: Any = None,
     infra: Any = None,
     headers: bool = True,
     cost: float = 1,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Limit one endpoint of the ``request -> response`` kind (Starlette's ``Route``; for
     FastAPI see :func:`buttress.integrations.fastapi.rate_limit`): ``limiter``, ``key``,
-    ``infra``, ``headers`` and ``cost`` as for :class:`RateLimitMiddleware`; ``key`` is given
-    ``request.scope``. A refused request gets the 429 answer and the endpoint is not called.
+    ``infra``, ``headers`` and ``cost`` as for :class:`RateLimitMiddleware` (a function key is
+    given ``request.scope``). A refused request gets the 429 answer (400 without an id) and
+    the endpoint is not called.
     """
     chosen = _limiter(limiter, infra)
-    read = _key_function(key)
+    read = _reader(client_ip() if key is None else key)
     in_memory = chosen._in_memory  # decides without I/O: no coroutine per request
 
     def decorate(endpoint: Callable[..., Any]) -> Callable[..., Any]:
@@ -332,12 +308,15 @@ def limit(
 
             @functools.wraps(endpoint)
             async def limited_async(request: Any) -> Any:
-                k = read(request.scope)
-                decision = (
-                    chosen.try_acquire(k, cost)
-                    if in_memory
-                    else await chosen.try_acquire_async(k, cost)
-                )
+                try:
+                    k = read(request.scope)
+                    decision = (
+                        chosen.try_acquire(k, cost)
+                        if in_memory
+                        else await chosen.try_acquire_async(k, cost)
+                    )
+                except ContextError as exc:
+                    return _Answered(unidentified(exc))
                 if not decision.allowed:
                     return _Answered(refused(exceeded(decision)))
                 return answer(decision, await endpoint(request))
@@ -346,7 +325,10 @@ def limit(
 
         @functools.wraps(endpoint)  # run in a worker thread by the framework, as the endpoint
         def limited(request: Any) -> Any:
-            decision = chosen.try_acquire(read(request.scope), cost)
+            try:
+                decision = chosen.try_acquire(read(request.scope), cost)
+            except ContextError as exc:
+                return _Answered(unidentified(exc))
             if not decision.allowed:
                 return _Answered(refused(exceeded(decision)))
             return answer(decision, endpoint(request))
@@ -402,14 +384,6 @@ def _limiter(limiter: RateLimiter | str, infra: Any) -> RateLimiter:
         known = ", ".join(sorted(limiters)) or "none"
         raise ConfigError("limiter", f"no limiter named {limiter!r} (configured: {known})")
     return found  # type: ignore[no-any-return]
-
-
-def _key_function(key: KeyFunction | None) -> KeyFunction:
-    if key is None:
-        return client_ip()
-    if not callable(key):
-        raise TypeError(f"key must be a function scope -> id or context, got {key!r}")
-    return key
 
 
 def _exemption(exempt: Exempt) -> Callable[[Scope], bool] | None:

@@ -11,22 +11,25 @@
   ``HTTPException(404)`` the endpoint raises is neutral for the breaker, as every 4xx but
   408 and 429.
 
-The key functions are :mod:`buttress.integrations.asgi`'s (``scope -> id``): they are given
-``request.scope``. The app-wide middlewares are there too, and work in FastAPI unchanged.
+Keys are as :mod:`buttress.integrations.asgi` takes them (``client_ip()``, ``api_key()``, a
+function of the ASGI scope, or a dict of these): a function is given ``request.scope``. A
+request without an id a scope needs raises ``HTTPException(400)``. The app-wide middlewares
+are there too, and work in FastAPI unchanged.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import HTTPException, Request, Response
 
-from .._errors import RejectedError
+from .._errors import ContextError, RejectedError
 from ..ratelimit._decision import Decision, exceeded
 from ..ratelimit._limiter import RateLimiter
-from ._http import admitted_headers, refusal_document, refused
-from .asgi import KeyFunction, _key_function, _limiter
+from ._http import admitted_headers, client_ip, refusal_document, refused, unidentified
+from .asgi import _limiter, _reader
 
 __all__ = ["Refused", "protect", "rate_limit"]
 
@@ -48,25 +51,31 @@ class Refused(HTTPException):
 def rate_limit(
     limiter: RateLimiter | str,
     *,
-    key: KeyFunction | None = None,
+    key: Any = None,
     infra: Any = None,
     headers: bool = True,
     cost: float = 1,
 ) -> Callable[[Request, Response], Awaitable[Decision]]:
     """A dependency limiting each request by ``limiter`` (a :class:`~buttress.RateLimiter`
-    or the name of one of ``infra``'s). ``key`` (``scope -> id or context``, default the
-    client's address) says whose request it is; ``headers`` puts the ``RateLimit`` fields on
-    admitted responses (those of an endpoint that returns data: a ``Response`` it returns
-    itself is sent as it is); ``cost`` is charged per request."""
+    or the name of one of ``infra``'s). ``key`` (default the client's address,
+    :func:`~buttress.integrations.asgi.client_ip`) says whose request it is; ``headers``
+    puts the ``RateLimit`` fields on admitted responses (those of an endpoint that returns
+    data: a ``Response`` it returns itself is sent as it is); ``cost`` is charged per
+    request."""
     chosen = _limiter(limiter, infra)
-    read = _key_function(key)
+    read = _reader(client_ip() if key is None else key)
     in_memory = chosen._in_memory  # decides without I/O: no coroutine per request
 
     async def rate_limited(request: Request, response: Response) -> Decision:
-        k = read(request.scope)
-        decision = (
-            chosen.try_acquire(k, cost) if in_memory else await chosen.try_acquire_async(k, cost)
-        )
+        try:
+            k = read(request.scope)
+            decision = (
+                chosen.try_acquire(k, cost)
+                if in_memory
+                else await chosen.try_acquire_async(k, cost)
+            )
+        except ContextError as exc:
+            raise _unidentified(exc) from None
         if not decision.allowed:
             raise Refused(exceeded(decision))
         if headers:
@@ -78,29 +87,30 @@ def rate_limit(
 
 
 def protect(
-    infra: Any, service: str, *, key: KeyFunction | None = None
+    infra: Any, service: str, *, key: Any = None
 ) -> Callable[[Request], AsyncIterator[Any]]:
     """A dependency running the endpoint inside ``infra.protect(service)``: its value is the
-    guard. ``key`` (``scope -> id or context``) fills the service's limiter. For a
-    ``timeout``, set the service's in the configuration or use
-    :class:`~buttress.integrations.asgi.ProtectMiddleware`."""
+    guard. ``key`` (as for :func:`rate_limit`; none by default) fills the service's
+    limiter. To give requests a timeout, or to count the 5xx responses an endpoint returns,
+    use :class:`~buttress.integrations.asgi.ProtectMiddleware`."""
     if not callable(getattr(infra, "protect", None)):
         raise TypeError(f"protect(): infra must be a buttress.Infrastructure, got {infra!r}")
     if not isinstance(service, str):
         raise TypeError(f"protect(): service must be a service's name, got {service!r}")
-    if key is not None and not callable(key):
-        raise TypeError(f"protect(): key must be a function scope -> id, got {key!r}")
+    read = None if key is None else _reader(key)
 
     async def protected(request: Request) -> AsyncIterator[Any]:
-        k = key(request.scope) if key is not None else None
-        if isinstance(k, Mapping):
-            guard = infra.protect(service, context=k)
-        else:
-            guard = infra.protect(service, rate_key=k)
         try:
+            k = read(request.scope) if read is not None else None
+            if isinstance(k, Mapping):
+                guard = infra.protect(service, context=k)
+            else:
+                guard = infra.protect(service, rate_key=k)
             await guard.__aenter__()
         except RejectedError as exc:
             raise Refused(exc) from None
+        except ContextError as exc:
+            raise _unidentified(exc) from None
         try:
             yield guard
         except BaseException as exc:  # the endpoint raised: the breaker classifies it
@@ -109,3 +119,11 @@ def protect(
         await guard.__aexit__(None, None, None)
 
     return protected
+
+
+def _unidentified(exc: ContextError) -> HTTPException:
+    """A request the limiter cannot tell apart, as FastAPI's ``HTTPException``: the status
+    and body of :func:`~buttress.integrations._http.unidentified` (400, the body as
+    ``detail``)."""
+    answer = unidentified(exc)
+    return HTTPException(answer.status, detail=json.loads(answer.body))
