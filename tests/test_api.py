@@ -199,6 +199,8 @@ PUBLIC_MODULES = {
     "buttress.exporters.prometheus",
     "buttress.http",
     "buttress.integrations",
+    "buttress.integrations.asgi",
+    "buttress.integrations.fastapi",
     "buttress.integrations.aiohttp",
     "buttress.integrations.django",
     "buttress.integrations.flask",

@@ -62,6 +62,10 @@ SHOWN_OUTPUT = [
     ("rate-limiting.md", "old, new = version("),  # a rolling deploy's bound
     ("retries.md", "retry_after=hint"),  # a custom hint's wait
     ("retries.md", 'infra.call("payments", charge)'),  # retries counted by outcome
+    ("asgi.md", 'client_ip(trusted_proxies=["10.0.0.0/8"])'),  # 200, 200, then 429
+    ("asgi.md", "async def flaky(request)"),  # returned 502s open the breaker
+    ("fastapi.md", 'key={"user": api_key("X-User")}'),  # 200, 200, then 429 in detail
+    ("fastapi.md", "raise HTTPException(502)"),  # 404s neutral, 502s open the breaker
     ("django.md", "urlpatterns = [path"),  # a 429 with its fields, a 502 opening a breaker
     ("flask.md", '@rate_limit("api"'),  # the same in Flask
     ("aiohttp.md", "buttress_middleware(infra, default"),  # and in aiohttp

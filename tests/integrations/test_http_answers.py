@@ -8,7 +8,12 @@ import json
 import pytest
 
 import buttress as bt
-from buttress.integrations._http import TrustedProxies, admitted_headers, refused
+from buttress.integrations._http import (
+    TrustedProxies,
+    admitted_headers,
+    refused,
+    timed_out,
+)
 
 
 def test_a_rate_limit_refusal_is_a_429_with_every_scopes_fields_and_no_id() -> None:
@@ -69,6 +74,15 @@ def test_a_bad_proxy_is_a_config_error_naming_it() -> None:
     with pytest.raises(bt.ConfigError) as info:
         TrustedProxies(["10.0.0.0/8", "proxy.internal"])
     assert info.value.path == "trusted_proxies[1]"
+
+
+def test_a_timeout_before_the_response_is_a_504_and_other_errors_are_refused() -> None:
+    answer = timed_out(bt.CallTimeoutError("db", 2.0))
+    assert answer.status == 504
+    assert dict(answer.headers) == {"content-type": "application/json"}
+    assert json.loads(answer.body)["error"] == "CallTimeoutError"
+    with pytest.raises(TypeError, match="CallTimeoutError"):
+        timed_out(TimeoutError())  # type: ignore[arg-type]
 
 
 def test_an_answered_status_is_read_as_a_raised_one() -> None:

@@ -6,6 +6,8 @@
   is ``503 Service Unavailable`` with ``Retry-After`` when the refusal says when. The body is
   JSON: ``error`` (the class name), ``message`` and ``retry_after``, never the caller's id.
 * :func:`admitted_headers`: the ``RateLimit`` fields of a request that was let through.
+* :func:`timed_out`: the answer to a request whose handling ran past its timeout before any
+  of the response was sent: ``504 Gateway Timeout``.
 * :class:`TrustedProxies`: the client's address, read from ``X-Forwarded-For`` or
   ``Forwarded`` only as far as the hops are proxies the operator trusts.
 * The keys a request is limited by: :func:`client_ip` and :func:`api_key` read what every
@@ -26,7 +28,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, final
 
-from .._errors import ConfigError, ContextError, RateLimitExceeded, RejectedError
+from .._errors import (
+    CallTimeoutError,
+    ConfigError,
+    ContextError,
+    RateLimitExceeded,
+    RejectedError,
+)
 from ..http import rate_limit_headers
 from ..ratelimit._decision import Decision
 
@@ -35,6 +43,7 @@ Headers = tuple[tuple[str, str], ...]
 BAD_REQUEST = 400
 TOO_MANY_REQUESTS = 429
 SERVICE_UNAVAILABLE = 503
+GATEWAY_TIMEOUT = 504
 JSON = ("content-type", "application/json")
 
 
@@ -62,9 +71,26 @@ def refused(exc: RejectedError, *, rate_limit_headers_on: bool = True) -> Answer
         status = SERVICE_UNAVAILABLE
     if "retry-after" not in fields and exc.retry_after is not None:
         fields["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
-    body = {"error": type(exc).__name__, "message": _public_message(exc)}
-    body["retry_after"] = exc.retry_after  # type: ignore[assignment]
-    return Answer(status, (JSON, *fields.items()), json.dumps(body).encode())
+    return Answer(status, (JSON, *fields.items()), _json(refusal_document(exc)))
+
+
+def refusal_document(exc: RejectedError) -> dict[str, Any]:
+    """The body of :func:`refused`'s answer as data: ``error``, ``message``, ``retry_after``
+    (for a framework that renders its own error bodies, e.g. FastAPI's ``detail``)."""
+    return {
+        "error": type(exc).__name__,
+        "message": _public_message(exc),
+        "retry_after": exc.retry_after,
+    }
+
+
+def timed_out(exc: CallTimeoutError) -> Answer:
+    """The answer to a request whose handling ran past its timeout before a response began:
+    ``504 Gateway Timeout``, with a JSON body as :func:`refused`'s (``retry_after`` null)."""
+    if not isinstance(exc, CallTimeoutError):
+        raise TypeError(f"timed_out() answers a buttress.CallTimeoutError, got {exc!r}")
+    body = {"error": type(exc).__name__, "message": str(exc), "retry_after": None}
+    return Answer(GATEWAY_TIMEOUT, (JSON,), _json(body))
 
 
 def unidentified(exc: ContextError) -> Answer:
@@ -82,6 +108,10 @@ def admitted_headers(decision: Decision | None) -> Headers:
     """The ``RateLimit`` / ``RateLimit-Policy`` fields of an admitting decision (none for
     ``None``: the request met no limiter)."""
     return tuple((k.lower(), v) for k, v in rate_limit_headers(decision).items())
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document).encode()
 
 
 def _public_message(exc: RejectedError) -> str:
@@ -124,6 +154,8 @@ class TrustedProxies:
         return f"TrustedProxies({[str(n) for n in self._networks]!r})"
 
     def trusts(self, address: str | None) -> bool:
+        if not self._networks:
+            return False  # no proxy trusted (the common case): no address to parse
         ip = _ip(address)
         return ip is not None and any(ip in network for network in self._networks)
 
