@@ -1,0 +1,252 @@
+"""Celery tasks protected by buttress (buttress/integrations/celery.py), run by a real Celery
+worker (celery's in-process worker thread, on the in-memory broker), and in eager mode for
+what needs no worker."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+celery = pytest.importorskip("celery")
+
+from celery import Celery  # noqa: E402
+from celery.contrib.testing.worker import start_worker  # noqa: E402
+from celery.signals import task_retry  # noqa: E402
+
+import buttress as bt  # noqa: E402
+from buttress import events  # noqa: E402
+from buttress.integrations.celery import ProtectedTask, WorkerInfrastructure  # noqa: E402
+
+RESULT_TIMEOUT = 30.0  # a bound on a real worker's answer; reached only when something broke
+
+
+def _app(name: str) -> Celery:
+    app = Celery(name, broker="memory://", backend="cache+memory://", set_as_current=False)
+    app.conf.update(
+        # The in-memory transport polls its queue; every second by default.
+        broker_transport_options={"polling_interval": 0.01},
+        result_serializer="pickle",  # a refusal arrives with its attributes
+        accept_content=["json", "pickle"],
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+@pytest.fixture
+def app() -> Iterator[Celery]:
+    app = _app("buttress-test")
+    yield app
+    app.close()
+
+
+def test_a_refused_task_is_run_again_after_retry_after_by_a_real_worker_and_succeeds(
+    app: Celery,
+) -> None:
+    infra = bt.Infrastructure(
+        "celery1",
+        {"rate_limiting": {"limiters": {"send": {"limit": 1, "window": 0.5}}}},
+        background=False,
+    )
+    denied: list[tuple[float, float]] = []  # (when, retry_after)
+    ran: list[tuple[int, float, int]] = []  # (n, when, retries)
+
+    def on_denied(_name: Any, measurements: Any, _metadata: Any) -> None:
+        denied.append((time.monotonic(), measurements["retry_after"]))
+
+    @app.task(base=ProtectedTask, bind=True, infrastructure=infra, service="send", max_retries=3)
+    def send(self: Any, n: int) -> int:
+        ran.append((n, time.monotonic(), self.request.retries))
+        return n * 10
+
+    events.attach("test-celery-denied", ("buttress", "rate_limiter", "denied"), on_denied)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            first, second = send.delay(1), send.delay(2)
+            assert first.get(timeout=RESULT_TIMEOUT) == 10
+            assert second.get(timeout=RESULT_TIMEOUT) == 20
+    finally:
+        events.detach("test-celery-denied")
+        infra.close()
+
+    # The second was refused once, went back to the broker, and ran when the limit had room.
+    assert len(denied) == 1
+    refused_at, retry_after = denied[0]
+    assert 0 < retry_after <= 0.5
+    assert [(n, retries) for n, _, retries in ran] == [(1, 0), (2, 1)]
+    # Celery's ETA is wall-clock, ours monotonic: a millisecond either way.
+    assert ran[1][1] >= refused_at + retry_after - 0.005
+
+
+def test_a_protected_task_opens_its_breaker_in_a_real_worker_and_is_then_refused_into_a_retry(
+    app: Celery,
+) -> None:
+    infra = bt.Infrastructure(
+        "celery2",
+        {
+            "circuit_breakers": {
+                "mailer": {"strategy": "fail_fast", "failure_threshold": 3, "reset_timeout": 60.0}
+            }
+        },
+        background=False,
+    )
+    bodies: list[int] = []
+    retried = threading.Event()
+    retries: list[tuple[str, float | None]] = []
+
+    def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
+        retries.append((type(reason.exc).__name__ if hasattr(reason, "exc") else "", None))
+        retried.set()
+
+    @app.task(base=ProtectedTask, infrastructure=infra, service="mailer", max_retries=2)
+    def mail(n: int) -> None:
+        bodies.append(n)
+        raise ConnectionError("smtp down")
+
+    task_retry.connect(on_retry, weak=False)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            for n in range(3):
+                failed = mail.delay(n)
+                with pytest.raises(ConnectionError):  # a failure is no refusal: no retry
+                    failed.get(timeout=RESULT_TIMEOUT)
+            assert infra.breakers["mailer"].state == "open"
+            refused = mail.delay(3)
+            assert retried.wait(RESULT_TIMEOUT)
+            assert refused.state == "RETRY"
+    finally:
+        task_retry.disconnect(on_retry)
+        infra.close()
+
+    assert bodies == [0, 1, 2]  # the refused task never ran its body
+    assert retries == [("CircuitOpenError", None)]
+
+
+def test_retries_are_bounded_by_max_retries_then_the_refusal_is_the_tasks_failure(
+    app: Celery,
+) -> None:
+    app.conf.task_always_eager = True  # eager mode runs a retry at once: no worker needed here
+    infra = bt.Infrastructure(
+        "celery3",
+        {"rate_limiting": {"limiters": {"quota": {"limit": 1, "window": 3600.0}}}},
+        background=False,
+    )
+    runs: list[int] = []
+
+    @app.task(base=ProtectedTask, infrastructure=infra, service="quota", max_retries=2)
+    def job() -> str:
+        runs.append(1)
+        return "done"
+
+    try:
+        assert job.delay().get() == "done"
+        result = job.delay()  # refused, retried twice (refused each time), then failed
+        with pytest.raises(bt.RateLimitExceeded) as info:
+            result.get()
+    finally:
+        infra.close()
+    assert runs == [1]
+    assert info.value.retry_after is not None and info.value.retry_after > 3000
+
+
+def test_a_refusal_that_says_nothing_about_when_is_not_retried(app: Celery) -> None:
+    app.conf.task_always_eager = True
+    infra = bt.Infrastructure("celery4", {"circuit_breakers": {"lookup": {}}}, background=False)
+    attempts: list[int] = []
+
+    # The service is the task's name when none is given.
+    @app.task(base=ProtectedTask, bind=True, infrastructure=infra, name="lookup", max_retries=5)
+    def lookup(self: Any) -> None:
+        attempts.append(self.request.retries)
+        raise bt.CircuitOpenError("upstream", "open", retry_after=None)
+
+    try:
+        with pytest.raises(bt.CircuitOpenError):
+            lookup.delay().get()
+    finally:
+        infra.close()
+    assert attempts == [0]
+
+
+def test_context_comes_from_the_tasks_arguments_and_a_task_argument_named_context_reaches_it(
+    app: Celery,
+) -> None:
+    app.conf.task_always_eager = True
+    infra = bt.Infrastructure(
+        "celery5",
+        {
+            "rate_limiting": {
+                "limiters": {"api": {"scopes": [{"name": "user", "limit": 1, "window": 60.0}]}}
+            }
+        },
+        background=False,
+    )
+
+    @app.task(
+        base=ProtectedTask,
+        infrastructure=infra,
+        service="api",
+        rate_key=lambda user, context: user,
+        retry_refused=False,
+    )
+    def work(user: str, context: str) -> str:
+        return f"{user}:{context}"
+
+    try:
+        assert work.delay("ann", "a").get() == "ann:a"
+        assert work.delay("bob", "b").get() == "bob:b"  # another user: another allowance
+        with pytest.raises(bt.RateLimitExceeded):
+            work.delay("ann", "c").get()
+    finally:
+        infra.close()
+
+
+def test_worker_infrastructure_is_built_once_per_process_and_again_in_a_forked_child() -> None:
+    built: list[int] = []
+
+    def build() -> bt.Infrastructure:
+        built.append(os.getpid())
+        return bt.Infrastructure("celery6", {}, background=False)
+
+    holder = WorkerInfrastructure(build)
+    first = holder.get()
+    assert holder.get() is first
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new one of its own, not the parent's copy
+        try:
+            child = holder.get()
+            ok = child is not first and built[-1] == os.getpid() and len(built) == 2
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+    assert built == [os.getpid()]
+    holder.close()
+    assert first.closed
+
+
+def test_bad_settings_are_named() -> None:
+    with pytest.raises(TypeError, match="build makes an Infrastructure"):
+        WorkerInfrastructure("shop")  # type: ignore[arg-type]
+    holder = WorkerInfrastructure(lambda: "not one")  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError, match=r"must return a buttress\.Infrastructure"):
+        holder.get()
+    app = _app("bad")
+    app.conf.task_always_eager = True
+
+    @app.task(base=ProtectedTask)
+    def orphan() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="needs infrastructure="):
+        orphan.delay().get()
+    app.close()
