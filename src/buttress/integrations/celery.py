@@ -1,4 +1,4 @@
-"""Celery tasks protected by buttress: ``pip install buttress[celery]``. See
+"""Celery tasks protected by buttress (the ``celery`` extra). See
 docs/integrations/celery.md.
 
 * :class:`ProtectedTask`: a task base class. Each run goes through

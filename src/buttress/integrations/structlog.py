@@ -1,5 +1,5 @@
-"""The telemetry bus (:mod:`buttress.events`) as structlog events: ``pip install
-buttress[structlog]``. See docs/integrations/logging.md.
+"""The telemetry bus (:mod:`buttress.events`) as structlog events (the ``structlog`` extra).
+See docs/integrations/logging.md.
 
 :func:`attach` logs each event with ``logger.log(level, "<dotted event name>", **fields)``:
 the level the event calls for (the same as the :mod:`logging` bridge's, in ``_records.py``)
