@@ -1,13 +1,18 @@
-"""Celery tasks protected by buttress (buttress/integrations/celery.py), run by a real Celery
-worker (celery's in-process worker thread, on the in-memory broker), and in eager mode for
-what needs no worker."""
+"""Celery tasks protected by buttress (buttress/integrations/celery.py), run by real Celery
+workers: celery's in-process worker thread on the in-memory broker, and a `celery worker`
+process with a prefork pool on the filesystem transport; eager mode only for what needs no
+worker."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -250,3 +255,92 @@ def test_bad_settings_are_named() -> None:
     with pytest.raises(TypeError, match="needs infrastructure="):
         orphan.delay().get()
     app.close()
+
+
+PREFORK_TASKS = textwrap.dedent(
+    """
+    import os
+    import time
+
+    import buttress as bt
+    from celery import Celery
+    from buttress.integrations.celery import ProtectedTask, WorkerInfrastructure
+
+    HERE = os.path.dirname(os.path.abspath(__file__))
+    app = Celery("pf", broker="filesystem://", backend=f"file://{HERE}/results")
+    app.conf.broker_transport_options = {
+        "data_folder_in": f"{HERE}/queue",
+        "data_folder_out": f"{HERE}/queue",
+        "polling_interval": 0.05,
+    }
+    BUILT = []  # the processes that built an Infrastructure, as each process sees it
+
+
+    def build():
+        BUILT.append(os.getpid())
+        limiter = {"limit": 5, "window": 86400.0, "backend": f"sqlite:///{HERE}/limits.db"}
+        return bt.Infrastructure("pf", {"rate_limiting": {"limiters": {"api": limiter}}}, env={})
+
+
+    infra = WorkerInfrastructure(build)  # made in the worker's main process, built in none
+
+
+    @app.task(base=ProtectedTask, infrastructure=infra, service="api", max_retries=0)
+    def which():
+        time.sleep(0.2)  # real-time: keeps one child busy, so that the other takes tasks too
+        return [os.getpid(), BUILT]
+    """
+)
+
+
+@pytest.mark.slow
+def test_under_prefork_each_child_builds_its_own_infrastructure_and_one_limit_holds(
+    tmp_path: Path,
+) -> None:
+    """A real `celery worker --pool prefork` process with two children, on the filesystem
+    transport: each child builds its Infrastructure at its first task (the main process never
+    does), and their one limit on SQLite admits exactly 5 of 12 tasks; the rest are refused,
+    and with max_retries=0 fail with the refusal."""
+    (tmp_path / "pf_tasks.py").write_text(PREFORK_TASKS)
+    for folder in ("queue", "results"):
+        (tmp_path / folder).mkdir()
+    client = Celery("pf", broker="filesystem://", backend=f"file://{tmp_path}/results")
+    client.conf.broker_transport_options = {
+        "data_folder_in": f"{tmp_path}/queue",
+        "data_folder_out": f"{tmp_path}/queue",
+    }
+    args = [sys.executable, "-m", "celery", "-A", "pf_tasks", "worker", "--pool", "prefork"]
+    args += ["--concurrency", "2", "--loglevel", "warning"]
+    args += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
+    worker = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        results = [client.send_task("pf_tasks.which") for _ in range(12)]
+        outcomes = [r.get(timeout=60, propagate=False, interval=0.05) for r in results]
+        states = [r.state for r in results]
+    finally:
+        worker.terminate()  # a warm shutdown: children close their Infrastructure
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=10)
+        client.close()
+
+    admitted = [
+        (o[0], tuple(o[1])) for o, s in zip(outcomes, states, strict=True) if s == "SUCCESS"
+    ]
+    assert len(admitted) == 5, states
+    assert states.count("FAILURE") == 7
+    refusals = [o for o in outcomes if isinstance(o, Exception)]
+    assert {type(o).__name__ for o in refusals} == {"RateLimitExceeded"}
+    children = {pid for pid, _ in admitted}
+    assert worker.pid not in children
+    # Each child built exactly one, itself: nothing was built in the main process and copied.
+    assert all(built == (pid,) for pid, built in admitted), admitted
+    assert len(children) == 2, admitted
