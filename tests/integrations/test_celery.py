@@ -5,6 +5,8 @@ worker."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -45,8 +47,26 @@ def _app(name: str) -> Celery:
 @pytest.fixture
 def app() -> Iterator[Celery]:
     app = _app("buttress-test")
-    yield app
+    with _logging_restored():
+        yield app
     app.close()
+
+
+@contextlib.contextmanager
+def _logging_restored() -> Iterator[None]:
+    """A worker sets up logging for its process even when told not to hijack the root
+    logger (the root's level becomes ERROR, with a stderr handler): put it back, or later tests
+    that capture WARNING records would see none."""
+    loggers = [logging.root] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    saved = [(lg, lg.level, lg.propagate, lg.disabled, list(lg.handlers)) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, level, propagate, disabled, handlers in saved:
+            lg.setLevel(level)
+            lg.propagate, lg.disabled, lg.handlers[:] = propagate, disabled, handlers
 
 
 def test_a_refused_task_is_run_again_after_retry_after_by_a_real_worker_and_succeeds(

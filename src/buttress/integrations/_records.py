@@ -28,8 +28,6 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._logging import log_fields
-
 EventName = tuple[str, ...]
 
 DEBUG, INFO, WARNING = logging.DEBUG, logging.INFO, logging.WARNING
@@ -159,20 +157,18 @@ def message(name: EventName, measurements: Mapping[str, Any], metadata: Mapping[
     return " ".join([".".join(name), *pairs])
 
 
-def fields(
-    name: EventName, measurements: Mapping[str, Any], metadata: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The record's structured fields, each ``buttress_<key>`` (as every buttress record's:
-    ``_logging.log_fields``), ``buttress_event`` the event's dotted name. An exception is
-    given as ``"Type: message"``, so that every field is plain data a JSON formatter takes."""
-    values = {
+def values(measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's values, for ``_logging.log_fields`` to name ``buttress_<key>`` (as every
+    buttress record's fields are named): the metadata and the measurements, an exception as
+    ``"Type: message"``, so that every field is plain data a JSON formatter takes."""
+    out = {
         k: f"{type(v).__name__}: {v}" if isinstance(v, BaseException) else v
         for k, v in (*metadata.items(), *measurements.items())
     }
-    if "event" in values:  # a handler failure's: the event it was handling
-        handled = values.pop("event")
-        values["handled_event"] = ".".join(handled) if isinstance(handled, tuple) else handled
-    return log_fields(name, **values)
+    if "event" in out:  # a handler failure's: the event it was handling (log_fields sets its own)
+        handled = out.pop("event")
+        out["handled_event"] = ".".join(handled) if isinstance(handled, tuple) else handled
+    return out
 
 
 def _shown(value: Any) -> str:

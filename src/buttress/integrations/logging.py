@@ -21,8 +21,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import events
+from .._logging import log_fields
 from .._redact import redacted_logger
-from ._records import EventName, checked_levels, fields, level_of, logger_name, message
+from ._records import EventName, checked_levels, level_of, logger_name, message, values
 
 __all__ = ["HANDLER_ID", "attach", "detach"]
 
@@ -63,7 +64,7 @@ def attach(
             level,
             "%s",
             message(name, measurements, metadata),
-            extra=fields(name, measurements, metadata),
+            extra=log_fields(name, **values(measurements, metadata)),
         )
 
     events.attach(handler_id, names, handle)

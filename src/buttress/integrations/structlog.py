@@ -18,8 +18,9 @@ from typing import Any
 import structlog
 
 from .. import events
+from .._logging import log_fields
 from .._redact import redact_data
-from ._records import EventName, checked_levels, component, fields, level_of
+from ._records import EventName, checked_levels, component, level_of, values
 
 __all__ = ["HANDLER_ID", "attach", "detach"]
 
@@ -53,8 +54,8 @@ def attach(
         if log is None:
             log = bound[part] = base.bind(component=part)
         # No logging filter runs here: secrets are masked before structlog sees them.
-        values = {k: redact_data(v) for k, v in fields(name, measurements, metadata).items()}
-        log.log(level, ".".join(name), **values)
+        fields = log_fields(name, **values(measurements, metadata))
+        log.log(level, ".".join(name), **{k: redact_data(v) for k, v in fields.items()})
 
     events.attach(handler_id, names, handle)
 
