@@ -230,6 +230,37 @@ def test_context_comes_from_the_tasks_arguments_and_a_task_argument_named_contex
         infra.close()
 
 
+def test_the_tasks_own_self_retry_passes_through_call_retry_and_the_breaker(
+    app: Celery,
+) -> None:
+    app.conf.task_always_eager = True
+    infra = bt.Infrastructure(
+        "celery7", {"circuit_breakers": {"svc": {"consecutive_failure_threshold": 1}}}, env={}
+    )
+    runs: list[int] = []
+
+    @app.task(
+        base=ProtectedTask,
+        bind=True,
+        infrastructure=infra,
+        service="svc",
+        call_retry=bt.Retry(attempts=3, clock=bt.ManualClock(), seed=1),
+        max_retries=1,
+    )
+    def once_again(self: Any) -> str:
+        runs.append(self.request.retries)
+        if self.request.retries == 0:
+            raise self.retry(countdown=0)
+        return "ok"
+
+    try:
+        once_again.apply()  # eager: the retry runs at once, inside the first run's self.retry
+        assert runs == [0, 1]  # the in-process Retry did not run the task again for it
+        assert infra.breakers["svc"].state == "closed"  # and the breaker saw no failure
+    finally:
+        infra.close()
+
+
 def test_worker_infrastructure_is_built_once_per_process_and_again_in_a_forked_child() -> None:
     built: list[int] = []
 

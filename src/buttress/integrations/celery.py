@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore, Reject
+from celery.exceptions import Retry as CeleryRetry
 from celery.signals import worker_process_shutdown, worker_shutdown
 
 from .._errors import RejectedError
@@ -123,6 +125,9 @@ class ProtectedTask(Task):  # type: ignore[misc]  # celery ships no type hints
       on still becomes a Celery retry.
     * ``retry_refused`` (``True``): whether a refusal becomes ``self.retry``.
 
+    Celery's own control flow raised by the task (its ``self.retry()``, ``Ignore``,
+    ``Reject``) passes through: no failure for the breaker, never retried by ``call_retry``.
+
     When the service has a pool, its connection is passed to the task first
     (``def task(conn, ...)``, or ``def task(self, conn, ...)`` with ``bind=True``), as
     ``Infrastructure.call`` passes it.
@@ -149,10 +154,15 @@ class ProtectedTask(Task):  # type: ignore[misc]  # celery ships no type hints
         # The task's own arguments are closed over, never passed through call(): a task
         # argument named `context` or `timeout` must reach the task, not the pipeline.
         def body(*connection: Any) -> Any:
-            return run(*connection, *args, **kwargs)
+            try:
+                return run(*connection, *args, **kwargs)
+            except _CONTROL_FLOW as exc:
+                # Celery's own control flow (the task's self.retry(), Ignore, Reject) is no
+                # failure of the service, and no call_retry may run the task again for it.
+                return _Passed(exc)
 
         try:
-            return infra.call(
+            result = infra.call(
                 self.service or self.name,
                 body,
                 rate_key=rate_key,
@@ -165,6 +175,9 @@ class ProtectedTask(Task):  # type: ignore[misc]  # celery ships no type hints
                 raise
             # Past max_retries Celery raises `exc` itself: the task fails with the refusal.
             raise self.retry(exc=exc, countdown=countdown) from exc
+        if isinstance(result, _Passed):
+            raise result.exc
+        return result
 
     def _infrastructure(self) -> Infrastructure:
         held = self.infrastructure
@@ -177,6 +190,18 @@ class ProtectedTask(Task):  # type: ignore[misc]  # celery ships no type hints
             f"buttress.integrations.celery.WorkerInfrastructure or a buttress.Infrastructure), "
             f"got {held!r}"
         )
+
+
+_CONTROL_FLOW = (CeleryRetry, Ignore, Reject)
+
+
+class _Passed:
+    """A control-flow exception the task raised, carried past the pipeline to be raised after."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
 
 def _countdown(exc: RejectedError) -> float | None:
