@@ -46,11 +46,11 @@ def server_failed(sqlstate: str | None) -> bool:
     return sqlstate is None or sqlstate[:2] in SERVER_CLASSES
 
 
-def wait_failed(size: int, max_size: int) -> Verdict:
-    """A wait for a connection timed out: a failure when the pool had room to connect (so
-    connecting is what failed), neutral when every connection was lent (merely busy: as
-    buttress's own pool, a busy pool says nothing about the database)."""
-    return "failure" if size < max_size else "neutral"
+def wait_failed(full: bool) -> Verdict:
+    """A wait for a connection timed out: neutral when every connection was lent (``full``:
+    merely busy, which, as for buttress's own pool, says nothing about the database), else a
+    failure (the pool had room to connect, so connecting is what failed)."""
+    return "neutral" if full else "failure"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,7 @@ class DriverFigures:
     connects: int = 0
     connect_errors: int = 0
     closed: bool = False
+    in_use: int | None = None  # lent out, where size - idle is not that (None: it is)
 
 
 class Guard:
@@ -196,7 +197,7 @@ def snapshot(
         name=name,
         size=figures.size,
         idle=figures.idle,
-        in_use=max(0, figures.size - figures.idle),
+        in_use=max(0, figures.size - figures.idle) if figures.in_use is None else figures.in_use,
         checking=0,
         overflow=0,
         overflow_in_use=0,
