@@ -39,7 +39,18 @@ def test_no_public_name_is_left_out_of_all() -> None:
 
 # What `import buttress` must not import: configuration's pydantic until configuration is used,
 # and the optional libraries (extras) until their part is.
-HEAVY = ("pydantic", "redis", "psycopg", "prometheus_client", "opentelemetry", "rich", "psutil")
+HEAVY = (
+    "pydantic",
+    "redis",
+    "psycopg",
+    "psycopg_pool",
+    "asyncpg",
+    "sqlalchemy",
+    "prometheus_client",
+    "opentelemetry",
+    "rich",
+    "psutil",
+)
 
 
 def test_importing_buttress_imports_no_optional_or_heavy_library() -> None:
@@ -204,6 +215,9 @@ PUBLIC_MODULES = {
     "buttress.integrations.aiohttp",
     "buttress.integrations.django",
     "buttress.integrations.flask",
+    "buttress.integrations.asyncpg",
+    "buttress.integrations.psycopg_pool",
+    "buttress.integrations.sqlalchemy",
     "buttress.ratelimit",
     "buttress.testing",
     "buttress.testing.pytest_plugin",

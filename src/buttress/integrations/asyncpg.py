@@ -30,7 +30,7 @@ try:
     import asyncpg  # type: ignore[import-untyped]
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise ImportError(
-        "buttress.integrations.asyncpg needs asyncpg: pip install 'buttress[asyncpg]'"
+        "buttress.integrations.asyncpg needs asyncpg: pip install asyncpg (the 'asyncpg' extra)"
     ) from exc
 
 from .._breaker import CircuitBreaker

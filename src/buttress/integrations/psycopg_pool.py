@@ -32,7 +32,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise ImportError(
         "buttress.integrations.psycopg_pool needs psycopg_pool: "
-        "pip install 'buttress[psycopg-pool]'"
+        "pip install psycopg-pool (the 'psycopg-pool' extra)"
     ) from exc
 
 from .._breaker import CircuitBreaker

@@ -50,7 +50,8 @@ try:
     from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise ImportError(
-        "buttress.integrations.sqlalchemy needs SQLAlchemy 2: pip install 'buttress[sqlalchemy]'"
+        "buttress.integrations.sqlalchemy needs SQLAlchemy 2: "
+        "pip install 'sqlalchemy[asyncio]>=2' (the 'sqlalchemy' extra)"
     ) from exc
 
 from .._breaker import CircuitBreaker
