@@ -61,6 +61,23 @@ def test_sql_errors_are_the_statements_not_the_databases(
     assert (snap.total_failures, snap.total_successes) == (0, 4)
 
 
+def test_an_operational_error_of_the_statements_own_is_no_failure(
+    pool: ConnectionPool[psycopg.Connection[tuple[object, ...]]],
+    clock: bt.ManualClock,
+    pg_dsn: str,
+) -> None:
+    """A lock timeout is an OperationalError (SQLSTATE 55P03), but the server answered."""
+    b = breaker(clock)
+    db = ProtectedPool(pool, breaker=b)
+    with psycopg.connect(pg_dsn) as holder:
+        holder.execute("select pg_advisory_xact_lock(18005)")
+        for _ in range(3):
+            with pytest.raises(psycopg.errors.LockNotAvailable), db.connection() as conn:
+                conn.execute("set lock_timeout = '10ms'")
+                conn.execute("select pg_advisory_xact_lock(18005)")
+    assert (b.snapshot().total_failures, b.state) == (0, bt.BreakerState.CLOSED)
+
+
 def test_a_terminated_backend_counts_as_a_failure(
     pool: ConnectionPool[psycopg.Connection[tuple[object, ...]]],
     clock: bt.ManualClock,

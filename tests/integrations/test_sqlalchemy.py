@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import buttress as bt
@@ -97,6 +97,22 @@ def test_sql_errors_are_the_statements_not_the_databases(
     assert snap.total_successes == 5  # one connect, four checkouts
 
 
+def test_an_operational_error_of_the_statements_own_is_no_failure(
+    engine: Engine, clock: bt.ManualClock, pg_dsn: str
+) -> None:
+    """A lock timeout is an OperationalError (SQLSTATE 55P03), but the server answered."""
+    b = breaker(clock)
+    protect_engine(engine, breaker=b)
+    with psycopg.connect(pg_dsn) as holder:
+        holder.execute("select pg_advisory_xact_lock(18004)")
+        for _ in range(3):
+            with pytest.raises(OperationalError) as info, engine.connect() as conn:
+                conn.execute(text("set lock_timeout = '10ms'"))
+                conn.execute(text("select pg_advisory_xact_lock(18004)"))
+            assert getattr(info.value.orig, "sqlstate", None) == "55P03"
+    assert (b.snapshot().total_failures, b.state) == (0, bt.BreakerState.CLOSED)
+
+
 def test_a_terminated_backend_counts_as_a_failure(
     engine: Engine, clock: bt.ManualClock, pg_dsn: str
 ) -> None:
@@ -117,6 +133,25 @@ def test_a_terminated_backend_counts_as_a_failure(
     assert b.snapshot().total_failures == 1
 
 
+def test_a_stale_pooled_connection_found_by_pre_ping_is_no_failure(
+    pg_dsn: str, clock: bt.ManualClock
+) -> None:
+    eng = create_engine(url(pg_dsn), pool_pre_ping=True)
+    b = breaker(clock)
+    protect_engine(eng, breaker=b)
+    try:
+        with eng.connect() as conn:
+            pid = conn.execute(text("select pg_backend_pid()")).scalar_one()
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:  # it dies idle in the pool
+            admin.execute("select pg_terminate_backend(%s)", (pid,))
+        with eng.connect() as conn:  # the ping fails, the pool reconnects: the caller sees none
+            assert conn.execute(text("select pg_backend_pid()")).scalar_one() != pid
+        snap = b.snapshot()
+        assert (snap.total_failures, snap.total_successes) == (0, 4)  # 2 connects, 2 checkouts
+    finally:
+        eng.dispose()
+
+
 def test_an_open_breaker_refuses_a_pooled_connection_and_recovers_through_a_probe(
     engine: Engine, dead_engine: Engine, clock: bt.ManualClock
 ) -> None:
@@ -132,6 +167,24 @@ def test_an_open_breaker_refuses_a_pooled_connection_and_recovers_through_a_prob
     clock.advance(30.0)
     with engine.connect() as conn:  # the half-open probe
         assert conn.execute(text("select 1")).scalar_one() == 1
+    assert b.state is bt.BreakerState.CLOSED
+
+
+def test_a_detached_connection_ends_its_call(
+    engine: Engine, dead_engine: Engine, clock: bt.ManualClock
+) -> None:
+    """A half-open probe taken by a connection that leaves the pool (no checkin) still ends."""
+    b = breaker(clock)
+    protect_engine(engine, breaker=b)
+    protect_engine(dead_engine, breaker=b)
+    with engine.connect() as conn:  # one pooled connection, before the database "goes"
+        conn.execute(text("select 1"))
+    refused_connect(dead_engine)
+    refused_connect(dead_engine)
+    clock.advance(30.0)
+    with engine.connect() as conn:  # the pooled connection's checkout is the single probe
+        conn.detach()
+        conn.execute(text("select 1"))
     assert b.state is bt.BreakerState.CLOSED
 
 
@@ -256,3 +309,21 @@ async def test_an_async_engines_retry_waits_on_the_event_loop(
         assert b.snapshot().total_failures == 2
     finally:
         await dead.dispose()
+
+
+async def test_an_async_engines_lost_connection_counts_as_a_failure(
+    async_engine: AsyncEngine, pg_dsn: str, clock: bt.ManualClock
+) -> None:
+    b = breaker(clock)
+    protect_engine(async_engine, breaker=b)
+    async with async_engine.connect() as conn:
+        pid = (await conn.execute(text("select pg_backend_pid()"))).scalar_one()
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            admin.execute("select pg_terminate_backend(%s)", (pid,))
+        # asyncpg's adapter raises a plain DBAPIError here; the dialect sees a disconnect.
+        with pytest.raises(DBAPIError) as info:
+            await conn.execute(text("select 1"))
+    assert info.value.connection_invalidated
+    assert b.snapshot().total_failures == 1
+    async with async_engine.connect() as conn:  # the pool connects afresh
+        assert (await conn.execute(text("select 1"))).scalar_one() == 1

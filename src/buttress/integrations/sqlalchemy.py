@@ -12,7 +12,7 @@ What the breaker counts, event by event:
   is never retried: waiting out an open breaker inside ``engine.connect()`` would hold the
   caller for the breaker's whole recovery time.
 * ``checkout``: lending a pooled connection is one call, admitted by the breaker; it ends at
-  ``checkin``, a success unless a connection-level error ended it first.
+  ``checkin`` (or ``detach``), a success unless a connection-level error ended it first.
 * ``handle_error``: an error on a lent connection is a failure when :func:`connection_error`
   says so (the connection was lost, the server shut down or ran out of connections); any
   other error (syntax, a unique violation) means the database answered.
@@ -138,6 +138,7 @@ class EngineGuard:
             (engine, "do_connect", self._do_connect),
             (engine, "checkout", self._checkout),
             (engine, "checkin", self._checkin),
+            (engine, "detach", self._checkin),  # the pool's part ends, with no checkin
             (engine, "handle_error", self._handle_error),
         ]
         for target, name_, fn in self._listeners:
@@ -193,6 +194,7 @@ class EngineGuard:
             self.checkouts += 1
 
     def _checkin(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # Also on detach: the record goes back to the pool without a checkin, ticket and all.
         ticket: Ticket | None = record.info.pop(_TICKET, None)
         if ticket is not None:
             self.breaker.end(ticket)
