@@ -207,6 +207,18 @@ def test_a_retry_tries_the_connect_again_but_never_waits_out_an_open_breaker(
     assert clock.monotonic() - waited < 30.0
 
 
+def test_a_do_connect_listener_registered_before_still_sets_the_parameters(
+    engine: Engine, clock: bt.ManualClock
+) -> None:
+    @event.listens_for(engine, "do_connect")
+    def name_it(dialect: object, record: object, cargs: object, cparams: dict[str, str]) -> None:
+        cparams["application_name"] = "orders"
+
+    protect_engine(engine, breaker=breaker(clock))
+    with engine.connect() as conn:
+        assert conn.execute(text("show application_name")).scalar_one() == "orders"
+
+
 def test_remove_takes_the_breaker_off(dead_engine: Engine, clock: bt.ManualClock) -> None:
     b = breaker(clock)
     guard = protect_engine(dead_engine, breaker=b)

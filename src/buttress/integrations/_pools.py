@@ -19,12 +19,12 @@ A *use* is one borrowed connection, from asking for it to giving it back. It is
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Literal
 
 from .._breaker import CircuitBreaker
 from .._errors import LoadShedError
+from .._fork import fork_safe_lock
 from .._health import ComponentCheck, pool_check
 from .._pool import PoolSnapshot
 from .._redact import redact_text
@@ -86,7 +86,7 @@ class Guard:
         self.name = name
         self.breaker = breaker
         self.max_concurrent = max_concurrent
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self.waiting = 0  # inside, no connection yet
         self.in_use = 0  # inside, holding a connection
         self.checkouts = 0

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +56,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 from .._breaker import CircuitBreaker
 from .._clock import SystemClock
 from .._errors import RejectedError
+from .._fork import fork_safe_lock
 from .._health import ComponentCheck, pool_check
 from .._pool import PoolSnapshot
 from .._redact import redact_text
@@ -128,7 +128,7 @@ class EngineGuard:
         self.name = name
         clock = _LoopClock() if engine.dialect.is_async else SystemClock()
         self._calls = ServiceCalls(name, None, clock, None)
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self.connects = 0
         self.checkouts = 0
         self.failures = 0
@@ -273,6 +273,11 @@ def protect_engine(
     its transaction can run again). ``is_failure``: which errors on a lent connection count
     as failures (default :func:`connection_error`). ``name``: the pool's name in reports
     (default the breaker's). Returns the :class:`EngineGuard`.
+
+    The guard makes each connection itself, in its ``do_connect`` listener, and SQLAlchemy runs
+    no ``do_connect`` listener after one that returned a connection: register yours (a token
+    as the password, say) before calling this. For an asyncio engine, give ``retry`` no clock
+    of its own: without one it waits on the event loop.
     """
     sync_engine = getattr(engine, "sync_engine", engine)  # an AsyncEngine's events are its own
     if not isinstance(sync_engine, Engine):
