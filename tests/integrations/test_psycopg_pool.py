@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 import buttress as bt
 from buttress.exporters._metrics import gather
 from buttress.integrations.psycopg_pool import AsyncProtectedPool, ProtectedPool, verdict
-from servers import free_port
+from servers import free_port, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -111,6 +111,16 @@ def test_a_database_that_cannot_be_reached_opens_the_breaker(
     check = db.check()
     assert (check.status, check.observed) == ("warn", 2), check
     assert check.reason.endswith("2 connect(s) failed in a row, last: PoolTimeout")
+
+
+def test_a_pool_that_cannot_connect_fails_its_health_check_with_no_traffic() -> None:
+    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    with ConnectionPool(dsn, min_size=1, max_size=2, open=True, name="orders") as pool:
+        db = ProtectedPool(pool)
+        wait_until(lambda: pool.get_stats().get("connections_errors", 0) > 0, what="a connect")
+        check = db.check()
+        assert (check.status, check.observed) == ("fail", 1), check
+        assert check.reason.startswith("no connection (0 waiting)")
 
 
 def test_a_busy_pool_says_nothing_about_the_database(

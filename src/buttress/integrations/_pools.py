@@ -193,6 +193,10 @@ def snapshot(
     counted (``failing``: connection errors in a row, reported as ``connect_failures`` so the
     health check fails a pool that has nothing to lend while they go on); what a driver does
     not tell (wait times, overflow) is 0."""
+    if not failing and figures.connect_errors and figures.size < figures.min_size:
+        # No use failed (no traffic, say), but the driver's own connects have, and it is
+        # short of min_size: the database may be gone while nobody asks.
+        failing = 1
     return PoolSnapshot(
         name=name,
         size=figures.size,
