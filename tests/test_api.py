@@ -39,7 +39,18 @@ def test_no_public_name_is_left_out_of_all() -> None:
 
 # What `import buttress` must not import: configuration's pydantic until configuration is used,
 # and the optional libraries (extras) until their part is.
-HEAVY = ("pydantic", "redis", "psycopg", "prometheus_client", "opentelemetry", "rich", "psutil")
+HEAVY = (
+    "pydantic",
+    "redis",
+    "psycopg",
+    "psycopg_pool",
+    "asyncpg",
+    "sqlalchemy",
+    "prometheus_client",
+    "opentelemetry",
+    "rich",
+    "psutil",
+)
 
 
 def test_importing_buttress_imports_no_optional_or_heavy_library() -> None:
@@ -201,11 +212,14 @@ PUBLIC_MODULES = {
     "buttress.integrations",
     "buttress.integrations.aiohttp",
     "buttress.integrations.asgi",
+    "buttress.integrations.asyncpg",
     "buttress.integrations.celery",
     "buttress.integrations.django",
     "buttress.integrations.fastapi",
     "buttress.integrations.flask",
     "buttress.integrations.logging",
+    "buttress.integrations.psycopg_pool",
+    "buttress.integrations.sqlalchemy",
     "buttress.integrations.structlog",
     "buttress.ratelimit",
     "buttress.testing",

@@ -50,6 +50,17 @@ REWRITES: list[tuple[str, str, str]] = [
     ("deployment.md", '"/var/lib/myapp/limits.db"', '"{tmp}/limits.db"'),
     ("deployment.md", '"redis://redis.internal:6379/0"', '"{redis}"'),
     ("pool.md", '"postgresql://app@db.internal:5432/app"', '"{pg}"'),
+    (
+        "sqlalchemy.md",
+        '"postgresql+psycopg://app@db.internal:5432/app"',
+        '"{pg}".replace("postgresql:", "postgresql+psycopg:")',
+    ),
+    (
+        "sqlalchemy.md",
+        '"postgresql+asyncpg://app@db.internal:5432/app"',
+        '"{pg}".replace("postgresql:", "postgresql+asyncpg:")',
+    ),
+    ("postgres-pools.md", '"postgresql://app@db.internal:5432/app"', '"{pg}"'),
 ]
 
 # (page, text that picks the block): blocks whose printed output is written under them, as
