@@ -71,6 +71,7 @@ SHOWN_OUTPUT = [
     ("infrastructure.md", "rate_limit_headers(exc.decision)"),  # 429 and 200 headers
     ("infrastructure.md", "class ConfigServer"),  # the guide's service and its health
     ("rate-limiting.md", "old, new = version("),  # a rolling deploy's bound
+    ("coming-from.md", "open; retry after"),  # pybreaker's two states
     ("retries.md", "retry_after=hint"),  # a custom hint's wait
     ("retries.md", 'infra.call("payments", charge)'),  # retries counted by outcome
     ("asgi.md", 'client_ip(trusted_proxies=["10.0.0.0/8"])'),  # 200, 200, then 429
