@@ -40,8 +40,18 @@ def test_no_public_name_is_left_out_of_all() -> None:
 # What `import buttress` must not import: configuration's pydantic until configuration is used,
 # and the optional libraries (extras) until their part is.
 HEAVY = (
-    *("pydantic", "redis", "psycopg", "prometheus_client", "opentelemetry", "rich", "psutil"),
-    *("httpx", "requests"),  # buttress.integrations' clients
+    "pydantic",
+    "redis",
+    "psycopg",
+    "psycopg_pool",
+    "asyncpg",
+    "sqlalchemy",
+    "prometheus_client",
+    "opentelemetry",
+    "rich",
+    "psutil",
+    "httpx",  # buttress.integrations' clients
+    "requests",
 )
 
 
@@ -202,8 +212,19 @@ PUBLIC_MODULES = {
     "buttress.exporters.prometheus",
     "buttress.http",
     "buttress.integrations",
+    "buttress.integrations.aiohttp",
+    "buttress.integrations.asgi",
+    "buttress.integrations.asyncpg",
+    "buttress.integrations.celery",
+    "buttress.integrations.django",
+    "buttress.integrations.fastapi",
+    "buttress.integrations.flask",
     "buttress.integrations.httpx",
+    "buttress.integrations.logging",
+    "buttress.integrations.psycopg_pool",
     "buttress.integrations.requests",
+    "buttress.integrations.sqlalchemy",
+    "buttress.integrations.structlog",
     "buttress.ratelimit",
     "buttress.testing",
     "buttress.testing.pytest_plugin",

@@ -50,6 +50,17 @@ REWRITES: list[tuple[str, str, str]] = [
     ("deployment.md", '"/var/lib/myapp/limits.db"', '"{tmp}/limits.db"'),
     ("deployment.md", '"redis://redis.internal:6379/0"', '"{redis}"'),
     ("pool.md", '"postgresql://app@db.internal:5432/app"', '"{pg}"'),
+    (
+        "sqlalchemy.md",
+        '"postgresql+psycopg://app@db.internal:5432/app"',
+        '"{pg}".replace("postgresql:", "postgresql+psycopg:")',
+    ),
+    (
+        "sqlalchemy.md",
+        '"postgresql+asyncpg://app@db.internal:5432/app"',
+        '"{pg}".replace("postgresql:", "postgresql+asyncpg:")',
+    ),
+    ("postgres-pools.md", '"postgresql://app@db.internal:5432/app"', '"{pg}"'),
 ]
 
 # (page, text that picks the block): blocks whose printed output is written under them, as
@@ -60,8 +71,16 @@ SHOWN_OUTPUT = [
     ("infrastructure.md", "rate_limit_headers(exc.decision)"),  # 429 and 200 headers
     ("infrastructure.md", "class ConfigServer"),  # the guide's service and its health
     ("rate-limiting.md", "old, new = version("),  # a rolling deploy's bound
+    ("coming-from.md", "open; retry after"),  # pybreaker's two states
     ("retries.md", "retry_after=hint"),  # a custom hint's wait
     ("retries.md", 'infra.call("payments", charge)'),  # retries counted by outcome
+    ("asgi.md", 'client_ip(trusted_proxies=["10.0.0.0/8"])'),  # 200, 200, then 429
+    ("asgi.md", "async def flaky(request)"),  # returned 502s open the breaker
+    ("fastapi.md", 'key={"user": api_key("X-User")}'),  # 200, 200, then 429 in detail
+    ("fastapi.md", "raise HTTPException(502)"),  # 404s neutral, 502s open the breaker
+    ("django.md", "urlpatterns = [path"),  # a 429 with its fields, a 502 opening a breaker
+    ("flask.md", '@rate_limit("api"'),  # the same in Flask
+    ("aiohttp.md", "buttress_middleware(infra, default"),  # and in aiohttp
     ("httpx.md", "class Flaky"),  # Retry-After honoured, a 404 neutral
     ("requests.md", "class Flaky"),
 ]

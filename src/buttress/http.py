@@ -14,6 +14,7 @@ the request was refused.
 from __future__ import annotations
 
 import base64
+import functools
 import math
 
 from .ratelimit._decision import Decision, ScopeStatus
@@ -70,12 +71,7 @@ def rate_limit_headers(
     for s in statuses:
         name = _sf_string(s.scope)
         pk = f";pk=:{_b64(s.key)}:" if partition_keys and s.key is not None else ""
-        policy = f"{name};q={_sf_integer(s.limit, floor=True)}"
-        if quota_unit is not None:
-            policy += f";qu={_sf_string(quota_unit)}"
-        if s.window > 0:
-            policy += f";w={_sf_integer(s.window)}"
-        policies.append(policy + pk)
+        policies.append(_policy(name, s.limit, s.window, quota_unit) + pk)
         states.append(f"{name};r={max(0, s.remaining)};t={_sf_integer(s.reset_after)}{pk}")
     fields = {"RateLimit-Policy": ", ".join(policies), "RateLimit": ", ".join(states)}
     if not decision.allowed and math.isfinite(decision.retry_after):
@@ -87,6 +83,20 @@ def rate_limit_headers(
     return fields
 
 
+# Scope names and policies are few, and rendered on every response a web integration sends:
+# each is made once (a bounded cache: a limit that keeps changing, an adaptive one, evicts).
+@functools.lru_cache(maxsize=1024)
+def _policy(name: str, limit: float, window: float, quota_unit: str | None) -> str:
+    """One scope's ``RateLimit-Policy`` item (``name`` already an sf-string)."""
+    policy = f"{name};q={_sf_integer(limit, floor=True)}"
+    if quota_unit is not None:
+        policy += f";qu={_sf_string(quota_unit)}"
+    if window > 0:
+        policy += f";w={_sf_integer(window)}"
+    return policy
+
+
+@functools.lru_cache(maxsize=1024)
 def _sf_string(value: str) -> str:
     """An RFC 9651 sf-string: printable ASCII, with ``\\`` and ``"`` escaped."""
     if not all(" " <= ch <= "~" for ch in value):

@@ -168,7 +168,9 @@ def _as_status(status: Any) -> int | None:
 
 def _reader_for(cls: type[BaseException]) -> StatusReader | None:
     if cls.__module__ == "builtins" or issubclass(cls, ButtressError):
-        return None  # OSError, TimeoutError, a refusal: nothing to read
+        # OSError, TimeoutError, a refusal: nothing to read. Another exception of buttress's
+        # (a web integration's answered error, an outbound ErrorResponse) is read as any is.
+        return None
     for base in cls.__mro__:
         status = _DJANGO_STATUS.get((base.__module__, base.__qualname__))
         if status is not None:

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, Self, TypeVar
 
 from .._breaker import CircuitBreaker
 from .._clock import Clock, SystemClock
@@ -62,6 +62,12 @@ T = TypeVar("T")
 LimiterChoice = str | RateLimiter | bool
 
 _MAX_VARIANTS = 1024  # routes kept for calls' own limiters
+
+
+class PoolView(Protocol):
+    """A pool the infrastructure reports but does not own (:meth:`Infrastructure.watch_pool`)."""
+
+    def snapshot(self) -> PoolSnapshot: ...
 
 
 class Infrastructure:
@@ -129,6 +135,7 @@ class Infrastructure:
         }
         self.pools: dict[str, ConnectionPool] = {}
         self.async_pools: dict[str, AsyncConnectionPool] = {}  # made by astart()
+        self.watched_pools: dict[str, PoolView] = {}  # pools it reports but does not own
         for name, s in cfg.connection_pools.items():
             if not s.is_async:
                 self.pools[name] = build.pool(ConnectionPool, name, s, self.scheduler)
@@ -272,6 +279,27 @@ class Infrastructure:
         would resolve them (an unknown service is a :class:`~buttress.ConfigError`, unless
         ``services.default`` admits it)."""
         return self._route(service).layers()
+
+    def watch_pool(self, name: str, pool: PoolView) -> None:
+        """Report a pool that buttress does not own (a driver's pool wrapped by
+        ``buttress.integrations``, anything with ``snapshot() -> PoolSnapshot``) in
+        :meth:`health` and the exporters, beside the pools it owns, under ``name``. The
+        infrastructure neither opens nor closes it."""
+        check_name("name", name)
+        snapshot = getattr(pool, "snapshot", None)
+        if not callable(snapshot):
+            raise TypeError(f"watch_pool: {pool!r} has no snapshot() method")
+        with self._lock:
+            if name in self.config.connection_pools:  # async ones too, before astart()
+                raise ConfigError("name", f"{name!r} names a pool of the infrastructure's own")
+            self.watched_pools[name] = pool
+
+    def pool_snapshots(self) -> dict[str, PoolSnapshot]:
+        """Every pool's snapshot by name: its own, thread and asyncio, and the watched ones."""
+        pools: dict[str, PoolSnapshot] = {n: p.snapshot() for n, p in tuple(self.pools.items())}
+        pools.update({n: p.snapshot() for n, p in tuple(self.async_pools.items())})
+        pools.update({n: p.snapshot() for n, p in tuple(self.watched_pools.items())})
+        return pools
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -613,8 +641,7 @@ class Infrastructure:
         """Every component's state and one overall status (docs/infrastructure.md, Health)."""
         mono = self._now()
         # Copies: another thread may add a default breaker or a service meanwhile.
-        pools: dict[str, PoolSnapshot] = {n: p.snapshot() for n, p in tuple(self.pools.items())}
-        pools.update({n: p.snapshot() for n, p in tuple(self.async_pools.items())})
+        pools = self.pool_snapshots()
         services = tuple(self.services.items())
         return build_report(
             self.namespace,

@@ -842,9 +842,7 @@ def gather(infra: Infrastructure, source: Source) -> Out:
     elif source == "limiter":
         limiter_samples(ns, {n: r.snapshot() for n, r in tuple(infra.limiters.items())}, out)
     elif source == "pool":
-        stats = {n: p.snapshot() for n, p in tuple(infra.pools.items())}
-        stats.update({n: p.snapshot() for n, p in tuple(infra.async_pools.items())})
-        pool_samples(ns, stats, out)
+        pool_samples(ns, infra.pool_snapshots(), out)
     elif source == "memory":
         memory_samples(ns, infra.memory.snapshot() if infra.memory is not None else None, out)
     elif source == "service":
