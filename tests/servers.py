@@ -144,3 +144,79 @@ def wait_until(condition: Callable[[], bool], *, what: str, limit: float = 10.0)
             return
         time.sleep(0.02)  # real-time: another process is starting
     raise AssertionError(f"gave up waiting for {what}")
+
+
+# -- an HTTP server of our own ------------------------------------------------------------------
+
+
+class ScriptedHTTPServer:
+    """A threaded HTTP/1.1 server on a spare loopback port that answers from a script.
+
+    ``script(path)`` is consulted for each request: ``answer(path, status, headers)`` queues
+    answers for a path, taken in order; a path with none left answers 200 ``ok``. ``seen``
+    lists ``(method, path)`` of every request, in order, and ``on_request`` (when set) is
+    called with the path as each request arrives (a test reads its clock there).
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self._lock = threading.Lock()
+        self._answers: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self.seen: list[tuple[str, str]] = []
+        self.on_request: Callable[[str], None] | None = None
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
+            disable_nagle_algorithm = True  # the body follows the headers at once
+
+            def do_GET(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                status, headers = server._next(self.command, self.path)
+                body = b"ok" if status < 400 else f"status {status}".encode()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = f"127.0.0.1:{self.port}"
+        # shutdown() waits for the serving loop to look up: every 10 ms, not the default 0.5 s
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+
+    def answer(self, path: str, status: int, headers: dict[str, str] | None = None) -> None:
+        with self._lock:
+            self._answers.setdefault(path, []).append((status, dict(headers or {})))
+
+    def _next(self, method: str, path: str) -> tuple[int, dict[str, str]]:
+        if self.on_request is not None:
+            self.on_request(path)
+        with self._lock:
+            self.seen.append((method, path))
+            queued = self._answers.get(path)
+            return queued.pop(0) if queued else (200, {})
+
+    def start(self) -> ScriptedHTTPServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)

@@ -50,6 +50,8 @@ HEAVY = (
     "opentelemetry",
     "rich",
     "psutil",
+    "httpx",  # buttress.integrations' clients
+    "requests",
 )
 
 
@@ -58,7 +60,7 @@ def test_importing_buttress_imports_no_optional_or_heavy_library() -> None:
     script = f"""
 import sys
 import buttress, buttress.events, buttress.http, buttress.ratelimit, buttress.testing
-import buttress.exporters
+import buttress.exporters, buttress.integrations
 heavy = {HEAVY!r}
 print(sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy)))
 buttress.Config  # configuration, on first use, brings pydantic
@@ -217,8 +219,10 @@ PUBLIC_MODULES = {
     "buttress.integrations.django",
     "buttress.integrations.fastapi",
     "buttress.integrations.flask",
+    "buttress.integrations.httpx",
     "buttress.integrations.logging",
     "buttress.integrations.psycopg_pool",
+    "buttress.integrations.requests",
     "buttress.integrations.sqlalchemy",
     "buttress.integrations.structlog",
     "buttress.ratelimit",

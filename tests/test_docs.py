@@ -81,6 +81,8 @@ SHOWN_OUTPUT = [
     ("django.md", "urlpatterns = [path"),  # a 429 with its fields, a 502 opening a breaker
     ("flask.md", '@rate_limit("api"'),  # the same in Flask
     ("aiohttp.md", "buttress_middleware(infra, default"),  # and in aiohttp
+    ("httpx.md", "class Flaky"),  # Retry-After honoured, a 404 neutral
+    ("requests.md", "class Flaky"),
 ]
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-from .._errors import CallTimeoutError
+from .._errors import ButtressError, CallTimeoutError
 
 if TYPE_CHECKING:
     from ._config import BreakerConfig
@@ -167,13 +167,10 @@ def _as_status(status: Any) -> int | None:
 
 
 def _reader_for(cls: type[BaseException]) -> StatusReader | None:
-    module = cls.__module__
-    if module == "builtins":
-        return None  # OSError, TimeoutError: nothing to read
-    if module == "buttress" or module.startswith("buttress."):
-        # A refusal has no status; a web integration's answered error (integrations/_http.py)
-        # declares its status_code on the class.
-        return _read_status if isinstance(getattr(cls, "status_code", None), int) else None
+    if cls.__module__ == "builtins" or issubclass(cls, ButtressError):
+        # OSError, TimeoutError, a refusal: nothing to read. Another exception of buttress's
+        # (a web integration's answered error, an outbound ErrorResponse) is read as any is.
+        return None
     for base in cls.__mro__:
         status = _DJANGO_STATUS.get((base.__module__, base.__qualname__))
         if status is not None:
