@@ -280,6 +280,9 @@ def deciding_scope(allowed: bool, verdicts: Sequence[Verdict]) -> int:
     return best
 
 
+_new_status = tuple.__new__  # a NamedTuple made without its Python-level __new__
+
+
 def _resolve(allowed: bool, details: Details) -> _Resolved:
     frame: Frame = details[0]
     keys, states, now, cost = details[1:5]
@@ -293,20 +296,27 @@ def _resolve(allowed: bool, details: Details) -> _Resolved:
         for queued, wait in details[5]:
             v = verdicts[queued]
             verdicts[queued] = (False, None, v[2], v[3], max(v[4], wait))
-    index = deciding_scope(allowed, verdicts)
+    index = deciding_scope(allowed, verdicts) if len(verdicts) > 1 else 0
+    # In ScopeStatus's field order, made as the tuple it is: this runs for every response that
+    # shows its RateLimit fields, where the NamedTuple's own __new__ costs twice as much.
     statuses = tuple(
-        ScopeStatus(
-            scope=m.name,
-            key=None if m.id_offset < 0 else k[m.id_offset :],
-            algorithm=m.algorithm,
-            allowed=v[0],
-            limit=a.limit,
-            window=m.window,
-            remaining=v[2],
-            reset_after=v[3],
-            retry_after=v[4],
-        )
-        for m, a, k, v in zip(meta, algorithms, keys, verdicts, strict=True)
+        [
+            _new_status(
+                ScopeStatus,
+                (
+                    m.name,
+                    None if m.id_offset < 0 else k[m.id_offset :],
+                    m.algorithm,
+                    v[0],
+                    a.limit,
+                    m.window,
+                    v[2],
+                    v[3],
+                    v[4],
+                ),
+            )
+            for m, a, k, v in zip(meta, algorithms, keys, verdicts, strict=True)
+        ]
     )
     s = statuses[index]
     return (index, s.remaining, s.limit, s.reset_after, s.retry_after, s.scope, s.key, statuses)
