@@ -238,3 +238,45 @@ def test_bad_settings_name_the_setting(buttress: dict[str, Any], path: str) -> N
     with site(**buttress), pytest.raises(bt.ConfigError) as info:
         bt_django.infrastructure()
     assert info.value.path == path
+
+
+@bt_django.protect("payments")
+async def pay_async(request: HttpRequest, outcome: str) -> HttpResponse:
+    if outcome == "missing":
+        raise Http404("no such order")
+    if outcome == "broken":
+        return HttpResponse("upstream said no", status=502)
+    return HttpResponse("paid")
+
+
+@bt_django.rate_limit("api", key=bt_django.api_key())
+async def keyed_async(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("keyed")
+
+
+def test_async_views_are_guarded_on_the_event_loop(infra: bt.Infrastructure) -> None:
+    import asyncio
+    import inspect
+
+    from django.test import AsyncClient
+
+    assert inspect.iscoroutinefunction(pay_async)  # Django runs it as an async view
+    routes = urls(path("apay/<str:outcome>", pay_async), path("akeyed", keyed_async))
+    breaker = infra.breakers["payments"]
+
+    async def scenario() -> None:
+        client = AsyncClient(raise_request_exception=False)
+        assert (await client.get("/apay/missing")).status_code == 404  # neutral
+        assert breaker.state is bt.BreakerState.CLOSED
+        for _ in range(2):
+            assert (await client.get("/apay/broken")).status_code == 502  # failures
+        assert breaker.state is bt.BreakerState.OPEN
+        refused = await client.get("/apay/fine")
+        assert refused.status_code == 503 and refused["Retry-After"] == "30"
+        first = await client.get("/akeyed", headers={"X-API-Key": "k1"})
+        assert first.status_code == 200 and first["RateLimit"] == '"client";r=1;t=60'
+        await client.get("/akeyed", headers={"X-API-Key": "k1"})
+        assert (await client.get("/akeyed", headers={"X-API-Key": "k1"})).status_code == 429
+
+    with override_settings(ROOT_URLCONF=routes, MIDDLEWARE=[], BUTTRESS={"infrastructure": infra}):
+        asyncio.run(scenario())

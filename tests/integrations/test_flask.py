@@ -72,6 +72,15 @@ def make_app(infra: bt.Infrastructure | None = None, **config: Any) -> Any:
     def keyed() -> str:
         return "keyed"
 
+    @app.get("/apay/<outcome>")
+    @bt_flask.protect("payments")
+    async def apay(outcome: str) -> Any:  # an async view (flask[async]), guarded the same
+        if outcome == "missing":
+            flask.abort(404)
+        if outcome == "broken":
+            return "upstream said no", 502
+        return "paid"
+
     @app.get("/nested")
     def nested() -> str:
         bt_flask.infrastructure().call("payments", lambda: None)
@@ -121,6 +130,17 @@ def test_client_errors_are_neutral_and_server_errors_open_the_breaker(
     refused = client.get("/pay/fine")
     assert (refused.status_code, refused.headers["Retry-After"]) == (503, "30")
     assert refused.json["error"] == "CircuitOpenError"
+
+
+def test_an_async_view_is_guarded_as_a_sync_one(infra: bt.Infrastructure) -> None:
+    breaker = infra.breakers["payments"]
+    client = make_app(infra).test_client()
+    assert client.get("/apay/missing").status_code == 404
+    assert client.get("/apay/fine").data == b"paid"
+    assert breaker.state is bt.BreakerState.CLOSED
+    assert [client.get("/apay/broken").status_code for _ in range(2)] == [502, 502]
+    assert breaker.state is bt.BreakerState.OPEN
+    assert client.get("/apay/fine").status_code == 503
 
 
 def test_the_default_policy_reads_the_answer_of_every_view(infra: bt.Infrastructure) -> None:

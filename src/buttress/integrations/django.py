@@ -12,7 +12,8 @@ Configured from ``settings.BUTTRESS``::
 * :class:`ButtressMiddleware` guards every view by the default policy (``protect`` or
   ``rate_limit`` above) unless the view has its own (:func:`protect`, :func:`rate_limit`) or
   is :func:`exempt`; it answers a refusal a view raises (a nested ``infra.call``) too.
-* :func:`protect` / :func:`rate_limit` guard one view, with or without the middleware.
+* :func:`protect` / :func:`rate_limit` guard one view, with or without the middleware; an
+  ``async def`` view is guarded on the event loop (the limiter and pool awaited).
 * :func:`health_urls`: ``health``, ``health/livez``, ``health/readyz`` for ``urlpatterns``.
 
 The infrastructure is built once per process, on first use, and closed at exit (or when a
@@ -28,6 +29,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
+from inspect import iscoroutinefunction
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings as django_settings
@@ -46,6 +48,7 @@ from ._views import (
     ProcessInfrastructure,
     Settings,
     enter,
+    enter_async,
     read_settings,
     refusal,
 )
@@ -148,8 +151,29 @@ def _add(response: HttpResponseBase, fields: Headers) -> None:
             response[name] = value
 
 
+async def _passed_async(request: HttpRequest, policy: Policy) -> Passage | HttpResponse:
+    """:func:`_passed` for an ``async def`` view: the limiter and the pool are awaited."""
+    state = _current()
+    try:
+        key = read_key(policy.key, request, _peer, _header)
+        return await enter_async(state.process.get(), policy, key)
+    except REFUSALS as exc:
+        return _response(refusal(exc, state.settings.rate_limit_headers))
+
+
+async def _finish_async(
+    response: HttpResponseBase, passage: Passage, exc: BaseException | None
+) -> None:
+    fields = await passage.leave_async(response.status_code, exc)
+    if _current().settings.rate_limit_headers:
+        _add(response, fields)
+
+
 def _guarded(policy: Policy) -> Callable[[View], View]:
     def decorate(view: View) -> View:
+        if iscoroutinefunction(view):
+            return _guarded_async(policy, view)
+
         @functools.wraps(view)
         def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             passage = _passed(request, policy)
@@ -171,6 +195,30 @@ def _guarded(policy: Policy) -> Callable[[View], View]:
         return guarded  # type: ignore[return-value]
 
     return decorate
+
+
+def _guarded_async(policy: Policy, view: View) -> View:
+    """The guard of an ``async def`` view (Django runs it on its event loop, under ASGI)."""
+
+    @functools.wraps(view)
+    async def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        passage = await _passed_async(request, policy)
+        if isinstance(passage, HttpResponse):
+            return passage
+        try:
+            response: HttpResponseBase = await view(request, *args, **kwargs)
+        except REFUSALS as exc:  # a nested protected call refused: answered, not a 500
+            answer = _response(refusal(exc, _current().settings.rate_limit_headers))
+            await _finish_async(answer, passage, exc)
+            return answer
+        except BaseException as exc:
+            await passage.leave_async(exc=exc)
+            raise
+        await _finish_async(response, passage, None)
+        return response
+
+    setattr(guarded, ATTRIBUTE, policy)
+    return guarded  # type: ignore[return-value]
 
 
 def protect(

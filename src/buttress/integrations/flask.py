@@ -186,7 +186,9 @@ def _guarded(policy: Policy) -> Callable[[View], View]:
         def guarded(*args: Any, **kwargs: Any) -> ResponseReturnValue:
             passage = _enter(policy)
             try:
-                answer = current_app.make_response(view(*args, **kwargs))
+                # An async view runs as Flask runs one (flask[async]): to its end, here.
+                result = current_app.ensure_sync(view)(*args, **kwargs)
+                answer = current_app.make_response(result)
             except BaseException as exc:
                 passage.leave(exc=exc)
                 raise  # a refusal from a nested call: the error handler answers it
