@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import random
+import uuid
+from pathlib import Path
 
 import pytest
 
 import buttress as bt
-from buttress.http import rate_limit_headers
+import buttress.ratelimit
+from buttress.http import admitted_fields, rate_limit_headers
 
 
 def test_one_policy_item_per_scope(clock: bt.ManualClock) -> None:
@@ -68,3 +72,91 @@ def test_a_hand_made_decision_and_adaptive_limits(clock: bt.ManualClock) -> None
     assert rate_limit_headers(rl.try_acquire())["RateLimit-Policy"] == '"api";q=50;w=1'
     with pytest.raises(ValueError, match="ASCII"):
         rate_limit_headers(bt.Decision(True, 1, 1, 1.0, 0.0, "naïve"))
+
+
+# -- the fast path for admitted responses, held to rate_limit_headers ---------------------------
+
+
+class _Down:
+    """A backend that is never reachable: a fail_open limiter admits on empty states."""
+
+    time_base = "wall"
+
+    def decide(self, *args: object, **kwargs: object) -> bt.ratelimit.Outcome:
+        raise bt.BackendError("connection refused")
+
+    async def decide_async(self, *args: object) -> bt.ratelimit.Outcome:
+        raise bt.BackendError("connection refused")
+
+    def refund(self, *args: object) -> None:
+        raise bt.BackendError("connection refused")
+
+
+def _limiters(clock: bt.ManualClock, tmp_path: Path) -> list[bt.RateLimiter]:
+    three = [
+        bt.Scope("user", 7, 3.0),
+        bt.Scope("org", 20, 10.0, algorithm="fixed_window"),
+        bt.Scope("global", 50, 0.5, algorithm="sliding_window"),
+    ]
+    return [
+        bt.RateLimiter([bt.Scope("ip", 5, 2.0)], clock=clock),
+        bt.RateLimiter([bt.Scope("ip", 9, 1.5, algorithm="sliding_window")], clock=clock),
+        bt.RateLimiter([bt.Scope("ip", 4, 60.0, algorithm="fixed_window")], clock=clock),
+        bt.RateLimiter(three, clock=clock),
+        bt.RateLimiter(three, backend=bt.SQLiteBackend(tmp_path / "limits.db"), clock=clock),
+        bt.RateLimiter(
+            [bt.Scope("api", 30, 1.0, algorithm="adaptive", by=None)], name="ad", clock=clock
+        ),
+        bt.RateLimiter(three, backend=_Down(), failure_policy="fail_open", clock=clock),  # type: ignore[arg-type]
+    ]
+
+
+def test_admitted_fields_say_what_rate_limit_headers_says(
+    clock: bt.ManualClock, tmp_path: Path
+) -> None:
+    """Every admitted response's fields come from ``admitted_fields``: for each limiter kind,
+    backend and cost, over traffic that fills and drains the limits (an adaptive limit
+    moving), it gives exactly the two values ``rate_limit_headers`` renders."""
+    rng = random.Random(1812)
+    compared = 0
+    for rl in _limiters(clock, tmp_path):
+        for _ in range(300):
+            clock.advance(rng.choice([0.0, 0.001, 0.07, 0.4, 1.3]))
+            if rl.name == "ad" and rng.random() < 0.1:
+                rl.record(ok=rng.random() < 0.5)
+            context = {
+                "user": f"u{rng.randrange(3)}",
+                "org": "o1",
+                "ip": f"10.0.0.{rng.randrange(2)}",
+            }
+            d = rl.try_acquire(context, cost=rng.choice([1, 1, 2, 3]))
+            if not d.allowed:
+                continue
+            fast = admitted_fields(d)  # first: reading the decision's numbers resolves it
+            fields = rate_limit_headers(d)
+            assert fast == (fields["RateLimit-Policy"], fields["RateLimit"])
+            assert admitted_fields(d) == fast  # and once resolved, the same
+            compared += 1
+    assert compared > 1000
+
+
+def test_admitted_fields_of_decisions_made_on_redis(redis_url: str) -> None:
+    """Redis decides with its own clock: the fields of what it admitted (a tight limit, so the
+    numbers move) are those ``rate_limit_headers`` renders."""
+    backend = bt.RedisBackend(redis_url, prefix=f"bt-test:headers:{uuid.uuid4().hex[:12]}:")
+    rl = bt.RateLimiter(
+        [bt.Scope("user", 40, 2.0), bt.Scope("org", 60, 5.0, algorithm="sliding_window")],
+        backend=backend,
+    )
+    try:
+        admitted = 0
+        for i in range(50):
+            d = rl.try_acquire({"user": f"u{i % 2}", "org": "o1"})
+            if d.allowed:
+                fast = admitted_fields(d)
+                fields = rate_limit_headers(d)
+                assert fast == (fields["RateLimit-Policy"], fields["RateLimit"])
+                admitted += 1
+        assert admitted >= 40
+    finally:
+        backend.close()

@@ -17,7 +17,7 @@ import base64
 import functools
 import math
 
-from .ratelimit._decision import Decision, ScopeStatus
+from .ratelimit._decision import Decision, Frame, ScopeStatus
 
 __all__ = ["rate_limit_headers"]
 
@@ -81,6 +81,56 @@ def rate_limit_headers(
         fields["X-RateLimit-Remaining"] = str(max(0, decision.remaining))
         fields["X-RateLimit-Reset"] = str(_sf_integer(decision.reset_after))
     return fields
+
+
+def admitted_fields(decision: Decision) -> tuple[str, str]:
+    """``(RateLimit-Policy, RateLimit)``: the two values :func:`rate_limit_headers` gives an
+    admitting ``decision`` with its default options.
+
+    Every response a web integration admits carries them, so they are made here without the
+    decision's numbers: for a decision made in memory and not read yet, each scope's room is
+    judged once from the states the backend read (what ``Decision.scopes`` would say), and
+    the scope names and policy come from its limiter's frame, rendered once. Any other
+    decision takes :func:`rate_limit_headers`; tests hold the two to the same output.
+    """
+    details = decision._details
+    if details is None or len(details) != 5 or not decision.allowed:
+        fields = rate_limit_headers(decision)
+        return fields["RateLimit-Policy"], fields["RateLimit"]
+    frame: Frame = details[0]
+    rendered = _frames.get(id(frame))
+    if rendered is None or rendered[0] is not frame:
+        rendered = _render_frame(frame)
+    _, names, policy = rendered
+    if frame.single:  # details: (frame, key, state, now, cost)
+        v = frame.algorithms[0].decide(details[2], details[3], details[4])
+        return policy, f"{names[0]};r={v[2] if v[2] > 0 else 0};t={_sf_integer(v[3])}"
+    now, cost = details[3], details[4]
+    states = []
+    for name, a, state in zip(names, frame.algorithms, details[2], strict=True):
+        v = a.decide(state, now, cost)
+        states.append(f"{name};r={v[2] if v[2] > 0 else 0};t={_sf_integer(v[3])}")
+    return policy, ", ".join(states)
+
+
+# Each limiter's frame, rendered: (frame, its scopes' sf-string names, its RateLimit-Policy),
+# by the frame's id (the frame is kept, so an id is not taken by another frame while listed).
+# A limiter has one frame until an adaptive limit moves; the oldest half goes past the bound.
+_frames: dict[int, tuple[Frame, tuple[str, ...], str]] = {}
+_FRAMES_KEPT = 512
+
+
+def _render_frame(frame: Frame) -> tuple[Frame, tuple[str, ...], str]:
+    names = tuple(_sf_string(m.name) for m in frame.meta)
+    policy = ", ".join(
+        _policy(name, a.limit, m.window, None)
+        for name, a, m in zip(names, frame.algorithms, frame.meta, strict=True)
+    )
+    if len(_frames) >= _FRAMES_KEPT:
+        for old in list(_frames)[: _FRAMES_KEPT // 2]:
+            _frames.pop(old, None)
+    rendered = _frames[id(frame)] = (frame, names, policy)
+    return rendered
 
 
 # Scope names and policies are few, and rendered on every response a web integration sends:

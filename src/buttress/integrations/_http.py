@@ -35,7 +35,7 @@ from .._errors import (
     RateLimitExceeded,
     RejectedError,
 )
-from ..http import rate_limit_headers
+from ..http import admitted_fields, rate_limit_headers
 from ..ratelimit._decision import Decision
 
 Headers = tuple[tuple[str, str], ...]
@@ -107,7 +107,10 @@ def unidentified(exc: ContextError) -> Answer:
 def admitted_headers(decision: Decision | None) -> Headers:
     """The ``RateLimit`` / ``RateLimit-Policy`` fields of an admitting decision (none for
     ``None``: the request met no limiter)."""
-    return tuple((k.lower(), v) for k, v in rate_limit_headers(decision).items())
+    if decision is None:
+        return ()
+    policy, state = admitted_fields(decision)
+    return (("ratelimit-policy", policy), ("ratelimit", state))
 
 
 def _json(document: dict[str, Any]) -> bytes:

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any
 
 from .._errors import CallTimeoutError, ConfigError, ContextError, RejectedError
+from ..http import admitted_fields
 from ..ratelimit._decision import Decision, exceeded
 from ..ratelimit._limiter import RateLimiter
 from ._http import (
@@ -33,7 +34,6 @@ from ._http import (
     AnsweredError,
     Headers,
     RequestKey,
-    admitted_headers,
     answered,
     api_key,
     check_key,
@@ -162,7 +162,7 @@ class RateLimitMiddleware:
         if not self._headers:
             await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, _with_fields(send, _encoded(admitted_headers(decision))))
+        await self.app(scope, receive, _with_fields(send, _admitted(decision)))
 
 
 # -- the protect middleware ------------------------------------------------------------------------
@@ -230,7 +230,7 @@ class ProtectMiddleware:
             async with guard:
                 response.entered = True
                 if self._headers and guard.decision is not None:
-                    response.fields = _encoded(admitted_headers(guard.decision))
+                    response.fields = _admitted(guard.decision)
                 await self.app(scope, receive, response.send)
                 response.error = answered(response.status)
                 if response.error is not None:
@@ -302,7 +302,7 @@ def limit(
         def answer(decision: Decision, response: Any) -> Any:
             if not headers:
                 return response
-            return _Fielded(response, _encoded(admitted_headers(decision)))
+            return _Fielded(response, _admitted(decision))
 
         if inspect.iscoroutinefunction(endpoint):
 
@@ -407,6 +407,16 @@ def _exemption(exempt: Exempt) -> Callable[[Scope], bool] | None:
 
 def _encoded(fields: Headers) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields]
+
+
+def _admitted(decision: Decision) -> list[tuple[bytes, bytes]]:
+    """The ``RateLimit`` fields of an admitting decision, encoded (on every admitted
+    response: made without :func:`_encoded`'s generality)."""
+    policy, state = admitted_fields(decision)
+    return [
+        (b"ratelimit-policy", policy.encode("latin-1")),
+        (b"ratelimit", state.encode("latin-1")),
+    ]
 
 
 def _with_fields(send: Send, fields: list[tuple[bytes, bytes]]) -> Send:
