@@ -235,6 +235,31 @@ PAIRS: list[Pair] = [
             "_again_async": "_again",
         },
     ),
+    Pair(
+        "src/buttress/integrations/_sending_async.py",
+        "src/buttress/integrations/_sending.py",
+        names={
+            "send_async": "send",
+            "_run_async": "_run",
+            "call_async": "call",
+            "try_acquire_async": "try_acquire",
+            "refund_async": "refund",
+        },
+    ),
+    Pair(
+        "src/buttress/integrations/_httpx_async.py",
+        "src/buttress/integrations/_httpx.py",
+        names={
+            "AsyncProtectedTransport": "ProtectedTransport",
+            "AsyncBaseTransport": "BaseTransport",
+            "AsyncHTTPTransport": "HTTPTransport",
+            "AsyncClient": "Client",
+            "handle_async_request": "handle_request",
+            "_sending_async": "_sending",
+            "send_async": "send",
+            "_aclose": "_close",
+        },
+    ),
     Pair("tests/pool/test_pool_async.py", "tests/pool/test_pool_sync.py"),
 ]
 

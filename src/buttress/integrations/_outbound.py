@@ -30,16 +30,15 @@ from __future__ import annotations
 import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._breaker import CircuitBreaker
 from .._breaker._outcome import result_status
 from .._classify import ResultStatus, parse_statuses
-from .._errors import ConfigError, RejectedError
+from .._errors import ConfigError
 from .._policies import remaining
 from .._retry import Retry
-from ..ratelimit._decision import exceeded
 from ..ratelimit._limiter import RateLimiter
 
 if TYPE_CHECKING:
@@ -117,7 +116,7 @@ class Bounded(Generic[V]):
             return value
 
 
-class _Held:
+class Held:
     """The failing response the last attempt raised: closed when another attempt starts, or
     when the request ends in an error; returned when it is the request's answer."""
 
@@ -138,15 +137,15 @@ class Outbound:
 
     __slots__ = (
         "_breakers",
-        "_infra",
-        "_limiter",
         "_raised",
         "_rate_key",
-        "_retry",
         "_rules",
         "_service",
-        "_timeout",
         "breaker",
+        "infra",
+        "limiter",
+        "retry",
+        "timeout",
     )
 
     def __init__(
@@ -201,12 +200,12 @@ class Outbound:
                     "breaker must be a CircuitBreaker, or a callable taking the host and "
                     f"returning one, got {breaker!r}"
                 )
-        self._infra = infra
+        self.infra = infra
         self._service = service
-        self._limiter = limiter
+        self.limiter = limiter
         self._rate_key = rate_key
-        self._retry = retry
-        self._timeout = timeout
+        self.retry = retry
+        self.timeout = timeout
         rule = _failure_rule(failure_status)
         self._raised = None if rule is None else raised_by(rule)
         #: The one breaker every request goes through, when one was given.
@@ -224,7 +223,7 @@ class Outbound:
             return self._breakers.get(host)
         return self.breaker
 
-    def _service_name(self, host: str) -> str:
+    def service_name(self, host: str) -> str:
         service = self._service
         name = service if isinstance(service, str) else service(host)  # type: ignore[misc]
         if not isinstance(name, str) or not name:
@@ -234,8 +233,8 @@ class Outbound:
     def _service_rule(self, name: str) -> Predicate:
         """The rule for a service's responses: the breaker's ``failure_result`` when its
         configuration sets one, else the default."""
-        assert self._infra is not None
-        layers = self._infra.layers(name)
+        assert self.infra is not None
+        layers = self.infra.layers(name)
         if layers.pool is not None or layers.async_pool is not None:
             # infra.call would hand the pooled member to the send, which takes none
             raise ConfigError(
@@ -247,134 +246,15 @@ class Outbound:
         rule = breaker.config.failure_result if breaker is not None else None
         return raised_by(rule if rule is not None else DEFAULT_FAILURES)
 
-    def _raises(self, name: str | None) -> Predicate:
+    def raises(self, name: str | None) -> Predicate:
         """Which responses are raised for the breaker to judge (the failures, and 4xx)."""
         if self._raised is not None:
             return self._raised
         return RAISED_BY_DEFAULT if name is None else self._rules.get(name)
 
-    def _key(self, host: str) -> Any:
+    def rate_key_for(self, host: str) -> Any:
         key = self._rate_key
         return key(host) if callable(key) else key
-
-    # -- sending -----------------------------------------------------------------------------
-
-    def send(self, host: str, attempt: Callable[[float | None], R], close: Callable[[R], Any]) -> R:
-        """The answer to one request to ``host``: ``attempt(left)`` sends it once with its
-        timeout capped at ``left`` seconds (``None``: no deadline); ``close`` frees a failing
-        response that another attempt replaces."""
-        name = self._service_name(host) if self._infra is not None else None
-        raises = self._raises(name)
-        held = _Held()
-
-        def once() -> R:
-            discarded = held.take()
-            if discarded is not None:
-                close(discarded)
-            held.sent = True
-            response = attempt(_left())
-            if raises(response):
-                held.response = response
-                raise ErrorResponse(response)
-            return response
-
-        try:
-            return self._run(host, name, once, held)
-        except ErrorResponse as failed:
-            if failed.response is held.response:
-                return held.take()  # type: ignore[no-any-return]
-            raise
-        finally:
-            discarded = held.take()
-            if discarded is not None:
-                close(discarded)
-
-    def _run(self, host: str, name: str | None, once: Callable[[], R], held: _Held) -> R:
-        key = self._key(host)
-        if self._infra is not None:
-            assert name is not None
-            return self._infra.call(
-                name,
-                once,
-                rate_key=key,
-                limiter=self._limiter,
-                timeout=self._timeout,
-                retry=self._retry,
-            )
-        limiter = self._limiter
-        if isinstance(limiter, RateLimiter):
-            decision = limiter.try_acquire(key)
-            if not decision.allowed:
-                raise exceeded(decision)
-        breaker = self.breaker_for(host)
-        guarded = once if breaker is None else functools.partial(breaker.call, once)
-        try:
-            return guarded() if self._retry is None else self._retry.call(guarded)
-        except RejectedError:
-            if isinstance(limiter, RateLimiter) and not held.sent:
-                limiter.refund(key)  # refused by the breaker every time: no request was made
-            raise
-
-    async def send_async(
-        self,
-        host: str,
-        attempt: Callable[[float | None], Awaitable[R]],
-        close: Callable[[R], Awaitable[Any]],
-    ) -> R:
-        """:meth:`send` for asyncio: ``attempt`` and ``close`` are awaited."""
-        name = self._service_name(host) if self._infra is not None else None
-        raises = self._raises(name)
-        held = _Held()
-
-        async def once() -> R:
-            discarded = held.take()
-            if discarded is not None:
-                await close(discarded)
-            held.sent = True
-            response = await attempt(_left())
-            if raises(response):
-                held.response = response
-                raise ErrorResponse(response)
-            return response
-
-        try:
-            return await self._run_async(host, name, once, held)
-        except ErrorResponse as failed:
-            if failed.response is held.response:
-                return held.take()  # type: ignore[no-any-return]
-            raise
-        finally:
-            discarded = held.take()
-            if discarded is not None:
-                await close(discarded)
-
-    async def _run_async(
-        self, host: str, name: str | None, once: Callable[[], Awaitable[R]], held: _Held
-    ) -> R:
-        key = self._key(host)
-        if self._infra is not None:
-            assert name is not None
-            return await self._infra.call_async(
-                name,
-                once,
-                rate_key=key,
-                limiter=self._limiter,
-                timeout=self._timeout,
-                retry=self._retry,
-            )
-        limiter = self._limiter
-        if isinstance(limiter, RateLimiter):
-            decision = await limiter.try_acquire_async(key)
-            if not decision.allowed:
-                raise exceeded(decision)
-        breaker = self.breaker_for(host)
-        guarded = once if breaker is None else functools.partial(breaker.call_async, once)
-        try:
-            return await (guarded() if self._retry is None else self._retry.call_async(guarded))
-        except RejectedError:
-            if isinstance(limiter, RateLimiter) and not held.sent:
-                await limiter.refund_async(key)  # no attempt passed the breaker
-            raise
 
 
 def raised_by(rule: Predicate) -> Predicate:
@@ -385,7 +265,8 @@ def raised_by(rule: Predicate) -> Predicate:
     return lambda response: rule(response) or result_status(response) in CLIENT_ERRORS
 
 
-def _left() -> float | None:
+def time_left() -> float | None:
+    """What is left of the call's deadline, as a timeout to send with (``None``: none)."""
     left = remaining()
     return None if left is None else max(left, MIN_TIMEOUT)
 

@@ -22,6 +22,7 @@ from .._breaker import CircuitBreaker
 from .._retry import Retry
 from ..ratelimit._limiter import RateLimiter
 from ._outbound import DEFAULT_MAX_HOSTS, ErrorResponse, FailureRule, Outbound, cap, host_key
+from ._sending import send
 
 if TYPE_CHECKING:
     from .._infrastructure import Infrastructure
@@ -93,7 +94,7 @@ class ProtectedAdapter(HTTPAdapter):
                 request, stream=stream, timeout=sent, verify=verify, cert=cert, proxies=proxies
             )
 
-        return self._outbound.send(_host(request.url), attempt, _close)
+        return send(self._outbound, _host(request.url), attempt, _close)
 
 
 def _host(url: str | None) -> str:
