@@ -68,6 +68,10 @@ def make_app(infra: bt.Infrastructure, **middleware: Any) -> web.Application:
     async def keyed(request: web.Request) -> web.Response:
         return web.Response(text="keyed")
 
+    @bt_aiohttp.rate_limit("api")
+    async def anyone(request: web.Request) -> web.Response:
+        return web.Response(text="anyone")
+
     async def nested(request: web.Request) -> web.Response:
         await infra.call_async("payments", _nothing)
         return web.Response(text="nested")
@@ -78,6 +82,7 @@ def make_app(infra: bt.Infrastructure, **middleware: Any) -> web.Application:
             web.get("/free", free),
             web.get("/pay/{outcome}", pay),
             web.get("/keyed", keyed),
+            web.get("/anyone", anyone),
             web.get("/nested", nested),
             *bt_aiohttp.health_routes(infra),
         ]
@@ -164,6 +169,18 @@ async def test_the_api_key_policy_answers_400_without_a_key(
     missing = await client.get("/keyed")
     assert missing.status == 400
     assert (await missing.json())["error"] == "ContextError"
+
+
+async def test_a_rate_limit_without_a_key_counts_the_peer(
+    infra: bt.Infrastructure, serve: Any
+) -> None:
+    client = await serve(make_app(infra))
+    first = await client.get("/anyone", headers={"X-Forwarded-For": "203.0.113.7"})
+    assert first.headers["RateLimit"] == '"client";r=1;t=60'
+    # No proxy is trusted: a forwarded address is not believed, the peer (127.0.0.1) counts.
+    second = await client.get("/anyone", headers={"X-Forwarded-For": "198.51.100.2"})
+    third = await client.get("/anyone")
+    assert (second.status, third.status) == (200, 429)
 
 
 async def test_the_health_routes_answer_at_their_paths(

@@ -89,6 +89,11 @@ def keyed(request: HttpRequest) -> HttpResponse:
     return HttpResponse("keyed")
 
 
+@bt_django.rate_limit("api")
+def anyone(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("anyone")
+
+
 def nested(request: HttpRequest) -> HttpResponse:
     bt_django.infrastructure().call("payments", lambda: None)
     return HttpResponse("nested")
@@ -101,6 +106,7 @@ def urls(*patterns: Any) -> types.ModuleType:
         path("free", free),
         path("pay/<str:outcome>", pay),
         path("keyed", keyed),
+        path("anyone", anyone),
         path("nested", nested),
         *bt_django.health_urls(),
         *patterns,
@@ -200,6 +206,22 @@ def test_the_api_key_decorator_answers_400_without_a_key(infra: bt.Infrastructur
         assert json.loads(missing.content)["message"] == (
             "the request has no 'key' id for rate limit 'client'"
         )
+
+
+def test_a_rate_limit_without_a_key_counts_each_client_behind_the_trusted_proxies(
+    infra: bt.Infrastructure,
+) -> None:
+    with site(infrastructure=infra, trusted_proxies=["10.0.0.0/8"]):
+        client = Client(REMOTE_ADDR="10.0.0.1")
+
+        def get(forwarded_for: str) -> int:
+            return int(client.get("/anyone", HTTP_X_FORWARDED_FOR=forwarded_for).status_code)
+
+        assert [get("203.0.113.7") for _ in range(3)] == [200, 200, 429]
+        assert get("198.51.100.2") == 200  # another client behind the same proxy
+        direct = Client(REMOTE_ADDR="192.0.2.9").get("/anyone")
+        assert direct.status_code == 200  # not behind a proxy: its own address
+        assert direct["RateLimit"] == '"client";r=1;t=60'
 
 
 def test_the_infrastructure_is_built_from_settings_once_and_closed(tmp_path: Any) -> None:

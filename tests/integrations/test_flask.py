@@ -72,6 +72,11 @@ def make_app(infra: bt.Infrastructure | None = None, **config: Any) -> Any:
     def keyed() -> str:
         return "keyed"
 
+    @app.get("/anyone")
+    @bt_flask.rate_limit("api")
+    def anyone() -> str:
+        return "anyone"
+
     @app.get("/apay/<outcome>")
     @bt_flask.protect("payments")
     async def apay(outcome: str) -> Any:  # an async view (flask[async]), guarded the same
@@ -182,6 +187,23 @@ def test_the_api_key_decorator_answers_400_without_a_key(infra: bt.Infrastructur
     missing = client.get("/keyed")
     assert missing.status_code == 400
     assert missing.json["error"] == "ContextError"
+
+
+def test_a_rate_limit_without_a_key_counts_each_client_behind_the_trusted_proxies(
+    infra: bt.Infrastructure,
+) -> None:
+    client = make_app(infra, trusted_proxies=["10.0.0.0/8"]).test_client()
+    proxy = {"REMOTE_ADDR": "10.0.0.1"}
+
+    def get(forwarded_for: str) -> int:
+        headers = {"X-Forwarded-For": forwarded_for}
+        return int(client.get("/anyone", headers=headers, environ_base=proxy).status_code)
+
+    assert [get("203.0.113.7") for _ in range(3)] == [200, 200, 429]
+    assert get("198.51.100.2") == 200  # another client behind the same proxy
+    direct = client.get("/anyone", environ_base={"REMOTE_ADDR": "192.0.2.9"})
+    assert direct.status_code == 200  # not behind a proxy: its own address
+    assert direct.headers["RateLimit"] == '"client";r=1;t=60'
 
 
 def test_the_infrastructure_is_built_from_config_once() -> None:

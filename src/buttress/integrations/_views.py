@@ -25,6 +25,7 @@ from ..ratelimit._decision import Decision, exceeded
 from ..ratelimit._limiter import RateLimiter
 from ._http import (
     Answer,
+    ClientIP,
     Headers,
     TrustedProxies,
     admitted_headers,
@@ -76,7 +77,7 @@ EXEMPT: Any = object()  # a view's mark: no policy, not even the default one
 @dataclass(slots=True)
 class Passage:
     """One request let through a policy: :meth:`leave` (or :meth:`leave_async`) ends it
-    exactly once and gives the ``RateLimit`` fields of its admitting decision."""
+    exactly once; :meth:`fields` are the ``RateLimit`` fields for its answer."""
 
     protection: Protection | None
     decision: Decision | None
@@ -86,7 +87,7 @@ class Passage:
             return answered(status)
         return exc
 
-    def leave(self, status: int | None = None, exc: BaseException | None = None) -> Headers:
+    def leave(self, status: int | None = None, exc: BaseException | None = None) -> None:
         """End the protection: with ``exc`` when the view raised, else by the ``status`` it
         answered."""
         protection, self.protection = self.protection, None
@@ -96,11 +97,10 @@ class Passage:
                 protection.__exit__(None, None, None)
             else:
                 protection.__exit__(type(ending), ending, ending.__traceback__)
-        return admitted_headers(self.decision)
 
     async def leave_async(
         self, status: int | None = None, exc: BaseException | None = None
-    ) -> Headers:
+    ) -> None:
         """:meth:`leave`, for ``async`` views."""
         protection, self.protection = self.protection, None
         if protection is not None:
@@ -109,6 +109,9 @@ class Passage:
                 await protection.__aexit__(None, None, None)
             else:
                 await protection.__aexit__(type(ending), ending, ending.__traceback__)
+
+    def fields(self) -> Headers:
+        """The ``RateLimit`` fields of the admitting decision (none without a limiter)."""
         return admitted_headers(self.decision)
 
 
@@ -195,6 +198,19 @@ class Settings:
     trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
     default: Policy | None = None  # every view's policy, unless it has its own or is exempt
     rate_limit_headers: bool = True
+    # Who a rate limit without a key counts: the client's address, behind the trusted proxies.
+    client: ClientIP = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "client", ClientIP(self.trusted_proxies))
+
+
+def caller(policy: Policy, client: ClientIP) -> Any:
+    """The key ``policy`` reads its caller by: its own, or ``client`` for a rate limit alone
+    given none (a protection's limiter may be shared by all: it needs no key of its own)."""
+    if policy.key is None and policy.service is None:
+        return client
+    return policy.key
 
 
 def read_settings(values: Mapping[str, Any], where: str | Callable[[str], str]) -> Settings:

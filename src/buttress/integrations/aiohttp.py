@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 from .._health import Probe, health_response
-from ._http import Answer, api_key, client_ip, read_key
-from ._views import ATTRIBUTE, EXEMPT, REFUSALS, Policy, enter_async, refusal
+from ._http import Answer, ClientIP, TrustedProxies, api_key, client_ip, read_key
+from ._views import ATTRIBUTE, EXEMPT, REFUSALS, Policy, caller, enter_async, refusal
 
 if TYPE_CHECKING:
     from .._infrastructure import Infrastructure
@@ -42,6 +42,8 @@ __all__ = [
     "protect",
     "rate_limit",
 ]
+
+_CLIENT = ClientIP(TrustedProxies())  # a rate limit without a key: the peer's address
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Callable[..., Any])
@@ -77,7 +79,7 @@ def buttress_middleware(
         if chosen is None:
             return await _answering(handler, request, rate_limit_headers)
         try:
-            key = read_key(chosen.key, request, _peer, _header)
+            key = read_key(caller(chosen, _CLIENT), request, _peer, _header)
             passage = await enter_async(infra, chosen, key)
         except REFUSALS as exc:
             return _response(refusal(exc, rate_limit_headers))
@@ -87,16 +89,16 @@ def buttress_middleware(
             await passage.leave_async(exc=exc)
             return _response(refusal(exc, rate_limit_headers))
         except web.HTTPException as exc:  # raised as an answer: read by its status
-            fields = await passage.leave_async(exc=exc)
+            await passage.leave_async(exc=exc)
             if rate_limit_headers:
-                _add(exc.headers, fields)
+                _add(exc.headers, passage.fields())
             raise
         except BaseException as exc:
             await passage.leave_async(exc=exc)
             raise
-        fields = await passage.leave_async(response.status)
+        await passage.leave_async(response.status)
         if rate_limit_headers and not response.prepared:
-            _add(response.headers, fields)
+            _add(response.headers, passage.fields())
         return response
 
     return buttress
@@ -155,7 +157,8 @@ def protect(
 
 def rate_limit(limiter: str | RateLimiter, *, key: Any = None, cost: float = 1) -> Callable[[H], H]:
     """Mark a handler to be guarded by a rate limiter alone (a configured limiter's name or a
-    :class:`~buttress.RateLimiter`); ``key`` as for :func:`protect`."""
+    :class:`~buttress.RateLimiter`); ``key`` as for :func:`protect`, by default the peer's
+    address (behind proxies: ``key=client_ip(trusted_proxies=[...])``)."""
     return _marking(Policy(None, limiter, key, cost))
 
 

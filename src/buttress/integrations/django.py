@@ -47,6 +47,7 @@ from ._views import (
     Policy,
     ProcessInfrastructure,
     Settings,
+    caller,
     enter,
     enter_async,
     read_settings,
@@ -133,16 +134,16 @@ def _passed(request: HttpRequest, policy: Policy) -> Passage | HttpResponse:
     """The request let through ``policy``, or the answer that refuses it."""
     state = _current()
     try:
-        key = read_key(policy.key, request, _peer, _header)
+        key = read_key(caller(policy, state.settings.client), request, _peer, _header)
         return enter(state.process.get(), policy, key)
     except REFUSALS as exc:
         return _response(refusal(exc, state.settings.rate_limit_headers))
 
 
 def _finish(response: HttpResponseBase, passage: Passage, exc: BaseException | None) -> None:
-    fields = passage.leave(response.status_code, exc)
+    passage.leave(response.status_code, exc)
     if _current().settings.rate_limit_headers:
-        _add(response, fields)
+        _add(response, passage.fields())
 
 
 def _add(response: HttpResponseBase, fields: Headers) -> None:
@@ -155,7 +156,7 @@ async def _passed_async(request: HttpRequest, policy: Policy) -> Passage | HttpR
     """:func:`_passed` for an ``async def`` view: the limiter and the pool are awaited."""
     state = _current()
     try:
-        key = read_key(policy.key, request, _peer, _header)
+        key = read_key(caller(policy, state.settings.client), request, _peer, _header)
         return await enter_async(state.process.get(), policy, key)
     except REFUSALS as exc:
         return _response(refusal(exc, state.settings.rate_limit_headers))
@@ -164,9 +165,9 @@ async def _passed_async(request: HttpRequest, policy: Policy) -> Passage | HttpR
 async def _finish_async(
     response: HttpResponseBase, passage: Passage, exc: BaseException | None
 ) -> None:
-    fields = await passage.leave_async(response.status_code, exc)
+    await passage.leave_async(response.status_code, exc)
     if _current().settings.rate_limit_headers:
-        _add(response, fields)
+        _add(response, passage.fields())
 
 
 def _guarded(policy: Policy) -> Callable[[View], View]:
@@ -239,7 +240,8 @@ def rate_limit(
     limiter: str | RateLimiter, *, key: Any = None, cost: float = 1
 ) -> Callable[[View], View]:
     """Guard a view by a rate limiter alone: a configured limiter's name or a
-    :class:`~buttress.RateLimiter`; ``key`` as for :func:`protect`."""
+    :class:`~buttress.RateLimiter`; ``key`` as for :func:`protect`, by default the client's
+    address (behind ``BUTTRESS["trusted_proxies"]``)."""
     return _guarded(Policy(None, limiter, key, cost))
 
 

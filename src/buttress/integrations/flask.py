@@ -41,6 +41,7 @@ from ._views import (
     Policy,
     ProcessInfrastructure,
     Settings,
+    caller,
     enter,
     read_settings,
     refusal,
@@ -146,26 +147,31 @@ def _refused(exc: RejectedError | ContextError) -> Response:
     return _response(refusal(exc, _state().settings.rate_limit_headers))
 
 
-def _enter(policy: Policy) -> Passage:
-    key = read_key(policy.key, request, _peer, _header)
-    return enter(_state().process.get(), policy, key)
+def _enter(policy: Policy, state: _State | None = None) -> Passage:
+    state = state or _state()
+    key = read_key(caller(policy, state.settings.client), request, _peer, _header)
+    return enter(state.process.get(), policy, key)
 
 
-def _finish(response: Response, passage: Passage) -> Response:
-    fields = passage.leave(response.status_code)
-    if _state().settings.rate_limit_headers:
-        for name, value in fields:
-            response.headers.setdefault(name, value)
+def _finish(response: Response, passage: Passage, state: _State | None = None) -> Response:
+    passage.leave(response.status_code)
+    if (state or _state()).settings.rate_limit_headers:
+        headers = response.headers
+        for name, value in passage.fields():
+            if name not in headers:  # the view's own stay
+                headers.add(name, value)
     return response
 
 
 def _before() -> None:
-    view = current_app.view_functions.get(request.endpoint or "")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # once, not per use
+    view = app.view_functions.get(request.endpoint or "")
     if view is None or getattr(view, ATTRIBUTE, None) is not None:
         return  # no view (a 404, a static file's), its own policy, or exempt
-    policy = _state().settings.default
+    state: _State = app.extensions["buttress"]
+    policy = state.settings.default
     if policy is not None:
-        g.setdefault(_PASSAGE, _enter(policy))  # refused: the error handler answers
+        g.setdefault(_PASSAGE, _enter(policy, state))  # refused: the error handler answers
 
 
 def _after(response: Response) -> Response:
@@ -218,7 +224,8 @@ def rate_limit(
     limiter: str | RateLimiter, *, key: Any = None, cost: float = 1
 ) -> Callable[[View], View]:
     """Guard a view by a rate limiter alone: a configured limiter's name or a
-    :class:`~buttress.RateLimiter`; ``key`` as for :func:`protect`."""
+    :class:`~buttress.RateLimiter`; ``key`` as for :func:`protect`, by default the client's
+    address (behind ``BUTTRESS_TRUSTED_PROXIES``)."""
     return _guarded(Policy(None, limiter, key, cost))
 
 
