@@ -118,10 +118,22 @@ def run(
     burst=st.none() | st.integers(1, 8),
     plan=steps,
     start=starts,
+    form=st.sampled_from(["id", "context", "alias"]),
 )
 def test_one_scope_decides_exactly_as_the_python_path(
-    algorithm: str, limit: int, window: float, burst: int | None, plan: list[Any], start: float
+    algorithm: str,
+    limit: int,
+    window: float,
+    burst: int | None,
+    plan: list[Any],
+    start: float,
+    form: str,
 ) -> None:
+    """Keyed by a str id, by a context naming it, or by the ``_id`` alias of its name."""
+
+    def key(ident: Any) -> Any:
+        return ident if form == "id" else {"user" if form == "context" else "user_id": ident}
+
     with pytest.MonkeyPatch.context() as mp:
         compiled, pure, clock = pair(
             lambda c: bt.RateLimiter(
@@ -137,7 +149,7 @@ def test_one_scope_decides_exactly_as_the_python_path(
             mp,
             start,
         )
-        run((compiled, pure), clock, plan, lambda ident: ident)
+        run((compiled, pure), clock, plan, key)
 
 
 @settings(max_examples=150, deadline=None)

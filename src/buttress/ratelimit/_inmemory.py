@@ -124,10 +124,11 @@ class InMemory:
         resolver: KeyResolver,
         queues: dict[str, list[Waiter]],
     ) -> Callable[..., Decision]:
-        """One identified scope, keyed straight from a str id: :meth:`decide` for one key, with
-        one ``admit`` instead of the frame's decider."""
+        """One identified scope, keyed straight from a str id (or read from a dict context):
+        :meth:`decide` for one key, with one ``admit`` instead of the frame's decider."""
         prefix = resolver.single_scope_prefix
         assert prefix is not None
+        read = resolver.read
         states, lock, unlock, grew, cap_reached = self._lane
         get = states.get
         admit = frame.algorithms[0].admit
@@ -135,9 +136,14 @@ class InMemory:
         conclude = self._conclude
 
         def try_acquire(key: Key = None, cost: float = 1) -> Decision:
-            if key.__class__ is not str or len(key) > MAX_ID_LENGTH or cost is not ONE or queues:
+            if cost is not ONE or queues:
                 return general(key, cost)
-            k = prefix + key
+            if key.__class__ is str and len(key) <= MAX_ID_LENGTH:
+                k = prefix + key
+            elif key.__class__ is dict and (keys := read(key.get)) is not None:
+                k = keys[0]
+            else:
+                return general(key, cost)
             now = monotonic()
             notify = False
             lock()

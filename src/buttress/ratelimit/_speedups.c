@@ -122,13 +122,14 @@ put(PyObject *decision, Py_ssize_t offset, PyObject *value)
     *(PyObject **)((char *)decision + offset) = value;
 }
 
-/* The storage keys of this call (new references), as keys_reader reads them.
+/* The storage keys of this call (new references), as keys_reader reads them: from a dict
+ * context, or (one identified scope) from a str id as well.
  * 1: done; 0: not a call for this path (nothing set); -1: error. */
 static int
 read_keys(FastPath *self, PyObject *arg, PyObject **keys)
 {
-    if (!self->context) {
-        if (!PyUnicode_CheckExact(arg) || PyUnicode_GET_LENGTH(arg) > MAX_ID_LENGTH) {
+    if (!self->context && PyUnicode_CheckExact(arg)) {
+        if (PyUnicode_GET_LENGTH(arg) > MAX_ID_LENGTH) {
             return 0;
         }
         keys[0] = PyUnicode_Concat(self->parts[0].prefix, arg);
