@@ -32,8 +32,6 @@ loop shuts down, which cancels every task, keeps its charge: its outcome is neve
 from __future__ import annotations
 
 import asyncio
-import functools
-import struct
 import weakref
 from collections.abc import AsyncGenerator, Sequence
 from importlib import resources
@@ -43,10 +41,11 @@ from .._errors import BackendError, ButtressError, ConfigError
 from .._fork import call_in_forked_child
 from .._redact import redact_text, redacted_logger
 from .._validate import positive
-from ._algorithms import Algorithm, State
+from ._algorithms import Algorithm
 from ._backend import Outcome, TimeBase
+from ._batching import AsyncBatcher, ThreadBatcher
 from ._format import UnreadableState
-from ._registry import ALGORITHMS, REGISTRY
+from ._wire import Decided, Pending, Wire, redis_key
 
 if TYPE_CHECKING:
     import redis
@@ -57,13 +56,6 @@ __all__ = ["RedisBackend", "redis_key"]
 TimeSource: TypeAlias = Literal["server", "caller"]
 SyncClient: TypeAlias = "redis.Redis | redis.RedisCluster"
 AsyncClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.RedisCluster"
-
-# What the scripts call each algorithm, and how a request and a reply are packed (see
-# lua/common.lua).
-_CODES: dict[object, int] = {spec.kind: ord(spec.code) for spec in REGISTRY.values()}
-_HEAD = struct.Struct("<dBBdd")  # cost, commit, caller's time given, that time, TTL slack (ms)
-_SCOPE = struct.Struct("<Bdd")  # algorithm letter, two parameters
-_REPLY = struct.Struct("<Bd")  # allowed, now
 
 # With the caller's clock (tests), Redis's own clock still runs the TTLs; a margin keeps a key
 # alive while the caller's time says it is live even if the two clocks run apart.
@@ -82,19 +74,6 @@ def _script(name: str) -> str:
     """``common.lua`` then the named script: one text per operation, registered once."""
     lua = resources.files("buttress.ratelimit") / "lua"
     return (lua / "common.lua").read_text() + "\n" + (lua / name).read_text()
-
-
-def redis_key(prefix: str, key: str) -> str:
-    """The Redis key of a limiter's storage key: the limiter's ``namespace:name`` is the tag.
-
-    >>> redis_key("", "app:api:user:u1")
-    '{app:api}:user:u1'
-    """
-    first = key.find(":")
-    second = key.find(":", first + 1) if first >= 0 else -1
-    if second < 0:  # not a limiter's key: the whole key is its own tag
-        return f"{prefix}{{{key}}}"
-    return f"{prefix}{{{key[:second]}}}{key[second:]}"
 
 
 def _pattern(prefix: str, key_prefix: str) -> str:
@@ -147,11 +126,12 @@ class RedisBackend:
         "_errors",
         "_giving_back",
         "_own_sync",
-        "_params",
         "_refund",
         "_slack",
         "_texts",
+        "_threads",
         "_url",
+        "_wire",
         "prefix",
         "time_source",
         "timeout",
@@ -262,7 +242,8 @@ class RedisBackend:
         self._aclients = weakref.WeakKeyDictionary()
         self._caller_time = time_source == "caller"
         self._slack = float(CALLER_TIME_SLACK_MS if self._caller_time else 0)
-        self._params: dict[Algorithm, bytes] = {}
+        self._wire = Wire(prefix, self._caller_time, self._slack)
+        self._threads = self._thread_batcher()
         call_in_forked_child(self._after_fork)
         if not lazy and self._client is not None:
             self._check_server("url_or_client" if self._own_sync else names["client"])
@@ -307,6 +288,7 @@ class RedisBackend:
         if self._aclients:
             _INHERITED.append(self._aclients)
             self._aclients = weakref.WeakKeyDictionary()
+        self._threads = self._thread_batcher()  # a parent's thread may have held its lock
         if self._own_sync and self._url is not None:
             import redis as redis_sync
 
@@ -341,37 +323,18 @@ class RedisBackend:
 
     # -- what the scripts are given ------------------------------------------------------------
 
-    def _scope(self, algorithm: Algorithm) -> bytes:
-        """One scope of a request: its algorithm's letter and two parameters, packed."""
-        packed = self._params.get(algorithm)
-        if packed is None:
-            code = _CODES.get(type(algorithm))
-            if code is None:
-                raise ConfigError(
-                    "algorithm",
-                    f"RedisBackend runs the scopes of {', '.join(ALGORITHMS)}, "
-                    f"not {type(algorithm).__name__}",
-                )
-            packed = _SCOPE.pack(code, *algorithm.params())
-            if len(self._params) > 4096:  # adaptive limits make new objects; keep it bounded
-                self._params.clear()
-            self._params[algorithm] = packed
-        return packed
-
     def _keys(self, keys: Sequence[str]) -> list[bytes]:
-        # Encoded here rather than by redis-py (which would refuse a lone surrogate); the
-        # bytes of every other key are what redis-py would send.
-        prefix = self.prefix
-        return [redis_key(prefix, k).encode("utf-8", "surrogatepass") for k in keys]
+        return self._wire.keys(keys)
 
-    def _request(
-        self, algorithms: Sequence[Algorithm], cost: float, now: float, commit: bool
-    ) -> bytes:
-        """The scripts' one argument (see lua/common.lua)."""
-        head = _HEAD.pack(cost, commit, self._caller_time, now, self._slack)
-        if len(algorithms) == 1:
-            return head + self._scope(algorithms[0])
-        return head + b"".join([self._scope(a) for a in algorithms])
+    def _thread_batcher(self) -> ThreadBatcher:
+        cluster = type(self._client).__name__ == "RedisCluster"
+        return ThreadBatcher(
+            self._wire, self._call_decide, cluster=cluster, caller_time=self._caller_time
+        )
+
+    def _call_decide(self, keys: list[bytes], request: bytes) -> bytes:
+        reply: bytes = self._decide(keys=keys, args=(request,))
+        return reply
 
     # -- clients -------------------------------------------------------------------------------
 
@@ -414,6 +377,21 @@ class RedisBackend:
             client.register_script(self._texts[1]),
             self._errors if mine else (*self._errors, RuntimeError),
         )
+        decide = entry.decide
+
+        async def call(keys: list[bytes], request: bytes) -> bytes:
+            reply: bytes = await decide(keys=keys, args=(request,))
+            return reply
+
+        entry.batcher = AsyncBatcher(
+            self._wire,
+            call,
+            errors=entry.errors,
+            failure=lambda exc, keys: _failure("decide", exc, keys),
+            settle=lambda pending, decided: self._settle(entry, pending, decided),
+            cluster=type(client).__name__ == "RedisCluster",
+            caller_time=self._caller_time,
+        )
         entry.closer = _closed_with_loop(self._aclients, loop, entry, mine)
         await entry.closer.__anext__()  # runs to its yield at once; the loop now tracks it
         self._aclients[loop] = entry
@@ -430,12 +408,14 @@ class RedisBackend:
         commit: bool = True,
     ) -> Outcome:
         self._sync()
-        args = (self._request(algorithms, cost, now, commit),)
         try:
-            reply = self._decide(keys=self._keys(keys), args=args)
+            decided = self._threads.decide(Pending(keys, algorithms, cost, now, commit))
         except self._errors as exc:
             raise _failure("decide", exc, keys) from exc
-        return _outcome(reply, keys, commit)
+        if decided.error is not None:
+            raise decided.error
+        assert decided.outcome is not None
+        return decided.outcome
 
     async def decide_async(
         self,
@@ -446,48 +426,23 @@ class RedisBackend:
         commit: bool = True,
     ) -> Outcome:
         entry = self._aclients.get(asyncio.get_running_loop()) or await self._new_loop()
-        args = (self._request(algorithms, cost, now, commit),)
-        call = entry.decide(keys=self._keys(keys), args=args)
-        if commit:  # a cancelled caller must not keep a charge: see the module's doc
-            deciding = asyncio.ensure_future(call)
-            try:
-                reply = await asyncio.shield(deciding)
-            except asyncio.CancelledError:
-                # Settled when it answers; held (with any refund) until then.
-                self._giving_back.add(deciding)
-                deciding.add_done_callback(
-                    functools.partial(self._settle, entry, keys, algorithms, cost, now)
-                )
-                deciding.add_done_callback(self._giving_back.discard)
-                raise
-            except entry.errors as exc:
-                raise _failure("decide", exc, keys) from exc
-            return _outcome(reply, keys, commit)
-        try:
-            reply = await call
-        except entry.errors as exc:
-            raise _failure("decide", exc, keys) from exc
-        return _outcome(reply, keys, commit)
+        return await entry.batcher.decide(Pending(keys, algorithms, cost, now, commit))
 
-    def _settle(
-        self,
-        entry: _LoopClient,
-        keys: Sequence[str],
-        algorithms: Sequence[Algorithm],
-        cost: float,
-        now: float,
-        deciding: asyncio.Future[Any],
-    ) -> None:
-        """The answer of a decision whose caller was cancelled: give its charge back."""
-        if deciding.cancelled() or deciding.exception() is not None:
-            return  # not sent, or failed: nothing was charged (or nobody can tell)
-        try:
-            allowed = _outcome(deciding.result(), keys, True)[0]
-        except UnreadableState as exc:  # decided on a spent state: refused unless free
-            allowed = exc.outcome is not None and exc.outcome[0]
+    def _settle(self, entry: _LoopClient, pending: Pending, decided: Decided) -> None:
+        """The answer to a decision whose caller was cancelled once it went out: an admitted
+        one is given back."""
+        if not pending.commit:
+            return
+        if decided.outcome is not None:
+            allowed = decided.outcome[0]
+        else:  # decided on a spent state: refused unless free
+            assert decided.error is not None
+            allowed = decided.error.outcome is not None and decided.error.outcome[0]
         if not allowed:
             return
-        refund = asyncio.ensure_future(self._refund_quietly(entry, keys, algorithms, cost, now))
+        refund = asyncio.ensure_future(
+            self._refund_quietly(entry, pending.keys, pending.algorithms, pending.cost, pending.now)
+        )
         self._giving_back.add(refund)  # referenced until done
         refund.add_done_callback(self._giving_back.discard)
 
@@ -501,7 +456,7 @@ class RedisBackend:
     ) -> None:
         errors: tuple[type[BaseException], ...] = (*entry.errors, asyncio.CancelledError)
         try:
-            args = (self._request(algorithms, cost, now, True),)
+            args = (self._wire.refund(algorithms, cost, now),)
             await entry.refund(keys=self._keys(keys), args=args)
         except errors as exc:
             _log.warning(
@@ -514,7 +469,7 @@ class RedisBackend:
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
         self._sync()
-        args = (self._request(algorithms, cost, now, True),)
+        args = (self._wire.refund(algorithms, cost, now),)
         try:
             unreadable = self._refund(keys=self._keys(keys), args=args)
         except self._errors as exc:
@@ -526,7 +481,7 @@ class RedisBackend:
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
         entry = self._aclients.get(asyncio.get_running_loop()) or await self._new_loop()
-        args = (self._request(algorithms, cost, now, True),)
+        args = (self._wire.refund(algorithms, cost, now),)
         try:
             unreadable = await entry.refund(keys=self._keys(keys), args=args)
         except entry.errors as exc:
@@ -621,7 +576,7 @@ class RedisBackend:
 class _LoopClient:
     """One event loop's asyncio client, its scripts, and what closes it with the loop."""
 
-    __slots__ = ("client", "closer", "decide", "errors", "refund")
+    __slots__ = ("batcher", "client", "closer", "decide", "errors", "refund")
 
     def __init__(
         self, client: Any, decide: Any, refund: Any, errors: tuple[type[BaseException], ...]
@@ -631,6 +586,7 @@ class _LoopClient:
         self.refund = refund
         self.errors = errors  # what a failure of Redis looks like through this client
         self.closer: AsyncGenerator[None, None] | None = None
+        self.batcher: AsyncBatcher  # set by RedisBackend._new_loop
 
 
 async def _closed_with_loop(
@@ -714,30 +670,6 @@ def _check_decoding(name: str, client: Any) -> None:
             "which a client that decodes replies as text cannot read; give this backend a "
             "client (or URL) without it",
         )
-
-
-def _outcome(reply: bytes, keys: Sequence[str], commit: bool) -> Outcome:
-    """Unpack a decision's reply: ``(allowed, now)``, then per key ``n`` and n doubles; raise
-    :class:`UnreadableState` with it if some state stands in for an unreadable one."""
-    flags, now = _REPLY.unpack_from(reply)
-    states: list[State | None] = []
-    unreadable: list[int] = []
-    at = _REPLY.size
-    while at < len(reply):
-        n = reply[at]
-        at += 1
-        if n & 128:
-            unreadable.append(len(states))
-            n &= 127
-        if n:
-            states.append(struct.unpack_from(f"<{n}d", reply, at))
-            at += 8 * n
-        else:
-            states.append(None)
-    outcome = (flags & 1 == 1, states, now)
-    if flags & 2:
-        raise UnreadableState(keys, unreadable, outcome, repaired=commit)
-    return outcome
 
 
 def _failure(operation: str, exc: BaseException, keys: Sequence[str] = ()) -> BackendError:

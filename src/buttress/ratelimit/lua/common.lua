@@ -9,12 +9,16 @@
 -- (exact, and cheaper than formatting and parsing text):
 --   a stored value   a state's n doubles (the first is when it expires), then when the key's
 --                    TTL runs out (see store)
---   ARGV[1]          the request: "<dBBdd" cost, commit (1) or peek (0), 1 if the caller's
---                    time follows (tests) else 0 (the server's TIME), that time, TTL slack in ms;
---                    then one "<Bdd" per key: its algorithm's letter and two parameters
---   the reply        one string: "<Bd" allowed (1 or 0, plus 2 if some state could not be
---                    read), now; then per key the state read before deciding, as "<B" n (0:
---                    none; plus 128 if it stands in for an unreadable one) and n doubles
+--   decide's ARGV[1] "<BddH": 1 if the caller's time follows (tests) else 0 (the server's
+--                    TIME), that time, TTL slack in ms, how many decisions; then per decision
+--                    "<dBB" cost, commit (1) or peek (0), how many scopes, and per scope
+--                    "<HBdd" its key's index in KEYS, its algorithm's letter and two parameters
+--   decide's reply   one string: "<d" now; then per decision "<B" allowed (1 or 0, plus 2 if
+--                    some state could not be read) and per scope the state read before that
+--                    decision, as "<B" n (0: none; plus 128 if it stands in for an unreadable
+--                    one) and n doubles
+--   refund's ARGV[1] "<dBBdd" cost, (unused), 1 if the caller's time follows, that time, TTL
+--                    slack; then per key "<Bdd" its algorithm's letter and two parameters
 -- Algorithms, by their letter in ratelimit/_registry.py (a test holds this table to it), with
 -- the two parameters Algorithm.params() gives:
 --   "t"  token_bucket (GCRA): interval (seconds per unit of cost), tolerance (burst * interval);
@@ -32,19 +36,22 @@ local WIDTH = { t = 2, f = 2, s = 4 }
 -- A stored value: the state's n doubles, then one more: until when the key's TTL runs.
 -- nil for no value; false for one that cannot be a state of this algorithm (ratelimit/_format.py:
 -- the wrong size, a number that is not finite, a negative count), never read as no state.
+-- struct formats for 1 to 5 doubles (a state of up to 4, and the TTL's)
+local DOUBLES = { "<d", "<dd", "<ddd", "<dddd", "<ddddd" }
+local HUGE = math.huge
+
 local function decode(raw, kind)
   if not raw then
     return nil, nil
   end
-  local n = WIDTH[kind] + 1
-  if #raw ~= 8 * n then
+  local width = WIDTH[kind]
+  if #raw ~= 8 * (width + 1) then
     return false, nil
   end
-  local values = { struct.unpack("<" .. string.rep("d", n), raw) }
-  values[#values] = nil -- struct.unpack also returns where it stopped
-  for i = 1, n do
+  local values = { struct.unpack(DOUBLES[width + 1], raw) }
+  for i = 1, width + 1 do
     local x = values[i]
-    if x ~= x or x == math.huge or x == -math.huge then
+    if x ~= x or x == HUGE or x == -HUGE then
       return false, nil
     end
   end
@@ -52,12 +59,19 @@ local function decode(raw, kind)
     or (kind == "t" and (values[2] > 0.0 or values[2] < -math.abs(values[1]) * ULP_RATIO)) then
     return false, nil
   end
-  local covered = table.remove(values)
+  local covered = values[width + 1]
+  values[width + 1] = nil
+  values[width + 2] = nil -- struct.unpack also returns where it stopped
   return values, covered
 end
 
+-- A state's doubles, packed (what a stored value holds before its TTL's double).
+local function pack_state(state)
+  return struct.pack(DOUBLES[#state], unpack(state))
+end
+
 local function encode(state, covered)
-  return struct.pack("<" .. string.rep("d", #state), unpack(state)) .. struct.pack("<d", covered)
+  return pack_state(state) .. struct.pack("<d", covered)
 end
 
 -- The request: its header, then (code, p1, p2) per key.

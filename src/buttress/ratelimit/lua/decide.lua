@@ -1,64 +1,93 @@
--- decide.lua: one hierarchical decision, every scope at once (common.lua is loaded in front).
+-- decide.lua: one or more hierarchical decisions, in order, each with every one of its scopes
+-- at once (common.lua is loaded in front).
 --
--- KEYS[i]   the storage key of scope i (all in one hash slot: see docs/deployment.md)
--- ARGV[1]   the request (see common.lua): cost, commit or peek, the clock, TTL slack, and
---           each scope's algorithm and parameters
+-- KEYS      every storage key the decisions touch, each once (all in one hash slot: see
+--           docs/deployment.md)
+-- ARGV[1]   the request (see common.lua): the clock, TTL slack, then each decision's cost,
+--           commit or peek, and its scopes (a key's index, the algorithm and its parameters)
 --
--- Returns one string (see common.lua): whether every scope admitted, the time decided at
--- (seconds), and each key's state as read before deciding. New states are written only if
--- every scope admits and the request commits: a refusal consumes nothing anywhere. A value
--- that is no state of its scope's algorithm is decided on as spent (and, committing, stored so).
+-- The decisions are decided one after another, exactly as if each were its own call: each
+-- sees the states the ones before it left, and each is all-or-nothing over its scopes (a
+-- refusal consumes nothing anywhere). Every key is read once and written once, at the end.
+-- Returns one string (see common.lua): the time decided at (seconds), then per decision
+-- whether every scope admitted and each of its keys' states as read before deciding. A value
+-- that is no state of its scope's algorithm is decided on as spent (and, by a committing
+-- decision, stored so).
 
-local cost, commit, given, at, slack, scopes = request(ARGV[1])
-local now = clock(given, at)
+local request = ARGV[1]
+local given, at, slack, count, pos = struct.unpack("<BddH", request)
+local now = given == 1 and at or clock(false, 0)
 local raws = redis.call("MGET", unpack(KEYS))
-local states = {}
-local covers = {}
-local unreadable = nil
-for i = 1, #KEYS do
-  local scope = scopes[i]
-  local state, covered = decode(raws[i], scope[1])
-  if state == false then
-    state = spent(scope[1], scope[2], scope[3], now)
-    unreadable = unreadable or {}
-    unreadable[i] = true
-  end
-  states[i] = state
-  covers[i] = covered
-end
-local news = {}
-local allowed = 1
-for i = 1, #KEYS do
-  local scope = scopes[i]
-  local new = admit(scope[1], scope[2], scope[3], states[i], now, cost)
-  if new == nil then
-    allowed = 0
-    break
-  end
-  news[i] = new
-end
-if commit then
-  if allowed == 1 then
-    for i = 1, #KEYS do
-      store(KEYS[i], news[i], now, slack, covers[i])
+-- Per key, once it is known: its state now (nil: none), the TTL its stored value covers, its
+-- state's doubles packed as they stand now (for the replies), whether it must be written.
+local states, covers, packed, dirty = {}, {}, {}, {}
+local known = {}
+local reply = { struct.pack("<d", now) }
+for _ = 1, count do
+  local cost, commit, n
+  cost, commit, n, pos = struct.unpack("<dBB", request, pos)
+  local index, kinds, p1s, p2s, views, before = {}, {}, {}, {}, {}, {}
+  local flags = 0
+  for s = 1, n do
+    local i, code, p1, p2
+    i, code, p1, p2, pos = struct.unpack("<HBdd", request, pos)
+    local kind = string.char(code)
+    index[s], kinds[s], p1s[s], p2s[s] = i, kind, p1, p2
+    if not known[i] then
+      local raw = raws[i]
+      local state, covered = decode(raw, kind)
+      if state == false then
+        -- Unreadable: decided on as spent. A committing decision stores that (later ones then
+        -- read it as any state); after a peek the next decision finds it unreadable again.
+        state = spent(kind, p1, p2, now)
+        flags = 2
+        before[s] = string.char(#state + 128) .. pack_state(state)
+        if commit == 1 then
+          known[i], states[i], dirty[i] = true, state, true
+        end
+      else
+        known[i], states[i], covers[i] = true, state, covered
+        if raw then
+          packed[i] = string.sub(raw, 1, #raw - 8) -- the state's doubles, without the TTL's
+        end
+      end
+      views[s] = state
+    else
+      views[s] = states[i]
     end
-  elseif unreadable then
-    for i in pairs(unreadable) do
-      store(KEYS[i], states[i], now, slack, nil)
+    if before[s] == nil then
+      local state = views[s]
+      if state == nil then
+        before[s] = "\0"
+      else
+        local bytes = packed[i]
+        if bytes == nil then
+          bytes = pack_state(state)
+          packed[i] = bytes
+        end
+        before[s] = string.char(#state) .. bytes
+      end
     end
   end
-end
-local reply = { struct.pack("<Bd", allowed + (unreadable and 2 or 0), now) }
-for i = 1, #KEYS do
-  local raw = raws[i]
-  if unreadable and unreadable[i] then
-    local state = states[i]
-    reply[i + 1] = string.char(#state + 128) .. struct.pack("<" .. string.rep("d", #state), unpack(state))
-  elseif raw then
-    local n = #raw / 8 - 1 -- the state's doubles, without the TTL's
-    reply[i + 1] = string.char(n) .. string.sub(raw, 1, 8 * n)
-  else
-    reply[i + 1] = "\0"
+  local news = {}
+  local allowed = 1
+  for s = 1, n do
+    local new = admit(kinds[s], p1s[s], p2s[s], views[s], now, cost)
+    if new == nil then
+      allowed = 0
+      break
+    end
+    news[s] = new
   end
+  if allowed == 1 and commit == 1 then
+    for s = 1, n do
+      local i = index[s]
+      states[i], packed[i], dirty[i] = news[s], nil, true
+    end
+  end
+  reply[#reply + 1] = string.char(allowed + flags) .. table.concat(before)
+end
+for i in pairs(dirty) do
+  store(KEYS[i], states[i], now, slack, covers[i])
 end
 return table.concat(reply)

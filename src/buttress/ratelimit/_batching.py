@@ -1,0 +1,266 @@
+"""Concurrent decisions sent to Redis together: one script call for all that queued.
+
+A decision asked for while none is on the wire goes at once, alone: a lone caller waits for
+nothing more than its own round trip. Decisions asked for while a call is on the wire queue
+up, and when it answers they go together, as one call of ``decide.lua``, which decides them
+in the order they were asked, each all-or-nothing across its scopes, exactly as if each were
+sent alone. A batch holds at most ``_wire.MAX_BATCH`` decisions; on Redis Cluster, only
+decisions whose keys share a slot (every key of one limiter does); with the caller's clock
+(tests), only decisions made at the same time.
+
+:class:`AsyncBatcher` does it for one event loop's client: the calls are made by a task of
+their own, so a caller who is cancelled takes nothing with them. A caller cancelled before
+its decision went out is dropped from the queue (nothing is charged); one cancelled after is
+answered all the same, and an admitted decision is given back at once (``settle``).
+:class:`ThreadBatcher` does it for threads sharing the sync client: whichever thread finds
+no call on the wire makes the next one, for everyone queued, and wakes them with their answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ._backend import Outcome
+from ._wire import MAX_BATCH, MAX_BATCH_KEYS, Decided, Pending, Wire, answers, fits
+
+__all__ = ["AsyncBatcher", "ThreadBatcher"]
+
+# (keys as bytes, request) -> the script's reply
+Call = Callable[[list[bytes], bytes], Any]
+# (pending, its answer) for an answer nobody waits for any more: give an admitted one back
+Settle = Callable[[Pending, Decided], None]
+
+
+def take(queue: deque[Any], *, cluster: bool, caller_time: bool) -> list[Any]:
+    """The next batch from ``queue`` (entries ``(pending, ...)``), in order: as many as fit,
+    of one slot on a cluster, of one time with the caller's clock. The rest stay queued, in
+    order."""
+    first = queue.popleft()
+    batch = [first]
+    keys = len(first[0].keys)
+    if not cluster and not caller_time:  # any decision may join: take them as they come
+        while queue and len(batch) < MAX_BATCH:
+            more = len(queue[0][0].keys)
+            if keys + more > MAX_BATCH_KEYS:
+                break
+            batch.append(queue.popleft())
+            keys += more
+        return batch
+    tag = _tag(first[0].keys[0]) if cluster else None
+    skipped: list[Any] = []
+    while queue:
+        entry = queue[0]
+        p: Pending = entry[0]
+        if not fits(len(batch), keys, len(p.keys)):
+            break
+        queue.popleft()
+        if (tag is not None and _tag(p.keys[0]) != tag) or (caller_time and p.now != first[0].now):
+            skipped.append(entry)  # another slot, another time: the next batch
+            continue
+        batch.append(entry)
+        keys += len(p.keys)
+    queue.extendleft(reversed(skipped))
+    return batch
+
+
+def _tag(storage_key: str) -> str:
+    """The part of a storage key that names its slot: the limiter's ``namespace:name``."""
+    first = storage_key.find(":")
+    second = storage_key.find(":", first + 1) if first >= 0 else -1
+    return storage_key if second < 0 else storage_key[:second]
+
+
+def request_of(wire: Wire, batch: Sequence[Pending]) -> tuple[list[bytes], bytes]:
+    """The call for ``batch``: alone, the cached one-decision request; else a batch."""
+    if len(batch) == 1:
+        p = batch[0]
+        return wire.keys(p.keys), wire.decide(p.algorithms, p.cost, p.now, p.commit)
+    return wire.batch(batch)
+
+
+class AsyncBatcher:
+    """Batches one event loop's decisions on one asyncio client (see the module docstring).
+
+    ``call`` makes the script call (a coroutine); ``failure`` turns a Redis error into the
+    :class:`~buttress.BackendError` each caller raises; ``settle`` gives back an admitted
+    decision whose caller was cancelled.
+    """
+
+    __slots__ = (
+        "_call",
+        "_caller_time",
+        "_cluster",
+        "_errors",
+        "_failure",
+        "_queue",
+        "_sender",
+        "_settle",
+        "_wire",
+    )
+
+    def __init__(
+        self,
+        wire: Wire,
+        call: Callable[[list[bytes], bytes], Awaitable[bytes]],
+        *,
+        errors: tuple[type[BaseException], ...],
+        failure: Callable[[BaseException, Sequence[str]], BaseException],
+        settle: Settle,
+        cluster: bool,
+        caller_time: bool,
+    ) -> None:
+        self._wire = wire
+        self._call = call
+        self._errors = errors
+        self._failure = failure
+        self._settle = settle
+        self._cluster = cluster
+        self._caller_time = caller_time
+        self._queue: deque[tuple[Pending, asyncio.Future[Decided]]] = deque()
+        self._sender: asyncio.Task[None] | None = None
+
+    async def decide(self, pending: Pending) -> Outcome:
+        answer: asyncio.Future[Decided] = asyncio.get_running_loop().create_future()
+        self._queue.append((pending, answer))
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+        try:
+            decided = await answer
+        except asyncio.CancelledError:
+            # Answered, but cancelled before this task resumed: the answer is nobody's.
+            if answer.done() and not answer.cancelled():
+                self._settle(pending, answer.result())
+            raise
+        if decided.error is not None:
+            raise decided.error
+        assert decided.outcome is not None
+        return decided.outcome
+
+    async def _send(self) -> None:
+        """Send what is queued, batch after batch, until nothing is (then end)."""
+        queue = self._queue
+        try:
+            while queue:
+                batch = take(queue, cluster=self._cluster, caller_time=self._caller_time)
+                batch = [entry for entry in batch if not entry[1].cancelled()]
+                if batch:
+                    await self._one_call(batch)
+        finally:
+            self._sender = None
+            if queue:  # the loop is shutting down: nobody will send these
+                while queue:
+                    _, answer = queue.popleft()
+                    answer.cancel()
+
+    async def _one_call(self, batch: list[tuple[Pending, asyncio.Future[Decided]]]) -> None:
+        pending = [p for p, _ in batch]
+        keys, request = request_of(self._wire, pending)
+        try:
+            reply = await self._call(keys, request)
+            decided = answers(reply, [(p.keys, p.commit) for p in pending])
+        except self._errors as exc:
+            for p, answer in batch:
+                if not answer.done():
+                    answer.set_exception(self._failure(exc, p.keys))
+            return
+        except BaseException:
+            for _, answer in batch:  # cancelled with the loop: the outcome is never known
+                answer.cancel()
+            raise
+        for (p, answer), d in zip(batch, decided, strict=True):
+            if answer.cancelled():
+                self._settle(p, d)  # its caller left after it went out
+            else:
+                answer.set_result(d)
+
+
+class ThreadBatcher:
+    """Batches threads' decisions on one sync client (see the module docstring).
+
+    A thread that finds no call on the wire leads: it makes the call for everything queued
+    (its own decision first), hands each thread its answer, and passes the lead to the
+    first thread still queued, which makes the next call. No thread makes more than one call
+    for others, and no thread waits on a timer.
+    """
+
+    __slots__ = ("_busy", "_call", "_caller_time", "_cluster", "_lock", "_queue", "_wire")
+
+    def __init__(self, wire: Wire, call: Call, *, cluster: bool, caller_time: bool) -> None:
+        self._wire = wire
+        self._call = call
+        self._cluster = cluster
+        self._caller_time = caller_time
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[Pending, _Slot]] = deque()
+        self._busy = False
+
+    def decide(self, pending: Pending) -> Decided:
+        """The answer to ``pending``; a Redis error is raised as it is (in every thread whose
+        decision was in that call)."""
+        slot = _Slot()
+        with self._lock:
+            self._queue.append((pending, slot))
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            slot.wait()
+            if slot.result is not _LEAD:
+                return slot.take()
+        self._lead()
+        return slot.take()
+
+    def _lead(self) -> None:
+        """Make one call for what is queued, answer it, and pass the lead on."""
+        with self._lock:
+            batch = take(self._queue, cluster=self._cluster, caller_time=self._caller_time)
+        pending = [p for p, _ in batch]
+        try:
+            keys, request = request_of(self._wire, pending)
+            reply = self._call(keys, request)
+            results: Sequence[Decided | BaseException] = answers(
+                reply, [(p.keys, p.commit) for p in pending]
+            )
+        except BaseException as exc:  # every decision of the call failed alike
+            results = [exc] * len(batch)
+        with self._lock:
+            successor = self._queue[0][1] if self._queue else None
+            if successor is None:
+                self._busy = False
+        # The leader's own slot is among these; it reads its answer once this returns.
+        for (_, slot), result in zip(batch, results, strict=True):
+            slot.give(result)
+        if successor is not None:
+            successor.give(_LEAD)
+
+
+_LEAD: Any = object()  # a slot's "answer" that makes its thread make the next call
+
+
+class _Slot:
+    """Where a thread's answer (or the lead) is left for it."""
+
+    __slots__ = ("_ready", "result")
+
+    def __init__(self) -> None:
+        self._ready = threading.Lock()
+        self._ready.acquire()
+        self.result: Decided | BaseException | None = None
+
+    def give(self, result: Decided | BaseException) -> None:
+        self.result = result
+        self._ready.release()
+
+    def wait(self) -> None:
+        self._ready.acquire()
+
+    def take(self) -> Decided:
+        result = self.result
+        if isinstance(result, BaseException):
+            raise result
+        assert result is not None
+        assert result is not _LEAD
+        return result
