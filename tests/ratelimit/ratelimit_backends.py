@@ -89,6 +89,57 @@ def hammer(
         close_backend(backend)
 
 
+def hammer_concurrently(
+    mode: str, target: str, prefix: str, users: list[str], start: Any, seconds: float, results: Any
+) -> None:
+    """:func:`hammer` on Redis with concurrent callers in this process, whose decisions go
+    out batched: one asyncio task per user (``mode="tasks"``) or one thread per user
+    (``"threads"``). Reports ``(admitted by user, attempts, script calls per decision...)``."""
+    import asyncio
+
+    backend = make_backend("redis", target, prefix, timeout=5.0)
+    limiter = hammer_limiter(backend)
+    admitted = dict.fromkeys(users, 0)
+    attempts = 0
+    try:
+        start.wait()
+        deadline = time.monotonic() + seconds  # real-time: seconds of load, as hammer
+        if mode == "tasks":
+
+            async def one(user: str) -> int:
+                n = 0
+                context = {"user": user, "org": "o1"}
+                while time.monotonic() < deadline:
+                    admitted[user] += (await limiter.try_acquire_async(context)).allowed
+                    n += 1
+                return n
+
+            async def every() -> list[int]:
+                return await asyncio.gather(*(one(u) for u in users))
+
+            attempts = sum(asyncio.run(every()))
+        else:
+            counts = [0] * len(users)
+
+            def run(i: int) -> None:
+                context = {"user": users[i], "org": "o1"}
+                while time.monotonic() < deadline:
+                    admitted[users[i]] += limiter.try_acquire(context).allowed
+                    counts[i] += 1
+
+            threads = [threading.Thread(target=run, args=(i,)) for i in range(len(users))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            attempts = sum(counts)
+        results.put((admitted, attempts, None))
+    except BaseException as exc:  # report, so the test fails with the reason
+        results.put((admitted, attempts, repr(exc)))
+    finally:
+        close_backend(backend)
+
+
 def hammer_threads(
     limiter: bt.RateLimiter, contexts: list[dict[str, str]], attempts: int
 ) -> list[int]:

@@ -7,6 +7,7 @@ limiters land in different slots, spread over the nodes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,5 +101,30 @@ async def test_the_asyncio_cluster_client(cluster: RedisClusterOfOurOwn) -> None
         assert results == [True] * 30 + [False] * 2
         await rl.reset_async(ctx)
         assert (await rl.peek_async(ctx)).allowed
+    finally:
+        await aclient.aclose()
+
+
+async def test_concurrent_decisions_are_batched_slot_by_slot(
+    cluster: RedisClusterOfOurOwn,
+) -> None:
+    """Tasks deciding on six limiters at once (six slots, over the nodes): a batch only ever
+    holds one slot's decisions (else the cluster refuses the call), and each limiter admits
+    exactly its allowance."""
+    port = cluster.servers[0].port
+    aclient = redis.asyncio.RedisCluster(host="127.0.0.1", port=port, socket_timeout=2.0)
+    backend = bt.RedisBackend(aclient, prefix=unique_prefix("cluster"))
+    limiters = [three_scopes(backend, f"batch{n}") for n in range(6)]
+    try:
+
+        async def caller(rl: bt.RateLimiter, user: str) -> int:
+            ctx = {"user": user, "org": "o1"}
+            return sum([(await rl.try_acquire_async(ctx)).allowed for _ in range(20)])
+
+        admitted = await asyncio.gather(*(caller(rl, f"u{i}") for rl in limiters for i in range(3)))
+        # Per limiter: three users of 30 each asking 20 times: all 60 admitted.
+        assert admitted == [20] * 18
+        decisions = [await rl.try_acquire_async({"user": "u0", "org": "o1"}) for rl in limiters]
+        assert [d.remaining for d in decisions] == [9] * 6
     finally:
         await aclient.aclose()

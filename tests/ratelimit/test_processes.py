@@ -42,6 +42,37 @@ def collect(results: Any, n: int, processes: list[Any]) -> list[Any]:
     return out
 
 
+@pytest.mark.parametrize("mode", ["tasks", "threads"])
+def test_eight_processes_of_concurrent_callers_admit_exactly_the_tightest_allowance(
+    mode: str, redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    """Each process's concurrent decisions go to Redis batched; across 8 processes the three
+    scopes still admit exactly the tightest allowance, each user at most its own."""
+    prefix = rb.unique_prefix(request.node.name)
+    start = SPAWN.Barrier(WORKERS)
+    results = SPAWN.Queue()
+    users = [f"u{i}" for i in range(USERS)]  # every process has a caller for every user
+    processes = [
+        SPAWN.Process(
+            target=rb.hammer_concurrently,
+            args=(mode, redis_url, prefix, users, start, HAMMER_SECONDS, results),
+        )
+        for _ in range(WORKERS)
+    ]
+    for p in processes:
+        p.start()
+    reports = collect(results, WORKERS, processes)
+    assert [error for *_, error in reports if error] == []
+    limits = {name: limit for name, limit, _ in rb.HAMMER_SCOPES}
+    tightest = min(limits["user"] * USERS, limits["org"], limits["global"])
+    per_user = Counter[str]()
+    for admitted, _, _ in reports:
+        per_user.update(admitted)
+    assert sum(n for _, n, _ in reports) > 2 * tightest  # saturated
+    assert sum(per_user.values()) == tightest
+    assert all(a <= limits["user"] for a in per_user.values())
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_eight_processes_admit_exactly_the_tightest_allowance(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
