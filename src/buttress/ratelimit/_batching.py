@@ -12,8 +12,8 @@ decisions whose keys share a slot (every key of one limiter does); with the call
 their own, so a caller who is cancelled takes nothing with them. A caller cancelled before
 its decision went out is dropped from the queue (nothing is charged); one cancelled after is
 answered all the same, and an admitted decision is given back at once (``settle``).
-:class:`ThreadBatcher` does it for threads sharing the sync client: whichever thread finds
-no call on the wire makes the next one, for everyone queued, and wakes them with their answers.
+:class:`ThreadBatcher` does it for threads sharing the sync client: a thread queued behind a
+call makes the next one, for everyone queued, and wakes them with their answers.
 """
 
 from __future__ import annotations
@@ -181,10 +181,10 @@ class AsyncBatcher:
 class ThreadBatcher:
     """Batches threads' decisions on one sync client (see the module docstring).
 
-    A thread that finds no call on the wire leads: it makes the call for everything queued
-    (its own decision first), hands each thread its answer, and passes the lead to the
-    first thread still queued, which makes the next call. No thread makes more than one call
-    for others, and no thread waits on a timer.
+    A thread that finds no call on the wire makes its own at once. Threads that find one
+    queue; when it answers, the first of them makes the next call, for every decision queued
+    (its own first), hands each thread its answer and passes the lead to the first still
+    queued. No thread makes more than one call for others, and none waits on a timer.
     """
 
     __slots__ = ("_busy", "_call", "_caller_time", "_cluster", "_lock", "_queue", "_wire")
@@ -201,23 +201,33 @@ class ThreadBatcher:
     def decide(self, pending: Pending) -> Decided:
         """The answer to ``pending``; a Redis error is raised as it is (in every thread whose
         decision was in that call)."""
-        slot = _Slot()
         with self._lock:
-            self._queue.append((pending, slot))
             lead = not self._busy
-            self._busy = True
-        if not lead:
-            slot.wait()
-            if slot.result is not _LEAD:
-                return slot.take()
-        self._lead()
+            if lead:
+                self._busy = True  # nothing is queued: this decision goes alone, now
+            else:
+                slot = _Slot()
+                self._queue.append((pending, slot))
+        if lead:
+            try:
+                return self._answers([pending])[0].take()
+            finally:
+                self._pass_lead()
+        slot.wait()
+        if slot.result is _LEAD:  # its decision heads the queue: it makes the next call
+            with self._lock:
+                batch = take(self._queue, cluster=self._cluster, caller_time=self._caller_time)
+            try:
+                for (_, queued), answer in zip(
+                    batch, self._answers([p for p, _ in batch]), strict=True
+                ):
+                    queued.give(answer)
+            finally:
+                self._pass_lead()
         return slot.take()
 
-    def _lead(self) -> None:
-        """Make one call for what is queued, answer it, and pass the lead on."""
-        with self._lock:
-            batch = take(self._queue, cluster=self._cluster, caller_time=self._caller_time)
-        pending = [p for p, _ in batch]
+    def _answers(self, pending: list[Pending]) -> list[_Slot]:
+        """One call for ``pending``: each decision's answer (or the call's error) in a slot."""
         try:
             keys, request = request_of(self._wire, pending)
             reply = self._call(keys, request)
@@ -225,14 +235,15 @@ class ThreadBatcher:
                 reply, [(p.keys, p.commit) for p in pending]
             )
         except BaseException as exc:  # every decision of the call failed alike
-            results = [exc] * len(batch)
+            results = [exc] * len(pending)
+        return [_Slot.holding(result) for result in results]
+
+    def _pass_lead(self) -> None:
+        """The call is answered: the first thread still queued makes the next, or none is."""
         with self._lock:
             successor = self._queue[0][1] if self._queue else None
             if successor is None:
                 self._busy = False
-        # The leader's own slot is among these; it reads its answer once this returns.
-        for (_, slot), result in zip(batch, results, strict=True):
-            slot.give(result)
         if successor is not None:
             successor.give(_LEAD)
 
@@ -250,8 +261,16 @@ class _Slot:
         self._ready.acquire()
         self.result: Decided | BaseException | None = None
 
-    def give(self, result: Decided | BaseException) -> None:
-        self.result = result
+    @classmethod
+    def holding(cls, result: Decided | BaseException) -> _Slot:
+        """A slot whose answer is already there (nobody waits on it)."""
+        slot = cls.__new__(cls)
+        slot.result = result
+        return slot
+
+    def give(self, result: Decided | BaseException | _Slot) -> None:
+        """Leave ``result`` (or another slot's) and wake the thread waiting on this one."""
+        self.result = result.result if isinstance(result, _Slot) else result
         self._ready.release()
 
     def wait(self) -> None:

@@ -32,46 +32,69 @@ local ULP_RATIO = 2.220446049250313e-16
 
 -- How many doubles each algorithm's state holds (AlgorithmSpec.width in ratelimit/_registry.py).
 local WIDTH = { t = 2, f = 2, s = 4 }
+-- The letters as the requests send them (a byte), to their names here.
+local KIND = { [116] = "t", [102] = "f", [115] = "s" }
 
 -- A stored value: the state's n doubles, then one more: until when the key's TTL runs.
 -- nil for no value; false for one that cannot be a state of this algorithm (ratelimit/_format.py:
 -- the wrong size, a number that is not finite, a negative count), never read as no state.
--- struct formats for 1 to 5 doubles (a state of up to 4, and the TTL's)
-local DOUBLES = { "<d", "<dd", "<ddd", "<dddd", "<ddddd" }
 local HUGE = math.huge
+-- A stored value's size: the state's doubles and the TTL's.
+local T_SIZE, F_SIZE, S_SIZE = 8 * (WIDTH.t + 1), 8 * (WIDTH.f + 1), 8 * (WIDTH.s + 1)
+
+local function finite(x)
+  return x == x and x ~= HUGE and x ~= -HUGE
+end
 
 local function decode(raw, kind)
   if not raw then
     return nil, nil
   end
-  local width = WIDTH[kind]
-  if #raw ~= 8 * (width + 1) then
-    return false, nil
-  end
-  local values = { struct.unpack(DOUBLES[width + 1], raw) }
-  for i = 1, width + 1 do
-    local x = values[i]
-    if x ~= x or x == HUGE or x == -HUGE then
+  local size = #raw
+  if kind == "t" then
+    if size ~= T_SIZE then
       return false, nil
     end
+    local tat, low, covered = struct.unpack("<ddd", raw)
+    if not (finite(tat) and finite(low) and finite(covered))
+      or low > 0.0 or low < -math.abs(tat) * ULP_RATIO then
+      return false, nil
+    end
+    return { tat, low }, covered
+  elseif kind == "f" then
+    if size ~= F_SIZE then
+      return false, nil
+    end
+    local ends, used, covered = struct.unpack("<ddd", raw)
+    if not (finite(ends) and finite(used) and finite(covered)) or used < 0.0 then
+      return false, nil
+    end
+    return { ends, used }, covered
   end
-  if (kind == "f" and values[2] < 0.0) or (kind == "s" and (values[3] < 0.0 or values[4] < 0.0))
-    or (kind == "t" and (values[2] > 0.0 or values[2] < -math.abs(values[1]) * ULP_RATIO)) then
+  if size ~= S_SIZE then
     return false, nil
   end
-  local covered = values[width + 1]
-  values[width + 1] = nil
-  values[width + 2] = nil -- struct.unpack also returns where it stopped
-  return values, covered
+  local ends, index, current, previous, covered = struct.unpack("<ddddd", raw)
+  if not (finite(ends) and finite(index) and finite(current) and finite(previous)
+    and finite(covered)) or current < 0.0 or previous < 0.0 then
+    return false, nil
+  end
+  return { ends, index, current, previous }, covered
 end
 
 -- A state's doubles, packed (what a stored value holds before its TTL's double).
 local function pack_state(state)
-  return struct.pack(DOUBLES[#state], unpack(state))
+  if #state == 2 then
+    return struct.pack("<dd", state[1], state[2])
+  end
+  return struct.pack("<dddd", state[1], state[2], state[3], state[4])
 end
 
 local function encode(state, covered)
-  return pack_state(state) .. struct.pack("<d", covered)
+  if #state == 2 then
+    return struct.pack("<ddd", state[1], state[2], covered)
+  end
+  return struct.pack("<ddddd", state[1], state[2], state[3], state[4], covered)
 end
 
 -- The request: its header, then (code, p1, p2) per key.

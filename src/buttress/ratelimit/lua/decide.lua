@@ -23,19 +23,25 @@ local raws = redis.call("MGET", unpack(KEYS))
 local states, covers, packed, dirty = {}, {}, {}, {}
 local known = {}
 local reply = { struct.pack("<d", now) }
+-- Each decision's scopes, in tables made once and overwritten (only the first n are read).
+local index, kinds, p1s, p2s, views, before, news = {}, {}, {}, {}, {}, {}, {}
 for _ = 1, count do
   local cost, commit, n
   cost, commit, n, pos = struct.unpack("<dBB", request, pos)
-  local index, kinds, p1s, p2s, views, before = {}, {}, {}, {}, {}, {}
   local flags = 0
   for s = 1, n do
     local i, code, p1, p2
     i, code, p1, p2, pos = struct.unpack("<HBdd", request, pos)
-    local kind = string.char(code)
+    local kind = KIND[code]
     index[s], kinds[s], p1s[s], p2s[s] = i, kind, p1, p2
-    if not known[i] then
+    local state
+    if known[i] then
+      state = states[i]
+      before[s] = nil
+    else
       local raw = raws[i]
-      local state, covered = decode(raw, kind)
+      local covered
+      state, covered = decode(raw, kind)
       if state == false then
         -- Unreadable: decided on as spent. A committing decision stores that (later ones then
         -- read it as any state); after a peek the next decision finds it unreadable again.
@@ -47,16 +53,14 @@ for _ = 1, count do
         end
       else
         known[i], states[i], covers[i] = true, state, covered
+        before[s] = nil
         if raw then
           packed[i] = string.sub(raw, 1, #raw - 8) -- the state's doubles, without the TTL's
         end
       end
-      views[s] = state
-    else
-      views[s] = states[i]
     end
+    views[s] = state
     if before[s] == nil then
-      local state = views[s]
       if state == nil then
         before[s] = "\0"
       else
@@ -69,7 +73,6 @@ for _ = 1, count do
       end
     end
   end
-  local news = {}
   local allowed = 1
   for s = 1, n do
     local new = admit(kinds[s], p1s[s], p2s[s], views[s], now, cost)
@@ -85,7 +88,8 @@ for _ = 1, count do
       states[i], packed[i], dirty[i] = news[s], nil, true
     end
   end
-  reply[#reply + 1] = string.char(allowed + flags) .. table.concat(before)
+  reply[#reply + 1] = string.char(allowed + flags)
+  reply[#reply + 1] = table.concat(before, "", 1, n)
 end
 for i in pairs(dirty) do
   store(KEYS[i], states[i], now, slack, covers[i])
