@@ -59,6 +59,15 @@ def test_the_scripts_state_widths_are_the_registry() -> None:
         assert state is not None and len(state) == spec.width
 
 
+def test_the_scripts_byte_codes_are_the_registrys_letters() -> None:
+    found = re.search(r"^local KIND = \{(.*?)\}$", COMMON_LUA, re.MULTILINE)
+    assert found is not None
+    kinds = {
+        int(code): letter for code, letter in re.findall(r'\[(\d+)\] = "(\w)"', found.group(1))
+    }
+    assert kinds == {ord(spec.code): spec.code for spec in REGISTRY.values()}
+
+
 @pytest.mark.parametrize("function", ["admit", "refund", "spent"])
 def test_the_scripts_run_every_letter(function: str) -> None:
     body = re.search(rf"^local function {function}\(kind.*?^end$", COMMON_LUA, re.M | re.S)
