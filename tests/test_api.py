@@ -136,6 +136,7 @@ PUBLIC = [
     "InfrastructureClosedError",
     "InjectedFault",
     "Lease",
+    "Leasing",
     "LoadShedError",
     "ManualClock",
     "MemoryBackend",

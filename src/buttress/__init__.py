@@ -78,6 +78,7 @@ from ._retry import Attempt, Backoff, Retry, RetryBudget, RetryBudgetSnapshot, p
 from ._scheduler import AsyncScheduler, Scheduler
 from ._version import __version__
 from .ratelimit._decision import Decision, ScopeStatus
+from .ratelimit._leasing import Leasing
 from .ratelimit._limiter import RateLimiter
 from .ratelimit._memory import MemoryBackend
 from .ratelimit._redis import RedisBackend
@@ -120,6 +121,7 @@ __all__ = [
     "InfrastructureClosedError",
     "InjectedFault",
     "Lease",
+    "Leasing",
     "LoadShedError",
     "ManualClock",
     "MemoryBackend",

@@ -56,7 +56,7 @@ HAMMER_SCOPES = (
 HAMMER_WINDOW = 1e6
 
 
-def hammer_limiter(backend: Any) -> bt.RateLimiter:
+def hammer_limiter(backend: Any, lease: bt.Leasing | None = None) -> bt.RateLimiter:
     return bt.RateLimiter(
         [
             bt.Scope(name, limit, HAMMER_WINDOW, algorithm=algorithm)  # type: ignore[arg-type]
@@ -65,15 +65,24 @@ def hammer_limiter(backend: Any) -> bt.RateLimiter:
         backend=backend,
         namespace="hammer",
         failure_policy="fail_closed",  # an error must fail the test, never admit silently
+        lease=lease,
     )
 
 
 def hammer(
-    kind: str, target: str, prefix: str, user: str, start: Any, seconds: float, results: Any
+    kind: str,
+    target: str,
+    prefix: str,
+    user: str,
+    start: Any,
+    seconds: float,
+    results: Any,
+    lease: int = 0,
 ) -> None:
-    """Decide as fast as possible for ``seconds`` (all workers start together); report counts."""
+    """Decide as fast as possible for ``seconds`` (all workers start together); report counts.
+    ``lease``: the size of the slices this worker takes (0: none), given back at the end."""
     backend = make_backend(kind, target, prefix, timeout=5.0)
-    limiter = hammer_limiter(backend)
+    limiter = hammer_limiter(backend, bt.Leasing(size=lease, ttl=0.2) if lease else None)
     context = {"user": user, "org": "o1"}
     admitted = attempts = 0
     try:
@@ -82,6 +91,7 @@ def hammer(
         while time.monotonic() < deadline:
             admitted += limiter.try_acquire(context).allowed
             attempts += 1
+        limiter.release_leases()
         results.put((user, admitted, attempts, None))
     except BaseException as exc:  # report, so the test fails with the reason
         results.put((user, admitted, attempts, repr(exc)))

@@ -42,6 +42,42 @@ def collect(results: Any, n: int, processes: list[Any]) -> list[Any]:
     return out
 
 
+def test_eight_processes_taking_slices_never_admit_past_the_limit(
+    redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    """Each process decides locally from slices of 7 (``lease=``): together they never admit
+    more than the tightest allowance, and once each has given back what it held, Redis holds
+    exactly what was admitted (no unit lost, none counted twice)."""
+    prefix = rb.unique_prefix(request.node.name)
+    start = SPAWN.Barrier(WORKERS)
+    results = SPAWN.Queue()
+    users = [f"u{i % USERS}" for i in range(WORKERS)]
+    processes = [
+        SPAWN.Process(
+            target=rb.hammer,
+            args=("redis", redis_url, prefix, u, start, HAMMER_SECONDS, results, 7),
+        )
+        for u in users
+    ]
+    for p in processes:
+        p.start()
+    reports = collect(results, WORKERS, processes)
+    assert [error for *_, error in reports if error] == []
+    admitted = sum(a for _, a, _, _ in reports)
+    limits = {name: limit for name, limit, _ in rb.HAMMER_SCOPES}
+    tightest = min(limits["user"] * USERS, limits["org"], limits["global"])
+    assert sum(n for _, _, n, _ in reports) > 2 * tightest  # saturated
+    assert admitted <= tightest
+    backend = rb.make_backend("redis", redis_url, prefix)
+    try:
+        org = rb.hammer_limiter(backend).peek({"user": "nobody", "org": "o1"}).scopes[1]
+        assert org.remaining == max(0, limits["org"] - admitted - 1)  # the peek's own unit
+        if admitted < tightest:
+            assert org.allowed
+    finally:
+        rb.close_backend(backend)
+
+
 @pytest.mark.parametrize("mode", ["tasks", "threads"])
 def test_eight_processes_of_concurrent_callers_admit_exactly_the_tightest_allowance(
     mode: str, redis_url: str, request: pytest.FixtureRequest

@@ -46,7 +46,15 @@ from ._format import UnreadableState, scope_and_id
 from ._guarded import GuardedCalls
 from ._guarded_async import AsyncGuardedCalls
 
-__all__ = ["FAILURE_POLICIES", "BackendHealth", "FailurePolicy", "GuardedBackend"]
+__all__ = ["FAILURE_POLICIES", "BackendHealth", "FailurePolicy", "GuardedBackend", "Unanswered"]
+
+
+class Unanswered(tuple[None, ...]):
+    """The states of a decision the failure policy made, not the backend: none was read (a
+    lease is never taken on one: the backend granted nothing)."""
+
+    __slots__ = ()
+
 
 FailurePolicy: TypeAlias = Literal["fail_open", "fail_closed"]
 FAILURE_POLICIES: tuple[FailurePolicy, ...] = ("fail_open", "fail_closed")
@@ -257,14 +265,14 @@ class BackendGuard:
             raise BackendError(
                 f"rate limiter {self._meta['namespace']}:{self._meta['limiter']}: {error}"
             ) from error
-        return True, (None,) * len(keys), now
+        return True, Unanswered((None,) * len(keys)), now
 
     def _unanswered_outcome(
         self, keys: Sequence[str], now: float, error: BackendError | None = None
     ) -> Outcome:
         """A decision the backend did not make: admitted, every scope as if unused (fail_open)."""
         self._unanswered(error)
-        return True, (None,) * len(keys), now
+        return True, Unanswered((None,) * len(keys)), now
 
     def _ok(self) -> None:
         """A call that writes got its answer: that ends an outage (a read alone does not)."""

@@ -26,9 +26,10 @@ from ._adaptive import AdaptiveScopes
 from ._algorithms import Algorithm, State
 from ._backend import Backend
 from ._decision import Decision, Frame, ScopeMeta, details, exceeded, lazy_decision
-from ._failure import BackendHealth, FailurePolicy, GuardedBackend
+from ._failure import BackendHealth, FailurePolicy, GuardedBackend, Unanswered
 from ._inmemory import InMemory
 from ._keys import MAX_ID_LENGTH, Key, KeyResolver
+from ._leasing import Leases, Leasing, Slice
 from ._memory import MemoryBackend
 from ._scope import Scope, check_name, check_scopes
 from ._stats import (
@@ -92,6 +93,7 @@ class RateLimiter:
         stats_window: float = 60.0,
         failure_policy: FailurePolicy = "fail_open",
         backend_retry_interval: float = 1.0,
+        lease: Leasing | None = None,
     ) -> None:
         self.scopes: tuple[Scope, ...] = check_scopes(scopes)
         self.namespace = check_name("namespace", namespace)
@@ -123,6 +125,20 @@ class RateLimiter:
             measure_every=16 if self._in_memory else 4,
         )
         self._memory = self._decide_in_place()
+        self._leases = self._leasing(lease)
+
+    def _leasing(self, lease: Leasing | None) -> Leases | None:
+        if lease is None:
+            return None
+        if not isinstance(lease, Leasing):
+            raise ConfigError("lease", f"must be a buttress.Leasing, got {lease!r}")
+        if self._in_memory:
+            raise ConfigError(
+                "lease",
+                "leases are for a shared backend (Redis, SQLite): in memory every decision is "
+                "already local",
+            )
+        return Leases(lease)
 
     def _use_backend(self, failure_policy: FailurePolicy, retry_interval: float) -> None:
         """How the limiter calls its backend: through the failure policy, on which clock."""
@@ -213,13 +229,101 @@ class RateLimiter:
         return await self._decide_async(keys, cost)
 
     def _decide(self, keys: Sequence[str], cost: float) -> Decision:
+        leases = self._leases
+        if leases is not None and cost <= leases.lease.size:
+            return self._decide_leased(leases, keys, cost)
         frame = self._frame
         started = self._monotonic()
         now = self.clock.time() if self._wall else started
         allowed, states, now = self._decide_backend(keys, frame.algorithms, cost, now, True)
         return self._conclude(allowed, frame, keys, states, now, cost, started)
 
+    # -- leases (see _leasing.py): the sync and asyncio shells of the same steps ---------------
+
+    def _decide_leased(self, leases: Leases, keys: Sequence[str], cost: float) -> Decision:
+        frame = self._frame
+        started = self._monotonic()
+        k = tuple(keys)
+        spent = leases.spend(k, cost, started)
+        if spent is not None:
+            return self._from_slice(frame, keys, spent, started, cost)
+        now = self.clock.time() if self._wall else started
+        for gone, units in leases.take_back(k, started):
+            self._store.refund(gone, frame.algorithms, units, now)
+        size = leases.lease.size
+        allowed, states, now = self._decide_backend(keys, frame.algorithms, size, now, True)
+        if not allowed or type(states) is Unanswered:  # no slice: decide this request alone
+            if allowed:  # the failure policy's admission: it counts as this request's
+                return self._conclude(True, frame, keys, states, now, cost, started)
+            allowed, states, now = self._decide_backend(keys, frame.algorithms, cost, now, True)
+            return self._conclude(allowed, frame, keys, states, now, cost, started)
+        held = Slice(size - cost, started + leases.lease.ttl, states, now, cost)
+        for gone, units in leases.keep(k, held):
+            self._store.refund(gone, frame.algorithms, units, now)
+        return self._conclude(True, frame, keys, states, now, cost, started)
+
+    async def _decide_leased_async(
+        self, leases: Leases, keys: Sequence[str], cost: float
+    ) -> Decision:
+        frame = self._frame
+        started = self._monotonic()
+        k = tuple(keys)
+        spent = leases.spend(k, cost, started)
+        if spent is not None:
+            return self._from_slice(frame, keys, spent, started, cost)
+        now = self.clock.time() if self._wall else started
+        for gone, units in leases.take_back(k, started):
+            await self._store.refund_async(gone, frame.algorithms, units, now)
+        size = leases.lease.size
+        store = self._store
+        allowed, states, now = await store.decide_async(keys, frame.algorithms, size, now, True)
+        if not allowed or type(states) is Unanswered:
+            if allowed:
+                return self._conclude(True, frame, keys, states, now, cost, started)
+            allowed, states, now = await store.decide_async(keys, frame.algorithms, cost, now, True)
+            return self._conclude(allowed, frame, keys, states, now, cost, started)
+        held = Slice(size - cost, started + leases.lease.ttl, states, now, cost)
+        for gone, units in leases.keep(k, held):
+            await store.refund_async(gone, frame.algorithms, units, now)
+        return self._conclude(True, frame, keys, states, now, cost, started)
+
+    def _from_slice(
+        self,
+        frame: Frame,
+        keys: Sequence[str],
+        spent: tuple[Slice, float],
+        started: float,
+        cost: float,
+    ) -> Decision:
+        """A request decided from its slice: its numbers are the slice's grant with all that
+        was spent from it (this request's included) charged."""
+        held, total = spent
+        decided = details(frame, keys, held.states, held.at, total)
+        return self._recorder.conclude(True, decided, started, cost)
+
+    def release_leases(self) -> None:
+        """Give back the unused part of every slice this process holds (``lease=``): at
+        shutdown, or to hand a busy caller's allowance to other processes at once."""
+        leases = self._leases
+        if leases is None:
+            return
+        now = self._now()
+        for keys, units in leases.drain():
+            self._store.refund(keys, self._frame.algorithms, units, now)
+
+    async def release_leases_async(self) -> None:
+        """:meth:`release_leases` for asyncio callers."""
+        leases = self._leases
+        if leases is None:
+            return
+        now = self._now()
+        for keys, units in leases.drain():
+            await self._store.refund_async(keys, self._frame.algorithms, units, now)
+
     async def _decide_async(self, keys: Sequence[str], cost: float) -> Decision:
+        leases = self._leases
+        if leases is not None and cost <= leases.lease.size:
+            return await self._decide_leased_async(leases, keys, cost)
         frame = self._frame
         started = self._monotonic()
         now = self.clock.time() if self._wall else started
