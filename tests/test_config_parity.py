@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from buttress import Backoff, RateLimiter, Retry, RetryBudget, Scope
+from buttress import Backoff, Leasing, RateLimiter, Retry, RetryBudget, Scope
 from buttress import _config as c
 from buttress._breaker import BreakerConfig, DegradationLevel
 from buttress._chaos import FaultSettings
@@ -268,6 +268,14 @@ RETRY_BUDGET = Pair(
     component_only={"clock": "the infrastructure's clock"},
 )
 
+LEASING = Pair(
+    "leasing",
+    c.LeasingSettings,
+    Leasing,
+    settings_required={"size": 10},
+    component_required={"size": 10},
+)
+
 PAIRS = [
     BREAKER,
     POOL,
@@ -279,6 +287,7 @@ PAIRS = [
     BACKOFF,
     RETRY,
     RETRY_BUDGET,
+    LEASING,
 ]
 
 REQUIRED: Any = object()  # a parameter without a default
@@ -519,6 +528,7 @@ def test_the_same_bounds(pair: Pair, name: str) -> None:
 NOT_NUMBERS = {
     "algorithm",
     "backend",
+    "lease",  # a table: see the leasing pair
     "client_errors_neutral",
     "failure_policy",
     "failure_result",

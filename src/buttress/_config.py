@@ -553,6 +553,17 @@ def _check_backend_url(value: str) -> str:
     return value
 
 
+class LeasingSettings(_Section):
+    """A limiter's leasing (``lease = {size = 100, ttl = 1.0}``, see docs/deployment.md):
+    the :class:`~buttress.Leasing` arguments."""
+
+    _section = "rate_limiting.limiters.lease"
+
+    size: Annotated[int, _Num, Field(ge=2, strict=True)]
+    ttl: Positive = 1.0
+    max_keys: Count = 10_000
+
+
 class LimiterSettings(_Section):
     """A named limiter: explicit ``scopes``, or the guide's shorthand.
 
@@ -581,6 +592,7 @@ class LimiterSettings(_Section):
 
     failure_policy: Literal["fail_open", "fail_closed"] | None = None
     latency_budget: Positive = 0.005
+    lease: LeasingSettings | None = None  # decide busy callers locally from slices
 
     @model_validator(mode="before")
     @classmethod

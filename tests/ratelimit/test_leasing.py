@@ -173,3 +173,26 @@ def test_leasing_in_memory_is_refused() -> None:
         bt.RateLimiter(bt.Scope("user", 5, 1.0), lease=bt.Leasing(size=10))
     with pytest.raises(bt.ConfigError, match="Leasing"):
         bt.RateLimiter(bt.Scope("user", 5, 1.0), backend="sqlite:///:memory:", lease=10)  # type: ignore[arg-type]
+
+
+def test_leasing_from_configuration(redis_url: str) -> None:
+    def config(lease: dict[str, object]) -> dict[str, object]:
+        return {
+            "memory_manager": {"enabled": False},
+            "rate_limiting": {
+                "backend": redis_url,
+                "limiters": {"api": {"limit": 50, "window": 60.0, "lease": lease}},
+            },
+        }
+
+    with bt.Infrastructure(
+        unique_prefix("leasecfg").rstrip(":").replace(":", "-"),
+        config({"size": 5, "ttl": 2.0}),
+        env={},
+        background=False,
+    ) as infra:
+        leases = infra.limiters["api"]._leases
+        assert leases is not None and leases.lease == bt.Leasing(size=5, ttl=2.0)
+    with pytest.raises(bt.ConfigError) as err:
+        bt.Infrastructure("x", config({"size": 1}), env={}, background=False)
+    assert err.value.path == "rate_limiting.limiters.api.lease.size"

@@ -26,6 +26,7 @@ from .._memory import MemoryManager
 from .._pool import AsyncConnectionPool, ConnectionPool, PoolConfig
 from .._redact import redacted_logger
 from ..ratelimit._from_url import backend_from_url
+from ..ratelimit._leasing import Leasing
 from ..ratelimit._limiter import RateLimiter
 from ..ratelimit._memory import MemoryBackend
 
@@ -197,6 +198,7 @@ class Builder:
                 clock=self.clock,
                 latency_budget=s.latency_budget,
                 failure_policy=s.failure_policy or rl.failure_policy,
+                lease=None if s.lease is None else Leasing(**s.lease.model_dump()),
             )
         except ConfigError as exc:
             if exc.path == "backend.max_keys":  # the cap is set once for every limiter
