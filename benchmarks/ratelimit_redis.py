@@ -209,6 +209,19 @@ async def main() -> int:
         "decide.lua called directly (asyncio)",
         asynchronous(lambda: ascript(keys, [request])),
     )
+    # A lone caller's cost of batching, at the backend: its decide_async (the batcher: a
+    # sender task and a future) against the same call made as before batching (a task for
+    # the script, shielded so a cancelled caller still learns the outcome).
+    algorithms = [one._frame.algorithms[0]]
+
+    async def batched() -> object:
+        return await backend.decide_async(["bench:lone:user@t1:u1"], algorithms, 1, 0.0, True)
+
+    async def unbatched() -> object:
+        return await asyncio.shield(asyncio.ensure_future(ascript(keys, [request])))
+
+    case("single scope, asyncio", "backend decide_async, batched", asynchronous(batched))
+    case("single scope, asyncio", "same call unbatched (task + shield)", asynchronous(unbatched))
     case(
         "single scope, asyncio",
         "buttress leased async (slices of 100)",
@@ -463,6 +476,11 @@ def report(
     alone = server.get("buttress try_acquire", float("nan"))
     print(
         f"{'ok ' if alone <= 5.0 else 'MISS'} server time of a lone decision <= 5 µs: {alone:.2f}"
+    )
+    print(
+        "   a lone asyncio caller at the backend: batched "
+        f"{best['backend decide_async, batched'] / 1000:.1f} µs, unbatched as before "
+        f"{best['same call unbatched (task + shield)'] / 1000:.1f} µs"
     )
     print(
         "   a lone caller, batching or not: sync "
