@@ -173,14 +173,14 @@ async def test_a_redis_error_fails_every_decision_of_its_call(backend: bt.RedisB
 def test_threads_deciding_at_once_admit_exactly_the_allowance(backend: bt.RedisBackend) -> None:
     rl = limiter(backend, user=25)
     calls: list[int] = []
-    original = backend._threads._call
+    original = backend._decide
 
-    def counted(keys: list[bytes], request: bytes) -> bytes:
-        calls.append(int.from_bytes(request[17:19], "little"))
-        reply: bytes = original(keys, request)
+    def counted(*, keys: list[bytes], args: tuple[bytes]) -> bytes:
+        calls.append(int.from_bytes(args[0][17:19], "little"))
+        reply: bytes = original(keys=keys, args=args)
         return reply
 
-    backend._threads._call = counted
+    backend._decide = counted
     contexts = [{"user": f"u{i % 4}", "org": "o1"} for i in range(16)]
     admitted = hammer_threads(rl, contexts, attempts=20)  # 320 asked of 4 x 25
     assert sum(admitted) == 100

@@ -27,14 +27,14 @@ def backend(redis_url: str) -> Iterator[bt.RedisBackend]:
 def calls(backend: bt.RedisBackend) -> list[int]:
     """Count the decide script's calls from now on."""
     seen: list[int] = []
-    original = backend._threads._call
+    original = backend._decide
 
-    def counted(keys: list[bytes], request: bytes) -> bytes:
+    def counted(*, keys: list[bytes], args: tuple[bytes]) -> bytes:
         seen.append(1)
-        reply: bytes = original(keys, request)
+        reply: bytes = original(keys=keys, args=args)
         return reply
 
-    backend._threads._call = counted
+    backend._decide = counted
     return seen
 
 

@@ -24,13 +24,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from .._fork import call_in_forked_child, fork_safe_lock
 from ._backend import Outcome
 from ._wire import MAX_BATCH, MAX_BATCH_KEYS, Decided, Pending, Wire, answers, fits
 
 __all__ = ["AsyncBatcher", "ThreadBatcher"]
 
-# (keys as bytes, request) -> the script's reply
-Call = Callable[[list[bytes], bytes], Any]
 # (pending, its answer) for an answer nobody waits for any more: give an admitted one back
 Settle = Callable[[Pending, Decided], None]
 
@@ -179,28 +178,42 @@ class AsyncBatcher:
 
 
 class ThreadBatcher:
-    """Batches threads' decisions on one sync client (see the module docstring).
+    """Batches threads' decisions on one backend (see the module docstring).
 
-    A thread that finds no call on the wire makes its own at once. Threads that find one
+    ``run`` decides a batch in one call (Redis: one script call; SQLite: one transaction) and
+    returns each decision's answer in order; an exception it raises is every decision's.
+
+    A thread that finds no call under way makes its own at once. Threads that find one
     queue; when it answers, the first of them makes the next call, for every decision queued
     (its own first), hands each thread its answer and passes the lead to the first still
     queued. No thread makes more than one call for others, and none waits on a timer.
     """
 
-    __slots__ = ("_busy", "_call", "_caller_time", "_cluster", "_lock", "_queue", "_wire")
+    __slots__ = ("__weakref__", "_busy", "_caller_time", "_cluster", "_lock", "_queue", "_run")
 
-    def __init__(self, wire: Wire, call: Call, *, cluster: bool, caller_time: bool) -> None:
-        self._wire = wire
-        self._call = call
+    def __init__(
+        self,
+        run: Callable[[list[Pending]], Sequence[Decided]],
+        *,
+        cluster: bool = False,
+        caller_time: bool = False,
+    ) -> None:
+        self._run = run
         self._cluster = cluster
         self._caller_time = caller_time
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._queue: deque[tuple[Pending, _Slot]] = deque()
+        self._busy = False
+        call_in_forked_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        """A forked child has none of its parent's threads: nothing is under way there."""
+        self._queue = deque()
         self._busy = False
 
     def decide(self, pending: Pending) -> Decided:
-        """The answer to ``pending``; a Redis error is raised as it is (in every thread whose
-        decision was in that call)."""
+        """The answer to ``pending``; the call's error is raised as it is (in every thread
+        whose decision was in that call)."""
         with self._lock:
             lead = not self._busy
             if lead:
@@ -218,9 +231,8 @@ class ThreadBatcher:
             with self._lock:
                 batch = take(self._queue, cluster=self._cluster, caller_time=self._caller_time)
             try:
-                for (_, queued), answer in zip(
-                    batch, self._answers([p for p, _ in batch]), strict=True
-                ):
+                answered = self._answers([p for p, _ in batch])
+                for (_, queued), answer in zip(batch, answered, strict=True):
                     queued.give(answer)
             finally:
                 self._pass_lead()
@@ -229,11 +241,7 @@ class ThreadBatcher:
     def _answers(self, pending: list[Pending]) -> list[_Slot]:
         """One call for ``pending``: each decision's answer (or the call's error) in a slot."""
         try:
-            keys, request = request_of(self._wire, pending)
-            reply = self._call(keys, request)
-            results: Sequence[Decided | BaseException] = answers(
-                reply, [(p.keys, p.commit) for p in pending]
-            )
+            results: Sequence[Decided | BaseException] = self._run(pending)
         except BaseException as exc:  # every decision of the call failed alike
             results = [exc] * len(pending)
         return [_Slot.holding(result) for result in results]

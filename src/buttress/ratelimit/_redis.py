@@ -43,9 +43,9 @@ from .._redact import redact_text, redacted_logger
 from .._validate import positive
 from ._algorithms import Algorithm
 from ._backend import Outcome, TimeBase
-from ._batching import AsyncBatcher, ThreadBatcher
+from ._batching import AsyncBatcher, ThreadBatcher, request_of
 from ._format import UnreadableState
-from ._wire import Decided, Pending, Wire, redis_key
+from ._wire import Decided, Pending, Wire, answers, redis_key
 
 if TYPE_CHECKING:
     import redis
@@ -328,13 +328,13 @@ class RedisBackend:
 
     def _thread_batcher(self) -> ThreadBatcher:
         cluster = type(self._client).__name__ == "RedisCluster"
-        return ThreadBatcher(
-            self._wire, self._call_decide, cluster=cluster, caller_time=self._caller_time
-        )
+        return ThreadBatcher(self._decide_batch, cluster=cluster, caller_time=self._caller_time)
 
-    def _call_decide(self, keys: list[bytes], request: bytes) -> bytes:
+    def _decide_batch(self, batch: list[Pending]) -> list[Decided]:
+        """One script call deciding ``batch`` (the sync client)."""
+        keys, request = request_of(self._wire, batch)
         reply: bytes = self._decide(keys=keys, args=(request,))
-        return reply
+        return answers(reply, [(p.keys, p.commit) for p in batch])
 
     # -- clients -------------------------------------------------------------------------------
 
