@@ -8,6 +8,8 @@ so what queues behind it is decided by the test, not by timing.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -221,3 +223,37 @@ def test_a_lone_thread_waits_for_nobody(backend: bt.RedisBackend) -> None:
     t.join(timeout=10)
     assert done.is_set()
     assert not backend._threads._busy and not backend._threads._queue
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_with_nothing_under_way() -> None:
+    """A parent's thread has a call under way when the process forks: the child's decisions
+    go out at once (none of its threads will ever answer the parent's queue)."""
+    from buttress.ratelimit._wire import Decided, Pending
+
+    parent = os.getpid()
+    entered, gate = threading.Event(), threading.Event()
+
+    def run(batch: list[Pending]) -> list[Decided]:
+        if os.getpid() == parent:
+            entered.set()
+            gate.wait(timeout=30)
+        return [Decided((True, [None], 0.0), None) for _ in batch]
+
+    batcher = _batching.ThreadBatcher(run)
+    pending = Pending(["ns:a:user:1"], [], 1, 0.0, True)
+    t = threading.Thread(target=batcher.decide, args=(pending,))
+    t.start()
+    entered.wait(timeout=30)
+    assert batcher._busy
+    pid = os.fork()
+    if pid == 0:  # the child: decide, and say how it went (a hang is killed by the alarm)
+        signal.alarm(10)
+        try:
+            os._exit(0 if batcher.decide(pending).outcome is not None else 1)
+        except BaseException:
+            os._exit(2)
+    gate.set()
+    t.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
