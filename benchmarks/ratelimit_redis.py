@@ -305,9 +305,9 @@ PER_CALLER = 100 if QUICK else 300
 
 
 def script_stats(client: Any) -> tuple[int, float]:
-    """Script calls and their server time (µs) so far (EVAL and EVALSHA)."""
+    """Script calls and their server time (µs) so far (EVAL, EVALSHA and FCALL)."""
     stats = client.info("commandstats")
-    found = [v for k, v in stats.items() if k.startswith("cmdstat_eval")]
+    found = [v for k, v in stats.items() if k.startswith(("cmdstat_eval", "cmdstat_fcall"))]
     return sum(v["calls"] for v in found), sum(v["usec"] for v in found)
 
 

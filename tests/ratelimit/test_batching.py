@@ -26,18 +26,18 @@ WINDOW = 1e6  # nothing refills during a test
 class Gate:
     """Wraps a loop's script call: counts the calls and their sizes, and can hold them."""
 
-    def __init__(self, call: Callable[[list[bytes], bytes], Awaitable[bytes]]) -> None:
+    def __init__(self, call: Callable[[list[bytes], bytes, bool], Awaitable[bytes]]) -> None:
         self.call = call
         self.sizes: list[int] = []
         self.open = asyncio.Event()
         self.open.set()
         self.entered = asyncio.Event()
 
-    async def __call__(self, keys: list[bytes], request: bytes) -> bytes:
+    async def __call__(self, keys: list[bytes], request: bytes, writes: bool) -> bytes:
         self.sizes.append(int.from_bytes(request[17:19], "little"))  # "<BddH": decisions
         self.entered.set()
         await self.open.wait()
-        return await self.call(keys, request)
+        return await self.call(keys, request, writes)
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ async def test_a_redis_error_fails_every_decision_of_its_call(backend: bt.RedisB
     rl = limiter(backend)
     g = await gate(backend, rl)
 
-    async def refused(keys: list[bytes], request: bytes) -> bytes:
+    async def refused(keys: list[bytes], request: bytes, writes: bool) -> bytes:
         import redis
 
         raise redis.ConnectionError("connection reset by peer")
@@ -177,9 +177,9 @@ def test_threads_deciding_at_once_admit_exactly_the_allowance(backend: bt.RedisB
     calls: list[int] = []
     original = backend._decide
 
-    def counted(*, keys: list[bytes], args: tuple[bytes]) -> bytes:
+    def counted(*, keys: list[bytes], args: tuple[bytes], **options: bool) -> bytes:
         calls.append(int.from_bytes(args[0][17:19], "little"))
-        reply: bytes = original(keys=keys, args=args)
+        reply: bytes = original(keys=keys, args=args, **options)
         return reply
 
     backend._decide = counted

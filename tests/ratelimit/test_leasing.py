@@ -29,9 +29,9 @@ def calls(backend: bt.RedisBackend) -> list[int]:
     seen: list[int] = []
     original = backend._decide
 
-    def counted(*, keys: list[bytes], args: tuple[bytes]) -> bytes:
+    def counted(*, keys: list[bytes], args: tuple[bytes], **options: bool) -> bytes:
         seen.append(1)
-        reply: bytes = original(keys=keys, args=args)
+        reply: bytes = original(keys=keys, args=args, **options)
         return reply
 
     backend._decide = counted

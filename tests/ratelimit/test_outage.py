@@ -181,11 +181,10 @@ async def test_asyncio_outage_fails_open_or_closed_and_recovers(
         backend.close()
 
 
-def evalsha_calls(client: redis.Redis) -> dict[str, int]:
+def script_calls(client: redis.Redis) -> dict[str, int]:
     stats = client.info("commandstats")
-    return {
-        k: v["calls"] for k, v in stats.items() if k.startswith(("cmdstat_eval", "cmdstat_script"))
-    }
+    kinds = ("cmdstat_eval", "cmdstat_script", "cmdstat_fcall", "cmdstat_function")
+    return {k: v["calls"] for k, v in stats.items() if k.startswith(kinds)}
 
 
 async def test_one_script_call_per_decision_three_scopes_included(server: RedisServer) -> None:
@@ -200,7 +199,7 @@ async def test_one_script_call_per_decision_three_scopes_included(server: RedisS
         backend=backend,
     )
     try:
-        rl.peek(CTX)  # loads the script (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA) once
+        rl.peek(CTX)  # loads the library (FCALL, not found, FUNCTION LOAD, FCALL) once
         await rl.peek_async(CTX)
         client.config_resetstat()
         decisions = 0
@@ -210,7 +209,7 @@ async def test_one_script_call_per_decision_three_scopes_included(server: RedisS
         for i in range(10):
             await rl.try_acquire_async({"user": f"u{i % 4}", "org": "o2"})
             decisions += 1
-        assert evalsha_calls(client) == {"cmdstat_evalsha": decisions}
+        assert script_calls(client) == {"cmdstat_fcall": decisions}  # a Redis 7 function
     finally:
         await backend.aclose()
         backend.close()
@@ -223,15 +222,44 @@ def test_scripts_are_reloaded_after_the_server_forgets_them(server: RedisServer)
     rl = bt.RateLimiter(bt.Scope("user", 3, 60.0), backend=backend, failure_policy="fail_closed")
     try:
         assert rl.try_acquire("u1")
-        client.script_flush()  # as after a restart or a failover
+        client.function_flush()  # as after a restart without persistence, or a failover
+        client.script_flush()
         assert rl.try_acquire("u1")
         rl.refund("u1")
-        client.script_flush()
-        rl.refund("u1")  # the refund script is reloaded too
+        client.function_flush()
+        rl.refund("u1")  # the library is loaded again for the refund too
         assert rl.peek("u1").remaining == 2
     finally:
         backend.close()
         client.close()
+
+
+def test_a_user_not_allowed_functions_is_served_by_scripts(server: RedisServer) -> None:
+    """Redis functions are an optimisation: a user whose ACL forbids them (as a server before
+    Redis 7 lacks them) gets every decision, refund and peek through EVALSHA, and the same
+    answers."""
+    admin = redis.Redis.from_url(server.url, socket_timeout=2.0)
+    admin.acl_setuser(
+        "limited",
+        enabled=True,
+        passwords=["+secret"],
+        keys=["*"],
+        commands=["+@all", "-function", "-fcall", "-fcall_ro"],
+    )
+    backend = bt.RedisBackend(server.url.replace("redis://", "redis://limited:secret@"))
+    rl = bt.RateLimiter(bt.Scope("user", 3, 60.0), backend=backend, failure_policy="fail_closed")
+    try:
+        admin.config_resetstat()
+        assert [rl.try_acquire("u1").allowed for _ in range(4)] == [True, True, True, False]
+        rl.refund("u1")
+        assert rl.peek("u1").remaining == 0
+        calls = script_calls(admin)
+        assert calls.get("cmdstat_fcall", 0) == 0  # tried once, refused (NOPERM): never ran
+        assert calls["cmdstat_evalsha"] >= 6  # then scripts, every call
+    finally:
+        backend.close()
+        admin.acl_deluser("limited")
+        admin.close()
 
 
 def test_a_read_only_replica_stays_down_until_it_takes_writes(

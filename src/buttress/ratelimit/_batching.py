@@ -84,7 +84,8 @@ def request_of(wire: Wire, batch: Sequence[Pending]) -> tuple[list[bytes], bytes
 class AsyncBatcher:
     """Batches one event loop's decisions on one asyncio client (see the module docstring).
 
-    ``call`` makes the script call (a coroutine); ``failure`` turns a Redis error into the
+    ``call(keys, request, writes)`` makes the script call (a coroutine; ``writes`` false when
+    every decision only reads); ``failure`` turns a Redis error into the
     :class:`~buttress.BackendError` each caller raises; ``settle`` gives back an admitted
     decision whose caller was cancelled.
     """
@@ -104,7 +105,7 @@ class AsyncBatcher:
     def __init__(
         self,
         wire: Wire,
-        call: Callable[[list[bytes], bytes], Awaitable[bytes]],
+        call: Callable[[list[bytes], bytes, bool], Awaitable[bytes]],
         *,
         errors: tuple[type[BaseException], ...],
         failure: Callable[[BaseException, Sequence[str]], BaseException],
@@ -159,7 +160,7 @@ class AsyncBatcher:
         pending = [p for p, _ in batch]
         keys, request = request_of(self._wire, pending)
         try:
-            reply = await self._call(keys, request)
+            reply = await self._call(keys, request, any(p.commit for p in pending))
             decided = answers(reply, [(p.keys, p.commit) for p in pending])
         except self._errors as exc:
             for p, answer in batch:

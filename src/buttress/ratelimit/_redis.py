@@ -45,6 +45,7 @@ from ._algorithms import Algorithm
 from ._backend import Outcome, TimeBase
 from ._batching import AsyncBatcher, ThreadBatcher, request_of
 from ._format import UnreadableState
+from ._functions import AsyncScriptCall, Library, ScriptCall
 from ._wire import Decided, Pending, Wire, answers, redis_key
 
 if TYPE_CHECKING:
@@ -70,10 +71,16 @@ _log = redacted_logger("buttress.rate_limiter")
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
+SCRIPTS = ("decide", "refund")
+
+
+def _lua(name: str) -> str:
+    return (resources.files("buttress.ratelimit") / "lua" / name).read_text()
+
+
 def _script(name: str) -> str:
     """``common.lua`` then the named script: one text per operation, registered once."""
-    lua = resources.files("buttress.ratelimit") / "lua"
-    return (lua / "common.lua").read_text() + "\n" + (lua / name).read_text()
+    return _lua("common.lua") + "\n" + _lua(name)
 
 
 def _pattern(prefix: str, key_prefix: str) -> str:
@@ -125,6 +132,7 @@ class RedisBackend:
         "_decide",
         "_errors",
         "_giving_back",
+        "_library",
         "_own_sync",
         "_refund",
         "_slack",
@@ -232,11 +240,11 @@ class RedisBackend:
                 _check_timeout(names[role], given)
                 _check_decoding(names[role], given)
         self._texts = (_script("decide.lua"), _script("refund.lua"))
+        self._library = Library(_lua("common.lua"), {n: _lua(f"{n}.lua") for n in SCRIPTS})
         self._decide: Any = None
         self._refund: Any = None
         if self._client is not None:
-            self._decide = self._client.register_script(self._texts[0])
-            self._refund = self._client.register_script(self._texts[1])
+            self._decide, self._refund = self._calls(self._client)
         # One asyncio client (and its scripts) per event loop: a client is bound to its loop.
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient]
         self._aclients = weakref.WeakKeyDictionary()
@@ -293,8 +301,7 @@ class RedisBackend:
             import redis as redis_sync
 
             self._client = redis_sync.Redis.from_url(self._url, **self._options(False))
-            self._decide = self._client.register_script(self._texts[0])
-            self._refund = self._client.register_script(self._texts[1])
+            self._decide, self._refund = self._calls(self._client)
 
     def _options(self, asynchronous: bool) -> dict[str, Any]:
         """Client options: every socket operation bounded, one immediate reconnect, no backoff.
@@ -326,6 +333,18 @@ class RedisBackend:
     def _keys(self, keys: Sequence[str]) -> list[bytes]:
         return self._wire.keys(keys)
 
+    def _calls(self, client: Any, asynchronous: bool = False) -> tuple[Any, Any]:
+        """The decide and refund scripts on ``client``: as Redis functions where it can (see
+        ``_functions.py``), else as scripts (a cluster client: always scripts)."""
+        scripts = [client.register_script(text) for text in self._texts]
+        # Shared by the two: once functions are unavailable, neither tries again.
+        state = {"functions": type(client).__name__ != "RedisCluster"}
+        kind = AsyncScriptCall if asynchronous else ScriptCall
+        return (
+            kind(client, self._library, "decide", scripts[0], state),
+            kind(client, self._library, "refund", scripts[1], state),
+        )
+
     def _thread_batcher(self) -> ThreadBatcher:
         cluster = type(self._client).__name__ == "RedisCluster"
         return ThreadBatcher(self._decide_batch, cluster=cluster, caller_time=self._caller_time)
@@ -333,7 +352,10 @@ class RedisBackend:
     def _decide_batch(self, batch: list[Pending]) -> list[Decided]:
         """One script call deciding ``batch`` (the sync client)."""
         keys, request = request_of(self._wire, batch)
-        reply: bytes = self._decide(keys=keys, args=(request,))
+        if any(p.commit for p in batch):
+            reply: bytes = self._decide(keys=keys, args=(request,))
+        else:  # only peeks: the call that a read-only replica runs too
+            reply = self._decide(keys=keys, args=(request,), writes=False)
         return answers(reply, [(p.keys, p.commit) for p in batch])
 
     # -- clients -------------------------------------------------------------------------------
@@ -373,14 +395,16 @@ class RedisBackend:
         mine = client is not self._async_client
         entry = _LoopClient(
             client,
-            client.register_script(self._texts[0]),
-            client.register_script(self._texts[1]),
+            *self._calls(client, asynchronous=True),
             self._errors if mine else (*self._errors, RuntimeError),
         )
         decide = entry.decide
 
-        async def call(keys: list[bytes], request: bytes) -> bytes:
-            reply: bytes = await decide(keys=keys, args=(request,))
+        async def call(keys: list[bytes], request: bytes, writes: bool) -> bytes:
+            if writes:
+                reply: bytes = await decide(keys=keys, args=(request,))
+            else:  # only peeks: the call that a read-only replica runs too
+                reply = await decide(keys=keys, args=(request,), writes=False)
             return reply
 
         entry.batcher = AsyncBatcher(
@@ -656,7 +680,10 @@ def _script_error(exc: BaseException) -> bool:
     subclasses of ``ResponseError`` and are outages, even when raised inside a script."""
     import redis as redis_sync
 
-    return type(exc) is redis_sync.ResponseError and "user_script" in str(exc)
+    text = str(exc)
+    return type(exc) is redis_sync.ResponseError and (
+        "user_script" in text or "user_function" in text
+    )
 
 
 def _check_decoding(name: str, client: Any) -> None:

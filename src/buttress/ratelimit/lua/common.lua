@@ -32,13 +32,15 @@ local ULP_RATIO = 2.220446049250313e-16
 
 -- How many doubles each algorithm's state holds (AlgorithmSpec.width in ratelimit/_registry.py).
 local WIDTH = { t = 2, f = 2, s = 4 }
--- The letters as the requests send them (a byte), to their names here.
+-- The letters as the requests send them (a byte), to their names here. (Nothing here reads
+-- KEYS or ARGV: each script's body does, as the globals of a script or the arguments of a
+-- Redis function; see ratelimit/_functions.py.)
 local KIND = { [116] = "t", [102] = "f", [115] = "s" }
 
 -- A stored value: the state's n doubles, then one more: until when the key's TTL runs.
 -- nil for no value; false for one that cannot be a state of this algorithm (ratelimit/_format.py:
 -- the wrong size, a number that is not finite, a negative count), never read as no state.
-local HUGE = math.huge
+local HUGE = 1 / 0 -- (math is not reachable while a function library loads)
 -- A stored value's size: the state's doubles and the TTL's.
 local T_SIZE, F_SIZE, S_SIZE = 8 * (WIDTH.t + 1), 8 * (WIDTH.f + 1), 8 * (WIDTH.s + 1)
 
@@ -95,18 +97,6 @@ local function encode(state, covered)
     return struct.pack("<ddd", state[1], state[2], covered)
   end
   return struct.pack("<ddddd", state[1], state[2], state[3], state[4], covered)
-end
-
--- The request: its header, then (code, p1, p2) per key.
-local function request(argv)
-  local cost, commit, given, at, slack, pos = struct.unpack("<dBBdd", argv)
-  local scopes = {}
-  for i = 1, #KEYS do
-    local code, p1, p2
-    code, p1, p2, pos = struct.unpack("<Bdd", argv, pos)
-    scopes[i] = { string.char(code), p1, p2 }
-  end
-  return cost, commit == 1, given == 1, at, slack, scopes
 end
 
 -- Python's float floor division (Objects/floatobject.c), so window indexes match to the bit.

@@ -6,7 +6,19 @@
 -- Returns 0, or 1 if some value was no state of its scope's algorithm: the refund is then
 -- taken from a spent state (see decide.lua). A key left with nothing to remember is deleted.
 
-local cost, _, given, at, slack, scopes = request(ARGV[1])
+-- The request: its header, then (code, p1, p2) per key.
+local function request(argv, n)
+  local cost, commit, given, at, slack, pos = struct.unpack("<dBBdd", argv)
+  local scopes = {}
+  for i = 1, n do
+    local code, p1, p2
+    code, p1, p2, pos = struct.unpack("<Bdd", argv, pos)
+    scopes[i] = { KIND[code], p1, p2 }
+  end
+  return cost, commit == 1, given == 1, at, slack, scopes
+end
+
+local cost, _, given, at, slack, scopes = request(ARGV[1], #KEYS)
 local now = clock(given, at)
 local raws = redis.call("MGET", unpack(KEYS))
 local unreadable = 0
