@@ -142,7 +142,7 @@ def script_calls(url: str) -> int:
     finally:
         client.close()
     ran = 0
-    for command in ("evalsha", "eval"):
+    for command in ("evalsha", "eval", "fcall"):
         entry = stats.get(f"cmdstat_{command}", {})
         ran += int(entry.get("calls", 0)) - int(entry.get("failed_calls", 0))
     return ran

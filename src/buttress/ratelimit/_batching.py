@@ -87,7 +87,8 @@ class AsyncBatcher:
     ``call(keys, request, writes)`` makes the script call (a coroutine; ``writes`` false when
     every decision only reads); ``failure`` turns a Redis error into the
     :class:`~buttress.BackendError` each caller raises; ``settle`` gives back an admitted
-    decision whose caller was cancelled.
+    decision whose caller was cancelled; ``hold`` keeps the call under way referenced (and
+    awaitable) while a caller who left has a decision in it.
     """
 
     __slots__ = (
@@ -96,6 +97,7 @@ class AsyncBatcher:
         "_cluster",
         "_errors",
         "_failure",
+        "_hold",
         "_queue",
         "_sender",
         "_settle",
@@ -110,6 +112,7 @@ class AsyncBatcher:
         errors: tuple[type[BaseException], ...],
         failure: Callable[[BaseException, Sequence[str]], BaseException],
         settle: Settle,
+        hold: Callable[[asyncio.Task[None]], None],
         cluster: bool,
         caller_time: bool,
     ) -> None:
@@ -118,6 +121,7 @@ class AsyncBatcher:
         self._errors = errors
         self._failure = failure
         self._settle = settle
+        self._hold = hold
         self._cluster = cluster
         self._caller_time = caller_time
         self._queue: deque[tuple[Pending, asyncio.Future[Decided]]] = deque()
@@ -131,9 +135,13 @@ class AsyncBatcher:
         try:
             decided = await answer
         except asyncio.CancelledError:
-            # Answered, but cancelled before this task resumed: the answer is nobody's.
             if answer.done() and not answer.cancelled():
+                # Answered, but cancelled before this task resumed: the answer is nobody's.
                 self._settle(pending, answer.result())
+            elif self._sender is not None:
+                # Its decision may be on the wire: the call is held until it answers (and
+                # whatever it charged is given back), as the backend's other refunds are.
+                self._hold(self._sender)
             raise
         if decided.error is not None:
             raise decided.error

@@ -413,6 +413,7 @@ class RedisBackend:
             errors=entry.errors,
             failure=lambda exc, keys: _failure("decide", exc, keys),
             settle=lambda pending, decided: self._settle(entry, pending, decided),
+            hold=self._hold,
             cluster=type(client).__name__ == "RedisCluster",
             caller_time=self._caller_time,
         )
@@ -451,6 +452,12 @@ class RedisBackend:
     ) -> Outcome:
         entry = self._aclients.get(asyncio.get_running_loop()) or await self._new_loop()
         return await entry.batcher.decide(Pending(keys, algorithms, cost, now, commit))
+
+    def _hold(self, call: asyncio.Future[Any]) -> None:
+        """A call whose caller left: referenced until done (``aclose`` and tests wait)."""
+        if call not in self._giving_back:
+            self._giving_back.add(call)
+            call.add_done_callback(self._giving_back.discard)
 
     def _settle(self, entry: _LoopClient, pending: Pending, decided: Decided) -> None:
         """The answer to a decision whose caller was cancelled once it went out: an admitted
