@@ -1,6 +1,6 @@
 """``RedisBackend``: rate-limit state shared by every process of every host, in Redis.
 
-Each decision, every scope included, is one ``EVALSHA`` of ``lua/decide.lua``: the script reads
+Each decision, every scope included, is one call of ``lua/decide.lua``: the script reads
 the clock with ``TIME``, reads every scope's state, checks them all, and writes the new states
 only if every scope admits, atomically (Redis runs one script at a time). The scripts transcribe
 the pure cores of ``_algorithms.py``; the conformance tests hold them to the same answers.
@@ -23,10 +23,14 @@ under a key that is no state of its scope's algorithm is decided on as spent by 
 (``_format.py``) and reported as :class:`~._format.UnreadableState`, as is an error the script
 itself raised (its own arithmetic, not the server): one decision's trouble, never an outage.
 
-An asyncio decision whose caller is cancelled after its script was sent still runs to its
-answer (shielded); if it admitted, the charge is given back at once (``refund.lua``), so a
-cancelled call costs nothing, as on SQLite. (Only a decision still unanswered when its event
-loop shuts down, which cancels every task, keeps its charge: its outcome is never known.)
+Concurrent decisions go out batched (``_batching.py``): what queued while a call was on the
+wire goes in the next, one script call. An asyncio decision whose caller is cancelled before
+its call went out is dropped; one cancelled after still runs to its answer (the call is made
+by a task of its own) and, if it admitted, the charge is given back at once (``refund.lua``),
+so a cancelled call costs nothing, as on SQLite. (Only a decision still unanswered when its
+event loop shuts down, which cancels every task, keeps its charge: its outcome is never known.)
+
+On Redis 7 the scripts run as Redis functions (``_functions.py``), else with ``EVALSHA``.
 """
 
 from __future__ import annotations
