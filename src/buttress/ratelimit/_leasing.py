@@ -27,13 +27,19 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .._errors import ConfigError
 from ._algorithms import State
 
-__all__ = ["Leases", "Leasing", "Slice"]
+__all__ = ["DECIDE", "REFUND", "LeaseStep", "Leases", "Leasing", "Slice"]
 
 SWEEP = 2  # expired slices looked at, and given back, per slice taken
+
+# What the limiter's plan for a leased request asks of the backend (RateLimiter._leased_steps):
+# (REFUND, keys, units, now) gives units back; (DECIDE, cost, now) decides the request's keys.
+REFUND, DECIDE = 0, 1
+LeaseStep = tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)

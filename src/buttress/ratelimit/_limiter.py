@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from .._clock import Clock, SystemClock
@@ -24,12 +24,13 @@ from .._redact import redacted_logger
 from .._validate import positive, timeout_or_none
 from ._adaptive import AdaptiveScopes
 from ._algorithms import Algorithm, State
-from ._backend import Backend
+from ._backend import Backend, Outcome
 from ._decision import Decision, Frame, ScopeMeta, details, exceeded, lazy_decision
 from ._failure import BackendHealth, FailurePolicy, GuardedBackend, Unanswered
 from ._inmemory import InMemory
 from ._keys import MAX_ID_LENGTH, Key, KeyResolver
-from ._leasing import Leases, Leasing, Slice
+from ._leasing import DECIDE as LEASE_DECIDE
+from ._leasing import REFUND, Leases, LeaseStep, Leasing, Slice
 from ._memory import MemoryBackend
 from ._scope import Scope, check_name, check_scopes
 from ._stats import (
@@ -238,9 +239,14 @@ class RateLimiter:
         allowed, states, now = self._decide_backend(keys, frame.algorithms, cost, now, True)
         return self._conclude(allowed, frame, keys, states, now, cost, started)
 
-    # -- leases (see _leasing.py): the sync and asyncio shells of the same steps ---------------
+    # -- leases (see _leasing.py): one plan of steps, driven by a sync and an asyncio shell ----
 
-    def _decide_leased(self, leases: Leases, keys: Sequence[str], cost: float) -> Decision:
+    def _leased_steps(
+        self, leases: Leases, keys: Sequence[str], cost: float
+    ) -> Generator[LeaseStep, Outcome | None, Decision]:
+        """A request under ``lease=``: from its slice, else a new slice, else alone. Yields
+        what to do with the backend (``(REFUND, keys, units, now)``, ``(DECIDE, cost, now)``)
+        and is sent each decision's outcome."""
         frame = self._frame
         started = self._monotonic()
         k = tuple(keys)
@@ -249,43 +255,57 @@ class RateLimiter:
             return self._from_slice(frame, keys, spent, started, cost)
         now = self.clock.time() if self._wall else started
         for gone, units in leases.take_back(k, started):
-            self._store.refund(gone, frame.algorithms, units, now)
+            yield (REFUND, gone, units, now)
         size = leases.lease.size
-        allowed, states, now = self._decide_backend(keys, frame.algorithms, size, now, True)
+        outcome = yield (LEASE_DECIDE, size, now)
+        assert outcome is not None
+        allowed, states, now = outcome
         if not allowed or type(states) is Unanswered:  # no slice: decide this request alone
-            if allowed:  # the failure policy's admission: it counts as this request's
-                return self._conclude(True, frame, keys, states, now, cost, started)
-            allowed, states, now = self._decide_backend(keys, frame.algorithms, cost, now, True)
+            if not allowed:
+                outcome = yield (LEASE_DECIDE, cost, now)
+                assert outcome is not None
+                allowed, states, now = outcome
+            # (an admission of the failure policy counts as this request's, never a slice)
             return self._conclude(allowed, frame, keys, states, now, cost, started)
         held = Slice(size - cost, started + leases.lease.ttl, states, now, cost)
         for gone, units in leases.keep(k, held):
-            self._store.refund(gone, frame.algorithms, units, now)
+            yield (REFUND, gone, units, now)
         return self._conclude(True, frame, keys, states, now, cost, started)
+
+    def _decide_leased(self, leases: Leases, keys: Sequence[str], cost: float) -> Decision:
+        steps = self._leased_steps(leases, keys, cost)
+        algorithms = self._frame.algorithms
+        answer: Outcome | None = None
+        try:
+            while True:
+                step = steps.send(answer)
+                answer = None
+                if step[0] == REFUND:
+                    self._store.refund(step[1], algorithms, step[2], step[3])
+                else:
+                    answer = self._decide_backend(keys, algorithms, step[1], step[2], True)
+        except StopIteration as done:
+            decision: Decision = done.value
+            return decision
 
     async def _decide_leased_async(
         self, leases: Leases, keys: Sequence[str], cost: float
     ) -> Decision:
-        frame = self._frame
-        started = self._monotonic()
-        k = tuple(keys)
-        spent = leases.spend(k, cost, started)
-        if spent is not None:
-            return self._from_slice(frame, keys, spent, started, cost)
-        now = self.clock.time() if self._wall else started
-        for gone, units in leases.take_back(k, started):
-            await self._store.refund_async(gone, frame.algorithms, units, now)
-        size = leases.lease.size
+        steps = self._leased_steps(leases, keys, cost)
+        algorithms = self._frame.algorithms
         store = self._store
-        allowed, states, now = await store.decide_async(keys, frame.algorithms, size, now, True)
-        if not allowed or type(states) is Unanswered:
-            if allowed:
-                return self._conclude(True, frame, keys, states, now, cost, started)
-            allowed, states, now = await store.decide_async(keys, frame.algorithms, cost, now, True)
-            return self._conclude(allowed, frame, keys, states, now, cost, started)
-        held = Slice(size - cost, started + leases.lease.ttl, states, now, cost)
-        for gone, units in leases.keep(k, held):
-            await store.refund_async(gone, frame.algorithms, units, now)
-        return self._conclude(True, frame, keys, states, now, cost, started)
+        answer: Outcome | None = None
+        try:
+            while True:
+                step = steps.send(answer)
+                answer = None
+                if step[0] == REFUND:
+                    await store.refund_async(step[1], algorithms, step[2], step[3])
+                else:
+                    answer = await store.decide_async(keys, algorithms, step[1], step[2], True)
+        except StopIteration as done:
+            decision: Decision = done.value
+            return decision
 
     def _from_slice(
         self,
