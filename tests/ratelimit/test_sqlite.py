@@ -625,3 +625,17 @@ def test_a_corrupt_file_is_refused_at_construction_naming_it(tmp_path: Path) -> 
     corrupt = r"path: .*limits\.db' is corrupt \(PRAGMA quick_check"
     with pytest.raises(bt.ConfigError, match=corrupt):
         bt.SQLiteBackend(path)
+
+
+def test_get_names_a_value_that_is_no_state(tmp_path: Path) -> None:
+    backend = bt.SQLiteBackend(tmp_path / "limits.db")
+    try:
+        conn = sqlite3.connect(tmp_path / "limits.db")
+        with conn:
+            conn.execute("INSERT INTO buttress_ratelimit VALUES ('k', 1e18, x'0102030405')")
+        conn.close()
+        with pytest.raises(bt.BackendError, match=r"unreadable rate-limit state under k .*5 bytes"):
+            backend.get("k")
+        assert backend.get("absent") is None
+    finally:
+        backend.close()

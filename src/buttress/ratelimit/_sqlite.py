@@ -451,9 +451,6 @@ class SQLiteBackend:
             rows = conn.execute(self._sql.get_many(len(keys)), tuple(keys)).fetchall()
         return dict(rows)
 
-    def _read(self, conn: sqlite3.Connection, keys: Sequence[Any]) -> dict[Any, State]:
-        return {key: _unpack(blob) for key, blob in self._rows(conn, keys).items()}
-
     def _states(
         self,
         conn: sqlite3.Connection,
@@ -637,8 +634,15 @@ class SQLiteBackend:
     # -- keys ----------------------------------------------------------------------------------
 
     def get(self, key: str) -> State | None:
-        """The stored state of one key (``None`` when absent), for tests and debugging."""
-        return self._run_keys(lambda conn, keys: self._read(conn, keys).get(keys[0]), [key])
+        """The stored state of one key (``None`` when absent), for tests and debugging; a
+        value that is no list of doubles raises :class:`UnreadableState` naming the key."""
+        raw = self._run_keys(lambda conn, keys: self._rows(conn, keys).get(keys[0]), [key])
+        if raw is None:
+            return None
+        if not isinstance(raw, bytes) or len(raw) % 8:
+            size = f"{len(raw)} bytes" if isinstance(raw, bytes) else type(raw).__name__
+            raise UnreadableState([key], [0], None, repaired=False, detail=f"a {size} value")
+        return _unpack(raw)
 
     def clear(self, prefix: str = "") -> int:
         """Forget every key starting with ``prefix`` (all of them by default)."""
