@@ -80,7 +80,7 @@ def test_config_check_prints_the_resolved_config() -> None:
         (
             "[rate_limiting.limiters.api]\n"
             "scopes = [{name = 'user', limit = 10, algorithm = 'adaptive', min_limit = 20}]\n",
-            "rate_limiting.limiters.api.scopes.0.limit: must lie within",
+            "rate_limiting.limiters.api.scopes[0].limit: must lie within",
         ),
         (
             "[rate_limiting.limiters.api]\nlimit = 10\nwindow = inf\n",

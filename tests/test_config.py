@@ -598,7 +598,7 @@ def test_a_number_from_text_is_a_number_and_nothing_else(value: str, message: st
                     "limiters": {"api": {"scopes": [{"name": "u", "limit": 1, "rte": "1/s"}]}}
                 }
             },
-            "rate_limiting.limiters.api.scopes.0.rte",
+            "rate_limiting.limiters.api.scopes[0].rte",
             "rate",
         ),
         ({"connection_pools": {"db": {"asinc": True}}}, "connection_pools.db.asinc", "async"),
@@ -823,8 +823,8 @@ def test_a_rate_stands_for_limit_and_window() -> None:
         ({"rate": "1/s; 2/s"}, "rate", "have one window (1 s)"),
         ({"rate": "1/s; 9/m", "hierarchical": True}, "rate", "hierarchical takes one rate"),
         ({"rate": "1/s; 9/m", "burst": 3}, "rate", "burst takes one rate"),
-        ({"scopes": [{"name": "u", "rate": "1/s; 9/m"}]}, "scopes.0.rate", "a scope takes one"),
-        ({"scopes": [{"name": "u"}]}, "scopes.0.limit", "is required"),
+        ({"scopes": [{"name": "u", "rate": "1/s; 9/m"}]}, "scopes[0].rate", "a scope takes one"),
+        ({"scopes": [{"name": "u"}]}, "scopes[0].limit", "is required"),
     ],
 )
 def test_a_bad_rate_says_what_is_wrong(limiter: dict[str, Any], path: str, message: str) -> None:

@@ -713,7 +713,7 @@ def test_close_stops_everything_and_is_idempotent(tmp_path: Path) -> None:
         ),
         (
             {"rate_limiting": {"limiters": {"api": {"scopes": [{"name": "u", "limit": -1}]}}}},
-            "rate_limiting.limiters.api.scopes.0.limit",
+            "rate_limiting.limiters.api.scopes[0].limit",
         ),
         (
             {
@@ -723,7 +723,7 @@ def test_close_stops_everything_and_is_idempotent(tmp_path: Path) -> None:
                     }
                 }
             },
-            "rate_limiting.limiters.api.scopes.0.algorithm",
+            "rate_limiting.limiters.api.scopes[0].algorithm",
         ),
         ({"connection_pools": {"db": {"max_size": 0}}}, "connection_pools.db.max_size"),
         ({"connection_pools": {"db": {}}}, "connection_pools.db.factory"),

@@ -5,7 +5,7 @@
 8
 
 Unknown keys and bad values raise :class:`~buttress.ConfigError` naming the path, e.g.
-``rate_limiting.limiters.api.scopes.0.limit: must be > 0.0, got 0``; an unknown key says
+``rate_limiting.limiters.api.scopes[0].limit: must be > 0.0, got 0``; an unknown key says
 which known one it is close to. Defaults follow the guide.
 
 Environment variables follow pydantic-settings' conventions: the prefix ``BUTTRESS_``, then a
@@ -624,7 +624,7 @@ class LimiterSettings(_Section):
                 out.append(Scope(**kw))
             except ConfigError as exc:
                 param = exc.path.split(".", 1)[-1]
-                where = f"{path}.scopes.{i}" if self.scopes is not None else path
+                where = f"{path}.scopes[{i}]" if self.scopes is not None else path
                 raise ConfigError(f"{where}.{param}", exc.message) from None
         return out
 
@@ -1132,7 +1132,7 @@ def _annotation_at(path: list[str]) -> Any:
             node = field.annotation
         elif typing.get_origin(node) is dict:
             node = typing.get_args(node)[1]
-        elif typing.get_origin(node) is list and part.isdigit():
+        elif typing.get_origin(node) is list and (part.isdigit() or part.startswith("[")):
             node = typing.get_args(node)[0]
         else:
             return None
@@ -1223,8 +1223,9 @@ def _config_error(exc: ValidationError, data: Mapping[str, Any]) -> ConfigError:
         parts = _error_path(err["loc"], data)
         if isinstance(cause, _AtKey):
             parts.append(cause.key)
-        parts_of[".".join(parts)] = parts
-        grouped.setdefault(".".join(parts), []).append(err)
+        path = _joined(parts)
+        parts_of[path] = parts
+        grouped.setdefault(path, []).append(err)
     problems = [(path, _message(errs, parts_of.get(path, []))) for path, errs in grouped.items()]
     first_path, message = problems[0]
     if len(problems) > 1:
@@ -1232,6 +1233,15 @@ def _config_error(exc: ValidationError, data: Mapping[str, Any]) -> ConfigError:
         more = f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""
         message = f"{message}; also {rest}{more}"
     return ConfigError(first_path, message)
+
+
+def _joined(parts: list[str]) -> str:
+    """A path as the messages write it: names joined by dots, list positions in brackets
+    (``rate_limiting.limiters.api.scopes[0].limit``), as code-made paths are."""
+    out = ""
+    for part in parts:
+        out += part if part.startswith("[") or not out else "." + part
+    return out
 
 
 def _error_path(loc: tuple[int | str, ...], data: Any) -> list[str]:
@@ -1247,13 +1257,14 @@ def _error_path(loc: tuple[int | str, ...], data: Any) -> list[str]:
         in_data = (isinstance(node, Mapping) and part in node) or (
             isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
         )
+        position = isinstance(node, list) and isinstance(part, int)
         if in_data:
             node = node[part]
         elif _is_union_tag(part):
             continue
         else:
             node = None  # a field the user left out (missing): keep it, stop following
-        out.append(str(part))
+        out.append(f"[{part}]" if position else str(part))
     return out
 
 

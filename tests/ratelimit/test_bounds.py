@@ -210,7 +210,7 @@ def test_a_rate_whose_interval_underflows_or_overflows_is_refused(
     scope = {"name": "user", **settings}
     with pytest.raises(bt.ConfigError) as in_a_file:
         bt.load_config({"rate_limiting": {"limiters": {"api": {"scopes": [scope]}}}}, env={})
-    assert in_a_file.value.path == f"rate_limiting.limiters.api.scopes.0.{path.split('.')[1]}"
+    assert in_a_file.value.path == f"rate_limiting.limiters.api.scopes[0].{path.split('.')[1]}"
 
 
 @pytest.mark.parametrize(
