@@ -232,6 +232,41 @@ def snapshot(
     )
 
 
+class GuardedPool:
+    """What every wrapper of a driver's pool shows of its :class:`Guard`: its name, breaker
+    and cap, and the pool's numbers (``_figures``: what the driver says of itself) as a
+    snapshot and a health check."""
+
+    _guard: Guard
+
+    def _figures(self) -> DriverFigures:
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        return self._guard.name
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        return self._guard.breaker
+
+    @property
+    def max_concurrent(self) -> int:
+        return self._guard.max_concurrent
+
+    def snapshot(self) -> PoolSnapshot:
+        """The pool's numbers as buttress's pools report theirs (size, idle, in use, waiting;
+        uses refused by the cap as ``rejected``)."""
+        return self._guard.snapshot(self._figures())
+
+    def check(self) -> ComponentCheck:
+        """The health report's verdict on the pool: ``report.with_checks([db.check()])``."""
+        return self._guard.check(self._figures())
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} max_concurrent={self.max_concurrent}>"
+
+
 def default_cap(max_size: int) -> int:
     """``max_concurrent`` when none is given: twice the pool's ``max_size`` (as many callers
     waiting as using), so a database that slows down holds at most that many workers."""

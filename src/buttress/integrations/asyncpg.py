@@ -34,9 +34,15 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 from .._breaker import CircuitBreaker
-from .._health import ComponentCheck
-from .._pool import PoolSnapshot
-from ._pools import DriverFigures, Guard, Verdict, default_cap, server_failed, wait_failed
+from ._pools import (
+    DriverFigures,
+    Guard,
+    GuardedPool,
+    Verdict,
+    default_cap,
+    server_failed,
+    wait_failed,
+)
 
 __all__ = ["ProtectedPool", "verdict"]
 
@@ -82,7 +88,7 @@ def _lost(conn: Any) -> bool:
         return True
 
 
-class ProtectedPool:
+class ProtectedPool(GuardedPool):
     """An ``asyncpg.Pool`` whose ``acquire()`` passes a breaker and a cap.
 
     ``breaker``: a :class:`~buttress.CircuitBreaker` (``None``: the cap and the figures
@@ -105,17 +111,8 @@ class ProtectedPool:
         cap = default_cap(pool.get_max_size()) if max_concurrent is None else max_concurrent
         self._guard = Guard(name, breaker, cap)
 
-    @property
-    def name(self) -> str:
-        return self._guard.name
-
-    @property
-    def breaker(self) -> CircuitBreaker | None:
-        return self._guard.breaker
-
-    @property
-    def max_concurrent(self) -> int:
-        return self._guard.max_concurrent
+    def _figures(self) -> DriverFigures:
+        return figures(self.pool)
 
     @asynccontextmanager
     async def acquire(self, *, timeout: float | None = None) -> AsyncIterator[Any]:
@@ -139,15 +136,3 @@ class ProtectedPool:
             guard.exit(ticket, lent, exc, judged, isinstance(exc, TimeoutError) and not lent)
             raise
         guard.exit(ticket, lent, None, "success")
-
-    def snapshot(self) -> PoolSnapshot:
-        """The pool's numbers as buttress's pools report theirs (size, idle, in use, waiting;
-        uses refused by the cap as ``rejected``)."""
-        return self._guard.snapshot(figures(self.pool))
-
-    def check(self) -> ComponentCheck:
-        """The health report's verdict on the pool: ``report.with_checks([db.check()])``."""
-        return self._guard.check(figures(self.pool))
-
-    def __repr__(self) -> str:
-        return f"<ProtectedPool {self.name!r} max_concurrent={self.max_concurrent}>"

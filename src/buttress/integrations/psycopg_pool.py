@@ -36,9 +36,15 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 from .._breaker import CircuitBreaker
-from .._health import ComponentCheck
-from .._pool import PoolSnapshot
-from ._pools import DriverFigures, Guard, Verdict, default_cap, server_failed, wait_failed
+from ._pools import (
+    DriverFigures,
+    Guard,
+    GuardedPool,
+    Verdict,
+    default_cap,
+    server_failed,
+    wait_failed,
+)
 
 __all__ = ["AsyncProtectedPool", "ProtectedPool", "verdict"]
 
@@ -85,7 +91,7 @@ def figures(pool: AnyPool, lent: int) -> DriverFigures:
     )
 
 
-class _Protected:
+class _Protected(GuardedPool):
     def __init__(
         self,
         pool: AnyPool,
@@ -99,17 +105,8 @@ class _Protected:
         cap = default_cap(pool.max_size) if max_concurrent is None else max_concurrent
         self._guard = Guard(name or pool.name, breaker, cap)
 
-    @property
-    def name(self) -> str:
-        return self._guard.name
-
-    @property
-    def breaker(self) -> CircuitBreaker | None:
-        return self._guard.breaker
-
-    @property
-    def max_concurrent(self) -> int:
-        return self._guard.max_concurrent
+    def _figures(self) -> DriverFigures:
+        return figures(self.pool, self._guard.in_use)
 
     def _exit(self, ticket: Any, lent: bool, exc: BaseException | None) -> None:
         # Full: lent through this wrapper, since psycopg_pool's own pool_size also counts
@@ -117,18 +114,6 @@ class _Protected:
         guard = self._guard
         full = guard.in_use >= self.pool.max_size
         guard.exit(ticket, lent, exc, verdict(exc, full), isinstance(exc, PoolTimeout))
-
-    def snapshot(self) -> PoolSnapshot:
-        """The pool's numbers as buttress's pools report theirs (size, idle, in use, waiting;
-        uses refused by the cap as ``rejected``)."""
-        return self._guard.snapshot(figures(self.pool, self._guard.in_use))
-
-    def check(self) -> ComponentCheck:
-        """The health report's verdict on the pool: ``report.with_checks([db.check()])``."""
-        return self._guard.check(figures(self.pool, self._guard.in_use))
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} max_concurrent={self.max_concurrent}>"
 
 
 class ProtectedPool(_Protected, Generic[CT]):
