@@ -5,7 +5,7 @@ health routes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,28 +17,6 @@ web = pytest.importorskip("aiohttp.web")
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
 from buttress.integrations import aiohttp as bt_aiohttp  # noqa: E402
-
-CONFIG = {
-    "memory_manager": {"enabled": False},
-    "rate_limiting": {
-        "limiters": {
-            "api": {
-                "algorithm": "fixed_window",
-                "scopes": [{"name": "client", "limit": 2, "window": 60.0, "by": "key"}],
-            }
-        }
-    },
-    "circuit_breakers": {
-        "payments": {"failure_threshold": 2, "reset_timeout": 30.0, "degradation_threshold": None}
-    },
-    "services": {"payments": {"limiter": False}},
-}
-
-
-@pytest.fixture
-def infra(clock: bt.ManualClock) -> Iterator[bt.Infrastructure]:
-    with bt.Infrastructure("web", CONFIG, clock=clock, env={}, background=False) as i:
-        yield i
 
 
 def make_app(infra: bt.Infrastructure, **middleware: Any) -> web.Application:

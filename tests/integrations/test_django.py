@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import types
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from web_views import CONFIG
 
 import buttress as bt
 
@@ -36,28 +36,7 @@ from buttress.integrations import django as bt_django  # noqa: E402
 
 urlpatterns: list[Any] = []  # ROOT_URLCONF until a test overrides it
 
-CONFIG = {
-    "memory_manager": {"enabled": False},
-    "rate_limiting": {
-        "limiters": {
-            "api": {
-                "algorithm": "fixed_window",
-                "scopes": [{"name": "client", "limit": 2, "window": 60.0, "by": "key"}],
-            }
-        }
-    },
-    "circuit_breakers": {
-        "payments": {"failure_threshold": 2, "reset_timeout": 30.0, "degradation_threshold": None}
-    },
-    "services": {"payments": {"limiter": False}},
-}
 MIDDLEWARE = ["buttress.integrations.django.ButtressMiddleware"]
-
-
-@pytest.fixture
-def infra(clock: bt.ManualClock) -> Iterator[bt.Infrastructure]:
-    with bt.Infrastructure("web", CONFIG, clock=clock, env={}, background=False) as i:
-        yield i
 
 
 def ok(request: HttpRequest) -> HttpResponse:

@@ -5,38 +5,16 @@ handler, 4xx neutral and answered 5xx counted by the breaker, and the health blu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from web_views import CONFIG
 
 import buttress as bt
 
 flask = pytest.importorskip("flask")
 
 from buttress.integrations import flask as bt_flask  # noqa: E402
-
-CONFIG = {
-    "memory_manager": {"enabled": False},
-    "rate_limiting": {
-        "limiters": {
-            "api": {
-                "algorithm": "fixed_window",
-                "scopes": [{"name": "client", "limit": 2, "window": 60.0, "by": "key"}],
-            }
-        }
-    },
-    "circuit_breakers": {
-        "payments": {"failure_threshold": 2, "reset_timeout": 30.0, "degradation_threshold": None}
-    },
-    "services": {"payments": {"limiter": False}},
-}
-
-
-@pytest.fixture
-def infra(clock: bt.ManualClock) -> Iterator[bt.Infrastructure]:
-    with bt.Infrastructure("web", CONFIG, clock=clock, env={}, background=False) as i:
-        yield i
 
 
 def make_app(infra: bt.Infrastructure | None = None, **config: Any) -> Any:
