@@ -121,6 +121,9 @@ class KeyResolver:
 
     def keys(self, key: Key, *, partial: bool = False) -> list[str]:
         """One storage key per scope (``partial``: only the scopes ``key`` identifies)."""
+        prefix = self.single_scope_prefix  # one identified scope: a str id completes its key
+        if prefix is not None and key.__class__ is str and len(key) <= MAX_ID_LENGTH:
+            return [prefix + key]
         get: Callable[[str], Any]
         if key.__class__ is dict:
             get = key.get

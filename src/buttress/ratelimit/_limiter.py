@@ -217,12 +217,7 @@ class RateLimiter:
         """:meth:`try_acquire` for asyncio callers (the backend call is awaited)."""
         if self._in_memory:  # no I/O to await: the sync path, without a coroutine per call
             return self.try_acquire(key, cost)
-        prefix = self._single_scope_prefix  # one identified scope: a str id completes its key
-        keys = (
-            [prefix + key]
-            if prefix is not None and key.__class__ is str and len(key) <= MAX_ID_LENGTH
-            else self._keys(key)
-        )
+        keys = self._keys(key)
         if cost.__class__ is not int or cost != 1:
             positive("cost", cost)
         if self._queues:
