@@ -5,10 +5,11 @@ health routes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from web_views import infrastructure
 
 import buttress as bt
 
@@ -17,6 +18,12 @@ web = pytest.importorskip("aiohttp.web")
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
 from buttress.integrations import aiohttp as bt_aiohttp  # noqa: E402
+
+
+@pytest.fixture
+def infra(clock: bt.ManualClock) -> Iterator[bt.Infrastructure]:
+    with infrastructure(clock) as i:
+        yield i
 
 
 def make_app(infra: bt.Infrastructure, **middleware: Any) -> web.Application:

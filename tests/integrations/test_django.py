@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from web_views import CONFIG
+from web_views import CONFIG, infrastructure
 
 import buttress as bt
 
@@ -37,6 +38,12 @@ from buttress.integrations import django as bt_django  # noqa: E402
 urlpatterns: list[Any] = []  # ROOT_URLCONF until a test overrides it
 
 MIDDLEWARE = ["buttress.integrations.django.ButtressMiddleware"]
+
+
+@pytest.fixture
+def infra(clock: bt.ManualClock) -> Iterator[bt.Infrastructure]:
+    with infrastructure(clock) as i:
+        yield i
 
 
 def ok(request: HttpRequest) -> HttpResponse:

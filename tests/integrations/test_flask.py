@@ -5,16 +5,23 @@ handler, 4xx neutral and answered 5xx counted by the breaker, and the health blu
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from web_views import CONFIG
+from web_views import CONFIG, infrastructure
 
 import buttress as bt
 
 flask = pytest.importorskip("flask")
 
 from buttress.integrations import flask as bt_flask  # noqa: E402
+
+
+@pytest.fixture
+def infra(clock: bt.ManualClock) -> Iterator[bt.Infrastructure]:
+    with infrastructure(clock) as i:
+        yield i
 
 
 def make_app(infra: bt.Infrastructure | None = None, **config: Any) -> Any:

@@ -1,10 +1,14 @@
 """What the Django, Flask and aiohttp tests share: the configuration their views are guarded
 under (a limiter ``api`` of 2 per client a minute; a breaker ``payments`` that opens after
-2 failures). conftest.py makes the ``infra`` fixture from it."""
+2 failures), and the infrastructure made from it on a test's manual clock.
+
+(A ``conftest.py`` here would shadow the root one, which tests import by that name.)"""
 
 from __future__ import annotations
 
 from typing import Any
+
+import buttress as bt
 
 CONFIG: dict[str, Any] = {
     "memory_manager": {"enabled": False},
@@ -21,3 +25,8 @@ CONFIG: dict[str, Any] = {
     },
     "services": {"payments": {"limiter": False}},
 }
+
+
+def infrastructure(clock: bt.ManualClock) -> bt.Infrastructure:
+    """The infrastructure the views are guarded by (use it in a ``with``)."""
+    return bt.Infrastructure("web", CONFIG, clock=clock, env={}, background=False)
