@@ -17,6 +17,33 @@
 local request = ARGV[1]
 local given, at, slack, count, pos = struct.unpack("<BddH", request)
 local now = given == 1 and at or clock(false, 0)
+
+-- One decision of one scope, the common case of a lone caller: the same decision as the loop
+-- below makes, without its bookkeeping for keys shared between scopes and decisions (a fifth
+-- of the server's time for such a call).
+if count == 1 and #KEYS == 1 then
+  local cost, commit, n, at_scope = struct.unpack("<dBB", request, pos)
+  if n == 1 then
+    local _, code, p1, p2 = struct.unpack("<HBdd", request, at_scope)
+    local kind = KIND[code]
+    local raw = redis.call("GET", KEYS[1])
+    local state, covered = decode(raw, kind)
+    local flags, before = 0, "\0"
+    if state == false then
+      state, covered, flags = spent(kind, p1, p2, now), nil, 2
+      before = string.char(#state + 128) .. pack_state(state)
+    elseif state ~= nil then
+      before = string.char(#state) .. string.sub(raw, 1, #raw - 8)
+    end
+    local new = admit(kind, p1, p2, state, now, cost)
+    if commit == 1 and (new ~= nil or flags == 2) then
+      -- Admitted: its new state; refused over an unreadable value: the spent state stands in.
+      store(KEYS[1], new or state, now, slack, covered)
+    end
+    return struct.pack("<dB", now, (new ~= nil and 1 or 0) + flags) .. before
+  end
+end
+
 local raws = redis.call("MGET", unpack(KEYS))
 -- Per key, once it is known: its state now (nil: none), the TTL its stored value covers, its
 -- state's doubles packed as they stand now (for the replies), whether it must be written.
