@@ -1,0 +1,6 @@
+"""Bulkheads: a cap on calls in flight, static or adaptive.
+
+``_core.py`` decides who enters, who waits and who is handed a freed permit (pure);
+``_adaptive.py`` moves an adaptive limit from measured latency (pure algorithms, clock passed
+in); ``_bulkhead.py`` is the shell that waits, for threads and asyncio alike.
+"""
