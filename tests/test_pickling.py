@@ -89,6 +89,12 @@ EXAMPLES: dict[type[bt.ButtressError], Example] = {
         hierarchical_refusal,
         {"scope", "key", "limit", "retry_after", "decision"},
     ),
+    bt.BulkheadFullError: (
+        lambda: bt.BulkheadFullError(
+            "search", reason="timeout", limit=20, in_use=20, waiting=50, retry_after=0.25
+        ),
+        {"bulkhead", "reason", "limit", "in_use", "waiting", "retry_after"},
+    ),
     bt.PoolTimeoutError: (
         lambda: bt.PoolTimeoutError(
             "orders_db",

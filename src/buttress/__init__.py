@@ -30,10 +30,12 @@ from ._breaker import (
     Permit,
     Transition,
 )
+from ._bulkhead import Bulkhead, BulkheadPermit, BulkheadSnapshot
 from ._chaos import Chaos, ChaosSchedule, Experiment, FaultInjector, FaultSettings
 from ._clock import Clock, ManualClock, SystemClock
 from ._errors import (
     BackendError,
+    BulkheadFullError,
     ButtressError,
     CallTimeoutError,
     CircuitOpenError,
@@ -99,6 +101,10 @@ __all__ = [
     "BreakerConfig",
     "BreakerSnapshot",
     "BreakerState",
+    "Bulkhead",
+    "BulkheadFullError",
+    "BulkheadPermit",
+    "BulkheadSnapshot",
     "ButtressError",
     "CallTimeoutError",
     "Chaos",

@@ -9,7 +9,8 @@
     │   ├── CircuitOpenError        .breaker, .state
     │   ├── LoadShedError           .reason ("degraded" | "memory_pressure"), .level
     │   ├── RateLimitExceeded       .scope, .key, .limit, .retry_after, .decision
-    │   └── PoolTimeoutError        .pool, .waited, .connect_error
+    │   ├── PoolTimeoutError        .pool, .waited, .connect_error
+    │   └── BulkheadFullError       .bulkhead, .reason, .limit, .in_use, .waiting
     ├── PoolClosedError
     ├── BackendError                a backend (Redis, SQLite) failed under fail_closed
     └── InjectedFault               raised by chaos in place of a real failure
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendError",
+    "BulkheadFullError",
     "ButtressError",
     "CircuitOpenError",
     "ConfigError",
@@ -221,6 +223,35 @@ class PoolTimeoutError(RejectedError):
         )
 
 
+class BulkheadFullError(RejectedError):
+    """A bulkhead had no room: as many calls in flight as its limit, and no place (or no time
+    left) to wait. ``reason`` is ``"full"`` (refused at once: no waiting allowed, or the queue
+    was full) or ``"timeout"`` (waited ``wait_timeout`` in the queue). ``retry_after`` is an
+    estimate from the bulkhead's recent service times of when a place frees up."""
+
+    def __init__(
+        self,
+        bulkhead: str,
+        *,
+        reason: str,
+        limit: int,
+        in_use: int,
+        waiting: int,
+        retry_after: float | None = None,
+    ) -> None:
+        self.bulkhead = bulkhead
+        self.reason = reason
+        self.limit = limit
+        self.in_use = in_use
+        self.waiting = waiting
+        why = "full" if reason == "full" else "full after waiting"
+        wait = "" if retry_after is None else f"; retry after {retry_after:.3f}s"
+        super().__init__(
+            f"bulkhead {bulkhead!r} {why} ({in_use} of {limit} in use, {waiting} waiting){wait}",
+            retry_after=retry_after,
+        )
+
+
 class PoolClosedError(ButtressError):
     """The pool is closed; no connection will be handed out."""
 
@@ -280,6 +311,7 @@ for _cls in (
     LoadShedError,
     RateLimitExceeded,
     PoolTimeoutError,
+    BulkheadFullError,
     PoolClosedError,
     InfrastructureClosedError,
     BackendError,

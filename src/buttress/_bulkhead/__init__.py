@@ -4,3 +4,7 @@
 ``_adaptive.py`` moves an adaptive limit from measured latency (pure algorithms, clock passed
 in); ``_bulkhead.py`` is the shell that waits, for threads and asyncio alike.
 """
+
+from ._bulkhead import Bulkhead, BulkheadPermit, BulkheadSnapshot
+
+__all__ = ["Bulkhead", "BulkheadPermit", "BulkheadSnapshot"]
