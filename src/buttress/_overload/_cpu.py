@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from .._clock import Clock, SystemClock
-from .._concurrency import is_async_callable
 from .._errors import ConfigError
 from .._fork import fork_safe_lock
 from .._pressure import LevelChange, PressureLevel
 from .._redact import redacted_logger
 from ._cpu_policy import CpuConfig, CpuPolicy, CpuSignals, cpu_signals
 from ._cpu_probe import CpuProbe, CpuReading
+from ._listeners import check_listener, notify
 from ._report import plain
 
 __all__ = ["CpuListener", "CpuMonitor", "CpuSample", "CpuSnapshot"]
@@ -273,7 +273,7 @@ class CpuMonitor:
         Listeners run in the thread that samples, in the order they were added; one that raises
         is logged and the others still run. Returns a function that removes the listener.
         """
-        _check_listener(listener)
+        check_listener(listener)
         with self._lock:
             self._listeners.append(listener)
 
@@ -303,27 +303,12 @@ class CpuMonitor:
             return
         with self._lock:
             snapshot = self._snapshot(sample.at)
-        for listener in listeners:
-            try:
-                listener(change, snapshot)
-            except Exception as exc:
-                _log.error("cpu %s: level listener %r raised", self.name, listener, exc_info=exc)
+        notify(listeners, change, snapshot, _log, f"cpu {self.name}")
 
     def __repr__(self) -> str:
         return (
             f"CpuMonitor(name={self.name!r}, level={self._policy.level.value}, "
             f"check_interval={self.check_interval}, probe={self._probe!r})"
-        )
-
-
-def _check_listener(listener: object) -> None:
-    if not callable(listener):
-        raise ConfigError("listener", f"must be callable, got {listener!r}")
-    if is_async_callable(listener):
-        raise ConfigError(
-            "listener",
-            f"{listener!r} is a coroutine function, which nothing would await: listeners run "
-            "where the level changes; pass a plain function (it may schedule async work)",
         )
 
 
