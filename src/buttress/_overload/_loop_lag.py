@@ -115,18 +115,18 @@ class LoopLag:
         "_current",
         "_exit_critical",
         "_exit_warning",
-        "_levels",
         "_window_start",
         "config",
         "due",
         "last",
+        "levels",
         "ticks",
         "window",
     )
 
     def __init__(self, config: LagConfig | None = None, now: float = 0.0) -> None:
         self.config = c = config or LagConfig()
-        self._levels = Hysteresis(c.exit_samples, now)
+        self.levels = Hysteresis(c.exit_samples, now)  # the level the ticks have set
         self._exit_warning = c.warning * (1.0 - c.exit_margin)
         self._exit_critical = c.critical * (1.0 - c.exit_margin)
         self.due: float | None = None  # when the pending tick is due; None: no tick pending
@@ -139,16 +139,16 @@ class LoopLag:
     @property
     def level(self) -> PressureLevel:
         """The level the ticks so far set (a stall in progress counts in :meth:`level_at`)."""
-        return self._levels.level
+        return self.levels.level
 
     @property
     def since(self) -> float:
-        return self._levels.since
+        return self.levels.since
 
     @property
     def reason(self) -> str:
         """``lag`` (a late tick raised the level), ``recovered`` or ``initial``."""
-        return self._levels.reason
+        return self.levels.reason
 
     @property
     def current_max(self) -> float | None:
@@ -186,7 +186,7 @@ class LoopLag:
         c = self.config
         entered = rank_of(lag, c.warning, c.critical)
         held = rank_of(lag, self._exit_warning, self._exit_critical)
-        return self._levels.step(entered, held, "lag", now)
+        return self.levels.step(entered, held, "lag", now)
 
     def stalled(self, now: float) -> float:
         """How long the pending tick is overdue at ``now`` (0 when none is)."""
@@ -195,7 +195,7 @@ class LoopLag:
 
     def level_at(self, now: float) -> PressureLevel:
         """The level, counting a stall in progress at ``now`` as the lag its tick will have."""
-        level = self._levels.level
+        level = self.levels.level
         due = self.due
         if due is None or now - due < self.config.warning:
             return level  # the common case: one subtraction, one comparison

@@ -108,6 +108,7 @@ class LoopLagMonitor:
         self.name = name
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._now = self.clock.monotonic
+        self._warning = self.config.warning
         self._lag = LoopLag(self.config, self._now())
         self._lock = threading.Lock()  # the core's window and counters: ticks vs snapshots
         self._listeners: list[LoopLagListener] = []
@@ -185,11 +186,13 @@ class LoopLagMonitor:
 
         Between stalls this costs a clock read and a comparison.
         """
-        now = self._now()
-        level = self._lag.level_at(now)
-        if level is not self._lag.level and not self._loop_runs():
-            return self._lag.level  # overdue only because the loop is not running at all
-        return level
+        lag = self._lag
+        due = lag.due
+        if due is None or self._now() - due < self._warning:
+            return lag.levels.level  # the hot path: protect() asks on every call
+        if not self._loop_runs():
+            return lag.levels.level  # overdue only because the loop is not running at all
+        return lag.level_at(self._now())
 
     def stalled(self) -> float:
         """How long the pending tick is overdue now (0 while the loop keeps up, or stopped)."""
@@ -302,9 +305,9 @@ class LoopLagMonitors:
         )
         self.clock = clock
         self.name = name
-        self._monitors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLagMonitor] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Keyed by id(loop), dropped by a finalizer when the loop is freed (before its id can
+        # be reused): a WeakKeyDictionary in effect, without a weak reference made per look-up.
+        self._monitors: dict[int, LoopLagMonitor] = {}
         self._listeners: list[LoopLagListener] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -316,7 +319,7 @@ class LoopLagMonitors:
         loop = _running_loop()
         if loop is None:
             return PressureLevel.NORMAL
-        monitor = self._monitors.get(loop)
+        monitor = self._monitors.get(id(loop))
         if monitor is None:
             monitor = self.for_loop(loop)
             if monitor is None:
@@ -328,7 +331,7 @@ class LoopLagMonitors:
         none; ``None`` once closed."""
         target = loop if loop is not None else asyncio.get_running_loop()
         with self._lock:
-            monitor = self._monitors.get(target)
+            monitor = self._monitors.get(id(target))
             if monitor is not None or self._closed:
                 return monitor
             self._made += 1
@@ -343,9 +346,17 @@ class LoopLagMonitors:
                 name=f"{self.name}-{self._made}",
             )
             monitor.on_change(self._forward)
-            self._monitors[target] = monitor
+            self._monitors[id(target)] = monitor
+            forget = weakref.finalize(target, self._forget, id(target), monitor)
+            forget.atexit = False  # at exit there is nothing to tidy
         monitor.start(target)
         return monitor
+
+    def _forget(self, key: int, monitor: LoopLagMonitor) -> None:
+        """The loop ``key`` was freed: its monitor goes too."""
+        with self._lock:
+            if self._monitors.get(key) is monitor:
+                del self._monitors[key]
 
     def monitors(self) -> list[LoopLagMonitor]:
         """The monitors of the loops still alive, oldest first."""
