@@ -11,9 +11,9 @@ threshold), so a ratio wobbling around a threshold does not flap relief on and o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 from .._errors import ConfigError
+from .._pressure import Hysteresis, LevelChange, PressureLevel
 from .._validate import in_interval, int_at_least, is_finite
 
 __all__ = ["LevelChange", "MemoryLevel", "PolicyConfig", "PressurePolicy"]
@@ -21,29 +21,8 @@ __all__ = ["LevelChange", "MemoryLevel", "PolicyConfig", "PressurePolicy"]
 # A PSI level is left once its stall share is below this fraction of the threshold.
 PSI_EXIT_FRACTION = 0.5
 
-
-class MemoryLevel(StrEnum):
-    """How short memory is: ``normal``, ``warning`` (relieve) or ``critical`` (also shed)."""
-
-    NORMAL = "normal"
-    WARNING = "warning"
-    CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
-
-    @classmethod
-    def parse(cls, value: MemoryLevel | str, path: str = "level") -> MemoryLevel:
-        try:
-            return cls(value)
-        except ValueError:
-            names = ", ".join(level.value for level in cls)
-            raise ConfigError(path, f"must be one of {names}; got {value!r}") from None
-
-
-_RANK = {MemoryLevel.NORMAL: 0, MemoryLevel.WARNING: 1, MemoryLevel.CRITICAL: 2}
-_BY_RANK = {v: k for k, v in _RANK.items()}
+# Memory, CPU and loop lag share one set of levels (``_pressure.py``); memory named it first.
+MemoryLevel = PressureLevel
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,41 +60,36 @@ class PolicyConfig:
         in_interval("gc_interval", self.gc_interval, "[0, inf]")  # 0: at every check under pressure
 
 
-@dataclass(frozen=True, slots=True)
-class LevelChange:
-    """The level moved. ``crossed`` lists the levels whose relief callbacks are due.
-
-    Rising runs the callbacks of every level passed on the way up (normal → critical runs
-    warning's, then critical's); falling runs only ``normal``'s, on reaching normal.
-    ``reason`` is ``ratio`` or ``psi`` (what raised it), or ``recovered``.
-    """
-
-    previous: MemoryLevel
-    level: MemoryLevel
-    reason: str
-    crossed: tuple[MemoryLevel, ...]
-
-
 class PressurePolicy:
     """Turns successive (ratio, PSI) samples into a level, with hysteresis.
 
     >>> policy = PressurePolicy(PolicyConfig(exit_samples=2))
-    >>> policy.observe(0.9, None, None, now=0.0).level
-    <MemoryLevel.CRITICAL: 'critical'>
+    >>> policy.observe(0.9, None, None, now=0.0).level.value
+    'critical'
     >>> policy.observe(0.5, None, None, now=1.0) is None    # once below: not yet
     True
-    >>> policy.observe(0.5, None, None, now=2.0).level      # twice: leave
-    <MemoryLevel.NORMAL: 'normal'>
+    >>> policy.observe(0.5, None, None, now=2.0).level.value      # twice: leave
+    'normal'
     """
 
     def __init__(self, config: PolicyConfig | None = None, now: float = 0.0) -> None:
         self.config = config or PolicyConfig()
-        self.level = MemoryLevel.NORMAL
-        self.since = now
-        self.reason = "initial"
+        self._levels = Hysteresis(self.config.exit_samples, now)
         self.last_gc: float | None = None
-        self._below = 0  # samples in a row below the current level's exit line
-        self._below_hold = 0  # the highest rank those samples would still hold
+
+    @property
+    def level(self) -> MemoryLevel:
+        return self._levels.level
+
+    @property
+    def since(self) -> float:
+        """The monotonic time the level was entered."""
+        return self._levels.since
+
+    @property
+    def reason(self) -> str:
+        """What raised the level (``ratio``, ``psi``), or ``recovered`` / ``initial``."""
+        return self._levels.reason
 
     def observe(
         self,
@@ -126,25 +100,13 @@ class PressurePolicy:
     ) -> LevelChange | None:
         """Feed one sample; returns the change of level, if any."""
         entered, reason = self._entered(ratio, psi_some, psi_full)
-        current = self.level.rank
-        if entered > current:
-            return self._move(entered, reason, now)
-        hold = self._held(ratio, psi_some, psi_full)
-        if hold >= current:
-            self._below = 0
-            return None
-        self._below += 1
-        self._below_hold = hold if self._below == 1 else max(self._below_hold, hold)
-        if self._below < self.config.exit_samples:
-            return None
-        return self._move(self._below_hold, "recovered", now)
+        held = max(entered, self._held(ratio, psi_some, psi_full))
+        return self._levels.step(entered, held, reason, now)
 
     @property
     def samples_to_leave(self) -> int:
         """How many more samples below the exit line it takes to leave the level (0: normal)."""
-        if self.level is MemoryLevel.NORMAL:
-            return 0
-        return self.config.exit_samples - self._below
+        return self._levels.samples_to_leave
 
     def gc_due(self, now: float) -> bool:
         """Whether relief should run ``gc.collect()`` now (under pressure, rate-limited)."""
@@ -154,18 +116,6 @@ class PressurePolicy:
 
     def gc_ran(self, now: float) -> None:
         self.last_gc = now
-
-    def _move(self, rank: int, reason: str, now: float) -> LevelChange:
-        previous = self.level
-        self.level = _BY_RANK[rank]
-        self.since = now
-        self.reason = reason
-        self._below = 0
-        if rank > previous.rank:
-            crossed = tuple(_BY_RANK[r] for r in range(previous.rank + 1, rank + 1))
-        else:
-            crossed = (MemoryLevel.NORMAL,) if rank == 0 else ()
-        return LevelChange(previous, self.level, reason, crossed)
 
     def _entered(
         self, ratio: float, psi_some: float | None, psi_full: float | None

@@ -12,27 +12,28 @@ Linux we read the cgroup files; psutil is only the fallback where ``/proc`` does
 
 from __future__ import annotations
 
-import errno
 import importlib
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from .._cgroup import CgroupLocation, Psi, locate_cgroup, parse_psi, read_psi, read_text
 from .._errors import ConfigError
 from .._validate import int_at_least, is_finite
 
 __all__ = [
     "SOURCES",
+    "CgroupLocation",
     "CgroupMemory",
     "HostMemory",
     "MemoryReading",
     "Psi",
     "SystemProbe",
     "locate_cgroup",
+    "parse_psi",
     "read_cgroup",
     "read_meminfo",
     "read_process_rss",
@@ -47,25 +48,6 @@ SOURCES: tuple[str, ...] = ("auto", "cgroup", "cgroup_v2", "cgroup_v1", "host", 
 _UNLIMITED = 1 << 60
 
 _NO_EVENTS: Mapping[str, int] = MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True)
-class Psi:
-    """Pressure stall information: the share of time (percent) tasks waited for memory.
-
-    ``some``: at least one task stalled; ``full``: every non-idle task stalled at once (the
-    severe signal). Averages over 10, 60 and 300 s; totals in microseconds. ``full_*`` is
-    ``None`` on kernels that report only ``some``.
-    """
-
-    some_avg10: float
-    some_avg60: float
-    some_avg300: float
-    some_total: int
-    full_avg10: float | None = None
-    full_avg60: float | None = None
-    full_avg300: float | None = None
-    full_total: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,25 +143,12 @@ class MemoryReading:
         return self.used / self.limit
 
 
-# -- small file readers ----------------------------------------------------------------------
-
-
-def _read_text(path: Path) -> str | None:
-    """The file's text, or ``None`` when it is absent or the kernel refuses the read."""
-    try:
-        return path.read_text()
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return None
-    except OSError as exc:
-        # PSI files exist but fail with EOPNOTSUPP when the kernel booted with psi=0.
-        if exc.errno in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENODEV):
-            return None
-        raise
+# -- small file readers (PSI and the cgroup's place are in ``_cgroup.py``) -------------------
 
 
 def _read_int(path: Path) -> int | None:
     """An integer file; ``max`` (cgroup v2's "no limit") and absent files are ``None``."""
-    text = _read_text(path)
+    text = read_text(path)
     if text is None:
         return None
     text = text.strip()
@@ -192,57 +161,11 @@ def _read_int(path: Path) -> int | None:
 def _read_keyed(path: Path) -> dict[str, int]:
     """A flat ``key value`` file such as ``memory.stat`` or ``memory.events``."""
     out: dict[str, int] = {}
-    for line in (_read_text(path) or "").splitlines():
+    for line in (read_text(path) or "").splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].lstrip("-").isdigit():
             out[parts[0]] = int(parts[1])
     return out
-
-
-def _under(root: Path, absolute: str) -> Path:
-    return root / absolute.lstrip("/")
-
-
-# -- PSI -------------------------------------------------------------------------------------
-
-
-def parse_psi(text: str) -> Psi | None:
-    """Parse ``some avg10=… avg60=… avg300=… total=…`` (and the ``full`` line)."""
-    lines: dict[str, dict[str, str]] = {}
-    for line in text.splitlines():
-        kind, _, rest = line.partition(" ")
-        lines[kind] = dict(item.split("=", 1) for item in rest.split() if "=" in item)
-    some = lines.get("some")
-    if not some:
-        return None
-    full = lines.get("full")
-    try:
-        return Psi(
-            some_avg10=float(some["avg10"]),
-            some_avg60=float(some["avg60"]),
-            some_avg300=float(some["avg300"]),
-            some_total=int(some["total"]),
-            full_avg10=float(full["avg10"]) if full else None,
-            full_avg60=float(full["avg60"]) if full else None,
-            full_avg300=float(full["avg300"]) if full else None,
-            full_total=int(full["total"]) if full else None,
-        )
-    except (KeyError, ValueError):
-        return None
-
-
-def read_psi(root: str | os.PathLike[str] = "/", cgroup_dir: Path | None = None) -> Psi | None:
-    """Memory PSI of the cgroup (``memory.pressure``) or else the system (``/proc/pressure``).
-
-    ``None`` when the kernel has no PSI (before 4.20, or booted without ``psi=1``): absent is
-    not the same as zero pressure, so it is never reported as 0.
-    """
-    if cgroup_dir is not None:
-        text = _read_text(cgroup_dir / "memory.pressure")
-        if text is not None:
-            return parse_psi(text)
-    text = _read_text(Path(root) / "proc/pressure/memory")
-    return parse_psi(text) if text is not None else None
 
 
 # -- host and process ------------------------------------------------------------------------
@@ -250,7 +173,7 @@ def read_psi(root: str | os.PathLike[str] = "/", cgroup_dir: Path | None = None)
 
 def read_meminfo(root: str | os.PathLike[str] = "/") -> HostMemory | None:
     """MemTotal and MemAvailable from ``/proc/meminfo`` (``None`` off Linux)."""
-    text = _read_text(Path(root) / "proc/meminfo")
+    text = read_text(Path(root) / "proc/meminfo")
     if text is None:
         return None
     kib: dict[str, int] = {}
@@ -272,7 +195,7 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 def read_process_rss(root: str | os.PathLike[str] = "/") -> int | None:
     """This process's resident set size in bytes, from ``/proc/self/statm`` (cheap: one read)."""
-    text = _read_text(Path(root) / "proc/self/statm")
+    text = read_text(Path(root) / "proc/self/statm")
     if text is None:
         return None
     fields = text.split()
@@ -280,96 +203,6 @@ def read_process_rss(root: str | os.PathLike[str] = "/") -> int | None:
 
 
 # -- cgroups ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CgroupLocation:
-    """Where this process's memory cgroup is: its directory and the hierarchy's mount point."""
-
-    version: int
-    path: Path
-    mount: Path
-
-    def chain(self) -> list[Path]:
-        """The cgroup's directory and each parent up to the mount point, leaf first."""
-        out = [self.path]
-        node = self.path
-        while node != self.mount and self.mount in node.parents:
-            node = node.parent
-            out.append(node)
-        return out
-
-
-def _mounts(root: Path) -> dict[int, tuple[str, Path]]:
-    """The cgroup v2 mount (key 2) and the v1 memory mount (key 1): (mount root, mount point)."""
-    found: dict[int, tuple[str, Path]] = {}
-    text = _read_text(root / "proc/self/mountinfo")
-    if text is None:
-        # No mountinfo (a bare fixture or an odd sandbox): assume the conventional layout.
-        base = root / "sys/fs/cgroup"
-        if (base / "cgroup.controllers").exists():
-            found[2] = ("/", base)
-        if (base / "memory").is_dir():
-            found[1] = ("/", base / "memory")
-        if (base / "unified/cgroup.controllers").exists():
-            found.setdefault(2, ("/", base / "unified"))
-        return found
-    for line in text.splitlines():
-        # id parent major:minor root mount-point options [optional...] - fstype source super
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3:
-            continue
-        mount_root, mount_point = _unescape(fields[3]), _unescape(fields[4])
-        if tail[0] == "cgroup2" and 2 not in found:
-            found[2] = (mount_root, _under(root, mount_point))
-        elif tail[0] == "cgroup" and "memory" in tail[2].split(",") and 1 not in found:
-            found[1] = (mount_root, _under(root, mount_point))
-    return found
-
-
-def _unescape(text: str) -> str:
-    # mountinfo writes space, tab, newline and backslash in paths as octal escapes (\040).
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), text)
-
-
-_OCTAL = re.compile(r"\\([0-7]{3})")
-
-
-def locate_cgroup(root: str | os.PathLike[str] = "/", version: int = 2) -> CgroupLocation | None:
-    """Find this process's cgroup directory in the v2 hierarchy or the v1 memory hierarchy.
-
-    The path in ``/proc/self/cgroup`` is relative to the hierarchy's root, and the mount may
-    show only part of the hierarchy (mountinfo's ``root`` field); the directory is the mount
-    point plus the path below the mounted part. When that directory does not exist (a cgroup
-    namespace, or a container runtime that mounts only its own cgroup) the mount point itself
-    is the process's cgroup. ``None`` when the hierarchy is not mounted.
-    """
-    base = Path(root)
-    mount = _mounts(base).get(version)
-    if mount is None:
-        return None
-    mount_root, mount_point = mount
-    cgroup_path = None
-    for line in (_read_text(base / "proc/self/cgroup") or "").splitlines():
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        v2_line = hierarchy == "0" and controllers == ""
-        if (version == 2 and v2_line) or (version == 1 and "memory" in controllers.split(",")):
-            cgroup_path = path
-    directory = mount_point
-    if cgroup_path is not None:
-        rel = cgroup_path
-        if mount_root != "/" and (rel == mount_root or rel.startswith(mount_root + "/")):
-            rel = rel[len(mount_root) :]
-        candidate = _under(mount_point, rel)
-        if ".." not in Path(rel).parts and candidate.is_dir():
-            directory = candidate
-    if not directory.is_dir():
-        return None
-    return CgroupLocation(version=version, path=directory, mount=mount_point)
 
 
 def read_cgroup(location: CgroupLocation, host_total: int | None = None) -> CgroupMemory | None:
@@ -389,7 +222,7 @@ def read_cgroup(location: CgroupLocation, host_total: int | None = None) -> Cgro
     usage_file = "memory.current" if v2 else "memory.usage_in_bytes"
     chain = location.chain()
     leaf = chain[0]
-    if _read_text(leaf / usage_file) is None:
+    if read_text(leaf / usage_file) is None:
         # cgroup v2's root has no memory.current, and a hybrid host's unified hierarchy may
         # not run the memory controller at all: no accounting to read here.
         return None
