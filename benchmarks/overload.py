@@ -36,19 +36,20 @@ import argparse
 import heapq
 import math
 import random
-import statistics
 import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from buttress._bulkhead._adaptive import AdaptiveConcurrency
+from buttress._bulkhead._adaptive import AdaptiveConcurrency, AlgorithmName
 
 MEDIAN = 0.020  # service time, seconds
 SIGMA = 0.5  # of its log: p99 = 3.2 x the median, a realistic tail
 LOAD = 3.0  # offered load, in multiples of the service's throughput
 TIMEOUT = 0.5  # the client's timeout, seconds (8 x the unloaded p99)
 WARMUP = 0.2  # the share of the run left out of the figures
+# AIMD reads no baseline: told a latency budget (not C), it cuts on windows slower than it.
+SLOW_CALL = 0.05
 BAR_GOODPUT = 0.9
 BAR_P99 = 2.0
 
@@ -182,7 +183,7 @@ class Result:
     timeouts: float
     limit_mean: float | None = None
     limit_final: int | None = None
-    limits: list[tuple[float, int]] = field(default_factory=list)
+    limits: list[tuple[float, float]] = field(default_factory=list)
 
 
 def unloaded_p99(seed: int) -> float:
@@ -211,7 +212,7 @@ def simulate(
     rate = load * capacity / mean_service
     events: list[tuple[float, int, int, Call | None]] = []  # (when, seq, kind, call)
     seq = 0
-    ARRIVE, FINISH, TIME_OUT = 0, 1, 2  # noqa: N806
+    ARRIVE, FINISH, TIME_OUT = 0, 1, 2
 
     def push(when: float, kind: int, call: Call | None) -> None:
         nonlocal seq
@@ -226,7 +227,7 @@ def simulate(
     latencies: list[float] = []
     limit_area = 0.0
     last_t, last_limit = warm, gate.limit
-    limits: list[tuple[float, int]] = []
+    limits: list[tuple[float, float]] = []
     push(rng.expovariate(rate), ARRIVE, None)
     ids = 0
     while events:
@@ -289,12 +290,13 @@ def simulate(
 
 
 def scenarios(capacity: int, seed: int) -> list[tuple[str, Callable[[], Gate]]]:
-    def adaptive(algorithm: str, **tuning: float) -> Callable[[], Gate]:
-        return lambda: Gate(
-            adaptive=AdaptiveConcurrency(
-                "sim", algorithm=algorithm, rng=random.Random(seed), **tuning  # type: ignore[arg-type]
-            )
-        )
+    def adaptive(algorithm: AlgorithmName) -> Callable[[], Gate]:
+        rng = random.Random(seed)
+        return lambda: Gate(adaptive=AdaptiveConcurrency("sim", algorithm=algorithm, rng=rng))
+
+    def aimd_slow() -> Gate:
+        limit = AdaptiveConcurrency("sim", algorithm="aimd", slow_call=SLOW_CALL)
+        return Gate(adaptive=limit)
 
     return [
         ("no limit", lambda: Gate()),
@@ -303,6 +305,7 @@ def scenarios(capacity: int, seed: int) -> list[tuple[str, Callable[[], Gate]]]:
         ("gradient2", adaptive("gradient2")),
         ("vegas", adaptive("vegas")),
         ("aimd", adaptive("aimd")),
+        (f"aimd slow {SLOW_CALL * 1e3:.0f}ms", aimd_slow),
     ]
 
 
@@ -326,7 +329,7 @@ def report(capacity: int, results: list[Result], unloaded: float, service: str) 
         f"timeout {TIMEOUT * 1e3:.0f} ms"
     )
     print(
-        f"{'scenario':<18} {'goodput/s':>10} {'vs C':>6} {'p99 ms':>8} {'p99/unl':>8} "
+        f"{'scenario':<19} {'goodput/s':>10} {'vs C':>6} {'p99 ms':>8} {'p99/unl':>8} "
         f"{'rejected':>9} {'timeouts':>9} {'limit mean':>11} {'final':>6}"
     )
     best_ok = False
@@ -335,7 +338,7 @@ def report(capacity: int, results: list[Result], unloaded: float, service: str) 
         mean = f"{r.limit_mean:.1f}" if r.limit_mean is not None else "-"
         final = str(r.limit_final) if r.limit_final is not None else "-"
         print(
-            f"{r.name:<18} {r.goodput:>10.0f} {ratio:>6.0%} {r.p99 * 1e3:>8.1f} "
+            f"{r.name:<19} {r.goodput:>10.0f} {ratio:>6.0%} {r.p99 * 1e3:>8.1f} "
             f"{r.p99 / unloaded:>8.2f} {r.rejected:>9.1%} {r.timeouts:>9.1%} {mean:>11} {final:>6}"
         )
         if r.limit_mean is not None and ratio >= BAR_GOODPUT and r.p99 <= BAR_P99 * unloaded:
@@ -347,7 +350,7 @@ def run_length(capacity: int, *, quick: bool) -> float:
     """Simulated seconds: 30 (10 with --quick) at C = 40; a small service runs longer (its
     windows fill more slowly), a large one shorter (it sees as many calls in less time)."""
     base = 10.0 if quick else 30.0
-    return base * min(2.0, max(0.3, (40 / capacity) ** 0.5))
+    return base * min(2.0, max(0.3, math.sqrt(40 / capacity)))
 
 
 def main(argv: list[str] | None = None) -> int:

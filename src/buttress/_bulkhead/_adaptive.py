@@ -60,7 +60,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol, get_args
 
 from .._errors import ConfigError
-from .._validate import in_interval, int_between, is_number
+from .._validate import in_interval, int_between
 
 __all__ = [
     "AIMD",
@@ -141,11 +141,14 @@ class Gradient2:
     probes = True
 
     def __init__(
-        self, *, tolerance: float = 1.5, smoothing: float = 0.2, queue: float = 4.0
+        self, *, tolerance: float = 1.5, smoothing: float = 0.2, queue: float | None = None
     ) -> None:
-        # tolerance 1.5: Netflix's default; latency may rise by half before the limit falls,
-        # which keeps the service busy through the noise of real latencies. smoothing 0.2 and
-        # queue 4 are Gradient2's defaults too (#189).
+        # tolerance 1.5 and smoothing 0.2 are Gradient2's defaults: latency may rise by half
+        # before the limit falls, which keeps the service busy through the noise of real
+        # latencies. The queue (the growth while latency is within tolerance) is
+        # max(4, sqrt(limit)), Gradient v1's rule, rather than Gradient2's fixed 4 (#189): it
+        # moves once per window, not once per sample, and a fixed 4 takes thousands of
+        # samples to climb to a few hundred.
         self.tolerance = tolerance
         self.smoothing = smoothing
         self.queue = queue
@@ -157,7 +160,8 @@ class Gradient2:
             return limit
         self.rtt = window.rtt
         gradient = self.gradient = max(0.5, min(1.0, self.tolerance * rtt_noload / window.rtt))
-        target = limit * gradient + (self.queue if gradient >= 1.0 else 0.0)
+        queue = self.queue if self.queue is not None else max(4.0, math.sqrt(limit))
+        target = limit * gradient + (queue if gradient >= 1.0 else 0.0)
         return limit + self.smoothing * (target - limit)
 
     def inputs(self) -> dict[str, float | None]:
@@ -212,17 +216,47 @@ class AdaptiveSnapshot:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-_TUNING: dict[str, dict[str, str]] = {  # each algorithm's settings and their intervals
-    "vegas": {"alpha": "(0, inf)", "beta": "(0, inf)"},
-    "gradient2": {"tolerance": "[1, inf)", "smoothing": "(0, 1]", "queue": "[0, inf)"},
-    "aimd": {"increase": "(0, inf)", "backoff": "(0, 1)", "slow_call": "(0, inf)"},
+# Every setting, by algorithm: (its interval, its default). None: not set (aimd's slow_call:
+# latency never cuts; gradient2's queue: max(4, sqrt(limit))). Why each default is what it is
+# is said where it is used.
+_SHARED: dict[str, tuple[str, float | None]] = {
+    "window": ("[1, 100000]", 10),
+    "backoff": ("(0, 1)", 0.9),
+    "probe_interval": ("[2, inf)", 500),
+    "probe_ratio": ("(0, 1)", 0.5),
 }
-_SHARED: dict[str, str] = {  # the window and probe settings every algorithm takes
-    "window": "[1, 100000]",
-    "backoff": "(0, 1)",
-    "probe_interval": "[2, inf)",
-    "probe_ratio": "(0, 1)",
+_TUNING: dict[str, dict[str, tuple[str, float | None]]] = {
+    "vegas": {"alpha": ("(0, inf)", 3.0), "beta": ("(0, inf)", 6.0)},
+    "gradient2": {
+        "tolerance": ("[1, inf)", 1.5),
+        "smoothing": ("(0, 1]", 0.2),
+        "queue": ("[0, inf)", None),
+    },
+    "aimd": {"increase": ("(0, inf)", 1.0), "slow_call": ("(0, inf)", None)},
 }
+
+
+def _settings(algorithm: str, tuning: dict[str, float | None]) -> dict[str, float | None]:
+    """The algorithm's settings and the shared ones: the defaults, overridden by ``tuning``,
+    each checked against its interval."""
+    known = {**_SHARED, **_TUNING[algorithm]}
+    settings = {key: default for key, (_, default) in known.items()}
+    for key, value in tuning.items():
+        if key not in known:
+            raise ConfigError(key, f"is not a setting of {algorithm!r}; it takes {sorted(known)}")
+        if value is not None or known[key][1] is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(key, f"must be a number, got {value!r}")
+            in_interval(key, value, known[key][0])
+        settings[key] = value
+    return settings
+
+
+def _number(settings: dict[str, float | None], key: str) -> float:
+    value = settings[key]
+    if value is None:  # only the settings whose default is None may be None
+        raise ConfigError(key, "must be a number")
+    return float(value)
 
 
 class AdaptiveConcurrency:
@@ -264,40 +298,40 @@ class AdaptiveConcurrency:
         int_between("min_limit", min_limit, 1, 1_000_000)
         int_between("max_limit", max_limit, min_limit, 1_000_000)
         int_between("initial", initial, min_limit, max_limit)
-        known = {**_SHARED, **_TUNING[algorithm]}
-        for key, value in tuning.items():
-            if key not in known:
-                raise ConfigError(
-                    key, f"is not a setting of {algorithm!r}; it takes {sorted(known)}"
-                )
-            if value is None and key == "slow_call":
-                continue
-            if not is_number(value):
-                raise ConfigError(key, f"must be a number, got {value!r}")
-            in_interval(key, value, known[key])  # type: ignore[arg-type]
-        shared = {k: tuning.pop(k) for k in list(tuning) if k in _SHARED}
+        settings = _settings(algorithm, tuning)
         self.name = name
         self.algorithm: AlgorithmName = algorithm
         self.min_limit = min_limit
         self.max_limit = max_limit
         # Ten samples: a window's mean of ten lognormal latencies is within about a sixth of
         # the true mean, and a limit in full use fills it in a fraction of one round trip.
-        self._window = int(shared.get("window") or 10)
-        self._backoff = float(shared.get("backoff") or 0.9)  # a drop's cut, as in AIMD/TCP
+        self._window = int(_number(settings, "window"))
+        self._backoff = _number(settings, "backoff")  # a drop's cut: 0.9, AIMD's and TCP's
         # One forced probe per 500 windows (about 250 round trips of a limit in full use):
         # a probe holds half the limit for about six round trips, so this costs about one
         # per cent of throughput, and a drifting no-load latency is followed within seconds.
-        self._probe_interval = float(shared.get("probe_interval") or 500)
-        self._probe_ratio = float(shared.get("probe_ratio") or 0.5)
+        self._probe_interval = _number(settings, "probe_interval")
+        self._probe_ratio = _number(settings, "probe_ratio")
         self._rng = rng if rng is not None else random.Random()
+        self._algo: Algorithm
         if algorithm == "vegas":
-            if tuning.get("beta", 6.0) < tuning.get("alpha", 3.0):  # type: ignore[operator]
-                raise ConfigError("beta", "must be >= alpha")
-            self._algo: Algorithm = Vegas(**tuning)  # type: ignore[arg-type]
+            alpha, beta = _number(settings, "alpha"), _number(settings, "beta")
+            if beta < alpha:
+                raise ConfigError("beta", f"must be >= alpha ({alpha!r}), got {beta!r}")
+            self._algo = Vegas(alpha=alpha, beta=beta)
         elif algorithm == "gradient2":
-            self._algo = Gradient2(**tuning)  # type: ignore[arg-type]
+            queue = settings["queue"]
+            self._algo = Gradient2(
+                tolerance=_number(settings, "tolerance"),
+                smoothing=_number(settings, "smoothing"),
+                queue=None if queue is None else float(queue),
+            )
         else:
-            self._algo = AIMD(backoff=self._backoff, **tuning)  # type: ignore[arg-type]
+            self._algo = AIMD(
+                increase=_number(settings, "increase"),
+                backoff=self._backoff,
+                slow_call=None if settings["slow_call"] is None else float(settings["slow_call"]),
+            )
         self._value = float(initial)  # the limit, unrounded (a probe holds it lower: Rule 4)
         self._epoch = -math.inf  # when the limit last fell (Rule 2)
         # The open window (Rule 1).
@@ -374,13 +408,14 @@ class AdaptiveConcurrency:
         self._windows += 1
         if window.rtt is not None:
             self._rtt = window.rtt
-        if not self._probing and 2 * window.inflight >= self._value:  # Rule 3
-            moved = self._algo.update(self._value, window, self._rtt_noload)
-            if moved < self._value:
-                self._cut(now, moved)
-            else:
-                self._value = min(float(self.max_limit), moved)
-        if self._algo.probes and not self._probing and self._windows >= self._next_probe:
+        if self._probing or 2 * window.inflight < self._value:
+            return  # Rule 3: an idle window decides nothing, and needs no baseline
+        moved = self._algo.update(self._value, window, self._rtt_noload)
+        if moved < self._value:
+            self._cut(now, moved)
+        elif not window.drops:  # Rule 2: a window that dropped calls never grows the limit
+            self._value = min(float(self.max_limit), moved)
+        if self._algo.probes and self._windows >= self._next_probe and not window.drops:
             # No quiet calls lately: make some. Calls admitted from now on meet at most the
             # probe level of ours; those that end within three round trips are left out, as
             # the first to end are the quickest.
@@ -415,4 +450,6 @@ class AdaptiveConcurrency:
         )
 
     def __repr__(self) -> str:
-        return f"AdaptiveConcurrency({self.name!r}, algorithm={self.algorithm!r}, limit={self.limit})"
+        return (
+            f"AdaptiveConcurrency({self.name!r}, algorithm={self.algorithm!r}, limit={self.limit})"
+        )
