@@ -9,47 +9,53 @@ downstream). Nothing here reads a clock, sleeps, locks or does I/O; ``now`` is a
 the only randomness (a probe's jitter) comes from an injected ``random.Random``.
 
 Rule 1: windows, not single samples. Samples gather in a window that closes once it holds
-``max(window, limit / 2)`` calls, about one round trip of a limit in full use; the algorithm
-then moves the limit once, from the window's mean RTT of the calls that were not dropped and
-the most calls in flight at any of their starts. One slow call among many moves nothing. A
-sample from a call that started before the window opened is left out: it was admitted under
-an earlier limit and would blur what this one does.
+``max(window, limit / 2)`` calls, about half a round trip of a limit in full use; the
+algorithm then moves the limit once, from the window's mean RTT of the calls that were not
+dropped and the most calls in flight at any of their starts. One slow call among many moves
+nothing.
 
 Rule 2: drops are congestion, counted once per episode. A dropped call multiplies the limit
 by ``backoff`` at once, without waiting for the window, unless it started before the last
 decrease: the calls already in flight then were admitted under the old limit, and a burst of
 timeouts from one overload cuts the limit once, not once per call (TCP's one cut per window).
+A window that holds a drop never grows the limit.
 
 Rule 3: growth needs use. A window in which fewer than half the limit was ever in flight
 (``2 * inflight < limit``) says nothing about a larger limit, so the limit holds: no growth
 at low traffic, and no decrease from a few slow calls on an idle service (drops still count).
 
-Rule 4: a floor apart from the probe. The limit stays in ``[min_limit, max_limit]``. The
-algorithms that compare latency with a no-load baseline (``vegas``, ``gradient2``) refresh it
-every ``probe_interval`` windows (jittered by up to half, so processes do not probe in step):
-for one window the limit drops to ``ceil(limit * probe_ratio)`` (never below ``min_limit``),
-the queue downstream drains, and that window's mean RTT becomes the baseline; then the limit
-returns. Without the drain a baseline taken under load would carry the queue with it, and the
-limit would ratchet up probe after probe (Netflix concurrency-limits #165).
+Rule 4: a no-load baseline, measured, with a floor apart from the probe level. ``vegas`` and
+``gradient2`` compare latency with the RTT of *quiet* calls: calls that started with at most
+``ceil(limit * probe_ratio)`` in flight, so met no queue of ours. The baseline is the mean of
+the last ``max(3 window, 2 level)`` of them (a mean, not a minimum: the least of many noisy
+windows is far below the typical no-load latency). A lightly used service makes quiet calls
+all the time; a saturated one makes none, so when ``probe_interval`` windows (jittered by up
+to half, so that processes do not probe in step) pass without a fresh baseline, a probe holds
+the limit at the probe level until enough quiet calls have ended, leaving out those that end
+within three round trips (the first to end are the quickest). The floor ``min_limit`` is
+separate: the probe level is never below it, and the limit never falls below it. A baseline
+taken under load would carry the queue with it and ratchet the limit up probe after probe
+(Netflix concurrency-limits #165); one never refreshed cannot follow a slower release
+(camunda#3306).
 
 The algorithms (each window, after Rule 3):
 
 * ``vegas`` (TCP Vegas): estimate the calls queued downstream as
-  ``queue = limit * (1 - rtt_noload / rtt)`` with ``rtt_noload`` the least window RTT since
-  the last probe. With ``l = max(1, floor(log10(limit)))``: ``queue <= l`` grows by ``6 l``
-  (nothing queued: ramp up), ``queue < 3 l`` by ``l``; ``queue > 6 l`` shrinks by
-  ``max(l, (queue - 6 l) / 2)`` (half the excess, so a limit far too high comes down in a few
-  windows), otherwise it holds. The limit settles a few calls above what the service runs at
-  once.
+  ``queue = limit * (1 - rtt_noload / rtt)``. With ``l = max(1, floor(log10(limit)))``:
+  ``queue <= l`` grows by ``6 l`` (nothing queued: ramp up), ``queue < 3 l`` by ``l``;
+  ``queue > 6 l`` shrinks by ``max(l, (queue - 6 l) / 2)`` (half the excess, so a limit far
+  too high comes down in a few windows), otherwise it holds. The limit settles a few calls
+  above what the service runs at once.
 * ``gradient2`` (Netflix Gradient2, with the fixes of its known pitfalls): ``gradient =
   clamp(tolerance * rtt_noload / rtt, 0.5, 1)``; the limit moves to ``limit * gradient``, plus
-  ``queue`` only when the gradient is 1, smoothed: ``limit += smoothing * (target - limit)``.
-  The baseline is the probed no-load RTT, not an average of recent RTTs: an average learns the
+  ``queue`` (``max(4, sqrt(limit))`` unless set) only when the gradient is 1 (#134's fix),
+  smoothed: ``limit += smoothing * (target - limit)``. The baseline is the measured no-load
+  RTT (Rule 4), not an average of recent RTTs: an average learns the
   overload it should measure, and the limit then climbs under modest overload or steady
   timeouts (#134, #137). The limit settles where latency is ``tolerance`` times the baseline.
 * ``aimd``: a window whose mean RTT is at least ``slow_call`` shrinks the limit by
-  ``backoff``; otherwise it grows by ``increase``. It reads no baseline, so it never probes;
-  without ``slow_call`` only drops stop its growth.
+  ``backoff``; otherwise it grows by ``increase`` (per window: about one round trip). It
+  reads no baseline, so it never probes; without ``slow_call`` only drops stop its growth.
 """
 
 from __future__ import annotations
@@ -271,10 +277,11 @@ class AdaptiveConcurrency:
         max_limit: the ceiling.
         rng: the source of the probes' jitter (a seeded one makes runs repeatable).
         **tuning: the algorithm's settings and the shared ones: ``window`` (least samples per
-            window, 10), ``backoff`` (a drop's cut, 0.9), ``probe_interval`` (windows between
-            probes, 100), ``probe_ratio`` (the probe level as a share of the limit, 0.5); vegas
-            ``alpha`` 3, ``beta`` 6; gradient2 ``tolerance`` 1.5, ``smoothing`` 0.2, ``queue``
-            4; aimd ``increase`` 1, ``slow_call`` None.
+            window, 10), ``backoff`` (a drop's cut, 0.9), ``probe_interval`` (windows without
+            a fresh baseline before a probe, 500), ``probe_ratio`` (the probe level as a share
+            of the limit, 0.5); vegas ``alpha`` 3, ``beta`` 6; gradient2 ``tolerance`` 1.5,
+            ``smoothing`` 0.2, ``queue`` None (``max(4, sqrt(limit))``); aimd ``increase`` 1,
+            ``slow_call`` None (seconds; None: only drops cut).
 
     Raises:
         ConfigError: naming the setting that is wrong.
