@@ -105,6 +105,8 @@ def test_error_tree() -> None:
 
 # The names an application writes: changing this list changes the public API.
 PUBLIC = [
+    "AdaptiveConcurrency",
+    "AdaptiveSnapshot",
     "AsyncConnectionPool",
     "AsyncLease",
     "AsyncScheduler",
@@ -130,6 +132,10 @@ PUBLIC = [
     "ConfigError",
     "ConnectionPool",
     "ContextError",
+    "CpuMonitor",
+    "CpuProbe",
+    "CpuReading",
+    "CpuSnapshot",
     "Decision",
     "DegradationLevel",
     "Experiment",
@@ -142,6 +148,9 @@ PUBLIC = [
     "Lease",
     "Leasing",
     "LoadShedError",
+    "LoopLagMonitor",
+    "LoopLagMonitors",
+    "LoopLagSnapshot",
     "ManualClock",
     "MemoryBackend",
     "MemoryLevel",
@@ -154,6 +163,7 @@ PUBLIC = [
     "PoolConfig",
     "PoolSnapshot",
     "PoolTimeoutError",
+    "PressureLevel",
     "Protection",
     "Psi",
     "RateLimitExceeded",

@@ -30,7 +30,13 @@ from ._breaker import (
     Permit,
     Transition,
 )
-from ._bulkhead import Bulkhead, BulkheadPermit, BulkheadSnapshot
+from ._bulkhead import (
+    AdaptiveConcurrency,
+    AdaptiveSnapshot,
+    Bulkhead,
+    BulkheadPermit,
+    BulkheadSnapshot,
+)
 from ._chaos import Chaos, ChaosSchedule, Experiment, FaultInjector, FaultSettings
 from ._clock import Clock, ManualClock, SystemClock
 from ._errors import (
@@ -67,6 +73,16 @@ from ._memory import (
     Psi,
     SystemProbe,
 )
+from ._overload import (
+    CpuMonitor,
+    CpuProbe,
+    CpuReading,
+    CpuSnapshot,
+    LoopLagMonitor,
+    LoopLagMonitors,
+    LoopLagSnapshot,
+    PressureLevel,
+)
 from ._policies import remaining
 from ._pool import (
     AsyncConnectionPool,
@@ -92,6 +108,8 @@ if _typing.TYPE_CHECKING:
     from ._config import Config, load_config
 
 __all__ = [
+    "AdaptiveConcurrency",
+    "AdaptiveSnapshot",
     "AsyncConnectionPool",
     "AsyncLease",
     "AsyncScheduler",
@@ -117,6 +135,10 @@ __all__ = [
     "ConfigError",
     "ConnectionPool",
     "ContextError",
+    "CpuMonitor",
+    "CpuProbe",
+    "CpuReading",
+    "CpuSnapshot",
     "Decision",
     "DegradationLevel",
     "Experiment",
@@ -129,6 +151,9 @@ __all__ = [
     "Lease",
     "Leasing",
     "LoadShedError",
+    "LoopLagMonitor",
+    "LoopLagMonitors",
+    "LoopLagSnapshot",
     "ManualClock",
     "MemoryBackend",
     "MemoryLevel",
@@ -141,6 +166,7 @@ __all__ = [
     "PoolConfig",
     "PoolSnapshot",
     "PoolTimeoutError",
+    "PressureLevel",
     "Protection",
     "Psi",
     "RateLimitExceeded",
