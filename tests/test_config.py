@@ -48,6 +48,19 @@ def test_example_covers_every_option() -> None:
         c.ChaosScheduleSettings: set(data["chaos"]["schedule"]),
         c.ServiceSettings: keys_of(list(data["services"].values())),
         c.RetrySettings: keys_of([s["retry"] for s in data["services"].values() if "retry" in s]),
+        c.BulkheadSettings: keys_of(
+            [s["bulkhead"] for s in data["services"].values() if "bulkhead" in s]
+        ),
+        c.AdaptiveConcurrencySettings: keys_of(
+            [
+                s["bulkhead"]["adaptive"]
+                for s in data["services"].values()
+                if "adaptive" in s.get("bulkhead", {})
+            ]
+        ),
+        c.OverloadSettings: set(data["overload"]),
+        c.CpuSettings: set(data["overload"]["cpu"]),
+        c.LoopLagSettings: set(data["overload"]["loop_lag"]),
         c.RetryBudgetSettings: keys_of(
             [
                 s["retry"]["budget"]
@@ -66,8 +79,12 @@ def test_example_loads_and_builds(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert cfg.rate_limiting.limiters["payments"].scopes is not None
     infra = bt.Infrastructure("example", cfg, background=False, env={})
     try:
-        assert set(infra.breakers) == {"payments"}
+        assert set(infra.breakers) == {"payments", "search"}  # search: the default breaker
         assert infra.limiters["search"].scopes[1].limit == 10_000
+        assert infra.bulkheads["reports"].limit == 20
+        assert infra.layers("search").bulkhead is infra.bulkheads["search"]
+        assert infra.layers("search").priority == "sheddable"
+        assert infra.cpu is not None and infra.loop_lag is not None
     finally:
         infra.close()
 
@@ -734,6 +751,9 @@ def sections() -> dict[str, type[BaseModel]]:
         "services": c.ServiceSettings,
         "services.retry": c.RetrySettings,
         "services.retry.budget": c.RetryBudgetSettings,
+        "overload.cpu": c.CpuSettings,
+        "overload.loop_lag": c.LoopLagSettings,
+        "services.bulkhead": c.BulkheadSettings,
     }
 
 

@@ -179,7 +179,10 @@ PLAUSIBLE_SECONDS: dict[str, dict[str, float]] = {
     },
     "memory_manager": {"check_interval": 10 * MINUTE, "gc_interval": HOUR},
     "chaos.schedule": {"every": DAY, "duration": DAY, "max_duration": 7 * DAY},
+    "overload.cpu": {"check_interval": 10 * MINUTE},
+    "overload.loop_lag": {"interval": 10.0, "window": HOUR, "warning": MINUTE, "critical": MINUTE},
     "services": {"timeout": HOUR},
+    "services.bulkhead": {"wait_timeout": 10 * MINUTE},
     "services.retry": {"initial": MINUTE, "max": HOUR, "deadline": HOUR},
     "services.retry.budget": {"window": HOUR},
 }
@@ -247,10 +250,10 @@ def _component_names(value: dict[str, Any]) -> dict[str, Any]:
 # -- circuit breakers --------------------------------------------------------------------------
 
 
-def _prefixed(path: str, build: Callable[..., object], kwargs: dict[str, Any]) -> None:
+def _prefixed(path: str, build: Callable[..., object], kwargs: dict[str, Any]) -> Any:
     """``build(**kwargs)``; its ``ConfigError`` is re-raised with ``path`` in front."""
     try:
-        build(**kwargs)
+        return build(**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"{path}.{exc.path}", exc.message) from None
 
@@ -880,6 +883,113 @@ class RetrySettings(_Section):
         )
 
 
+class CpuSettings(_Section):
+    """The CPU monitor (``[overload.cpu]``, docs/overload.md): the
+    :class:`~buttress.CpuMonitor` arguments. A threshold of ``none`` ignores its signal."""
+
+    _section = "overload.cpu"
+
+    check_interval: Positive = 1.0
+    throttle_warning: Share | None = 0.10
+    throttle_critical: Share | None = 0.50
+    utilisation_warning: Share | None = 0.80
+    utilisation_critical: Share | None = 0.95
+    psi_warning: Percent | None = 20.0
+    psi_critical: Percent | None = 50.0
+    exit_margin: Jitter = 0.10
+    exit_samples: Count = 3
+
+
+class LoopLagSettings(_Section):
+    """The event-loop lag monitors (``[overload.loop_lag]``, docs/overload.md): the
+    :class:`~buttress.LoopLagMonitors` arguments."""
+
+    _section = "overload.loop_lag"
+
+    interval: Positive = 0.05
+    window: Positive = 10.0
+    warning: Positive = 0.1
+    critical: Positive = 0.5
+    exit_margin: Jitter = 0.1
+    exit_samples: Count = 20
+
+
+class OverloadSettings(_Section):
+    """The overload monitors beside memory (``[overload]``): each is on when its table is
+    present. At a monitor's warning level ``protect()`` sheds sheddable calls, at critical
+    normal ones too (docs/overload.md)."""
+
+    _section = "overload"
+
+    cpu: CpuSettings | None = None
+    loop_lag: LoopLagSettings | None = None
+
+
+class AdaptiveConcurrencySettings(_Section):
+    """A bulkhead's adaptive limit (``[services.NAME.bulkhead.adaptive]``): the
+    :class:`~buttress.AdaptiveConcurrency` arguments; ``tuning`` its algorithm's own settings
+    (docs/adaptive-concurrency.md)."""
+
+    _section = "services.bulkhead.adaptive"
+
+    algorithm: Literal["gradient2", "vegas", "aimd"] = "gradient2"
+    initial: Count = 20
+    min_limit: Count = 1
+    max_limit: Count = 1000
+    tuning: dict[str, float | int | None] = Field(default_factory=dict)
+
+
+class BulkheadSettings(_Section):
+    """A service's bulkhead (``[services.NAME.bulkhead]``, see docs/bulkhead.md): a fixed
+    ``max_concurrent``, or an ``[adaptive]`` table; the :class:`~buttress.Bulkhead` arguments."""
+
+    _section = "services.bulkhead"
+
+    max_concurrent: Count | None = None
+    max_waiting: Size = 0
+    # Seconds a caller may wait for a place; None: as long as it takes (within its deadline).
+    wait_timeout: Seconds | None = 0.0
+    adaptive: AdaptiveConcurrencySettings | None = None
+
+    def make(self, name: str, path: str, clock: Clock) -> Any:
+        """The :class:`~buttress.Bulkhead` these settings describe (errors under ``path``)."""
+        from ._bulkhead import AdaptiveConcurrency, Bulkhead
+
+        a = self.adaptive
+        if (self.max_concurrent is None) == (a is None):
+            raise ConfigError(
+                path,
+                "give max_concurrent (a fixed limit) or an [adaptive] table, "
+                + ("not both" if a is not None else "one of them"),
+            )
+        limit = None
+        if a is not None:
+            limit = _prefixed(
+                f"{path}.adaptive",
+                AdaptiveConcurrency,
+                {
+                    "name": name,
+                    "algorithm": a.algorithm,
+                    "initial": a.initial,
+                    "min_limit": a.min_limit,
+                    "max_limit": a.max_limit,
+                    **a.tuning,
+                },
+            )
+        return _prefixed(
+            path,
+            Bulkhead,
+            {
+                "name": name,
+                "max_concurrent": self.max_concurrent,
+                "limit": limit,
+                "max_waiting": self.max_waiting,
+                "wait_timeout": self.wait_timeout,
+                "clock": clock,
+            },
+        )
+
+
 class ServiceSettings(_Section):
     """Which components guard a service; each defaults to the one named like the service.
 
@@ -891,7 +1001,11 @@ class ServiceSettings(_Section):
     breaker: str | bool = True
     limiter: str | bool = True
     pool: str | bool = True
+    # Its calls' default priority (a call's own priority= wins); critical = true is shorthand
+    # for priority = "critical".
+    priority: Literal["critical", "normal", "sheddable"] | None = None
     critical: bool = False
+    bulkhead: BulkheadSettings | None = None
     # Seconds each call may take (docs/timeouts-and-fallbacks.md); None: no timeout.
     timeout: Positive | None = None
     # A sync call's result that comes after its timeout: "raise" CallTimeoutError, or "keep" it
@@ -910,6 +1024,12 @@ class ServiceSettings(_Section):
             return value.strip().lower() == "true"
         return value
 
+    def call_priority(self) -> int:
+        """Its calls' default priority (``_priority.py``)."""
+        from ._priority import priority_of
+
+        return priority_of(self.priority, True if self.critical else None, 0)
+
 
 # -- the whole tree ----------------------------------------------------------------------------
 
@@ -921,6 +1041,7 @@ class Config(_Section):
     rate_limiting: RateLimitingSettings = RateLimitingSettings()
     connection_pools: dict[str, PoolSettings] = Field(default_factory=dict)
     memory_manager: MemoryManagerSettings = MemoryManagerSettings()
+    overload: OverloadSettings = OverloadSettings()
     chaos: ChaosSettings = ChaosSettings()
     services: dict[str, ServiceSettings] = Field(default_factory=dict)
 

@@ -14,6 +14,7 @@ import pytest
 from buttress import BreakerConfig, BreakerState, DegradationLevel
 from buttress._breaker import BreakerMachine
 from buttress._breaker._machine import Admitted, Refused
+from buttress._priority import CRITICAL
 
 S = BreakerState
 L = DegradationLevel
@@ -147,7 +148,7 @@ def test_an_outcome_from_an_older_generation_never_moves_the_state() -> None:
 def test_manual_states_are_left_only_by_reset() -> None:
     m = machine(failure_threshold=1, degradation_threshold=None, reset_timeout=1.0)
     m.force_open(0.0)
-    refused = m.admit(0.0, critical=True)
+    refused = m.admit(0.0, CRITICAL)
     assert isinstance(refused, Refused) and refused.reason == "forced_open"
     m.poll(1000.0)
     assert m.state is S.FORCED_OPEN  # Rule 3
@@ -171,7 +172,7 @@ def test_degraded_sheds_non_critical_calls_by_its_level_probability() -> None:
     shed = m.admit(0.5)
     assert isinstance(shed, Refused) and shed.reason == "shed"
     assert shed.retry_after == pytest.approx(0.5)  # until the bucket ends: the window moves
-    assert isinstance(m.admit(0.5, critical=True), Admitted)  # critical calls are never shed
+    assert isinstance(m.admit(0.5, CRITICAL), Admitted)  # critical calls are never shed
     assert (m.rejected, m.shed) == (1, 1)
 
 

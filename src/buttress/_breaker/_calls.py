@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar, cast
 
 from .._concurrency import ExcInfo
+from .._priority import CRITICAL, NORMAL
 from ._core import MAX_PENDING, SUCCESS, BreakerCore, Ticket
 from ._machine import Refused
 
@@ -155,24 +156,24 @@ class Calls(BreakerCore):
 
         return wrapper
 
-    def begin(self, critical: bool = False) -> Ticket:
+    def begin(self, priority: int = NORMAL) -> Ticket:
         """Admit one call (raising when refused); hand the ticket to :meth:`end` afterwards.
 
         The low-level pair under ``Infrastructure.protect``: no object per call, and the
         lock-free path when closed. Fault injection on the breaker itself is applied.
         """
         gen = self._machine.fast_gen
-        if gen >= 0 and not critical:
+        if gen >= 0 and priority != CRITICAL:
             return gen, 0, 0.0
-        return self._enter(critical)
+        return self._enter(priority)
 
-    def _enter(self, critical: bool) -> Ticket:
+    def _enter(self, priority: int) -> Ticket:
         """Admit one call or raise its refusal; apply the fault injected into it."""
         now = self._now()
-        d = self._admit(now, critical)
+        d = self._admit(now, priority)
         if isinstance(d, Refused):
             if self._may_probe_health(d) and self.check_health():
-                d = self._admit_again(critical)
+                d = self._admit_again(priority)
             if isinstance(d, Refused):
                 raise self._refusal(d)
         ticket, fault = self._admitted(d, now)

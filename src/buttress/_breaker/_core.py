@@ -145,16 +145,16 @@ class BreakerCore:
 
     # -- deciding --------------------------------------------------------------------------------
 
-    def _admit(self, now: float, critical: bool) -> Admitted | Refused:
+    def _admit(self, now: float, priority: int) -> Admitted | Refused:
         with self._lock:
             self._drain()
-            return self._machine.admit(now, critical)
+            return self._machine.admit(now, priority)
 
-    def _admit_again(self, critical: bool) -> Admitted | Refused:
+    def _admit_again(self, priority: int) -> Admitted | Refused:
         """Decide once more for a call refused while open, after a passing health check."""
         with self._lock:
             self._drain()
-            return self._machine.admit_again(self._now(), critical)
+            return self._machine.admit_again(self._now(), priority)
 
     def _admitted(self, d: Admitted, now: float) -> tuple[Ticket, Fault | None]:
         """The ticket of an admitted call, and the fault to inject into it (if any)."""

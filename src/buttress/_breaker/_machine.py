@@ -38,6 +38,7 @@ import math
 import random
 from dataclasses import dataclass
 
+from .._priority import CRITICAL, NORMAL, SHEDDABLE
 from ._config import BreakerConfig
 from ._states import BreakerState, DegradationLevel, Transition, level_rank
 
@@ -228,8 +229,10 @@ class BreakerMachine:
 
     # -- admission ---------------------------------------------------------------------------
 
-    def admit(self, now: float, critical: bool = False) -> Admitted | Refused:
-        """Decide whether a call may run now. Critical calls are never shed."""
+    def admit(self, now: float, priority: int = NORMAL) -> Admitted | Refused:
+        """Decide whether a call may run now (``priority``: ``_priority.py``; a bool means
+        ``critical``). Degraded, a critical call is never shed, a sheddable one always, a
+        normal one with the level's shed probability."""
         st = self.state
         if st is CLOSED or st is DISABLED:
             return Admitted(self.generation, 0)
@@ -243,7 +246,9 @@ class BreakerMachine:
         if st is DEGRADED:
             level = self.level
             assert level is not None
-            if not critical and self._rng.random() < self.config.shed_probability[level]:
+            if priority != CRITICAL and (
+                priority == SHEDDABLE or self._rng.random() < self.config.shed_probability[level]
+            ):
                 self.rejected += 1
                 self.shed += 1
                 # Until the window next moves (the bucket ends), as the window itself reckons.
@@ -265,11 +270,11 @@ class BreakerMachine:
             HALF_OPEN, None, "half_open_full", max(0.0, oldest + cfg.probe_timeout - now)
         )
 
-    def admit_again(self, now: float, critical: bool = False) -> Admitted | Refused:
+    def admit_again(self, now: float, priority: int = NORMAL) -> Admitted | Refused:
         """:meth:`admit` for a call refused a moment ago, once a passing health check has
         moved the state: the call is counted once, by this decision."""
         self.rejected -= 1
-        return self.admit(now, critical)
+        return self.admit(now, priority)
 
     # -- outcomes ------------------------------------------------------------------------------
 

@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._breaker import CircuitBreaker
+from .._bulkhead import Bulkhead
 from .._chaos import Chaos
 from .._errors import BackendError, ConfigError
 from .._imports import import_callable
 from .._instrument import ServiceMetrics
 from .._memory import MemoryManager
+from .._overload import CpuMonitor, LoopLagMonitors
 from .._pool import AsyncConnectionPool, ConnectionPool, PoolConfig
+from .._priority import CRITICAL, NORMAL, name_of
 from .._redact import redacted_logger
 from ..ratelimit._from_url import backend_from_url
 from ..ratelimit._leasing import Leasing
@@ -57,8 +60,9 @@ class ResourceSpec:
 
 @dataclass(frozen=True, slots=True)
 class ServiceLayers:
-    """What guards one service (``infra.layers("payments")``): its breaker, rate limiter and
-    pool (``pool`` for threads, ``async_pool`` for asyncio), each ``None`` when it has none."""
+    """What guards one service (``infra.layers("payments")``): its breaker, rate limiter,
+    bulkhead and pool (``pool`` for threads, ``async_pool`` for asyncio), each ``None`` when it
+    has none; ``priority`` is its calls' default (``critical`` whether that is "critical")."""
 
     service: str
     breaker: CircuitBreaker | None
@@ -66,6 +70,8 @@ class ServiceLayers:
     pool: ConnectionPool | None
     async_pool: AsyncConnectionPool | None
     critical: bool
+    bulkhead: Bulkhead | None = None
+    priority: str = "normal"
 
 
 @dataclass(slots=True)
@@ -81,12 +87,13 @@ class Route:
     injector_name: str  # the chaos target: its breaker's name, else the service's
     metrics: ServiceMetrics
     adaptive: bool  # the limiter has an adaptive scope, fed each call's outcome
-    critical: bool
+    priority: int  # its calls' default (_priority.py)
     # Beside a context, rate_key fills the "key" entry: whether a scope of the limiter reads it.
     reads_key: bool
     # The limiter's state is shared (SQLite, Redis): a charge costs a round trip, so a breaker
     # that refuses is asked first.
     shared_limit: bool
+    bulkhead: Bulkhead | None = None
     steps: Steps | None = None
     async_steps: AsyncSteps | None = None
     # The service's call policies from [services.NAME] (docs/timeouts-and-fallbacks.md).
@@ -107,7 +114,14 @@ class Route:
 
     def layers(self) -> ServiceLayers:
         return ServiceLayers(
-            self.name, self.breaker, self.limiter, self.pool, self.apool, self.critical
+            self.name,
+            self.breaker,
+            self.limiter,
+            self.pool,
+            self.apool,
+            self.priority == CRITICAL,
+            self.bulkhead,
+            name_of(self.priority),
         )
 
 
@@ -280,6 +294,18 @@ class Builder:
         except ConfigError as exc:
             raise ConfigError(f"connection_pools.{name}.{exc.path}", exc.message) from None
 
+    def overload(self) -> tuple[CpuMonitor | None, LoopLagMonitors | None]:
+        """The CPU and loop-lag monitors of ``[overload]``: each made when its table is there."""
+        o = self.config.overload
+        cpu = loops = None
+        if o.cpu is not None:
+            cpu = CpuMonitor(**o.cpu.model_dump(), clock=self.clock, name=f"{self.namespace}.cpu")
+        if o.loop_lag is not None:
+            loops = LoopLagMonitors(
+                **o.loop_lag.model_dump(), clock=self.clock, name=f"{self.namespace}.loop"
+            )
+        return cpu, loops
+
     def memory(self, probe: Callable[[], Any] | None) -> MemoryManager | None:
         cfg = self.config.memory_manager
         if not cfg.enabled:
@@ -364,7 +390,12 @@ def build_route(
         injector_name=breaker.name if breaker is not None else service,
         metrics=metrics,
         adaptive=adaptive,
-        critical=bool(s and s.critical),
+        priority=s.call_priority() if s is not None else NORMAL,
+        bulkhead=(
+            s.bulkhead.make(service, f"services.{table}.bulkhead", clock)
+            if s is not None and s.bulkhead is not None
+            else None
+        ),
         reads_key=limiter is not None and any(sc.by == "key" for sc in limiter.scopes),
         shared_limit=limiter is not None and not isinstance(limiter.backend, MemoryBackend),
         timeout=s.timeout if s is not None else None,

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, Self, TypeVar
 
 from .._breaker import CircuitBreaker
+from .._bulkhead import Bulkhead
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._errors import CallTimeoutError, ConfigError, InfrastructureClosedError
@@ -28,6 +29,7 @@ from .._fork import fork_safe_lock
 from .._health import HealthReport, build_report
 from .._instrument import METRICS, ServiceMetrics, instrument_callable
 from .._memory import MemorySample
+from .._overload._gate import OverloadGate
 from .._policies import (
     DEADLINE,
     RetryPolicy,
@@ -39,6 +41,7 @@ from .._policies import (
     window,
 )
 from .._pool import AsyncConnectionPool, ConnectionPool, PoolSnapshot
+from .._priority import NORMAL, PriorityName, priority_of
 from .._retry._core import ServiceCalls
 from .._scheduler import AsyncScheduler, Handle, Scheduler
 from ..ratelimit._decision import Decision
@@ -144,6 +147,13 @@ class Infrastructure:
         self.memory = build.memory(memory_probe)
         if self.memory is not None:
             self.memory.on_pressure("warning", self._trim_pools)
+        self.cpu, self.loop_lag = build.overload()
+        self._gate = (
+            OverloadGate(self.memory, self.cpu, self.loop_lag)
+            if self.memory is not None or self.cpu is not None or self.loop_lag is not None
+            else None
+        )
+        self.bulkheads: dict[str, Bulkhead] = {}  # each service's, as its route is made
         self.services: dict[str, ServiceMetrics] = {}
         self._routes: dict[str, Route] = {}
         # A service's route with another limiter, for calls' `limiter=` (at most _MAX_VARIANTS).
@@ -176,6 +186,8 @@ class Infrastructure:
         every = functools.partial(self.scheduler.call_every, blocking=True)
         if self.memory is not None:
             self._jobs.append(every(self.memory.check_interval, self.memory.maybe_sample))
+        if self.cpu is not None:  # sampled off the calls' path (a call samples only if late)
+            self._jobs.append(every(self.cpu.config.check_interval, self.cpu.maybe_sample))
         for breaker in self.breakers.values():
             if breaker.has_health_check and not breaker.health_check_is_async:
                 self._jobs.append(every(breaker.config.health_check_interval, breaker.check_health))
@@ -227,8 +239,10 @@ class Infrastructure:
 
     def _compile(self, route: Route) -> None:
         """Bind the route's layers into its protect steps, for threads and for asyncio."""
-        route.steps = compile_steps(route, self.memory, self.chaos, self.clock)
-        route.async_steps = compile_steps_async(route, self.memory, self.chaos, self.clock)
+        if route.bulkhead is not None:
+            self.bulkheads[route.name] = route.bulkhead
+        route.steps = compile_steps(route, self._gate, self.chaos, self.clock)
+        route.async_steps = compile_steps_async(route, self._gate, self.chaos, self.clock)
 
     def _limited(self, route: Route, limiter: LimiterChoice) -> Route:
         """``route`` with the limiter a call chose (``limiter=``): a configured limiter's name,
@@ -353,6 +367,8 @@ class Infrastructure:
             job.cancel()
         for pool in self.pools.values():
             pool.close()
+        if self.loop_lag is not None:
+            self.loop_lag.close()  # each loop's pending tick is cancelled
         self.scheduler.close()
         for backend in self._build.backends.values():
             closer = getattr(backend, "close", None)
@@ -398,6 +414,7 @@ class Infrastructure:
         *,
         rate_key: Any = None,
         context: Mapping[str, Any] | None = None,
+        priority: PriorityName | None = None,
         critical: bool | None = None,
         cost: float = 1,
         limiter: LimiterChoice | None = None,
@@ -407,26 +424,28 @@ class Infrastructure:
 
         ``context`` fills the limiter's scopes (``{"user_id": "u1", "org_id": "o1"}``);
         ``rate_key`` is the id for a limiter whose scopes take one kind of id (or the ``key``
-        entry beside a context; a limiter of shared scopes only takes none). ``critical``
-        calls are never shed (by memory or a degraded breaker). ``guard.connection`` is the
-        pooled member when the service has a pool. ``limiter`` limits this call by another
-        limiter than the service's (the guide's ``rate_config``): a configured limiter's name,
-        a :class:`~buttress.RateLimiter`, or ``False`` for no rate limit. ``timeout`` (also
-        read from ``[services.NAME]``): seconds the block may take, as for :meth:`call`
-        (``async with`` cancels the block; ``with`` sets the deadline ``bt.remaining()`` reads
-        and raises when the block ends late). A block cannot be run again: for retries and
-        fallbacks use :meth:`call` or :meth:`protected`, or ``for attempt in retry:`` around it.
+        entry beside a context; a limiter of shared scopes only takes none). ``priority``
+        (``"critical"``, ``"normal"``, ``"sheddable"``; default: the service's) says which
+        calls overload and a degraded breaker shed first: sheddable ones, then normal ones,
+        never critical ones; ``critical=True`` is shorthand for ``priority="critical"``.
+        ``guard.connection`` is the pooled member when the service has a pool. ``limiter``
+        limits this call by another limiter than the service's (the guide's
+        ``rate_config``): a configured limiter's name, a :class:`~buttress.RateLimiter`, or
+        ``False`` for no rate limit. ``timeout`` (also read from ``[services.NAME]``):
+        seconds the block may take, as for :meth:`call` (``async with`` cancels the block;
+        ``with`` sets the deadline ``bt.remaining()`` reads and raises when the block ends
+        late). A block cannot be run again: for retries and fallbacks use :meth:`call` or
+        :meth:`protected`, or ``for attempt in retry:`` around it.
         """
         route = self._route(service)
         if limiter is not None:
             route = self._limited(route, limiter)
         key = context if rate_key is None else _keyed(route, rate_key, context)
-        if critical is None:
-            critical = route.critical
+        rank = priority_of(priority, critical, route.priority)
         seconds = route.timeout if timeout is None else checked_timeout(timeout)
         if seconds is None:
-            return Protection(route, key, critical, cost)
-        return TimedProtection(route, key, critical, cost, seconds, self.clock)
+            return Protection(route, key, rank, cost)
+        return TimedProtection(route, key, rank, cost, seconds, self.clock)
 
     def call(
         self,
@@ -436,6 +455,7 @@ class Infrastructure:
         *args: Any,
         rate_key: Any = None,
         context: Mapping[str, Any] | None = None,
+        priority: PriorityName | None = None,
         critical: bool | None = None,
         cost: float = 1,
         limiter: LimiterChoice | None = None,
@@ -455,12 +475,11 @@ class Infrastructure:
             route = self._limited(route, limiter)
         if rate_key is not None:
             context = _keyed(route, rate_key, context)
-        if critical is None:
-            critical = route.critical
+        rank = priority_of(priority, critical, route.priority)
         if timeout is None and retry is None and fallback is None and not route.policed:
-            return run(route, fn, args, kwargs, context, critical, cost)
+            return run(route, fn, args, kwargs, context, rank, cost)
         return policed(  # type: ignore[no-any-return]
-            self, route, fn, args, kwargs, context, critical, cost, timeout, retry, fallback
+            self, route, fn, args, kwargs, context, rank, cost, timeout, retry, fallback
         )
 
     def _retried(self, route: Route) -> ServiceCalls:
@@ -481,6 +500,7 @@ class Infrastructure:
         *args: Any,
         rate_key: Any = None,
         context: Mapping[str, Any] | None = None,
+        priority: PriorityName | None = None,
         critical: bool | None = None,
         cost: float = 1,
         limiter: LimiterChoice | None = None,
@@ -496,12 +516,11 @@ class Infrastructure:
             route = self._limited(route, limiter)
         if rate_key is not None:
             context = _keyed(route, rate_key, context)
-        if critical is None:
-            critical = route.critical
+        rank = priority_of(priority, critical, route.priority)
         if timeout is None and retry is None and fallback is None and not route.policed:
-            return await run_async(route, fn, args, kwargs, context, critical, cost)
+            return await run_async(route, fn, args, kwargs, context, rank, cost)
         return await policed_async(  # type: ignore[no-any-return]
-            self, route, fn, args, kwargs, context, critical, cost, timeout, retry, fallback
+            self, route, fn, args, kwargs, context, rank, cost, timeout, retry, fallback
         )
 
     def protected(
@@ -510,6 +529,7 @@ class Infrastructure:
         *,
         rate_key: Any = None,
         context: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
+        priority: PriorityName | None = None,
         critical: bool | None = None,
         cost: float = 1,
         limiter: LimiterChoice | None = None,
@@ -532,6 +552,7 @@ class Infrastructure:
         if retry is not None:
             checked_retry(retry)
         with_policies = timeout is not None or retry is not None or fallback is not None
+        priority_of(priority, critical, NORMAL)  # a wrong one is refused here, not per call
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
@@ -560,14 +581,20 @@ class Infrastructure:
                             args,
                             kwargs,
                             k,
-                            _critical(route, critical),
+                            priority_of(priority, critical, route.priority),
                             cost,
                             timeout,
                             retry,
                             fallback,
                         )
                     return await run_async(
-                        route, fn, args, kwargs, k, _critical(route, critical), cost
+                        route,
+                        fn,
+                        args,
+                        kwargs,
+                        k,
+                        priority_of(priority, critical, route.priority),
+                        cost,
                     )
 
                 return async_wrapper
@@ -586,13 +613,21 @@ class Infrastructure:
                         args,
                         kwargs,
                         k,
-                        _critical(route, critical),
+                        priority_of(priority, critical, route.priority),
                         cost,
                         timeout,
                         retry,
                         fallback,
                     )
-                return run(route, fn, args, kwargs, k, _critical(route, critical), cost)
+                return run(
+                    route,
+                    fn,
+                    args,
+                    kwargs,
+                    k,
+                    priority_of(priority, critical, route.priority),
+                    cost,
+                )
 
             return wrapper
 
@@ -671,9 +706,9 @@ class Protection(ProtectionSteps, AsyncProtectionSteps):
 
     __slots__ = ("_args", "_recording", "_route", "_token", "connection", "decision")
 
-    def __init__(self, route: Route, key: Any, critical: bool, cost: float) -> None:
+    def __init__(self, route: Route, key: Any, priority: int, cost: float) -> None:
         self._route = route
-        self._args = (key, critical, cost)
+        self._args = (key, priority, cost)
         self._token = None
         self._recording = None
         self.connection: Any = None
@@ -687,9 +722,9 @@ class TimedProtection(Protection):
     __slots__ = ("_alarm", "_clock", "_cm", "_deadline", "_mark", "_seconds")
 
     def __init__(
-        self, route: Route, key: Any, critical: bool, cost: float, seconds: float, clock: Clock
+        self, route: Route, key: Any, priority: int, cost: float, seconds: float, clock: Clock
     ) -> None:
-        super().__init__(route, key, critical, cost)
+        super().__init__(route, key, priority, cost)
         self._seconds = seconds
         self._clock = clock
         self._deadline = 0.0
@@ -754,10 +789,6 @@ class TimedProtection(Protection):
 
 def _config_of(route: Route) -> Any:
     return route.breaker.config if route.breaker is not None else None
-
-
-def _critical(route: Route, critical: bool | None) -> bool:
-    return route.critical if critical is None else critical
 
 
 def _keyed(route: Route, rate_key: Any, context: Mapping[str, Any] | None) -> Any:

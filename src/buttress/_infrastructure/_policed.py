@@ -46,7 +46,7 @@ def policed(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     key: Any,
-    critical: bool,
+    priority: int,
     cost: float,
     timeout: float | None,
     retry: RetryPolicy | None,
@@ -63,18 +63,18 @@ def policed(
     reached: list[bool] = []  # set when an attempt reaches the operation
     try:
         if policy is None:
-            return run(route, fn, args, kwargs, key, critical, cost)
+            return run(route, fn, args, kwargs, key, priority, cost)
         attempts = charged(infra, route, key, cost)
         if attempts is not route:
             fn = _reaching(fn, reached)
         if isinstance(policy, Retry):
             return policy.run_retried(
                 run,
-                (attempts, fn, args, kwargs, key, critical, cost),
+                (attempts, fn, args, kwargs, key, priority, cost),
                 {},
                 infra._retried(route),
             )
-        return policy.call(run, attempts, fn, args, kwargs, key, critical, cost)
+        return policy.call(run, attempts, fn, args, kwargs, key, priority, cost)
     except BaseException as exc:
         if attempts is not route and not reached and _refused(exc):
             # Every attempt was refused (or the caller gave up first): the request did no

@@ -46,7 +46,7 @@ async def policed_async(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     key: Any,
-    critical: bool,
+    priority: int,
     cost: float,
     timeout: float | None,
     retry: RetryPolicy | None,
@@ -66,18 +66,18 @@ async def policed_async(
     reached: list[bool] = []  # set when an attempt reaches the operation
     try:
         if policy is None:
-            return await run_async(route, fn, args, kwargs, key, critical, cost)
+            return await run_async(route, fn, args, kwargs, key, priority, cost)
         attempts = await charged_async(infra, route, key, cost)
         if attempts is not route:
             fn = _reaching(fn, reached)
         if isinstance(policy, Retry):
             return await policy.run_retried_async(
                 run_async,
-                (attempts, fn, args, kwargs, key, critical, cost),
+                (attempts, fn, args, kwargs, key, priority, cost),
                 {},
                 infra._retried(route),
             )
-        return await policy.call_async(run_async, attempts, fn, args, kwargs, key, critical, cost)
+        return await policy.call_async(run_async, attempts, fn, args, kwargs, key, priority, cost)
     except BaseException as exc:
         if attempts is not route and not reached and _refused(exc):
             # Every attempt was refused (or the caller gave up first): the request did no

@@ -7,22 +7,27 @@ only asyncio needs.
 
 The order (``enter``):
 
-1. memory: at critical pressure, a non-critical call is shed (:class:`~buttress.LoadShedError`);
+1. overload: memory, CPU and the event loop's lag shed by priority
+   (:class:`~buttress.LoadShedError`; ``_overload/_gate.py``): cheapest first, and a call shed
+   here has taken nothing;
 2. rate limit: the limiter charges ``cost`` to every scope or refuses
-   (:class:`~buttress.RateLimitExceeded`);
-3. circuit breaker: admits, sheds (degraded) or refuses (open);
-4. pool: a member is checked out (:class:`~buttress.PoolTimeoutError` when none comes);
-5. chaos: an injected delay, then an injected failure;
-6. the operation runs; then (``leave``) the member goes back, and the outcome is recorded by
-   the breaker, the adaptive limit and the service's metrics. A value the operation returned
-   is a failure where the breaker's ``failure_result`` says so (a ``with`` block returns
-   none).
+   (:class:`~buttress.RateLimitExceeded`): a refused call never waits for a place;
+3. bulkhead: a place among the calls in flight, perhaps after a wait
+   (:class:`~buttress.BulkheadFullError`): before the breaker, so a half-open breaker's probe
+   is never held while its caller waits for a place;
+4. circuit breaker: admits, sheds (degraded, by priority) or refuses (open);
+5. pool: a member is checked out (:class:`~buttress.PoolTimeoutError` when none comes);
+6. chaos: an injected delay, then an injected failure;
+7. the operation runs; then (``leave``) the member goes back, and the outcome is recorded by
+   the breaker, the adaptive limit, the bulkhead (its adaptive limit learns the call's time)
+   and the service's metrics. A value the operation returned is a failure where the breaker's
+   ``failure_result`` says so (a ``with`` block returns none).
 
 A layer that refuses raises and nothing after it runs; what earlier layers took is given back
-(the rate-limit charge refunded, the breaker's permit released), so a refused call costs the
-caller nothing. One exception to the order: when the limiter's state is shared (SQLite,
-Redis), the breaker is asked before the charge, so a call it refuses costs no round trip
-(while it is closed it admits every call, so nothing else changes).
+(the rate-limit charge refunded, the bulkhead's place and the breaker's permit released), so
+a refused call costs the caller nothing. One exception to the order: when the limiter's state
+is shared (SQLite, Redis), the breaker is asked before the charge, so a call it refuses costs
+no round trip (while it is closed it admits every call, so nothing else changes).
 
 The steps are compiled per service (:func:`compile_steps_async`) into closures over only the
 layers the service has: a protected call pays for no lookup and no absent layer.
@@ -35,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from .._breaker._outcome import health_of
 from .._breaker._states import BreakerState
+from .._bulkhead._bulkhead import outcome_of
 from .._concurrency import ExcInfo
 from .._errors import PoolTimeoutError, RejectedError
 from .._instrument import RECORDING, reset_recording
@@ -52,25 +58,26 @@ from ._misuse import (
 if TYPE_CHECKING:
     from .._chaos import Chaos
     from .._clock import Clock
-    from .._memory import MemoryManager
+    from .._overload._gate import OverloadGate
     from ..ratelimit._decision import Decision
     from ._build import Route
 
 T = TypeVar("T")
 
 # A protected call in flight: (breaker ticket, pool lease, start time, the rate limiter's
-# admitting Decision, None when nothing was charged). A plain tuple: it is made on every call.
-Token = tuple[Any, Any, float, "Decision | None"]
+# admitting Decision, None when nothing was charged, the bulkhead's permit or None). A plain
+# tuple: it is made on every call.
+Token = tuple[Any, Any, float, "Decision | None", Any]
 
 AsyncSteps = tuple[
-    Callable[[Any, bool, float], Awaitable[Token]],  # enter(key, critical, cost)
+    Callable[[Any, int, float], Awaitable[Token]],  # enter(key, priority, cost)
     Callable[[Token, BaseException | None, Any], Awaitable[None]],  # leave(token, exc, result)
     Callable[[Token, Any, float], Awaitable[None]],  # abandon(token, key, cost): never ran
 ]
 
 
 def compile_steps_async(
-    route: Route, memory: MemoryManager | None, chaos: Chaos, clock: Clock
+    route: Route, gate: OverloadGate | None, chaos: Chaos, clock: Clock
 ) -> AsyncSteps:
     """The steps of ``protect`` for one service: ``enter``, ``leave``, and ``abandon`` (give
     back all ``enter`` took, for a call that never ran)."""
@@ -92,6 +99,8 @@ def compile_steps_async(
     abort = breaker.abort if breaker is not None else None
     breaker_config = breaker.config if breaker is not None else None
     breaker_first = route.shared_limit and begin_async is not None
+    bulkhead = route.bulkhead
+    check_overload = gate.check if gate is not None else None
     closed = BreakerState.CLOSED
     apool = route.apool
     pool_name = route.pool_name
@@ -104,16 +113,20 @@ def compile_steps_async(
     recording = RECORDING.get
     rejected = metrics.record_rejection
 
-    async def undo_async(ticket: Any, limited: Any, key: Any, cost: float) -> None:
+    async def undo_async(
+        ticket: Any, limited: Any, key: Any, cost: float, permit: Any = None
+    ) -> None:
         if ticket is not None and release is not None:
             release(ticket)
+        if permit is not None:
+            permit.release(outcome="ignored")
         if limited is not None and refund_async is not None:
             await refund_async(key, cost)
 
-    async def enter_async(key: Any, critical: bool, cost: float) -> Token:
-        if memory is not None and memory.should_shed(critical):
+    async def enter_async(key: Any, priority: int, cost: float) -> Token:
+        if check_overload is not None:
             try:
-                memory.raise_if_shedding(critical)
+                check_overload(priority)
             except RejectedError as exc:
                 rejected(exc)
                 raise
@@ -121,7 +134,7 @@ def compile_steps_async(
         if breaker_first:
             assert begin_async is not None
             try:
-                ticket = await begin_async(critical)
+                ticket = await begin_async(priority)
             except RejectedError as exc:
                 rejected(exc)
                 raise
@@ -138,11 +151,20 @@ def compile_steps_async(
                 rejected(err)
                 raise err
             limited = d
+        permit = None
+        if bulkhead is not None:
+            try:
+                permit = await bulkhead.enter_async()
+            except BaseException as exc:  # full, or interrupted while waiting
+                await undo_async(ticket, limited, key, cost)
+                if isinstance(exc, RejectedError):
+                    rejected(exc)
+                raise
         if begin_async is not None and not breaker_first:
             try:
-                ticket = await begin_async(critical)
+                ticket = await begin_async(priority)
             except BaseException as exc:  # refused, or interrupted: the charge goes back
-                await undo_async(None, limited, key, cost)
+                await undo_async(None, limited, key, cost, permit)
                 if isinstance(exc, RejectedError):
                     rejected(exc)
                 raise
@@ -156,12 +178,12 @@ def compile_steps_async(
                 if down is not None and ticket is not None and abort is not None:
                     abort(ticket, down)  # the pool cannot connect: a failure, not a refusal
                     ticket = None
-                await undo_async(ticket, limited, key, cost)
+                await undo_async(ticket, limited, key, cost, permit)
                 if isinstance(exc, RejectedError):
                     rejected(exc)
                 raise
         elif pool_name is not None:  # the service's pool is for the other kind of caller
-            await undo_async(ticket, limited, key, cost)
+            await undo_async(ticket, limited, key, cost, permit)
             if True:  # ASYNC
                 raise wrong_pool(route, asyncio_caller=True)
             else:
@@ -173,16 +195,16 @@ def compile_steps_async(
                 try:
                     await clock.asleep(fault.delay)
                 except BaseException:  # interrupted before the operation ran: give all back
-                    await abandon_async((ticket, lease, 0.0, limited), key, cost)
+                    await abandon_async((ticket, lease, 0.0, limited, permit), key, cost)
                     raise
             if fault.fail:
                 injected = injector.make_exception(fault)
-                await leave_async((ticket, lease, now(), limited), injected, NO_RESULT)
+                await leave_async((ticket, lease, now(), limited, permit), injected, NO_RESULT)
                 raise injected
-        return ticket, lease, now(), limited
+        return ticket, lease, now(), limited, permit
 
     async def leave_async(token: Token, exc: BaseException | None, result: Any) -> None:
-        ticket, lease, t0, _ = token
+        ticket, lease, t0, _, permit = token
         try:
             if lease is not None:
                 await lease.__aexit__(type(exc) if exc is not None else None, exc, None)
@@ -193,6 +215,8 @@ def compile_steps_async(
                 failed = end_returned(ticket, result)
             elif end is not None:
                 end(ticket, exc)
+            if permit is not None:
+                permit.release(outcome="ignored" if failed else outcome_of(exc))
             if adaptive_record is not None:
                 ok = (not failed) if exc is None else health_of(breaker_config, exc)
                 if ok is not None:
@@ -207,12 +231,12 @@ def compile_steps_async(
                     injector.recovered(t, breaker is None or breaker.state is closed)
 
     async def abandon_async(token: Token, key: Any, cost: float) -> None:
-        ticket, lease, _, limited = token
+        ticket, lease, _, limited, permit = token
         try:
             if lease is not None:
                 await lease.__aexit__(None, None, None)
         finally:
-            await undo_async(ticket, limited, key, cost)
+            await undo_async(ticket, limited, key, cost, permit)
 
     return enter_async, leave_async, abandon_async
 
@@ -223,7 +247,7 @@ async def run_async(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     key: Any,
-    critical: bool,
+    priority: int,
     cost: float,
 ) -> T:
     """Run ``fn(*args, **kwargs)`` through the route's steps (``fn(connection, *args, ...)``
@@ -231,7 +255,7 @@ async def run_async(
     steps = route.async_steps
     assert steps is not None
     enter_async, leave_async, abandon_async = steps
-    token = await enter_async(key, critical, cost)
+    token = await enter_async(key, priority, cost)
     if True:  # ASYNC
         called: Any = UNCALLED  # until fn returns: a TypeError from the await is then ours
     result: T
@@ -275,7 +299,7 @@ class AsyncProtectionSteps:
         __slots__ = ()
 
     _route: Route
-    _args: tuple[Any, bool, float]  # key, critical, cost
+    _args: tuple[Any, int, float]  # key, priority, cost
     _token: Token | None
     _recording: Any  # the RECORDING mark while the block runs
     connection: Any
