@@ -278,3 +278,23 @@ def test_stats_are_named_as_the_snapshot_names_them() -> None:
     assert (s.call_count, s.failure_count, s.success_count) == (4, 1, 3)
     assert s.failure_rate == pytest.approx(0.25)
     assert (s.total_successes, s.total_failures) == (3, 1)
+
+
+def test_degraded_sheds_sheddable_calls_first_at_every_level() -> None:
+    from buttress._priority import NORMAL, SHEDDABLE
+
+    m = machine(
+        degradation_threshold=1,
+        failure_threshold=10,
+        shed_probability={"light": 0.0, "medium": 0.0, "heavy": 0.0},
+        window=10.0,
+        buckets=10,
+    )
+    fail(m, 0.5)
+    assert m.state is S.DEGRADED
+    for _ in range(20):  # the level sheds no normal call, yet every sheddable one
+        assert isinstance(m.admit(0.5, NORMAL), Admitted)
+        shed = m.admit(0.5, SHEDDABLE)
+        assert isinstance(shed, Refused) and shed.reason == "shed"
+        assert isinstance(m.admit(0.5, CRITICAL), Admitted)
+    assert m.shed == 20
