@@ -1,4 +1,4 @@
-"""Overload and the bulkhead in protect(): who is shed by priority, and what a refusal gives back."""
+"""Overload and the bulkhead in protect(): who is shed by priority; what a refusal gives back."""
 
 from __future__ import annotations
 
