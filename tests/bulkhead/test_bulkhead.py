@@ -424,9 +424,9 @@ def test_the_deadline_of_the_current_call_bounds_a_wait() -> None:
     from buttress._policies import DEADLINE
 
     clock = bt.ManualClock()
-    bulkhead = bt.Bulkhead("deadline", max_concurrent=1, max_waiting=1, wait_timeout=None)
-    bulkhead.clock = clock
-    bulkhead._real_time = False
+    bulkhead = bt.Bulkhead(
+        "deadline", max_concurrent=1, max_waiting=1, wait_timeout=None, clock=clock
+    )
     assert bulkhead.try_enter() is not None
     token = DEADLINE.set((0.0, clock))  # the deadline has passed
     try:

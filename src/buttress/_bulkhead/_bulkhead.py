@@ -81,13 +81,14 @@ class BulkheadPermit:
     ``started`` is when it was taken (the bulkhead's clock), ``inflight`` the places in use
     then, itself included: an adaptive limit's sample is (time held, inflight, dropped)."""
 
-    __slots__ = ("_bulkhead", "inflight", "released", "started")
+    __slots__ = ("_bulkhead", "_outer", "inflight", "released", "started")
 
     def __init__(self, bulkhead: Bulkhead, started: float, inflight: int) -> None:
         self._bulkhead = bulkhead
         self.started = started
         self.inflight = inflight
         self.released = False
+        self._outer: BulkheadPermit | None = None  # the permit held around it (`with`)
 
     def release(self, exc: BaseException | None = None, *, outcome: str | None = None) -> None:
         """Give the place back. ``exc`` is what the call raised (``None``: it succeeded), which
@@ -95,7 +96,9 @@ class BulkheadPermit:
         if self.released:
             return
         self.released = True
-        self._bulkhead._leave(self, outcome_of(exc) if outcome is None else outcome)
+        if outcome is None:
+            outcome = "success" if exc is None else outcome_of(exc)
+        self._bulkhead._leave(self, outcome)
 
     def __enter__(self) -> BulkheadPermit:
         return self
@@ -167,9 +170,11 @@ class Bulkhead:
         places: int | Limit = limit if limit is not None else max_concurrent  # type: ignore[assignment]
         self._state = BulkheadState(places, max_waiting)
         self._lock = Lock()
-        # The permits this context took with `with` / `async with`, innermost last.
-        self._held: ContextVar[tuple[BulkheadPermit, ...]]
-        self._held = ContextVar(f"bulkhead {name}", default=())
+        # The permit this context took with `with` / `async with` (the innermost; each holds
+        # the one it was taken inside).
+        self._held: ContextVar[BulkheadPermit | None]
+        self._held = ContextVar(f"bulkhead {name}", default=None)
+        self._now = self.clock.monotonic
         self._listeners: list[Callable[[str, BulkheadFullError], None]] = []
 
     # -- the ways in ---------------------------------------------------------------------------
@@ -177,7 +182,7 @@ class Bulkhead:
     def try_enter(self) -> BulkheadPermit | None:
         """A place now, or ``None`` (counted as a refusal): never waits, never raises."""
         state = self._state
-        now = self.clock.monotonic()
+        now = self._now()
         with self._lock:
             if state.enter():
                 return BulkheadPermit(self, now, state.in_use)
@@ -189,51 +194,24 @@ class Bulkhead:
     def enter(self) -> BulkheadPermit:
         """A place for this thread, waiting for one if the bulkhead allows; raises
         :class:`~buttress.BulkheadFullError`. Give it back with ``permit.release()``."""
-        state = self._state
-        now = self.clock.monotonic()
-        with self._lock:
-            if state.enter():
-                return BulkheadPermit(self, now, state.in_use)
-            waiter = self._queue(Cell(), now)
-            refusal = None if waiter is not None else self._refusal("full")
-        if waiter is None:
-            raise self._notify(refusal)
-        timeout = self._wait_limit()
-        try:
-            if timeout is None or self._real_time:
-                woken = waiter.cell.wait(timeout)
-            else:
-                woken = waiter.cell.wait_on_clock(self.clock, now + timeout, _never)
-        except BaseException:
-            self._abandon(waiter, timed_out=False)
-            raise
-        return self._served(waiter, woken)
+        got = self._take(Cell)
+        if got.__class__ is BulkheadPermit:
+            return got
+        return self._wait(got)  # type: ignore[arg-type]
 
     async def enter_async(self) -> BulkheadPermit:
         """:meth:`enter` for a task: waits without blocking its event loop."""
-        state = self._state
-        now = self.clock.monotonic()
-        with self._lock:
-            if state.enter():
-                return BulkheadPermit(self, now, state.in_use)
-            waiter = self._queue(_TaskCell(), now)
-            refusal = None if waiter is not None else self._refusal("full")
-        if waiter is None:
-            raise self._notify(refusal)
-        timeout = self._wait_limit()
-        try:
-            if timeout is None or self._real_time:
-                woken = await waiter.cell.wait(timeout)
-            else:
-                woken = await waiter.cell.wait_on_clock(self.clock, now + timeout, _never)
-        except BaseException:
-            self._abandon(waiter, timed_out=False)
-            raise
-        return self._served(waiter, woken)
+        got = self._take(_TaskCell)
+        if got.__class__ is BulkheadPermit:
+            return got
+        return await self._wait_async(got)  # type: ignore[arg-type]
 
     def __enter__(self) -> BulkheadPermit:
-        permit = self.enter()
-        self._held.set((*self._held.get(), permit))
+        got = self._take(Cell)
+        permit = got if got.__class__ is BulkheadPermit else self._wait(got)  # type: ignore[arg-type]
+        held = self._held
+        permit._outer = held.get()
+        held.set(permit)
         return permit
 
     def __exit__(
@@ -245,8 +223,14 @@ class Bulkhead:
         self._pop_held().release(exc)
 
     async def __aenter__(self) -> BulkheadPermit:
-        permit = await self.enter_async()
-        self._held.set((*self._held.get(), permit))
+        got = self._take(_TaskCell)
+        if got.__class__ is BulkheadPermit:
+            permit: BulkheadPermit = got
+        else:
+            permit = await self._wait_async(got)  # type: ignore[arg-type]
+        held = self._held
+        permit._outer = held.get()
+        held.set(permit)
         return permit
 
     async def __aexit__(
@@ -256,6 +240,46 @@ class Bulkhead:
         tb: TracebackType | None,
     ) -> None:
         self._pop_held().release(exc)
+
+    def _take(self, cell: Callable[[], Any]) -> BulkheadPermit | Waiter:
+        """A place now, or a waiter queued for one (its ``cell`` made by ``cell()``); raises
+        the refusal when the bulkhead takes no waiters or its queue is full."""
+        state = self._state
+        now = self._now()
+        with self._lock:
+            if state.enter():
+                return BulkheadPermit(self, now, state.in_use)
+            waiter = self._queue(cell, now)
+            refusal = None if waiter is not None else self._refusal("full")
+        if waiter is None:
+            raise self._notify(refusal)
+        return waiter
+
+    def _wait(self, waiter: Waiter) -> BulkheadPermit:
+        timeout = self._wait_limit()
+        try:
+            if timeout is None or self._real_time:
+                woken = waiter.cell.wait(timeout)
+            else:
+                deadline = waiter.since + timeout
+                woken = waiter.cell.wait_on_clock(self.clock, deadline, _never)
+        except BaseException:
+            self._abandon(waiter, timed_out=False)
+            raise
+        return self._served(waiter, woken)
+
+    async def _wait_async(self, waiter: Waiter) -> BulkheadPermit:
+        timeout = self._wait_limit()
+        try:
+            if timeout is None or self._real_time:
+                woken = await waiter.cell.wait(timeout)
+            else:
+                deadline = waiter.since + timeout
+                woken = await waiter.cell.wait_on_clock(self.clock, deadline, _never)
+        except BaseException:
+            self._abandon(waiter, timed_out=False)
+            raise
+        return self._served(waiter, woken)
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args, **kwargs)`` holding a place."""
@@ -347,14 +371,14 @@ class Bulkhead:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _queue(self, cell: Any, now: float) -> Waiter | None:
+    def _queue(self, cell: Callable[[], Any], now: float) -> Waiter | None:
         """Under the lock, after a failed enter: a queued waiter, or None (refused: the
         bulkhead takes no waiters, or its queue is full)."""
         state = self._state
         if self.max_waiting == 0 or self.wait_timeout == 0:
             state.refuse()
             return None
-        waiter = Waiter(cell, now)
+        waiter = Waiter(cell(), now)
         return waiter if state.queue(waiter) else None
 
     def _wait_limit(self) -> float | None:
@@ -367,7 +391,7 @@ class Bulkhead:
 
     def _served(self, waiter: Waiter, woken: bool) -> BulkheadPermit:
         """After a wait: the permit handed over, or (not woken) the timeout's refusal."""
-        now = self.clock.monotonic()
+        now = self._now()
         if not woken:
             with self._lock:
                 kept = self._state.abandon(waiter, timed_out=True)
@@ -386,9 +410,12 @@ class Bulkhead:
         _wake(handed)
 
     def _leave(self, permit: BulkheadPermit, outcome: str) -> None:
-        now = self.clock.monotonic()
+        now = self._now()
+        state = self._state
         with self._lock:
-            self._state.leave(now, permit.started, permit.inflight, outcome)
+            state.leave(now, permit.started, permit.inflight, outcome)
+            if not state.handoffs:
+                return
             woken = self._take_handoffs()
         _wake(woken)
 
@@ -419,11 +446,11 @@ class Bulkhead:
         return error
 
     def _pop_held(self) -> BulkheadPermit:
-        held = self._held.get()
-        if not held:
+        permit = self._held.get()
+        if permit is None:
             raise RuntimeError(f"bulkhead {self.name!r}: exit without a matching enter")
-        self._held.set(held[:-1])
-        return held[-1]
+        self._held.set(permit._outer)
+        return permit
 
 
 def _never() -> bool:

@@ -104,9 +104,14 @@ class BulkheadState:
 
     def enter(self) -> bool:
         """Take a place if one is free and no one waits (Rule 1)."""
-        if self.n_waiting or self.in_use >= self.limit:
+        adaptive = self._adaptive
+        in_use = self.in_use
+        if self.n_waiting or in_use >= (self._static if adaptive is None else adaptive.limit):
             return False
-        self._take()
+        self.in_use = in_use = in_use + 1
+        self.admitted += 1
+        if in_use > self.peak_in_use:
+            self.peak_in_use = in_use
         return True
 
     def queue(self, waiter: Waiter) -> bool:
@@ -157,7 +162,9 @@ class BulkheadState:
                 self._adaptive.record(
                     now=now, rtt=rtt, inflight=inflight, dropped=outcome == "dropped"
                 )
-        self._give_back()
+        self.in_use -= 1
+        if self.waiters:
+            self.serve()
 
     def retry_after(self) -> float | None:
         """When a place may be free for a caller refused now: the estimated service time,
