@@ -49,7 +49,8 @@ _BREAKER = _specs(
         ("retry_after",),
         ("breaker", "state", "level", "reason"),
         "A call was refused: `reason` is `open`, `forced_open`, `half_open_full` (no probe "
-        "permit left) or `shed` (dropped while degraded).",
+        "permit left), `shed` (dropped while degraded) or `slow_start` (not yet in the share "
+        "admitted after recovery).",
     ),
     EventSpec(
         ("buttress", "circuit_breaker", "fault_injected"),

@@ -155,6 +155,7 @@ PLAUSIBLE_SECONDS: dict[str, dict[str, float]] = {
         "reset_timeout": HOUR,
         "reset_timeout_max": DAY,  # inf (no cap) is taken too
         "probe_timeout": 10 * MINUTE,
+        "slow_start": HOUR,
         "health_check_interval": HOUR,
     },
     "circuit_breakers.fault_injection": {"latency": MINUTE},
@@ -315,6 +316,8 @@ class CircuitBreakerSettings(_Section):
     half_open_max_calls: Count = 5
     half_open_success_ratio: Share = 0.8
     probe_timeout: Positive = 30.0
+    slow_start: Seconds = 0.0
+    slow_start_initial: Share = 0.1
     health_check_interval: Positive = 10.0
     # Rules on exceptions (_classify.py): a class by import path ("httpx.HTTPError"; a bare
     # name is a builtin), {status = [429, "5xx"]} or {call = "module:function"}.

@@ -73,6 +73,12 @@ class BreakerConfig:
     half_open_success_ratio: float = 0.8
     # A probe still running after this long counts as failed and frees its permit.
     probe_timeout: float = 30.0
+    # Slow start: for ``slow_start`` seconds after recovering (half-open to closed), the share
+    # of normal and sheddable calls admitted grows linearly from ``slow_start_initial`` to all
+    # of them, instead of the whole load (and every rate limiter's refilled burst) at once.
+    # 0 turns it off.
+    slow_start: float = 0.0
+    slow_start_initial: float = 0.1
     health_check_interval: float = 10.0
     # Classification.
     record: tuple[ExceptionMatcher, ...] = (Exception,)
@@ -151,6 +157,14 @@ class BreakerConfig:
         _int_at_least("half_open_max_calls", self.half_open_max_calls, 1)
         _in_interval("half_open_success_ratio", self.half_open_success_ratio, "(0, 1]")
         _positive("probe_timeout", self.probe_timeout)
+        if not (is_number(self.slow_start) and 0.0 <= self.slow_start < math.inf):
+            raise ConfigError(
+                "slow_start", f"must be a finite number of seconds >= 0, got {self.slow_start!r}"
+            )
+        if not (is_number(self.slow_start_initial) and 0.0 < self.slow_start_initial <= 1.0):
+            raise ConfigError(
+                "slow_start_initial", f"must be in (0, 1], got {self.slow_start_initial!r}"
+            )
         _positive("health_check_interval", self.health_check_interval)
         object.__setattr__(self, "record", _matchers("record", self.record))
         object.__setattr__(self, "ignore", _matchers("ignore", self.ignore))

@@ -178,9 +178,9 @@ class BreakerCore:
                     "reason": d.reason,
                 },
             )
-        if d.reason == "shed":
+        if d.reason == "shed" or d.reason == "slow_start":
             return LoadShedError(
-                "degraded",
+                "degraded" if d.reason == "shed" else "slow_start",
                 level=d.level.value if d.level else None,
                 source=self.name,
                 retry_after=d.retry_after,

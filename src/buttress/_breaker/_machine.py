@@ -153,6 +153,9 @@ class BreakerMachine:
         "_rng",
         "_slow_at",
         "_slows",
+        "_warm_credit",
+        "_warm_from",
+        "_warm_until",
         "_width",
         "bucket_end",
         "cancelled",
@@ -216,6 +219,11 @@ class BreakerMachine:
         self._probe_failed = 0
         self._hc_running = False
         self._hc_last = -math.inf
+        # Slow start after recovery: while now < _warm_until (0: not warming), a share of
+        # calls growing from slow_start_initial is admitted, counted as credit (see _warming).
+        self._warm_from = 0.0
+        self._warm_until = 0.0
+        self._warm_credit = 0.0
 
         self.successes = 0
         self.failures = 0
@@ -234,7 +242,11 @@ class BreakerMachine:
         ``critical``). Degraded, a critical call is never shed, a sheddable one always, a
         normal one with the level's shed probability."""
         st = self.state
-        if st is CLOSED or st is DISABLED:
+        if st is CLOSED:
+            if self._warm_until:
+                return self._warming(now, priority)
+            return Admitted(self.generation, 0)
+        if st is DISABLED:
             return Admitted(self.generation, 0)
         if st is FORCED_OPEN:
             self.rejected += 1
@@ -242,7 +254,9 @@ class BreakerMachine:
         self.poll(now)
         st = self.state
         if st is CLOSED:
-            return Admitted(self.generation, 0)
+            return (
+                self._warming(now, priority) if self._warm_until else Admitted(self.generation, 0)
+            )
         if st is DEGRADED:
             level = self.level
             assert level is not None
@@ -269,6 +283,30 @@ class BreakerMachine:
         return Refused(
             HALF_OPEN, None, "half_open_full", max(0.0, oldest + cfg.probe_timeout - now)
         )
+
+    def _warming(self, now: float, priority: int) -> Admitted | Refused:
+        """Slow start: the share of calls admitted ``t`` seconds after recovering is
+        ``initial + (1 - initial) * t / slow_start``. Each normal or sheddable call adds that
+        share to a credit and runs when the credit reaches one call, so over any stretch the
+        admitted calls are the offered ones times the ramp, to within one call (no
+        randomness). Critical calls always run."""
+        if now >= self._warm_until:
+            self._warm_until = 0.0
+            self._refresh_fast()
+            return Admitted(self.generation, 0)
+        if priority == CRITICAL:
+            return Admitted(self.generation, 0)
+        cfg = self.config
+        initial = cfg.slow_start_initial
+        share = initial + (1.0 - initial) * max(0.0, now - self._warm_from) / cfg.slow_start
+        credit = self._warm_credit + share
+        if credit >= 1.0:
+            self._warm_credit = credit - 1.0
+            return Admitted(self.generation, 0)
+        self._warm_credit = credit
+        self.rejected += 1
+        self.shed += 1
+        return Refused(CLOSED, None, "slow_start", None)
 
     def admit_again(self, now: float, priority: int = NORMAL) -> Admitted | Refused:
         """:meth:`admit` for a call refused a moment ago, once a passing health check has
@@ -406,6 +444,7 @@ class BreakerMachine:
         """Back to closed with an empty window, whatever the state (manual ones included)."""
         self._clear_window(now)
         self.recovery_attempts = 0
+        self._warm_until = 0.0  # an operator's reset lets the whole load in at once
         self._move(CLOSED, None, "reset", now)
 
     # -- health check while open -------------------------------------------------------------
@@ -507,6 +546,13 @@ class BreakerMachine:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _warm_up(self, now: float) -> None:
+        """Recovered: start the slow start (when configured)."""
+        if self.config.slow_start > 0.0:
+            self._warm_from = now
+            self._warm_until = now + self.config.slow_start
+            self._warm_credit = 0.0
+
     def _refresh_fast(self) -> None:
         """Open or close the shell's lock-free path: closed, and no success can move the state.
 
@@ -520,6 +566,7 @@ class BreakerMachine:
         if (
             self.state is CLOSED
             and self._plain
+            and not self._warm_until
             and (
                 self.w_failures < self._harmless_failures
                 or self.w_calls >= self.config.minimum_calls
@@ -579,6 +626,7 @@ class BreakerMachine:
         if self._probe_ok >= need:
             self._probes.clear()
             self._clear_window(now)
+            self._warm_up(now)
             self._move(CLOSED, None, "probes_succeeded", now)  # reports the attempt that won
             self.recovery_attempts = 0
         elif self._probe_failed > cfg.half_open_max_calls - need:
