@@ -253,3 +253,27 @@ async def test_event_loop_lag_sheds_sheddable_calls_and_stops_when_it_falls() ->
         await asyncio.wait_for(moved.wait(), 5)  # the lag falls: back to normal
         assert changes == ["warning", "normal"]
         await infra.call_async("svc", handler, rate_key="b", priority="sheddable")
+
+
+def test_health_reports_bulkheads_and_the_overload_monitors() -> None:
+    clock = bt.ManualClock()
+    cfg = {**BULKHEAD, "overload": {"cpu": {"check_interval": 1.0}}}
+    with make(clock, cfg) as infra:
+        assert infra.cpu is not None
+        readings = iter([0, 950_000])
+        infra.cpu.probe = lambda: bt.CpuReading(usage_usec=next(readings), quota_cores=1.0)
+        infra.cpu.sample()
+        clock.advance(1.0)
+        infra.cpu.sample()  # 95% of one core: critical
+        with infra.protect("svc", rate_key="u", critical=True):  # critical: never shed
+            report = infra.health()
+        checks = {(c.kind, c.name): c for c in report.checks}
+        bulkhead = checks[("bulkhead", "svc")]
+        assert (bulkhead.status, bulkhead.reason) == ("warn", "full: 1/1 in use, 0 waiting")
+        cpu = checks[("cpu", "t.cpu")]
+        assert cpu.status == "fail" and cpu.reason.startswith("critical: 95% of 1 cores")
+        assert report.overall_status == "unhealthy"
+        doc = report.to_dict()
+        assert doc["bulkheads"]["svc"]["in_use"] == 1
+        assert doc["overload"]["cpu"]["level"] == "critical"
+        assert infra.health().bulkheads["svc"].in_use == 0

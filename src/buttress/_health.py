@@ -41,8 +41,10 @@ from ._breaker._states import PASSING, BreakerState
 
 if TYPE_CHECKING:
     from ._breaker import BreakerSnapshot
+    from ._bulkhead import BulkheadSnapshot
     from ._chaos._chaos import ChaosSnapshot
     from ._memory import MemorySnapshot
+    from ._overload import CpuSnapshot, LoopLagSnapshot
     from ._pool import PoolSnapshot
     from .ratelimit._stats import RateLimiterSnapshot
 
@@ -123,6 +125,10 @@ class HealthReport:
     checks: tuple[ComponentCheck, ...]
     time: float
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Each service's bulkhead by service name; the CPU monitor's snapshot and each watched
+    # event loop's ({"cpu": ..., "loops": [...]}, empty without an [overload] monitor).
+    bulkheads: Mapping[str, BulkheadSnapshot] = field(default_factory=dict)
+    overload: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> Status:
@@ -149,6 +155,8 @@ class HealthReport:
             "rate_limiters": {k: snap(v) for k, v in self.rate_limiters.items()},
             "connection_pools": {k: snap(v) for k, v in self.connection_pools.items()},
             "memory": snap(self.memory) if self.memory is not None else None,
+            "bulkheads": {k: snap(v) for k, v in self.bulkheads.items()},
+            "overload": snap(dict(self.overload)),
             "chaos_engineering": snap(self.chaos_engineering),
             "checks": [c.to_dict(verbose=verbose) for c in self.checks],
             **{k: snap(v) for k, v in self.extra.items()},
@@ -202,6 +210,9 @@ _COMPONENT_TYPE = {
     "rate_limiter": "component",
     "connection_pool": "datastore",
     "memory": "system",
+    "cpu": "system",
+    "event_loop": "system",
+    "bulkhead": "component",
     "chaos": "component",
 }
 
@@ -318,6 +329,46 @@ def memory_check(snap: MemorySnapshot) -> ComponentCheck:
     return ComponentCheck("memory", snap.name, status, ratio, f"{level}: {shown}")
 
 
+def bulkhead_check(name: str, snap: BulkheadSnapshot) -> ComponentCheck:
+    """Full now (every place taken, and callers queued or a queue that takes none) is a
+    warning: calls are being refused or kept waiting."""
+    shown = f"{snap.in_use}/{snap.limit} in use, {snap.waiting} waiting"
+    if snap.in_use >= snap.limit and (snap.waiting or not snap.max_waiting):
+        return ComponentCheck("bulkhead", name, "warn", snap.in_use, f"full: {shown}")
+    return ComponentCheck("bulkhead", name, "pass", snap.in_use, shown)
+
+
+def _level_status(level: str) -> Status:
+    return {"normal": "pass", "warning": "warn", "critical": "fail"}.get(level, "warn")  # type: ignore[return-value]
+
+
+def cpu_check(snap: CpuSnapshot) -> ComponentCheck:
+    level = snap.level.value
+    used = snap.utilisation
+    shown = (
+        f"{used:.0%} of {snap.effective_cores:g} cores"
+        if used is not None and snap.effective_cores
+        else "not sampled yet"
+    )
+    if snap.throttle_ratio:
+        shown += f", throttled in {snap.throttle_ratio:.0%} of periods"
+    return ComponentCheck(
+        "cpu", snap.name, _level_status(level), used, f"{level}: {shown} ({snap.reason})"
+    )
+
+
+def loop_check(snap: LoopLagSnapshot) -> ComponentCheck:
+    level = snap.level.value
+    if snap.stalled:
+        shown = f"stalled for {snap.stalled * 1000:.0f} ms"
+    else:
+        p99, peak = (snap.lag_p99 or 0.0) * 1000, (snap.lag_max or 0.0) * 1000
+        shown = f"lag p99 {p99:.0f} ms, max {peak:.0f} ms"
+    return ComponentCheck(
+        "event_loop", snap.name, _level_status(level), snap.lag_p99, f"{level}: {shown}"
+    )
+
+
 def chaos_check(chaos: ChaosSnapshot) -> ComponentCheck | None:
     active = chaos["active_experiments"]
     if not active or not chaos["enabled"]:
@@ -336,6 +387,9 @@ def build_report(
     chaos: ChaosSnapshot | None = None,
     time: float,
     extra: Mapping[str, Any] | None = None,
+    bulkheads: Mapping[str, BulkheadSnapshot] | None = None,
+    cpu: CpuSnapshot | None = None,
+    loops: Iterable[LoopLagSnapshot] = (),
 ) -> HealthReport:
     """Judge each component's snapshot and fold the verdicts into one report (pure)."""
     breakers = dict(breakers or {})
@@ -349,6 +403,16 @@ def build_report(
     checks += [pool_check(n, s) for n, s in pools.items()]
     if memory is not None:
         checks.append(memory_check(memory))
+    bulkheads = dict(bulkheads or {})
+    checks += [bulkhead_check(n, s) for n, s in bulkheads.items()]
+    overload: dict[str, Any] = {}
+    if cpu is not None:
+        checks.append(cpu_check(cpu))
+        overload["cpu"] = cpu
+    loops = list(loops)
+    if loops:
+        checks += [loop_check(s) for s in loops]
+        overload["loops"] = loops
     chaos_verdict = chaos_check(chaos)
     if chaos_verdict is not None:
         checks.append(chaos_verdict)
@@ -363,6 +427,8 @@ def build_report(
         checks=tuple(checks),
         time=time,
         extra=dict(extra or {}),
+        bulkheads=bulkheads,
+        overload=overload,
     )
 
 

@@ -687,6 +687,9 @@ class Infrastructure:
             chaos=self.chaos.snapshot(),
             time=self.clock.time(),
             extra={"services": {n: m.snapshot(now=mono) for n, m in services}},
+            bulkheads={n: b.snapshot() for n, b in tuple(self.bulkheads.items())},
+            cpu=self.cpu.snapshot() if self.cpu is not None else None,
+            loops=self.loop_lag.snapshots() if self.loop_lag is not None else (),
         )
 
     def __repr__(self) -> str:
