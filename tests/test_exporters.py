@@ -685,3 +685,31 @@ def test_the_documented_opentelemetry_setup_reports(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert '"buttress.circuit_breaker.state"' in done.stdout
     assert '"buttress.name": "payments"' in done.stdout
+
+
+def test_bulkheads_and_overload_monitors_are_exported() -> None:
+    clock = bt.ManualClock()
+    config = {
+        "services": {
+            "search": {"breaker": False, "limiter": False, "bulkhead": {"max_concurrent": 4}}
+        },
+        "overload": {"cpu": {"check_interval": 1.0}},
+    }
+    with bt.Infrastructure("shop", config, clock=clock, env={}, background=False) as infra:
+        assert infra.cpu is not None
+        readings = iter([0, 500_000])
+        infra.cpu.probe = lambda: bt.CpuReading(usage_usec=next(readings), quota_cores=1.0)
+        infra.cpu.sample()
+        clock.advance(1.0)
+        infra.cpu.sample()  # half of one core: normal
+        infra.call("search", lambda: None)
+        registry = CollectorRegistry()
+        register_prometheus(infra, registry)
+        with infra.protect("search"):
+            _, v = scrape(registry)
+    assert v[series("buttress_bulkhead_limit", name="search")] == 4
+    assert v[series("buttress_bulkhead_in_use", name="search")] == 1
+    assert v[series("buttress_bulkhead_calls_total", name="search", outcome="admitted")] == 2
+    assert v[series("buttress_cpu_utilisation_ratio")] == pytest.approx(0.5)
+    assert v[series("buttress_overload_level", monitor="shop.cpu", level="normal")] == 1
+    assert v[series("buttress_overload_level", monitor="shop.cpu", level="critical")] == 0

@@ -24,8 +24,10 @@ END = "<!-- end of metrics reference -->"
 TITLES = {
     "breaker": "Circuit breakers",
     "limiter": "Rate limiters",
+    "bulkhead": "Bulkheads",
     "pool": "Connection pools (sync and async)",
     "memory": "Memory",
+    "overload": "Overload (CPU and event-loop lag)",
     "service": "Services (`protect()` and `instrument()`)",
     "chaos": "Chaos",
     "health": "Health",

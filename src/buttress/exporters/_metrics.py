@@ -18,9 +18,11 @@ from .._breaker._states import level_rank
 from .._errors import ConfigError
 from .._fork import fork_safe_lock
 from .._memory import MemoryLevel
+from .._pressure import PressureLevel
 
 if TYPE_CHECKING:
     from .._breaker import BreakerSnapshot
+    from .._bulkhead import BulkheadSnapshot
     from .._chaos._chaos import ChaosSnapshot
     from .._infrastructure import Infrastructure
     from .._instrument import ServiceSnapshot
@@ -31,8 +33,20 @@ if TYPE_CHECKING:
 __all__ = ["METRICS", "MetricDef", "Published", "Sample", "Summary", "gather", "gather_all"]
 
 Kind = Literal["gauge", "counter", "updown", "summary"]
-Source = Literal["breaker", "limiter", "pool", "memory", "service", "chaos", "health"]
-SOURCES: tuple[Source, ...] = ("breaker", "limiter", "pool", "memory", "service", "chaos", "health")
+Source = Literal[
+    "breaker", "limiter", "bulkhead", "pool", "memory", "overload", "service", "chaos", "health"
+]
+SOURCES: tuple[Source, ...] = (
+    "breaker",
+    "limiter",
+    "bulkhead",
+    "pool",
+    "memory",
+    "overload",
+    "service",
+    "chaos",
+    "health",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,6 +538,91 @@ METRICS: tuple[MetricDef, ...] = (
         "{event}",
         "cgroup memory.events seen since the manager started: high, max, oom, oom_kill.",
     ),
+    # -- bulkheads ----------------------------------------------------------------------------
+    _def(
+        "bulkhead.limit",
+        "gauge",
+        ("name",),
+        "bulkhead_limit",
+        "buttress.bulkhead.limit",
+        "{call}",
+        "The most calls in flight at once, now (it moves for an adaptive limit).",
+    ),
+    _def(
+        "bulkhead.in_use",
+        "updown",
+        ("name",),
+        "bulkhead_in_use",
+        "buttress.bulkhead.in_use",
+        "{call}",
+        "Calls holding a place.",
+    ),
+    _def(
+        "bulkhead.waiting",
+        "updown",
+        ("name",),
+        "bulkhead_waiting",
+        "buttress.bulkhead.waiting",
+        "{call}",
+        "Callers queued for a place.",
+    ),
+    _def(
+        "bulkhead.calls",
+        "counter",
+        ("name", "outcome"),
+        "bulkhead_calls",
+        "buttress.bulkhead.calls",
+        "{call}",
+        "Callers by outcome: admitted (at once or after waiting), waited (of those, after "
+        "waiting), rejected (refused at once), timed_out (waited in vain).",
+    ),
+    _def(
+        "bulkhead.service_time",
+        "gauge",
+        ("name",),
+        "bulkhead_service_time_seconds",
+        "buttress.bulkhead.service_time",
+        "s",
+        "The recent mean time a call held a place (what retry_after is estimated from).",
+    ),
+    # -- overload -----------------------------------------------------------------------------
+    _def(
+        "overload.level",
+        "gauge",
+        ("monitor", "level"),
+        "overload_level",
+        "buttress.overload.level",
+        "1",
+        "1 for each overload monitor's current level (normal, warning, critical), 0 for the "
+        "others; monitor: the CPU monitor's name or an event loop's.",
+    ),
+    _def(
+        "overload.cpu_utilisation",
+        "gauge",
+        (),
+        "cpu_utilisation_ratio",
+        "buttress.cpu.utilization",
+        "1",
+        "The share of the cores the process may use that it used, between the last samples.",
+    ),
+    _def(
+        "overload.cpu_throttle_ratio",
+        "gauge",
+        (),
+        "cpu_throttled_ratio",
+        "buttress.cpu.throttle_ratio",
+        "1",
+        "The share of CFS periods the cgroup was throttled in, between the last samples.",
+    ),
+    _def(
+        "overload.loop_lag",
+        "gauge",
+        ("monitor",),
+        "event_loop_lag_p99_seconds",
+        "buttress.event_loop.lag_p99",
+        "s",
+        "An event loop's p99 lag over its window (a stall in progress counts at once).",
+    ),
     # -- services -----------------------------------------------------------------------------
     _def(
         "service.calls",
@@ -776,6 +875,34 @@ def memory_samples(ns: str, s: MemorySnapshot | None, out: Out) -> None:
         out["memory.limit_events"].append(((ns, event), float(s.limit_events.get(event, 0))))
 
 
+def bulkhead_samples(ns: str, snaps: Mapping[str, BulkheadSnapshot], out: Out) -> None:
+    for name, s in snaps.items():
+        n = (ns, name)
+        out["bulkhead.limit"].append((n, float(s.limit)))
+        out["bulkhead.in_use"].append((n, float(s.in_use)))
+        out["bulkhead.waiting"].append((n, float(s.waiting)))
+        for outcome in ("admitted", "waited", "rejected", "timed_out"):
+            out["bulkhead.calls"].append(((ns, name, outcome), float(getattr(s, outcome))))
+        if s.service_time is not None:
+            out["bulkhead.service_time"].append((n, float(s.service_time)))
+
+
+def overload_samples(ns: str, overload: Mapping[str, Any], out: Out) -> None:
+    cpu = overload.get("cpu")
+    if cpu is not None:
+        for lv in PressureLevel:
+            out["overload.level"].append(((ns, cpu.name, lv.value), _flag(cpu.level is lv)))
+        if cpu.utilisation is not None:
+            out["overload.cpu_utilisation"].append(((ns,), float(cpu.utilisation)))
+        if cpu.throttle_ratio is not None:
+            out["overload.cpu_throttle_ratio"].append(((ns,), float(cpu.throttle_ratio)))
+    for loop in overload.get("loops", ()):
+        for lv in PressureLevel:
+            out["overload.level"].append(((ns, loop.name, lv.value), _flag(loop.level is lv)))
+        lag = max(loop.lag_p99 or 0.0, loop.stalled or 0.0)
+        out["overload.loop_lag"].append(((ns, loop.name), float(lag)))
+
+
 def service_samples(
     ns: str, snaps: Iterable[tuple[ServiceSnapshot, Iterable[str]]], out: Out
 ) -> None:
@@ -845,6 +972,10 @@ def gather(infra: Infrastructure, source: Source) -> Out:
         pool_samples(ns, infra.pool_snapshots(), out)
     elif source == "memory":
         memory_samples(ns, infra.memory.snapshot() if infra.memory is not None else None, out)
+    elif source == "bulkhead":
+        bulkhead_samples(ns, {n: b.snapshot() for n, b in tuple(infra.bulkheads.items())}, out)
+    elif source == "overload":
+        overload_samples(ns, infra.health().overload, out)
     elif source == "service":
         service_samples(ns, _services(infra), out)
     elif source == "chaos":
@@ -863,6 +994,8 @@ def gather_all(infra: Infrastructure) -> Out:
     limiter_samples(ns, report.rate_limiters, out)
     pool_samples(ns, report.connection_pools, out)
     memory_samples(ns, report.memory, out)
+    bulkhead_samples(ns, report.bulkheads, out)
+    overload_samples(ns, report.overload, out)
     service_samples(ns, _services(infra), out)
     chaos_samples(ns, report.chaos_engineering, out)
     health_samples(ns, report.overall_status, out)
