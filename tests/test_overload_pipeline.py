@@ -79,7 +79,7 @@ def test_a_service_sets_its_calls_default_priority() -> None:
         infra.call("svc", lambda: None, rate_key="u", priority="normal")  # the call's own wins
 
 
-def test_cpu_pressure_sheds_by_priority() -> None:
+def test_cpu_pressure_sheds_by_priority(event_log: Any) -> None:
     clock = bt.ManualClock()
     readings = iter(range(0, 10**9, 1_000_000))  # 1 s of CPU per second: one core, fully used
 
@@ -99,6 +99,11 @@ def test_cpu_pressure_sheds_by_priority() -> None:
                 infra.call("svc", lambda: None, rate_key="u", priority=priority)  # type: ignore[arg-type]
             assert (caught.value.reason, caught.value.level) == ("cpu_pressure", "critical")
         infra.call("svc", lambda: None, rate_key="u", priority="critical")
+    changes = event_log.named("buttress", "overload", "level_change", monitor="t.cpu")
+    assert [(md["from_level"], md["to_level"], md["kind"]) for _, md in changes] == [
+        ("normal", "critical", "cpu")
+    ]
+    assert changes[0][0]["value"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +128,7 @@ BULKHEAD: dict[str, Any] = {
 }
 
 
-def test_a_full_bulkhead_refuses_and_the_rate_limit_charge_comes_back() -> None:
+def test_a_full_bulkhead_refuses_and_the_rate_limit_charge_comes_back(event_log: Any) -> None:
     with make(bt.ManualClock(), BULKHEAD) as infra:
         bulkhead = infra.bulkheads["svc"]
         with infra.protect("svc", rate_key="u"):
@@ -139,6 +144,8 @@ def test_a_full_bulkhead_refuses_and_the_rate_limit_charge_comes_back() -> None:
         assert bulkhead.in_use == 0  # a failing call gave its place back
         rejected = infra.services["svc"].snapshot(now=0.0).rejected_by_reason
         assert rejected == {"BulkheadFullError": 4}
+    refusals = event_log.named("buttress", "bulkhead", "rejected", bulkhead="svc")
+    assert [md["reason"] for _, md in refusals] == ["full"] * 4
 
 
 def test_a_rate_limit_refusal_never_takes_a_place() -> None:

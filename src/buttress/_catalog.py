@@ -255,6 +255,23 @@ _MEMORY = _specs(
         "`exit_samples` samples).",
     ),
     EventSpec(
+        ("buttress", "overload", "level_change"),
+        ("value",),
+        ("monitor", "kind", "from_level", "to_level", "reason"),
+        "An overload monitor's level moved (`normal`, `warning`, `critical`): `kind` is `cpu` or "
+        "`event_loop`, `monitor` its name; `reason` names the signal that raised it "
+        "(`throttle`, `utilisation`, `psi`; `lag`, `stalled`) or is `recovered`; `value` is "
+        "the CPU utilisation or the loop's p99 lag (s) then.",
+    ),
+    EventSpec(
+        ("buttress", "bulkhead", "rejected"),
+        ("retry_after",),
+        ("bulkhead", "reason"),
+        "A bulkhead refused a caller: `reason` is `full` (no place and no room to wait) or "
+        "`timeout` (waited `wait_timeout` in vain); `retry_after` is -1 before any call has "
+        "completed.",
+    ),
+    EventSpec(
         ("buttress", "memory", "relief"),
         ("duration",),
         ("manager", "level", "callback", "error"),

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar
 
+from .. import events
 from .._clock import Clock, SystemClock
 from .._concurrency import ACell, Cell, Lock
 from .._errors import BulkheadFullError, CircuitOpenError, ConfigError, RejectedError
@@ -29,6 +30,8 @@ __all__ = ["Bulkhead", "BulkheadPermit", "BulkheadSnapshot", "outcome_of"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+EV_REJECTED = ("buttress", "bulkhead", "rejected")
 
 # A bulkhead's places and queue are counted in a machine's memory; a typo must not ask for
 # billions.
@@ -439,8 +442,15 @@ class Bulkhead:
         )
 
     def _notify(self, error: BulkheadFullError | None) -> BulkheadFullError:
-        """After the lock: tell the listeners of a refusal; the error, to raise."""
+        """After the lock: report a refusal and tell the listeners; the error, to raise."""
         assert error is not None
+        if events.enabled(EV_REJECTED):
+            wait = error.retry_after
+            events.emit(
+                EV_REJECTED,
+                {"retry_after": -1.0 if wait is None else wait},
+                {"bulkhead": self.name, "reason": error.reason},
+            )
         for listener in self._listeners:
             listener(self.name, error)
         return error

@@ -20,6 +20,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, Self, TypeVar
 
+from .. import events
 from .._breaker import CircuitBreaker
 from .._bulkhead import Bulkhead
 from .._clock import Clock, SystemClock
@@ -41,7 +42,9 @@ from .._policies import (
     window,
 )
 from .._pool import AsyncConnectionPool, ConnectionPool, PoolSnapshot
+from .._pressure import LevelChange
 from .._priority import NORMAL, PriorityName, priority_of
+from .._redact import redacted_logger
 from .._retry._core import ServiceCalls
 from .._scheduler import AsyncScheduler, Handle, Scheduler
 from ..ratelimit._decision import Decision
@@ -65,6 +68,9 @@ T = TypeVar("T")
 LimiterChoice = str | RateLimiter | bool
 
 _MAX_VARIANTS = 1024  # routes kept for calls' own limiters
+
+EV_OVERLOAD = ("buttress", "overload", "level_change")
+_log = redacted_logger("buttress.infrastructure")
 
 
 class PoolView(Protocol):
@@ -148,6 +154,10 @@ class Infrastructure:
         if self.memory is not None:
             self.memory.on_pressure("warning", self._trim_pools)
         self.cpu, self.loop_lag = build.overload()
+        if self.cpu is not None:
+            self.cpu.on_change(_overload_changed("cpu"))
+        if self.loop_lag is not None:
+            self.loop_lag.on_change(_overload_changed("event_loop"))
         self._gate = (
             OverloadGate(self.memory, self.cpu, self.loop_lag)
             if self.memory is not None or self.cpu is not None or self.loop_lag is not None
@@ -697,6 +707,36 @@ class Infrastructure:
             f"<Infrastructure {self.namespace!r}: {len(self.breakers)} breakers, "
             f"{len(self.limiters)} limiters, {len(self.pools) + len(self.async_pools)} pools>"
         )
+
+
+def _overload_changed(kind: str) -> Callable[[LevelChange, Any], None]:
+    """A listener for an overload monitor's level changes: an event and a log line each."""
+
+    def changed(change: LevelChange, snapshot: Any) -> None:
+        value = snapshot.utilisation if kind == "cpu" else snapshot.lag_p99
+        rising = change.level.rank > change.previous.rank
+        (_log.warning if rising else _log.info)(
+            "overload %s %s: %s -> %s (%s)",
+            kind,
+            snapshot.name,
+            change.previous.value,
+            change.level.value,
+            change.reason,
+        )
+        if events.enabled(EV_OVERLOAD):
+            events.emit(
+                EV_OVERLOAD,
+                {"value": -1.0 if value is None else float(value)},
+                {
+                    "monitor": snapshot.name,
+                    "kind": kind,
+                    "from_level": change.previous.value,
+                    "to_level": change.level.value,
+                    "reason": change.reason,
+                },
+            )
+
+    return changed
 
 
 class Protection(ProtectionSteps, AsyncProtectionSteps):
