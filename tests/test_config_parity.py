@@ -28,7 +28,16 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from buttress import Backoff, Leasing, RateLimiter, Retry, RetryBudget, Scope
+from buttress import (
+    AdaptiveConcurrency,
+    Backoff,
+    Bulkhead,
+    Leasing,
+    RateLimiter,
+    Retry,
+    RetryBudget,
+    Scope,
+)
 from buttress import _config as c
 from buttress._breaker import BreakerConfig, DegradationLevel
 from buttress._chaos import FaultSettings
@@ -36,6 +45,7 @@ from buttress._errors import ConfigError
 from buttress._memory import MemoryManager
 from buttress._memory._policy import PolicyConfig
 from buttress._memory._probe import SOURCES
+from buttress._overload import CpuConfig, LagConfig
 from buttress._pool import PoolConfig
 from buttress._pool._config import HEALTH_CHECKS, STRATEGIES
 from buttress.ratelimit._scope import ALGORITHMS
@@ -276,8 +286,41 @@ LEASING = Pair(
     component_required={"size": 10},
 )
 
+BULKHEAD = Pair(
+    "bulkhead",
+    c.BulkheadSettings,
+    Bulkhead,
+    settings_only={
+        "max_concurrent": "the bulkhead's second argument in code",
+        "adaptive": "a table of the adaptive limit's settings (see the adaptive pair)",
+    },
+    component_only={
+        "limit": "an AdaptiveConcurrency: a file gives its table",
+        "clock": "the infrastructure's clock",
+    },
+    settings_required={"max_concurrent": 2},
+    component_required={"name": "b", "max_concurrent": 2},
+)
+
+ADAPTIVE = Pair(
+    "adaptive concurrency",
+    c.AdaptiveConcurrencySettings,
+    AdaptiveConcurrency,
+    settings_only={"tuning": "the algorithm's own settings, keywords in code"},
+    component_only={"rng": "code only (tests)"},
+    component_required={"name": "a"},
+)
+
+CPU = Pair("cpu", c.CpuSettings, CpuConfig)
+
+LOOP_LAG = Pair("loop lag", c.LoopLagSettings, LagConfig)
+
 PAIRS = [
     BREAKER,
+    BULKHEAD,
+    ADAPTIVE,
+    CPU,
+    LOOP_LAG,
     POOL,
     MEMORY_POLICY,
     MEMORY_MANAGER,

@@ -463,6 +463,15 @@ class ChaosSettings(_Section):
 Algorithm = AlgorithmName  # the names of the algorithm registry (ratelimit/_registry.py)
 
 
+def _checked_by(build: Callable[..., object], kwargs: dict[str, Any]) -> None:
+    """In a section's validator: ``build(**kwargs)``, its ``ConfigError`` reported at the
+    section's path and the setting it names."""
+    try:
+        build(**kwargs)
+    except ConfigError as exc:
+        raise _AtKey(exc.path, exc.message) from None
+
+
 class _AtKey(ValueError):
     """A problem with ``key`` of the section being validated (a key that is no field, such as
     ``rate``): reported at that key's path."""
@@ -902,6 +911,14 @@ class CpuSettings(_Section):
     exit_margin: Jitter = 0.10
     exit_samples: Count = 3
 
+    @model_validator(mode="after")
+    def _ordered(self) -> CpuSettings:
+        # The monitor's rules between settings (each critical threshold above its warning).
+        from ._overload import CpuConfig
+
+        _checked_by(CpuConfig, self.model_dump())
+        return self
+
 
 class LoopLagSettings(_Section):
     """The event-loop lag monitors (``[overload.loop_lag]``, docs/overload.md): the
@@ -915,6 +932,14 @@ class LoopLagSettings(_Section):
     critical: Positive = 0.5
     exit_margin: Jitter = 0.1
     exit_samples: Count = 20
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LoopLagSettings:
+        # The monitor's rules between settings (critical above warning, window over interval).
+        from ._overload import LagConfig
+
+        _checked_by(LagConfig, self.model_dump())
+        return self
 
 
 class OverloadSettings(_Section):
@@ -941,6 +966,28 @@ class AdaptiveConcurrencySettings(_Section):
     max_limit: Count = 1000
     tuning: dict[str, float | int | None] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _checked(self) -> AdaptiveConcurrencySettings:
+        # The limit's rules between settings (min_limit <= initial <= max_limit) and its
+        # algorithm's own settings.
+        from ._bulkhead import AdaptiveConcurrency
+
+        try:
+            AdaptiveConcurrency("check", **self._kwargs())
+        except ConfigError as exc:
+            key = f"tuning.{exc.path}" if exc.path in self.tuning else exc.path
+            raise _AtKey(key, exc.message) from None
+        return self
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {
+            "algorithm": self.algorithm,
+            "initial": self.initial,
+            "min_limit": self.min_limit,
+            "max_limit": self.max_limit,
+            **self.tuning,
+        }
+
 
 class BulkheadSettings(_Section):
     """A service's bulkhead (``[services.NAME.bulkhead]``, see docs/bulkhead.md): a fixed
@@ -948,36 +995,32 @@ class BulkheadSettings(_Section):
 
     _section = "services.bulkhead"
 
-    max_concurrent: Count | None = None
-    max_waiting: Size = 0
-    # Seconds a caller may wait for a place; None: as long as it takes (within its deadline).
-    wait_timeout: Seconds | None = 0.0
+    # At most a million of each: Bulkhead's MAX_PLACES (a typo must not ask for billions).
+    max_concurrent: Annotated[int, _Num, Field(ge=1, le=1_000_000, strict=True)] | None = None
+    max_waiting: Annotated[int, _Num, Field(ge=0, le=1_000_000, strict=True)] = 0
+    # Seconds a caller may wait for a place; None (or inf): as long as it takes (within its
+    # deadline).
+    wait_timeout: Annotated[float, _Num, Field(ge=0.0, strict=True)] | None = 0.0
     adaptive: AdaptiveConcurrencySettings | None = None
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> BulkheadSettings:
+        if (self.max_concurrent is None) == (self.adaptive is None):
+            raise ValueError(  # reported at the table's path
+                "give max_concurrent (a fixed limit) or an [adaptive] table, "
+                + ("not both" if self.adaptive is not None else "one of them")
+            )
+        return self
 
     def make(self, name: str, path: str, clock: Clock) -> Any:
         """The :class:`~buttress.Bulkhead` these settings describe (errors under ``path``)."""
         from ._bulkhead import AdaptiveConcurrency, Bulkhead
 
         a = self.adaptive
-        if (self.max_concurrent is None) == (a is None):
-            raise ConfigError(
-                path,
-                "give max_concurrent (a fixed limit) or an [adaptive] table, "
-                + ("not both" if a is not None else "one of them"),
-            )
         limit = None
         if a is not None:
             limit = _prefixed(
-                f"{path}.adaptive",
-                AdaptiveConcurrency,
-                {
-                    "name": name,
-                    "algorithm": a.algorithm,
-                    "initial": a.initial,
-                    "min_limit": a.min_limit,
-                    "max_limit": a.max_limit,
-                    **a.tuning,
-                },
+                f"{path}.adaptive", AdaptiveConcurrency, {"name": name, **a._kwargs()}
             )
         return _prefixed(
             path,
