@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from buttress._bulkhead._adaptive import AdaptiveConcurrency, AlgorithmName
+from buttress._bulkhead._core import BulkheadState
 
 MEDIAN = 0.020  # service time, seconds
 SIGMA = 0.5  # of its log: p99 = 3.2 x the median, a realistic tail
@@ -131,34 +132,34 @@ class SharedService:
 
 
 class Gate:
-    """The bulkhead as the simulation needs it: admit, and hear how an admitted call ended.
-
-    Until the bulkhead's pure core is on main, admission is ``inflight < limit`` and an
-    adaptive limit hears every call that ran to an outcome; swapping in the core is this class.
-    """
+    """The bulkhead as the simulation needs it: buttress's own admission core
+    (``BulkheadState``, refusing at once: ``max_waiting = 0``), told how each call ended."""
 
     def __init__(self, limit: int | None = None, adaptive: AdaptiveConcurrency | None = None):
-        self.static = limit
         self.adaptive = adaptive
-        self.inflight = 0
+        self.unlimited = limit is None and adaptive is None
+        places: int | AdaptiveConcurrency = adaptive if adaptive is not None else (limit or 1)
+        self.state = BulkheadState(places, max_waiting=0)
+        self.inflight = 0  # without a limit, calls are only counted
 
     @property
     def limit(self) -> float:
-        if self.adaptive is not None:
-            return self.adaptive.limit
-        return math.inf if self.static is None else self.static
+        return math.inf if self.unlimited else self.state.limit
 
     def admit(self, now: float) -> int | None:
         """The calls in flight once this one is in (itself included), or None if refused."""
-        if self.inflight >= self.limit:
+        if self.unlimited:
+            self.inflight += 1
+            return self.inflight
+        if not self.state.enter():
             return None
-        self.inflight += 1
-        return self.inflight
+        return self.state.in_use
 
     def done(self, now: float, rtt: float, inflight: int, dropped: bool) -> None:
-        self.inflight -= 1
-        if self.adaptive is not None:
-            self.adaptive.record(now=now, rtt=rtt, inflight=inflight, dropped=dropped)
+        if self.unlimited:
+            self.inflight -= 1
+            return
+        self.state.leave(now, now - rtt, inflight, "dropped" if dropped else "success")
 
 
 # -- the run ----------------------------------------------------------------------------------
