@@ -189,3 +189,40 @@ def test_a_later_refusal_on_redis_is_refunded(private_redis: str) -> None:
             infra.call("svc", lambda conn: None, context=CTX)
     finally:
         infra.close()
+
+
+# -- the bulkhead: after the rate limit, before the breaker -------------------------------------
+
+
+def bulkhead_config() -> dict[str, Any]:
+    config = limiter_config("memory")
+    config["services"] = {"svc": {"bulkhead": {"max_concurrent": 1}}}
+    return config
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_full_bulkhead_refuses_and_the_charge_comes_back(clock: bt.ManualClock, way: str) -> None:
+    with bt.Infrastructure("t", bulkhead_config(), clock=clock, env={}) as infra:
+        bulkhead = infra.bulkheads["svc"]
+        holder = bulkhead.try_enter()  # the one place, taken elsewhere
+        assert holder is not None
+        for _ in range(8):  # more than the user's 5: every refusal was refunded
+            with pytest.raises(bt.BulkheadFullError):
+                through(infra, way)
+        assert infra.limiters["svc"].peek(CTX).remaining == 4
+        assert infra.breakers["svc"].snapshot().call_count == 0  # the breaker never saw them
+        holder.release()
+        assert through(infra, way) == "ok"
+        assert bulkhead.in_use == 0
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_an_open_breaker_gives_the_bulkheads_place_back(clock: bt.ManualClock, way: str) -> None:
+    with bt.Infrastructure("t", bulkhead_config(), clock=clock, env={}) as infra:
+        trip(infra)
+        for _ in range(3):
+            with pytest.raises(bt.CircuitOpenError):
+                through(infra, way)
+        snapshot = infra.bulkheads["svc"].snapshot()
+        assert snapshot.in_use == 0 and snapshot.admitted == 4  # the trip, and 3 refused after
+        assert snapshot.service_time is None  # a refusal is no sample of the dependency
