@@ -84,14 +84,13 @@ class BulkheadPermit:
     ``started`` is when it was taken (the bulkhead's clock), ``inflight`` the places in use
     then, itself included: an adaptive limit's sample is (time held, inflight, dropped)."""
 
-    __slots__ = ("_bulkhead", "_outer", "inflight", "released", "started")
+    __slots__ = ("_bulkhead", "inflight", "released", "started")
 
     def __init__(self, bulkhead: Bulkhead, started: float, inflight: int) -> None:
         self._bulkhead = bulkhead
         self.started = started
         self.inflight = inflight
         self.released = False
-        self._outer: BulkheadPermit | None = None  # the permit held around it (`with`)
 
     def release(self, exc: BaseException | None = None, *, outcome: str | None = None) -> None:
         """Give the place back. ``exc`` is what the call raised (``None``: it succeeded), which
@@ -101,7 +100,7 @@ class BulkheadPermit:
         self.released = True
         if outcome is None:
             outcome = "success" if exc is None else outcome_of(exc)
-        self._bulkhead._leave(self, outcome)
+        self._bulkhead._leave(self.started, self.inflight, outcome)
 
     def __enter__(self) -> BulkheadPermit:
         return self
@@ -173,9 +172,8 @@ class Bulkhead:
         places: int | Limit = limit if limit is not None else max_concurrent  # type: ignore[assignment]
         self._state = BulkheadState(places, max_waiting)
         self._lock = Lock()
-        # The permit this context took with `with` / `async with` (the innermost; each holds
-        # the one it was taken inside).
-        self._held: ContextVar[BulkheadPermit | None]
+        # The place this context took with `with` / `async with` (see __enter__).
+        self._held: ContextVar[tuple[float, int, Any] | None]
         self._held = ContextVar(f"bulkhead {name}", default=None)
         self._now = self.clock.monotonic
         self._listeners: list[Callable[[str, BulkheadFullError], None]] = []
@@ -197,25 +195,31 @@ class Bulkhead:
     def enter(self) -> BulkheadPermit:
         """A place for this thread, waiting for one if the bulkhead allows; raises
         :class:`~buttress.BulkheadFullError`. Give it back with ``permit.release()``."""
-        got = self._take(Cell)
-        if got.__class__ is BulkheadPermit:
-            return got
+        now = self._now()
+        got = self._take(Cell, now)
+        if got.__class__ is int:
+            return BulkheadPermit(self, now, got)
         return self._wait(got)  # type: ignore[arg-type]
 
     async def enter_async(self) -> BulkheadPermit:
         """:meth:`enter` for a task: waits without blocking its event loop."""
-        got = self._take(_TaskCell)
-        if got.__class__ is BulkheadPermit:
-            return got
+        now = self._now()
+        got = self._take(_TaskCell, now)
+        if got.__class__ is int:
+            return BulkheadPermit(self, now, got)
         return await self._wait_async(got)  # type: ignore[arg-type]
 
-    def __enter__(self) -> BulkheadPermit:
-        got = self._take(Cell)
-        permit = got if got.__class__ is BulkheadPermit else self._wait(got)  # type: ignore[arg-type]
+    # `with` and `async with` hold their place as (taken at, in flight then, the one held
+    # around it) in a context variable: no object per block, and nesting unwinds in order.
+
+    def __enter__(self) -> None:
+        now = self._now()
+        got = self._take(Cell, now)
+        if got.__class__ is not int:
+            permit = self._wait(got)  # type: ignore[arg-type]
+            now, got = permit.started, permit.inflight
         held = self._held
-        permit._outer = held.get()
-        held.set(permit)
-        return permit
+        held.set((now, got, held.get()))
 
     def __exit__(
         self,
@@ -223,18 +227,17 @@ class Bulkhead:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._pop_held().release(exc)
+        started, inflight = self._pop_held()
+        self._leave(started, inflight, "success" if exc is None else outcome_of(exc))
 
-    async def __aenter__(self) -> BulkheadPermit:
-        got = self._take(_TaskCell)
-        if got.__class__ is BulkheadPermit:
-            permit: BulkheadPermit = got
-        else:
+    async def __aenter__(self) -> None:
+        now = self._now()
+        got = self._take(_TaskCell, now)
+        if got.__class__ is not int:
             permit = await self._wait_async(got)  # type: ignore[arg-type]
+            now, got = permit.started, permit.inflight
         held = self._held
-        permit._outer = held.get()
-        held.set(permit)
-        return permit
+        held.set((now, got, held.get()))
 
     async def __aexit__(
         self,
@@ -242,16 +245,17 @@ class Bulkhead:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._pop_held().release(exc)
+        started, inflight = self._pop_held()
+        self._leave(started, inflight, "success" if exc is None else outcome_of(exc))
 
-    def _take(self, cell: Callable[[], Any]) -> BulkheadPermit | Waiter:
-        """A place now, or a waiter queued for one (its ``cell`` made by ``cell()``); raises
-        the refusal when the bulkhead takes no waiters or its queue is full."""
+    def _take(self, cell: Callable[[], Any], now: float) -> int | Waiter:
+        """A place now (the places in use then, itself included), or a waiter queued for one
+        (its ``cell`` made by ``cell()``); raises the refusal when the bulkhead takes no
+        waiters or its queue is full."""
         state = self._state
-        now = self._now()
         with self._lock:
             if state.enter():
-                return BulkheadPermit(self, now, state.in_use)
+                return state.in_use
             waiter = self._queue(cell, now)
             refusal = None if waiter is not None else self._refusal("full")
         if waiter is None:
@@ -412,11 +416,11 @@ class Bulkhead:
             handed = self._take_handoffs()
         _wake(handed)
 
-    def _leave(self, permit: BulkheadPermit, outcome: str) -> None:
+    def _leave(self, started: float, inflight: int, outcome: str) -> None:
         now = self._now()
         state = self._state
         with self._lock:
-            state.leave(now, permit.started, permit.inflight, outcome)
+            state.leave(now, started, inflight, outcome)
             if not state.handoffs:
                 return
             woken = self._take_handoffs()
@@ -455,12 +459,14 @@ class Bulkhead:
             listener(self.name, error)
         return error
 
-    def _pop_held(self) -> BulkheadPermit:
-        permit = self._held.get()
-        if permit is None:
+    def _pop_held(self) -> tuple[float, int]:
+        held = self._held
+        entry = held.get()
+        if entry is None:
             raise RuntimeError(f"bulkhead {self.name!r}: exit without a matching enter")
-        self._held.set(permit._outer)
-        return permit
+        started, inflight, outer = entry
+        held.set(outer)
+        return started, inflight
 
 
 def _never() -> bool:

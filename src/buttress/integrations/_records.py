@@ -38,7 +38,7 @@ def _breaker_moved(md: Mapping[str, Any]) -> int:
     return WARNING if str(md.get("to_state")) in {"open", "forced_open", "degraded"} else INFO
 
 
-def _memory_moved(md: Mapping[str, Any]) -> int:
+def _level_moved(md: Mapping[str, Any]) -> int:
     up = _RANK.get(str(md.get("to_level")), 0) > _RANK.get(str(md.get("from_level")), 0)
     return WARNING if up else INFO
 
@@ -84,12 +84,14 @@ LEVELS: dict[EventName, Level] = {
     ("buttress", "pool", "timeout"): INFO,
     ("buttress", "pool", "shutdown"): INFO,
     ("buttress", "memory", "sample"): DEBUG,
-    ("buttress", "memory", "level_change"): _memory_moved,
+    ("buttress", "memory", "level_change"): _level_moved,
     ("buttress", "memory", "relief"): _failed(DEBUG, WARNING, key="error"),
     ("buttress", "memory", "gc"): DEBUG,
     ("buttress", "memory", "limit_events"): WARNING,
     ("buttress", "memory", "shed"): DEBUG,
     ("buttress", "memory", "probe_error"): WARNING,
+    ("buttress", "overload", "level_change"): _level_moved,
+    ("buttress", "bulkhead", "rejected"): DEBUG,
     ("buttress", "chaos", "injected"): DEBUG,
     ("buttress", "chaos", "experiment_start"): INFO,
     ("buttress", "chaos", "experiment_stop"): INFO,
