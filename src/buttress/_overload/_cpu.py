@@ -22,7 +22,7 @@ from .._pressure import LevelChange, PressureLevel
 from .._redact import redacted_logger
 from ._cpu_policy import CpuConfig, CpuPolicy, CpuSignals, cpu_signals
 from ._cpu_probe import CpuProbe, CpuReading
-from ._listeners import check_listener, notify
+from ._listeners import add_listener, notify
 from ._report import plain
 
 __all__ = ["CpuListener", "CpuMonitor", "CpuSample", "CpuSnapshot"]
@@ -273,16 +273,7 @@ class CpuMonitor:
         Listeners run in the thread that samples, in the order they were added; one that raises
         is logged and the others still run. Returns a function that removes the listener.
         """
-        check_listener(listener)
-        with self._lock:
-            self._listeners.append(listener)
-
-        def remove() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return remove
+        return add_listener(self._listeners, self._lock, listener)
 
     def _changed(
         self, change: LevelChange, sample: CpuSample, listeners: list[CpuListener]

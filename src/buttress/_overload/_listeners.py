@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 from .._concurrency import is_async_callable
 from .._errors import ConfigError
 from .._pressure import LevelChange
 
-__all__ = ["check_listener", "notify"]
+__all__ = ["add_listener", "check_listener", "notify"]
 
 S = TypeVar("S")
+L = TypeVar("L")
 
 
 def check_listener(listener: object) -> None:
@@ -26,6 +28,22 @@ def check_listener(listener: object) -> None:
             f"{listener!r} is a coroutine function, which nothing would await: listeners run "
             "where the level changes; pass a plain function (it may schedule async work)",
         )
+
+
+def add_listener(
+    listeners: list[L], lock: AbstractContextManager[object], listener: L
+) -> Callable[[], None]:
+    """Check ``listener`` and add it under ``lock``; the function that removes it again."""
+    check_listener(listener)
+    with lock:
+        listeners.append(listener)
+
+    def remove() -> None:
+        with lock:
+            if listener in listeners:
+                listeners.remove(listener)
+
+    return remove
 
 
 def notify(

@@ -24,7 +24,7 @@ from typing import Any
 from .._clock import Clock, SystemClock
 from .._pressure import LevelChange, PressureLevel
 from .._redact import redacted_logger
-from ._listeners import check_listener, notify
+from ._listeners import add_listener, notify
 from ._loop_lag import LagConfig, LoopLag
 from ._report import plain
 
@@ -240,16 +240,7 @@ class LoopLagMonitor:
         tick finally runs), in the order they were added; one that raises is logged and the
         others still run. Returns a function that removes the listener.
         """
-        check_listener(listener)
-        with self._lock:
-            self._listeners.append(listener)
-
-        def remove() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return remove
+        return add_listener(self._listeners, self._lock, listener)
 
     def _changed(
         self,
@@ -375,16 +366,7 @@ class LoopLagMonitors:
         """Call ``listener(change, snapshot)`` after each change of level of any loop's monitor,
         present or future (see :meth:`LoopLagMonitor.on_change`; ``snapshot.name`` says which
         loop). Returns a function that removes the listener."""
-        check_listener(listener)
-        with self._lock:
-            self._listeners.append(listener)
-
-        def remove() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return remove
+        return add_listener(self._listeners, self._lock, listener)
 
     def _forward(self, change: LevelChange, snapshot: LoopLagSnapshot) -> None:
         with self._lock:
