@@ -230,3 +230,37 @@ def test_a_view_outside_the_extension_says_so() -> None:
     app.config["PROPAGATE_EXCEPTIONS"] = True
     with pytest.raises(RuntimeError, match="buttress is not set up for app 'bare'"):
         app.test_client().get("/x")
+
+
+def test_a_views_priority_decides_who_overload_sheds() -> None:
+    clock = bt.ManualClock()
+    config = {
+        **CONFIG,
+        "overload": {"cpu": {"check_interval": 1.0, "psi_warning": None, "psi_critical": None}},
+    }
+    with bt.Infrastructure("web", config, clock=clock, env={}, background=False) as infra:
+        assert infra.cpu is not None
+        readings = iter([0, 850_000])  # 85% of one core: warning
+        infra.cpu.probe = lambda: bt.CpuReading(usage_usec=next(readings), quota_cores=1.0)
+        infra.cpu.sample()
+        clock.advance(1.0)
+        infra.cpu.sample()
+        app = flask.Flask("shop")
+        bt_flask.Buttress(app, infrastructure=infra)
+
+        @app.get("/recommend")
+        @bt_flask.protect("payments", priority="sheddable")
+        def recommend() -> str:
+            return "maybe"
+
+        @app.get("/checkout")
+        @bt_flask.protect("payments")
+        def checkout() -> str:
+            return "paid"
+
+        client = app.test_client()
+        shed = client.get("/recommend")
+        assert shed.status_code == 503
+        assert client.get("/checkout").status_code == 200  # normal: shed only at critical
+    with pytest.raises(bt.ConfigError):
+        bt_flask.protect("payments", priority="urgent")  # type: ignore[arg-type]

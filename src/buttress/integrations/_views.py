@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError, ContextError, RejectedError
+from .._priority import NORMAL, priority_of
 from ..ratelimit._decision import Decision, exceeded
 from ..ratelimit._limiter import RateLimiter
 from ._http import (
@@ -48,14 +49,16 @@ class Policy:
     """What guards a view: ``service`` (the infrastructure's protection of it, with
     ``limiter`` in place of the service's own when given), or ``limiter`` alone (a configured
     limiter's name or a :class:`~buttress.RateLimiter`); ``key`` names the caller (see
-    ``_http.read_key``); ``cost`` is charged to every scope; ``critical`` calls are never
-    shed."""
+    ``_http.read_key``); ``cost`` is charged to every scope; ``priority`` (``"critical"``,
+    ``"normal"``, ``"sheddable"``; ``critical=True`` its shorthand) says which requests
+    overload sheds first (docs/bulkhead.md, "Priorities")."""
 
     service: str | None = None
     limiter: str | RateLimiter | None = None
     key: Any = None
     cost: float = 1
     critical: bool | None = None
+    priority: str | None = None
 
     def __post_init__(self) -> None:
         if self.service is None and self.limiter is None:
@@ -69,6 +72,8 @@ class Policy:
         if isinstance(self.cost, bool) or not isinstance(self.cost, int | float) or self.cost <= 0:
             raise TypeError(f"cost must be a number above 0, got {self.cost!r}")
         check_key(self.key)
+        if self.priority is not None or self.critical is not None:
+            priority_of(self.priority, self.critical, NORMAL)  # a wrong one fails here
 
 
 EXEMPT: Any = object()  # a view's mark: no policy, not even the default one
@@ -160,6 +165,7 @@ def _protection(infra: Infrastructure, policy: Policy, key: Any) -> Protection:
         policy.service,
         **ids,
         cost=policy.cost,
+        priority=policy.priority,  # type: ignore[arg-type]
         critical=policy.critical,
         limiter=policy.limiter,
     )
@@ -258,7 +264,7 @@ def read_settings(values: Mapping[str, Any], where: str | Callable[[str], str]) 
 
 
 _POLICY_KEYS = {
-    "protect": ("service", "limiter", "key", "cost", "critical"),
+    "protect": ("service", "limiter", "key", "cost", "critical", "priority"),
     "rate_limit": ("limiter", "key", "cost"),
 }
 
@@ -284,6 +290,8 @@ def _policy(table: Any, kind: str, proxies: TrustedProxies, path: str) -> Policy
         return Policy(**values)
     except TypeError as exc:
         raise ConfigError(path, str(exc)) from None
+    except ConfigError as exc:  # a wrong priority
+        raise ConfigError(f"{path}.{exc.path}", exc.message) from None
 
 
 def _imported(spec: str, path: str) -> Any:

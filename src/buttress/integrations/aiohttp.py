@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 from .._health import Probe, health_response
+from .._priority import PriorityName
 from ._http import Answer, ClientIP, TrustedProxies, api_key, client_ip, read_key
 from ._views import ATTRIBUTE, EXEMPT, REFUSALS, Policy, caller, enter_async, refusal
 
@@ -135,10 +136,11 @@ def policy(
     key: Any = None,
     cost: float = 1,
     critical: bool | None = None,
+    priority: PriorityName | None = None,
 ) -> Policy:
     """A policy for :func:`buttress_middleware`'s ``default``: ``service``'s protection (with
     ``limiter`` in its limiter's place when given), or ``limiter`` alone."""
-    return Policy(service, limiter, key, cost, critical)
+    return Policy(service, limiter, key, cost, critical, priority)
 
 
 def protect(
@@ -148,11 +150,12 @@ def protect(
     limiter: str | RateLimiter | None = None,
     cost: float = 1,
     critical: bool | None = None,
+    priority: PriorityName | None = None,
 ) -> Callable[[H], H]:
     """Mark a handler to be guarded by the infrastructure's protection of ``service``;
     ``key`` names the caller: :func:`client_ip`, :func:`api_key`, a function of the request,
     or a mapping of them (``{"user": ..., "org": ...}``)."""
-    return _marking(Policy(service, limiter, key, cost, critical))
+    return _marking(Policy(service, limiter, key, cost, critical, priority))
 
 
 def rate_limit(limiter: str | RateLimiter, *, key: Any = None, cost: float = 1) -> Callable[[H], H]:

@@ -38,6 +38,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.urls import URLPattern, path
 
 from .._health import Probe, health_response
+from .._priority import PriorityName
 from ._http import Answer, Headers, api_key, client_ip, read_key
 from ._views import (
     ATTRIBUTE,
@@ -229,11 +230,12 @@ def protect(
     limiter: str | RateLimiter | None = None,
     cost: float = 1,
     critical: bool | None = None,
+    priority: PriorityName | None = None,
 ) -> Callable[[View], View]:
     """Guard a view by the infrastructure's protection of ``service`` (its rate limit,
     breaker, pool, shedding); ``key`` names the caller: :func:`client_ip`, :func:`api_key`,
     a function of the request, or a mapping of them (``{"user": ..., "org": ...}``)."""
-    return _guarded(Policy(service, limiter, key, cost, critical))
+    return _guarded(Policy(service, limiter, key, cost, critical, priority))
 
 
 def rate_limit(

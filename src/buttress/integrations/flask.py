@@ -33,6 +33,7 @@ from flask.typing import ResponseReturnValue
 
 from .._errors import ContextError, RejectedError
 from .._health import Probe, health_response
+from .._priority import PriorityName
 from ._http import Answer, api_key, client_ip, read_key
 from ._views import (
     ATTRIBUTE,
@@ -213,11 +214,12 @@ def protect(
     limiter: str | RateLimiter | None = None,
     cost: float = 1,
     critical: bool | None = None,
+    priority: PriorityName | None = None,
 ) -> Callable[[View], View]:
     """Guard a view (below ``@app.route``) by the infrastructure's protection of
     ``service``; ``key`` names the caller: :func:`client_ip`, :func:`api_key`, a function of
     the request, or a mapping of them (``{"user": ..., "org": ...}``)."""
-    return _guarded(Policy(service, limiter, key, cost, critical))
+    return _guarded(Policy(service, limiter, key, cost, critical, priority))
 
 
 def rate_limit(
