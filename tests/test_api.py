@@ -171,6 +171,7 @@ PUBLIC = [
     "RateLimiterSnapshot",
     "RedisBackend",
     "RejectedError",
+    "Reloaded",
     "ResourceSpec",
     "Retry",
     "RetryBudget",

@@ -62,7 +62,14 @@ from ._health import (
     health_response,
     health_wsgi_app,
 )
-from ._infrastructure import Infrastructure, Protection, ResourceSpec, ServiceLayers, health
+from ._infrastructure import (
+    Infrastructure,
+    Protection,
+    Reloaded,
+    ResourceSpec,
+    ServiceLayers,
+    health,
+)
 from ._instrument import ServiceSnapshot
 from ._memory import (
     MemoryLevel,
@@ -174,6 +181,7 @@ __all__ = [
     "RateLimiterSnapshot",
     "RedisBackend",
     "RejectedError",
+    "Reloaded",
     "ResourceSpec",
     "Retry",
     "RetryBudget",

@@ -264,6 +264,13 @@ _MEMORY = _specs(
         "the CPU utilisation or the loop's p99 lag (s) then.",
     ),
     EventSpec(
+        ("buttress", "infrastructure", "reloaded"),
+        ("added", "removed", "changed"),
+        ("namespace", "summary"),
+        "`Infrastructure.reload` applied a new configuration: how many components were added, "
+        "removed and changed; `summary` names them by configuration path.",
+    ),
+    EventSpec(
         ("buttress", "bulkhead", "rejected"),
         ("retry_after",),
         ("bulkhead", "reason"),

@@ -140,6 +140,21 @@ class BreakerCore:
         # and shed the same calls: they would probe a recovering upstream all at once.
         reseed_in_child(self._rng)
 
+    def reconfigure(self, config: BreakerConfig) -> None:
+        """Decide by ``config`` from now on, keeping the state, its counts and its open time
+        (see ``BreakerMachine.reconfigure``); ``Infrastructure.reload`` calls this for a
+        breaker whose settings changed."""
+        if not isinstance(config, BreakerConfig):
+            raise ConfigError("config", f"must be a BreakerConfig, got {config!r}")
+        with self._lock:
+            self._drain()
+            self._machine.reconfigure(config, self._now(), self._injector is None)
+            self.config = config
+            self._timed = config.slow_call_duration is not None
+            self._failure_result = config.failure_result
+        self._build_fast_paths()
+        self._flush()
+
     def _build_fast_paths(self) -> None:
         """Make the lock-free call paths (the facade does, once the call paths are mixed in)."""
 

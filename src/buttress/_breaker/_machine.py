@@ -191,25 +191,10 @@ class BreakerMachine:
         self.fast_gen = -1
         self.pending: list[Transition] = []
 
-        n = config.buckets
-        self._n = n
-        self._width = config.window / n
-        self._inv_width = n / config.window
-        self._calls = [0] * n
-        self._fails = [0] * n
-        self._slows = [0] * n
-        self._head = int(now * self._inv_width)
-        self._cur = self._head % n
-        self.bucket_end = (self._head + 1) * self._width
-        self.w_calls = 0
-        self.w_failures = 0
-        self.w_slow = 0
+        self._size_window(now)
         self.consecutive = 0
-        self._slow_at = config.slow_call_duration
-        self._hysteresis = config.level_hysteresis
         self._plain = config.slow_call_duration is None and config.failure_result is None
-        floor = config.degradation_rate_threshold or config.failure_rate_threshold
-        self._harmless_failures = math.inf if floor is None else floor * config.minimum_calls
+        self._derive()
 
         self.open_until = 0.0
         self.recovery_attempts = 0
@@ -533,6 +518,44 @@ class BreakerMachine:
         if ct is not None and self.consecutive >= ct:
             return 1.0, "consecutive_failures"
         return best, why
+
+    def reconfigure(self, config: BreakerConfig, now: float, plain: bool) -> None:
+        """Decide by ``config`` from now on, keeping what happened: the state, its level, when
+        an open breaker may probe, and the window's counts (the window starts again, empty, only
+        when its ``window`` or ``buckets`` changed: its buckets no longer line up). The new
+        thresholds are applied at the next outcome, as any change of the window's counts is.
+        ``plain``: the shell's fault injection is off (see :meth:`set_plain`)."""
+        old = self.config
+        self.config = config
+        if (config.window, config.buckets) != (old.window, old.buckets):
+            self._size_window(now)
+        self._derive()
+        self.set_plain(plain)
+
+    def _size_window(self, now: float) -> None:
+        """An empty window of ``config.buckets`` buckets over ``config.window`` seconds."""
+        config = self.config
+        n = config.buckets
+        self._n = n
+        self._width = config.window / n
+        self._inv_width = n / config.window
+        self._calls = [0] * n
+        self._fails = [0] * n
+        self._slows = [0] * n
+        self._head = int(now * self._inv_width)
+        self._cur = self._head % n
+        self.bucket_end = (self._head + 1) * self._width
+        self.w_calls = 0
+        self.w_failures = 0
+        self.w_slow = 0
+
+    def _derive(self) -> None:
+        """The figures worked out once from the configuration."""
+        config = self.config
+        self._slow_at = config.slow_call_duration
+        self._hysteresis = config.level_hysteresis
+        floor = config.degradation_rate_threshold or config.failure_rate_threshold
+        self._harmless_failures = math.inf if floor is None else floor * config.minimum_calls
 
     def set_plain(self, plain: bool) -> None:
         """Whether a success may skip every check (the shell's call: fault injection off)."""

@@ -7,7 +7,7 @@
 """
 
 from ._build import ResourceSpec, ServiceLayers
-from ._infrastructure import Infrastructure, Protection
+from ._infrastructure import Infrastructure, Protection, Reloaded
 from ._registry import health
 
-__all__ = ["Infrastructure", "Protection", "ResourceSpec", "ServiceLayers", "health"]
+__all__ = ["Infrastructure", "Protection", "Reloaded", "ResourceSpec", "ServiceLayers", "health"]

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, Self, TypeVar
 
 from .. import events
-from .._breaker import CircuitBreaker
+from .._breaker import BreakerConfig, CircuitBreaker
 from .._bulkhead import Bulkhead
 from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
@@ -51,7 +51,16 @@ from ..ratelimit._decision import Decision
 from ..ratelimit._limiter import RateLimiter
 from ..ratelimit._memory import MemoryBackend
 from ..ratelimit._scope import check_name
-from ._build import DYNAMIC, Builder, ResourceSpec, Route, ServiceLayers, build_route, choices
+from ._build import (
+    DYNAMIC,
+    Builder,
+    ResourceSpec,
+    Route,
+    ServiceLayers,
+    build_route,
+    choices,
+    known_services,
+)
 from ._policed import policed
 from ._policed_async import policed_async
 from ._protect import ProtectionSteps, compile_steps, run
@@ -70,6 +79,7 @@ LimiterChoice = str | RateLimiter | bool
 _MAX_VARIANTS = 1024  # routes kept for calls' own limiters
 
 EV_OVERLOAD = ("buttress", "overload", "level_change")
+EV_RELOADED = ("buttress", "infrastructure", "reloaded")
 _log = redacted_logger("buttress.infrastructure")
 
 
@@ -109,6 +119,8 @@ class Infrastructure:
 
         check_name("namespace", namespace)  # it is in every storage key and metric
         cfg = load_config(config, env=env)
+        self._env = env  # a reload reads the environment as the constructor did
+        self.reloads: list[Reloaded] = []  # the last few, newest last (health shows them)
         self.namespace = namespace
         self.config = cfg
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -228,24 +240,187 @@ class Infrastructure:
         return route
 
     def _build_route(self, service: str) -> Route:
+        route = self._make_route(service, self.config, self._build, self.breakers, self.limiters)
+        self.services[service] = route.metrics  # only a service that resolved is reported
+        self._compile(route)
+        return route
+
+    def _make_route(
+        self,
+        service: str,
+        config: Config,
+        build: Builder,
+        breakers: dict[str, CircuitBreaker],
+        limiters: Mapping[str, RateLimiter],
+    ) -> Route:
         metrics = self.services.get(service)  # instrument() may have made it
         if metrics is None:
             metrics = ServiceMetrics(service, since=self._now())
-        route = build_route(
+        return build_route(
             service,
-            self.config,
-            breakers=self.breakers,
-            make_default_breaker=lambda name: self._build.breaker(name, "default", self.chaos),
-            limiters=self.limiters,
+            config,
+            breakers=breakers,
+            make_default_breaker=lambda name: build.breaker(name, "default", self.chaos),
+            limiters=limiters,
             pools=self.pools,
             async_pools=self.async_pools,
             metrics=metrics,
             namespace=self.namespace,
             clock=self.clock,
         )
-        self.services[service] = metrics  # only a service that resolved is reported
-        self._compile(route)
-        return route
+
+    # -- reconfiguring -------------------------------------------------------------------------
+
+    def reload(self, config: Config | Mapping[str, Any] | str) -> Reloaded:
+        """Apply a new configuration to the running infrastructure, all or nothing.
+
+        The whole new configuration is validated and every component it changes is made
+        before anything is swapped in; any error (``ConfigError``) leaves everything as it was.
+        What survives keeps its state: a breaker whose settings changed keeps its state, its
+        window's counts (unless its window's length or buckets changed) and its open time; a
+        limiter whose scopes changed is made again over the same backend, so each id's
+        remaining allowance carries over where its algorithm did not change; a bulkhead whose
+        settings did not change keeps its calls in flight; services keep their metrics. Calls
+        in flight finish under what they started with; the next call of each service is
+        decided under the new configuration.
+
+        Connection pools, the memory manager, the overload monitors and chaos are not
+        reconfigured by a reload: a change to any of them is refused (restart to change them).
+        Returns what changed (:class:`~buttress.Reloaded`), also shown in the health report
+        and emitted as an event.
+        """
+        from .._config import load_config
+
+        if self._closed:
+            raise InfrastructureClosedError(f"infrastructure {self.namespace!r} is closed")
+        new = load_config(config, env=self._env)
+        old = self.config
+        for section in ("connection_pools", "memory_manager", "overload", "chaos"):
+            if getattr(new, section) != getattr(old, section):
+                raise ConfigError(
+                    section,
+                    "cannot change by reload (the components it makes hold resources and "
+                    "threads): restart to change it; nothing was changed",
+                )
+        build = Builder(
+            self.namespace,
+            new,
+            clock=self.clock,
+            seed=None,
+            pools=self._build.pool_specs,
+            health_checks=self._build.health_checks,
+        )
+        build.backends = self._build.backends  # the same stores: limiters keep their states
+        build.unreachable = self._build.unreachable
+        changes: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
+
+        # Breakers: made anew only when added; a changed one is reconfigured in place below.
+        breakers: dict[str, CircuitBreaker] = {}
+        reconfigured: list[tuple[CircuitBreaker, BreakerConfig]] = []
+        template_changed = new.circuit_breakers.get("default") != old.circuit_breakers.get(
+            "default"
+        )
+        for name, breaker in self.breakers.items():
+            table = name if name in new.circuit_breakers else None
+            if (
+                table is None
+                and name not in old.circuit_breakers
+                and "default" in new.circuit_breakers
+            ):
+                table = "default"  # made from the template for a service
+            if table is None:
+                changes["removed"].append(f"circuit_breakers.{name}")
+                continue
+            breakers[name] = breaker
+            was = old.circuit_breakers.get(table)
+            if new.circuit_breakers[table] != was or (table == "default" and template_changed):
+                made = build.breaker(name, table, self.chaos)  # validates; its config is used
+                reconfigured.append((breaker, made.config))
+                changes["changed"].append(f"circuit_breakers.{name}")
+        for name in new.circuit_breakers:
+            if name != "default" and name not in breakers:
+                breakers[name] = build.breaker(name, name, self.chaos)
+                changes["added"].append(f"circuit_breakers.{name}")
+
+        # Limiters: a changed one is made again over the same backend.
+        limiters: dict[str, RateLimiter] = {}
+        shared_changed = new.rate_limiting.model_dump(exclude={"limiters"}) != (
+            old.rate_limiting.model_dump(exclude={"limiters"})
+        )
+        for name, s in new.rate_limiting.limiters.items():
+            before = old.rate_limiting.limiters.get(name)
+            if before is None:
+                limiters[name] = build.limiter(name, s)
+                changes["added"].append(f"rate_limiting.limiters.{name}")
+            elif s != before or shared_changed:
+                limiters[name] = build.limiter(name, s)
+                changes["changed"].append(f"rate_limiting.limiters.{name}")
+            else:
+                limiters[name] = self.limiters[name]
+        changes["removed"] += [
+            f"rate_limiting.limiters.{name}" for name in self.limiters if name not in limiters
+        ]
+
+        # Routes: every service's, made now (an unknown reference fails here, before the swap).
+        services = set(self._routes) | {n for n in new.services if n != DYNAMIC}
+        routes: dict[str, Route] = {}
+        for service in sorted(services):
+            before_route = self._routes.get(service)
+            if service not in known_services(new) and DYNAMIC not in new.services:
+                changes["removed"].append(f"services.{service}")  # its calls now fail as unknown
+                continue
+            route = self._make_route(service, new, build, breakers, limiters)
+            kept = before_route.bulkhead if before_route is not None else None
+            if (
+                kept is not None
+                and route.bulkhead is not None
+                and _bulkhead_table(new, service) == _bulkhead_table(old, service)
+            ):
+                route.bulkhead = kept  # unchanged: its calls in flight stay counted
+            routes[service] = route
+            if before_route is None and service in new.services:
+                changes["added"].append(f"services.{service}")
+            elif new.services.get(service) != old.services.get(service):
+                changes["changed"].append(f"services.{service}")
+
+        # Everything is made: swap it in (nothing below raises).
+        for breaker, made_config in reconfigured:
+            breaker.reconfigure(made_config)
+        with self._lock:
+            self.config = new
+            self._build = build
+            self.breakers = breakers
+            self.limiters = limiters
+            self.bulkheads = {}
+            for service, route in routes.items():
+                self.services[service] = route.metrics
+                self._compile(route)
+            self._routes = routes
+            self._variants = {}
+        for name in changes["added"]:
+            if name.startswith("rate_limiting.limiters."):
+                limiter = limiters[name.rsplit(".", 1)[1]]
+                every = functools.partial(self.scheduler.call_every, blocking=True)
+                self._jobs.append(every(new.rate_limiting.cleanup_interval, limiter.maintain))
+        done = Reloaded(
+            at=self.clock.time(),
+            added=tuple(changes["added"]),
+            removed=tuple(changes["removed"]),
+            changed=tuple(changes["changed"]),
+        )
+        self.reloads = [*self.reloads[-9:], done]
+        _log.info("buttress %s: configuration reloaded: %s", self.namespace, done.summary())
+        if events.enabled(EV_RELOADED):
+            events.emit(
+                EV_RELOADED,
+                {
+                    "added": len(done.added),
+                    "removed": len(done.removed),
+                    "changed": len(done.changed),
+                },
+                {"namespace": self.namespace, "summary": done.summary()},
+            )
+        return done
 
     def _compile(self, route: Route) -> None:
         """Bind the route's layers into its protect steps, for threads and for asyncio."""
@@ -696,7 +871,10 @@ class Infrastructure:
             memory=self.memory.snapshot() if self.memory is not None else None,
             chaos=self.chaos.snapshot(),
             time=self.clock.time(),
-            extra={"services": {n: m.snapshot(now=mono) for n, m in services}},
+            extra={
+                "services": {n: m.snapshot(now=mono) for n, m in services},
+                "reloads": [r.to_dict() for r in self.reloads],
+            },
             bulkheads={n: b.snapshot() for n, b in tuple(self.bulkheads.items())},
             cpu=self.cpu.snapshot() if self.cpu is not None else None,
             loops=self.loop_lag.snapshots() if self.loop_lag is not None else (),
@@ -737,6 +915,38 @@ def _overload_changed(kind: str) -> Callable[[LevelChange, Any], None]:
             )
 
     return changed
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reloaded:
+    """What :meth:`Infrastructure.reload` changed, by configuration path
+    (``circuit_breakers.payments``, ``rate_limiting.limiters.search``, ``services.reports``);
+    ``at`` is the wall-clock time it was applied."""
+
+    at: float
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+
+    def summary(self) -> str:
+        parts = [
+            f"{what} {', '.join(names)}"
+            for what, names in (
+                ("added", self.added),
+                ("removed", self.removed),
+                ("changed", self.changed),
+            )
+            if names
+        ]
+        return "; ".join(parts) or "nothing changed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _bulkhead_table(config: Config, service: str) -> Any:
+    s = config.services.get(service) or config.services.get(DYNAMIC)
+    return None if s is None else s.bulkhead
 
 
 class Protection(ProtectionSteps, AsyncProtectionSteps):

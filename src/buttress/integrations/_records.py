@@ -92,6 +92,7 @@ LEVELS: dict[EventName, Level] = {
     ("buttress", "memory", "probe_error"): WARNING,
     ("buttress", "overload", "level_change"): _level_moved,
     ("buttress", "bulkhead", "rejected"): DEBUG,
+    ("buttress", "infrastructure", "reloaded"): None,  # an INFO on buttress.infrastructure
     ("buttress", "chaos", "injected"): DEBUG,
     ("buttress", "chaos", "experiment_start"): INFO,
     ("buttress", "chaos", "experiment_stop"): INFO,
