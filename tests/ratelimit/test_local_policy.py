@@ -95,10 +95,10 @@ def test_exact_admissions_while_down_then_the_backend_again(
     assert rl.snapshot().mode == "backend"
 
     backend.down = True
-    with caplog.at_level(logging.INFO, logger="buttress.rate_limiter"):
-        # A quarter of each limit, from nothing: 2 per user, 10 in all (u1 included: the
-        # backend's states cannot be read while it is down).
-        counts = [admitted(rl, f"u{i}", 3) for i in range(1, 8)]
+    caplog.set_level(logging.INFO, logger="buttress.rate_limiter")
+    # A quarter of each limit, from nothing: 2 per user, 10 in all (u1 included: the
+    # backend's states cannot be read while it is down).
+    counts = [admitted(rl, f"u{i}", 3) for i in range(1, 8)]
     assert counts == [2, 2, 2, 2, 2, 0, 0]
     calls = backend.calls
     refused = rl.try_acquire({"user": "u9"})
@@ -128,6 +128,9 @@ def test_exact_admissions_while_down_then_the_backend_again(
     assert admitted(rl, "u2", 10) == 8  # and its own count: u2 has 8 there, not 2
     assert rl.snapshot().mode == "backend" and rl.snapshot().backend_status == "ok"
     assert len(event_log.named(*EV_RECOVERED)) == 1
+    [leaving] = [r for r in caplog.records if "answers again" in r.getMessage()]
+    assert leaving.levelno == logging.WARNING  # seen at the level its start was seen
+    assert leaving.getMessage().endswith("it decides again (the local states are dropped)")
     local = rl._store.local  # type: ignore[attr-defined]
     assert local.key_count() == 0  # the local states were dropped
 

@@ -244,11 +244,14 @@ class BackendGuard:
         if events.enabled(EV_RECOVERED):
             events.emit(EV_RECOVERED, {"downtime": downtime}, meta)
         _log.warning(
-            "rate limiter %s:%s: %s answers again after %.3fs down; limits are enforced again",
+            "rate limiter %s:%s: %s answers again after %.3fs down; %s",
             meta["namespace"],
             meta["limiter"],
             meta["backend"],
             downtime,
+            "limits are enforced again"
+            if self.local is None
+            else "it decides again (the local states are dropped)",
             extra=log_fields(EV_RECOVERED, **meta, downtime=downtime),
         )
 

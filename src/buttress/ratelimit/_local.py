@@ -62,13 +62,14 @@ class LocalDecisions:
     under way in the old one finishes there, harmlessly).
     """
 
-    __slots__ = ("_frames", "_last_in", "_last_out", "memory", "share")
+    __slots__ = ("_frames", "_last", "memory", "share")
 
     def __init__(self, share: float) -> None:
         self.share = share
         self.memory = MemoryBackend()
-        self._last_in: Sequence[Algorithm] | None = None
-        self._last_out: tuple[Algorithm, ...] = ()
+        # (algorithms, scaled): one pair, swapped whole, so that a thread never reads one
+        # tuple's scaling for another.
+        self._last: tuple[Sequence[Algorithm], tuple[Algorithm, ...]] | None = None
         self._frames: tuple[Frame, Frame] | None = None
 
     def frame(self, frame: Frame) -> Frame:
@@ -82,11 +83,10 @@ class LocalDecisions:
     def algorithms(self, algorithms: Sequence[Algorithm]) -> tuple[Algorithm, ...]:
         """``algorithms`` scaled by the share (cached for the last tuple seen: a limiter's
         frame changes only when an adaptive limit moves)."""
-        if algorithms is not self._last_in:
-            out = tuple(scaled(a, self.share) for a in algorithms)
-            self._last_in, self._last_out = algorithms, out
-            return out
-        return self._last_out
+        last = self._last
+        if last is None or last[0] is not algorithms:
+            last = self._last = (algorithms, tuple(scaled(a, self.share) for a in algorithms))
+        return last[1]
 
     def decide(
         self,
