@@ -248,7 +248,10 @@ def limiter_check(name: str, snap: RateLimiterSnapshot) -> ComponentCheck:
         status: Status = "fail" if policy == "fail_closed" else "warn"
         which = snap.backend or "backend"
         since = "" if snap.backend_down_for is None else f" for {snap.backend_down_for:.0f}s"
-        meanwhile = "admitting unchecked" if policy == "fail_open" else "refusing"
+        meanwhile = {
+            "fail_open": "admitting unchecked",
+            "local": f"deciding in this process at {snap.local_share or 1.0:.3g} of each limit",
+        }.get(policy, "refusing")
         return ComponentCheck(
             "rate_limiter",
             name,

@@ -6,7 +6,9 @@ slow, SQLite locked past its timeout). The limiter then follows its ``failure_po
 * ``fail_open``: the request is admitted, as if every scope had room (the service keeps
   serving; limits are not enforced while the backend is down);
 * ``fail_closed``: :class:`~buttress.BackendError` is raised to the caller (nothing is admitted
-  that could not be counted).
+  that could not be counted);
+* ``local``: decided in this process's memory, each scope at ``local_share`` of its limit
+  (``_local.py``); the local states are dropped when the backend answers again.
 
 While the backend is down, the limiter calls it at most once per ``retry_interval`` seconds
 (the first call after that is the probe); the other decisions follow the policy at once instead
@@ -45,6 +47,7 @@ from ._backend import Backend, Outcome, TimeBase
 from ._format import UnreadableState, scope_and_id
 from ._guarded import GuardedCalls
 from ._guarded_async import AsyncGuardedCalls
+from ._local import LocalDecisions
 
 __all__ = ["FAILURE_POLICIES", "BackendHealth", "FailurePolicy", "GuardedBackend", "Unanswered"]
 
@@ -56,8 +59,8 @@ class Unanswered(tuple[None, ...]):
     __slots__ = ()
 
 
-FailurePolicy: TypeAlias = Literal["fail_open", "fail_closed"]
-FAILURE_POLICIES: tuple[FailurePolicy, ...] = ("fail_open", "fail_closed")
+FailurePolicy: TypeAlias = Literal["fail_open", "fail_closed", "local"]
+FAILURE_POLICIES: tuple[FailurePolicy, ...] = ("fail_open", "fail_closed", "local")
 
 
 class BackendHealth:
@@ -77,7 +80,8 @@ class BackendHealth:
     def __init__(self, policy: FailurePolicy, retry_interval: float) -> None:
         if policy not in FAILURE_POLICIES:
             raise ConfigError(
-                "failure_policy", f"must be 'fail_open' or 'fail_closed', got {policy!r}"
+                "failure_policy",
+                f"must be 'fail_open', 'fail_closed' or 'local', got {policy!r}",
             )
         self.policy: FailurePolicy = policy
         # Finite: a backend that is down must be tried again some time.
@@ -125,6 +129,12 @@ class BackendHealth:
     def status(self) -> str:
         return "down" if self.down else "ok"
 
+    @property
+    def mode(self) -> str:
+        """Who decides now: ``"backend"``, or while it is down the policy (``"local"``:
+        this process's memory; ``"fail_open"``, ``"fail_closed"``: nobody)."""
+        return self.policy if self.down else "backend"
+
 
 EV_DOWN = ("buttress", "rate_limiter", "backend_down")
 EV_RECOVERED = ("buttress", "rate_limiter", "backend_recovered")
@@ -136,13 +146,14 @@ _log = redacted_logger("buttress.rate_limiter")
 MEANWHILE: dict[FailurePolicy, str] = {
     "fail_open": "admitting every request unchecked (fail_open)",
     "fail_closed": "refusing every request with BackendError (fail_closed)",
+    "local": "deciding in this process's memory at {share} of each limit (local)",
 }
 
 
 class BackendGuard:
     """The policy half of :class:`GuardedBackend`: the outage's bookkeeping and its events."""
 
-    __slots__ = ("_lock", "_meta", "_monotonic", "backend", "health")
+    __slots__ = ("_lock", "_meta", "_monotonic", "backend", "health", "local")
 
     def __init__(
         self,
@@ -152,9 +163,12 @@ class BackendGuard:
         *,
         limiter: str,
         namespace: str,
+        local_share: float = 1.0,
     ) -> None:
         self.backend = backend
         self.health = health
+        # failure_policy="local": where decisions go while the backend is down.
+        self.local = LocalDecisions(local_share) if health.policy == "local" else None
         self._monotonic = monotonic
         self._lock = fork_safe_lock()  # outage transitions only; never held over I/O
         self._meta = {
@@ -191,6 +205,8 @@ class BackendGuard:
         health = self.health
         with self._lock:
             started = health.failed(self._monotonic(), error)
+            if started and self.local is not None:
+                self.local.drop()  # an earlier outage's states (or a one-off's) are stale
         if not started:
             return
         meta = {**self._meta, "error": health.last_error}
@@ -203,25 +219,39 @@ class BackendGuard:
             meta["limiter"],
             meta["backend"],
             meta["error"],
-            MEANWHILE[health.policy],
+            self._meanwhile(),
             health.retry_interval,
             extra=log_fields(EV_DOWN, **meta),
         )
+
+    def _meanwhile(self) -> str:
+        """What decisions do while the backend is down, in the words of the log record."""
+        meanwhile = MEANWHILE[self.health.policy]
+        if self.local is not None:
+            meanwhile = meanwhile.format(share=f"{self.local.share:.4g}")
+        return meanwhile
 
     def _answered(self) -> None:
         with self._lock:
             if not self.health.down:
                 return
             downtime = self.health.answered(self._monotonic())
+            if self.local is not None:
+                # Safe to forget: the backend kept its own states through the outage, and
+                # what was admitted here was never its to count.
+                self.local.drop()
         meta = self._meta
         if events.enabled(EV_RECOVERED):
             events.emit(EV_RECOVERED, {"downtime": downtime}, meta)
         _log.warning(
-            "rate limiter %s:%s: %s answers again after %.3fs down; limits are enforced again",
+            "rate limiter %s:%s: %s answers again after %.3fs down; %s",
             meta["namespace"],
             meta["limiter"],
             meta["backend"],
             downtime,
+            "limits are enforced again"
+            if self.local is None
+            else "it decides again (the local states are dropped)",
             extra=log_fields(EV_RECOVERED, **meta, downtime=downtime),
         )
 
@@ -252,7 +282,13 @@ class BackendGuard:
             )
 
     def _unreadable_outcome(
-        self, error: UnreadableState, keys: Sequence[str], now: float, commit: bool
+        self,
+        error: UnreadableState,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        commit: bool,
     ) -> Outcome:
         """A decision on states one of which could not be read: the backend's own (made with
         a spent state in its place) or, if it made none, the policy's for this request alone."""
@@ -265,14 +301,39 @@ class BackendGuard:
             raise BackendError(
                 f"rate limiter {self._meta['namespace']}:{self._meta['limiter']}: {error}"
             ) from error
+        if self.local is not None:
+            return self.local.decide(keys, algorithms, cost, now, commit)
         return True, Unanswered((None,) * len(keys)), now
 
     def _unanswered_outcome(
-        self, keys: Sequence[str], now: float, error: BackendError | None = None
+        self,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        commit: bool,
+        error: BackendError | None = None,
     ) -> Outcome:
-        """A decision the backend did not make: admitted, every scope as if unused (fail_open)."""
+        """A decision the backend did not make: raised (fail_closed), made in memory at the
+        process's share (local), or admitted, every scope as if unused (fail_open)."""
         self._unanswered(error)
+        if self.local is not None:
+            return self.local.decide(keys, algorithms, cost, now, commit)
         return True, Unanswered((None,) * len(keys)), now
+
+    def _unanswered_refund(
+        self,
+        keys: Sequence[str],
+        algorithms: Sequence[Algorithm],
+        cost: float,
+        now: float,
+        error: BackendError | None = None,
+    ) -> None:
+        """A refund the backend did not take: raised (fail_closed), given to the local states
+        (local), or dropped (fail_open)."""
+        self._unanswered(error)
+        if self.local is not None:
+            self.local.refund(keys, algorithms, cost, now)
 
     def _ok(self) -> None:
         """A call that writes got its answer: that ends an outage (a read alone does not)."""
@@ -326,7 +387,8 @@ class GuardedBackend(GuardedCalls, AsyncGuardedCalls, BackendGuard):
 
     Decisions (``decide``, and ``refund``) follow the policy when the backend fails: with
     ``fail_open`` they answer "admitted, every scope as if unused" (a refund is dropped), with
-    ``fail_closed`` they raise :class:`~buttress.BackendError`. ``reset`` and ``clear`` are
+    ``fail_closed`` they raise :class:`~buttress.BackendError`, with ``local`` they are made
+    (and refunds taken) in the guard's :class:`~._local.LocalDecisions`. ``reset`` and ``clear`` are
     administrative and always raise. Only a memory backend, which cannot fail, goes unguarded.
     The calls that reach the backend are in ``_guarded_async.py`` (and its generated twin).
     """

@@ -36,13 +36,13 @@ class GuardedCalls(_Policy):
         commit: bool = True,
     ) -> Outcome:
         if self._spared(commit):
-            return self._unanswered_outcome(keys, now)
+            return self._unanswered_outcome(keys, algorithms, cost, now, commit)
         try:
             outcome = self.backend.decide(keys, algorithms, cost, now, commit)
         except UnreadableState as exc:  # one key's state: this decision only, no outage
-            return self._unreadable_outcome(exc, keys, now, commit)
+            return self._unreadable_outcome(exc, keys, algorithms, cost, now, commit)
         except BackendError as exc:
-            return self._unanswered_outcome(keys, now, exc)
+            return self._unanswered_outcome(keys, algorithms, cost, now, commit, exc)
         if commit:  # a peek only read: the backend may still be unable to write
             self._ok()
         return outcome
@@ -51,7 +51,8 @@ class GuardedCalls(_Policy):
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
         if self._spared():
-            self._unanswered(None)  # raises when failing closed; else the refund is dropped
+            # Raises when failing closed; local: given to the local states; else dropped.
+            self._unanswered_refund(keys, algorithms, cost, now)
             return
         try:
             self.backend.refund(keys, algorithms, cost, now)
@@ -59,7 +60,7 @@ class GuardedCalls(_Policy):
             self._unreadable(exc)
             return
         except BackendError as exc:
-            self._unanswered(exc)
+            self._unanswered_refund(keys, algorithms, cost, now, exc)
             return
         self._ok()
 

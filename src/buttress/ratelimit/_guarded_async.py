@@ -34,13 +34,13 @@ class AsyncGuardedCalls(_Policy):
         commit: bool = True,
     ) -> Outcome:
         if self._spared(commit):
-            return self._unanswered_outcome(keys, now)
+            return self._unanswered_outcome(keys, algorithms, cost, now, commit)
         try:
             outcome = await self.backend.decide_async(keys, algorithms, cost, now, commit)
         except UnreadableState as exc:  # one key's state: this decision only, no outage
-            return self._unreadable_outcome(exc, keys, now, commit)
+            return self._unreadable_outcome(exc, keys, algorithms, cost, now, commit)
         except BackendError as exc:
-            return self._unanswered_outcome(keys, now, exc)
+            return self._unanswered_outcome(keys, algorithms, cost, now, commit, exc)
         if commit:  # a peek only read: the backend may still be unable to write
             self._ok()
         return outcome
@@ -49,7 +49,8 @@ class AsyncGuardedCalls(_Policy):
         self, keys: Sequence[str], algorithms: Sequence[Algorithm], cost: float, now: float
     ) -> None:
         if self._spared():
-            self._unanswered(None)  # raises when failing closed; else the refund is dropped
+            # Raises when failing closed; local: given to the local states; else dropped.
+            self._unanswered_refund(keys, algorithms, cost, now)
             return
         try:
             await self.backend.refund_async(keys, algorithms, cost, now)
@@ -57,7 +58,7 @@ class AsyncGuardedCalls(_Policy):
             self._unreadable(exc)
             return
         except BackendError as exc:
-            self._unanswered(exc)
+            self._unanswered_refund(keys, algorithms, cost, now, exc)
             return
         self._ok()
 

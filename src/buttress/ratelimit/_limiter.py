@@ -21,7 +21,7 @@ from .._clock import Clock, SystemClock
 from .._concurrency import is_async_callable
 from .._errors import BackendError, ConfigError
 from .._redact import redacted_logger
-from .._validate import positive, timeout_or_none
+from .._validate import in_interval, positive, timeout_or_none
 from ._adaptive import AdaptiveScopes
 from ._algorithms import Algorithm, State
 from ._backend import Backend, Outcome
@@ -31,6 +31,7 @@ from ._inmemory import InMemory
 from ._keys import MAX_ID_LENGTH, Key, KeyResolver
 from ._leasing import DECIDE as LEASE_DECIDE
 from ._leasing import REFUND, Leases, LeaseStep, Leasing, Slice
+from ._local import LocalStates
 from ._memory import MemoryBackend
 from ._scope import Scope, check_name, check_scopes
 from ._stats import (
@@ -78,8 +79,11 @@ class RateLimiter:
       computed over the last ``stats_window`` seconds;
     * ``failure_policy``: what a decision does when the backend fails (Redis unreachable,
       SQLite locked too long): ``"fail_open"`` admits, ``"fail_closed"`` raises
-      :class:`~buttress.BackendError`; while it is down the backend is tried again at most
-      once per ``backend_retry_interval`` seconds (see ``_failure.py``).
+      :class:`~buttress.BackendError`, ``"local"`` decides in this process's memory with
+      ``local_share`` of each scope's limit and burst (``1/8`` for 8 processes sharing the
+      backend; the default 1.0 lets each process admit the whole limit); while it is down the
+      backend is tried again at most once per ``backend_retry_interval`` seconds, and the
+      first answer ends the outage (see ``_failure.py`` and ``_local.py``).
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class RateLimiter:
         failure_policy: FailurePolicy = "fail_open",
         backend_retry_interval: float = 1.0,
         lease: Leasing | None = None,
+        local_share: float = 1.0,
     ) -> None:
         self.scopes: tuple[Scope, ...] = check_scopes(scopes)
         self.namespace = check_name("namespace", namespace)
@@ -103,7 +108,11 @@ class RateLimiter:
         stats_window = positive("stats_window", stats_window)
         self.backend: Backend = _backend_of(backend, len(self.scopes))
         self.clock: Clock = SystemClock() if clock is None else clock
-        self._use_backend(failure_policy, backend_retry_interval)
+        self._use_backend(
+            failure_policy,
+            backend_retry_interval,
+            in_interval("local_share", local_share, "(0, 1]"),
+        )
         self._resolver = KeyResolver(namespace, name, self.scopes)
         self._keys = self._resolver.keys
         self._single_scope_prefix = self._resolver.single_scope_prefix
@@ -141,7 +150,9 @@ class RateLimiter:
             )
         return Leases(lease)
 
-    def _use_backend(self, failure_policy: FailurePolicy, retry_interval: float) -> None:
+    def _use_backend(
+        self, failure_policy: FailurePolicy, retry_interval: float, local_share: float
+    ) -> None:
         """How the limiter calls its backend: through the failure policy, on which clock."""
         self._monotonic = self.clock.monotonic
         # Backend time: one process uses the monotonic clock; shared state uses wall time.
@@ -162,9 +173,11 @@ class RateLimiter:
                 self._monotonic,
                 limiter=self.name,
                 namespace=self.namespace,
+                local_share=local_share,
             )
         )
         self._decide_backend = self._store.decide
+        self._local = self._store.local if isinstance(self._store, GuardedBackend) else None
 
     def _decide_in_place(self) -> InMemory | None:
         """Decide in the memory backend's own dict, when the backend is a MemoryBackend itself
@@ -255,6 +268,15 @@ class RateLimiter:
         outcome = yield (LEASE_DECIDE, size, now)
         assert outcome is not None
         allowed, states, now = outcome
+        if type(states) is LocalStates:  # decided locally: no slice, this request's cost only
+            if allowed:  # give back the rest of the slice at once, to the local states
+                assert self._local is not None
+                self._local.refund(keys, frame.algorithms, size - cost, now)
+            else:
+                outcome = yield (LEASE_DECIDE, cost, now)
+                assert outcome is not None
+                allowed, states, now = outcome
+            return self._conclude(allowed, frame, keys, states, now, cost, started)
         if not allowed or type(states) is Unanswered:  # no slice: decide this request alone
             if not allowed:
                 outcome = yield (LEASE_DECIDE, cost, now)
@@ -390,10 +412,17 @@ class RateLimiter:
     ) -> Decision:
         """The decision on a backend's answer; ``started`` is when deciding began (monotonic
         clock), ``forced`` the waits of the queues that refused it (see ``WaitQueues.ahead``)."""
+        if type(states) is LocalStates:  # decided locally: on this process's share
+            frame = self._local_frame(frame)
         decided = details(frame, keys, states, now, cost)
         if forced is not None:
             decided = (*decided, forced)
         return self._recorder.conclude(allowed, decided, started, cost)
+
+    def _local_frame(self, frame: Frame) -> Frame:
+        local = self._local
+        assert local is not None  # local states come from nowhere else
+        return local.frame(frame)
 
     def _behind_waiters(self, keys: Sequence[str], cost: float) -> Decision:
         """Refuse a request whose keys have waiters queued (decide it if none has)."""
@@ -450,6 +479,8 @@ class RateLimiter:
         now: float,
         cost: float,
     ) -> Decision:
+        if type(states) is LocalStates:
+            frame = self._local_frame(frame)
         decided = details(frame, keys, states, now, cost)
         if self._queues:  # as try_acquire: refused behind waiters queued on these keys
             forced = self._waiting.ahead(keys, cost)
@@ -717,6 +748,8 @@ class RateLimiter:
             decision_latency=_latency_summary(stats, admitted + sum(denied)),
             backend_status=self._health.status,
             failure_policy=self._health.policy,
+            mode=self._health.mode,
+            local_share=None if self._local is None else self._local.share,
             backend_errors=self._health.errors,
             backend=type(self.backend).__name__,
             backend_down_for=self._health.down_for(now),

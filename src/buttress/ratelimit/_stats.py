@@ -273,7 +273,9 @@ class RateLimiterSnapshot:
     outage under way has lasted (seconds; ``None`` while the backend is up) and
     ``backend_error`` what the last failed call said while it is down (passwords masked).
     ``unreadable_states`` counts stored states the backend could not read (each decided as
-    spent; never an outage).
+    spent; never an outage). ``mode`` says who decides now: ``"backend"``, or while it is down
+    the failure policy (``"local"``: this process's memory, at ``local_share`` of each limit;
+    ``None`` under the other policies).
     ``decision_latency`` is the histogram of decision times (:class:`LatencySummary`).
     """
 
@@ -296,6 +298,8 @@ class RateLimiterSnapshot:
     backend_down_for: float | None = None
     backend_error: str | None = None
     unreadable_states: int = 0
+    mode: str = "backend"
+    local_share: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
