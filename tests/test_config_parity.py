@@ -224,7 +224,10 @@ LIMITER = Pair(
         "stats_window": "code only",
         "backend_retry_interval": "code only",
     },
-    other_default={"failure_policy": "unset: rate_limiting.failure_policy, itself fail_open"},
+    other_default={
+        "failure_policy": "unset: rate_limiting.failure_policy, itself fail_open",
+        "local_share": "unset: rate_limiting.local_share, itself 1.0",
+    },
     settings_required={"limit": 10},
     component_required={"scopes": [Scope("api", 10, 60.0)]},
 )

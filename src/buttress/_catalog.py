@@ -117,7 +117,8 @@ _RATE_LIMIT_BACKENDS = _specs(
         ("limiter", "namespace", "backend", "policy", "error"),
         "A limiter's backend (e.g. `RedisBackend`, `SQLiteBackend`) failed a call: the start "
         "of an outage, once until it answers again. Meanwhile decisions follow `policy` "
-        "(`fail_open` admits, `fail_closed` raises `BackendError`) and the backend is tried "
+        "(`fail_open` admits, `fail_closed` raises `BackendError`, `local` decides in each "
+        "process's memory at `local_share` of each limit) and the backend is tried "
         "again at most once per `backend_retry_interval`. `error` is the failure. Also logged, "
         "once, as a WARNING on `buttress.rate_limiter` (deployment.md, Logs).",
     ),

@@ -605,7 +605,10 @@ class LimiterSettings(_Section):
     def _backend_url(cls, value: str | None) -> str | None:
         return None if value is None else _check_backend_url(value)
 
-    failure_policy: Literal["fail_open", "fail_closed"] | None = None
+    failure_policy: Literal["fail_open", "fail_closed", "local"] | None = None
+    # With failure_policy = "local": the share of each limit this process decides alone while
+    # the backend is down (1 / the processes sharing it; docs/deployment.md).
+    local_share: Share | None = None  # default: rate_limiting.local_share
     latency_budget: Positive = 0.005
     lease: LeasingSettings | None = None  # decide busy callers locally from slices
 
@@ -677,7 +680,8 @@ class RateLimitingSettings(_Section):
     default_algorithm: Algorithm = "token_bucket"
     # "memory", "sqlite:///path/to/state.db", "redis://host:6379/0" (see backend_from_url)
     backend: str = "memory"
-    failure_policy: Literal["fail_open", "fail_closed"] = "fail_open"
+    failure_policy: Literal["fail_open", "fail_closed", "local"] = "fail_open"
+    local_share: Share = 1.0
     max_keys: Count = 1_000_000
     # How often the infrastructure sweeps every limiter's expired keys (the guide's
     # cleanup_interval; it writes 300_000 ms, here "5m" or 300).

@@ -55,7 +55,7 @@ def admitted(rl: bt.RateLimiter, user: str, n: int) -> int:
 # -- settings ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("share", [0, -0.5, 1.5, math.nan, math.inf, "1/8", None])
+@pytest.mark.parametrize("share", [0, -0.5, 1.5, math.nan, math.inf, "1/8"])
 def test_a_bad_local_share_is_a_config_error_naming_it(share: Any) -> None:
     with pytest.raises(bt.ConfigError) as info:
         bt.RateLimiter("10/second", failure_policy="local", local_share=share)

@@ -212,6 +212,7 @@ class Builder:
                 clock=self.clock,
                 latency_budget=s.latency_budget,
                 failure_policy=s.failure_policy or rl.failure_policy,
+                local_share=s.local_share if s.local_share is not None else rl.local_share,
                 lease=None if s.lease is None else Leasing(**s.lease.model_dump()),
             )
         except ConfigError as exc:

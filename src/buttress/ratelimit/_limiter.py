@@ -99,7 +99,7 @@ class RateLimiter:
         failure_policy: FailurePolicy = "fail_open",
         backend_retry_interval: float = 1.0,
         lease: Leasing | None = None,
-        local_share: float = 1.0,
+        local_share: float | None = 1.0,
     ) -> None:
         self.scopes: tuple[Scope, ...] = check_scopes(scopes)
         self.namespace = check_name("namespace", namespace)
@@ -111,7 +111,7 @@ class RateLimiter:
         self._use_backend(
             failure_policy,
             backend_retry_interval,
-            in_interval("local_share", local_share, "(0, 1]"),
+            1.0 if local_share is None else in_interval("local_share", local_share, "(0, 1]"),
         )
         self._resolver = KeyResolver(namespace, name, self.scopes)
         self._keys = self._resolver.keys
