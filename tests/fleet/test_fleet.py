@@ -5,6 +5,7 @@ so nothing here waits for the clock. The fleet's time is Redis's own, in millise
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,11 @@ from servers import RedisServer
 
 import buttress as bt
 from buttress._fleet import RedisFleet
+
+@pytest.fixture
+def namespace() -> str:
+    return "fleet-test-" + uuid.uuid4().hex[:10]
+
 
 BREAKER = {"failure_threshold": 20, "degradation_threshold": None, "reset_timeout": 0.3}
 
