@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import redis
-from _timing import measure, report, time_sync, work
 
 import buttress as bt
+from _timing import measure, report, time_sync, work
 from buttress._fleet import RedisFleet
 
 QUICK = "--quick" in sys.argv

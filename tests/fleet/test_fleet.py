@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from servers import RedisServer
 
 import buttress as bt
 from buttress._fleet import RedisFleet
+from servers import RedisServer
+
 
 @pytest.fixture
 def namespace() -> str:
@@ -28,8 +29,7 @@ class Fleet:
         self, url: str, namespace: str, n: int, clock: bt.ManualClock, settings: dict[str, Any]
     ) -> None:
         self.fleets = [
-            RedisFleet(url, namespace=namespace, clock=clock, process_id=f"p{i}")
-            for i in range(n)
+            RedisFleet(url, namespace=namespace, clock=clock, process_id=f"p{i}") for i in range(n)
         ]
         self.breakers = [
             bt.CircuitBreaker("dep", clock=clock, fleet=f, **{**BREAKER, **settings})

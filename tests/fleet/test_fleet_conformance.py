@@ -11,14 +11,23 @@ import pytest
 import redis
 
 from buttress._breaker import BreakerConfig
-from buttress._fleet._core import FleetState, Override, Record, Report, override, step
-from buttress._fleet._core import thresholds_for
+from buttress._fleet._core import (
+    FleetState,
+    Override,
+    Record,
+    Report,
+    override,
+    step,
+    thresholds_for,
+)
 from buttress._fleet._redis import FleetStore
 
 
 @pytest.fixture
 def store(redis_url: str) -> FleetStore:
-    return FleetStore(redis.Redis.from_url(redis_url, socket_timeout=1.0), "conf-" + uuid.uuid4().hex[:8])
+    return FleetStore(
+        redis.Redis.from_url(redis_url, socket_timeout=1.0), "conf-" + uuid.uuid4().hex[:8]
+    )
 
 
 def server_ms(c: redis.Redis) -> int:

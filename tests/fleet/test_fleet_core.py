@@ -60,7 +60,11 @@ def test_the_fleet_opens_on_the_summed_count_with_a_quorum() -> None:
 
 
 def test_the_fleet_opens_on_the_summed_rate() -> None:
-    th = thresholds_for(BreakerConfig(failure_threshold=None, degradation_threshold=None), quorum=2, sync_interval=0.5)
+    th = thresholds_for(
+        BreakerConfig(failure_threshold=None, degradation_threshold=None),
+        quorum=2,
+        sync_interval=0.5,
+    )
     recs = {"b": Record(2000, 5, 3, 0)}
     state, *_ = step(FleetState(), recs, 0, "a", Report(5, 2, 0), th, 1000)
     assert state.epoch == 1  # 5 of 10 calls failed: 0.5
@@ -70,8 +74,9 @@ def test_the_fleet_opens_on_the_summed_rate() -> None:
 
 def test_an_open_fleet_does_not_open_again_and_grants_no_probes() -> None:
     recs = {"b": Record(2000, 30, 30, 1)}
-    state, _, used, view = step(FleetState(1, 5000), recs, 0, "a", Report(30, 30, 1, False, 5),
-                                TH, 1000)
+    state, _, used, view = step(
+        FleetState(1, 5000), recs, 0, "a", Report(30, 30, 1, False, 5), TH, 1000
+    )
     assert state == FleetState(1, 5000) and (used, view.granted, view.open_ms_left) == (0, 0, 4000)
 
 

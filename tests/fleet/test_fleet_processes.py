@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import redis
 from fleet_workers import worker
-from servers import RedisServer
 
 import buttress as bt
 from buttress._fleet import RedisFleet
+from servers import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +114,9 @@ def first(log: list[tuple[float, str, str]], state: str, after: float = 0.0) -> 
 
 def script_calls(url: str) -> int:
     stats = redis.Redis.from_url(url).info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("fcall", "evalsha", "eval"))
+    return sum(
+        int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("fcall", "evalsha", "eval")
+    )
 
 
 def test_a_failure_everywhere_opens_every_process_probes_stay_in_budget_and_all_recover(
@@ -143,8 +145,10 @@ def test_a_failure_everywhere_opens_every_process_probes_stay_in_budget_and_all_
     assert [r["final_state"] for r in reports] == ["closed"] * WORKERS
     calls = script_calls(server.url)
     rounds = elapsed / INTERVAL
-    print(f"script calls: {calls} for {WORKERS} processes over {rounds:.1f} intervals "
-          f"({calls / WORKERS / rounds:.2f} per process per interval)")
+    print(
+        f"script calls: {calls} for {WORKERS} processes over {rounds:.1f} intervals "
+        f"({calls / WORKERS / rounds:.2f} per process per interval)"
+    )
     assert calls <= WORKERS * (rounds + 2)
 
 

@@ -294,6 +294,21 @@ class BreakerCore:
             self._drain()
             self._machine.health_check_end(gen, self._now(), False)
 
+    # -- the fleet: its driver's two ways in (``buttress._fleet``), never on the call path -----
+
+    def _fleet_report(self) -> tuple[int, int, bool, int]:
+        """The machine's report for the fleet (see ``BreakerMachine.fleet_report``)."""
+        with self._lock:
+            self._drain()
+            return self._machine.fleet_report(self._now())
+
+    def _fleet_apply(self, apply: Callable[[BreakerMachine, float], None]) -> None:
+        """Run ``apply(machine, now)`` under the lock, then emit what it moved."""
+        with self._lock:
+            self._drain()
+            apply(self._machine, self._now())
+        self._flush()
+
     # -- transitions -----------------------------------------------------------------------------
 
     def _report_recovery(self, t: Transition) -> None:

@@ -142,9 +142,7 @@ class Override:
     at_ms: int = 0
 
 
-def signal(
-    records: Mapping[str, Record], epoch: int, now_ms: int
-) -> tuple[int, int, int, int]:
+def signal(records: Mapping[str, Record], epoch: int, now_ms: int) -> tuple[int, int, int, int]:
     """``(live, sick, calls, failures)``: live processes; and, of their records made in
     ``epoch``, how many have failures and the summed counts."""
     live = sick = calls = failures = 0

@@ -33,6 +33,7 @@ from ._redis import FleetStore
 
 if TYPE_CHECKING:
     from .._breaker._breaker import CircuitBreaker
+    from .._breaker._machine import BreakerMachine
 
 __all__ = ["FleetLink", "FleetStatus", "RedisFleet"]
 
@@ -175,9 +176,12 @@ class RedisFleet:
             except ValueError as exc:
                 raise ConfigError("url_or_client", f"not a Redis URL: {exc}") from exc
         elif isinstance(url_or_client, redis.Redis):
-            from ..ratelimit._redis import _check_timeout
-
-            _check_timeout("url_or_client", url_or_client)
+            if url_or_client.get_connection_kwargs().get("socket_timeout") is None:
+                raise ConfigError(
+                    "url_or_client",
+                    "needs a socket_timeout (e.g. redis.Redis(..., socket_timeout=0.25)): "
+                    "a sync must never hang",
+                )
             self._client = url_or_client
         else:
             raise ConfigError(
@@ -282,10 +286,7 @@ class RedisFleet:
                     self._links = [x for x in self._links if x not in gone]
 
     def _sync_one(self, breaker: CircuitBreaker, link: FleetLink) -> None:
-        m = breaker._machine
-        with breaker._lock:
-            breaker._drain()
-            calls, failures, recovered, wanted = m.fleet_report(breaker._now())
+        calls, failures, recovered, wanted = breaker._fleet_report()
         link.recovered = link.recovered or recovered
         report = Report(calls, failures, max(0, link.epoch), link.recovered, wanted)
         try:
@@ -299,15 +300,13 @@ class RedisFleet:
                     exc,
                 )
             link.error = f"{type(exc).__name__}: {exc}"
-            with breaker._lock:
-                m.fleet_lost()
+            breaker._fleet_apply(_lost)
             return
         link.recovered = False
         link.error = None
         link.syncs += 1
-        with breaker._lock:
-            breaker._drain()
-            now = breaker._now()
+
+        def apply(m: BreakerMachine, now: float) -> None:
             if ov.generation != link.override_gen:
                 action = effective(ov)
                 if action == "force_open":
@@ -327,7 +326,8 @@ class RedisFleet:
                 m.fleet_grant(view.granted)
             link.view = view
             link.override = ov
-        breaker._flush()
+
+        breaker._fleet_apply(apply)
 
     # -- operators ------------------------------------------------------------------------------
 
@@ -383,6 +383,9 @@ class RedisFleet:
         )
 
 
+def _lost(m: BreakerMachine, now: float) -> None:
+    m.fleet_lost()
+
+
 def _default_pid() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{next(_ids)}"
-
