@@ -61,6 +61,7 @@ REWRITES: list[tuple[str, str, str]] = [
         '"{pg}".replace("postgresql:", "postgresql+asyncpg:")',
     ),
     ("postgres-pools.md", '"postgresql://app@db.internal:5432/app"', '"{pg}"'),
+    ("fleet.md", '"redis://redis.internal:6379/0"', '"{redis}"'),
 ]
 
 # (page, text that picks the block): blocks whose printed output is written under them, as
@@ -83,6 +84,8 @@ SHOWN_OUTPUT = [
     ("aiohttp.md", "buttress_middleware(infra, default"),  # and in aiohttp
     ("httpx.md", "class Flaky"),  # Retry-After honoured, a 404 neutral
     ("requests.md", "class Flaky"),
+    ("fleet.md", "search cluster upgrade"),  # a fleet-wide force-open and its record
+    ("fleet.md", "status.connected"),  # a fleet breaker's snapshot
 ]
 
 

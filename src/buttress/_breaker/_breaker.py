@@ -14,10 +14,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from .._concurrency import is_async_callable
 from .._deprecated import warn_renamed
+from .._errors import ConfigError
 from .._validate import is_finite
 from ._calls import Calls, GuardCalls
 from ._calls_async import AsyncCalls, AsyncGuardCalls
@@ -25,6 +26,9 @@ from ._core import FAILURE, MAX_PENDING, SUCCESS, Injector, Listener, Ticket
 from ._machine import Admitted, BreakerMachine, MachineStats, Refused
 from ._outcome import Outcome
 from ._states import BreakerState, DegradationLevel
+
+if TYPE_CHECKING:
+    from .._fleet._fleet import FleetStatus
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -38,15 +42,19 @@ class BreakerSnapshot(MachineStats):
 
     The machine's numbers (``state``, ``degradation_level``, the window's counts such as
     ``failure_count`` and ``call_count``, the ``total_*`` counts since the breaker was made),
-    plus the breaker's ``name`` and its fault injection.
+    plus the breaker's ``name`` and its fault injection, and for a breaker in a fleet, the
+    fleet's view (:class:`~buttress._fleet.FleetStatus`; ``None`` otherwise).
     """
 
     name: str
     fault_injection_active: bool
     injected_failures: int
+    fleet: FleetStatus | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if self.fleet is None:
+            del d["fleet"]  # a local breaker's dict is as it always was
         d["state"] = self.state.value
         d["degradation_level"] = self.degradation_level.value if self.degradation_level else None
         return d
@@ -221,7 +229,9 @@ class CircuitBreaker(Calls, AsyncCalls):
         inj = self._injector
         if inj is None and self._injected_by is not None:
             inj = self._injected_by()
+        link = self._fleet_link
         return BreakerSnapshot(
+            fleet=self._fleet.status(link) if self._fleet is not None and link else None,
             name=self.name,
             fault_injection_active=bool(inj is not None and inj.active),
             injected_failures=inj.injected_failures if inj is not None else 0,
@@ -240,17 +250,42 @@ class CircuitBreaker(Calls, AsyncCalls):
 
     # -- manual control ----------------------------------------------------------------------
 
-    def force_open(self) -> None:
-        """Refuse every call, critical ones included, until :meth:`reset`."""
+    def force_open(self, *, fleet: bool = False, reason: str = "", by: str = "") -> None:
+        """Refuse every call, critical ones included, until :meth:`reset`.
+
+        ``fleet=True`` (a breaker made with ``fleet=``): in every process of the fleet, each
+        at its next sync, and in processes started later, until ``reset(fleet=True)``; the
+        record (``reason``, ``by``, when) shows in every snapshot's ``fleet.override``.
+        Raises :class:`~buttress.BackendError` when Redis cannot be reached."""
+        self._fleet_override("force_open", fleet, reason, by)
         self._manual(BreakerMachine.force_open)
 
-    def disable(self) -> None:
-        """Let every call through (still counting outcomes) until :meth:`reset`."""
-        self._manual(BreakerMachine.disable)
+    def disable(self, *, fleet: bool = False, reason: str = "", by: str = "") -> None:
+        """Let every call through (still counting outcomes) until :meth:`reset`
+        (``fleet=True``: as for :meth:`force_open`; a forced open fleet-wide still wins)."""
+        if self._fleet_override("disable", fleet, reason, by) != "force_open":
+            self._manual(BreakerMachine.disable)
 
-    def reset(self) -> None:
-        """Back to closed with an empty window, from any state."""
+    def reset(self, *, fleet: bool = False, reason: str = "", by: str = "") -> None:
+        """Back to closed with an empty window, from any state (``fleet=True``: clears the
+        fleet's overrides and closes the fleet, in every process at its next sync)."""
+        self._fleet_override("reset", fleet, reason, by)
         self._manual(BreakerMachine.reset)
+
+    def _fleet_override(self, action: str, fleet: bool, reason: str, by: str) -> str | None:
+        """Record a fleet-wide ``action`` (when ``fleet``); what the fleet's override is now."""
+        if not fleet:
+            return None
+        f, link = self._fleet, self._fleet_link
+        if f is None or link is None:
+            raise ConfigError("fleet", f"breaker {self.name!r} has no fleet (make it with fleet=)")
+        if not isinstance(reason, str) or not isinstance(by, str):
+            raise TypeError("reason and by must be strings")
+        link.override_gen = f.override(self, action, reason, by or f.process_id)
+        ov = link.override
+        if action == "reset" or ov is None:
+            return None
+        return "force_open" if action == "force_open" or ov.force_open else None
 
     def _manual(self, op: Callable[[BreakerMachine, float], None]) -> None:
         with self._lock:

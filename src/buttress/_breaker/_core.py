@@ -31,6 +31,7 @@ from ._states import BreakerState, Transition
 HALF_OPEN = BreakerState.HALF_OPEN
 
 if TYPE_CHECKING:
+    from .._fleet._fleet import FleetLink, RedisFleet
     from ._breaker import CircuitBreaker
 
 _log = redacted_logger("buttress.circuit_breaker")
@@ -93,6 +94,7 @@ class BreakerCore:
         seed: int | None = None,
         fault_injection: Injector | None = None,
         health_check: HealthCheck | None = None,
+        fleet: RedisFleet | None = None,
         **settings: Any,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -107,6 +109,8 @@ class BreakerCore:
             config = BreakerConfig(**{**_config_dict(config), **settings})
         elif config is None:
             config = BreakerConfig(**settings)
+        if fleet is not None and not callable(getattr(fleet, "attach", None)):
+            raise ConfigError("fleet", f"must be a RedisFleet, got {fleet!r}")
         if health_check is not None and not callable(health_check):
             raise ConfigError("health_check", f"must be callable, got {health_check!r}")
         self.name = name
@@ -134,6 +138,12 @@ class BreakerCore:
         )
         self._build_fast_paths()
         call_in_forked_child(self._after_fork)
+        # The fleet's driver tells the machine what the fleet decided, at each sync (never on
+        # the call path): see ``buttress._fleet``.
+        self._fleet = fleet
+        self._fleet_link: FleetLink | None = None
+        if fleet is not None:
+            self._fleet_link = fleet.attach(self)  # type: ignore[arg-type]
 
     def _after_fork(self) -> None:
         # Workers forked from one parent would otherwise draw the same reset-timeout jitter
@@ -298,6 +308,21 @@ class BreakerCore:
         with self._lock:
             self._drain()
             self._machine.health_check_end(gen, self._now(), False)
+
+    # -- the fleet: its driver's two ways in (``buttress._fleet``), never on the call path -----
+
+    def _fleet_report(self) -> tuple[int, int, bool, int]:
+        """The machine's report for the fleet (see ``BreakerMachine.fleet_report``)."""
+        with self._lock:
+            self._drain()
+            return self._machine.fleet_report(self._now())
+
+    def _fleet_apply(self, apply: Callable[[BreakerMachine, float], None]) -> None:
+        """Run ``apply(machine, now)`` under the lock, then emit what it moved."""
+        with self._lock:
+            self._drain()
+            apply(self._machine, self._now())
+        self._flush()
 
     # -- transitions -----------------------------------------------------------------------------
 

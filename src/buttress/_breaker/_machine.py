@@ -163,11 +163,14 @@ class BreakerMachine:
         "consecutive",
         "failures",
         "fast_gen",
+        "fleet_opened",
+        "fleet_recovered",
         "generation",
         "ignored",
         "level",
         "open_until",
         "pending",
+        "probe_cap",
         "recovery_attempts",
         "rejected",
         "shed",
@@ -218,6 +221,11 @@ class BreakerMachine:
         self.shed = 0
         self.stale = 0
         self.times_opened = 0
+        # A fleet (``buttress._fleet``) may open this breaker: then its half-open probes are
+        # the permits the fleet granted (``probe_cap``), and a recovery is reported once.
+        self.fleet_opened = False
+        self.fleet_recovered = False
+        self.probe_cap: float = math.inf
         self._refresh_fast()
 
     # -- admission ---------------------------------------------------------------------------
@@ -259,7 +267,10 @@ class BreakerMachine:
             return Refused(OPEN, None, "open", max(0.0, self.open_until - now))
         # HALF_OPEN
         cfg = self.config
-        if len(self._probes) + self._probe_ok + self._probe_failed < cfg.half_open_max_calls:
+        cap = cfg.half_open_max_calls
+        if self.probe_cap < cap:
+            cap = int(self.probe_cap)
+        if len(self._probes) + self._probe_ok + self._probe_failed < cap:
             self._probe_seq += 1
             self._probes[self._probe_seq] = now
             return Admitted(self.generation, self._probe_seq)
@@ -430,7 +441,68 @@ class BreakerMachine:
         self._clear_window(now)
         self.recovery_attempts = 0
         self._warm_until = 0.0  # an operator's reset lets the whole load in at once
+        self.fleet_opened = False
+        self.probe_cap = math.inf
         self._move(CLOSED, None, "reset", now)
+
+    # -- the fleet (``buttress._fleet``): told at each sync, never on the call path ----------
+
+    def fleet_open(self, now: float, until: float) -> None:
+        """The fleet opened until ``until``: open (window cleared, so what was counted before
+        the fleet opened is not reported again), its half-open probes granted by the fleet.
+        Manual states stay as they are."""
+        st = self.state
+        if st is FORCED_OPEN or st is DISABLED:
+            return
+        self._clear_window(now)
+        self.fleet_opened = True
+        self.fleet_recovered = False
+        self.probe_cap = 0
+        if st is OPEN:
+            self.open_until = max(self.open_until, until)
+            return
+        self._probes.clear()
+        self.open_until = until
+        self._hc_last = now
+        self.times_opened += 1
+        self._move(OPEN, None, "fleet_open", now)
+
+    def fleet_grant(self, permits: int) -> None:
+        """The fleet granted ``permits`` more half-open probes."""
+        if self.fleet_opened and self.probe_cap != math.inf:
+            self.probe_cap += permits
+
+    def fleet_closed(self, now: float) -> None:
+        """The fleet recovered (another process's probes succeeded): a breaker the fleet
+        opened closes as if its own probes had; one that opened by itself stays."""
+        if not self.fleet_opened:
+            return
+        self.fleet_opened = False
+        self.probe_cap = math.inf
+        if self.state is OPEN or self.state is HALF_OPEN:
+            self._probes.clear()
+            self._clear_window(now)
+            self._warm_up(now)
+            self._move(CLOSED, None, "fleet_recovered", now)
+            self.recovery_attempts = 0
+
+    def fleet_lost(self) -> None:
+        """The fleet cannot be reached: the breaker probes on its own again."""
+        self.probe_cap = math.inf
+
+    def fleet_report(self, now: float) -> tuple[int, int, bool, int]:
+        """``(calls, failures, recovered, probes_wanted)`` for the fleet: the window as of
+        ``now``, whether probes closed a fleet opening since the last report, and the probes
+        still wanted while half open on the fleet's permits."""
+        self.poll(now)
+        b = int(now * self._inv_width)
+        if b != self._head:
+            self._roll(b)
+        recovered, self.fleet_recovered = self.fleet_recovered, False
+        wanted = 0
+        if self.state is HALF_OPEN and self.fleet_opened and self.probe_cap != math.inf:
+            wanted = max(0, self.config.half_open_max_calls - int(self.probe_cap))
+        return self.w_calls, self.w_failures, recovered, wanted
 
     # -- health check while open -------------------------------------------------------------
 
@@ -637,6 +709,8 @@ class BreakerMachine:
         self._move(OPEN, None, reason, now)
 
     def _half_open(self, now: float, reason: str) -> None:
+        if self.fleet_opened and self.probe_cap != math.inf:
+            self.probe_cap = 0  # each attempt asks the fleet for permits anew
         self.recovery_attempts += 1
         self._probes.clear()
         self._probe_ok = 0
@@ -650,6 +724,10 @@ class BreakerMachine:
             self._probes.clear()
             self._clear_window(now)
             self._warm_up(now)
+            if self.fleet_opened:
+                self.fleet_opened = False
+                self.fleet_recovered = True
+                self.probe_cap = math.inf
             self._move(CLOSED, None, "probes_succeeded", now)  # reports the attempt that won
             self.recovery_attempts = 0
         elif self._probe_failed > cfg.half_open_max_calls - need:
