@@ -59,6 +59,7 @@ def test_example_covers_every_option() -> None:
             ]
         ),
         c.OverloadSettings: set(data["overload"]),
+        c.FleetSettings: set(data["fleet"]),
         c.CpuSettings: set(data["overload"]["cpu"]),
         c.LoopLagSettings: set(data["overload"]["loop_lag"]),
         c.RetryBudgetSettings: keys_of(
@@ -754,6 +755,7 @@ def sections() -> dict[str, type[BaseModel]]:
         "overload.cpu": c.CpuSettings,
         "overload.loop_lag": c.LoopLagSettings,
         "services.bulkhead": c.BulkheadSettings,
+        "fleet": c.FleetSettings,
     }
 
 

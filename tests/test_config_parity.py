@@ -102,6 +102,7 @@ BREAKER = Pair(
     settings_only={
         "strategy": "a preset: fail_fast turns the degradation thresholds off",
         "fault_injection": "the breaker's FaultInjector, which Infrastructure builds",
+        "fleet": "whether it joins [fleet]: the breaker takes the RedisFleet made from it",
     },
     other_default={"record": RULES, "ignore": RULES},
     partners={

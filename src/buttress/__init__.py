@@ -55,6 +55,7 @@ from ._errors import (
     RateLimitExceeded,
     RejectedError,
 )
+from ._fleet import FleetStatus, OverrideStatus, RedisFleet
 from ._health import (
     ComponentCheck,
     HealthReport,
@@ -151,6 +152,7 @@ __all__ = [
     "Experiment",
     "FaultInjector",
     "FaultSettings",
+    "FleetStatus",
     "HealthReport",
     "Infrastructure",
     "InfrastructureClosedError",
@@ -168,6 +170,7 @@ __all__ = [
     "MemoryReading",
     "MemorySample",
     "MemorySnapshot",
+    "OverrideStatus",
     "Permit",
     "PoolClosedError",
     "PoolConfig",
@@ -180,6 +183,7 @@ __all__ = [
     "RateLimiter",
     "RateLimiterSnapshot",
     "RedisBackend",
+    "RedisFleet",
     "RejectedError",
     "Reloaded",
     "ResourceSpec",

@@ -81,6 +81,31 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long each pool may take to lend a connection (default: 5)",
     )
+    breaker = sub.add_parser(
+        "breaker", help="an operator's action on a fleet breaker, in every process"
+    )
+    breaker.set_defaults(usage=breaker)
+    breaker_sub = breaker.add_subparsers(dest="breaker_command", metavar="ACTION")
+    for action, text in (
+        ("force-open", "refuse every call of NAME in every process until a reset"),
+        ("disable", "admit every call of NAME in every process until a reset"),
+        ("reset", "clear the overrides of NAME and close it in every process"),
+    ):
+        act = breaker_sub.add_parser(action, help=text)
+        act.add_argument("name", metavar="NAME", help="a breaker with fleet = true")
+        act.add_argument("--config", required=True, metavar="FILE")
+        act.add_argument("--namespace", default="default", help="the infrastructure's namespace")
+        act.add_argument("--reason", default="", help="why (shown in every process's health)")
+        act.add_argument("--by", default="", help="who (default: the user running this)")
+
+    fleet = sub.add_parser("fleet", help="the fleet's shared breakers")
+    fleet.set_defaults(usage=fleet)
+    fleet_sub = fleet.add_subparsers(dest="fleet_command", metavar="ACTION")
+    status = fleet_sub.add_parser(
+        "status", help="every fleet breaker's state, overrides and the processes reporting"
+    )
+    status.add_argument("--config", required=True, metavar="FILE")
+    status.add_argument("--namespace", default="default", help="the infrastructure's namespace")
     return parser
 
 
@@ -144,6 +169,10 @@ def _run(args: argparse.Namespace) -> int:
             return _health(args.config, args.namespace, args.timeout)
         if args.command == "scenarios":
             return _scenarios(args.names, args.config)
+        if args.command == "breaker" and args.breaker_command:
+            return _breaker_action(args)
+        if args.command == "fleet" and args.fleet_command == "status":
+            return _fleet_status(args.config, args.namespace)
     except ConfigError as exc:
         print(f"buttress: {exc}", file=sys.stderr)
         return 2
@@ -152,6 +181,72 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     args.usage.print_help()  # no command, or `config` without its action
     return 2
+
+
+def _fleet_store(path: str, namespace: str) -> tuple[Any, Any, list[str]]:
+    """The fleet's Redis client and store for a configuration, and its fleet breakers."""
+    from ._config import load_config
+    from ._fleet._redis import FleetStore
+
+    cfg = load_config(path)
+    names = [n for n, b in cfg.circuit_breakers.items() if b.fleet and n != "default"]
+    if cfg.fleet.url is None:
+        raise ConfigError("fleet.url", f"{path} has no [fleet] url: no breaker is shared")
+    import redis
+
+    client = redis.Redis.from_url(cfg.fleet.url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    return client, FleetStore(client, cfg.fleet.namespace or namespace), names
+
+
+def _breaker_action(args: argparse.Namespace) -> int:
+    import getpass
+
+    client, store, names = _fleet_store(args.config, args.namespace)
+    if args.name not in names:
+        known = ", ".join(names) or "none"
+        raise ConfigError(
+            "NAME", f"{args.name!r} is no breaker with fleet = true in {args.config} ({known})"
+        )
+    action = args.breaker_command.replace("-", "_")
+    by = args.by or getpass.getuser()
+    try:
+        generation, at_ms = store.override(args.name, action, args.reason, by)
+    except Exception as exc:  # redis-py's errors: the server is down or refuses
+        print(
+            f"buttress: could not reach the fleet's Redis: {redact_text(str(exc))}", file=sys.stderr
+        )
+        return 1
+    finally:
+        client.close()
+    print(
+        json.dumps(
+            {
+                "breaker": args.name,
+                "action": action,
+                "reason": args.reason,
+                "by": by,
+                "generation": generation,
+                "at": at_ms / 1000,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _fleet_status(path: str, namespace: str) -> int:
+    client, store, names = _fleet_store(path, namespace)
+    try:
+        report = {name: store.read(client, name) for name in names}
+    except Exception as exc:
+        print(
+            f"buttress: could not reach the fleet's Redis: {redact_text(str(exc))}", file=sys.stderr
+        )
+        return 1
+    finally:
+        client.close()
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0
 
 
 def _positive_int(text: str) -> int:

@@ -184,6 +184,7 @@ PLAUSIBLE_SECONDS: dict[str, dict[str, float]] = {
     "overload.loop_lag": {"interval": 10.0, "window": HOUR, "warning": MINUTE, "critical": MINUTE},
     "services": {"timeout": HOUR},
     "services.bulkhead": {"wait_timeout": 10 * MINUTE},
+    "fleet": {"sync_interval": MINUTE},
     "services.retry": {"initial": MINUTE, "max": HOUR, "deadline": HOUR},
     "services.retry.budget": {"window": HOUR},
 }
@@ -289,12 +290,33 @@ def _default_shedding() -> dict[Level, float]:
     return {level.value: p for level, p in DEFAULT_SHED_PROBABILITY.items()}
 
 
+class FleetSettings(_Section):
+    """Where breakers with ``fleet = true`` share their view (``[fleet]``, docs/fleet.md): the
+    :class:`~buttress.RedisFleet` arguments. ``namespace`` defaults to the infrastructure's."""
+
+    _section = "fleet"
+
+    url: str | None = None
+    namespace: str | None = None
+    quorum: Count = 2
+    sync_interval: Positive = 0.5
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"must be a redis:// (or rediss://, unix://) URL, got {value!r}")
+        return value
+
+
 class CircuitBreakerSettings(_Section):
     """A breaker's settings (see docs/circuit-breaker.md for each)."""
 
     _section = "circuit_breakers"
 
     strategy: Literal["gradual_degradation", "fail_fast"] = "gradual_degradation"
+    # Shares its view with every process on [fleet] (docs/fleet.md).
+    fleet: bool = False
     window: Positive = 60.0
     buckets: Annotated[int, _Num, Field(ge=1, le=MAX_BUCKETS, strict=True)] = 10
     failure_threshold: Count | None = 5
@@ -336,7 +358,7 @@ class CircuitBreakerSettings(_Section):
     }
 
     def _settings(self) -> dict[str, Any]:
-        out = self.model_dump(exclude={"strategy", "fault_injection", *self._RULES})
+        out = self.model_dump(exclude={"strategy", "fault_injection", "fleet", *self._RULES})
         if self.strategy == "fail_fast":
             out["degradation_threshold"] = None
             out["degradation_rate_threshold"] = None
@@ -1092,6 +1114,7 @@ class Config(_Section):
     connection_pools: dict[str, PoolSettings] = Field(default_factory=dict)
     memory_manager: MemoryManagerSettings = MemoryManagerSettings()
     overload: OverloadSettings = OverloadSettings()
+    fleet: FleetSettings = FleetSettings()
     chaos: ChaosSettings = ChaosSettings()
     services: dict[str, ServiceSettings] = Field(default_factory=dict)
 

@@ -222,9 +222,26 @@ _COMPONENT_TYPE = {
 
 def breaker_check(name: str, snap: BreakerSnapshot) -> ComponentCheck:
     state = snap.state
+    fleet = snap.fleet
+    override = fleet.override if fleet is not None else None
+    why = ""
+    if override is not None and override.effective:
+        # Who forced it, and why: what an operator looks for first in an incident.
+        who = f" by {override.by}" if override.by else ""
+        because = f": {override.reason}" if override.reason else ""
+        why = f"; fleet-wide {override.effective}{who}{because}"
     if state in PASSING:
+        if fleet is not None and not fleet.connected:
+            return ComponentCheck(
+                "circuit_breaker",
+                name,
+                "warn",
+                state.value,
+                f"breaker is {state.value}; fleet unreachable: deciding in this process alone",
+                fleet.error,
+            )
         return ComponentCheck(
-            "circuit_breaker", name, "pass", state.value, f"breaker is {state.value}"
+            "circuit_breaker", name, "pass", state.value, f"breaker is {state.value}{why}"
         )
     level = snap.degradation_level
     shown = (
@@ -237,7 +254,7 @@ def breaker_check(name: str, snap: BreakerSnapshot) -> ComponentCheck:
         name,
         "warn",
         shown,
-        f"breaker is {shown}; failure rate {snap.failure_rate:.0%}",
+        f"breaker is {shown}; failure rate {snap.failure_rate:.0%}{why}",
     )
 
 

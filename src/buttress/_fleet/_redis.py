@@ -106,3 +106,55 @@ class FleetStore:
             args=(action.encode(), reason.encode(), by.encode()),
         )
         return _num(reply[0]), _num(reply[1])
+
+    def read(self, client: Any, breaker: str) -> dict[str, Any]:
+        """The fleet's record of ``breaker`` as it stands, for an operator (``buttress fleet
+        status``): reads only, so the reader is never counted as a process of the fleet."""
+        procs, state, probes, override = self.keys(breaker)
+        pipe = client.pipeline(transaction=False)
+        pipe.time()
+        pipe.hgetall(procs)
+        pipe.hmget(state, "epoch", "until")
+        pipe.get(probes)
+        pipe.hgetall(override)
+        (secs, micros), reports, (epoch, until), probes_used, record = pipe.execute()
+        now_ms = int(secs) * 1000 + int(micros) // 1000
+        processes = []
+        for pid, report in sorted(reports.items()):
+            expires, calls, failures, seen_epoch = (int(x) for x in _text(report).split())
+            if expires > now_ms:
+                processes.append(
+                    {
+                        "process": _text(pid),
+                        "calls": calls,
+                        "failures": failures,
+                        "epoch": seen_epoch,
+                    }
+                )
+        until_ms = int(until or 0)
+        ov = {_text(k): _text(v) for k, v in record.items()}
+        effective = (
+            "force_open"
+            if ov.get("force_open") == "1"
+            else "disable"
+            if ov.get("disabled") == "1"
+            else None
+        )
+        return {
+            "breaker": breaker,
+            "state": "open" if until_ms > now_ms else "closed",
+            "epoch": int(epoch or 0),
+            "open_for": max(0.0, (until_ms - now_ms) / 1000),
+            "probes_used": int(probes_used or 0),
+            "processes": processes,
+            "override": None
+            if not ov
+            else {
+                "effective": effective,
+                "action": ov.get("action"),
+                "reason": ov.get("reason"),
+                "by": ov.get("by"),
+                "at": int(ov.get("at", "0")) / 1000,
+                "generation": int(ov.get("generation", "0")),
+            },
+        }

@@ -21,6 +21,7 @@ from .._breaker import CircuitBreaker
 from .._bulkhead import Bulkhead
 from .._chaos import Chaos
 from .._errors import BackendError, ConfigError
+from .._fleet import RedisFleet
 from .._imports import import_callable
 from .._instrument import ServiceMetrics
 from .._memory import MemoryManager
@@ -153,6 +154,7 @@ class Builder:
         self.pool_specs = specs
         self.backends: dict[str, Any] = {}  # one per URL, shared by the limiters naming it
         self.unreachable: set[str] = set()  # URLs whose server did not answer when made
+        self.made_fleet: RedisFleet | None = None  # [fleet], made for its first breaker
 
     def rng(self, name: str) -> random.Random | None:
         """A generator seeded from the seed, the namespace and ``name`` (None: unseeded)."""
@@ -174,12 +176,14 @@ class Builder:
         settings = self.config.circuit_breakers[table]
         path = f"circuit_breakers.{table}"
         kwargs = settings.breaker_kwargs(path)  # an import error names its own full path
+        fleet = self.fleet(f"{path}.fleet") if settings.fleet else None
         try:
             breaker = CircuitBreaker(
                 name,
                 clock=self.clock,
                 rng=self.rng(f"breaker/{name}"),
                 health_check=self.health_checks.get(name),
+                fleet=fleet,
                 **kwargs,
             )
         except ConfigError as exc:
@@ -196,6 +200,25 @@ class Builder:
                 latency_rate=fi.latency_rate,
             )
         return breaker
+
+    def fleet(self, path: str) -> RedisFleet:
+        """The one :class:`~buttress.RedisFleet` of ``[fleet]``, made for the first breaker
+        that joins it. Like a rate limiter's Redis, a server that does not answer as the
+        application starts stops nothing: the breakers decide locally until it answers."""
+        if self.made_fleet is None:
+            f = self.config.fleet
+            if f.url is None:
+                raise ConfigError(path, "fleet = true needs [fleet] url (a redis:// URL)")
+            try:
+                self.made_fleet = RedisFleet(
+                    f.url,
+                    namespace=f.namespace or self.namespace,
+                    quorum=f.quorum,
+                    sync_interval=f.sync_interval,
+                )
+            except ConfigError as exc:
+                raise ConfigError(f"fleet.{exc.path}", exc.message) from None
+        return self.made_fleet
 
     def limiter(self, name: str, s: LimiterSettings) -> RateLimiter:
         path = f"rate_limiting.limiters.{name}"

@@ -295,7 +295,7 @@ class Infrastructure:
             raise InfrastructureClosedError(f"infrastructure {self.namespace!r} is closed")
         new = load_config(config, env=self._env)
         old = self.config
-        for section in ("connection_pools", "memory_manager", "overload", "chaos"):
+        for section in ("connection_pools", "memory_manager", "overload", "chaos", "fleet"):
             if getattr(new, section) != getattr(old, section):
                 raise ConfigError(
                     section,
@@ -312,6 +312,7 @@ class Infrastructure:
         )
         build.backends = self._build.backends  # the same stores: limiters keep their states
         build.unreachable = self._build.unreachable
+        build.made_fleet = self._build.made_fleet
         changes: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
 
         # Breakers: made anew only when added; a changed one is reconfigured in place below.
@@ -333,6 +334,12 @@ class Infrastructure:
                 continue
             breakers[name] = breaker
             was = old.circuit_breakers.get(table)
+            if was is not None and new.circuit_breakers[table].fleet != was.fleet:
+                raise ConfigError(
+                    f"circuit_breakers.{table}.fleet",
+                    "cannot change by reload (a breaker joins or leaves a fleet as it is made): "
+                    "restart to change it; nothing was changed",
+                )
             if new.circuit_breakers[table] != was or (table == "default" and template_changed):
                 made = build.breaker(name, table, self.chaos)  # validates; its config is used
                 reconfigured.append((breaker, made.config))
@@ -554,6 +561,8 @@ class Infrastructure:
             pool.close()
         if self.loop_lag is not None:
             self.loop_lag.close()  # each loop's pending tick is cancelled
+        if self._build.made_fleet is not None:
+            self._build.made_fleet.close()  # its breakers go on as local ones
         self.scheduler.close()
         for backend in self._build.backends.values():
             closer = getattr(backend, "close", None)
