@@ -6,7 +6,8 @@ in place only if all admit, as ``MemoryBackend.decide`` would, with the frame's 
 decider (``_unrolled.py``). :meth:`InMemory.decide` does it for any request.
 
 For the common request (a str id for one identified scope, or a dict context for several;
-cost 1; nobody waiting; no adaptive scope) :meth:`InMemory.fast_path` makes a ``try_acquire``
+cost 1; nobody waiting; no adaptive scope; no id with a limit of its own, ``Scope(overrides=)``)
+:meth:`InMemory.fast_path` makes a ``try_acquire``
 that stands in for the limiter's method: a closure over everything it reads, bound once
 (at under a microsecond a decision, each attribute load and call is a few percent of it), or,
 when it is built, its compiled twin ``FastPath`` from ``_speedups.c``, which does step for step
@@ -103,19 +104,22 @@ class InMemory:
         frame: Frame,
         resolver: KeyResolver,
         queues: dict[str, list[Waiter]],
+        routed: dict[str, None],
     ) -> Callable[..., Decision] | None:
         """``try_acquire`` for the common requests of fixed scopes, or ``None`` when a single
         shared scope leaves it nothing to save. ``general`` is the method it stands in for,
-        which takes every other call; ``queues`` non-empty means someone waits."""
+        which takes every other call; ``queues`` non-empty means someone waits; a request
+        touching a storage key in ``routed`` (an id with a limit of its own) goes to
+        ``general`` too. Both dicts are the limiter's, read at every call."""
         by_id = resolver.single_scope_prefix is not None
         if not by_id and len(frame.algorithms) == 1:
             return None
-        compiled = self._compiled_path(general, frame, resolver, queues, context=not by_id)
+        compiled = self._compiled_path(general, frame, resolver, queues, routed, context=not by_id)
         if compiled is not None:
             return compiled
         if by_id:
-            return self._keyed_by_id(general, frame, resolver, queues)
-        return self._keyed_by_context(general, frame, resolver, queues)
+            return self._keyed_by_id(general, frame, resolver, queues, routed)
+        return self._keyed_by_context(general, frame, resolver, queues, routed)
 
     def _keyed_by_id(
         self,
@@ -123,6 +127,7 @@ class InMemory:
         frame: Frame,
         resolver: KeyResolver,
         queues: dict[str, list[Waiter]],
+        routed: dict[str, None],
     ) -> Callable[..., Decision]:
         """One identified scope, keyed straight from a str id (or read from a dict context):
         :meth:`decide` for one key, with one ``admit`` instead of the frame's decider."""
@@ -143,6 +148,8 @@ class InMemory:
             elif key.__class__ is dict and (keys := read(key.get)) is not None:
                 k = keys[0]
             else:
+                return general(key, cost)
+            if routed and k in routed:
                 return general(key, cost)
             now = monotonic()
             notify = False
@@ -168,6 +175,7 @@ class InMemory:
         frame: Frame,
         resolver: KeyResolver,
         queues: dict[str, list[Waiter]],
+        routed: dict[str, None],
     ) -> Callable[..., Decision]:
         """Several scopes, keyed from a dict context whose ids are all str: :meth:`decide`
         after the unrolled key reader."""
@@ -181,7 +189,7 @@ class InMemory:
             if key.__class__ is not dict or cost is not ONE or queues:
                 return general(key, cost)
             keys = read(key.get)
-            if keys is None:
+            if keys is None or (routed and not routed.keys().isdisjoint(keys)):
                 return general(key, cost)
             now = monotonic()
             notify = False
@@ -205,6 +213,7 @@ class InMemory:
         frame: Frame,
         resolver: KeyResolver,
         queues: dict[str, list[Waiter]],
+        routed: dict[str, None],
         *,
         context: bool,
     ) -> Callable[..., Decision] | None:
@@ -249,6 +258,7 @@ class InMemory:
             on_allowed=on_allowed,
             on_refused=recorder.refused,
             decision_type=Decision,
+            routed=routed,
             context=context,
             next_mark=recorder.next_mark,
         )

@@ -90,6 +90,7 @@ class KeyResolver:
         "id_offsets",
         "names",
         "prefix",
+        "prefixes",
         "read",
         "single_scope_prefix",
         "templates",
@@ -106,6 +107,8 @@ class KeyResolver:
             else (f"{self.prefix}{s.name}{state_tag(s.algorithm)}", None, "")
             for s in scopes
         )
+        # Each scope's key without the id (a shared scope's whole key).
+        self.prefixes = tuple(prefix for prefix, _, _ in self.templates)
         # Where the caller's id starts in each scope's key; -1 for a shared scope.
         self.id_offsets = tuple(
             len(prefix) if by is not None else -1 for prefix, by, _ in self.templates

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import threading
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
@@ -33,7 +35,8 @@ from ._leasing import DECIDE as LEASE_DECIDE
 from ._leasing import REFUND, Leases, LeaseStep, Leasing, Slice
 from ._local import LocalStates
 from ._memory import MemoryBackend
-from ._scope import Scope, check_name, check_scopes
+from ._overrides import OverrideTable
+from ._scope import Overrides, Scope, check_name, check_scopes
 from ._stats import (
     Counters,
     LatencySummary,
@@ -120,7 +123,7 @@ class RateLimiter:
         self._adaptive = AdaptiveScopes(
             name, self.scopes, self._frame, self._use_frame, self._monotonic
         )
-        self._waiting = WaitQueues(self._monotonic, lambda: self._frame)
+        self._waiting = WaitQueues(self._monotonic, self._frame_for)
         self._queues = self._waiting.queues  # read unlocked: empty while nobody waits
         self._giving_back: set[asyncio.Future[Any]] = set()  # refunds after cancellations
         self._stats = Counters(len(self.scopes), window=stats_window, budget=self.latency_budget)
@@ -134,7 +137,16 @@ class RateLimiter:
             # one in 4 (still thousands of samples a second where latency matters).
             measure_every=16 if self._in_memory else 4,
         )
+        # Per-id limits (Scope(overrides=...)): the table in force, swapped whole by
+        # set_overrides; _routed holds its mappings' storage keys for the fast paths.
+        self._overrides_lock = threading.Lock()
+        self._routed: dict[str, None] = {}
+        self._fast: Callable[..., Decision] | None = None
+        self._overrides: OverrideTable | None = None
         self._memory = self._decide_in_place()
+        self._use_overrides(
+            OverrideTable(self.scopes, self._resolver.prefixes, self._resolver.id_offsets)
+        )
         self._leases = self._leasing(lease)
 
     def _leasing(self, lease: Leasing | None) -> Leases | None:
@@ -189,10 +201,61 @@ class RateLimiter:
         memory = InMemory(backend.lane(), self._monotonic, self._recorder)
         if not self._adaptive:  # (a fast path binds the frame once; an adaptive one changes)
             general: Callable[[Key, float], Decision] = RateLimiter.try_acquire.__get__(self)
-            fast = memory.fast_path(general, self._frame, self._resolver, self._queues)
+            fast = memory.fast_path(
+                general, self._frame, self._resolver, self._queues, self._routed
+            )
             if fast is not None:
+                self._fast = fast
                 self.try_acquire = fast  # type: ignore[method-assign]
         return memory
+
+    # -- per-id limits ---------------------------------------------------------------------------
+
+    def set_overrides(self, scope: str, overrides: Overrides | None) -> None:
+        """Give the ids of ``scope`` limits of their own from the next decision on: a mapping
+        of id to limit, a callable ``(id) -> limit | None``, or ``None`` (every id at the
+        scope's limit). Replaces the scope's overrides whole; checked as ``Scope(overrides=)``
+        is (:class:`~buttress.ConfigError`). Thread-safe.
+
+        An id's state is kept: a token bucket keeps the share of the allowance used (its
+        depth in seconds is the same under any limit), a window keeps its count
+        (``_overrides.py``).
+        """
+        index = self._resolver.index(scope)
+        with self._overrides_lock:
+            scopes = list(self.scopes)
+            scopes[index] = dataclasses.replace(scopes[index], overrides=overrides)
+            table = OverrideTable(scopes, self._resolver.prefixes, self._resolver.id_offsets)
+            self.scopes = tuple(scopes)
+            self._use_overrides(table)
+
+    def overrides(self, scope: str) -> Overrides | None:
+        """The overrides of ``scope`` in force (a dict of id text to limit, a callable, or
+        ``None``)."""
+        return self.scopes[self._resolver.index(scope)].overrides
+
+    def _use_overrides(self, table: OverrideTable) -> None:
+        """Put ``table`` in force (under ``_overrides_lock``, or while constructing)."""
+        routed = self._routed
+        # The fast paths read ``routed`` at every call, without a lock: add the new keys
+        # before the table is swapped and drop the old ones after, so that a key with an
+        # override in either table is routed to the general path throughout.
+        routed.update(dict.fromkeys(table.routed))
+        self._overrides = table if table else None
+        for gone in [k for k in routed if k not in table.routed]:
+            del routed[gone]
+        if self._fast is not None:  # a callable's ids cannot be listed: no fast path then
+            if table.called:
+                self.__dict__.pop("try_acquire", None)
+            else:
+                self.try_acquire = self._fast  # type: ignore[method-assign]
+
+    def _frame_for(self, keys: Sequence[str]) -> Frame:
+        """The frame deciding ``keys``: the limiter's, or one with some ids' own limits."""
+        overrides = self._overrides
+        if overrides is None:
+            return self._frame
+        return overrides.frame(self._frame, keys)
 
     def _use_frame(self, frame: Frame) -> None:
         """Adaptive limits moved: decide with ``frame``'s algorithms from now on."""
@@ -223,7 +286,7 @@ class RateLimiter:
             return self._behind_waiters(keys, cost)
         memory = self._memory
         if memory is not None:
-            return memory.decide(self._frame, keys, cost)
+            return memory.decide(self._frame_for(keys), keys, cost)
         return self._decide(keys, cost)
 
     async def try_acquire_async(self, key: Key = None, cost: float = 1) -> Decision:
@@ -241,7 +304,7 @@ class RateLimiter:
         leases = self._leases
         if leases is not None and cost <= leases.lease.size:
             return self._decide_leased(leases, keys, cost)
-        frame = self._frame
+        frame = self._frame_for(keys)
         started = self._monotonic()
         now = self.clock.time() if self._wall else started
         allowed, states, now = self._decide_backend(keys, frame.algorithms, cost, now, True)
@@ -255,7 +318,7 @@ class RateLimiter:
         """A request under ``lease=``: from its slice, else a new slice, else alone. Yields
         what to do with the backend (``(REFUND, keys, units, now)``, ``(DECIDE, cost, now)``)
         and is sent each decision's outcome."""
-        frame = self._frame
+        frame = self._frame_for(keys)
         started = self._monotonic()
         k = tuple(keys)
         spent = leases.spend(k, cost, started)
@@ -291,7 +354,7 @@ class RateLimiter:
 
     def _decide_leased(self, leases: Leases, keys: Sequence[str], cost: float) -> Decision:
         steps = self._leased_steps(leases, keys, cost)
-        algorithms = self._frame.algorithms
+        algorithms = self._frame_for(keys).algorithms
         answer: Outcome | None = None
         try:
             while True:
@@ -309,7 +372,7 @@ class RateLimiter:
         self, leases: Leases, keys: Sequence[str], cost: float
     ) -> Decision:
         steps = self._leased_steps(leases, keys, cost)
-        algorithms = self._frame.algorithms
+        algorithms = self._frame_for(keys).algorithms
         store = self._store
         answer: Outcome | None = None
         try:
@@ -346,7 +409,7 @@ class RateLimiter:
             return
         now = self._now()
         for keys, units in leases.drain():
-            self._store.refund(keys, self._frame.algorithms, units, now)
+            self._store.refund(keys, self._frame_for(keys).algorithms, units, now)
 
     async def release_leases_async(self) -> None:
         """:meth:`release_leases` for asyncio callers."""
@@ -355,13 +418,13 @@ class RateLimiter:
             return
         now = self._now()
         for keys, units in leases.drain():
-            await self._store.refund_async(keys, self._frame.algorithms, units, now)
+            await self._store.refund_async(keys, self._frame_for(keys).algorithms, units, now)
 
     async def _decide_async(self, keys: Sequence[str], cost: float) -> Decision:
         leases = self._leases
         if leases is not None and cost <= leases.lease.size:
             return await self._decide_leased_async(leases, keys, cost)
-        frame = self._frame
+        frame = self._frame_for(keys)
         started = self._monotonic()
         now = self.clock.time() if self._wall else started
         task = asyncio.current_task()
@@ -379,7 +442,7 @@ class RateLimiter:
 
     def _give_back(self, keys: Sequence[str], cost: float) -> None:
         """Refund a decision its caller was cancelled out of, without making anyone wait."""
-        refund = self._store.refund_async(keys, self._frame.algorithms, cost, self._now())
+        refund = self._store.refund_async(keys, self._frame_for(keys).algorithms, cost, self._now())
         task = asyncio.ensure_future(refund)
         self._giving_back.add(task)  # referenced until done
         task.add_done_callback(self._gave_back)
@@ -429,7 +492,7 @@ class RateLimiter:
         forced = self._waiting.ahead(keys, cost)
         if forced is None:
             return self._decide(keys, cost)
-        frame = self._frame
+        frame = self._frame_for(keys)
         started = self._monotonic()
         now = self.clock.time() if self._wall else started
         _, states, now = self._decide_backend(keys, frame.algorithms, cost, now, False)
@@ -440,7 +503,7 @@ class RateLimiter:
         forced = self._waiting.ahead(keys, cost)
         if forced is None:
             return await self._decide_async(keys, cost)
-        frame = self._frame
+        frame = self._frame_for(keys)
         started = self._monotonic()
         now = self.clock.time() if self._wall else started
         _, states, now = await self._store.decide_async(keys, frame.algorithms, cost, now, False)
@@ -454,7 +517,7 @@ class RateLimiter:
         """
         keys = self._keys(key)
         positive("cost", cost)
-        frame = self._frame
+        frame = self._frame_for(keys)
         allowed, states, now = self._decide_backend(
             keys, frame.algorithms, cost, self._now(), False
         )
@@ -464,7 +527,7 @@ class RateLimiter:
         """:meth:`peek` for asyncio callers."""
         keys = self._keys(key)
         positive("cost", cost)
-        frame = self._frame
+        frame = self._frame_for(keys)
         allowed, states, now = await self._store.decide_async(
             keys, frame.algorithms, cost, self._now(), False
         )
@@ -492,7 +555,7 @@ class RateLimiter:
         """Give back ``cost`` to every scope of the request (e.g. the work was not done)."""
         keys = self._keys(key)
         positive("cost", cost)
-        self._store.refund(keys, self._frame.algorithms, cost, self._now())
+        self._store.refund(keys, self._frame_for(keys).algorithms, cost, self._now())
 
     async def refund_async(self, key: Key = None, cost: float = 1) -> None:
         """:meth:`refund` for asyncio callers."""
@@ -501,7 +564,7 @@ class RateLimiter:
         # Shielded: a refund the caller stops waiting for is still made (it is often made on
         # the way out of a cancellation).
         await asyncio.shield(
-            self._store.refund_async(keys, self._frame.algorithms, cost, self._now())
+            self._store.refund_async(keys, self._frame_for(keys).algorithms, cost, self._now())
         )
 
     def reset(self, key: Key = None, *, scope: str | None = None) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
+from .._concurrency import is_async_callable
 from .._errors import ConfigError
-from .._validate import at_least, positive
+from .._validate import at_least, is_number, positive
 from ._adaptive import AdaptiveLimit
 from ._algorithms import Algorithm
 from ._rates import Rate, parse_rates
@@ -18,8 +21,10 @@ __all__ = [
     "FINEST_SECONDS",
     "LONGEST_SECONDS",
     "SHARED_SCOPE",
+    "Overrides",
     "Scope",
     "check_name",
+    "check_overrides",
     "check_rate",
     "check_scopes",
     "scopes_from_rates",
@@ -36,6 +41,10 @@ shorter interval underflows (``window=1e-320`` would turn the limit off)."""
 LONGEST_SECONDS = 1e12
 """The longest window, ``window / limit`` and full burst (``burst * window / limit``): about
 31,700 years, past any state's lifetime and far from where seconds overflow."""
+
+Overrides: TypeAlias = Mapping[str | int, float] | Callable[[str], "float | None"]
+"""Per-id limits of a scope: a mapping of id to limit, or a callable ``(id) -> limit | None``
+(``None``: the scope's own limit)."""
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _ADAPTIVE_ONLY = ("min_limit", "max_limit", "increase", "slow_call")
@@ -69,7 +78,12 @@ class Scope:
     * adaptive only: the limit starts at ``limit`` and moves within ``[min_limit, max_limit]``
       (defaults ``limit / 10``, at least 1, and ``limit``), growing by ``increase`` (default a
       tenth of the range) per window of healthy traffic, multiplied by ``decrease`` on trouble
-      at most once per ``cooldown`` seconds; calls slower than ``slow_call`` count as trouble.
+      at most once per ``cooldown`` seconds; calls slower than ``slow_call`` count as trouble;
+    * ``overrides``: per-id limits, for an identified scope of a fixed limit: a mapping of id
+      to limit (``{"acme": 50_000}``; ids as the scope reads them, ``12345`` and ``"12345"``
+      one id) or a callable ``(id) -> limit | None`` called with the id's text at each
+      decision (``None``: the scope's own limit). An id's burst is the scope's burst scaled by
+      the same ratio as its limit; window and algorithm stay the scope's (``_overrides.py``).
 
     >>> Scope("user", limit=100, window=60.0).by
     'user'
@@ -89,6 +103,8 @@ class Scope:
     decrease: float = 0.5
     cooldown: float = 1.0
     slow_call: float | None = None
+    # Not hashed (a dict is not hashable); compared. A mapping is kept as a dict of id text.
+    overrides: Overrides | None = dataclasses.field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         name = check_name("name", self.name)
@@ -112,6 +128,8 @@ class Scope:
             object.__setattr__(self, "by", None if name == SHARED_SCOPE else name)
         elif self.by is not None:
             check_name(f"{name}.by", self.by)
+        if self.overrides is not None:
+            object.__setattr__(self, "overrides", check_overrides(self, self.overrides))
         if not spec.adaptive:
             for field_name in _ADAPTIVE_ONLY:
                 if getattr(self, field_name) is not None:
@@ -172,15 +190,28 @@ class Scope:
         return self.by is None
 
     def build(self, limit: float | None = None) -> Algorithm:
-        """The algorithm object for this scope (at ``limit`` for an adaptive one)."""
+        """The algorithm object for this scope, at ``limit`` if given (an adaptive scope's
+        current limit, an id's override): the burst scales with the limit, window and
+        algorithm stay."""
         spec = REGISTRY[self.algorithm]
-        if not spec.burst:
-            return spec.kind(self.limit, self.window)
-        if not spec.adaptive:
-            return spec.kind(self.limit, self.window, self.burst)
         current = self.limit if limit is None else limit
+        if not spec.burst:
+            return spec.kind(current, self.window)
         burst = None if self.burst is None else self.burst * current / self.limit
         return spec.kind(current, self.window, burst)
+
+    def override_limit(self, path: str, value: object) -> float:
+        """``value`` checked as a limit of this scope for one id (``ConfigError`` at
+        ``path``): a finite number > 0, whose interval and scaled burst are in bounds."""
+        if not is_number(value) or not 0 < value < math.inf:  # type: ignore[operator]
+            raise ConfigError(path, f"must be a finite number > 0 (a limit), got {value!r}")
+        limit: float = value  # type: ignore[assignment]
+        burst = None if self.burst is None else self.burst * limit / self.limit
+        try:
+            check_rate(self.name, limit, self.window, burst)
+        except ConfigError as exc:
+            raise ConfigError(path, exc.message) from None
+        return limit
 
     def controller(self) -> AdaptiveLimit:
         """The AIMD controller of an adaptive scope."""
@@ -195,6 +226,37 @@ class Scope:
             cooldown=float(self.cooldown),
             slow_call=self.slow_call,
         )
+
+
+def check_overrides(scope: Scope, overrides: object) -> Overrides:
+    """A scope's ``overrides`` checked (``ConfigError`` at ``<scope>.overrides...``): a
+    mapping is returned as a new dict of id text to float limit, a callable as it is."""
+    path = f"{scope.name}.overrides"
+    if scope.by is None:
+        raise ConfigError(path, "apply to an identified scope (by=...), not a shared one")
+    if REGISTRY[scope.algorithm].adaptive:
+        raise ConfigError(path, "apply to a fixed limit, not algorithm='adaptive'")
+    if isinstance(overrides, Mapping):
+        out: dict[str, float] = {}
+        for given, limit in overrides.items():
+            if not isinstance(given, str | int) or isinstance(given, bool):
+                raise ConfigError(path, f"ids are str or int, got {given!r}")
+            text = str(given)
+            if text in out:
+                raise ConfigError(path, f"{given!r} and {text!r} are one id; give it once")
+            out[text] = scope.override_limit(f"{path}[{given!r}]", limit)
+        return out  # type: ignore[return-value]
+    if is_async_callable(overrides):
+        raise ConfigError(
+            path,
+            f"must be a plain function (it is called inside every decision), got the "
+            f"coroutine function {overrides!r}",
+        )
+    if callable(overrides):
+        return overrides
+    raise ConfigError(
+        path, f"must be a mapping of id to limit or a callable (id) -> limit, got {overrides!r}"
+    )
 
 
 def check_rate(

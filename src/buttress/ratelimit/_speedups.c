@@ -8,7 +8,8 @@
  * admit each in turn, and only if all admit store every new state (the hierarchical rule of
  * admit_all); then build a lazy Decision, count it and announce it (a refusal through
  * Recorder.refused). A call it cannot take as is (another key type, a cost other than 1, an id
- * that is not a str or is longer than MAX_ID_LENGTH, callers queued) goes to the general method.
+ * that is not a str or is longer than MAX_ID_LENGTH, callers queued, an id with a limit of its
+ * own: a key in `routed`) goes to the general method.
  * A token bucket's admit (GCRA, its state the TAT as two doubles) is done here with the same
  * float operations in the same order as TokenBucket.admit; other algorithms call their Python
  * admit.
@@ -65,7 +66,9 @@ typedef struct {
     PyObject *on_allowed;    /* on_allowed(decision): announce an admission */
     PyObject *on_refused;    /* on_refused(decision, now, cost) -> decision: count, announce */
     PyObject *decision_type; /* Decision */
-#define N_OBJECTS 17
+    PyObject *routed;        /* dict: storage keys of ids with a limit of their own -> None;
+                              * a call touching one goes to general */
+#define N_OBJECTS 18
     int context;             /* keyed by a dict context (else by a str id, one scope) */
     Py_ssize_t n;            /* how many scopes */
     Part parts[MAX_SCOPES];
@@ -317,6 +320,18 @@ fast_call(FastPath *self, PyObject *const *args, size_t nargsf, PyObject *kwname
         return found < 0 ? NULL : PyObject_Vectorcall(self->general, args, nargsf, kwnames);
     }
     Py_ssize_t n = self->n;
+    if (PyDict_GET_SIZE(self->routed) != 0) { /* per-id limits: decided by the general path */
+        int routed = 0;
+        for (Py_ssize_t i = 0; i < n && routed == 0; i++) {
+            routed = PyDict_Contains(self->routed, keys[i]);
+        }
+        if (routed != 0) {
+            for (Py_ssize_t i = 0; i < n; i++) {
+                Py_XDECREF(keys[i]);
+            }
+            return routed < 0 ? NULL : PyObject_Vectorcall(self->general, args, nargsf, kwnames);
+        }
+    }
     PyObject *decision = NULL, *result = NULL, *now_obj = PyObject_CallNoArgs(self->monotonic);
     if (now_obj == NULL) {
         goto done;
@@ -510,7 +525,7 @@ fast_init(FastPath *self, PyObject *args, PyObject *kwargs)
     static char *names[] = {
         "general", "scopes", "states", "acquire", "release", "grew", "cap_reached",
         "monotonic", "queues", "frame", "mark", "measure", "admitted", "attached",
-        "on_allowed", "on_refused", "decision_type", "context", "next_mark", NULL};
+        "on_allowed", "on_refused", "decision_type", "routed", "context", "next_mark", NULL};
     PyObject *given[N_OBJECTS];
     Part parts[MAX_SCOPES];
     int context;
@@ -522,11 +537,11 @@ fast_init(FastPath *self, PyObject *args, PyObject *kwargs)
         return -1;
     }
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "|$OO!O!OOOOOO!OOOOO!OOO!pd:FastPath", names, &given[0],
+            args, kwargs, "|$OO!O!OOOOOO!OOOOO!OOO!O!pd:FastPath", names, &given[0],
             &PyTuple_Type, &given[1], &PyDict_Type, &given[2], &given[3], &given[4],
             &given[5], &given[6], &given[7], &PyDict_Type, &given[8], &given[9], &given[10],
             &given[11], &given[12], &PyDict_Type, &given[13], &given[14], &given[15],
-            &PyType_Type, &given[16], &context, &next_mark)) {
+            &PyType_Type, &given[16], &PyDict_Type, &given[17], &context, &next_mark)) {
         return -1;
     }
     /* Every argument is required: "|$" only makes them keyword-only. */
@@ -537,8 +552,8 @@ fast_init(FastPath *self, PyObject *args, PyObject *kwargs)
         }
     }
     if (!PyDict_CheckExact(given[2]) || !PyDict_CheckExact(given[8])
-        || !PyDict_CheckExact(given[13])) {
-        PyErr_SetString(PyExc_TypeError, "states, queues and attached must be plain dicts");
+        || !PyDict_CheckExact(given[13]) || !PyDict_CheckExact(given[17])) {
+        PyErr_SetString(PyExc_TypeError, "states, queues, attached and routed must be plain dicts");
         return -1;
     }
     Py_ssize_t off_details = slot_offset(given[16], "_details");

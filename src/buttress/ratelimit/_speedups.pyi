@@ -35,6 +35,7 @@ class FastPath:
         on_allowed: Callable[[Any], object],
         on_refused: Callable[[Any, float, float], Any],
         decision_type: type,
+        routed: dict[str, None],
         context: bool,
         next_mark: float,
     ) -> None: ...

@@ -110,12 +110,14 @@ class WaitQueues:
 
     __slots__ = ("_frame", "_monotonic", "_seq", "lock", "queues")
 
-    def __init__(self, monotonic: Callable[[], float], frame: Callable[[], Frame]) -> None:
+    def __init__(
+        self, monotonic: Callable[[], float], frame: Callable[[Sequence[str]], Frame]
+    ) -> None:
         self.queues: dict[str, list[Waiter]] = {}
         self.lock = fork_safe_lock()
         self._seq = itertools.count()
         self._monotonic = monotonic  # the limiter's clock
-        self._frame = frame  # the limiter's scopes as they stand now
+        self._frame = frame  # the scopes deciding some keys as they stand now (ids' limits)
 
     def plan(
         self,
@@ -176,7 +178,7 @@ class WaitQueues:
         retry = last.retry_after
         if ready_at is not None:
             retry = max(retry, ready_at - self._monotonic())
-        limit = self._frame().algorithms[index].limit
+        limit = self._frame(keys).algorithms[index].limit
         return exceeded(last, scope=index, limit=limit, retry_after=retry)
 
     def ahead(self, keys: Sequence[str], cost: float) -> tuple[tuple[int, float], ...] | None:
@@ -191,7 +193,7 @@ class WaitQueues:
         if not heads:
             return None
         now = self._monotonic()
-        algorithms = self._frame().algorithms
+        algorithms = self._frame(keys).algorithms
         forced = []
         for index, head in heads:
             algorithm = algorithms[index]
