@@ -562,6 +562,8 @@ class ScopeSettings(_Section):
     decrease: ProperFraction = 0.5
     cooldown: Seconds = 1.0
     slow_call: Positive | None = None
+    # Ids with a limit of their own ({ acme = 50000 }); a function can only be given in code.
+    overrides: dict[str, Positive] | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -198,3 +198,34 @@ def test_a_callables_bad_answer_is_a_clear_error() -> None:
     with pytest.raises(bt.ConfigError, match="answered 'lots' for id 'acme'") as caught:
         limiter.try_acquire("acme")
     assert caught.value.path == "user.overrides"
+
+
+def test_overrides_from_configuration() -> None:
+    config = {
+        "rate_limiting": {
+            "limiters": {
+                "api": {
+                    "algorithm": "fixed_window",
+                    "scopes": [{"name": "org", "limit": 2, "overrides": {"acme": 5}}],
+                }
+            }
+        }
+    }
+    with bt.Infrastructure("cfg", config, env={}, background=False) as infra:
+        limiter = infra.limiters["api"]
+        admitted = {
+            org: sum(limiter.try_acquire(org).allowed for _ in range(10))
+            for org in ("acme", "beta")
+        }
+    assert admitted == {"acme": 5, "beta": 2}
+    with pytest.raises(bt.ConfigError) as caught:
+        bt.load_config(
+            {
+                "rate_limiting": {
+                    "limiters": {
+                        "api": {"scopes": [{"name": "org", "limit": 2, "overrides": {"acme": -1}}]}
+                    }
+                }
+            }
+        )
+    assert caught.value.path.startswith("rate_limiting.limiters.api.scopes[0].overrides")
