@@ -192,3 +192,32 @@ def test_reloading_under_load_fails_no_call() -> None:
         assert all(calls), calls
         assert infra.limiters["svc"].scopes[0].limit == 1_000_000  # the last one applied
         assert infra.bulkheads["svc"].in_use == 0
+
+
+def test_a_watched_file_is_reloaded_when_it_changes(tmp_path: Any, caplog: Any) -> None:
+    path = tmp_path / "app.toml"
+    path.write_text(
+        '[rate_limiting.limiters.svc]\nalgorithm = "fixed_window"\n'
+        '[[rate_limiting.limiters.svc.scopes]]\nname = "user"\nlimit = 3\n'
+    )
+    clock = bt.ManualClock()
+    with bt.Infrastructure("w", str(path), clock=clock, env={}, background=False) as infra:
+        infra.watch_config(path, interval=1.0)
+        clock.advance(1.0)
+        infra.run_maintenance()  # unchanged: nothing reloaded
+        assert infra.reloads == []
+        path.write_text(path.read_text().replace("limit = 3", "limit = 7"))
+        clock.advance(1.0)
+        infra.run_maintenance()
+        assert infra.limiters["svc"].scopes[0].limit == 7
+        assert infra.reloads[-1].changed == ("rate_limiting.limiters.svc",)
+        path.write_text(path.read_text().replace("limit = 7", "limit = -1"))  # a mistake
+        clock.advance(1.0)
+        infra.run_maintenance()
+        assert infra.limiters["svc"].scopes[0].limit == 7  # kept
+        assert "was not applied" in caplog.text
+    with (
+        bt.Infrastructure("w2", None, env={}, background=False) as other,
+        pytest.raises(bt.ConfigError),
+    ):
+        other.watch_config(tmp_path / "missing.toml")

@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, Self, TypeVar
 
 from .. import events
@@ -270,6 +272,41 @@ class Infrastructure:
         )
 
     # -- reconfiguring -------------------------------------------------------------------------
+
+    def watch_config(self, path: str | os.PathLike[str], *, interval: float = 1.0) -> Handle:
+        """Reload from ``path`` whenever the file changes (its modification time or size, looked
+        at every ``interval`` seconds by the scheduler). A change that does not load or apply is
+        logged as an ERROR and changes nothing; the file is looked at again at its next change.
+        Returns the job's handle: ``handle.cancel()`` stops watching (``close()`` does too)."""
+        from .._validate import positive
+
+        interval = positive("interval", interval)
+        target = Path(path)
+        if not target.is_file():
+            raise ConfigError("path", f"{str(target)!r} is not a file")
+        seen = _stamp(target)
+
+        def look() -> None:
+            nonlocal seen
+            stamp = _stamp(target)
+            if stamp == seen or self._closed:
+                return
+            seen = stamp
+            try:
+                done = self.reload(str(target))
+            except (ConfigError, OSError) as exc:
+                _log.error(
+                    "buttress %s: %s changed but was not applied (nothing changed): %s",
+                    self.namespace,
+                    target,
+                    exc,
+                )
+                return
+            _log.info("buttress %s: %s reloaded: %s", self.namespace, target, done.summary())
+
+        handle = self.scheduler.call_every(interval, look)
+        self._jobs.append(handle)
+        return handle
 
     def reload(self, config: Config | Mapping[str, Any] | str) -> Reloaded:
         """Apply a new configuration to the running infrastructure, all or nothing.
@@ -956,6 +993,15 @@ class Reloaded:
 def _bulkhead_table(config: Config, service: str) -> Any:
     s = config.services.get(service) or config.services.get(DYNAMIC)
     return None if s is None else s.bulkhead
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """What tells a file's versions apart: its modification time and size (None: gone)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 class Protection(ProtectionSteps, AsyncProtectionSteps):
