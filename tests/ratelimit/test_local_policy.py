@@ -315,7 +315,7 @@ def fleet_worker(url: str, phase: Any, results: Any) -> None:
         deadline = time.monotonic() + 10.0
         while shared.snapshot().mode != "backend" or per_user.snapshot().mode != "backend":
             assert time.monotonic() < deadline, "never went back to Redis"
-            time.sleep(0.02)
+            time.sleep(0.02)  # real-time: the backend is retried once per retry interval
             shared.try_acquire()  # (each admitted on Redis once back, counted below)
             per_user.try_acquire({"user": "after"})
         report["after"] = both(8)
