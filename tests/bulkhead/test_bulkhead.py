@@ -317,7 +317,7 @@ def test_a_thread_wait_times_out_when_the_clock_passes_its_deadline() -> None:
     thread = threading.Thread(target=waiter)
     thread.start()
     while bulkhead.waiting == 0:  # real-time: until the thread has queued
-        threading.Event().wait(0.001)
+        threading.Event().wait(0.001)  # real-time: a thread is queueing
     clock.advance(1.0)
     thread.join(timeout=10)
     assert outcome and isinstance(outcome[0], bt.BulkheadFullError)
@@ -333,7 +333,7 @@ def test_a_thread_waits_for_a_place_a_task_gives_back() -> None:
             thread = threading.Thread(target=lambda: (bulkhead.enter().release(), entered.set()))
             thread.start()
             while bulkhead.waiting == 0:  # real-time: until the thread has queued
-                await asyncio.sleep(0.001)
+                await asyncio.sleep(0.001)  # real-time: a thread is queueing
         await asyncio.to_thread(thread.join, 10)
 
     asyncio.run(main())
