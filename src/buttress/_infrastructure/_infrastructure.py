@@ -783,7 +783,12 @@ class Infrastructure:
         if retry is not None:
             checked_retry(retry)
         with_policies = timeout is not None or retry is not None or fallback is not None
-        priority_of(priority, critical, NORMAL)  # a wrong one is refused here, not per call
+        # Checked here, not per call; None: each call takes its service's default.
+        chosen = (
+            None
+            if priority is None and critical is None
+            else priority_of(priority, critical, NORMAL)
+        )
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
@@ -812,7 +817,7 @@ class Infrastructure:
                             args,
                             kwargs,
                             k,
-                            priority_of(priority, critical, route.priority),
+                            route.priority if chosen is None else chosen,
                             cost,
                             timeout,
                             retry,
@@ -824,7 +829,7 @@ class Infrastructure:
                         args,
                         kwargs,
                         k,
-                        priority_of(priority, critical, route.priority),
+                        route.priority if chosen is None else chosen,
                         cost,
                     )
 
@@ -844,7 +849,7 @@ class Infrastructure:
                         args,
                         kwargs,
                         k,
-                        priority_of(priority, critical, route.priority),
+                        route.priority if chosen is None else chosen,
                         cost,
                         timeout,
                         retry,
@@ -856,7 +861,7 @@ class Infrastructure:
                     args,
                     kwargs,
                     k,
-                    priority_of(priority, critical, route.priority),
+                    route.priority if chosen is None else chosen,
                     cost,
                 )
 
