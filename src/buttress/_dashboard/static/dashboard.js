@@ -398,11 +398,19 @@
 
   const page = {
     frame: null,
-    actions: { enabled: false, fleet: false },
+    actions: { enabled: false, fleet: false, reload: false },
     historyLength: 60,
     lastFrameAt: 0,
   };
-  const stats = { lag: { last: null, max: null, mean: null, frames: 0 }, render: { last: null, max: null }, seq: null };
+  // What a test (or a curious operator, in the console) reads: the lag of each frame, measured
+  // once it is rendered (the browser's clock against the server's sent_at), and the time the
+  // rendering took.
+  const stats = {
+    lag: { last: null, max: null, mean: null, frames: 0, recent: [] },
+    render: { last: null, max: null, recent: [] },
+    seq: null,
+    frames: 0,
+  };
   let lagSum = 0;
   window.buttressDashboard = stats;
 
@@ -923,8 +931,9 @@
     if (isNum(frame.history_length) && frame.history_length > 1) page.historyLength = frame.history_length;
     const actions = frame.actions || {};
     const enabled = !!actions.enabled;
-    const authChanged = enabled !== page.actions.enabled;
-    page.actions = { enabled, fleet: !!actions.fleet };
+    const reload = enabled && actions.reload !== false;  // reload: the server has the file
+    const authChanged = enabled !== page.actions.enabled || reload !== page.actions.reload;
+    page.actions = { enabled, fleet: !!actions.fleet, reload };
 
     collections.breakers.sync(frame.breakers, frame);
     collections.limiters.sync(frame.limiters, frame);
@@ -945,7 +954,8 @@
     const experiments = collections.chaos.views.size;
     setText($('chaos-summary'), chaos.enabled ? `enabled · ${experiments} running` : 'disabled');
     setShown($('chaos-empty'), experiments === 0);
-    setShown($('stop-chaos'), enabled && experiments > 0);
+    const stop = $('stop-chaos');
+    if (stop) setShown(stop, experiments > 0);
     applyFilter();
     setText($('seq'), frame.seq == null ? '–' : frame.seq);
   }
@@ -961,15 +971,71 @@
     return text;
   }
 
+  // The operator's controls and dialogs are in the document only while the dashboard has
+  // actions: a read-only dashboard's page has no button that could act.
+  let operatorOn = false;
+
   function syncOperator() {
     const enabled = page.actions.enabled;
-    setShown($('operator'), enabled);
-    setText($('token-button'), getToken() ? 'Forget admin token' : 'Enter admin token');
+    if (enabled && !operatorOn) installOperator();
+    else if (!enabled && operatorOn) removeOperator();
+    if (enabled) {
+      setShown($('reload-button'), !!page.actions.reload);
+      setText($('token-button'), getToken() ? 'Forget admin token' : 'Enter admin token');
+    }
     for (const view of collections.limiters.views.values()) syncRefusedControls(view);
     for (const view of collections.breakers.views.values()) syncBreakerControls(view);
-    if (!enabled) {
-      for (const d of [$('action-dialog'), $('token-dialog')]) if (d.open) d.close();
+  }
+
+  function installOperator() {
+    operatorOn = true;
+    const tokenButton = button('Enter admin token', '', () => {
+      if (getToken()) {
+        forgetToken();
+        notify('Admin token forgotten.', 'ok');
+      } else {
+        openToken();
+      }
+    });
+    tokenButton.id = 'token-button';
+    const reloadButton = button('Reload config', '', (ev) => openAction('reload', null, ev.currentTarget));
+    reloadButton.id = 'reload-button';
+    $('operator').append(tokenButton, reloadButton);
+    const stop = button('Stop all chaos', 'danger small', (ev) => openAction('stop_chaos', null, ev.currentTarget));
+    stop.id = 'stop-chaos';
+    stop.hidden = collections.chaos.views.size === 0;
+    $('chaos-head').append(stop);
+    document.body.append($('operator-dialogs').content.cloneNode(true));
+
+    $('action-form').addEventListener('submit', submitAction);
+    $('action-cancel').addEventListener('click', () => closeDialog($('action-dialog')));
+    $('action-dialog').addEventListener('close', () => {
+      const opener = pending.opener;
+      if (opener && opener.isConnected) opener.focus();
+    });
+    $('token-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();  // never a form submission: the CSP has form-action 'none'
+      const token = $('token-input').value.trim();
+      if (!token) {
+        showError($('token-error'), 'Enter the admin token.');
+        return;
+      }
+      saveToken(token);
+      closeDialog($('token-dialog'));
+      notify('Admin token kept for this tab.', 'ok');
+    });
+    $('token-cancel').addEventListener('click', () => closeDialog($('token-dialog')));
+  }
+
+  function removeOperator() {
+    operatorOn = false;
+    for (const id of ['action-dialog', 'token-dialog']) {
+      const dialog = $(id);
+      if (dialog.open) dialog.close();
+      dialog.remove();
     }
+    $('operator').replaceChildren();
+    $('stop-chaos').remove();
   }
 
   // -- the stream -----------------------------------------------------------------------------
@@ -1028,12 +1094,16 @@
       stats.lag.last = lag;
       stats.lag.max = stats.lag.max == null ? lag : Math.max(stats.lag.max, lag);
       stats.lag.mean = lagSum / stats.lag.frames;
+      stats.lag.recent.push(lag);
+      if (stats.lag.recent.length > 120) stats.lag.recent.shift();
       setText($('lag'), fmtDuration(lag));
     }
     stats.render.last = took;
     stats.render.max = stats.render.max == null ? took : Math.max(stats.render.max, took);
+    stats.render.recent.push(took);
+    if (stats.render.recent.length > 120) stats.render.recent.shift();
     stats.seq = frame.seq;
-    stats.frames = (stats.frames || 0) + 1;
+    stats.frames += 1;
   }
 
   function stale() {
@@ -1238,36 +1308,6 @@
       search.select();
     });
 
-    $('action-form').addEventListener('submit', submitAction);
-    $('action-cancel').addEventListener('click', () => closeDialog($('action-dialog')));
-    $('action-dialog').addEventListener('close', () => {
-      const opener = pending.opener;
-      if (opener && opener.isConnected) opener.focus();
-    });
-    $('token-form').addEventListener('submit', (ev) => {
-      ev.preventDefault();
-      const token = $('token-input').value.trim();
-      if (!token) {
-        showError($('token-error'), 'Enter the admin token.');
-        return;
-      }
-      saveToken(token);
-      closeDialog($('token-dialog'));
-      notify('Admin token kept for this tab.', 'ok');
-    });
-    $('token-cancel').addEventListener('click', () => closeDialog($('token-dialog')));
-    $('token-button').addEventListener('click', () => {
-      if (getToken()) {
-        forgetToken();
-        notify('Admin token forgotten.', 'ok');
-      } else {
-        openToken();
-      }
-    });
-    $('reload-button').addEventListener('click', (ev) => openAction('reload', null, ev.currentTarget));
-    $('stop-chaos').addEventListener('click', (ev) => openAction('stop_chaos', null, ev.currentTarget));
-
-    syncOperator();
     connect();
   }
 
