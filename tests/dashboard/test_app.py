@@ -348,3 +348,13 @@ def test_the_stream_sends_history_first_then_current_values_mounted_in_starlette
         server.should_exit = True
         thread.join(10)
     assert not thread.is_alive()
+
+
+def test_guessing_the_token_is_slowed_down(infra: bt.Infrastructure) -> None:
+    app = bt.dashboard_app(infra, token=TOKEN)
+    body = {"action": "force_open", "target": "payments", "reason": "guess"}
+    statuses = [act(app, body, f"guess-{i:04d}-guess-guess").status_code for i in range(12)]
+    assert statuses == [401] * 10 + [429] * 2
+    locked = act(app, body)  # even the right token waits out the minute from that address
+    assert locked.status_code == 429 and "too many wrong tokens" in locked.json()["error"]
+    assert unchanged(infra)

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
+from ..ratelimit._limiter import RateLimiter
+from ..ratelimit._scope import Scope
 from ._actions import ActionError, parse, perform, refusal
 from ._frame import Frames, Thresholds, without_history
 from ._refused import RefusedIds
@@ -44,6 +46,8 @@ _SECURITY_HEADERS = [
 ]
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 MAX_REFUSED_SECONDS = 600.0
+WRONG_TOKENS_PER_CLIENT = 10  # a minute
+WRONG_TOKENS = 60
 
 
 class DashboardApp:
@@ -81,6 +85,11 @@ class DashboardApp:
         self._reload_from = reload_from
         self._feed: _Feed | None = None
         self._refused: dict[str, RefusedIds] = {}
+        # Guessing the token: a few wrong tries a minute from one address, and from all.
+        self._guesses = RateLimiter(
+            [Scope("client", WRONG_TOKENS_PER_CLIENT, 60.0), Scope("global", WRONG_TOKENS, 60.0)],
+            name="dashboard_tokens",
+        )
         self._page = _asset("index.html")
         self._assets = {
             path: (_asset(path.removeprefix("static/")), ct) for path, ct in _STATIC.items()
@@ -249,16 +258,25 @@ class DashboardApp:
             await _answer(send, 405, {"error": "POST only"})
             return
         body = await _body(receive)
+        client = scope.get("client")
+        guesser = {"client": client[0] if client else "unknown"}
         try:
+            if self._token is not None:
+                ahead = self._guesses.peek(guesser)
+                if not ahead:
+                    raise ActionError(
+                        429, f"too many wrong tokens: try again in {ahead.retry_after:.0f} s"
+                    )
             refused = refusal(self._token, headers, scheme=scope.get("scheme", "http"))
             if refused is not None:
+                if refused.status == 401:
+                    self._guesses.try_acquire(guesser)
                 raise refused
             if route == "/api/refused":
                 await _answer(send, 200, self._top_refused(body))
                 return
             infra = self.infra
             act = parse(body, infra.breakers, can_reload=self._reload_from is not None)
-            client = scope.get("client")
             by = f"dashboard ({client[0]})" if client else "dashboard"
             message = await asyncio.to_thread(
                 perform, infra, act, by=by, reload_from=self._reload_from
