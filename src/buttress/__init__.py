@@ -114,6 +114,7 @@ from .ratelimit._stats import RateLimiterSnapshot, ScopeSnapshot
 
 if _typing.TYPE_CHECKING:
     from ._config import Config, load_config
+    from ._dashboard import DashboardApp, dashboard_app
 
 __all__ = [
     "AdaptiveConcurrency",
@@ -147,6 +148,7 @@ __all__ = [
     "CpuProbe",
     "CpuReading",
     "CpuSnapshot",
+    "DashboardApp",
     "Decision",
     "DegradationLevel",
     "Experiment",
@@ -201,6 +203,7 @@ __all__ = [
     "SystemProbe",
     "Transition",
     "__version__",
+    "dashboard_app",
     "events",
     "health",
     "health_asgi_app",
@@ -214,7 +217,12 @@ __all__ = [
 
 # Configuration is the only part that needs pydantic (about 100 ms to import): its names are
 # imported on first use, so ``import buttress`` stays light (tests/test_api.py holds it).
-_LAZY = {"Config": "._config", "load_config": "._config"}
+_LAZY = {
+    "Config": "._config",
+    "load_config": "._config",
+    "DashboardApp": "._dashboard",
+    "dashboard_app": "._dashboard",
+}
 
 
 def _public(obj: object) -> None:

@@ -272,6 +272,15 @@ _MEMORY = _specs(
         "removed and changed; `summary` names them by configuration path.",
     ),
     EventSpec(
+        ("buttress", "operator", "action"),
+        (),
+        ("namespace", "action", "target", "fleet", "reason", "by"),
+        "An operator acted from the dashboard: `action` is `force_open`, `disable` or `reset` "
+        "(of the breaker `target`, in this process or, with `fleet`, in every process of its "
+        "fleet), `stop_chaos` or `reload`; `reason` is what the operator wrote, `by` where the "
+        "request came from.",
+    ),
+    EventSpec(
         ("buttress", "bulkhead", "rejected"),
         ("retry_after",),
         ("bulkhead", "reason"),

@@ -5,6 +5,9 @@ buttress demo [--json PATH] [--seed N] [--users N]
 buttress config check FILE
 buttress health --config FILE [--namespace NAME] [--timeout SECONDS]
 buttress scenarios [SCENARIO ...] [--config FILE]
+buttress breaker force-open|disable|reset NAME --config FILE [--reason TEXT] [--by NAME]
+buttress fleet status --config FILE
+buttress dashboard --config FILE [--host 127.0.0.1] [--port 8088] [--token-file PATH]
 
 buttress's log records (a scenario's expected warnings, a backend found down) are held while a
 command runs and written to stderr after its results, never in the middle of them. What it
@@ -106,12 +109,40 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--config", required=True, metavar="FILE")
     status.add_argument("--namespace", default="default", help="the infrastructure's namespace")
+
+    dash = sub.add_parser(
+        "dashboard",
+        help="serve the live operator dashboard of a configuration",
+        description="Serve the live operator dashboard of FILE's infrastructure. Read-only "
+        "unless an admin token is given, in the environment variable "
+        "BUTTRESS_DASHBOARD_TOKEN or in a file (--token-file); never on the command line, "
+        "where other users of the machine could read it.",
+    )
+    dash.add_argument("--config", required=True, metavar="FILE")
+    dash.add_argument("--namespace", default="default", help="the infrastructure's namespace")
+    dash.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default: loopback only)"
+    )
+    dash.add_argument("--port", type=_port, default=8088, help="the port (default: 8088)")
+    dash.add_argument(
+        "--token-file", metavar="PATH", help="a file holding the admin token (enables actions)"
+    )
+    dash.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often the page is refreshed (default: 1)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "dashboard":  # a server: its log records go out as they come
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        return _run(args)
     with _logs_after_results():
         return _run(args)
 
@@ -173,6 +204,18 @@ def _run(args: argparse.Namespace) -> int:
             return _breaker_action(args)
         if args.command == "fleet" and args.fleet_command == "status":
             return _fleet_status(args.config, args.namespace)
+        if args.command == "dashboard":
+            from ._dashboard._serve import serve, token_from
+
+            token = token_from(args.token_file)
+            return serve(
+                args.config,
+                namespace=args.namespace,
+                host=args.host,
+                port=args.port,
+                token=token,
+                interval=args.interval,
+            )
     except ConfigError as exc:
         print(f"buttress: {exc}", file=sys.stderr)
         return 2
@@ -257,6 +300,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be a port number in 1..65535, got {value}")
     return value
 
 

@@ -28,7 +28,7 @@ from ._outcome import Outcome
 from ._states import BreakerState, DegradationLevel
 
 if TYPE_CHECKING:
-    from .._fleet._fleet import FleetStatus
+    from .._fleet._fleet import FleetStatus, RedisFleet
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -208,6 +208,11 @@ class CircuitBreaker(Calls, AsyncCalls):
     @property
     def health_check_is_async(self) -> bool:
         return self._health_is_async
+
+    @property
+    def fleet(self) -> RedisFleet | None:
+        """The fleet this breaker shares its view with (``None``: a breaker of its own)."""
+        return self._fleet
 
     @property
     def fault_injection(self) -> Injector | None:

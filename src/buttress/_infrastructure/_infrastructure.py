@@ -14,6 +14,7 @@ it all.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import inspect
@@ -123,6 +124,9 @@ class Infrastructure:
         cfg = load_config(config, env=env)
         self._env = env  # a reload reads the environment as the constructor did
         self.reloads: list[Reloaded] = []  # the last few, newest last (health shows them)
+        # What operators did from the dashboard, newest last (health shows them): dicts of
+        # at, action, target, fleet, reason, by.
+        self.operator_actions: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         self.namespace = namespace
         self.config = cfg
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -925,6 +929,7 @@ class Infrastructure:
             extra={
                 "services": {n: m.snapshot(now=mono) for n, m in services},
                 "reloads": [r.to_dict() for r in self.reloads],
+                "operator_actions": list(self.operator_actions),
             },
             bulkheads={n: b.snapshot() for n, b in tuple(self.bulkheads.items())},
             cpu=self.cpu.snapshot() if self.cpu is not None else None,

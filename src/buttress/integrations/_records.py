@@ -93,6 +93,7 @@ LEVELS: dict[EventName, Level] = {
     ("buttress", "overload", "level_change"): _level_moved,
     ("buttress", "bulkhead", "rejected"): DEBUG,
     ("buttress", "infrastructure", "reloaded"): None,  # an INFO on buttress.infrastructure
+    ("buttress", "operator", "action"): None,  # a WARNING on buttress.dashboard
     ("buttress", "chaos", "injected"): DEBUG,
     ("buttress", "chaos", "experiment_start"): INFO,
     ("buttress", "chaos", "experiment_stop"): INFO,
