@@ -506,6 +506,7 @@
     else if (b.state === 'half_open') detail = 'probing: a few calls let through';
     else if (b.state === 'forced_open') detail = 'refusing every call until a reset';
     else if (b.state === 'disabled') detail = 'letting every call through until a reset';
+    else if (b.window_calls === 0) detail = 'no calls in the window';
     else if (isNum(b.window_calls)) {
       detail = `${fmtCount(b.window_failures || 0)} of ${fmtCount(b.window_calls)} calls failed`
         + (isNum(b.window) ? ` in ${fmtPeriod(b.window)}` : '');
@@ -527,6 +528,8 @@
       let line = `fleet ${words(BREAKER_WORDS, f.state)}`;
       if (isNum(f.processes)) line += ` · ${f.processes} process${f.processes === 1 ? '' : 'es'}`;
       if (isNum(f.sick) && f.sick > 0) line += ` (${f.sick} failing)`;
+      // the fleet's window, summed over its processes (a dashboard process makes no calls)
+      if (isNum(f.calls) && f.calls > 0) line += ` · ${fmtCount(f.failures || 0)} of ${fmtCount(f.calls)} calls failed`;
       if (f.reachable === false) line += ' · Redis unreachable';
       setText(view.fleetLine, line);
       setClass(view.fleet, 'fleet' + (f.reachable === false ? ' fleet-unreachable' : ''));
