@@ -848,7 +848,14 @@
     if (toneName === faviconTone) return;
     faviconTone = toneName;
     const svg = `<svg xmlns="${SVGNS}" viewBox="0 0 16 16"><circle cx="8" cy="8" r="7" fill="${TONE_COLOURS[toneName] || TONE_COLOURS.none}"/></svg>`;
-    $('favicon').href = 'data:image/svg+xml,' + encodeURIComponent(svg);
+    let link = $('favicon');
+    if (!link) {  // made here, so that the page's HTML loads nothing but the package's files
+      link = document.createElement('link');
+      link.id = 'favicon';
+      link.rel = 'icon';
+      document.head.append(link);
+    }
+    link.href = 'data:image/svg+xml,' + encodeURIComponent(svg);
   }
 
   function renderLog(frame) {
@@ -1270,6 +1277,7 @@
   // -- start ----------------------------------------------------------------------------------
 
   function start() {
+    setFavicon('none');  // before the browser asks the server for a /favicon.ico
     collections.breakers = new Collection($('breaker-groups'), {
       make: makeBreaker, update: updateBreaker, grouped: true, noun: 'breaker',
     });
