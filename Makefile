@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: all venv demo dist test lint format typecheck bench clean
+.PHONY: all venv demo dist test lint format typecheck bench clean dashboard-image
 
 all: lint test
 
@@ -71,6 +71,13 @@ typecheck: lint
 format: $(VENV)/.installed-dev
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# The documentation's picture of the dashboard: the browser test's screenshot (a fleet breaker
+# forced open), copied from build/artefacts/ to docs/images/.
+dashboard-image: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -p no:cacheprovider tests/dashboard/test_browser.py -k forced_open
+	mkdir -p docs/images
+	cp build/artefacts/dashboard.png docs/images/dashboard.png
 
 # `make bench` runs every benchmark; `make bench BENCH=breaker` runs benchmarks/breaker.py only.
 BENCH ?= *
