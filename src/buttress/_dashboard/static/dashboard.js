@@ -965,7 +965,7 @@
     setText($('chaos-summary'), chaos.enabled ? `enabled · ${experiments} running` : 'disabled');
     setShown($('chaos-empty'), experiments === 0);
     const stop = $('stop-chaos');
-    if (stop) setShown(stop, experiments > 0);
+    if (stop) setShown(stop, !!chaos.enabled || experiments > 0);
     applyFilter();
     setText($('seq'), frame.seq == null ? '–' : frame.seq);
   }
@@ -1013,7 +1013,7 @@
     $('operator').append(tokenButton, reloadButton);
     const stop = button('Stop all chaos', 'danger small', (ev) => openAction('stop_chaos', null, ev.currentTarget));
     stop.id = 'stop-chaos';
-    stop.hidden = collections.chaos.views.size === 0;
+    stop.hidden = true;  // shown by the next frame while chaos is on
     $('chaos-head').append(stop);
     document.body.append($('operator-dialogs').content.cloneNode(true));
 
