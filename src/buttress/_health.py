@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._breaker._states import PASSING, BreakerState
+from ._fleet._fleet import NOT_SYNCED
 
 if TYPE_CHECKING:
     from ._breaker import BreakerSnapshot
@@ -231,7 +232,7 @@ def breaker_check(name: str, snap: BreakerSnapshot) -> ComponentCheck:
         because = f": {override.reason}" if override.reason else ""
         why = f"; fleet-wide {override.effective}{who}{because}"
     if state in PASSING:
-        if fleet is not None and not fleet.connected:
+        if fleet is not None and not fleet.connected and fleet.error != NOT_SYNCED:
             return ComponentCheck(
                 "circuit_breaker",
                 name,

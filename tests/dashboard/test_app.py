@@ -191,6 +191,7 @@ def test_a_form_post_from_another_site_is_refused(infra: bt.Infrastructure) -> N
         ({"action": "stop_chaos", "target": "payments", "reason": "r"}, 400, "no target"),
         ({"action": "reload", "reason": "r"}, 400, "configuration file"),
         ([1, 2], 400, "a JSON object"),
+        ({"action": "stop_chaos", "reason": "r", "by": 7}, 400, "by: the operator's name"),
     ],
 )
 def test_bad_requests_are_named(
@@ -239,8 +240,10 @@ def test_each_action_acts_and_is_recorded_in_health_and_events(
         ("reload", "new threshold"),
     ]
     assert all(a["by"] == "dashboard (127.0.0.1)" for a in actions)
+    act(app, {"action": "reset", "target": "search", "reason": "named", "by": "alice"})
+    assert infra.operator_actions[-1]["by"] == "alice via dashboard (127.0.0.1)"
     emitted = event_log.named("buttress", "operator", "action")
-    assert [md["action"] for _, md in emitted] == [a["action"] for a in actions]
+    assert [md["action"] for _, md in emitted][:5] == [a["action"] for a in actions]
     assert "incident 7" in caplog.text
     assert TOKEN not in caplog.text  # the token is never logged
     assert TOKEN not in json.dumps(infra.health().to_dict(), default=str)

@@ -76,7 +76,8 @@ def served(config: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
         yield port, proc
     finally:
         proc.terminate()
-        proc.wait(10)
+        if proc.returncode is None:
+            proc.communicate(timeout=10)
 
 
 def test_the_served_dashboard_acts_with_the_token_and_never_logs_it(
@@ -96,8 +97,11 @@ def test_the_served_dashboard_acts_with_the_token_and_never_logs_it(
         **{"content-type": "application/json", "authorization": f"Bearer {TOKEN}"},
     )
     assert status == 200, answer
-    state = json.loads(get(port, "/api/state")[1])
-    assert state["breakers"][0]["state"] == "forced_open"
+    # The action makes the next frame at once; the state answers the newest frame.
+    wait_until(
+        lambda: json.loads(get(port, "/api/state")[1])["breakers"][0]["state"] == "forced_open",
+        what="the frame after the action",
+    )
     assert get(port, "/api/state", host="rebound.example")[0] == 400  # loopback names only
     proc.terminate()
     out, err = proc.communicate(timeout=10)

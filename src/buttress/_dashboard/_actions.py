@@ -22,6 +22,7 @@ EV_ACTION = ("buttress", "operator", "action")
 BREAKER_ACTIONS = ("force_open", "disable", "reset")
 ACTIONS = (*BREAKER_ACTIONS, "stop_chaos", "reload")
 MAX_REASON = 500
+MAX_BY = 100
 MAX_BODY = 4096
 _log = logging.getLogger("buttress.dashboard")
 
@@ -42,6 +43,7 @@ class Action:
     target: str | None
     fleet: bool
     reason: str
+    by: str  # the operator's name, when the request gave one
 
 
 def refusal(token: str | None, headers: Mapping[str, str], *, scheme: str) -> ActionError | None:
@@ -97,15 +99,21 @@ def parse(body: bytes, breakers: Mapping[str, Any], *, can_reload: bool) -> Acti
             raise ActionError(400, f"fleet: breaker {target!r} is not shared by a fleet")
     elif target is not None or fleet:
         raise ActionError(400, f"{action} takes no target and no fleet")
+    by = doc.get("by", "")
+    if not isinstance(by, str) or len(by) > MAX_BY:
+        raise ActionError(400, f"by: the operator's name, at most {MAX_BY} characters")
     if action == "reload" and not can_reload:
         raise ActionError(
             400, "reload: the dashboard was not given the configuration file to reload from"
         )
-    return Action(action, target, fleet, reason.strip())
+    return Action(action, target, fleet, reason.strip(), by.strip())
 
 
 def perform(infra: Any, act: Action, *, by: str, reload_from: str | os.PathLike[str] | None) -> str:
-    """Do ``act`` on ``infra`` and record it; the message the operator sees."""
+    """Do ``act`` on ``infra`` and record it; the message the operator sees. ``by`` is where
+    the request came from, after the operator's own name when the request gave one."""
+    if act.by:
+        by = f"{act.by} via {by}"
     if act.action in BREAKER_ACTIONS:
         assert act.target is not None
         breaker = infra.breakers[act.target]

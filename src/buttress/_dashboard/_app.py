@@ -122,6 +122,7 @@ class DashboardApp:
                     else Thresholds(cpu.config.utilisation_warning, cpu.config.utilisation_critical)
                 ),
                 operator_actions=tuple(infra.operator_actions),
+                windows={n: b.config.window for n, b in tuple(infra.breakers.items())},
             )
 
     def _feed_here(self) -> _Feed:
@@ -169,8 +170,9 @@ class DashboardApp:
             if method != "GET":
                 await _answer(send, 405, {"error": "GET only"})
                 return
-            frame = await asyncio.to_thread(self.frame)
-            await _answer(send, 200, frame)
+            # The feed's newest frame: reading the state moves no rate and no history.
+            _, full, _ = await self._feed_here().after(0)
+            await _send(send, 200, [(b"content-type", b"application/json")], full)
         elif route == "/api/stream":
             if method != "GET":
                 await _answer(send, 405, {"error": "GET only"})
@@ -284,6 +286,9 @@ class DashboardApp:
         except ActionError as exc:
             await _answer(send, exc.status, {"error": str(exc)})
             return
+        feed = self._feed
+        if feed is not None:
+            feed.kick()
         await _answer(send, 200, {"ok": True, "message": message})
 
     def _top_refused(self, body: bytes) -> dict[str, Any]:
@@ -330,6 +335,7 @@ class _Feed:
         self.clients = 0
         self.latest: tuple[int, bytes, bytes] | None = None
         self._changed = asyncio.Condition()
+        self._kicked = asyncio.Event()
         self._task = loop.create_task(self._run(), name="buttress-dashboard-feed")
 
     @property
@@ -346,8 +352,18 @@ class _Feed:
             async with self._changed:
                 self.latest = (frame["seq"], full, delta)
                 self._changed.notify_all()
-            # The next frame one interval after this one began, however long this one took.
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+            # The next frame one interval after this one began, however long this one took,
+            # or at once after an action, so that every page shows what it did.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._kicked.wait(), max(0.0, interval - (time.monotonic() - started))
+                )
+            self._kicked.clear()
+
+    def kick(self) -> None:
+        """Build the next frame now (from any thread)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._kicked.set)
 
     async def after(self, seq: int) -> tuple[int, bytes, bytes]:
         """The first frame newer than ``seq``, waiting for it."""

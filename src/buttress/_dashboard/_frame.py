@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._fleet._fleet import NOT_SYNCED
 from .._health import HealthReport
 
 VERSION = 1
@@ -87,14 +88,17 @@ class Frames:
         actions: Mapping[str, bool],
         cpu: Thresholds | None = None,
         operator_actions: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
+        windows: Mapping[str, float] | None = None,
     ) -> dict[str, Any]:
         """The next frame, with every breaker's history (the page's first frame); see
         :func:`without_history` for the frames after it. ``now`` is monotonic (the rates),
-        ``wall`` the epoch time the page measures its lag against."""
+        ``wall`` the epoch time the page measures its lag against; ``windows``: each breaker's
+        window in seconds, what its rates and counts cover."""
         self.seq += 1
         statuses = {(c.kind, c.name): c for c in report.checks}
         breakers = [
-            self._breaker(name, snap, now) for name, snap in sorted(report.circuit_breakers.items())
+            self._breaker(name, snap, now, (windows or {}).get(name))
+            for name, snap in sorted(report.circuit_breakers.items())
         ]
         self._breakers = {n: t for n, t in self._breakers.items() if n in report.circuit_breakers}
         limiters = [
@@ -129,7 +133,7 @@ class Frames:
             "operator_actions": list(operator_actions),
         }
 
-    def _breaker(self, name: str, snap: Any, now: float) -> dict[str, Any]:
+    def _breaker(self, name: str, snap: Any, now: float, window: float | None) -> dict[str, Any]:
         track = self._breakers.get(name)
         if track is None:
             track = self._breakers[name] = _BreakerTrack()
@@ -153,6 +157,7 @@ class Frames:
             "state": state,
             "level": level.value if level is not None and state == "degraded" else None,
             **{k: round(v, 4) for k, v in values.items()},
+            "window": window,
             "window_calls": snap.call_count,
             "window_failures": snap.failure_count,
             "shed": snap.total_shed,
@@ -216,7 +221,9 @@ def _breaker_fleet(fleet: Any) -> dict[str, Any]:
         "state": fleet.state,
         "processes": fleet.live,
         "sick": fleet.sick,
-        "reachable": fleet.connected,
+        "calls": fleet.calls,  # summed over the fleet's window
+        "failures": fleet.failures,
+        "reachable": _reachable(fleet),
         "override": (
             None
             if override is None or override.effective is None
@@ -228,6 +235,13 @@ def _breaker_fleet(fleet: Any) -> dict[str, Any]:
             }
         ),
     }
+
+
+def _reachable(fleet: Any) -> bool | None:
+    """Whether the fleet's Redis answered its last sync (``None``: no sync yet)."""
+    if fleet.error == NOT_SYNCED:
+        return None
+    return bool(fleet.connected)
 
 
 def _pool(name: str, snap: Any, statuses: Mapping[tuple[str, str], Any]) -> dict[str, Any]:
@@ -326,6 +340,12 @@ def _fleet(report: HealthReport) -> dict[str, Any] | None:
         return None
     return {
         "namespace": fleets[0].namespace,
-        "reachable": all(f.connected for f in fleets),
+        "reachable": (
+            False
+            if any(_reachable(f) is False for f in fleets)
+            else None
+            if any(_reachable(f) is None for f in fleets)
+            else True
+        ),
         "processes": max(f.live for f in fleets),
     }

@@ -86,7 +86,14 @@ def serve(
         )
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="on", access_log=False
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+            # An open page's stream never ends by itself: on SIGTERM or Ctrl-C, close it.
+            timeout_graceful_shutdown=1,
         )
     )
     shown = f"[{host}]" if ":" in host else host

@@ -80,6 +80,10 @@ class FleetStatus:
         return asdict(self)
 
 
+NOT_SYNCED = "not synced yet"
+"""A fleet breaker's ``error`` before its first sync: not connected, but not unreachable."""
+
+
 class FleetLink:
     """One breaker's membership of a fleet: what it last saw and applied."""
 
@@ -102,7 +106,7 @@ class FleetLink:
         self.override_gen = -1  # none applied yet
         self.override: Override | None = None
         self.view: View | None = None
-        self.error: str | None = "not synced yet"
+        self.error: str | None = NOT_SYNCED
         self.recovered = False  # a recovery not reported yet (a sync failed meanwhile)
         self.syncs = 0
 

@@ -531,6 +531,7 @@
       // the fleet's window, summed over its processes (a dashboard process makes no calls)
       if (isNum(f.calls) && f.calls > 0) line += ` · ${fmtCount(f.failures || 0)} of ${fmtCount(f.calls)} calls failed`;
       if (f.reachable === false) line += ' · Redis unreachable';
+      else if (f.reachable === null) line += ' · connecting';
       setText(view.fleetLine, line);
       setClass(view.fleet, 'fleet' + (f.reachable === false ? ' fleet-unreachable' : ''));
       const o = f.override;
