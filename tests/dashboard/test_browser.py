@@ -10,8 +10,8 @@ browser's console must report no violation.
 
 Needs selenium (the dev extra), chromium and chromedriver (``BUTTRESS_CHROMIUM`` and
 ``BUTTRESS_CHROMEDRIVER`` point elsewhere), and Redis for the fleet: skipped without them,
-failed under CI=true. The screenshot goes to build/artefacts/dashboard.png (``make
-dashboard-image`` copies it to docs/images/ for the documentation).
+failed under CI=true. The screenshots go to build/artefacts/ (``make dashboard-image`` copies
+dashboard.png, a busy service's page, to docs/images/ for the documentation).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from typing import Any
 
 import pytest
 
+import buttress as bt
 from conftest import IN_CI
 from servers import free_port, wait_until
 
@@ -276,7 +279,7 @@ def test_a_breaker_forced_open_elsewhere_shows_and_the_operator_resets_it_fleet_
         assert browser.find_element(By.ID, "health-word").text in ("Degraded", "Unhealthy")
         assert "payments.charge" in browser.find_element(By.ID, "problems").text
         ARTEFACTS.mkdir(parents=True, exist_ok=True)
-        assert browser.save_screenshot(str(ARTEFACTS / "dashboard.png"))
+        assert browser.save_screenshot(str(ARTEFACTS / "dashboard-fleet.png"))
 
         # The operator resets it from its tile: the token, a reason, the whole fleet.
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", charge)
@@ -339,46 +342,172 @@ def test_a_read_only_dashboard_has_no_control_that_acts(
         assert console_problems(browser) == []
 
 
-def scale_config(tmp_path: Path, breakers: int, limiters: int) -> Path:
-    lines = ["[memory_manager]", "enabled = false", ""]
-    for i in range(breakers):
-        lines += [f'[circuit_breakers."svc{i % 30:02d}.endpoint{i:03d}"]', ""]
-    for i in range(limiters):
-        lines += [
-            f'[rate_limiting.limiters."svc{i % 10:02d}.api{i:02d}"]',
-            f"limit = {100 + i}",
-            "window = 60.0",
-            "",
-        ]
-    path = tmp_path / "scale.toml"
-    path.write_text("\n".join(lines))
-    return path
+# -- a dashboard in this process, with traffic ---------------------------------------------
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """``app`` on a real uvicorn in a thread, on a spare loopback port: its address."""
+    uvicorn = pytest.importorskip("uvicorn")
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, what="uvicorn to start")
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.end_streams()  # as buttress dashboard does on SIGTERM
+        server.should_exit = True
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+@contextlib.contextmanager
+def traffic(
+    infra: bt.Infrastructure, *, per_round: int, sick: float, seed: int = 7
+) -> Iterator[None]:
+    """Calls on the breakers and limiters from a thread, until the block ends: a ``sick``
+    share of the breakers fail most of their calls (they degrade and open), the others
+    succeed; the limiters are asked more than they allow. Seeded: the same run each time."""
+    rng = random.Random(seed)
+    breakers = sorted(infra.breakers.values(), key=lambda b: b.name)
+    limiters = sorted(infra.limiters.values(), key=lambda x: x.name)
+    failing = {b.name for b in rng.sample(breakers, max(1, int(len(breakers) * sick)))}
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            for breaker in rng.sample(breakers, min(per_round, len(breakers))):
+                permit = breaker.try_acquire(critical=rng.random() < 0.5)
+                if not permit:
+                    continue
+                if breaker.name in failing and rng.random() < 0.7:
+                    permit.record_exception(ConnectionError("upstream down"))
+                else:
+                    permit.record_success(rng.uniform(0.001, 0.05))
+            for limiter in limiters:
+                limiter.try_acquire()
+            stop.wait(0.01)  # real-time: a steady load, paced like requests
+
+    thread = threading.Thread(target=run, name="traffic", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def breakers_showing(driver: Any, *states: str) -> int:
+    return int(
+        driver.execute_script(
+            "return [...document.querySelectorAll('#breakers .tile .badge')]"
+            ".filter((b) => arguments[0].includes(b.textContent.trim())).length",
+            list(states),
+        )
+    )
+
+
+def test_a_busy_service_at_a_glance(browser: Any) -> None:
+    """The documentation's picture: a service with traffic, failing dependencies, refusals,
+    a pool, a bulkhead, memory pressure and a running chaos experiment."""
+    config = {
+        "memory_manager": {"enabled": False},
+        "circuit_breakers": {
+            name: {"failure_threshold": 20, "degradation_threshold": 5, "minimum_calls": 20}
+            for name in (
+                "payments.charge",
+                "payments.refund",
+                "payments.payout",
+                "search.query",
+                "search.suggest",
+                "inventory.reserve",
+                "inventory.release",
+                "email.send",
+            )
+        },
+        "rate_limiting": {
+            "limiters": {
+                "api.public": {"limit": 50, "window": "1s"},
+                "api.partners": {"limit": 500, "window": "1s"},
+            }
+        },
+        "services": {"reports": {"breaker": False, "bulkhead": {"max_concurrent": 8}}},
+        "chaos": {"enabled": True},
+    }
+    infra = bt.Infrastructure("shop", config, env={})
+    try:
+        infra.layers("reports")  # its bulkhead is made with its route
+        infra.chaos.experiment(
+            "search.suggest", duration=600, latency=(0.05, 0.2), latency_rate=0.3
+        ).start()
+        app = bt.dashboard_app(infra, token=TOKEN, interval=0.5)
+        with traffic(infra, per_round=8, sick=0.25), serving(app) as url:
+            open_page(browser, url)
+            until(browser, lambda d: breakers_showing(d, "open", "degraded") >= 1, timeout=20)
+            until(browser, lambda d: frames(d) >= 12, timeout=20)
+            ARTEFACTS.mkdir(parents=True, exist_ok=True)
+            assert browser.save_screenshot(str(ARTEFACTS / "dashboard.png"))
+            assert console_problems(browser) == []
+    finally:
+        infra.close()
+
+
+def scale_config(breakers: int, limiters: int) -> dict[str, Any]:
+    return {
+        "memory_manager": {"enabled": False},
+        "circuit_breakers": {
+            f"svc{i % 30:02d}.endpoint{i:03d}": {"minimum_calls": 5} for i in range(breakers)
+        },
+        "rate_limiting": {
+            "limiters": {
+                f"svc{i % 10:02d}.api{i:02d}": {"limit": 100 + i, "window": 60.0}
+                for i in range(limiters)
+            }
+        },
+    }
 
 
 @pytest.mark.slow
-def test_300_breakers_and_50_limiters_render_within_the_interval(
-    browser: Any, tmp_path: Path
-) -> None:
+def test_300_breakers_and_50_limiters_render_within_the_interval(browser: Any) -> None:
     interval = 1.0
-    config = scale_config(tmp_path, 300, 50)
-    with dashboard(config, tmp_path, browser, token=None, interval=interval) as url:
-        open_page(browser, url)
-        counts = browser.execute_script(
-            "return [document.querySelectorAll('#breakers .tile').length,"
-            " document.querySelectorAll('#limiters .tile').length,"
-            " document.querySelectorAll('#breakers .group').length]"
-        )
-        assert counts == [300, 50, 30]
-        first = frames(browser)
-        until(browser, lambda d: frames(d) >= first + 10, timeout=10 * interval + WAIT)
-        stats = browser.execute_script("return window.buttressDashboard")
-        lags = stats["lag"]["recent"][-10:]
-        renders = stats["render"]["recent"][-10:]
-        print(
-            f"\ndashboard at 300 breakers and 50 limiters, the last {len(lags)} frames: "
-            f"lag max {max(lags) * 1000:.1f} ms, mean {statistics.fmean(lags) * 1000:.1f} ms; "
-            f"rendering max {max(renders):.1f} ms, mean {statistics.fmean(renders):.1f} ms; "
-            f"the first frame (every tile made) {stats['render']['recent'][0]:.1f} ms"
-        )
-        assert max(lags) < interval, lags
-        assert console_problems(browser) == []
+    infra = bt.Infrastructure("scale", scale_config(300, 50), env={})
+    app = bt.dashboard_app(infra, interval=interval)
+    try:
+        with traffic(infra, per_round=100, sick=0.1), serving(app) as url:
+            open_page(browser, url)
+            counts = browser.execute_script(
+                "return [document.querySelectorAll('#breakers .tile').length,"
+                " document.querySelectorAll('#limiters .tile').length,"
+                " document.querySelectorAll('#breakers .group').length]"
+            )
+            assert counts == [300, 50, 30]
+            # The page keeps up while tiles change: some of the sick ones degrade or open.
+            until(browser, lambda d: breakers_showing(d, "open", "degraded") >= 5, timeout=20)
+            first = frames(browser)
+            until(browser, lambda d: frames(d) >= first + 10, timeout=10 * interval + WAIT)
+            stats = browser.execute_script("return window.buttressDashboard")
+            lags = stats["lag"]["recent"][-10:]
+            renders = stats["render"]["recent"][-10:]
+            print(
+                f"\ndashboard at 300 breakers and 50 limiters, the last {len(lags)} frames: "
+                f"lag max {max(lags) * 1000:.1f} ms, mean {statistics.fmean(lags) * 1000:.1f} ms; "
+                f"rendering max {max(renders):.1f} ms, mean {statistics.fmean(renders):.1f} ms; "
+                f"the first frame (every tile made) {stats['render']['recent'][0]:.1f} ms"
+            )
+            assert max(lags) < interval, lags
+            assert console_problems(browser) == []
+            ARTEFACTS.mkdir(parents=True, exist_ok=True)
+            assert browser.save_screenshot(str(ARTEFACTS / "dashboard-300.png"))
+    finally:
+        infra.close()

@@ -132,6 +132,13 @@ class DashboardApp:
             feed = self._feed = _Feed(self, loop)
         return feed
 
+    def end_streams(self) -> None:
+        """End every page's stream (from any thread): a server shutting down calls it first,
+        since a stream never ends by itself. The pages reconnect to whatever serves next."""
+        feed = self._feed
+        if feed is not None:
+            feed.end()
+
     async def aclose(self) -> None:
         """Stop the feed and every count of refused ids (the app answers no more streams)."""
         feed, self._feed = self._feed, None
@@ -220,13 +227,14 @@ class DashboardApp:
                 pass
 
         gone = asyncio.ensure_future(until_disconnect())
+        ended = asyncio.ensure_future(feed.ended.wait())
         feed.clients += 1
         try:
             seq = 0
             first = True
-            while not gone.done():
+            while not gone.done() and not ended.done():
                 waiting = asyncio.ensure_future(feed.after(seq))
-                await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((waiting, gone, ended), return_when=asyncio.FIRST_COMPLETED)
                 if not waiting.done():
                     waiting.cancel()
                     break
@@ -245,6 +253,7 @@ class DashboardApp:
         finally:
             feed.clients -= 1
             gone.cancel()
+            ended.cancel()
         with contextlib.suppress(OSError):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -336,6 +345,7 @@ class _Feed:
         self.latest: tuple[int, bytes, bytes] | None = None
         self._changed = asyncio.Condition()
         self._kicked = asyncio.Event()
+        self.ended = asyncio.Event()
         self._task = loop.create_task(self._run(), name="buttress-dashboard-feed")
 
     @property
@@ -359,6 +369,11 @@ class _Feed:
                     self._kicked.wait(), max(0.0, interval - (time.monotonic() - started))
                 )
             self._kicked.clear()
+
+    def end(self) -> None:
+        """End the streams (from any thread)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.ended.set)
 
     def kick(self) -> None:
         """Build the next frame now (from any thread)."""

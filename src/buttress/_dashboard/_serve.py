@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from .._errors import ConfigError
 from . import dashboard_app
@@ -84,7 +85,13 @@ def serve(
             "proxy), or the admin token crosses the network in clear text",
             host,
         )
-    server = uvicorn.Server(
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            app.end_streams()  # open pages would hold the shutdown up
+            super().handle_exit(sig, frame)
+
+    server = Server(
         uvicorn.Config(
             app,
             host=host,
@@ -92,8 +99,7 @@ def serve(
             log_level="warning",
             lifespan="on",
             access_log=False,
-            # An open page's stream never ends by itself: on SIGTERM or Ctrl-C, close it.
-            timeout_graceful_shutdown=1,
+            timeout_graceful_shutdown=2,
         )
     )
     shown = f"[{host}]" if ":" in host else host
