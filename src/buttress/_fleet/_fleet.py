@@ -33,6 +33,7 @@ from ._redis import FleetStore
 
 if TYPE_CHECKING:
     from .._breaker._breaker import CircuitBreaker
+    from .._breaker._config import BreakerConfig
     from .._breaker._machine import BreakerMachine
 
 __all__ = ["FleetLink", "FleetStatus", "RedisFleet"]
@@ -234,6 +235,11 @@ class RedisFleet:
             if self._clock is None and not self.closed:
                 self._start()
         return link
+
+    def reconfigured(self, link: FleetLink, config: BreakerConfig) -> None:
+        """A member's settings changed (``CircuitBreaker.reconfigure``): the fleet applies its
+        new thresholds from its next sync on."""
+        link.thresholds = thresholds_for(config, self.quorum, self.sync_interval)
 
     def _start(self) -> None:
         if self._thread is not None:

@@ -378,7 +378,8 @@ class Infrastructure:
                     "restart to change it; nothing was changed",
                 )
             if new.circuit_breakers[table] != was or (table == "default" and template_changed):
-                made = build.breaker(name, table, self.chaos)  # validates; its config is used
+                # Validates; only its config is used (the breaker kept is reconfigured).
+                made = build.breaker(name, table, self.chaos, join_fleet=False)
                 reconfigured.append((breaker, made.config))
                 changes["changed"].append(f"circuit_breakers.{name}")
         for name in new.circuit_breakers:
