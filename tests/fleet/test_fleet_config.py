@@ -73,7 +73,7 @@ def test_configuration_and_the_command_line_reach_every_process(
         check = next(c for c in infra.health().checks if c.name == "payments")
         assert "fleet-wide force_open by alice: incident 42" in check.reason
         assert main(["fleet", "status", "--config", str(path)]) == 0
-        status = json.loads(capsys.readouterr().out)["payments"]
+        status = json.loads(capsys.readouterr().out)["breakers"]["payments"]
         assert status["override"]["effective"] == "force_open"
         assert [p["process"] for p in status["processes"]] == [fleet.process_id]
         assert main(["breaker", "reset", "payments", "--config", str(path), "--by", "bob"]) == 0

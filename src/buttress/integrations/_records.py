@@ -93,6 +93,8 @@ LEVELS: dict[EventName, Level] = {
     ("buttress", "overload", "level_change"): _level_moved,
     ("buttress", "bulkhead", "rejected"): DEBUG,
     ("buttress", "infrastructure", "reloaded"): None,  # an INFO on buttress.infrastructure
+    # a WARNING (fleet) or an ERROR (file) on buttress.infrastructure already
+    ("buttress", "infrastructure", "reload_refused"): None,
     ("buttress", "chaos", "injected"): DEBUG,
     ("buttress", "chaos", "experiment_start"): INFO,
     ("buttress", "chaos", "experiment_stop"): INFO,
