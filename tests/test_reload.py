@@ -157,6 +157,35 @@ def test_services_and_components_come_and_go() -> None:
             infra.call("search", lambda: "found")
 
 
+def test_reloads_do_not_overlap() -> None:
+    # Two threads reload at once (a call and, say, the fleet): each reload starts from what the
+    # other applied, so the last one swapped in is one of the two configurations, whole.
+    configs = [changed(), changed()]
+    configs[0]["rate_limiting"]["limiters"]["svc"]["scopes"][0]["limit"] = 10
+    configs[1]["circuit_breakers"]["svc"]["failure_threshold"] = 9
+    with make(bt.ManualClock()) as infra:
+        inside = threading.Event()
+        overlapped = []
+        original = infra._reload_locked
+
+        def slow(config: Any, source: str) -> bt.Reloaded:
+            overlapped.append(inside.is_set())
+            inside.set()
+            try:
+                return original(config, source)
+            finally:
+                inside.clear()
+
+        infra._reload_locked = slow  # type: ignore[method-assign]
+        threads = [threading.Thread(target=infra.reload, args=(configs[i % 2],)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert overlapped == [False] * 20
+        assert [r.source for r in infra.reloads] == ["call"] * 10
+
+
 def test_reloading_under_load_fails_no_call() -> None:
     # real-time: 8 threads call while the configuration is reloaded 40 times.
     config = changed()
@@ -194,7 +223,9 @@ def test_reloading_under_load_fails_no_call() -> None:
         assert infra.bulkheads["svc"].in_use == 0
 
 
-def test_a_watched_file_is_reloaded_when_it_changes(tmp_path: Any, caplog: Any) -> None:
+def test_a_watched_file_is_reloaded_when_it_changes(
+    tmp_path: Any, caplog: Any, event_log: Any
+) -> None:
     path = tmp_path / "app.toml"
     path.write_text(
         '[rate_limiting.limiters.svc]\nalgorithm = "fixed_window"\n'
@@ -211,11 +242,19 @@ def test_a_watched_file_is_reloaded_when_it_changes(tmp_path: Any, caplog: Any) 
         infra.run_maintenance()
         assert infra.limiters["svc"].scopes[0].limit == 7
         assert infra.reloads[-1].changed == ("rate_limiting.limiters.svc",)
+        assert infra.reloads[-1].source == "file"
         path.write_text(path.read_text().replace("limit = 7", "limit = -1"))  # a mistake
         clock.advance(1.0)
         infra.run_maintenance()
         assert infra.limiters["svc"].scopes[0].limit == 7  # kept
         assert "was not applied" in caplog.text
+    ((_, reloaded),) = event_log.named("buttress", "infrastructure", "reloaded", namespace="w")
+    assert reloaded["source"] == "file"
+    ((_, refused),) = event_log.named("buttress", "infrastructure", "reload_refused", namespace="w")
+    assert (refused["source"], refused["setting"]) == (
+        "file",
+        "rate_limiting.limiters.svc.scopes[0].limit",
+    )
     with (
         bt.Infrastructure("w2", None, env={}, background=False) as other,
         pytest.raises(bt.ConfigError),

@@ -267,9 +267,19 @@ _MEMORY = _specs(
     EventSpec(
         ("buttress", "infrastructure", "reloaded"),
         ("added", "removed", "changed"),
-        ("namespace", "summary"),
+        ("namespace", "summary", "source"),
         "`Infrastructure.reload` applied a new configuration: how many components were added, "
-        "removed and changed; `summary` names them by configuration path.",
+        "removed and changed; `summary` names them by configuration path. `source` is `call` "
+        "(`reload()` called), `file` (`watch_config` saw the file change) or `fleet` (a "
+        "configuration published through the fleet, `buttress config publish`).",
+    ),
+    EventSpec(
+        ("buttress", "infrastructure", "reload_refused"),
+        (),
+        ("namespace", "source", "setting", "reason"),
+        "A configuration that arrived by itself (`source`: `file` or `fleet`, as for "
+        "`reloaded`) was not applied, and nothing changed: `setting` is the configuration path "
+        "at fault (a section `reload` cannot change, or an invalid value), `reason` says why.",
     ),
     EventSpec(
         ("buttress", "operator", "action"),

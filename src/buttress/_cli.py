@@ -3,6 +3,8 @@
 buttress --version
 buttress demo [--json PATH] [--seed N] [--users N]
 buttress config check FILE
+buttress config publish FILE [--reason TEXT] [--by WHO] [--namespace NAME]
+buttress config withdraw --config FILE [--reason TEXT] [--by WHO] [--namespace NAME]
 buttress health --config FILE [--namespace NAME] [--timeout SECONDS]
 buttress scenarios [SCENARIO ...] [--config FILE]
 buttress breaker force-open|disable|reset NAME --config FILE [--reason TEXT] [--by NAME]
@@ -58,6 +60,20 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION")
     check = config_sub.add_parser("check", help="validate FILE and print the resolved config")
     check.add_argument("file", metavar="FILE")
+    publish = config_sub.add_parser(
+        "publish", help="validate FILE, then have every process of its [fleet] reload it"
+    )
+    publish.add_argument("file", metavar="FILE")
+    withdraw = config_sub.add_parser(
+        "withdraw",
+        help="withdraw the configuration published for the fleet of FILE (processes keep it "
+        "until they restart)",
+    )
+    withdraw.add_argument("--config", required=True, metavar="FILE")
+    for act in (publish, withdraw):
+        act.add_argument("--namespace", default="default", help="the infrastructure's namespace")
+        act.add_argument("--reason", default="", help="why (shown in every process's health)")
+        act.add_argument("--by", default="", help="who (default: user@host running this)")
 
     scen = sub.add_parser(
         "scenarios", help="run failure scenarios against a configuration and print what they did"
@@ -105,7 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     fleet.set_defaults(usage=fleet)
     fleet_sub = fleet.add_subparsers(dest="fleet_command", metavar="ACTION")
     status = fleet_sub.add_parser(
-        "status", help="every fleet breaker's state, overrides and the processes reporting"
+        "status",
+        help="every fleet breaker's state, overrides and the processes reporting, and the "
+        "configuration published for the fleet",
     )
     status.add_argument("--config", required=True, metavar="FILE")
     status.add_argument("--namespace", default="default", help="the infrastructure's namespace")
@@ -196,6 +214,8 @@ def _run(args: argparse.Namespace) -> int:
             return 0 if all(report.checks.values()) else 1
         if args.command == "config" and args.config_command == "check":
             return _config_check(args.file)
+        if args.command == "config" and args.config_command in ("publish", "withdraw"):
+            return _config_publication(args)
         if args.command == "health":
             return _health(args.config, args.namespace, args.timeout)
         if args.command == "scenarios":
@@ -278,9 +298,14 @@ def _breaker_action(args: argparse.Namespace) -> int:
 
 
 def _fleet_status(path: str, namespace: str) -> int:
+    from ._fleet._publication_store import PublicationStore
+
     client, store, names = _fleet_store(path, namespace)
     try:
-        report = {name: store.read(client, name) for name in names}
+        report = {
+            "breakers": {name: store.read(client, name) for name in names},
+            "published": PublicationStore(client, store.namespace).read(),
+        }
     except Exception as exc:
         print(
             f"buttress: could not reach the fleet's Redis: {redact_text(str(exc))}", file=sys.stderr
@@ -352,6 +377,67 @@ def _config_check(path: str) -> int:
                 file=sys.stderr,
             )
     print(f"{path}: ok", file=sys.stderr)
+    return 0
+
+
+def _config_publication(args: argparse.Namespace) -> int:
+    """``config publish FILE``: validate FILE as every process will read it, then record its
+    text for the fleet of its ``[fleet]``; ``config withdraw --config FILE``: withdraw it."""
+    import getpass
+    import socket
+    import tomllib
+    from pathlib import Path
+
+    from ._config import load_config
+    from ._fleet._publication_store import PublicationStore
+
+    path = args.file if args.config_command == "publish" else args.config
+    document = ""
+    if args.config_command == "publish":
+        try:
+            document = Path(path).read_text(encoding="utf-8")
+            data = tomllib.loads(document)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(path, f"cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(path, f"is not valid TOML: {exc}") from None
+        # The document alone: each process applies its own BUTTRESS_... variables over it.
+        load_config(data, env={}).check_imports()
+    cfg = load_config(path)  # where the fleet is, found as `breaker force-open` finds it
+    if cfg.fleet.url is None:
+        raise ConfigError("fleet.url", f"{path} has no [fleet] url: there is no fleet to reach")
+    namespace = cfg.fleet.namespace or args.namespace
+    by = args.by or f"{getpass.getuser()}@{socket.gethostname()}"
+    import redis
+
+    client = redis.Redis.from_url(cfg.fleet.url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    try:
+        store = PublicationStore(client, namespace)
+        if args.config_command == "publish":
+            generation, at_ms = store.publish(document, by, args.reason)
+        else:
+            generation, at_ms = store.withdraw(by, args.reason)
+    except Exception as exc:  # redis-py's errors: the server is down or refuses
+        print(
+            f"buttress: could not reach the fleet's Redis: {redact_text(str(exc))}", file=sys.stderr
+        )
+        return 1
+    finally:
+        client.close()
+    if generation == 0:
+        print(f"buttress: nothing is published for the fleet {namespace!r}", file=sys.stderr)
+        return 1
+    record = {
+        "namespace": namespace,
+        "action": args.config_command,
+        "generation": generation,
+        "by": by,
+        "reason": args.reason,
+        "at": at_ms / 1000,
+    }
+    if document:
+        record["file"] = path
+    print(json.dumps(record, indent=2))
     return 0
 
 

@@ -73,7 +73,7 @@ def test_configuration_and_the_command_line_reach_every_process(
         check = next(c for c in infra.health().checks if c.name == "payments")
         assert "fleet-wide force_open by alice: incident 42" in check.reason
         assert main(["fleet", "status", "--config", str(path)]) == 0
-        status = json.loads(capsys.readouterr().out)["payments"]
+        status = json.loads(capsys.readouterr().out)["breakers"]["payments"]
         assert status["override"]["effective"] == "force_open"
         assert [p["process"] for p in status["processes"]] == [fleet.process_id]
         assert main(["breaker", "reset", "payments", "--config", str(path), "--by", "bob"]) == 0
@@ -90,3 +90,24 @@ def test_fleet_true_without_a_fleet_url_names_the_setting() -> None:
     with pytest.raises(bt.ConfigError) as caught:
         bt.load_config({"fleet": {"url": "http://example"}})
     assert caught.value.path == "fleet.url"
+
+
+def test_a_reloaded_fleet_breaker_has_the_fleet_apply_its_new_thresholds(
+    tmp_path: Path, redis_url: str
+) -> None:
+    namespace = "fleet-reload-" + uuid.uuid4().hex[:8]
+    path = write_config(tmp_path, redis_url, namespace)
+    with bt.Infrastructure("app", str(path), env={}, background=False) as infra:
+        fleet = infra._build.made_fleet
+        assert fleet is not None
+        (link,) = fleet._links
+        assert link.thresholds.failure_threshold == 5
+        path.write_text(path.read_text().replace("failure_threshold = 5", "failure_threshold = 9"))
+        assert set(infra.reload(str(path)).changed) == {
+            "circuit_breakers.local_only",
+            "circuit_breakers.payments",
+        }
+        # The breaker made to validate the change joined no fleet: one member, the same one.
+        assert fleet._links == [link]
+        assert link.thresholds.failure_threshold == 9
+        assert infra.breakers["payments"].config.failure_threshold == 9

@@ -162,6 +162,8 @@ class BreakerCore:
             self.config = config
             self._timed = config.slow_call_duration is not None
             self._failure_result = config.failure_result
+        if self._fleet is not None and self._fleet_link is not None:
+            self._fleet.reconfigured(self._fleet_link, config)  # the fleet's thresholds too
         self._build_fast_paths()
         self._flush()
 

@@ -14,6 +14,7 @@ bounded (``timeout``) and reconnect once at most, so a round never hangs.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import socket
 import threading
@@ -29,10 +30,13 @@ from .._fork import call_in_forked_child, fork_safe_lock
 from .._redact import redacted_logger
 from .._validate import is_finite
 from ._core import ACTIONS, Override, Report, Thresholds, View, effective, thresholds_for
+from ._publication import Following, Publication
+from ._publication_store import PublicationStore
 from ._redis import FleetStore
 
 if TYPE_CHECKING:
     from .._breaker._breaker import CircuitBreaker
+    from .._breaker._config import BreakerConfig
     from .._breaker._machine import BreakerMachine
 
 __all__ = ["FleetLink", "FleetStatus", "RedisFleet"]
@@ -192,6 +196,7 @@ class RedisFleet:
                 "url_or_client", f"must be a redis:// URL or a redis.Redis, got {url_or_client!r}"
             )
         self._store = FleetStore(self._client, namespace)
+        self._publications = PublicationStore(self._client, namespace)
         self._given_pid = process_id
         self.process_id = process_id or _default_pid()
         self._clock = clock
@@ -221,6 +226,7 @@ class RedisFleet:
         if self._url is not None:
             self._client = self._make_client()
             self._store = FleetStore(self._client, self.namespace)
+            self._publications = PublicationStore(self._client, self.namespace)
         if self._given_pid is None:
             self.process_id = _default_pid()
         self._stop = threading.Event()
@@ -238,6 +244,11 @@ class RedisFleet:
             if self._clock is None and not self.closed:
                 self._start()
         return link
+
+    def reconfigured(self, link: FleetLink, config: BreakerConfig) -> None:
+        """A member's settings changed (``CircuitBreaker.reconfigure``): the fleet applies its
+        new thresholds from its next sync on."""
+        link.thresholds = thresholds_for(config, self.quorum, self.sync_interval)
 
     def _start(self) -> None:
         if self._thread is not None:
@@ -348,6 +359,20 @@ class RedisFleet:
                 f"{breaker.name!r}: {type(exc).__name__}: {exc}"
             ) from exc
         return generation
+
+    def follow(self, following: Following) -> Publication | None:
+        """One look at the configuration published for the fleet (``buttress config
+        publish``; one script call): reports what this process runs, and returns the fleet's
+        record when its generation differs from the one ``following`` saw (else ``None``).
+        Raises :class:`~buttress.BackendError` when Redis cannot be reached."""
+        heartbeat_ms = max(1, math.ceil(3 * self.sync_interval * 1000))
+        try:
+            return self._publications.follow(self.process_id, following, heartbeat_ms)
+        except self._errors as exc:
+            raise BackendError(
+                f"fleet {self.namespace!r}: could not read the published configuration: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def status(self, link: FleetLink) -> FleetStatus:
         v, ov = link.view, link.override

@@ -170,13 +170,17 @@ class Builder:
             clock=self.clock,
         )
 
-    def breaker(self, name: str, table: str, chaos: Chaos) -> CircuitBreaker:
+    def breaker(
+        self, name: str, table: str, chaos: Chaos, *, join_fleet: bool = True
+    ) -> CircuitBreaker:
         """The breaker ``name`` from ``circuit_breakers.<table>`` (its fault injection set up
-        on ``chaos``, which the pipeline applies)."""
+        on ``chaos``, which the pipeline applies). ``join_fleet=False``: a breaker made only
+        for its config (a reload's) does not join the fleet, where it would report for the
+        breaker of that name under this process's id until it is collected."""
         settings = self.config.circuit_breakers[table]
         path = f"circuit_breakers.{table}"
         kwargs = settings.breaker_kwargs(path)  # an import error names its own full path
-        fleet = self.fleet(f"{path}.fleet") if settings.fleet else None
+        fleet = self.fleet(f"{path}.fleet") if settings.fleet and join_fleet else None
         try:
             breaker = CircuitBreaker(
                 name,

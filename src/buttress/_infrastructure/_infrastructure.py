@@ -64,6 +64,7 @@ from ._build import (
     choices,
     known_services,
 )
+from ._follow import EV_REFUSED, FleetFollower
 from ._policed import policed
 from ._policed_async import policed_async
 from ._protect import ProtectionSteps, compile_steps, run
@@ -133,6 +134,8 @@ class Infrastructure:
         self._now = self.clock.monotonic
         self._background = background
         self._lock = fork_safe_lock()
+        self._reloading = fork_safe_lock()  # one reload at a time (a call, the file, the fleet)
+        self._follower: FleetFollower | None = None  # with a fleet: _follow_fleet()
         self._closed = False
         self._started = False
         self._jobs: list[Handle] = []
@@ -196,6 +199,7 @@ class Infrastructure:
         if schedule is not None and self.chaos.enabled:  # scheduled chaos runs on the clock
             self.chaos.schedule(**schedule)
         register(self)  # bt.health(namespace) finds it until close()
+        self._follow_fleet()  # last: its first look (and a reload) may run at once
 
     # -- building ------------------------------------------------------------------------------
 
@@ -222,6 +226,20 @@ class Infrastructure:
         sweep = self.config.rate_limiting.cleanup_interval
         for limiter in self.limiters.values():
             self._jobs.append(every(sweep, limiter.maintain))
+
+    def _follow_fleet(self) -> None:
+        """With a fleet, follow the configuration published for it (``_follow.py``): a job of
+        the scheduler every sync interval, the first at once, each off the scheduler's thread
+        (a reload builds components)."""
+        fleet = self._build.made_fleet
+        with self._lock:
+            if fleet is None or self._follower is not None:
+                return
+            follower = self._follower = FleetFollower(
+                self.namespace, fleet, lambda config: self._reload(config, "fleet")
+            )
+        every = self.scheduler.call_every
+        self._jobs.append(every(fleet.sync_interval, follower.sync, delay=0.0, blocking=True))
 
     @property
     def closed(self) -> bool:
@@ -279,9 +297,12 @@ class Infrastructure:
 
     def watch_config(self, path: str | os.PathLike[str], *, interval: float = 1.0) -> Handle:
         """Reload from ``path`` whenever the file changes (its modification time or size, looked
-        at every ``interval`` seconds by the scheduler). A change that does not load or apply is
-        logged as an ERROR and changes nothing; the file is looked at again at its next change.
-        Returns the job's handle: ``handle.cancel()`` stops watching (``close()`` does too)."""
+        at every ``interval`` seconds by the scheduler, off its thread). A change that does not
+        load or apply is logged as an ERROR, emitted as ``infrastructure.reload_refused`` and
+        changes nothing; the file is looked at again at its next change. While a configuration
+        is published through the fleet (``buttress config publish``), it wins: a change of the
+        file is logged and not applied. Returns the job's handle: ``handle.cancel()`` stops
+        watching (``close()`` does too)."""
         from .._validate import positive
 
         interval = positive("interval", interval)
@@ -296,8 +317,18 @@ class Infrastructure:
             if stamp == seen or self._closed:
                 return
             seen = stamp
+            follower = self._follower
+            if follower is not None and not follower.file_applies():
+                _log.warning(
+                    "buttress %s: %s changed but was not applied: a configuration published "
+                    "through the fleet (generation %d) is in force until it is withdrawn",
+                    self.namespace,
+                    target,
+                    follower.following.seen,
+                )
+                return
             try:
-                done = self.reload(str(target))
+                done = self._reload(str(target), "file")
             except (ConfigError, OSError) as exc:
                 _log.error(
                     "buttress %s: %s changed but was not applied (nothing changed): %s",
@@ -305,10 +336,21 @@ class Infrastructure:
                     target,
                     exc,
                 )
+                if events.enabled(EV_REFUSED):
+                    events.emit(
+                        EV_REFUSED,
+                        {},
+                        {
+                            "namespace": self.namespace,
+                            "source": "file",
+                            "setting": exc.path if isinstance(exc, ConfigError) else str(target),
+                            "reason": str(exc),
+                        },
+                    )
                 return
             _log.info("buttress %s: %s reloaded: %s", self.namespace, target, done.summary())
 
-        handle = self.scheduler.call_every(interval, look)
+        handle = self.scheduler.call_every(interval, look, blocking=True)
         self._jobs.append(handle)
         return handle
 
@@ -328,8 +370,19 @@ class Infrastructure:
         Connection pools, the memory manager, the overload monitors and chaos are not
         reconfigured by a reload: a change to any of them is refused (restart to change them).
         Returns what changed (:class:`~buttress.Reloaded`), also shown in the health report
-        and emitted as an event.
+        and emitted as an event. One reload runs at a time: another waits for it.
         """
+        return self._reload(config, "call")
+
+    def _reload(self, config: Config | Mapping[str, Any] | str, source: str) -> Reloaded:
+        """:meth:`reload`, saying where the configuration came from (``call``, ``file``,
+        ``fleet``: in the :class:`Reloaded`, the event and the log line)."""
+        with self._reloading:
+            done = self._reload_locked(config, source)
+        self._follow_fleet()  # it may have made the first fleet breaker
+        return done
+
+    def _reload_locked(self, config: Config | Mapping[str, Any] | str, source: str) -> Reloaded:
         from .._config import load_config
 
         if self._closed:
@@ -382,7 +435,8 @@ class Infrastructure:
                     "restart to change it; nothing was changed",
                 )
             if new.circuit_breakers[table] != was or (table == "default" and template_changed):
-                made = build.breaker(name, table, self.chaos)  # validates; its config is used
+                # Validates; only its config is used (the breaker kept is reconfigured).
+                made = build.breaker(name, table, self.chaos, join_fleet=False)
                 reconfigured.append((breaker, made.config))
                 changes["changed"].append(f"circuit_breakers.{name}")
         for name in new.circuit_breakers:
@@ -455,9 +509,12 @@ class Infrastructure:
             added=tuple(changes["added"]),
             removed=tuple(changes["removed"]),
             changed=tuple(changes["changed"]),
+            source=source,
         )
         self.reloads = [*self.reloads[-9:], done]
-        _log.info("buttress %s: configuration reloaded: %s", self.namespace, done.summary())
+        _log.info(
+            "buttress %s: configuration reloaded (%s): %s", self.namespace, source, done.summary()
+        )
         if events.enabled(EV_RELOADED):
             events.emit(
                 EV_RELOADED,
@@ -466,7 +523,7 @@ class Infrastructure:
                     "removed": len(done.removed),
                     "changed": len(done.changed),
                 },
-                {"namespace": self.namespace, "summary": done.summary()},
+                {"namespace": self.namespace, "summary": done.summary(), "source": source},
             )
         return done
 
@@ -930,6 +987,7 @@ class Infrastructure:
                 "services": {n: m.snapshot(now=mono) for n, m in services},
                 "reloads": [r.to_dict() for r in self.reloads],
                 "operator_actions": list(self.operator_actions),
+                **({"published": self._follower.status()} if self._follower is not None else {}),
             },
             bulkheads={n: b.snapshot() for n, b in tuple(self.bulkheads.items())},
             cpu=self.cpu.snapshot() if self.cpu is not None else None,
@@ -977,12 +1035,15 @@ def _overload_changed(kind: str) -> Callable[[LevelChange, Any], None]:
 class Reloaded:
     """What :meth:`Infrastructure.reload` changed, by configuration path
     (``circuit_breakers.payments``, ``rate_limiting.limiters.search``, ``services.reports``);
-    ``at`` is the wall-clock time it was applied."""
+    ``at`` is the wall-clock time it was applied; ``source`` where the configuration came
+    from: ``call`` (``reload()``), ``file`` (``watch_config``) or ``fleet`` (published through
+    the fleet: ``buttress config publish``)."""
 
     at: float
     added: tuple[str, ...]
     removed: tuple[str, ...]
     changed: tuple[str, ...]
+    source: str = "call"
 
     def summary(self) -> str:
         parts = [

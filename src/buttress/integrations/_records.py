@@ -94,6 +94,8 @@ LEVELS: dict[EventName, Level] = {
     ("buttress", "bulkhead", "rejected"): DEBUG,
     ("buttress", "infrastructure", "reloaded"): None,  # an INFO on buttress.infrastructure
     ("buttress", "operator", "action"): None,  # a WARNING on buttress.dashboard
+    # a WARNING (fleet) or an ERROR (file) on buttress.infrastructure already
+    ("buttress", "infrastructure", "reload_refused"): None,
     ("buttress", "chaos", "injected"): DEBUG,
     ("buttress", "chaos", "experiment_start"): INFO,
     ("buttress", "chaos", "experiment_stop"): INFO,
