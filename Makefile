@@ -72,10 +72,10 @@ format: $(VENV)/.installed-dev
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-# The documentation's picture of the dashboard: the browser test's screenshot (a fleet breaker
+# The documentation's picture of the dashboard: the browser test's screenshot of a busy service,
 # forced open), copied from build/artefacts/ to docs/images/.
 dashboard-image: $(VENV)/.installed-dev
-	$(PY) -m pytest -q -p no:cacheprovider tests/dashboard/test_browser.py -k forced_open
+	$(PY) -m pytest -q -p no:cacheprovider tests/dashboard/test_browser.py -k busy
 	mkdir -p docs/images
 	cp build/artefacts/dashboard.png docs/images/dashboard.png
 

@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 import buttress as bt
+from buttress._memory import MemoryReading
 from conftest import IN_CI
 from servers import free_port, wait_until
 
@@ -443,23 +444,43 @@ def test_a_busy_service_at_a_glance(browser: Any) -> None:
             }
         },
         "services": {"reports": {"breaker": False, "bulkhead": {"max_concurrent": 8}}},
+        "connection_pools": {
+            "db": {
+                "factory": "sqlite3:connect",
+                "args": [":memory:"],
+                "kwargs": {"check_same_thread": False},
+                "max_size": 10,
+            }
+        },
         "chaos": {"enabled": True},
     }
-    infra = bt.Infrastructure("shop", config, env={})
+    config["memory_manager"] = {"check_interval": 0.5}
+
+    def memory() -> MemoryReading:  # a container at 58% of its limit
+        return MemoryReading(
+            source="cgroup_v2", limit=2 << 30, used=int(0.58 * (2 << 30)), rss=None
+        )
+
+    infra = bt.Infrastructure("shop", config, env={}, memory_probe=memory)
+    held = []
     try:
+        infra.start()
         infra.layers("reports")  # its bulkhead is made with its route
+        held = [infra.pools["db"].checkout() for _ in range(3)]
         infra.chaos.experiment(
             "search.suggest", duration=600, latency=(0.05, 0.2), latency_rate=0.3
         ).start()
-        app = bt.dashboard_app(infra, token=TOKEN, interval=0.5)
+        app = bt.dashboard_app(infra, token=TOKEN, interval=0.25)
         with traffic(infra, per_round=8, sick=0.25), serving(app) as url:
             open_page(browser, url)
             until(browser, lambda d: breakers_showing(d, "open", "degraded") >= 1, timeout=20)
-            until(browser, lambda d: frames(d) >= 12, timeout=20)
+            until(browser, lambda d: frames(d) >= 40, timeout=30)  # sparklines with a past
             ARTEFACTS.mkdir(parents=True, exist_ok=True)
             assert browser.save_screenshot(str(ARTEFACTS / "dashboard.png"))
             assert console_problems(browser) == []
     finally:
+        for lease in held:
+            lease.release()
         infra.close()
 
 
