@@ -301,7 +301,7 @@ def test_a_breaker_forced_open_elsewhere_shows_and_the_operator_resets_it_fleet_
         assert "processor is back" in browser.find_element(By.ID, "action-log").text
 
         status = json.loads(buttress("fleet", "status", "--config", str(config)))
-        override = status["payments.charge"]["override"]
+        override = status["breakers"]["payments.charge"]["override"]
         assert override is None or override["effective"] is None, override
         assert console_problems(browser) == []
 
