@@ -28,6 +28,7 @@ def make(clock: bt.ManualClock, **kw: object) -> bt.CircuitBreaker:
         "failure_rate_threshold": None,
         "degradation_rate_threshold": None,
         "shed_probability": {"light": 0.0, "medium": 0.0, "heavy": 0.0},
+        "reset_timeout_jitter": 0.0,  # exact open times: these tests advance by reset_timeout
         "seed": 1,
     }
     settings.update(kw)
