@@ -46,6 +46,7 @@ LIMITED = {
             "degradation_threshold": None,
             "failure_rate_threshold": None,
             "degradation_rate_threshold": None,
+            "reset_timeout_jitter": 0.0,  # open for exactly 30 s
         }
     },
     "rate_limiting": {
@@ -353,6 +354,7 @@ HALF_OPEN = {
             "failure_rate_threshold": None,
             "degradation_rate_threshold": None,
             "reset_timeout": 1.0,
+            "reset_timeout_jitter": 0.0,  # half-open exactly 1 s later
             "half_open_max_calls": 1,
         }
     },
@@ -1295,6 +1297,7 @@ async def test_a_call_cancelled_while_its_pool_resets_the_member_still_reports_t
                 "degradation_threshold": None,
                 "failure_rate_threshold": None,
                 "degradation_rate_threshold": None,
+                "reset_timeout_jitter": 0.0,  # half-open exactly 30 s later
                 "half_open_max_calls": 1,
             }
         },

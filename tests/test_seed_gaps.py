@@ -316,6 +316,7 @@ def test_breaker_reports_each_recovery_attempt_and_its_outcome(event_log: Any) -
         failure_rate_threshold=None,
         degradation_rate_threshold=None,
         reset_timeout=10.0,
+        reset_timeout_jitter=0.0,  # half-open exactly 10 s later
         half_open_max_calls=1,
         clock=clock,
     )
@@ -354,6 +355,7 @@ def _chaos_infra(clock: bt.ManualClock, **breaker: Any) -> bt.Infrastructure:
         "degradation_threshold": None,
         "failure_rate_threshold": None,
         "degradation_rate_threshold": None,
+        "reset_timeout_jitter": 0.0,  # the recovery times below count from exact half-opens
     }
     config = {
         "circuit_breakers": {"payments": {**settings, **breaker}},

@@ -48,7 +48,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._breaker._config import DEFAULT_SHED_PROBABILITY, MAX_BUCKETS
+from ._breaker._config import DEFAULT_RESET_TIMEOUT_JITTER, DEFAULT_SHED_PROBABILITY, MAX_BUCKETS
 from ._breaker._outcome import matches_any
 from ._chaos import FaultSettings
 from ._classify import Side, exception_rules, parse_rules, result_rule
@@ -334,7 +334,7 @@ class CircuitBreakerSettings(_Section):
     reset_timeout_multiplier: Annotated[float, _Num, Field(ge=1.0, strict=True)] = 1.0
     # None: 300 s, or reset_timeout if longer; inf: no cap.
     reset_timeout_max: Annotated[float, _Num, Field(gt=0.0, strict=True)] | None = None
-    reset_timeout_jitter: Jitter = 0.0
+    reset_timeout_jitter: Jitter = DEFAULT_RESET_TIMEOUT_JITTER
     half_open_max_calls: Count = 5
     half_open_success_ratio: Share = 0.8
     probe_timeout: Positive = 30.0

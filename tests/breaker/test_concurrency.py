@@ -91,7 +91,12 @@ def test_counts_are_exact_after_8_threads_x_10000_calls() -> None:
 
 async def test_cancelled_half_open_probe_releases_its_permit(clock: bt.ManualClock) -> None:
     breaker = bt.CircuitBreaker(
-        "svc", clock=clock, failure_threshold=1, degradation_threshold=None, half_open_max_calls=1
+        "svc",
+        clock=clock,
+        failure_threshold=1,
+        degradation_threshold=None,
+        half_open_max_calls=1,
+        reset_timeout_jitter=0.0,  # half-open exactly 30 s later
     )
     with pytest.raises(ZeroDivisionError):
         breaker.call(lambda: 1 / 0)
@@ -136,6 +141,7 @@ async def test_probe_cancelled_in_injected_latency_releases_its_permit(
         failure_threshold=1,
         degradation_threshold=None,
         half_open_max_calls=1,
+        reset_timeout_jitter=0.0,  # half-open exactly 30 s later
         fault_injection=injector,
     )
     with pytest.raises(ZeroDivisionError):

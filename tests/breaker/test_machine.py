@@ -21,11 +21,13 @@ L = DegradationLevel
 
 
 def machine(**settings: object) -> BreakerMachine:
-    # Rate signals and shedding off unless a test turns them on: each test isolates one thing.
+    # Rate signals, shedding and jitter off unless a test turns them on: each test isolates one
+    # thing.
     defaults = {
         "failure_rate_threshold": None,
         "degradation_rate_threshold": None,
         "shed_probability": {"light": 0.0, "medium": 0.0, "heavy": 0.0},
+        "reset_timeout_jitter": 0.0,
     }
     cfg = BreakerConfig(**{**defaults, **settings})  # type: ignore[arg-type]
     return BreakerMachine(cfg, random.Random(0), now=0.0)

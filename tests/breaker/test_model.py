@@ -267,6 +267,7 @@ def configs(draw: st.DrawFn) -> dict[str, object]:
         "reset_timeout": draw(st.sampled_from([1.0, 5.0])),
         "reset_timeout_multiplier": draw(st.sampled_from([1.0, 2.0])),
         "reset_timeout_max": 12.0,
+        "reset_timeout_jitter": 0.0,  # the model opens for exactly its timeout
         "half_open_max_calls": draw(st.integers(1, 4)),
         "half_open_success_ratio": draw(st.sampled_from([0.5, 0.75, 1.0])),
         "probe_timeout": draw(st.sampled_from([2.0, 30.0])),

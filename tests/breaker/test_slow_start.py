@@ -17,6 +17,7 @@ def recovered_breaker(clock: bt.ManualClock, **settings: object) -> bt.CircuitBr
         failure_rate_threshold=None,
         degradation_rate_threshold=None,
         reset_timeout=5.0,
+        reset_timeout_jitter=0.0,  # half-open exactly 5 s later
         half_open_max_calls=1,
         half_open_success_ratio=1.0,
         clock=clock,

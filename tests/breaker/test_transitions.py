@@ -28,6 +28,7 @@ def make(clock: bt.ManualClock, **kw: object) -> bt.CircuitBreaker:
         "failure_rate_threshold": None,
         "degradation_rate_threshold": None,
         "shed_probability": {"light": 0.0, "medium": 0.0, "heavy": 0.0},
+        "reset_timeout_jitter": 0.0,  # exact open times: these tests advance by reset_timeout
         "seed": 1,
     }
     settings.update(kw)
@@ -477,8 +478,10 @@ def test_a_fall_of_several_levels_keeps_the_hysteresis_of_the_levels_between(
     assert (snap.state, snap.degradation_level) == (S.DEGRADED, L(level))
 
 
-def open_times(reset_timeout: float, cap: float, jitter: float) -> list[float]:
-    """How long a breaker stays open after its first failure, for 50 seeds."""
+def open_times(reset_timeout: float, cap: float, jitter: float | None) -> list[float]:
+    """How long a breaker stays open after its first failure, for 50 seeds (``jitter`` None:
+    the default)."""
+    given = {} if jitter is None else {"reset_timeout_jitter": jitter}
     times = []
     for seed in range(50):
         b = bt.CircuitBreaker(
@@ -491,7 +494,7 @@ def open_times(reset_timeout: float, cap: float, jitter: float) -> list[float]:
             degradation_rate_threshold=None,
             reset_timeout=reset_timeout,
             reset_timeout_max=cap,
-            reset_timeout_jitter=jitter,
+            **given,  # type: ignore[arg-type]
         )
         b.try_acquire().record_failure()  # type: ignore[union-attr]
         retry = b.snapshot().retry_after
@@ -504,6 +507,14 @@ def test_jitter_spreads_open_times_at_the_cap_too() -> None:
     times = open_times(100.0, 100.0, 0.2)
     assert all(80.0 <= t <= 100.0 for t in times)  # never past the cap
     assert len({round(t, 6) for t in times}) > 40  # spread, not all at exactly the cap
+
+
+def test_open_times_spread_by_a_tenth_by_default() -> None:
+    # Breakers that open together (one in each worker process) must not all probe together.
+    times = open_times(30.0, 300.0, None)
+    assert all(27.0 <= t <= 33.0 for t in times)
+    assert min(times) < 28.5 and max(times) > 31.5  # both ways, not a hair either side of 30
+    assert len({round(t, 6) for t in times}) > 40
 
 
 def test_a_long_reset_timeout_needs_no_cap_of_its_own(clock: bt.ManualClock) -> None:

@@ -231,6 +231,7 @@ BREAKER = {
     "degradation_threshold": None,
     "minimum_calls": 100,  # the rate never applies: three failures open it
     "reset_timeout": 60.0,
+    "reset_timeout_jitter": 0.0,  # open for exactly 60 s: Retry-After: 60
 }
 
 

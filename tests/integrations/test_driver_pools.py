@@ -18,6 +18,7 @@ def probe_breaker(clock: bt.ManualClock) -> bt.CircuitBreaker:
         degradation_threshold=None,
         half_open_max_calls=1,
         half_open_success_ratio=1.0,
+        reset_timeout_jitter=0.0,
         clock=clock,
     )
 

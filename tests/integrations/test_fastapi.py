@@ -106,6 +106,7 @@ BREAKER = {
     "degradation_threshold": None,
     "minimum_calls": 100,
     "reset_timeout": 60.0,
+    "reset_timeout_jitter": 0.0,  # open for exactly 60 s: Retry-After: 60
 }
 
 

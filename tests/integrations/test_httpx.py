@@ -24,8 +24,13 @@ def server() -> Iterator[ScriptedHTTPServer]:
 
 
 def breakers(clock: bt.ManualClock, **settings: Any) -> Any:
-    """A breaker per host, on ``clock``, opening at the third failure."""
-    settings = {"failure_threshold": 3, "degradation_threshold": None, **settings}
+    """A breaker per host, on ``clock``, opening at the third failure for exactly 30 s."""
+    settings = {
+        "failure_threshold": 3,
+        "degradation_threshold": None,
+        "reset_timeout_jitter": 0.0,
+        **settings,
+    }
     return lambda host: bt.CircuitBreaker(host, clock=clock, **settings)
 
 

@@ -36,6 +36,7 @@ def breaker(clock: bt.ManualClock, name: str = "db") -> bt.CircuitBreaker:
         degradation_threshold=None,
         half_open_max_calls=1,
         half_open_success_ratio=1.0,
+        reset_timeout_jitter=0.0,  # half-open exactly 30 s later
         clock=clock,
     )
 

@@ -21,7 +21,12 @@ CONFIG: dict[str, Any] = {
         }
     },
     "circuit_breakers": {
-        "payments": {"failure_threshold": 2, "reset_timeout": 30.0, "degradation_threshold": None}
+        "payments": {
+            "failure_threshold": 2,
+            "reset_timeout": 30.0,
+            "reset_timeout_jitter": 0.0,  # open for exactly 30 s: Retry-After: 30
+            "degradation_threshold": None,
+        }
     },
     "services": {"payments": {"limiter": False}},
 }

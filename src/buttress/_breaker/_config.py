@@ -32,6 +32,12 @@ DEFAULT_SHED_PROBABILITY: Mapping[DegradationLevel, float] = {
     DegradationLevel.HEAVY: 0.6,
 }
 
+DEFAULT_RESET_TIMEOUT_JITTER = 0.1
+"""The default +/- share of random spread on a breaker's open time. With none, worker
+processes whose breakers opened together probe a dead upstream together: 4 workers were seen
+probing within 0.1 s of each other, 5 probes each per cycle. +/-10% de-synchronises them;
+``reset_timeout_jitter=0`` gives exact open times back."""
+
 
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
@@ -67,7 +73,7 @@ class BreakerConfig:
     reset_timeout: float = 30.0
     reset_timeout_multiplier: float = 1.0
     reset_timeout_max: float | None = None  # None: 300 s, or reset_timeout if longer
-    reset_timeout_jitter: float = 0.0
+    reset_timeout_jitter: float = DEFAULT_RESET_TIMEOUT_JITTER
     # Half-open: this many probes, closed when ``half_open_success_ratio`` of them succeed.
     half_open_max_calls: int = 5
     half_open_success_ratio: float = 0.8

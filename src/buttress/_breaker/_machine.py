@@ -14,9 +14,10 @@ degrade_at)``; the highest wins and names the reason.
   on a boundary does not flap);
 * ``s >= 1`` (or ``consecutive_failure_threshold`` failures in a row): open.
 
-Open lasts ``reset_timeout`` (growing per failed recovery when configured); the first
-admission after that moves to half_open, which admits ``half_open_max_calls`` probes and
-closes once ``probes_needed`` succeed, or reopens once that has become impossible.
+Open lasts ``reset_timeout`` (growing per failed recovery when configured, +/-
+``reset_timeout_jitter``: 10% by default); the first admission after that moves to half_open,
+which admits ``half_open_max_calls`` probes and closes once ``probes_needed`` succeed, or
+reopens once that has become impossible.
 
 Rule 1: time-driven moves (open → half_open, expired probes, window expiry in degraded) are
 applied lazily by :meth:`poll`, called on admission and on every read; nothing runs by itself.
