@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .. import events
+from .._redact import redacted_logger
 
 EV_ACTION = ("buttress", "operator", "action")
 BREAKER_ACTIONS = ("force_open", "disable", "reset")
@@ -24,7 +24,7 @@ ACTIONS = (*BREAKER_ACTIONS, "stop_chaos", "reload")
 MAX_REASON = 500
 MAX_BY = 100
 MAX_BODY = 4096
-_log = logging.getLogger("buttress.dashboard")
+_log = redacted_logger("buttress.dashboard")
 
 
 class ActionError(Exception):

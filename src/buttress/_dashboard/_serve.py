@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
+from .._redact import redacted_logger
 from . import dashboard_app
 from ._app import LOOPBACK_HOSTS
 
 TOKEN_ENV = "BUTTRESS_DASHBOARD_TOKEN"
-_log = logging.getLogger("buttress.dashboard")
+_log = redacted_logger("buttress.dashboard")
 
 
 def token_from(path: str | None) -> str | None:
