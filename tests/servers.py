@@ -3,6 +3,7 @@ that a test may kill, pause and restart without touching the machine's shared on
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
@@ -220,3 +221,27 @@ class ScriptedHTTPServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
+
+
+# -- asking a server of a test's own -------------------------------------------------------------
+
+
+def http_request(
+    port: int, path: str, method: str = "GET", body: bytes | None = None, **headers: str
+) -> tuple[int, bytes]:
+    """One HTTP request to 127.0.0.1:``port``: the status and the body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
+def answers(port: int, path: str) -> bool:
+    """Whether a server listens on ``port`` and answers ``path`` with 200."""
+    try:
+        return http_request(port, path)[0] == 200
+    except OSError:
+        return False

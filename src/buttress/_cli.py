@@ -261,6 +261,12 @@ def _fleet_store(path: str, namespace: str) -> tuple[Any, Any, list[str]]:
     return client, FleetStore(client, cfg.fleet.namespace or namespace), names
 
 
+def _fleet_unreachable(exc: Exception) -> int:
+    """Say that the fleet's Redis could not be reached (no password shown); the exit code."""
+    print(f"buttress: could not reach the fleet's Redis: {redact_text(str(exc))}", file=sys.stderr)
+    return 1
+
+
 def _breaker_action(args: argparse.Namespace) -> int:
     import getpass
 
@@ -275,10 +281,7 @@ def _breaker_action(args: argparse.Namespace) -> int:
     try:
         generation, at_ms = store.override(args.name, action, args.reason, by)
     except Exception as exc:  # redis-py's errors: the server is down or refuses
-        print(
-            f"buttress: could not reach the fleet's Redis: {redact_text(str(exc))}", file=sys.stderr
-        )
-        return 1
+        return _fleet_unreachable(exc)
     finally:
         client.close()
     print(
@@ -307,10 +310,7 @@ def _fleet_status(path: str, namespace: str) -> int:
             "published": PublicationStore(client, store.namespace).read(),
         }
     except Exception as exc:
-        print(
-            f"buttress: could not reach the fleet's Redis: {redact_text(str(exc))}", file=sys.stderr
-        )
-        return 1
+        return _fleet_unreachable(exc)
     finally:
         client.close()
     print(json.dumps(report, indent=2, sort_keys=True))
@@ -418,10 +418,7 @@ def _config_publication(args: argparse.Namespace) -> int:
         else:
             generation, at_ms = store.withdraw(by, args.reason)
     except Exception as exc:  # redis-py's errors: the server is down or refuses
-        print(
-            f"buttress: could not reach the fleet's Redis: {redact_text(str(exc))}", file=sys.stderr
-        )
-        return 1
+        return _fleet_unreachable(exc)
     finally:
         client.close()
     if generation == 0:

@@ -17,7 +17,6 @@ dashboard.png, a busy service's page, to docs/images/ for the documentation).
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import random
@@ -36,7 +35,7 @@ import pytest
 import buttress as bt
 from buttress._memory import MemoryReading
 from conftest import IN_CI
-from servers import free_port, wait_until
+from servers import answers, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTEFACTS = ROOT / "build" / "artefacts"
@@ -137,23 +136,6 @@ max_size = 10
     return path, namespace
 
 
-def get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        answer = conn.getresponse()
-        return answer.status, answer.read()
-    finally:
-        conn.close()
-
-
-def answers(port: int) -> bool:
-    try:
-        return get(port, "/api/state")[0] == 200
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def dashboard(
     config: Path, tmp_path: Path, browser: Any, *, token: str | None, interval: float = 1.0
@@ -187,7 +169,7 @@ def dashboard(
         )
     try:
         wait_until(
-            lambda: answers(port) or proc.poll() is not None,
+            lambda: answers(port, "/api/state") or proc.poll() is not None,
             what="the dashboard to answer",
             limit=30.0,
         )

@@ -3,7 +3,6 @@ from the environment or a file, never logged; loopback names only while bound to
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 
 from buttress import ConfigError
 from buttress._dashboard._serve import TOKEN_ENV, is_loopback, token_from
-from servers import free_port, wait_until
+from servers import answers, free_port, http_request, wait_until
 
 TOKEN = "cli-admin-token-0123456789abcdef"
 
@@ -28,51 +27,38 @@ def config(tmp_path: Path) -> Path:
 
 
 def start(config: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``buttress dashboard`` with exactly ``env`` as its environment."""
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "buttress",
             "dashboard",
-            "--config",
-            str(config),
+            *("--config", str(config)),
             "--port",
             str(port),
         ],
-        env={**os.environ, **env},
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
-def get(
-    port: int, path: str, method: str = "GET", body: bytes | None = None, **headers: str
-) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
-
-
-def answers(port: int) -> bool:
-    try:
-        return get(port, "/api/state")[0] == 200
-    except OSError:
-        return False
+def ready(port: int, proc: subprocess.Popen[str]) -> None:
+    wait_until(
+        lambda: answers(port, "/api/state") or proc.poll() is not None,
+        what="the dashboard to answer",
+    )
+    assert proc.poll() is None, proc.communicate()
 
 
 @pytest.fixture
 def served(config: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     port = free_port()
-    env = {TOKEN_ENV: TOKEN}
-    proc = start(config, port, env)
+    proc = start(config, port, {**os.environ, TOKEN_ENV: TOKEN})
     try:
-        wait_until(lambda: answers(port) or proc.poll() is not None, what="the dashboard to answer")
-        assert proc.poll() is None, proc.communicate()
+        ready(port, proc)
         yield port, proc
     finally:
         proc.terminate()
@@ -84,12 +70,14 @@ def test_the_served_dashboard_acts_with_the_token_and_never_logs_it(
     served: tuple[int, subprocess.Popen[str]],
 ) -> None:
     port, proc = served
-    state = json.loads(get(port, "/api/state")[1])
+    state = json.loads(http_request(port, "/api/state")[1])
     assert state["actions"]["enabled"] is True and state["actions"]["reload"] is True
     body = json.dumps({"action": "force_open", "target": "payments", "reason": "drill"}).encode()
-    status, _ = get(port, "/api/actions", "POST", body, **{"content-type": "application/json"})
+    status, _ = http_request(
+        port, "/api/actions", "POST", body, **{"content-type": "application/json"}
+    )
     assert status == 401
-    status, answer = get(
+    status, answer = http_request(
         port,
         "/api/actions",
         "POST",
@@ -99,10 +87,12 @@ def test_the_served_dashboard_acts_with_the_token_and_never_logs_it(
     assert status == 200, answer
     # The action makes the next frame at once; the state answers the newest frame.
     wait_until(
-        lambda: json.loads(get(port, "/api/state")[1])["breakers"][0]["state"] == "forced_open",
+        lambda: (
+            json.loads(http_request(port, "/api/state")[1])["breakers"][0]["state"] == "forced_open"
+        ),
         what="the frame after the action",
     )
-    assert get(port, "/api/state", host="rebound.example")[0] == 400  # loopback names only
+    assert http_request(port, "/api/state", host="rebound.example")[0] == 400  # loopback names only
     proc.terminate()
     out, err = proc.communicate(timeout=10)
     assert "actions enabled" in err and "drill" in err  # the action is logged, with its reason
@@ -111,26 +101,10 @@ def test_the_served_dashboard_acts_with_the_token_and_never_logs_it(
 
 def test_without_a_token_it_is_read_only(config: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "buttress",
-            "dashboard",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start(config, port, {k: v for k, v in os.environ.items() if k != TOKEN_ENV})
     try:
-        wait_until(lambda: answers(port) or proc.poll() is not None, what="the dashboard to answer")
-        state = json.loads(get(port, "/api/state")[1])
+        ready(port, proc)
+        state = json.loads(http_request(port, "/api/state")[1])
         assert state["actions"]["enabled"] is False
     finally:
         proc.terminate()
