@@ -386,6 +386,17 @@ def test_a_call_interrupted_in_the_injected_delay_gives_everything_back() -> Non
         assert breaker.state is bt.BreakerState.CLOSED
 
 
+async def reached(point: asyncio.Event, call: asyncio.Task[Any]) -> None:
+    """Wait until ``call`` reaches ``point``; fail, rather than wait for ever, if the call
+    ends first (refused by a breaker still open, say)."""
+    waiter = asyncio.ensure_future(point.wait())
+    await asyncio.wait({waiter, call}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if not point.is_set():
+        ended = "cancelled" if call.cancelled() else repr(call.exception() or call.result())
+        raise AssertionError(f"the call ended ({ended}) before it got there")
+
+
 def test_an_async_call_cancelled_in_the_injected_delay_gives_everything_back() -> None:
     clock = StallingClock()
     cfg = {**HALF_OPEN, "connection_pools": {"db": {"min_size": 1, "max_size": 1, "async": True}}}
@@ -408,7 +419,7 @@ def test_an_async_call_cancelled_in_the_injected_delay_gives_everything_back() -
             remaining = limiter.peek("u1").remaining
             with infra.chaos.experiment("db", latency=5.0):
                 task = asyncio.create_task(infra.call_async("db", echo, rate_key="u1"))
-                await clock.sleeping.wait()  # the call holds everything, in the delay
+                await reached(clock.sleeping, task)  # the call holds everything, in the delay
                 assert infra.async_pools["db"].snapshot().in_use == 1
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
@@ -1317,7 +1328,7 @@ async def test_a_call_cancelled_while_its_pool_resets_the_member_still_reports_t
         clock.advance(30.0)  # reset_timeout: the next call is the one half-open probe
         hold["on"] = True
         probe = asyncio.create_task(infra.call_async("svc", op))
-        await in_reset.wait()  # op returned; the pool is resetting the member
+        await reached(in_reset, probe)  # op returned; the pool is resetting the member
         probe.cancel()
         with pytest.raises(asyncio.CancelledError):
             await probe
