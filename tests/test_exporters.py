@@ -297,6 +297,7 @@ _BOUNDED = {
     "namespace",
     "name",
     "state",
+    "mode",  # a limiter's: backend or one of the three failure policies
     "outcome",
     "result",
     "scope",

@@ -12,6 +12,7 @@ import math
 import multiprocessing
 import os
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from test_failure import Switchable
 
 import buttress as bt
 from buttress._health import build_report
+from buttress.exporters._metrics import limiter_samples
 from buttress.ratelimit._local import scaled
 
 EV_DOWN = ("buttress", "rate_limiter", "backend_down")
@@ -110,6 +112,14 @@ def test_exact_admissions_while_down_then_the_backend_again(
 
     snap = rl.snapshot()
     assert (snap.backend_status, snap.mode, snap.failure_policy) == ("down", "local", "local")
+    out: Any = defaultdict(list)
+    limiter_samples("app", {"local": snap}, out)
+    assert {labels[2]: v for labels, v in out["limiter.mode"]} == {
+        "backend": 0.0,
+        "local": 1.0,
+        "fail_open": 0.0,
+        "fail_closed": 0.0,
+    }
     check = build_report("app", limiters={"local": snap}, time=0.0).checks[0]
     assert check.status == "warn"
     assert check.reason == (

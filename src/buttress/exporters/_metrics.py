@@ -19,6 +19,7 @@ from .._errors import ConfigError
 from .._fork import fork_safe_lock
 from .._memory import MemoryLevel
 from .._pressure import PressureLevel
+from ..ratelimit._failure import FAILURE_POLICIES
 
 if TYPE_CHECKING:
     from .._breaker import BreakerSnapshot
@@ -247,6 +248,17 @@ METRICS: tuple[MetricDef, ...] = (
         "1",
         "1 while the limiter's backend answers, 0 during an outage (decisions then follow "
         "the failure policy). A memory backend is always up.",
+    ),
+    _def(
+        "limiter.mode",
+        "gauge",
+        ("name", "mode"),
+        "rate_limiter_mode",
+        "buttress.rate_limiter.mode",
+        "1",
+        "1 for who decides now, 0 for the others: `backend`, or during an outage the failure "
+        "policy (`local`: this process's memory at `local_share` of each limit; `fail_open`, "
+        "`fail_closed`).",
     ),
     _def(
         "limiter.backend_errors",
@@ -800,6 +812,9 @@ def breaker_samples(ns: str, snaps: Mapping[str, BreakerSnapshot], out: Out) -> 
         out["breaker.recovery_attempts"].append(((ns, name), float(s.recovery_attempts)))
 
 
+LIMITER_MODES = ("backend", *FAILURE_POLICIES)  # who decides: the backend, or a policy
+
+
 def limiter_samples(ns: str, snaps: Mapping[str, RateLimiterSnapshot], out: Out) -> None:
     for name, s in snaps.items():
         out["limiter.decisions"].append(((ns, name, "admitted", ""), float(s.admitted)))
@@ -817,6 +832,8 @@ def limiter_samples(ns: str, snaps: Mapping[str, RateLimiterSnapshot], out: Out)
             )
         out["limiter.waiting"].append(((ns, name), float(s.waiting)))
         out["limiter.backend_up"].append(((ns, name), _flag(s.backend_status == "ok")))
+        for mode in LIMITER_MODES:
+            out["limiter.mode"].append(((ns, name, mode), _flag(s.mode == mode)))
         out["limiter.backend_errors"].append(((ns, name), float(s.backend_errors)))
         out["limiter.unreadable_states"].append(((ns, name), float(s.unreadable_states)))
 

@@ -275,7 +275,7 @@ class RateLimiterSnapshot:
     ``unreadable_states`` counts stored states the backend could not read (each decided as
     spent; never an outage). ``mode`` says who decides now: ``"backend"``, or while it is down
     the failure policy (``"local"``: this process's memory, at ``local_share`` of each limit;
-    ``None`` under the other policies).
+    ``"fail_open"``, ``"fail_closed"``: nobody, every request admitted or refused).
     ``decision_latency`` is the histogram of decision times (:class:`LatencySummary`).
     """
 
