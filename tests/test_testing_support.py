@@ -337,3 +337,33 @@ def test_isolation_removes_its_redis_keys(redis_url: str) -> None:
         assert client.keys("*" + namespace + "*") == []
     finally:
         client.close()
+
+
+def test_isolated_fleets_share_nothing_and_leave_no_keys(redis_url: str) -> None:
+    """Two isolated infrastructures from one configuration naming a fleet namespace: a
+    fleet-wide force-open in one is not seen by the other, and no fleet key is left."""
+    import redis
+
+    cfg = {
+        "fleet": {"url": redis_url, "namespace": "shop", "sync_interval": "100ms"},
+        "circuit_breakers": {"payments": {"fleet": True}},
+        "memory_manager": {"enabled": False},
+    }
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with isolated_infrastructure(cfg) as a, isolated_infrastructure(cfg) as b:
+            assert a.config.fleet.namespace == a.namespace != b.config.fleet.namespace
+            a.breakers["payments"].force_open(fleet=True, reason="drill")
+            fleet_a, fleet_b = a._build.made_fleet, b._build.made_fleet
+            assert fleet_a is not None and fleet_b is not None
+            fleet_a.sync()
+            fleet_b.sync()
+            assert a.breakers["payments"].state is bt.BreakerState.FORCED_OPEN
+            assert b.breakers["payments"].state is bt.BreakerState.CLOSED
+            assert b.breakers["payments"].snapshot().fleet.override is None  # type: ignore[union-attr]
+            pattern = "*" + a.namespace + ":fleet:*"
+            assert client.keys(pattern)
+        assert client.keys(pattern) == []  # the override record too, which never expires
+        assert client.keys("shop:fleet:{payments}:*") == []  # the file's namespace untouched
+    finally:
+        client.close()

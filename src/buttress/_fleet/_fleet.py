@@ -13,6 +13,7 @@ bounded (``timeout``) and reconnect once at most, so a round never hangs.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -257,6 +258,23 @@ class RedisFleet:
             target=self._run, args=(self._stop,), name="buttress-fleet", daemon=True
         )
         self._thread.start()
+
+    def forget(self) -> None:
+        """Delete what this fleet keeps in Redis (its breakers' reports, views, probe budgets
+        and overrides; a publication): for a test's throwaway fleet, never a live one. Redis out of
+        reach: nothing is deleted (the keys but the overrides expire by themselves)."""
+        with self._lock:
+            links = list(self._links)
+        keys = [
+            k
+            for link in links
+            if (breaker := link.breaker()) is not None
+            for k in self._store.keys(breaker.name)
+        ]
+        keys += self._publications.keys()  # a publication, and the processes' reports
+        if keys:
+            with contextlib.suppress(*self._errors):
+                self._client.delete(*keys)
 
     def close(self) -> None:
         """Stop syncing (the breakers go on as local ones)."""
