@@ -334,6 +334,35 @@ def test_the_service_may_follow_the_request(infra: bt.Infrastructure) -> None:
         ProtectMiddleware(hello, infra=infra, service=3)  # type: ignore[arg-type]
 
 
+def test_a_degraded_breaker_sheds_the_requests_marked_sheddable() -> None:
+    cfg = {
+        "circuit_breakers": {
+            "site": {**BREAKER, "failure_threshold": 6, "degradation_threshold": 2}
+        }
+    }
+
+    def priority(scope: Any) -> str:
+        return "sheddable" if scope["path"] == "/export" else "critical"
+
+    export = Route("/export", hello)
+    with isolated_infrastructure(cfg, clock=bt.ManualClock()) as infra:
+        app = app_with(
+            Middleware(ProtectMiddleware, infra=infra, service="site", priority=priority),
+            routes=[*ROUTES, export],
+        )
+        assert [r.status_code for r in get(app, "/export", "/status/500", "/status/500")] == [
+            200,
+            500,
+            500,
+        ]
+        assert infra.breakers["site"].state is bt.BreakerState.DEGRADED
+        shed, kept = get(app, "/export", "/")
+        assert shed.status_code == 503 and shed.json()["error"] == "LoadShedError"
+        assert kept.status_code == 200  # critical: never shed
+        with pytest.raises(bt.ConfigError, match="priority"):
+            ProtectMiddleware(hello, infra=infra, service="site", priority="urgent")  # type: ignore[arg-type]
+
+
 def test_the_services_limiter_answers_429(infra: bt.Infrastructure) -> None:
     cfg = {"rate_limiting": {"limiters": {"site": {"scopes": [{"name": "user", "limit": 1}]}}}}
     with isolated_infrastructure(cfg, clock=bt.ManualClock()) as infra:

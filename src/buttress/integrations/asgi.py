@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any
 
 from .._errors import CallTimeoutError, ConfigError, ContextError, RejectedError
+from .._priority import NORMAL, PriorityName, priority_of
 from ..http import admitted_fields
 from ..ratelimit._decision import Decision, exceeded
 from ..ratelimit._limiter import RateLimiter
@@ -177,7 +178,10 @@ class ProtectMiddleware:
     service's limiter, if it has one. ``timeout`` (seconds; else the service's own) cancels
     a request that runs past it: ``504`` when nothing was sent yet. ``headers`` puts the
     ``RateLimit`` fields of the service's limiter on admitted responses. ``exempt`` as for
-    :class:`RateLimitMiddleware`.
+    :class:`RateLimitMiddleware`. ``priority`` (``"critical"``, ``"normal"``,
+    ``"sheddable"``, or ``scope -> name``; else the service's own) is each request's priority
+    under overload and degradation (docs/overload.md): health probes critical, a bulk export
+    sheddable.
 
     The breaker counts each request by how the app ended it: an exception as the breaker's
     rules classify it; an answer of 400 or more as an exception with that status
@@ -185,7 +189,16 @@ class ProtectMiddleware:
     (except 408 and 429), as any ``record`` / ``ignore`` status rule says.
     """
 
-    __slots__ = ("_exempt", "_headers", "_infra", "_key", "_service", "_timeout", "app")
+    __slots__ = (
+        "_exempt",
+        "_headers",
+        "_infra",
+        "_key",
+        "_priority",
+        "_service",
+        "_timeout",
+        "app",
+    )
 
     def __init__(
         self,
@@ -197,6 +210,7 @@ class ProtectMiddleware:
         timeout: float | None = None,
         headers: bool = True,
         exempt: Exempt = (),
+        priority: PriorityName | Callable[[Scope], PriorityName] | None = None,
     ) -> None:
         if not callable(getattr(infra, "protect", None)):
             raise TypeError(
@@ -207,9 +221,12 @@ class ProtectMiddleware:
                 "ProtectMiddleware: service must be a name or a function scope -> name, "
                 f"got {service!r}"
             )
+        if isinstance(priority, str) or not (priority is None or callable(priority)):
+            priority_of(priority, None, NORMAL)  # a wrong name fails here, not per request
         self.app = app
         self._infra = infra
         self._service = service
+        self._priority = priority
         self._key = None if key is None else _reader(key)
         self._timeout = timeout
         self._headers = bool(headers)
@@ -220,13 +237,12 @@ class ProtectMiddleware:
             await self.app(scope, receive, send)
             return
         service = self._service if isinstance(self._service, str) else self._service(scope)
+        priority = self._priority if not callable(self._priority) else self._priority(scope)
         response = _Response(send)
         try:
             key = self._key(scope) if self._key is not None else None
-            if isinstance(key, Mapping):
-                guard = self._infra.protect(service, context=key, timeout=self._timeout)
-            else:
-                guard = self._infra.protect(service, rate_key=key, timeout=self._timeout)
+            keyed = {"context": key} if isinstance(key, Mapping) else {"rate_key": key}
+            guard = self._infra.protect(service, timeout=self._timeout, priority=priority, **keyed)
             async with guard:
                 response.entered = True
                 if self._headers and guard.decision is not None:
