@@ -12,6 +12,7 @@ import pytest
 
 from buttress import ManualClock, events
 from buttress._catalog import CATALOG
+from servers import RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REDIS_URL = os.environ.get("BUTTRESS_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -36,6 +37,25 @@ def require_service(name: str, env_var: str, url: str, default_port: int) -> Non
 def redis_url() -> str:
     require_service("Redis", "BUTTRESS_REDIS_URL", REDIS_URL, 6379)
     return REDIS_URL
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a spare port, which it may kill, pause and restart
+    (skipped without redis-server on PATH; a failure under CI=true)."""
+    try:
+        server = RedisServer()
+    except FileNotFoundError as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true and {exc} (these tests start a private one)")
+        pytest.skip(f"{exc} (these tests start a private one)")
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None:
+            server.resume()  # in case the test paused it
+        server.kill()
 
 
 @pytest.fixture(scope="session")

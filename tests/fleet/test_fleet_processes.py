@@ -9,11 +9,8 @@ run in real time (the processes are real): few, bounded, with generous margins."
 from __future__ import annotations
 
 import multiprocessing
-import os
-import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -40,17 +37,8 @@ SETTINGS: dict[str, Any] = {
 
 
 @pytest.fixture
-def server() -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        reason = "redis-server is not on PATH (these tests start a private one)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and {reason}")
-        pytest.skip(reason)
-    s = RedisServer().start()
-    try:
-        yield s
-    finally:
-        s.kill()
+def server(private_redis: RedisServer) -> RedisServer:
+    return private_redis
 
 
 class Run:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-import os
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -256,18 +254,8 @@ SPAWN = multiprocessing.get_context("spawn")
 
 
 @pytest.fixture
-def server() -> Iterator[RedisServer]:
-    try:
-        s = RedisServer()
-    except FileNotFoundError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and {exc}")
-        pytest.skip(str(exc))
-    s.start()
-    try:
-        yield s
-    finally:
-        s.kill()
+def server(private_redis: RedisServer) -> RedisServer:
+    return private_redis
 
 
 def fleet_limiters(url: str) -> tuple[bt.RateLimiter, bt.RateLimiter, bt.RedisBackend]:

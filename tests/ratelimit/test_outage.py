@@ -11,9 +11,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -33,20 +32,8 @@ HANG = 10.0  # far beyond any timeout below: a call still running then is a hang
 
 
 @pytest.fixture
-def server() -> Iterator[RedisServer]:
-    try:
-        s = RedisServer()
-    except FileNotFoundError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and {exc}")
-        pytest.skip(str(exc))
-    s.start()
-    try:
-        yield s
-    finally:
-        if s.process is not None:
-            s.resume()  # in case a test paused it
-        s.kill()
+def server(private_redis: RedisServer) -> RedisServer:
+    return private_redis
 
 
 def bounded(call: Callable[[], T]) -> T:
