@@ -23,6 +23,7 @@ from .._deprecated import warn_renamed
 from .._errors import ConfigError, LoadShedError
 from .._fork import fork_safe_lock
 from .._redact import redacted_logger
+from .._sampled import SampledMonitor
 from .._validate import positive
 from ._policy import LevelChange, MemoryLevel, PolicyConfig, PressurePolicy
 from ._probe import MemoryReading, Psi, Source, SystemProbe
@@ -41,9 +42,6 @@ EV_PROBE_ERROR = ("buttress", "memory", "probe_error")
 
 # The memory.events counters reported when they grow (cgroup v1 maps failcnt to max).
 LIMIT_EVENTS = ("high", "max", "oom", "oom_kill")
-
-# maybe_sample() treats a call this share of check_interval early as on time (scheduler jitter).
-_ON_TIME = 0.9
 
 Probe = Callable[[], MemoryReading]
 ReliefCallback = Callable[["MemorySample"], object]
@@ -109,7 +107,7 @@ class MemorySnapshot:
         return _plain(self)
 
 
-class MemoryManager:
+class MemoryManager(SampledMonitor[MemorySample, Probe]):
     """Watches the memory pressure the process really faces and relieves it.
 
     >>> mm = MemoryManager(warning_threshold=0.70, critical_threshold=0.85)  # doctest: +SKIP
@@ -125,6 +123,8 @@ class MemoryManager:
     ``gc.collect()`` runs. With ``pressure_relief_enabled=False`` the manager only measures:
     no callbacks, no collection, no shedding (``pressure_relief`` is its old, deprecated name).
     """
+
+    _reading = "MemoryReading"
 
     def __init__(
         self,
@@ -190,43 +190,16 @@ class MemoryManager:
         self._gc_runs = 0
         self._shed = 0
 
-    # -- what a scheduler calls ------------------------------------------------------------
+    # -- what a scheduler calls (maybe_sample, next_sample_at: SampledMonitor) ---------------
 
-    @property
-    def next_sample_at(self) -> float:
-        """The monotonic time the next sample is due (now, before the first)."""
-        last = self._last_attempt
-        return self.clock.monotonic() if last is None else last + self.check_interval
-
-    def maybe_sample(self) -> MemorySample | None:
-        """Sample if ``check_interval`` has passed since the last sample; else ``None``.
-
-        A call up to a tenth of ``check_interval`` early counts as on time, so a scheduler
-        whose periods jitter never skips a whole period. Never raises for a failing probe: the
-        error is logged and reported as a ``probe_error`` event, the level stays where it was,
-        and the next try waits another ``check_interval``.
-        """
-        if self._now() < self._due_at:
-            return None
-        if not self._sampling.acquire(blocking=False):
-            return None  # another thread is sampling right now
-        try:
-            if self._now() < self._due_at:
-                return None
-            try:
-                return self.sample()
-            except Exception as exc:
-                _log.warning("memory probe %r failed", self._probe, exc_info=exc)
-                events.emit(EV_PROBE_ERROR, {}, {"manager": self.name, "error": repr(exc)})
-                return None
-        finally:
-            self._sampling.release()
+    def _probe_failed(self, exc: Exception) -> None:
+        """A failing probe is logged and reported as a ``probe_error`` event."""
+        _log.warning("memory probe %r failed", self._probe, exc_info=exc)
+        events.emit(EV_PROBE_ERROR, {}, {"manager": self.name, "error": repr(exc)})
 
     def sample(self) -> MemorySample:
         """Read the probe now, update the level and run any relief that is due."""
-        now = self._now()
-        self._last_attempt = now
-        self._due_at = now + self.check_interval * _ON_TIME
+        now = self._begin_sample()
         reading = self._probe()
         if not isinstance(reading, MemoryReading):
             raise TypeError(f"memory probe returned {reading!r}, not a MemoryReading")
@@ -272,30 +245,6 @@ class MemoryManager:
         """Deprecated: :attr:`pressure_relief_enabled`."""
         warn_renamed("MemoryManager.pressure_relief")
         return self.pressure_relief_enabled
-
-    @property
-    def level(self) -> MemoryLevel:
-        """The current level (sampled first when a sample is due)."""
-        if self._now() >= self._due_at:
-            self.maybe_sample()
-        return self._policy.level
-
-    @property
-    def last_sample(self) -> MemorySample | None:
-        return self._last
-
-    @property
-    def probe(self) -> Probe:
-        """What readings come from; assign another callable to simulate pressure (scenarios)."""
-        return self._probe
-
-    @probe.setter
-    def probe(self, probe: Probe) -> None:
-        if not callable(probe):
-            raise ConfigError(
-                "probe", f"must be a callable returning a MemoryReading, got {probe!r}"
-            )
-        self._probe = probe
 
     def should_shed(self, critical: bool = False) -> bool:
         """Whether work should be refused for memory: at ``critical``, non-critical work only.

@@ -20,6 +20,7 @@ from .._errors import ConfigError
 from .._fork import fork_safe_lock
 from .._pressure import LevelChange, PressureLevel
 from .._redact import redacted_logger
+from .._sampled import SampledMonitor
 from ._cpu_policy import CpuConfig, CpuPolicy, CpuSignals, cpu_signals
 from ._cpu_probe import CpuProbe, CpuReading
 from ._listeners import add_listener, notify
@@ -28,9 +29,6 @@ from ._report import plain
 __all__ = ["CpuListener", "CpuMonitor", "CpuSample", "CpuSnapshot"]
 
 _log = redacted_logger("buttress.overload")
-
-# maybe_sample() treats a call this share of check_interval early as on time (scheduler jitter).
-_ON_TIME = 0.9
 
 CpuProbeFn = Callable[[], CpuReading]
 CpuListener = Callable[[LevelChange, "CpuSnapshot"], object]
@@ -89,7 +87,7 @@ class CpuSnapshot:
         return plain(self)
 
 
-class CpuMonitor:
+class CpuMonitor(SampledMonitor[CpuSample, CpuProbeFn]):
     """Watches the CPU the process really has (its cgroup's quota and cpuset) and how much of
     it is used, throttled and waited for, as a level: ``normal``, ``warning``, ``critical``.
 
@@ -100,6 +98,8 @@ class CpuMonitor:
     returning a :class:`CpuReading` (tests and scenarios). The other settings are
     :class:`CpuConfig`'s, which states their defaults and why.
     """
+
+    _reading = "CpuReading"
 
     def __init__(
         self,
@@ -136,7 +136,7 @@ class CpuMonitor:
                 )
             if str(root) != "/":
                 raise ConfigError("probe", "replaces the system probe: give it, or root")
-        self._probe: CpuProbeFn = probe if probe is not None else CpuProbe(root)
+        self._probe = probe if probe is not None else CpuProbe(root)
         self.name = name
         self.check_interval = self.config.check_interval
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -152,44 +152,17 @@ class CpuMonitor:
         self._samples = 0
         self._probe_errors = 0
 
-    # -- what a scheduler calls ------------------------------------------------------------
+    # -- what a scheduler calls (maybe_sample, next_sample_at: SampledMonitor) ---------------
 
-    @property
-    def next_sample_at(self) -> float:
-        """The monotonic time the next sample is due (now, before the first)."""
-        last = self._last_attempt
-        return self._now() if last is None else last + self.check_interval
-
-    def maybe_sample(self) -> CpuSample | None:
-        """Sample if ``check_interval`` has passed since the last sample; else ``None``.
-
-        Between samples this costs a clock read and a comparison. A call up to a tenth of
-        ``check_interval`` early counts as on time. Never raises for a failing probe: the error
-        is logged and counted (``probe_errors``), the level stays, and the next try waits
-        another ``check_interval``.
-        """
-        if self._now() < self._due_at:
-            return None
-        if not self._sampling.acquire(blocking=False):
-            return None  # another thread is sampling right now
-        try:
-            if self._now() < self._due_at:
-                return None
-            try:
-                return self.sample()
-            except Exception as exc:
-                with self._lock:
-                    self._probe_errors += 1
-                _log.warning("cpu probe %r failed", self._probe, exc_info=exc)
-                return None
-        finally:
-            self._sampling.release()
+    def _probe_failed(self, exc: Exception) -> None:
+        """A failing probe is logged and counted (``probe_errors``)."""
+        with self._lock:
+            self._probe_errors += 1
+        _log.warning("cpu probe %r failed", self._probe, exc_info=exc)
 
     def sample(self) -> CpuSample:
         """Read the probe now, derive the signals since the last reading, update the level."""
-        now = self._now()
-        self._last_attempt = now
-        self._due_at = now + self.check_interval * _ON_TIME
+        now = self._begin_sample()
         reading = self._probe()
         if not isinstance(reading, CpuReading):
             raise TypeError(f"cpu probe returned {reading!r}, not a CpuReading")
@@ -209,27 +182,7 @@ class CpuMonitor:
 
     # -- reading -----------------------------------------------------------------------------
 
-    @property
-    def level(self) -> PressureLevel:
-        """The current level (sampled first when a sample is due)."""
-        if self._now() >= self._due_at:
-            self.maybe_sample()
-        return self._policy.level
-
-    @property
-    def last_sample(self) -> CpuSample | None:
-        return self._last
-
-    @property
-    def probe(self) -> CpuProbeFn:
-        """What readings come from; assign another callable to play a scenario."""
-        return self._probe
-
-    @probe.setter
-    def probe(self, probe: CpuProbeFn) -> None:
-        if not callable(probe):
-            raise ConfigError("probe", f"must be a callable returning a CpuReading, got {probe!r}")
-        self._probe = probe
+    # -- reading (level, last_sample, probe: SampledMonitor) ---------------------------------
 
     def snapshot(self) -> CpuSnapshot:
         """The level and last figures as the health report shows them."""
