@@ -32,7 +32,10 @@ from buttress import (
     AdaptiveConcurrency,
     Backoff,
     Bulkhead,
+    CpuMonitor,
     Leasing,
+    LoopLagMonitor,
+    LoopLagMonitors,
     RateLimiter,
     Retry,
     RetryBudget,
@@ -386,6 +389,23 @@ def test_the_same_defaults(pair: Pair) -> None:
     assert differ == {}
     for name in pair.other_default:
         assert settings_default(pair.settings, name) != in_code[name], f"{name}: now equal"
+
+
+@pytest.mark.parametrize(
+    ("shell", "config"),
+    [
+        (LoopLagMonitor, LagConfig),
+        (LoopLagMonitors, LagConfig),
+        (CpuMonitor, CpuConfig),
+    ],
+    ids=lambda x: x.__name__,
+)
+def test_a_monitor_takes_its_configs_defaults(shell: type, config: type) -> None:
+    """A monitor's keywords repeat its config's fields (a signature users read): held here to
+    the config's one source of defaults."""
+    in_shell = component_defaults(shell)
+    expected = component_defaults(config)
+    assert {k: in_shell[k] for k in expected} == expected
 
 
 # -- bounds ------------------------------------------------------------------------------------
